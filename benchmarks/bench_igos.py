@@ -1,0 +1,179 @@
+"""Benchmark I-GOS and iGOS++ (explain/igos.py): batched time per image versus its own floor and a one-by-one loop.
+
+For each method the script runs the batched implementation on ``k`` images and reports
+
+* seconds per image (batched over the ``k`` images, at most ``--max-batch`` images per model forward);
+* the **floor**: the forward-only and forward+backward images the run actually made (``last_forward_images``,
+  ``last_backward_images``) times the measured per-image cost of a plain forward / forward+backward-to-the-input of
+  the same model at its best batch size (batch sizes 1, 2, 4, … up to ``--max-batch``), and the ratio to it;
+* the same code run one image at a time, and the ratio loop / batched.
+
+The model is the shipped demo model when its card exists, else a randomly initialised ``DemoNet`` stand-in. Images
+come from the synthetic generator (right eyes mirrored), resized to ``--size``.
+
+Example::
+
+    python benchmarks/bench_igos.py --images 4 --iterations 2 --size 192 256
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from napari_global_xai.data.synthetic import generate_stack
+from napari_global_xai.explain.base import get_method
+from napari_global_xai.models import DEMO_CARD_PATH, DemoNet, LoadedModel, ModelCard, load_model, resolve_device
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--images", type=int, default=4, help="images k attributed together (default 4)")
+    p.add_argument("--iterations", type=int, default=2, help="optimisation iterations (default 2; official 15)")
+    p.add_argument("--ig-iter", type=int, default=5, help="integrated-gradient path steps (default 5; official 20)")
+    p.add_argument("--mask-size", type=int, default=28, help="mask grid shorter side (default 28)")
+    p.add_argument("--max-batch", type=int, default=32, help="most images per model forward (default 32)")
+    p.add_argument("--device", default="cpu", help="auto, cpu, cuda, mps (default cpu)")
+    p.add_argument("--size", type=int, nargs=2, default=(192, 256), metavar=("H", "W"),
+                   help="input size (default 192 256; the UWF size is 384 512)")
+    p.add_argument("--methods", nargs="+", default=["igos", "igos++"], help="methods to time")
+    p.add_argument("--warm-start", action="store_true", help="line search warm start (not the official default)")
+    p.add_argument("--repeats", type=int, default=3, help="repetitions of each floor measurement (min is kept)")
+    p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    return p.parse_args(argv)
+
+
+def load(device: torch.device) -> tuple[LoadedModel, str]:
+    """The demo model, or a random-weight DemoNet stand-in when its card is missing."""
+    if DEMO_CARD_PATH.exists():
+        return load_model(DEMO_CARD_PATH, device=device), f"demo model ({DEMO_CARD_PATH.name})"
+    card = ModelCard(name="demo_net_random", labels=[f"label{i}" for i in range(5)], weights="unused",
+                     format="state_dict", architecture="demo_net", mean=[0.5, 0.5], std=[0.25, 0.25])
+    module = DemoNet(in_channels=2, n_labels=5).to(device).to(memory_format=torch.channels_last)
+    return LoadedModel(module, card, device), "DemoNet stand-in with random weights (demo card missing)"
+
+
+def make_inputs(model: LoadedModel, k: int, size) -> tuple[torch.Tensor, torch.Tensor]:
+    """``k`` synthetic images (left-eye frame, red+green), normalised, at ``size``; targets = top prediction."""
+    stack = generate_stack(k, seed=5, split="eval")
+    images = stack.images[..., :2].copy()
+    for i, side in enumerate(stack.laterality):
+        if side == "R":
+            images[i] = images[i, :, ::-1]
+    x = model.preprocess(images)
+    if tuple(x.shape[-2:]) != tuple(size):
+        x = F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False)
+    x = x.contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        targets = model.module(x).argmax(dim=1)
+    return x, targets
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
+
+
+def timed(fn, device) -> float:
+    sync(device)
+    t0 = time.perf_counter()
+    fn()
+    sync(device)
+    return time.perf_counter() - t0
+
+
+def floor_costs(model: LoadedModel, x: torch.Tensor, max_batch: int, repeats: int) -> dict:
+    """Per-image seconds of a forward and of a forward+backward to the input, per batch size; and the best."""
+    module, device = model.module, x.device
+    sizes = [b for b in (1, 2, 4, 8, 16, 32, 64) if b <= max_batch]
+    table = {}
+    for b in sizes:
+        xb = x[:1].expand(b, *x.shape[1:]).contiguous(memory_format=torch.channels_last)
+
+        def forward():
+            with torch.no_grad():
+                module(xb)
+
+        def forward_backward():
+            xi = xb.clone().requires_grad_(True)
+            torch.autograd.grad(module(xi)[:, 0].sum(), xi)
+
+        forward(), forward_backward()  # warm-up
+        t_f = min(timed(forward, device) for _ in range(repeats)) / b
+        t_fb = min(timed(forward_backward, device) for _ in range(repeats)) / b
+        table[b] = (t_f, t_fb)
+    best_f = min(table.items(), key=lambda kv: kv[1][0])
+    best_fb = min(table.items(), key=lambda kv: kv[1][1])
+    return {"table": table, "forward": best_f[1][0], "forward_batch": best_f[0],
+            "forward_backward": best_fb[1][1], "forward_backward_batch": best_fb[0]}
+
+
+def run_method(name, model, x, targets, params) -> dict:
+    """Batched run and one-image-at-a-time loop of one method."""
+    device = x.device
+    method = get_method(name, model, **params)
+    seconds = timed(lambda: method.attribute(x, targets), device)
+    fwd, bwd = method.last_forward_images, method.last_backward_images
+    trials = method.last_stats["line_search_trials"].float().mean().item()
+    loop_fwd = loop_bwd = 0
+    loop_seconds = 0.0
+    for i in range(len(x)):
+        single = get_method(name, model, **params)
+        loop_seconds += timed(lambda: single.attribute(x[i:i + 1], targets[i:i + 1]), device)
+        loop_fwd += single.last_forward_images
+        loop_bwd += single.last_backward_images
+    return {"seconds": seconds, "forward_images": fwd, "backward_images": bwd, "trials": trials,
+            "loop_seconds": loop_seconds, "loop_forward_images": loop_fwd, "loop_backward_images": loop_bwd,
+            "passes_per_map": method.passes_per_map()}
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
+    torch.manual_seed(0)
+    model, model_desc = load(device)
+    x, targets = make_inputs(model, args.images, args.size)
+    k = len(x)
+    params = {"iterations": args.iterations, "ig_iter": args.ig_iter, "mask_size": args.mask_size,
+              "max_batch": args.max_batch, "warm_start": args.warm_start}
+    print(f"model: {model_desc}; device {device}; torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print(f"input {k} × {tuple(x.shape[1:])}; targets {targets.tolist()}; params {params}")
+
+    t0 = time.perf_counter()
+    floor = floor_costs(model, x, args.max_batch, args.repeats)
+    print("\nper-image cost of plain passes (min of {} repeats):".format(args.repeats))
+    print("  batch  forward ms  fwd+bwd ms")
+    for b, (t_f, t_fb) in floor["table"].items():
+        print(f"  {b:5d}  {t_f * 1e3:10.2f}  {t_fb * 1e3:10.2f}")
+    print(f"  best: forward {floor['forward'] * 1e3:.2f} ms (batch {floor['forward_batch']}), "
+          f"forward+backward {floor['forward_backward'] * 1e3:.2f} ms (batch {floor['forward_backward_batch']})")
+
+    rows = []
+    for name in args.methods:
+        r = run_method(name, model, x, targets, params)
+        floor_s = r["forward_images"] * floor["forward"] + r["backward_images"] * floor["forward_backward"]
+        rows.append((name, r, floor_s))
+
+    print(f"\n{'method':8s} {'s/img':>8s} {'fwd/img':>8s} {'f+b/img':>8s} {'trials':>6s} {'floor s/img':>11s} "
+          f"{'×floor':>7s} {'1-by-1 s/img':>12s} {'1-by-1/batched':>14s} {'passes_per_map':>14s}")
+    for name, r, floor_s in rows:
+        print(f"{name:8s} {r['seconds'] / k:8.3f} {r['forward_images'] / k:8.1f} {r['backward_images'] / k:8.1f} "
+              f"{r['trials']:6.2f} {floor_s / k:11.3f} {r['seconds'] / floor_s:7.2f} {r['loop_seconds'] / k:12.3f} "
+              f"{r['loop_seconds'] / r['seconds']:14.2f} {r['passes_per_map']:14d}")
+        if (r["loop_forward_images"], r["loop_backward_images"]) != (r["forward_images"], r["backward_images"]):
+            print(f"  note: the one-by-one loop made {r['loop_forward_images']} forward / "
+                  f"{r['loop_backward_images']} fwd+bwd images (batched: {r['forward_images']} / "
+                  f"{r['backward_images']})")
+    print(f"\ntotal benchmark time {time.perf_counter() - t0:.1f} s")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,145 @@
+"""The saliency-method interface and its registry.
+
+A method is one small class with one verb, :meth:`SaliencyMethod.attribute`, that maps a batch of normalised images
+and one target label per image to raw attributions. It declares its cost (forward+backward passes per map) so
+batching, devices, progress and out-of-memory back-off are handled once, outside it (:mod:`.runner`).
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+__all__ = ["ScoreModule", "SaliencyMethod", "register_method", "get_method", "METHODS", "method_names"]
+
+METHODS: dict[str, type["SaliencyMethod"]] = {}
+
+
+class ScoreModule(nn.Module):
+    """``x -> scores (n, n_labels)``: the model's logits, or probabilities when ``probability`` is True.
+
+    Captum methods that need an ``nn.Module`` (DeepLift, Guided Backprop, layer methods) get this wrapper, so no
+    method has to care whether the model is sigmoid multi-label or softmax multi-class.
+    """
+
+    def __init__(self, module: nn.Module, activation: str = "sigmoid", probability: bool = False):
+        super().__init__()
+        self.model = module
+        self.activation = activation
+        self.probability = probability
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.model(x)
+        if not self.probability:
+            return out
+        return torch.sigmoid(out) if self.activation == "sigmoid" else torch.softmax(out, dim=1)
+
+
+class SaliencyMethod:
+    """Base class: one saliency method.
+
+    Subclasses set :attr:`name`, :attr:`defaults` (documented keyword parameters), :attr:`cam_like` (non-negative
+    maps at feature resolution, upsampled) and implement :meth:`attribute` and :meth:`passes_per_map`.
+
+    Parameters
+    ----------
+    model : LoadedModel
+        The model with its card (normalisation, labels, CAM layer).
+    probability : bool
+        Explain the probability (sigmoid/softmax) instead of the logit (default: logit, as in the published code).
+    **params
+        Method parameters; unknown names are an error.
+    """
+
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    defaults: ClassVar[dict] = {}
+    #: True when the map is already non-negative and spatial (Grad-CAM, I-GOS): no channel reduction needed.
+    spatial_output: ClassVar[bool] = False
+    #: True when attribute() needs gradients (autograd); False for forward-only methods (occlusion).
+    needs_grad: ClassVar[bool] = True
+
+    def __init__(self, model, probability: bool = False, **params):
+        unknown = set(params) - set(self.defaults)
+        if unknown:
+            raise TypeError(f"{self.name}: unknown parameter(s) {sorted(unknown)}; known: {sorted(self.defaults)}")
+        self.model = model
+        self.probability = probability
+        self.params = {**self.defaults, **params}
+        self.forward_module = ScoreModule(model.module, model.card.activation, probability)
+
+    def passes_per_map(self) -> int:
+        """Forward+backward passes (or forwards, for forward-only methods) one map costs; used for batch sizing."""
+        return 1
+
+    def plan_batches(self, images_per_pass: int) -> int:
+        """Set internal batching knobs for ``images_per_pass`` images per model pass; return maps per call.
+
+        The default suits one-pass methods: as many maps per call as images per pass. Multi-pass methods with their
+        own internal batching (IG, SmoothGrad, I-GOS) override it.
+        """
+        return max(1, images_per_pass // max(1, self.passes_per_map()))
+
+    def attribute(self, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Raw attributions.
+
+        Parameters
+        ----------
+        x : torch.Tensor, (k, c, H, W)
+            Normalised images on the model's device.
+        targets : torch.LongTensor, (k,)
+            Output index explained for each image.
+
+        Returns
+        -------
+        torch.Tensor
+            ``(k, c, H, W)`` per-channel attributions, or ``(k, 1, H, W)`` when :attr:`spatial_output`.
+        """
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.params.items())
+        return f"{type(self).__name__}({args})"
+
+
+def register_method(cls: type[SaliencyMethod]) -> type[SaliencyMethod]:
+    """Class decorator: make a method available by its ``name``."""
+    if not cls.name:
+        raise ValueError(f"{cls.__name__} has no name")
+    METHODS[cls.name] = cls
+    return cls
+
+
+def method_names() -> list[str]:
+    """Registered method names."""
+    _load_builtin_methods()
+    return sorted(METHODS)
+
+
+def get_method(name: str, model, probability: bool = False, **params) -> SaliencyMethod:
+    """Instantiate a registered method by name.
+
+    Raises
+    ------
+    ValueError
+        Unknown method name (the message lists the known ones).
+    """
+    _load_builtin_methods()
+    try:
+        cls = METHODS[name]
+    except KeyError:
+        raise ValueError(f"unknown saliency method {name!r}; choose from {sorted(METHODS)}") from None
+    return cls(model, probability=probability, **params)
+
+
+def _load_builtin_methods() -> None:
+    import importlib
+
+    for module in ("captum_methods", "igos"):  # registration side effect
+        try:
+            importlib.import_module(f"{__package__}.{module}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"{__package__}.{module}":
+                raise

@@ -1,0 +1,253 @@
+"""Captum-backed saliency methods: one thin class each, declared by a table-like set of small subclasses.
+
+Each class only says which Captum attribution to build and which keyword arguments to pass; results equal a
+direct Captum call on the same inputs. Baselines for IG-like methods come from :mod:`napari_global_xai.fills`.
+"""
+
+from __future__ import annotations
+
+import torch
+
+import contextlib
+
+import numpy as np
+
+from ..fills import make_fill
+from .base import SaliencyMethod, register_method
+
+__all__ = [
+    "CaptumMethod",
+    "SaliencyGradient",
+    "IntegratedGradients",
+    "InputXGradient",
+    "GuidedBackprop",
+    "DeepLift",
+    "GradientShap",
+    "SmoothGrad",
+    "Occlusion",
+    "GradCam",
+    "find_cam_layer",
+]
+
+
+@contextlib.contextmanager
+def seeded_global_rngs(seed: int):
+    """Seed torch's and numpy's global generators (Captum samples with both), restoring them afterwards."""
+    state = np.random.get_state()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        np.random.seed(seed)
+        try:
+            yield
+        finally:
+            np.random.set_state(state)
+
+
+class CaptumMethod(SaliencyMethod):
+    """A Captum attribution class plus the keyword arguments this project passes to ``attribute``."""
+
+    captum_name: str = ""
+
+    def build(self):
+        """The Captum attribution object (built per call: cheap, and no hooks linger between calls)."""
+        import captum.attr as ca
+
+        return getattr(ca, self.captum_name)(self.forward_module)
+
+    def captum_kwargs(self, x: torch.Tensor) -> dict:
+        """Extra keyword arguments for Captum's ``attribute`` (besides inputs and target)."""
+        return {}
+
+    def baseline(self, x: torch.Tensor) -> torch.Tensor:
+        """The reference input for IG-like methods, from the ``baseline`` parameter (zero / black / blur)."""
+        card = self.model.card
+        return make_fill(self.params["baseline"], x, card.mean, card.std, self.params.get("blur_sigma"))
+
+    def attribute(self, x, targets):
+        return self.build().attribute(x, target=targets, **self.captum_kwargs(x)).detach()
+
+
+@register_method
+class SaliencyGradient(CaptumMethod):
+    name, captum_name = "saliency", "Saliency"
+    description = "Plain input gradient (Simonyan et al.); one backward pass."
+    defaults = {}
+
+    def captum_kwargs(self, x):
+        return {"abs": False}
+
+
+@register_method
+class InputXGradient(CaptumMethod):
+    name, captum_name = "input_x_gradient", "InputXGradient"
+    description = "Input times gradient; one backward pass."
+    defaults = {}
+
+
+@register_method
+class GuidedBackprop(CaptumMethod):
+    name, captum_name = "guided_backprop", "GuidedBackprop"
+    description = "Guided backpropagation (ReLU modules pass only positive gradients)."
+    defaults = {}
+
+
+@register_method
+class DeepLift(CaptumMethod):
+    name, captum_name = "deeplift", "DeepLift"
+    description = "DeepLIFT (rescale rule) against the baseline."
+    defaults = {"baseline": "zero", "blur_sigma": None}
+
+    def captum_kwargs(self, x):
+        return {"baselines": self.baseline(x)}
+
+
+@register_method
+class IntegratedGradients(CaptumMethod):
+    name, captum_name = "ig", "IntegratedGradients"
+    description = "Integrated Gradients (Gauss-Legendre path), baseline zero/black/blur."
+    defaults = {"n_steps": 32, "baseline": "zero", "blur_sigma": None, "internal_batch_size": None,
+                "integration": "gausslegendre"}
+
+    def passes_per_map(self):
+        return int(self.params["n_steps"])
+
+    def plan_batches(self, images_per_pass):
+        if not self.params["internal_batch_size"]:
+            self.params["internal_batch_size"] = images_per_pass
+        return max(1, int(self.params["internal_batch_size"]) // self.passes_per_map())
+
+    def captum_kwargs(self, x):
+        ibs = self.params["internal_batch_size"]
+        return {"baselines": self.baseline(x), "n_steps": int(self.params["n_steps"]),
+                "method": self.params["integration"],
+                "internal_batch_size": max(int(ibs), len(x)) if ibs else None}
+
+
+@register_method
+class GradientShap(CaptumMethod):
+    name, captum_name = "gradient_shap", "GradientShap"
+    description = "Expected gradients between the baseline and the image, with input noise."
+    defaults = {"n_samples": 8, "stdevs": 0.1, "baseline": "zero", "blur_sigma": None, "seed": 0}
+
+    def passes_per_map(self):
+        return int(self.params["n_samples"])
+
+    def attribute(self, x, targets):
+        base = self.baseline(x[:1])
+        with seeded_global_rngs(int(self.params["seed"])):
+            return self.build().attribute(x, baselines=base, target=targets,
+                                          n_samples=int(self.params["n_samples"]),
+                                          stdevs=float(self.params["stdevs"])).detach()
+
+
+@register_method
+class SmoothGrad(CaptumMethod):
+    name = "smoothgrad"
+    description = "SmoothGrad: input gradients averaged over noisy copies (Captum NoiseTunnel)."
+    defaults = {"nt_samples": 16, "stdevs": 0.15, "nt_samples_batch_size": None, "seed": 0}
+
+    def passes_per_map(self):
+        return int(self.params["nt_samples"])
+
+    def plan_batches(self, images_per_pass):
+        maps = max(1, images_per_pass // self.passes_per_map())
+        if not self.params["nt_samples_batch_size"]:
+            self.params["nt_samples_batch_size"] = max(1, images_per_pass // maps)
+        return maps
+
+    def build(self):
+        import captum.attr as ca
+
+        return ca.NoiseTunnel(ca.Saliency(self.forward_module))
+
+    def attribute(self, x, targets):
+        bs = self.params["nt_samples_batch_size"]
+        with seeded_global_rngs(int(self.params["seed"])):
+            return self.build().attribute(x, nt_type="smoothgrad", nt_samples=int(self.params["nt_samples"]),
+                                          stdevs=float(self.params["stdevs"]), target=targets, abs=False,
+                                          nt_samples_batch_size=bs).detach()
+
+
+@register_method
+class Occlusion(CaptumMethod):
+    name, captum_name = "occlusion", "Occlusion"
+    description = "Occlusion: score drop when a window is replaced by the baseline (forward passes only)."
+    defaults = {"window": 32, "stride": 16, "baseline": "zero", "blur_sigma": None, "perturbations_per_eval": 1}
+    spatial_output = False
+    needs_grad = False
+
+    def plan_batches(self, images_per_pass):
+        return 1
+
+    def passes_per_map(self):
+        h, w = self.model.card.input_size or (384, 512)
+        win, st = int(self.params["window"]), int(self.params["stride"])
+        return ((h - win) // st + 1) * ((w - win) // st + 1) + 1
+
+    def captum_kwargs(self, x):
+        c, win, st = x.shape[1], int(self.params["window"]), int(self.params["stride"])
+        return {"sliding_window_shapes": (c, win, win), "strides": (c, st, st), "baselines": self.baseline(x),
+                "perturbations_per_eval": int(self.params["perturbations_per_eval"])}
+
+    def attribute(self, x, targets):
+        with torch.no_grad():
+            return super().attribute(x, targets)
+
+
+def find_cam_layer(module: torch.nn.Module, example: torch.Tensor) -> str:
+    """Name of the last module (in execution order) whose output is a spatial ``(n, C, h, w)`` map with h·w > 1.
+
+    Used when a model card names no CAM layer. Leaf modules (conv, BN, ReLU) and containers both count; the last
+    one to produce a 4-D output is the deepest spatial feature map.
+    """
+    order: list[str] = []
+    hooks = []
+    for name, sub in module.named_modules():
+        if not name:
+            continue
+
+        def hook(_m, _i, out, name=name):
+            if isinstance(out, torch.Tensor) and out.ndim == 4 and out.shape[-1] * out.shape[-2] > 1:
+                order.append(name)
+
+        hooks.append(sub.register_forward_hook(hook))
+    try:
+        with torch.no_grad():
+            module(example)
+    finally:
+        for h in hooks:
+            h.remove()
+    if not order:
+        raise ValueError("no spatial (4-D) layer found for Grad-CAM; name one in the model card's cam_layer")
+    # hooks fire when a module finishes, so a container ending in the last spatial layer comes after it
+    return order[-1]
+
+
+@register_method
+class GradCam(CaptumMethod):
+    name = "gradcam"
+    description = "Grad-CAM on the card's CAM layer (or the last spatial layer), ReLU, upsampled to the image."
+    defaults = {"layer": None, "upsample": "bilinear"}
+    spatial_output = True
+
+    def layer_name(self, x: torch.Tensor) -> str:
+        name = self.params["layer"] or self.model.card.cam_layer
+        if name is None:
+            name = find_cam_layer(self.model.module, x[:1])
+            self.params["layer"] = name
+        return name
+
+    def build_for(self, x):
+        import captum.attr as ca
+
+        layer = self.model.module.get_submodule(self.layer_name(x))
+        return ca.LayerGradCam(self.forward_module, layer)
+
+    def attribute(self, x, targets):
+        from captum.attr import LayerAttribution
+
+        cam = self.build_for(x).attribute(x, target=targets, relu_attributions=True).detach()
+        mode = self.params["upsample"]
+        kwargs = {"align_corners": False} if mode == "bilinear" else {}
+        up = torch.nn.functional.interpolate(cam, size=x.shape[-2:], mode=mode, **kwargs)
+        return up.clamp_min_(0) if mode == "bilinear" else up

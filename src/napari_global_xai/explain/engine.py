@@ -1,0 +1,172 @@
+"""Image-wise maps for many (image, label) pairs: target selection, batching, post-processing.
+
+The engine works on one chunk of harmonised images at a time and knows nothing about files, napari or progress
+bars; :mod:`napari_global_xai.run` drives it chunk by chunk.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from ..batching import images_per_pass, iterate_batches
+from .base import SaliencyMethod, get_method
+from .postprocess import to_image_maps
+
+__all__ = ["SUBSETS", "ExplainConfig", "predict_probabilities", "select_pairs", "ImageMapEngine"]
+
+#: Which images contribute to a label's global map (methods.md §1.6; the paper's choice is unknown).
+SUBSETS = ("positive", "predicted", "true_positive", "all")
+
+
+@dataclass
+class ExplainConfig:
+    """Everything that decides the image-wise maps (recorded as provenance).
+
+    Attributes
+    ----------
+    method : str
+        Registered saliency method name (see :func:`napari_global_xai.explain.method_names`).
+    params : dict
+        Method parameters (defaults per method otherwise).
+    targets : list of str, optional
+        Labels to explain; default every model label.
+    subset : {"auto", "positive", "predicted", "true_positive", "all"}
+        Images that enter a label's global map; ``auto`` = ``positive`` when labels are known, else ``predicted``.
+    threshold : float
+        Probability threshold for ``predicted`` / ``true_positive``.
+    compute : {"subset", "all"}
+        Compute maps only for the pairs in the subset (default, cheapest) or for every pair.
+    reduction, normalisation : str
+        Channel reduction and per-image normalisation (:mod:`.postprocess`).
+    probability : bool
+        Explain probabilities instead of logits.
+    maps_per_call : int, optional
+        Maps per method call; default chosen from the device and the method's cost.
+    chunk_size : int
+        Images per chunk (the unit of progress, cancel and writing).
+    """
+
+    method: str = "ig"
+    params: dict = field(default_factory=dict)
+    targets: list[str] | None = None
+    subset: str = "auto"
+    threshold: float = 0.5
+    compute: str = "subset"
+    reduction: str = "abs_sum"
+    normalisation: str = "mass"
+    probability: bool = False
+    maps_per_call: int | None = None
+    chunk_size: int = 16
+
+
+@torch.inference_mode()
+def predict_probabilities(model, images: np.ndarray, batch: int | None = None) -> np.ndarray:
+    """Model probabilities ``(k, n_labels)`` for harmonised raw images ``(k, H, W, C)``."""
+    batch = batch or images_per_pass(model.device)
+    out = [model.scores(model.preprocess(images[i:i + batch]), probability=True).float().cpu().numpy()
+           for i in range(0, len(images), batch)]
+    return np.concatenate(out) if out else np.zeros((0, len(model.labels)), np.float32)
+
+
+def select_pairs(subset: str, truth: np.ndarray | None, probabilities: np.ndarray,
+                 threshold: float = 0.5) -> np.ndarray:
+    """Which (image, label) maps enter each label's global map.
+
+    Parameters
+    ----------
+    subset : {"positive", "predicted", "true_positive", "all"}
+    truth : (n, L) 0/1 array or None
+    probabilities : (n, L) array
+
+    Returns
+    -------
+    numpy.ndarray of bool, (n, L)
+    """
+    predicted = probabilities > threshold
+    if subset == "all":
+        return np.ones_like(predicted, bool)
+    if subset == "predicted":
+        return predicted
+    if truth is None:
+        raise ValueError(f"subset {subset!r} needs ground-truth labels for the target labels; give a labels table "
+                         "or use subset='predicted'")
+    truth = np.asarray(truth).astype(bool)
+    if subset == "positive":
+        return truth
+    if subset == "true_positive":
+        return truth & predicted
+    raise ValueError(f"unknown subset {subset!r}; choose from {SUBSETS}")
+
+
+class ImageMapEngine:
+    """Compute normalised image-wise maps for selected (image, label) pairs of a chunk.
+
+    Parameters
+    ----------
+    model : LoadedModel
+    config : ExplainConfig
+    target_indices : list of int
+        Model output index of each target label (the L axis of the maps).
+    """
+
+    def __init__(self, model, config: ExplainConfig, target_indices: list[int]):
+        self.model = model
+        self.config = config
+        self.target_indices = np.asarray(target_indices, np.int64)
+        self.method: SaliencyMethod = get_method(config.method, model, probability=config.probability,
+                                                 **config.params)
+        planned = self.method.plan_batches(images_per_pass(model.device))
+        self.maps_per_call = config.maps_per_call or planned
+
+    def compute(self, images: np.ndarray, pairs: np.ndarray, cancel=None, on_batch=None,
+                out: np.ndarray | None = None, done: np.ndarray | None = None) -> np.ndarray:
+        """Maps of one chunk.
+
+        ``out`` and ``done`` (when given) are filled in place batch by batch, so a cancelled call
+        (:class:`~napari_global_xai.batching.Cancelled` raised from ``cancel``) leaves every finished map in them.
+
+        Parameters
+        ----------
+        images : (k, H, W, C) raw harmonised pixels
+        pairs : (k, L) bool
+            Which maps to compute; the others stay 0.
+        cancel : callable() -> bool, optional
+        out : (k, L, H, W) float32 array, optional
+        done : (k, L) bool array, optional
+            Set True for each finished map.
+        on_batch : callable(n_maps_done), optional
+            Called after each method call with the number of maps it produced.
+
+        Returns
+        -------
+        numpy.ndarray, (k, L, H, W) float32
+        """
+        k, n_targets = pairs.shape
+        h, w = images.shape[1:3]
+        if out is None:
+            out = np.zeros((k, n_targets, h, w), np.float32)
+        img_idx, tgt_idx = np.nonzero(pairs)
+        if len(img_idx) == 0:
+            return out
+        x_all = self.model.preprocess(images)
+        targets_all = torch.as_tensor(self.target_indices[tgt_idx], device=self.model.device)
+
+        def run(sl):
+            x = x_all[torch.as_tensor(img_idx[sl], device=x_all.device)]
+            if self.method.needs_grad:
+                x.requires_grad_(True)
+            grad_ctx = torch.enable_grad() if self.method.needs_grad else torch.inference_mode()
+            with grad_ctx:
+                attr = self.method.attribute(x, targets_all[sl])
+            return to_image_maps(attr, self.config.reduction, self.config.normalisation).cpu().numpy()
+
+        for sl, maps in iterate_batches(len(img_idx), self.maps_per_call, run, cancel=cancel):
+            out[img_idx[sl], tgt_idx[sl]] = maps
+            if done is not None:
+                done[img_idx[sl], tgt_idx[sl]] = True
+            if on_batch is not None:
+                on_batch(sl.stop - sl.start)
+        return out

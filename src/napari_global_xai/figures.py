@@ -1,0 +1,70 @@
+"""PNG figures (matplotlib, Agg canvas, no pyplot state): global maps over the mean anatomy."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["anatomy_rgb", "save_global_map_overlays"]
+
+
+def anatomy_rgb(anatomy: np.ndarray) -> np.ndarray:
+    """Mean anatomy image ``(H, W[, C])`` → displayable float RGB in [0, 1] (each channel stretched together)."""
+    a = np.asarray(anatomy, np.float64)
+    if a.ndim == 2:
+        a = a[..., None]
+    if a.shape[-1] == 1:
+        a = np.repeat(a, 3, axis=-1)
+    elif a.shape[-1] == 2:
+        a = np.concatenate([a, np.zeros_like(a[..., :1])], axis=-1)
+    a = a[..., :3]
+    lo, hi = np.nanpercentile(a, 1), np.nanpercentile(a, 99.5)
+    return np.clip((a - lo) / max(hi - lo, 1e-12), 0, 1)
+
+
+def save_global_map_overlays(anatomy: np.ndarray, maps: dict[str, np.ndarray], path: str | Path,
+                             title: str = "", shared_scale: bool = True, cmap: str = "inferno") -> Path:
+    """One panel per map: the map (perceptual colormap, opacity rising with the value) over the anatomy.
+
+    Parameters
+    ----------
+    anatomy : (H, W[, C]) array
+    maps : dict name -> (H, W) array
+    shared_scale : bool
+        One colour scale for every panel (maps stay comparable), else per-panel scaling.
+    """
+    from matplotlib import colormaps
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
+    from matplotlib.figure import Figure
+
+    from .io_utils import atomic_path
+
+    base = anatomy_rgb(anatomy)
+    names = list(maps)
+    finite = [np.asarray(m, float)[np.isfinite(m)] for m in maps.values()]
+    vmax_all = max([np.percentile(f, 99.5) for f in finite if f.size] + [1e-12])
+    cols = min(3, len(names))
+    rows = int(np.ceil(len(names) / cols))
+    fig = Figure(figsize=(4.2 * cols, 3.4 * rows + 0.4), layout="constrained")
+    FigureCanvasAgg(fig)
+    colormap = colormaps[cmap]
+    for i, name in enumerate(names):
+        ax = fig.add_subplot(rows, cols, i + 1)
+        m = np.nan_to_num(np.asarray(maps[name], float), nan=0.0)
+        vmax = vmax_all if shared_scale else max(np.percentile(m, 99.5), 1e-12)
+        v = np.clip(m / vmax, 0, 1)
+        alpha = np.clip(v * 1.5, 0, 0.85)[..., None]
+        ax.imshow(base * (1 - alpha) + colormap(v)[..., :3] * alpha)
+        ax.set_title(name, fontsize=10)
+        ax.set_axis_off()
+        if not shared_scale or i == len(names) - 1:
+            fig.colorbar(ScalarMappable(Normalize(0, vmax), colormap), ax=ax, shrink=0.8, label="map value")
+    if title:
+        fig.suptitle(title, fontsize=11)
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    return path

@@ -1,0 +1,109 @@
+"""Replacement values for removed pixels: IG baselines, PEPPR fills, I-GOS/SAG perturbations share them.
+
+All fills work on **normalised** model inputs ``x`` of shape ``(n, c, H, W)``:
+
+``zero``
+    0 in normalised space, i.e. the training-set mean intensity per channel (default; published UWF code [R]).
+``black``
+    raw pixel value 0, i.e. ``-mean / std`` per channel.
+``blur``
+    a heavy Gaussian blur of the image itself (I-GOS / RISE insertion style), ``sigma`` in pixels.
+``impute``
+    ROAD-style noisy linear imputation: each removed pixel becomes the average of its 8 neighbours
+    (weights 1/6 direct, 1/12 diagonal), solved for all removed pixels at once, plus N(0, noise²). Needs the mask.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ["FILLS", "gaussian_blur", "make_fill", "impute_linear"]
+
+FILLS = ("zero", "black", "blur", "impute")
+
+
+def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable Gaussian blur of ``(n, c, H, W)`` with reflect padding (kernel radius 3σ, clipped to the image)."""
+    if sigma <= 0:
+        return x.clone()
+    h, w = x.shape[-2:]
+    radius = int(min(math.ceil(3 * sigma), h - 1, w - 1))
+    t = torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device)
+    k = torch.exp(-0.5 * (t / sigma) ** 2)
+    k = k / k.sum()
+    c = x.shape[1]
+    y = F.pad(x, (radius, radius, radius, radius), mode="reflect")
+    y = F.conv2d(y, k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
+    y = F.conv2d(y, k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
+    return y
+
+
+def make_fill(kind: str, x: torch.Tensor, mean=None, std=None, sigma: float | None = None) -> torch.Tensor:
+    """The fill image for ``x`` (same shape): what a removed pixel is replaced by.
+
+    Parameters
+    ----------
+    kind : {"zero", "black", "blur"}
+        ``"impute"`` depends on the mask; use :func:`impute_linear`.
+    x : torch.Tensor, (n, c, H, W)
+        Normalised images.
+    mean, std : sequence of float, optional
+        The model's normalisation (needed for ``"black"``).
+    sigma : float, optional
+        Blur width in pixels for ``"blur"``; default 5% of the shorter image side.
+    """
+    if kind == "zero":
+        return torch.zeros_like(x)
+    if kind == "black":
+        if mean is None or std is None:
+            raise ValueError("the 'black' fill needs the model's normalisation mean and std")
+        m = torch.as_tensor(mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+        s = torch.as_tensor(std, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+        return (-m / s).expand_as(x).clone()
+    if kind == "blur":
+        return gaussian_blur(x, sigma if sigma is not None else 0.05 * min(x.shape[-2:]))
+    if kind == "impute":
+        raise ValueError("the 'impute' fill depends on the removed pixels; call impute_linear(x, removed)")
+    raise ValueError(f"unknown fill {kind!r}; choose from {FILLS}")
+
+
+def impute_linear(x: torch.Tensor, removed: torch.Tensor, noise: float = 0.01, iterations: int = 200,
+                  generator: torch.Generator | None = None) -> torch.Tensor:
+    """ROAD-style noisy linear imputation of the ``removed`` pixels.
+
+    Each removed pixel is set to the weighted mean of its 8 neighbours (1/6 direct, 1/12 diagonal, renormalised at
+    the border), the same linear system ROAD solves, here by Jacobi iterations on the whole batch on the device
+    (the fixed point of the iteration is the system's solution). Kept pixels are untouched.
+
+    Parameters
+    ----------
+    x : (n, c, H, W) tensor
+    removed : (H, W) or (n, 1, H, W) bool tensor
+        True where a pixel is removed.
+    noise : float
+        Standard deviation of the Gaussian noise added to imputed pixels (ROAD default 0.01).
+    iterations : int
+        Jacobi iterations.
+    """
+    removed = removed.to(x.device)
+    if removed.ndim == 2:
+        removed = removed.view(1, 1, *removed.shape)
+    keep = (~removed).to(x.dtype)
+    c = x.shape[1]
+    w = torch.tensor([[1 / 12, 1 / 6, 1 / 12], [1 / 6, 0.0, 1 / 6], [1 / 12, 1 / 6, 1 / 12]], dtype=x.dtype,
+                     device=x.device)
+    kernel = w.view(1, 1, 3, 3).expand(c, 1, 3, 3)
+    ones = torch.ones(1, 1, *x.shape[-2:], dtype=x.dtype, device=x.device)
+    norm = F.conv2d(F.pad(ones, (1, 1, 1, 1)), w.view(1, 1, 3, 3))
+    known = x * keep
+    start = (known.sum(dim=(2, 3), keepdim=True) / keep.sum(dim=(2, 3), keepdim=True).clamp_min(1))
+    y = known + (1 - keep) * start
+    for _ in range(iterations):
+        avg = F.conv2d(F.pad(y, (1, 1, 1, 1)), kernel, groups=c) / norm
+        y = known + (1 - keep) * avg
+    if noise:
+        y = y + (1 - keep) * noise * torch.randn(y.shape, generator=generator, dtype=y.dtype).to(y.device)
+    return y

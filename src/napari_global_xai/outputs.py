@@ -1,0 +1,95 @@
+"""Result files of an explain run: global maps (TIFF + PNG), per-image predictions (CSV), provenance (JSON).
+
+Everything is written atomically; reading back uses :func:`read_global_maps`.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+
+from .aggregate import GlobalMaps
+from .io_utils import atomic_path, atomic_write_text, save_json
+
+__all__ = ["write_global_maps", "read_global_maps", "write_explain_outputs"]
+
+
+def write_global_maps(global_maps: GlobalMaps, path: str | Path, provenance: dict | None = None) -> Path:
+    """Label-wise maps then the overall map as pages of a float32 TIFF; names, counts and provenance in metadata."""
+    import tifffile
+
+    stack = np.concatenate([global_maps.mean, global_maps.overall[None]]).astype(np.float32)
+    meta = {"labels": global_maps.labels + ["overall"], "count": global_maps.count.tolist(),
+            "overall_labels": global_maps.overall_labels, "metadata": global_maps.metadata,
+            "provenance": provenance or {}}
+    with atomic_path(path) as tmp:
+        tifffile.imwrite(tmp, stack, photometric="minisblack", description=json.dumps(meta, default=str),
+                         metadata=None)
+    return Path(path)
+
+
+def read_global_maps(path: str | Path) -> GlobalMaps:
+    """Read a file written by :func:`write_global_maps` (std is not stored there: NaN)."""
+    import tifffile
+
+    with tifffile.TiffFile(path) as tif:
+        data = tif.asarray()
+        meta = json.loads(tif.pages[0].description)
+    names = meta["labels"][:-1]
+    mean = data[:-1].astype(np.float64)
+    return GlobalMaps(names, mean, np.full_like(mean, np.nan), np.asarray(meta["count"], np.int64),
+                      data[-1].astype(np.float64), meta["overall_labels"], meta.get("metadata", {}))
+
+
+def _predictions_csv(result, image_ids) -> str:
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(["image"] + [f"p_{n}" for n in result.model_labels]
+                    + [f"in_subset_{n}" for n in result.target_labels]
+                    + [f"computed_{n}" for n in result.target_labels])
+    for i, image_id in enumerate(image_ids):
+        writer.writerow([image_id] + [f"{p:.6f}" for p in result.probabilities[i]]
+                        + [int(v) for v in result.include[i]] + [int(v) for v in result.computed[i]])
+    return buf.getvalue()
+
+
+def write_explain_outputs(result, out_dir: str | Path, anatomy: np.ndarray | None = None,
+                          image_ids=None) -> dict[str, Path]:
+    """Write global maps, std, predictions, summary and an overlay PNG into ``out_dir``.
+
+    Returns
+    -------
+    dict
+        Output name → path.
+    """
+    from .figures import save_global_map_overlays
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    gm = result.global_maps
+    paths = {"global_maps": write_global_maps(gm, out / "global_maps.tif", result.provenance)}
+    import tifffile
+
+    with atomic_path(out / "global_std.tif") as tmp:
+        tifffile.imwrite(tmp, gm.std.astype(np.float32), photometric="minisblack",
+                         description=json.dumps({"labels": gm.labels}))
+    paths["global_std"] = out / "global_std.tif"
+    ids = image_ids if image_ids is not None else [str(i) for i in range(len(result.probabilities))]
+    atomic_write_text(out / "predictions.csv", _predictions_csv(result, ids))
+    paths["predictions"] = out / "predictions.csv"
+    summary = {"targets": result.target_labels, "subset": result.subset, "cancelled": result.cancelled,
+               "maps_per_label": dict(zip(gm.labels, gm.count.tolist())),
+               "maps_computed": result.n_computed, "overall_labels": gm.overall_labels,
+               "provenance": result.provenance}
+    save_json(out / "explain_summary.json", summary)
+    paths["summary"] = out / "explain_summary.json"
+    if anatomy is not None:
+        maps = {f"{n} (n={c})": gm.mean[i] for i, (n, c) in enumerate(zip(gm.labels, gm.count)) if c > 0}
+        maps["overall"] = gm.overall
+        title = f"{result.config.method} global maps, subset '{result.subset}', {result.config.normalisation}-normalised"
+        paths["overlay"] = save_global_map_overlays(anatomy, maps, out / "global_maps.png", title=title)
+    return paths

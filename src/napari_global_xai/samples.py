@@ -1,0 +1,81 @@
+"""The shipped planted-truth sample stack and its ground truth.
+
+Files in ``napari_global_xai/sample_data/`` (made by ``global-xai make-sample-data``):
+
+``uwf_sample.tif``
+    64 ``eval``-split images, 384×512 RGB uint8, both eyes as stored (right eyes mirrored), zlib-compressed.
+``uwf_sample.csv``
+    labels table: ``image, laterality, split, marker`` and one 0/1 column per label.
+``ground_truth_regions.tif``
+    one uint8 page per region (left-eye frame): where each label's evidence can appear; names in the description.
+``ground_truth_lesions.tif``
+    (n, H, W) uint8, left-eye frame: ``k + 1`` where a lesion of disease label ``k`` was drawn.
+``ground_truth_artefacts.tif``
+    (n, H, W) uint8, left-eye frame: 1 where the corner marker was drawn.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["SAMPLE_DIR", "SAMPLE_STACK", "SAMPLE_LABELS", "SAMPLE_SEED", "write_sample_data", "load_sample_stack",
+           "load_ground_truth"]
+
+SAMPLE_DIR = Path(__file__).parent / "sample_data"
+SAMPLE_STACK = SAMPLE_DIR / "uwf_sample.tif"
+SAMPLE_LABELS = SAMPLE_DIR / "uwf_sample.csv"
+SAMPLE_SEED = 2026
+SAMPLE_SIZE = 64
+
+
+def write_sample_data(out_dir: str | Path = SAMPLE_DIR, n: int = SAMPLE_SIZE, seed: int = SAMPLE_SEED,
+                      split: str = "eval") -> Path:
+    """Generate the planted-truth sample stack and write it with labels and ground truth to ``out_dir``."""
+    import tifffile
+
+    from .data import LabelsTable, write_labels_csv, write_stack_tiff
+    from .data.synthetic import LABELS, generate_stack, region_masks
+    from .io_utils import atomic_path
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    s = generate_stack(n, seed=seed, split=split)
+    write_stack_tiff(out / "uwf_sample.tif", s.images, image_ids=s.image_ids,
+                     metadata={"generator": "napari_global_xai.data.synthetic", "seed": seed, "split": split})
+    table = LabelsTable(image_ids=list(s.image_ids), names=list(LABELS), values=s.labels,
+                        laterality=s.laterality, split=np.array([split] * n))
+    write_labels_csv(table, out / "uwf_sample.csv")
+    regions = region_masks()
+    names = list(regions)
+    with atomic_path(out / "ground_truth_regions.tif") as tmp:
+        tifffile.imwrite(tmp, np.stack([regions[k] for k in names]).astype(np.uint8), compression="zlib",
+                         description=json.dumps({"regions": names, "frame": "left"}))
+    for name, data, meta in (("lesions", s.lesion_masks, {"values": {k + 1: n for k, n in enumerate(LABELS[:4])}}),
+                             ("artefacts", s.artefact_masks.astype(np.uint8), {"values": {1: "corner marker"}})):
+        with atomic_path(out / f"ground_truth_{name}.tif") as tmp:
+            tifffile.imwrite(tmp, data, compression="zlib",
+                             description=json.dumps({"image_ids": list(s.image_ids), "frame": "left", **meta}))
+    return out
+
+
+def load_sample_stack(resize=None):
+    """The shipped sample stack as an :class:`~napari_global_xai.data.AlignedStack` (labels attached)."""
+    from .data import read_stack
+
+    return read_stack(SAMPLE_STACK, labels=SAMPLE_LABELS, resize=resize)
+
+
+def load_ground_truth(sample_dir: str | Path = SAMPLE_DIR) -> dict:
+    """Ground truth of the sample stack: ``regions`` (name → (H, W) bool), ``lesions``, ``artefacts``."""
+    import tifffile
+
+    d = Path(sample_dir)
+    with tifffile.TiffFile(d / "ground_truth_regions.tif") as tif:
+        names = json.loads(tif.pages[0].description)["regions"]
+        regions = {n: m.astype(bool) for n, m in zip(names, tif.asarray())}
+    return {"regions": regions,
+            "lesions": tifffile.imread(d / "ground_truth_lesions.tif"),
+            "artefacts": tifffile.imread(d / "ground_truth_artefacts.tif").astype(bool)}

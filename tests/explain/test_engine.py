@@ -1,0 +1,110 @@
+"""The explain pipeline: pair selection, batching invariance, post-processing, cancel, errors, outputs."""
+
+import numpy as np
+import pytest
+import tifffile
+import torch
+
+from napari_global_xai.explain import ExplainConfig, normalise_maps, reduce_channels, select_pairs
+from napari_global_xai.models import ModelLoadError
+from napari_global_xai.outputs import read_global_maps
+from napari_global_xai.run import run_explain
+
+from .conftest import make_tiny_stack
+
+
+def test_select_pairs_rules():
+    truth = np.array([[1, 0], [1, 1], [0, 0]])
+    prob = np.array([[0.9, 0.6], [0.2, 0.7], [0.1, 0.4]])
+    assert select_pairs("positive", truth, prob).tolist() == [[1, 0], [1, 1], [0, 0]]
+    assert select_pairs("predicted", None, prob).tolist() == [[1, 1], [0, 1], [0, 0]]
+    assert select_pairs("true_positive", truth, prob).tolist() == [[1, 0], [0, 1], [0, 0]]
+    assert select_pairs("all", None, prob).all()
+    with pytest.raises(ValueError, match="needs ground-truth labels"):
+        select_pairs("positive", None, prob)
+
+
+def test_postprocessing_definitions():
+    attr = torch.tensor([[[[1.0, -2.0]], [[-3.0, 0.5]]]])  # (1, 2, 1, 2)
+    np.testing.assert_allclose(reduce_channels(attr, "abs_sum").numpy(), [[[4.0, 2.5]]])
+    np.testing.assert_allclose(reduce_channels(attr, "sum").numpy(), [[[-2.0, -1.5]]])
+    np.testing.assert_allclose(reduce_channels(attr, "pos_sum").numpy(), [[[1.0, 0.5]]])
+    m = torch.tensor([[[1.0, 3.0]], [[0.0, 0.0]]])
+    np.testing.assert_allclose(normalise_maps(m, "mass").numpy(), [[[0.25, 0.75]], [[0, 0]]])
+    np.testing.assert_allclose(normalise_maps(m, "max").numpy()[0], [[1 / 3, 1.0]])
+
+
+@pytest.mark.parametrize("method,params", [("ig", {"n_steps": 8}), ("gradcam", {}), ("saliency", {})])
+def test_batching_and_chunking_do_not_change_maps(method, params, tiny_model, tiny_stack):
+    auto = run_explain(tiny_stack, tiny_model, ExplainConfig(method=method, params=params))
+    one = run_explain(tiny_stack, tiny_model, ExplainConfig(method=method, params=params, maps_per_call=1,
+                                                            chunk_size=1))
+    np.testing.assert_array_equal(auto.computed, one.computed)
+    np.testing.assert_allclose(auto.image_maps, one.image_maps, rtol=1e-5, atol=1e-8)
+    np.testing.assert_allclose(auto.global_maps.mean, one.global_maps.mean, rtol=1e-5, atol=1e-9)
+
+
+def test_subset_positive_computes_only_positive_pairs_and_maps_are_mass_normalised(tiny_model, tiny_stack):
+    res = run_explain(tiny_stack, tiny_model, ExplainConfig(method="saliency"))
+    truth = tiny_stack.labels.values.astype(bool)
+    assert res.subset == "positive"
+    np.testing.assert_array_equal(res.computed, truth)
+    np.testing.assert_array_equal(res.global_maps.count, truth.sum(0))
+    sums = res.image_maps.sum(axis=(2, 3))
+    np.testing.assert_allclose(sums[truth], 1.0, rtol=1e-5)
+    assert (sums[~truth] == 0).all()
+
+
+def test_maps_are_in_the_left_eye_frame(tiny_model):
+    """A right eye's map equals the map of its mirrored image given as a left eye."""
+    stack = make_tiny_stack(4)
+    res = run_explain(stack, tiny_model, ExplainConfig(method="saliency", subset="all"))
+    mirrored = make_tiny_stack(4)
+    mirrored.pixels[1] = stack.pixels[1][:, ::-1]
+    mirrored.laterality[1] = "L"
+    res2 = run_explain(mirrored, tiny_model, ExplainConfig(method="saliency", subset="all"))
+    assert stack.laterality[1] == "R"
+    np.testing.assert_allclose(res.image_maps[1], res2.image_maps[1], rtol=1e-5, atol=1e-9)
+    back = stack.to_stored_frame(np.asarray(res.image_maps))
+    np.testing.assert_allclose(back[1], res.image_maps[1][..., ::-1])
+
+
+def test_cancel_keeps_finished_maps(tiny_model, tiny_stack):
+    calls = {"n": 0}
+
+    def cancel():
+        calls["n"] += 1
+        return calls["n"] > 4  # a few batches in
+
+    res = run_explain(tiny_stack, tiny_model, ExplainConfig(method="saliency", maps_per_call=1, chunk_size=2),
+                      cancel=cancel)
+    assert res.cancelled
+    assert 0 < res.n_computed < tiny_stack.labels.values.sum()
+    assert res.global_maps.count.sum() == res.n_computed
+    done_sums = res.image_maps.sum(axis=(2, 3))[res.computed]
+    np.testing.assert_allclose(done_sums, 1.0, rtol=1e-5)
+
+
+def test_errors_before_any_long_work(tiny_model, tiny_stack):
+    with pytest.raises(ValueError, match="unknown target label"):
+        run_explain(tiny_stack, tiny_model, ExplainConfig(targets=["nope"]))
+    with pytest.raises(ValueError, match="needs ground-truth labels"):
+        run_explain(make_tiny_stack(with_labels=False), tiny_model, ExplainConfig(subset="positive"))
+    big = make_tiny_stack()
+    big.pixels = np.zeros((6, 40, 48, 3), np.uint8)
+    with pytest.raises(ModelLoadError, match=r"expects images of H×W = \(32, 48\)"):
+        run_explain(big, tiny_model)
+
+
+def test_outputs_written_and_read_back(tiny_model, tiny_stack, tmp_path):
+    res = run_explain(tiny_stack, tiny_model, ExplainConfig(method="gradcam"), out_dir=tmp_path)
+    for name in ("image_maps.tif", "global_maps.tif", "global_std.tif", "predictions.csv",
+                 "explain_summary.json", "global_maps.png"):
+        assert (tmp_path / name).stat().st_size > 0, name
+    gm = read_global_maps(tmp_path / "global_maps.tif")
+    assert gm.labels == res.target_labels
+    np.testing.assert_allclose(gm.mean, res.global_maps.mean.astype(np.float32), rtol=1e-6)
+    np.testing.assert_allclose(tifffile.imread(tmp_path / "image_maps.tif"), np.asarray(res.image_maps))
+    assert not list(tmp_path.glob(".*partial")) and not list(tmp_path.glob("*.tmp"))
+    lines = (tmp_path / "predictions.csv").read_text().splitlines()
+    assert lines[0].startswith("image,p_left_blob") and lines[1].startswith("img0,")

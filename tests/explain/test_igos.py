@@ -1,0 +1,376 @@
+"""I-GOS / iGOS++ (explain/igos.py) on a tiny hand-set CNN whose decision depends on a known region.
+
+The model reads label 0 from bright pixels of channel 0 inside a top-left region and label 1 from channel 1 inside
+a bottom-right region; every test image has a bright 6×6 square inside the label-0 region and a distractor square
+of the same brightness outside it (bottom left), which the model ignores.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from napari_global_xai.explain.base import get_method
+from napari_global_xai.explain.igos import (
+    IGOS,
+    IGOSPlusPlus,
+    armijo_line_search,
+    bilateral_tv_norm,
+    bilateral_weights,
+    mask_grid_shape,
+    score_scale,
+    tv_norm,
+)
+from napari_global_xai.fills import make_fill
+from napari_global_xai.models.card import DEMO_CARD_PATH, LoadedModel, ModelCard
+
+H, W = 32, 48
+SQUARE = 6
+#: (top, bottom, left, right) as fractions of the image: label 0 region, label 1 region.
+REGIONS = ((4 / 32, 14 / 32, 4 / 48, 18 / 48), (18 / 32, 28 / 32, 30 / 48, 44 / 48))
+#: Fast settings for the 32×48 test images: an 8×12 mask grid.
+FAST = {"mask_size": 8, "iterations": 8, "ig_iter": 5}
+METHODS = ("igos", "igos++")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny tensors: intra-op threads only add overhead (and stall badly on a busy 2-core machine)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def region_masks(h: int, w: int) -> torch.Tensor:
+    """``(2, h, w)`` 0/1 masks of the two label regions at any image size."""
+    r = torch.zeros(2, h, w)
+    for i, (t, b, left, right) in enumerate(REGIONS):
+        r[i, round(t * h):round(b * h), round(left * w):round(right * w)] = 1
+    return r
+
+
+class PatchNet(nn.Module):
+    """conv (identity, threshold 0.6) → ReLU → conv (3×3 box) → ReLU → mean over each label's region → logits.
+
+    Label ``i`` = ``gain · mean_{region i}(box(relu(x_i − 0.6))) + bias``; with ``softmax`` the outputs are
+    ``[label-0 logit, 0]`` (two classes).
+    """
+
+    def __init__(self, softmax: bool = False, gain: float = 40.0, bias: float = -3.0):
+        super().__init__()
+        self.conv1 = nn.Conv2d(2, 2, 3, padding=1)
+        self.conv2 = nn.Conv2d(2, 2, 3, padding=1)
+        with torch.no_grad():
+            self.conv1.weight.zero_()
+            self.conv2.weight.zero_()
+            for c in range(2):
+                self.conv1.weight[c, c, 1, 1] = 1.0
+                self.conv2.weight[c, c] = 1 / 9
+            self.conv1.bias.fill_(-0.6)
+            self.conv2.bias.zero_()
+        self.gain, self.bias, self.softmax = gain, bias, softmax
+
+    def forward(self, x):
+        f = torch.relu(self.conv2(torch.relu(self.conv1(x))))
+        r = region_masks(*f.shape[-2:]).to(f)
+        logits = self.gain * (f * r).sum((2, 3)) / r.sum((1, 2)) + self.bias
+        if self.softmax:
+            return torch.stack([logits[:, 0], torch.zeros_like(logits[:, 0])], 1)
+        return logits
+
+
+def loaded(softmax: bool = False, gain: float = 40.0, bias: float = -3.0) -> LoadedModel:
+    card = ModelCard(name="patch", labels=["a", "b"], weights="unused", format="torchscript", input_channels=[0, 1],
+                     input_size=None, mean=[0, 0], std=[1, 1], activation="softmax" if softmax else "sigmoid")
+    return LoadedModel(PatchNet(softmax, gain, bias), card, torch.device("cpu"))
+
+
+def make_images(n: int, seed: int, h: int = H, w: int = W):
+    """``n`` label-0-positive images; returns the images and the planted squares' (top, left)."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(n, 2, h, w, generator=g) * 0.4
+    t, b, left, right = REGIONS[0]
+    squares = []
+    for i in range(n):
+        top = int(torch.randint(round(t * h), round(b * h) - SQUARE + 1, (1,), generator=g))
+        lft = int(torch.randint(round(left * w), round(right * w) - SQUARE + 1, (1,), generator=g))
+        x[i, 0, top:top + SQUARE, lft:lft + SQUARE] = 1.0
+        x[i, 0, h - 10:h - 10 + SQUARE, 4:4 + SQUARE] = 1.0  # distractor outside the region
+        squares.append((top, lft))
+    return x, squares
+
+
+def attribute(name, model, x, targets=None, probability=False, **params):
+    method = get_method(name, model, probability=probability, **{**FAST, **params})
+    if targets is None:
+        targets = torch.zeros(len(x), dtype=torch.long)
+    return method.attribute(x, targets), method
+
+
+def inside_share(maps: torch.Tensor, squares, pad: int = 3) -> np.ndarray:
+    """Share of each map's mass inside its planted square (± pad pixels), and that box's area share."""
+    shares = []
+    for m, (top, left) in zip(maps[:, 0], squares):
+        box = torch.zeros_like(m)
+        box[max(0, top - pad):top + SQUARE + pad, max(0, left - pad):left + SQUARE + pad] = 1
+        shares.append(((m * box).sum() / m.sum()).item())
+    return np.array(shares), (SQUARE + 2 * pad) ** 2 / (H * W)
+
+
+def deletion_insertion_auc(model: LoadedModel, x, target: int, saliency, fill, steps: int = 10):
+    """Independent reference: erase (deletion) / reveal (insertion) the most salient pixels in ``steps`` equal
+    steps; sigmoid probability of ``target``; trapezoid area over the removed fraction."""
+    order = torch.argsort(saliency.flatten(), descending=True, stable=True)
+    n = order.numel()
+    fractions = np.linspace(0, 1, steps + 1)
+    deleted, inserted = [], []
+    for f in fractions:
+        removed = torch.zeros(n, dtype=torch.bool)
+        removed[order[:round(f * n)]] = True
+        removed = removed.view(1, *saliency.shape)
+        deleted.append(torch.where(removed, fill, x))
+        inserted.append(torch.where(removed, x, fill))
+    with torch.no_grad():
+        p = torch.sigmoid(model.module(torch.stack(deleted + inserted)))[:, target].numpy()
+    return np.trapezoid(p[: steps + 1], fractions), np.trapezoid(p[steps + 1:], fractions)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# building blocks
+
+
+def test_mask_grid_follows_aspect_ratio():
+    assert mask_grid_shape((384, 512), 28) == (28, 37)
+    assert mask_grid_shape((512, 384), 28) == (37, 28)
+    assert mask_grid_shape((224, 224), 28) == (28, 28)
+    assert mask_grid_shape((384, 512), (10, 20)) == (10, 20)
+    with pytest.raises(ValueError):
+        mask_grid_shape((384, 512), 1)
+
+
+def test_regularisers_match_hand_computation():
+    m = torch.tensor([[[[1.0, 0.0, 1.0], [1.0, 1.0, 1.0]]]])  # (1, 1, 2, 3)
+    # rows: |0-1|², |1-0|²... diffs rows = [0, 1, 0] → mean 1/3; cols = [-1, 1], [0, 0] → mean 2/4
+    assert tv_norm(m).item() == pytest.approx(1 / 3 + 1 / 2)
+    # a constant image gives bilateral weights 1, so BTV = ½ (TV(grid) + TV(upsampled)) ≥ 0, and 0 for M = 1
+    x = torch.zeros(1, 2, 8, 12)
+    weights = bilateral_weights(x, 0.01)
+    assert torch.allclose(weights[0], torch.ones(1, 1, 7, 12))
+    assert bilateral_tv_norm(torch.ones(1, 1, 2, 3), weights).item() == pytest.approx(0.0, abs=1e-12)
+    assert bilateral_tv_norm(m, weights).item() > 0.5 * tv_norm(m).item()
+
+
+def test_score_scale_auto_uses_the_image_score_change_with_a_floor():
+    f_x, f_b = torch.tensor([3.0, 0.1, 0.9]), torch.tensor([-2.0, 0.0, 0.5])
+    assert score_scale(f_x, f_b, "auto", probability=False).tolist() == pytest.approx([5.0, 0.4, 0.4])
+    assert score_scale(f_x, f_b, "auto", probability=True).tolist() == pytest.approx([5.0, 0.1, 0.4])
+    assert score_scale(f_x, f_b, 1.0, probability=True).tolist() == [1.0, 1.0, 1.0]
+    with pytest.raises(ValueError):
+        score_scale(f_x, f_b, 0, probability=False)
+
+
+def test_line_search_is_per_image_armijo():
+    # loss(M) = Σ (M − target)², direction = its gradient 2 (M − target). Image 0 overshoots into the clip at
+    # α = 8 and 1.6 and accepts 0.32; image 1 (zero gradient) accepts the first step and stays; image 2 gets an
+    # ascent direction, never accepts, and keeps its mask.
+    target = torch.tensor([[0.5, 0.5], [1.0, 1.0], [0.0, 0.0]])
+    masks = torch.tensor([[1.0, 1.0], [1.0, 1.0], [0.5, 0.5]])
+    direction = 2 * (masks - target)
+    direction[2] = -direction[2]
+    calls = []
+
+    def loss_fn(m, idx):
+        calls.append(len(idx))
+        return ((m - target[idx]) ** 2).sum(1)
+
+    base = loss_fn(masks, torch.arange(3))
+    calls.clear()
+    new, step, trials = armijo_line_search(masks, direction, base, loss_fn, alpha=8.0, decay=0.2, min_alpha=1e-3)
+    assert step[0].item() == pytest.approx(0.32)
+    assert new[0].tolist() == pytest.approx([0.68, 0.68])
+    assert step[1].item() == 8.0 and torch.equal(new[1], masks[1])
+    assert step[2].item() == 0.0 and torch.equal(new[2], masks[2])
+    assert trials.tolist() == [3, 1, 6]  # image 2: 8, 1.6, 0.32, 0.064, 0.0128, 0.00256 (next < min_alpha)
+    assert calls == [3, 2, 2, 1, 1, 1]  # one loss call per trial covers every image still searching
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# behaviour on the planted-region model
+
+
+@pytest.fixture(scope="module")
+def planted():
+    return loaded(), *make_images(3, seed=0)
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_maps_concentrate_on_the_planted_square(planted, name):
+    model, x, squares = planted
+    maps, _ = attribute(name, model, x)
+    assert maps.shape == (3, 1, H, W)
+    assert maps.min() >= 0 and maps.max() <= 1 and maps.max() > 0.2
+    share, area = inside_share(maps, squares)
+    assert (share > 3 * area).all(), (share, area)
+    # the distractor square (same brightness, outside the model's region) gets little mass
+    distractor = maps[:, 0, H - 13:H - 1, 1:13].sum((1, 2)) / maps[:, 0].sum((1, 2))
+    assert (distractor < torch.as_tensor(share) / 3).all()
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_deletion_and_insertion_beat_random_maps(planted, name):
+    model, x, _ = planted
+    maps, method = attribute(name, model, x)
+    fill = method.baseline(x)
+    g = torch.Generator().manual_seed(1)
+    for i in range(len(x)):
+        d, ins = deletion_insertion_auc(model, x[i], 0, maps[i, 0], fill[i])
+        rand = [deletion_insertion_auc(model, x[i], 0, torch.rand(H, W, generator=g), fill[i]) for _ in range(3)]
+        d_rand, ins_rand = np.mean(rand, axis=0)
+        assert d < d_rand - 0.05, (i, d, d_rand)
+        assert ins > ins_rand + 0.05, (i, ins, ins_rand)
+
+
+def test_zero_baseline_also_finds_the_square(planted):
+    model, x, squares = planted
+    maps, _ = attribute("igos", model, x, baseline="zero")
+    share, area = inside_share(maps, squares)
+    assert (share > 3 * area).all()
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_same_seed_same_map_different_seed_different_map(planted, name):
+    model, x, _ = planted
+    a, _ = attribute(name, model, x[:2], seed=3)
+    b, _ = attribute(name, model, x[:2], seed=3)
+    c, _ = attribute(name, model, x[:2], seed=4)
+    assert torch.equal(a, b)
+    assert (a - c).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_batched_equals_one_at_a_time(planted, name):
+    model, x, _ = planted
+    targets = torch.tensor([0, 1, 0])  # mixed targets, and max_batch 7 splits images across model batches
+    together, _ = attribute(name, model, x, targets, max_batch=7)
+    alone = torch.cat([attribute(name, model, x[i:i + 1], targets[i:i + 1], max_batch=7)[0] for i in range(3)])
+    assert torch.allclose(together, alone, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("name, terms", [("igos", 1), ("igos++", 4)])
+def test_pass_counts_and_model_batches(planted, name, terms):
+    model, x, _ = planted
+    sizes = []
+    hook = model.module.register_forward_hook(lambda _m, inp, _o: sizes.append(len(inp[0])))
+    try:
+        _, method = attribute(name, model, x, max_batch=7)
+    finally:
+        hook.remove()
+    k, n_steps, iters = len(x), FAST["ig_iter"], FAST["iterations"]
+    assert max(sizes) <= 7
+    assert method.last_backward_images == iters * terms * n_steps * k
+    trials = method.last_stats["line_search_trials"]
+    assert trials.shape == (k, iters) and (trials >= 1).all()
+    assert method.last_forward_images == int(trials.sum()) * terms * n_steps + 2 * k
+    assert sum(sizes) == method.last_forward_images + method.last_backward_images
+    assert method.passes_per_map() > iters * terms * n_steps
+
+
+def test_warm_start_saves_line_search_trials(planted):
+    model, x, squares = planted
+    _, cold = attribute("igos", model, x)
+    maps, warm = attribute("igos", model, x, warm_start=True)
+    assert warm.last_forward_images < cold.last_forward_images
+    share, area = inside_share(maps, squares)
+    assert (share > 3 * area).all()
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_non_square_inputs_keep_their_size(name):
+    model = loaded()
+    x, _ = make_images(2, seed=2, h=40, w=24)  # portrait: grid 10 × 6 from mask_size 6
+    maps, method = attribute(name, model, x, mask_size=6, iterations=3)
+    assert maps.shape == (2, 1, 40, 24)
+    assert maps.min() >= 0 and maps.max() <= 1
+    assert method.last_backward_images == 3 * len(method.variant.terms) * FAST["ig_iter"] * 2
+
+
+def test_auto_score_scale_makes_the_map_invariant_to_logit_scale(planted):
+    _, x, _ = planted
+    base, scaled = loaded(), loaded(gain=40.0 * 4, bias=-3.0 * 4)
+    a, _ = attribute("igos", base, x[:2])
+    b, _ = attribute("igos", scaled, x[:2])
+    assert torch.allclose(a, b, atol=1e-4)
+    # the official fixed scale is not invariant: four times larger logits give a different map
+    c, _ = attribute("igos", base, x[:2], score_scale=1.0)
+    d, _ = attribute("igos", scaled, x[:2], score_scale=1.0)
+    assert (c - d).abs().max() > 1e-2
+
+
+@pytest.mark.parametrize("probability", [False, True])
+def test_probability_scores_work(planted, probability):
+    model, x, squares = planted
+    maps, method = attribute("igos", model, x, probability=probability)
+    share, area = inside_share(maps, squares)
+    assert (share > 3 * area).all()
+    assert method.last_stats["score_scale"].min() >= (0.1 if probability else 0.4)
+
+
+@pytest.mark.parametrize("name", METHODS)
+@pytest.mark.parametrize("probability", [False, True])
+def test_softmax_card(name, probability):
+    model = loaded(softmax=True)
+    x, squares = make_images(2, seed=3)
+    maps, _ = attribute(name, model, x, probability=probability)
+    assert maps.shape == (2, 1, H, W) and maps.min() >= 0 and maps.max() <= 1
+    share, area = inside_share(maps, squares)
+    assert (share > 3 * area).all(), share
+
+
+def test_registry_and_parameters():
+    model = loaded()
+    assert isinstance(get_method("igos", model), IGOS)
+    assert isinstance(get_method("igos++", model), IGOSPlusPlus)
+    assert "bilateral_sigma" in IGOSPlusPlus.defaults and "bilateral_sigma" not in IGOS.defaults
+    with pytest.raises(TypeError):
+        get_method("igos", model, bilateral_sigma=0.1)
+    # inference-mode inputs (as a runner might pass) are fine
+    with torch.inference_mode():
+        x = make_images(1, seed=0)[0]
+    maps, _ = attribute("igos", model, x, iterations=1, ig_iter=2)
+    assert maps.shape == (1, 1, H, W)
+
+
+@pytest.mark.slow
+def test_demo_model_deletion_beats_random():
+    if not DEMO_CARD_PATH.exists():
+        pytest.skip(f"demo model card {DEMO_CARD_PATH} not trained yet")
+    from napari_global_xai.data.synthetic import generate_stack
+    from napari_global_xai.models import load_model
+
+    model = load_model(DEMO_CARD_PATH, device="cpu")
+    stack = generate_stack(2, seed=5, split="eval")
+    images = stack.images[..., :2].copy()
+    for i, side in enumerate(stack.laterality):
+        if side == "R":
+            images[i] = images[i, :, ::-1]
+    x = model.preprocess(images)
+    with torch.no_grad():
+        probs = model.scores(x, probability=True)
+    # per image: the model's most confident label among those the ground truth marks positive, else its top one
+    columns = [list(stack.label_names).index(name) for name in model.card.labels]
+    labels = torch.as_tensor(stack.labels[:, columns].astype(bool))
+    targets = torch.where(labels.any(1), torch.where(labels, probs, -1.0).argmax(1), probs.argmax(1))
+    method = get_method("igos", model, iterations=3, ig_iter=4, max_batch=8)
+    maps = method.attribute(x, targets)
+    fill = method.baseline(x)
+    g = torch.Generator().manual_seed(0)
+    h, w = x.shape[-2:]
+    for i in range(len(x)):
+        t = int(targets[i])
+        d, _ = deletion_insertion_auc(model, x[i], t, maps[i, 0], fill[i], steps=8)
+        d_rand = np.mean([deletion_insertion_auc(model, x[i], t, torch.rand(h, w, generator=g), fill[i], steps=8)[0]
+                          for _ in range(2)])
+        assert d < d_rand, (i, t, d, d_rand)

@@ -1,0 +1,357 @@
+"""PEPPR curve engine, summaries and report (methods.md §1.7, §3).
+
+Fast tests use a hand-built tiny CNN on 24×32 images whose labels depend on known boxes; the demo-model tests
+(``slow``) use the planted-truth generator and the shipped demo model, and are skipped when its card is missing.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import threading
+
+import numpy as np
+import pytest
+import torch
+from scipy import ndimage
+from sklearn.metrics import roc_auc_score
+from torch import nn
+
+from napari_global_xai.batching import Cancelled
+from napari_global_xai.models.card import DEMO_CARD_PATH, LoadedModel, ModelCard
+from napari_global_xai.peppr import (
+    DEFAULT_FRACTIONS,
+    Curves,
+    curve_area,
+    deletion_insertion,
+    erase_restore_curves,
+    pixel_ranking,
+    random_ranking,
+    restoration_point,
+    run_peppr,
+    summarise,
+)
+
+H, W = 48, 64
+MEAN, STD = [0.5, 0.4], [0.25, 0.2]
+BOXES = {"inside": (slice(8, 16), slice(10, 20)), "outside": (slice(30, 38), slice(40, 52))}
+FRACTIONS = (0, 0.05, 0.1, 0.2, 0.4, 0.7, 1.0)
+
+
+class RegionNet(nn.Module):
+    """Tiny CNN: a 3×3 smoothing conv of the red channel, then a thresholded (ReLU) max inside each label's box."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(2, 1, 3, padding=1, bias=False)
+        with torch.no_grad():
+            self.conv.weight.zero_()
+            self.conv.weight[0, 0] = 1 / 9
+        masks = torch.zeros(len(BOXES), H, W, dtype=torch.bool)
+        for i, box in enumerate(BOXES.values()):
+            masks[i][box] = True
+        self.register_buffer("regions", masks)
+        self.rows = 0
+
+    def forward(self, x):
+        self.rows += x.shape[0]
+        f = self.conv(x)                                                    # (n, 1, H, W)
+        inside = torch.where(self.regions, f, torch.full_like(f, -1e4))     # (n, L, H, W)
+        return 8.0 * torch.relu(inside.amax(dim=(2, 3)) - 0.9) - 1.0
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """The tiny model's ops are microseconds: with 2 threads on a busy 2-core machine thread hand-offs dominate."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def tiny_model():
+    card = ModelCard(name="tiny", labels=list(BOXES), weights="none", architecture="tiny", mean=MEAN, std=STD)
+    return LoadedModel(RegionNet(), card, torch.device("cpu"))
+
+
+def tiny_data(n=40, seed=0):
+    """Noise images; a positive has two bright 3×3 spots in its label's box; 8 % of the labels are flipped."""
+    rng = np.random.default_rng(seed)
+    images = rng.integers(0, 256, size=(n, H, W, 3))
+    images[..., 0] = rng.integers(0, 161, size=(n, H, W))
+    truth = (rng.random((n, len(BOXES))) < 0.5).astype(np.uint8)
+    for lab, (rows, cols) in enumerate(BOXES.values()):
+        for i in np.nonzero(truth[:, lab])[0]:
+            for _ in range(2):
+                r, c = rng.integers(rows.start, rows.stop - 2), rng.integers(cols.start, cols.stop - 2)
+                images[i, r:r + 3, c:c + 3, 0] = rng.integers(200, 256)
+    flip = rng.random(truth.shape) < 0.08
+    return images.astype(np.uint8), np.where(flip, 1 - truth, truth).astype(np.uint8)
+
+
+def box_map(name):
+    m = np.zeros((H, W))
+    m[BOXES[name]] = 1.0
+    return m
+
+
+# --- independent reference definitions (plain numpy/torch, one forward per image) -------------------------------
+
+def ref_normalise(images):
+    x = images[..., :2].astype(np.float32) / 255.0
+    return (x - np.array(MEAN, np.float32)) / np.array(STD, np.float32)   # (n, H, W, 2)
+
+
+def ref_probability(module, x_nhwc):
+    with torch.no_grad():
+        t = torch.from_numpy(np.ascontiguousarray(x_nhwc.transpose(0, 3, 1, 2), dtype=np.float32))
+        return torch.sigmoid(module(t)).numpy().astype(np.float64)
+
+
+def ref_fill(x_nhwc, fill, sigma=1.2):
+    if fill == "zero":
+        return np.zeros_like(x_nhwc)
+    if fill == "black":
+        return np.broadcast_to(-np.array(MEAN) / np.array(STD), x_nhwc.shape).astype(np.float32)
+    if fill == "blur":  # scipy 'mirror' == torch 'reflect'; radius int(3σ + 0.5) == ceil(3σ) for σ = 1.2
+        return ndimage.gaussian_filter(x_nhwc, sigma=(0, sigma, sigma, 0), mode="mirror", truncate=3.0)
+    raise ValueError(fill)
+
+
+def ref_filled(x_nhwc, order, p, mode, fill):
+    k = int(round(p * H * W))
+    keep = np.ones(H * W, np.float32)
+    keep[order[:k]] = 0
+    if mode == "restore":
+        keep = 1 - keep
+    keep = keep.reshape(1, H, W, 1)
+    return x_nhwc * keep + ref_fill(x_nhwc, fill) * (1 - keep)
+
+
+def aurocs(truth, probs):
+    return np.array([roc_auc_score(truth[:, j], probs[:, j]) if 0 < truth[:, j].sum() < len(truth) else np.nan
+                     for j in range(truth.shape[1])])
+
+
+# --- rankings and summaries ---------------------------------------------------------------------------------------
+
+def test_ranking_order_ties_and_nan_are_deterministic():
+    g = np.zeros((6, 8))
+    g[1:3, 2:5] = 2.0
+    g[0, 0] = 2.0 + 1e-12          # closer than any jitter would respect
+    g[5, 7] = np.nan
+    r1, r2, r3 = pixel_ranking(g, seed=3), pixel_ranking(g, seed=3), pixel_ranking(g, seed=4)
+    assert r1.dtype == np.int64 and np.array_equal(np.sort(r1), np.arange(48))
+    assert np.array_equal(r1, r2)
+    assert not np.array_equal(r1, r3)                         # ties broken differently by another seed
+    assert r1[0] == 0                                         # distinct values never reordered
+    top = {np.ravel_multi_index((i, j), g.shape) for i in (1, 2) for j in (2, 3, 4)}
+    assert set(r1[1:7]) == top == set(r3[1:7])                # tie group kept together
+    assert r1[-1] == np.ravel_multi_index((5, 7), g.shape)    # NaN is least important
+    rr = random_ranking((6, 8), 0)
+    assert np.array_equal(rr, random_ranking((6, 8), 0)) and not np.array_equal(rr, random_ranking((6, 8), 1))
+
+
+def test_trapezoid_area_and_p_star_on_toy_curves():
+    assert curve_area([0, 0.5, 1], [1.0, 0.5, 0.0]) == pytest.approx(0.5)
+    assert curve_area([0, 0.1, 1], [1.0, 1.0, 0.0]) == pytest.approx(0.1 * 1.0 + 0.9 * 0.5)
+    assert curve_area([0.2, 0.6], [1.0, 0.0]) == pytest.approx(0.5)            # normalised by the span
+    f, y = [0, 0.1, 0.2, 0.5, 1.0], [0.5, 0.7, 0.9, 0.96, 1.0]
+    assert restoration_point(f, y, tolerance=0.01) == pytest.approx(0.5 + 0.03 / 0.04 * 0.5)
+    assert restoration_point(f, y, tolerance=0.01, interpolate=False) == 1.0
+    assert restoration_point(f, y, full=0.9, tolerance=0.01) == pytest.approx(0.1 + (0.89 - 0.7) / 0.2 * 0.1)
+    assert restoration_point(f, y, full=0.9, tolerance=0.01, interpolate=False) == 0.2
+    assert np.isnan(restoration_point(f, [0.5] * 5, full=0.9))
+    curves = Curves(np.array(f, float), np.array([[1.0], [0.8], [0.6], [0.5], [0.5]]), np.array(y)[:, None],
+                    "auroc", ["a"], 0, 0, "zero")
+    s = summarise(curves, [curves, curves])
+    assert s["a"]["A_restore"] - s["a"]["A_erase"] == pytest.approx(s["a"]["gap"])
+    assert s["a"]["full"] == 1.0 and s["a"]["d_gap"] == pytest.approx(0.0) and s["a"]["random_gap_sd"] == 0.0
+    assert s["macro"]["A_erase"] == pytest.approx(s["a"]["A_erase"])
+
+
+# --- the curve engine against independent reference loops -------------------------------------------------------
+
+@pytest.mark.parametrize("fill", ["zero", "blur"])
+def test_endpoints_equal_full_and_fully_filled_auroc(fill):
+    model, (images, truth) = tiny_model(), tiny_data()
+    x = ref_normalise(images)
+    full = aurocs(truth, ref_probability(model.module, x))
+    filled = aurocs(truth, ref_probability(model.module, ref_fill(x, fill)))
+    c = erase_restore_curves(model, images, pixel_ranking(box_map("inside")), FRACTIONS, fill, truth=truth,
+                             fill_sigma=1.2)
+    assert c.metric == "auroc" and c.erase.shape == (len(FRACTIONS), 2) and c.labels == list(BOXES)
+    np.testing.assert_allclose(c.erase[0], full, atol=1e-12)
+    np.testing.assert_allclose(c.restore[-1], full, atol=1e-12)
+    np.testing.assert_allclose(c.erase[-1], filled, atol=1e-12)
+    np.testing.assert_allclose(c.restore[0], filled, atol=1e-12)
+    assert full.min() > 0.75
+    if fill == "zero":
+        np.testing.assert_array_equal(filled, [0.5, 0.5])    # every image identical once fully filled
+
+
+@pytest.mark.parametrize("fill", ["zero", "black", "blur"])
+def test_per_image_engine_equals_reference_loop(fill):
+    model, (images, _) = tiny_model(), tiny_data(n=5, seed=1)
+    rng = np.random.default_rng(2)
+    maps = rng.random((5, H, W))
+    maps[:, :4] = 0.0                                                   # ties
+    targets = rng.integers(0, 2, 5)
+    x = ref_normalise(images)
+    fractions = (0, 0.03, 0.25, 0.6, 1.0)
+    expected = {m: np.zeros((5, len(fractions))) for m in ("erase", "restore")}
+    for i in range(5):
+        order = pixel_ranking(maps[i], seed=0)
+        for f, p in enumerate(fractions):
+            for mode in expected:
+                xi = ref_filled(x[i:i + 1], order, p, mode, fill)
+                expected[mode][i, f] = ref_probability(model.module, xi)[0, targets[i]]
+    auto = deletion_insertion(model, images, maps, targets, fractions, fill, fill_sigma=1.2)
+    one = deletion_insertion(model, images, maps, targets, fractions, fill, fill_sigma=1.2, batch_size=1)
+    np.testing.assert_allclose(auto.deletion, expected["erase"], atol=1e-6)
+    np.testing.assert_allclose(auto.insertion, expected["restore"], atol=1e-6)
+    np.testing.assert_allclose(one.deletion, auto.deletion, atol=1e-6)
+    np.testing.assert_allclose(one.insertion, auto.insertion, atol=1e-6)
+    assert auto.target_names == [list(BOXES)[t] for t in targets]
+    areas = auto.areas()
+    assert areas["deletion"].shape == (5,) and auto.summary()["gap"] == pytest.approx(
+        np.mean(areas["insertion"]) - np.mean(areas["deletion"]))
+
+
+def test_dataset_curves_equal_reference_and_batching_changes_nothing():
+    model, (images, truth) = tiny_model(), tiny_data(n=12, seed=3)
+    order = random_ranking((H, W), 5)
+    x = ref_normalise(images)
+    auto = erase_restore_curves(model, images, order, FRACTIONS, "black", truth=truth)
+    one = erase_restore_curves(model, images, order, FRACTIONS, "black", truth=truth, batch_size=1, chunk_size=1)
+    for f, p in enumerate(FRACTIONS):
+        for mode in ("erase", "restore"):
+            probs = ref_probability(model.module, ref_filled(x, order, p, mode, "black"))
+            np.testing.assert_allclose(getattr(auto, f"{mode}_scores")[f], probs, atol=1e-6)
+            np.testing.assert_allclose(getattr(one, f"{mode}_scores")[f], probs, atol=1e-6)
+    np.testing.assert_allclose(one.erase, auto.erase, atol=1e-9)
+    np.testing.assert_allclose(one.restore, auto.restore, atol=1e-9)
+    plain = erase_restore_curves(model, images, order, FRACTIONS, "zero", label_indices=[1])
+    assert plain.metric == "mean_probability" and plain.labels == ["outside"]
+    np.testing.assert_allclose(plain.erase[0], ref_probability(model.module, x)[:, 1].mean(), atol=1e-6)
+
+
+@pytest.mark.parametrize("fill, shared", [("zero", 1), ("blur", 0)])
+def test_skipped_forward_counting(fill, shared):
+    model, (images, truth) = tiny_model(), tiny_data(n=6, seed=4)
+    n, F = 6, len(FRACTIONS)
+    c = erase_restore_curves(model, images, random_ranking((H, W), 0), FRACTIONS, fill, truth=truth, batch_size=4)
+    # interior fractions: 2 distinct masks per image; p=0/p=1: one original per image; fully filled: shared or not
+    per_image = 2 * (F - 2) + 1 + (1 - shared)
+    assert c.n_forwards == n * per_image + shared == model.module.rows
+    assert c.n_forwards + c.n_skipped == 2 * F * n
+
+
+def test_peppr_counts_reuse_across_maps_orders_and_seeds():
+    model, (images, truth) = tiny_model(), tiny_data(n=4, seed=5)
+    fractions = (0, 0.1, 0.3, 0.7, 0.9, 1.0)                 # 0.1/0.9 and 0.3/0.7 mirror each other
+    res = run_peppr(model, images, {"inside": box_map("inside"), "outside": box_map("outside")}, truth,
+                    fractions=fractions, random_seeds=2, batch_size=3)
+    n, F, interior = 4, len(fractions), len(fractions) - 2
+    naive = n * 2 * F * (2 * 2 + 2)                          # (2 maps × true/reverse + 2 seeds) × erase/restore
+    # per map: erase prefixes + restore suffixes; reverse adds nothing (mirror-symmetric interior); per seed: same
+    expected = n * (2 * interior * 2 + 2 * interior * 2 + 1) + 1
+    assert res.n_forwards == expected == model.module.rows
+    assert res.n_forwards + res.n_skipped == naive
+
+
+def test_progress_and_cancel():
+    model, (images, truth) = tiny_model(), tiny_data(n=6, seed=6)
+    seen = []
+    c = erase_restore_curves(model, images, random_ranking((H, W), 1), FRACTIONS, truth=truth, batch_size=5,
+                             progress=lambda d, t: seen.append((d, t)))
+    assert seen[-1] == (c.n_forwards, c.n_forwards) and all(b[0] > a[0] for a, b in zip(seen, seen[1:]))
+    calls = []
+    with pytest.raises(Cancelled):
+        erase_restore_curves(model, images, random_ranking((H, W), 1), FRACTIONS, truth=truth, batch_size=5,
+                             cancel=lambda: calls.append(1) or len(calls) > 2)
+    event = threading.Event()
+    event.set()
+    with pytest.raises(Cancelled):
+        run_peppr(model, images, {"inside": box_map("inside")}, truth, cancel=event, random_seeds=1)
+
+
+# --- PEPPR on the tiny model: the known region beats random order ------------------------------------------------
+
+@pytest.fixture(scope="module")
+def tiny_result():
+    model, (images, truth) = tiny_model(), tiny_data(n=48, seed=8)
+    maps = {"inside": box_map("inside"), "outside": box_map("outside"),
+            "overall": box_map("inside") + box_map("outside")}
+    return run_peppr(model, images, maps, truth, fractions=(0, .02, .05, .1, .15, .2, .3, .5, .7, 1.0),
+                     random_seeds=3, map_split="val", eval_split="val")
+
+
+def test_region_map_beats_random_order_in_both_curves(tiny_result):
+    res = tiny_result
+    for name in BOXES:
+        s = res.summary[name][name]
+        print(name, {k: round(v, 3) for k, v in s.items()})
+        assert s["full"] > 0.8
+        assert s["d_erase"] < -0.15 and s["d_restore"] > 0.15                 # map vs random-order mean
+        assert s["A_erase"] < s["reverse_A_erase"] and s["A_restore"] > s["reverse_A_restore"]
+        assert s["p_star"] <= 0.05                                            # each box is 2.6-3.1 % of the image
+        at = list(res.fractions).index(0.05)                                  # first grid point past the box
+        assert res.curves[name].curve("restore", name)[at] >= s["full"] - 0.01
+        assert res.random_band("restore", name)[0][at] < s["full"] - 0.2
+        assert res.curves[name].curve("erase", name)[at] == pytest.approx(0.5, abs=0.05)
+    spec = res.specificity
+    assert spec["maps"] == list(BOXES) and spec["erase"].shape == (2, 2)
+    assert np.all(np.diag(spec["erase_gain"]) > spec["erase_gain"][[1, 0], [0, 1]] + 0.1)
+    assert np.all(np.diag(spec["restore_gain"]) > spec["restore_gain"][[1, 0], [0, 1]] + 0.1)
+    assert res.headline == {"inside": ["inside"], "outside": ["outside"], "overall": ["inside", "outside", "macro"]}
+    assert [(r["map"], r["label"]) for r in res.table][-1] == ("overall", "macro")
+    assert "same split" in res.split_note["note"]
+    assert len(res.random) == 3 and res.n_images == 48
+    mean, sd = res.random_band("erase", "inside")
+    assert mean.shape == sd.shape == (10,) and np.all(sd >= 0)
+
+
+def test_eval_indices_select_images_and_truth_rows():
+    model, (images, truth) = tiny_model(), tiny_data(n=20, seed=9)
+    idx = np.arange(0, 20, 2)
+    maps = {"inside": box_map("inside")}
+    a = run_peppr(model, images, maps, truth, eval_indices=idx, fractions=FRACTIONS, random_seeds=1)
+    b = run_peppr(model, images[idx], maps, truth[idx], fractions=FRACTIONS, random_seeds=1)
+    np.testing.assert_allclose(a.curves["inside"].erase, b.curves["inside"].erase, atol=1e-9)
+    assert a.n_images == 10 and a.n_forwards == b.n_forwards
+
+
+def test_report_files_and_filled_images(tiny_result, tmp_path):
+    from napari_global_xai.peppr_report import CSV_COLUMNS, filled_images, write_filled_tiff, write_peppr
+
+    paths = write_peppr(tiny_result, tmp_path)
+    with open(paths["curves"]) as fh:
+        rows = list(csv.DictReader(fh))
+    assert tuple(rows[0]) == CSV_COLUMNS
+    n_curves = 3 * 2 + 3                                                  # 3 maps × (true, reverse) + 3 seeds
+    assert len(rows) == n_curves * 2 * 3 * 10                            # × erase/restore × (2 labels + macro) × F
+    first = [r for r in rows if r["map"] == "inside" and r["order"] == "true" and r["curve"] == "erase"
+             and r["label"] == "inside"]
+    np.testing.assert_allclose([float(r["value"]) for r in first], tiny_result.curves["inside"].erase[:, 0])
+    summary = json.loads(paths["summary"].read_text())
+    assert summary["table"][0]["A_erase"] == pytest.approx(tiny_result.table[0]["A_erase"])
+    assert summary["split"]["map_split"] == "val" and summary["n_forwards"] == tiny_result.n_forwards
+    assert paths["figure"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not list(tmp_path.glob(".*.tmp"))
+
+    model, (images, _) = tiny_model(), tiny_data(n=3, seed=10)
+    order = pixel_ranking(box_map("inside"))
+    erased = filled_images(model, images, order, [0, 80 / (H * W)], "zero", "erase")
+    assert erased.shape == (3, 2, H, W, 2) and erased.dtype == np.uint8
+    np.testing.assert_array_equal(erased[:, 0], images[..., :2])
+    box = BOXES["inside"]
+    np.testing.assert_array_equal(erased[:, 1][:, box[0], box[1]], np.broadcast_to(
+        np.rint(np.array(MEAN) * 255).astype(np.uint8), (3, 8, 10, 2)))   # "zero" = the mean intensity
+    outside = ~box_map("inside").astype(bool)
+    np.testing.assert_array_equal(erased[:, 1][:, outside], images[..., :2][:, outside])
+    restored = filled_images(None, images, order, [80 / (H * W)], "zero", "restore")
+    assert restored.shape == (3, 1, H, W, 3) and restored[:, 0][:, outside].max() == 0
+    tif = write_filled_tiff(tmp_path / "erased.tif", model, images, order, [0, 0.5], "black")
+    import tifffile
+    assert tifffile.imread(tif).shape == (3, 2, 2, H, W)
