@@ -52,7 +52,7 @@ def left_eye(stack) -> np.ndarray:
 
 def floor_per_image(model, images: np.ndarray, sizes=(1, 4, 8, 16), forwards: int = 32) -> dict[int, float]:
     """Seconds per image forward of unmodified images, per batch size (best of two repetitions)."""
-    x = model.preprocess(images[:16])
+    x = model.preprocess(np.resize(images, (16, *images.shape[1:])))   # at least 16 images, tiled
     out = {}
     with torch.inference_mode():
         for b in sizes:
@@ -78,7 +78,7 @@ def per_image_loop(model, images: np.ndarray, rankings: list[np.ndarray], fracti
         for i in range(len(images)):
             x = model.preprocess(images[i:i + 1])
             for order in rankings:
-                order_t = torch.as_tensor(order)
+                order_t = torch.as_tensor(np.ascontiguousarray(order))
                 for mode in ("erase", "restore"):
                     for p in fractions:
                         k = int(np.floor(p * h * w + 0.5))

@@ -20,8 +20,8 @@ from torch import nn
 from napari_global_xai.batching import Cancelled
 from napari_global_xai.models.card import DEMO_CARD_PATH, LoadedModel, ModelCard
 from napari_global_xai.peppr import (
-    DEFAULT_FRACTIONS,
     Curves,
+    CurveEngine,
     curve_area,
     deletion_insertion,
     erase_restore_curves,
@@ -60,11 +60,12 @@ class RegionNet(nn.Module):
         return 8.0 * torch.relu(inside.amax(dim=(2, 3)) - 0.9) - 1.0
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """The tiny model's ops are microseconds: with 2 threads on a busy 2-core machine thread hand-offs dominate."""
+@pytest.fixture(autouse=True)
+def _one_thread(request):
+    """Tiny-model ops take microseconds: with 2 threads on a busy 2-core machine thread hand-offs dominate."""
     before = torch.get_num_threads()
-    torch.set_num_threads(1)
+    if request.node.get_closest_marker("slow") is None:
+        torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
 
@@ -231,9 +232,41 @@ def test_dataset_curves_equal_reference_and_batching_changes_nothing():
             np.testing.assert_allclose(getattr(one, f"{mode}_scores")[f], probs, atol=1e-6)
     np.testing.assert_allclose(one.erase, auto.erase, atol=1e-9)
     np.testing.assert_allclose(one.restore, auto.restore, atol=1e-9)
+    one_class = truth.copy()
+    one_class[:, 0] = 1
+    c = erase_restore_curves(model, images, order, FRACTIONS, "black", truth=one_class)
+    assert np.isnan(c.erase[:, 0]).all() and np.array_equal(c.erase_macro, c.erase[:, 1])   # NaN label skipped
     plain = erase_restore_curves(model, images, order, FRACTIONS, "zero", label_indices=[1])
     assert plain.metric == "mean_probability" and plain.labels == ["outside"]
     np.testing.assert_allclose(plain.erase[0], ref_probability(model.module, x)[:, 1].mean(), atol=1e-6)
+
+
+class LazyStack:
+    """An indexable lazy stack: returns pixels only for the index arrays asked for, and records them."""
+
+    def __init__(self, images):
+        self._images, self.shape, self.loaded = images, images.shape, []
+
+    def __getitem__(self, idx):
+        self.loaded.append(len(idx))
+        return self._images[idx]
+
+
+def test_lazy_stack_is_read_in_chunks_and_impute_is_batch_independent():
+    model, (images, truth) = tiny_model(), tiny_data(n=10, seed=11)
+    order = random_ranking((H, W), 2)
+    lazy = LazyStack(images)
+    a = erase_restore_curves(model, lazy, order, FRACTIONS, "zero", truth=truth, chunk_size=4)
+    b = erase_restore_curves(model, images, order, FRACTIONS, "zero", truth=truth)
+    assert max(lazy.loaded) <= 4 and sum(lazy.loaded) == 10
+    np.testing.assert_allclose(a.erase_scores, b.erase_scores, atol=1e-6)
+    maps = np.random.default_rng(0).random((3, H, W))
+    i1 = deletion_insertion(model, images[:3], maps, [0, 1, 0], (0, 0.3, 1.0), "impute", batch_size=1)
+    i2 = deletion_insertion(model, images[:3], maps, [0, 1, 0], (0, 0.3, 1.0), "impute", batch_size=5)
+    np.testing.assert_allclose(i1.deletion, i2.deletion, atol=1e-6)
+    np.testing.assert_allclose(i1.insertion, i2.insertion, atol=1e-6)
+    full = ref_probability(model.module, ref_normalise(images[:3]))[np.arange(3), [0, 1, 0]]
+    np.testing.assert_allclose(i1.deletion[:, 0], full, atol=1e-6)
 
 
 @pytest.mark.parametrize("fill, shared", [("zero", 1), ("blur", 0)])
@@ -245,6 +278,11 @@ def test_skipped_forward_counting(fill, shared):
     per_image = 2 * (F - 2) + 1 + (1 - shared)
     assert c.n_forwards == n * per_image + shared == model.module.rows
     assert c.n_forwards + c.n_skipped == 2 * F * n
+    engine = CurveEngine(model, images, FRACTIONS, fill)
+    rid = engine.add_request(engine.add_ranking(random_ranking((H, W), 0)), modes=("erase",))
+    assert engine.planned_forwards() == (n * (F - 1) + (1 if shared else n), F * n)  # + full fill, shared or not
+    out = engine.run()[rid]
+    assert np.isnan(out["restore"]).all() and np.isfinite(out["erase"]).all()
 
 
 def test_peppr_counts_reuse_across_maps_orders_and_seeds():
@@ -355,3 +393,114 @@ def test_report_files_and_filled_images(tiny_result, tmp_path):
     tif = write_filled_tiff(tmp_path / "erased.tif", model, images, order, [0, 0.5], "black")
     import tifffile
     assert tifffile.imread(tif).shape == (3, 2, 2, H, W)
+
+
+# --- the demo model on planted-truth images (slow) ---------------------------------------------------------------
+
+needs_demo = pytest.mark.skipif(not DEMO_CARD_PATH.exists(), reason="demo model card missing (train the demo model)")
+DEMO_FRACTIONS = (0, 0.05, 0.2, 0.5, 1.0)   # coarse grid: the demo net costs ~20-60 ms per forward on 2 CPU cores
+
+
+def left_eye(stack) -> np.ndarray:
+    """Stored images → left-eye frame (right eyes mirrored along W)."""
+    images = stack.images.copy()
+    right = stack.laterality == "R"
+    images[right] = images[right][:, :, ::-1]
+    return images
+
+
+@pytest.fixture(scope="module")
+def demo_model():
+    from napari_global_xai.models import load_model
+
+    return load_model(DEMO_CARD_PATH, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def demo_eval(demo_model):
+    from napari_global_xai.data.synthetic import DISEASE_LABELS, generate_stack, region_masks
+
+    stack = generate_stack(48, seed=7, split="eval")
+    regions = region_masks()
+    maps = {name: regions[name].astype(float) for name in DISEASE_LABELS}
+    labels = [demo_model.labels.index(n) for n in DISEASE_LABELS]
+    res = run_peppr(demo_model, left_eye(stack), maps, stack.labels[:, labels], list(DISEASE_LABELS),
+                    fractions=DEMO_FRACTIONS, random_seeds=2, include_reverse=False, map_split="planted truth",
+                    eval_split="eval")
+    return stack, regions, res
+
+
+@pytest.mark.slow
+@needs_demo
+def test_demo_planted_regions_beat_random_order(demo_eval):
+    _, _, res = demo_eval
+    print(f"\n{res.n_forwards} forwards, {res.n_skipped} skipped, {res.seconds:.1f} s")
+    short = []
+    for label in res.maps:
+        s = res.summary[label][label]
+        print(f"{label:18s} full {s['full']:.3f}  A_erase {s['A_erase']:.3f} vs random {s['random_A_erase']:.3f} "
+              f"(d {s['d_erase']:+.3f})  A_restore {s['A_restore']:.3f} vs random {s['random_A_restore']:.3f} "
+              f"(d {s['d_restore']:+.3f})  p* {s['p_star']:.3f}")
+        assert s["full"] > 0.8
+        if not (s["d_erase"] <= -0.15 and s["d_restore"] >= 0.15):
+            short.append(label)
+    print("diagonal erase gain:", np.round(np.diag(res.specificity["erase_gain"]), 3))
+    assert not short, f"region map beats random order by < 0.15 AUROC area for {short}"
+
+
+@pytest.mark.slow
+@needs_demo
+def test_demo_restoring_only_the_region_recovers_auroc(demo_model, demo_eval):
+    stack, regions, res = demo_eval
+    for label in res.maps:
+        region = regions[label]
+        out = demo_model.labels.index(label)
+        c = erase_restore_curves(demo_model, left_eye(stack), pixel_ranking(region.astype(float)),
+                                 fractions=(region.sum() / region.size,), truth=stack.labels[:, [out]],
+                                 label_indices=[out])
+        full = res.summary[label][label]["full"]
+        kept = (c.restore[0, 0] - 0.5) / (full - 0.5)
+        print(f"{label:18s} region {100 * region.mean():.1f} % of the image: restored only it -> AUROC "
+              f"{c.restore[0, 0]:.3f} (full {full:.3f}, {100 * kept:.0f} % of the above-chance AUROC); "
+              f"erased only it -> {c.erase[0, 0]:.3f}")
+        assert kept >= 0.8
+
+
+def random_boxes(shapes, avoid, shape, seed):
+    """A mask of boxes of the given (h, w) shapes at random places, overlapping neither ``avoid`` nor each other."""
+    rng = np.random.default_rng([seed, 99])
+    mask = np.zeros(shape, bool)
+    for bh, bw in shapes:
+        while True:
+            r, c = rng.integers(0, shape[0] - bh + 1), rng.integers(0, shape[1] - bw + 1)
+            if not (mask | avoid)[r:r + bh, c:c + bw].any():
+                mask[r:r + bh, c:c + bw] = True
+                break
+    return mask
+
+
+@pytest.mark.slow
+@needs_demo
+def test_demo_shortcut_marker_matters_more_than_random_boxes(demo_model):
+    from napari_global_xai.data.synthetic import generate_stack, marker_box
+
+    stack = generate_stack(64, seed=7, split="train")
+    images = left_eye(stack)
+    marker = np.zeros(images.shape[1:3], bool)
+    for side in ("L", "R"):
+        marker[marker_box(side)] = True
+    shapes = [(s[0].stop - s[0].start, s[1].stop - s[1].start) for s in (marker_box("L"), marker_box("R"))]
+    maps = [marker] + [random_boxes(shapes, marker, marker.shape, seed) for seed in range(4)]
+    assert len({int(m.sum()) for m in maps}) == 1
+    engine = CurveEngine(demo_model, images, (0, marker.sum() / marker.size), "zero")
+    rids = [engine.add_request(engine.add_ranking(pixel_ranking(m.astype(float))), modes=("erase",)) for m in maps]
+    outputs = engine.run()
+    out = demo_model.labels.index("peripheral_lesion")
+    truth = stack.labels[:, out]
+    full = roc_auc_score(truth, outputs[rids[0]]["erase"][0, :, out])
+    erased = [roc_auc_score(truth, outputs[r]["erase"][1, :, out]) for r in rids]
+    drop_marker, drop_random = full - erased[0], full - np.array(erased[1:])
+    print(f"\nperipheral_lesion AUROC on train images {full:.3f}; erasing the marker boxes -> {erased[0]:.3f} "
+          f"(drop {drop_marker:.3f}); random boxes of the same size -> {np.round(erased[1:], 3)} "
+          f"(mean drop {drop_random.mean():.3f}); {engine.n_forwards} forwards")
+    assert drop_marker > drop_random.mean()

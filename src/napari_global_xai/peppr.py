@@ -66,7 +66,7 @@ MODES = ("erase", "restore")
 #: Fills whose fully filled image does not depend on the image (one forward serves the whole stack).
 CONSTANT_FILLS = ("zero", "black")
 
-_ORIG, _ALL = 0, 1  # key ids of "nothing removed" and "everything removed"
+_ORIG, _ALL, _NONE = 0, 1, -1  # key ids: nothing removed, everything removed, curve not requested
 _TIE_STREAM, _RANDOM_STREAM, _NOISE_STREAM = 0x7A1E, 0x3A2D, 0x1D0E
 
 
@@ -131,7 +131,7 @@ def _inverse(ranking: np.ndarray, n_pixels: int) -> np.ndarray:
         raise ValueError(f"a ranking must be {n_pixels} integer pixel indices, got {r.size} of dtype {r.dtype}")
     if r.min() < 0 or r.max() >= n_pixels or np.bincount(r, minlength=n_pixels).max() != 1:
         raise ValueError("a ranking must be a permutation of the pixel indices 0 .. H*W-1")
-    pos = np.empty(n_pixels, np.int64)
+    pos = np.empty(n_pixels, np.int32 if n_pixels < 2 ** 31 else np.int64)
     pos[r] = np.arange(n_pixels)
     return pos
 
@@ -155,13 +155,13 @@ def removed_mask(ranking: np.ndarray, shape: tuple[int, int], mode: str, fractio
 
 def apply_fill(x: torch.Tensor, removed: torch.Tensor, fill: str = "zero", *, fill_image: torch.Tensor | None = None,
                mean=None, std=None, sigma: float | None = None, noise: float = 0.01,
-               noise_seeds: Sequence[int] | None = None) -> torch.Tensor:
+               noise_seeds: Sequence[int] | None = None, out: torch.Tensor | None = None) -> torch.Tensor:
     """Replace the removed pixels of normalised images by the fill: ``x * keep + fill * (1 - keep)``.
 
     Parameters
     ----------
     x : torch.Tensor, (n, c, H, W)
-        Normalised images.
+        Normalised images (any leading dimensions broadcasting with ``removed`` for the mask-independent fills).
     removed : torch.Tensor of bool, (n, 1, H, W) or (H, W)
         True where a pixel is replaced.
     fill : {"zero", "black", "blur", "impute"}
@@ -178,6 +178,8 @@ def apply_fill(x: torch.Tensor, removed: torch.Tensor, fill: str = "zero", *, fi
     noise_seeds : sequence of int, optional
         ``"impute"`` only: one seed per image, so the noise of an ``(image, mask)`` pair does not depend on the batch
         it was computed in.
+    out : torch.Tensor, optional
+        Preallocated result (mask-independent fills only), e.g. a reused batch buffer.
 
     Returns
     -------
@@ -200,7 +202,7 @@ def apply_fill(x: torch.Tensor, removed: torch.Tensor, fill: str = "zero", *, fi
         return y
     if fill_image is None:
         fill_image = make_fill(fill, x, mean=mean, std=std, sigma=sigma)
-    return torch.where(removed, fill_image, x)
+    return torch.where(removed, fill_image, x, out=out) if out is not None else torch.where(removed, fill_image, x)
 
 
 def _seeded_noise(shape, seeds) -> torch.Tensor:
@@ -210,6 +212,29 @@ def _seeded_noise(shape, seeds) -> torch.Tensor:
     for i in range(n):
         out[i] = torch.randn(shape[1:], generator=torch.Generator().manual_seed(int(seeds[i]) % (2 ** 63)))
     return out
+
+
+def _rows(t: torch.Tensor, idx: np.ndarray) -> torch.Tensor:
+    """``t[idx]``: a view when ``idx`` is a consecutive ascending run (the common case), else a gather."""
+    if len(idx) and idx[-1] - idx[0] == len(idx) - 1 and np.all(np.diff(idx) == 1):
+        return t[int(idx[0]):int(idx[-1]) + 1]
+    return t[torch.as_tensor(idx, device=t.device)]
+
+
+def _grid(kids: np.ndarray, local: np.ndarray) -> tuple[int, int, int] | None:
+    """``(n_keys, first image, n_images)`` when a batch is K keys × one run of consecutive images, else None."""
+    change = np.nonzero(np.diff(kids))[0]
+    n_img = int(change[0]) + 1 if len(change) else len(kids)
+    if len(kids) % n_img:
+        return None
+    run = local[:n_img]
+    if run[-1] - run[0] != n_img - 1 or np.any(np.diff(run) != 1):
+        return None
+    grid_kids, grid_local = kids.reshape(-1, n_img), local.reshape(-1, n_img)
+    if np.any(grid_kids != grid_kids[:, :1]) or np.any(grid_local != run) or \
+            np.any(np.diff(grid_kids[:, 0]) == 0):
+        return None
+    return len(kids) // n_img, int(run[0]), n_img
 
 
 def _cancel_callable(cancel) -> Callable[[], bool] | None:
@@ -331,6 +356,9 @@ class CurveEngine:
         self._key_ids: dict[tuple, int] = {}
         self._requests: list[_Request] = []
         self._device_positions: OrderedDict[int, torch.Tensor] = OrderedDict()
+        self._masks: OrderedDict[int, torch.Tensor] = OrderedDict()
+        self._fill_value: torch.Tensor | None = None
+        self._input_buffer: torch.Tensor | None = None
 
     # -- building the job
 
@@ -339,11 +367,19 @@ class CurveEngine:
         self._positions.append(_inverse(ranking, self.n_pixels))
         return len(self._positions) - 1
 
-    def add_request(self, ranking_id: int, reverse: bool = False, images: Sequence[int] | None = None) -> int:
-        """Ask for the erase and restore curves of one ranking (or its reverse) on ``images`` (default all)."""
+    def add_request(self, ranking_id: int, reverse: bool = False, images: Sequence[int] | None = None,
+                    modes: Sequence[str] = MODES) -> int:
+        """Ask for the curves of one ranking (or its reverse) on ``images`` (default all); returns the request id.
+
+        ``modes`` picks the curves (default erase and restore); a curve not asked for costs nothing and comes back
+        as NaN.
+        """
         if not 0 <= ranking_id < len(self._positions):
             raise ValueError(f"unknown ranking id {ranking_id}")
-        keys = np.array([[self._key(ranking_id, reverse, mode, int(k)) for k in self.counts] for mode in MODES])
+        if not modes or set(modes) - set(MODES):
+            raise ValueError(f"modes must be a non-empty subset of {MODES}, got {modes}")
+        keys = np.array([[self._key(ranking_id, reverse, mode, int(k)) if mode in modes else _NONE
+                          for k in self.counts] for mode in MODES])
         idx, position = None, None
         if images is not None:
             idx = np.asarray(images, np.int64).ravel()
@@ -396,11 +432,12 @@ class CurveEngine:
             reqs = tuple(every + by_image.get(int(g), []))
             if reqs not in cache:
                 kids = np.unique(np.concatenate([self._requests[r].keys.ravel() for r in reqs]))
+                kids = kids[kids != _NONE]
                 uses_shared |= self.shared_fill and bool((kids == _ALL).any())
                 cache[reqs] = kids[kids != _ALL] if self.shared_fill else kids
             needs[int(g)] = cache[reqs]
             n_image_forwards += len(cache[reqs])
-            n_naive += sum(self._requests[r].keys.size for r in reqs)
+            n_naive += sum(int((self._requests[r].keys != _NONE).sum()) for r in reqs)
         return _Plan(active, needs, every, by_image, n_image_forwards + int(uses_shared), n_naive, uses_shared)
 
     def planned_forwards(self) -> tuple[int, int]:
@@ -438,7 +475,7 @@ class CurveEngine:
                 chunk = plan.active[start:start + self.chunk_size]
                 x = self.model.preprocess(_take(self.images, chunk))
                 if plan.uses_shared and shared is None:
-                    shared = self._forward(x[:1], [_ALL], chunk[:1], None)[0]
+                    shared = self._forward(x, None, np.array([_ALL]), np.array([0]), chunk)[0]
                     done += 1
                     self._report(progress, done, plan.n_forwards)
                 scores, rows = self._run_chunk(x, chunk, plan.needs, cancel, progress, done, plan.n_forwards)
@@ -458,18 +495,18 @@ class CurveEngine:
 
     def _run_chunk(self, x, chunk, needs, cancel, progress, done, total):
         """Forward every needed ``(image, key)`` of a chunk, key-major so a batch shares few masks."""
-        pairs = [(kid, j) for j, g in enumerate(chunk) for kid in needs[int(g)]]
-        pairs.sort()
+        pairs = sorted((int(kid), j) for j, g in enumerate(chunk) for kid in needs[int(g)])
         kids = np.array([p[0] for p in pairs], np.int64)
         local = np.array([p[1] for p in pairs], np.int64)
-        rows = {(int(j), int(k)): i for i, (k, j) in enumerate(pairs)}
-        fill_image = self._chunk_fill(x)
+        rows = {(j, k): i for i, (k, j) in enumerate(pairs)}
+        fill_image = make_fill("blur", x, sigma=self.fill_sigma) if self.fill == "blur" else None
+
+        def run(sl):
+            return self._forward(x, fill_image, kids[sl], local[sl], chunk)
+
         scores = np.empty((len(pairs), len(self.model.labels)), np.float64)
         longest = 0
-        for sl, s in iterate_batches(len(pairs), self.batch_size, lambda sl: self._forward(
-                x[torch.as_tensor(local[sl], device=x.device)], kids[sl], chunk[local[sl]],
-                None if fill_image is None else fill_image[torch.as_tensor(local[sl], device=x.device)]),
-                cancel=cancel):
+        for sl, s in iterate_batches(len(pairs), self.batch_size, run, cancel=cancel):
             scores[sl] = s
             done += sl.stop - sl.start
             if sl.stop < len(pairs):
@@ -479,40 +516,95 @@ class CurveEngine:
             self.batch_size = longest
         return scores, rows
 
-    def _chunk_fill(self, x):
-        """Mask-independent fill of a chunk (computed once per image), or None for constant / impute fills."""
-        if self.fill == "blur":
-            return make_fill("blur", x, sigma=self.fill_sigma)
-        return None
+    def _constant_fill(self, x) -> torch.Tensor:
+        """The constant fill as a ``(1, c, 1, 1)`` tensor (broadcast by ``torch.where``), made once."""
+        if self._fill_value is None or self._fill_value.device != x.device:
+            card = getattr(self.model, "card", None)
+            self._fill_value = make_fill(self.fill, x[:1, :, :1, :1], mean=getattr(card, "mean", None),
+                                         std=getattr(card, "std", None))
+        return self._fill_value
 
-    def _constant_fill(self, x):
-        card = getattr(self.model, "card", None)
-        return make_fill(self.fill, x[:1], mean=getattr(card, "mean", None), std=getattr(card, "std", None))
+    def _forward(self, x, fill_image, kids, local, chunk) -> np.ndarray:
+        """Fill a batch of ``(chunk image, key)`` pairs and return the model's probabilities ``(B, n_outputs)``.
 
-    def _forward(self, x, kids, images, fill_image) -> np.ndarray:
-        uniq, inverse = np.unique(np.asarray(kids), return_inverse=True)
-        masks = torch.stack([self._removed(int(k), x.device) for k in uniq])
-        removed = masks[torch.as_tensor(inverse, device=x.device)].unsqueeze(1)
-        if fill_image is None and self.fill in CONSTANT_FILLS:
+        A batch that is a grid (K keys × the same run of J consecutive images, the usual case of the key-major
+        order) is filled by one broadcast ``torch.where`` into a reused buffer, without gathering images or masks.
+        """
+        if self.fill in CONSTANT_FILLS:
             fill_image = self._constant_fill(x)
-        seeds = None
+        grid = None if self.fill == "impute" else _grid(kids, local)
         if self.fill == "impute":
             seeds = [int(np.random.SeedSequence([self.seed, _NOISE_STREAM, int(g), int(k)]).generate_state(1)[0])
-                     for g, k in zip(images, kids)]
-        filled = apply_fill(x, removed, self.fill, fill_image=fill_image, sigma=self.fill_sigma,
-                            noise=self.impute_noise, noise_seeds=seeds)
+                     for g, k in zip(chunk[local], kids)]
+            filled = apply_fill(_rows(x, local), self._batch_mask(kids, x.device), "impute",
+                                noise=self.impute_noise, noise_seeds=seeds)
+        elif grid is not None:
+            n_keys, start, n_img = grid
+            h, w = self.shape
+            masks = self._key_masks(kids[::n_img], x.device).view(n_keys, 1, 1, h, w)
+            if self.fill == "blur":
+                fill_image = fill_image[start:start + n_img].unsqueeze(0)
+            filled = self._buffer(len(kids), x)
+            apply_fill(x[start:start + n_img].unsqueeze(0), masks, self.fill, fill_image=fill_image,
+                       out=filled.view(n_keys, n_img, *filled.shape[1:]))
+        else:
+            if self.fill == "blur":
+                fill_image = _rows(fill_image, local)
+            filled = apply_fill(_rows(x, local), self._batch_mask(kids, x.device), self.fill, fill_image=fill_image,
+                                out=self._buffer(len(kids), x))
         out = self.model.scores(filled.contiguous(memory_format=torch.channels_last), probability=True)
         return out.float().cpu().numpy().astype(np.float64)
 
-    def _removed(self, kid: int, device) -> torch.Tensor:
+    def _buffer(self, n: int, x: torch.Tensor) -> torch.Tensor:
+        """A reused channels-last ``(n, c, H, W)`` input buffer (no large allocation per batch)."""
+        buf = self._input_buffer
+        if buf is None or buf.shape[0] < n or buf.shape[1:] != x.shape[1:] or buf.device != x.device \
+                or buf.dtype != x.dtype:
+            buf = torch.empty((max(n, self.batch_size), *x.shape[1:]), dtype=x.dtype, device=x.device)
+            buf = buf.contiguous(memory_format=torch.channels_last)
+            self._input_buffer = buf
+        return buf[:n]
+
+    def _batch_mask(self, kids: np.ndarray, device) -> torch.Tensor:
+        """``(B, 1, H, W)`` removed-pixel masks of a batch (a broadcast view when the batch shares one mask)."""
         h, w = self.shape
-        if kid == _ORIG:
-            return torch.zeros(h, w, dtype=torch.bool, device=device)
-        if kid == _ALL:
-            return torch.ones(h, w, dtype=torch.bool, device=device)
-        ranking_id, suffix, t = self._keys[kid]
-        pos = self._position_tensor(ranking_id, device)
-        return (pos >= t if suffix else pos < t).view(h, w)
+        uniq, inverse = np.unique(kids, return_inverse=True)
+        if len(uniq) == 1:
+            return self._removed(int(uniq[0]), device).view(1, 1, h, w).expand(len(kids), 1, h, w)
+        return self._key_masks(uniq, device)[torch.as_tensor(inverse, device=device)].unsqueeze(1)
+
+    def _key_masks(self, kids: np.ndarray, device) -> torch.Tensor:
+        """``(K, H, W)`` masks of distinct keys; one broadcast comparison when they share a ranking."""
+        h, w = self.shape
+        if len(kids) == 1:
+            return self._removed(int(kids[0]), device).view(1, h, w)
+        spec = [(None, False, 0) if k == _ORIG else (None, False, self.n_pixels) if k == _ALL else self._keys[k]
+                for k in kids]
+        rankings = {r for r, _, _ in spec if r is not None}
+        if len(rankings) != 1:
+            return torch.stack([self._removed(int(k), device) for k in kids])
+        pos = self._position_tensor(rankings.pop(), device).view(1, h, w)
+        t = torch.tensor([t for _, _, t in spec], dtype=pos.dtype, device=device).view(-1, 1, 1)
+        suffix = torch.tensor([sfx for _, sfx, _ in spec], device=device).view(-1, 1, 1)
+        return (pos < t) ^ suffix           # suffix keys remove positions >= t, i.e. not (< t)
+
+    def _removed(self, kid: int, device) -> torch.Tensor:
+        """``(H, W)`` bool mask of a key (cached: consecutive batches of a chunk reuse the same masks)."""
+        cached = self._masks.get(kid)
+        if cached is not None and cached.device == torch.device(device):
+            self._masks.move_to_end(kid)
+            return cached
+        h, w = self.shape
+        if kid in (_ORIG, _ALL):
+            mask = torch.full((h, w), kid == _ALL, dtype=torch.bool, device=device)
+        else:
+            ranking_id, suffix, t = self._keys[kid]
+            pos = self._position_tensor(ranking_id, device)
+            mask = (pos >= t if suffix else pos < t).view(h, w)
+        self._masks[kid] = mask
+        while len(self._masks) > 16:
+            self._masks.popitem(last=False)
+        return mask
 
     def _position_tensor(self, ranking_id: int, device, keep: int = 64) -> torch.Tensor:
         """Rank positions on the device, cached (LRU of ``keep`` rankings: per-image rankings come and go)."""
@@ -535,6 +627,8 @@ class CurveEngine:
                 for m, mode in enumerate(MODES):
                     for f, kid in enumerate(req.keys[m]):
                         kid = int(kid)
+                        if kid == _NONE:
+                            continue
                         outputs[r][mode][f, col] = shared if (kid == _ALL and self.shared_fill) else \
                             scores[rows[(j, kid)]]
 
@@ -542,23 +636,25 @@ class CurveEngine:
 # ---------------------------------------------------------------------------------------------------- metrics
 
 
-def _auroc(truth: np.ndarray, scores: np.ndarray) -> float:
-    """sklearn ROC AUC, NaN when the truth column has a single class."""
+def _aurocs(truth: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """Per-column sklearn ROC AUC of ``(n, L)`` scores (one multilabel call); NaN for a single-class column."""
     from sklearn.metrics import roc_auc_score
 
-    truth = np.asarray(truth)
-    if truth.min() == truth.max():
-        return float("nan")
-    return float(roc_auc_score(truth, scores))
+    out = np.full(truth.shape[1], np.nan)
+    valid = np.nonzero(truth.min(axis=0) != truth.max(axis=0))[0]
+    if len(valid) == 1:
+        out[valid] = roc_auc_score(truth[:, valid[0]], scores[:, valid[0]])
+    elif len(valid) > 1:
+        out[valid] = roc_auc_score(truth[:, valid], scores[:, valid], average=None)
+    return out
 
 
 def _stack_metric(probabilities: np.ndarray, truth: np.ndarray | None) -> np.ndarray:
     """(F, n, L) probabilities -> (F, L): per-label AUROC over the images, or the mean probability."""
     if truth is None:
         return probabilities.mean(axis=1)
-    f_count, _, n_labels = probabilities.shape
-    return np.array([[_auroc(truth[:, lab], probabilities[f, :, lab]) for lab in range(n_labels)]
-                     for f in range(f_count)])
+    truth = np.asarray(truth).astype(np.int64)
+    return np.array([_aurocs(truth, p) for p in probabilities])
 
 
 def curve_area(fractions: Sequence[float], values: np.ndarray) -> np.ndarray:

@@ -533,7 +533,8 @@ def _pages(pixels: Any, page_shape: tuple[int, ...], dtype: np.dtype) -> Iterato
 
 
 def write_stack_tiff(path: str | os.PathLike, pixels: Any, image_ids: Sequence[str] | None = None,
-                     metadata: dict[str, Any] | None = None, compression: str | None = "zlib") -> Path:
+                     metadata: dict[str, Any] | None = None, compression: str | None = "zlib",
+                     compression_level: int | None = None) -> Path:
     """Write an image stack as a multi-page TIFF, atomically (the file appears whole or not at all).
 
     Parameters
@@ -547,7 +548,9 @@ def write_stack_tiff(path: str | os.PathLike, pixels: Any, image_ids: Sequence[s
     metadata : dict, optional
         JSON-serialisable; stored beside the ids (see :func:`read_tiff_metadata`).
     compression : str or None
-        A tifffile compression (``"zlib"``, ...); None writes an uncompressed, memory-mappable file.
+        A tifffile compression (``"zlib"``, ``"jpeg"``, ...); None writes an uncompressed, memory-mappable file.
+    compression_level : int, optional
+        Codec level (zlib level, or JPEG quality).
 
     Returns
     -------
@@ -580,6 +583,7 @@ def write_stack_tiff(path: str | os.PathLike, pixels: Any, image_ids: Sequence[s
             tmp, data=_pages(pixels, page_shape, dtype), shape=(n, *page_shape), dtype=dtype,
             photometric="minisblack" if channels == 1 else "rgb",
             extrasamples=("unassalpha",) if channels == 4 else None,
-            compression=compression, metadata=stored, bigtiff=n * height * width * channels * dtype.itemsize > 2**31,
+            compression=compression, metadata=stored,
+            compressionargs={"level": compression_level} if compression_level is not None else None, bigtiff=n * height * width * channels * dtype.itemsize > 2**31,
         )
     return Path(path)

@@ -1,6 +1,6 @@
 """I-GOS and iGOS++: saliency by optimising a low-resolution deletion mask along an integrated-gradient path.
 
-Both methods (methods.md §2.3, §2.4) optimise an ``gh × gw`` mask ``M ∈ [0, 1]`` (initialised to ones), upsample it
+Both methods (methods.md §2.3, §2.4) optimise a ``gh × gw`` mask ``M ∈ [0, 1]`` (initialised to ones), upsample it
 bilinearly to the image and compose ``φ(x, b, m) = x ⊙ m + b ⊙ (1 − m)`` with a baseline ``b`` (a blurred copy of the
 image by default). The descent direction is the gradient of the class score averaged over the straight path
 ``t_k · U(M)``, ``t_k = k / N`` with Gaussian input noise, plus the gradient of the regulariser; each step is an
@@ -8,11 +8,13 @@ Armijo backtracking line search. The map returned is ``1 − U(M)``.
 
 Everything runs batched: the masks of ``k`` images are optimised together, the ``k × N`` path images go through the
 model in chunks of at most ``max_batch``, and each image has its own line-search step size, so one forward covers
-all images' trial points while every image's result is the one it would get alone.
+all images' trial points while every image's result is the one it would get alone (up to the rounding differences
+of batched convolutions, which can flip a line-search decision only when its Armijo test is within rounding).
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Callable
 
@@ -32,6 +34,7 @@ __all__ = [
     "IGOS_PP_VARIANT",
     "PathProblem",
     "mask_grid_shape",
+    "interpolation_matrix",
     "upsample_masks",
     "composite",
     "l1_norm",
@@ -83,12 +86,25 @@ def mask_grid_shape(image_hw: tuple[int, int], mask_size) -> tuple[int, int]:
     return gh, gw
 
 
+@functools.lru_cache(maxsize=32)
+def interpolation_matrix(n_in: int, n_out: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """``(n_out, n_in)`` weights of 1-D linear interpolation, ``F.interpolate(..., align_corners=True)``'s own."""
+    unit_signals = torch.eye(n_in, device=device, dtype=dtype).unsqueeze(1)  # (n_in, 1, n_in)
+    return F.interpolate(unit_signals, size=n_out, mode="linear", align_corners=True)[:, 0].T.contiguous()
+
+
 def upsample_masks(masks: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Bilinear (``align_corners=True``, as ``UpsamplingBilinear2d`` in the official code) ``(..., gh, gw)`` →
-    ``(..., H, W)``."""
-    lead, (gh, gw) = masks.shape[:-2], masks.shape[-2:]
-    up = F.interpolate(masks.reshape(-1, 1, gh, gw), size=tuple(size), mode="bilinear", align_corners=True)
-    return up.reshape(*lead, *size)
+    """Bilinear upsampling ``(..., gh, gw)`` → ``(..., H, W)`` with ``align_corners=True`` (the official
+    ``UpsamplingBilinear2d``).
+
+    Computed as ``A_h · M · A_wᵀ`` with the separable interpolation matrices of ``F.interpolate``: the same values
+    (to rounding), and a backward pass of two matrix products, deterministic on GPUs too (the CUDA backward of
+    ``F.interpolate`` accumulates with atomics).
+    """
+    (gh, gw), (h, w) = masks.shape[-2:], size
+    a_h = interpolation_matrix(gh, int(h), masks.device, masks.dtype)
+    a_w = interpolation_matrix(gw, int(w), masks.device, masks.dtype)
+    return a_h @ masks @ a_w.T
 
 
 def composite(x: torch.Tensor, b: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
@@ -255,6 +271,10 @@ class PathProblem:
         self.term_insertion = torch.tensor([t.insertion for t in variant.terms], device=dev)
         self.term_sign = torch.tensor([t.sign for t in variant.terms], device=dev, dtype=x.dtype)
         self.edge_weights = bilateral_weights(x, bilateral_sigma) if variant.bilateral else None
+        # φ(x, b, m) = b + (x − b) m (deletion) and φ(b, x, m) = x + (b − x) m (insertion): start and direction
+        # of every image's two paths, row 2·image + insertion, so a model batch is two row gathers and one addcmul
+        self.path_start = torch.stack([baseline, x], dim=1).flatten(0, 1)
+        self.path_delta = torch.stack([x - baseline, baseline - x], dim=1).flatten(0, 1)
         self.forward_images = 0
         self.backward_images = 0
 
@@ -308,10 +328,10 @@ class PathProblem:
         """
         n, n_terms, n_steps = len(idx), self.n_terms, self.ig_iter
         per_image = n_terms * n_steps
-        scores = torch.zeros(n, n_terms, device=masks.device, dtype=masks.dtype)
+        total = n * per_image
+        values = torch.empty(total, device=masks.device, dtype=masks.dtype)  # one per job (image, term, step)
         grads = torch.zeros_like(masks) if with_grad else None
         weight = self.term_sign * self.variant.grad_weight
-        total = n * per_image
         for start in range(0, total, self.max_batch):
             stop = min(start + self.max_batch, total)
             first, last = start // per_image, (stop - 1) // per_image
@@ -326,17 +346,23 @@ class PathProblem:
                 self.backward_images += stop - start
             else:
                 self.forward_images += stop - start
-            scores.index_put_((img + first, term), s.detach(), accumulate=True)
-        return scores, grads
+            values[start:stop] = s.detach()
+        # summed in a fixed order, whatever the chunking: results do not depend on the batch composition
+        return values.view(n, n_terms, n_steps).sum(dim=2), grads
 
     def _chunk_scores(self, leaf, gidx, img, term, step, noise) -> torch.Tensor:
         """Scores of one model batch: job ``j`` is image ``gidx[j]`` (row ``img[j]`` of ``leaf``), term, step."""
-        m = self.term_masks(leaf)[img, term] * self.path_t[step].view(-1, 1, 1, 1)
-        x, b = self.x[gidx], self.b[gidx]
-        ins = self.term_insertion[term].view(-1, 1, 1, 1)
-        z = composite(torch.where(ins, b, x), torch.where(ins, x, b), m)
+        up = self.term_masks(leaf)  # (u, n_terms, 1, H, W)
+        # pick each job's mask with a one-hot product rather than indexing: its backward is a matrix product,
+        # deterministic on GPUs (index backward accumulates with atomics there)
+        pick = F.one_hot(img * self.n_terms + term, up.shape[0] * self.n_terms).to(up.dtype)
+        m = (pick @ up.reshape(pick.shape[1], -1)).view(len(img), 1, *self.size)
+        m = m * self.path_t[step].view(-1, 1, 1, 1)
+        row = 2 * gidx + self.term_insertion[term].long()
+        start = self.path_start.index_select(0, row)  # index_select: row copies, much faster than [i, j] indexing
         if noise is not None:
-            z = z + noise[term, step]
+            start += noise.flatten(0, 1).index_select(0, term * self.ig_iter + step)
+        z = torch.addcmul(start, self.path_delta.index_select(0, row), m)  # composite(...) + noise
         z = z.contiguous(memory_format=self.memory_format)  # the model's layout (channels_last after preprocess)
         return self.score_fn(z, self.targets[gidx]) / (self.ig_iter * self.scale[gidx])
 
@@ -575,7 +601,9 @@ class IGOS(_IGOSFamily):
       forward) and every trial, so accept/reject reflects the mask change rather than the noise. The official code
       draws fresh noise in every evaluation.
     * **Batching.** All images are optimised together with per-image step sizes; the official code loops over
-      images for the gradient. An image's map does not depend on the other images in its batch.
+      images for the gradient. An image's map does not depend on the other images in its batch (up to rounding
+      differences of batched convolutions). The noise is drawn independently per score term and path step and is
+      the same for every image of the batch.
     * **Failed line search.** An image that accepts no step ``≥ min_alpha`` keeps its mask for that iteration (the
       official code applies the last, tiny, rejected step).
     * The original zhongangqi/IGOS L1 schedule (dividing ``L1`` when the score stalls) is not used, as in IGOS_pp.

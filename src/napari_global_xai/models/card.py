@@ -139,7 +139,11 @@ class LoadedModel:
     """
 
     def __init__(self, module: nn.Module, card: ModelCard, device: torch.device):
-        self.module = module.eval()
+        try:
+            module.eval()
+        except NotImplementedError:  # torch.export modules have no train/eval switch: already inference graphs
+            pass
+        self.module = module
         for p in self.module.parameters():
             p.requires_grad_(False)
         self.card = card

@@ -1,0 +1,119 @@
+"""Run a core pipeline in a napari thread worker with a progress bar and a Run/Cancel button.
+
+Both docks use :class:`RunPanel`: it owns the button, the progress bar and the status line, turns the core's
+``progress(done, total, stage)`` callback into a queued Qt signal (the worker thread never touches widgets) and its
+``cancel()`` callable into the Cancel button. Results and errors arrive in the main thread.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Callable
+
+from qtpy.QtCore import QObject, Signal
+from qtpy.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QPushButton, QVBoxLayout, QWidget
+
+__all__ = ["RunPanel"]
+
+
+class _Bridge(QObject):
+    progress = Signal(int, int, str)
+
+
+class RunPanel(QWidget):
+    """Run/Cancel button + progress bar + status line for one background job at a time.
+
+    Parameters
+    ----------
+    run_text : str
+        Label of the button while idle.
+    """
+
+    def __init__(self, run_text: str = "Run", parent=None):
+        super().__init__(parent)
+        self.run_text = run_text
+        self.button = QPushButton(run_text)
+        self.bar = QProgressBar()
+        self.bar.setRange(0, 1)
+        self.bar.setValue(0)
+        self.status = QLabel("")
+        self.status.setWordWrap(True)
+        row = QHBoxLayout()
+        row.addWidget(self.button)
+        row.addWidget(self.bar, 1)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addLayout(row)
+        layout.addWidget(self.status)
+        self._bridge = _Bridge()
+        self._bridge.progress.connect(self._on_progress)
+        self._cancel_event = threading.Event()
+        self.worker = None
+        self._start: Callable | None = None
+        self.button.clicked.connect(self._on_click)
+
+    # --- public -----------------------------------------------------------------------------------------------
+    def set_start(self, start: Callable[[], None]) -> None:
+        """``start()`` is called when the idle button is clicked; it calls :meth:`launch`."""
+        self._start = start
+
+    @property
+    def running(self) -> bool:
+        return self.worker is not None
+
+    def progress_callback(self, done: int, total: int, stage: str) -> None:
+        """Thread-safe: pass to the core as ``progress``."""
+        self._bridge.progress.emit(int(done), int(total), str(stage))
+
+    def cancel_requested(self) -> bool:
+        """Pass to the core as ``cancel``."""
+        return self._cancel_event.is_set()
+
+    def cancel(self) -> None:
+        if self.running:
+            self._cancel_event.set()
+            self.status.setText("cancelling… (finished work is kept)")
+
+    def launch(self, function: Callable, on_result: Callable, on_error: Callable | None = None, **kwargs):
+        """Run ``function(**kwargs, progress=..., cancel=...)`` in a thread worker; returns the worker.
+
+        ``on_result(result)`` and ``on_error(exc)`` run in the main thread.
+        """
+        from napari.qt.threading import create_worker
+
+        self._cancel_event.clear()
+        worker = create_worker(function, progress=self.progress_callback, cancel=self.cancel_requested,
+                               _start_thread=False, **kwargs)
+        worker.returned.connect(on_result)
+        worker.errored.connect(on_error or self._default_error)
+        worker.finished.connect(self._on_finished)
+        self.worker = worker
+        self.button.setText("Cancel")
+        self.bar.setRange(0, 0)  # busy until the first progress report
+        self.status.setText("starting…")
+        worker.start()
+        return worker
+
+    # --- slots ------------------------------------------------------------------------------------------------
+    def _on_click(self):
+        if self.running:
+            self.cancel()
+        elif self._start is not None:
+            self._start()
+
+    def _on_progress(self, done, total, stage):
+        self.bar.setRange(0, max(total, 1))
+        self.bar.setValue(min(done, max(total, 1)))
+        self.status.setText(f"{stage}: {done}/{total}")
+
+    def _on_finished(self):
+        self.worker = None
+        self.button.setText(self.run_text)
+        if self.bar.maximum() == 0:
+            self.bar.setRange(0, 1)
+
+    def _default_error(self, exc):
+        from napari.utils.notifications import show_error
+
+        self.status.setText(f"error: {exc}")
+        show_error(str(exc))

@@ -1,0 +1,254 @@
+"""Explain dock: saliency maps for an aligned stack and their global maps, overlaid on the mean anatomy.
+
+The dock collects parameters, runs :func:`napari_global_xai.run.run_explain` in a thread worker (progress bar,
+Cancel button) and turns the result into layers. It computes nothing itself; torch loads only when a run starts.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, LineEdit, Select, SpinBox
+from qtpy.QtWidgets import QVBoxLayout, QWidget
+
+from .._layers import STACK_METADATA_KEY
+from ._runner import RunPanel
+
+__all__ = ["ExplainWidget", "GLOBAL_MAP_KEY", "IMAGE_MAPS_KEY", "stack_from_layer"]
+
+GLOBAL_MAP_KEY = "napari_global_xai_global_map"
+IMAGE_MAPS_KEY = "napari_global_xai_image_maps"
+DEMO_CARD = Path(__file__).resolve().parents[1] / "models" / "weights" / "demo_net.card.json"
+# Key parameters shown per method (everything else keeps the method's documented default).
+KEY_PARAMS = {"ig": "n_steps=32, baseline='zero'", "smoothgrad": "nt_samples=16, stdevs=0.15",
+              "gradient_shap": "n_samples=8", "occlusion": "window=32, stride=16", "deeplift": "baseline='zero'",
+              "igos": "iterations=15, ig_iter=20", "igos++": "iterations=15, ig_iter=20"}
+METHODS = ["ig", "gradcam", "saliency", "input_x_gradient", "guided_backprop", "deeplift", "gradient_shap",
+           "smoothgrad", "occlusion", "igos", "igos++"]
+
+
+def stack_from_layer(layer, labels_csv: str | None = None):
+    """The :class:`AlignedStack` behind an image layer (from the reader's metadata, else built from the data).
+
+    A labels CSV, when given, replaces the layer's labels (rows matched by image id or file name).
+    """
+    from ..data import AlignedStack, read_labels_csv
+
+    meta = layer.metadata.get(STACK_METADATA_KEY, {})
+    stack = meta.get("stack")
+    if stack is None:
+        data = layer.data
+        if data.ndim == 3 and not layer.rgb:
+            data = data[..., None]
+        if data.ndim != 4:
+            raise ValueError(f"layer {layer.name!r} is not an image stack (shape {layer.data.shape}); "
+                             "open a multi-image stack")
+        stack = AlignedStack(pixels=data, image_ids=[f"{layer.name}_{i:04d}" for i in range(len(data))],
+                             frame="left")
+    if labels_csv:
+        table = read_labels_csv(labels_csv, image_ids=stack.image_ids)
+        lat = table.laterality if table.laterality is not None else stack.laterality
+        stack = replace(stack, labels=table, laterality=lat)
+    return stack
+
+
+def _labels_of_card(path: str | None) -> list[str]:
+    card = Path(path) if path else DEMO_CARD
+    try:
+        return list(json.loads(card.read_text())["labels"])
+    except (OSError, ValueError, KeyError):
+        return []
+
+
+def _parse_params(text: str) -> dict:
+    params = {}
+    for item in filter(None, (p.strip() for p in text.split(","))):
+        if "=" not in item:
+            raise ValueError(f"parameters must look like name=value, got {item!r}")
+        key, value = (s.strip() for s in item.split("=", 1))
+        try:
+            params[key] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            params[key] = value
+    return params
+
+
+def explain_job(stack, model_path, device, trust_pickle, config, source_name, stored_orientation=False,
+                progress=None, cancel=None):
+    """Worker body: load the model (torch imports here, off the main thread), run the pipeline, prepare layers."""
+    from ..models import load_model
+    from ..run import run_explain
+
+    model = load_model(model_path or None, device=device, trust_pickle=trust_pickle)
+    result = run_explain(stack, model, config, progress=progress, cancel=cancel)
+    if progress is not None:
+        progress(0, 1, "preparing layers")
+    return result, result_layer_data(result, stack, source_name, stored_orientation)
+
+
+def available_devices_job(progress=None, cancel=None):
+    from ..models import available_devices
+
+    return available_devices()
+
+
+class ExplainWidget(QWidget):
+    """Dock: pick stack, labels, model, method; run; get image-wise and global map layers."""
+
+    def __init__(self, napari_viewer):
+        super().__init__()
+        self.viewer = napari_viewer
+        self.image_layer = ComboBox(label="image stack", choices=self._stack_layers)
+        self.labels_csv = FileEdit(label="labels CSV", mode="r", filter="*.csv", value="")
+        self.model_card = FileEdit(label="model card", mode="r", filter="*.json", value="")
+        self.trust_pickle = CheckBox(text="trust a pickled model file (runs code from it)", value=False)
+        self.method = ComboBox(label="method", choices=METHODS, value="ig")
+        self.params = LineEdit(label="parameters", value=KEY_PARAMS["ig"])
+        self.targets = Select(label="target labels", choices=_labels_of_card(None))
+        self.subset = ComboBox(label="subset", choices=["auto", "positive", "predicted", "true_positive", "all"])
+        self.normalisation = ComboBox(label="normalisation", choices=["mass", "max", "none"])
+        self.device = ComboBox(label="device", choices=["auto", "cpu"], value="auto")
+        self.batch = SpinBox(label="maps per call (0 = auto)", value=0, min=0, max=4096)
+        self.stored_orientation = CheckBox(text="also show maps in each image's stored orientation", value=False)
+        self.form = Container(widgets=[self.image_layer, self.labels_csv, self.model_card, self.trust_pickle,
+                                       self.method, self.params, self.targets, self.subset, self.normalisation,
+                                       self.device, self.batch, self.stored_orientation])
+        self.targets.value = list(self.targets.choices)
+        self.run_panel = RunPanel("Explain")
+        self.run_panel.set_start(self.start)
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.form.native)
+        layout.addWidget(self.run_panel)
+        layout.addStretch(1)
+        self.method.changed.connect(lambda name: setattr(self.params, "value", KEY_PARAMS.get(name, "")))
+        self.model_card.changed.connect(self._on_model_changed)
+        self.viewer.layers.events.inserted.connect(self.image_layer.reset_choices)
+        self.viewer.layers.events.removed.connect(self.image_layer.reset_choices)
+        self.last_result = None
+        from napari.qt.threading import create_worker
+
+        self._devices_worker = create_worker(available_devices_job, _start_thread=False)
+        self._devices_worker.returned.connect(self._set_devices)
+        self._devices_worker.start()
+
+    # --- choices ----------------------------------------------------------------------------------------------
+    def _stack_layers(self, _widget=None):
+        from napari.layers import Image
+
+        return [layer for layer in self.viewer.layers if isinstance(layer, Image) and layer.data.ndim >= 3
+                and IMAGE_MAPS_KEY not in layer.metadata and GLOBAL_MAP_KEY not in layer.metadata]
+
+    def _set_devices(self, devices):
+        self.device.choices = devices
+        self.device.value = "auto"
+
+    def _on_model_changed(self, value):
+        labels = _labels_of_card(str(value) if str(value) not in ("", ".") else None)
+        self.targets.choices = labels
+        self.targets.value = labels
+
+    # --- run ----------------------------------------------------------------------------------------------------
+    def config(self):
+        from ..explain.engine import ExplainConfig
+
+        return ExplainConfig(method=self.method.value, params=_parse_params(self.params.value),
+                             targets=list(self.targets.value) or None, subset=self.subset.value,
+                             normalisation=self.normalisation.value, maps_per_call=self.batch.value or None)
+
+    def _path(self, edit) -> str | None:
+        text = str(edit.value)
+        return text if text not in ("", ".") else None
+
+    def start(self):
+        """Collect the parameters and launch the run (returns the worker, or None after an input error)."""
+        from napari.utils.notifications import show_error
+
+        layer = self.image_layer.value
+        try:
+            if layer is None:
+                raise ValueError("open an image stack first (File ▸ Open, or File ▸ Open Sample)")
+            stack = stack_from_layer(layer, self._path(self.labels_csv))
+            config = self.config()
+        except Exception as exc:  # noqa: BLE001 - any input problem is shown, the dock stays usable
+            self.run_panel.status.setText(f"error: {exc}")
+            show_error(str(exc))
+            return None
+        return self.run_panel.launch(explain_job, self._on_result, stack=stack,
+                                     model_path=self._path(self.model_card), device=self.device.value,
+                                     trust_pickle=self.trust_pickle.value, config=config, source_name=layer.name,
+                                     stored_orientation=self.stored_orientation.value)
+
+    # --- results ------------------------------------------------------------------------------------------------
+    def _on_result(self, payload):
+        result, layer_data = payload
+        self.last_result = result
+        add_layers(self.viewer, layer_data)
+        selected = int(result.include.sum() if result.config.compute == "subset" else result.include.size)
+        if result.cancelled:
+            msg = f"cancelled: kept {result.n_computed} of {selected} image-wise maps"
+        else:
+            msg = f"done: {result.n_computed} image-wise maps, subset '{result.subset}'"
+        self.run_panel.status.setText(msg)
+
+
+def _shared_limits(maps: list[np.ndarray]) -> tuple[float, float]:
+    finite = [m[np.isfinite(m)].ravel() for m in maps]
+    values = np.concatenate([f for f in finite if f.size] or [np.zeros(1)])
+    hi = float(np.percentile(values, 99.5))
+    return 0.0, hi if hi > 0 else 1.0
+
+
+def result_layer_data(result, stack, source_name: str, stored_orientation: bool = False) -> list[tuple]:
+    """Layer data tuples for an explain result (computed in the worker thread; the main thread only adds them).
+
+    The mean anatomy, one global map per label with images plus the overall map (perceptual colormap, additive
+    blending, one shared contrast range so maps are comparable; only the overall map visible), and the image-wise
+    maps as an ``(L, n, H, W)`` stack whose n axis lines up with the image stack's slider.
+    """
+    method, subset = result.config.method, result.subset
+    tag = f"{method} · {subset}"
+    anatomy = stack.to_left_eye().mean_image()
+    rgb = anatomy.shape[-1] == 3
+    layers = [(anatomy.astype(np.uint8) if rgb else anatomy[..., 0], {"name": f"mean anatomy ({source_name})",
+                                                                      "rgb": rgb}, "image")]
+    gm = result.global_maps
+    names = [n for n, c in zip(gm.labels, gm.count) if c > 0]
+    maps = [gm.get(n) for n in names] + [gm.overall]
+    limits = _shared_limits(maps)
+    for name, data in zip(names + ["overall"], maps):
+        meta = {GLOBAL_MAP_KEY: {"label": name, "method": method, "subset": subset, "stack_layer": source_name,
+                                 "count": int(gm.count[gm.labels.index(name)]) if name != "overall" else None,
+                                 "global_maps": gm}}
+        layers.append((np.nan_to_num(data).astype(np.float32),
+                       {"name": f"global {name} · {tag}", "colormap": "inferno", "blending": "additive",
+                        "contrast_limits": limits, "opacity": 0.8, "metadata": meta, "visible": name == "overall"},
+                       "image"))
+    image_maps = np.moveaxis(np.asarray(result.image_maps), 1, 0)
+    done = image_maps[result.computed.T]
+    hi = float(np.percentile(done[:, ::4, ::4], 99.5)) if done.size else 1.0
+    meta = {"labels": result.target_labels, "method": method, "subset": subset, "computed": result.computed}
+    kwargs = {"colormap": "inferno", "blending": "additive", "contrast_limits": (0.0, max(hi, 1e-12)),
+              "visible": False}
+    layers.append((image_maps, {"name": f"image-wise {tag}", "metadata": {IMAGE_MAPS_KEY: {**meta, "frame": "left"}},
+                                **kwargs}, "image"))
+    if stored_orientation:
+        stored = np.moveaxis(stack.to_stored_frame(np.asarray(result.image_maps)), 1, 0)
+        layers.append((stored, {"name": f"image-wise {tag} (stored orientation)",
+                                "metadata": {IMAGE_MAPS_KEY: {**meta, "frame": "stored"}}, **kwargs}, "image"))
+    return layers
+
+
+def add_layers(viewer, layer_data: list[tuple]) -> list:
+    """Add layer data tuples, replacing layers of the same name; returns the layers."""
+    from napari.layers import Layer
+
+    added = []
+    for data, kwargs, kind in layer_data:
+        if kwargs["name"] in viewer.layers:
+            viewer.layers.remove(kwargs["name"])
+        added.append(viewer.add_layer(Layer.create(data, kwargs, kind)))
+    return added

@@ -1,0 +1,130 @@
+"""The Explain dock driven end to end on the sample data in a real viewer (Xvfb)."""
+
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from qtpy.QtCore import QTimer
+
+from napari_global_xai._qt.explain_widget import GLOBAL_MAP_KEY, IMAGE_MAPS_KEY, ExplainWidget
+from napari_global_xai.models import DEMO_CARD_PATH
+
+pytestmark = pytest.mark.skipif(not DEMO_CARD_PATH.exists(), reason="demo model not trained")
+
+
+@pytest.fixture
+def dock(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer()
+    viewer.open_sample("napari-global-xai", "uwf_sample")
+    widget = ExplainWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    qtbot.waitUntil(lambda: widget._devices_worker is None or not widget._devices_worker.is_running, timeout=20000)
+    widget.image_layer.reset_choices()
+    widget.image_layer.value = viewer.layers["uwf_sample"]
+    return viewer, widget
+
+
+def _run(widget, qtbot, timeout=120000):
+    worker = widget.start()
+    assert worker is not None
+    with qtbot.waitSignal(worker.finished, timeout=timeout):
+        pass
+    qtbot.waitUntil(lambda: not widget.run_panel.running, timeout=5000)
+    return worker
+
+
+def test_gradcam_run_adds_global_and_image_wise_layers(dock, qtbot):
+    viewer, widget = dock
+    widget.method.value = "gradcam"
+    assert widget.params.value == ""
+    _run(widget, qtbot)
+    overall = viewer.layers["global overall · gradcam · positive"]
+    assert overall.data.shape == (384, 512) and overall.blending == "additive"
+    assert overall.colormap.name == "inferno"
+    meta = overall.metadata[GLOBAL_MAP_KEY]
+    assert meta["method"] == "gradcam" and meta["stack_layer"] == "uwf_sample"
+    haem = viewer.layers["global haemorrhage · gradcam · positive"]
+    assert tuple(haem.contrast_limits) == tuple(overall.contrast_limits)  # shared scale: maps comparable
+    image_maps = viewer.layers["image-wise gradcam · positive"]
+    assert image_maps.data.shape == (5, 64, 384, 512)
+    labels = viewer.layers["uwf_sample"].metadata["napari_global_xai"]["labels"]
+    truth = np.array(labels["values"], bool)
+    np.testing.assert_array_equal(image_maps.metadata[IMAGE_MAPS_KEY]["computed"], truth)
+    assert "mean anatomy (uwf_sample)" in viewer.layers
+    assert widget.run_panel.status.text().startswith("done: ")
+    # the image-wise axis lines up with the stack slider: 64 steps on the first non-label axis
+    assert viewer.dims.range[1].stop - viewer.dims.range[1].start == pytest.approx(63)
+
+
+def test_cancel_keeps_partial_results(dock, qtbot):
+    viewer, widget = dock
+    widget.method.value = "ig"
+    widget.params.value = "n_steps=64"
+    widget.batch.value = 1
+    worker = widget.start()
+    qtbot.waitUntil(lambda: widget.run_panel.bar.value() >= 2 and widget.run_panel.status.text().startswith(
+        "explain"), timeout=60000)
+    widget.run_panel.button.click()  # the Run button became Cancel
+    with qtbot.waitSignal(worker.finished, timeout=60000):
+        pass
+    result = widget.last_result
+    assert result.cancelled and 0 < result.n_computed < int(result.include.sum())
+    assert widget.run_panel.status.text().startswith("cancelled: kept")
+    assert "image-wise ig · positive" in viewer.layers
+    assert widget.run_panel.button.text() == "Explain"
+
+
+def test_bad_model_and_bad_labels_show_errors_and_the_dock_stays_usable(dock, qtbot, tmp_path):
+    viewer, widget = dock
+    bad_card = tmp_path / "bad.card.json"
+    bad_card.write_text('{"name": "x", "labels": ["a"], "weights": "missing.pt", "format": "torchscript"}')
+    widget.model_card.value = bad_card
+    worker = widget.start()
+    with qtbot.waitSignal(worker.errored, timeout=30000) as blocker:
+        pass
+    assert "does not exist" in str(blocker.args[0])
+    bad_csv = tmp_path / "labels.csv"
+    bad_csv.write_text("image,haemorrhage\nnot_an_image,1\n")
+    widget.model_card.value = ""
+    widget.labels_csv.value = bad_csv
+    assert widget.start() is None  # input error: shown at once, nothing launched
+    assert "error" in widget.run_panel.status.text()
+    widget.labels_csv.value = ""
+    widget.method.value = "saliency"
+    _run(widget, qtbot)
+    assert "global overall · saliency · positive" in viewer.layers
+
+
+def test_main_thread_never_stalls_during_a_run(dock, qtbot):
+    viewer, widget = dock
+    widget.method.value = "saliency"
+    gaps, last = [], [time.perf_counter()]
+
+    def tick():
+        now = time.perf_counter()
+        gaps.append(now - last[0])
+        last[0] = now
+
+    timer = QTimer()
+    timer.setInterval(10)
+    timer.timeout.connect(tick)
+    timer.start()
+    worker = widget.start()
+    last[0] = time.perf_counter()
+    with qtbot.waitSignal(worker.finished, timeout=120000):
+        pass
+    timer.stop()
+    assert len(gaps) > 10
+    assert max(gaps) < 0.1, f"main thread stalled {max(gaps) * 1000:.0f} ms"
+
+
+def test_plugin_import_is_fast_and_does_not_import_torch():
+    code = ("import napari, magicgui, time; t = time.perf_counter(); import napari_global_xai, "
+            "napari_global_xai._reader, napari_global_xai._sample_data, napari_global_xai._writer, "
+            "napari_global_xai._qt.explain_widget; import sys; "
+            "print(time.perf_counter() - t, 'torch' in sys.modules, 'captum' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out[1:] == ["False", "False"]
+    assert float(out[0]) < 0.5, f"plugin import took {float(out[0]):.2f} s"

@@ -1,0 +1,104 @@
+"""The planted-truth generator: determinism, label rates, lesions inside their regions, the shortcut marker."""
+
+import numpy as np
+import pytest
+
+from napari_global_xai.data.synthetic import (
+    DISEASE_LABELS, HEIGHT, LABELS, WIDTH, field_of_view_mask, generate_image, generate_stack, marker_box,
+    region_masks)
+
+
+@pytest.fixture(scope="module")
+def eval_stack():
+    return generate_stack(40, seed=11, split="eval")
+
+
+def test_deterministic_per_seed_split_and_index():
+    a = generate_image(3, "eval", 5)
+    b = generate_image(3, "eval", 5)
+    for x, y in zip(a, b):
+        np.testing.assert_array_equal(x, y)
+    assert not np.array_equal(a[0], generate_image(4, "eval", 5)[0])
+    assert not np.array_equal(a[0], generate_image(3, "train", 5)[0])
+    # chunks of one dataset are generated independently
+    whole = generate_stack(6, seed=3, split="val")
+    part = generate_stack(2, seed=3, split="val", start=4)
+    np.testing.assert_array_equal(whole.images[4:], part.images)
+    assert part.image_ids == ["val_00004", "val_00005"]
+
+
+def test_shapes_colour_and_labels(eval_stack):
+    s = eval_stack
+    assert s.images.shape == (40, HEIGHT, WIDTH, 3) and s.images.dtype == np.uint8
+    fov = field_of_view_mask()
+    left = np.array([im if lat == "L" else im[:, ::-1] for im, lat in zip(s.images, s.laterality)])
+    red, green, blue = (left[..., c][:, fov].mean() for c in range(3))
+    assert red > green > 4 * blue and blue < 6  # Optos-like pseudo-colour: blue near zero
+    np.testing.assert_array_equal(s.labels[:, 4], s.labels[:, :4].max(axis=1))  # any = OR
+    assert set(np.unique(s.laterality)) == {"L", "R"}
+
+
+def test_label_prevalence_is_roughly_a_third():
+    s = generate_stack(150, seed=1, split="eval")
+    rates = s.labels[:, :4].mean(axis=0)
+    assert np.all((rates > 0.2) & (rates < 0.45)), rates
+
+
+def test_every_lesion_pixel_lies_in_its_labels_region(eval_stack):
+    regions = region_masks()
+    s = eval_stack
+    for k, name in enumerate(DISEASE_LABELS):
+        lesion = s.lesion_masks == k + 1
+        positives = s.labels[:, k] == 1
+        assert lesion[positives].reshape(positives.sum(), -1).any(axis=1).all(), f"{name}: a positive lacks lesion"
+        assert not lesion[~positives].any(), f"{name}: lesion drawn in a negative image"
+        inside = (lesion & regions[name]).sum() / lesion.sum()
+        assert inside > 0.97, (name, inside)
+
+
+def test_lesions_change_the_pixels_where_planted():
+    """A positive image differs from the same anatomy without the lesion only near the lesion mask."""
+    img, labels, lat, lesion, _ = generate_image(0, "eval", 2)
+    assert lesion.any()
+    left = img if lat == "L" else img[:, ::-1]
+    r = left[..., 0].astype(float)
+    on, off = r[lesion > 0], r[(lesion == 0) & field_of_view_mask()]
+    assert abs(on.mean() - off.mean()) > 10
+
+
+def test_regions_are_disjoint_with_planned_shares():
+    regions = region_masks()
+    fov = field_of_view_mask().sum()
+    shares = {n: regions[n].sum() / fov for n in DISEASE_LABELS}
+    assert 0.06 < shares["haemorrhage"] < 0.09 and 0.22 < shares["peripheral_lesion"] < 0.30
+    assert 0.02 < shares["disc_swelling"] < 0.035 and 0.06 < shares["arcade_lesion"] < 0.09
+    total = sum(regions[n].astype(int) for n in DISEASE_LABELS)
+    assert total.max() == 1
+    assert not (regions["superior_arcade"] & regions["inferior_arcade"]).any()
+
+
+def test_arcade_positives_use_either_or_both_arcades():
+    s = generate_stack(120, seed=2, split="eval")
+    regions = region_masks()
+    pos = s.labels[:, 3] == 1
+    arcade = s.lesion_masks[pos] == 4
+    sup = (arcade & regions["superior_arcade"]).reshape(pos.sum(), -1).any(1)
+    inf = (arcade & regions["inferior_arcade"]).reshape(pos.sum(), -1).any(1)
+    assert (sup & ~inf).any() and (inf & ~sup).any() and (sup & inf).any()
+
+
+def test_marker_is_a_shortcut_only_in_training_like_splits():
+    train = generate_stack(200, seed=0, split="train")
+    ev = generate_stack(200, seed=0, split="eval")
+    pos = train.labels[:, 1] == 1
+    assert train.has_marker[pos].mean() > 0.7 and train.has_marker[~pos].mean() < 0.2
+    pos_e = ev.labels[:, 1] == 1
+    assert abs(ev.has_marker[pos_e].mean() - ev.has_marker[~pos_e].mean()) < 0.2
+    # the marker sits outside the field of view, in the stored bottom-right corner
+    fov = field_of_view_mask()
+    for i in np.nonzero(ev.has_marker)[0][:5]:
+        box = marker_box(ev.laterality[i])
+        assert ev.artefact_masks[i][box].all() and not (ev.artefact_masks[i] & fov).any()
+        stored = ev.images[i][box[0], :][:, -46:]
+        assert stored.max() > 200
+
