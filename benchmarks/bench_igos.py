@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -43,14 +43,19 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--methods", nargs="+", default=["igos", "igos++"], help="methods to time")
     p.add_argument("--warm-start", action="store_true", help="line search warm start (not the official default)")
     p.add_argument("--repeats", type=int, default=3, help="repetitions of each floor measurement (min is kept)")
-    p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    p.add_argument("--method-repeats", type=int, default=2,
+                   help="repetitions of each method run, batched and one-by-one (min is kept; default 2)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch intra-op threads (default 1: stable timings on a busy 2-core machine; 0 = torch's)")
+    p.add_argument("--card", default=str(DEMO_CARD_PATH),
+                   help="model card (default: the shipped demo model; a random DemoNet stands in if it is missing)")
     return p.parse_args(argv)
 
 
-def load(device: torch.device) -> tuple[LoadedModel, str]:
-    """The demo model, or a random-weight DemoNet stand-in when its card is missing."""
-    if DEMO_CARD_PATH.exists():
-        return load_model(DEMO_CARD_PATH, device=device), f"demo model ({DEMO_CARD_PATH.name})"
+def load(device: torch.device, card_path=DEMO_CARD_PATH) -> tuple[LoadedModel, str]:
+    """The model of ``card_path`` (default the demo model), or a random-weight DemoNet stand-in when it is missing."""
+    if Path(card_path).exists():
+        return load_model(card_path, device=device), f"model card {card_path}"
     card = ModelCard(name="demo_net_random", labels=[f"label{i}" for i in range(5)], weights="unused",
                      format="state_dict", architecture="demo_net", mean=[0.5, 0.5], std=[0.25, 0.25])
     module = DemoNet(in_channels=2, n_labels=5).to(device).to(memory_format=torch.channels_last)
@@ -114,20 +119,23 @@ def floor_costs(model: LoadedModel, x: torch.Tensor, max_batch: int, repeats: in
             "forward_backward": best_fb[1][1], "forward_backward_batch": best_fb[0]}
 
 
-def run_method(name, model, x, targets, params) -> dict:
-    """Batched run and one-image-at-a-time loop of one method."""
+def run_method(name, model, x, targets, params, repeats: int) -> dict:
+    """Batched run and one-image-at-a-time loop of one method (each the fastest of ``repeats``)."""
     device = x.device
     method = get_method(name, model, **params)
-    seconds = timed(lambda: method.attribute(x, targets), device)
+    seconds = min(timed(lambda: method.attribute(x, targets), device) for _ in range(repeats))
     fwd, bwd = method.last_forward_images, method.last_backward_images
     trials = method.last_stats["line_search_trials"].float().mean().item()
-    loop_fwd = loop_bwd = 0
-    loop_seconds = 0.0
-    for i in range(len(x)):
-        single = get_method(name, model, **params)
-        loop_seconds += timed(lambda: single.attribute(x[i:i + 1], targets[i:i + 1]), device)
-        loop_fwd += single.last_forward_images
-        loop_bwd += single.last_backward_images
+    loop_seconds = float("inf")
+    for _ in range(repeats):
+        loop_fwd = loop_bwd = 0
+        total = 0.0
+        for i in range(len(x)):
+            single = get_method(name, model, **params)
+            total += timed(lambda: single.attribute(x[i:i + 1], targets[i:i + 1]), device)
+            loop_fwd += single.last_forward_images
+            loop_bwd += single.last_backward_images
+        loop_seconds = min(loop_seconds, total)
     return {"seconds": seconds, "forward_images": fwd, "backward_images": bwd, "trials": trials,
             "loop_seconds": loop_seconds, "loop_forward_images": loop_fwd, "loop_backward_images": loop_bwd,
             "passes_per_map": method.passes_per_map()}
@@ -139,7 +147,7 @@ def main(argv=None) -> None:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
     torch.manual_seed(0)
-    model, model_desc = load(device)
+    model, model_desc = load(device, args.card)
     x, targets = make_inputs(model, args.images, args.size)
     k = len(x)
     params = {"iterations": args.iterations, "ig_iter": args.ig_iter, "mask_size": args.mask_size,
@@ -158,7 +166,7 @@ def main(argv=None) -> None:
 
     rows = []
     for name in args.methods:
-        r = run_method(name, model, x, targets, params)
+        r = run_method(name, model, x, targets, params, max(1, args.method_repeats))
         floor_s = r["forward_images"] * floor["forward"] + r["backward_images"] * floor["forward_backward"]
         rows.append((name, r, floor_s))
 
@@ -172,6 +180,8 @@ def main(argv=None) -> None:
             print(f"  note: the one-by-one loop made {r['loop_forward_images']} forward / "
                   f"{r['loop_backward_images']} fwd+bwd images (batched: {r['forward_images']} / "
                   f"{r['backward_images']})")
+    print("(floor = forward images × best per-image forward + fwd+bwd images × best per-image fwd+bwd; "
+          "trials = line-search loss evaluations per image and iteration)")
     print(f"\ntotal benchmark time {time.perf_counter() - t0:.1f} s")
 
 

@@ -60,12 +60,11 @@ class RegionNet(nn.Module):
         return 8.0 * torch.relu(inside.amax(dim=(2, 3)) - 0.9) - 1.0
 
 
-@pytest.fixture(autouse=True)
-def _one_thread(request):
-    """Tiny-model ops take microseconds: with 2 threads on a busy 2-core machine thread hand-offs dominate."""
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """One torch thread: on a busy 2-core machine two threads wait on each other (the demo net ran 2-5x slower)."""
     before = torch.get_num_threads()
-    if request.node.get_closest_marker("slow") is None:
-        torch.set_num_threads(1)
+    torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
 
@@ -360,6 +359,20 @@ def test_eval_indices_select_images_and_truth_rows():
     assert a.n_images == 10 and a.n_forwards == b.n_forwards
 
 
+def test_global_maps_input_and_no_baselines():
+    from napari_global_xai.aggregate import GlobalMaps
+
+    model, (images, truth) = tiny_model(), tiny_data(n=8, seed=12)
+    mean = np.stack([box_map("inside"), np.full((H, W), np.nan)])          # an empty label map is skipped
+    gm = GlobalMaps(list(BOXES), mean, np.zeros_like(mean), np.array([3, 0]), box_map("inside"), ["inside"])
+    res = run_peppr(model, images, gm, None, fractions=(0, 0.5, 1.0), random_seeds=0, include_reverse=False,
+                    maps_for="all")
+    assert res.maps == ["inside", "overall"] and res.metric == "mean_probability" and not res.random
+    assert res.headline["inside"] == ["inside", "outside", "macro"] and len(res.table) == 6
+    assert "random_A_erase" not in res.table[0] and np.isnan(res.table[0]["reverse_A_erase"])
+    assert res.n_forwards == 8 * 3 + 1           # identical rankings ("overall" == "inside") share forwards
+
+
 def test_report_files_and_filled_images(tiny_result, tmp_path):
     from napari_global_xai.peppr_report import CSV_COLUMNS, filled_images, write_filled_tiff, write_peppr
 
@@ -398,7 +411,7 @@ def test_report_files_and_filled_images(tiny_result, tmp_path):
 # --- the demo model on planted-truth images (slow) ---------------------------------------------------------------
 
 needs_demo = pytest.mark.skipif(not DEMO_CARD_PATH.exists(), reason="demo model card missing (train the demo model)")
-DEMO_FRACTIONS = (0, 0.05, 0.2, 0.5, 1.0)   # coarse grid: the demo net costs ~20-60 ms per forward on 2 CPU cores
+DEMO_FRACTIONS = (0, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0)   # the demo net: 6-40 ms per forward on 2 CPU cores
 
 
 def left_eye(stack) -> np.ndarray:
@@ -442,10 +455,21 @@ def test_demo_planted_regions_beat_random_order(demo_eval):
               f"(d {s['d_erase']:+.3f})  A_restore {s['A_restore']:.3f} vs random {s['random_A_restore']:.3f} "
               f"(d {s['d_restore']:+.3f})  p* {s['p_star']:.3f}")
         assert s["full"] > 0.8
-        if not (s["d_erase"] <= -0.15 and s["d_restore"] >= 0.15):
-            short.append(label)
+        # The margin is reachable only if the random order leaves 0.15 of room: erasing cannot go (faithfully)
+        # below chance (0.5), restoring cannot go above the full-image AUROC. Where it is not, the region map must
+        # reach that bound (within 0.02) and still beat the random order.
+        for curve, room, margin, best in (
+                ("erase", s["random_A_erase"] - 0.5, -s["d_erase"], 0.5 - s["A_erase"]),
+                ("restore", s["full"] - s["random_A_restore"], s["d_restore"], s["A_restore"] - s["full"])):
+            if room >= 0.15:
+                ok = margin >= 0.15
+            else:
+                print(f"  {curve}: 0.15 margin unreachable, random order leaves {room:.3f} of room")
+                ok = best >= -0.02 and margin > 0
+            if not ok:
+                short.append((label, curve))
     print("diagonal erase gain:", np.round(np.diag(res.specificity["erase_gain"]), 3))
-    assert not short, f"region map beats random order by < 0.15 AUROC area for {short}"
+    assert not short, f"region map does not beat random order by 0.15 AUROC area (where reachable): {short}"
 
 
 @pytest.mark.slow
@@ -479,28 +503,59 @@ def random_boxes(shapes, avoid, shape, seed):
     return mask
 
 
-@pytest.mark.slow
-@needs_demo
-def test_demo_shortcut_marker_matters_more_than_random_boxes(demo_model):
-    from napari_global_xai.data.synthetic import generate_stack, marker_box
+@pytest.fixture(scope="module")
+def train_marker(demo_model):
+    """64 train-split images (marker correlated with peripheral_lesion), the marker mask and same-size boxes."""
+    from napari_global_xai.data.synthetic import generate_stack, marker_box, region_masks
 
     stack = generate_stack(64, seed=7, split="train")
     images = left_eye(stack)
     marker = np.zeros(images.shape[1:3], bool)
     for side in ("L", "R"):
         marker[marker_box(side)] = True
+    periphery = region_masks()["peripheral_lesion"]
     shapes = [(s[0].stop - s[0].start, s[1].stop - s[1].start) for s in (marker_box("L"), marker_box("R"))]
-    maps = [marker] + [random_boxes(shapes, marker, marker.shape, seed) for seed in range(4)]
-    assert len({int(m.sum()) for m in maps}) == 1
-    engine = CurveEngine(demo_model, images, (0, marker.sum() / marker.size), "zero")
+    boxes = [random_boxes(shapes, marker | periphery, marker.shape, seed) for seed in range(4)]
+    assert len({int(m.sum()) for m in [marker] + boxes}) == 1 and not (marker & periphery).any()
+    out = demo_model.labels.index("peripheral_lesion")
+    return images, stack.labels[:, out], out, marker, periphery, boxes
+
+
+def erased_aurocs(model, images, truth, out, maps, fraction):
+    """AUROC of output ``out`` with the unmodified images and with each map's top ``fraction`` erased."""
+    engine = CurveEngine(model, images, (0, fraction), "zero")
     rids = [engine.add_request(engine.add_ranking(pixel_ranking(m.astype(float))), modes=("erase",)) for m in maps]
     outputs = engine.run()
-    out = demo_model.labels.index("peripheral_lesion")
-    truth = stack.labels[:, out]
     full = roc_auc_score(truth, outputs[rids[0]]["erase"][0, :, out])
-    erased = [roc_auc_score(truth, outputs[r]["erase"][1, :, out]) for r in rids]
-    drop_marker, drop_random = full - erased[0], full - np.array(erased[1:])
-    print(f"\nperipheral_lesion AUROC on train images {full:.3f}; erasing the marker boxes -> {erased[0]:.3f} "
+    return full, np.array([roc_auc_score(truth, outputs[r]["erase"][1, :, out]) for r in rids])
+
+
+@pytest.mark.slow
+@needs_demo
+@pytest.mark.xfail(strict=True, reason="measured: peripheral_lesion AUROC is 1.000 on the 64 train images and stays "
+                   "1.000 after erasing the marker boxes or any same-size random boxes (drop 0.000 for all): the "
+                   "lesions alone separate the classes, so AUROC cannot show the shortcut unconditionally; see "
+                   "test_demo_shortcut_shows_once_the_lesion_region_is_erased")
+def test_demo_shortcut_marker_matters_more_than_random_boxes(demo_model, train_marker):
+    images, truth, out, marker, _, boxes = train_marker
+    full, erased = erased_aurocs(demo_model, images, truth, out, [marker] + boxes, marker.mean())
+    drop_marker, drop_random = full - erased[0], full - erased[1:]
+    print(f"\nperipheral_lesion AUROC on train images {full:.3f}; marker boxes erased -> {erased[0]:.3f} "
           f"(drop {drop_marker:.3f}); random boxes of the same size -> {np.round(erased[1:], 3)} "
-          f"(mean drop {drop_random.mean():.3f}); {engine.n_forwards} forwards")
+          f"(mean drop {drop_random.mean():.3f})")
     assert drop_marker > drop_random.mean()
+
+
+@pytest.mark.slow
+@needs_demo
+def test_demo_shortcut_shows_once_the_lesion_region_is_erased(demo_model, train_marker):
+    images, truth, out, marker, periphery, boxes = train_marker
+    full, (without_lesions,) = erased_aurocs(demo_model, images, truth, out, [periphery], periphery.mean())
+    union = periphery | marker
+    _, erased = erased_aurocs(demo_model, images, truth, out, [union] + [periphery | b for b in boxes], union.mean())
+    drop_marker, drop_random = without_lesions - erased[0], without_lesions - erased[1:]
+    print(f"\nperipheral_lesion AUROC {full:.3f}; periphery erased {without_lesions:.3f}; + marker boxes "
+          f"{erased[0]:.3f} (drop {drop_marker:.3f}); + random boxes {np.round(erased[1:], 3)} "
+          f"(mean drop {drop_random.mean():.3f})")
+    assert without_lesions > 0.6                      # what is left of the AUROC comes from outside the periphery
+    assert drop_marker > drop_random.mean() + 0.1     # ... and mostly from the marker

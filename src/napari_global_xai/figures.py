@@ -25,7 +25,7 @@ def anatomy_rgb(anatomy: np.ndarray) -> np.ndarray:
 
 def save_global_map_overlays(anatomy: np.ndarray, maps: dict[str, np.ndarray], path: str | Path,
                              title: str = "", shared_scale: bool = True, cmap: str = "inferno") -> Path:
-    """One panel per map: the map (perceptual colormap, opacity rising with the value) over the anatomy.
+    """One panel per map: the map (perceptual colormap, opacity rising with the value) over the grey anatomy.
 
     Parameters
     ----------
@@ -42,7 +42,8 @@ def save_global_map_overlays(anatomy: np.ndarray, maps: dict[str, np.ndarray], p
 
     from .io_utils import atomic_path
 
-    base = anatomy_rgb(anatomy)
+    rgb = anatomy_rgb(anatomy)
+    base = np.repeat((0.3 * rgb[..., :1] + 0.6 * rgb[..., 1:2] + 0.1 * rgb[..., 2:3]) ** 0.8 * 0.75, 3, axis=-1)
     names = list(maps)
     finite = [np.asarray(m, float)[np.isfinite(m)] for m in maps.values()]
     vmax_all = max([np.percentile(f, 99.5) for f in finite if f.size] + [1e-12])
@@ -56,7 +57,7 @@ def save_global_map_overlays(anatomy: np.ndarray, maps: dict[str, np.ndarray], p
         m = np.nan_to_num(np.asarray(maps[name], float), nan=0.0)
         vmax = vmax_all if shared_scale else max(np.percentile(m, 99.5), 1e-12)
         v = np.clip(m / vmax, 0, 1)
-        alpha = np.clip(v * 1.5, 0, 0.85)[..., None]
+        alpha = np.clip(v * 1.3, 0, 0.9)[..., None]
         ax.imshow(base * (1 - alpha) + colormap(v)[..., :3] * alpha)
         ax.set_title(name, fontsize=10)
         ax.set_axis_off()

@@ -27,6 +27,7 @@ their sum is the naive count (one forward per curve, fraction and image).
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -51,6 +52,7 @@ __all__ = [
     "fraction_counts",
     "removed_mask",
     "apply_fill",
+    "activate",
     "curve_area",
     "restoration_point",
     "summarise",
@@ -304,7 +306,8 @@ class CurveEngine:
     Parameters
     ----------
     model : LoadedModel
-        Anything with ``preprocess``, ``scores(x, probability=True)``, ``device`` and ``labels``.
+        Anything with ``preprocess``, ``scores(x, probability=False)``, ``device``, ``labels`` and
+        ``card.activation``.
     images : array-like, (n, H, W, C)
         Raw harmonised (left-eye frame) pixels, or an indexable lazy stack.
     fractions : sequence of float
@@ -328,7 +331,8 @@ class CurveEngine:
     ``(ranking, suffix, t)`` those at positions ``>= t``. With ``k = round(p * H * W)``:
     erase = prefix ``k``; restore = suffix ``k``; erase of the reverse order = suffix ``H*W - k``; restore of the
     reverse order = prefix ``H*W - k``. Empty masks map to one key (the unmodified image) and full masks to another
-    (the fully filled image, shared by all images for constant fills), so equal masks are forwarded once per image.
+    (the fully filled image, shared by all images for constant fills), so equal masks are forwarded once per image;
+    identical rankings are registered once.
     """
 
     def __init__(self, model, images, fractions=DEFAULT_FRACTIONS, fill: str = "zero", *,
@@ -352,6 +356,7 @@ class CurveEngine:
         self.n_forwards = 0
         self.n_naive = 0
         self._positions: list[np.ndarray] = []
+        self._ranking_ids: dict[bytes, int] = {}
         self._keys: list[tuple] = [("orig",), ("all",)]
         self._key_ids: dict[tuple, int] = {}
         self._requests: list[_Request] = []
@@ -363,9 +368,17 @@ class CurveEngine:
     # -- building the job
 
     def add_ranking(self, ranking: np.ndarray) -> int:
-        """Register a ranking (flat pixel indices, most important first); returns its id."""
-        self._positions.append(_inverse(ranking, self.n_pixels))
-        return len(self._positions) - 1
+        """Register a ranking (flat pixel indices, most important first); returns its id.
+
+        A ranking equal to one already registered gets that one's id, so two maps with the same order (e.g. an
+        overall map equal to a label map) share their forwards.
+        """
+        pos = _inverse(ranking, self.n_pixels)
+        digest = hashlib.blake2b(pos.tobytes(), digest_size=16).digest()
+        if digest not in self._ranking_ids:
+            self._ranking_ids[digest] = len(self._positions)
+            self._positions.append(pos)
+        return self._ranking_ids[digest]
 
     def add_request(self, ranking_id: int, reverse: bool = False, images: Sequence[int] | None = None,
                     modes: Sequence[str] = MODES) -> int:
@@ -460,8 +473,9 @@ class CurveEngine:
         Returns
         -------
         list of dict
-            Per request, ``{"erase": (F, k, L), "restore": (F, k, L)}`` float64 probabilities for its ``k`` images
-            (in the order given, or all images) and every model output.
+            Per request, ``{"erase": (F, k, L), "restore": (F, k, L)}`` float64 raw model outputs (logits) for its
+            ``k`` images (in the order given, or all images) and every model output; :func:`activate` turns them into
+            probabilities.
         """
         cancel = _cancel_callable(cancel)
         plan = self._plan()
@@ -525,7 +539,7 @@ class CurveEngine:
         return self._fill_value
 
     def _forward(self, x, fill_image, kids, local, chunk) -> np.ndarray:
-        """Fill a batch of ``(chunk image, key)`` pairs and return the model's probabilities ``(B, n_outputs)``.
+        """Fill a batch of ``(chunk image, key)`` pairs and return the model's raw outputs ``(B, n_outputs)``.
 
         A batch that is a grid (K keys × the same run of J consecutive images, the usual case of the key-major
         order) is filled by one broadcast ``torch.where`` into a reused buffer, without gathering images or masks.
@@ -552,7 +566,7 @@ class CurveEngine:
                 fill_image = _rows(fill_image, local)
             filled = apply_fill(_rows(x, local), self._batch_mask(kids, x.device), self.fill, fill_image=fill_image,
                                 out=self._buffer(len(kids), x))
-        out = self.model.scores(filled.contiguous(memory_format=torch.channels_last), probability=True)
+        out = self.model.scores(filled.contiguous(memory_format=torch.channels_last), probability=False)
         return out.float().cpu().numpy().astype(np.float64)
 
     def _buffer(self, n: int, x: torch.Tensor) -> torch.Tensor:
@@ -649,12 +663,38 @@ def _aurocs(truth: np.ndarray, scores: np.ndarray) -> np.ndarray:
     return out
 
 
-def _stack_metric(probabilities: np.ndarray, truth: np.ndarray | None) -> np.ndarray:
-    """(F, n, L) probabilities -> (F, L): per-label AUROC over the images, or the mean probability."""
+def _activation(model) -> str:
+    return getattr(getattr(model, "card", None), "activation", "sigmoid")
+
+
+def activate(logits: np.ndarray, activation: str = "sigmoid") -> np.ndarray:
+    """Probabilities from raw outputs ``(..., n_outputs)`` in float64 (sigmoid per output, or softmax)."""
+    z = np.asarray(logits, np.float64)
+    if activation == "softmax":
+        e = np.exp(z - z.max(axis=-1, keepdims=True))
+        return e / e.sum(axis=-1, keepdims=True)
+    return 0.5 * (1.0 + np.tanh(0.5 * z))
+
+
+def _ranking_scores(logits: np.ndarray, activation: str) -> np.ndarray:
+    """A score with the same order as each output's probability that does not saturate (AUROC input).
+
+    Sigmoid: the logit itself; softmax: log-softmax. Float32 probabilities round to exactly 1.0 above a logit of
+    about 17, which would turn confident predictions into ties.
+    """
+    z = np.asarray(logits, np.float64)
+    if activation == "softmax":
+        m = z.max(axis=-1, keepdims=True)
+        return z - m - np.log(np.exp(z - m).sum(axis=-1, keepdims=True))
+    return z
+
+
+def _stack_metric(logits: np.ndarray, idx, truth: np.ndarray | None, activation: str) -> np.ndarray:
+    """(F, n, L_all) raw outputs -> (F, L): per-label AUROC over the images, or the mean probability."""
     if truth is None:
-        return probabilities.mean(axis=1)
+        return activate(logits, activation)[..., idx].mean(axis=1)
     truth = np.asarray(truth).astype(np.int64)
-    return np.array([_aurocs(truth, p) for p in probabilities])
+    return np.array([_aurocs(truth, z) for z in _ranking_scores(logits, activation)[..., idx]])
 
 
 def curve_area(fractions: Sequence[float], values: np.ndarray) -> np.ndarray:
@@ -952,13 +992,14 @@ def _label_selection(model, label_indices, truth, n_images):
     return idx, [names[i] for i in idx], truth
 
 
-def _curves_from(probs: dict[str, np.ndarray], idx, names, truth, fractions, engine, **meta) -> Curves:
-    sel = {m: probs[m][:, :, idx] for m in MODES}
-    return Curves(fractions=engine.fractions.copy(), erase=_stack_metric(sel["erase"], truth),
-                  restore=_stack_metric(sel["restore"], truth), metric="auroc" if truth is not None
-                  else "mean_probability", labels=list(names), n_forwards=engine.n_forwards,
-                  n_skipped=engine.n_skipped, fill=engine.fill, erase_scores=sel["erase"],
-                  restore_scores=sel["restore"], **meta)
+def _curves_from(raw: dict[str, np.ndarray], idx, names, truth, engine, **meta) -> Curves:
+    act = _activation(engine.model)
+    curves = {m: _stack_metric(raw[m], idx, truth, act) for m in MODES}
+    probs = {m: activate(raw[m], act)[..., idx] for m in MODES}
+    return Curves(fractions=engine.fractions.copy(), erase=curves["erase"], restore=curves["restore"],
+                  metric="auroc" if truth is not None else "mean_probability", labels=list(names),
+                  n_forwards=engine.n_forwards, n_skipped=engine.n_skipped, fill=engine.fill,
+                  erase_scores=probs["erase"], restore_scores=probs["restore"], **meta)
 
 
 def erase_restore_curves(model, images, ranking: np.ndarray, fractions=DEFAULT_FRACTIONS, fill: str = "zero",
@@ -1004,8 +1045,7 @@ def erase_restore_curves(model, images, ranking: np.ndarray, fractions=DEFAULT_F
                          fill_sigma=fill_sigma)
     idx, names, truth = _label_selection(model, label_indices, truth, engine.n_images)
     engine.add_request(engine.add_ranking(ranking))
-    probs = engine.run(progress, cancel)[0]
-    return _curves_from(probs, idx, names, truth, fractions, engine)
+    return _curves_from(engine.run(progress, cancel)[0], idx, names, truth, engine)
 
 
 def deletion_insertion(model, images, maps: np.ndarray, targets: Sequence, fractions=DEFAULT_FRACTIONS,
@@ -1052,7 +1092,8 @@ def deletion_insertion(model, images, maps: np.ndarray, targets: Sequence, fract
     for i in range(engine.n_images):
         engine.add_request(engine.add_ranking(pixel_ranking(maps[i], seed)), images=[i])
     outputs = engine.run(progress, cancel)
-    curves = {m: np.array([out[m][:, 0, t] for out, t in zip(outputs, tgt)]) for m in MODES}
+    act = _activation(model)
+    curves = {m: np.array([activate(out[m][:, 0], act)[:, t] for out, t in zip(outputs, tgt)]) for m in MODES}
     return PerImageCurves(fractions=engine.fractions.copy(), deletion=curves["erase"], insertion=curves["restore"],
                           targets=tgt, target_names=[names[t] for t in tgt], fill=fill,
                           n_forwards=engine.n_forwards, n_skipped=engine.n_skipped)
@@ -1187,7 +1228,10 @@ def run_peppr(model, images, global_maps, truth: np.ndarray | None, label_names:
     * masks: ``k = round(p·H·W)`` top pixels, the same mask for every image; erase removes them, restore keeps only
       them; fill in normalised space (``zero`` = training mean per channel by default);
     * metric: per-label AUROC over the evaluated images (sklearn ``roc_auc_score``; NaN for a label with one
-      class) and the macro mean over labels; without truth the mean predicted probability;
+      class) and the macro mean over labels (NaN labels skipped); without truth the mean predicted probability.
+      AUROC is computed on the logits (sigmoid models) or log-softmax (softmax models): the same order as the
+      probabilities, but float32 probabilities of confident predictions round to exactly 1.0 (logit ≳ 17) and
+      would become ties, which pulls AUROC towards 0.5 on a confident model;
     * summary: normalised trapezoid areas, gap = A_restore − A_erase, differences to the random order's mean, and
       ``p_star`` (see :func:`summarise`); the reverse order's areas are added to each row;
     * specificity: computed from **both** curves, label map a × label b: A_erase and A_restore matrices and their
@@ -1233,8 +1277,7 @@ def run_peppr(model, images, global_maps, truth: np.ndarray | None, label_names:
 
     curves, reverse, random = {}, {}, []
     for rid, name, order, seed in jobs:
-        c = _curves_from(outputs[rid], label_idx, label_names, truth, fractions, engine, map_name=name, order=order,
-                         seed=seed)
+        c = _curves_from(outputs[rid], label_idx, label_names, truth, engine, map_name=name, order=order, seed=seed)
         if order == "random":
             random.append(c)
         else:

@@ -219,3 +219,144 @@ class _MapWriter:
         os.replace(self.tmp, self.path)
         return tifffile.memmap(self.path, mode="r")
 
+
+
+def _stage(progress: ProgressFn | None, stage: str):
+    """Adapt ``progress(done, total, stage)`` to the two-argument callbacks of the curve engine."""
+    if progress is None:
+        return None
+    return lambda done, total: progress(done, total, stage)
+
+
+def peppr_truth(stack, model, label_names=None):
+    """Evaluated labels (model outputs that the stack's labels table has) and their ``(n, L)`` truth, or None."""
+    table = stack.labels
+    names = list(label_names) if label_names is not None else [
+        n for n in model.labels if table is not None and n in table.names] or list(model.labels)
+    if table is None or not all(n in table.names for n in names):
+        return names, None
+    return names, np.stack([table.column(n) for n in names], axis=1)
+
+
+def _split_indices(stack, split: str | None):
+    if split is None:
+        return None
+    table = stack.labels
+    if table is None or table.split is None:
+        raise ValueError(f"eval_split={split!r} needs a 'split' column in the labels table")
+    idx = np.nonzero(np.asarray(table.split) == split)[0]
+    if len(idx) == 0:
+        raise ValueError(f"no image has split {split!r}; splits present: {sorted(set(map(str, table.split)))}")
+    return idx
+
+
+def run_peppr_pipeline(stack, model, global_maps, *, labels=None, fractions=None, fill: str = "zero",
+                       random_seeds: int = 5, eval_split: str | None = None, map_split: str | None = None,
+                       out_dir: str | Path | None = None, filled_fractions=(0.05, 0.1, 0.2, 0.5),
+                       progress: ProgressFn | None = None, cancel: CancelFn | None = None):
+    """PEPPR of global maps on an aligned stack: curves, random/reverse baselines, scores, figure and files.
+
+    Parameters
+    ----------
+    stack : AlignedStack
+        Harmonised to the left-eye frame here when the model asks for it (the frame the maps live in).
+    model : LoadedModel
+    global_maps : GlobalMaps or dict name -> (H, W)
+    labels : list of str, optional
+        Labels scored (default: model outputs present in the labels table).
+    fractions : sequence of float, optional
+        Default :data:`napari_global_xai.peppr.DEFAULT_FRACTIONS`.
+    fill : {"zero", "black", "blur", "impute"}
+    random_seeds : int
+    eval_split, map_split : str, optional
+        Circularity guard: evaluate only images of ``eval_split`` (labels ``split`` column); ``map_split`` records
+        which split built the maps. Both appear in the result's ``split_note``.
+    out_dir : path, optional
+        Writes ``peppr_curves.csv``, ``peppr_summary.json``, ``peppr.png`` and the erased/restored images of the
+        overall map at ``filled_fractions`` (``erased_overall.tif``, ``restored_overall.tif``).
+
+    Returns
+    -------
+    PepprResult
+        (Raises :class:`~napari_global_xai.batching.Cancelled` when cancelled: curves need every fraction.)
+    """
+    from . import peppr
+
+    model.check_input(stack.shape)
+    frame_stack = stack.to_left_eye() if model.card.harmonise_laterality else stack
+    names, truth = peppr_truth(frame_stack, model, labels)
+    eval_idx = _split_indices(frame_stack, eval_split)
+    result = peppr.run_peppr(model, _LazyPixels(frame_stack), global_maps, truth, names,
+                             fractions=fractions or peppr.DEFAULT_FRACTIONS, fill=fill, random_seeds=random_seeds,
+                             eval_indices=eval_idx, map_split=map_split,
+                             eval_split=eval_split or ("all images" if eval_idx is None else None),
+                             progress=_stage(progress, "peppr"), cancel=cancel)
+    if out_dir is not None:
+        from .peppr_report import write_filled_tiff, write_peppr
+
+        write_peppr(result, out_dir)
+        maps = peppr._collect_maps(global_maps, frame_stack.shape[1:3])
+        name = "overall" if "overall" in maps else next(iter(maps))
+        ranking = peppr.pixel_ranking(maps[name])
+        sample = frame_stack.get(np.arange(min(8, len(frame_stack))))
+        for mode, stem in (("erase", "erased"), ("restore", "restored")):
+            write_filled_tiff(Path(out_dir) / f"{stem}_{name}.tif", model, sample, ranking, filled_fractions,
+                              fill, mode)
+    return result
+
+
+class _LazyPixels:
+    """Index an AlignedStack like an ``(n, H, W, C)`` array (what the curve engine reads), loading on demand."""
+
+    def __init__(self, stack):
+        self.stack = stack
+        self.shape = stack.shape
+        self.dtype = stack.dtype
+        self.ndim = 4
+
+    def __len__(self):
+        return len(self.stack)
+
+    def __getitem__(self, idx):
+        return self.stack.get(idx)
+
+
+def run_peppr_from_files(stack, model, global_maps_path, out_dir, fill="zero", random_seeds=5,
+                         eval_split=None, progress=None, cancel=None) -> str:
+    """CLI helper: read ``global_maps.tif``, run :func:`run_peppr_pipeline`, return a printable summary."""
+    from .outputs import read_global_maps
+    from .peppr_report import summary_text
+
+    gm = read_global_maps(global_maps_path)
+    result = run_peppr_pipeline(stack, model, gm, fill=fill, random_seeds=random_seeds, eval_split=eval_split,
+                                out_dir=out_dir, progress=progress, cancel=cancel)
+    return summary_text(result) + f"\nresults in {Path(out_dir).resolve()}"
+
+
+def run_demo(out_dir, method: str = "ig", device: str = "auto", progress: ProgressFn | None = None) -> str:
+    """The whole chain on the shipped sample data: explain → global maps → PEPPR, with figures.
+
+    Returns a printable summary; files go to ``out_dir/explain_<method>/`` and ``out_dir/peppr_<method>/``.
+    """
+    import time
+
+    from .models import load_model
+    from .peppr_report import summary_text
+    from .samples import load_sample_stack
+
+    t0 = time.perf_counter()
+    out = Path(out_dir)
+    stack = load_sample_stack()
+    model = load_model(None, device=device)
+    params = {"n_steps": 16} if method == "ig" else {}
+    explained = run_explain(stack, model, ExplainConfig(method=method, params=params),
+                            out_dir=out / f"explain_{method}", progress=progress)
+    result = run_peppr_pipeline(stack, model, explained.global_maps, out_dir=out / f"peppr_{method}",
+                                map_split="eval (same images: no held-out split in the sample)",
+                                progress=progress)
+    lines = [f"demo on {len(stack)} sample images with {model.card.name} on {model.device}: "
+             f"{explained.n_computed} {method} maps, PEPPR {result.n_forwards} forwards "
+             f"({result.n_skipped} skipped), {time.perf_counter() - t0:.0f}s",
+             summary_text(result),
+             f"figures: {out / f'explain_{method}' / 'global_maps.png'} and {out / f'peppr_{method}' / 'peppr.png'}"]
+    return "\n".join(lines)
