@@ -22,6 +22,7 @@ from napari_global_xai.models.card import DEMO_CARD_PATH, LoadedModel, ModelCard
 from napari_global_xai.peppr import (
     Curves,
     CurveEngine,
+    auroc,
     curve_area,
     deletion_insertion,
     erase_restore_curves,
@@ -168,6 +169,18 @@ def test_trapezoid_area_and_p_star_on_toy_curves():
     assert s["a"]["A_restore"] - s["a"]["A_erase"] == pytest.approx(s["a"]["gap"])
     assert s["a"]["full"] == 1.0 and s["a"]["d_gap"] == pytest.approx(0.0) and s["a"]["random_gap_sd"] == 0.0
     assert s["macro"]["A_erase"] == pytest.approx(s["a"]["A_erase"])
+
+
+def test_vectorised_auroc_equals_sklearn_with_ties_and_one_class_labels():
+    rng = np.random.default_rng(3)
+    truth = (rng.random((30, 4)) < 0.4).astype(np.uint8)
+    truth[:, 3] = 0
+    scores = np.round(rng.normal(size=(5, 30, 4)), 1)                     # many ties
+    got = auroc(truth, scores)
+    assert got.shape == (5, 4) and np.isnan(got[:, 3]).all()
+    for f in range(5):
+        np.testing.assert_allclose(got[f, :3], [roc_auc_score(truth[:, j], scores[f, :, j]) for j in range(3)],
+                                   atol=1e-12)
 
 
 # --- the curve engine against independent reference loops -------------------------------------------------------
@@ -389,6 +402,13 @@ def test_report_files_and_filled_images(tiny_result, tmp_path):
     assert summary["table"][0]["A_erase"] == pytest.approx(tiny_result.table[0]["A_erase"])
     assert summary["split"]["map_split"] == "val" and summary["n_forwards"] == tiny_result.n_forwards
     assert paths["figure"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    from napari_global_xai.peppr_report import plot_peppr
+    one = plot_peppr(tiny_result, tmp_path / "inside.png", label="inside")
+    assert one.stat().st_size > 1000
+    with pytest.raises(ValueError):
+        plot_peppr(tiny_result, tmp_path / "x.png", label="nope")
+    import matplotlib.pyplot as plt
+    assert not plt.get_fignums()                                          # no pyplot state touched
     assert not list(tmp_path.glob(".*.tmp"))
 
     model, (images, _) = tiny_model(), tiny_data(n=3, seed=10)

@@ -9,7 +9,7 @@ function that makes it.
 One engine (:class:`CurveEngine`) serves every curve in the package::
 
     ranking ──► removed-pixel mask per fraction ──► filled images made on the fly on the device
-            ──► batched inference (torch.inference_mode) ──► probabilities ──► metric
+            ──► batched inference (torch.inference_mode) ──► logits ──► metric (AUROC or probability)
 
 * dataset level (PEPPR, :func:`erase_restore_curves`, :func:`run_peppr`): one ranking shared by every image, metric
   = per-label AUROC over the stack (or the mean predicted probability when no ground truth is given);
@@ -52,7 +52,9 @@ __all__ = [
     "fraction_counts",
     "removed_mask",
     "apply_fill",
+    "blend",
     "activate",
+    "auroc",
     "curve_area",
     "restoration_point",
     "summarise",
@@ -189,8 +191,9 @@ def apply_fill(x: torch.Tensor, removed: torch.Tensor, fill: str = "zero", *, fi
 
     Notes
     -----
-    The blend is computed as ``torch.where(removed, fill, x)``, which equals ``x * keep + fill * (1 - keep)`` for a
-    binary mask without the two multiplications. For ``"impute"`` the noise-free imputation comes from
+    The blend is computed literally as ``x * keep + (1 - keep) * fill`` with a 0/1 float mask (exact: each pixel is
+    either ``x`` or the fill), and as ``x * keep`` alone for ``"zero"``; on CPU this was 3-4x faster than a boolean
+    ``torch.where`` on channels-last batches. For ``"impute"`` the noise-free imputation comes from
     :func:`~napari_global_xai.fills.impute_linear` (``noise=0``) and the N(0, noise²) noise of ROAD is added here
     from per-image generators (methods.md §3), which keeps results independent of batching.
     """
@@ -202,9 +205,23 @@ def apply_fill(x: torch.Tensor, removed: torch.Tensor, fill: str = "zero", *, fi
         if noise:
             y = y + removed * (noise * _seeded_noise(x.shape, noise_seeds)).to(y.device, y.dtype)
         return y
-    if fill_image is None:
+    keep = torch.logical_not(removed).to(x.dtype)
+    if fill != "zero" and fill_image is None:
         fill_image = make_fill(fill, x, mean=mean, std=std, sigma=sigma)
-    return torch.where(removed, fill_image, x, out=out) if out is not None else torch.where(removed, fill_image, x)
+    return blend(x, keep, out=out, fill_image=None if fill == "zero" else fill_image)
+
+
+def blend(x: torch.Tensor, keep: torch.Tensor, *, out: torch.Tensor | None = None,
+          fill_term: torch.Tensor | None = None, fill_image: torch.Tensor | None = None) -> torch.Tensor:
+    """``x * keep`` plus the fill where ``keep`` is 0: ``+ fill_term`` (precomputed ``(1 - keep) * fill``) or
+    ``+ (1 - keep) * fill_image``; nothing more for the zero fill. All arguments broadcast; exact for a 0/1 ``keep``.
+    """
+    y = torch.mul(x, keep, out=out) if out is not None else torch.mul(x, keep)
+    if fill_term is not None:
+        y.add_(fill_term)
+    if fill_image is not None:
+        y.addcmul_(1 - keep, fill_image)
+    return y
 
 
 def _seeded_noise(shape, seeds) -> torch.Tensor:
@@ -237,6 +254,10 @@ def _grid(kids: np.ndarray, local: np.ndarray) -> tuple[int, int, int] | None:
             np.any(np.diff(grid_kids[:, 0]) == 0):
         return None
     return len(kids) // n_img, int(run[0]), n_img
+
+
+def _cat(tensors) -> torch.Tensor:
+    return tensors[0] if len(tensors) == 1 else torch.cat(tensors)
 
 
 def _cancel_callable(cancel) -> Callable[[], bool] | None:
@@ -361,7 +382,7 @@ class CurveEngine:
         self._key_ids: dict[tuple, int] = {}
         self._requests: list[_Request] = []
         self._device_positions: OrderedDict[int, torch.Tensor] = OrderedDict()
-        self._masks: OrderedDict[int, torch.Tensor] = OrderedDict()
+        self._keeps: OrderedDict[int, tuple] = OrderedDict()
         self._fill_value: torch.Tensor | None = None
         self._input_buffer: torch.Tensor | None = None
 
@@ -531,7 +552,7 @@ class CurveEngine:
         return scores, rows
 
     def _constant_fill(self, x) -> torch.Tensor:
-        """The constant fill as a ``(1, c, 1, 1)`` tensor (broadcast by ``torch.where``), made once."""
+        """The constant fill as a ``(1, c, 1, 1)`` tensor, made once."""
         if self._fill_value is None or self._fill_value.device != x.device:
             card = getattr(self.model, "card", None)
             self._fill_value = make_fill(self.fill, x[:1, :, :1, :1], mean=getattr(card, "mean", None),
@@ -542,30 +563,32 @@ class CurveEngine:
         """Fill a batch of ``(chunk image, key)`` pairs and return the model's raw outputs ``(B, n_outputs)``.
 
         A batch that is a grid (K keys × the same run of J consecutive images, the usual case of the key-major
-        order) is filled by one broadcast ``torch.where`` into a reused buffer, without gathering images or masks.
+        order) is filled by one broadcast multiply into a reused buffer, without gathering the images. Masks are
+        cached per key as channels-last float ``keep`` tensors (and, for a non-zero constant fill, the fill term
+        ``(1 - keep) * fill``): a same-layout multiply was ~2x faster on CPU than broadcasting a one-channel mask.
         """
-        if self.fill in CONSTANT_FILLS:
-            fill_image = self._constant_fill(x)
-        grid = None if self.fill == "impute" else _grid(kids, local)
         if self.fill == "impute":
             seeds = [int(np.random.SeedSequence([self.seed, _NOISE_STREAM, int(g), int(k)]).generate_state(1)[0])
                      for g, k in zip(chunk[local], kids)]
-            filled = apply_fill(_rows(x, local), self._batch_mask(kids, x.device), "impute",
-                                noise=self.impute_noise, noise_seeds=seeds)
-        elif grid is not None:
-            n_keys, start, n_img = grid
-            h, w = self.shape
-            masks = self._key_masks(kids[::n_img], x.device).view(n_keys, 1, 1, h, w)
-            if self.fill == "blur":
-                fill_image = fill_image[start:start + n_img].unsqueeze(0)
-            filled = self._buffer(len(kids), x)
-            apply_fill(x[start:start + n_img].unsqueeze(0), masks, self.fill, fill_image=fill_image,
-                       out=filled.view(n_keys, n_img, *filled.shape[1:]))
+            masks = torch.stack([self._removed(int(k), x.device) for k in kids]).unsqueeze(1)
+            filled = apply_fill(_rows(x, local), masks, "impute", noise=self.impute_noise, noise_seeds=seeds)
         else:
-            if self.fill == "blur":
-                fill_image = _rows(fill_image, local)
-            filled = apply_fill(_rows(x, local), self._batch_mask(kids, x.device), self.fill, fill_image=fill_image,
-                                out=self._buffer(len(kids), x))
+            grid = _grid(kids, local)
+            if grid is not None:
+                n_keys, start, n_img = grid
+                unique_kids = kids[::n_img]
+                xs = x[start:start + n_img].unsqueeze(0)                       # (1, J, c, H, W)
+                fill_rows = None if fill_image is None else fill_image[start:start + n_img].unsqueeze(0)
+            else:
+                n_keys, unique_kids = len(kids), kids
+                xs, fill_rows = _rows(x, local), None if fill_image is None else _rows(fill_image, local)
+            keeps, terms = zip(*(self._keep(int(k), x) for k in unique_kids))
+            keep, term = _cat(keeps), None if terms[0] is None else _cat(terms)
+            filled = self._buffer(len(kids), x)
+            view = filled.view(n_keys, -1, *filled.shape[1:]) if grid is not None else filled
+            if grid is not None:
+                keep, term = keep.unsqueeze(1), None if term is None else term.unsqueeze(1)
+            blend(xs, keep, out=view, fill_term=term, fill_image=fill_rows)
         out = self.model.scores(filled.contiguous(memory_format=torch.channels_last), probability=False)
         return out.float().cpu().numpy().astype(np.float64)
 
@@ -579,46 +602,31 @@ class CurveEngine:
             self._input_buffer = buf
         return buf[:n]
 
-    def _batch_mask(self, kids: np.ndarray, device) -> torch.Tensor:
-        """``(B, 1, H, W)`` removed-pixel masks of a batch (a broadcast view when the batch shares one mask)."""
-        h, w = self.shape
-        uniq, inverse = np.unique(kids, return_inverse=True)
-        if len(uniq) == 1:
-            return self._removed(int(uniq[0]), device).view(1, 1, h, w).expand(len(kids), 1, h, w)
-        return self._key_masks(uniq, device)[torch.as_tensor(inverse, device=device)].unsqueeze(1)
-
-    def _key_masks(self, kids: np.ndarray, device) -> torch.Tensor:
-        """``(K, H, W)`` masks of distinct keys; one broadcast comparison when they share a ranking."""
-        h, w = self.shape
-        if len(kids) == 1:
-            return self._removed(int(kids[0]), device).view(1, h, w)
-        spec = [(None, False, 0) if k == _ORIG else (None, False, self.n_pixels) if k == _ALL else self._keys[k]
-                for k in kids]
-        rankings = {r for r, _, _ in spec if r is not None}
-        if len(rankings) != 1:
-            return torch.stack([self._removed(int(k), device) for k in kids])
-        pos = self._position_tensor(rankings.pop(), device).view(1, h, w)
-        t = torch.tensor([t for _, _, t in spec], dtype=pos.dtype, device=device).view(-1, 1, 1)
-        suffix = torch.tensor([sfx for _, sfx, _ in spec], device=device).view(-1, 1, 1)
-        return (pos < t) ^ suffix           # suffix keys remove positions >= t, i.e. not (< t)
-
-    def _removed(self, kid: int, device) -> torch.Tensor:
-        """``(H, W)`` bool mask of a key (cached: consecutive batches of a chunk reuse the same masks)."""
-        cached = self._masks.get(kid)
-        if cached is not None and cached.device == torch.device(device):
-            self._masks.move_to_end(kid)
+    def _keep(self, kid: int, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Cached ``(1, c, H, W)`` channels-last float keep mask of a key, and its constant fill term (or None)."""
+        cached = self._keeps.get(kid)
+        if cached is not None and cached[0].device == x.device and cached[0].dtype == x.dtype:
+            self._keeps.move_to_end(kid)
             return cached
         h, w = self.shape
+        keep = torch.logical_not(self._removed(kid, x.device)).to(x.dtype).view(1, 1, h, w)
+        keep = keep.expand(1, x.shape[1], h, w).contiguous(memory_format=torch.channels_last)
+        term = None
+        if self.fill == "black":
+            term = ((1 - keep) * self._constant_fill(x)).contiguous(memory_format=torch.channels_last)
+        self._keeps[kid] = (keep, term)
+        while len(self._keeps) > 16:
+            self._keeps.popitem(last=False)
+        return keep, term
+
+    def _removed(self, kid: int, device) -> torch.Tensor:
+        """``(H, W)`` bool mask of the pixels a key removes."""
+        h, w = self.shape
         if kid in (_ORIG, _ALL):
-            mask = torch.full((h, w), kid == _ALL, dtype=torch.bool, device=device)
-        else:
-            ranking_id, suffix, t = self._keys[kid]
-            pos = self._position_tensor(ranking_id, device)
-            mask = (pos >= t if suffix else pos < t).view(h, w)
-        self._masks[kid] = mask
-        while len(self._masks) > 16:
-            self._masks.popitem(last=False)
-        return mask
+            return torch.full((h, w), kid == _ALL, dtype=torch.bool, device=device)
+        ranking_id, suffix, t = self._keys[kid]
+        pos = self._position_tensor(ranking_id, device)
+        return (pos >= t if suffix else pos < t).view(h, w)
 
     def _position_tensor(self, ranking_id: int, device, keep: int = 64) -> torch.Tensor:
         """Rank positions on the device, cached (LRU of ``keep`` rankings: per-image rankings come and go)."""
@@ -650,17 +658,36 @@ class CurveEngine:
 # ---------------------------------------------------------------------------------------------------- metrics
 
 
-def _aurocs(truth: np.ndarray, scores: np.ndarray) -> np.ndarray:
-    """Per-column sklearn ROC AUC of ``(n, L)`` scores (one multilabel call); NaN for a single-class column."""
-    from sklearn.metrics import roc_auc_score
+def auroc(truth: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """Per-label ROC AUC of many score sets at once (Mann–Whitney U with average ranks for ties).
 
-    out = np.full(truth.shape[1], np.nan)
-    valid = np.nonzero(truth.min(axis=0) != truth.max(axis=0))[0]
-    if len(valid) == 1:
-        out[valid] = roc_auc_score(truth[:, valid[0]], scores[:, valid[0]])
-    elif len(valid) > 1:
-        out[valid] = roc_auc_score(truth[:, valid], scores[:, valid], average=None)
-    return out
+    Parameters
+    ----------
+    truth : (n, L) array of 0/1
+    scores : (..., n, L) array
+        Higher = more likely positive.
+
+    Returns
+    -------
+    numpy.ndarray, (..., L)
+        NaN for a label whose truth has a single class.
+
+    Notes
+    -----
+    Equals sklearn's ``roc_auc_score`` per column, ties counted as one half (checked in the tests), but ranks every
+    fraction and label in one vectorised call instead of one sklearn call each: with sklearn's input validation the
+    metric took ~10 % of a PEPPR run on a small CPU model.
+    """
+    from scipy.stats import rankdata
+
+    truth = np.asarray(truth).astype(bool)
+    n_pos = truth.sum(axis=0).astype(np.float64)
+    n_neg = truth.shape[0] - n_pos
+    ranks = rankdata(np.asarray(scores, np.float64), axis=-2)
+    rank_sum = np.where(truth, ranks, 0.0).sum(axis=-2)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = (rank_sum - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
+    return np.where((n_pos > 0) & (n_neg > 0), out, np.nan)
 
 
 def _activation(model) -> str:
@@ -693,8 +720,7 @@ def _stack_metric(logits: np.ndarray, idx, truth: np.ndarray | None, activation:
     """(F, n, L_all) raw outputs -> (F, L): per-label AUROC over the images, or the mean probability."""
     if truth is None:
         return activate(logits, activation)[..., idx].mean(axis=1)
-    truth = np.asarray(truth).astype(np.int64)
-    return np.array([_aurocs(truth, z) for z in _ranking_scores(logits, activation)[..., idx]])
+    return auroc(truth, _ranking_scores(logits, activation)[..., idx])
 
 
 def curve_area(fractions: Sequence[float], values: np.ndarray) -> np.ndarray:
@@ -1227,8 +1253,9 @@ def run_peppr(model, images, global_maps, truth: np.ndarray | None, label_names:
       default, mean ± sample sd);
     * masks: ``k = round(p·H·W)`` top pixels, the same mask for every image; erase removes them, restore keeps only
       them; fill in normalised space (``zero`` = training mean per channel by default);
-    * metric: per-label AUROC over the evaluated images (sklearn ``roc_auc_score``; NaN for a label with one
-      class) and the macro mean over labels (NaN labels skipped); without truth the mean predicted probability.
+    * metric: per-label AUROC over the evaluated images (:func:`auroc`, equal to sklearn's ``roc_auc_score``; NaN
+      for a label with one class) and the macro mean over labels (NaN labels skipped); without truth the mean
+      predicted probability.
       AUROC is computed on the logits (sigmoid models) or log-softmax (softmax models): the same order as the
       probabilities, but float32 probabilities of confident predictions round to exactly 1.0 (logit ≳ 17) and
       would become ties, which pulls AUROC towards 0.5 on a confident model;
