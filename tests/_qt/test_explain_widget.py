@@ -27,11 +27,9 @@ def dock(make_napari_viewer, qtbot):
 
 
 def _run(widget, qtbot, timeout=120000):
-    worker = widget.start()
-    assert worker is not None
-    with qtbot.waitSignal(worker.finished, timeout=timeout):
-        pass
-    qtbot.waitUntil(lambda: not widget.run_panel.running, timeout=5000)
+    with qtbot.waitSignal(widget.run_panel.stopped, timeout=timeout):
+        worker = widget.start()
+        assert worker is not None, widget.run_panel.status.text()
     return worker
 
 
@@ -63,12 +61,11 @@ def test_cancel_keeps_partial_results(dock, qtbot):
     widget.method.value = "ig"
     widget.params.value = "n_steps=64"
     widget.batch.value = 1
-    worker = widget.start()
+    assert widget.start() is not None
     qtbot.waitUntil(lambda: widget.run_panel.bar.value() >= 2 and widget.run_panel.status.text().startswith(
         "explain"), timeout=60000)
-    widget.run_panel.button.click()  # the Run button became Cancel
-    with qtbot.waitSignal(worker.finished, timeout=60000):
-        pass
+    with qtbot.waitSignal(widget.run_panel.stopped, timeout=60000):
+        widget.run_panel.button.click()  # the Run button became Cancel
     result = widget.last_result
     assert result.cancelled and 0 < result.n_computed < int(result.include.sum())
     assert widget.run_panel.status.text().startswith("cancelled: kept")
@@ -81,17 +78,18 @@ def test_bad_model_and_bad_labels_show_errors_and_the_dock_stays_usable(dock, qt
     bad_card = tmp_path / "bad.card.json"
     bad_card.write_text('{"name": "x", "labels": ["a"], "weights": "missing.pt", "format": "torchscript"}')
     widget.model_card.value = bad_card
-    worker = widget.start()
-    with qtbot.waitSignal(worker.errored, timeout=30000) as blocker:
-        pass
+    with qtbot.waitSignal(widget.run_panel.failed, timeout=30000) as blocker:
+        widget.start()
     assert "does not exist" in str(blocker.args[0])
+    qtbot.waitUntil(lambda: not widget.run_panel.running, timeout=5000)
+    assert "does not exist" in widget.run_panel.status.text()
     bad_csv = tmp_path / "labels.csv"
     bad_csv.write_text("image,haemorrhage\nnot_an_image,1\n")
-    widget.model_card.value = ""
+    widget.model_card.value = None
     widget.labels_csv.value = bad_csv
     assert widget.start() is None  # input error: shown at once, nothing launched
     assert "error" in widget.run_panel.status.text()
-    widget.labels_csv.value = ""
+    widget.labels_csv.value = None
     widget.method.value = "saliency"
     _run(widget, qtbot)
     assert "global overall · saliency · positive" in viewer.layers
@@ -111,10 +109,9 @@ def test_main_thread_never_stalls_during_a_run(dock, qtbot):
     timer.setInterval(10)
     timer.timeout.connect(tick)
     timer.start()
-    worker = widget.start()
-    last[0] = time.perf_counter()
-    with qtbot.waitSignal(worker.finished, timeout=120000):
-        pass
+    with qtbot.waitSignal(widget.run_panel.stopped, timeout=120000):
+        widget.start()
+        last[0] = time.perf_counter()
     timer.stop()
     assert len(gaps) > 10
     assert max(gaps) < 0.1, f"main thread stalled {max(gaps) * 1000:.0f} ms"

@@ -23,11 +23,18 @@ class _Bridge(QObject):
 class RunPanel(QWidget):
     """Run/Cancel button + progress bar + status line for one background job at a time.
 
+    Signals (emitted in the main thread, after the dock handled the outcome): ``succeeded(result)``,
+    ``failed(exception)`` and ``stopped()`` at the end of every run.
+
     Parameters
     ----------
     run_text : str
         Label of the button while idle.
     """
+
+    succeeded = Signal(object)
+    failed = Signal(object)
+    stopped = Signal()
 
     def __init__(self, run_text: str = "Run", parent=None):
         super().__init__(parent)
@@ -83,9 +90,11 @@ class RunPanel(QWidget):
 
         self._cancel_event.clear()
         worker = create_worker(function, progress=self.progress_callback, cancel=self.cancel_requested,
-                               _start_thread=False, **kwargs)
+                               _start_thread=False, _ignore_errors=True, **kwargs)
         worker.returned.connect(on_result)
+        worker.returned.connect(self.succeeded.emit)
         worker.errored.connect(on_error or self._default_error)
+        worker.errored.connect(self.failed.emit)
         worker.finished.connect(self._on_finished)
         self.worker = worker
         self.button.setText("Cancel")
@@ -111,6 +120,7 @@ class RunPanel(QWidget):
         self.button.setText(self.run_text)
         if self.bar.maximum() == 0:
             self.bar.setRange(0, 1)
+        self.stopped.emit()
 
     def _default_error(self, exc):
         from napari.utils.notifications import show_error

@@ -56,6 +56,13 @@ def stack_from_layer(layer, labels_csv: str | None = None):
     return stack
 
 
+def optional_path(value) -> str | None:
+    """A file-picker value as a path string, or None when empty."""
+    if value is None or str(value) in ("", "."):
+        return None
+    return str(value)
+
+
 def _labels_of_card(path: str | None) -> list[str]:
     card = Path(path) if path else DEMO_CARD
     try:
@@ -103,8 +110,9 @@ class ExplainWidget(QWidget):
         super().__init__()
         self.viewer = napari_viewer
         self.image_layer = ComboBox(label="image stack", choices=self._stack_layers)
-        self.labels_csv = FileEdit(label="labels CSV", mode="r", filter="*.csv", value="")
-        self.model_card = FileEdit(label="model card", mode="r", filter="*.json", value="")
+        self.labels_csv = FileEdit(label="labels CSV", mode="r", filter="*.csv", nullable=True, value=None)
+        self.model_card = FileEdit(label="model card (empty = demo model)", mode="r", filter="*.json",
+                                   nullable=True, value=None)
         self.trust_pickle = CheckBox(text="trust a pickled model file (runs code from it)", value=False)
         self.method = ComboBox(label="method", choices=METHODS, value="ig")
         self.params = LineEdit(label="parameters", value=KEY_PARAMS["ig"])
@@ -147,7 +155,7 @@ class ExplainWidget(QWidget):
         self.device.value = "auto"
 
     def _on_model_changed(self, value):
-        labels = _labels_of_card(str(value) if str(value) not in ("", ".") else None)
+        labels = _labels_of_card(optional_path(value))
         self.targets.choices = labels
         self.targets.value = labels
 
@@ -160,8 +168,7 @@ class ExplainWidget(QWidget):
                              normalisation=self.normalisation.value, maps_per_call=self.batch.value or None)
 
     def _path(self, edit) -> str | None:
-        text = str(edit.value)
-        return text if text not in ("", ".") else None
+        return optional_path(edit.value)
 
     def start(self):
         """Collect the parameters and launch the run (returns the worker, or None after an input error)."""

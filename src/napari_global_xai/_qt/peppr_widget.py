@@ -13,7 +13,7 @@ import numpy as np
 from magicgui.widgets import ComboBox, Container, FileEdit, FloatSlider, LineEdit, PushButton, Select, SpinBox
 from qtpy.QtWidgets import QFileDialog, QVBoxLayout, QWidget
 
-from .explain_widget import GLOBAL_MAP_KEY, stack_from_layer
+from .explain_widget import GLOBAL_MAP_KEY, optional_path, stack_from_layer
 from ._runner import RunPanel
 
 __all__ = ["PepprWidget", "peppr_job", "DEFAULT_FRACTIONS_TEXT"]
@@ -54,7 +54,8 @@ class PepprWidget(QWidget):
         self.viewer = napari_viewer
         self.map_layer = ComboBox(label="global map", choices=self._map_layers)
         self.labels = Select(label="metric labels", choices=[])
-        self.model_card = FileEdit(label="model card", mode="r", filter="*.json", value="")
+        self.model_card = FileEdit(label="model card (empty = demo model)", mode="r", filter="*.json",
+                                   nullable=True, value=None)
         self.fractions = LineEdit(label="fractions", value=DEFAULT_FRACTIONS_TEXT)
         self.fill = ComboBox(label="fill", choices=["zero", "black", "blur", "impute"], value="zero")
         self.random_seeds = SpinBox(label="random seeds", value=5, min=1, max=50)
@@ -126,9 +127,8 @@ class PepprWidget(QWidget):
             return None
         self._stack = stack.to_left_eye()
         self._map_name = layer.metadata[GLOBAL_MAP_KEY]["label"]
-        card = str(self.model_card.value)
         return self.run_panel.launch(peppr_job, self._on_result, stack=stack,
-                                     model_path=card if card not in ("", ".") else None, device="auto",
+                                     model_path=optional_path(self.model_card.value), device="auto",
                                      global_map=np.asarray(layer.data, np.float64), map_name=self._map_name,
                                      labels=labels, fractions=fractions, fill=self.fill.value,
                                      random_seeds=self.random_seeds.value, eval_split=self.eval_split.value)
