@@ -967,10 +967,10 @@ def summarise(curves: Curves, reference: Curves | Sequence[Curves] | None = None
     dict
         ``{label: {...}}`` with ``A_erase`` (lower = more faithful), ``A_restore`` (higher), ``gap`` =
         A_restore − A_erase, ``full`` (metric of the unmodified images = erase at p = 0), ``filled`` (erase at
-        p = 1), ``p_star`` (interpolated), ``p_star_grid``; with a reference also ``random_A_erase``,
+        p = 1), ``p_star`` (interpolated), ``p_star_grid``; the reference's ``random_A_erase``,
         ``random_A_erase_sd``, ``random_A_restore``, ``random_A_restore_sd``, ``random_gap``, ``random_gap_sd`` and the
         differences ``d_erase`` = A_erase − random (negative = better), ``d_restore`` = A_restore − random
-        (positive = better), ``d_gap``.
+        (positive = better), ``d_gap`` (NaN without a reference: every block has the same keys).
 
     Notes
     -----
@@ -990,15 +990,15 @@ def summarise(curves: Curves, reference: Curves | Sequence[Curves] | None = None
         block.update(full=float(full), filled=float(curves.curve("erase", label)[-1]),
                      p_star=restoration_point(curves.fractions, restore, full, tolerance, True),
                      p_star_grid=restoration_point(curves.fractions, restore, full, tolerance, False))
-        if refs:
-            ref_blocks = [_area_block(ref, label) for ref in refs]
-            for key in ("A_erase", "A_restore", "gap"):
-                vals = np.array([b[key] for b in ref_blocks])
-                block[f"random_{key}"] = float(vals.mean())
-                block[f"random_{key}_sd"] = float(vals.std(ddof=1)) if len(vals) > 1 else 0.0
-            block["d_erase"] = block["A_erase"] - block["random_A_erase"]
-            block["d_restore"] = block["A_restore"] - block["random_A_restore"]
-            block["d_gap"] = block["gap"] - block["random_gap"]
+        ref_blocks = [_area_block(ref, label) for ref in refs]
+        for key in ("A_erase", "A_restore", "gap"):
+            vals = np.array([b[key] for b in ref_blocks])
+            block[f"random_{key}"] = float(vals.mean()) if len(vals) else float("nan")
+            block[f"random_{key}_sd"] = float(vals.std(ddof=1)) if len(vals) > 1 else (0.0 if len(vals) else
+                                                                                      float("nan"))
+        block["d_erase"] = block["A_erase"] - block["random_A_erase"]
+        block["d_restore"] = block["A_restore"] - block["random_A_restore"]
+        block["d_gap"] = block["gap"] - block["random_gap"]
         out[label] = block
     return out
 
@@ -1180,16 +1180,16 @@ def _table_rows(summary, headline) -> list[dict]:
 
 
 def _specificity(summary, map_names, label_names) -> dict:
+    """Label map a × label b area matrices and their gains over the random order (same for every map)."""
     label_maps = [m for m in map_names if m in label_names]
-    grab = lambda key: np.array([[summary[m][b][key] for b in label_names] for m in label_maps])  # noqa: E731
+
+    def grab(key):
+        return np.array([[summary[m][b][key] for b in label_names] for m in label_maps]).reshape(
+            len(label_maps), len(label_names))
+
     erase, restore = grab("A_erase"), grab("A_restore")
-    rnd_e = np.array([summary[label_maps[0]][b].get("random_A_erase", np.nan) for b in label_names]) \
-        if label_maps else np.zeros(0)
-    rnd_r = np.array([summary[label_maps[0]][b].get("random_A_restore", np.nan) for b in label_names]) \
-        if label_maps else np.zeros(0)
     return {"maps": label_maps, "labels": list(label_names), "erase": erase, "restore": restore,
-            "erase_gain": rnd_e[None, :] - erase if label_maps else erase,
-            "restore_gain": restore - rnd_r[None, :] if label_maps else restore}
+            "erase_gain": grab("random_A_erase") - erase, "restore_gain": restore - grab("random_A_restore")}
 
 
 def run_peppr(model, images, global_maps, truth: np.ndarray | None, label_names: Sequence[str] | None = None, *,

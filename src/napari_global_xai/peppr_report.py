@@ -20,7 +20,7 @@ import torch
 from .io_utils import atomic_path, atomic_write_text
 from .peppr import MODES, Curves, PepprResult, apply_fill, removed_mask
 
-__all__ = ["plot_peppr", "write_peppr", "curves_rows", "summary_dict", "filled_images", "write_filled_tiff",
+__all__ = ["plot_peppr", "draw_panel", "summary_text", "write_peppr", "curves_rows", "summary_dict", "filled_images", "write_filled_tiff",
            "CSV_COLUMNS"]
 
 CSV_COLUMNS = ("map", "order", "seed", "curve", "fraction", "label", "value")
@@ -40,7 +40,13 @@ def _panels(result: PepprResult, label: str | None) -> list[tuple[str, str]]:
     return panels
 
 
-def _draw_panel(ax, result: PepprResult, map_name: str, label: str) -> None:
+def draw_panel(ax, result: PepprResult, map_name: str, label: str) -> None:
+    """Draw one PEPPR panel (a map's curves on one label or ``"macro"``) into a matplotlib ``Axes``.
+
+    The map's erase (red) and restore (blue) curves (solid, markers), the random order's mean ± sample sd band
+    (thin line and shading) and the reverse order (dashed); the legend gives each curve's normalised area and the
+    title the PEPPR gap (A_restore − A_erase). Used by :func:`plot_peppr` and the napari PEPPR dock.
+    """
     f = result.fractions
     block = result.summary[map_name][label]
     for mode in MODES:
@@ -81,9 +87,7 @@ def plot_peppr(result: PepprResult, path: str | Path, label: str | None = None, 
 
     Notes
     -----
-    Per panel: the map's erase (red) and restore (blue) curves (solid, markers), the random order's mean ± sample sd
-    band (thin line and shading), the reverse order dashed; the legend gives each curve's normalised area and the
-    title the PEPPR gap (A_restore − A_erase).
+    One :func:`draw_panel` per (map, label) panel, three panels per row.
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -95,7 +99,7 @@ def plot_peppr(result: PepprResult, path: str | Path, label: str | None = None, 
     FigureCanvasAgg(fig)
     axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
     for ax, (map_name, lab) in zip(axes, panels):
-        _draw_panel(ax, result, map_name, lab)
+        draw_panel(ax, result, map_name, lab)
     for ax in axes[len(panels):]:
         ax.set_visible(False)
     fig.suptitle(f"PEPPR ({result.fill} fill, {result.n_images} images)", fontsize=10)
@@ -108,6 +112,25 @@ def plot_peppr(result: PepprResult, path: str | Path, label: str | None = None, 
 
 
 # ------------------------------------------------------------------------------------------------ tables, JSON
+
+
+def _fmt(value, spec=".3f") -> str:
+    return "  n/a" if value is None or not np.isfinite(value) else format(value, spec)
+
+
+def summary_text(result: PepprResult) -> str:
+    """A printable summary: counts, the split note and one line per (map, headline label) of ``result.table``."""
+    lines = [f"PEPPR on {result.n_images} images ({result.metric}, {result.fill} fill, {len(result.fractions)} "
+             f"fractions, {len(result.random)} random seeds): {result.n_forwards} forwards, {result.n_skipped} "
+             f"skipped, {result.seconds:.1f} s",
+             f"split: {result.split_note.get('note', '')}",
+             f"{'map':>18s} {'label':>18s}  A_erase A_restore    gap  random gap (sd)  d_erase d_restore    p*"]
+    for row in result.table:
+        lines.append(
+            f"{row['map']:>18s} {row['label']:>18s}  {_fmt(row['A_erase'])}     {_fmt(row['A_restore'])}  "
+            f"{_fmt(row['gap'], '+.3f')}  {_fmt(row.get('random_gap'), '+.3f')} ({_fmt(row.get('random_gap_sd'))})  "
+            f"{_fmt(row.get('d_erase'), '+.3f')}    {_fmt(row.get('d_restore'), '+.3f')} {_fmt(row['p_star'])}")
+    return "\n".join(lines)
 
 
 def _curve_rows(curves: Curves, map_name: str):
