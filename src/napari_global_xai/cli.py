@@ -30,11 +30,11 @@ class _TerminalProgress:
         if stage != self.stage:
             self.close()
             self.stage = stage
-            self.bar = tqdm(total=total, desc=stage, unit="it", disable=self.disable, dynamic_ncols=True)
+            self.bar = tqdm(total=total, desc=stage, unit="it", disable=self.disable, dynamic_ncols=True,
+                            mininterval=0.5)
         if self.bar.total != total:
             self.bar.total = total
-        self.bar.n = done
-        self.bar.refresh()
+        self.bar.update(done - self.bar.n)  # tqdm throttles redraws (mininterval), so logs stay short
 
     def close(self):
         if self.bar is not None:

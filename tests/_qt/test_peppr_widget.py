@@ -8,6 +8,7 @@ import pytest
 from napari_global_xai._qt.explain_widget import ExplainWidget
 from napari_global_xai._qt.peppr_widget import PepprWidget
 from napari_global_xai.models import DEMO_CARD_PATH
+from napari_global_xai.peppr import pixel_ranking, removed_mask
 
 pytestmark = pytest.mark.skipif(not DEMO_CARD_PATH.exists(), reason="demo model not trained")
 ARTIFACTS = Path(__file__).resolve().parents[1] / "_artifacts"
@@ -29,7 +30,8 @@ def viewer_with_maps(make_napari_viewer, qtbot):
     explain.method.value = "gradcam"
     _run(explain, qtbot)
     panel = PepprWidget(viewer)
-    viewer.window.add_dock_widget(panel, name="PEPPR", area="right")
+    viewer.window.add_dock_widget(panel, name="PEPPR", area="right", tabify=True)
+    viewer.window.resize(1600, 1000)
     panel.map_layer.reset_choices()
     return viewer, explain, panel
 
@@ -44,9 +46,9 @@ def test_peppr_panel_runs_plots_and_shows_erased_images(viewer_with_maps, qtbot,
     fractions, erase, restore = panel.curve_data()
     np.testing.assert_allclose(fractions, [0, 0.02, 0.05, 0.1, 0.3, 1])
     assert erase[0] == pytest.approx(restore[-1])  # both are the unmodified images
-    assert erase[1] < erase[0] - 0.2  # erasing the disc first destroys disc_swelling quickly
-    row = panel.result.table[0]
-    assert row["gap"] > row["random_gap"]
+    assert erase[2] < erase[0] - 0.2, erase  # erasing 5 % of pixels in map order destroys disc_swelling
+    row = panel.headline()
+    assert row["label"] == "disc_swelling" and row["gap"] > row["random_gap"]
     # the plot shows exactly these curves
     lines = {tuple(np.round(line.get_ydata(), 6)) for line in panel.plot.axes.get_lines()}
     assert tuple(np.round(erase, 6)) in lines and tuple(np.round(restore, 6)) in lines
@@ -56,11 +58,14 @@ def test_peppr_panel_runs_plots_and_shows_erased_images(viewer_with_maps, qtbot,
     restored = viewer.layers["restored · disc_swelling"]
     assert erased.data.shape == (64, 384, 512, 3) and erased.metadata["fraction"] == pytest.approx(0.05)
     img = np.asarray(erased.data[3])
-    disc = viewer.layers["global disc_swelling · gradcam · positive"].data
-    top = disc >= np.quantile(disc, 0.95)
+    top = removed_mask(pixel_ranking(panel.result_map()), (384, 512), "erase", 0.05)
+    assert top.sum() == round(0.05 * 384 * 512)
     fill_value = img[top].reshape(-1, 3)
     assert np.ptp(fill_value[:, 0]) <= 1  # the top 5 % pixels hold one constant fill (the training mean)
-    assert np.asarray(restored.data[3])[~top].std() < 2
+    assert abs(int(fill_value[0, 0]) - round(panel.model.card.mean[0] * 255)) <= 1
+    original = np.asarray(viewer.layers["uwf_sample"].data[3])
+    np.testing.assert_array_equal(img[~top][:, :2], original[~top][:, :2])  # kept pixels untouched (red, green)
+    assert (np.ptp(np.asarray(restored.data[3])[~top], axis=0) <= 1).all()  # everything else is the fill
     panel.fraction.value = 0.3
     assert erased.metadata["fraction"] == pytest.approx(0.3)
     paths = panel.export(tmp_path)
@@ -78,6 +83,7 @@ def test_screenshot_of_overlay_and_panel(viewer_with_maps, qtbot):
     panel.fractions.value = "0, 0.05, 0.1, 0.3, 1"
     panel.random_seeds.value = 2
     _run(panel, qtbot)
+    assert panel.headline()["label"] == "macro"
     viewer.layers["erased · overall"].visible = False
     viewer.layers["restored · overall"].visible = False
     viewer.reset_view()

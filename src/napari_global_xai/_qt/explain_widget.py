@@ -122,6 +122,7 @@ class ExplainWidget(QWidget):
         self.device = ComboBox(label="device", choices=["auto", "cpu"], value="auto")
         self.batch = SpinBox(label="maps per call (0 = auto)", value=0, min=0, max=4096)
         self.stored_orientation = CheckBox(text="also show maps in each image's stored orientation", value=False)
+        self.targets.native.setMaximumHeight(100)
         self.form = Container(widgets=[self.image_layer, self.labels_csv, self.model_card, self.trust_pickle,
                                        self.method, self.params, self.targets, self.subset, self.normalisation,
                                        self.device, self.batch, self.stored_orientation])

@@ -60,12 +60,14 @@ class PepprWidget(QWidget):
         self.fill = ComboBox(label="fill", choices=["zero", "black", "blur", "impute"], value="zero")
         self.random_seeds = SpinBox(label="random seeds", value=5, min=1, max=50)
         self.eval_split = LineEdit(label="evaluate split (empty = all)", value="")
+        self.labels.native.setMaximumHeight(100)
         self.form = Container(widgets=[self.map_layer, self.labels, self.model_card, self.fractions, self.fill,
                                        self.random_seeds, self.eval_split])
         self.run_panel = RunPanel("Run PEPPR")
         self.run_panel.set_start(self.start)
         self.plot = BaseNapariMPLWidget(napari_viewer)
         self.plot.add_single_axes()
+        self.plot.setMinimumHeight(300)
         self.fraction = FloatSlider(label="show fraction", min=0.0, max=1.0, step=0.01, value=0.1)
         self.save_figure = PushButton(text="Save figure PNG…")
         self.save_data = PushButton(text="Save curves CSV/JSON…")
@@ -139,7 +141,7 @@ class PepprWidget(QWidget):
         self.result, self.model = payload
         self._ranking = pixel_ranking(self.result_map())
         self.draw()
-        row = self.result.table[0]
+        row = self.headline()
         self.run_panel.status.setText(
             f"done: {self.result.n_images} images, {self.result.n_forwards} forwards "
             f"({self.result.n_skipped} skipped); {row['label']}: A_erase {row['A_erase']:.3f}, "
@@ -150,20 +152,29 @@ class PepprWidget(QWidget):
         return np.asarray(self.map_layer.value.data, np.float64)
 
     # --- plot -------------------------------------------------------------------------------------------------------
+    def headline(self) -> dict:
+        """The summary row shown: a label map on its own label, the overall map on the macro mean."""
+        rows = self.result.table
+        for wanted in (self._map_name, "macro"):
+            for row in rows:
+                if row["label"] == wanted:
+                    return row
+        return rows[0]
+
     def draw(self):
         """Draw the headline panel of the result into the themed canvas."""
         from ..peppr_report import draw_panel
 
         ax = self.plot.axes
         ax.clear()
-        row = self.result.table[0]
+        row = self.headline()
         draw_panel(ax, self.result, row["map"], row["label"])
         ax.axvline(self.fraction.value, color="0.5", linewidth=0.8)
         self.plot.canvas.draw_idle()
 
     def curve_data(self):
         """``(fractions, erase, restore)`` of the headline curve (what the plot shows), for tests and export."""
-        row = self.result.table[0]
+        row = self.headline()
         curves = self.result.curves[row["map"]]
         return self.result.fractions, curves.curve("erase", row["label"]), curves.curve("restore", row["label"])
 
