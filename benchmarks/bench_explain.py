@@ -18,6 +18,7 @@ import time
 
 import numpy as np
 import torch
+from _timing import best_of
 
 
 def _images(n):
@@ -27,16 +28,6 @@ def _images(n):
     return np.array([im if lat == "L" else im[:, ::-1] for im, lat in zip(s.images, s.laterality)])
 
 
-def _best_of(fn, repeats=3):
-    fn()  # warm-up
-    best = float("inf")
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        best = min(best, time.perf_counter() - t)
-    return best
 
 
 def floor_per_image(model, x, target=0):
@@ -51,7 +42,7 @@ def floor_per_image(model, x, target=0):
             xi = xb.clone().requires_grad_(True)
             torch.autograd.grad(model.module(xi)[:, target].sum(), xi)
 
-        results[b] = _best_of(run) / b
+        results[b] = best_of(run) / b
     best = min(results, key=results.get)
     return results[best], best, results
 
@@ -82,7 +73,7 @@ def main(argv=None):
 
     engine = ImageMapEngine(model, ExplainConfig(method="ig", params={"n_steps": args.steps}), [target])
     pairs = np.ones((len(raw), 1), bool)
-    ours = _best_of(lambda: engine.compute(raw, pairs), repeats=2) / len(raw)
+    ours = best_of(lambda: engine.compute(raw, pairs), repeats=2) / len(raw)
     print(f"ours (engine, {engine.maps_per_call} maps/call, internal batch "
           f"{engine.method.params['internal_batch_size']}): {ours:.3f} s per map, {1 / ours:.2f} maps/s, "
           f"floor/ours = {floor / ours:.2f}")
@@ -95,7 +86,7 @@ def main(argv=None):
         for i in range(len(x)):
             ig.attribute(x[i:i + 1], baselines=torch.zeros_like(x[i:i + 1]), target=target, n_steps=args.steps)
 
-    loop = _best_of(plain_loop, repeats=1) / len(raw)
+    loop = best_of(plain_loop, repeats=1) / len(raw)
     print(f"plain per-image Captum loop (default batching): {loop:.3f} s per map, {1 / loop:.2f} maps/s; "
           f"ours is {loop / ours:.2f}x faster")
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

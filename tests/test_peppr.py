@@ -61,13 +61,7 @@ class RegionNet(nn.Module):
         return 8.0 * torch.relu(inside.amax(dim=(2, 3)) - 0.9) - 1.0
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One torch thread: on a busy 2-core machine two threads wait on each other (the demo net ran 2-5x slower)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def tiny_model():

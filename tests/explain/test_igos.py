@@ -39,13 +39,7 @@ FAST = {"mask_size": 8, "iterations": 8, "ig_iter": 5}
 METHODS = ("igos", "igos++")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: intra-op threads only add overhead (and stall badly on a busy 2-core machine)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def region_masks(h: int, w: int) -> torch.Tensor:
