@@ -91,7 +91,7 @@ def _explain_config(args):
 
     return ExplainConfig(method=args.method, params=_parse_params(args.param), targets=args.targets,
                          subset=args.subset, normalisation=args.normalisation, reduction=args.reduction,
-                         probability=args.probability, compute=args.compute)
+                         probability=args.probability, compute=args.compute, autocast=args.autocast)
 
 
 def _add_explain_options(p):
@@ -105,6 +105,7 @@ def _add_explain_options(p):
     p.add_argument("--normalisation", default="mass", choices=["mass", "max", "none"])
     p.add_argument("--reduction", default="abs_sum", choices=["abs_sum", "sum", "pos_sum", "l2"])
     p.add_argument("--probability", action="store_true", help="explain probabilities instead of logits")
+    p.add_argument("--autocast", choices=["bf16", "fp16"], default=None, help="mixed precision on CUDA")
 
 
 def _cmd_explain(args) -> int:

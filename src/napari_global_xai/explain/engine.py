@@ -47,6 +47,8 @@ class ExplainConfig:
         Maps per method call; default chosen from the device and the method's cost.
     chunk_size : int
         Images per chunk (the unit of progress, cancel and writing).
+    autocast : {None, "bf16", "fp16"}
+        Mixed precision for the model passes on CUDA (ignored elsewhere); maps are returned in float32.
     """
 
     method: str = "ig"
@@ -60,6 +62,7 @@ class ExplainConfig:
     probability: bool = False
     maps_per_call: int | None = None
     chunk_size: int = 16
+    autocast: str | None = None
 
 
 @torch.inference_mode()
@@ -121,6 +124,17 @@ class ImageMapEngine:
         planned = self.method.plan_batches(images_per_pass(model.device))
         self.maps_per_call = config.maps_per_call or planned
 
+    def _autocast(self):
+        """Mixed precision on CUDA when asked for; a no-op context otherwise."""
+        import contextlib
+
+        dtypes = {"bf16": torch.bfloat16, "fp16": torch.float16}
+        if self.config.autocast is None or self.model.device.type != "cuda":
+            return contextlib.nullcontext()
+        if self.config.autocast not in dtypes:
+            raise ValueError(f"autocast must be one of {sorted(dtypes)} or None, got {self.config.autocast!r}")
+        return torch.autocast("cuda", dtype=dtypes[self.config.autocast])
+
     def compute(self, images: np.ndarray, pairs: np.ndarray, cancel=None, on_batch=None,
                 out: np.ndarray | None = None, done: np.ndarray | None = None) -> np.ndarray:
         """Maps of one chunk.
@@ -159,7 +173,7 @@ class ImageMapEngine:
             if self.method.needs_grad:
                 x.requires_grad_(True)
             grad_ctx = torch.enable_grad() if self.method.needs_grad else torch.inference_mode()
-            with grad_ctx:
+            with grad_ctx, self._autocast():
                 attr = self.method.attribute(x, targets_all[sl])
             return to_image_maps(attr, self.config.reduction, self.config.normalisation).cpu().numpy()
 

@@ -1,0 +1,48 @@
+"""The ``global-xai`` CLI: explain and peppr on the shipped sample, clear errors, method listing."""
+
+import json
+
+import pytest
+
+from napari_global_xai.cli import main
+from napari_global_xai.models import DEMO_CARD_PATH
+from napari_global_xai.samples import SAMPLE_STACK
+
+needs_demo = pytest.mark.skipif(not DEMO_CARD_PATH.exists(), reason="demo model not trained")
+
+
+def test_list_methods(capsys):
+    assert main(["--list-methods"]) == 0
+    out = capsys.readouterr().out
+    for name in ("ig", "gradcam", "igos", "igos++", "occlusion", "smoothgrad"):
+        assert f"\n{name} " in "\n" + out
+
+
+def test_bad_inputs_exit_1_with_a_clear_message(tmp_path, capsys):
+    (tmp_path / "broken.tif").write_bytes(b"not a tiff at all")
+    assert main(["explain", str(tmp_path / "broken.tif"), "--out", str(tmp_path / "o")]) == 1
+    err = capsys.readouterr().err
+    assert "global-xai explain: error:" in err and "broken.tif" in err
+    assert main(["explain", str(SAMPLE_STACK), "--model", str(tmp_path / "w.pt"), "--out", str(tmp_path)]) == 1
+    assert "give the model's card" in capsys.readouterr().err
+
+
+@needs_demo
+@pytest.mark.slow
+def test_explain_then_peppr_on_the_sample(tmp_path, capsys):
+    out = tmp_path / "gc"
+    assert main(["explain", str(SAMPLE_STACK), "--method", "gradcam", "--out", str(out), "--quiet"]) == 0
+    text = capsys.readouterr().out
+    assert "gradcam: 135 image-wise maps of 64 images" in text
+    summary = json.loads((out / "explain_summary.json").read_text())
+    assert summary["maps_per_label"]["haemorrhage"] == 23 and summary["subset"] == "positive"
+    assert summary["provenance"]["inputs"][0]["path"].endswith("uwf_sample.tif")
+    peppr_out = tmp_path / "peppr"
+    assert main(["peppr", str(SAMPLE_STACK), "--global-maps", str(out / "global_maps.tif"), "--out", str(peppr_out),
+                 "--random-seeds", "1", "--quiet"]) == 0
+    result = json.loads((peppr_out / "peppr_summary.json").read_text())
+    rows = {(r["map"], r["label"]): r for r in result["table"]}
+    for label in ("haemorrhage", "peripheral_lesion", "disc_swelling", "arcade_lesion"):
+        assert rows[(label, label)]["gap"] > rows[(label, label)]["random_gap"] + 0.1
+    for name in ("peppr.png", "peppr_curves.csv", "erased_overall.tif", "restored_overall.tif"):
+        assert (peppr_out / name).stat().st_size > 0
