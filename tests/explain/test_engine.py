@@ -108,3 +108,53 @@ def test_outputs_written_and_read_back(tiny_model, tiny_stack, tmp_path):
     assert not list(tmp_path.glob(".*partial")) and not list(tmp_path.glob("*.tmp"))
     lines = (tmp_path / "predictions.csv").read_text().splitlines()
     assert lines[0].startswith("image,p_left_blob") and lines[1].startswith("img0,")
+
+
+def test_out_of_memory_halves_the_batch_and_loses_nothing(tiny_model, tiny_stack, monkeypatch):
+    """A simulated CUDA OOM for big batches: the engine retries smaller, finished maps are kept, result unchanged."""
+    from napari_global_xai.explain import captum_methods
+
+    reference = run_explain(tiny_stack, tiny_model, ExplainConfig(method="saliency", maps_per_call=1))
+    original = captum_methods.CaptumMethod.attribute
+    sizes = []
+
+    def flaky(self, x, targets):
+        sizes.append(len(x))
+        if len(x) > 2:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return original(self, x, targets)
+
+    monkeypatch.setattr(captum_methods.CaptumMethod, "attribute", flaky)
+    res = run_explain(tiny_stack, tiny_model, ExplainConfig(method="saliency", maps_per_call=8, chunk_size=16))
+    assert sizes[:3] == [8, 4, 2] and max(sizes[2:]) <= 2  # halved until it fit, never grew again
+    np.testing.assert_array_equal(res.computed, reference.computed)
+    np.testing.assert_allclose(res.image_maps, reference.image_maps, rtol=1e-5, atol=1e-9)
+
+
+def test_other_model_shapes_one_channel_softmax(tmp_path):
+    """A 1-channel softmax classifier on a grayscale stack works for explain and PEPPR, like the demo model."""
+    from napari_global_xai.run import run_peppr_pipeline
+
+    from .conftest import TinyNet, tiny_card
+
+    torch.manual_seed(1)
+    card = tiny_card(activation="softmax", labels=["healthy", "blob"])
+    card.input_channels, card.mean, card.std = [0], [0.3], [0.2]
+    from napari_global_xai.models import LoadedModel
+
+    model = LoadedModel(TinyNet(n_labels=2, channels=1), card, torch.device("cpu"))
+    rgb = make_tiny_stack(6)
+    from napari_global_xai.data import AlignedStack, LabelsTable
+
+    grey = rgb.pixels[..., :1].copy()
+    truth = rgb.labels.values[:, [0, 0]].copy()
+    truth[:, 0] = 1 - truth[:, 1]
+    labels = LabelsTable(rgb.image_ids, ["healthy", "blob"], truth, rgb.laterality, None)
+    stack = AlignedStack(grey, rgb.image_ids, rgb.laterality, labels)
+    for method in ("ig", "gradcam", "occlusion"):
+        res = run_explain(stack, model, ExplainConfig(method=method, params={"n_steps": 4} if method == "ig" else
+                                                      ({"window": 8, "stride": 8} if method == "occlusion" else {})))
+        assert res.image_maps.shape == (6, 2, 32, 48) and res.n_computed == int(truth.sum())
+        np.testing.assert_allclose(res.probabilities.sum(1), 1.0, rtol=1e-5)  # softmax
+    peppr = run_peppr_pipeline(stack, model, res.global_maps, fractions=[0, 0.5, 1], random_seeds=1)
+    assert peppr.labels == ["healthy", "blob"] and peppr.n_images == 6
