@@ -61,6 +61,7 @@ __all__ = [
     "erase_restore_curves",
     "deletion_insertion",
     "run_peppr",
+    "collect_maps",
 ]
 
 #: Fractions of pixels erased / restored; dense near 0 where faithful maps act (methods.md §1.7).
@@ -1125,7 +1126,7 @@ def deletion_insertion(model, images, maps: np.ndarray, targets: Sequence, fract
                           n_forwards=engine.n_forwards, n_skipped=engine.n_skipped)
 
 
-def _collect_maps(global_maps, shape) -> dict[str, np.ndarray]:
+def collect_maps(global_maps, shape) -> dict[str, np.ndarray]:
     """Name -> (H, W) map from a GlobalMaps (its labels, then "overall") or a dict; all-NaN maps are dropped."""
     if isinstance(global_maps, dict):
         items = list(global_maps.items())
@@ -1288,7 +1289,7 @@ def run_peppr(model, images, global_maps, truth: np.ndarray | None, label_names:
             raise ValueError(f"truth must be (n_images, n_labels) = {(engine.n_images, len(label_names))}, "
                              f"got {truth.shape}")
         truth = truth if evaluated is None else truth[evaluated]
-    maps = _collect_maps(global_maps, engine.shape)
+    maps = collect_maps(global_maps, engine.shape)
     seeds = list(range(random_seeds)) if isinstance(random_seeds, (int, np.integer)) else list(random_seeds)
 
     jobs = []  # (request id, map name, order, seed)

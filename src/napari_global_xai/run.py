@@ -295,7 +295,7 @@ def run_peppr_pipeline(stack, model, global_maps, *, labels=None, fractions=None
         from .peppr_report import write_filled_tiff, write_peppr
 
         write_peppr(result, out_dir)
-        maps = peppr._collect_maps(global_maps, frame_stack.shape[1:3])
+        maps = peppr.collect_maps(global_maps, frame_stack.shape[1:3])
         name = "overall" if "overall" in maps else next(iter(maps))
         ranking = peppr.pixel_ranking(maps[name])
         sample = frame_stack.get(np.arange(min(8, len(frame_stack))))
