@@ -43,6 +43,31 @@ class _TerminalProgress:
 
 
 @contextmanager
+def _cancel_on_interrupt():
+    """Ctrl-C asks the pipeline to stop at the next batch (it keeps and writes what it finished); twice aborts."""
+    import signal
+    import threading
+
+    event = threading.Event()
+
+    def handler(signum, frame):
+        if event.is_set():
+            raise KeyboardInterrupt
+        event.set()
+        print("\ncancelling after the current batch (Ctrl-C again to abort)…", file=sys.stderr)
+
+    try:
+        previous = signal.signal(signal.SIGINT, handler)
+    except ValueError:  # not in the main thread: no signal handling, never cancelled
+        yield event.is_set
+        return
+    try:
+        yield event.is_set
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+@contextmanager
 def _progress(quiet: bool):
     bar = _TerminalProgress(disable=quiet)
     try:
@@ -113,8 +138,8 @@ def _cmd_explain(args) -> int:
 
     stack, model = _load_inputs(args)
     t0 = time.perf_counter()
-    with _progress(args.quiet) as bar:
-        result = run_explain(stack, model, _explain_config(args), out_dir=args.out, progress=bar)
+    with _progress(args.quiet) as bar, _cancel_on_interrupt() as cancel:
+        result = run_explain(stack, model, _explain_config(args), out_dir=args.out, progress=bar, cancel=cancel)
     gm = result.global_maps
     print(f"{result.config.method}: {result.n_computed} image-wise maps of {len(stack)} images in "
           f"{time.perf_counter() - t0:.1f}s on {model.device}; subset '{result.subset}'"
