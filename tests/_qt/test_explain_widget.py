@@ -27,7 +27,8 @@ def dock(make_napari_viewer, qtbot):
 
 
 def _run(widget, qtbot, timeout=120000):
-    with qtbot.waitSignal(widget.run_panel.stopped, timeout=timeout):
+    """Start a run and wait until its layers are all in the viewer."""
+    with qtbot.waitSignals([widget.run_panel.stopped, widget.feeder.done], timeout=timeout):
         worker = widget.start()
         assert worker is not None, widget.run_panel.status.text()
     return worker
@@ -64,7 +65,7 @@ def test_cancel_keeps_partial_results(dock, qtbot):
     assert widget.start() is not None
     qtbot.waitUntil(lambda: widget.run_panel.bar.value() >= 2 and widget.run_panel.status.text().startswith(
         "explain"), timeout=60000)
-    with qtbot.waitSignal(widget.run_panel.stopped, timeout=60000):
+    with qtbot.waitSignals([widget.run_panel.stopped, widget.feeder.done], timeout=60000):
         widget.run_panel.button.click()  # the Run button became Cancel
     result = widget.last_result
     assert result.cancelled and 0 < result.n_computed < int(result.include.sum())
@@ -96,25 +97,33 @@ def test_bad_model_and_bad_labels_show_errors_and_the_dock_stays_usable(dock, qt
 
 
 def test_main_thread_never_stalls_during_a_run(dock, qtbot):
+    """A 10 ms timer keeps ticking while the run computes (< 100 ms gaps) and while results arrive.
+
+    Result layers are added one per event-loop turn; each ``viewer.add_layer`` costs napari itself ~60 ms (2-D) to
+    ~100 ms (the 4-D image-wise stack: vispy node, layer controls, dims) on an idle 2-core machine, which this plugin
+    cannot shorten; that phase is held to 250 ms per gap (adding all eight layers in one slot would take ~600 ms).
+    """
     viewer, widget = dock
     widget.method.value = "saliency"
-    gaps, last = [], [time.perf_counter()]
+    gaps, last, phase = {"compute": [], "layers": []}, [time.perf_counter()], ["compute"]
 
     def tick():
         now = time.perf_counter()
-        gaps.append(now - last[0])
+        gaps[phase[0]].append(now - last[0])
         last[0] = now
 
+    widget.run_panel.succeeded.connect(lambda _result: phase.__setitem__(0, "layers"))
     timer = QTimer()
     timer.setInterval(10)
     timer.timeout.connect(tick)
     timer.start()
-    with qtbot.waitSignal(widget.run_panel.stopped, timeout=120000):
+    with qtbot.waitSignals([widget.run_panel.stopped, widget.feeder.done], timeout=120000):
         widget.start()
         last[0] = time.perf_counter()
     timer.stop()
-    assert len(gaps) > 10
-    assert max(gaps) < 0.1, f"main thread stalled {max(gaps) * 1000:.0f} ms"
+    assert len(gaps["compute"]) > 10 and gaps["layers"]
+    assert max(gaps["compute"]) < 0.1, f"main thread stalled {max(gaps['compute']) * 1000:.0f} ms while computing"
+    assert max(gaps["layers"]) < 0.25, f"main thread stalled {max(gaps['layers']) * 1000:.0f} ms adding layers"
 
 
 def test_plugin_import_is_fast_and_does_not_import_torch():

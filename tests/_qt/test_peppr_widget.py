@@ -28,7 +28,8 @@ def viewer_with_maps(make_napari_viewer, qtbot):
     explain.image_layer.reset_choices()
     explain.image_layer.value = viewer.layers["uwf_sample"]
     explain.method.value = "gradcam"
-    _run(explain, qtbot)
+    with qtbot.waitSignals([explain.run_panel.stopped, explain.feeder.done], timeout=180000):
+        assert explain.start() is not None
     panel = PepprWidget(viewer)
     viewer.window.add_dock_widget(panel, name="PEPPR", area="right", tabify=True)
     viewer.window.resize(1600, 1000)

@@ -16,7 +16,7 @@ from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, LineEdit, 
 from qtpy.QtWidgets import QVBoxLayout, QWidget
 
 from .._layers import STACK_METADATA_KEY
-from ._runner import RunPanel
+from ._runner import LayerFeeder, RunPanel
 
 __all__ = ["ExplainWidget", "GLOBAL_MAP_KEY", "IMAGE_MAPS_KEY", "stack_from_layer"]
 
@@ -129,6 +129,7 @@ class ExplainWidget(QWidget):
         self.targets.value = list(self.targets.choices)
         self.run_panel = RunPanel("Explain")
         self.run_panel.set_start(self.start)
+        self.feeder = LayerFeeder(napari_viewer, self)
         layout = QVBoxLayout(self)
         layout.addWidget(self.form.native)
         layout.addWidget(self.run_panel)
@@ -194,7 +195,7 @@ class ExplainWidget(QWidget):
     def _on_result(self, payload):
         result, layer_data = payload
         self.last_result = result
-        add_layers(self.viewer, layer_data)
+        self.feeder.feed(layer_data)
         selected = int(result.include.sum() if result.config.compute == "subset" else result.include.size)
         if result.cancelled:
             msg = f"cancelled: kept {result.n_computed} of {selected} image-wise maps"
@@ -248,15 +249,3 @@ def result_layer_data(result, stack, source_name: str, stored_orientation: bool 
         layers.append((stored, {"name": f"image-wise {tag} (stored orientation)",
                                 "metadata": {IMAGE_MAPS_KEY: {**meta, "frame": "stored"}}, **kwargs}, "image"))
     return layers
-
-
-def add_layers(viewer, layer_data: list[tuple]) -> list:
-    """Add layer data tuples, replacing layers of the same name; returns the layers."""
-    from napari.layers import Layer
-
-    added = []
-    for data, kwargs, kind in layer_data:
-        if kwargs["name"] in viewer.layers:
-            viewer.layers.remove(kwargs["name"])
-        added.append(viewer.add_layer(Layer.create(data, kwargs, kind)))
-    return added
