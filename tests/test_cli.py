@@ -46,3 +46,26 @@ def test_explain_then_peppr_on_the_sample(tmp_path, capsys):
         assert rows[(label, label)]["gap"] > rows[(label, label)]["random_gap"] + 0.1
     for name in ("peppr.png", "peppr_curves.csv", "erased_overall.tif", "restored_overall.tif"):
         assert (peppr_out / name).stat().st_size > 0
+
+
+@needs_demo
+@pytest.mark.slow
+def test_sag_on_the_sample_finds_the_two_arcades(tmp_path, capsys):
+    """The stack summary of arcade_lesion positives: the dominant patches sit in the two planted arcade regions."""
+    import numpy as np
+
+    from napari_global_xai.sag import grid_for, patch_masks
+    from napari_global_xai.samples import load_ground_truth
+
+    out = tmp_path / "sag"
+    assert main(["sag", str(SAMPLE_STACK), "--label", "arcade_lesion", "--out", str(out), "--quiet"]) == 0
+    summary = json.loads((out / "sag_summary.json").read_text())
+    assert summary["n_images"] == 16 and summary["grid"] == [6, 8]
+    regions = load_ground_truth()["regions"]
+    masks = patch_masks((384, 512), tuple(grid_for((384, 512))))
+    freq = np.asarray(summary["patch_frequency"])
+    top = np.argsort(-freq)[:4]
+    in_sup = [bool((masks[p] & regions["superior_arcade"]).any()) for p in top]
+    in_inf = [bool((masks[p] & regions["inferior_arcade"]).any()) for p in top]
+    assert all(s or i for s, i in zip(in_sup, in_inf)) and any(in_sup) and any(in_inf)
+    assert (out / f"sag_{summary['images'][0]}.png").stat().st_size > 0

@@ -1,6 +1,6 @@
 """``global-xai``: the command-line face of the pipelines in :mod:`napari_global_xai.run`.
 
-Sub-commands: ``explain``, ``peppr``, ``demo`` (the whole chain on the shipped sample data), ``train-demo`` and
+Sub-commands: ``explain``, ``peppr``, ``sag``, ``demo`` (the whole chain on the shipped sample data), ``train-demo`` and
 ``make-sample-data``. Argument parsing and the terminal progress bar live here; everything else is the core.
 """
 
@@ -161,6 +161,19 @@ def _cmd_peppr(args) -> int:
     return 0
 
 
+def _cmd_sag(args) -> int:
+    from .run import run_sag_pipeline
+
+    stack, model = _load_inputs(args)
+    with _progress(args.quiet) as bar, _cancel_on_interrupt() as cancel:
+        results, summary = run_sag_pipeline(stack, model, args.label, indices=args.images, method=args.method,
+                                            fill=args.fill, max_root_size=args.max_root_size or None,
+                                            out_dir=args.out, progress=bar, cancel=cancel)
+    print(f"SAG for {args.label}: {len(results)} images, "
+          f"{sum(len(r.roots) for r in results)} roots shown; results in {Path(args.out).resolve()}")
+    return 0
+
+
 def _cmd_demo(args) -> int:
     from .run import run_demo
 
@@ -202,6 +215,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fill", default="zero", choices=["zero", "black", "blur", "impute"])
     p.add_argument("--random-seeds", type=int, default=5)
     p.set_defaults(func=_cmd_peppr)
+
+    p = sub.add_parser("sag", help="structured attention graphs (several sufficient explanations per image)")
+    _add_common(p)
+    p.add_argument("--label", required=True, help="model label to explain")
+    p.add_argument("--images", nargs="+", type=int, default=None,
+                   help="image indices (default: images positive for the label)")
+    p.add_argument("--method", default="gradcam", help="saliency that ranks patches (official code: igos)")
+    p.add_argument("--fill", default="blur", choices=["zero", "black", "blur", "impute"])
+    p.add_argument("--max-root-size", type=int, default=6, help="largest root in patches (0 = no limit)")
+    p.set_defaults(func=_cmd_sag)
 
     p = sub.add_parser("demo", help="the whole chain (explain → global maps → PEPPR) on the shipped sample data")
     p.add_argument("--out", default="demo_output")

@@ -318,7 +318,8 @@ class _LazyPixels:
         return len(self.stack)
 
     def __getitem__(self, idx):
-        return self.stack.get(idx)
+        pixels = self.stack.get(idx)
+        return pixels[0] if isinstance(idx, (int, np.integer)) else pixels  # numpy semantics for an int index
 
 
 def run_peppr_from_files(stack, model, global_maps_path, out_dir, fill="zero", random_seeds=5,
@@ -360,3 +361,59 @@ def run_demo(out_dir, method: str = "ig", device: str = "auto", progress: Progre
              summary_text(result),
              f"figures: {out / f'explain_{method}' / 'global_maps.png'} and {out / f'peppr_{method}' / 'peppr.png'}"]
     return "\n".join(lines)
+
+
+def run_sag_pipeline(stack, model, label: str, *, indices=None, method: str = "gradcam", fill: str = "blur",
+                     max_root_size: int | None = 6, out_dir: str | Path | None = None,
+                     progress: ProgressFn | None = None, cancel: CancelFn | None = None, **sag_params):
+    """Structured attention graphs for images of a stack and their stack-level summary.
+
+    Parameters
+    ----------
+    stack : AlignedStack
+    model : LoadedModel
+    label : str
+        Model label explained.
+    indices : sequence of int, optional
+        Images; default those positive for ``label`` (labels table), else those predicted positive.
+    method, fill, max_root_size
+        Patch-ranking saliency, fill and largest root size. Defaults differ from the official code (I-GOS, black,
+        no size limit) for speed and because a constant fill creates sharp-edged patches that the demo model reads
+        as lesions; see :mod:`napari_global_xai.sag`.
+    out_dir : path, optional
+        Writes ``sag_<image id>.json`` / ``.png`` per image and ``sag_summary.json``.
+
+    Returns
+    -------
+    (list of SagResult, dict)
+        Per-image results and :func:`napari_global_xai.sag.sag_stack_summary`.
+    """
+    from . import sag
+
+    if label not in model.labels:
+        raise ValueError(f"unknown label {label!r}; the model's labels are {model.labels}")
+    model.check_input(stack.shape)
+    frame_stack = stack.to_left_eye() if model.card.harmonise_laterality else stack
+    label_index = model.labels.index(label)
+    if indices is None:
+        table = frame_stack.labels
+        if table is not None and label in table.names:
+            indices = np.nonzero(table.column(label))[0]
+        else:
+            probs = np.concatenate([predict_probabilities(model, px) for _, px in frame_stack.iter_chunks(16)])
+            indices = np.nonzero(probs[:, label_index] > 0.5)[0]
+    indices = [int(i) for i in indices]
+    results = sag.run_sag(model, _LazyPixels(frame_stack), label_index, indices, progress=_stage(progress, "sag"),
+                          cancel=cancel, method=method, fill=fill, max_root_size=max_root_size, **sag_params)
+    summary = sag.sag_stack_summary(results)
+    if out_dir is not None:
+        from .io_utils import save_json
+
+        out = Path(out_dir)
+        for result in results:
+            image_id = stack.image_ids[result.image_index]
+            save_json(out / f"sag_{image_id}.json", sag.to_json(result))
+            sag.draw_sag(result, frame_stack.get(result.image_index)[0], out / f"sag_{image_id}.png")
+        save_json(out / "sag_summary.json", {"label": label, "images": [stack.image_ids[i] for i in indices],
+                                             **summary})
+    return results, summary

@@ -284,26 +284,37 @@ class SagScorer:
 def _minimise(scorer: SagScorer, root: frozenset, threshold: float) -> frozenset:
     """Greedy redundant-patch removal (official ``remove_extra_patches``), batched.
 
-    Each round scores every one-patch-smaller set in one batched call and drops the patch whose removal keeps the
-    highest confidence, as long as it stays above ``threshold``; stops when no removal does. The official code tries
-    the patches one at a time in index order; scoring them together and removing the least useful first gives the
-    same guarantee (no remaining patch can be dropped) with one model call per round.
+    Each round scores the one-patch-smaller sets of the *candidate* patches in one batched call and drops the patch
+    whose removal keeps the highest confidence, as long as it stays above ``threshold``. Candidates of the next round
+    are the other patches that were removable; when none is left, all remaining patches are checked once more, so
+    on return no single patch can be dropped while staying above ``threshold`` (the official guarantee). The
+    official code tries patches one at a time in index order; this order (least useful first) needs far fewer
+    rounds than re-scoring every patch each round.
     """
     current = frozenset(root)
-    while len(current) > 1:
-        cands = [current - {p} for p in sorted(current)]
-        probs = scorer.score(cands)
-        best = int(np.argmax(probs))
-        if probs[best] > threshold:
-            current = cands[best]
-        else:
-            break
+    cand = sorted(current)
+    full_check = True
+    while len(current) > 1 and cand:
+        sets = [current - {p} for p in cand]
+        probs = scorer.score(sets)
+        ok = sorted(((pr, p) for pr, p in zip(probs, cand) if pr > threshold), key=lambda t: (-t[0], t[1]))
+        if not ok:
+            if full_check:
+                break
+            cand, full_check = sorted(current), True
+            continue
+        best = ok[0][1]
+        current = current - {best}
+        cand, full_check = [p for _, p in ok[1:]], False
+        if not cand:
+            cand, full_check = sorted(current), True
     return current
 
 
 def beam_search_roots(scorer: SagScorer, order: np.ndarray, full_confidence: float, *, beam_width: int = 3,
                       n_successors: int = 15, root_threshold: float = 0.9, max_roots: int = 10,
-                      max_root_size: int | None = None) -> tuple[list[frozenset], list[float]]:
+                      max_root_size: int | None = None,
+                      skip_supersets: bool = True) -> tuple[list[frozenset], list[float]]:
     """Beam search for minimal sufficient patch sets (official ``search.py::beamSearch_topKSuccessors_roots``).
 
     Parameters
@@ -323,6 +334,10 @@ def beam_search_roots(scorer: SagScorer, order: np.ndarray, full_confidence: flo
         Stop once this many distinct roots are found.
     max_root_size : int, optional
         Stop after this many rounds (default: all patches).
+    skip_supersets : bool
+        Adaptation (default True): an above-threshold successor containing an already found root is dropped instead
+        of being minimised again (it would mostly reproduce that root; the official code minimises it, which with a
+        poor heuristic costs hundreds of forwards per duplicate). False reproduces the official behaviour.
 
     Returns
     -------
@@ -361,6 +376,8 @@ def beam_search_roots(scorer: SagScorer, order: np.ndarray, full_confidence: flo
         for p, i in ranked:
             s = succ[i]
             if p > threshold:
+                if skip_supersets and any(r <= s for r in roots):
+                    continue
                 root = _minimise(scorer, s, threshold)
                 if root not in roots:
                     roots.append(root)
@@ -479,7 +496,8 @@ def sag_for_image(model, image_raw, label_index: int, *, saliency=None, method: 
                   method_params: dict | None = None, grid=None, beam_width: int = 3, n_successors: int = 15,
                   root_threshold: float = 0.9, max_roots: int = 10, overlap: int = 1, n_show: int = 3,
                   node_threshold: float = 0.4, fill: str = "zero", max_children: int = 3, max_nodes: int = 200,
-                  max_root_size: int | None = None, fill_sigma: float | None = None, batch_size: int | None = None,
+                  max_root_size: int | None = None, skip_supersets: bool = True, fill_sigma: float | None = None,
+                  batch_size: int | None = None,
                   image_index: int = 0, cancel=None) -> SagResult:
     """Structured attention graph of one harmonised image for one label.
 
@@ -500,8 +518,8 @@ def sag_for_image(model, image_raw, label_index: int, *, saliency=None, method: 
         (the SAG grid) and baseline (the SAG fill, blur for ``"impute"``).
     grid : (int, int), optional
         ``(rows, cols)``; default from the aspect ratio (:func:`grid_for`: 6 × 8 for 384 × 512, 7 × 7 officially).
-    beam_width, n_successors, root_threshold, max_roots, max_root_size
-        Beam search (:func:`beam_search_roots`; official 3, 15, 0.9, 10, all patches).
+    beam_width, n_successors, root_threshold, max_roots, max_root_size, skip_supersets
+        Beam search (:func:`beam_search_roots`; official 3, 15, 0.9, 10, all patches, False).
     overlap, n_show
         Diverse subset (:func:`diverse_subset`; official 1, 3).
     node_threshold, max_children, max_nodes
@@ -527,11 +545,13 @@ def sag_for_image(model, image_raw, label_index: int, *, saliency=None, method: 
     (nearest) patch masks instead of bilinear upsampling; confidence = sigmoid probability for multi-label cards
     (softmax for multi-class, as officially); the fill is any project fill, default zero in normalised space instead
     of black; any registered saliency method or a given map may replace I-GOS; the beam keeps exactly
-    ``beam_width`` states and merges duplicate successors; redundant-patch removal and graph children are scored in
+    ``beam_width`` states, merges duplicate successors and (``skip_supersets``) does not re-minimise successors
+    containing a known root; redundant-patch removal and graph children are scored in
     batches (greedy best-first removal; children = the ``max_children`` most confident one-patch removals); all
     model calls are batched and cached per patch set. Relative confidence = confidence / full-image confidence.
     """
     t_sal = 0.0
+    given = saliency is not None
     x = model.preprocess(np.asarray(image_raw)[None])
     h, w = x.shape[-2:]
     grid = grid_for((h, w), grid)
@@ -550,14 +570,15 @@ def sag_for_image(model, image_raw, label_index: int, *, saliency=None, method: 
     full = scorer.full()
     all_roots, confs = beam_search_roots(scorer, order, full, beam_width=beam_width, n_successors=n_successors,
                                          root_threshold=root_threshold, max_roots=max_roots,
-                                         max_root_size=max_root_size)
+                                         max_root_size=max_root_size, skip_supersets=skip_supersets)
     shown = [all_roots[i] for i in diverse_subset(all_roots, overlap=overlap, n_show=n_show)]
     nodes = build_graph(scorer, shown, full, node_threshold=node_threshold, max_children=max_children,
                         max_nodes=max_nodes)
-    params = dict(method=None if t_sal == 0.0 and method_params is None and saliency is not None else method,
+    params = dict(method="given" if given else method,
                   method_params=method_params, beam_width=beam_width, n_successors=n_successors,
                   root_threshold=root_threshold, max_roots=max_roots, overlap=overlap, n_show=n_show,
-                  node_threshold=node_threshold, fill=fill, max_children=max_children, max_nodes=max_nodes)
+                  node_threshold=node_threshold, fill=fill, skip_supersets=skip_supersets,
+                  max_children=max_children, max_nodes=max_nodes)
     return SagResult(image_index=int(image_index), label=int(label_index), grid=tuple(grid),
                      full_confidence=float(full), roots=shown, nodes=nodes, n_forwards=scorer.n_forwards,
                      all_roots=all_roots, root_confidences=[float(c) for c in confs], n_batches=scorer.n_batches,
