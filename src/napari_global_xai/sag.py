@@ -717,11 +717,12 @@ def _node_levels(result: SagResult, max_levels: int) -> list[list[int]]:
     return levels
 
 
-def draw_sag(result: SagResult, image_rgb, path, *, max_levels: int = 3, max_per_row: int = 6, dim: float = 0.1,
-             dpi: int = 100) -> None:
+def draw_sag(result: SagResult, image_rgb, path, *, max_levels: int = 3, max_per_row: int = 6, dim: float = 0.25,
+             dpi: int = 110) -> None:
     """Write a PNG of the SAG: the root row, then rows of children (one patch fewer per row).
 
-    Each node shows the image with non-selected patches dimmed to ``dim`` × intensity (official: 10 %), the
+    Each node shows the image with non-selected patches dimmed to ``dim`` × intensity (official: 10 %; 25 % here so
+    the anatomy stays readable on dark UWF images), the
     selected patches outlined, and the relative confidence in % as title. Written atomically
     (:func:`~napari_global_xai.io_utils.atomic_path`) with matplotlib's Agg canvas (no pyplot, no GUI).
 
@@ -746,8 +747,7 @@ def draw_sag(result: SagResult, image_rgb, path, *, max_levels: int = 3, max_per
     if img.ndim == 2:
         img = np.repeat(img[..., None], 3, axis=2)
     img = img[..., :3].astype(np.float32)
-    if img.max() > 1.0:
-        img = img / 255.0
+    img = img / max(float(np.percentile(img, 99.5)), 1e-6)  # stretch: UWF pseudo-colour is dark
     h, w = img.shape[:2]
     rows, cols = result.grid
     masks = patch_masks((h, w), result.grid)
@@ -755,7 +755,8 @@ def draw_sag(result: SagResult, image_rgb, path, *, max_levels: int = 3, max_per
     ce = np.round(np.linspace(0, w, cols + 1)).astype(int)
     levels = [lv[:max_per_row] for lv in _node_levels(result, max_levels)] if result.nodes else [[]]
     ncol = max(1, max(len(lv) for lv in levels))
-    fig = Figure(figsize=(2.4 * ncol, 2.2 * len(levels) * h / w + 0.4 * len(levels)), dpi=dpi)
+    ncol = max(ncol, 2)  # a lone root still gets a readable panel
+    fig = Figure(figsize=(3.6 * ncol, (3.6 * h / w + 0.5) * len(levels) + 0.3), dpi=dpi, layout="constrained")
     FigureCanvasAgg(fig)
     for li, lv in enumerate(levels):
         for j in range(ncol):
@@ -773,7 +774,7 @@ def draw_sag(result: SagResult, image_rgb, path, *, max_levels: int = 3, max_per
                                        fill=False, edgecolor="yellow", linewidth=0.6))
             kind = "root" if li == 0 else f"−{li}"
             ax.set_title(f"{kind}: {100 * node.relative:.0f} %", fontsize=8)
-    fig.suptitle(f"SAG image {result.image_index}, label {result.label}, p(full) = {result.full_confidence:.3f}",
-                 fontsize=9)
+    fig.suptitle(f"SAG image {result.image_index}, label {result.label}, p(full) = {result.full_confidence:.3f}; "
+                 "% = confidence relative to the full image", fontsize=9)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png")
