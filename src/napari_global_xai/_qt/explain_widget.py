@@ -56,6 +56,14 @@ def stack_from_layer(layer, labels_csv: str | None = None):
     return stack
 
 
+def stack_layers(viewer) -> list:
+    """Image layers that hold an image stack (not this plugin's maps)."""
+    from napari.layers import Image
+
+    return [layer for layer in viewer.layers if isinstance(layer, Image) and layer.data.ndim >= 3
+            and IMAGE_MAPS_KEY not in layer.metadata and GLOBAL_MAP_KEY not in layer.metadata]
+
+
 def optional_path(value) -> str | None:
     """A file-picker value as a path string, or None when empty."""
     if value is None or str(value) in ("", "."):
@@ -147,10 +155,7 @@ class ExplainWidget(QWidget):
 
     # --- choices ----------------------------------------------------------------------------------------------
     def _stack_layers(self, _widget=None):
-        from napari.layers import Image
-
-        return [layer for layer in self.viewer.layers if isinstance(layer, Image) and layer.data.ndim >= 3
-                and IMAGE_MAPS_KEY not in layer.metadata and GLOBAL_MAP_KEY not in layer.metadata]
+        return stack_layers(self.viewer)
 
     def _set_devices(self, devices):
         self.device.choices = devices

@@ -1,0 +1,150 @@
+"""SAG dock: structured attention graphs for the current image (or every positive) and their stack summary.
+
+Runs :func:`napari_global_xai.run.run_sag_pipeline` in a thread worker; shows each image's roots as rectangles in a
+shapes layer that follows the stack slider, the current image's graph in a themed canvas, and the stack-level
+patch frequency as a heat-map layer plus a table of the most frequent root sets.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from magicgui.widgets import ComboBox, Container
+from qtpy.QtWidgets import QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget
+
+from ._runner import LayerFeeder, RunPanel
+from .explain_widget import _labels_of_card, stack_from_layer, stack_layers
+
+__all__ = ["SagWidget", "sag_job", "root_rectangles"]
+
+
+def root_rectangles(results, image_hw) -> tuple[list[np.ndarray], list[str]]:
+    """One napari rectangle (four ``[image, row, col]`` corners) per root patch of every result, with a text label."""
+    h, w = image_hw
+    shapes, texts = [], []
+    for result in results:
+        rows, cols = result.grid
+        re = np.round(np.linspace(0, h, rows + 1)).astype(int)
+        ce = np.round(np.linspace(0, w, cols + 1)).astype(int)
+        for k, root in enumerate(result.roots):
+            for p in sorted(root):
+                r, c = divmod(p, cols)
+                i = result.image_index
+                r0, r1, c0, c1 = re[r], re[r + 1], ce[c], ce[c + 1]
+                shapes.append(np.array([[i, r0, c0], [i, r0, c1], [i, r1, c1], [i, r1, c0]], float))
+                texts.append(f"root {k + 1}")
+    return shapes, texts
+
+
+def sag_job(stack, label, indices, method, fill, source_name, progress=None, cancel=None):
+    """Worker body: load the demo model, run SAG, prepare the layers (torch imports here, off the main thread)."""
+    from ..models import load_model
+    from ..run import run_sag_pipeline
+    from ..sag import patch_masks
+
+    model = load_model(None)
+    results, summary = run_sag_pipeline(stack, model, label, indices=indices, method=method, fill=fill,
+                                        progress=progress, cancel=cancel)
+    h, w = stack.shape[1:3]
+    masks = patch_masks((h, w), tuple(summary["grid"]))
+    heat = np.tensordot(np.asarray(summary["patch_frequency"], np.float32), masks.astype(np.float32), axes=1)
+    shapes, texts = root_rectangles(results, (h, w))
+    layers = [(heat, {"name": f"SAG patch frequency · {label}", "colormap": "viridis", "blending": "additive",
+                      "opacity": 0.6, "contrast_limits": (0.0, 1.0),
+                      "metadata": {"napari_global_xai_sag": {"label": label, "source": source_name}}}, "image")]
+    if shapes:
+        layers.append((shapes, {"name": f"SAG roots · {label}", "shape_type": "rectangle", "edge_color": "yellow",
+                                "face_color": "transparent", "edge_width": 2, "features": {"root": texts}},
+                       "shapes"))
+    return results, summary, layers
+
+
+class SagWidget(QWidget):
+    """Dock: SAG for the current image or every image positive for a label."""
+
+    def __init__(self, napari_viewer):
+        super().__init__()
+        from napari_matplotlib.base import BaseNapariMPLWidget
+
+        self.viewer = napari_viewer
+        self.image_layer = ComboBox(label="image stack", choices=self._stack_layers)
+        self.label = ComboBox(label="label", choices=_labels_of_card(None))
+        self.scope = ComboBox(label="images", choices=["current image", "all positives"], value="current image")
+        self.method = ComboBox(label="patch ranking", choices=["gradcam", "igos", "ig", "saliency"], value="gradcam")
+        self.fill = ComboBox(label="fill", choices=["blur", "zero", "black", "impute"], value="blur")
+        self.form = Container(widgets=[self.image_layer, self.label, self.scope, self.method, self.fill])
+        self.run_panel = RunPanel("Run SAG")
+        self.run_panel.set_start(self.start)
+        self.feeder = LayerFeeder(napari_viewer, self)
+        self.plot = BaseNapariMPLWidget(napari_viewer)
+        self.plot.setMinimumHeight(220)
+        self.table = QTableWidget(0, 3)
+        self.table.setHorizontalHeaderLabels(["root patches", "images", "frequency"])
+        self.table.setMaximumHeight(160)
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.form.native)
+        layout.addWidget(self.run_panel)
+        layout.addWidget(self.plot, 1)
+        layout.addWidget(self.table)
+        for event in (self.viewer.layers.events.inserted, self.viewer.layers.events.removed):
+            event.connect(self.image_layer.reset_choices)
+        self.results, self.summary = [], None
+
+    def _stack_layers(self, _widget=None):
+        return stack_layers(self.viewer)
+
+    def current_index(self) -> int:
+        return int(self.viewer.dims.current_step[0])
+
+    def start(self):
+        from napari.utils.notifications import show_error
+
+        layer = self.image_layer.value
+        try:
+            if layer is None:
+                raise ValueError("open an image stack first")
+            stack = stack_from_layer(layer)
+        except Exception as exc:  # noqa: BLE001
+            self.run_panel.status.setText(f"error: {exc}")
+            show_error(str(exc))
+            return None
+        indices = [self.current_index()] if self.scope.value == "current image" else None
+        return self.run_panel.launch(sag_job, self._on_result, stack=stack, label=self.label.value,
+                                     indices=indices, method=self.method.value, fill=self.fill.value,
+                                     source_name=layer.name)
+
+    def _on_result(self, payload):
+        self.results, self.summary, layers = payload
+        self.feeder.feed(layers)
+        self._fill_table()
+        self.draw(self.results[0] if self.results else None)
+        n_roots = sum(len(r.roots) for r in self.results)
+        self.run_panel.status.setText(f"done: {len(self.results)} image(s), {n_roots} roots shown")
+
+    def _fill_table(self):
+        rows = self.summary["root_sets"][:10] if self.summary else []
+        self.table.setRowCount(len(rows))
+        for i, row in enumerate(rows):
+            for j, value in enumerate((" ".join(map(str, row["patches"])), str(row["count"]),
+                                       f"{row['frequency']:.2f}")):
+                self.table.setItem(i, j, QTableWidgetItem(value))
+
+    def draw(self, result):
+        """The graph of one image: roots (top row) and their children, as in :func:`napari_global_xai.sag.draw_sag`."""
+        import tempfile
+        from pathlib import Path
+
+        from matplotlib.image import imread
+
+        from ..sag import draw_sag
+
+        fig = self.plot.figure
+        fig.clear()
+        ax = fig.add_subplot(111)
+        ax.set_axis_off()
+        if result is not None:
+            stack = stack_from_layer(self.image_layer.value).to_left_eye()
+            with tempfile.TemporaryDirectory() as tmp:
+                path = Path(tmp) / "sag.png"
+                draw_sag(result, stack.get(result.image_index)[0], path)
+                ax.imshow(imread(path))
+        self.plot.canvas.draw_idle()

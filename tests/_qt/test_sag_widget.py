@@ -1,0 +1,37 @@
+"""The SAG dock on the sample data: roots as shapes on the right image, graph drawn, stack summary layer + table."""
+
+import numpy as np
+import pytest
+
+from napari_global_xai._qt.sag_widget import SagWidget
+from napari_global_xai.models import DEMO_CARD_PATH
+from napari_global_xai.samples import load_ground_truth
+
+pytestmark = pytest.mark.skipif(not DEMO_CARD_PATH.exists(), reason="demo model not trained")
+
+
+def test_sag_dock_current_image_and_summary(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer()
+    viewer.open_sample("napari-global-xai", "uwf_sample")
+    dock = SagWidget(viewer)
+    viewer.window.add_dock_widget(dock, name="SAG")
+    dock.image_layer.reset_choices()
+    dock.image_layer.value = viewer.layers["uwf_sample"]
+    dock.label.value = "arcade_lesion"
+    viewer.dims.set_current_step(0, 20)  # sample image 20 has lesions in both arcades
+    with qtbot.waitSignals([dock.run_panel.stopped, dock.feeder.done], timeout=120000):
+        assert dock.start() is not None
+    assert [r.image_index for r in dock.results] == [20]
+    roots = viewer.layers["SAG roots · arcade_lesion"]
+    assert all(int(s[0, 0]) == 20 for s in roots.data)  # drawn on image 20's slice
+    regions = load_ground_truth()["regions"]
+    centres = [s[:, 1:].mean(axis=0).astype(int) for s in roots.data]
+    in_sup = [regions["superior_arcade"][max(r - 20, 0):r + 20, max(c - 20, 0):c + 20].any() for r, c in centres]
+    in_inf = [regions["inferior_arcade"][max(r - 20, 0):r + 20, max(c - 20, 0):c + 20].any() for r, c in centres]
+    assert any(in_sup) and any(in_inf)
+    heat = viewer.layers["SAG patch frequency · arcade_lesion"].data
+    assert heat.shape == (384, 512) and heat.max() == pytest.approx(1.0)
+    assert dock.table.rowCount() >= 2 and dock.table.item(0, 1).text() == "1"
+    assert dock.plot.figure.axes and dock.plot.figure.axes[0].images  # the graph is drawn
+    assert "done: 1 image(s)" in dock.run_panel.status.text()
+    assert np.isfinite(heat).all()
