@@ -58,7 +58,8 @@ def test_sag_on_the_sample_finds_the_two_arcades(tmp_path, capsys):
     from napari_global_xai.samples import load_ground_truth
 
     out = tmp_path / "sag"
-    assert main(["sag", str(SAMPLE_STACK), "--label", "arcade_lesion", "--out", str(out), "--quiet"]) == 0
+    assert main(["sag", str(SAMPLE_STACK), "--label", "arcade_lesion", "--method", "gradcam", "--out", str(out),
+                 "--quiet"]) == 0
     summary = json.loads((out / "sag_summary.json").read_text())
     assert summary["n_images"] == 16 and summary["grid"] == [6, 8]
     regions = load_ground_truth()["regions"]

@@ -363,7 +363,7 @@ def run_demo(out_dir, method: str = "ig", device: str = "auto", progress: Progre
     return "\n".join(lines)
 
 
-def run_sag_pipeline(stack, model, label: str, *, indices=None, method: str = "gradcam", fill: str = "blur",
+def run_sag_pipeline(stack, model, label: str, *, indices=None, method: str = "igos", fill: str = "blur",
                      max_root_size: int | None = 6, out_dir: str | Path | None = None,
                      progress: ProgressFn | None = None, cancel: CancelFn | None = None, **sag_params):
     """Structured attention graphs for images of a stack and their stack-level summary.
@@ -377,9 +377,10 @@ def run_sag_pipeline(stack, model, label: str, *, indices=None, method: str = "g
     indices : sequence of int, optional
         Images; default those positive for ``label`` (labels table), else those predicted positive.
     method, fill, max_root_size
-        Patch-ranking saliency, fill and largest root size. Defaults differ from the official code (I-GOS, black,
-        no size limit) for speed and because a constant fill creates sharp-edged patches that the demo model reads
-        as lesions; see :mod:`napari_global_xai.sag`.
+        Patch-ranking saliency (I-GOS as in the official code; ``gradcam`` is ~3× faster), fill and largest root
+        size. Fill and size differ from the official code (black, no limit): a constant fill creates sharp-edged
+        patches that the demo model reads as lesions, and unbounded roots cost ~1,700 forwards per image; see
+        :mod:`napari_global_xai.sag`.
     out_dir : path, optional
         Writes ``sag_<image id>.json`` / ``.png`` per image and ``sag_summary.json``.
 

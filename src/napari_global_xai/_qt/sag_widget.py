@@ -69,7 +69,7 @@ class SagWidget(QWidget):
         self.image_layer = ComboBox(label="image stack", choices=self._stack_layers)
         self.label = ComboBox(label="label", choices=_labels_of_card(None))
         self.scope = ComboBox(label="images", choices=["current image", "all positives"], value="current image")
-        self.method = ComboBox(label="patch ranking", choices=["gradcam", "igos", "ig", "saliency"], value="gradcam")
+        self.method = ComboBox(label="patch ranking", choices=["igos", "gradcam", "ig", "saliency"], value="igos")
         self.fill = ComboBox(label="fill", choices=["blur", "zero", "black", "impute"], value="blur")
         self.form = Container(widgets=[self.image_layer, self.label, self.scope, self.method, self.fill])
         self.run_panel = RunPanel("Run SAG")
