@@ -15,14 +15,9 @@ pytestmark = pytest.mark.skipif(not DEMO_CARD_PATH.exists(), reason="demo model 
 
 
 @pytest.fixture
-def dock(make_napari_viewer, qtbot):
-    viewer = make_napari_viewer()
-    viewer.open_sample("napari-global-xai", "uwf_sample")
-    widget = ExplainWidget(viewer)
-    viewer.window.add_dock_widget(widget)
-    qtbot.waitUntil(lambda: widget._devices_worker is None or not widget._devices_worker.is_running, timeout=20000)
-    widget.image_layer.reset_choices()
-    widget.image_layer.value = viewer.layers["uwf_sample"]
+def dock(sample_dock, qtbot):
+    viewer, widget = sample_dock(ExplainWidget)
+    qtbot.waitUntil(lambda: not widget._devices_worker.is_running, timeout=20000)
     return viewer, widget
 
 

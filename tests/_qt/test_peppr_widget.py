@@ -20,13 +20,8 @@ def _run(dock, qtbot, timeout=180000):
 
 
 @pytest.fixture
-def viewer_with_maps(make_napari_viewer, qtbot):
-    viewer = make_napari_viewer(show=True)
-    viewer.open_sample("napari-global-xai", "uwf_sample")
-    explain = ExplainWidget(viewer)
-    viewer.window.add_dock_widget(explain, name="Explain")
-    explain.image_layer.reset_choices()
-    explain.image_layer.value = viewer.layers["uwf_sample"]
+def viewer_with_maps(sample_dock, qtbot):
+    viewer, explain = sample_dock(ExplainWidget, show=True)
     explain.method.value = "gradcam"
     with qtbot.waitSignals([explain.run_panel.stopped, explain.feeder.done], timeout=180000):
         assert explain.start() is not None

@@ -10,13 +10,8 @@ from napari_global_xai.samples import load_ground_truth
 pytestmark = pytest.mark.skipif(not DEMO_CARD_PATH.exists(), reason="demo model not trained")
 
 
-def test_sag_dock_current_image_and_summary(make_napari_viewer, qtbot):
-    viewer = make_napari_viewer()
-    viewer.open_sample("napari-global-xai", "uwf_sample")
-    dock = SagWidget(viewer)
-    viewer.window.add_dock_widget(dock, name="SAG")
-    dock.image_layer.reset_choices()
-    dock.image_layer.value = viewer.layers["uwf_sample"]
+def test_sag_dock_current_image_and_summary(sample_dock, qtbot):
+    viewer, dock = sample_dock(SagWidget)
     dock.label.value = "arcade_lesion"
     assert dock.method.value == "igos"  # the official default
     dock.method.value = "gradcam"  # cheaper ranking for the test
