@@ -369,7 +369,7 @@ def test_eval_indices_select_images_and_truth_rows():
 def test_global_maps_input_and_no_baselines():
     from napari_global_xai.aggregate import GlobalMaps
 
-    model, (images, truth) = tiny_model(), tiny_data(n=8, seed=12)
+    model, (images, _truth) = tiny_model(), tiny_data(n=8, seed=12)
     mean = np.stack([box_map("inside"), np.full((H, W), np.nan)])          # an empty label map is skipped
     gm = GlobalMaps(list(BOXES), mean, np.zeros_like(mean), np.array([3, 0]), box_map("inside"), ["inside"])
     res = run_peppr(model, images, gm, None, fractions=(0, 0.5, 1.0), random_seeds=0, include_reverse=False,

@@ -6,7 +6,6 @@ works chunk by chunk, and on cancel returns what it finished, marked ``cancelled
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable

@@ -105,7 +105,7 @@ def explain_job(stack, model_path, device, trust_pickle, config, source_name, st
     return result, result_layer_data(result, stack, source_name, stored_orientation)
 
 
-def available_devices_job(progress=None, cancel=None):
+def available_devices_job():
     from ..models import available_devices
 
     return available_devices()

@@ -221,19 +221,27 @@ class PepprWidget(QWidget):
         return write_peppr(self.result, out_dir)
 
     def _ask_save_figure(self, _=None):
-        self._ask_and_export()
+        self._ask_and_export(figure_only=True)
 
     def _ask_save_data(self, _=None):
-        self._ask_and_export()
+        self._ask_and_export(figure_only=False)
 
-    def _ask_and_export(self):
+    def _ask_and_export(self, figure_only: bool):
+        """Ask for a folder; write the figure PNG, or the curves CSV and summary JSON."""
         from napari.utils.notifications import show_error, show_info
 
-        folder = QFileDialog.getExistingDirectory(self, "Folder for PEPPR figure and curves")
+        from ..peppr_report import plot_peppr, write_peppr
+
+        folder = QFileDialog.getExistingDirectory(self, "Folder for PEPPR " + ("figure" if figure_only else "curves"))
         if not folder:
             return
         try:
-            paths = self.export(Path(folder))
+            if self.result is None:
+                raise ValueError("run PEPPR first")
+            if figure_only:
+                paths = {"figure": plot_peppr(self.result, Path(folder) / "peppr.png")}
+            else:
+                paths = write_peppr(self.result, Path(folder), plot=False)
             show_info("saved " + ", ".join(p.name for p in paths.values()))
         except Exception as exc:  # noqa: BLE001
             show_error(str(exc))

@@ -244,7 +244,6 @@ class GradCam(CaptumMethod):
         return ca.LayerGradCam(self.forward_module, layer)
 
     def attribute(self, x, targets):
-        from captum.attr import LayerAttribution
 
         cam = self.build_for(x).attribute(x, target=targets, relu_attributions=True).detach()
         mode = self.params["upsample"]
