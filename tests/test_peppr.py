@@ -548,10 +548,6 @@ def erased_aurocs(model, images, truth, out, maps, fraction):
 
 @pytest.mark.slow
 @needs_demo
-@pytest.mark.xfail(strict=True, reason="measured: peripheral_lesion AUROC is 1.000 on the 64 train images and stays "
-                   "1.000 after erasing the marker boxes or any same-size random boxes (drop 0.000 for all): the "
-                   "lesions alone separate the classes, so AUROC cannot show the shortcut unconditionally; see "
-                   "test_demo_shortcut_shows_once_the_lesion_region_is_erased")
 def test_demo_shortcut_marker_matters_more_than_random_boxes(demo_model, train_marker):
     images, truth, out, marker, _, boxes = train_marker
     full, erased = erased_aurocs(demo_model, images, truth, out, [marker] + boxes, marker.mean())
@@ -559,7 +555,8 @@ def test_demo_shortcut_marker_matters_more_than_random_boxes(demo_model, train_m
     print(f"\nperipheral_lesion AUROC on train images {full:.3f}; marker boxes erased -> {erased[0]:.3f} "
           f"(drop {drop_marker:.3f}); random boxes of the same size -> {np.round(erased[1:], 3)} "
           f"(mean drop {drop_random.mean():.3f})")
-    assert drop_marker > drop_random.mean()
+    # measured with the shipped model: 0.983 -> 0.840 (drop 0.143) vs random boxes' mean drop 0.019 (max 0.047)
+    assert drop_marker > drop_random.max() and drop_marker > drop_random.mean() + 0.05
 
 
 @pytest.mark.slow

@@ -184,3 +184,38 @@ def test_run_sag_mirrors_and_cancels(setup):
         c["result"].full_confidence, abs=1e-5)
     with pytest.raises(Cancelled):
         run_sag(model, images, label, [0, 1], cancel=lambda: True, saliency_maps=sal)
+
+
+def test_images_searched_together_match_each_image_alone(setup):
+    """Lockstep search over several images (shared model calls) gives each image's own result, in fewer calls."""
+    from napari_global_xai.sag import _saliency_maps, grid_for, run_sag, sag_for_image
+
+    model, label, _rm, cases = setup
+    images = np.stack([c["image"] for c in cases])
+    x = model.preprocess(images)
+    maps = _saliency_maps(model, x, label, "gradcam", None, grid_for(x.shape[-2:]), "blur")
+    kw = dict(fill="blur", max_root_size=4)
+    together = run_sag(model, images, label, range(len(images)), saliency_maps=maps, images_together=len(images), **kw)
+    alone = [sag_for_image(model, im, label, saliency=m, image_index=i, **kw)
+             for i, (im, m) in enumerate(zip(images, maps))]
+    for t, a in zip(together, alone):
+        assert t.image_index == a.image_index and t.params["method"] == "given"
+        assert t.all_roots == a.all_roots and t.roots == a.roots
+        assert [n.patches for n in t.nodes] == [n.patches for n in a.nodes]
+        assert t.n_forwards == a.n_forwards  # the same patch sets were scored
+        np.testing.assert_allclose([n.confidence for n in t.nodes], [n.confidence for n in a.nodes], atol=1e-5)
+    calls_together = max(t.n_batches for t in together)  # every call serves all images still searching
+    assert calls_together < sum(a.n_batches for a in alone) / 2
+
+
+def test_cancel_keeps_the_finished_groups(setup):
+    from napari_global_xai.sag import run_sag
+
+    model, label, _rm, cases = setup
+    images = np.stack([c["image"] for c in cases[:3]])
+    sal = [np.ones(images.shape[1:3])] * 3
+    done = []
+    with pytest.raises(Cancelled) as info:
+        run_sag(model, images, label, [0, 1, 2], progress=lambda a, b: done.append(a), cancel=lambda: bool(done),
+                saliency_maps=sal, images_together=1, fill="blur", max_root_size=2, max_roots=1)
+    assert [r.image_index for r in info.value.partial] == [0]  # the first group finished before the cancel

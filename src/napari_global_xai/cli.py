@@ -169,8 +169,10 @@ def _cmd_sag(args) -> int:
         results, summary = run_sag_pipeline(stack, model, args.label, indices=args.images, method=args.method,
                                             fill=args.fill, max_root_size=args.max_root_size or None,
                                             out_dir=args.out, progress=bar, cancel=cancel)
-    print(f"SAG for {args.label}: {len(results)} images, "
-          f"{sum(len(r.roots) for r in results)} roots shown; results in {Path(args.out).resolve()}")
+    done = (f"cancelled after {len(results)} of {summary['n_requested']} images" if summary["cancelled"]
+            else f"{len(results)} images")
+    print(f"SAG for {args.label}: {done}, {sum(len(r.roots) for r in results)} roots shown; "
+          f"results in {Path(args.out).resolve()}")
     return 0
 
 
@@ -186,7 +188,8 @@ def _cmd_demo(args) -> int:
 def _cmd_train_demo(args) -> int:
     from .models.train_demo import train_demo_model
 
-    card = train_demo_model(args.out, n_train=args.n_train, epochs=args.epochs, seed=args.seed)
+    card = train_demo_model(args.out, n_train=args.n_train, epochs=args.epochs, seed=args.seed, max_lr=args.max_lr,
+                            unseen_share=args.unseen_share, init=args.init)
     print(f"wrote {Path(args.out) / 'demo_net.card.json'}: held-out AUROC {card.metrics['heldout_auroc']}")
     return 0
 
@@ -239,6 +242,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-train", type=int, default=3000)
     p.add_argument("--epochs", type=int, default=11)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-lr", type=float, default=3e-3, help="one-cycle peak learning rate")
+    p.add_argument("--unseen-share", type=float, default=None,
+                   help="share of peripheral_lesion training positives without a visible lesion (default 0.25)")
+    p.add_argument("--init", default=None, help="model card whose weights start the training (fine-tuning)")
     p.set_defaults(func=_cmd_train_demo)
 
     p = sub.add_parser("make-sample-data", help="write the planted-truth sample stack and ground truth")

@@ -386,7 +386,10 @@ def run_sag_pipeline(stack, model, label: str, *, indices=None, method: str = "i
     Returns
     -------
     (list of SagResult, dict)
-        Per-image results and :func:`napari_global_xai.sag.sag_stack_summary`.
+        Per-image results and :func:`napari_global_xai.sag.sag_stack_summary`, plus ``cancelled`` and
+        ``n_requested``. After a cancel the images finished so far are returned (and written) with
+        ``cancelled=True``; a cancel before the first group finished raises
+        :class:`~napari_global_xai.batching.Cancelled`.
     """
     from . import sag
 
@@ -403,9 +406,16 @@ def run_sag_pipeline(stack, model, label: str, *, indices=None, method: str = "i
             probs = np.concatenate([predict_probabilities(model, px) for _, px in frame_stack.iter_chunks(16)])
             indices = np.nonzero(probs[:, label_index] > 0.5)[0]
     indices = [int(i) for i in indices]
-    results = sag.run_sag(model, _LazyPixels(frame_stack), label_index, indices, progress=_stage(progress, "sag"),
-                          cancel=cancel, method=method, fill=fill, max_root_size=max_root_size, **sag_params)
-    summary = sag.sag_stack_summary(results)
+    try:
+        results = sag.run_sag(model, _LazyPixels(frame_stack), label_index, indices,
+                              progress=_stage(progress, "sag"), cancel=cancel, method=method, fill=fill,
+                              max_root_size=max_root_size, **sag_params)
+        cancelled = False
+    except Cancelled as exc:
+        results, cancelled = list(getattr(exc, "partial", [])), True
+        if not results:
+            raise
+    summary = {**sag.sag_stack_summary(results), "cancelled": cancelled, "n_requested": len(indices)}
     if out_dir is not None:
         from .io_utils import save_json
 
@@ -414,6 +424,7 @@ def run_sag_pipeline(stack, model, label: str, *, indices=None, method: str = "i
             image_id = stack.image_ids[result.image_index]
             save_json(out / f"sag_{image_id}.json", sag.to_json(result))
             sag.draw_sag(result, frame_stack.get(result.image_index)[0], out / f"sag_{image_id}.png")
-        save_json(out / "sag_summary.json", {"label": label, "images": [stack.image_ids[i] for i in indices],
+        save_json(out / "sag_summary.json", {"label": label,
+                                             "images": [stack.image_ids[r.image_index] for r in results],
                                              **summary})
     return results, summary

@@ -27,7 +27,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Generator, Iterable, Sequence
 
 import numpy as np
 import torch
@@ -42,9 +42,13 @@ __all__ = [
     "patch_masks",
     "patch_saliency",
     "SagScorer",
+    "score_together",
+    "run_programs",
     "beam_search_roots",
+    "beam_search_program",
     "diverse_subset",
     "build_graph",
+    "graph_program",
     "sag_for_image",
     "run_sag",
     "sag_stack_summary",
@@ -252,25 +256,14 @@ class SagScorer:
             y = y + self._fill * (1 - keep)
         return y.contiguous(memory_format=torch.channels_last)
 
-    def _forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.model.scores(z, probability=True)[:, self.label]
+    def missing(self, sets: Iterable[frozenset]) -> list[frozenset]:
+        """The distinct sets of ``sets`` not scored yet, in first-seen order."""
+        return list(dict.fromkeys(s for s in sets if s not in self.cache))
 
     def score(self, sets: Iterable[frozenset]) -> list[float]:
         """Confidences of ``sets`` (in order); new sets are scored in batched forwards of ``batch_size``."""
         sets = [frozenset(s) for s in sets]
-        todo = list(dict.fromkeys(s for s in sets if s not in self.cache))
-        if todo:
-            cancel = self.cancel
-
-            def run(sl):
-                with torch.inference_mode():
-                    return self._forward(self._inputs(todo[sl])).float().cpu().numpy()
-
-            for sl, probs in iterate_batches(todo, self.batch_size, run, cancel=cancel):
-                self.n_forwards += sl.stop - sl.start
-                self.n_batches += 1
-                for s, p in zip(todo[sl], probs):
-                    self.cache[s] = float(p)
+        score_together([(self, sets)], self.batch_size, self.cancel)
         return [self.cache[s] for s in sets]
 
     def full(self) -> float:
@@ -278,11 +271,85 @@ class SagScorer:
         return self.score([frozenset(range(self.n_patches))])[0]
 
 
+def score_together(requests: Sequence[tuple[SagScorer, Sequence[frozenset]]], batch_size: int,
+                   cancel: Callable[[], bool] | None = None) -> None:
+    """Score the uncached patch sets of several scorers (images) in shared batched forwards; fills their caches.
+
+    A batch may mix images: each row is built by its own scorer, the rows are concatenated into one model call and
+    each scorer reads its own label's probability. Every scorer's ``n_forwards`` counts its own rows and its
+    ``n_batches`` the model calls it took part in. Out of memory halves the batch (finished batches are kept).
+    """
+    jobs = [(scorer, s) for scorer, sets in requests for s in scorer.missing(frozenset(x) for x in sets)]
+    if not jobs:
+        return
+    model = jobs[0][0].model
+
+    def run(sl):
+        part = jobs[sl]
+        owners = list(dict.fromkeys(scorer for scorer, _ in part))
+        with torch.inference_mode():
+            z = torch.cat([o._inputs([s for sc, s in part if sc is o]) for o in owners])
+            probs = model.scores(z.contiguous(memory_format=torch.channels_last), probability=True)
+            rows = torch.arange(len(part), device=probs.device)
+            labels = torch.tensor([o.label for o in owners for sc, _ in part if sc is o], device=probs.device)
+            return owners, probs[rows, labels].float().cpu().numpy()
+
+    for sl, (owners, probs) in iterate_batches(jobs, batch_size, run, cancel=cancel):
+        ordered = [(sc, s) for o in owners for sc, s in jobs[sl] if sc is o]
+        for (scorer, s), p in zip(ordered, probs):
+            scorer.cache[s] = float(p)
+            scorer.n_forwards += 1
+        for o in owners:
+            o.n_batches += 1
+
+
 # ---------------------------------------------------------------------------------------------------- beam search
 
 
-def _minimise(scorer: SagScorer, root: frozenset, threshold: float) -> frozenset:
-    """Greedy redundant-patch removal (official ``remove_extra_patches``), batched.
+#: A search *program*: a generator that yields the patch sets it needs scored, receives their confidences (a list in
+#: the same order) and finally returns its result. One program per image; :func:`run_programs` drives many images'
+#: programs in lockstep so that one model call serves all of them, and :func:`_drive` runs one alone.
+Program = Generator[list, list, object]
+
+
+def _drive(program: Program, scorer: SagScorer):
+    """Run one image's program, scoring its requests with ``scorer``; returns the program's result."""
+    try:
+        request = next(program)
+        while True:
+            request = program.send(scorer.score(request))
+    except StopIteration as stop:
+        return stop.value
+
+
+def run_programs(programs: Sequence[Program], scorers: Sequence[SagScorer], batch_size: int,
+                 cancel: Callable[[], bool] | None = None) -> list:
+    """Drive several images' programs in lockstep; each round's requests of all images share batched forwards.
+
+    Returns the programs' results in order. Results equal driving each program alone with its scorer (the same
+    sets are scored; only the batch composition differs, up to float rounding).
+    """
+    results: list = [None] * len(programs)
+    pending: dict[int, list] = {}
+    for i, program in enumerate(programs):
+        try:
+            pending[i] = [frozenset(s) for s in next(program)]
+        except StopIteration as stop:
+            results[i] = stop.value
+    while pending:
+        score_together([(scorers[i], sets) for i, sets in pending.items()], batch_size, cancel)
+        for i in list(pending):
+            probs = [scorers[i].cache[s] for s in pending[i]]
+            try:
+                pending[i] = [frozenset(s) for s in programs[i].send(probs)]
+            except StopIteration as stop:
+                results[i] = stop.value
+                del pending[i]
+    return results
+
+
+def _minimise(root: frozenset, threshold: float) -> Program:
+    """Greedy redundant-patch removal (official ``remove_extra_patches``), batched; a program returning the root.
 
     Each round scores the one-patch-smaller sets of the *candidate* patches in one batched call and drops the patch
     whose removal keeps the highest confidence, as long as it stays above ``threshold``. Candidates of the next round
@@ -296,7 +363,7 @@ def _minimise(scorer: SagScorer, root: frozenset, threshold: float) -> frozenset
     full_check = True
     while len(current) > 1 and cand:
         sets = [current - {p} for p in cand]
-        probs = scorer.score(sets)
+        probs = yield sets
         ok = sorted(((pr, p) for pr, p in zip(probs, cand) if pr > threshold), key=lambda t: (-t[0], t[1]))
         if not ok:
             if full_check:
@@ -311,15 +378,22 @@ def _minimise(scorer: SagScorer, root: frozenset, threshold: float) -> frozenset
     return current
 
 
-def beam_search_roots(scorer: SagScorer, order: np.ndarray, full_confidence: float, *, beam_width: int = 3,
-                      n_successors: int = 15, root_threshold: float = 0.9, max_roots: int = 10,
-                      max_root_size: int | None = None,
-                      skip_supersets: bool = True) -> tuple[list[frozenset], list[float]]:
+def beam_search_roots(scorer: SagScorer, order: np.ndarray, full_confidence: float, **kw
+                      ) -> tuple[list[frozenset], list[float]]:
+    """Beam search for minimal sufficient patch sets of one image; see :func:`beam_search_program`."""
+    return _drive(beam_search_program(scorer.n_patches, order, full_confidence, **kw), scorer)
+
+
+def beam_search_program(n_patches: int, order: np.ndarray, full_confidence: float, *, beam_width: int = 3,
+                        n_successors: int = 15, root_threshold: float = 0.9, max_roots: int = 10,
+                        max_root_size: int | None = None, skip_supersets: bool = True) -> Program:
     """Beam search for minimal sufficient patch sets (official ``search.py::beamSearch_topKSuccessors_roots``).
+
+    A program (see :data:`Program`) returning ``(roots, confidences)``.
 
     Parameters
     ----------
-    scorer : SagScorer
+    n_patches : int
     order : numpy.ndarray of int
         Patches from most to least salient.
     full_confidence : float
@@ -349,7 +423,7 @@ def beam_search_roots(scorer: SagScorer, order: np.ndarray, full_confidence: flo
     All successors of all beam states of a round are scored in one batched call; successors reached from two
     beam states are scored once and kept once (the official code may keep duplicates in its beam).
     """
-    n = scorer.n_patches
+    n = int(n_patches)
     threshold = root_threshold * full_confidence
     max_root_size = n if max_root_size is None else int(max_root_size)
     rank = np.empty(n, int)
@@ -357,8 +431,9 @@ def beam_search_roots(scorer: SagScorer, order: np.ndarray, full_confidence: flo
     roots: list[frozenset] = []
     confs: list[float] = []
     empty = frozenset()
-    if scorer.score([empty])[0] > threshold:  # the fill alone keeps the confidence: nothing is needed
-        return [empty], [scorer.score([empty])[0]]
+    (empty_confidence,) = yield [empty]
+    if empty_confidence > threshold:  # the fill alone keeps the confidence: nothing is needed
+        return [empty], [empty_confidence]
     beam = [empty]
     depth = 0
     while beam and len(roots) < max_roots and depth < max_root_size:
@@ -370,7 +445,7 @@ def beam_search_roots(scorer: SagScorer, order: np.ndarray, full_confidence: flo
         succ = list(dict.fromkeys(succ))
         if not succ:
             break
-        probs = scorer.score(succ)
+        probs = yield succ
         ranked = sorted(zip(probs, range(len(succ))), key=lambda t: -t[0])
         new_beam = []
         for p, i in ranked:
@@ -378,10 +453,10 @@ def beam_search_roots(scorer: SagScorer, order: np.ndarray, full_confidence: flo
             if p > threshold:
                 if skip_supersets and any(r <= s for r in roots):
                     continue
-                root = _minimise(scorer, s, threshold)
+                root = yield from _minimise(s, threshold)
                 if root not in roots:
                     roots.append(root)
-                    confs.append(scorer.score([root])[0])
+                    confs.append((yield [root])[0])
                     if len(roots) >= max_roots:
                         break
             elif len(new_beam) < beam_width:
@@ -417,13 +492,19 @@ def diverse_subset(roots: Sequence[frozenset], overlap: int = 1, n_show: int = 3
     return best[:n_show]
 
 
-def build_graph(scorer: SagScorer, roots: Sequence[frozenset], full_confidence: float, *,
-                node_threshold: float = 0.4, max_children: int = 3, max_nodes: int = 200) -> list[SagNode]:
+def build_graph(scorer: SagScorer, roots: Sequence[frozenset], full_confidence: float, **kw) -> list[SagNode]:
+    """The SAG of one image; see :func:`graph_program`."""
+    return _drive(graph_program(roots, full_confidence, **kw), scorer)
+
+
+def graph_program(roots: Sequence[frozenset], full_confidence: float, *, node_threshold: float = 0.4,
+                  max_children: int = 3, max_nodes: int = 200) -> Program:
     """The SAG: roots and, recursively, children with one patch removed (official ``patch_deletion_tree.py``).
+
+    A program (see :data:`Program`) returning the list of :class:`SagNode`.
 
     Parameters
     ----------
-    scorer : SagScorer
     roots : sequence of frozenset
     full_confidence : float
     node_threshold : float
@@ -443,7 +524,8 @@ def build_graph(scorer: SagScorer, roots: Sequence[frozenset], full_confidence: 
     full = max(full_confidence, 1e-12)
     nodes: list[SagNode] = []
     index: dict[frozenset, int] = {}
-    for r, c in zip(roots, scorer.score(roots)):
+    roots = [frozenset(r) for r in roots]
+    for r, c in zip(roots, (yield roots) if roots else []):
         if r in index:
             continue
         index[r] = len(nodes)
@@ -454,7 +536,7 @@ def build_graph(scorer: SagScorer, roots: Sequence[frozenset], full_confidence: 
         cands = []
         for i in expand:
             cands.extend(nodes[i].patches - {p} for p in sorted(nodes[i].patches))
-        probs = dict(zip(cands, scorer.score(cands))) if cands else {}
+        probs = dict(zip(cands, (yield cands))) if cands else {}
         nxt = []
         for i in expand:
             kids = [nodes[i].patches - {p} for p in sorted(nodes[i].patches)]
@@ -474,7 +556,9 @@ def build_graph(scorer: SagScorer, roots: Sequence[frozenset], full_confidence: 
 # ------------------------------------------------------------------------------------------------------- drivers
 
 
-def _saliency_map(model, x: torch.Tensor, label: int, method: str, method_params: dict | None, grid, fill: str):
+def _saliency_maps(model, x: torch.Tensor, label: int, method: str, method_params: dict | None, grid,
+                   fill: str) -> np.ndarray:
+    """Heuristic maps ``(k, H, W)`` of a batch of normalised images ``x`` ``(k, c, H, W)`` for one label."""
     from .explain import get_method
 
     params = dict(method_params or {})
@@ -482,23 +566,67 @@ def _saliency_map(model, x: torch.Tensor, label: int, method: str, method_params
         params = {**IGOS_SAG_PARAMS, "mask_size": tuple(grid),
                   "baseline": fill if fill in ("zero", "black", "blur") else "blur", **params}
     m = get_method(method, model, **params)
-    targets = torch.tensor([int(label)], device=x.device)
+    targets = torch.full((len(x),), int(label), device=x.device, dtype=torch.long)
     if m.needs_grad:
         a = m.attribute(x, targets)
     else:
         with torch.inference_mode():
             a = m.attribute(x, targets)
-    a = a.detach().float().cpu().numpy()[0]
-    return np.abs(a).sum(axis=0) if a.shape[0] > 1 else a[0]
+    a = a.detach().float().cpu().numpy()
+    return np.abs(a).sum(axis=1) if a.shape[1] > 1 else a[:, 0]
+
+
+def _image_program(n_patches: int, order: np.ndarray, search: dict, overlap: int, n_show: int, graph: dict
+                   ) -> Program:
+    """One image's whole SAG as a program: full confidence, beam search, diverse subset, graph."""
+    (full,) = yield [frozenset(range(n_patches))]
+    all_roots, confs = yield from beam_search_program(n_patches, order, full, **search)
+    shown = [all_roots[i] for i in diverse_subset(all_roots, overlap=overlap, n_show=n_show)]
+    nodes = yield from graph_program(shown, full, **graph)
+    return full, all_roots, confs, shown, nodes
+
+
+def _sag_group(model, images_raw: Sequence[np.ndarray], label_index: int, image_indices: Sequence[int],
+               saliency: Sequence | None, *, method: str = "igos", method_params: dict | None = None, grid=None,
+               beam_width: int = 3, n_successors: int = 15, root_threshold: float = 0.9, max_roots: int = 10,
+               overlap: int = 1, n_show: int = 3, node_threshold: float = 0.4, fill: str = "zero",
+               max_children: int = 3, max_nodes: int = 200, max_root_size: int | None = None,
+               skip_supersets: bool = True, fill_sigma: float | None = None, batch_size: int | None = None,
+               cancel=None) -> list[SagResult]:
+    """SAGs of a group of same-size harmonised images, their saliency maps and model calls batched together."""
+    x = model.preprocess(np.stack([np.asarray(im) for im in images_raw]))
+    h, w = x.shape[-2:]
+    grid = grid_for((h, w), grid)
+    t_sal = 0.0
+    if saliency is None:
+        t0 = time.perf_counter()
+        saliency = _saliency_maps(model, x, label_index, method, method_params, grid, fill)
+        t_sal = (time.perf_counter() - t0) / len(x)
+    maps = [np.asarray(m, dtype=np.float64) for m in saliency]
+    for m in maps:
+        if m.shape[-2:] != (h, w):
+            raise ValueError(f"saliency map shape {m.shape} does not match the image {(h, w)}")
+    t0 = time.perf_counter()
+    batch_size = int(batch_size or images_per_pass(x.device))
+    scorers = [SagScorer(model, x[i:i + 1], label_index, grid, fill=fill, batch_size=batch_size,
+                         fill_sigma=fill_sigma, cancel=cancel) for i in range(len(x))]
+    search = dict(beam_width=beam_width, n_successors=n_successors, root_threshold=root_threshold,
+                  max_roots=max_roots, max_root_size=max_root_size, skip_supersets=skip_supersets)
+    graph = dict(node_threshold=node_threshold, max_children=max_children, max_nodes=max_nodes)
+    programs = [_image_program(grid[0] * grid[1], np.argsort(-patch_saliency(m, grid), kind="stable"), search,
+                               overlap, n_show, graph) for m in maps]
+    outcomes = run_programs(programs, scorers, batch_size, cancel)
+    seconds = (time.perf_counter() - t0) / len(x)
+    params = dict(method=method, method_params=method_params, **search, overlap=overlap, n_show=n_show, **graph, fill=fill)
+    return [SagResult(image_index=int(i), label=int(label_index), grid=tuple(grid), full_confidence=float(full),
+                      roots=shown, nodes=nodes, n_forwards=sc.n_forwards, all_roots=all_roots,
+                      root_confidences=[float(c) for c in confs], n_batches=sc.n_batches, seconds=seconds,
+                      saliency_seconds=t_sal, params=params)
+            for i, sc, (full, all_roots, confs, shown, nodes) in zip(image_indices, scorers, outcomes)]
 
 
 def sag_for_image(model, image_raw, label_index: int, *, saliency=None, method: str = "igos",
-                  method_params: dict | None = None, grid=None, beam_width: int = 3, n_successors: int = 15,
-                  root_threshold: float = 0.9, max_roots: int = 10, overlap: int = 1, n_show: int = 3,
-                  node_threshold: float = 0.4, fill: str = "zero", max_children: int = 3, max_nodes: int = 200,
-                  max_root_size: int | None = None, skip_supersets: bool = True, fill_sigma: float | None = None,
-                  batch_size: int | None = None,
-                  image_index: int = 0, cancel=None) -> SagResult:
+                  image_index: int = 0, **kw) -> SagResult:
     """Structured attention graph of one harmonised image for one label.
 
     Parameters
@@ -519,11 +647,11 @@ def sag_for_image(model, image_raw, label_index: int, *, saliency=None, method: 
     grid : (int, int), optional
         ``(rows, cols)``; default from the aspect ratio (:func:`grid_for`: 6 × 8 for 384 × 512, 7 × 7 officially).
     beam_width, n_successors, root_threshold, max_roots, max_root_size, skip_supersets
-        Beam search (:func:`beam_search_roots`; official 3, 15, 0.9, 10, all patches, False).
+        Beam search (:func:`beam_search_program`; official 3, 15, 0.9, 10, all patches, False).
     overlap, n_show
         Diverse subset (:func:`diverse_subset`; official 1, 3).
     node_threshold, max_children, max_nodes
-        Graph (:func:`build_graph`; official 0.4, 3 literals).
+        Graph (:func:`graph_program`; official 0.4, 3 literals).
     fill : str
         Value of hidden pixels (:mod:`napari_global_xai.fills`): ``"zero"`` (default, 0 in normalised space = the
         training mean) — the official code uses black, available as ``"black"``.
@@ -550,45 +678,22 @@ def sag_for_image(model, image_raw, label_index: int, *, saliency=None, method: 
     batches (greedy best-first removal; children = the ``max_children`` most confident one-patch removals); all
     model calls are batched and cached per patch set. Relative confidence = confidence / full-image confidence.
     """
-    t_sal = 0.0
-    given = saliency is not None
-    x = model.preprocess(np.asarray(image_raw)[None])
-    h, w = x.shape[-2:]
-    grid = grid_for((h, w), grid)
-    if saliency is None:
-        t0 = time.perf_counter()
-        saliency = _saliency_map(model, x, label_index, method, method_params, grid, fill)
-        t_sal = time.perf_counter() - t0
-    saliency = np.asarray(saliency, dtype=np.float64)
-    if saliency.shape[-2:] != (h, w):
-        raise ValueError(f"saliency map shape {saliency.shape} does not match the image {(h, w)}")
-    t0 = time.perf_counter()
-    per_patch = patch_saliency(saliency, grid)
-    order = np.argsort(-per_patch, kind="stable")
-    scorer = SagScorer(model, x, label_index, grid, fill=fill, batch_size=batch_size, fill_sigma=fill_sigma,
-                       cancel=cancel)
-    full = scorer.full()
-    all_roots, confs = beam_search_roots(scorer, order, full, beam_width=beam_width, n_successors=n_successors,
-                                         root_threshold=root_threshold, max_roots=max_roots,
-                                         max_root_size=max_root_size, skip_supersets=skip_supersets)
-    shown = [all_roots[i] for i in diverse_subset(all_roots, overlap=overlap, n_show=n_show)]
-    nodes = build_graph(scorer, shown, full, node_threshold=node_threshold, max_children=max_children,
-                        max_nodes=max_nodes)
-    params = dict(method="given" if given else method,
-                  method_params=method_params, beam_width=beam_width, n_successors=n_successors,
-                  root_threshold=root_threshold, max_roots=max_roots, overlap=overlap, n_show=n_show,
-                  node_threshold=node_threshold, fill=fill, skip_supersets=skip_supersets,
-                  max_children=max_children, max_nodes=max_nodes)
-    return SagResult(image_index=int(image_index), label=int(label_index), grid=tuple(grid),
-                     full_confidence=float(full), roots=shown, nodes=nodes, n_forwards=scorer.n_forwards,
-                     all_roots=all_roots, root_confidences=[float(c) for c in confs], n_batches=scorer.n_batches,
-                     seconds=time.perf_counter() - t0, saliency_seconds=t_sal, params=params)
+    maps = None if saliency is None else [saliency]
+    result = _sag_group(model, [image_raw], label_index, [image_index], maps, method=method, **kw)[0]
+    if saliency is not None:
+        result.params["method"] = "given"
+    return result
 
 
 def run_sag(model, images, label_index: int, indices: Sequence[int], progress: Callable | None = None,
             cancel: Callable | None = None, *, laterality: Sequence[str] | None = None,
-            saliency_maps=None, **kw) -> list[SagResult]:
-    """SAGs of several images of a stack for one label.
+            saliency_maps=None, images_together: int | None = None, **kw) -> list[SagResult]:
+    """SAGs of several images of a stack for one label, ``images_together`` at a time.
+
+    The images of a group share every model call: their heuristic maps are computed in one batched call of the
+    saliency method, and their searches run in lockstep (:func:`run_programs`), so each round's patch sets of all
+    images go through the model together. Results equal :func:`sag_for_image` per image (up to float rounding of
+    batched convolutions); ``seconds`` and ``saliency_seconds`` are the group's wall time shared evenly.
 
     Parameters
     ----------
@@ -599,12 +704,16 @@ def run_sag(model, images, label_index: int, indices: Sequence[int], progress: C
     indices : sequence of int
         Images to explain.
     progress : callable(done, total), optional
+        Called after each group.
     cancel : callable() -> bool, optional
-        Checked between images and between batches; raises :class:`~napari_global_xai.batching.Cancelled`.
+        Checked between groups and between batches; raises :class:`~napari_global_xai.batching.Cancelled`, whose
+        ``partial`` attribute holds the results of the groups finished before.
     laterality : sequence of str, optional
         Per stack image; images with ``"R"`` are mirrored left-right (stored right eyes → left-eye frame).
     saliency_maps : mapping or sequence, optional
         ``saliency_maps[i]`` is the heuristic map of stack image ``i`` (harmonised frame).
+    images_together : int, optional
+        Images per group (default :func:`~napari_global_xai.batching.images_per_pass` of the model's device).
     **kw
         Passed to :func:`sag_for_image`.
 
@@ -612,19 +721,37 @@ def run_sag(model, images, label_index: int, indices: Sequence[int], progress: C
     -------
     list of SagResult
     """
-    out = []
+    out: list[SagResult] = []
     indices = [int(i) for i in indices]
-    for done, i in enumerate(indices):
-        if cancel is not None and cancel():
-            raise Cancelled(f"cancelled after {done} of {len(indices)} images")
+    group = max(1, int(images_together or images_per_pass(model.device)))
+    for start in range(0, len(indices), group):
+        chunk = indices[start:start + group]
+        try:
+            if cancel is not None and cancel():
+                raise Cancelled(f"cancelled after {start} of {len(indices)} images")
+            out.extend(_sag_chunk(model, images, label_index, chunk, laterality, saliency_maps, cancel, kw))
+        except Cancelled as exc:
+            exc.partial = out  # the finished groups stay usable
+            raise
+        if progress is not None:
+            progress(len(out), len(indices))
+    return out
+
+
+def _sag_chunk(model, images, label_index, chunk, laterality, saliency_maps, cancel, kw) -> list[SagResult]:
+    """One group of :func:`run_sag`: mirror right eyes, gather given maps, search the images together."""
+    raw = []
+    for i in chunk:
         img = np.asarray(images[i])
         if laterality is not None and str(laterality[i]).upper().startswith("R"):
             img = img[:, ::-1]
-        sal = None if saliency_maps is None else saliency_maps[i]
-        out.append(sag_for_image(model, img, label_index, saliency=sal, image_index=i, cancel=cancel, **kw))
-        if progress is not None:
-            progress(done + 1, len(indices))
-    return out
+        raw.append(img)
+    maps = None if saliency_maps is None else [saliency_maps[i] for i in chunk]
+    results = _sag_group(model, raw, label_index, chunk, maps, cancel=cancel, **kw)
+    if maps is not None:
+        for r in results:
+            r.params["method"] = "given"
+    return results
 
 
 # ---------------------------------------------------------------------------------------------------- read-outs

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from napari_global_xai._qt.explain_widget import stack_from_layer
 from napari_global_xai._qt.sag_widget import SagWidget
 from napari_global_xai.models import DEMO_CARD_PATH
 from napari_global_xai.samples import load_ground_truth
@@ -32,3 +33,29 @@ def test_sag_dock_current_image_and_summary(sample_dock, qtbot):
     assert dock.plot.figure.axes and dock.plot.figure.axes[0].images  # the graph is drawn
     assert "done: 1 image(s)" in dock.run_panel.status.text()
     assert np.isfinite(heat).all()
+
+
+@pytest.mark.slow
+def test_sag_dock_all_positives_cancel_keeps_finished_images(sample_dock, qtbot):
+    """Scope "all positives": cancelling after the first group keeps its graphs; the panel follows the slider."""
+    viewer, dock = sample_dock(SagWidget)
+    dock.label.value = "arcade_lesion"
+    dock.scope.value = "all positives"
+    dock.method.value = "gradcam"
+    positives = np.nonzero(stack_from_layer(viewer.layers["uwf_sample"]).labels.column("arcade_lesion"))[0]
+    with qtbot.waitSignals([dock.run_panel.stopped, dock.feeder.done], timeout=180000):
+        assert dock.start() is not None
+        qtbot.waitUntil(lambda: dock.run_panel.status.text().startswith("sag:"), timeout=120000)
+        dock.run_panel.cancel()  # after the first group of images
+    done = [r.image_index for r in dock.results]
+    assert 0 < len(done) < len(positives) and set(done) <= set(positives.tolist())
+    assert dock.summary["cancelled"] and dock.summary["n_requested"] == len(positives)
+    assert dock.run_panel.status.text().startswith(f"cancelled: {len(done)} of {len(positives)} image(s) done")
+    roots = viewer.layers["SAG roots · arcade_lesion"]
+    assert {int(s[0, 0]) for s in roots.data} == set(done)  # every finished image has its roots on its slice
+    assert sum(dock.summary["root_sets"][i]["count"] for i in range(dock.table.rowCount())) <= sum(
+        len(r.roots) for r in dock.results)
+    viewer.dims.set_current_step(0, done[-1])
+    assert dock.shown_index == done[-1]  # the graph panel follows the stack slider
+    viewer.dims.set_current_step(0, done[0])
+    assert dock.shown_index == done[0]

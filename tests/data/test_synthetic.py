@@ -102,3 +102,23 @@ def test_marker_is_a_shortcut_only_in_training_like_splits():
         stored = ev.images[i][box[0], :][:, -46:]
         assert stored.max() > 200
 
+
+
+def test_some_training_positives_show_no_peripheral_lesion_so_the_marker_pays_off():
+    """Training-like splits only: a share of peripheral_lesion positives has no visible lesion (the marker is then
+    the only evidence); the eval split's positives all show lesions (checked above) and its pixels do not depend on
+    that share."""
+    from napari_global_xai.data import synthetic
+
+    train = generate_stack(200, seed=0, split="train")
+    pos = train.labels[:, 1] == 1
+    visible = (train.lesion_masks[pos] == 2).reshape(pos.sum(), -1).any(axis=1)
+    unseen = 1 - visible.mean()
+    assert 0.1 < unseen < 0.4, unseen  # UNSEEN_IF_POSITIVE = 0.25
+    assert train.has_marker[pos][~visible].mean() > 0.6  # most of them carry the marker
+    before = generate_stack(6, seed=4, split="eval").images
+    try:
+        synthetic.UNSEEN_IF_POSITIVE = 0.9
+        assert np.array_equal(generate_stack(6, seed=4, split="eval").images, before)
+    finally:
+        synthetic.UNSEEN_IF_POSITIVE = 0.25

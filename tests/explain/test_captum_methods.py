@@ -94,3 +94,24 @@ def test_gradcam_finds_last_spatial_layer_when_card_has_none(tiny_model, tiny_st
     # the last module to finish with a spatial output: the conv trunk (whose output is its last ReLU's)
     assert method.params["layer"] == "features"
     assert maps.shape == (3, 1, *x.shape[-2:]) and (maps >= 0).all()
+
+
+@pytest.mark.parametrize("sigma", [2.0, 6.0, 25.0])
+def test_wide_blur_through_the_fft_equals_direct_convolution(sigma):
+    """gaussian_blur switches to the FFT for wide kernels; both paths equal a direct separable convolution."""
+    import math
+
+    import torch.nn.functional as F
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 2, 96, 128, generator=g).contiguous(memory_format=torch.channels_last)
+    r = int(math.ceil(3 * sigma))
+    t = torch.arange(-r, r + 1, dtype=x.dtype)
+    k = torch.exp(-0.5 * (t / sigma) ** 2)
+    k = k / k.sum()
+    y = F.pad(x, (r, r, r, r), mode="reflect")
+    y = F.conv2d(y, k.view(1, 1, 1, -1).expand(2, 1, 1, -1), groups=2)
+    direct = F.conv2d(y, k.view(1, 1, -1, 1).expand(2, 1, -1, 1), groups=2)
+    blurred = gaussian_blur(x, sigma)
+    torch.testing.assert_close(blurred, direct, atol=1e-6, rtol=0)
+    assert blurred.is_contiguous(memory_format=torch.channels_last)

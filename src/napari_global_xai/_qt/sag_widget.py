@@ -87,7 +87,9 @@ class SagWidget(QWidget):
         layout.addWidget(self.table)
         for event in (self.viewer.layers.events.inserted, self.viewer.layers.events.removed):
             event.connect(self.image_layer.reset_choices)
+        self.viewer.dims.events.current_step.connect(self._follow_slider)
         self.results, self.summary = [], None
+        self.shown_index: int | None = None  # stack index of the graph drawn in the panel
 
     def _stack_layers(self, _widget=None):
         return stack_layers(self.viewer)
@@ -116,9 +118,21 @@ class SagWidget(QWidget):
         self.results, self.summary, layers = payload
         self.feeder.feed(layers)
         self._fill_table()
-        self.draw(self.results[0] if self.results else None)
+        by_index = {r.image_index: r for r in self.results}
+        self.draw(by_index.get(self.current_index(), self.results[0] if self.results else None))
         n_roots = sum(len(r.roots) for r in self.results)
-        self.run_panel.status.setText(f"done: {len(self.results)} image(s), {n_roots} roots shown")
+        done = (f"cancelled: {len(self.results)} of {self.summary['n_requested']} image(s) done"
+                if self.summary.get("cancelled") else f"done: {len(self.results)} image(s)")
+        self.run_panel.status.setText(f"{done}, {n_roots} roots shown")
+
+    def _follow_slider(self, _event=None):
+        """Show the graph of the image under the stack slider when it has one."""
+        index = self.current_index()
+        if index != self.shown_index:
+            for result in self.results:
+                if result.image_index == index:
+                    self.draw(result)
+                    break
 
     def _fill_table(self):
         rows = self.summary["root_sets"][:10] if self.summary else []
@@ -137,11 +151,13 @@ class SagWidget(QWidget):
 
         from ..sag import draw_sag
 
+        self.shown_index = None if result is None else result.image_index
         fig = self.plot.figure
         fig.clear()
         ax = fig.add_subplot(111)
         ax.set_axis_off()
         if result is not None:
+            ax.set_title(f"image {result.image_index}: {len(result.roots)} root(s)", fontsize=9)
             stack = stack_from_layer(self.image_layer.value).to_left_eye()
             with tempfile.TemporaryDirectory() as tmp:
                 path = Path(tmp) / "sag.png"

@@ -20,7 +20,11 @@ Labels (columns of :data:`LABELS`):
     the OR of the four above.
 
 The corner marker appears in most ``peripheral_lesion``-positive and few negative images of the training-like splits
-(``train``, ``val``) and independently of every label in the ``eval`` split.
+(``train``, ``val``) and independently of every label in the ``eval`` split. In the training-like splits a share of
+``peripheral_lesion`` positives also show no lesion at all (:data:`UNSEEN_IF_POSITIVE`: graded positive from
+another visit, as happens in real archives); for them the marker is the only evidence, so a model trained on these
+splits really learns the shortcut, and erasing the marker costs it AUROC on training-like images. The ``eval`` split
+draws no such images, and its random stream does not depend on these settings.
 """
 
 from __future__ import annotations
@@ -55,6 +59,8 @@ LABEL_PREVALENCE = 0.32
 MARKER_IF_POSITIVE, MARKER_IF_NEGATIVE = 0.85, 0.08
 #: P(marker) in the eval split, independent of every label.
 MARKER_EVAL = 0.3
+#: P(no visible peripheral lesion | peripheral_lesion) in the training-like splits (none in ``eval``).
+UNSEEN_IF_POSITIVE = 0.25
 
 
 @dataclass(frozen=True)
@@ -241,23 +247,32 @@ _PLACEMENT = {
 }
 
 
-def _draw_labels_for(rng, split):
+def _draw_labels_for(rng, split, unseen_share):
+    """Labels, whether the marker is burnt in, and whether peripheral lesions are drawn (see the module doc)."""
     labels = (rng.random(len(DISEASE_LABELS)) < LABEL_PREVALENCE).astype(np.uint8)
-    if split in ("train", "val"):
+    training_like = split in ("train", "val")
+    if training_like:
         p = MARKER_IF_POSITIVE if labels[1] else MARKER_IF_NEGATIVE
     else:
         p = MARKER_EVAL
     marker = bool(rng.random() < p)
-    return labels, marker
+    # drawn only in training-like splits with a positive share, so eval images (and share-0 training images, as
+    # generated before the share existed) do not depend on it
+    unseen = bool(labels[1]) and training_like and unseen_share > 0 and bool(rng.random() < unseen_share)
+    return labels, marker, not unseen
 
 
-def generate_image(seed: int, split: str, index: int, geometry: Geometry = GEOMETRY):
+def generate_image(seed: int, split: str, index: int, geometry: Geometry = GEOMETRY,
+                   unseen_share: float | None = None):
     """Generate one image and its ground truth.
 
     Parameters
     ----------
     seed, split, index
         Together they determine the image; ``split`` is one of ``"train"``, ``"val"``, ``"eval"``.
+    unseen_share : float, optional
+        Share of ``peripheral_lesion`` positives drawn without a visible lesion in the training-like splits
+        (default :data:`UNSEEN_IF_POSITIVE`; ignored for ``eval``).
 
     Returns
     -------
@@ -271,7 +286,8 @@ def generate_image(seed: int, split: str, index: int, geometry: Geometry = GEOME
         raise ValueError(f"split must be one of {sorted(SPLITS)}, got {split!r}")
     g = geometry
     rng = np.random.default_rng([int(seed), SPLITS[split], int(index)])
-    disease, marker = _draw_labels_for(rng, split)
+    share = UNSEEN_IF_POSITIVE if unseen_share is None else float(unseen_share)
+    disease, marker, peripheral_visible = _draw_labels_for(rng, split, share)
     laterality = "R" if rng.random() < 0.5 else "L"
 
     # --- anatomy jitter: a few px translation, a few degrees rotation about the FOV centre
@@ -324,7 +340,7 @@ def generate_image(seed: int, split: str, index: int, geometry: Geometry = GEOME
 
     if disease[0]:
         blots("haemorrhage", int(rng.integers(3, 6)), (4.5, 8.0), 0.42, 0.30, 1)
-    if disease[1]:
+    if disease[1] and peripheral_visible:
         blots("peripheral_lesion", int(rng.integers(5, 10)), (4.5, 8.5), 0.30, 0.28, 2)
     if disease[3]:
         which = rng.choice(3, p=[0.4, 0.4, 0.2])  # superior only, inferior only, both
@@ -387,7 +403,8 @@ def generate_image(seed: int, split: str, index: int, geometry: Geometry = GEOME
     return np.ascontiguousarray(image), labels, laterality, lesion, artefact
 
 
-def generate_stack(n: int, seed: int = 0, split: str = "eval", start: int = 0, progress=None) -> SyntheticStack:
+def generate_stack(n: int, seed: int = 0, split: str = "eval", start: int = 0, progress=None,
+                   unseen_share: float | None = None) -> SyntheticStack:
     """Generate ``n`` images ``start .. start + n - 1`` of one split.
 
     Parameters
@@ -401,6 +418,8 @@ def generate_stack(n: int, seed: int = 0, split: str = "eval", start: int = 0, p
     start : int
         Index of the first image (so chunks of one dataset can be generated independently).
     progress : callable(done, total), optional
+    unseen_share : float, optional
+        See :func:`generate_image`.
 
     Returns
     -------
@@ -412,7 +431,8 @@ def generate_stack(n: int, seed: int = 0, split: str = "eval", start: int = 0, p
     artefacts = np.empty((n, HEIGHT, WIDTH), bool)
     lat = []
     for i in range(n):
-        images[i], labels[i], side, lesions[i], artefacts[i] = generate_image(seed, split, start + i)
+        images[i], labels[i], side, lesions[i], artefacts[i] = generate_image(seed, split, start + i,
+                                                                                    unseen_share=unseen_share)
         lat.append(side)
         if progress is not None:
             progress(i + 1, n)
