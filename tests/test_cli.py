@@ -59,7 +59,7 @@ def test_sag_on_the_sample_finds_the_two_arcades(tmp_path, capsys):
 
     out = tmp_path / "sag"
     assert main(["sag", str(SAMPLE_STACK), "--label", "arcade_lesion", "--method", "gradcam", "--out", str(out),
-                 "--quiet"]) == 0
+                 "--figure-formats", "png", "svg", "--quiet"]) == 0
     summary = json.loads((out / "sag_summary.json").read_text())
     assert summary["n_images"] == 16 and summary["grid"] == [6, 8]
     regions = load_ground_truth()["regions"]
@@ -69,4 +69,7 @@ def test_sag_on_the_sample_finds_the_two_arcades(tmp_path, capsys):
     in_sup = [bool((masks[p] & regions["superior_arcade"]).any()) for p in top]
     in_inf = [bool((masks[p] & regions["inferior_arcade"]).any()) for p in top]
     assert all(s or i for s, i in zip(in_sup, in_inf)) and any(in_sup) and any(in_inf)
-    assert (out / f"sag_{summary['images'][0]}.png").stat().st_size > 0
+    first = summary["images"][0]
+    assert (out / f"sag_{first}.png").read_bytes().startswith(b"\x89PNG")
+    svg = (out / f"sag_{first}.svg").read_text()
+    assert "<svg" in svg and "<image" in svg  # a vector figure with the image patches embedded per node

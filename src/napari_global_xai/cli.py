@@ -168,7 +168,8 @@ def _cmd_sag(args) -> int:
     with _progress(args.quiet) as bar, _cancel_on_interrupt() as cancel:
         results, summary = run_sag_pipeline(stack, model, args.label, indices=args.images, method=args.method,
                                             fill=args.fill, max_root_size=args.max_root_size or None,
-                                            out_dir=args.out, progress=bar, cancel=cancel)
+                                            out_dir=args.out, figure_formats=args.figure_formats,
+                                            progress=bar, cancel=cancel)
     done = (f"cancelled after {len(results)} of {summary['n_requested']} images" if summary["cancelled"]
             else f"{len(results)} images")
     print(f"SAG for {args.label}: {done}, {sum(len(r.roots) for r in results)} roots shown; "
@@ -228,6 +229,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "code; gradcam is ~3x faster)")
     p.add_argument("--fill", default="blur", choices=["zero", "black", "blur", "impute"])
     p.add_argument("--max-root-size", type=int, default=6, help="largest root in patches (0 = no limit)")
+    p.add_argument("--figure-formats", nargs="+", default=["png"], choices=["png", "svg", "pdf"],
+                   help="formats of each image's graph figure (default png)")
     p.set_defaults(func=_cmd_sag)
 
     p = sub.add_parser("demo", help="the whole chain (explain → global maps → PEPPR) on the shipped sample data")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -364,7 +364,8 @@ def run_demo(out_dir, method: str = "ig", device: str = "auto", progress: Progre
 
 def run_sag_pipeline(stack, model, label: str, *, indices=None, method: str = "igos", fill: str = "blur",
                      max_root_size: int | None = 6, out_dir: str | Path | None = None,
-                     progress: ProgressFn | None = None, cancel: CancelFn | None = None, **sag_params):
+                     figure_formats: Sequence[str] = ("png",), progress: ProgressFn | None = None,
+                     cancel: CancelFn | None = None, **sag_params):
     """Structured attention graphs for images of a stack and their stack-level summary.
 
     Parameters
@@ -381,7 +382,9 @@ def run_sag_pipeline(stack, model, label: str, *, indices=None, method: str = "i
         patches that the demo model reads as lesions, and unbounded roots cost ~1,700 forwards per image; see
         :mod:`napari_global_xai.sag`.
     out_dir : path, optional
-        Writes ``sag_<image id>.json`` / ``.png`` per image and ``sag_summary.json``.
+        Writes ``sag_<image id>.json`` and the graph figure per image and ``sag_summary.json``.
+    figure_formats : sequence of {"png", "svg", "pdf"}
+        Formats of each image's graph figure (``sag_<image id>.<format>``); default PNG only.
 
     Returns
     -------
@@ -393,6 +396,9 @@ def run_sag_pipeline(stack, model, label: str, *, indices=None, method: str = "i
     """
     from . import sag
 
+    bad = [f for f in figure_formats if f not in sag.FIGURE_FORMATS]
+    if bad:
+        raise ValueError(f"unknown figure format(s) {bad}; choose from {list(sag.FIGURE_FORMATS)}")
     if label not in model.labels:
         raise ValueError(f"unknown label {label!r}; the model's labels are {model.labels}")
     model.check_input(stack.shape)
@@ -423,7 +429,8 @@ def run_sag_pipeline(stack, model, label: str, *, indices=None, method: str = "i
         for result in results:
             image_id = stack.image_ids[result.image_index]
             save_json(out / f"sag_{image_id}.json", sag.to_json(result))
-            sag.draw_sag(result, frame_stack.get(result.image_index)[0], out / f"sag_{image_id}.png")
+            for fmt in figure_formats:
+                sag.draw_sag(result, frame_stack.get(result.image_index)[0], out / f"sag_{image_id}.{fmt}")
         save_json(out / "sag_summary.json", {"label": label,
                                              "images": [stack.image_ids[r.image_index] for r in results],
                                              **summary})

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 import time
+from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Callable, Generator, Iterable, Sequence
 
@@ -55,7 +56,11 @@ __all__ = [
     "to_json",
     "draw_sag",
     "IGOS_SAG_PARAMS",
+    "FIGURE_FORMATS",
 ]
+
+#: File formats :func:`draw_sag` writes (picked from the file suffix).
+FIGURE_FORMATS = ("png", "svg", "pdf")
 
 #: I-GOS parameters of the official SAG code (``Integrated_Mask``: ``max_iterations=2, integ_iter=20, l1=1,
 #: tv=20``, mask on the patch grid), methods.md §2.6. ``mask_size`` is set to the SAG grid and ``baseline`` to the
@@ -846,7 +851,7 @@ def _node_levels(result: SagResult, max_levels: int) -> list[list[int]]:
 
 def draw_sag(result: SagResult, image_rgb, path, *, max_levels: int = 3, max_per_row: int = 6, dim: float = 0.25,
              dpi: int = 110) -> None:
-    """Write a PNG of the SAG: the root row, then rows of children (one patch fewer per row).
+    """Draw the SAG: the root row, then rows of children (one patch fewer per row), as PNG, SVG or PDF.
 
     Each node shows the image with non-selected patches dimmed to ``dim`` × intensity (official: 10 %; 25 % here so
     the anatomy stays readable on dark UWF images), the
@@ -859,6 +864,7 @@ def draw_sag(result: SagResult, image_rgb, path, *, max_levels: int = 3, max_per
     image_rgb : numpy.ndarray, (H, W) or (H, W, 3)
         The image in the harmonised frame (same as given to :func:`sag_for_image`).
     path : str or os.PathLike
+        Output file; its suffix picks the format (``.png``, ``.svg``, ``.pdf``).
     max_levels : int
         Rows drawn (roots + ``max_levels − 1`` child levels).
     max_per_row : int
@@ -870,6 +876,9 @@ def draw_sag(result: SagResult, image_rgb, path, *, max_levels: int = 3, max_per
 
     from .io_utils import atomic_path
 
+    fmt = Path(path).suffix.lstrip(".").lower()
+    if fmt not in FIGURE_FORMATS:
+        raise ValueError(f"{path}: SAG figures are written as {', '.join(FIGURE_FORMATS)} (from the file suffix)")
     img = np.asarray(image_rgb)
     if img.ndim == 2:
         img = np.repeat(img[..., None], 3, axis=2)
@@ -904,4 +913,4 @@ def draw_sag(result: SagResult, image_rgb, path, *, max_levels: int = 3, max_per
     fig.suptitle(f"SAG image {result.image_index}, label {result.label}, p(full) = {result.full_confidence:.3f}; "
                  "% = confidence relative to the full image", fontsize=9)
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
+        fig.savefig(tmp, format=fmt)

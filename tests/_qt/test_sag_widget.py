@@ -59,3 +59,36 @@ def test_sag_dock_all_positives_cancel_keeps_finished_images(sample_dock, qtbot)
     assert dock.shown_index == done[-1]  # the graph panel follows the stack slider
     viewer.dims.set_current_step(0, done[0])
     assert dock.shown_index == done[0]
+
+
+def test_sag_dock_uses_the_chosen_model_card(sample_dock, qtbot, tmp_path):
+    """A user's model card replaces the demo model: its labels fill the label list, and SAG explains its output."""
+    import torch
+
+    from napari_global_xai.models import DemoNet, ModelCard
+
+    torch.manual_seed(3)
+    net = DemoNet(n_labels=2, widths=(4, 8, 8, 8)).eval()
+    torch.save(net.state_dict(), tmp_path / "net.pt")
+    card = ModelCard(name="user net", labels=["lesion_a", "lesion_b"], weights="net.pt", format="state_dict",
+                     architecture="demo_net", architecture_kwargs={"n_labels": 2, "widths": [4, 8, 8, 8]},
+                     input_channels=[0, 1], input_size=[384, 512], mean=[0.3, 0.2], std=[0.2, 0.1])
+    card.to_json(tmp_path / "net.card.json")
+
+    viewer, dock = sample_dock(SagWidget)
+    dock.model_card.value = tmp_path / "net.card.json"
+    assert list(dock.label.choices) == ["lesion_a", "lesion_b"]
+    dock.label.value = "lesion_b"
+    dock.method.value = "gradcam"
+    viewer.dims.set_current_step(0, 3)
+    with qtbot.waitSignals([dock.run_panel.stopped, dock.feeder.done], timeout=120000):
+        assert dock.start() is not None
+    (result,) = dock.results
+    assert result.image_index == 3 and result.label == 1
+    # the full-image confidence is this network's, checked with an independent forward pass
+    image = stack_from_layer(viewer.layers["uwf_sample"]).to_left_eye().get(3)[..., :2].astype(np.float32)
+    x = (torch.from_numpy(image).permute(0, 3, 1, 2) / 255 - torch.tensor([0.3, 0.2]).view(1, 2, 1, 1)) \
+        / torch.tensor([0.2, 0.1]).view(1, 2, 1, 1)
+    with torch.no_grad():
+        expected = torch.sigmoid(net(x))[0, 1].item()
+    assert result.full_confidence == pytest.approx(expected, rel=1e-4, abs=1e-6)

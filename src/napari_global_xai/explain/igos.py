@@ -182,35 +182,44 @@ def score_scale(f_image: torch.Tensor, f_baseline: torch.Tensor, mode, probabili
 
 
 class _PathImages(torch.autograd.Function):
-    """Path images ``z_j = start[r] + ε[e_j] + delta[r] ⊙ m_j`` of a model batch, built run by run.
+    """Path images ``z_j = start[r] + ε[e_j] + t_j · delta[r] ⊙ U_j`` of a model batch, built run by run.
 
-    ``start``, ``delta`` ``(rows, H, W, c)`` are the paths' start points and directions (one row per image and
-    path kind), ``ε`` the noise rows ``(terms · N, H, W, c)`` or None, ``m`` the jobs' masks ``(n, H, W, 1)`` and
-    ``runs`` the ``(first, stop, row, first noise row)`` of each run of jobs sharing a path row (:meth:`PathProblem._runs`).
-    Written straight into one output tensor, with broadcast start/delta and sliced noise, this avoids gathering
-    three full-size tensors per batch; the backward needs only ``∂z/∂m = delta``.
+    ``up`` holds the full-size term masks ``(u · terms, H, W, 1)`` of the batch's images, ``t`` the path position of
+    every job ``(n,)``, ``start``, ``delta`` ``(rows, H, W, c)`` the paths' start points and directions (one row per
+    image and path kind), ``ε`` the noise rows ``(terms · N, H, W, c)`` or None, and ``runs`` the
+    ``(first, stop, path row, first noise row, mask row)`` of each run of jobs sharing one image and term
+    (:meth:`PathProblem._runs`). A run multiplies its direction by its mask once and adds ``t_j`` times that product
+    to each of its path images: no per-job mask is materialised, no full-size tensor is gathered, and the one
+    broadcast over a size-1 channel dimension (slow on CPUs) happens once per run, not once per path image. The
+    backward needs only ``∂z_j/∂U = t_j · delta``, summed over the run's jobs.
     """
 
     @staticmethod
-    def forward(ctx, m, start, delta, noise, runs):
-        z = torch.empty((m.shape[0], *start.shape[1:]), dtype=start.dtype, device=start.device)
-        for a, b, row, e in runs:
+    def forward(ctx, up, t, start, delta, noise, runs):
+        z = torch.empty((len(t), *start.shape[1:]), dtype=start.dtype, device=start.device)
+        for a, b, row, e, mrow in runs:
             if noise is None:
                 z[a:b] = start[row]
             else:
                 torch.add(start[row], noise[e:e + b - a], out=z[a:b])
-            z[a:b].addcmul_(delta[row], m[a:b])
-        ctx.save_for_backward(delta)
-        ctx.runs = runs
+            z[a:b].addcmul_(t[a:b].view(-1, 1, 1, 1), delta[row] * up[mrow])
+        ctx.save_for_backward(t, delta)
+        ctx.runs, ctx.up_shape = runs, up.shape
         return z
 
     @staticmethod
     def backward(ctx, grad_z):
-        (delta,) = ctx.saved_tensors
-        grad_m = torch.empty((*grad_z.shape[:-1], 1), dtype=grad_z.dtype, device=grad_z.device)
-        for a, b, row, _ in ctx.runs:
-            grad_m[a:b] = (grad_z[a:b] * delta[row]).sum(dim=-1, keepdim=True)
-        return grad_m, None, None, None, None
+        t, delta = ctx.saved_tensors
+        grad_up = torch.zeros(ctx.up_shape, dtype=grad_z.dtype, device=grad_z.device)
+        for a, b, row, _, mrow in ctx.runs:
+            # Σ_j t_j ∂L/∂z_j as one matrix-vector product, then Σ_c (…) · delta as a product and an addcmul per
+            # further channel (a sum over a last dimension of 2 or 3 elements is 2–3× slower on CPUs)
+            g = torch.tensordot(t[a:b], grad_z[a:b], dims=1)  # (H, W, c)
+            out = grad_up[mrow]
+            out.addcmul_(g[..., :1], delta[row, ..., :1])
+            for ch in range(1, g.shape[-1]):
+                out.addcmul_(g[..., ch:ch + 1], delta[row, ..., ch:ch + 1])
+        return grad_up, None, None, None, None, None
 
 
 def _nhwc(t: torch.Tensor) -> torch.Tensor:
@@ -383,51 +392,57 @@ class PathProblem:
         per_image = n_terms * n_steps
         total = n * per_image
         values = torch.empty(total, device=masks.device, dtype=masks.dtype)  # one per job (image, term, step)
-        grads = torch.zeros_like(masks) if with_grad else None
         weight = self.term_sign * self.variant.grad_weight
         idx_list = idx.tolist()
+        # every term's full-size mask once per call (not once per model batch); model batches differentiate w.r.t.
+        # these, and one backward at the end carries their summed gradient to the grid masks
+        leaf = masks.detach().requires_grad_(with_grad)
+        with torch.set_grad_enabled(with_grad):
+            up_graph = self.term_masks(leaf)  # (n, n_terms, 1, H, W)
+        up = up_graph.detach()
+        grad_up = torch.zeros_like(up) if with_grad else None
         for start in range(0, total, self.max_batch):
             stop = min(start + self.max_batch, total)
             first, last = start // per_image, (stop - 1) // per_image
             job = torch.arange(start, stop, device=masks.device)
             img, term, step = job // per_image - first, (job // n_steps) % n_terms, job % n_steps
-            leaf = masks[first:last + 1].detach().requires_grad_(with_grad)
+            part = up[first:last + 1].requires_grad_(with_grad) if with_grad else up[first:last + 1]
             runs = self._runs(start, stop, idx_list)
             with torch.set_grad_enabled(with_grad):
-                s = self._chunk_scores(leaf, idx[first:last + 1][img], img, term, step, noise, runs)
+                s = self._chunk_scores(part, idx[first:last + 1][img], step, noise, runs)
             if with_grad:
-                (g,) = torch.autograd.grad((s * weight[term]).sum(), leaf)
-                grads[first:last + 1] += g
+                (g,) = torch.autograd.grad((s * weight[term]).sum(), part)
+                grad_up[first:last + 1] += g
                 self.backward_images += stop - start
             else:
                 self.forward_images += stop - start
             values[start:stop] = s.detach()
+        grads = torch.autograd.grad(up_graph, leaf, grad_up)[0] if with_grad else None
         # summed in a fixed order, whatever the chunking: results do not depend on the batch composition
         return values.view(n, n_terms, n_steps).sum(dim=2), grads
 
-    def _runs(self, start: int, stop: int, idx_list: list) -> list[tuple[int, int, int, int]]:
-        """Jobs ``start .. stop`` as runs sharing one image and term: ``(first, stop, path row, first noise row)``
-        with ``first``/``stop`` relative to ``start``. Within a run the noise rows are consecutive."""
+    def _runs(self, start: int, stop: int, idx_list: list) -> list[tuple[int, int, int, int, int]]:
+        """Jobs ``start .. stop`` as runs sharing one image and term: ``(first, stop, path row, first noise row,
+        mask row)`` with ``first``/``stop`` relative to ``start`` and the mask row counted from the batch's first
+        image (row ``image · terms + term`` of the batch's term masks). Within a run the noise rows are consecutive."""
         n_steps, per_image = self.ig_iter, self.n_terms * self.ig_iter
+        first_image = start // per_image
         runs, j = [], start
         while j < stop:
             end = min(stop, (j // n_steps + 1) * n_steps)
             term = (j // n_steps) % self.n_terms
             row = 2 * idx_list[j // per_image] + int(self.variant.terms[term].insertion)
-            runs.append((j - start, end - start, row, term * n_steps + j % n_steps))
+            mrow = (j // per_image - first_image) * self.n_terms + term
+            runs.append((j - start, end - start, row, term * n_steps + j % n_steps, mrow))
             j = end
         return runs
 
-    def _chunk_scores(self, leaf, gidx, img, term, step, noise, runs) -> torch.Tensor:
-        """Scores of one model batch: job ``j`` is image ``gidx[j]`` (row ``img[j]`` of ``leaf``), term, step."""
-        up = self.term_masks(leaf)  # (u, n_terms, 1, H, W)
-        # pick each job's mask, already scaled by its path position t, with one product of a (jobs × masks) matrix
-        # holding t at the job's mask: one pass over the full-size masks, and a backward that is a matrix product,
-        # deterministic on GPUs (index backward accumulates with atomics there)
-        pick = F.one_hot(img * self.n_terms + term, up.shape[0] * self.n_terms).to(up.dtype)
-        pick = pick * self.path_t[step].unsqueeze(1)
-        m = (pick @ up.reshape(pick.shape[1], -1)).view(len(img), *self.size, 1)
-        z = _PathImages.apply(m, self.path_start, self.path_delta, noise, runs)  # (n, H, W, c)
+    def _chunk_scores(self, up, gidx, step, noise, runs) -> torch.Tensor:
+        """Scores of one model batch: job ``j`` is image ``gidx[j]`` at path step ``step[j]``; ``up``
+        ``(u, n_terms, 1, H, W)`` holds the term masks of the batch's images."""
+        t = self.path_t[step]
+        up_rows = up.reshape(-1, *self.size, 1)  # (u · terms, H, W, 1): the same memory, channels-last shaped
+        z = _PathImages.apply(up_rows, t, self.path_start, self.path_delta, noise, runs)  # (n, H, W, c)
         z = z.permute(0, 3, 1, 2)  # NCHW view with channels-last strides: the layout the model runs in
         if self.memory_format != torch.channels_last:
             z = z.contiguous()
