@@ -16,3 +16,34 @@ def best_of(fn, repeats: int = 3) -> float:
             torch.cuda.synchronize()
         best = min(best, time.perf_counter() - t)
     return best
+
+
+def replay_passes(module, x: torch.Tensor, n_forward: int, n_backward: int, forward_batch: int,
+                  backward_batch: int, target: int = 0) -> float:
+    """Wall time of ``n_forward`` plain forwards and ``n_backward`` forward+backward passes to the input of images
+    like ``x[0]`` at the given batch sizes (the remainder as one smaller batch), timed as a whole.
+
+    This is a method's floor measured as sustained throughput: the same passes it made, without anything else, so
+    the comparison sees the machine in the same state as the run it is compared with (single-pass minimum timings
+    are optimistic on a shared machine).
+    """
+
+    def batches(n, b):
+        return [b] * (n // b) + ([n % b] if n % b else [])
+
+    sizes = set(batches(n_forward, forward_batch) + batches(n_backward, backward_batch))
+    inputs = {b: x[:1].expand(b, *x.shape[1:]).contiguous(memory_format=torch.channels_last) for b in sizes}
+
+    def run():
+        with torch.no_grad():
+            for b in batches(n_forward, forward_batch):
+                module(inputs[b])
+        for b in batches(n_backward, backward_batch):
+            xi = inputs[b].clone().requires_grad_(True)
+            torch.autograd.grad(module(xi)[:, target].sum(), xi)
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+
+    t = time.perf_counter()
+    run()
+    return time.perf_counter() - t

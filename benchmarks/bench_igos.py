@@ -27,6 +27,7 @@ Example::
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
@@ -36,6 +37,9 @@ import torch.nn.functional as F
 from napari_global_xai.data.synthetic import generate_stack
 from napari_global_xai.explain.base import get_method
 from napari_global_xai.models import DEMO_CARD_PATH, DemoNet, LoadedModel, ModelCard, load_model, resolve_device
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _timing import replay_passes  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -132,29 +136,6 @@ def floor_costs(model: LoadedModel, x: torch.Tensor, max_batch: int, repeats: in
             "forward_backward": best_fb[1][1], "forward_backward_batch": best_fb[0]}
 
 
-def replay_passes(model: LoadedModel, x: torch.Tensor, n_forward: int, n_backward: int, forward_batch: int,
-                  backward_batch: int) -> float:
-    """Seconds for ``n_forward`` plain forwards and ``n_backward`` forward+backward passes to the input of images
-    like ``x``, at the given batch sizes (the remainder as one smaller batch), timed as a whole."""
-    module, device = model.module, x.device
-
-    def batches(n, b):
-        return [b] * (n // b) + ([n % b] if n % b else [])
-
-    inputs = {b: x[:1].expand(b, *x.shape[1:]).contiguous(memory_format=torch.channels_last)
-              for b in set(batches(n_forward, forward_batch) + batches(n_backward, backward_batch))}
-
-    def run():
-        with torch.no_grad():
-            for b in batches(n_forward, forward_batch):
-                module(inputs[b])
-        for b in batches(n_backward, backward_batch):
-            xi = inputs[b].clone().requires_grad_(True)
-            torch.autograd.grad(module(xi)[:, 0].sum(), xi)
-
-    return timed(run, device)
-
-
 def run_method(name, model, x, targets, params, repeats: int, floor: dict, floor_repeats: int) -> dict:
     """Batched run and one-image-at-a-time loop of one method (each the fastest of ``repeats``), each repeat
     preceded by a replay of its passes (the floor) and a re-timing of single passes; the minimum of each is kept."""
@@ -165,7 +146,8 @@ def run_method(name, model, x, targets, params, repeats: int, floor: dict, floor
     seconds = loop_seconds = t_f = t_fb = replay = float("inf")
     for _ in range(repeats):
         fwd, bwd = method.last_forward_images, method.last_backward_images
-        replay = min(replay, replay_passes(model, x, fwd, bwd, floor["forward_batch"],
+        sync(device)
+        replay = min(replay, replay_passes(model.module, x, fwd, bwd, floor["forward_batch"],
                                            floor["forward_backward_batch"]))
         t_f = min(t_f, pass_costs(model, x, floor["forward_batch"], floor_repeats)[0])
         t_fb = min(t_fb, pass_costs(model, x, floor["forward_backward_batch"], floor_repeats)[1])
