@@ -92,3 +92,43 @@ def test_sag_dock_uses_the_chosen_model_card(sample_dock, qtbot, tmp_path):
     with torch.no_grad():
         expected = torch.sigmoid(net(x))[0, 1].item()
     assert result.full_confidence == pytest.approx(expected, rel=1e-4, abs=1e-6)
+
+
+def test_screenshot_of_roots_and_graph(sample_dock, qtbot):
+    """In a real window: the roots are drawn as yellow rectangles over image 20's slice and the graph is in the dock."""
+    from pathlib import Path
+
+    from PIL import Image
+
+    viewer, dock = sample_dock(SagWidget, show=True)
+    dock.label.value = "arcade_lesion"
+    dock.method.value = "gradcam"
+    viewer.dims.set_current_step(0, 20)
+    with qtbot.waitSignals([dock.run_panel.stopped, dock.feeder.done], timeout=120000):
+        assert dock.start() is not None
+    viewer.layers["SAG patch frequency · arcade_lesion"].visible = False
+    roots = viewer.layers["SAG roots · arcade_lesion"]
+    viewer.reset_view()
+    qtbot.wait(300)
+    canvas = viewer.screenshot(canvas_only=True, flash=False)
+    window = viewer.screenshot(canvas_only=False, flash=False)
+    artifacts = Path(__file__).resolve().parents[1] / "_artifacts"
+    artifacts.mkdir(exist_ok=True)
+    Image.fromarray(window).save(artifacts / "sag_dock.png")
+    assert window.shape[1] > canvas.shape[1]  # the dock is in the window shot
+
+    # every root rectangle's top edge is yellow on the canvas (map data coordinates to pixels with the camera)
+    h, w = canvas.shape[:2]
+    zoom, (cy, cx) = viewer.camera.zoom, viewer.camera.center[-2:]
+
+    def yellow_on_edge(rect):
+        (r0, c0), (_, c1) = rect[0, 1:], rect[1, 1:]
+        row = int(round((r0 - cy) * zoom + h / 2))
+        cols = np.round((np.linspace(c0, c1, 9)[2:-2] - cx) * zoom + w / 2).astype(int)
+        px = canvas[row - 1:row + 2][:, cols, :3].astype(int).reshape(-1, 3)
+        return ((px[:, 0] > 180) & (px[:, 1] > 180) & (px[:, 2] < 100)).any()
+
+    assert len(roots.data) >= 2 and all(yellow_on_edge(rect) for rect in roots.data)
+    # the graph panel holds a drawn figure (an image with the root patches), not an empty axes
+    graph = dock.plot.figure.axes[0].images[0].get_array()
+    assert graph.shape[0] > 100 and np.asarray(graph).std() > 0.05
