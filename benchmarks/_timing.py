@@ -1,21 +1,32 @@
-"""Timing helper shared by the benchmark scripts."""
+"""Timing helpers shared by the benchmark scripts."""
 
 import time
 
 import torch
 
 
+def sync(device=None) -> None:
+    """Wait for queued accelerator work (CUDA, MPS) so that wall times include it."""
+    kind = torch.device(device).type if device is not None else ("cuda" if torch.cuda.is_available() else "cpu")
+    if kind == "cuda":
+        torch.cuda.synchronize()
+    elif kind == "mps":
+        torch.mps.synchronize()
+
+
+def timed(fn, device=None) -> float:
+    """Wall time of one ``fn()`` call, accelerator work included."""
+    sync(device)
+    t = time.perf_counter()
+    fn()
+    sync(device)
+    return time.perf_counter() - t
+
+
 def best_of(fn, repeats: int = 3) -> float:
     """Minimum wall time of ``fn()`` over ``repeats`` calls after one untimed warm-up (CUDA synchronised)."""
     fn()
-    best = float("inf")
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        best = min(best, time.perf_counter() - t)
-    return best
+    return min(timed(fn) for _ in range(repeats))
 
 
 def replay_passes(module, x: torch.Tensor, n_forward: int, n_backward: int, forward_batch: int,
@@ -41,9 +52,5 @@ def replay_passes(module, x: torch.Tensor, n_forward: int, n_backward: int, forw
         for b in batches(n_backward, backward_batch):
             xi = inputs[b].clone().requires_grad_(True)
             torch.autograd.grad(module(xi)[:, target].sum(), xi)
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
 
-    t = time.perf_counter()
-    run()
-    return time.perf_counter() - t
+    return timed(run, x.device)

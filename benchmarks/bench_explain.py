@@ -21,7 +21,7 @@ import resource
 
 import numpy as np
 import torch
-from _timing import best_of, replay_passes
+from _timing import best_of, replay_passes, timed
 
 
 def _images(n):
@@ -29,16 +29,6 @@ def _images(n):
 
     s = generate_stack(n, seed=99, split="eval")
     return np.array([im if lat == "L" else im[:, ::-1] for im, lat in zip(s.images, s.laterality)])
-
-
-def _timed(fn, *args) -> float:
-    import time
-
-    t = time.perf_counter()
-    fn(*args)
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-    return time.perf_counter() - t
 
 
 def floor_per_image(model, x, target=0):
@@ -90,7 +80,7 @@ def main(argv=None):
     ours = replay = float("inf")
     for _ in range(max(1, args.repeats)):
         replay = min(replay, replay_passes(model.module, x, 0, len(raw) * args.steps, best_b, best_b, target))
-        ours = min(ours, _timed(engine.compute, raw, pairs))
+        ours = min(ours, timed(lambda: engine.compute(raw, pairs)))
     ours, replay = ours / len(raw), replay / len(raw)
     print(f"floor replayed: {len(raw) * args.steps} forward+backward passes at batch {best_b}: {replay:.3f} s per map")
     print(f"ours (engine, {engine.maps_per_call} maps/call, internal batch "

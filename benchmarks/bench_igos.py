@@ -39,7 +39,7 @@ from napari_global_xai.explain.base import get_method
 from napari_global_xai.models import DEMO_CARD_PATH, DemoNet, LoadedModel, ModelCard, load_model, resolve_device
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _timing import replay_passes  # noqa: E402
+from _timing import replay_passes, timed  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -93,21 +93,6 @@ def make_inputs(model: LoadedModel, k: int, size) -> tuple[torch.Tensor, torch.T
     return x, targets
 
 
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    elif device.type == "mps":
-        torch.mps.synchronize()
-
-
-def timed(fn, device) -> float:
-    sync(device)
-    t0 = time.perf_counter()
-    fn()
-    sync(device)
-    return time.perf_counter() - t0
-
-
 def pass_costs(model: LoadedModel, x: torch.Tensor, batch: int, repeats: int) -> tuple[float, float]:
     """Per-image seconds of a plain forward and of a forward+backward to the input at batch size ``batch``."""
     module, device = model.module, x.device
@@ -146,7 +131,6 @@ def run_method(name, model, x, targets, params, repeats: int, floor: dict, floor
     seconds = loop_seconds = t_f = t_fb = replay = float("inf")
     for _ in range(repeats):
         fwd, bwd = method.last_forward_images, method.last_backward_images
-        sync(device)
         replay = min(replay, replay_passes(model.module, x, fwd, bwd, floor["forward_batch"],
                                            floor["forward_backward_batch"]))
         t_f = min(t_f, pass_costs(model, x, floor["forward_batch"], floor_repeats)[0])

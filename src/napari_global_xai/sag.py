@@ -26,8 +26,8 @@ from __future__ import annotations
 
 import math
 import time
-from pathlib import Path
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable, Generator, Iterable, Sequence
 
 import numpy as np

@@ -406,7 +406,7 @@ class PathProblem:
             first, last = start // per_image, (stop - 1) // per_image
             job = torch.arange(start, stop, device=masks.device)
             img, term, step = job // per_image - first, (job // n_steps) % n_terms, job % n_steps
-            part = up[first:last + 1].requires_grad_(with_grad) if with_grad else up[first:last + 1]
+            part = up[first:last + 1].requires_grad_(with_grad)
             runs = self._runs(start, stop, idx_list)
             with torch.set_grad_enabled(with_grad):
                 s = self._chunk_scores(part, idx[first:last + 1][img], step, noise, runs)
