@@ -5,10 +5,8 @@ import json
 import pytest
 
 from napari_global_xai.cli import main
-from napari_global_xai.models import DEMO_CARD_PATH
 from napari_global_xai.samples import SAMPLE_STACK
 
-needs_demo = pytest.mark.skipif(not DEMO_CARD_PATH.exists(), reason="demo model not trained")
 
 
 def test_list_methods(capsys):
@@ -27,7 +25,6 @@ def test_bad_inputs_exit_1_with_a_clear_message(tmp_path, capsys):
     assert "give the model's card" in capsys.readouterr().err
 
 
-@needs_demo
 @pytest.mark.slow
 def test_explain_then_peppr_on_the_sample(tmp_path, capsys):
     out = tmp_path / "gc"
@@ -48,7 +45,6 @@ def test_explain_then_peppr_on_the_sample(tmp_path, capsys):
         assert (peppr_out / name).stat().st_size > 0
 
 
-@needs_demo
 @pytest.mark.slow
 def test_sag_on_the_sample_finds_the_two_arcades(tmp_path, capsys):
     """The stack summary of arcade_lesion positives: the dominant patches sit in the two planted arcade regions."""
@@ -73,3 +69,15 @@ def test_sag_on_the_sample_finds_the_two_arcades(tmp_path, capsys):
     assert (out / f"sag_{first}.png").read_bytes().startswith(b"\x89PNG")
     svg = (out / f"sag_{first}.svg").read_text()
     assert "<svg" in svg and "<image" in svg  # a vector figure with the image patches embedded per node
+
+
+def test_help_is_plain_text(capsys):
+    """Help reads as a terminal shows it: no reST markup from docstrings."""
+    from napari_global_xai.cli import build_parser
+
+    parser = build_parser()
+    texts = [parser.format_help()]
+    for action in parser._subparsers._group_actions:
+        texts += [sub.format_help() for sub in action.choices.values()]
+    for text in texts:
+        assert "``" not in text and ":mod:" not in text and ":func:" not in text, text[:200]

@@ -426,7 +426,6 @@ def test_report_files_and_filled_images(tiny_result, tmp_path):
 
 # --- the demo model on planted-truth images (slow) ---------------------------------------------------------------
 
-needs_demo = pytest.mark.skipif(not DEMO_CARD_PATH.exists(), reason="demo model card missing (train the demo model)")
 DEMO_FRACTIONS = (0, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0)   # the demo net: 6-40 ms per forward on 2 CPU cores
 
 
@@ -460,7 +459,6 @@ def demo_eval(demo_model):
 
 
 @pytest.mark.slow
-@needs_demo
 def test_demo_planted_regions_beat_random_order(demo_eval):
     _, _, res = demo_eval
     print(f"\n{res.n_forwards} forwards, {res.n_skipped} skipped, {res.seconds:.1f} s")
@@ -489,7 +487,6 @@ def test_demo_planted_regions_beat_random_order(demo_eval):
 
 
 @pytest.mark.slow
-@needs_demo
 def test_demo_restoring_only_the_region_recovers_auroc(demo_model, demo_eval):
     stack, regions, res = demo_eval
     for label in res.maps:
@@ -547,7 +544,6 @@ def erased_aurocs(model, images, truth, out, maps, fraction):
 
 
 @pytest.mark.slow
-@needs_demo
 def test_demo_shortcut_marker_matters_more_than_random_boxes(demo_model, train_marker):
     images, truth, out, marker, _, boxes = train_marker
     full, erased = erased_aurocs(demo_model, images, truth, out, [marker] + boxes, marker.mean())
@@ -560,7 +556,6 @@ def test_demo_shortcut_marker_matters_more_than_random_boxes(demo_model, train_m
 
 
 @pytest.mark.slow
-@needs_demo
 def test_demo_shortcut_shows_once_the_lesion_region_is_erased(demo_model, train_marker):
     images, truth, out, marker, periphery, boxes = train_marker
     full, (without_lesions,) = erased_aurocs(demo_model, images, truth, out, [periphery], periphery.mean())

@@ -5,4 +5,9 @@ contributions (``_reader``, ``_writer``, ``_sample_data``, ``_qt``) are thin and
 imports neither torch nor napari.
 """
 
-__version__ = "0.1.0"
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("napari-global-xai")  # from git tags via setuptools-scm at install time
+except PackageNotFoundError:  # pragma: no cover - running from a source tree that was never installed
+    __version__ = "0.0.0+unknown"

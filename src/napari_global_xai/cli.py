@@ -15,6 +15,9 @@ from pathlib import Path
 
 __all__ = ["main", "build_parser"]
 
+DESCRIPTION = ("Global explanations (pixel-wise aggregated saliency maps) and PEPPR faithfulness checks for aligned "
+               "image stacks.")
+
 
 class _TerminalProgress:
     """Adapts the core's ``progress(done, total, stage)`` callback to one tqdm bar per stage."""
@@ -204,7 +207,7 @@ def _cmd_make_sample_data(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="global-xai", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="global-xai", description=DESCRIPTION)
     parser.add_argument("--list-methods", action="store_true", help="list saliency methods and exit")
     sub = parser.add_subparsers(dest="command")
 

@@ -2,26 +2,24 @@
 
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
 from qtpy.QtCore import QTimer
 
 from napari_global_xai._qt.explain_widget import GLOBAL_MAP_KEY, IMAGE_MAPS_KEY, ExplainWidget
-from napari_global_xai.models import DEMO_CARD_PATH
 
-pytestmark = pytest.mark.skipif(not DEMO_CARD_PATH.exists(), reason="demo model not trained")
+from _timeouts import HANG_GUARD_MS, HANG_GUARD_S
 
 
 @pytest.fixture
 def dock(sample_dock, qtbot):
     viewer, widget = sample_dock(ExplainWidget)
-    qtbot.waitUntil(lambda: not widget._devices_worker.is_running, timeout=20000)
+    qtbot.waitUntil(lambda: not widget._devices_worker.is_running, timeout=HANG_GUARD_MS)
     return viewer, widget
 
 
-def _run(widget, qtbot, timeout=120000):
+def _run(widget, qtbot, timeout=HANG_GUARD_MS):
     """Start a run and wait until its layers are all in the viewer."""
     with qtbot.waitSignals([widget.run_panel.stopped, widget.feeder.done], timeout=timeout):
         worker = widget.start()
@@ -59,8 +57,8 @@ def test_cancel_keeps_partial_results(dock, qtbot):
     widget.batch.value = 1
     assert widget.start() is not None
     qtbot.waitUntil(lambda: widget.run_panel.bar.value() >= 2 and widget.run_panel.status.text().startswith(
-        "explain"), timeout=60000)
-    with qtbot.waitSignals([widget.run_panel.stopped, widget.feeder.done], timeout=60000):
+        "explain"), timeout=HANG_GUARD_MS)
+    with qtbot.waitSignals([widget.run_panel.stopped, widget.feeder.done], timeout=HANG_GUARD_MS):
         widget.run_panel.button.click()  # the Run button became Cancel
     result = widget.last_result
     assert result.cancelled and 0 < result.n_computed < int(result.include.sum())
@@ -74,10 +72,10 @@ def test_bad_model_and_bad_labels_show_errors_and_the_dock_stays_usable(dock, qt
     bad_card = tmp_path / "bad.card.json"
     bad_card.write_text('{"name": "x", "labels": ["a"], "weights": "missing.pt", "format": "torchscript"}')
     widget.model_card.value = bad_card
-    with qtbot.waitSignal(widget.run_panel.failed, timeout=30000) as blocker:
+    with qtbot.waitSignal(widget.run_panel.failed, timeout=HANG_GUARD_MS) as blocker:
         widget.start()
     assert "does not exist" in str(blocker.args[0])
-    qtbot.waitUntil(lambda: not widget.run_panel.running, timeout=5000)
+    qtbot.waitUntil(lambda: not widget.run_panel.running, timeout=HANG_GUARD_MS)
     assert "does not exist" in widget.run_panel.status.text()
     bad_csv = tmp_path / "labels.csv"
     bad_csv.write_text("image,haemorrhage\nnot_an_image,1\n")
@@ -91,41 +89,65 @@ def test_bad_model_and_bad_labels_show_errors_and_the_dock_stays_usable(dock, qt
     assert "global overall · saliency · positive" in viewer.layers
 
 
-def test_main_thread_never_stalls_during_a_run(dock, qtbot):
-    """A 10 ms timer keeps ticking while the run computes (< 100 ms gaps) and while results arrive.
+def test_main_thread_keeps_turning_while_the_run_computes_and_layers_arrive_one_per_turn(dock, qtbot, monkeypatch):
+    """The viewer never freezes: the pipeline runs in a worker thread while the main event loop keeps turning, and
+    results are added one layer per event-loop turn.
 
-    Result layers are added one per event-loop turn; each ``viewer.add_layer`` costs napari itself ~60 ms (2-D) to
-    ~100 ms (the 4-D image-wise stack: vispy node, layer controls, dims) on an idle 2-core machine, which this plugin
-    cannot shorten; that phase is held to 250 ms per gap (adding all eight layers in one slot would take ~600 ms).
+    Behaviour, not timing (CI shares its cores): the worker runs the real pipeline, then *waits inside the worker*
+    until the main thread's timer has ticked three times. That wait can only end if the main loop turns while the
+    worker is busy; a pipeline run in the main thread would never see the ticks (hang guard fails the test).
+    How long napari itself takes to add one layer is measured in ``benchmarks/bench_ui_stall.py``.
     """
+    import threading
+
+    import napari_global_xai._qt._runner as runner
+    import napari_global_xai.run as run
+
     viewer, widget = dock
     widget.method.value = "saliency"
-    gaps, last, phase = {"compute": [], "layers": []}, [time.perf_counter()], ["compute"]
+    ticks, in_worker, seen = [0], threading.Event(), threading.Event()
+    threads = []
+    real_run_explain, real_add_layers = run.run_explain, runner.add_layers
+
+    def run_explain_in_worker(*args, **kwargs):
+        threads.append(threading.current_thread() is threading.main_thread())
+        result = real_run_explain(*args, **kwargs)
+        ticks[0] = 0
+        in_worker.set()
+        assert seen.wait(HANG_GUARD_S), "the main event loop did not turn while the worker was busy"
+        return result
 
     def tick():
-        now = time.perf_counter()
-        gaps[phase[0]].append(now - last[0])
-        last[0] = now
+        if in_worker.is_set():
+            ticks[0] += 1
+            if ticks[0] >= 3:
+                seen.set()
 
-    widget.run_panel.succeeded.connect(lambda _result: phase.__setitem__(0, "layers"))
+    per_call = []
+
+    def add_layers_counted(viewer_, layer_data):
+        per_call.append(len(layer_data))
+        return real_add_layers(viewer_, layer_data)
+
+    monkeypatch.setattr(run, "run_explain", run_explain_in_worker)
+    monkeypatch.setattr(runner, "add_layers", add_layers_counted)
     timer = QTimer()
     timer.setInterval(10)
     timer.timeout.connect(tick)
     timer.start()
-    with qtbot.waitSignals([widget.run_panel.stopped, widget.feeder.done], timeout=120000):
+    with qtbot.waitSignals([widget.run_panel.stopped, widget.feeder.done], timeout=HANG_GUARD_MS):
         widget.start()
-        last[0] = time.perf_counter()
     timer.stop()
-    assert len(gaps["compute"]) > 10 and gaps["layers"]
-    assert max(gaps["compute"]) < 0.1, f"main thread stalled {max(gaps['compute']) * 1000:.0f} ms while computing"
-    assert max(gaps["layers"]) < 0.25, f"main thread stalled {max(gaps['layers']) * 1000:.0f} ms adding layers"
+    assert threads == [False], "run_explain ran in the main thread"
+    assert seen.is_set()
+    assert per_call and set(per_call) == {1}, f"layers added per event-loop turn: {per_call}"
+    assert "global overall · saliency · positive" in viewer.layers
 
 
-def test_plugin_import_is_fast_and_does_not_import_torch():
-    code = ("import napari, magicgui, time; t = time.perf_counter(); import napari_global_xai, "
-            "napari_global_xai._reader, napari_global_xai._sample_data, napari_global_xai._writer, "
-            "napari_global_xai._qt.explain_widget; import sys; "
-            "print(time.perf_counter() - t, 'torch' in sys.modules, 'captum' in sys.modules)")
+def test_plugin_import_does_not_import_torch_or_captum():
+    """What keeps napari's start fast: the contributions and docks import torch and captum only when work starts."""
+    code = ("import napari_global_xai, napari_global_xai._reader, napari_global_xai._sample_data, "
+            "napari_global_xai._writer, napari_global_xai._qt.explain_widget; import sys; "
+            "print('torch' in sys.modules, 'captum' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
-    assert out[1:] == ["False", "False"]
-    assert float(out[0]) < 0.5, f"plugin import took {float(out[0]):.2f} s"
+    assert out == ["False", "False"]

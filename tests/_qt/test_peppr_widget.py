@@ -7,14 +7,15 @@ import pytest
 
 from napari_global_xai._qt.explain_widget import ExplainWidget
 from napari_global_xai._qt.peppr_widget import PepprWidget
-from napari_global_xai.models import DEMO_CARD_PATH
 from napari_global_xai.peppr import pixel_ranking, removed_mask
 
-pytestmark = pytest.mark.skipif(not DEMO_CARD_PATH.exists(), reason="demo model not trained")
+from _timeouts import HANG_GUARD_MS
+
+
 ARTIFACTS = Path(__file__).resolve().parents[1] / "_artifacts"
 
 
-def _run(dock, qtbot, timeout=180000):
+def _run(dock, qtbot, timeout=HANG_GUARD_MS):
     with qtbot.waitSignal(dock.run_panel.stopped, timeout=timeout):
         assert dock.start() is not None
 
@@ -23,7 +24,7 @@ def _run(dock, qtbot, timeout=180000):
 def viewer_with_maps(sample_dock, qtbot):
     viewer, explain = sample_dock(ExplainWidget, show=True)
     explain.method.value = "gradcam"
-    with qtbot.waitSignals([explain.run_panel.stopped, explain.feeder.done], timeout=180000):
+    with qtbot.waitSignals([explain.run_panel.stopped, explain.feeder.done], timeout=HANG_GUARD_MS):
         assert explain.start() is not None
     panel = PepprWidget(viewer)
     viewer.window.add_dock_widget(panel, name="PEPPR", area="right", tabify=True)

@@ -5,10 +5,9 @@ import pytest
 
 from napari_global_xai._qt.explain_widget import stack_from_layer
 from napari_global_xai._qt.sag_widget import SagWidget
-from napari_global_xai.models import DEMO_CARD_PATH
 from napari_global_xai.samples import load_ground_truth
 
-pytestmark = pytest.mark.skipif(not DEMO_CARD_PATH.exists(), reason="demo model not trained")
+from _timeouts import HANG_GUARD_MS
 
 
 def test_sag_dock_current_image_and_summary(sample_dock, qtbot):
@@ -17,7 +16,7 @@ def test_sag_dock_current_image_and_summary(sample_dock, qtbot):
     assert dock.method.value == "igos"  # the official default
     dock.method.value = "gradcam"  # cheaper ranking for the test
     viewer.dims.set_current_step(0, 20)  # sample image 20 has lesions in both arcades
-    with qtbot.waitSignals([dock.run_panel.stopped, dock.feeder.done], timeout=120000):
+    with qtbot.waitSignals([dock.run_panel.stopped, dock.feeder.done], timeout=HANG_GUARD_MS):
         assert dock.start() is not None
     assert [r.image_index for r in dock.results] == [20]
     roots = viewer.layers["SAG roots · arcade_lesion"]
@@ -43,9 +42,9 @@ def test_sag_dock_all_positives_cancel_keeps_finished_images(sample_dock, qtbot)
     dock.scope.value = "all positives"
     dock.method.value = "gradcam"
     positives = np.nonzero(stack_from_layer(viewer.layers["uwf_sample"]).labels.column("arcade_lesion"))[0]
-    with qtbot.waitSignals([dock.run_panel.stopped, dock.feeder.done], timeout=180000):
+    with qtbot.waitSignals([dock.run_panel.stopped, dock.feeder.done], timeout=HANG_GUARD_MS):
         assert dock.start() is not None
-        qtbot.waitUntil(lambda: dock.run_panel.status.text().startswith("sag:"), timeout=120000)
+        qtbot.waitUntil(lambda: dock.run_panel.status.text().startswith("sag:"), timeout=HANG_GUARD_MS)
         dock.run_panel.cancel()  # after the first group of images
     done = [r.image_index for r in dock.results]
     assert 0 < len(done) < len(positives) and set(done) <= set(positives.tolist())
@@ -81,7 +80,7 @@ def test_sag_dock_uses_the_chosen_model_card(sample_dock, qtbot, tmp_path):
     dock.label.value = "lesion_b"
     dock.method.value = "gradcam"
     viewer.dims.set_current_step(0, 3)
-    with qtbot.waitSignals([dock.run_panel.stopped, dock.feeder.done], timeout=120000):
+    with qtbot.waitSignals([dock.run_panel.stopped, dock.feeder.done], timeout=HANG_GUARD_MS):
         assert dock.start() is not None
     (result,) = dock.results
     assert result.image_index == 3 and result.label == 1
@@ -104,7 +103,7 @@ def test_screenshot_of_roots_and_graph(sample_dock, qtbot):
     dock.label.value = "arcade_lesion"
     dock.method.value = "gradcam"
     viewer.dims.set_current_step(0, 20)
-    with qtbot.waitSignals([dock.run_panel.stopped, dock.feeder.done], timeout=120000):
+    with qtbot.waitSignals([dock.run_panel.stopped, dock.feeder.done], timeout=HANG_GUARD_MS):
         assert dock.start() is not None
     viewer.layers["SAG patch frequency · arcade_lesion"].visible = False
     roots = viewer.layers["SAG roots · arcade_lesion"]

@@ -13,7 +13,7 @@ from napari_global_xai.models import DEMO_CARD_PATH, load_model
 from napari_global_xai.run import run_explain
 from napari_global_xai.samples import load_ground_truth, load_sample_stack
 
-pytestmark = [pytest.mark.slow, pytest.mark.skipif(not DEMO_CARD_PATH.exists(), reason="demo model not trained")]
+pytestmark = pytest.mark.slow
 DISEASES = ["haemorrhage", "peripheral_lesion", "disc_swelling", "arcade_lesion"]
 
 

@@ -10,7 +10,6 @@ from napari_global_xai.data.synthetic import LABELS, generate_stack
 from napari_global_xai.models import (
     DEMO_CARD_PATH, DemoNet, LoadedModel, ModelCard, ModelLoadError, available_devices, load_model, resolve_device)
 
-demo_missing = pytest.mark.skipif(not DEMO_CARD_PATH.exists(), reason="demo model not trained")
 
 
 def _card(tmp_path, fmt, weights, **kw):
@@ -113,7 +112,13 @@ def test_devices():
         resolve_device("tpu")
 
 
-@demo_missing
+def test_demo_model_ships_with_the_package():
+    """The demo card and weights are package data: every demo-model test below needs them, none skips without."""
+    assert DEMO_CARD_PATH.is_file(), f"shipped demo model card missing: {DEMO_CARD_PATH} (packaging error?)"
+    weights = DEMO_CARD_PATH.with_name(ModelCard.from_json(DEMO_CARD_PATH).weights)
+    assert weights.is_file() and weights.stat().st_size > 100_000
+
+
 def test_demo_card_describes_the_model():
     model = load_model(DEMO_CARD_PATH, device="cpu")
     card = model.card
@@ -121,10 +126,8 @@ def test_demo_card_describes_the_model():
     assert card.cam_layer and card.format == "state_dict"
     assert sum(p.numel() for p in model.module.parameters()) <= 2_000_000
     assert DEMO_CARD_PATH.with_name(card.weights).stat().st_size <= 10 * 2**20
-    assert all(v >= 0.95 for v in card.metrics["heldout_auroc"].values())
 
 
-@demo_missing
 @pytest.mark.slow
 def test_demo_model_reaches_auroc_095_on_fresh_heldout_images():
     from sklearn.metrics import roc_auc_score
