@@ -264,7 +264,7 @@ def get_method(name: str, model, probability: bool = False, **params) -> Salienc
     try:
         cls = METHODS[name]
     except KeyError:
-        raise ValueError(f"unknown saliency method {name!r}; choose from {sorted(METHODS)}") from None
+        raise UsageError(f"unknown saliency method {name!r}; choose from {sorted(METHODS)}") from None
     return cls(model, probability=probability, **params)
 
 
