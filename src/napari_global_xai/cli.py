@@ -99,6 +99,9 @@ def _count(text: str) -> int:
     return value
 
 
+_count.__name__ = "non-negative integer"  # argparse names the type in its message
+
+
 def _parse_params(items) -> dict:
     """``["n_steps=16", "baseline=blur"]`` → ``{"n_steps": 16, "baseline": "blur"}``."""
     params = {}
@@ -317,7 +320,7 @@ def _failure(command: str, exc: BaseException) -> tuple[int, str] | None:
 
     prefix = f"global-xai {command}: "
     if isinstance(exc, Cancelled):
-        return EXIT_CANCELLED, prefix + f"cancelled before any result was complete ({_one_line(exc)}); nothing written"
+        return EXIT_CANCELLED, prefix + "cancelled before any result was complete; nothing written"
     if isinstance(exc, KeyboardInterrupt):
         return EXIT_CANCELLED, prefix + "interrupted; nothing written"
     if isinstance(exc, UsageError):

@@ -92,14 +92,18 @@ class Param:
             text = "an integer" if self.kind == "int" else "a number"
             bounds = []
             if self.low is not None:
-                bounds.append(f"{'>' if self.open_low else '≥'} {self.low:g}")
+                bounds.append(f"{'>' if self.open_low else '≥'} {_number(self.low)}")
             if self.high is not None:
-                bounds.append(f"{'<' if self.open_high else '≤'} {self.high:g}")
+                bounds.append(f"{'<' if self.open_high else '≤'} {_number(self.high)}")
             text += (" " + " and ".join(bounds)) if bounds else ""
         if self.pair:
             text += " (or a pair of them)"
         alternatives = [repr(w) for w in self.words] + (["None (automatic)"] if self.none else [])
         return " or ".join(alternatives + [text]) if alternatives else text
+
+
+def _number(value) -> str:
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
 
 
 def Int(low=None, high=None, **options) -> Param:  # noqa: N802 - reads as a type in the rule tables
