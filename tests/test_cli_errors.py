@@ -147,6 +147,9 @@ def test_bad_option_is_one_line_before_any_model_pass(case, inputs, tmp_path, ca
     assert _forwards() <= max_forwards
     assert _digest(folder) == before
     assert not out.exists()  # the folder the failed run created is removed again (it stayed empty)
+    nested = tmp_path / "new" / "deeper" / "out"
+    assert _run(capsys, _explain(folder, nested, *extra))[0] == code
+    assert not (tmp_path / "new").exists()  # so are the parents it created
 
 
 def _bad_inputs(folder: Path, tmp_path: Path, case: str):

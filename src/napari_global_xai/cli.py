@@ -334,14 +334,29 @@ def _failure(command: str, exc: BaseException) -> tuple[int, str] | None:
     return None
 
 
-def _remove_if_new_and_empty(folder: Path | None, existed: bool) -> None:
-    """A failed run leaves no empty output folder that it created itself."""
-    if folder is None or existed:
+def _first_missing(folder: Path | None) -> Path | None:
+    """The outermost folder of ``folder``'s path that does not exist yet (None if it exists)."""
+    if folder is None or folder.exists():
+        return None
+    folder = folder.absolute()
+    while not folder.parent.exists():
+        folder = folder.parent
+    return folder
+
+
+def _remove_created_empty(folder: Path | None, first_created: Path | None) -> None:
+    """A failed run leaves no empty folders that it created itself (from ``folder`` up to ``first_created``)."""
+    if folder is None or first_created is None:
         return
-    try:
-        folder.rmdir()  # only succeeds when empty
-    except OSError:
-        pass
+    current = folder.absolute()
+    while True:
+        try:
+            current.rmdir()  # only succeeds when empty
+        except OSError:
+            return
+        if current == first_created:
+            return
+        current = current.parent
 
 
 def main(argv=None) -> int:
@@ -361,7 +376,7 @@ def main(argv=None) -> int:
         parser.print_help()
         return 2
     out = Path(args.out) if getattr(args, "out", None) else None
-    existed = out is not None and out.exists()
+    first_created = _first_missing(out)
     try:
         return args.func(args)
     except BaseException as exc:  # noqa: BLE001 - every failure becomes one line and an exit code
@@ -370,7 +385,7 @@ def main(argv=None) -> int:
             raise
         code, line = failure
         print(line, file=sys.stderr)
-        _remove_if_new_and_empty(out, existed)
+        _remove_created_empty(out, first_created)
         return code
 
 
