@@ -322,7 +322,7 @@ def _failure(command: str, exc: BaseException) -> tuple[int, str] | None:
     if isinstance(exc, Cancelled):
         return EXIT_CANCELLED, prefix + "cancelled before any result was complete; nothing written"
     if isinstance(exc, KeyboardInterrupt):
-        return EXIT_CANCELLED, prefix + "interrupted; nothing written"
+        return EXIT_CANCELLED, prefix + "interrupted (Ctrl-C twice): stopped at once, no partial files left"
     if isinstance(exc, UsageError):
         return 2, prefix + f"error: {_one_line(exc)}"
     if isinstance(exc, (ValueError, OSError)):  # StackError, LabelsError, ModelLoadError, InputError, disk errors
