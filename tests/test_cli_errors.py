@@ -415,3 +415,15 @@ def test_peppr_fractions_are_used_with_endpoints_added(inputs, tmp_path, capsys)
             "used: 0, 0.05, 0.1, 0.5, 1") in stdout
     summary = json.loads((out / "peppr_summary.json").read_text())
     assert summary["fractions"] == [0, 0.05, 0.1, 0.5, 1]
+
+
+def test_complete_fractions_adds_only_missing_endpoints():
+    from napari_global_xai.errors import UsageError
+    from napari_global_xai.peppr import complete_fractions
+
+    assert complete_fractions([0, 0.5, 1]) == ((0.0, 0.5, 1.0), [])
+    assert complete_fractions([0.2]) == ((0.0, 0.2, 1.0), [0.0, 1.0])
+    assert complete_fractions([0, 0.3]) == ((0.0, 0.3, 1.0), [1.0])
+    for bad in ([], [0.5, 0.5], [-0.1, 0.5], [float("inf")]):
+        with pytest.raises(UsageError):
+            complete_fractions(bad)
