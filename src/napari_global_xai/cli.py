@@ -2,6 +2,11 @@
 
 Sub-commands: ``explain``, ``peppr``, ``sag``, ``demo`` (the whole chain on the shipped sample data), ``train-demo`` and
 ``make-sample-data``. Argument parsing and the terminal progress bar live here; everything else is the core.
+
+Exit codes: 0 done; 1 an input file, the model or the output folder cannot be used (or an unexpected error); 2 a
+usage error (an option or parameter value); 130 cancelled (Ctrl-C; explain and sag write the partial result, marked
+``"status": "CANCELLED"``). Every failure is one line on stderr, ``global-xai <command>: error: ...``; ``--debug``
+shows the traceback instead.
 """
 
 from __future__ import annotations
@@ -17,6 +22,16 @@ __all__ = ["main", "build_parser"]
 
 DESCRIPTION = ("Global explanations (pixel-wise aggregated saliency maps) and PEPPR faithfulness checks for aligned "
                "image stacks.")
+
+#: Exit code of a cancelled run (128 + SIGINT, as shells report Ctrl-C).
+EXIT_CANCELLED = 130
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line usage errors (``global-xai explain: error: ...``), exit code 2."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
 
 
 class _TerminalProgress:
@@ -79,12 +94,25 @@ def _progress(quiet: bool):
         bar.close()
 
 
+def _count(text: str) -> int:
+    """argparse type: a non-negative integer."""
+    value = int(text)
+    if value < 0:
+        raise ValueError(text)
+    return value
+
+
+_count.__name__ = "non-negative integer"  # argparse names the type in its message
+
+
 def _parse_params(items) -> dict:
     """``["n_steps=16", "baseline=blur"]`` → ``{"n_steps": 16, "baseline": "blur"}``."""
     params = {}
     for item in items or []:
         if "=" not in item:
-            raise SystemExit(f"--param expects NAME=VALUE, got {item!r}")
+            from .errors import UsageError
+
+            raise UsageError(f"--param expects NAME=VALUE, got {item!r}")
         key, value = item.split("=", 1)
         try:
             params[key] = ast.literal_eval(value)
@@ -112,6 +140,12 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--trust-pickle", action="store_true",
                    help="allow loading a full pickled model (runs code from the file)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_debug(p)
+
+
+def _add_debug(p, default=argparse.SUPPRESS):
+    p.add_argument("--debug", action="store_true", default=default,
+                   help="show the Python traceback of a failure instead of one line")
 
 
 def _explain_config(args):
@@ -150,6 +184,10 @@ def _cmd_explain(args) -> int:
     for name, count in zip(gm.labels, gm.count):
         print(f"  {name:<20} {count:>5} maps")
     print(f"results in {Path(args.out).resolve()}")
+    if result.cancelled:
+        print(f"global-xai explain: cancelled: partial result ({result.n_computed} of "
+              f"{result.provenance['n_maps_selected']} maps) written, marked CANCELLED", file=sys.stderr)
+        return EXIT_CANCELLED
     return 0
 
 
@@ -157,9 +195,10 @@ def _cmd_peppr(args) -> int:
     from .run import run_peppr_from_files
 
     stack, model = _load_inputs(args)
-    with _progress(args.quiet) as bar:
+    with _progress(args.quiet) as bar, _cancel_on_interrupt() as cancel:
         summary = run_peppr_from_files(stack, model, args.global_maps, out_dir=args.out, fill=args.fill,
-                                       random_seeds=args.random_seeds, progress=bar)
+                                       random_seeds=args.random_seeds, fractions=args.fractions, progress=bar,
+                                       cancel=cancel)
     print(summary)
     return 0
 
@@ -177,6 +216,10 @@ def _cmd_sag(args) -> int:
             else f"{len(results)} images")
     print(f"SAG for {args.label}: {done}, {sum(len(r.roots) for r in results)} roots shown; "
           f"results in {Path(args.out).resolve()}")
+    if summary["cancelled"]:
+        print(f"global-xai sag: cancelled: partial result ({len(results)} of {summary['n_requested']} images) "
+              "written, marked CANCELLED", file=sys.stderr)
+        return EXIT_CANCELLED
     return 0
 
 
@@ -207,8 +250,9 @@ def _cmd_make_sample_data(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="global-xai", description=DESCRIPTION)
+    parser = _Parser(prog="global-xai", description=DESCRIPTION)
     parser.add_argument("--list-methods", action="store_true", help="list saliency methods and exit")
+    _add_debug(parser, default=False)
     sub = parser.add_subparsers(dest="command")
 
     p = sub.add_parser("explain", help="image-wise saliency maps and label-wise/overall global maps")
@@ -220,7 +264,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(p)
     p.add_argument("--global-maps", required=True, help="global_maps.tif written by 'explain'")
     p.add_argument("--fill", default="zero", choices=["zero", "black", "blur", "impute"])
-    p.add_argument("--random-seeds", type=int, default=5)
+    p.add_argument("--random-seeds", type=_count, default=5, help="random-order baselines (default 5)")
+    p.add_argument("--fractions", nargs="+", type=float, default=None, metavar="P",
+                   help="fractions of pixels erased/restored, increasing in [0, 1]; 0 and 1 are added when missing "
+                        "(default: 0 .01 .02 .05 .1 .15 .2 .3 … .9 1)")
     p.set_defaults(func=_cmd_peppr)
 
     p = sub.add_parser("sag", help="structured attention graphs (several sufficient explanations per image)")
@@ -241,6 +288,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--method", default="ig")
     p.add_argument("--device", default="auto")
     p.add_argument("--quiet", action="store_true")
+    _add_debug(p)
     p.set_defaults(func=_cmd_demo)
 
     p = sub.add_parser("train-demo", help="train the demo model on generated planted-truth images")
@@ -252,19 +300,75 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--unseen-share", type=float, default=None,
                    help="share of peripheral_lesion training positives without a visible lesion (default 0.25)")
     p.add_argument("--init", default=None, help="model card whose weights start the training (fine-tuning)")
+    _add_debug(p)
     p.set_defaults(func=_cmd_train_demo)
 
     p = sub.add_parser("make-sample-data", help="write the planted-truth sample stack and ground truth")
     p.add_argument("--out", required=True)
     p.add_argument("--n", type=int, default=64)
     p.add_argument("--seed", type=int, default=2026)
+    _add_debug(p)
     p.set_defaults(func=_cmd_make_sample_data)
     return parser
 
 
+def _one_line(text: str) -> str:
+    return " ".join(part.strip() for part in str(text).splitlines() if part.strip())
+
+
+def _failure(command: str, exc: BaseException) -> tuple[int, str] | None:
+    """Exit code and the one stderr line for a failure; None for exceptions that are not failures (SystemExit)."""
+    from .batching import Cancelled
+    from .errors import UsageError
+
+    prefix = f"global-xai {command}: "
+    if isinstance(exc, Cancelled):
+        return EXIT_CANCELLED, prefix + "cancelled before any result was complete; nothing written"
+    if isinstance(exc, KeyboardInterrupt):
+        return EXIT_CANCELLED, prefix + "interrupted (Ctrl-C twice): stopped at once, no partial files left"
+    if isinstance(exc, UsageError):
+        return 2, prefix + f"error: {_one_line(exc)}"
+    if isinstance(exc, (ValueError, OSError)):  # StackError, LabelsError, ModelLoadError, InputError, disk errors
+        return 1, prefix + f"error: {_one_line(exc)}"
+    if isinstance(exc, Exception):
+        first = next((line for line in str(exc).splitlines() if line.strip()), "")
+        return 1, prefix + (f"error: unexpected {type(exc).__name__}: {first.strip()} "
+                            "(run with --debug for the traceback)")
+    return None
+
+
+def _first_missing(folder: Path | None) -> Path | None:
+    """The outermost folder of ``folder``'s path that does not exist yet (None if it exists)."""
+    if folder is None or folder.exists():
+        return None
+    folder = folder.absolute()
+    while not folder.parent.exists():
+        folder = folder.parent
+    return folder
+
+
+def _remove_created_empty(folder: Path | None, first_created: Path | None) -> None:
+    """A failed run leaves no empty folders that it created itself (from ``folder`` up to ``first_created``)."""
+    if folder is None or first_created is None:
+        return
+    current = folder.absolute()
+    while True:
+        try:
+            current.rmdir()  # only succeeds when empty
+        except OSError:
+            return
+        if current == first_created:
+            return
+        current = current.parent
+
+
 def main(argv=None) -> int:
+    """Run the CLI; returns the exit code (see the module docstring)."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help (0) or a usage error already printed on one line (2)
+        return exc.code if isinstance(exc.code, int) else 2
     if args.list_methods:
         from .explain import METHODS, method_names
 
@@ -274,17 +378,18 @@ def main(argv=None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    from .data.errors import StackError
-    from .models.card import ModelLoadError
-
+    out = Path(args.out) if getattr(args, "out", None) else None
+    first_created = _first_missing(out)
     try:
         return args.func(args)
-    except (StackError, ModelLoadError, ValueError, FileNotFoundError) as exc:
-        print(f"global-xai {args.command}: error: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    except BaseException as exc:  # noqa: BLE001 - every failure becomes one line and an exit code
+        failure = _failure(args.command, exc)
+        if failure is None or (args.debug and not isinstance(exc, KeyboardInterrupt)):
+            raise
+        code, line = failure
+        print(line, file=sys.stderr)
+        _remove_created_empty(out, first_created)
+        return code
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -20,9 +20,11 @@ import math
 import torch
 import torch.nn.functional as F
 
-__all__ = ["FILLS", "gaussian_blur", "make_fill", "impute_linear"]
+__all__ = ["FILLS", "BASELINES", "gaussian_blur", "make_fill", "impute_linear"]
 
 FILLS = ("zero", "black", "blur", "impute")
+#: Fills usable as a saliency baseline (those that do not depend on a mask: not "impute").
+BASELINES = ("zero", "black", "blur")
 
 
 def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:

@@ -8,7 +8,46 @@ import os
 import tempfile
 from pathlib import Path
 
-__all__ = ["atomic_path", "atomic_write_text", "atomic_write_bytes", "save_json"]
+__all__ = ["atomic_path", "atomic_write_text", "atomic_write_bytes", "save_json", "check_output_folder"]
+
+
+def check_output_folder(path: str | os.PathLike) -> Path:
+    """Make sure results can be written into folder ``path``: create it if needed and write + remove a probe file.
+
+    Called at the start of every pipeline that writes, so a bad output folder is reported before any model pass.
+
+    Parameters
+    ----------
+    path : str or path-like
+
+    Returns
+    -------
+    pathlib.Path
+
+    Raises
+    ------
+    OutputFolderError
+        ``path`` is an existing file, cannot be created, or is not writable (the message names it and the reason).
+
+    Notes
+    -----
+    The probe is a real file (``tempfile.mkstemp``, removed at once) rather than ``os.access``: permissions alone
+    miss read-only mounts, full disks' inode limits, ACLs and root's bypass of mode bits.
+    """
+    from .errors import OutputFolderError
+
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise OutputFolderError(f"output folder {path} is an existing file; give a folder (new or existing)")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write-probe.", dir=path)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise OutputFolderError(f"cannot write into output folder {path}: {reason}") from exc
+    return path
 
 
 @contextlib.contextmanager

@@ -33,16 +33,41 @@ def write_global_maps(global_maps: GlobalMaps, path: str | Path, provenance: dic
 
 
 def read_global_maps(path: str | Path) -> GlobalMaps:
-    """Read a file written by :func:`write_global_maps` (std is not stored there: NaN)."""
+    """Read a file written by :func:`write_global_maps` (std is not stored there: NaN).
+
+    Raises
+    ------
+    InputError
+        ``path`` is not a readable TIFF, or lacks the label metadata that :func:`write_global_maps` stores (e.g. an
+        image stack, or maps saved by another program); the message names the file.
+    FileNotFoundError
+        ``path`` does not exist.
+    """
     import tifffile
 
-    with tifffile.TiffFile(path) as tif:
-        data = tif.asarray()
-        meta = json.loads(tif.pages[0].description)
-    names = meta["labels"][:-1]
+    from .errors import InputError
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"global maps file {path} does not exist")
+    hint = "give the global_maps.tif written by 'global-xai explain' (or the napari dock)"
+    try:
+        with tifffile.TiffFile(path) as tif:
+            data = tif.asarray()
+            description = tif.pages[0].description
+    except Exception as exc:  # noqa: BLE001 - tifffile raises many types for non-TIFF or corrupt files
+        raise InputError(f"{path}: not a readable TIFF ({type(exc).__name__}: {exc}); {hint}") from exc
+    try:
+        meta = json.loads(description)
+        names = list(meta["labels"])[:-1]
+        counts = meta["count"]
+    except (ValueError, TypeError, KeyError):
+        raise InputError(f"{path}: not a global-maps file (no label names in its metadata); {hint}") from None
+    if data.ndim != 3 or len(data) != len(names) + 1 or len(counts) != len(names):
+        raise InputError(f"{path}: {len(names) + 1} map names in its metadata but pages of shape {data.shape}; {hint}")
     mean = data[:-1].astype(np.float64)
-    return GlobalMaps(names, mean, np.full_like(mean, np.nan), np.asarray(meta["count"], np.int64),
-                      data[-1].astype(np.float64), meta["overall_labels"], meta.get("metadata", {}))
+    return GlobalMaps(names, mean, np.full_like(mean, np.nan), np.asarray(counts, np.int64),
+                      data[-1].astype(np.float64), meta.get("overall_labels", names), meta.get("metadata", {}))
 
 
 def _predictions_csv(result, image_ids) -> str:
@@ -81,7 +106,8 @@ def write_explain_outputs(result, out_dir: str | Path, anatomy: np.ndarray | Non
     ids = image_ids if image_ids is not None else [str(i) for i in range(len(result.probabilities))]
     atomic_write_text(out / "predictions.csv", _predictions_csv(result, ids))
     paths["predictions"] = out / "predictions.csv"
-    summary = {"targets": result.target_labels, "subset": result.subset, "cancelled": result.cancelled,
+    summary = {"status": result.provenance.get("status", "complete"), "targets": result.target_labels,
+               "subset": result.subset, "cancelled": result.cancelled,
                "maps_per_label": dict(zip(gm.labels, gm.count.tolist())),
                "maps_computed": result.n_computed, "overall_labels": gm.overall_labels,
                "provenance": result.provenance}
@@ -91,5 +117,8 @@ def write_explain_outputs(result, out_dir: str | Path, anatomy: np.ndarray | Non
         maps = {f"{n} (n={c})": gm.mean[i] for i, (n, c) in enumerate(zip(gm.labels, gm.count)) if c > 0}
         maps["overall"] = gm.overall
         title = f"{result.config.method} global maps, subset '{result.subset}', {result.config.normalisation}-normalised"
+        if result.cancelled:
+            title = (f"CANCELLED, partial: {result.n_computed} of {result.provenance.get('n_maps_selected', '?')} "
+                     f"maps. {title}")
         paths["overlay"] = save_global_map_overlays(anatomy, maps, out / "global_maps.png", title=title)
     return paths

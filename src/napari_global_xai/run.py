@@ -76,7 +76,9 @@ def resolve_targets(model_labels: list[str], targets) -> list[str]:
     targets = [targets] if isinstance(targets, str) else list(targets)
     unknown = [t for t in targets if t not in model_labels]
     if unknown:
-        raise ValueError(f"unknown target label(s) {unknown}; the model's labels are {model_labels}")
+        from .errors import UsageError
+
+        raise UsageError(f"unknown target label(s) {unknown}; the model's labels are {model_labels}")
     return targets
 
 
@@ -105,7 +107,9 @@ def run_explain(stack, model, config: ExplainConfig | None = None, out_dir: str 
     config : ExplainConfig, optional
     out_dir : path, optional
         When given, image-wise maps stream into ``out_dir/image_maps.tif`` (never all in memory) and the global
-        maps, overlays and provenance are written there at the end (also after a cancel).
+        maps, overlays and provenance are written there at the end (also after a cancel, then marked
+        ``"status": "CANCELLED"`` in the provenance). The folder is checked for writing before any model pass; a
+        run that fails removes its hidden partial file and leaves the folder's earlier results untouched.
     progress : callable(done, total, stage), optional
     cancel : callable() -> bool, optional
 
@@ -117,19 +121,27 @@ def run_explain(stack, model, config: ExplainConfig | None = None, out_dir: str 
     ------
     ModelLoadError
         The model does not fit the stack (checked before any long work).
+    UsageError
+        Unknown targets or method parameters (checked before any long work).
+    OutputFolderError
+        ``out_dir`` cannot be written (checked first).
     ValueError
-        Unknown targets, or a subset rule that needs labels the stack does not have.
+        A subset rule that needs labels the stack does not have.
     """
     config = config or ExplainConfig()
     progress = progress or _noop_progress
-    model.check_input(stack.shape)
-    frame_stack = stack.to_left_eye() if model.card.harmonise_laterality else stack
+    if out_dir is not None:
+        from .io_utils import check_output_folder
+
+        check_output_folder(out_dir)
     targets = resolve_targets(model.labels, config.targets)
     target_idx = [model.labels.index(t) for t in targets]
+    engine = ImageMapEngine(model, config, target_idx)  # validates the method and its parameters early
+    model.check_input(stack.shape)
+    frame_stack = stack.to_left_eye() if model.card.harmonise_laterality else stack
     truth = _truth_for(frame_stack, targets)
     subset = _resolve_subset(config.subset, truth)
     n, h, w = len(frame_stack), stack.shape[1], stack.shape[2]
-    engine = ImageMapEngine(model, config, target_idx)  # validates the method and its parameters early
 
     probabilities = np.zeros((n, len(model.labels)), np.float32)
     cancelled = False
@@ -168,12 +180,15 @@ def run_explain(stack, model, config: ExplainConfig | None = None, out_dir: str 
                 writer.write(idx, chunk)
     except Cancelled:
         cancelled = True
+    except BaseException:  # a crash (or a second Ctrl-C) leaves no hidden partial file behind
+        writer.abort()
+        raise
 
     from .provenance import provenance_record
 
     prov = provenance_record(model=model, config=config, sources=getattr(stack, "sources", ()),
                              subset=subset, targets=targets, frame="left" if model.card.harmonise_laterality
-                             else stack.frame, cancelled=cancelled, n_images=n,
+                             else stack.frame, cancelled=cancelled, status=_status(cancelled), n_images=n,
                              n_maps_computed=int(computed.sum()), n_maps_selected=total)
     global_maps = accumulator.result(metadata={"method": config.method, "subset": subset,
                                                "normalisation": config.normalisation})
@@ -213,10 +228,30 @@ class _MapWriter:
 
         import tifffile
 
-        self.array.flush()
-        del self.array
-        os.replace(self.tmp, self.path)
+        try:
+            self.array.flush()
+            del self.array
+            os.replace(self.tmp, self.path)
+        except BaseException:
+            self.abort()
+            raise
         return tifffile.memmap(self.path, mode="r")
+
+    def abort(self):
+        """Drop the hidden partial file (after a failure); an earlier complete ``image_maps.tif`` stays."""
+        if self.path is None:
+            return
+        import contextlib
+        import os
+
+        self.__dict__.pop("array", None)  # close the memmap before removing its file
+        with contextlib.suppress(OSError):
+            os.unlink(self.tmp)
+
+
+def _status(cancelled: bool) -> str:
+    """Provenance marker of a result: ``"CANCELLED"`` (partial, marked loudly) or ``"complete"``."""
+    return "CANCELLED" if cancelled else "complete"
 
 
 
@@ -277,10 +312,20 @@ def run_peppr_pipeline(stack, model, global_maps, *, labels=None, fractions=None
     Returns
     -------
     PepprResult
-        (Raises :class:`~napari_global_xai.batching.Cancelled` when cancelled: curves need every fraction.)
+        (Raises :class:`~napari_global_xai.batching.Cancelled` when cancelled: curves need every fraction, so
+        nothing is written.)
+
+    Raises
+    ------
+    OutputFolderError
+        ``out_dir`` cannot be written (checked before any model pass).
     """
     from . import peppr
 
+    if out_dir is not None:
+        from .io_utils import check_output_folder
+
+        check_output_folder(out_dir)
     model.check_input(stack.shape)
     frame_stack = stack.to_left_eye() if model.card.harmonise_laterality else stack
     names, truth = peppr_truth(frame_stack, model, labels)
@@ -322,15 +367,28 @@ class _LazyPixels:
 
 
 def run_peppr_from_files(stack, model, global_maps_path, out_dir, fill="zero", random_seeds=5,
-                         eval_split=None, progress=None, cancel=None) -> str:
-    """CLI helper: read ``global_maps.tif``, run :func:`run_peppr_pipeline`, return a printable summary."""
+                         eval_split=None, progress=None, cancel=None, fractions=None) -> str:
+    """CLI helper: read ``global_maps.tif``, run :func:`run_peppr_pipeline`, return a printable summary.
+
+    ``fractions`` (optional) are checked and completed by :func:`napari_global_xai.peppr.complete_fractions`
+    (endpoints 0 and 1 added, with a note in the summary) before the maps file is read.
+    """
+    from .io_utils import check_output_folder
     from .outputs import read_global_maps
+    from .peppr import complete_fractions
     from .peppr_report import summary_text
 
+    note = ""
+    if fractions is not None:
+        fractions, added = complete_fractions(fractions)
+        if added:
+            note = (f"\nnote: added fraction(s) {', '.join(f'{a:g}' for a in added)} (the curves are read against "
+                    f"the intact image at both ends); fractions used: {', '.join(f'{f:g}' for f in fractions)}")
+    check_output_folder(out_dir)
     gm = read_global_maps(global_maps_path)
-    result = run_peppr_pipeline(stack, model, gm, fill=fill, random_seeds=random_seeds, eval_split=eval_split,
-                                out_dir=out_dir, progress=progress, cancel=cancel)
-    return summary_text(result) + f"\nresults in {Path(out_dir).resolve()}"
+    result = run_peppr_pipeline(stack, model, gm, fractions=fractions, fill=fill, random_seeds=random_seeds,
+                                eval_split=eval_split, out_dir=out_dir, progress=progress, cancel=cancel)
+    return summary_text(result) + note + f"\nresults in {Path(out_dir).resolve()}"
 
 
 def run_demo(out_dir, method: str = "ig", device: str = "auto", progress: ProgressFn | None = None) -> str:
@@ -400,7 +458,13 @@ def run_sag_pipeline(stack, model, label: str, *, indices=None, method: str = "i
     if bad:
         raise ValueError(f"unknown figure format(s) {bad}; choose from {list(sag.FIGURE_FORMATS)}")
     if label not in model.labels:
-        raise ValueError(f"unknown label {label!r}; the model's labels are {model.labels}")
+        from .errors import UsageError
+
+        raise UsageError(f"unknown label {label!r}; the model's labels are {model.labels}")
+    if out_dir is not None:
+        from .io_utils import check_output_folder
+
+        check_output_folder(out_dir)
     model.check_input(stack.shape)
     frame_stack = stack.to_left_eye() if model.card.harmonise_laterality else stack
     label_index = model.labels.index(label)
@@ -412,6 +476,11 @@ def run_sag_pipeline(stack, model, label: str, *, indices=None, method: str = "i
             probs = np.concatenate([predict_probabilities(model, px) for _, px in frame_stack.iter_chunks(16)])
             indices = np.nonzero(probs[:, label_index] > 0.5)[0]
     indices = [int(i) for i in indices]
+    outside = [i for i in indices if not 0 <= i < len(frame_stack)]
+    if outside:
+        from .errors import UsageError
+
+        raise UsageError(f"image index(es) {outside} outside the stack's 0..{len(frame_stack) - 1}")
     try:
         results = sag.run_sag(model, _LazyPixels(frame_stack), label_index, indices,
                               progress=_stage(progress, "sag"), cancel=cancel, method=method, fill=fill,
@@ -421,7 +490,8 @@ def run_sag_pipeline(stack, model, label: str, *, indices=None, method: str = "i
         results, cancelled = list(getattr(exc, "partial", [])), True
         if not results:
             raise
-    summary = {**sag.sag_stack_summary(results), "cancelled": cancelled, "n_requested": len(indices)}
+    summary = {**sag.sag_stack_summary(results), "cancelled": cancelled, "status": _status(cancelled),
+               "n_requested": len(indices)}
     if out_dir is not None:
         from .io_utils import save_json
 

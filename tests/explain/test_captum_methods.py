@@ -68,7 +68,7 @@ def test_registry_lists_every_method():
 def test_unknown_method_and_parameter_are_clear_errors(tiny_model):
     with pytest.raises(ValueError, match="unknown saliency method 'nope'.*choose from"):
         get_method("nope", tiny_model)
-    with pytest.raises(TypeError, match="unknown parameter.*n_stepz"):
+    with pytest.raises(ValueError, match="ig: unknown parameter.*n_stepz"):
         get_method("ig", tiny_model, n_stepz=3)
 
 

@@ -7,14 +7,123 @@ batching, devices, progress and out-of-memory back-off are handled once, outside
 
 from __future__ import annotations
 
+import math
+import numbers
+from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
 from torch import nn
 
-__all__ = ["ScoreModule", "SaliencyMethod", "register_method", "get_method", "METHODS", "method_names"]
+from ..errors import UsageError
+
+__all__ = ["ScoreModule", "SaliencyMethod", "register_method", "get_method", "METHODS", "method_names", "Param",
+           "Int", "Float", "Choice", "Flag", "MethodParameterError"]
 
 METHODS: dict[str, type["SaliencyMethod"]] = {}
+
+
+class MethodParameterError(UsageError):
+    """A method parameter has an unknown name, a wrong type or a value out of range (one-line message)."""
+
+
+@dataclass(frozen=True)
+class Param:
+    """Type and allowed values of one method parameter, checked when a method is built.
+
+    Attributes
+    ----------
+    kind : {"int", "float", "bool", "str"}
+        ``float`` accepts integers too; ``int`` and ``float`` never accept booleans, NaN or infinity.
+    low, high : float, optional
+        Bounds (inclusive unless ``open_low`` / ``open_high``).
+    choices : tuple of str
+        For ``str``: the allowed values (empty = any string).
+    none : bool
+        ``None`` is allowed (means "choose automatically").
+    words : tuple of str
+        Strings allowed besides numbers (e.g. ``"auto"``).
+    pair : bool
+        A pair ``(a, b)`` of such values is allowed too.
+    """
+
+    kind: str
+    low: float | None = None
+    high: float | None = None
+    open_low: bool = False
+    open_high: bool = False
+    choices: tuple = ()
+    none: bool = False
+    words: tuple = ()
+    pair: bool = False
+
+    def _scalar_ok(self, value) -> bool:
+        if self.kind == "bool":
+            return isinstance(value, bool)
+        if self.kind == "str":
+            return isinstance(value, str) and (not self.choices or value in self.choices)
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            return False
+        if self.kind == "int" and not isinstance(value, numbers.Integral):
+            return False
+        if not math.isfinite(value):
+            return False
+        if self.low is not None and (value <= self.low if self.open_low else value < self.low):
+            return False
+        return self.high is None or (value < self.high if self.open_high else value <= self.high)
+
+    def accepts(self, value) -> bool:
+        """Whether ``value`` is allowed."""
+        if value is None:
+            return self.none
+        if isinstance(value, str) and value in self.words:
+            return True
+        if self.pair and isinstance(value, (tuple, list)):
+            return len(value) == 2 and all(self._scalar_ok(v) for v in value)
+        return self._scalar_ok(value)
+
+    def describe(self) -> str:
+        """What is allowed, in words (used in error messages)."""
+        if self.kind == "str":
+            text = "one of " + ", ".join(repr(c) for c in self.choices) if self.choices else "a string"
+        elif self.kind == "bool":
+            text = "True or False"
+        else:
+            text = "an integer" if self.kind == "int" else "a number"
+            bounds = []
+            if self.low is not None:
+                bounds.append(f"{'>' if self.open_low else '≥'} {_number(self.low)}")
+            if self.high is not None:
+                bounds.append(f"{'<' if self.open_high else '≤'} {_number(self.high)}")
+            text += (" " + " and ".join(bounds)) if bounds else ""
+        if self.pair:
+            text += " (or a pair of them)"
+        alternatives = [repr(w) for w in self.words] + (["None (automatic)"] if self.none else [])
+        return " or ".join(alternatives + [text]) if alternatives else text
+
+
+def _number(value) -> str:
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
+
+
+def Int(low=None, high=None, **options) -> Param:  # noqa: N802 - reads as a type in the rule tables
+    """An integer parameter in ``[low, high]``."""
+    return Param("int", low, high, **options)
+
+
+def Float(low=None, high=None, **options) -> Param:  # noqa: N802
+    """A real-number parameter in ``[low, high]`` (``open_low=True`` for ``> low``)."""
+    return Param("float", low, high, **options)
+
+
+def Choice(*choices: str, **options) -> Param:  # noqa: N802
+    """A string parameter with a fixed set of values."""
+    return Param("str", choices=tuple(choices), **options)
+
+
+def Flag() -> Param:  # noqa: N802
+    """A boolean parameter."""
+    return Param("bool")
 
 
 class ScoreModule(nn.Module):
@@ -40,8 +149,9 @@ class ScoreModule(nn.Module):
 class SaliencyMethod:
     """Base class: one saliency method.
 
-    Subclasses set :attr:`name`, :attr:`defaults` (documented keyword parameters), :attr:`cam_like` (non-negative
-    maps at feature resolution, upsampled) and implement :meth:`attribute` and :meth:`passes_per_map`.
+    Subclasses set :attr:`name`, :attr:`defaults` (documented keyword parameters), :attr:`param_rules` (a
+    :class:`Param` per parameter: its type and allowed range), :attr:`cam_like` (non-negative maps at feature
+    resolution, upsampled) and implement :meth:`attribute` and :meth:`passes_per_map`.
 
     Parameters
     ----------
@@ -51,20 +161,35 @@ class SaliencyMethod:
         Explain the probability (sigmoid/softmax) instead of the logit (default: logit, as in the published code).
     **params
         Method parameters; unknown names are an error.
+
+    Raises
+    ------
+    MethodParameterError
+        An unknown parameter name, or a value outside its :attr:`param_rules` entry: one line naming the method,
+        the parameter, the value and what is allowed. Every method's parameters are checked here, once, before
+        any model pass.
     """
 
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
     defaults: ClassVar[dict] = {}
+    #: One :class:`Param` per key of :attr:`defaults` (checked at registration and on every construction).
+    param_rules: ClassVar[dict[str, Param]] = {}
     #: True when the map is already non-negative and spatial (Grad-CAM, I-GOS): no channel reduction needed.
     spatial_output: ClassVar[bool] = False
     #: True when attribute() needs gradients (autograd); False for forward-only methods (occlusion).
     needs_grad: ClassVar[bool] = True
 
     def __init__(self, model, probability: bool = False, **params):
-        unknown = set(params) - set(self.defaults)
+        unknown = sorted(set(params) - set(self.defaults))
         if unknown:
-            raise TypeError(f"{self.name}: unknown parameter(s) {sorted(unknown)}; known: {sorted(self.defaults)}")
+            raise MethodParameterError(f"{self.name}: unknown parameter(s) {', '.join(unknown)}; known: "
+                                       f"{', '.join(sorted(self.defaults)) or 'none'}")
+        for key, value in params.items():
+            rule = self.param_rules[key]
+            if not rule.accepts(value):
+                raise MethodParameterError(f"{self.name}: parameter {key}={value!r} is not allowed; expected "
+                                           f"{rule.describe()}")
         self.model = model
         self.probability = probability
         self.params = {**self.defaults, **params}
@@ -105,9 +230,22 @@ class SaliencyMethod:
 
 
 def register_method(cls: type[SaliencyMethod]) -> type[SaliencyMethod]:
-    """Class decorator: make a method available by its ``name``."""
+    """Class decorator: make a method available by its ``name``.
+
+    Raises
+    ------
+    ValueError
+        The class has no name, or its :attr:`~SaliencyMethod.param_rules` do not cover its defaults exactly, or a
+        default breaks its own rule (a programming error, caught at import).
+    """
     if not cls.name:
         raise ValueError(f"{cls.__name__} has no name")
+    if set(cls.param_rules) != set(cls.defaults):
+        raise ValueError(f"{cls.__name__}: param_rules {sorted(cls.param_rules)} must cover the defaults "
+                         f"{sorted(cls.defaults)} exactly")
+    bad = [k for k, v in cls.defaults.items() if not cls.param_rules[k].accepts(v)]
+    if bad:
+        raise ValueError(f"{cls.__name__}: default(s) {bad} break their own param_rules")
     METHODS[cls.name] = cls
     return cls
 
@@ -130,7 +268,7 @@ def get_method(name: str, model, probability: bool = False, **params) -> Salienc
     try:
         cls = METHODS[name]
     except KeyError:
-        raise ValueError(f"unknown saliency method {name!r}; choose from {sorted(METHODS)}") from None
+        raise UsageError(f"unknown saliency method {name!r}; choose from {sorted(METHODS)}") from None
     return cls(model, probability=probability, **params)
 
 

@@ -12,8 +12,8 @@ import contextlib
 
 import numpy as np
 
-from ..fills import make_fill
-from .base import SaliencyMethod, register_method
+from ..fills import BASELINES, make_fill
+from .base import Choice, Float, Int, SaliencyMethod, register_method
 
 __all__ = [
     "CaptumMethod",
@@ -28,6 +28,12 @@ __all__ = [
     "GradCam",
     "find_cam_layer",
 ]
+
+
+#: Captum's IG path rules (``captum.attr._utils.approximation_methods.SUPPORTED_METHODS``).
+INTEGRATIONS = ("riemann_right", "riemann_left", "riemann_middle", "riemann_trapezoid", "gausslegendre")
+#: Rules shared by every method with a baseline.
+_BASELINE_RULES = {"baseline": Choice(*BASELINES), "blur_sigma": Float(0, open_low=True, none=True)}
 
 
 @contextlib.contextmanager
@@ -96,6 +102,7 @@ class DeepLift(CaptumMethod):
     name, captum_name = "deeplift", "DeepLift"
     description = "DeepLIFT (rescale rule) against the baseline."
     defaults = {"baseline": "zero", "blur_sigma": None}
+    param_rules = _BASELINE_RULES
 
     def captum_kwargs(self, x):
         return {"baselines": self.baseline(x)}
@@ -107,6 +114,8 @@ class IntegratedGradients(CaptumMethod):
     description = "Integrated Gradients (Gauss-Legendre path), baseline zero/black/blur."
     defaults = {"n_steps": 32, "baseline": "zero", "blur_sigma": None, "internal_batch_size": None,
                 "integration": "gausslegendre"}
+    param_rules = {**_BASELINE_RULES, "n_steps": Int(1), "internal_batch_size": Int(1, none=True),
+                   "integration": Choice(*INTEGRATIONS)}
 
     def passes_per_map(self):
         return int(self.params["n_steps"])
@@ -128,6 +137,7 @@ class GradientShap(CaptumMethod):
     name, captum_name = "gradient_shap", "GradientShap"
     description = "Expected gradients between the baseline and the image, with input noise."
     defaults = {"n_samples": 8, "stdevs": 0.1, "baseline": "zero", "blur_sigma": None, "seed": 0}
+    param_rules = {**_BASELINE_RULES, "n_samples": Int(1), "stdevs": Float(0), "seed": Int(0, 2**32 - 1)}
 
     def passes_per_map(self):
         return int(self.params["n_samples"])
@@ -145,6 +155,8 @@ class SmoothGrad(CaptumMethod):
     name = "smoothgrad"
     description = "SmoothGrad: input gradients averaged over noisy copies (Captum NoiseTunnel)."
     defaults = {"nt_samples": 16, "stdevs": 0.15, "nt_samples_batch_size": None, "seed": 0}
+    param_rules = {"nt_samples": Int(1), "stdevs": Float(0), "nt_samples_batch_size": Int(1, none=True),
+                   "seed": Int(0, 2**32 - 1)}
 
     def passes_per_map(self):
         return int(self.params["nt_samples"])
@@ -173,6 +185,7 @@ class Occlusion(CaptumMethod):
     name, captum_name = "occlusion", "Occlusion"
     description = "Occlusion: score drop when a window is replaced by the baseline (forward passes only)."
     defaults = {"window": 32, "stride": 16, "baseline": "zero", "blur_sigma": None, "perturbations_per_eval": 1}
+    param_rules = {**_BASELINE_RULES, "window": Int(1), "stride": Int(1), "perturbations_per_eval": Int(1)}
     spatial_output = False
     needs_grad = False
 
@@ -228,6 +241,8 @@ class GradCam(CaptumMethod):
     name = "gradcam"
     description = "Grad-CAM on the card's CAM layer (or the last spatial layer), ReLU, upsampled to the image."
     defaults = {"layer": None, "upsample": "bilinear"}
+    param_rules = {"layer": Choice(none=True), "upsample": Choice("bilinear", "nearest", "nearest-exact", "bicubic",
+                                                                  "area")}
     spatial_output = True
 
     def layer_name(self, x: torch.Tensor) -> str:

@@ -22,8 +22,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..fills import make_fill
-from .base import SaliencyMethod, register_method
+from ..fills import BASELINES, make_fill
+from .base import Choice, Flag, Float, Int, SaliencyMethod, register_method
 
 __all__ = [
     "IGOS",
@@ -573,6 +573,15 @@ class _IGOSFamily(SaliencyMethod):
         "alpha": 1000.0, "noise": 0.2, "baseline": "blur", "blur_sigma": None, "score_scale": "auto",
         "max_batch": None, "seed": 0, "armijo_c": 1e-4, "decay": 0.2, "min_alpha": 1e-5, "warm_start": False,
     }
+    param_rules = {
+        "mask_size": Int(1, pair=True), "iterations": Int(1), "ig_iter": Int(1), "l1": Float(0), "tv": Float(0),
+        "tv_beta": Float(0, open_low=True), "alpha": Float(0, open_low=True), "noise": Float(0),
+        "baseline": Choice(*BASELINES), "blur_sigma": Float(0, open_low=True, none=True),
+        "score_scale": Float(0, open_low=True, words=("auto",)), "max_batch": Int(1, none=True),
+        "seed": Int(0, 2**32 - 1), "armijo_c": Float(0, 1, open_low=True, open_high=True),
+        "decay": Float(0, 1, open_low=True, open_high=True), "min_alpha": Float(0, open_low=True),
+        "warm_start": Flag(),
+    }
 
     last_forward_images = 0
     last_backward_images = 0
@@ -724,3 +733,4 @@ class IGOSPlusPlus(_IGOSFamily):
     description = "iGOS++: deletion + insertion masks with integrated gradients, bilateral TV, Armijo line search."
     variant = IGOS_PP_VARIANT
     defaults = {**_IGOSFamily.defaults, "bilateral_sigma": 0.01}
+    param_rules = {**_IGOSFamily.param_rules, "bilateral_sigma": Float(0, open_low=True)}
