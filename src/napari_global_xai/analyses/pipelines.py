@@ -212,8 +212,8 @@ def check_out_dir(out_dir) -> Path | None:
 
 
 def run_sanity(stack, model, configs, *, indices=None, n_images: int = 4, label: str | None = None,
-               depth: int | None = None, independent: bool = False, seed: int = 0, out_dir=None,
-               progress=None, cancel=None):
+               depth: int | None = None, independent: bool = False, seed: int = 0,
+               field_of_view_only: bool = True, out_dir=None, progress=None, cancel=None):
     """Model-parameter randomisation check of saliency methods on a sample of a stack.
 
     Parameters
@@ -228,6 +228,9 @@ def run_sanity(stack, model, configs, *, indices=None, n_images: int = 4, label:
         Label explained in every image; default each image's most probable label under the original model.
     depth, independent, seed
         See :func:`napari_global_xai.analyses.sanity.run_sanity_check`.
+    field_of_view_only : bool
+        Compare maps only inside the field of view of the sample's mean image
+        (:func:`napari_global_xai.analyses.regions.field_of_view`).
     out_dir : path, optional
         Writes ``sanity.csv``, ``sanity.json`` (verdicts) and ``sanity.png``.
 
@@ -255,8 +258,14 @@ def run_sanity(stack, model, configs, *, indices=None, n_images: int = 4, label:
         targets = np.full(len(indices), model.labels.index(label))
     else:
         targets = predict_probabilities(model, images).argmax(axis=1)
+    from .regions import field_of_view
+
+    try:
+        mask = field_of_view(images.mean(axis=0))[0] if field_of_view_only else None
+    except ValueError:  # blank images: compare every pixel
+        mask = None
     result = run_sanity_check(model, images, configs, targets, depth=depth, independent=independent, seed=seed,
-                              progress=progress, cancel=cancel)
+                              mask=mask, progress=progress, cancel=cancel)
     result.image_indices = [int(i) for i in indices]
     if out is not None:
         _write_sanity(out, result, [stack.image_ids[i] for i in indices])
