@@ -143,3 +143,12 @@ def test_cancel_keeps_finished_permutations():
     assert r.p.min() >= 1 / 201
     with pytest.raises(Cancelled):
         compare_groups(maps, split, n_permutations=1000, cancel=lambda: True)
+
+
+def test_inputs_are_not_modified():
+    rng = np.random.default_rng(4)
+    maps = rng.random((8, 6, 7)).astype(np.float32)
+    before = maps.copy()
+    r = compare_groups(maps, split_groups(["a", "b"] * 4), n_permutations=100)
+    np.testing.assert_array_equal(maps, before)
+    assert r.tested.all()

@@ -291,12 +291,23 @@ def compare_groups(maps: np.ndarray, split: GroupSplit, n_permutations: int = 10
     h, w = maps.shape[1:]
     dev = resolve_device(device)
     tdtype = getattr(torch, dtype)
-    x = torch.as_tensor(np.ascontiguousarray(maps[keep].reshape(len(keep), -1)), device=dev).to(tdtype)
+    kept = maps if len(keep) == len(maps) else maps[keep]
+    flat = np.ascontiguousarray(kept.reshape(len(keep), -1))
+    borrowed = np.shares_memory(flat, maps) or not flat.flags.writeable  # the caller's memory: never write to it
+    if not flat.flags.writeable:
+        flat = flat.copy()
+    x = torch.as_tensor(flat, device=dev).to(tdtype)
+    borrowed = borrowed and x.device.type == "cpu" and flat.dtype == np.dtype(dtype)
     n_a, n_b = int(labels.sum()), int((1 - labels).sum())
-    mean_a = (x[torch.as_tensor(labels == 1, device=dev)].mean(0))
-    mean_b = (x[torch.as_tensor(labels == 0, device=dev)].mean(0))
+    is_a = torch.as_tensor(labels == 1, device=dev)
+    mean_a = x[is_a].mean(0)
+    mean_b = x[~is_a].mean(0)
     tested = (x.amax(0) > x.amin(0))
-    x = x[:, tested] - x[:, tested].mean(0, keepdim=True)  # centring is exact (weights sum to 0), cuts rounding
+    if not bool(tested.all()):
+        x = x[:, tested]
+    elif borrowed:
+        x = x.clone()
+    x -= x.mean(0, keepdim=True)  # centring is exact (weights sum to 0) and cuts rounding
     n_pix = x.shape[1]
 
     def weights(lab: np.ndarray) -> torch.Tensor:

@@ -336,10 +336,10 @@ def run_compare(maps: np.ndarray, values, *, column: str = "", groups=None, thre
     """
     from .compare import compare_groups, significance_by_region, split_groups
 
-    out = check_out_dir(out_dir)
     split = split_groups(values, groups=groups, threshold=threshold, column=column)
     if regions is not None and np.shape(regions) != np.shape(maps)[1:]:
         raise ValueError(f"region image {np.shape(regions)} does not match the maps {np.shape(maps)[1:]}")
+    out = check_out_dir(out_dir)
     result = compare_groups(maps, split, n_permutations=n_permutations, alpha=alpha, seed=seed, device=device,
                             progress=progress, cancel=cancel)
     by_region = significance_by_region(result, regions, region_names) if regions is not None else None
