@@ -15,7 +15,6 @@ import time
 
 import numpy as np
 import torch
-
 from _timing import sync
 
 
@@ -32,7 +31,11 @@ def main():
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    from napari_global_xai.analyses.compare import compare_groups, group_permutations, split_groups
+    from napari_global_xai.analyses.compare import (
+        compare_groups,
+        group_permutations,
+        split_groups,
+    )
 
     rng = np.random.default_rng(0)
     n, h, w = args.n_images, args.height, args.width

@@ -270,7 +270,12 @@ def _cmd_compare(args) -> int:
 
 
 def _cmd_regions(args) -> int:
-    from .analyses.pipelines import label_maps, read_explain_outputs, read_landmarks_csv, run_regions
+    from .analyses.pipelines import (
+        label_maps,
+        read_explain_outputs,
+        read_landmarks_csv,
+        run_regions,
+    )
     from .analyses.regions import read_region_mask
 
     outputs = read_explain_outputs(args.explain_dir)

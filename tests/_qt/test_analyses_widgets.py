@@ -105,7 +105,7 @@ def test_compare_dock_difference_and_mask(sample_dock, explained, qtbot, tmp_pat
 
 
 def test_sanity_dock_verdicts_and_figure(sample_dock, qtbot, one_torch_thread):
-    viewer, dock = sample_dock(SanityWidget)
+    _viewer, dock = sample_dock(SanityWidget)
     dock.methods.value = ["gradcam"]
     dock.params.value = ""
     dock.n_images.value = 2

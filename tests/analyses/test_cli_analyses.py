@@ -33,7 +33,8 @@ def test_regions_then_compare_by_label_status(explain_dir, tmp_path, capsys):
                  "100", "--quiet"]) == 0
     text = capsys.readouterr().out
     assert "haemorrhage" in text and "most enriched: macula" in text
-    rows = list(csv.DictReader(open(reg_out / "region_table.csv")))
+    with open(reg_out / "region_table.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
     assert {r["label"] for r in rows} == {"haemorrhage", "arcade_lesion"}
     # compare haemorrhage maps of haemorrhage-positive vs negative images (label status read from the labels CSV)
     cmp_out = tmp_path / "compare"
@@ -50,7 +51,8 @@ def test_regions_then_compare_by_label_status(explain_dir, tmp_path, capsys):
 
 
 def test_compare_reads_any_csv_column_and_reports_bad_input(explain_dir, tmp_path, capsys):
-    ids = [r["image"] for r in csv.DictReader(open(explain_dir / "predictions.csv"))]
+    with open(explain_dir / "predictions.csv", newline="") as handle:
+        ids = [r["image"] for r in csv.DictReader(handle)]
     sites = np.where(np.arange(len(ids)) % 3 == 0, "optos_a", np.where(np.arange(len(ids)) % 3 == 1, "optos_b",
                                                                         "clarus"))
     meta = tmp_path / "meta.csv"

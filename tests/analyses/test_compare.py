@@ -3,8 +3,14 @@
 import numpy as np
 import pytest
 
-from napari_global_xai.analyses.compare import (TIE_EPS, benjamini_hochberg, compare_groups, group_permutations,
-                                                significance_by_region, split_groups)
+from napari_global_xai.analyses.compare import (
+    TIE_EPS,
+    benjamini_hochberg,
+    compare_groups,
+    group_permutations,
+    significance_by_region,
+    split_groups,
+)
 from napari_global_xai.batching import Cancelled
 
 H, W = 30, 41  # shapes the project does not use

@@ -4,8 +4,15 @@ import numpy as np
 import pytest
 
 from napari_global_xai.analyses.pipelines import run_regions
-from napari_global_xai.analyses.regions import (REGION_NAMES, Landmarks, build_regions, find_landmarks,
-                                                read_region_mask, region_table, write_region_mask)
+from napari_global_xai.analyses.regions import (
+    REGION_NAMES,
+    Landmarks,
+    build_regions,
+    find_landmarks,
+    read_region_mask,
+    region_table,
+    write_region_mask,
+)
 from napari_global_xai.data.synthetic import GEOMETRY
 
 # each label's planted region (data/synthetic.py) in terms of the regions built here
@@ -30,7 +37,7 @@ def sample_explained(one_torch_thread):
 
 def test_sample_landmarks_and_each_labels_region_is_most_enriched(sample_explained, tmp_path):
     anatomy, maps = sample_explained
-    regions, names, landmarks, tables = run_regions(maps, anatomy=anatomy, n_boot=200, out_dir=tmp_path)
+    regions, _names, landmarks, tables = run_regions(maps, anatomy=anatomy, n_boot=200, out_dir=tmp_path)
     assert np.hypot(*np.subtract(landmarks.disc, GEOMETRY.disc)) <= 10
     assert np.hypot(*np.subtract(landmarks.fovea, GEOMETRY.fovea)) <= 10
     for table in tables:

@@ -4,8 +4,13 @@ import numpy as np
 import pytest
 import torch
 
-from napari_global_xai.analyses.sanity import (parameterised_layers, randomise_layers, spearman, ssim,
-                                               run_sanity_check)
+from napari_global_xai.analyses.sanity import (
+    parameterised_layers,
+    randomise_layers,
+    run_sanity_check,
+    spearman,
+    ssim,
+)
 from napari_global_xai.explain import ExplainConfig
 from napari_global_xai.explain.base import METHODS, SaliencyMethod, register_method
 
@@ -124,3 +129,23 @@ def test_similarity_measures_against_references():
     mask = np.zeros(a.shape, bool)
     mask[3:9, 4:20] = True
     assert spearman(a, b, mask) == pytest.approx(spearmanr(a[mask], b[mask])[0])
+
+
+def test_cancel_returns_the_finished_steps():
+    from napari_global_xai.models.card import LoadedModel, ModelCard
+
+    torch.manual_seed(1)
+    card = ModelCard(name="tiny", weights="", format="pickle", labels=["a", "b", "c"], input_channels=[0],
+                     mean=[0.5], std=[0.25], pixel_scale=1.0, input_size=None, cam_layer="body.2")
+    model = LoadedModel(_Tiny(), card, torch.device("cpu"))
+    images = np.random.default_rng(2).random((2, 9, 11, 1)).astype(np.float32)
+    polls = {"n": 0}
+
+    def cancel():
+        polls["n"] += 1
+        return polls["n"] > 6
+
+    r = run_sanity_check(model, images, [ExplainConfig(method="saliency")], np.array([0, 2]), cancel=cancel)
+    assert r.cancelled and 1 <= len(r.steps) - 1 < len(r.layers)
+    assert r.spearman["saliency"].shape == (len(r.steps), 2)
+    assert "cancelled" in r.verdicts["saliency"]

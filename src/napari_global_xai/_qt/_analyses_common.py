@@ -6,7 +6,7 @@ import numpy as np
 
 from .explain_widget import IMAGE_MAPS_KEY
 
-__all__ = ["REGIONS_KEY", "image_maps_layers", "maps_of_layer", "labels_of_layer", "show_input_error"]
+__all__ = ["REGIONS_KEY", "image_maps_layers", "labels_of_layer", "maps_of_layer", "show_input_error"]
 
 #: Labels-layer metadata key holding ``{id: region name}`` (set by the Regions dock, read by the Compare dock).
 REGIONS_KEY = "napari_global_xai_regions"

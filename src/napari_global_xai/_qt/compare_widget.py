@@ -8,10 +8,23 @@ diverging colormap, −log10 p, and the FDR-significant pixels as a labels layer
 from __future__ import annotations
 
 import numpy as np
-from magicgui.widgets import ComboBox, Container, FileEdit, FloatSpinBox, LineEdit, SpinBox
+from magicgui.widgets import (
+    ComboBox,
+    Container,
+    FileEdit,
+    FloatSpinBox,
+    LineEdit,
+    SpinBox,
+)
 from qtpy.QtWidgets import QLabel, QVBoxLayout, QWidget
 
-from ._analyses_common import REGIONS_KEY, image_maps_layers, labels_of_layer, maps_of_layer, show_input_error
+from ._analyses_common import (
+    REGIONS_KEY,
+    image_maps_layers,
+    labels_of_layer,
+    maps_of_layer,
+    show_input_error,
+)
 from ._runner import LayerFeeder, RunPanel
 from .explain_widget import optional_path, stack_from_layer, stack_layers
 
@@ -145,9 +158,9 @@ class CompareWidget(QWidget):
         self.result, self.by_region, layers = payload
         self.feeder.feed(layers)
         s = self.result.summary()
-        lines = [f"{s['groups'][0]} (n={s['n_images'][0]}) vs {s['groups'][1]} (n={s['n_images'][1]}): "
-                 f"{s['n_significant_fdr']} pixels significant at FDR {s['alpha']:g}, {s['n_significant_fwe']} "
-                 f"family-wise ({s['n_permutations']} permutations)"]
+        lines = [(f"{s['groups'][0]} (n={s['n_images'][0]}) vs {s['groups'][1]} (n={s['n_images'][1]}): "
+                  f"{s['n_significant_fdr']} pixels significant at FDR {s['alpha']:g}, {s['n_significant_fwe']} "
+                  f"family-wise ({s['n_permutations']} permutations)")]
         for row in (self.by_region or [])[:4]:
             if row["n_significant"]:
                 lines.append(f"{row['region']}: {row['share_of_significant']:.0%} of significant pixels")

@@ -12,11 +12,17 @@ import numpy as np
 from magicgui.widgets import ComboBox, Container, SpinBox
 from qtpy.QtWidgets import QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget
 
-from ._analyses_common import REGIONS_KEY, image_maps_layers, labels_of_layer, maps_of_layer, show_input_error
+from ._analyses_common import (
+    REGIONS_KEY,
+    image_maps_layers,
+    labels_of_layer,
+    maps_of_layer,
+    show_input_error,
+)
 from ._runner import LayerFeeder, RunPanel
 from .explain_widget import stack_from_layer, stack_layers
 
-__all__ = ["RegionsWidget", "regions_job", "REGIONS_KEY"]
+__all__ = ["REGIONS_KEY", "RegionsWidget", "regions_job"]
 
 
 def regions_job(maps_by_label, anatomy, regions=None, region_names=None, disc=None, fovea=None, n_boot=1000,
@@ -126,7 +132,7 @@ class RegionsWidget(QWidget):
         self.shown.choices = [t.label for t in self.tables]
         self.draw()
         if self.landmarks is not None:
-            d, f = (tuple(int(round(v)) for v in p) for p in (self.landmarks.disc, self.landmarks.fovea))
+            d, f = (tuple(round(v) for v in p) for p in (self.landmarks.disc, self.landmarks.fovea))
             self.run_panel.status.setText(f"done: disc at {d}, fovea at {f} ({self.landmarks.source})")
         else:
             self.run_panel.status.setText("done: your regions")

@@ -6,14 +6,28 @@ Runs :func:`napari_global_xai.analyses.pipelines.run_sanity` in a thread worker 
 
 from __future__ import annotations
 
-from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, LineEdit, Select, SpinBox
+from magicgui.widgets import (
+    CheckBox,
+    ComboBox,
+    Container,
+    FileEdit,
+    LineEdit,
+    Select,
+    SpinBox,
+)
 from qtpy.QtWidgets import QLabel, QVBoxLayout, QWidget
 
 from ._analyses_common import show_input_error
 from ._runner import RunPanel
-from .explain_widget import METHODS, _labels_of_card, optional_path, stack_from_layer, stack_layers
+from .explain_widget import (
+    METHODS,
+    _labels_of_card,
+    optional_path,
+    stack_from_layer,
+    stack_layers,
+)
 
-__all__ = ["SanityWidget", "sanity_job", "parse_method_params"]
+__all__ = ["SanityWidget", "parse_method_params", "sanity_job"]
 
 
 def parse_method_params(text: str, methods: list[str]) -> dict[str, dict]:

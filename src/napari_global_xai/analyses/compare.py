@@ -28,8 +28,17 @@ import numpy as np
 
 from ..batching import Cancelled
 
-__all__ = ["GroupSplit", "CompareResult", "split_groups", "group_permutations", "benjamini_hochberg",
-           "compare_groups", "significance_by_region", "draw_compare", "TIE_EPS"]
+__all__ = [
+    "TIE_EPS",
+    "CompareResult",
+    "GroupSplit",
+    "benjamini_hochberg",
+    "compare_groups",
+    "draw_compare",
+    "group_permutations",
+    "significance_by_region",
+    "split_groups",
+]
 
 #: Relative tie tolerance in units of the dtype's machine epsilon (see the module Notes).
 TIE_EPS = 64

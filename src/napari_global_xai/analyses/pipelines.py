@@ -14,8 +14,17 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["ExplainOutputs", "read_explain_outputs", "label_maps", "read_csv_column", "read_landmarks_csv",
-           "check_out_dir", "run_sanity", "run_compare", "run_regions"]
+__all__ = [
+    "ExplainOutputs",
+    "check_out_dir",
+    "label_maps",
+    "read_csv_column",
+    "read_explain_outputs",
+    "read_landmarks_csv",
+    "run_compare",
+    "run_regions",
+    "run_sanity",
+]
 
 
 @dataclass
@@ -394,7 +403,13 @@ def run_regions(maps_by_label: dict[str, np.ndarray], *, anatomy=None, regions=N
     (numpy.ndarray, dict, Landmarks or None, list of RegionTable)
         Region image, names, landmarks, one table per label. On cancel, the labels finished so far.
     """
-    from .regions import REGION_NAMES, build_regions, draw_region_table, find_landmarks, region_table
+    from .regions import (
+        REGION_NAMES,
+        build_regions,
+        draw_region_table,
+        find_landmarks,
+        region_table,
+    )
 
     out = check_out_dir(out_dir)
     if not maps_by_label:

@@ -45,20 +45,20 @@ import numpy as np
 from scipy import ndimage
 
 __all__ = [
-    "REGION_NAMES",
     "REGION_GROUPS",
-    "RegionGeometry",
+    "REGION_NAMES",
     "Landmarks",
+    "RegionGeometry",
     "RegionTable",
-    "luminance",
+    "build_regions",
+    "draw_region_table",
     "field_of_view",
     "find_landmarks",
-    "build_regions",
-    "region_table",
+    "luminance",
     "read_region_mask",
+    "region_table",
     "write_region_mask",
     "write_region_table",
-    "draw_region_table",
 ]
 
 #: Partition labels of :func:`build_regions` (id = position + 1).
@@ -561,7 +561,7 @@ def draw_region_table(fig, table: RegionTable, kind: str = "region"):
     ax.set_yticks(y, [table.names[i] for i in idx], fontsize=8)
     ax.invert_yaxis()
     ax.set_xlabel("enrichment (mass share / area share)")
-    pct = int(round(table.ci * 100))
+    pct = round(table.ci * 100)
     ax.set_title(f"{table.label or 'global map'}: {table.n_images} images, {pct}% bootstrap intervals", fontsize=9)
     fig.tight_layout()
     return ax

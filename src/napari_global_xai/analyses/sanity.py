@@ -39,8 +39,18 @@ import numpy as np
 
 from ..batching import Cancelled
 
-__all__ = ["PASS_BELOW", "SanityResult", "parameterised_layers", "randomise_layers", "spearman", "ssim",
-           "minmax", "run_sanity_check", "verdict", "draw_sanity"]
+__all__ = [
+    "PASS_BELOW",
+    "SanityResult",
+    "draw_sanity",
+    "minmax",
+    "parameterised_layers",
+    "randomise_layers",
+    "run_sanity_check",
+    "spearman",
+    "ssim",
+    "verdict",
+]
 
 PASS_BELOW = 0.5
 
