@@ -249,6 +249,180 @@ def _cmd_make_sample_data(args) -> int:
     return 0
 
 
+def _method_configs(args):
+    """``--method ig --param ig.n_steps=4`` → one ExplainConfig per method (parameters prefixed by the method)."""
+    from .explain import ExplainConfig
+
+    params = {m: {} for m in args.method}
+    for item in args.param or []:
+        key = item.split("=", 1)[0]
+        if "." not in key or key.split(".", 1)[0] not in params:
+            raise SystemExit(f"--param expects METHOD.NAME=VALUE with METHOD among {args.method}, got {item!r}")
+        method, rest = item.split(".", 1)
+        params[method].update(_parse_params([rest]))
+    return [ExplainConfig(method=m, params=params[m], reduction=args.reduction, normalisation=args.normalisation)
+            for m in args.method]
+
+
+def _cmd_sanity(args) -> int:
+    from .analyses.pipelines import run_sanity
+
+    configs = _method_configs(args)
+    stack, model = _load_inputs(args)
+    with _progress(args.quiet) as bar, _cancel_on_interrupt() as cancel:
+        result = run_sanity(stack, model, configs, indices=args.images, n_images=args.n_images, label=args.label,
+                            depth=args.depth, independent=args.independent, seed=args.seed, out_dir=args.out,
+                            progress=bar, cancel=cancel)
+    print(f"sanity check on {len(result.image_indices)} images, {len(result.layers)} layers randomised top down"
+          + (" (CANCELLED)" if result.cancelled else ""))
+    for line in result.verdicts.values():
+        print(f"  {line}")
+    print(f"results in {Path(args.out).resolve()}")
+    return 0
+
+
+def _explain_maps(args, label):
+    from .analyses.pipelines import label_maps, read_explain_outputs
+
+    outputs = read_explain_outputs(args.explain_dir)
+    maps, idx = label_maps(outputs.image_maps, outputs.computed, outputs.targets, label)
+    return outputs, maps, idx
+
+
+def _cmd_compare(args) -> int:
+    from .analyses.pipelines import read_csv_column, run_compare
+    from .analyses.regions import read_region_mask
+
+    outputs, maps, idx = _explain_maps(args, args.label)
+    values = read_csv_column(args.csv, args.column, [outputs.image_ids[i] for i in idx])
+    regions, names = (read_region_mask(args.regions, shape=maps.shape[1:]) if args.regions else (None, None))
+    with _progress(args.quiet) as bar, _cancel_on_interrupt() as cancel:
+        result, by_region = run_compare(maps, values, column=args.column, groups=args.groups,
+                                        threshold=args.threshold, n_permutations=args.n_permutations,
+                                        alpha=args.alpha, seed=args.seed, device=args.device, regions=regions,
+                                        region_names=names, out_dir=args.out, progress=bar, cancel=cancel)
+    s = result.summary()
+    print(f"{args.label or 'overall'} maps, {s['groups'][0]} (n={s['n_images'][0]}) vs {s['groups'][1]} "
+          f"(n={s['n_images'][1]}), {s['n_permutations']} permutations"
+          + (" (CANCELLED)" if result.cancelled else ""))
+    print(f"  significant pixels: {s['n_significant_fdr']} at FDR {args.alpha:g} "
+          f"({s['n_significant_fdr_a_gt_b']} A>B, {s['n_significant_fdr_b_gt_a']} B>A), "
+          f"{s['n_significant_fwe']} family-wise")
+    for row in (by_region or [])[:5]:
+        if row["n_significant"]:
+            print(f"  {row['region']:<24} {row['share_of_significant']:6.1%} of significant pixels")
+    print(f"results in {Path(args.out).resolve()}")
+    return 0
+
+
+def _cmd_regions(args) -> int:
+    from .analyses.pipelines import (
+        label_maps,
+        read_explain_outputs,
+        read_landmarks_csv,
+        run_regions,
+    )
+    from .analyses.regions import read_region_mask
+
+    outputs = read_explain_outputs(args.explain_dir)
+    maps = {}
+    for label in outputs.targets:
+        try:
+            maps[label] = label_maps(outputs.image_maps, outputs.computed, outputs.targets, label,
+                                     use=outputs.include)[0]
+        except ValueError:  # no map for this label: no row
+            continue
+    if not maps:
+        raise ValueError(f"{args.explain_dir}: no image-wise map in the explain run's subsets")
+    shape = next(iter(maps.values())).shape[1:]
+    anatomy = regions = names = None
+    disc, fovea = args.disc, args.fovea
+    if args.region_mask:
+        regions, names = read_region_mask(args.region_mask, shape=shape)
+    else:
+        if not args.stack:
+            raise ValueError("give the stack (for the mean anatomy) or --region-mask")
+        from .data import read_stack
+
+        stack = read_stack(args.stack, labels=args.labels, resize=tuple(args.resize) if args.resize else None)
+        if stack.image_ids != outputs.image_ids:
+            raise ValueError(f"the stack's images do not match the explain run's ({len(stack)} vs "
+                             f"{len(outputs.image_ids)} images, or other ids)")
+        frame_stack = stack.to_left_eye() if outputs.frame == "left" else stack
+        anatomy = frame_stack.mean_image()
+        if args.landmarks:
+            disc, fovea = read_landmarks_csv(args.landmarks, stack.image_ids, frame_stack.laterality
+                                             if outputs.frame == "left" else ["L"] * len(stack), shape[1])
+    with _progress(args.quiet) as bar, _cancel_on_interrupt() as cancel:
+        regions, names, landmarks, tables = run_regions(maps, anatomy=anatomy, regions=regions, region_names=names,
+                                                        disc=disc, fovea=fovea, n_boot=args.n_boot,
+                                                        seed=args.seed, out_dir=args.out, progress=bar,
+                                                        cancel=cancel)
+    if landmarks is not None:
+        print(f"optic disc at (row, col) {tuple(round(v) for v in landmarks.disc)}, fovea at "
+              f"{tuple(round(v) for v in landmarks.fovea)} ({landmarks.source})")
+    for t in tables:
+        best = t.row(t.best())
+        print(f"  {t.label:<20} most enriched: {best['region']} ×{best['enrichment']:.1f} "
+              f"[{best['enrichment_lo']:.1f}, {best['enrichment_hi']:.1f}], {best['mass_share']:.0%} of the mass "
+              f"on {best['area_share']:.0%} of the area")
+    print(f"results in {Path(args.out).resolve()}")
+    return 0
+
+
+def _add_analyses_parsers(sub) -> None:
+    """Sub-commands of :mod:`napari_global_xai.analyses`: sanity, compare, regions."""
+    p = sub.add_parser("sanity", help="model-parameter randomisation check of saliency methods")
+    _add_common(p)
+    p.add_argument("--method", nargs="+", default=["ig", "gradcam"], help="methods to check (default ig gradcam)")
+    p.add_argument("--param", action="append", metavar="METHOD.NAME=VALUE",
+                   help="method parameter, e.g. ig.n_steps=8 (repeatable)")
+    p.add_argument("--reduction", default="abs_sum", choices=["abs_sum", "sum", "pos_sum", "l2"])
+    p.add_argument("--normalisation", default="mass", choices=["mass", "max", "none"])
+    p.add_argument("--images", nargs="+", type=int, default=None, help="image indices (default evenly spaced)")
+    p.add_argument("--n-images", type=int, default=4, help="sample size when --images is not given (default 4)")
+    p.add_argument("--label", default=None, help="label explained (default each image's most probable label)")
+    p.add_argument("--depth", type=int, default=None,
+                   help="group parameterised modules by the first DEPTH name parts (default: every module alone)")
+    p.add_argument("--independent", action="store_true", help="also randomise each layer alone")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_cmd_sanity)
+
+    p = sub.add_parser("compare", help="group difference map of image-wise maps with a permutation test")
+    p.add_argument("explain_dir", help="output folder of 'global-xai explain' (image_maps.tif, predictions.csv)")
+    p.add_argument("--csv", required=True, help="CSV with an image id column and the grouping column (read as "
+                   "plain text: any column, e.g. the labels CSV's site, device, sex or age)")
+    p.add_argument("--column", required=True, help="grouping column (categorical, numeric or a 0/1 label)")
+    p.add_argument("--groups", nargs=2, metavar=("A", "B"), default=None,
+                   help="values forming group A and group B (B may be 'rest')")
+    p.add_argument("--threshold", type=float, default=None, help="numeric split: A = value > T (default median)")
+    p.add_argument("--label", default=None, help="label whose maps are compared (default: each image's mean)")
+    p.add_argument("--n-permutations", type=int, default=1000)
+    p.add_argument("--alpha", type=float, default=0.05)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--regions", default=None, help="region label TIFF (e.g. regions.tif of 'global-xai regions')")
+    p.add_argument("--out", required=True)
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_cmd_compare)
+
+    p = sub.add_parser("regions", help="optic disc, fovea, anatomical regions and each global map's region table")
+    p.add_argument("explain_dir", help="output folder of 'global-xai explain'")
+    p.add_argument("--stack", default=None, help="the explained stack (for the mean anatomy)")
+    p.add_argument("--labels", default=None, help="labels CSV of the stack (laterality)")
+    p.add_argument("--resize", nargs=2, type=int, metavar=("H", "W"))
+    p.add_argument("--region-mask", default=None, help="your own region label TIFF (skips detection)")
+    p.add_argument("--disc", nargs=2, type=float, metavar=("ROW", "COL"), help="optic disc, left-eye frame")
+    p.add_argument("--fovea", nargs=2, type=float, metavar=("ROW", "COL"), help="fovea, left-eye frame")
+    p.add_argument("--landmarks", default=None,
+                   help="CSV with image id, disc_row, disc_col, fovea_row, fovea_col per image (stored frame)")
+    p.add_argument("--n-boot", type=int, default=1000)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True)
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_cmd_regions)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="global-xai", description=DESCRIPTION)
     parser.add_argument("--list-methods", action="store_true", help="list saliency methods and exit")
@@ -309,6 +483,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=2026)
     _add_debug(p)
     p.set_defaults(func=_cmd_make_sample_data)
+    _add_analyses_parsers(sub)
     return parser
 
 

@@ -1,0 +1,168 @@
+"""Compare dock: where do two groups of images differ in their image-wise maps (permutation test).
+
+Takes the Explain dock's image-wise maps layer and a CSV column (any metadata column, or a label's 0/1 status),
+runs :func:`napari_global_xai.analyses.pipelines.run_compare` in a thread worker and shows the difference map with a
+diverging colormap, −log10 p, and the FDR-significant pixels as a labels layer (1: A > B, 2: B > A).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from magicgui.widgets import (
+    ComboBox,
+    Container,
+    FileEdit,
+    FloatSpinBox,
+    LineEdit,
+    SpinBox,
+)
+from qtpy.QtWidgets import QLabel, QVBoxLayout, QWidget
+
+from ._analyses_common import (
+    REGIONS_KEY,
+    image_maps_layers,
+    labels_of_layer,
+    maps_of_layer,
+    show_input_error,
+)
+from ._runner import LayerFeeder, RunPanel
+from .explain_widget import optional_path, stack_from_layer, stack_layers
+
+__all__ = ["CompareWidget", "compare_job", "csv_columns"]
+
+OVERALL = "(each image's mean)"
+
+
+def csv_columns(path) -> list[str]:
+    """Header of a CSV (empty list when unreadable)."""
+    import csv
+
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as handle:
+            return [c.strip() for c in next(csv.reader(handle), [])]
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return []
+
+
+def compare_job(maps, values, column, groups, threshold, n_permutations, alpha, regions=None, region_names=None,
+                progress=None, cancel=None):
+    """Worker body: the test, then the layer data tuples."""
+    from ..analyses.pipelines import run_compare
+
+    result, by_region = run_compare(maps, values, column=column, groups=groups, threshold=threshold,
+                                    n_permutations=n_permutations, alpha=alpha, device="auto", regions=regions,
+                                    region_names=region_names, progress=progress, cancel=cancel)
+    lim = float(np.abs(result.difference).max()) or 1.0
+    a, b = result.split.names
+    meta = {"napari_global_xai_compare": result.summary()}
+    layers = [(result.difference.astype(np.float32), {"name": f"difference {a} − {b}", "colormap": "bwr",
+                                                      "contrast_limits": (-lim, lim), "opacity": 0.8,
+                                                      "metadata": meta}, "image"),
+              (result.neg_log10_p.astype(np.float32), {"name": "−log10 p", "colormap": "magma", "visible": False},
+               "image"),
+              (result.significant, {"name": f"significant (FDR {alpha:g}): 1 = {a} higher, 2 = {b} higher",
+                                    "opacity": 0.6}, "labels")]
+    return result, by_region, layers
+
+
+class CompareWidget(QWidget):
+    """Dock: group difference map with permutation test, FDR and family-wise corrected."""
+
+    def __init__(self, napari_viewer):
+        super().__init__()
+        self.viewer = napari_viewer
+        self.image_layer = ComboBox(label="image stack (ids)", choices=self._stack_layers)
+        self.maps_layer = ComboBox(label="image-wise maps", choices=self._maps_layers)
+        self.label = ComboBox(label="label", choices=self._labels)
+        self.csv = FileEdit(label="CSV with the grouping column", mode="r", filter="*.csv", nullable=True,
+                            value=None)
+        self.column = ComboBox(label="column", choices=self._columns)
+        self.groups = LineEdit(label="groups A, B (empty = the two values)", value="")
+        self.threshold = LineEdit(label="numeric threshold (empty = median)", value="")
+        self.n_permutations = SpinBox(label="permutations", value=1000, min=100, max=100000, step=100)
+        self.alpha = FloatSpinBox(label="alpha (FDR and FWE)", value=0.05, min=0.001, max=0.5, step=0.01)
+        self.regions = ComboBox(label="regions (labels layer)", choices=self._labels_layers, nullable=True)
+        self.form = Container(widgets=[self.image_layer, self.maps_layer, self.label, self.csv, self.column,
+                                       self.groups, self.threshold, self.n_permutations, self.alpha, self.regions])
+        self.csv.changed.connect(lambda _v: self.column.reset_choices())
+        self.maps_layer.changed.connect(lambda _v: self.label.reset_choices())
+        for event in (self.viewer.layers.events.inserted, self.viewer.layers.events.removed):
+            event.connect(self.form.reset_choices)
+        self.run_panel = RunPanel("Compare groups")
+        self.run_panel.set_start(self.start)
+        self.feeder = LayerFeeder(napari_viewer, self)
+        self.summary = QLabel("")
+        self.summary.setWordWrap(True)
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.form.native)
+        layout.addWidget(self.run_panel)
+        layout.addWidget(self.summary)
+        layout.addStretch(1)
+        self.result, self.by_region = None, None
+
+    # --- choices ----------------------------------------------------------------------------------------------
+    def _stack_layers(self, _w=None):
+        return stack_layers(self.viewer)
+
+    def _maps_layers(self, _w=None):
+        return image_maps_layers(self.viewer)
+
+    def _labels(self, _w=None):
+        return [OVERALL] + labels_of_layer(self.maps_layer.value)
+
+    def _columns(self, _w=None):
+        path = optional_path(self.csv.value)
+        return csv_columns(path)[1:] if path else []
+
+    def _labels_layers(self, _w=None):
+        from napari.layers import Labels
+
+        return [layer for layer in self.viewer.layers if isinstance(layer, Labels)]
+
+    # --- run ----------------------------------------------------------------------------------------------------
+    def inputs(self) -> dict:
+        from ..analyses.pipelines import read_csv_column
+
+        if self.image_layer.value is None or self.maps_layer.value is None:
+            raise ValueError("open a stack and run the Explain dock first (its image-wise maps layer is the input)")
+        path = optional_path(self.csv.value)
+        if path is None or not self.column.value:
+            raise ValueError("choose a CSV and its grouping column")
+        stack = stack_from_layer(self.image_layer.value)
+        label = None if self.label.value in (None, OVERALL) else self.label.value
+        maps, idx = maps_of_layer(self.maps_layer.value, label)
+        if idx.max() >= len(stack):
+            raise ValueError("the image-wise maps do not belong to this image stack")
+        values = read_csv_column(path, self.column.value, [stack.image_ids[i] for i in idx])
+        groups = [g.strip() for g in self.groups.value.split(",") if g.strip()] or None
+        if groups is not None and len(groups) != 2:
+            raise ValueError("groups: give two values separated by a comma (B may be 'rest')")
+        threshold = float(self.threshold.value) if self.threshold.value.strip() else None
+        regions = self.regions.value
+        names = None
+        if regions is not None:
+            names = regions.metadata.get(REGIONS_KEY)
+        return {"maps": maps, "values": values, "column": self.column.value, "groups": groups,
+                "threshold": threshold, "n_permutations": self.n_permutations.value, "alpha": self.alpha.value,
+                "regions": None if regions is None else np.asarray(regions.data), "region_names": names}
+
+    def start(self):
+        try:
+            kwargs = self.inputs()
+        except Exception as exc:  # noqa: BLE001 - shown, the dock stays usable
+            show_input_error(self.run_panel, exc)
+            return None
+        return self.run_panel.launch(compare_job, self._on_result, **kwargs)
+
+    def _on_result(self, payload):
+        self.result, self.by_region, layers = payload
+        self.feeder.feed(layers)
+        s = self.result.summary()
+        lines = [(f"{s['groups'][0]} (n={s['n_images'][0]}) vs {s['groups'][1]} (n={s['n_images'][1]}): "
+                  f"{s['n_significant_fdr']} pixels significant at FDR {s['alpha']:g}, {s['n_significant_fwe']} "
+                  f"family-wise ({s['n_permutations']} permutations)")]
+        for row in (self.by_region or [])[:4]:
+            if row["n_significant"]:
+                lines.append(f"{row['region']}: {row['share_of_significant']:.0%} of significant pixels")
+        self.summary.setText("\n".join(lines))
+        self.run_panel.status.setText("cancelled: fewer permutations used" if self.result.cancelled else "done")

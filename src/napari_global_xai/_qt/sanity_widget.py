@@ -1,0 +1,135 @@
+"""Sanity dock: the model-parameter randomisation check of saliency methods on a few images of a stack.
+
+Runs :func:`napari_global_xai.analyses.pipelines.run_sanity` in a thread worker and draws
+:func:`napari_global_xai.analyses.sanity.draw_sanity` into a themed canvas, with one verdict line per method.
+"""
+
+from __future__ import annotations
+
+from magicgui.widgets import (
+    CheckBox,
+    ComboBox,
+    Container,
+    FileEdit,
+    LineEdit,
+    Select,
+    SpinBox,
+)
+from qtpy.QtWidgets import QLabel, QVBoxLayout, QWidget
+
+from ._analyses_common import show_input_error
+from ._runner import RunPanel
+from .explain_widget import (
+    METHODS,
+    _labels_of_card,
+    optional_path,
+    stack_from_layer,
+    stack_layers,
+)
+
+__all__ = ["SanityWidget", "parse_method_params", "sanity_job"]
+
+
+def parse_method_params(text: str, methods: list[str]) -> dict[str, dict]:
+    """``"ig.n_steps=8, ig.baseline='blur'"`` → ``{"ig": {"n_steps": 8, "baseline": "blur"}, ...}``."""
+    import ast
+
+    params = {m: {} for m in methods}
+    for item in filter(None, (p.strip() for p in text.split(","))):
+        key, sep, value = item.partition("=")
+        method, dot, name = key.strip().partition(".")
+        if not sep or not dot or method not in params:
+            raise ValueError(f"parameters must look like method.name=value for a chosen method, got {item!r}")
+        try:
+            params[method][name.strip()] = ast.literal_eval(value.strip())
+        except (ValueError, SyntaxError):
+            params[method][name.strip()] = value.strip()
+    return params
+
+
+def sanity_job(stack, model_path, configs, n_images, depth, independent, label=None, device="auto",
+               progress=None, cancel=None):
+    """Worker body: load the model (torch imports here) and run the check."""
+    from ..analyses.pipelines import run_sanity
+    from ..models import load_model
+
+    model = load_model(model_path, device=device)
+    return run_sanity(stack, model, configs, n_images=n_images, depth=depth, independent=independent, label=label,
+                      progress=progress, cancel=cancel)
+
+
+class SanityWidget(QWidget):
+    """Dock: do the maps of these methods depend on the model's weights?"""
+
+    def __init__(self, napari_viewer):
+        super().__init__()
+        from napari_matplotlib.base import BaseNapariMPLWidget
+
+        self.viewer = napari_viewer
+        self.image_layer = ComboBox(label="image stack", choices=self._stack_layers)
+        self.model_card = FileEdit(label="model card (empty = demo model)", mode="r", filter="*.json",
+                                   nullable=True, value=None)
+        self.methods = Select(label="methods", choices=METHODS, value=["ig", "gradcam"])
+        self.params = LineEdit(label="parameters", value="ig.n_steps=8, ig.baseline='blur'")
+        self.reduction = ComboBox(label="channel reduction", choices=["pos_sum", "abs_sum", "sum", "l2"])
+        self.label = ComboBox(label="label", choices=["(most probable)"] + _labels_of_card(None))
+        self.n_images = SpinBox(label="images", value=4, min=1, max=64)
+        self.depth = SpinBox(label="layer depth (0 = every module)", value=1, min=0, max=8)
+        self.independent = CheckBox(text="also randomise each layer alone", value=False)
+        self.methods.native.setMaximumHeight(90)
+        self.form = Container(widgets=[self.image_layer, self.model_card, self.methods, self.params, self.reduction,
+                                       self.label, self.n_images, self.depth, self.independent])
+        self.model_card.changed.connect(
+            lambda v: setattr(self.label, "choices", ["(most probable)"] + _labels_of_card(optional_path(v))))
+        self.run_panel = RunPanel("Run sanity check")
+        self.run_panel.set_start(self.start)
+        self.verdicts = QLabel("")
+        self.verdicts.setWordWrap(True)
+        self.plot = BaseNapariMPLWidget(napari_viewer)
+        self.plot.setMinimumHeight(240)
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.form.native)
+        layout.addWidget(self.run_panel)
+        layout.addWidget(self.verdicts)
+        layout.addWidget(self.plot, 1)
+        for event in (self.viewer.layers.events.inserted, self.viewer.layers.events.removed):
+            event.connect(self.image_layer.reset_choices)
+        self.result = None
+
+    def _stack_layers(self, _widget=None):
+        return stack_layers(self.viewer)
+
+    def configs(self):
+        from ..explain.engine import ExplainConfig
+
+        methods = list(self.methods.value)
+        if not methods:
+            raise ValueError("choose at least one method")
+        params = parse_method_params(self.params.value, methods)
+        return [ExplainConfig(method=m, params=params[m], reduction=self.reduction.value) for m in methods]
+
+    def start(self):
+        layer = self.image_layer.value
+        try:
+            if layer is None:
+                raise ValueError("open an image stack first")
+            stack = stack_from_layer(layer)
+            configs = self.configs()
+        except Exception as exc:  # noqa: BLE001 - shown, the dock stays usable
+            show_input_error(self.run_panel, exc)
+            return None
+        label = None if self.label.value == "(most probable)" else self.label.value
+        return self.run_panel.launch(sanity_job, self._on_result, stack=stack,
+                                     model_path=optional_path(self.model_card.value), configs=configs,
+                                     n_images=self.n_images.value, depth=self.depth.value or None,
+                                     independent=self.independent.value, label=label)
+
+    def _on_result(self, result):
+        from ..analyses.sanity import draw_sanity
+
+        self.result = result
+        self.verdicts.setText("\n".join(result.verdicts.values()))
+        draw_sanity(self.plot.figure, result)
+        self.plot.canvas.draw_idle()
+        self.run_panel.status.setText(("cancelled: " if result.cancelled else "done: ")
+                                      + f"{len(result.steps) - 1} of {len(result.layers)} layers randomised")

@@ -1,0 +1,451 @@
+"""Pipelines of the three analyses, called by both the CLI and the docks (like :mod:`napari_global_xai.run`).
+
+Each takes ``progress(done, total, stage)`` and ``cancel() -> bool`` callables, checks its output folder before any
+long work, and writes its files atomically. Image-wise maps come from an explain output folder
+(:func:`read_explain_outputs`) or from arrays.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+__all__ = [
+    "ExplainOutputs",
+    "check_out_dir",
+    "label_maps",
+    "read_csv_column",
+    "read_explain_outputs",
+    "read_landmarks_csv",
+    "run_compare",
+    "run_regions",
+    "run_sanity",
+]
+
+
+@dataclass
+class ExplainOutputs:
+    """What an explain output folder holds (see :mod:`napari_global_xai.outputs`).
+
+    Attributes
+    ----------
+    image_maps : numpy.ndarray, (n, L, H, W)
+        Memory-mapped ``image_maps.tif`` (left-eye frame when ``frame == "left"``).
+    image_ids : list of str
+    targets : list of str
+    computed, include : numpy.ndarray, (n, L) bool
+    frame : str
+    method : str
+    folder : pathlib.Path
+    """
+
+    image_maps: np.ndarray
+    image_ids: list[str]
+    targets: list[str]
+    computed: np.ndarray
+    include: np.ndarray
+    frame: str
+    method: str
+    folder: Path
+
+
+def read_explain_outputs(folder) -> ExplainOutputs:
+    """Read ``image_maps.tif``, ``predictions.csv`` and ``explain_summary.json`` of an explain run.
+
+    Raises
+    ------
+    ValueError
+        A missing file or contents that do not fit together (one line naming the file).
+    """
+    import tifffile
+
+    folder = Path(folder)
+    paths = {k: folder / f for k, f in (("maps", "image_maps.tif"), ("pred", "predictions.csv"),
+                                        ("summary", "explain_summary.json"))}
+    for p in paths.values():
+        if not p.is_file():
+            raise ValueError(f"{folder} is not an explain output folder: {p.name} is missing "
+                             "(run 'global-xai explain ... --out FOLDER' first)")
+    try:
+        summary = json.loads(paths["summary"].read_text())
+        targets = list(summary["targets"])
+        frame = str(summary.get("provenance", {}).get("frame", "left"))
+        method = str(summary.get("provenance", {}).get("config", {}).get("method", ""))
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"{paths['summary']}: unreadable explain summary ({exc})") from None
+    with open(paths["pred"], newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    try:
+        ids = [r["image"] for r in rows]
+        computed = np.array([[r[f"computed_{t}"] == "1" for t in targets] for r in rows], bool)
+        include = np.array([[r[f"in_subset_{t}"] == "1" for t in targets] for r in rows], bool)
+    except KeyError as exc:
+        raise ValueError(f"{paths['pred']}: column {exc} is missing") from None
+    try:
+        maps = tifffile.memmap(paths["maps"], mode="r")
+    except ValueError:  # compressed or otherwise not memory-mappable
+        maps = tifffile.imread(paths["maps"])
+    if maps.ndim != 4 or maps.shape[:2] != (len(ids), len(targets)):
+        raise ValueError(f"{paths['maps']}: shape {maps.shape} does not fit {len(ids)} images × {len(targets)} "
+                         "labels of predictions.csv")
+    return ExplainOutputs(maps, ids, targets, computed.reshape(len(ids), len(targets)),
+                          include.reshape(len(ids), len(targets)), frame, method, folder)
+
+
+def label_maps(image_maps: np.ndarray, computed: np.ndarray, targets: list[str], label: str | None,
+               use: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """One label's image-wise maps (or, for ``label=None`` / ``"overall"``, each image's mean over its labels).
+
+    Parameters
+    ----------
+    image_maps : numpy.ndarray, (n, L, H, W)
+    computed : numpy.ndarray, (n, L) bool
+        Which maps exist.
+    targets : list of str
+    label : str or None
+    use : numpy.ndarray, (n, L) bool, optional
+        Further restriction (e.g. the explain run's subset).
+
+    Returns
+    -------
+    maps : numpy.ndarray, (m, H, W) float32
+    indices : numpy.ndarray, (m,)
+        Image index of each map.
+
+    Raises
+    ------
+    ValueError
+        Unknown label, or no map for it.
+    """
+    ok = np.asarray(computed, bool) & (np.asarray(use, bool) if use is not None else True)
+    if label in (None, "overall", "all"):
+        idx = np.nonzero(ok.any(axis=1))[0]
+        maps = np.stack([np.asarray(image_maps[i])[ok[i]].mean(0) for i in idx]) if len(idx) else None
+        name = "overall"
+    else:
+        if label not in targets:
+            raise ValueError(f"label {label!r} is not among the explained labels {targets}")
+        j = targets.index(label)
+        idx = np.nonzero(ok[:, j])[0]
+        maps = np.asarray(image_maps[idx, j]) if len(idx) else None
+        name = label
+    if maps is None:
+        raise ValueError(f"no image-wise map was computed for {name!r}")
+    return maps.astype(np.float32), idx
+
+
+def read_csv_column(path, column: str, image_ids: list[str]) -> list[str]:
+    """One column of a CSV (e.g. the labels table's metadata), matched to ``image_ids``, read with :mod:`csv`.
+
+    The id column is the first of ``image, image_id, filename, file`` present (case-insensitive); a row id also
+    matches an image id equal to its file-name stem. Images without a row get an empty value (no group).
+
+    Raises
+    ------
+    ValueError
+        Missing file, id column or ``column`` (the message lists the columns).
+    """
+    from ..data.labels import ID_COLUMNS
+
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as handle:
+            rows = list(csv.reader(handle))
+    except FileNotFoundError:
+        raise ValueError(f"CSV not found: {path}") from None
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise ValueError(f"{path}: not a readable CSV file ({exc})") from None
+    rows = [r for r in rows if any(c.strip() for c in r)]
+    if not rows:
+        raise ValueError(f"{path}: empty")
+    header = [h.strip() for h in rows[0]]
+    lowered = [h.lower() for h in header]
+    id_col = next((lowered.index(c) for c in ID_COLUMNS if c in lowered), None)
+    if id_col is None:
+        raise ValueError(f"{path}: no image id column ({', '.join(ID_COLUMNS)}); columns: {header}")
+    if column.lower() not in lowered:
+        raise ValueError(f"{path}: no column {column!r}; columns: {header}")
+    col = lowered.index(column.lower())
+    by_id = {}
+    for r in rows[1:]:
+        r = r + [""] * (len(header) - len(r))
+        rid = r[id_col].strip()
+        by_id[rid] = r[col].strip()
+        by_id.setdefault(Path(rid).stem, r[col].strip())
+    if not any(i in by_id for i in image_ids):
+        raise ValueError(f"{path}: no row matches the images (e.g. {image_ids[:3]})")
+    return [by_id.get(i, "") for i in image_ids]
+
+
+def read_landmarks_csv(path, image_ids: list[str], laterality, width: int) -> tuple[tuple, tuple]:
+    """Mean disc and fovea positions in the left-eye frame from a per-image CSV (stored frame).
+
+    Columns ``disc_row, disc_col, fovea_row, fovea_col`` (plus the image id column); right eyes' columns are
+    mirrored (``width - 1 - col``) before averaging; rows with an empty cell are skipped.
+    """
+    cols = {c: read_csv_column(path, c, image_ids) for c in ("disc_row", "disc_col", "fovea_row", "fovea_col")}
+    pts = []
+    for i in range(len(image_ids)):
+        try:
+            v = [float(cols[c][i]) for c in ("disc_row", "disc_col", "fovea_row", "fovea_col")]
+        except ValueError:
+            continue
+        if str(laterality[i]) == "R":
+            v[1], v[3] = width - 1 - v[1], width - 1 - v[3]
+        pts.append(v)
+    if not pts:
+        raise ValueError(f"{path}: no image has all of disc_row, disc_col, fovea_row, fovea_col")
+    m = np.mean(pts, axis=0)
+    return (float(m[0]), float(m[1])), (float(m[2]), float(m[3]))
+
+
+def check_out_dir(out_dir) -> Path | None:
+    """Create the output folder and prove it writable, before any long work (raises ValueError otherwise)."""
+    if out_dir is None:
+        return None
+    out = Path(out_dir)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".global_xai_write_probe"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise ValueError(f"cannot write to output folder {out}: {exc.strerror or exc}") from None
+    return out
+
+
+# ------------------------------------------------------------------------------------------------- sanity
+
+
+def run_sanity(stack, model, configs, *, indices=None, n_images: int = 4, label: str | None = None,
+               depth: int | None = None, independent: bool = False, seed: int = 0,
+               field_of_view_only: bool = True, out_dir=None, progress=None, cancel=None):
+    """Model-parameter randomisation check of saliency methods on a sample of a stack.
+
+    Parameters
+    ----------
+    stack : AlignedStack
+    model : LoadedModel
+    configs : list of ExplainConfig
+        Methods to check (each with its parameters and post-processing).
+    indices : sequence of int, optional
+        Images; default ``n_images`` evenly spaced images.
+    label : str, optional
+        Label explained in every image; default each image's most probable label under the original model.
+    depth, independent, seed
+        See :func:`napari_global_xai.analyses.sanity.run_sanity_check`.
+    field_of_view_only : bool
+        Compare maps only inside the field of view of the sample's mean image
+        (:func:`napari_global_xai.analyses.regions.field_of_view`).
+    out_dir : path, optional
+        Writes ``sanity.csv``, ``sanity.json`` (verdicts) and ``sanity.png``.
+
+    Returns
+    -------
+    SanityResult
+    """
+    from ..explain.engine import predict_probabilities
+    from .sanity import run_sanity_check
+
+    out = check_out_dir(out_dir)
+    if not configs:
+        raise ValueError("give at least one method to check")
+    model.check_input(stack.shape)
+    frame_stack = stack.to_left_eye() if model.card.harmonise_laterality else stack
+    if indices is None:
+        indices = np.unique(np.linspace(0, len(stack) - 1, num=min(n_images, len(stack))).round().astype(int))
+    indices = np.asarray(indices, int)
+    if len(indices) == 0 or indices.min() < 0 or indices.max() >= len(stack):
+        raise ValueError(f"image indices must lie in 0..{len(stack) - 1}")
+    images = frame_stack.get(indices)
+    if label is not None:
+        if label not in model.labels:
+            raise ValueError(f"unknown label {label!r}; the model's labels are {model.labels}")
+        targets = np.full(len(indices), model.labels.index(label))
+    else:
+        targets = predict_probabilities(model, images).argmax(axis=1)
+    from .regions import field_of_view
+
+    try:
+        mask = field_of_view(images.mean(axis=0))[0] if field_of_view_only else None
+    except ValueError:  # blank images: compare every pixel
+        mask = None
+    result = run_sanity_check(model, images, configs, targets, depth=depth, independent=independent, seed=seed,
+                              mask=mask, progress=progress, cancel=cancel)
+    result.image_indices = [int(i) for i in indices]
+    if out is not None:
+        _write_sanity(out, result, [stack.image_ids[i] for i in indices])
+    return result
+
+
+def _write_sanity(out: Path, result, image_ids) -> None:
+    import io
+
+    from ..io_utils import atomic_write_text, save_json
+    from .sanity import draw_sanity
+
+    rows = result.to_rows()
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(out / "sanity.csv", buf.getvalue())
+    save_json(out / "sanity.json", {"verdicts": result.verdicts, "images": image_ids, "targets": result.targets,
+                                    "layers_top_down": result.layers, "cancelled": result.cancelled,
+                                    "final_spearman": {m: result.final_spearman(m) for m in result.methods}})
+    _save_figure(out / "sanity.png", draw_sanity, result, size=(13, 4.5))
+
+
+def _save_figure(path: Path, draw, *args, size=(8, 5)) -> Path:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from ..io_utils import atomic_path
+
+    fig = Figure(figsize=size, dpi=110)
+    FigureCanvasAgg(fig)
+    draw(fig, *args)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    return path
+
+
+# ------------------------------------------------------------------------------------------------ compare
+
+
+def run_compare(maps: np.ndarray, values, *, column: str = "", groups=None, threshold: float | None = None,
+                n_permutations: int = 1000, alpha: float = 0.05, seed: int = 0, device="cpu",
+                regions: np.ndarray | None = None, region_names: dict | None = None, anatomy=None, out_dir=None,
+                progress=None, cancel=None):
+    """Group difference map with its permutation test (and where significant pixels lie).
+
+    Parameters
+    ----------
+    maps : numpy.ndarray, (n, H, W)
+        Image-wise maps (:func:`label_maps`).
+    values : sequence, (n,)
+        Grouping value per map (a metadata column, or a label's 0/1 status).
+    column, groups, threshold
+        See :func:`napari_global_xai.analyses.compare.split_groups`.
+    n_permutations, alpha, seed, device
+        See :func:`napari_global_xai.analyses.compare.compare_groups`.
+    regions : numpy.ndarray, (H, W) int, optional
+        Region label image for the summary.
+    out_dir : path, optional
+        Writes ``compare_difference.tif``, ``compare_neglog10p.tif``, ``compare_significant.tif`` (FDR, 1: A > B,
+        2: B > A), ``compare_significant_fwe.tif``, ``compare_summary.json`` and ``compare.png``.
+
+    Returns
+    -------
+    (CompareResult, list of dict or None)
+        The result and the per-region summary.
+    """
+    from .compare import compare_groups, significance_by_region, split_groups
+
+    split = split_groups(values, groups=groups, threshold=threshold, column=column)
+    if regions is not None and np.shape(regions) != np.shape(maps)[1:]:
+        raise ValueError(f"region image {np.shape(regions)} does not match the maps {np.shape(maps)[1:]}")
+    out = check_out_dir(out_dir)
+    result = compare_groups(maps, split, n_permutations=n_permutations, alpha=alpha, seed=seed, device=device,
+                            progress=progress, cancel=cancel)
+    by_region = significance_by_region(result, regions, region_names) if regions is not None else None
+    if out is not None:
+        _write_compare(out, result, by_region, anatomy)
+    return result, by_region
+
+
+def _write_compare(out: Path, result, by_region, anatomy) -> None:
+    import tifffile
+
+    from ..io_utils import atomic_path, save_json
+    from .compare import draw_compare
+
+    for name, data in (("difference", result.difference.astype(np.float32)),
+                       ("neglog10p", result.neg_log10_p.astype(np.float32)),
+                       ("significant", result.significant), ("significant_fwe", result.significant_fwe)):
+        with atomic_path(out / f"compare_{name}.tif") as tmp:
+            tifffile.imwrite(tmp, data, description=json.dumps({"groups": list(result.split.names),
+                                                                "frame": "left"}))
+    save_json(out / "compare_summary.json", {**result.summary(), "by_region": by_region})
+    _save_figure(out / "compare.png", draw_compare, result, anatomy, size=(11, 4.5))
+
+
+# ------------------------------------------------------------------------------------------------ regions
+
+
+def run_regions(maps_by_label: dict[str, np.ndarray], *, anatomy=None, regions=None, region_names=None,
+                disc=None, fovea=None, n_boot: int = 1000, seed: int = 0, out_dir=None, progress=None,
+                cancel=None):
+    """Region label image (detected or given) and the region table of each label's global map.
+
+    Parameters
+    ----------
+    maps_by_label : dict str -> numpy.ndarray (n, H, W)
+        Image-wise maps per label (their mean is the label's global map).
+    anatomy : numpy.ndarray, (H, W[, C]), optional
+        Mean anatomy in the left-eye frame; needed unless ``regions`` is given.
+    regions : numpy.ndarray, (H, W) int, optional
+        A user's region label image (then nothing is detected).
+    region_names : dict int -> str, optional
+    disc, fovea : (row, col), optional
+        Given landmark positions (skip their detection).
+    n_boot, seed
+        Bootstrap over images.
+    out_dir : path, optional
+        Writes ``regions.tif`` (labels, names in the description), ``region_table.csv``,
+        ``regions_<label>.png`` (bar chart) and ``regions_summary.json``.
+
+    Returns
+    -------
+    (numpy.ndarray, dict, Landmarks or None, list of RegionTable)
+        Region image, names, landmarks, one table per label. On cancel, the labels finished so far.
+    """
+    from .regions import (
+        REGION_NAMES,
+        build_regions,
+        draw_region_table,
+        find_landmarks,
+        region_table,
+    )
+
+    out = check_out_dir(out_dir)
+    if not maps_by_label:
+        raise ValueError("no image-wise maps given")
+    shape = next(iter(maps_by_label.values())).shape[1:]
+    landmarks = None
+    if regions is None:
+        if anatomy is None:
+            raise ValueError("give a mean anatomy (to find disc and fovea) or a region mask")
+        if tuple(np.shape(anatomy)[:2]) != tuple(shape):
+            raise ValueError(f"anatomy {np.shape(anatomy)[:2]} does not match the maps {tuple(shape)}")
+        landmarks = find_landmarks(anatomy, disc=disc, fovea=fovea)
+        regions = build_regions(landmarks)
+        region_names = {i + 1: n for i, n in enumerate(REGION_NAMES)}
+    elif tuple(np.shape(regions)) != tuple(shape):
+        raise ValueError(f"region mask {np.shape(regions)} does not match the maps {tuple(shape)}")
+    tables = []
+    cancelled = False
+    for k, (label, maps) in enumerate(maps_by_label.items()):
+        if cancel is not None and cancel():
+            cancelled = True
+            break
+        tables.append(region_table(maps, regions, names=region_names, n_boot=n_boot, seed=seed, label=label))
+        if progress is not None:
+            progress(k + 1, len(maps_by_label), "regions")
+    if out is not None:
+        from .regions import write_region_mask, write_region_table
+
+        write_region_mask(out / "regions.tif", regions, region_names, landmarks)
+        write_region_table(out / "region_table.csv", tables)
+        for t in tables:
+            _save_figure(out / f"regions_{t.label}.png", draw_region_table, t, size=(7, 6))
+        from ..io_utils import save_json
+
+        save_json(out / "regions_summary.json", {
+            "disc": list(landmarks.disc) if landmarks else None, "fovea": list(landmarks.fovea) if landmarks else None,
+            "landmarks": landmarks.source if landmarks else "region mask given",
+            "highest_enrichment": {t.label: t.best() for t in tables}, "cancelled": cancelled})
+    return regions, region_names, landmarks, tables

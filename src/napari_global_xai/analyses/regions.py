@@ -1,0 +1,567 @@
+"""Anatomical regions of an aligned retina stack and how much global-map mass each holds.
+
+Three steps, each a plain function:
+
+1. :func:`find_landmarks` locates the optic disc (brightest compact blob) and the fovea (darkest blob at a plausible
+   distance temporal to the disc) on the mean anatomy, together with the field of view;
+2. :func:`build_regions` turns disc, fovea and field of view into an integer label image in the left-eye frame
+   (a partition: every pixel has exactly one region, so it can be edited as a napari labels layer);
+3. :func:`region_table` gives, per region (and per union of regions: nasal / temporal periphery, quadrants, mid and
+   far periphery), the share of global-map mass, the area share and their ratio, the enrichment, with bootstrap
+   intervals over images.
+
+A user's own label image (TIFF, any integer ids) can replace step 1-2: :func:`read_region_mask`.
+
+Notes
+-----
+Region geometry is a choice (the issue and methods.md name regions, not their borders). Distances are in units of
+the disc-fovea distance ``d`` (about 4.5 mm in adults, 2.5 disc diameters), measured in the frame with ``u`` along
+the disc→fovea axis (temporal positive) and ``v`` perpendicular to it (superior positive), origin at the fovea:
+
+* optic disc: within 0.4 d of the disc centre (disc plus peripapillary rim);
+* macula: within 0.6 d of the fovea (5.5 mm diameter ≈ 1.2 d);
+* superior / inferior arcade: ``0.7 ≤ |v| ≤ 1.4`` and ``-1.0 ≤ u ≤ 0.9`` (the temporal vascular arcades pass about
+  one disc-fovea distance above and below the fovea);
+* posterior pole: within 1.5 d of the fovea, not one of the above;
+* far periphery: the outer fifth of the field of view (normalised elliptical radius ≥ 0.8 of an ellipse fitted to
+  the field-of-view mask by its second moments), mid periphery the rest;
+  both split into four quadrants at the fovea (superior/inferior by ``v``, temporal/nasal by ``u``);
+* outside the field of view.
+
+Earlier entries win where regions overlap. Bootstrap intervals resample images with replacement (percentile
+intervals); the global map of a resample is the mean of its image-wise maps, so region masses are computed once per
+image and each resample is one weighted sum.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from scipy import ndimage
+
+__all__ = [
+    "REGION_GROUPS",
+    "REGION_NAMES",
+    "Landmarks",
+    "RegionGeometry",
+    "RegionTable",
+    "build_regions",
+    "draw_region_table",
+    "field_of_view",
+    "find_landmarks",
+    "luminance",
+    "read_region_mask",
+    "region_table",
+    "write_region_mask",
+    "write_region_table",
+]
+
+#: Partition labels of :func:`build_regions` (id = position + 1).
+REGION_NAMES = (
+    "optic_disc", "macula", "superior_arcade", "inferior_arcade", "posterior_pole",
+    "mid_superotemporal", "mid_inferotemporal", "mid_superonasal", "mid_inferonasal",
+    "far_superotemporal", "far_inferotemporal", "far_superonasal", "far_inferonasal",
+    "outside_fov",
+)
+#: Unions of partition regions reported as extra rows of the table.
+REGION_GROUPS = {
+    "mid_periphery": ("mid_superotemporal", "mid_inferotemporal", "mid_superonasal", "mid_inferonasal"),
+    "far_periphery": ("far_superotemporal", "far_inferotemporal", "far_superonasal", "far_inferonasal"),
+    "temporal_periphery": ("mid_superotemporal", "mid_inferotemporal", "far_superotemporal", "far_inferotemporal"),
+    "nasal_periphery": ("mid_superonasal", "mid_inferonasal", "far_superonasal", "far_inferonasal"),
+    "superotemporal_quadrant": ("mid_superotemporal", "far_superotemporal"),
+    "inferotemporal_quadrant": ("mid_inferotemporal", "far_inferotemporal"),
+    "superonasal_quadrant": ("mid_superonasal", "far_superonasal"),
+    "inferonasal_quadrant": ("mid_inferonasal", "far_inferonasal"),
+    "posterior_pole_all": ("optic_disc", "macula", "superior_arcade", "inferior_arcade", "posterior_pole"),
+}
+
+
+@dataclass(frozen=True)
+class RegionGeometry:
+    """Region borders in units of the disc-fovea distance (see the module Notes)."""
+
+    disc_radius: float = 0.4
+    macula_radius: float = 0.6
+    arcade_v: tuple[float, float] = (0.7, 1.4)
+    arcade_u: tuple[float, float] = (-1.0, 0.9)
+    pole_radius: float = 1.5
+    far_periphery_rho: float = 0.8
+
+
+@dataclass
+class Landmarks:
+    """Optic disc and fovea ``(row, col)`` in the left-eye frame, and the field of view.
+
+    Attributes
+    ----------
+    disc, fovea : tuple of float
+    disc_radius : float
+        Detected disc radius in pixels (NaN when the disc was given).
+    fov : numpy.ndarray, (H, W) bool
+    fov_centre : tuple of float
+    fov_axes : numpy.ndarray, (2, 2)
+        Rows are the ellipse's unit axes (row, col); :attr:`fov_radii` their semi-axis lengths.
+    fov_radii : tuple of float
+    source : str
+        ``"detected"``, ``"given"`` or ``"csv"``.
+    """
+
+    disc: tuple[float, float]
+    fovea: tuple[float, float]
+    disc_radius: float
+    fov: np.ndarray
+    fov_centre: tuple[float, float]
+    fov_axes: np.ndarray
+    fov_radii: tuple[float, float]
+    source: str = "detected"
+
+
+@dataclass
+class RegionTable:
+    """Per-region mass, area and enrichment of a global map, with bootstrap intervals over images.
+
+    Attributes
+    ----------
+    names : list of str
+        Partition regions first, then groups (:attr:`kinds` says which).
+    kinds : list of str
+        ``"region"`` or ``"group"``.
+    area_share, mass_share, enrichment : numpy.ndarray, (R,)
+    mass_ci, enrichment_ci : numpy.ndarray, (R, 2)
+        Percentile bootstrap intervals (NaN without bootstrap or with fewer than 2 images).
+    n_images : int
+    n_boot : int
+    ci : float
+    label : str
+    """
+
+    names: list[str]
+    kinds: list[str]
+    area_share: np.ndarray
+    mass_share: np.ndarray
+    enrichment: np.ndarray
+    mass_ci: np.ndarray
+    enrichment_ci: np.ndarray
+    n_images: int
+    n_boot: int
+    ci: float
+    label: str = ""
+    extra: dict = field(default_factory=dict)
+
+    def row(self, name: str) -> dict:
+        """One row as a dict."""
+        i = self.names.index(name)
+        return {"region": name, "kind": self.kinds[i], "area_share": float(self.area_share[i]),
+                "mass_share": float(self.mass_share[i]), "enrichment": float(self.enrichment[i]),
+                "mass_lo": float(self.mass_ci[i, 0]), "mass_hi": float(self.mass_ci[i, 1]),
+                "enrichment_lo": float(self.enrichment_ci[i, 0]), "enrichment_hi": float(self.enrichment_ci[i, 1])}
+
+    def best(self, kind: str = "region") -> str:
+        """The region (or group) with the highest enrichment."""
+        idx = [i for i, k in enumerate(self.kinds) if k == kind]
+        return self.names[idx[int(np.nanargmax(self.enrichment[idx]))]]
+
+
+# ----------------------------------------------------------------------------------------------- landmarks
+
+
+def luminance(anatomy: np.ndarray) -> np.ndarray:
+    """``(H, W[, C])`` → ``(H, W)`` float64 mean over channels."""
+    a = np.asarray(anatomy, np.float64)
+    return a if a.ndim == 2 else a.mean(axis=-1)
+
+
+def field_of_view(anatomy: np.ndarray, threshold: float = 0.2):
+    """The field of view of a mean anatomy and the ellipse fitted to it.
+
+    Parameters
+    ----------
+    anatomy : numpy.ndarray, (H, W[, C])
+    threshold : float
+        Share of the 99th-percentile luminance above which a pixel counts as imaged.
+
+    Returns
+    -------
+    fov : numpy.ndarray, (H, W) bool
+        Largest connected bright component, holes filled.
+    centre : tuple of float
+    axes : numpy.ndarray, (2, 2)
+        Unit axes of the fitted ellipse (rows).
+    radii : tuple of float
+        Semi-axis lengths (2·sqrt of the mask's second-moment eigenvalues: exact for a filled ellipse).
+
+    Raises
+    ------
+    ValueError
+        When nothing is brighter than the threshold (a blank anatomy).
+    """
+    lum = ndimage.gaussian_filter(luminance(anatomy), 2.0)
+    top = np.percentile(lum, 99)
+    if not np.isfinite(top) or top <= 0:
+        raise ValueError("the mean anatomy is blank: no field of view to find")
+    bright = lum > threshold * top
+    lab, n = ndimage.label(bright)
+    if n == 0:
+        raise ValueError("the mean anatomy is blank: no field of view to find")
+    sizes = ndimage.sum_labels(np.ones_like(lab), lab, index=np.arange(1, n + 1))
+    fov = ndimage.binary_fill_holes(lab == (int(np.argmax(sizes)) + 1))
+    rows, cols = np.nonzero(fov)
+    centre = (float(rows.mean()), float(cols.mean()))
+    cov = np.cov(np.stack([rows, cols]).astype(np.float64), bias=True)
+    eigval, eigvec = np.linalg.eigh(cov)
+    radii = tuple(float(2.0 * np.sqrt(max(v, 1e-12))) for v in eigval)
+    return fov, centre, eigvec.T, radii
+
+
+def _fov_rho(shape, centre, axes, radii) -> np.ndarray:
+    yy, xx = np.mgrid[0:shape[0], 0:shape[1]].astype(np.float64)
+    dy, dx = yy - centre[0], xx - centre[1]
+    a0 = (dy * axes[0][0] + dx * axes[0][1]) / radii[0]
+    a1 = (dy * axes[1][0] + dx * axes[1][1]) / radii[1]
+    return np.sqrt(a0 ** 2 + a1 ** 2)
+
+
+def _blob_response(lum: np.ndarray, sigmas, bright: bool) -> np.ndarray:
+    """Scale-normalised Laplacian-of-Gaussian responses ``(S, H, W)``; bright blobs positive when ``bright``."""
+    sign = -1.0 if bright else 1.0
+    return np.stack([sign * s * s * ndimage.gaussian_laplace(lum, s) for s in sigmas])
+
+
+def find_landmarks(anatomy: np.ndarray, disc=None, fovea=None, fov_threshold: float = 0.2) -> Landmarks:
+    """Optic disc, fovea and field of view on a mean anatomy in the left-eye frame.
+
+    Parameters
+    ----------
+    anatomy : numpy.ndarray, (H, W[, C])
+        Mean of the harmonised (left-eye frame) images.
+    disc, fovea : (row, col), optional
+        Given positions (e.g. points placed in napari); each one given skips its detection.
+    fov_threshold : float
+        See :func:`field_of_view`.
+
+    Returns
+    -------
+    Landmarks
+
+    Raises
+    ------
+    ValueError
+        A blank anatomy, or a given position outside the image.
+
+    Notes
+    -----
+    Disc: the maximum of the scale-normalised LoG bright-blob response over radii of 1.5-6 % of the image width,
+    searched inside the inner 75 % of the field of view (the disc never sits at its rim, where the rim itself
+    responds). Fovea: the maximum of the dark-blob response (σ 2-4 disc radii, the macular darkening is wider than
+    the disc) among pixels 1.8-4.5 disc diameters from the disc, within 35° of the temporal direction, which is
+    ``+col`` in the left-eye frame (the disc is nasal to the fovea). Real disc-fovea distances are 2.3-3 disc
+    diameters; the wider window tolerates a poorly estimated disc radius.
+    """
+    lum = luminance(anatomy)
+    h, w = lum.shape
+    fov, centre, axes, radii = field_of_view(anatomy, fov_threshold)
+    for name, p in (("disc", disc), ("fovea", fovea)):
+        if p is not None and not (0 <= p[0] < h and 0 <= p[1] < w):
+            raise ValueError(f"{name} position {tuple(p)} lies outside the {h}×{w} image")
+    rho = _fov_rho(lum.shape, centre, axes, radii)
+    inner = fov & (rho <= 0.75)
+    radius = np.nan
+    if disc is None:
+        radii_px = np.geomspace(0.015 * w, 0.06 * w, 7)
+        resp = _blob_response(lum, radii_px / np.sqrt(2.0), bright=True)
+        resp[:, ~inner] = -np.inf
+        s, r, c = np.unravel_index(int(np.argmax(resp)), resp.shape)
+        disc, radius = (float(r), float(c)), float(radii_px[s])
+    disc = (float(disc[0]), float(disc[1]))
+    if fovea is None:
+        r_disc = radius if np.isfinite(radius) else 0.03 * w
+        yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
+        dy, dx = yy - disc[0], xx - disc[1]
+        dist = np.hypot(dy, dx)
+        angle = np.degrees(np.arctan2(np.abs(dy), dx))  # 0 = temporal (+col)
+        window = fov & (dist >= 3.6 * r_disc) & (dist <= 9.0 * r_disc) & (angle <= 35.0)
+        if not window.any():
+            raise ValueError("no plausible fovea position temporal to the detected disc; give the fovea")
+        resp = _blob_response(lum, [2.0 * r_disc, 3.0 * r_disc, 4.0 * r_disc], bright=False)
+        resp[:, ~window] = -np.inf
+        _, r, c = np.unravel_index(int(np.argmax(resp)), resp.shape)
+        fovea = (float(r), float(c))
+    fovea = (float(fovea[0]), float(fovea[1]))
+    if np.hypot(fovea[0] - disc[0], fovea[1] - disc[1]) < 1.0:
+        raise ValueError("disc and fovea coincide; give distinct positions")
+    return Landmarks(disc, fovea, radius, fov, centre, axes, radii,
+                     "detected" if np.isfinite(radius) else "given")
+
+
+# -------------------------------------------------------------------------------------------------- regions
+
+
+def build_regions(landmarks: Landmarks, shape=None, geometry: RegionGeometry = RegionGeometry()) -> np.ndarray:
+    """Integer label image of :data:`REGION_NAMES` (ids 1..14) from disc, fovea and field of view.
+
+    Parameters
+    ----------
+    landmarks : Landmarks
+    shape : (H, W), optional
+        Default the field-of-view mask's shape.
+    geometry : RegionGeometry
+
+    Returns
+    -------
+    numpy.ndarray, (H, W) uint8
+        A partition: every pixel carries exactly one region id (see the module Notes for the borders).
+    """
+    h, w = shape or landmarks.fov.shape
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
+    disc, fovea = np.asarray(landmarks.disc), np.asarray(landmarks.fovea)
+    d = float(np.hypot(*(fovea - disc)))
+    e_t = (fovea - disc) / d
+    e_s = np.array([-e_t[1], e_t[0]]) if -e_t[1] < 0 else np.array([e_t[1], -e_t[0]])  # superior = up (row -)
+    dy, dx = yy - fovea[0], xx - fovea[1]
+    u = (dy * e_t[0] + dx * e_t[1]) / d
+    v = (dy * e_s[0] + dx * e_s[1]) / d
+    r_fovea = np.hypot(dy, dx) / d
+    r_disc = np.hypot(yy - disc[0], xx - disc[1]) / d
+    rho = _fov_rho((h, w), landmarks.fov_centre, landmarks.fov_axes, landmarks.fov_radii)
+    g = geometry
+    ids = {name: i + 1 for i, name in enumerate(REGION_NAMES)}
+    out = np.zeros((h, w), np.uint8)
+    free = np.ones((h, w), bool)
+
+    def put(name, mask):
+        nonlocal free
+        mask = mask & free
+        out[mask] = ids[name]
+        free &= ~mask
+
+    put("outside_fov", ~landmarks.fov)
+    put("optic_disc", r_disc <= g.disc_radius)
+    put("macula", r_fovea <= g.macula_radius)
+    arcade = (np.abs(v) >= g.arcade_v[0]) & (np.abs(v) <= g.arcade_v[1]) & (u >= g.arcade_u[0]) & (u <= g.arcade_u[1])
+    put("superior_arcade", arcade & (v > 0))
+    put("inferior_arcade", arcade & (v <= 0))
+    put("posterior_pole", r_fovea <= g.pole_radius)
+    for zone, sel in (("far", rho >= g.far_periphery_rho), ("mid", rho < g.far_periphery_rho)):
+        for vert, vsel in (("supero", v > 0), ("infero", v <= 0)):
+            for side, usel in (("temporal", u > 0), ("nasal", u <= 0)):
+                put(f"{zone}_{vert}{side}", sel & vsel & usel)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------- table
+
+
+def region_table(image_maps: np.ndarray, regions: np.ndarray, names: dict[int, str] | None = None,
+                 groups: dict[str, tuple[str, ...]] | None = None, n_boot: int = 1000, ci: float = 0.95,
+                 seed: int = 0, label: str = "") -> RegionTable:
+    """Mass share, area share and enrichment of the mean of image-wise maps in each region.
+
+    Parameters
+    ----------
+    image_maps : numpy.ndarray, (n, H, W)
+        The image-wise maps whose mean is the global map (e.g. one label's maps of an explain run).
+    regions : numpy.ndarray, (H, W) int
+        Region label image; every id present becomes a row (``0`` is named ``unassigned``).
+    names : dict int -> str, optional
+        Region names; default :data:`REGION_NAMES` for ids 1..14, else ``region_<id>``.
+    groups : dict str -> tuple of str, optional
+        Unions reported as extra rows (groups naming absent regions are skipped). Default
+        :data:`REGION_GROUPS` when the names are the built-in ones, else none.
+    n_boot : int
+        Bootstrap resamples of the images (0: no intervals).
+    ci : float
+        Central interval coverage.
+    seed : int
+    label : str
+        Recorded in the result.
+
+    Returns
+    -------
+    RegionTable
+
+    Raises
+    ------
+    ValueError
+        Shapes that do not match, no image, or a global map with no mass.
+
+    Notes
+    -----
+    Mass share = region sum of the global map / its total; area share = region pixels / all pixels; enrichment =
+    mass share / area share (1 = as much evidence as a uniform map would put there). Signed maps are taken as they
+    are (shares of the signed total).
+    """
+    maps = np.asarray(image_maps)
+    regions = np.asarray(regions)
+    if maps.ndim != 3 or maps.shape[1:] != regions.shape:
+        raise ValueError(f"image maps {maps.shape} do not match the region image {regions.shape}")
+    if len(maps) == 0:
+        raise ValueError("no image-wise maps to tabulate")
+    if regions.min() < 0:
+        raise ValueError("region ids must be non-negative integers")
+    flat = regions.astype(np.int64).ravel()
+    present = np.unique(flat)
+    k = int(present.max()) + 1
+    default_names = names is None
+    names = dict(names or {i + 1: n for i, n in enumerate(REGION_NAMES)})
+    names.setdefault(0, "unassigned")
+    per_image = np.stack([np.bincount(flat, weights=m.ravel().astype(np.float64), minlength=k) for m in maps])
+    area = np.bincount(flat, minlength=k).astype(np.float64)
+    cols = [int(i) for i in present]
+    row_names = [names.get(i, f"region_{i}") for i in cols]
+    kinds = ["region"] * len(cols)
+    columns = [[i] for i in cols]
+    if groups is None:
+        groups = REGION_GROUPS if default_names else {}
+    for gname, members in groups.items():
+        member_ids = [cols[row_names.index(m)] for m in members if m in row_names]
+        if member_ids and len(member_ids) == len(members):
+            row_names.append(gname)
+            kinds.append("group")
+            columns.append(member_ids)
+    select = np.zeros((k, len(columns)))
+    for j, ids in enumerate(columns):
+        select[ids, j] = 1.0
+    region_mass = per_image @ select  # (n, R)
+    total = per_image.sum(axis=1)
+    area_share = (area @ select) / area.sum()
+
+    def shares(weights):
+        mass = weights @ region_mass
+        tot = weights @ total
+        return mass / np.where(np.abs(tot) > 0, tot, np.nan)[..., None]
+
+    n = len(maps)
+    mass_share = shares(np.full(n, 1.0 / n))
+    if not np.all(np.isfinite(mass_share)):
+        raise ValueError("the global map has no mass (all maps are zero)")
+    enrichment = mass_share / np.where(area_share > 0, area_share, np.nan)
+    mass_ci = np.full((len(columns), 2), np.nan)
+    enr_ci = np.full((len(columns), 2), np.nan)
+    if n_boot and n > 1:
+        rng = np.random.default_rng(seed)
+        counts = rng.multinomial(n, np.full(n, 1.0 / n), size=int(n_boot)) / n
+        boot = shares(counts)
+        q = [(1 - ci) / 2 * 100, (1 + ci) / 2 * 100]
+        mass_ci = np.nanpercentile(boot, q, axis=0).T
+        enr_ci = mass_ci / np.where(area_share > 0, area_share, np.nan)[:, None]
+    return RegionTable(row_names, kinds, area_share, mass_share, enrichment, mass_ci, enr_ci, n,
+                       int(n_boot), float(ci), label)
+
+
+# ------------------------------------------------------------------------------------------------------ files
+
+
+def write_region_mask(path, regions: np.ndarray, names: dict[int, str] | None = None,
+                      landmarks: Landmarks | None = None) -> Path:
+    """Write a region label image as a TIFF with its names (and landmarks) in the description, atomically."""
+    import tifffile
+
+    from ..io_utils import atomic_path
+
+    names = names or {i + 1: n for i, n in enumerate(REGION_NAMES)}
+    meta = {"regions": {str(k): v for k, v in names.items()}, "frame": "left"}
+    if landmarks is not None:
+        meta.update(disc=list(landmarks.disc), fovea=list(landmarks.fovea), landmarks=landmarks.source)
+    with atomic_path(path) as tmp:
+        tifffile.imwrite(tmp, np.asarray(regions).astype(np.uint16), compression="zlib",
+                         description=json.dumps(meta))
+    return Path(path)
+
+
+def read_region_mask(path, shape=None) -> tuple[np.ndarray, dict[int, str]]:
+    """A user's region label image (single-page integer TIFF) and its names.
+
+    Names come from a JSON description ``{"regions": {"1": "name", ...}}`` (as :func:`write_region_mask` writes);
+    otherwise ids are named ``region_<id>``.
+
+    Raises
+    ------
+    ValueError
+        Not a readable TIFF, not a 2-D integer image, or a shape other than ``shape``.
+    """
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tif:
+            data = tif.asarray()
+            desc = tif.pages[0].description
+    except FileNotFoundError:
+        raise ValueError(f"region mask not found: {path}") from None
+    except Exception as exc:  # noqa: BLE001 - any reader failure is one message
+        raise ValueError(f"{path}: not a readable TIFF ({exc})") from None
+    data = np.squeeze(data)
+    if data.ndim != 2 or not np.issubdtype(data.dtype, np.integer):
+        raise ValueError(f"{path}: a region mask must be one 2-D integer image, got {data.dtype} {data.shape}")
+    if shape is not None and tuple(data.shape) != tuple(shape):
+        raise ValueError(f"{path}: region mask is {data.shape} but the maps are {tuple(shape)}")
+    if data.min() < 0:
+        raise ValueError(f"{path}: region ids must be non-negative")
+    names = {}
+    try:
+        names = {int(k): str(v) for k, v in json.loads(desc)["regions"].items()}
+    except (ValueError, TypeError, KeyError):
+        pass
+    names = {int(i): names.get(int(i), f"region_{int(i)}") for i in np.unique(data) if i != 0} | (
+        {0: "unassigned"} if 0 in data else {})
+    return data.astype(np.int64), names
+
+
+def region_table_csv(tables: list[RegionTable]) -> str:
+    """Rows of several tables (one per label) as CSV text."""
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(["label", "region", "kind", "area_share", "mass_share", "mass_lo", "mass_hi", "enrichment",
+                     "enrichment_lo", "enrichment_hi", "n_images"])
+    for t in tables:
+        for name in t.names:
+            r = t.row(name)
+            writer.writerow([t.label, name, r["kind"]] + [f"{r[k]:.6g}" for k in (
+                "area_share", "mass_share", "mass_lo", "mass_hi", "enrichment", "enrichment_lo", "enrichment_hi")]
+                + [t.n_images])
+    return buf.getvalue()
+
+
+def write_region_table(path, tables: list[RegionTable]) -> Path:
+    """Write :func:`region_table_csv` atomically."""
+    from ..io_utils import atomic_write_text
+
+    atomic_write_text(path, region_table_csv(tables))
+    return Path(path)
+
+
+def draw_region_table(fig, table: RegionTable, kind: str = "region"):
+    """Horizontal bar chart of enrichment (with bootstrap intervals) into a figure the caller owns.
+
+    Parameters
+    ----------
+    fig : matplotlib.figure.Figure
+        Cleared and drawn into.
+    table : RegionTable
+    kind : {"region", "group", "all"}
+
+    Returns
+    -------
+    matplotlib.axes.Axes
+    """
+    fig.clear()
+    ax = fig.add_subplot(1, 1, 1)
+    idx = [i for i, k in enumerate(table.kinds) if kind == "all" or k == kind]
+    y = np.arange(len(idx))
+    enr = table.enrichment[idx]
+    lo = np.nan_to_num(enr - table.enrichment_ci[idx, 0], nan=0.0)
+    hi = np.nan_to_num(table.enrichment_ci[idx, 1] - enr, nan=0.0)
+    ax.barh(y, enr, xerr=np.stack([lo, hi]), color="tab:orange", ecolor="0.3", capsize=2)
+    ax.axvline(1.0, color="0.5", lw=0.8, ls="--")
+    ax.set_yticks(y, [table.names[i] for i in idx], fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("enrichment (mass share / area share)")
+    pct = round(table.ci * 100)
+    ax.set_title(f"{table.label or 'global map'}: {table.n_images} images, {pct}% bootstrap intervals", fontsize=9)
+    fig.tight_layout()
+    return ax

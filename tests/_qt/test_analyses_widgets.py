@@ -1,0 +1,121 @@
+"""The analyses docks on the sample stack: regions (editable labels layer, chart), compare (diverging difference,
+significance labels layer), sanity (verdicts and figure)."""
+
+import csv
+
+import numpy as np
+import pytest
+
+from napari_global_xai._qt._runner import add_layers
+from napari_global_xai._qt.compare_widget import CompareWidget
+from napari_global_xai._qt.regions_widget import RegionsWidget
+from napari_global_xai._qt.sanity_widget import SanityWidget, parse_method_params
+from napari_global_xai.analyses.regions import REGION_NAMES
+from napari_global_xai.data.synthetic import GEOMETRY
+from napari_global_xai.models import DEMO_CARD_PATH
+
+pytestmark = pytest.mark.skipif(not DEMO_CARD_PATH.exists(), reason="demo model not trained")
+
+
+@pytest.fixture(scope="module")
+def explained(one_torch_thread):
+    from napari_global_xai.explain import ExplainConfig
+    from napari_global_xai.models import load_model
+    from napari_global_xai.run import run_explain
+    from napari_global_xai.samples import load_sample_stack
+
+    stack = load_sample_stack()
+    model = load_model(None, device="cpu")
+    return stack, run_explain(stack, model, ExplainConfig(method="gradcam", targets=["haemorrhage", "arcade_lesion"],
+                                                          compute="all"))
+
+
+def _with_maps(sample_dock, dock_class, explained, **kwargs):
+    from napari_global_xai._qt.explain_widget import result_layer_data
+
+    viewer, dock = sample_dock(dock_class, **kwargs)
+    stack, result = explained
+    add_layers(viewer, result_layer_data(result, stack, "uwf_sample"))
+    dock.maps_layer.reset_choices()
+    dock.maps_layer.value = viewer.layers["image-wise gradcam · positive"]
+    return viewer, dock
+
+
+def _run(dock, qtbot, feeder=True):
+    signals = [dock.run_panel.stopped] + ([dock.feeder.done] if feeder else [])
+    with qtbot.waitSignals(signals, timeout=600_000):
+        assert dock.start() is not None
+
+
+def test_regions_dock_finds_landmarks_and_uses_edited_regions(sample_dock, explained, qtbot):
+    viewer, dock = _with_maps(sample_dock, RegionsWidget, explained)
+    dock.n_boot.value = 100
+    _run(dock, qtbot)
+    regions = viewer.layers["anatomical regions"]
+    points = viewer.layers["disc & fovea"].data
+    assert np.hypot(*(points[0] - GEOMETRY.disc)) <= 10 and np.hypot(*(points[1] - GEOMETRY.fovea)) <= 10
+    assert dock.shown.choices == ("haemorrhage", "arcade_lesion")
+    dock.shown.value = "haemorrhage"
+    before = dock.current_table()
+    assert before.best() == "macula"
+    assert dock.table.rowCount() == len(REGION_NAMES)
+    assert len(dock.plot.figure.axes[0].patches) >= len(REGION_NAMES)  # bars drawn
+    # the user edits the labels layer: the macula becomes part of the posterior pole; the next run uses the edit
+    data = np.asarray(regions.data).copy()
+    data[data == REGION_NAMES.index("macula") + 1] = REGION_NAMES.index("posterior_pole") + 1
+    regions.data = data
+    dock.regions.reset_choices()
+    dock.regions.value = regions
+    _run(dock, qtbot, feeder=False)
+    dock.shown.value = "haemorrhage"
+    after = dock.current_table()
+    assert "macula" not in after.names
+    merged = before.row("macula")["mass_share"] + before.row("posterior_pole")["mass_share"]
+    assert after.row("posterior_pole")["mass_share"] == pytest.approx(merged)
+
+
+def test_compare_dock_difference_and_mask(sample_dock, explained, qtbot, tmp_path):
+    viewer, dock = _with_maps(sample_dock, CompareWidget, explained)
+    stack, result = explained
+    meta = tmp_path / "meta.csv"
+    with open(meta, "w", newline="") as handle:
+        w = csv.writer(handle)
+        w.writerow(["file", "haem_status", "age"])
+        for image_id, pos in zip(stack.image_ids, stack.labels.column("haemorrhage")):
+            w.writerow([image_id, "yes" if pos else "no", 50])
+    dock.csv.value = str(meta)
+    assert list(dock.column.choices) == ["haem_status", "age"]
+    dock.column.value = "haem_status"
+    dock.label.value = "haemorrhage"
+    dock.groups.value = "yes, no"
+    dock.n_permutations.value = 500
+    _run(dock, qtbot)
+    diff = viewer.layers["difference haem_status=yes − haem_status=no"]
+    lo, hi = diff.contrast_limits
+    assert lo == pytest.approx(-hi) and diff.colormap.name == "bwr"
+    mask = viewer.layers["significant (FDR 0.05): 1 = haem_status=yes higher, 2 = haem_status=no higher"]
+    assert (np.asarray(mask.data) == 1).sum() > 0
+    pos = stack.labels.column("haemorrhage").astype(bool)
+    maps = np.asarray(result.image_maps[:, 0])
+    np.testing.assert_allclose(diff.data, maps[pos].mean(0) - maps[~pos].mean(0), atol=1e-5)
+    assert "significant at FDR" in dock.summary.text()
+    # bad input: one line in the status, no run
+    dock.groups.value = "yes"
+    assert dock.start() is None and dock.run_panel.status.text().startswith("error: groups")
+
+
+def test_sanity_dock_verdicts_and_figure(sample_dock, qtbot, one_torch_thread):
+    _viewer, dock = sample_dock(SanityWidget)
+    dock.methods.value = ["gradcam"]
+    dock.params.value = ""
+    dock.n_images.value = 2
+    with qtbot.waitSignal(dock.run_panel.stopped, timeout=600_000):
+        assert dock.start() is not None
+    assert dock.verdicts.text().startswith("gradcam: passes")
+    axes = dock.plot.figure.axes
+    assert len(axes) >= 3 and len(axes[0].lines) >= 1
+    assert list(axes[0].lines[0].get_ydata()[:1]) == [1.0]  # the original maps compared with themselves
+    assert parse_method_params("ig.n_steps=8, ig.baseline='blur'", ["ig"]) == {"ig": {"n_steps": 8,
+                                                                                      "baseline": "blur"}}
+    with pytest.raises(ValueError, match="method.name=value"):
+        parse_method_params("n_steps=8", ["ig"])
