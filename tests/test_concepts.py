@@ -175,3 +175,14 @@ def test_a_concept_picks_up_the_shortcut_marker_on_training_split_images(demo):
     model_auc = auroc(truth, res.model_logits[:, periph:periph + 1])[0]
     concept_auc = auroc(truth, res.concept_logits[:, periph:periph + 1])[0]
     assert abs(model_auc - concept_auc) <= 0.02, (model_auc, concept_auc)
+
+
+def test_cli_bad_inputs_are_one_clear_line(tmp_path, capsys):
+    from napari_global_xai.cli import main
+
+    (tmp_path / "taken").write_text("x")
+    assert main(["concepts", str(tmp_path / "missing.tif"), "--out", str(tmp_path / "o")]) != 0
+    assert main(["concepts", str(tmp_path / "missing.tif"), "--out", str(tmp_path / "o"), "--k", "0"]) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and all(line.startswith("global-xai concepts: error:") for line in err), err
+    assert "Traceback" not in " ".join(err)

@@ -238,3 +238,9 @@ def test_registered_and_validated(resnet):
         get_method("hirescam", model, n_steps=3)
     with pytest.raises(ValueError, match="no layer 'nope'"):
         get_method("layercam", model, layer="nope").cam(x, targets)
+
+
+def test_torch_free_name_list_equals_the_registry():
+    from napari_global_xai._method_names import BUILTIN_METHODS
+
+    assert sorted(BUILTIN_METHODS) == method_names()
