@@ -37,4 +37,5 @@ def test_concepts_dock_adds_maps_fills_the_table_and_shows_top_images(sample_doc
     assert viewer.dims.current_step[0] == top[0]
     layer = viewer.layers["concept top images"]
     assert layer.metadata["napari_global_xai_top_images"]["images"] == top
-    np.testing.assert_array_equal(layer.data, dock._stack.get(top))
+    np.testing.assert_array_equal(layer.data, dock._stack.to_left_eye().get(top))  # the maps' frame
+    assert any(name.startswith("mean anatomy") for name in [ly.name for ly in viewer.layers])

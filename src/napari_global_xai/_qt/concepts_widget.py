@@ -26,7 +26,10 @@ def concepts_job(stack, k, seed, source_name, model_path=None, progress=None, ca
 
     model = load_model(model_path, device="auto")
     result = run_concepts(stack, model, ConceptConfig(k=int(k), seed=int(seed)), progress=progress, cancel=cancel)
-    layers = []
+    anatomy = stack.to_left_eye().mean_image()
+    rgb = anatomy.shape[-1] == 3
+    layers = [(anatomy.astype(np.uint8) if rgb else anatomy[..., 0],
+               {"name": f"mean anatomy ({source_name})", "rgb": rgb}, "image")]
     for j, gmap in enumerate(result.global_maps):
         top = float(gmap.max()) or 1.0
         layers.append((gmap, {"name": f"concept {j} · global map", "colormap": "inferno", "blending": "additive",
@@ -110,14 +113,17 @@ class ConceptsWidget(QWidget):
         self.table.resizeColumnsToContents()
 
     def show_concept(self, concept: int):
-        """Move the stack slider to the concept's strongest image and show its top images as a layer."""
+        """Move the stack slider to the concept's strongest image and show its top images as a layer.
+
+        The top images are shown in the left-eye frame, the frame of the concept maps (right eyes mirrored).
+        """
         if self.result is None:
             return
         top = [int(i) for i in self.result.top_images[concept]]
         step = list(self.viewer.dims.current_step)
         step[0] = top[0]
         self.viewer.dims.current_step = tuple(step)
-        pixels = np.asarray(self._stack.get(top))
+        pixels = np.asarray(self._stack.to_left_eye().get(top))
         name = "concept top images"
         data = (pixels, {"name": name, "rgb": pixels.ndim == 4 and pixels.shape[-1] in (3, 4),
                          "metadata": {"napari_global_xai_top_images": {"concept": concept, "images": top}},

@@ -99,7 +99,11 @@ class CamMethod(SaliencyMethod):
                                  f"does not output a (n, C, h, w) feature map")
             store["a"] = out
 
-        handle = layer.register_forward_hook(hook)
+        try:
+            handle = layer.register_forward_hook(hook)
+        except RuntimeError as exc:  # TorchScript modules take no Python hooks
+            raise ValueError(f"{self.name}: cannot hook layer of this model ({exc}); load it as a state dict with a "
+                             "registered architecture") from None
         try:
             with torch.enable_grad() if self.needs_grad else torch.no_grad():
                 scores = self.forward_module(x)
@@ -231,8 +235,9 @@ class ScoreCam(CamMethod):
     def plan_batches(self, images_per_pass):
         if not self.params["batch_size"]:
             self.params["batch_size"] = images_per_pass
-        # a call holds many (image, label) rows so the labels of an image share their masked forwards
-        return max(1, int(images_per_pass))
+        # a call holds every label of several images, so the labels of an image share their masked forwards (the
+        # masked images are made batch by batch, so the call size does not bound memory)
+        return max(1, int(images_per_pass)) * max(1, len(self.model.card.labels))
 
     def weigh(self, acts, grads, x, targets):
         from ..peppr import blend
