@@ -267,3 +267,10 @@ def test_element_wise_cams_enrich_the_planted_regions(name, one_torch_thread):
     for n in diseases:
         g = result.global_maps.get(n)
         assert g[regions[n]].sum() / g.sum() > 1.5 * regions[n].sum() / fov.sum(), n
+
+
+def test_torchscript_model_is_a_clear_error(resnet):
+    model, x, targets = resnet
+    scripted = LoadedModel(torch.jit.script(SmallResNet()), model.card, torch.device("cpu"))
+    with pytest.raises(ValueError, match="cannot reach layer 'layer3'"):
+        get_method("hirescam", scripted).cam(x, targets)

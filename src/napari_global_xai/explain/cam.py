@@ -76,6 +76,9 @@ class CamMethod(SaliencyMethod):
         except AttributeError:
             raise ValueError(f"{self.name}: the model has no layer {name!r} (set 'layer' or the card's "
                              "cam_layer)") from None
+        except RuntimeError as exc:  # TorchScript modules: no get_submodule, no Python hooks
+            raise ValueError(f"{self.name}: cannot reach layer {name!r} of this model ({exc}); load it as a state "
+                             "dict with a registered architecture") from None
 
     def capture(self, x: torch.Tensor, targets: torch.Tensor):
         """One forward (and, for gradient methods, one backward for the whole batch).
