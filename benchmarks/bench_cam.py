@@ -49,7 +49,7 @@ def time_methods(model, stack, n_images):
     rows = []
     for name in METHODS:
         engine = ImageMapEngine(model, ExplainConfig(method=name), [0])
-        ours = best_of(lambda: engine.compute(images, pairs), repeats=2) / n_images
+        ours = best_of(lambda e=engine: e.compute(images, pairs), repeats=2) / n_images
         grad = get_method(name, model).needs_grad
         n_fwd = n_images * (c + 1) if name == "scorecam" else (0 if grad else n_images)
         n_bwd = n_images if grad else 0

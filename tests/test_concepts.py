@@ -4,8 +4,12 @@ import numpy as np
 import pytest
 import torch
 
-from napari_global_xai.concepts import (ConceptConfig, ExplanationNet, _pull_away, extract_features, run_concepts,
-                                        train_explanation_net)
+from napari_global_xai.concepts import (
+    ConceptConfig,
+    _pull_away,
+    run_concepts,
+    train_explanation_net,
+)
 from napari_global_xai.models import DEMO_CARD_PATH, load_model
 from napari_global_xai.peppr import auroc
 

@@ -42,9 +42,9 @@ Only the paper's abstract and the official repository's README could be read (``
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -52,8 +52,16 @@ import torch.nn.functional as F
 
 from .batching import Cancelled
 
-__all__ = ["ConceptConfig", "ConceptResult", "ExplanationNet", "extract_features", "train_explanation_net",
-           "run_concepts", "write_concept_outputs", "concept_image_maps"]
+__all__ = [
+    "ConceptConfig",
+    "ConceptResult",
+    "ExplanationNet",
+    "concept_image_maps",
+    "extract_features",
+    "run_concepts",
+    "train_explanation_net",
+    "write_concept_outputs",
+]
 
 ProgressFn = Callable[[int, int, str], None]
 
@@ -340,7 +348,8 @@ def train_explanation_net(features: np.ndarray, logits: np.ndarray, config: Conc
 # ------------------------------------------------------------------------------------------------- maps
 
 
-def _concept_cams(acts: torch.Tensor, net: ExplanationNet, reference: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _concept_cams(acts: torch.Tensor, net: ExplanationNet,
+                  reference: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Concept maps on the layer, ``(n, K, h, w)``, and concept activations ``(n, K)``."""
     a = acts.detach().float().requires_grad_(True)
     with torch.enable_grad():
@@ -397,7 +406,8 @@ def run_concepts(stack, model, config: ConceptConfig | None = None, out_dir: str
     timings = {}
 
     t0 = time.perf_counter()
-    features, logits, done, mean_acts = extract_features(model, images, config.layer, config.chunk_size, progress, cancel)
+    features, logits, done, mean_acts = extract_features(model, images, config.layer, config.chunk_size, progress,
+                                                         cancel)
     timings["features_s"] = time.perf_counter() - t0
     cancelled = not done.all()
     if done.sum() < 2:

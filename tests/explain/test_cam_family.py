@@ -57,9 +57,9 @@ pytest.importorskip("cv2")
 pytest.importorskip("ttach")
 _stub_torchvision()
 pgc = pytest.importorskip("pytorch_grad_cam")
-from pytorch_grad_cam.utils.image import scale_cam_image  # noqa: E402
-from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget  # noqa: E402
-from pytorch_grad_cam.utils.svd_on_activations import get_2d_projection  # noqa: E402
+from pytorch_grad_cam.utils.image import scale_cam_image
+from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+from pytorch_grad_cam.utils.svd_on_activations import get_2d_projection
 
 REFERENCE = {"gradcam++": "GradCAMPlusPlus", "xgradcam": "XGradCAM", "hirescam": "HiResCAM",
              "layercam": "LayerCAM", "eigencam": "EigenCAM", "scorecam": "ScoreCAM"}
@@ -153,7 +153,8 @@ def _reference(name, model, layer_name, x, targets, monkeypatch):
     if name == "scorecam":
         cam.batch_size = 64
     # LoadedModel freezes the parameters, so the input must require grad for the reference's backward
-    return cam(input_tensor=x.clone().requires_grad_(name != "scorecam"), targets=[ClassifierOutputTarget(int(t)) for t in targets])
+    return cam(input_tensor=x.clone().requires_grad_(name != "scorecam"),
+               targets=[ClassifierOutputTarget(int(t)) for t in targets])
 
 
 def _ours(name, model, x, targets, **params):
@@ -251,7 +252,8 @@ def test_torch_free_name_list_equals_the_registry():
 def test_element_wise_cams_enrich_the_planted_regions(name, one_torch_thread):
     """Only the robust property is asserted (benchmarks/RESULTS.md has every method's figures): the element-wise
     methods' global maps hold more than 1.5 times their region's share of the field of view (the far-periphery
-    annulus, 26 % of the field of view, is the tightest: LayerCAM 0.49-0.51 of the mass, 1.9x). Grad-CAM++, XGrad-CAM and EigenCAM are coarser on this model and get no threshold."""
+    annulus, 26 % of the field of view, is the tightest: LayerCAM 0.49-0.51 of the mass, 1.9x). Grad-CAM++,
+    XGrad-CAM, EigenCAM and Score-CAM are coarser on this model and get no threshold."""
     if not DEMO_CARD_PATH.exists():
         pytest.skip("demo model not trained")
     from napari_global_xai.data.synthetic import field_of_view_mask

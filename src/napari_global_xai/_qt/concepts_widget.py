@@ -14,7 +14,7 @@ from qtpy.QtWidgets import QAbstractItemView, QTableWidget, QTableWidgetItem, QV
 from ._runner import LayerFeeder, RunPanel
 from .explain_widget import optional_path, stack_from_layer, stack_layers
 
-__all__ = ["ConceptsWidget", "concepts_job", "CONCEPT_MAP_KEY"]
+__all__ = ["CONCEPT_MAP_KEY", "ConceptsWidget", "concepts_job"]
 
 CONCEPT_MAP_KEY = "napari_global_xai_concept_map"
 

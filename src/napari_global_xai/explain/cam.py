@@ -30,8 +30,16 @@ from ..batching import images_per_pass, iterate_batches
 from .base import SaliencyMethod, register_method
 from .captum_methods import find_cam_layer
 
-__all__ = ["CamMethod", "GradCamPlusPlus", "XGradCam", "HiResCam", "LayerCam", "EigenCam", "ScoreCam",
-           "upsample_maps"]
+__all__ = [
+    "CamMethod",
+    "EigenCam",
+    "GradCamPlusPlus",
+    "HiResCam",
+    "LayerCam",
+    "ScoreCam",
+    "XGradCam",
+    "upsample_maps",
+]
 
 _EPS_PP = 1e-6   # Grad-CAM++ denominator guard (same value as pytorch-grad-cam)
 _EPS_X = 1e-7    # XGrad-CAM denominator guard
@@ -54,8 +62,9 @@ class CamMethod(SaliencyMethod):
     """Shared machinery of the CAM family: layer choice, activation/gradient capture, ReLU and upsampling.
 
     Subclasses implement :meth:`weigh` (activations, gradients, targets → ``(k, h, w)`` map before the ReLU) and set
-    :attr:`needs_grad` (False for the forward-only methods). Parameters common to all: ``layer`` (module name; default the card's ``cam_layer``, else
-    the last spatial layer, as Grad-CAM) and ``upsample`` (``bilinear`` or ``nearest``).
+    :attr:`needs_grad` (False for the forward-only methods). Parameters common to all: ``layer`` (module name;
+    default the card's ``cam_layer``, else the last spatial layer, as Grad-CAM) and ``upsample`` (``bilinear`` or
+    ``nearest``).
     """
 
     defaults = {"layer": None, "upsample": "bilinear"}
@@ -174,7 +183,8 @@ class HiResCam(CamMethod):
 @register_method
 class LayerCam(CamMethod):
     name = "layercam"
-    description = "LayerCAM: positive gradients × activations per position; set layer= an earlier layer for finer maps."
+    description = ("LayerCAM: positive gradients × activations per position; layer= an earlier layer gives finer "
+                   "maps.")
 
     def weigh(self, acts, grads, x, targets):
         return (grads.clamp_min(0) * acts).sum(dim=1)
