@@ -1,7 +1,7 @@
 """``global-xai``: the command-line face of the pipelines in :mod:`napari_global_xai.run`.
 
-Sub-commands: ``explain``, ``peppr``, ``sag``, ``concepts``, ``demo`` (the whole chain on the shipped sample data),
-``train-demo`` and ``make-sample-data``. Argument parsing and the terminal progress bar live here; everything else is the core.
+Sub-commands: ``explain``, ``peppr``, ``sag``, ``demo`` (the whole chain on the shipped sample data), ``train-demo`` and
+``make-sample-data``. Argument parsing and the terminal progress bar live here; everything else is the core.
 """
 
 from __future__ import annotations
