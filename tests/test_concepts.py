@@ -13,7 +13,8 @@ from napari_global_xai.concepts import (
 from napari_global_xai.models import DEMO_CARD_PATH, load_model
 from napari_global_xai.peppr import auroc
 
-needs_demo = pytest.mark.skipif(not DEMO_CARD_PATH.exists(), reason="demo model not trained")
+# tiny tensors: one torch thread (two threads on a busy 2-core machine wait on each other: 160 s instead of 1 s)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 DISEASES = ["haemorrhage", "peripheral_lesion", "disc_swelling", "arcade_lesion"]
 
 

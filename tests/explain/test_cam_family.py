@@ -61,6 +61,7 @@ from pytorch_grad_cam.utils.image import scale_cam_image
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from pytorch_grad_cam.utils.svd_on_activations import get_2d_projection
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # small tensors: one thread is faster on 2 busy cores
 REFERENCE = {"gradcam++": "GradCAMPlusPlus", "xgradcam": "XGradCAM", "hirescam": "HiResCAM",
              "layercam": "LayerCAM", "eigencam": "EigenCAM", "scorecam": "ScoreCAM"}
 GRADIENT_METHODS = ["gradcam++", "xgradcam", "hirescam", "layercam"]
