@@ -8,4 +8,6 @@ PYTHON=${PYTHON:-python3}
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet "torch==2.13.0"
 .venv/bin/python -m pip install --quiet -e ".[testing]"
+# CAM test reference; --no-deps because it requires torchvision (broken beside this torch; tests stub it)
+.venv/bin/python -m pip install --quiet --no-deps "grad-cam==1.5.7"
 echo "installed: $(.venv/bin/python -c 'import napari_global_xai, torch, napari; print("napari-global-xai", napari_global_xai.__version__, "| torch", torch.__version__, "| napari", napari.__version__)')"

@@ -223,6 +223,25 @@ def _cmd_sag(args) -> int:
     return 0
 
 
+def _cmd_concepts(args) -> int:
+    from .batching import Cancelled
+    from .concepts import ConceptConfig, run_concepts
+
+    config = ConceptConfig(k=args.k, steps=args.steps, seed=args.seed, layer=args.layer, top_n=args.top)
+    stack, model = _load_inputs(args)
+    with _progress(args.quiet) as bar, _cancel_on_interrupt() as cancel:
+        try:
+            result = run_concepts(stack, model, config, out_dir=args.out, progress=bar, cancel=cancel)
+        except Cancelled as exc:
+            print(f"global-xai concepts: {exc}; nothing written", file=sys.stderr)
+            return 1
+    faith = result.faithfulness()
+    lines = [f"{n}: AUROC model {v['model']:.3f}, concepts {v['concepts']:.3f}" for n, v in faith.items()]
+    state = " (cancelled: partial results)" if result.cancelled else ""
+    print("\n".join(lines + [f"{config.k} concepts{state}; results in {Path(args.out).resolve()}"]))
+    return 0
+
+
 def _cmd_demo(args) -> int:
     from .run import run_demo
 
@@ -456,6 +475,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--figure-formats", nargs="+", default=["png"], choices=["png", "svg", "pdf"],
                    help="formats of each image's graph figure (default png)")
     p.set_defaults(func=_cmd_sag)
+
+    p = sub.add_parser("concepts", help="XNN concepts: global concept maps, concept x label weights, top images")
+    _add_common(p)
+    p.add_argument("--k", type=int, default=8, help="number of concepts (default 8)")
+    p.add_argument("--steps", type=int, default=800, help="training iterations (default 800)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--layer", default=None, help="layer to embed (default: the card's cam_layer)")
+    p.add_argument("--top", type=int, default=8, help="top images listed per concept (default 8)")
+    p.set_defaults(func=_cmd_concepts)
 
     p = sub.add_parser("demo", help="the whole chain (explain → global maps → PEPPR) on the shipped sample data")
     p.add_argument("--out", default="demo_output")

@@ -16,6 +16,7 @@ from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, LineEdit, 
 from qtpy.QtWidgets import QVBoxLayout, QWidget
 
 from .._layers import STACK_METADATA_KEY
+from .._method_names import BUILTIN_METHODS
 from ._runner import LayerFeeder, RunPanel
 
 __all__ = ["ExplainWidget", "GLOBAL_MAP_KEY", "IMAGE_MAPS_KEY", "stack_from_layer"]
@@ -26,9 +27,9 @@ DEMO_CARD = Path(__file__).resolve().parents[1] / "models" / "weights" / "demo_n
 # Key parameters shown per method (everything else keeps the method's documented default).
 KEY_PARAMS = {"ig": "n_steps=32, baseline='zero'", "smoothgrad": "nt_samples=16, stdevs=0.15",
               "gradient_shap": "n_samples=8", "occlusion": "window=32, stride=16", "deeplift": "baseline='zero'",
-              "igos": "iterations=15, ig_iter=20", "igos++": "iterations=15, ig_iter=20"}
-METHODS = ["ig", "gradcam", "saliency", "input_x_gradient", "guided_backprop", "deeplift", "gradient_shap",
-           "smoothgrad", "occlusion", "igos", "igos++"]
+              "igos": "iterations=15, ig_iter=20", "igos++": "iterations=15, ig_iter=20",
+              "layercam": "layer=None", "scorecam": "batch_size=None"}
+METHODS = list(BUILTIN_METHODS)  # torch-free mirror of the registry (kept equal to it by a test)
 
 
 def stack_from_layer(layer, labels_csv: str | None = None):

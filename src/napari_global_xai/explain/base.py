@@ -275,7 +275,7 @@ def get_method(name: str, model, probability: bool = False, **params) -> Salienc
 def _load_builtin_methods() -> None:
     import importlib
 
-    for module in ("captum_methods", "igos"):  # registration side effect
+    for module in ("captum_methods", "igos", "cam"):  # registration side effect
         try:
             importlib.import_module(f"{__package__}.{module}")
         except ModuleNotFoundError as exc:

@@ -1,0 +1,193 @@
+"""XNN concepts: losses against their definitions, faithfulness, planted regions and the shortcut marker."""
+
+import numpy as np
+import pytest
+import torch
+
+from napari_global_xai.concepts import (
+    ConceptConfig,
+    _pull_away,
+    run_concepts,
+    train_explanation_net,
+)
+from napari_global_xai.models import DEMO_CARD_PATH, load_model
+from napari_global_xai.peppr import auroc
+
+# tiny tensors: one torch thread (two threads on a busy 2-core machine wait on each other: 160 s instead of 1 s)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+DISEASES = ["haemorrhage", "peripheral_lesion", "disc_swelling", "arcade_lesion"]
+
+
+def test_pull_away_term_is_the_mean_squared_cosine_of_distinct_bases():
+    e = torch.tensor([[1.0, 0.0], [0.0, 2.0], [1.0, 1.0]])
+    # pairs (0,1): 0, (0,2): 1/2, (1,2): 1/2, each counted twice, over 3*2 ordered pairs
+    assert float(_pull_away(e)) == pytest.approx((0 + 0.5 + 0.5) * 2 / 6)
+    assert float(_pull_away(torch.eye(4))) == 0.0
+
+
+def test_concepts_rebuild_a_linear_model_from_its_features():
+    """Features whose logits are a linear function of them: the concept model's logits track the model's."""
+    rng = np.random.default_rng(0)
+    f = rng.normal(size=(300, 10)).astype(np.float32)
+    logits = f[:, :3] @ np.array([[2.0, 0, 0], [0, -1.5, 0], [0, 0, 1.0]], np.float32)
+    net, losses, cancelled = train_explanation_net(f, logits, ConceptConfig(k=6, steps=600, sparsity=0.01))
+    with torch.no_grad():
+        _, s_hat, _ = net(torch.from_numpy(f))
+    corr = [np.corrcoef(s_hat[:, j].numpy(), logits[:, j])[0, 1] for j in range(3)]
+    assert not cancelled and min(corr) > 0.97, corr
+    assert set(losses) == {"faithfulness", "sparsity", "pull_away", "reconstruction", "total"}
+    z = net.concepts(torch.from_numpy(f))
+    assert (z >= 0).all()
+
+
+def test_training_is_seeded_and_cancellable():
+    rng = np.random.default_rng(1)
+    f, s = rng.normal(size=(40, 6)).astype(np.float32), rng.normal(size=(40, 2)).astype(np.float32)
+    a, _, _ = train_explanation_net(f, s, ConceptConfig(k=3, steps=50, seed=4))
+    b, _, _ = train_explanation_net(f, s, ConceptConfig(k=3, steps=50, seed=4))
+    torch.testing.assert_close(a.encoder.weight, b.encoder.weight)
+    calls = []
+    _, _, cancelled = train_explanation_net(f, s, ConceptConfig(k=3, steps=500),
+                                            cancel=lambda: len(calls) > 2 or calls.append(1))
+    assert cancelled
+
+
+def test_bad_settings_and_output_folder_fail_early(tmp_path):
+    with pytest.raises(ValueError, match="k .*at least 1"):
+        ConceptConfig(k=0)
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(ValueError, match="is a file"):
+        run_concepts(np.zeros((2, 8, 8, 2), np.uint8), object(), out_dir=blocker)
+
+
+class _Toy(torch.nn.Module):
+    """A model the project did not make: 3-channel input, the label depends on a bright top-left quadrant."""
+
+    def __init__(self):
+        super().__init__()
+        self.body = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.ReLU())
+        with torch.no_grad():
+            self.body[0].weight.zero_()
+            self.body[0].bias.zero_()
+            self.body[0].weight[0, :, 1, 1] = 1.0      # channel 0 = brightness
+            self.body[0].weight[1, 0, 1, 1] = -1.0     # channel 1 = darkness of channel 0
+            self.body[0].bias[1] = 1.0
+
+    def forward(self, x):
+        a = self.body(x)
+        return torch.stack([a[:, 0, :8, :8].mean(dim=(1, 2)), a[:, 1].mean(dim=(1, 2))], dim=1)
+
+
+def test_run_on_a_foreign_model_writes_complete_outputs_and_keeps_partial_results(tmp_path):
+    from napari_global_xai.models import LoadedModel, ModelCard
+
+    card = ModelCard(name="toy", labels=["bright_tl", "dark"], weights="unused.pt", format="torchscript",
+                     activation="sigmoid", input_channels=[0, 1, 2], input_size=[16, 16], mean=[0.5] * 3,
+                     std=[0.5] * 3, cam_layer="body", harmonise_laterality=False)
+    model = LoadedModel(_Toy(), card, torch.device("cpu"))
+    rng = np.random.default_rng(2)
+    images = rng.integers(0, 60, size=(12, 16, 16, 3), dtype=np.uint8)
+    images[::2, :8, :8] = 250                                # bright top-left quadrant on even images
+    before = images.copy()
+    stages = []
+    res = run_concepts(images, model, ConceptConfig(k=2, steps=400, chunk_size=4), out_dir=tmp_path / "out",
+                       progress=lambda d, t, s: stages.append(s))
+    assert np.array_equal(images, before)
+    assert {"features", "train", "concept maps"} <= set(stages)
+    names = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert names == sorted(["global_concept_maps.tif", "concept_image_maps.tif", "concepts.csv",
+                            "concept_label_weights.csv", "top_images.csv", "concepts.json", "explanation_net.pt"])
+    assert res.global_maps.shape == (2, 16, 16)
+    np.testing.assert_allclose(res.global_maps.reshape(2, -1).sum(1)[res.global_maps.reshape(2, -1).sum(1) > 0], 1,
+                               rtol=1e-5)
+    # the concept that tells bright from dark images ranks one kind of image on top
+    bright = np.arange(12) % 2 == 0
+    corr = [abs(np.corrcoef(res.concepts[:, j], bright)[0, 1]) if res.concepts[:, j].std() > 0 else 0
+            for j in range(2)]
+    k = int(np.argmax(corr))
+    top = res.top_images[k, :6]
+    assert corr[k] > 0.9 and (bright[top].all() or not bright[top].any())
+    assert np.corrcoef(res.concept_logits[:, 0], res.model_logits[:, 0])[0, 1] > 0.9
+
+    # cancel during the concept maps: finished images keep their maps
+    state = {"n": 0}
+
+    def cancel():
+        state["n"] += stages.count("concept maps") > 0
+        return state["n"] > 0
+
+    stages.clear()
+    part = run_concepts(images, model, ConceptConfig(k=2, steps=50, chunk_size=4),
+                        progress=lambda d, t, s: stages.append(s), cancel=cancel)
+    # every image had features, so concepts exist for all; only the first chunk got its maps
+    assert part.cancelled and not np.isnan(part.concepts).any()
+    assert part.image_maps[:4].any() and not part.image_maps[4:].any()
+
+
+# --- the demo model on the shipped sample and on training-split images ---------------------------------------
+
+
+@pytest.fixture(scope="module")
+def demo(one_torch_thread):
+    if not DEMO_CARD_PATH.exists():
+        pytest.skip("demo model not trained")
+    return load_model(None, device="cpu")
+
+
+@pytest.mark.slow
+def test_demo_concepts_are_faithful_and_find_every_planted_region(demo):
+    from napari_global_xai.samples import load_ground_truth, load_sample_stack
+
+    stack, truth = load_sample_stack(), load_ground_truth()
+    res = run_concepts(stack, demo, ConceptConfig(k=8, seed=0))
+    faith = res.faithfulness()
+    print("AUROC model vs concepts:", {n: (round(v["model"], 3), round(v["concepts"], 3)) for n, v in faith.items()})
+    assert all(abs(v["model"] - v["concepts"]) <= 0.02 for v in faith.values()), faith
+    ratio = {n: res.global_maps[:, truth["regions"][n]].sum(axis=1) / truth["regions"][n].mean() for n in DISEASES}
+    best = {n: float(r.max()) for n, r in ratio.items()}
+    print("best concept's mass in region / area share:", {n: round(v, 1) for n, v in best.items()})
+    # measured (seed 0): haemorrhage 12.0, peripheral_lesion 2.1, disc_swelling 14.1, arcade_lesion 4.0.
+    # The far-periphery annulus (18 % of the image) reaches only ~2x: see benchmarks/RESULTS.md.
+    for n in ("haemorrhage", "disc_swelling", "arcade_lesion"):
+        assert best[n] >= 3, (n, best)
+    assert best["peripheral_lesion"] >= 1.5
+    # the concept mapped onto a region is one that raises that label's prediction
+    for n in ("haemorrhage", "disc_swelling", "arcade_lesion"):
+        assert res.weights[int(np.argmax(ratio[n])), demo.labels.index(n)] > 0, n
+
+
+@pytest.mark.slow
+def test_a_concept_picks_up_the_shortcut_marker_on_training_split_images(demo):
+    from napari_global_xai.data.synthetic import generate_stack, marker_box
+
+    gen = generate_stack(64, seed=7, split="train")
+    images = gen.images.copy()
+    right = gen.laterality == "R"
+    images[right] = images[right][:, :, ::-1]                 # harmonise to the left-eye frame
+    marker = np.zeros(images.shape[1:3], bool)
+    for side in ("L", "R"):
+        marker[marker_box(side)] = True
+    res = run_concepts(images, demo, ConceptConfig(k=8, seed=0))
+    sep = auroc(np.repeat(gen.has_marker[:, None], 8, axis=1), res.concepts)
+    on_marker = res.global_maps[:, marker].sum(axis=1) / marker.mean()
+    periph = demo.labels.index("peripheral_lesion")
+    print("concept AUROC for 'image has the marker':", np.round(sep, 2), "marker mass / area share:",
+          np.round(on_marker, 1), "peripheral_lesion weights:", np.round(res.weights[:, periph], 2))
+    shortcut = [k for k in range(8) if sep[k] >= 0.8 and on_marker[k] >= 3 and res.weights[k, periph] > 0]
+    assert shortcut, "no concept carries the corner marker"
+    truth = gen.labels[:, periph:periph + 1]
+    model_auc = auroc(truth, res.model_logits[:, periph:periph + 1])[0]
+    concept_auc = auroc(truth, res.concept_logits[:, periph:periph + 1])[0]
+    assert abs(model_auc - concept_auc) <= 0.02, (model_auc, concept_auc)
+
+
+def test_cli_bad_inputs_are_one_clear_line(tmp_path, capsys):
+    from napari_global_xai.cli import main
+
+    (tmp_path / "taken").write_text("x")
+    assert main(["concepts", str(tmp_path / "missing.tif"), "--out", str(tmp_path / "o")]) != 0
+    assert main(["concepts", str(tmp_path / "missing.tif"), "--out", str(tmp_path / "o"), "--k", "0"]) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and all(line.startswith("global-xai concepts: error:") for line in err), err
+    assert "Traceback" not in " ".join(err)
