@@ -236,7 +236,7 @@ def test_eigencam_is_class_agnostic(resnet):
 def test_registered_and_validated(resnet):
     model, x, targets = resnet
     assert set(REFERENCE) <= set(method_names())
-    with pytest.raises(TypeError, match="unknown parameter"):
+    with pytest.raises(ValueError, match="unknown parameter"):
         get_method("hirescam", model, n_steps=3)
     with pytest.raises(ValueError, match="no layer 'nope'"):
         get_method("layercam", model, layer="nope").cam(x, targets)
