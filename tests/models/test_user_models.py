@@ -90,7 +90,7 @@ def test_clear_lines_for_unusable_state_dicts(saved, tmp_path):
                                  architecture_kwargs={"n_out": 8}), device="cpu")
     msg = str(info.value)
     assert "\n" not in msg and "do not fit architecture 'oddnet.py:OddNet'" in msg
-    assert "1 with another shape (head.weight: file (7, 12) vs model (8, 12), head.bias" in msg
+    assert "2 with another shape (head.weight: file (7, 12) vs model (8, 12), head.bias: file (7,) vs model (8,))" in msg
     state = dict(net.state_dict())
     state["extra.weight"] = torch.zeros(1)
     del state["block.0.bias"]

@@ -39,10 +39,12 @@ N_OUT = 7
 def load_source(path):
     """Write :data:`SOURCE` to ``path`` and import it (the test's own module object)."""
     import importlib.util
+    import sys
 
     path.write_text(SOURCE)
     spec = importlib.util.spec_from_file_location("user_net_under_test", path)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # so torch.save can pickle a whole OddNet
     spec.loader.exec_module(module)
     return module
 
