@@ -16,7 +16,7 @@ from napari_global_xai.explain import (
 from napari_global_xai.models import LoadedModel, ModelCard, load_model
 from napari_global_xai.run import run_explain
 
-from ..models.user_net import H, N_OUT, W, save_all_formats
+from models.user_net import H, N_OUT, W, save_all_formats
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -124,7 +124,7 @@ def test_deeplift_refused_when_no_relu_is_a_module(formats):
 
 
 class _GateNet(torch.nn.Module):
-    """1×1 conv with bias -0.5 then ReLU: an image darker than half the range has all-zero features, so its
+    """1×1 conv (weights 1, 0.8; bias -0.5) then ReLU: an image darker than half the range has all-zero features, so its
     Grad-CAM (ReLU of a weighted sum of zero maps) is zero everywhere."""
 
     def __init__(self):
@@ -132,7 +132,7 @@ class _GateNet(torch.nn.Module):
         self.features = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 1), torch.nn.ReLU())
         self.head = torch.nn.Linear(2, 2)
         with torch.no_grad():
-            self.features[0].weight.copy_(torch.tensor([1.0, 2.0]).view(2, 1, 1, 1))
+            self.features[0].weight.copy_(torch.tensor([1.0, 0.8]).view(2, 1, 1, 1))
             self.features[0].bias.fill_(-0.5)
             self.head.weight.copy_(torch.tensor([[1.0, 0.5], [0.2, 1.0]]))
             self.head.bias.zero_()
@@ -157,7 +157,7 @@ def test_all_zero_maps_are_counted_and_left_out_of_the_global_map():
     assert result.global_maps.count.tolist() == [3, 3]
     # independent Grad-CAM: mean pooling gives weights head[t, k] / (h·w); features are relu(w_k · x - 0.5)
     x = pixels[..., 0].astype(np.float64) / 255.0
-    feats = np.maximum(np.stack([1.0 * x - 0.5, 2.0 * x - 0.5], axis=1), 0)  # (n, 2, h, w)
+    feats = np.maximum(np.stack([1.0 * x - 0.5, 0.8 * x - 0.5], axis=1), 0)  # (n, 2, h, w)
     head = np.array([[1.0, 0.5], [0.2, 1.0]])
     for t in range(2):
         cams = np.maximum(np.einsum("k,nkhw->nhw", head[t] / (h * w), feats), 0)

@@ -140,7 +140,8 @@ class LayerTap:
             return getattr(gm, tap_name)
         last = None
         for node in gm.graph.nodes:
-            if node.op == "call_function" and any(_under(p, name) for p in _fx_paths(node)):
+            if (node.op == "call_function" or (node.op == "call_module" and not str(node.target).startswith(
+                    _TAP_PREFIX))) and any(_under(p, name) for p in _fx_paths(node)):
                 last = node
         if last is None:
             raise ValueError(f"layer {name!r} has no operations in the torch.export graph")
