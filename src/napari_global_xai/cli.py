@@ -102,12 +102,17 @@ def _one_line_warnings(command: str):
 
     from .explain.base import SaliencyWarning
 
+    previous = warnings.showwarning
+
     def show(message, category, filename, lineno, file=None, line=None):
-        print(f"global-xai {command}: warning: {message}", file=sys.stderr)
+        if issubclass(category, SaliencyWarning):
+            print(f"global-xai {command}: warning: {message}", file=sys.stderr)
+        else:
+            previous(message, category, filename, lineno, file, line)
 
     with warnings.catch_warnings():
         warnings.simplefilter("always", SaliencyWarning)
-        previous, warnings.showwarning = warnings.showwarning, show
+        warnings.showwarning = show
         try:
             yield
         finally:

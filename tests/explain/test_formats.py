@@ -33,19 +33,20 @@ CARD = {"labels": [f"d{i}" for i in range(N_OUT)], "input_size": [H, W], "mean":
 def formats(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("formats")
     src, net, files = save_all_formats(tmp)
-    models = {}
+    models, cards = {}, {}
     for fmt in FORMATS:
         extra = {"architecture": "oddnet.py:OddNet"} if fmt in ("state_dict", "safetensors") else {}
         card = tmp / f"{fmt}.json"
         card.write_text(json.dumps({**CARD, "weights": files[fmt].name, **extra}))
         models[fmt] = load_model(card, device="cpu")
+        cards[fmt] = card
     plain = LoadedModel(net, ModelCard(**CARD, weights="plain.pt"), torch.device("cpu"))
     reference = src.OddNetModules().eval()  # same weights, the functional ReLU as a module
     reference.load_state_dict(net.state_dict())
     modules = LoadedModel(reference, ModelCard(**CARD, weights="modules.pt"), torch.device("cpu"))
     rng = np.random.default_rng(3)
     images = rng.integers(0, 256, size=(2, H, W, 3), dtype=np.uint8)
-    return {"models": models, "plain": plain, "modules": modules, "images": images}
+    return {"models": models, "plain": plain, "modules": modules, "images": images, "cards": cards}
 
 
 def _maps(model, method, images, targets=(1, 5)):
@@ -164,3 +165,38 @@ def test_all_zero_maps_are_counted_and_left_out_of_the_global_map():
         assert not cams[2].any() and all(cams[i].any() for i in (0, 1, 3))
         expected = np.mean([cams[i] / cams[i].sum() for i in (0, 1, 3)], axis=0)
         np.testing.assert_allclose(result.global_maps.mean[t], expected, rtol=1e-5, atol=1e-9)
+
+
+def test_cli_explain_gradcam_on_torchscript_refuses_deeplift_and_warns_once(formats, tmp_path, capsys):
+    import tifffile
+
+    from napari_global_xai.cli import main
+    from napari_global_xai.outputs import read_global_maps
+
+    stack = tmp_path / "stack.tif"
+    tifffile.imwrite(stack, formats["images"], photometric="rgb")
+    args = ["--subset", "all", "--targets", "d1", "d5", "--quiet"]
+    out = tmp_path / "gc_ts"
+    assert main(["explain", str(stack), "--model", str(formats["cards"]["torchscript"]), "--method", "gradcam",
+                 "--out", str(out), *args]) == 0
+    assert "gradcam: 4 image-wise maps of 2 images" in capsys.readouterr().out
+    expected = _maps(formats["plain"], "gradcam", formats["images"])
+    expected = expected / expected.sum(axis=(2, 3), keepdims=True)  # mass normalisation
+    maps = read_global_maps(out / "global_maps.tif")
+    np.testing.assert_allclose(maps.get("d5"), expected[:, 1].mean(axis=0), rtol=1e-4, atol=1e-9)
+
+    out = tmp_path / "dl_ts"
+    assert main(["explain", str(stack), "--model", str(formats["cards"]["torchscript"]), "--method", "deeplift",
+                 "--out", str(out), *args]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("global-xai explain: error: deeplift needs the model's nn.ReLU modules") and "\n" not in err
+    assert not out.exists() or not any(out.iterdir())  # refused before any work: nothing written
+
+    assert main(["explain", str(stack), "--model", str(formats["cards"]["state_dict"]), "--method", "deeplift",
+                 "--out", str(tmp_path / "dl_sd"), *args]) == 0
+    err = capsys.readouterr().err
+    warnings = [line for line in err.splitlines() if "warning:" in line]
+    assert warnings == ["global-xai explain: warning: deeplift on nn.Module: 1 of 3 ReLUs are functional (torch.relu) "
+                        "and treated as linear, so the map is partly input_x_gradient; a torch.export .pt2 file of "
+                        "the model gives exact DeepLIFT"]
+    assert "importing architecture OddNet from" in err

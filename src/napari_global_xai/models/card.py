@@ -54,7 +54,7 @@ class ModelCard:
         ``architecture_kwargs``.
     input_channels : list of int, optional
         Stack channels fed to the model, in order (e.g. ``[0, 1]`` = red and green of an RGB stack). Default: the
-        first C channels, C probed from the model when it is loaded.
+        first C channels, C = the number of ``mean`` values, else probed from the model when it is loaded.
     input_size : [H, W], optional
         Required input size; ``None`` if the model takes any size.
     pixel_scale : float
@@ -99,6 +99,8 @@ class ModelCard:
                                  f"file), got {self.format!r}")
         if self.activation not in ("sigmoid", "softmax"):
             raise ModelLoadError(f"model card activation must be 'sigmoid' or 'softmax', got {self.activation!r}")
+        if self.input_channels is None and (self.mean is not None or self.std is not None):
+            self.input_channels = list(range(len(self.mean if self.mean is not None else self.std)))
         if self.input_channels is not None:
             self.set_channels(self.input_channels)
 
