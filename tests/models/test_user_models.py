@@ -106,6 +106,13 @@ def test_clear_lines_for_unusable_state_dicts(saved, tmp_path):
         ModelCard(weights="w.pt")
 
 
+def test_timm_architecture_without_timm_is_one_line(saved, tmp_path, monkeypatch):
+    _, _, files = saved
+    monkeypatch.setitem(sys.modules, "timm", None)  # import timm raises ImportError
+    with pytest.raises(ModelLoadError, match=r"'timm:resnet34' needs timm, which is not importable here.*\[timm\]"):
+        load_model(_minimal_card(tmp_path, files["state_dict"], architecture="timm:resnet34"), device="cpu")
+
+
 def _labels_csv(tmp_path):
     names = [f"Disease{i}" for i in range(N_OUT)]
     rng = np.random.default_rng(0)

@@ -67,10 +67,16 @@ def _export_input_shape(module):
     return None
 
 
+def _module_device(module) -> torch.device:
+    for tensor in (*module.parameters(), *module.buffers()):
+        return tensor.device
+    return torch.device("cpu")
+
+
 def _runs(module, c, size):
     try:
         with torch.no_grad():
-            out = module(torch.zeros(1, c, *size))
+            out = module(torch.zeros(1, c, *size, device=_module_device(module)))
     except Exception as exc:  # noqa: BLE001 - a failing candidate is the expected outcome of a probe
         return None, exc
     if isinstance(out, (tuple, list)) and out:
@@ -133,7 +139,7 @@ def probe_input(module, channels: int | None = None, size=None, cam: bool = Fals
                 fixed = _runs(module, c, other)[0] is None
             cams = []
             if cam:
-                layers = spatial_layers(module, torch.zeros(1, c, *s))
+                layers = spatial_layers(module, torch.zeros(1, c, *s, device=_module_device(module)))
                 cams = [name for name, _ in reversed(layers)][:CAM_CANDIDATES]
             return ProbeResult(c, tuple(s), fixed, int(out.shape[1]), cams)
     first_line = str(last_error).strip().splitlines()[0] if last_error is not None else ""
