@@ -1,7 +1,8 @@
 """``global-xai``: the command-line face of the pipelines in :mod:`napari_global_xai.run`.
 
 Sub-commands: ``explain``, ``peppr``, ``sag``, ``demo`` (the whole chain on the shipped sample data), ``card`` (write
-a model card for a model file), ``train-demo`` and ``make-sample-data``. Argument parsing and the terminal progress bar live here; everything else is the core.
+a model card for a model file), ``train-demo`` and ``make-sample-data``. Argument parsing and the terminal progress
+bar live here; everything else is the core.
 """
 
 from __future__ import annotations
@@ -175,7 +176,8 @@ def _cmd_explain(args) -> int:
           f"{time.perf_counter() - t0:.1f}s on {model.device}; subset '{result.subset}'"
           + (" (CANCELLED)" if result.cancelled else ""))
     for name, count in zip(gm.labels, gm.count):
-        print(f"  {name:<20} {count:>5} maps" + (f" ({n_zero[name]} all-zero maps left out)" if n_zero[name] else ""))
+        zero_note = f" ({n_zero[name]} all-zero maps left out)" if n_zero[name] else ""
+        print(f"  {name:<20} {count:>5} maps{zero_note}")
     print(f"results in {Path(args.out).resolve()}")
     return 0
 

@@ -8,7 +8,15 @@ import torch
 
 from napari_global_xai.data.synthetic import LABELS, generate_stack
 from napari_global_xai.models import (
-    DEMO_CARD_PATH, DemoNet, LoadedModel, ModelCard, ModelLoadError, available_devices, load_model, resolve_device)
+    DEMO_CARD_PATH,
+    DemoNet,
+    LoadedModel,
+    ModelCard,
+    ModelLoadError,
+    available_devices,
+    load_model,
+    resolve_device,
+)
 
 demo_missing = pytest.mark.skipif(not DEMO_CARD_PATH.exists(), reason="demo model not trained")
 

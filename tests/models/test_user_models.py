@@ -12,7 +12,7 @@ from napari_global_xai.cli import main
 from napari_global_xai.models import ModelCard, ModelLoadError, load_model
 from napari_global_xai.models.card import infer_format
 
-from .user_net import H, N_OUT, W, save_all_formats
+from .user_net import N_OUT, H, W, save_all_formats
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -48,7 +48,7 @@ def test_minimal_card_loads_every_format_with_name_format_and_channels_inferred(
 
 
 def test_package_module_factory_and_kwargs(saved, tmp_path, monkeypatch):
-    src, net, files = saved
+    _, net, files = saved
     monkeypatch.syspath_prepend(str(tmp_path))
     card = _minimal_card(tmp_path, files["state_dict"], architecture="oddnet:OddNet",
                          architecture_kwargs={"n_out": 7, "width": 6})
@@ -82,7 +82,7 @@ def test_timm_architecture_through_an_injected_timm(saved, tmp_path, monkeypatch
 
 
 def test_clear_lines_for_unusable_state_dicts(saved, tmp_path):
-    src, net, files = saved
+    _, net, files = saved
     with pytest.raises(ModelLoadError, match="holds only weights.*'architecture'"):
         load_model(_minimal_card(tmp_path, files["state_dict"]), device="cpu")
     with pytest.raises(ModelLoadError) as info:
@@ -126,7 +126,7 @@ def _labels_csv(tmp_path):
 
 @pytest.mark.parametrize("fmt", ["state_dict", "safetensors", "torchscript", "export"])
 def test_card_command_probes_channels_outputs_and_cam_layers(fmt, saved, tmp_path, capsys):
-    src, net, files = saved
+    _, net, files = saved
     csv, names = _labels_csv(tmp_path)
     out = tmp_path / "cards" / f"{fmt}.json"
     out.parent.mkdir()

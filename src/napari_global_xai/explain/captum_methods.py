@@ -13,7 +13,7 @@ import contextlib
 import numpy as np
 
 from ..fills import make_fill
-from .base import MethodUnavailable, SaliencyMethod, register_method
+from .base import MethodUnavailable, SaliencyMethod, ScoreModule, register_method
 
 __all__ = [
     "CaptumMethod",
@@ -111,11 +111,41 @@ def _guided_relu_mode():
     return GuidedReLU()
 
 
+class _GraphForward(torch.nn.Module):
+    """``x -> output`` of a :class:`~napari_global_xai.models.taps.LayerTap` (a TorchScript graph run privately)."""
+
+    def __init__(self, tap):
+        super().__init__()
+        self.tap = tap
+
+    def forward(self, x):
+        return self.tap(x)[0]
+
+
 @register_method
 class GuidedBackprop(CaptumMethod):
     name, captum_name = "guided_backprop", "Saliency"
     description = "Guided backpropagation (every ReLU passes only positive gradients; any model format)."
     defaults = {}
+
+    def build(self):
+        """Captum's ``Saliency`` on the model; a TorchScript model runs as a private copy of its graph.
+
+        TorchScript's optimising executor, once warmed up by earlier calls, differentiates some ReLUs symbolically
+        (``grad * (y > 0)``) and never calls ``threshold_backward``. A function built from the module's graph and
+        only ever run unoptimised (:meth:`attribute`) keeps every ReLU backward visible.
+        """
+        import captum.attr as ca
+
+        from ..models.taps import LayerTap, module_kind
+
+        module = self.model.module
+        if module_kind(module) != "torchscript":
+            return ca.Saliency(self.forward_module)
+        if getattr(self, "_script_forward", None) is None:
+            self._script_forward = ScoreModule(_GraphForward(LayerTap(module, [])), self.model.card.activation,
+                                               self.probability)
+        return ca.Saliency(self._script_forward)
 
     def attribute(self, x, targets):
         """Input gradient with every ReLU's backward guided; equals Captum's ``GuidedBackprop`` when all ReLUs are
@@ -124,14 +154,14 @@ class GuidedBackprop(CaptumMethod):
         Raises
         ------
         RuntimeError
-            The model ran ReLUs but none was guided (the backward ran outside the dispatch mode).
+            Fewer ReLU backwards were guided than ReLUs ran (a backward ran outside the dispatch mode).
         """
         mode = _guided_relu_mode()
-        with mode:
+        with torch.jit.optimized_execution(False), mode:
             out = self.build().attribute(x, target=targets, abs=False).detach()
-        if mode.forward_relus and not mode.guided:
-            raise RuntimeError(f"{self.name}: the model's {mode.forward_relus} ReLUs were not guided in the backward "
-                               "pass; the map would equal saliency")
+        if mode.guided < mode.forward_relus:
+            raise RuntimeError(f"{self.name}: only {mode.guided} of the model's {mode.forward_relus} ReLUs were "
+                               "guided in the backward pass; the map would be partly plain saliency")
         return out
 
 

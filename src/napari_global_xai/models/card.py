@@ -2,8 +2,12 @@
 
 A model card (JSON) says everything the rest of the pipeline needs to know about a model: how to load it, its
 labels and output activation, which stack channels it reads, the input size, the normalisation and the layer for
-CAM methods. Loading is safe by default: state dicts with ``weights_only=True`` into a registered architecture,
-TorchScript, or ``torch.export`` programs. Full pickled modules load only when the caller says it trusts the file.
+CAM methods. Only ``weights`` and ``labels`` are required: the format is read from the file (:func:`infer_format`),
+the name defaults to the file's stem and the input channels to the number of ``mean`` values (else probed).
+
+Loading is safe by default: state dicts (``torch.save`` with ``weights_only=True``, or ``.safetensors``) into the
+architecture the card names (:func:`~napari_global_xai.models.architectures.resolve_architecture`), TorchScript, or
+``torch.export`` programs. Full pickled modules load only when the caller says it trusts the file.
 """
 
 from __future__ import annotations

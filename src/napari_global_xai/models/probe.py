@@ -7,6 +7,7 @@ silently: :func:`make_card` returns the list of what the user must still check o
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,7 +16,7 @@ import torch
 
 from .taps import module_kind, spatial_layers
 
-__all__ = ["ProbeResult", "probe_input", "make_card", "CHANNEL_CANDIDATES", "SIZE_CANDIDATES", "CAM_CANDIDATES"]
+__all__ = ["CAM_CANDIDATES", "CHANNEL_CANDIDATES", "SIZE_CANDIDATES", "ProbeResult", "make_card", "probe_input"]
 
 #: Channel counts tried when neither the card nor the first convolution says (1 = grey, 2 = red+green, 3 = RGB).
 CHANNEL_CANDIDATES = (1, 2, 3)
@@ -114,10 +115,8 @@ def probe_input(module, channels: int | None = None, size=None, cam: bool = Fals
     A size counts as fixed when the model fails on a second, different size; models with global pooling take
     any size and get no ``input_size``.
     """
-    try:
+    with contextlib.suppress(NotImplementedError):  # exported graphs have no train/eval switch
         module.eval()
-    except Exception:  # noqa: BLE001 - exported graphs refuse train/eval switches
-        pass
     fixed_shape = _export_input_shape(module) if module_kind(module) == "export" else None
     if channels is None and fixed_shape and fixed_shape[0]:
         channels = fixed_shape[0]
@@ -213,14 +212,14 @@ def make_card(model_file: str | os.PathLike, out: str | os.PathLike, *, labels_c
             "n_outputs": found.n_outputs, "cam_layer_candidates": found.cam_layers, "labels_from": source}})
     card.to_json(out)
     todo += [
-        f"mean/std: set the per-channel normalisation used in training (now mean 0, std 1 for "
-        f"{found.channels} channel(s))",
-        f"input_channels: the stack channels the model reads, in order (now {card.input_channels}: the first "
-        f"{found.channels}; red+green of an RGB stack is [0, 1])",
+        (f"mean/std: set the per-channel normalisation used in training (now mean 0, std 1 for "
+         f"{found.channels} channel(s))"),
+        (f"input_channels: the stack channels the model reads, in order (now {card.input_channels}: the first "
+         f"{found.channels}; red+green of an RGB stack is [0, 1])"),
         f"activation: check '{activation}' ('sigmoid' multi-label or 'softmax' multi-class)",
         "pixel_scale: raw pixels are divided by 255 before normalisation (set 65535 for 16-bit images)",
-        "harmonise_laterality: true mirrors right eyes to left-eye orientation (set false if the model never saw "
-        "mirrored images)",
+        ("harmonise_laterality: true mirrors right eyes to left-eye orientation (set false if the model never saw "
+         "mirrored images)"),
     ]
     if found.size_fixed:
         todo.append(f"input_size: the model needs {list(found.size)}; stacks are resized to it")

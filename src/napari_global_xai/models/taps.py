@@ -16,13 +16,20 @@ The kind of a loaded module (:func:`module_kind`) is decided from the module its
 from __future__ import annotations
 
 import re
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn
 
-__all__ = ["module_kind", "KIND_NAMES", "LayerTap", "layer_names", "spatial_layers", "relu_census",
-           "make_nonlinearities_modules"]
+__all__ = [
+    "KIND_NAMES",
+    "LayerTap",
+    "layer_names",
+    "make_nonlinearities_modules",
+    "module_kind",
+    "relu_census",
+    "spatial_layers",
+]
 
 #: Human names of module kinds (used in refusals and warnings).
 KIND_NAMES = {"module": "nn.Module", "torchscript": "TorchScript", "export": "torch.export"}
@@ -207,24 +214,16 @@ def spatial_layers(module, example: torch.Tensor) -> list[tuple[str, tuple]]:
             last[name] = (i, shape)
         return [(n, s) for n, (i, s) in sorted(last.items(), key=lambda kv: kv[1][0])]
     usable = []
-    for name in names:
+    for name in names:  # layers whose output the graph exposes (a layer inside control flow may not be)
         try:
-            usable.append((name, LayerTap(module, [name])))
+            LayerTap(module, [name])
         except ValueError:
             continue
-    if kind == "export":  # one pass with every identity tap in place
-        tap = LayerTap(module, [n for n, _ in usable])
-        with torch.no_grad():
-            _, acts = tap(example)
-        pairs = list(zip([n for n, _ in usable], acts))
-        order_key = _fx_call_order(module)
-    else:
-        pairs = []
-        for name, tap in usable:
-            with torch.no_grad():
-                _, (act,) = tap(example)
-            pairs.append((name, act))
-        order_key = _ts_call_order(module)
+        usable.append(name)
+    with torch.no_grad():  # one pass with every layer tapped
+        _, acts = LayerTap(module, usable)(example)
+    pairs = list(zip(usable, acts))
+    order_key = _fx_call_order(module) if kind == "export" else _ts_call_order(module)
     spatial = [(n, tuple(a.shape)) for n, a in pairs
                if isinstance(a, torch.Tensor) and a.ndim == 4 and a.shape[-1] * a.shape[-2] > 1]
     # containers end with (or after) their last child: order by the position of each layer's last node
