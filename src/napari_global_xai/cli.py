@@ -1,6 +1,7 @@
 """``global-xai``: the command-line face of the pipelines in :mod:`napari_global_xai.run`.
 
-Sub-commands: ``explain``, ``peppr``, ``sag``, ``demo`` (the whole chain on the shipped sample data), ``train-demo`` and
+Sub-commands: ``explain``, ``peppr``, ``sag``, ``demo`` (the whole chain on the shipped sample data), ``card`` (write
+a model card for a model file), ``concepts``, ``sanity``, ``compare``, ``regions``, ``train-demo`` and
 ``make-sample-data``. Argument parsing and the terminal progress bar live here; everything else is the core.
 
 Exit codes: 0 done; 1 an input file, the model or the output folder cannot be used (or an unexpected error); 2 a
@@ -121,12 +122,41 @@ def _parse_params(items) -> dict:
     return params
 
 
+def _note(text: str) -> None:
+    """One informational line on stderr (e.g. which user code is imported)."""
+    print(text, file=sys.stderr)
+
+
+@contextmanager
+def _one_line_warnings(command: str):
+    """Saliency warnings (a method partly undefined on this model) as one line each on stderr."""
+    import warnings
+
+    from .explain.base import SaliencyWarning
+
+    previous = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, SaliencyWarning):
+            print(f"global-xai {command}: warning: {message}", file=sys.stderr)
+        else:
+            previous(message, category, filename, lineno, file, line)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", SaliencyWarning)
+        warnings.showwarning = show
+        try:
+            yield
+        finally:
+            warnings.showwarning = previous
+
+
 def _load_inputs(args):
     from .data import read_stack
     from .models import load_model
 
     stack = read_stack(args.stack, labels=args.labels, resize=tuple(args.resize) if args.resize else None)
-    model = load_model(args.model, device=args.device, trust_pickle=args.trust_pickle)
+    model = load_model(args.model, device=args.device, trust_pickle=args.trust_pickle, log=_note)
     return stack, model
 
 
@@ -175,14 +205,16 @@ def _cmd_explain(args) -> int:
 
     stack, model = _load_inputs(args)
     t0 = time.perf_counter()
-    with _progress(args.quiet) as bar, _cancel_on_interrupt() as cancel:
+    with _progress(args.quiet) as bar, _cancel_on_interrupt() as cancel, _one_line_warnings("explain"):
         result = run_explain(stack, model, _explain_config(args), out_dir=args.out, progress=bar, cancel=cancel)
     gm = result.global_maps
+    n_zero = result.n_zero
     print(f"{result.config.method}: {result.n_computed} image-wise maps of {len(stack)} images in "
           f"{time.perf_counter() - t0:.1f}s on {model.device}; subset '{result.subset}'"
           + (" (CANCELLED)" if result.cancelled else ""))
     for name, count in zip(gm.labels, gm.count):
-        print(f"  {name:<20} {count:>5} maps")
+        zero_note = f" ({n_zero[name]} all-zero maps left out)" if n_zero[name] else ""
+        print(f"  {name:<20} {count:>5} maps{zero_note}")
     print(f"results in {Path(args.out).resolve()}")
     if result.cancelled:
         print(f"global-xai explain: cancelled: partial result ({result.n_computed} of "
@@ -257,6 +289,24 @@ def _cmd_train_demo(args) -> int:
     card = train_demo_model(args.out, n_train=args.n_train, epochs=args.epochs, seed=args.seed, max_lr=args.max_lr,
                             unseen_share=args.unseen_share, init=args.init)
     print(f"wrote {Path(args.out) / 'demo_net.card.json'}: held-out AUROC {card.metrics['heldout_auroc']}")
+    return 0
+
+
+def _cmd_card(args) -> int:
+    import json
+
+    from .models.probe import make_card
+
+    kwargs = json.loads(args.architecture_kwargs) if args.architecture_kwargs else None
+    card, todo = make_card(args.model_file, args.out, labels_csv=args.labels, architecture=args.architecture,
+                           architecture_kwargs=kwargs, channels=args.channels,
+                           size=tuple(args.size) if args.size else None, activation=args.activation,
+                           trust_pickle=args.trust_pickle, log=_note)
+    print(f"wrote {Path(args.out).resolve()}: {card.format} model, {len(card.input_channels)} input channel(s), "
+          f"{len(card.labels)} outputs, cam_layer {card.cam_layer!r}")
+    print("still to check or fill in:")
+    for line in todo:
+        print(f"  - {line}")
     return 0
 
 
@@ -504,6 +554,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--init", default=None, help="model card whose weights start the training (fine-tuning)")
     _add_debug(p)
     p.set_defaults(func=_cmd_train_demo)
+
+    p = sub.add_parser("card", help="probe a model file and write its model card (then fill in what it lists)")
+    p.add_argument("model_file", help="TorchScript, torch.export .pt2, state dict .pt/.pth or .safetensors file")
+    p.add_argument("--out", required=True, help="card to write (.json)")
+    p.add_argument("--labels", default=None, help="labels CSV: its 0/1 columns name the outputs, in file order")
+    p.add_argument("--architecture", default=None,
+                   help="for a state dict: 'file.py:ClassName', 'package.module:factory', 'timm:name' or a "
+                        "registered name")
+    p.add_argument("--architecture-kwargs", default=None, metavar="JSON",
+                   help='keyword arguments of the architecture, e.g. \'{"in_chans": 2, "num_classes": 8}\'')
+    p.add_argument("--channels", type=int, default=None, help="input channels (default: probed)")
+    p.add_argument("--size", nargs=2, type=int, metavar=("H", "W"), default=None, help="input size (default: probed)")
+    p.add_argument("--activation", default="sigmoid", choices=["sigmoid", "softmax"])
+    p.add_argument("--trust-pickle", action="store_true",
+                   help="allow loading a full pickled model (runs code from the file)")
+    p.set_defaults(func=_cmd_card)
 
     p = sub.add_parser("make-sample-data", help="write the planted-truth sample stack and ground truth")
     p.add_argument("--out", required=True)

@@ -37,6 +37,8 @@ class ExplainResult:
         wrote to a folder.
     computed : numpy.ndarray, (n, L) bool
         Which maps were computed (all selected ones unless the run was cancelled).
+    zero : numpy.ndarray, (n, L) bool
+        Computed maps that are zero everywhere (no explanation): reported, never averaged into a global map.
     include : numpy.ndarray, (n, L) bool
         Subset membership: which maps enter each label's global map.
     target_labels : list of str
@@ -63,10 +65,17 @@ class ExplainResult:
     cancelled: bool = False
     provenance: dict = field(default_factory=dict)
     out_dir: Path | None = None
+    zero: np.ndarray | None = None
 
     @property
     def n_computed(self) -> int:
         return int(self.computed.sum())
+
+    @property
+    def n_zero(self) -> dict[str, int]:
+        """All-zero image-wise maps per target label (left out of the global maps)."""
+        zero = (self.zero if self.zero is not None else np.zeros_like(self.computed)) & self.include
+        return {name: int(zero[:, i].sum()) for i, name in enumerate(self.target_labels)}
 
 
 def resolve_targets(model_labels: list[str], targets) -> list[str]:
@@ -142,6 +151,9 @@ def run_explain(stack, model, config: ExplainConfig | None = None, out_dir: str 
     truth = _truth_for(frame_stack, targets)
     subset = _resolve_subset(config.subset, truth)
     n, h, w = len(frame_stack), stack.shape[1], stack.shape[2]
+    import torch
+
+    engine.check(torch.zeros(1, model.n_channels, h, w, device=model.device))  # method requirements, before work
 
     probabilities = np.zeros((n, len(model.labels)), np.float32)
     cancelled = False
@@ -159,6 +171,7 @@ def run_explain(stack, model, config: ExplainConfig | None = None, out_dir: str 
     if cancelled:
         pairs = np.zeros_like(pairs)
     computed = np.zeros_like(include)
+    zero = np.zeros_like(include)
     writer = _MapWriter(out_dir, (n, len(targets), h, w))
     accumulator = GlobalMapAccumulator(targets, (h, w))
     total, done_maps = int(pairs.sum()), 0
@@ -172,11 +185,14 @@ def run_explain(stack, model, config: ExplainConfig | None = None, out_dir: str 
         for idx, pixels in ([] if cancelled else frame_stack.iter_chunks(config.chunk_size)):
             chunk = np.zeros((len(idx), len(targets), h, w), np.float32)
             done = np.zeros((len(idx), len(targets)), bool)
+            empty = np.zeros((len(idx), len(targets)), bool)
             try:
-                engine.compute(pixels, pairs[idx], cancel=cancel, on_batch=on_batch, out=chunk, done=done)
+                engine.compute(pixels, pairs[idx], cancel=cancel, on_batch=on_batch, out=chunk, done=done,
+                               zero=empty)
             finally:  # keep finished maps of a cancelled chunk
                 computed[idx] = done
-                accumulator.update(chunk, include[idx] & done)
+                zero[idx] = empty & done
+                accumulator.update(chunk, include[idx] & done & ~zero[idx])
                 writer.write(idx, chunk)
     except Cancelled:
         cancelled = True
@@ -189,11 +205,14 @@ def run_explain(stack, model, config: ExplainConfig | None = None, out_dir: str 
     prov = provenance_record(model=model, config=config, sources=getattr(stack, "sources", ()),
                              subset=subset, targets=targets, frame="left" if model.card.harmonise_laterality
                              else stack.frame, cancelled=cancelled, status=_status(cancelled), n_images=n,
-                             n_maps_computed=int(computed.sum()), n_maps_selected=total)
+                             n_maps_computed=int(computed.sum()), n_maps_selected=total,
+                             n_zero_maps={t: int((zero & include)[:, i].sum()) for i, t in enumerate(targets)},
+                             method_warnings=list(engine.notes or []))
     global_maps = accumulator.result(metadata={"method": config.method, "subset": subset,
                                                "normalisation": config.normalisation})
     result = ExplainResult(writer.finish(), computed, include, targets, probabilities, list(model.labels),
-                           global_maps, config, subset, cancelled, prov, Path(out_dir) if out_dir else None)
+                           global_maps, config, subset, cancelled, prov, Path(out_dir) if out_dir else None,
+                           zero=zero)
     if out_dir is not None:
         from .outputs import write_explain_outputs
 

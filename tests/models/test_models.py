@@ -8,7 +8,15 @@ import torch
 
 from napari_global_xai.data.synthetic import LABELS, generate_stack
 from napari_global_xai.models import (
-    DEMO_CARD_PATH, DemoNet, LoadedModel, ModelCard, ModelLoadError, available_devices, load_model, resolve_device)
+    DEMO_CARD_PATH,
+    DemoNet,
+    LoadedModel,
+    ModelCard,
+    ModelLoadError,
+    available_devices,
+    load_model,
+    resolve_device,
+)
 
 
 
@@ -42,7 +50,12 @@ def test_every_format_loads_and_gives_the_same_outputs(fmt, tmp_path, small_net)
     elif fmt == "torchscript":
         torch.jit.script(small_net).save(str(weights))
     elif fmt == "export":
-        torch.export.save(torch.export.export(small_net, (x,)), str(weights))
+        static = tmp_path / "static.pt2"
+        torch.export.save(torch.export.export(small_net, (x,)), str(static))
+        with pytest.raises(ModelLoadError, match="exported for batches of exactly 2 image.*dynamic"):
+            load_model(_card(tmp_path, fmt, static.name), device="cpu")
+        batch = torch.export.Dim("batch", min=1)
+        torch.export.save(torch.export.export(small_net, (x,), dynamic_shapes=({0: batch},)), str(weights))
     else:
         torch.save(small_net, weights)
     card = _card(tmp_path, fmt, weights.name)

@@ -17,8 +17,16 @@ from torch import nn
 
 from ..errors import UsageError
 
-__all__ = ["ScoreModule", "SaliencyMethod", "register_method", "get_method", "METHODS", "method_names", "Param",
-           "Int", "Float", "Choice", "Flag", "MethodParameterError"]
+__all__ = ["ScoreModule", "SaliencyMethod", "MethodUnavailable", "SaliencyWarning", "register_method", "get_method",
+           "METHODS", "method_names", "Param", "Int", "Float", "Choice", "Flag", "MethodParameterError"]
+
+
+class MethodUnavailable(ValueError):
+    """A method cannot give a correct map on this model's format; the message says which format to give."""
+
+
+class SaliencyWarning(UserWarning):
+    """A method runs, but part of its definition does not apply to this model (one line saying what)."""
 
 METHODS: dict[str, type["SaliencyMethod"]] = {}
 
@@ -179,6 +187,12 @@ class SaliencyMethod:
     spatial_output: ClassVar[bool] = False
     #: True when attribute() needs gradients (autograd); False for forward-only methods (occlusion).
     needs_grad: ClassVar[bool] = True
+    #: True when the method reads a named layer's output (Grad-CAM): the card's ``cam_layer`` or the deepest
+    #: spatial layer; refused when the model has none.
+    needs_cam_layer: ClassVar[bool] = False
+    #: True when the method changes the backward pass of ``nn.ReLU`` *modules* through hooks (Captum's DeepLIFT):
+    #: ReLUs that are not modules are treated as linear, so the map silently drifts towards input×gradient.
+    needs_relu_modules: ClassVar[bool] = False
 
     def __init__(self, model, probability: bool = False, **params):
         unknown = sorted(set(params) - set(self.defaults))
@@ -194,6 +208,60 @@ class SaliencyMethod:
         self.probability = probability
         self.params = {**self.defaults, **params}
         self.forward_module = ScoreModule(model.module, model.card.activation, probability)
+
+    def check_model(self, example: torch.Tensor) -> list[str]:
+        """Check, once and before any map, that this method is defined on this model; return warnings.
+
+        Uses the requirements declared as class attributes (:attr:`needs_cam_layer`, :attr:`needs_relu_modules`)
+        and the model's kind (nn.Module, TorchScript, torch.export graph; see
+        :func:`napari_global_xai.models.taps.module_kind`).
+
+        Parameters
+        ----------
+        example : torch.Tensor, (1, c, H, W)
+            A normalised input of the run's size (one forward pass may be run on it).
+
+        Returns
+        -------
+        list of str
+            One-line warnings (e.g. some ReLUs are functional); empty when the method is fully defined.
+
+        Raises
+        ------
+        MethodUnavailable
+            The method can never be right on this model; the message names the format to give instead.
+        """
+        from ..models.taps import KIND_NAMES, make_nonlinearities_modules, module_kind, relu_census
+
+        module = self.model.module
+        kind = module_kind(module)
+        notes: list[str] = []
+        if self.needs_relu_modules:
+            if kind == "torchscript":
+                raise MethodUnavailable(
+                    f"{self.name} needs the model's nn.ReLU modules, which a TorchScript model hides (the map would "
+                    "equal input_x_gradient); give the state_dict with its architecture, or a torch.export .pt2 file")
+            if kind == "export":
+                make_nonlinearities_modules(module)  # every ReLU/max-pool becomes a hookable module: exact
+            else:
+                total, hooked = relu_census(module, example)
+                if total and not hooked:
+                    raise MethodUnavailable(
+                        f"{self.name}: none of the model's {total} ReLUs is an nn.ReLU module (functional "
+                        "torch.relu), so the map would equal input_x_gradient; give a torch.export .pt2 file of the "
+                        "model (its ReLUs are made hookable) or use input_x_gradient")
+                if hooked < total:
+                    notes.append(
+                        f"{self.name} on {KIND_NAMES[kind]}: {total - hooked} of {total} ReLUs are functional "
+                        "(torch.relu) and treated as linear, so the map is partly input_x_gradient; a torch.export "
+                        ".pt2 file of the model gives exact DeepLIFT")
+        if self.needs_cam_layer:
+            notes += self.check_cam_layer(example)
+        return notes
+
+    def check_cam_layer(self, example: torch.Tensor) -> list[str]:
+        """Resolve and check the CAM layer (methods with :attr:`needs_cam_layer` override this)."""
+        return []
 
     def passes_per_map(self) -> int:
         """Forward+backward passes (or forwards, for forward-only methods) one map costs; used for batch sizing."""

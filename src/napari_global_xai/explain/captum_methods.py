@@ -13,7 +13,7 @@ import contextlib
 import numpy as np
 
 from ..fills import BASELINES, make_fill
-from .base import Choice, Float, Int, SaliencyMethod, register_method
+from .base import Choice, Float, Int, MethodUnavailable, SaliencyMethod, ScoreModule, register_method
 
 __all__ = [
     "CaptumMethod",
@@ -90,19 +90,94 @@ class InputXGradient(CaptumMethod):
     defaults = {}
 
 
+def _guided_relu_mode():
+    """A dispatch mode under which every ReLU's backward passes only positive gradients (guided backprop).
+
+    ReLU's backward is ``aten.threshold_backward`` whatever wrote the ReLU (an ``nn.ReLU`` module, functional
+    ``torch.relu``, a TorchScript or ``torch.export`` graph), so this works on every format, unlike Captum's module
+    hooks. Counts forward ReLUs and guided backwards, so a run where guidance did not happen can be refused.
+    """
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    aten = torch.ops.aten
+    relus = {aten.relu.default, aten.relu_.default}
+
+    class GuidedReLU(TorchDispatchMode):
+        forward_relus = 0
+        guided = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func is aten.threshold_backward.default:
+                self.guided += 1
+                args = (args[0].clamp_min(0), *args[1:])
+            elif func in relus:
+                self.forward_relus += 1
+            return func(*args, **(kwargs or {}))
+
+    return GuidedReLU()
+
+
+class _GraphForward(torch.nn.Module):
+    """``x -> output`` of a :class:`~napari_global_xai.models.taps.LayerTap` (a TorchScript graph run privately)."""
+
+    def __init__(self, tap):
+        super().__init__()
+        self.tap = tap
+
+    def forward(self, x):
+        return self.tap(x)[0]
+
+
 @register_method
 class GuidedBackprop(CaptumMethod):
-    name, captum_name = "guided_backprop", "GuidedBackprop"
-    description = "Guided backpropagation (ReLU modules pass only positive gradients)."
+    name, captum_name = "guided_backprop", "Saliency"
+    description = "Guided backpropagation (every ReLU passes only positive gradients; any model format)."
     defaults = {}
+
+    def build(self):
+        """Captum's ``Saliency`` on the model; a TorchScript model runs as a private copy of its graph.
+
+        TorchScript's optimising executor, once warmed up by earlier calls, differentiates some ReLUs symbolically
+        (``grad * (y > 0)``) and never calls ``threshold_backward``. A function built from the module's graph and
+        only ever run unoptimised (:meth:`attribute`) keeps every ReLU backward visible.
+        """
+        import captum.attr as ca
+
+        from ..models.taps import LayerTap, module_kind
+
+        module = self.model.module
+        if module_kind(module) != "torchscript":
+            return ca.Saliency(self.forward_module)
+        if getattr(self, "_script_forward", None) is None:
+            self._script_forward = ScoreModule(_GraphForward(LayerTap(module, [])), self.model.card.activation,
+                                               self.probability)
+        return ca.Saliency(self._script_forward)
+
+    def attribute(self, x, targets):
+        """Input gradient with every ReLU's backward guided; equals Captum's ``GuidedBackprop`` when all ReLUs are
+        ``nn.ReLU`` modules (Captum guides only those).
+
+        Raises
+        ------
+        RuntimeError
+            Fewer ReLU backwards were guided than ReLUs ran (a backward ran outside the dispatch mode).
+        """
+        mode = _guided_relu_mode()
+        with torch.jit.optimized_execution(False), mode:
+            out = self.build().attribute(x, target=targets, abs=False).detach()
+        if mode.guided < mode.forward_relus:
+            raise RuntimeError(f"{self.name}: only {mode.guided} of the model's {mode.forward_relus} ReLUs were "
+                               "guided in the backward pass; the map would be partly plain saliency")
+        return out
 
 
 @register_method
 class DeepLift(CaptumMethod):
     name, captum_name = "deeplift", "DeepLift"
-    description = "DeepLIFT (rescale rule) against the baseline."
+    description = "DeepLIFT (rescale rule) against the baseline (needs nn.ReLU modules: not on TorchScript)."
     defaults = {"baseline": "zero", "blur_sigma": None}
     param_rules = _BASELINE_RULES
+    needs_relu_modules = True
 
     def captum_kwargs(self, x):
         return {"baselines": self.baseline(x)}
@@ -208,32 +283,23 @@ class Occlusion(CaptumMethod):
 
 
 def find_cam_layer(module: torch.nn.Module, example: torch.Tensor) -> str:
-    """Name of the last module (in execution order) whose output is a spatial ``(n, C, h, w)`` map with h·w > 1.
+    """Name of the last layer (in execution order) whose output is a spatial ``(n, C, h, w)`` map with h·w > 1.
 
-    Used when a model card names no CAM layer. Leaf modules (conv, BN, ReLU) and containers both count; the last
-    one to produce a 4-D output is the deepest spatial feature map.
+    Used when a model card names no CAM layer; works on nn.Module, TorchScript and ``torch.export`` models
+    (:func:`napari_global_xai.models.taps.spatial_layers`). A container ending in the last spatial layer comes
+    after it, so the container is chosen.
+
+    Raises
+    ------
+    MethodUnavailable
+        The model has no spatial layer.
     """
-    order: list[str] = []
-    hooks = []
-    for name, sub in module.named_modules():
-        if not name:
-            continue
+    from ..models.taps import spatial_layers
 
-        def hook(_m, _i, out, name=name):
-            if isinstance(out, torch.Tensor) and out.ndim == 4 and out.shape[-1] * out.shape[-2] > 1:
-                order.append(name)
-
-        hooks.append(sub.register_forward_hook(hook))
-    try:
-        with torch.no_grad():
-            module(example)
-    finally:
-        for h in hooks:
-            h.remove()
-    if not order:
-        raise ValueError("no spatial (4-D) layer found for Grad-CAM; name one in the model card's cam_layer")
-    # hooks fire when a module finishes, so a container ending in the last spatial layer comes after it
-    return order[-1]
+    layers = spatial_layers(module, example)
+    if not layers:
+        raise MethodUnavailable("no spatial (4-D) layer found for Grad-CAM; name one in the model card's cam_layer")
+    return layers[-1][0]
 
 
 @register_method
@@ -244,23 +310,39 @@ class GradCam(CaptumMethod):
     param_rules = {"layer": Choice(none=True), "upsample": Choice("bilinear", "nearest", "nearest-exact", "bicubic",
                                                                   "area")}
     spatial_output = True
+    needs_cam_layer = True
 
     def layer_name(self, x: torch.Tensor) -> str:
         name = self.params["layer"] or self.model.card.cam_layer
         if name is None:
-            name = find_cam_layer(self.model.module, x[:1])
+            name = find_cam_layer(self.model.module, x[:1].detach())
             self.params["layer"] = name
         return name
 
-    def build_for(self, x):
-        import captum.attr as ca
+    def check_cam_layer(self, example):
+        """Resolve the layer and build its tap (any model format); refuse when the layer is unusable."""
+        from ..models.taps import LayerTap
 
-        layer = self.model.module.get_submodule(self.layer_name(x))
-        return ca.LayerGradCam(self.forward_module, layer)
+        name = self.layer_name(example)
+        try:
+            self._tap = LayerTap(self.model.module, [name])
+        except ValueError as exc:
+            raise MethodUnavailable(f"{self.name}: {exc}; set the card's cam_layer (see 'global-xai card')") from None
+        return []
 
     def attribute(self, x, targets):
-
-        cam = self.build_for(x).attribute(x, target=targets, relu_attributions=True).detach()
+        """Grad-CAM as Captum's ``LayerGradCam``: ReLU(sum_k mean_hw(dS/dA_k) A_k), then upsampled."""
+        if getattr(self, "_tap", None) is None:
+            self.check_cam_layer(x[:1].detach())
+        if not x.requires_grad:
+            x = x.detach().requires_grad_(True)
+        with torch.enable_grad():
+            out, (act,) = self._tap(x)
+        if self.probability:
+            out = torch.sigmoid(out) if self.model.card.activation == "sigmoid" else torch.softmax(out, dim=1)
+        (grad,) = torch.autograd.grad(out.gather(1, targets.view(-1, 1)).sum(), act)
+        weights = grad.mean(dim=(2, 3), keepdim=True)
+        cam = torch.relu((weights * act).sum(dim=1, keepdim=True)).detach()
         mode = self.params["upsample"]
         kwargs = {"align_corners": False} if mode == "bilinear" else {}
         up = torch.nn.functional.interpolate(cam, size=x.shape[-2:], mode=mode, **kwargs)

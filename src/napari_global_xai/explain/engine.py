@@ -113,9 +113,22 @@ class ImageMapEngine:
     config : ExplainConfig
     target_indices : list of int
         Model output index of each target label (the L axis of the maps).
+    image_size : (H, W), optional
+        Size of the images to come (default the card's ``input_size``); when known, the method's requirements are
+        checked here, before any work, else at the first :meth:`compute`.
+
+    Attributes
+    ----------
+    notes : list of str
+        One-line warnings from the method's check (each also issued once as a :class:`SaliencyWarning`).
+
+    Raises
+    ------
+    MethodUnavailable
+        The method is not defined on this model's format (one line naming the format to give).
     """
 
-    def __init__(self, model, config: ExplainConfig, target_indices: list[int]):
+    def __init__(self, model, config: ExplainConfig, target_indices: list[int], image_size=None):
         self.model = model
         self.config = config
         self.target_indices = np.asarray(target_indices, np.int64)
@@ -123,6 +136,22 @@ class ImageMapEngine:
                                                  **config.params)
         planned = self.method.plan_batches(images_per_pass(model.device))
         self.maps_per_call = config.maps_per_call or planned
+        self.notes: list[str] | None = None
+        size = image_size or model.card.input_size
+        if size is not None:
+            self.check(torch.zeros(1, model.n_channels, *size, device=model.device))
+
+    def check(self, example: torch.Tensor) -> list[str]:
+        """Run the method's requirement check once (:meth:`SaliencyMethod.check_model`); warn once per note."""
+        if self.notes is None:
+            import warnings
+
+            from .base import SaliencyWarning
+
+            self.notes = self.method.check_model(example)
+            for note in self.notes:
+                warnings.warn(note, SaliencyWarning, stacklevel=3)
+        return self.notes
 
     def _autocast(self):
         """Mixed precision on CUDA when asked for; a no-op context otherwise."""
@@ -136,7 +165,8 @@ class ImageMapEngine:
         return torch.autocast("cuda", dtype=dtypes[self.config.autocast])
 
     def compute(self, images: np.ndarray, pairs: np.ndarray, cancel=None, on_batch=None,
-                out: np.ndarray | None = None, done: np.ndarray | None = None) -> np.ndarray:
+                out: np.ndarray | None = None, done: np.ndarray | None = None,
+                zero: np.ndarray | None = None) -> np.ndarray:
         """Maps of one chunk.
 
         ``out`` and ``done`` (when given) are filled in place batch by batch, so a cancelled call
@@ -151,6 +181,9 @@ class ImageMapEngine:
         out : (k, L, H, W) float32 array, optional
         done : (k, L) bool array, optional
             Set True for each finished map.
+        zero : (k, L) bool array, optional
+            Set True for each finished map that is zero everywhere (e.g. Grad-CAM after its ReLU): such a map is no
+            explanation and must not be averaged into a global map as one.
         on_batch : callable(n_maps_done), optional
             Called after each method call with the number of maps it produced.
 
@@ -166,6 +199,7 @@ class ImageMapEngine:
         if len(img_idx) == 0:
             return out
         x_all = self.model.preprocess(images)
+        self.check(x_all[:1])
         targets_all = torch.as_tensor(self.target_indices[tgt_idx], device=self.model.device)
 
         def run(sl):
@@ -181,6 +215,8 @@ class ImageMapEngine:
             out[img_idx[sl], tgt_idx[sl]] = maps
             if done is not None:
                 done[img_idx[sl], tgt_idx[sl]] = True
+            if zero is not None:
+                zero[img_idx[sl], tgt_idx[sl]] = ~maps.reshape(len(maps), -1).any(axis=1)
             if on_batch is not None:
                 on_batch(sl.stop - sl.start)
         return out

@@ -1,6 +1,13 @@
-"""Registered model architectures, so state dicts can be loaded with ``weights_only=True``.
+"""Model architectures, so state dicts can be loaded with ``weights_only=True``.
 
-A user's own architecture is registered with :func:`register_architecture` before loading its state dict.
+A card's ``architecture`` names the code that builds the empty model (:func:`resolve_architecture`):
+
+* a registered name (``"demo_net"``; register yours with :func:`register_architecture`);
+* ``"package.module:factory"``: an importable class or function;
+* ``"file.py:ClassName"``: a Python file (path relative to the card's folder, or absolute);
+* ``"timm:resnet34"``: a timm model (``pretrained=False``), when timm is installed.
+
+``architecture_kwargs`` are passed to the factory (for timm e.g. ``in_chans`` and ``num_classes``).
 """
 
 from __future__ import annotations
@@ -10,7 +17,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-__all__ = ["DemoNet", "register_architecture", "build_architecture", "ARCHITECTURES"]
+__all__ = ["DemoNet", "register_architecture", "build_architecture", "resolve_architecture", "ARCHITECTURES"]
 
 ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {}
 
@@ -33,14 +40,78 @@ def build_architecture(name: str, **kwargs) -> nn.Module:
     KeyError
         With the list of known names, when ``name`` is not registered.
     """
-    try:
-        factory = ARCHITECTURES[name]
-    except KeyError:
-        raise KeyError(
-            f"unknown architecture {name!r}; registered: {sorted(ARCHITECTURES)}. "
-            "Register yours with napari_global_xai.models.register_architecture."
-        ) from None
+    factory, _ = resolve_architecture(name)
     return factory(**kwargs)
+
+
+def resolve_architecture(spec: str, base_dir=None) -> tuple[Callable[..., nn.Module], str]:
+    """The factory an architecture string names, and a one-line note of which code it imports.
+
+    Parameters
+    ----------
+    spec : str
+        Registered name, ``"package.module:factory"``, ``"file.py:ClassName"`` or ``"timm:model_name"``.
+    base_dir : path, optional
+        Folder relative ``file.py`` paths start from (the card's folder).
+
+    Returns
+    -------
+    (callable, str)
+        ``factory(**kwargs) -> nn.Module`` and a note such as ``"importing architecture MyNet from /x/net.py"``
+        (empty for registered names: no user code runs).
+
+    Raises
+    ------
+    KeyError
+        Unknown registered name, missing module/file/attribute, or timm not installed; the message says which.
+    """
+    import importlib
+    import importlib.util
+    from pathlib import Path
+
+    if ":" not in spec:
+        if spec not in ARCHITECTURES:
+            raise KeyError(f"unknown architecture {spec!r}; registered: {sorted(ARCHITECTURES)}; or give "
+                           "'package.module:factory', 'file.py:ClassName' or 'timm:model_name'")
+        return ARCHITECTURES[spec], ""
+    source, _, attr = spec.rpartition(":")
+    if source == "timm":
+        try:
+            timm = importlib.import_module("timm")
+        except ImportError as exc:
+            raise KeyError(f"architecture {spec!r} needs timm, which is not importable here ({exc}); "
+                           "pip install 'napari-global-xai[timm]' (timm needs a torchvision matching torch)") from None
+        return (lambda **kw: timm.create_model(attr, pretrained=False, **kw)), \
+            f"importing architecture {attr} from timm {getattr(timm, '__version__', '')}".rstrip()
+    if source.endswith(".py"):
+        path = Path(source)
+        if not path.is_absolute() and base_dir is not None:
+            path = Path(base_dir) / path
+        path = path.resolve()
+        if not path.is_file():
+            raise KeyError(f"architecture file {path} (from {spec!r}) does not exist")
+        name = f"_gxai_user_arch_{abs(hash(str(path)))}"
+        module_spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(module_spec)
+        import sys
+
+        sys.modules[name] = module  # dataclasses / pickling inside the file look themselves up here
+        try:
+            module_spec.loader.exec_module(module)
+        except Exception as exc:  # noqa: BLE001 - any error in the user's file
+            sys.modules.pop(name, None)
+            raise KeyError(f"architecture file {path} fails to import: {type(exc).__name__}: {exc}") from None
+        where = str(path)
+    else:
+        try:
+            module = importlib.import_module(source)
+        except ImportError as exc:
+            raise KeyError(f"architecture module {source!r} (from {spec!r}) cannot be imported: {exc}") from None
+        where = getattr(module, "__file__", None) or source
+    factory = getattr(module, attr, None)
+    if not callable(factory):
+        raise KeyError(f"architecture {spec!r}: {where} has no class or function {attr!r}")
+    return factory, f"importing architecture {attr} from {where}"
 
 
 def _conv_bn(cin, cout, stride=1, kernel=3):

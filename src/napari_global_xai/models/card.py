@@ -2,14 +2,19 @@
 
 A model card (JSON) says everything the rest of the pipeline needs to know about a model: how to load it, its
 labels and output activation, which stack channels it reads, the input size, the normalisation and the layer for
-CAM methods. Loading is safe by default: state dicts with ``weights_only=True`` into a registered architecture,
-TorchScript, or ``torch.export`` programs. Full pickled modules load only when the caller says it trusts the file.
+CAM methods. Only ``weights`` and ``labels`` are required: the format is read from the file (:func:`infer_format`),
+the name defaults to the file's stem and the input channels to the number of ``mean`` values (else probed).
+
+Loading is safe by default: state dicts (``torch.save`` with ``weights_only=True``, or ``.safetensors``) into the
+architecture the card names (:func:`~napari_global_xai.models.architectures.resolve_architecture`), TorchScript, or
+``torch.export`` programs. Full pickled modules load only when the caller says it trusts the file.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import pickle
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -17,13 +22,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from .architectures import build_architecture
 from .device import resolve_device
 
-__all__ = ["ModelCard", "LoadedModel", "ModelLoadError", "load_model", "DEMO_CARD_PATH", "load_demo_model"]
+__all__ = ["ModelCard", "LoadedModel", "ModelLoadError", "load_model", "DEMO_CARD_PATH", "load_demo_model",
+           "infer_format", "FORMATS"]
 
 DEMO_CARD_PATH = Path(__file__).parent / "weights" / "demo_net.card.json"
-FORMATS = ("state_dict", "torchscript", "export", "pickle")
+FORMATS = ("state_dict", "safetensors", "torchscript", "export", "pickle")
 
 
 class ModelLoadError(ValueError):
@@ -36,24 +41,30 @@ class ModelCard:
 
     Attributes
     ----------
-    name : str
+    name : str, optional
+        Default: the weights file's stem.
     labels : list of str
-        One name per model output.
+        One name per model output (required).
     weights : str
-        Weights file, relative to the card's folder (or absolute).
-    format : {"state_dict", "torchscript", "export", "pickle"}
+        Model file, relative to the card's folder (or absolute) (required).
+    format : {"state_dict", "safetensors", "torchscript", "export", "pickle"}, optional
+        Default: inferred from the file (:func:`infer_format`).
     activation : {"sigmoid", "softmax"}
         Sigmoid multi-label or softmax multi-class.
     architecture : str, optional
-        Registered architecture name (``state_dict`` format only), with ``architecture_kwargs``.
-    input_channels : list of int
-        Stack channels fed to the model, in order (e.g. ``[0, 1]`` = red and green of an RGB stack).
+        Code that builds the model for a state dict (``state_dict`` / ``safetensors``): a registered name,
+        ``"package.module:factory"``, ``"file.py:ClassName"`` (relative to the card) or ``"timm:name"``
+        (:func:`~napari_global_xai.models.architectures.resolve_architecture`), called with
+        ``architecture_kwargs``.
+    input_channels : list of int, optional
+        Stack channels fed to the model, in order (e.g. ``[0, 1]`` = red and green of an RGB stack). Default: the
+        first C channels, C = the number of ``mean`` values, else probed from the model when it is loaded.
     input_size : [H, W], optional
         Required input size; ``None`` if the model takes any size.
     pixel_scale : float
         Raw pixels are divided by this before normalisation (255 for uint8).
-    mean, std : list of float
-        Per input channel normalisation, applied after ``pixel_scale``.
+    mean, std : list of float, optional
+        Per input channel normalisation, applied after ``pixel_scale`` (default 0 and 1: none).
     cam_layer : str, optional
         Dotted name of the module whose output CAM methods use.
     harmonise_laterality : bool
@@ -62,18 +73,18 @@ class ModelCard:
         Free-form facts: held-out AUROC per label, seed, command that made it, ...
     """
 
-    name: str
-    labels: list[str]
-    weights: str
-    format: str = "state_dict"
+    name: str | None = None
+    labels: list[str] = field(default_factory=list)
+    weights: str = ""
+    format: str | None = None
     activation: str = "sigmoid"
     architecture: str | None = None
     architecture_kwargs: dict = field(default_factory=dict)
-    input_channels: list[int] = field(default_factory=lambda: [0, 1])
+    input_channels: list[int] | None = None
     input_size: list[int] | None = None
     pixel_scale: float = 255.0
-    mean: list[float] = field(default_factory=lambda: [0.0, 0.0])
-    std: list[float] = field(default_factory=lambda: [1.0, 1.0])
+    mean: list[float] | None = None
+    std: list[float] | None = None
     cam_layer: str | None = None
     harmonise_laterality: bool = True
     metrics: dict = field(default_factory=dict)
@@ -81,17 +92,32 @@ class ModelCard:
     path: str | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self):
-        if self.format not in FORMATS:
-            raise ModelLoadError(f"model card format must be one of {FORMATS}, got {self.format!r}")
+        if not self.labels:
+            raise ModelLoadError("a model card needs 'labels' (one name per model output)")
+        if not self.weights:
+            raise ModelLoadError("a model card needs 'weights' (the model file, relative to the card)")
+        if self.name is None:
+            self.name = Path(self.weights).stem
+        if self.format is not None and self.format not in FORMATS:
+            raise ModelLoadError(f"model card format must be one of {FORMATS} (or left out to infer it from the "
+                                 f"file), got {self.format!r}")
         if self.activation not in ("sigmoid", "softmax"):
             raise ModelLoadError(f"model card activation must be 'sigmoid' or 'softmax', got {self.activation!r}")
+        if self.input_channels is None and (self.mean is not None or self.std is not None):
+            self.input_channels = list(range(len(self.mean if self.mean is not None else self.std)))
+        if self.input_channels is not None:
+            self.set_channels(self.input_channels)
+
+    def set_channels(self, channels) -> None:
+        """Set ``input_channels`` (default mean 0 / std 1 for each) and check mean/std have one value per channel."""
+        self.input_channels = [int(c) for c in channels]
         n = len(self.input_channels)
+        self.mean = [0.0] * n if self.mean is None else list(self.mean)
+        self.std = [1.0] * n if self.std is None else list(self.std)
         if len(self.mean) != n or len(self.std) != n:
             raise ModelLoadError(
                 f"model card has {n} input channels but {len(self.mean)} mean and {len(self.std)} std values"
             )
-        if self.format == "state_dict" and not self.architecture:
-            raise ModelLoadError("a state_dict model card needs an 'architecture' name")
 
     @classmethod
     def from_json(cls, path: str | os.PathLike) -> "ModelCard":
@@ -109,6 +135,8 @@ class ModelCard:
             card = cls(**data)
         except TypeError as exc:
             raise ModelLoadError(f"model card {path} is incomplete: {exc}") from exc
+        except ModelLoadError as exc:
+            raise ModelLoadError(f"model card {path}: {exc}") from None
         card.path = str(path)
         return card
 
@@ -119,6 +147,10 @@ class ModelCard:
         from ..io_utils import atomic_write_text
 
         atomic_write_text(path, json.dumps(data, indent=2) + "\n")
+
+    def base_dir(self) -> Path | None:
+        """The card's folder (where relative paths start), or None for a card not read from a file."""
+        return Path(self.path).parent if self.path else None
 
     def weights_path(self) -> Path:
         p = Path(self.weights)
@@ -148,6 +180,10 @@ class LoadedModel:
             p.requires_grad_(False)
         self.card = card
         self.device = device
+        if card.input_channels is None:
+            from .probe import probe_input
+
+            card.set_channels(range(probe_input(module, size=card.input_size).channels))
         self._mean = torch.tensor(card.mean, dtype=torch.float32).view(1, -1, 1, 1)
         self._std = torch.tensor(card.std, dtype=torch.float32).view(1, -1, 1, 1)
 
@@ -215,40 +251,157 @@ class LoadedModel:
         return self
 
 
-def _load_module(card: ModelCard, trust_pickle: bool) -> nn.Module:
+def infer_format(path: str | os.PathLike) -> str:
+    """The format of a model file from its content (and the ``.safetensors`` suffix).
+
+    A zip archive with a ``code/`` folder is TorchScript; one with ``archive_format`` or ``models/*.json`` is a
+    ``torch.export`` program (``.pt2``); a safetensors file starts with a little-endian header length and a JSON
+    header; anything else is taken for ``torch.save`` output (a state dict, or a full pickle, found when loading).
+    """
+    import zipfile
+
+    path = Path(path)
+    if path.suffix.lower() == ".safetensors":
+        return "safetensors"
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as zf:
+            names = zf.namelist()
+        if any("/code/" in n for n in names):
+            return "torchscript"
+        if any(n.endswith("/archive_format") or ("/models/" in n and n.endswith(".json")) for n in names):
+            return "export"
+        return "state_dict"
+    with open(path, "rb") as fh:
+        head = fh.read(9)
+    if len(head) == 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") < 100_000_000:
+        return "safetensors"
+    return "state_dict"
+
+
+def _unwrap_state(state, path) -> dict:
+    """A training checkpoint ``{"state_dict": {...}, "epoch": ...}`` → its state dict; DataParallel's
+    ``module.`` prefix removed."""
+    if isinstance(state, dict) and not all(isinstance(v, torch.Tensor) for v in state.values()):
+        inner = [k for k in ("state_dict", "model_state_dict", "model", "state_dict_ema")
+                 if isinstance(state.get(k), dict)]
+        if not inner:
+            raise ModelLoadError(f"{path} holds a {type(state).__name__} with keys {sorted(map(str, state))[:6]}, "
+                                 "not a state dict of tensors")
+        state = state[inner[0]]
+    if not isinstance(state, dict):
+        raise ModelLoadError(f"{path} holds a {type(state).__name__}, not a state dict")
+    if state and all(str(k).startswith("module.") for k in state):
+        state = {k[len("module."):]: v for k, v in state.items()}
+    return state
+
+
+def _fit_state(module: nn.Module, state: dict, path: Path, arch: str) -> None:
+    """Load ``state`` strictly, or raise one line naming missing / unexpected keys and shape mismatches."""
+    own = module.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shapes = [f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}" for k in own
+              if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+    if missing or unexpected or shapes:
+        parts = []
+        for what, keys in (("missing", missing), ("unexpected", unexpected), ("with another shape", shapes)):
+            if keys:
+                more = f", … {len(keys) - 3} more" if len(keys) > 3 else ""
+                parts.append(f"{len(keys)} {what} ({', '.join(keys[:3])}{more})")
+        raise ModelLoadError(f"weights {path.name} do not fit architecture {arch!r}: " + "; ".join(parts)
+                             + " — check 'architecture' and 'architecture_kwargs'")
+    module.load_state_dict(state)
+
+
+def _build(card: ModelCard, path: Path, log) -> nn.Module:
+    from .architectures import resolve_architecture
+
+    if not card.architecture:
+        raise ModelLoadError(
+            f"{path.name} holds only weights (a state dict): name the code that builds the model in the card's "
+            "'architecture' ('file.py:ClassName', 'package.module:factory', 'timm:resnet34' or a registered "
+            "name), or save the model as TorchScript or torch.export instead")
+    factory, note = resolve_architecture(card.architecture, card.base_dir())
+    if note and log is not None:
+        log(note)
+    try:
+        module = factory(**card.architecture_kwargs)
+    except Exception as exc:  # noqa: BLE001 - the user's constructor
+        raise ModelLoadError(f"architecture {card.architecture!r} with {card.architecture_kwargs} fails to build: "
+                             f"{type(exc).__name__}: {exc}") from exc
+    if not isinstance(module, nn.Module):
+        raise ModelLoadError(f"architecture {card.architecture!r} returned a {type(module).__name__}, not a "
+                             "torch.nn.Module")
+    return module
+
+
+def _load_export(path: Path) -> nn.Module:
+    program = torch.export.load(str(path))
+    inputs = [n for n in program.graph.nodes if n.op == "placeholder"
+              and n.name in program.graph_signature.user_inputs]
+    if len(inputs) != 1:
+        raise ModelLoadError(f"{path.name} is a torch.export program with {len(inputs)} inputs; one image batch "
+                             "input is needed")
+    val = inputs[0].meta.get("val")
+    if val is not None and isinstance(val.shape[0], int):
+        raise ModelLoadError(
+            f"{path.name} was exported for batches of exactly {val.shape[0]} image(s); export it with a dynamic "
+            "batch: torch.export.export(model, (x,), dynamic_shapes=({0: torch.export.Dim('batch')},))")
+    return program.module()
+
+
+def _load_module(card: ModelCard, trust_pickle: bool, log=None) -> nn.Module:
     path = card.weights_path()
     if not path.exists():
         raise ModelLoadError(f"weights file {path} (from model card {card.path}) does not exist")
+    fmt = card.format or infer_format(path)
+    refuse_pickle = (
+        f"{path} is a full pickled module: loading it runs arbitrary code from the file. Load it only "
+        "if you trust where it came from (trust_pickle=True / --trust-pickle), or save a state_dict, "
+        "TorchScript or torch.export file instead.")
     try:
-        if card.format == "state_dict":
-            module = build_architecture(card.architecture, **card.architecture_kwargs)
-            state = torch.load(path, map_location="cpu", weights_only=True)
-            module.load_state_dict(state)
-        elif card.format == "torchscript":
+        if fmt in ("state_dict", "safetensors"):
+            if fmt == "safetensors":
+                from safetensors.torch import load_file
+
+                state = load_file(str(path), device="cpu")
+            else:
+                try:
+                    state = torch.load(path, map_location="cpu", weights_only=True)
+                except pickle.UnpicklingError:
+                    if card.format == "state_dict":
+                        raise
+                    if not trust_pickle:  # inferred: a whole pickled object, not a state dict
+                        raise ModelLoadError(refuse_pickle) from None
+                    state, fmt = torch.load(path, map_location="cpu", weights_only=False), "pickle"
+            if isinstance(state, nn.Module):
+                module = state
+            else:
+                module = _build(card, path, log)
+                _fit_state(module, _unwrap_state(state, path), path, card.architecture)
+        elif fmt == "torchscript":
             module = torch.jit.load(str(path), map_location="cpu")
-        elif card.format == "export":
-            module = torch.export.load(str(path)).module()
+        elif fmt == "export":
+            module = _load_export(path)
         else:
             if not trust_pickle:
-                raise ModelLoadError(
-                    f"{path} is a full pickled module: loading it runs arbitrary code from the file. Load it only "
-                    "if you trust where it came from (trust_pickle=True / --trust-pickle), or save a state_dict, "
-                    "TorchScript or torch.export file instead."
-                )
+                raise ModelLoadError(refuse_pickle)
             module = torch.load(path, map_location="cpu", weights_only=False)
     except ModelLoadError:
         raise
     except KeyError as exc:
         raise ModelLoadError(str(exc.args[0])) from exc
     except Exception as exc:  # noqa: BLE001 - corrupt files raise many different types
-        raise ModelLoadError(f"cannot load {card.format} model from {path}: {exc}") from exc
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelLoadError(f"cannot load {fmt} model from {path}: {first}") from exc
     if not isinstance(module, nn.Module):
         raise ModelLoadError(f"{path} does not contain a torch module (got {type(module).__name__})")
+    card.format = fmt
     return module
 
 
 def load_model(model: str | os.PathLike | ModelCard | None = None, device="auto",
-               trust_pickle: bool = False) -> LoadedModel:
+               trust_pickle: bool = False, log=None) -> LoadedModel:
     """Load a model from its card (JSON path or :class:`ModelCard`); ``None`` loads the shipped demo model.
 
     Parameters
@@ -257,15 +410,20 @@ def load_model(model: str | os.PathLike | ModelCard | None = None, device="auto"
     device : {"auto", "cuda", "mps", "cpu"} or torch.device
     trust_pickle : bool
         Allow full pickled modules (runs code from the file).
+    log : callable(str), optional
+        Told which user code is imported to build an architecture (one line), e.g. ``print``.
 
     Returns
     -------
     LoadedModel
+        Its card has ``format`` (inferred when the card left it out) and ``input_channels`` (probed when left
+        out) filled in.
 
     Raises
     ------
     ModelLoadError
-        Unreadable card or weights, unknown architecture, pickled module without trust.
+        Unreadable card or weights, unknown architecture, state dict that does not fit the architecture,
+        pickled module without trust, ``torch.export`` program with a fixed batch size.
     """
     if model is None:
         model = DEMO_CARD_PATH
@@ -275,10 +433,11 @@ def load_model(model: str | os.PathLike | ModelCard | None = None, device="auto"
         if path.suffix.lower() != ".json":
             raise ModelLoadError(
                 f"{path}: give the model's card (a .json file naming the weights, labels, channels and "
-                "normalisation), not the weights file itself"
+                "normalisation), not the weights file itself; 'global-xai card MODEL_FILE --out CARD.json' "
+                "writes one"
             )
         card = ModelCard.from_json(path)
-    module = _load_module(card, trust_pickle)
+    module = _load_module(card, trust_pickle, log)
     dev = resolve_device(device)
     module = module.to(dev)
     try:
