@@ -306,7 +306,8 @@ def _notify_conversions(frames: list[_Frame], shape: tuple[int, int, int], dtype
     if grey:
         notes.append(f"{len(grey)} of {n} grey image(s) replicated to RGB")
     if depth:
-        kinds = describe_sizes([(f.page.dtype.itemsize * 8, 0) for f in depth]).replace("×0", "-bit")
+        found = Counter(f"{f.page.dtype.itemsize * 8}-bit" for f in depth).most_common()
+        kinds = ", ".join(f"{bits} ({count})" for bits, count in found)
         notes.append(f"{len(depth)} of {n} image(s) converted to {dtype.itemsize * 8}-bit {dtype} by full range "
                      f"(from {kinds})")
     if sized:
@@ -480,8 +481,10 @@ def _labels_beside(path: Path) -> Path | None:
     return next((candidate for candidate in candidates if candidate.is_file()), None)
 
 
-def _resolve_labels(labels: str | os.PathLike | LabelsTable | None, path: Path, image_ids: list[str],
+def _resolve_labels(labels: str | os.PathLike | LabelsTable | bool | None, path: Path, image_ids: list[str],
                     columns: dict[str, Any]) -> LabelsTable | None:
+    if labels is False:
+        return None
     if isinstance(labels, LabelsTable):
         table = labels.aligned_to(image_ids, source="labels table")
         if columns.get("label_names") is not None:
@@ -503,7 +506,7 @@ def _laterality(frames: list[_Frame], table: LabelsTable | None) -> np.ndarray |
 # ------------------------------------------------------------------------------------------------ public API
 
 
-def read_stack(path: str | os.PathLike, labels: str | os.PathLike | LabelsTable | None = None,
+def read_stack(path: str | os.PathLike, labels: str | os.PathLike | LabelsTable | bool | None = None,
                resize: Sequence[int] | str | None = None, channels_last: bool = True, *,
                channels: int | None = None, dtype: Any = None, label_names: Sequence[str] | None = None,
                id_column: str | None = None, laterality_column: str | None = None,
@@ -517,7 +520,8 @@ def read_stack(path: str | os.PathLike, labels: str | os.PathLike | LabelsTable 
         PNG / JPEG / TIFF / DICOM images (natural order; other files, e.g. CSV / JSON and hidden files, ignored).
     labels : str, path-like or LabelsTable, optional
         A labels CSV or table, matched to the image ids (or file names). Default: a CSV beside the stack if there is
-        one -- ``x.csv`` or ``x.labels.csv`` for a file ``x.tif``, ``labels.csv`` inside a folder. Laterality comes
+        one -- ``x.csv`` or ``x.labels.csv`` for a file ``x.tif``, ``labels.csv`` inside a folder; ``False``: no
+        labels, even if a CSV lies beside the stack. Laterality comes
         from the table; where it has none, from the DICOM header (ImageLaterality, else Laterality).
     resize : (int, int) or "common", optional
         ``(H, W)``: resample every image of another size to it (bilinear, dtype kept); ``"common"``: to the most
