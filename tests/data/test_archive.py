@@ -334,3 +334,49 @@ def test_cli_explain_on_the_archive(archive, tmp_path, capsys):
     counts = dict(zip(*[read_global_maps(tmp_path / "e3" / "global_maps.tif").labels,
                         read_global_maps(tmp_path / "e3" / "global_maps.tif").count.tolist()]))
     assert counts == {**{k: sum(v) for k, v in TRUTH.items()}, "DR": sum(dr_truth)}
+
+
+# ------------------------------------------------------------------------------------------------ fitting later
+
+
+def test_a_stack_opened_before_the_model_is_fitted_to_its_card_lazily():
+    from types import SimpleNamespace
+
+    from napari_global_xai.data import AlignedStack
+    from napari_global_xai.data.conform import fit_stack_to_model
+
+    pixels = np.full((3, 10, 12, 1), 200 * 257, np.uint16)
+    pixels[1] = 0
+    stack = AlignedStack(pixels, ["a", "b", "c"], laterality=["R", "L", ""])
+    card = SimpleNamespace(input_size=[5, 6], input_channels=[0, 1], pixel_scale=255.0)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fitted = fit_stack_to_model(stack, card)
+    assert [str(w.message) for w in caught] == [
+        "3 image(s) resized from 10×12 to the model's input size 5×6",
+        "grey images replicated to RGB (the model reads channels [0, 1])",
+        "16-bit pixels rescaled to 8-bit (the model's pixel_scale is 255)"]
+    assert fitted.shape == (3, 5, 6, 3) and fitted.dtype == np.uint8 and fitted.image_ids == stack.image_ids
+    out = fitted.get([2, 1])
+    np.testing.assert_array_equal(out[0], 200)
+    np.testing.assert_array_equal(out[1], 0)
+    np.testing.assert_array_equal(fitted.laterality, ["R", "L", ""])
+    same = SimpleNamespace(input_size=[5, 6], input_channels=[0, 1], pixel_scale=255.0)
+    assert fit_stack_to_model(fitted, same) is fitted  # nothing left to change: the same stack, no notice
+
+
+def test_napari_reader_opens_a_mixed_folder_and_survives_an_unreadable_csv(tmp_path):
+    from napari_global_xai._reader import read_aligned_stack
+
+    for i, size in enumerate([(12, 16), (12, 16), (20, 20)]):
+        Image.fromarray(np.full((*size, 3), 30 * i, np.uint8)).save(tmp_path / f"img_{i}.png")
+    (tmp_path / "labels.csv").write_text("scan,x\nimg_0,1\nimg_1,0\nimg_2,1\n")  # no id column it knows
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        (data, kwargs, kind), = read_aligned_stack(str(tmp_path))
+    notes = [str(w.message) for w in caught if issubclass(w.category, InputNotice)]
+    assert any(n.startswith("1 of 3 image(s) resized to 12×16") for n in notes)
+    assert any(n.startswith("opened without labels: ") and "no image id column" in n for n in notes)
+    stack = kwargs["metadata"]["napari_global_xai"]["stack"]
+    assert stack.shape == (3, 12, 16, 3) and stack.labels is None
+    np.testing.assert_array_equal(stack.get([2]), 60)
