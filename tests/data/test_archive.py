@@ -135,8 +135,7 @@ def test_without_model_labels_zero_one_columns_are_labels_and_the_rest_metadata(
     assert again.names == matched.names
 
 
-def test_label_map_and_explicit_columns(archive, tmp_path):
-    _, csv_path, _, _ = archive
+def test_label_map_and_explicit_columns(tmp_path):
     text = CSV_TEXT.replace("Filename", "scan_ref").replace("LR", "eye_code").replace("HR", "hr_grade")
     path = tmp_path / "renamed.csv"
     path.write_text(text.replace(";", "\t"), encoding="utf-8")
@@ -299,7 +298,7 @@ def _run_cli(argv, capsys):
 
 
 def test_cli_explain_on_the_archive(archive, tmp_path, capsys):
-    folder, csv_path, card_path, net = archive
+    folder, csv_path, card_path, _ = archive
     from napari_global_xai.outputs import read_global_maps
 
     common = [str(folder), "--model", str(card_path), "--labels", str(csv_path), "--method", "saliency", "--quiet",
@@ -373,7 +372,7 @@ def test_napari_reader_opens_a_mixed_folder_and_survives_an_unreadable_csv(tmp_p
     (tmp_path / "labels.csv").write_text("scan,x\nimg_0,1\nimg_1,0\nimg_2,1\n")  # no id column it knows
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        (data, kwargs, kind), = read_aligned_stack(str(tmp_path))
+        (_, kwargs, _), = read_aligned_stack(str(tmp_path))
     notes = [str(w.message) for w in caught if issubclass(w.category, InputNotice)]
     assert any(n.startswith("1 of 3 image(s) resized to 12×16") for n in notes)
     assert any(n.startswith("opened without labels: ") and "no image id column" in n for n in notes)

@@ -253,7 +253,7 @@ def detect_layout(path: Path, header: list[str], rows: list[tuple[int, list[str]
     if label_names is not None:
         label_columns, missing = _match_labels(header, list(label_names), mapping, path)
         if clash := taken & set(label_columns.values()):
-            raise LabelsError(f"{path}: column {sorted(clash)[0]!r} cannot be both a label and the image id / "
+            raise LabelsError(f"{path}: column {min(clash)!r} cannot be both a label and the image id / "
                               "laterality")
         taken |= set(label_columns.values())
     id_candidates = _first_named(header, ID_COLUMNS, taken - {id_col})

@@ -35,8 +35,17 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 
 from ..io_utils import atomic_path
-from .csv_layout import (ID_COLUMNS, LATERALITY_COLUMNS, SPLIT_COLUMN, CsvLayout, column_key, detect_layout,
-                         parse_binary, parse_label_map, read_records)
+from .csv_layout import (
+    ID_COLUMNS,
+    LATERALITY_COLUMNS,
+    SPLIT_COLUMN,
+    CsvLayout,
+    column_key,
+    detect_layout,
+    parse_binary,
+    parse_label_map,
+    read_records,
+)
 from .errors import LabelsError
 
 __all__ = [

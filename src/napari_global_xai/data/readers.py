@@ -29,7 +29,7 @@ import numpy as np
 from ..io_utils import atomic_path
 from .conform import conform_image, describe_sizes
 from .errors import StackError
-from .labels import InputNotice, LabelsTable, normalise_laterality, preview, read_labels_csv
+from .labels import InputNotice, LabelsTable, preview, read_labels_csv
 from .stack import AlignedStack, is_dask_array
 
 __all__ = ["read_stack", "write_stack_tiff", "read_tiff_metadata", "IMAGE_EXTENSIONS"]
