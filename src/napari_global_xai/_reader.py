@@ -30,11 +30,24 @@ def napari_get_reader(path):
 
 
 def read_aligned_stack(path):
-    """Read ``path`` into layer data: ``[(data, kwargs, "image")]``."""
+    """Read ``path`` into layer data: ``[(data, kwargs, "image")]``.
+
+    Images of mixed sizes are resampled to the most common size (a notice says so; the docks resize to the model's
+    input size later). A labels CSV beside the stack that cannot be read (e.g. no id column) does not stop the
+    stack from opening: a notice says why, and the dock's labels CSV field with its column dialog takes it.
+    """
+    import warnings
+
     from ._layers import stack_layer_data
-    from .data import read_stack
+    from .data import LabelsError, read_stack
+    from .data.labels import InputNotice
 
     if isinstance(path, list):
         path = path[0]
-    stack = read_stack(path)
+    try:
+        stack = read_stack(path, resize="common")
+    except LabelsError as exc:
+        warnings.warn(f"opened without labels: {exc}; choose the CSV in the Explain dock to map its columns",
+                      InputNotice, stacklevel=2)
+        stack = read_stack(path, labels=False, resize="common")
     return [stack_layer_data(stack, Path(path).stem)]

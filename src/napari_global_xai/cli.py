@@ -16,6 +16,7 @@ import argparse
 import ast
 import sys
 import time
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -151,22 +152,50 @@ def _one_line_warnings(command: str):
             warnings.showwarning = previous
 
 
+_PYTHON_FORMATWARNING = warnings.formatwarning
+
+
+def _format_notice(message, category, filename, lineno, line=None):
+    """Input notices print as one ``global-xai: note: ...`` line; other warnings as Python formats them."""
+    from .data.labels import InputNotice
+
+    if issubclass(category, InputNotice):
+        return f"global-xai: note: {message}\n"
+    return _PYTHON_FORMATWARNING(message, category, filename, lineno, line)
+
+
 def _load_inputs(args):
+    """The model first (its card says the labels, size, channels and bit depth), then the stack fitted to it."""
     from .data import read_stack
+    from .data.conform import model_input_spec
     from .models import load_model
 
-    stack = read_stack(args.stack, labels=args.labels, resize=tuple(args.resize) if args.resize else None)
+    warnings.formatwarning = _format_notice
     model = load_model(args.model, device=args.device, trust_pickle=args.trust_pickle, log=_note)
+    spec = model_input_spec(model.card)
+    if args.resize:
+        spec["resize"] = tuple(args.resize)
+    stack = read_stack(args.stack, labels=args.labels, label_names=model.labels, id_column=args.id_column,
+                       laterality_column=args.laterality_column, label_map=args.label_map, **spec)
     return stack, model
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("stack", help="multi-page TIFF, folder of PNG/JPEG/TIFF/DICOM images, or DICOM file")
     p.add_argument("--model", default=None, help="model card (.json); default: the shipped demo model")
-    p.add_argument("--labels", default=None, help="labels CSV (default: found beside the stack)")
+    p.add_argument("--labels", default=None, help="labels CSV (default: found beside the stack); ',' ';' or tab "
+                   "delimited; the model's labels are found by column name, other columns kept as metadata")
+    p.add_argument("--id-column", default=None, metavar="NAME",
+                   help="CSV column with the image ids / file names (default: image, image_id, filename, file, "
+                   "path, id or name)")
+    p.add_argument("--laterality-column", default=None, metavar="NAME",
+                   help="CSV column with the eye: L/R, left/right, OS/OD (default: laterality, LR, eye or side)")
+    p.add_argument("--label-map", action="append", default=None, metavar="CSV_NAME=MODEL_NAME",
+                   help="CSV column holding a model label under another name (repeatable)")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--device", default="auto", help="auto, cuda, mps or cpu (default auto)")
-    p.add_argument("--resize", nargs=2, type=int, metavar=("H", "W"), help="resize every image to H×W")
+    p.add_argument("--resize", nargs=2, type=int, metavar=("H", "W"),
+                   help="resize every image to H×W (default: the model card's input_size, with a note)")
     p.add_argument("--trust-pickle", action="store_true",
                    help="allow loading a full pickled model (runs code from the file)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

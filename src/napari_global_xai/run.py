@@ -6,6 +6,7 @@ works chunk by chunk, and on cancel returns what it finished, marked ``cancelled
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
@@ -51,6 +52,8 @@ class ExplainResult:
     cancelled : bool
     provenance : dict
     out_dir : pathlib.Path or None
+    truth_missing : list of str
+        Target labels without a column in the labels table: their subset used predicted positives.
     """
 
     image_maps: np.ndarray
@@ -66,6 +69,7 @@ class ExplainResult:
     provenance: dict = field(default_factory=dict)
     out_dir: Path | None = None
     zero: np.ndarray | None = None
+    truth_missing: list[str] = field(default_factory=list)
 
     @property
     def n_computed(self) -> int:
@@ -76,6 +80,13 @@ class ExplainResult:
         """All-zero image-wise maps per target label (left out of the global maps)."""
         zero = (self.zero if self.zero is not None else np.zeros_like(self.computed)) & self.include
         return {name: int(zero[:, i].sum()) for i, name in enumerate(self.target_labels)}
+
+
+def _fit(stack, model):
+    """The stack resized / converted (lazily) to what the model's card asks, with a notice per change."""
+    from .data.conform import fit_stack_to_model
+
+    return fit_stack_to_model(stack, model.card)
 
 
 def resolve_targets(model_labels: list[str], targets) -> list[str]:
@@ -91,16 +102,51 @@ def resolve_targets(model_labels: list[str], targets) -> list[str]:
     return targets
 
 
-def _truth_for(stack, targets: list[str]) -> np.ndarray | None:
-    table = stack.labels
-    if table is None or not all(t in table.names for t in targets):
-        return None
-    return np.stack([table.column(t) for t in targets], axis=1).astype(np.uint8)
+def _truth_for(stack, targets: list[str]) -> tuple[np.ndarray | None, np.ndarray]:
+    """Ground truth ``(n, T)`` of the targets (0 where unknown) and which targets have it, ``known (T,)``.
+
+    The stack's labels table is matched to the targets by name (case-insensitive, see
+    :meth:`~napari_global_xai.data.LabelsTable.matched_to`); without a table the truth is None and nothing is known.
+    """
+    known = np.zeros(len(targets), bool)
+    if stack.labels is None:
+        return None, known
+    table = stack.labels.matched_to(targets)
+    truth = np.zeros((len(stack), len(targets)), np.uint8)
+    for j, name in enumerate(targets):
+        if name in table.names:
+            truth[:, j], known[j] = table.column(name), True
+    return truth, known
 
 
-def _resolve_subset(subset: str, truth) -> str:
+def missing_truth_message(names: list[str]) -> str:
+    """``"the labels table has no column for model label(s) 'MH', 'x'"``."""
+    return f"the labels table has no column for model label(s) {', '.join(map(repr, names))}"
+
+
+def _resolve_subset(subset: str, truth, known: np.ndarray, targets: list[str]) -> str:
+    """The subset rule used (``auto`` resolved); refuses truth-based rules when a target has no ground truth.
+
+    Notes
+    -----
+    ``auto`` with a labels table is ``positive``; a target without a column then falls back, alone, to predicted
+    positives (:func:`select_pairs` with ``known``), with an :class:`~napari_global_xai.data.InputNotice` naming it.
+    """
+    missing = [t for t, k in zip(targets, known) if not k]
     if subset == "auto":
-        return "positive" if truth is not None else "predicted"
+        if truth is None:
+            return "predicted"
+        if missing:
+            from .data.labels import InputNotice
+
+            warnings.warn(f"{missing_truth_message(missing)}: their global maps use the images predicted positive "
+                          "instead of ground truth (the other labels use ground truth); map a column to a label "
+                          "with label_map / --label-map CSV_NAME=MODEL_NAME", InputNotice, stacklevel=3)
+        return "positive"
+    if subset in ("positive", "true_positive") and truth is not None and missing:
+        raise ValueError(f"subset {subset!r} needs ground truth for every target label, but "
+                         f"{missing_truth_message(missing)}; map a column with --label-map CSV_NAME=MODEL_NAME "
+                         "(label_map=...), leave the label out with --targets, or use subset 'auto'")
     return subset
 
 
@@ -146,10 +192,11 @@ def run_explain(stack, model, config: ExplainConfig | None = None, out_dir: str 
     targets = resolve_targets(model.labels, config.targets)
     target_idx = [model.labels.index(t) for t in targets]
     engine = ImageMapEngine(model, config, target_idx)  # validates the method and its parameters early
+    stack = _fit(stack, model)
     model.check_input(stack.shape)
     frame_stack = stack.to_left_eye() if model.card.harmonise_laterality else stack
-    truth = _truth_for(frame_stack, targets)
-    subset = _resolve_subset(config.subset, truth)
+    truth, known = _truth_for(frame_stack, targets)
+    subset = _resolve_subset(config.subset, truth, known, targets)
     n, h, w = len(frame_stack), stack.shape[1], stack.shape[2]
     import torch
 
@@ -166,7 +213,7 @@ def run_explain(stack, model, config: ExplainConfig | None = None, out_dir: str 
     except Cancelled:
         cancelled = True
 
-    include = select_pairs(subset, truth, probabilities[:, target_idx], config.threshold)
+    include = select_pairs(subset, truth, probabilities[:, target_idx], config.threshold, known=known)
     pairs = include if config.compute == "subset" else np.ones_like(include)
     if cancelled:
         pairs = np.zeros_like(pairs)
@@ -208,11 +255,14 @@ def run_explain(stack, model, config: ExplainConfig | None = None, out_dir: str 
                              n_maps_computed=int(computed.sum()), n_maps_selected=total,
                              n_zero_maps={t: int((zero & include)[:, i].sum()) for i, t in enumerate(targets)},
                              method_warnings=list(engine.notes or []))
+    truth_missing = [t for t, k in zip(targets, known) if not k] if truth is not None else []
     global_maps = accumulator.result(metadata={"method": config.method, "subset": subset,
-                                               "normalisation": config.normalisation})
+                                               "normalisation": config.normalisation,
+                                               "subset_predicted_labels": truth_missing})
+    prov["subset_predicted_labels"] = truth_missing
     result = ExplainResult(writer.finish(), computed, include, targets, probabilities, list(model.labels),
                            global_maps, config, subset, cancelled, prov, Path(out_dir) if out_dir else None,
-                           zero=zero)
+                           zero=zero, truth_missing=truth_missing)
     if out_dir is not None:
         from .outputs import write_explain_outputs
 
@@ -282,13 +332,34 @@ def _stage(progress: ProgressFn | None, stage: str):
 
 
 def peppr_truth(stack, model, label_names=None):
-    """Evaluated labels (model outputs that the stack's labels table has) and their ``(n, L)`` truth, or None."""
-    table = stack.labels
-    names = list(label_names) if label_names is not None else [
-        n for n in model.labels if table is not None and n in table.names] or list(model.labels)
-    if table is None or not all(n in table.names for n in names):
-        return names, None
-    return names, np.stack([table.column(n) for n in names], axis=1)
+    """Evaluated labels and their ``(n, L)`` ground truth (None without a labels table).
+
+    With a labels table only labels that have ground truth are scored (matched by name, case-insensitively); the
+    model labels skipped for want of a column are named in an :class:`~napari_global_xai.data.InputNotice`.
+    Without a table every label (or ``label_names``) is evaluated on its mean probability (truth None).
+
+    Raises
+    ------
+    ValueError
+        If ``label_names`` asks for labels the table has no column for. (When no model label has a column, every
+        label is evaluated on its mean probability, with a notice.)
+    """
+    if stack.labels is None:
+        return (list(label_names) if label_names is not None else list(model.labels)), None
+    wanted = list(label_names) if label_names is not None else list(model.labels)
+    table = stack.labels.matched_to(wanted)
+    if table.missing and label_names is not None:
+        raise ValueError(f"PEPPR needs ground truth for the labels it scores, but {missing_truth_message(table.missing)}")
+    from .data.labels import InputNotice
+
+    if not table.names:
+        warnings.warn(f"{missing_truth_message(table.missing)}: PEPPR scores every label on its mean predicted "
+                      "probability instead of AUROC", InputNotice, stacklevel=2)
+        return wanted, None
+    if table.missing:
+        warnings.warn(f"PEPPR scores only labels with ground truth: skipped {', '.join(map(repr, table.missing))} "
+                      "(no column in the labels table)", InputNotice, stacklevel=2)
+    return list(table.names), np.stack([table.column(n) for n in table.names], axis=1)
 
 
 def _split_indices(stack, split: str | None):
@@ -345,6 +416,7 @@ def run_peppr_pipeline(stack, model, global_maps, *, labels=None, fractions=None
         from .io_utils import check_output_folder
 
         check_output_folder(out_dir)
+    stack = _fit(stack, model)
     model.check_input(stack.shape)
     frame_stack = stack.to_left_eye() if model.card.harmonise_laterality else stack
     names, truth = peppr_truth(frame_stack, model, labels)
@@ -484,14 +556,20 @@ def run_sag_pipeline(stack, model, label: str, *, indices=None, method: str = "i
         from .io_utils import check_output_folder
 
         check_output_folder(out_dir)
+    stack = _fit(stack, model)
     model.check_input(stack.shape)
     frame_stack = stack.to_left_eye() if model.card.harmonise_laterality else stack
     label_index = model.labels.index(label)
     if indices is None:
-        table = frame_stack.labels
+        table = None if frame_stack.labels is None else frame_stack.labels.matched_to([label])
         if table is not None and label in table.names:
             indices = np.nonzero(table.column(label))[0]
         else:
+            if table is not None:
+                from .data.labels import InputNotice
+
+                warnings.warn(f"{missing_truth_message([label])}: SAG explains the images predicted positive",
+                              InputNotice, stacklevel=2)
             probs = np.concatenate([predict_probabilities(model, px) for _, px in frame_stack.iter_chunks(16)])
             indices = np.nonzero(probs[:, label_index] > 0.5)[0]
     indices = [int(i) for i in indices]

@@ -113,7 +113,7 @@ def test_missing_file(tmp_path):
 
 
 def test_missing_id_column_names_the_file(tmp_path):
-    path = write_csv(tmp_path / "noid.csv", "name,x\na,1\n")
+    path = write_csv(tmp_path / "noid.csv", "subject,x\na,1\n")  # ("name" is an id column since issue #10)
     with pytest.raises(LabelsError, match=r"noid\.csv.*no image id column"):
         read_labels_csv(path)
 
@@ -149,14 +149,17 @@ def test_rows_without_images_are_listed(tmp_path):
 def test_label_values_must_be_zero_or_one(tmp_path, bad):
     path = write_csv(tmp_path / "vals.csv", f"image,haemorrhage,other\nimg_1,0,1\nimg_2,{bad},0\n")
     shown = re.escape(repr(bad if bad else "(empty)"))
+    # since issue #10 a model label's column is strict; without label names such a column is metadata
     with pytest.raises(LabelsError, match=rf"vals\.csv, row 'img_2' \(line 3\): label 'haemorrhage' is {shown}"):
-        read_labels_csv(path)
+        read_labels_csv(path, label_names=["haemorrhage", "other"])
+    table = read_labels_csv(path)
+    assert table.names == ["other"] and list(table.metadata) == ["haemorrhage"]
 
 
 def test_short_row_counts_as_empty_value(tmp_path):
     path = write_csv(tmp_path / "short.csv", "image,a,b\nimg_1,0\n")
     with pytest.raises(LabelsError, match=r"row 'img_1'.*label 'b' is '\(empty\)'"):
-        read_labels_csv(path)
+        read_labels_csv(path, label_names=["a", "b"])
 
 
 def test_long_row_is_an_error(tmp_path):

@@ -12,6 +12,7 @@ from PIL import Image
 
 from napari_global_xai.data import (AlignedStack, LabelsError, LabelsTable, StackError, read_stack,
                                     write_labels_csv, write_stack_tiff)
+from napari_global_xai.data.labels import InputNotice
 from napari_global_xai.data.readers import read_tiff_metadata
 from napari_global_xai.data.synthetic import LABELS, generate_stack
 
@@ -349,14 +350,36 @@ def test_five_channel_tiff_is_rejected(tmp_path):
         read_stack(tmp_path / "five.tif")
 
 
-def test_mixed_channel_counts_and_dtypes_name_the_file(tmp_path):
-    folder = save_png_folder(tmp_path / "c", noise((3, H, W, 3)))
-    Image.fromarray(noise((H, W))).save(folder / "gray.png")
-    with pytest.raises(StackError, match=r"channel count: gray\.png: 1 vs 3"):
-        read_stack(folder)
+def test_mixed_channel_counts_and_bit_depths_are_converted_with_a_notice(tmp_path):
+    # before issue #10 these folders were refused; archives mix them, so they are converted (and said so)
+    colour = noise((3, H, W, 3))
+    folder = save_png_folder(tmp_path / "c", colour)
+    grey = noise((H, W), seed=1)
+    Image.fromarray(grey).save(folder / "gray.png")
+    with pytest.warns(InputNotice, match=r"^1 of 4 grey image\(s\) replicated to RGB$"):
+        stack = read_stack(folder)
+    out = stack.get(slice(None))
+    assert out.shape == (4, H, W, 3) and stack.image_ids == ["gray", "img_0", "img_1", "img_2"]
+    np.testing.assert_array_equal(out[0], np.repeat(grey[..., None], 3, axis=2))
+    np.testing.assert_array_equal(out[1:], colour)
     folder = save_png_folder(tmp_path / "d", noise((3, H, W, 1)))
-    Image.fromarray(noise((H, W), np.uint16)).save(folder / "deep.png")
-    with pytest.raises(StackError, match=r"data type: deep\.png: uint16 vs uint8"):
+    deep = noise((H, W), np.uint16, seed=2)
+    Image.fromarray(deep).save(folder / "deep.png")
+    with pytest.warns(InputNotice, match=r"3 of 4 image\(s\) converted to 16-bit uint16 by full range"):
+        stack = read_stack(folder)
+    out = stack.get(slice(None))
+    assert out.dtype == np.uint16 and stack.image_ids == ["deep", "img_0", "img_1", "img_2"]
+    np.testing.assert_array_equal(out[1, ..., 0], np.asarray(Image.open(folder / "img_0.png"), np.uint16) * 257)
+    np.testing.assert_array_equal(out[0, ..., 0], deep)
+    with pytest.warns(InputNotice, match=r"1 of 4 image\(s\) converted to 8-bit uint8"):
+        back = read_stack(folder, dtype=np.uint8).get([0])[0, ..., 0]
+    np.testing.assert_array_equal(back, np.clip(np.rint(deep / 257.0), 0, 255))
+
+
+def test_mixed_float_and_integer_types_name_the_file(tmp_path):
+    folder = save_png_folder(tmp_path / "f", noise((2, H, W, 1)))
+    tifffile.imwrite(folder / "float.tif", np.zeros((H, W), np.float32))
+    with pytest.raises(StackError, match=r"data type: float\.tif: float32 vs uint8.*dtype="):
         read_stack(folder)
 
 
@@ -435,8 +458,11 @@ def test_write_stack_tiff_round_trips_ids_and_metadata(tmp_path):
 
 def test_write_stack_tiff_with_alpha(tmp_path):
     images = noise((2, H, W, 4))
-    stack = read_stack(write_stack_tiff(tmp_path / "rgba.tif", images))
-    np.testing.assert_array_equal(stack.get(slice(None)), images)
+    with pytest.warns(InputNotice, match="alpha channel dropped from 2 of 2"):
+        stack = read_stack(write_stack_tiff(tmp_path / "rgba.tif", images))
+    np.testing.assert_array_equal(stack.get(slice(None)), images[..., :3])  # alpha dropped since issue #10
+    with tifffile.TiffFile(tmp_path / "rgba.tif") as tif:
+        assert tif.pages[0].samplesperpixel == 4
 
 
 class FailingPages:

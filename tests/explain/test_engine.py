@@ -22,6 +22,11 @@ def test_select_pairs_rules():
     assert select_pairs("all", None, prob).all()
     with pytest.raises(ValueError, match="needs ground-truth labels"):
         select_pairs("positive", None, prob)
+    # a label without ground truth (known False) falls back, alone, to its predicted positives
+    known = np.array([True, False])
+    assert select_pairs("positive", truth, prob, known=known).tolist() == [[1, 1], [1, 1], [0, 0]]
+    assert select_pairs("true_positive", truth, prob, known=known).tolist() == [[1, 1], [0, 1], [0, 0]]
+    assert select_pairs("predicted", truth, prob, known=known).tolist() == [[1, 1], [0, 1], [0, 0]]
 
 
 def test_postprocessing_definitions():
@@ -92,8 +97,14 @@ def test_errors_before_any_long_work(tiny_model, tiny_stack):
         run_explain(make_tiny_stack(with_labels=False), tiny_model, ExplainConfig(subset="positive"))
     big = make_tiny_stack()
     big.pixels = np.zeros((6, 40, 48, 3), np.uint8)
+    # since issue #10 another size is resized to the card's input_size (lazily, with a notice), not refused
+    from napari_global_xai.data import InputNotice
+
+    with pytest.warns(InputNotice, match=r"^6 image\(s\) resized from 40×48 to the model's input size 32×48$"):
+        resized = run_explain(big, tiny_model, ExplainConfig(method="saliency"))
+    assert resized.image_maps.shape == (6, 3, 32, 48)
     with pytest.raises(ModelLoadError, match=r"expects images of H×W = \(32, 48\)"):
-        run_explain(big, tiny_model)
+        tiny_model.check_input(big.shape)
 
 
 def test_outputs_written_and_read_back(tiny_model, tiny_stack, tmp_path):

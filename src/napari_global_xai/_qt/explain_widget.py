@@ -12,7 +12,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, LineEdit, Select, SpinBox
+from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, LineEdit, PushButton, Select, SpinBox
 from qtpy.QtWidgets import QVBoxLayout, QWidget
 
 from .._layers import STACK_METADATA_KEY
@@ -32,10 +32,12 @@ KEY_PARAMS = {"ig": "n_steps=32, baseline='zero'", "smoothgrad": "nt_samples=16,
 METHODS = list(BUILTIN_METHODS)  # torch-free mirror of the registry (kept equal to it by a test)
 
 
-def stack_from_layer(layer, labels_csv: str | None = None):
+def stack_from_layer(layer, labels_csv: str | None = None, **csv_options):
     """The :class:`AlignedStack` behind an image layer (from the reader's metadata, else built from the data).
 
-    A labels CSV, when given, replaces the layer's labels (rows matched by image id or file name).
+    A labels CSV, when given, replaces the layer's labels (rows matched by image id or file name); ``csv_options``
+    (``label_names``, ``id_column``, ``laterality_column``, ``label_map``) go to
+    :func:`~napari_global_xai.data.read_labels_csv`.
     """
     from ..data import AlignedStack, read_labels_csv
 
@@ -51,7 +53,7 @@ def stack_from_layer(layer, labels_csv: str | None = None):
         stack = AlignedStack(pixels=data, image_ids=[f"{layer.name}_{i:04d}" for i in range(len(data))],
                              frame="left")
     if labels_csv:
-        table = read_labels_csv(labels_csv, image_ids=stack.image_ids)
+        table = read_labels_csv(labels_csv, image_ids=stack.image_ids, **csv_options)
         lat = table.laterality if table.laterality is not None else stack.laterality
         stack = replace(stack, labels=table, laterality=lat)
     return stack
@@ -119,7 +121,12 @@ class ExplainWidget(QWidget):
         super().__init__()
         self.viewer = napari_viewer
         self.image_layer = ComboBox(label="image stack", choices=self._stack_layers)
-        self.labels_csv = FileEdit(label="labels CSV", mode="r", filter="*.csv", nullable=True, value=None)
+        self.labels_csv = FileEdit(label="labels CSV", mode="r", filter="*.csv *.tsv *.txt", nullable=True,
+                                   value=None)
+        self.csv_columns = PushButton(text="CSV columns…", tooltip="which column is the image id, the laterality "
+                                      "and each model label")
+        self.csv_options: dict = {}  # id_column / laterality_column / label_map chosen in the columns dialog
+        self.columns_dialog = None
         self.model_card = FileEdit(label="model card (empty = demo model)", mode="r", filter="*.json",
                                    nullable=True, value=None)
         self.trust_pickle = CheckBox(text="trust a pickled model file (runs code from it)", value=False)
@@ -132,7 +139,8 @@ class ExplainWidget(QWidget):
         self.batch = SpinBox(label="maps per call (0 = auto)", value=0, min=0, max=4096)
         self.stored_orientation = CheckBox(text="also show maps in each image's stored orientation", value=False)
         self.targets.native.setMaximumHeight(100)
-        self.form = Container(widgets=[self.image_layer, self.labels_csv, self.model_card, self.trust_pickle,
+        self.form = Container(widgets=[self.image_layer, self.labels_csv, self.csv_columns, self.model_card,
+                                       self.trust_pickle,
                                        self.method, self.params, self.targets, self.subset, self.normalisation,
                                        self.device, self.batch, self.stored_orientation])
         self.targets.value = list(self.targets.choices)
@@ -145,6 +153,8 @@ class ExplainWidget(QWidget):
         layout.addStretch(1)
         self.method.changed.connect(lambda name: setattr(self.params, "value", KEY_PARAMS.get(name, "")))
         self.model_card.changed.connect(self._on_model_changed)
+        self.labels_csv.changed.connect(self._on_labels_csv_changed)
+        self.csv_columns.changed.connect(lambda: self.open_columns_dialog())
         self.viewer.layers.events.inserted.connect(self.image_layer.reset_choices)
         self.viewer.layers.events.removed.connect(self.image_layer.reset_choices)
         self.last_result = None
@@ -167,6 +177,50 @@ class ExplainWidget(QWidget):
         self.targets.choices = labels
         self.targets.value = labels
 
+    # --- labels CSV columns ------------------------------------------------------------------------------------
+    def _model_labels(self) -> list[str]:
+        return _labels_of_card(self._path(self.model_card))
+
+    def _on_labels_csv_changed(self, value):
+        """A new CSV: forget the previous column choice; ask for one when the detection is unsure."""
+        self.csv_options = {}
+        path = optional_path(value)
+        if path is None:
+            return
+        from ..data.csv_layout import inspect_csv
+
+        try:
+            layout = inspect_csv(path, self._model_labels())
+        except ValueError as exc:
+            self.run_panel.status.setText(f"error: {exc}")
+            return
+        if layout.unsure:
+            self.open_columns_dialog(layout)
+
+    def open_columns_dialog(self, layout=None):
+        """Show the column-mapping dialog for the chosen CSV (non-modal); returns it, or None without a CSV."""
+        from ..data.csv_layout import inspect_csv
+        from .columns_dialog import ColumnsDialog
+
+        path = self._path(self.labels_csv)
+        if path is None:
+            self.run_panel.status.setText("choose a labels CSV first")
+            return None
+        try:
+            layout = layout or inspect_csv(path, self._model_labels(), **self.csv_options)
+        except ValueError as exc:
+            self.run_panel.status.setText(f"error: {exc}")
+            return None
+        self.columns_dialog = ColumnsDialog(layout, self._model_labels(), parent=self)
+        self.columns_dialog.accepted.connect(self._on_columns_chosen)
+        self.columns_dialog.open()
+        return self.columns_dialog
+
+    def _on_columns_chosen(self):
+        self.csv_options = self.columns_dialog.options()
+        self.run_panel.status.setText(f"CSV columns: id {self.csv_options['id_column']!r}, "
+                                      f"{len(self.csv_options['label_map'])} label column(s)")
+
     # --- run ----------------------------------------------------------------------------------------------------
     def config(self):
         from ..explain.engine import ExplainConfig
@@ -186,7 +240,8 @@ class ExplainWidget(QWidget):
         try:
             if layer is None:
                 raise ValueError("open an image stack first (File ▸ Open, or File ▸ Open Sample)")
-            stack = stack_from_layer(layer, self._path(self.labels_csv))
+            stack = stack_from_layer(layer, self._path(self.labels_csv), label_names=self._model_labels(),
+                                     **self.csv_options)
             config = self.config()
         except Exception as exc:  # noqa: BLE001 - any input problem is shown, the dock stays usable
             self.run_panel.status.setText(f"error: {exc}")

@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import re
 import uuid
+import warnings
 from collections import Counter
 from collections.abc import Callable, Hashable, Iterator, Sequence
 from dataclasses import dataclass
@@ -26,8 +27,9 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from ..io_utils import atomic_path
+from .conform import conform_image, describe_sizes
 from .errors import StackError
-from .labels import LabelsTable, preview, read_labels_csv
+from .labels import InputNotice, LabelsTable, preview, read_labels_csv
 from .stack import AlignedStack, is_dask_array
 
 __all__ = ["read_stack", "write_stack_tiff", "read_tiff_metadata", "IMAGE_EXTENSIONS"]
@@ -76,6 +78,7 @@ class _Frame:
     kind: str  # "pil", "tiff" or "dicom"
     image_id: str
     page: _Page
+    laterality: str = ""  # from the file's header (DICOM ImageLaterality / Laterality), "" if unknown
 
     @property
     def name(self) -> str:
@@ -188,6 +191,16 @@ def _dicom_dtype(dataset: Any) -> np.dtype:
     return np.dtype(f"{'i' if signed else 'u'}{max(1, bits // 8)}")
 
 
+def dicom_laterality(dataset: Any) -> str:
+    """``"L"``, ``"R"`` or ``""`` from ImageLaterality (0020,0062), else Laterality (0020,0060); ``B`` / ``U``
+    (both / unknown) and other values give ``""``."""
+    for keyword in ("ImageLaterality", "Laterality"):
+        value = str(dataset.get(keyword, "") or "").strip().upper()
+        if value in ("L", "R"):
+            return value
+    return ""
+
+
 def _dicom_header(path: Path, channels_last: bool) -> tuple[list[_Page], None]:
     import pydicom
 
@@ -199,10 +212,11 @@ def _dicom_header(path: Path, channels_last: bool) -> tuple[list[_Page], None]:
     frames = int(dataset.get("NumberOfFrames") or 1)
     layout = "YX" if channels == 1 else "YXS"
     dtype = _dicom_dtype(dataset)
-    return [_Page(i, (rows, columns, channels), dtype, layout) for i in range(frames)], None
+    return [_Page(i, (rows, columns, channels), dtype, layout) for i in range(frames)], dicom_laterality(dataset)
 
 
-_HEADER_READERS: dict[str, Callable[[Path, bool], tuple[list[_Page], list[str] | None]]] = {
+#: kind -> header reader returning the pages and, for TIFF, stored ids (list) or, for DICOM, the laterality (str).
+_HEADER_READERS: dict[str, Callable[[Path, bool], tuple[list[_Page], list[str] | str | None]]] = {
     "pil": _pil_header,
     "tiff": _tiff_header,
     "dicom": _dicom_header,
@@ -233,8 +247,9 @@ def _file_frames(path: Path, kind: str, channels_last: bool) -> list[_Frame]:
         raise StackError(f"{path}: not a readable {_KIND_NAMES[kind]} image ({type(exc).__name__}: {exc})") from exc
     if not pages:
         raise StackError(f"{path}: holds no image")
-    ids = _image_ids(path, len(pages), stored_ids)
-    return [_Frame(path, kind, image_id, page) for image_id, page in zip(ids, pages)]
+    laterality = stored_ids if isinstance(stored_ids, str) else ""
+    ids = _image_ids(path, len(pages), None if isinstance(stored_ids, str) else stored_ids)
+    return [_Frame(path, kind, image_id, page, laterality) for image_id, page in zip(ids, pages)]
 
 
 # ------------------------------------------------------------------------------------------------ alignment
@@ -252,35 +267,92 @@ def _require_uniform(frames: list[_Frame], key: Callable[[_Frame], Hashable], wh
     return majority
 
 
-def _common_layout(frames: list[_Frame], resize: tuple[int, int] | None) -> tuple[tuple[int, int, int], np.dtype]:
-    """Shared ``(H, W, C)`` and dtype of the stack (``H, W`` from ``resize`` when given).
+def _target_channels(frames: list[_Frame], channels: int | None) -> int:
+    if bad := [f"{frame.name}: {frame.page.shape[2]} channels" for frame in frames
+               if frame.page.shape[2] not in _ALLOWED_CHANNELS]:
+        raise StackError(f"unsupported channel count (expected 1, 3 or 4): {preview(bad, show=str)}")
+    colour = [frame for frame in frames if frame.page.shape[2] > 1]
+    if channels not in (None, 1, 3):
+        raise StackError(f"channels must be 1 or 3, got {channels!r}")
+    if channels == 1 and colour:
+        raise StackError(f"channels=1 but {len(colour)} image(s) are colour: "
+                         f"{preview([frame.name for frame in colour], show=str)}")
+    return channels or (3 if colour else 1)
+
+
+def _target_dtype(frames: list[_Frame], dtype: Any) -> np.dtype:
+    found = Counter(frame.page.dtype for frame in frames)
+    if dtype is not None:
+        return np.dtype(dtype)
+    if len(found) == 1:
+        return next(iter(found))
+    if all(np.issubdtype(d, np.unsignedinteger) for d in found):
+        return max(found, key=lambda d: d.itemsize)
+    _require_uniform(frames, lambda frame: frame.page.dtype, "data type",
+                     hint="; pass dtype=... to convert every image to one type")
+    raise AssertionError  # pragma: no cover - _require_uniform raised
+
+
+def _notify_conversions(frames: list[_Frame], shape: tuple[int, int, int], dtype: np.dtype) -> None:
+    """One :class:`InputNotice` per kind of conversion applied to some images."""
+    n = len(frames)
+    alpha = [f for f in frames if f.page.shape[2] == 4]
+    grey = [f for f in frames if f.page.shape[2] == 1 and shape[2] == 3]
+    depth = [f for f in frames if f.page.dtype != dtype]
+    sized = [f for f in frames if f.page.shape[:2] != shape[:2]]
+    notes = []
+    if alpha:
+        notes.append(f"alpha channel dropped from {len(alpha)} of {n} image(s)")
+    if grey:
+        notes.append(f"{len(grey)} of {n} grey image(s) replicated to RGB")
+    if depth:
+        found = Counter(f"{f.page.dtype.itemsize * 8}-bit" for f in depth).most_common()
+        kinds = ", ".join(f"{bits} ({count})" for bits, count in found)
+        notes.append(f"{len(depth)} of {n} image(s) converted to {dtype.itemsize * 8}-bit {dtype} by full range "
+                     f"(from {kinds})")
+    if sized:
+        ratio = shape[0] / shape[1]
+        stretched = any(abs(f.page.shape[0] / f.page.shape[1] - ratio) > 0.01 * ratio for f in sized)
+        notes.append(f"{len(sized)} of {n} image(s) resized to {shape[0]}×{shape[1]} (bilinear"
+                     f"{', aspect ratio changed' if stretched else ''}; sizes found: "
+                     f"{describe_sizes([f.page.shape[:2] for f in sized])})")
+    for note in notes:
+        warnings.warn(note, InputNotice, stacklevel=4)
+
+
+def _common_layout(frames: list[_Frame], resize: tuple[int, int] | str | None, channels: int | None = None,
+                   dtype: Any = None) -> tuple[tuple[int, int, int], np.dtype]:
+    """Shared ``(H, W, C)`` and dtype of the stack.
+
+    ``C`` is 3 when any image is colour (RGBA loses alpha, grey is replicated) or ``channels`` asks for it, else 1;
+    the dtype is ``dtype``, else the images' own, else (mixed unsigned integer types) the widest; ``H, W`` come
+    from ``resize`` (``"common"``: the most common size), else all images must share one size.
 
     Raises
     ------
     StackError
-        On unsupported channel counts, or channel count / dtype / size (without ``resize``) that differ between
-        images; the message names the offending files.
+        On unsupported channel counts, mixed non-integer types, or sizes that differ (without ``resize``); the
+        message names the offending files.
     """
-    if bad := [f"{frame.name}: {frame.page.shape[2]} channels" for frame in frames
-               if frame.page.shape[2] not in _ALLOWED_CHANNELS]:
-        raise StackError(f"unsupported channel count (expected 1, 3 or 4): {preview(bad, show=str)}")
-    channels = _require_uniform(frames, lambda frame: frame.page.shape[2], "channel count")
-    dtype = _require_uniform(frames, lambda frame: frame.page.dtype, "data type")
-    if resize is None:
+    target_channels = _target_channels(frames, channels)
+    target_dtype = _target_dtype(frames, dtype)
+    if resize == "common":
+        resize = Counter(frame.page.shape[:2] for frame in frames).most_common(1)[0][0]
+    elif resize is None:
         resize = _require_uniform(frames, lambda frame: frame.page.shape[:2], "size (H, W)",
-                                  hint="; pass resize=(H, W) to resample every image to one size")
-    return (*resize, channels), np.dtype(dtype)
+                                  hint="; pass resize=(H, W) (CLI: --resize H W) to resample every image to one size")
+    return (*resize, target_channels), np.dtype(target_dtype)
 
 
-def _checked_resize(resize: Sequence[int] | None) -> tuple[int, int] | None:
-    if resize is None:
-        return None
+def _checked_resize(resize: Sequence[int] | str | None) -> tuple[int, int] | str | None:
+    if resize is None or (isinstance(resize, str) and resize == "common"):
+        return resize
     try:
         height, width = (int(s) for s in resize)
     except (TypeError, ValueError):
         height = width = 0
     if min(height, width) < 1:
-        raise StackError(f"resize must be (H, W) with positive integer sizes, got {resize!r}")
+        raise StackError(f"resize must be (H, W) with positive integer sizes or 'common', got {resize!r}")
     return height, width
 
 
@@ -332,28 +404,8 @@ def _as_hwc(image: np.ndarray, layout: str) -> np.ndarray:
     return np.moveaxis(image, 0, -1) if layout == "SYX" else image
 
 
-def _cast(image: np.ndarray, dtype: np.dtype) -> np.ndarray:
-    """``image`` as ``dtype``, rounding and clipping to the range of integer types."""
-    if np.issubdtype(dtype, np.integer) and not np.issubdtype(image.dtype, np.integer):
-        info = np.iinfo(dtype)
-        image = np.clip(np.rint(image), info.min, info.max)
-    return image.astype(dtype, copy=False)
-
-
-def _resized(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Bilinear resample of an ``(H, W, C)`` image to ``size``, keeping its dtype."""
-    if image.shape[:2] == size:
-        return image
-    from scipy import ndimage
-
-    work = image.astype(np.float64 if image.dtype == np.float64 else np.float32)
-    zoom = (size[0] / image.shape[0], size[1] / image.shape[1], 1.0)
-    out = ndimage.zoom(work, zoom, order=1, mode="nearest", grid_mode=True)
-    return _cast(out, image.dtype)
-
-
 def _load_frame(frame: _Frame, shape: tuple[int, int, int], dtype: np.dtype) -> np.ndarray:
-    """Decode one image to ``shape`` / ``dtype`` (resizing if needed).
+    """Decode one image to ``shape`` / ``dtype`` (channels, bit depth and size converted as needed).
 
     Raises
     ------
@@ -369,7 +421,7 @@ def _load_frame(frame: _Frame, shape: tuple[int, int, int], dtype: np.dtype) -> 
     if image.shape != frame.page.shape:
         raise StackError(f"{frame.source}: decoded image {frame.image_id!r} has shape {image.shape}, header said "
                          f"{frame.page.shape} (was the file changed?)")
-    return _resized(_cast(image, dtype), shape[:2])
+    return conform_image(image, shape, dtype)
 
 
 def _lazy_stack(frames: list[_Frame], shape: tuple[int, int, int], dtype: np.dtype) -> Any:
@@ -429,19 +481,36 @@ def _labels_beside(path: Path) -> Path | None:
     return next((candidate for candidate in candidates if candidate.is_file()), None)
 
 
-def _resolve_labels(labels: str | os.PathLike | LabelsTable | None, path: Path,
-                    image_ids: list[str]) -> LabelsTable | None:
+def _resolve_labels(labels: str | os.PathLike | LabelsTable | bool | None, path: Path, image_ids: list[str],
+                    columns: dict[str, Any]) -> LabelsTable | None:
+    if labels is False:
+        return None
     if isinstance(labels, LabelsTable):
-        return labels.aligned_to(image_ids, source="labels table")
+        table = labels.aligned_to(image_ids, source="labels table")
+        if columns.get("label_names") is not None:
+            table = table.matched_to(columns["label_names"], columns.get("label_map"), source="labels table")
+        return table
     csv_path = Path(labels) if labels is not None else _labels_beside(path)
-    return None if csv_path is None else read_labels_csv(csv_path, image_ids)
+    return None if csv_path is None else read_labels_csv(csv_path, image_ids, **columns)
+
+
+def _laterality(frames: list[_Frame], table: LabelsTable | None) -> np.ndarray | None:
+    """The table's laterality, with blanks filled from the files' headers (DICOM); None when neither has any."""
+    from_files = [frame.laterality for frame in frames]
+    from_table = None if table is None or table.laterality is None else list(table.laterality)
+    if from_table is None:
+        return np.array(from_files, dtype="<U1") if any(from_files) else None
+    return np.array([t or f for t, f in zip(from_table, from_files)], dtype="<U1")
 
 
 # ------------------------------------------------------------------------------------------------ public API
 
 
-def read_stack(path: str | os.PathLike, labels: str | os.PathLike | LabelsTable | None = None,
-               resize: Sequence[int] | None = None, channels_last: bool = True) -> AlignedStack:
+def read_stack(path: str | os.PathLike, labels: str | os.PathLike | LabelsTable | bool | None = None,
+               resize: Sequence[int] | str | None = None, channels_last: bool = True, *,
+               channels: int | None = None, dtype: Any = None, label_names: Sequence[str] | None = None,
+               id_column: str | None = None, laterality_column: str | None = None,
+               label_map: Any = None) -> AlignedStack:
     """Open an image stack lazily (only headers are read here).
 
     Parameters
@@ -451,26 +520,41 @@ def read_stack(path: str | os.PathLike, labels: str | os.PathLike | LabelsTable 
         PNG / JPEG / TIFF / DICOM images (natural order; other files, e.g. CSV / JSON and hidden files, ignored).
     labels : str, path-like or LabelsTable, optional
         A labels CSV or table, matched to the image ids (or file names). Default: a CSV beside the stack if there is
-        one -- ``x.csv`` or ``x.labels.csv`` for a file ``x.tif``, ``labels.csv`` inside a folder. Laterality comes
-        from the table.
-    resize : (int, int), optional
-        ``(H, W)``: resample every image of another size to it (bilinear, dtype kept). Without it all images must
-        share one size.
+        one -- ``x.csv`` or ``x.labels.csv`` for a file ``x.tif``, ``labels.csv`` inside a folder; ``False``: no
+        labels, even if a CSV lies beside the stack. Laterality comes
+        from the table; where it has none, from the DICOM header (ImageLaterality, else Laterality).
+    resize : (int, int) or "common", optional
+        ``(H, W)``: resample every image of another size to it (bilinear, dtype kept); ``"common"``: to the most
+        common size. Without it all images must share one size.
     channels_last : bool
         For a TIFF whose series is 4-D: True reads it as ``(n, H, W, C)``; False as ``(n, C, H, W)`` (channels
         stored as consecutive grayscale pages), returned as ``(n, H, W, C)``.
+    channels : {1, 3}, optional
+        Channels of every image. Default: 3 if any image is colour, else 1. RGBA images always lose their alpha
+        channel; grey images in a colour stack (or with ``channels=3``) are replicated to RGB.
+    dtype : numpy dtype, optional
+        Pixel type of every image; integer images are rescaled by full range (16-bit ``v`` -> 8-bit
+        ``round(v / 257)``). Default: the images' own; mixed unsigned types become the widest.
+    label_names, id_column, laterality_column, label_map
+        How to read the labels CSV: see :func:`~napari_global_xai.data.labels.read_labels_csv` (for a
+        :class:`LabelsTable`, ``label_names`` / ``label_map`` apply :meth:`LabelsTable.matched_to`).
 
     Returns
     -------
     AlignedStack
-        In the stored frame; ``pixels`` a read-only memmap (uncompressed contiguous TIFF, no resize), else a dask
-        array with one lazy read per image. Grayscale images have ``C = 1``.
+        In the stored frame; ``pixels`` a read-only memmap (uncompressed contiguous TIFF, no conversion), else a
+        dask array with one lazy read (and conversion) per image. Grayscale stacks have ``C = 1``.
+
+    Warns
+    -----
+    InputNotice
+        One line per kind of conversion (alpha dropped, grey to RGB, bit depth, resize) and the images it touched.
 
     Raises
     ------
     StackError
         On a missing path, an empty folder, unreadable / corrupt files, unsupported channel counts (2 or more than
-        4), images that differ in size (without ``resize``), channel count or dtype, or clashing image ids; the
+        4), images that differ in size (without ``resize``), mixed non-integer dtypes, or clashing image ids; the
         message names the offending files. A file whose pixels are corrupt behind a good header raises StackError
         naming it when its pixels are read (:meth:`AlignedStack.get`).
     LabelsError
@@ -481,13 +565,17 @@ def read_stack(path: str | os.PathLike, labels: str | os.PathLike | LabelsTable 
     files = _input_files(path)
     frames = [frame for file, kind in files for frame in _file_frames(file, kind, channels_last)]
     _check_unique_ids(frames)
-    shape, dtype = _common_layout(frames, size)
-    pixels = _tiff_view(frames, shape, dtype) if len(files) == 1 and files[0][1] == "tiff" else None
-    if pixels is None:
-        pixels = _lazy_stack(frames, shape, dtype)
+    shape, target = _common_layout(frames, size, channels, dtype)
     image_ids = [frame.image_id for frame in frames]
-    table = _resolve_labels(labels, path, image_ids)
-    return AlignedStack(pixels, image_ids, labels=table, sources=[str(frame.source) for frame in frames])
+    columns = {"label_names": label_names, "id_column": id_column, "laterality_column": laterality_column,
+               "label_map": label_map}
+    table = _resolve_labels(labels, path, image_ids, {k: v for k, v in columns.items() if v is not None})
+    _notify_conversions(frames, shape, target)
+    pixels = _tiff_view(frames, shape, target) if len(files) == 1 and files[0][1] == "tiff" else None
+    if pixels is None:
+        pixels = _lazy_stack(frames, shape, target)
+    return AlignedStack(pixels, image_ids, laterality=_laterality(frames, table), labels=table,
+                        sources=[str(frame.source) for frame in frames])
 
 
 def _description(tif: Any) -> dict[str, Any]:

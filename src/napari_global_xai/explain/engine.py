@@ -75,7 +75,7 @@ def predict_probabilities(model, images: np.ndarray, batch: int | None = None) -
 
 
 def select_pairs(subset: str, truth: np.ndarray | None, probabilities: np.ndarray,
-                 threshold: float = 0.5) -> np.ndarray:
+                 threshold: float = 0.5, known: np.ndarray | None = None) -> np.ndarray:
     """Which (image, label) maps enter each label's global map.
 
     Parameters
@@ -83,6 +83,11 @@ def select_pairs(subset: str, truth: np.ndarray | None, probabilities: np.ndarra
     subset : {"positive", "predicted", "true_positive", "all"}
     truth : (n, L) 0/1 array or None
     probabilities : (n, L) array
+    threshold : float
+        A label is predicted positive when its probability exceeds it.
+    known : (L,) bool array, optional
+        Labels whose ``truth`` column is real (default: all). For ``positive`` / ``true_positive`` a label without
+        ground truth falls back, alone, to its predicted positives; the others keep their ground truth.
 
     Returns
     -------
@@ -98,10 +103,15 @@ def select_pairs(subset: str, truth: np.ndarray | None, probabilities: np.ndarra
                          "or use subset='predicted'")
     truth = np.asarray(truth).astype(bool)
     if subset == "positive":
-        return truth
-    if subset == "true_positive":
-        return truth & predicted
-    raise ValueError(f"unknown subset {subset!r}; choose from {SUBSETS}")
+        chosen = truth
+    elif subset == "true_positive":
+        chosen = truth & predicted
+    else:
+        raise ValueError(f"unknown subset {subset!r}; choose from {SUBSETS}")
+    if known is None:
+        return chosen
+    known = np.asarray(known, bool).reshape(1, -1)
+    return np.where(known, chosen, predicted)
 
 
 class ImageMapEngine:
