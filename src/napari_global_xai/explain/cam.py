@@ -28,7 +28,7 @@ import torch.nn.functional as F
 
 from ..batching import images_per_pass, iterate_batches
 from .base import Int, SaliencyMethod, register_method
-from .captum_methods import GradCam, find_cam_layer
+from .captum_methods import CamLayer, GradCam
 
 __all__ = [
     "CamMethod",
@@ -58,7 +58,7 @@ def upsample_maps(cam: torch.Tensor, size, mode: str = "bilinear") -> torch.Tens
     return up.clamp_min_(0) if mode == "bilinear" else up
 
 
-class CamMethod(SaliencyMethod):
+class CamMethod(CamLayer, SaliencyMethod):
     """Shared machinery of the CAM family: layer choice, activation/gradient capture, ReLU and upsampling.
 
     Subclasses implement :meth:`weigh` (activations, gradients, targets → ``(k, h, w)`` map before the ReLU) and set
@@ -71,27 +71,8 @@ class CamMethod(SaliencyMethod):
     param_rules = dict(GradCam.param_rules)  # the same layer and upsampling choices as Grad-CAM
     spatial_output = True
 
-    def layer_name(self, x: torch.Tensor) -> str:
-        """The explained layer: ``layer`` parameter, else the card's ``cam_layer``, else the last spatial layer."""
-        name = self.params["layer"] or self.model.card.cam_layer
-        if name is None:
-            name = find_cam_layer(self.model.module, x[:1])
-            self.params["layer"] = name
-        return name
-
-    def _layer(self, x: torch.Tensor) -> torch.nn.Module:
-        name = self.layer_name(x)
-        try:
-            return self.model.module.get_submodule(name)
-        except AttributeError:
-            raise ValueError(f"{self.name}: the model has no layer {name!r} (set 'layer' or the card's "
-                             "cam_layer)") from None
-        except RuntimeError as exc:  # TorchScript modules: no get_submodule, no Python hooks
-            raise ValueError(f"{self.name}: cannot reach layer {name!r} of this model ({exc}); load it as a state "
-                             "dict with a registered architecture") from None
-
     def capture(self, x: torch.Tensor, targets: torch.Tensor):
-        """One forward (and, for gradient methods, one backward for the whole batch).
+        """One forward (and, for gradient methods, one backward for the whole batch), on any model format.
 
         Returns
         -------
@@ -101,28 +82,10 @@ class CamMethod(SaliencyMethod):
             gives every row's gradient).
         scores : torch.Tensor, (k, n_outputs)
         """
-        layer = self._layer(x)
-        store = {}
         if self.needs_grad and not x.requires_grad:
             x = x.detach().requires_grad_(True)
-
-        def hook(_m, _i, out):
-            if not isinstance(out, torch.Tensor) or out.ndim != 4:
-                raise ValueError(f"{self.name}: layer {self.params['layer'] or self.model.card.cam_layer!r} "
-                                 f"does not output a (n, C, h, w) feature map")
-            store["a"] = out
-
-        try:
-            handle = layer.register_forward_hook(hook)
-        except RuntimeError as exc:  # TorchScript modules take no Python hooks
-            raise ValueError(f"{self.name}: cannot hook layer of this model ({exc}); load it as a state dict with a "
-                             "registered architecture") from None
-        try:
-            with torch.enable_grad() if self.needs_grad else torch.no_grad():
-                scores = self.forward_module(x)
-        finally:
-            handle.remove()
-        acts = store["a"]
+        with torch.enable_grad() if self.needs_grad else torch.no_grad():
+            scores, acts = self.tapped_scores(x)
         grads = None
         if self.needs_grad:
             picked = scores.gather(1, targets.view(-1, 1).to(scores.device)).sum()

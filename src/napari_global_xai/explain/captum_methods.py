@@ -302,14 +302,13 @@ def find_cam_layer(module: torch.nn.Module, example: torch.Tensor) -> str:
     return layers[-1][0]
 
 
-@register_method
-class GradCam(CaptumMethod):
-    name = "gradcam"
-    description = "Grad-CAM on the card's CAM layer (or the last spatial layer), ReLU, upsampled to the image."
-    defaults = {"layer": None, "upsample": "bilinear"}
-    param_rules = {"layer": Choice(none=True), "upsample": Choice("bilinear", "nearest", "nearest-exact", "bicubic",
-                                                                  "area")}
-    spatial_output = True
+class CamLayer:
+    """The explained layer of a CAM method, reached on any model format through a :class:`~..models.taps.LayerTap`.
+
+    Mixed into Grad-CAM and the CAM family (:mod:`.cam`): the ``layer`` parameter, else the card's ``cam_layer``,
+    else the last spatial layer; checked once before any work (:meth:`check_cam_layer`).
+    """
+
     needs_cam_layer = True
 
     def layer_name(self, x: torch.Tensor) -> str:
@@ -330,16 +329,35 @@ class GradCam(CaptumMethod):
             raise MethodUnavailable(f"{self.name}: {exc}; set the card's cam_layer (see 'global-xai card')") from None
         return []
 
-    def attribute(self, x, targets):
-        """Grad-CAM as Captum's ``LayerGradCam``: ReLU(sum_k mean_hw(dS/dA_k) A_k), then upsampled."""
+    def tapped_scores(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(scores (k, n_outputs), activations (k, C, h, w))`` of one forward; logits, or probabilities when the
+        method explains probabilities."""
         if getattr(self, "_tap", None) is None:
             self.check_cam_layer(x[:1].detach())
+        out, (act,) = self._tap(x)
+        if not isinstance(act, torch.Tensor) or act.ndim != 4:
+            raise MethodUnavailable(f"{self.name}: layer {self.params['layer'] or self.model.card.cam_layer!r} does "
+                                    "not output an (n, C, h, w) feature map; choose a convolutional layer")
+        if self.probability:
+            out = torch.sigmoid(out) if self.model.card.activation == "sigmoid" else torch.softmax(out, dim=1)
+        return out, act
+
+
+@register_method
+class GradCam(CamLayer, CaptumMethod):
+    name = "gradcam"
+    description = "Grad-CAM on the card's CAM layer (or the last spatial layer), ReLU, upsampled to the image."
+    defaults = {"layer": None, "upsample": "bilinear"}
+    param_rules = {"layer": Choice(none=True), "upsample": Choice("bilinear", "nearest", "nearest-exact", "bicubic",
+                                                                  "area")}
+    spatial_output = True
+
+    def attribute(self, x, targets):
+        """Grad-CAM as Captum's ``LayerGradCam``: ReLU(sum_k mean_hw(dS/dA_k) A_k), then upsampled."""
         if not x.requires_grad:
             x = x.detach().requires_grad_(True)
         with torch.enable_grad():
-            out, (act,) = self._tap(x)
-        if self.probability:
-            out = torch.sigmoid(out) if self.model.card.activation == "sigmoid" else torch.softmax(out, dim=1)
+            out, act = self.tapped_scores(x)
         (grad,) = torch.autograd.grad(out.gather(1, targets.view(-1, 1)).sum(), act)
         weights = grad.mean(dim=(2, 3), keepdim=True)
         cam = torch.relu((weights * act).sum(dim=1, keepdim=True)).detach()
