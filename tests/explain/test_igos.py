@@ -7,6 +7,8 @@ of the same brightness outside it (bottom left), which the model ignores.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -25,6 +27,7 @@ from napari_global_xai.explain.igos import (
     composite,
     mask_grid_shape,
     score_scale,
+    stalled_masks,
     tv_norm,
     upsample_masks,
 )
@@ -431,3 +434,60 @@ def test_demo_model_deletion_beats_random():
         d_rand = np.mean([deletion_insertion_auc(model, x[i], t, torch.rand(h, w, generator=g), fill[i], steps=8)[0]
                           for _ in range(2)])
         assert d < d_rand, (i, t, d, d_rand)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# stalled optimisations: detection, warning, recovery
+
+
+@pytest.mark.parametrize("name", METHODS)
+@pytest.mark.parametrize("probability", [False, True])
+def test_stalled_optimisation_is_flagged_warned_and_recovered(name, probability):
+    # A weakly predicted label: logit −4 + 0.1 · (region feature), sigmoid ≈ 0.018, and the blurred baseline (the
+    # square blurred below the model's 0.6 threshold) scores almost like the image. The score gradient is then far
+    # below the L1 term's slope just off M = 1, every line-search trial is rejected and the mask stays at 1.
+    model = loaded(gain=0.1, bias=-4.0)
+    x, _ = make_images(2, seed=0)
+    with pytest.warns(RuntimeWarning) as record:
+        plain, stuck = attribute(name, model, x, probability=probability, recovery="none")
+    messages = [str(w.message) for w in record if issubclass(w.category, RuntimeWarning)]
+    for i in range(2):
+        assert any(f"image {i} (label 'a', class index 0)" in m and "stalled" in m for m in messages), messages
+    assert stuck.last_flags.tolist() == [True, True] and not stuck.last_recovered.any()
+    assert plain.max() < 0.01  # the unrecovered map is (nearly) constant
+
+    with pytest.warns(RuntimeWarning, match="integrated-gradient signal"):
+        maps, method = attribute(name, model, x, probability=probability)
+    assert method.last_flags.tolist() == [True, True] and method.last_recovered.tolist() == [True, True]
+    fill = method.baseline(x)
+    g = torch.Generator().manual_seed(2)
+    for i in range(2):
+        m = maps[i, 0]
+        assert m.max() > 0.5 and m.std() > 0.05  # not constant (the grid peak is 1, between pixels)
+        d, ins = deletion_insertion_auc(model, x[i], 0, m, fill[i])
+        rand = np.array([deletion_insertion_auc(model, x[i], 0, torch.rand(H, W, generator=g), fill[i])
+                         for _ in range(5)])
+        assert d < rand[:, 0].min() and ins > rand[:, 1].max(), (i, d, ins, rand)
+
+
+def test_stall_detection_rules():
+    ones = torch.ones(3, 1, 4, 5)
+    masks = ones.clone()
+    masks[0, 0, 0, 0] = 0.995  # moved less than move_tol: did not move
+    masks[1, 0, :, :] = 0.3  # 20 of 20 cells tie at the top saliency 0.7
+    masks[1, 0, 0, 0] = 0.9
+    masks[2, 0, :2, :] = torch.linspace(0.2, 0.8, 10).view(2, 5)  # a real mask: distinct top cells
+    flags, reasons = stalled_masks(masks, move_tol=0.01, tie_fraction=0.9)
+    assert flags.tolist() == [True, True, False]
+    assert "did not move" in reasons[0] and "19 of 20 cells tie" in reasons[1] and reasons[2] == ""
+    # many cells left exactly at 1 (saliency 0) do not flag a mask whose top cells are distinct
+    assert not stalled_masks(masks[2:], tie_fraction=0.1)[0].any()
+
+
+def test_good_optimisations_are_not_flagged(planted):
+    model, x, _ = planted
+    for name in METHODS:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", RuntimeWarning)
+            _, method = attribute(name, model, x)
+        assert not method.last_flags.any()
