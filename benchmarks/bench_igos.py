@@ -82,6 +82,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     g.add_argument("--preset", default="fast", help="our preset (default fast; 'official' = the official counts)")
     g.add_argument("--official-iterations", type=int, default=20, help="official iterations (CLI: 20)")
     g.add_argument("--official-ig-iter", type=int, default=15, help="official path steps (CLI: 15)")
+    g.add_argument("--quadrature-check", action="store_true",
+                   help="also measure the path-integral error of the uniform and Gauss–Legendre rules at the official "
+                        "I-GOS masks against a many-node reference")
     g.add_argument("--official-cache", default=None, metavar="FILE",
                    help="reuse / store the official masks, times and counts in FILE (for tuning runs; the "
                         "recorded results are from runs without it)")

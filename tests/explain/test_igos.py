@@ -19,6 +19,7 @@ from napari_global_xai.explain.base import get_method
 from napari_global_xai.explain.igos import (
     IGOS,
     IGOS_PP_VARIANT,
+    IGOS_VARIANT,
     IGOSPlusPlus,
     PathProblem,
     armijo_line_search,
@@ -26,6 +27,7 @@ from napari_global_xai.explain.igos import (
     bilateral_weights,
     composite,
     mask_grid_shape,
+    path_quadrature,
     score_scale,
     stalled_masks,
     tv_norm,
@@ -328,19 +330,29 @@ def test_pass_counts_and_model_batches(planted, name, terms):
         hook.remove()
     k, n_steps, iters = len(x), FAST["ig_iter"], FAST["iterations"]
     assert max(sizes) <= 7
-    assert method.last_backward_images == iters * terms * n_steps * k
+    # early stopping (default preset) ends some images before `iterations`: they leave the model batches
+    run = method.last_stats["iterations_run"]
+    assert run.shape == (k,) and (run >= 3).all() and (run <= iters).all()
+    assert method.last_backward_images == int(run.sum()) * terms * n_steps
     trials = method.last_stats["line_search_trials"]
-    assert trials.shape == (k, iters) and (trials >= 1).all()
+    assert trials.shape == (k, iters)
+    ran = torch.arange(iters).view(1, -1) < run.view(-1, 1)
+    assert (trials[ran] >= 1).all() and (trials[~ran] == 0).all()
     assert method.last_forward_images == int(trials.sum()) * terms * n_steps + 2 * k
     assert sum(sizes) == method.last_forward_images + method.last_backward_images
     assert method.passes_per_map() > iters * terms * n_steps
+    # without early stopping every image runs every iteration
+    _, full = attribute(name, model, x, max_batch=7, early_stop=0.0)
+    assert full.last_backward_images == iters * terms * n_steps * k
+    assert (full.last_stats["iterations_run"] == iters).all()
 
 
 def test_warm_start_saves_line_search_trials(planted):
     model, x, squares = planted
-    _, cold = attribute("igos", model, x)
-    maps, warm = attribute("igos", model, x, warm_start=True)
-    assert warm.last_forward_images < cold.last_forward_images
+    cold_maps, cold = attribute("igos", model, x, warm_start=False, early_stop=0.0)
+    maps, warm = attribute("igos", model, x, warm_start=True, early_stop=0.0)
+    assert warm.last_forward_images < 0.6 * cold.last_forward_images
+    assert warm.last_backward_images == cold.last_backward_images
     share, area = inside_share(maps, squares)
     assert (share > 3 * area).all()
 
@@ -491,3 +503,58 @@ def test_good_optimisations_are_not_flagged(planted):
             warnings.simplefilter("error", RuntimeWarning)
             _, method = attribute(name, model, x)
         assert not method.last_flags.any()
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# fewer passes: quadrature, presets, early stop
+
+
+def test_path_quadrature_rules():
+    t, w = path_quadrature(4, "uniform")
+    assert t.tolist() == [0.25, 0.5, 0.75, 1.0] and w.tolist() == [0.25] * 4
+    t, w = path_quadrature(3, "gausslegendre")
+    assert w.sum() == pytest.approx(1.0) and (t > 0).all() and (t < 1).all()
+    # exact for polynomials of degree 2n − 1 = 5 on [0, 1]
+    assert (w * t ** 5).sum() == pytest.approx(1 / 6) and (w * t ** 4).sum() == pytest.approx(1 / 5)
+    with pytest.raises(ValueError):
+        path_quadrature(3, "simpson")
+
+
+def test_gauss_legendre_integrated_gradient_is_closer_to_the_integral_with_fewer_points():
+    # the integrated gradient of a smooth non-linear score along the path, against a 4000-step Riemann reference
+    g = torch.Generator().manual_seed(3)
+    x, b = torch.rand(2, 3, 6, 8, generator=g), torch.rand(2, 3, 6, 8, generator=g)
+    masks = torch.rand(2, 1, 1, 3, 4, generator=g)
+    weights = torch.randn(3, 6, 8, generator=g)
+
+    def score_fn(z, targets):
+        return torch.tanh((z * weights).sum(dim=(1, 2, 3)) / 3)
+
+    def integral(n, rule):
+        problem = PathProblem(score_fn, x, b, torch.zeros(2, dtype=torch.long), torch.ones(2), IGOS_VARIANT, (3, 4),
+                              n, 0, 0, 2, 0.0, 4000, 0, quadrature=rule)
+        return problem.path_scores(masks, torch.arange(2), None, with_grad=True)
+
+    ref_s, ref_g = integral(4000, "uniform")  # right Riemann sum: error O(1/4000)
+    errors = {}
+    for n, rule in [(20, "uniform"), (15, "uniform"), (6, "gausslegendre")]:
+        s, grad = integral(n, rule)
+        errors[(n, rule)] = ((grad - ref_g).norm() / ref_g.norm()).item()
+    assert errors[(6, "gausslegendre")] < errors[(20, "uniform")] / 5, errors
+
+
+def test_presets_and_explicit_parameters():
+    model = loaded()
+    official = get_method("igos", model, preset="official")
+    assert (official.params["iterations"], official.params["ig_iter"]) == (20, 15)  # main.py's swapped flags
+    assert official.params["quadrature"] == "uniform" and not official.params["warm_start"]
+    assert official.params["early_stop"] == 0
+    fast = get_method("igos", model)
+    assert fast.params["preset"] == "fast" and fast.params["quadrature"] == "gausslegendre"
+    assert fast.params["warm_start"] and fast.params["early_stop"] > 0
+    # an explicit value wins over the preset's
+    assert get_method("igos", model, preset="official", iterations=3).params["iterations"] == 3
+    with pytest.raises(ValueError, match="preset"):
+        get_method("igos", model, preset="quick")
+    with pytest.raises(ValueError, match="recovery"):
+        get_method("igos", model, recovery="retry")
