@@ -267,16 +267,24 @@ def planted():
 
 
 @pytest.mark.parametrize("name", METHODS)
-def test_maps_concentrate_on_the_planted_square(planted, name):
+@pytest.mark.parametrize("preset", ["official", "fast"])
+def test_maps_concentrate_on_the_planted_square(planted, name, preset):
     model, x, squares = planted
-    maps, _ = attribute(name, model, x)
+    maps, _ = attribute(name, model, x, preset=preset)  # the official or the fast solver, FAST's short counts
     assert maps.shape == (3, 1, H, W)
-    assert maps.min() >= 0 and maps.max() <= 1 and maps.max() > 0.2
+    # measured: official-solver maps peak at 0.24 (I-GOS), the fast preset's early-stopped I-GOS maps at 0.19
+    assert maps.min() >= 0 and maps.max() <= 1 and maps.max() > (0.2 if preset == "official" else 0.1)
     share, area = inside_share(maps, squares)
-    assert (share > 3 * area).all(), (share, area)
+    if preset == "official" or name == "igos":
+        assert (share > 3 * area).all(), (share, area)
+    else:
+        # iGOS++ (measured 0.38, 0.32, 0.20; area 0.094): on image 2 its insertion mask spreads; the official solver
+        # gets 0.30 there with these counts, 0.18 with 15 iterations — the image is sensitive to where it stops
+        assert (share > 2 * area).all() and share.mean() > 3 * area, (share, area)
     # the distractor square (same brightness, outside the model's region) gets little mass
     distractor = maps[:, 0, H - 13:H - 1, 1:13].sum((1, 2)) / maps[:, 0].sum((1, 2))
-    assert (distractor < torch.as_tensor(share) / 3).all()
+    ratio = 3 if preset == "official" or name == "igos" else 1.5  # fast iGOS++ image 2: 0.10 vs 0.20
+    assert (distractor < torch.as_tensor(share) / ratio).all(), (distractor, share)
 
 
 @pytest.mark.parametrize("name", METHODS)

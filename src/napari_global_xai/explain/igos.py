@@ -830,12 +830,20 @@ class IGOS(_IGOSFamily):
     model : LoadedModel
     probability : bool
         Explain the probability instead of the logit (default).
+    preset : {"fast", "official"}
+        Named values of ``iterations``, ``ig_iter``, ``quadrature``, ``warm_start`` and ``early_stop``
+        (:data:`PRESETS`); explicit parameters override them. ``"official"``: the official CLI's 20 iterations ×
+        15 uniform path steps, no warm start, no early stop. ``"fast"`` (default): at most 12 iterations × 6
+        Gauss–Legendre points, warm start, early stop 0.05 — about a quarter of the official forward+backward passes
+        or fewer at equal deletion/insertion quality (benchmarks/RESULTS.md).
     mask_size : int or (int, int)
         Shorter side of the mask grid (the other follows the aspect ratio), or the grid itself. Default 28.
     iterations : int
-        Optimisation steps (15).
+        Most optimisation steps (preset).
     ig_iter : int
-        Path steps ``N`` of the integrated gradient (20).
+        Path points ``N`` of the integrated gradient (preset).
+    quadrature : {"uniform", "gausslegendre"}
+        Path rule (:func:`path_quadrature`): the official right Riemann sum ``t_k = k/N`` or Gauss–Legendre.
     l1, tv, tv_beta : float
         Weights of ``mean|1 − M|`` (1) and of TV (20), TV exponent β (2).
     alpha : float
@@ -857,11 +865,24 @@ class IGOS(_IGOSFamily):
         Armijo constant (1e-4), backtracking factor (0.2), smallest step tried (1e-5).
     warm_start : bool
         Start each line search at ``min(alpha, previous accepted step / decay)`` per image (False: always
-        ``alpha``, as the official code). Saves forward passes; off by default for fidelity.
+        ``alpha``, as the official code, whose first 3–4 trials of almost every search are rejected).
+    early_stop : float
+        Per-image early stopping tolerance (0 = off): an image stops after two consecutive iterations (past the
+        third) whose loss decrease — measured with the iteration's own noise draw — is below ``early_stop`` times
+        its total decrease so far. Stopped images leave the model batches.
+    recovery : {"ig", "none"}
+        What happens to a stalled image's map (see Notes): ``"ig"`` replaces it by the first iteration's
+        integrated-gradient signal, ``"none"`` keeps it. Either way it is flagged in :attr:`last_flags` and a
+        ``RuntimeWarning`` names the image and its label.
+    stall_move_tol, stall_tie_fraction : float
+        Stall rules of :func:`stalled_masks`: the mask moved less than ``stall_move_tol`` (0.01) everywhere, or
+        more than ``stall_tie_fraction`` (0.9) of its cells tie at the top saliency.
 
     Notes
     -----
-    Follows khorrams/IGOS_pp ``methods.py::IGOS`` with the CLI values (methods.md §2.3): mask initialised to ones,
+    Follows khorrams/IGOS_pp ``methods.py::IGOS`` (methods.md §2.3; ``preset="official"`` gives the official CLI's
+    counts, 20 iterations × 15 path steps — its ``main.py`` passes ``--ig_iter`` as ``iterations`` and
+    ``--iterations`` as ``ig_iter`` — while the function defaults there are 15 × 20): mask initialised to ones,
     ``φ(x, b, U(M))`` with bilinear ``align_corners=True`` upsampling, loss
     ``S(M) + L1·mean|1 − M| + L2·TV(M)`` where ``S`` is the noisy path average
     ``(1/N) Σ_k f_c(φ(x, b, (k/N)·U(M)) + ε_k)``, descent direction = its gradient, step
@@ -886,6 +907,17 @@ class IGOS(_IGOSFamily):
       official code applies the last, tiny, rejected step).
     * The original zhongangqi/IGOS L1 schedule (dividing ``L1`` when the score stalls) is not used, as in IGOS_pp.
     * The map is ``1 − U(M)`` in ``[0, 1]`` without the min-max rescaling of the official ``save_heatmap``.
+    * **Fewer passes (``preset="fast"``, not in the official code).** Gauss–Legendre path points instead of the
+      right Riemann sum (the same integrated gradient to a few per cent with 6 points instead of 15; measured in
+      benchmarks/RESULTS.md), warm-started line search, per-image early stopping.
+    * **Stalled optimisations.** When ``f(x) − f(b)`` is tiny (a weakly predicted class whose blurred baseline
+      scores like the image), the score gradient is far smaller than the slope of ``L1 · mean|1 − M|`` just below
+      ``M = 1``; every trial step then raises the loss, the Armijo search rejects all of them and the mask stays at
+      1 — a constant map whose deletion/insertion order is the tie order. Such images are detected
+      (:func:`stalled_masks`), warned about and flagged; the default recovery replaces the map by
+      ``g⁺ / max g⁺``, ``g`` the score part of the first descent direction (the integrated gradient of the path
+      score w.r.t. the mask at ``M = 1``, i.e. how much blurring each cell lowers the score), which needs no extra
+      pass. The source is silent on such images.
     """
 
     name = "igos"
