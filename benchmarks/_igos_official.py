@@ -79,7 +79,7 @@ def load_official(code_dir: Path, device: torch.device):
             "indices[indices] *=", "indices[indices.clone()] *=")
         if name == "methods_helper.py":
             text = re.sub(r"^import torch$", "import torch\nSHIM_DEVICE = torch.device('cpu')", text, count=1,
-                          flags=re.M)
+                          flags=re.MULTILINE)
         (shim / name).write_text(text)
     sys.path.insert(0, str(shim))
     try:
@@ -223,8 +223,8 @@ def compare(args) -> None:
             print(f"{method} seed {seed}: official {ot:.1f} s, {of} forward + {ob} forward+backward images; "
                   f"ours {yt:.1f} s, {yf} forward + {yb} forward+backward images "
                   f"(iterations run {meth.last_stats['iterations_run'].tolist()})")
-            print(f"  | method | seed | photo | official deletion ↓ | ours deletion ↓ | official insertion ↑ | "
-                  f"ours insertion ↑ | ours flagged |")
+            print("  | method | seed | photo | official deletion ↓ | ours deletion ↓ | official insertion ↑ | "
+                  "ours insertion ↑ | ours flagged |")
             for r in rows[-len(args.photos):]:
                 print(f"  | {r[0]} | {r[1]} | {r[2]} | {r[3]:.4f} | {r[5]:.4f} | {r[4]:.4f} | {r[6]:.4f} | {r[7]} |")
             print(f"  passes: official {of} fwd + {ob} fwd+bwd; ours {yf} fwd + {yb} fwd+bwd "

@@ -350,7 +350,7 @@ def test_pass_counts_and_model_batches(planted, name, terms):
 
 def test_warm_start_saves_line_search_trials(planted):
     model, x, squares = planted
-    cold_maps, cold = attribute("igos", model, x, warm_start=False, early_stop=0.0)
+    _, cold = attribute("igos", model, x, warm_start=False, early_stop=0.0)
     maps, warm = attribute("igos", model, x, warm_start=True, early_stop=0.0)
     assert warm.last_forward_images < 0.6 * cold.last_forward_images
     assert warm.last_backward_images == cold.last_backward_images
@@ -536,10 +536,10 @@ def test_gauss_legendre_integrated_gradient_is_closer_to_the_integral_with_fewer
                               n, 0, 0, 2, 0.0, 4000, 0, quadrature=rule)
         return problem.path_scores(masks, torch.arange(2), None, with_grad=True)
 
-    ref_s, ref_g = integral(4000, "uniform")  # right Riemann sum: error O(1/4000)
+    _, ref_g = integral(4000, "uniform")  # right Riemann sum: error O(1/4000)
     errors = {}
     for n, rule in [(20, "uniform"), (15, "uniform"), (6, "gausslegendre")]:
-        s, grad = integral(n, rule)
+        _, grad = integral(n, rule)
         errors[(n, rule)] = ((grad - ref_g).norm() / ref_g.norm()).item()
     assert errors[(6, "gausslegendre")] < errors[(20, "uniform")] / 5, errors
 
