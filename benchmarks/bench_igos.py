@@ -53,8 +53,8 @@ from _timing import replay_passes, timed  # noqa: E402
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--images", type=int, default=4, help="images k attributed together (default 4)")
-    p.add_argument("--iterations", type=int, default=2, help="optimisation iterations (default 2; official 15)")
-    p.add_argument("--ig-iter", type=int, default=5, help="integrated-gradient path steps (default 5; official 20)")
+    p.add_argument("--iterations", type=int, default=2, help="optimisation iterations (default 2; official CLI 20)")
+    p.add_argument("--ig-iter", type=int, default=5, help="integrated-gradient path steps (default 5; official CLI 15)")
     p.add_argument("--official", action="store_true",
                    help="the official CLI counts: 20 iterations × 15 path steps (main.py swaps the two flags)")
     p.add_argument("--mask-size", type=int, default=28, help="mask grid shorter side (default 28)")
