@@ -65,6 +65,8 @@ BLUR_SIGMA_FRACTION = 14.7 / 224
 #: Typical line-search trials per iteration with ``alpha = 1000`` (measured: ~5 on the planted-region test model;
 #: up to ~10 when the model barely reacts to the mask, e.g. random weights), for cost estimates only.
 TYPICAL_TRIALS = 5
+#: The same with the warm-started search (measured: 2.2 on EfficientNet-Lite0 and photos, benchmarks/RESULTS.md).
+TYPICAL_WARM_TRIALS = 2
 
 
 #: Pixels per model forward on a CPU. Measured on 2 cores with the demo model at 384 × 512 (I-GOS, 4 images):
@@ -734,9 +736,11 @@ class _IGOSFamily(SaliencyMethod):
 
     def passes_per_map(self) -> int:
         """About ``iterations · terms · N · (1 + trials / 2)``: one forward+backward per path image for the
-        gradient, and :data:`TYPICAL_TRIALS` forward-only line-search evaluations (a forward ≈ half the cost)."""
+        gradient, and :data:`TYPICAL_TRIALS` (:data:`TYPICAL_WARM_TRIALS` with ``warm_start``) forward-only
+        line-search evaluations (a forward ≈ half the cost)."""
         p = self.params
-        per_iter = len(self.variant.terms) * int(p["ig_iter"]) * (1 + TYPICAL_TRIALS / 2)
+        trials = TYPICAL_WARM_TRIALS if p["warm_start"] else TYPICAL_TRIALS
+        per_iter = len(self.variant.terms) * int(p["ig_iter"]) * (1 + trials / 2)
         return max(1, round(int(p["iterations"]) * per_iter))
 
     def baseline(self, x: torch.Tensor) -> torch.Tensor:
