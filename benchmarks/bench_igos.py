@@ -14,7 +14,13 @@ made, at the best batch sizes, timed as a whole (sustained throughput, the same 
 compared with; on a shared 2-core machine a pass's cost drifts by up to 50 % within a minute). Each figure is the
 minimum over the repeats. The optimistic floor from the fastest single pass of each kind (min of ``--repeats``) is
 printed beside it.
-``--official`` uses the official iteration counts (15 iterations × 20 path steps) instead of the short default.
+``--official`` uses the official CLI counts (20 iterations × 15 path steps: khorrams/IGOS_pp ``main.py`` passes
+``--ig_iter`` as the iterations and ``--iterations`` as the path steps) instead of the short default.
+
+``--official-code DIR`` runs a different benchmark (``_igos_official.py``): the official code of a khorrams/IGOS_pp
+checkout in ``DIR`` (outside this repository; CPU shim applied in a temporary copy at run time) and ours, back to
+back on a real ImageNet-pretrained network (EfficientNet-Lite0) and real photographs (``skimage.data``), scored by
+the official deletion/insertion ``metric()``, for every ``--seeds`` value; it prints per-image rows and the passes.
 
 The model is the shipped demo model when its card exists, else a randomly initialised ``DemoNet`` stand-in. Images
 come from the synthetic generator (right eyes mirrored), resized to ``--size``.
@@ -22,6 +28,7 @@ come from the synthetic generator (right eyes mirrored), resized to ``--size``.
 Example::
 
     python benchmarks/bench_igos.py --images 4 --iterations 2 --size 192 256
+    python benchmarks/bench_igos.py --official-code /tmp/igos_official --methods igos --seeds 0 1 2
 """
 
 from __future__ import annotations
@@ -39,15 +46,17 @@ from napari_global_xai.explain.base import get_method
 from napari_global_xai.models import DEMO_CARD_PATH, DemoNet, LoadedModel, ModelCard, load_model, resolve_device
 
 sys.path.insert(0, str(Path(__file__).parent))
+from _igos_official import PHOTOS, compare  # noqa: E402
 from _timing import replay_passes, timed  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--images", type=int, default=4, help="images k attributed together (default 4)")
-    p.add_argument("--iterations", type=int, default=2, help="optimisation iterations (default 2; official 15)")
-    p.add_argument("--ig-iter", type=int, default=5, help="integrated-gradient path steps (default 5; official 20)")
-    p.add_argument("--official", action="store_true", help="the official counts: 15 iterations × 20 path steps")
+    p.add_argument("--iterations", type=int, default=2, help="optimisation iterations (default 2; official CLI 20)")
+    p.add_argument("--ig-iter", type=int, default=5, help="integrated-gradient path steps (default 5; official CLI 15)")
+    p.add_argument("--official", action="store_true",
+                   help="the official CLI counts: 20 iterations × 15 path steps (main.py swaps the two flags)")
     p.add_argument("--mask-size", type=int, default=28, help="mask grid shorter side (default 28)")
     p.add_argument("--max-batch", type=int, default=None,
                    help="most images per model forward (default: the method's own, path_batch_size: 4 on a CPU at "
@@ -64,6 +73,21 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="torch intra-op threads (default 1: stable timings on a busy 2-core machine; 0 = torch's)")
     p.add_argument("--card", default=str(DEMO_CARD_PATH),
                    help="model card (default: the shipped demo model; a random DemoNet stands in if it is missing)")
+    g = p.add_argument_group("comparison with the official code (--official-code)")
+    g.add_argument("--official-code", default=None, metavar="DIR",
+                   help="khorrams/IGOS_pp checkout (commit bbd49e3) outside the repository: compare with it")
+    g.add_argument("--photos", nargs="+", default=list(PHOTOS), help=f"skimage.data photos (default {PHOTOS})")
+    g.add_argument("--input-size", type=int, default=224, help="square input side (default 224, the official)")
+    g.add_argument("--seeds", type=int, nargs="+", default=[0], help="noise seeds, both codes (default 0)")
+    g.add_argument("--preset", default="fast", help="our preset (default fast; 'official' = the official counts)")
+    g.add_argument("--official-iterations", type=int, default=20, help="official iterations (CLI: 20)")
+    g.add_argument("--official-ig-iter", type=int, default=15, help="official path steps (CLI: 15)")
+    g.add_argument("--quadrature-check", action="store_true",
+                   help="also measure the path-integral error of the uniform and Gauss–Legendre rules at the official "
+                        "I-GOS masks against a many-node reference")
+    g.add_argument("--official-cache", default=None, metavar="FILE",
+                   help="reuse / store the official masks, times and counts in FILE (for tuning runs; the "
+                        "recorded results are from runs without it)")
     return p.parse_args(argv)
 
 
@@ -156,15 +180,18 @@ def main(argv=None) -> None:
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.official_code:
+        compare(args)
+        return
     device = resolve_device(args.device)
     torch.manual_seed(0)
     if args.official:
-        args.iterations, args.ig_iter = 15, 20
+        args.iterations, args.ig_iter = 20, 15
     model, model_desc = load(device, args.card)
     x, targets = make_inputs(model, args.images, args.size)
     k = len(x)
-    params = {"iterations": args.iterations, "ig_iter": args.ig_iter, "mask_size": args.mask_size,
-              "max_batch": args.max_batch, "warm_start": args.warm_start}
+    params = {"preset": "official", "iterations": args.iterations, "ig_iter": args.ig_iter,
+              "mask_size": args.mask_size, "max_batch": args.max_batch, "warm_start": args.warm_start}
     print(f"model: {model_desc}; device {device}; torch {torch.__version__}, {torch.get_num_threads()} threads")
     print(f"input {k} × {tuple(x.shape[1:])}; targets {targets.tolist()}; params {params}")
 

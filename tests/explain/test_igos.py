@@ -7,6 +7,8 @@ of the same brightness outside it (bottom left), which the model ignores.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -17,6 +19,7 @@ from napari_global_xai.explain.base import get_method
 from napari_global_xai.explain.igos import (
     IGOS,
     IGOS_PP_VARIANT,
+    IGOS_VARIANT,
     IGOSPlusPlus,
     PathProblem,
     armijo_line_search,
@@ -24,7 +27,9 @@ from napari_global_xai.explain.igos import (
     bilateral_weights,
     composite,
     mask_grid_shape,
+    path_quadrature,
     score_scale,
+    stalled_masks,
     tv_norm,
     upsample_masks,
 )
@@ -262,16 +267,17 @@ def planted():
 
 
 @pytest.mark.parametrize("name", METHODS)
-def test_maps_concentrate_on_the_planted_square(planted, name):
+@pytest.mark.parametrize("preset", ["official", "fast"])
+def test_maps_concentrate_on_the_planted_square(planted, name, preset):
     model, x, squares = planted
-    maps, _ = attribute(name, model, x)
+    maps, _ = attribute(name, model, x, preset=preset)  # the official or the fast solver, FAST's short counts
     assert maps.shape == (3, 1, H, W)
     assert maps.min() >= 0 and maps.max() <= 1 and maps.max() > 0.2
     share, area = inside_share(maps, squares)
     assert (share > 3 * area).all(), (share, area)
     # the distractor square (same brightness, outside the model's region) gets little mass
     distractor = maps[:, 0, H - 13:H - 1, 1:13].sum((1, 2)) / maps[:, 0].sum((1, 2))
-    assert (distractor < torch.as_tensor(share) / 3).all()
+    assert (distractor < torch.as_tensor(share) / 3).all(), (distractor, share)
 
 
 @pytest.mark.parametrize("name", METHODS)
@@ -320,24 +326,34 @@ def test_pass_counts_and_model_batches(planted, name, terms):
     sizes = []
     hook = model.module.register_forward_hook(lambda _m, inp, _o: sizes.append(len(inp[0])))
     try:
-        _, method = attribute(name, model, x, max_batch=7)
+        _, method = attribute(name, model, x, max_batch=7, early_stop=0.05)
     finally:
         hook.remove()
     k, n_steps, iters = len(x), FAST["ig_iter"], FAST["iterations"]
     assert max(sizes) <= 7
-    assert method.last_backward_images == iters * terms * n_steps * k
+    # early stopping ends some images before `iterations`: they leave the model batches
+    run = method.last_stats["iterations_run"]
+    assert run.shape == (k,) and (run >= 3).all() and (run <= iters).all()
+    assert method.last_backward_images == int(run.sum()) * terms * n_steps
     trials = method.last_stats["line_search_trials"]
-    assert trials.shape == (k, iters) and (trials >= 1).all()
+    assert trials.shape == (k, iters)
+    ran = torch.arange(iters).view(1, -1) < run.view(-1, 1)
+    assert (trials[ran] >= 1).all() and (trials[~ran] == 0).all()
     assert method.last_forward_images == int(trials.sum()) * terms * n_steps + 2 * k
     assert sum(sizes) == method.last_forward_images + method.last_backward_images
     assert method.passes_per_map() > iters * terms * n_steps
+    # without early stopping every image runs every iteration
+    _, full = attribute(name, model, x, max_batch=7, early_stop=0.0)
+    assert full.last_backward_images == iters * terms * n_steps * k
+    assert (full.last_stats["iterations_run"] == iters).all()
 
 
 def test_warm_start_saves_line_search_trials(planted):
     model, x, squares = planted
-    _, cold = attribute("igos", model, x)
-    maps, warm = attribute("igos", model, x, warm_start=True)
-    assert warm.last_forward_images < cold.last_forward_images
+    _, cold = attribute("igos", model, x, warm_start=False, early_stop=0.0)
+    maps, warm = attribute("igos", model, x, warm_start=True, early_stop=0.0)
+    assert warm.last_forward_images < 0.6 * cold.last_forward_images
+    assert warm.last_backward_images == cold.last_backward_images
     share, area = inside_share(maps, squares)
     assert (share > 3 * area).all()
 
@@ -431,3 +447,117 @@ def test_demo_model_deletion_beats_random():
         d_rand = np.mean([deletion_insertion_auc(model, x[i], t, torch.rand(h, w, generator=g), fill[i], steps=8)[0]
                           for _ in range(2)])
         assert d < d_rand, (i, t, d, d_rand)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# stalled optimisations: detection, warning, recovery
+
+
+@pytest.mark.parametrize("name", METHODS)
+@pytest.mark.parametrize("probability", [False, True])
+def test_stalled_optimisation_is_flagged_warned_and_recovered(name, probability):
+    # A weakly predicted label: logit −4 + 0.1 · (region feature), sigmoid ≈ 0.018, and the blurred baseline (the
+    # square blurred below the model's 0.6 threshold) scores almost like the image. The score gradient is then far
+    # below the L1 term's slope just off M = 1, every line-search trial is rejected and the mask stays at 1.
+    model = loaded(gain=0.1, bias=-4.0)
+    x, _ = make_images(2, seed=0)
+    with pytest.warns(RuntimeWarning) as record:
+        plain, stuck = attribute(name, model, x, probability=probability, recovery="none")
+    messages = [str(w.message) for w in record if issubclass(w.category, RuntimeWarning)]
+    for i in range(2):
+        assert any(f"image {i} (label 'a', class index 0)" in m and "stalled" in m for m in messages), messages
+    assert stuck.last_flags.tolist() == [True, True] and not stuck.last_recovered.any()
+    assert plain.max() < 0.01  # the unrecovered map is (nearly) constant
+
+    with pytest.warns(RuntimeWarning, match="integrated-gradient signal"):
+        maps, method = attribute(name, model, x, probability=probability)
+    assert method.last_flags.tolist() == [True, True] and method.last_recovered.tolist() == [True, True]
+    fill = method.baseline(x)
+    g = torch.Generator().manual_seed(2)
+    for i in range(2):
+        m = maps[i, 0]
+        assert m.max() > 0.5 and m.std() > 0.05  # not constant (the grid peak is 1, between pixels)
+        d, ins = deletion_insertion_auc(model, x[i], 0, m, fill[i])
+        rand = np.array([deletion_insertion_auc(model, x[i], 0, torch.rand(H, W, generator=g), fill[i])
+                         for _ in range(5)])
+        assert d < rand[:, 0].min() and ins > rand[:, 1].max(), (i, d, ins, rand)
+
+
+def test_stall_detection_rules():
+    ones = torch.ones(3, 1, 4, 5)
+    masks = ones.clone()
+    masks[0, 0, 0, 0] = 0.995  # moved less than move_tol: did not move
+    masks[1, 0, :, :] = 0.3  # 20 of 20 cells tie at the top saliency 0.7
+    masks[1, 0, 0, 0] = 0.9
+    masks[2, 0, :2, :] = torch.linspace(0.2, 0.8, 10).view(2, 5)  # a real mask: distinct top cells
+    flags, reasons = stalled_masks(masks, move_tol=0.01, tie_fraction=0.9)
+    assert flags.tolist() == [True, True, False]
+    assert "did not move" in reasons[0] and "19 of 20 cells tie" in reasons[1] and reasons[2] == ""
+    # many cells left exactly at 1 (saliency 0) do not flag a mask whose top cells are distinct
+    assert not stalled_masks(masks[2:], tie_fraction=0.1)[0].any()
+
+
+def test_good_optimisations_are_not_flagged(planted):
+    model, x, _ = planted
+    for name in METHODS:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", RuntimeWarning)
+            _, method = attribute(name, model, x)
+        assert not method.last_flags.any()
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# fewer passes: quadrature, presets, early stop
+
+
+def test_path_quadrature_rules():
+    t, w = path_quadrature(4, "uniform")
+    assert t.tolist() == [0.25, 0.5, 0.75, 1.0] and w.tolist() == [0.25] * 4
+    t, w = path_quadrature(3, "gausslegendre")
+    assert w.sum() == pytest.approx(1.0) and (t > 0).all() and (t < 1).all()
+    # exact for polynomials of degree 2n − 1 = 5 on [0, 1]
+    assert (w * t ** 5).sum() == pytest.approx(1 / 6) and (w * t ** 4).sum() == pytest.approx(1 / 5)
+    with pytest.raises(ValueError):
+        path_quadrature(3, "simpson")
+
+
+def test_gauss_legendre_integrated_gradient_is_closer_to_the_integral_with_fewer_points():
+    # the integrated gradient of a smooth non-linear score along the path, against a 4000-step Riemann reference
+    g = torch.Generator().manual_seed(3)
+    x, b = torch.rand(2, 3, 6, 8, generator=g), torch.rand(2, 3, 6, 8, generator=g)
+    masks = torch.rand(2, 1, 1, 3, 4, generator=g)
+    weights = torch.randn(3, 6, 8, generator=g)
+
+    def score_fn(z, targets):
+        return torch.tanh((z * weights).sum(dim=(1, 2, 3)) / 3)
+
+    def integral(n, rule):
+        problem = PathProblem(score_fn, x, b, torch.zeros(2, dtype=torch.long), torch.ones(2), IGOS_VARIANT, (3, 4),
+                              n, 0, 0, 2, 0.0, 4000, 0, quadrature=rule)
+        return problem.path_scores(masks, torch.arange(2), None, with_grad=True)
+
+    _, ref_g = integral(4000, "uniform")  # right Riemann sum: error O(1/4000)
+    errors = {}
+    for n, rule in [(20, "uniform"), (15, "uniform"), (6, "gausslegendre")]:
+        _, grad = integral(n, rule)
+        errors[(n, rule)] = ((grad - ref_g).norm() / ref_g.norm()).item()
+    assert errors[(6, "gausslegendre")] < errors[(20, "uniform")] / 5, errors
+
+
+def test_presets_and_explicit_parameters():
+    model = loaded()
+    official = get_method("igos", model, preset="official")
+    assert (official.params["iterations"], official.params["ig_iter"]) == (20, 15)  # main.py's swapped flags
+    assert official.params["quadrature"] == "uniform" and not official.params["warm_start"]
+    assert official.params["early_stop"] == 0
+    fast = get_method("igos", model)
+    assert fast.params["preset"] == "fast" and (fast.params["iterations"], fast.params["ig_iter"]) == (16, 6)
+    assert fast.params["warm_start"] and fast.params["quadrature"] == "uniform" and fast.params["early_stop"] == 0
+    # at most a third of the official forward+backward passes
+    assert 16 * 6 <= 20 * 15 / 3
+    # an explicit value wins over the preset's
+    assert get_method("igos", model, preset="official", iterations=3).params["iterations"] == 3
+    with pytest.raises(ValueError, match="preset"):
+        get_method("igos", model, preset="quick")
+    with pytest.raises(ValueError, match="recovery"):
+        get_method("igos", model, recovery="retry")
