@@ -212,7 +212,8 @@ def _explain_config(args):
 
     return ExplainConfig(method=args.method, params=_parse_params(args.param), targets=args.targets,
                          subset=args.subset, normalisation=args.normalisation, reduction=args.reduction,
-                         probability=args.probability, compute=args.compute, autocast=args.autocast)
+                         probability=args.probability, compute=args.compute, autocast=args.autocast,
+                         include_stalled=args.include_stalled_maps)
 
 
 def _add_explain_options(p):
@@ -227,6 +228,9 @@ def _add_explain_options(p):
     p.add_argument("--reduction", default="abs_sum", choices=["abs_sum", "sum", "pos_sum", "l2"])
     p.add_argument("--probability", action="store_true", help="explain probabilities instead of logits")
     p.add_argument("--autocast", choices=["bf16", "fp16"], default=None, help="mixed precision on CUDA")
+    p.add_argument("--include-stalled-maps", action="store_true",
+                   help="average I-GOS/iGOS++ maps whose optimisation stalled (replaced by their recovery map) into "
+                        "the global maps too (default: counted and left out)")
 
 
 def _cmd_explain(args) -> int:
@@ -237,13 +241,15 @@ def _cmd_explain(args) -> int:
     with _progress(args.quiet) as bar, _cancel_on_interrupt() as cancel, _one_line_warnings("explain"):
         result = run_explain(stack, model, _explain_config(args), out_dir=args.out, progress=bar, cancel=cancel)
     gm = result.global_maps
-    n_zero = result.n_zero
+    n_zero, n_stalled = result.n_zero, result.n_stalled
+    stalled_fate = "kept in" if result.config.include_stalled else "left out"
     print(f"{result.config.method}: {result.n_computed} image-wise maps of {len(stack)} images in "
           f"{time.perf_counter() - t0:.1f}s on {model.device}; subset '{result.subset}'"
           + (" (CANCELLED)" if result.cancelled else ""))
     for name, count in zip(gm.labels, gm.count):
-        zero_note = f" ({n_zero[name]} all-zero maps left out)" if n_zero[name] else ""
-        print(f"  {name:<20} {count:>5} maps{zero_note}")
+        notes = ([f"{n_zero[name]} all-zero maps left out"] if n_zero[name] else []) + (
+            [f"{n_stalled[name]} stalled maps {stalled_fate}"] if n_stalled[name] else [])
+        print(f"  {name:<20} {count:>5} maps" + (f" ({'; '.join(notes)})" if notes else ""))
     print(f"results in {Path(args.out).resolve()}")
     if result.cancelled:
         print(f"global-xai explain: cancelled: partial result ({result.n_computed} of "

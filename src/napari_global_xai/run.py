@@ -40,6 +40,9 @@ class ExplainResult:
         Which maps were computed (all selected ones unless the run was cancelled).
     zero : numpy.ndarray, (n, L) bool
         Computed maps that are zero everywhere (no explanation): reported, never averaged into a global map.
+    stalled : numpy.ndarray, (n, L) bool
+        Computed maps the method flagged (an I-GOS/iGOS++ optimisation that stalled; its map is the documented
+        recovery): reported, and averaged into a global map only with ``ExplainConfig.include_stalled``.
     include : numpy.ndarray, (n, L) bool
         Subset membership: which maps enter each label's global map.
     target_labels : list of str
@@ -70,6 +73,7 @@ class ExplainResult:
     out_dir: Path | None = None
     zero: np.ndarray | None = None
     truth_missing: list[str] = field(default_factory=list)
+    stalled: np.ndarray | None = None
 
     @property
     def n_computed(self) -> int:
@@ -78,8 +82,18 @@ class ExplainResult:
     @property
     def n_zero(self) -> dict[str, int]:
         """All-zero image-wise maps per target label (left out of the global maps)."""
-        zero = (self.zero if self.zero is not None else np.zeros_like(self.computed)) & self.include
-        return {name: int(zero[:, i].sum()) for i, name in enumerate(self.target_labels)}
+        return count_per_label(self.zero, self.include, self.target_labels)
+
+    @property
+    def n_stalled(self) -> dict[str, int]:
+        """Stalled (flagged) image-wise maps per target label of the subset."""
+        return count_per_label(self.stalled, self.include, self.target_labels)
+
+
+def count_per_label(mask: np.ndarray | None, include: np.ndarray, labels: list[str]) -> dict[str, int]:
+    """``{label: number of (image, label) pairs where mask & include}``; zeros when there is no mask."""
+    hits = (mask if mask is not None else np.zeros_like(include)) & include
+    return {name: int(hits[:, i].sum()) for i, name in enumerate(labels)}
 
 
 def _fit(stack, model):
@@ -219,6 +233,7 @@ def run_explain(stack, model, config: ExplainConfig | None = None, out_dir: str 
         pairs = np.zeros_like(pairs)
     computed = np.zeros_like(include)
     zero = np.zeros_like(include)
+    stalled = np.zeros_like(include)
     writer = _MapWriter(out_dir, (n, len(targets), h, w))
     accumulator = GlobalMapAccumulator(targets, (h, w))
     total, done_maps = int(pairs.sum()), 0
@@ -233,13 +248,16 @@ def run_explain(stack, model, config: ExplainConfig | None = None, out_dir: str 
             chunk = np.zeros((len(idx), len(targets), h, w), np.float32)
             done = np.zeros((len(idx), len(targets)), bool)
             empty = np.zeros((len(idx), len(targets)), bool)
+            flagged = np.zeros((len(idx), len(targets)), bool)
             try:
                 engine.compute(pixels, pairs[idx], cancel=cancel, on_batch=on_batch, out=chunk, done=done,
-                               zero=empty)
+                               zero=empty, stalled=flagged)
             finally:  # keep finished maps of a cancelled chunk
                 computed[idx] = done
                 zero[idx] = empty & done
-                accumulator.update(chunk, include[idx] & done & ~zero[idx])
+                stalled[idx] = flagged & done
+                usable = done & ~zero[idx] & (~stalled[idx] | config.include_stalled)
+                accumulator.update(chunk, include[idx] & usable)
                 writer.write(idx, chunk)
     except Cancelled:
         cancelled = True
@@ -253,7 +271,9 @@ def run_explain(stack, model, config: ExplainConfig | None = None, out_dir: str 
                              subset=subset, targets=targets, frame="left" if model.card.harmonise_laterality
                              else stack.frame, cancelled=cancelled, status=_status(cancelled), n_images=n,
                              n_maps_computed=int(computed.sum()), n_maps_selected=total,
-                             n_zero_maps={t: int((zero & include)[:, i].sum()) for i, t in enumerate(targets)},
+                             n_zero_maps=count_per_label(zero, include, targets),
+                             n_stalled_maps=count_per_label(stalled, include, targets),
+                             stalled_maps_in_global_maps=bool(config.include_stalled),
                              method_warnings=list(engine.notes or []))
     truth_missing = [t for t, k in zip(targets, known) if not k] if truth is not None else []
     global_maps = accumulator.result(metadata={"method": config.method, "subset": subset,
@@ -262,7 +282,7 @@ def run_explain(stack, model, config: ExplainConfig | None = None, out_dir: str 
     prov["subset_predicted_labels"] = truth_missing
     result = ExplainResult(writer.finish(), computed, include, targets, probabilities, list(model.labels),
                            global_maps, config, subset, cancelled, prov, Path(out_dir) if out_dir else None,
-                           zero=zero, truth_missing=truth_missing)
+                           zero=zero, truth_missing=truth_missing, stalled=stalled)
     if out_dir is not None:
         from .outputs import write_explain_outputs
 

@@ -561,3 +561,26 @@ def test_presets_and_explicit_parameters():
         get_method("igos", model, preset="quick")
     with pytest.raises(ValueError, match="recovery"):
         get_method("igos", model, recovery="retry")
+
+
+def test_stalled_maps_are_counted_and_left_out_of_global_maps_unless_asked():
+    """The engine reads the method's flags: stalled maps are reported per label and kept out of the global maps;
+    with ``include_stalled`` their recovery maps enter them (the mean of the image-wise maps, independently)."""
+    from napari_global_xai.data import AlignedStack
+    from napari_global_xai.explain import ExplainConfig
+    from napari_global_xai.run import run_explain
+
+    model = loaded(gain=0.1, bias=-4.0)  # label 'a' stalls (see the test above)
+    x, _ = make_images(2, seed=0)
+    stack = AlignedStack(pixels=(x.permute(0, 2, 3, 1).numpy() * 255).astype(np.float32), image_ids=["p", "q"])
+    config = ExplainConfig(method="igos", params=FAST, targets=["a"], subset="all")
+    with pytest.warns(RuntimeWarning, match="stalled"):
+        left_out = run_explain(stack, model, config)
+    assert left_out.stalled[:, 0].tolist() == [True, True] and left_out.n_stalled == {"a": 2}
+    assert left_out.global_maps.count.tolist() == [0]
+    assert left_out.provenance["n_stalled_maps"] == {"a": 2}
+
+    with pytest.warns(RuntimeWarning, match="stalled"):
+        kept = run_explain(stack, model, ExplainConfig(**{**config.__dict__, "include_stalled": True}))
+    assert kept.global_maps.count.tolist() == [2]
+    np.testing.assert_allclose(kept.global_maps.get("a"), kept.image_maps[:, 0].mean(0), rtol=1e-5, atol=1e-9)

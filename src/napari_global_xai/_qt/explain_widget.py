@@ -27,7 +27,7 @@ DEMO_CARD = Path(__file__).resolve().parents[1] / "models" / "weights" / "demo_n
 # Key parameters shown per method (everything else keeps the method's documented default).
 KEY_PARAMS = {"ig": "n_steps=32, baseline='zero'", "smoothgrad": "nt_samples=16, stdevs=0.15",
               "gradient_shap": "n_samples=8", "occlusion": "window=32, stride=16", "deeplift": "baseline='zero'",
-              "igos": "iterations=15, ig_iter=20", "igos++": "iterations=15, ig_iter=20",
+              "igos": "preset='fast'", "igos++": "preset='fast'",
               "layercam": "layer=None", "scorecam": "batch_size=None"}
 METHODS = list(BUILTIN_METHODS)  # torch-free mirror of the registry (kept equal to it by a test)
 

@@ -193,6 +193,10 @@ class SaliencyMethod:
     #: True when the method changes the backward pass of ``nn.ReLU`` *modules* through hooks (Captum's DeepLIFT):
     #: ReLUs that are not modules are treated as linear, so the map silently drifts towards input×gradient.
     needs_relu_modules: ClassVar[bool] = False
+    #: After :meth:`attribute`: ``(k,)`` bool, True where the map of that row is not a trustworthy explanation (an
+    #: optimisation that stalled, see :mod:`.igos`); ``None`` for methods that never flag. The engine reports
+    #: flagged maps and leaves them out of global maps unless asked.
+    last_flags = None
 
     def __init__(self, model, probability: bool = False, **params):
         unknown = sorted(set(params) - set(self.defaults))

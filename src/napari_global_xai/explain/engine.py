@@ -49,6 +49,9 @@ class ExplainConfig:
         Images per chunk (the unit of progress, cancel and writing).
     autocast : {None, "bf16", "fp16"}
         Mixed precision for the model passes on CUDA (ignored elsewhere); maps are returned in float32.
+    include_stalled : bool
+        Average maps the method flagged as stalled (I-GOS/iGOS++ optimisations that did not move, replaced by their
+        recovery map) into the global maps too; default False: they are counted and reported instead.
     """
 
     method: str = "ig"
@@ -63,6 +66,7 @@ class ExplainConfig:
     maps_per_call: int | None = None
     chunk_size: int = 16
     autocast: str | None = None
+    include_stalled: bool = False
 
 
 @torch.inference_mode()
@@ -176,7 +180,7 @@ class ImageMapEngine:
 
     def compute(self, images: np.ndarray, pairs: np.ndarray, cancel=None, on_batch=None,
                 out: np.ndarray | None = None, done: np.ndarray | None = None,
-                zero: np.ndarray | None = None) -> np.ndarray:
+                zero: np.ndarray | None = None, stalled: np.ndarray | None = None) -> np.ndarray:
         """Maps of one chunk.
 
         ``out`` and ``done`` (when given) are filled in place batch by batch, so a cancelled call
@@ -194,6 +198,8 @@ class ImageMapEngine:
         zero : (k, L) bool array, optional
             Set True for each finished map that is zero everywhere (e.g. Grad-CAM after its ReLU): such a map is no
             explanation and must not be averaged into a global map as one.
+        stalled : (k, L) bool array, optional
+            Set True for each finished map the method flagged (:attr:`SaliencyMethod.last_flags`).
         on_batch : callable(n_maps_done), optional
             Called after each method call with the number of maps it produced.
 
@@ -219,10 +225,15 @@ class ImageMapEngine:
             grad_ctx = torch.enable_grad() if self.method.needs_grad else torch.inference_mode()
             with grad_ctx, self._autocast():
                 attr = self.method.attribute(x, targets_all[sl])
-            return to_image_maps(attr, self.config.reduction, self.config.normalisation).cpu().numpy()
+            flags = self.method.last_flags
+            flags = np.zeros(len(x), bool) if flags is None else np.asarray(flags.cpu() if hasattr(flags, "cpu")
+                                                                            else flags, bool)
+            return to_image_maps(attr, self.config.reduction, self.config.normalisation).cpu().numpy(), flags
 
-        for sl, maps in iterate_batches(len(img_idx), self.maps_per_call, run, cancel=cancel):
+        for sl, (maps, flags) in iterate_batches(len(img_idx), self.maps_per_call, run, cancel=cancel):
             out[img_idx[sl], tgt_idx[sl]] = maps
+            if stalled is not None:
+                stalled[img_idx[sl], tgt_idx[sl]] = flags
             if done is not None:
                 done[img_idx[sl], tgt_idx[sl]] = True
             if zero is not None:

@@ -725,7 +725,9 @@ class _IGOSFamily(SaliencyMethod):
         "score_scale": Float(0, open_low=True, words=("auto",)), "max_batch": Int(1, none=True),
         "seed": Int(0, 2**32 - 1), "armijo_c": Float(0, 1, open_low=True, open_high=True),
         "decay": Float(0, 1, open_low=True, open_high=True), "min_alpha": Float(0, open_low=True),
-        "warm_start": Flag(),
+        "warm_start": Flag(), "preset": Choice(*PRESETS), "quadrature": Choice(*QUADRATURES),
+        "early_stop": Float(0), "recovery": Choice(*RECOVERIES), "stall_move_tol": Float(0),
+        "stall_tie_fraction": Float(0, 1, open_low=True),
     }
 
     last_forward_images = 0
@@ -736,12 +738,8 @@ class _IGOSFamily(SaliencyMethod):
     last_recovered = None
 
     def __init__(self, model, probability: bool = False, **params):
-        preset = params.get("preset", "fast")
-        if preset not in PRESETS:
-            raise ValueError(f"{self.name}: preset must be one of {sorted(PRESETS)}, got {preset!r}")
-        super().__init__(model, probability, **{**PRESETS[preset], **params})
-        if self.params["recovery"] not in RECOVERIES:
-            raise ValueError(f"{self.name}: recovery must be one of {RECOVERIES}, got {self.params['recovery']!r}")
+        preset = PRESETS.get(params.get("preset", "fast"), {})  # an unknown preset is refused by its rule
+        super().__init__(model, probability, **{**preset, **params})
 
     def passes_per_map(self) -> int:
         """About ``iterations · terms · N · (1 + trials / 2)``: one forward+backward per path image for the
