@@ -19,6 +19,7 @@ import pytest
 import torch
 from torch import nn
 
+from napari_global_xai._method_names import BUILTIN_METHODS
 from napari_global_xai.cli import main
 from napari_global_xai.data.readers import write_stack_tiff
 from napari_global_xai.models import register_architecture
@@ -124,9 +125,8 @@ STACK_ERRORS = {
     "unknown param": (["--param", "foo=1"], 2, "ig: unknown parameter(s) foo; known: baseline, blur_sigma, "
                       "integration, internal_batch_size, n_steps", 0),
     "param without =": (["--param", "n_steps"], 2, "--param expects NAME=VALUE, got 'n_steps'", 0),
-    "unknown method": (["--method", "gradcamm"], 2, "unknown saliency method 'gradcamm'; choose from ['deeplift', "
-                       "'gradcam', 'gradient_shap', 'guided_backprop', 'ig', 'igos', 'igos++', 'input_x_gradient', "
-                       "'occlusion', 'saliency', 'smoothgrad']", 0),
+    "unknown method": (["--method", "gradcamm"], 2, "unknown saliency method 'gradcamm'; choose from "
+                       f"{sorted(BUILTIN_METHODS)}", 0),
     "unknown target": (["--targets", "Drusen"], 2,
                        "unknown target label(s) ['Drusen']; the model's labels are ['drusen', 'scar']", 0),
     "argparse choice": (["--normalisation", "l1"], 2, "argument --normalisation: invalid choice: 'l1' (choose from "
@@ -318,9 +318,9 @@ def test_cancelled_explain_exits_130_with_the_marked_partial_result(inputs, tmp_
     """Ctrl-C during the first batch: that batch finishes, nothing more; the partial maps are the real maps."""
     import tifffile
 
+    from napari_global_xai.data import read_stack
     from napari_global_xai.explain import ExplainConfig
     from napari_global_xai.models import load_model
-    from napari_global_xai.data import read_stack
     from napari_global_xai.run import run_explain
 
     folder, card = inputs

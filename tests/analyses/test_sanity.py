@@ -101,7 +101,7 @@ def test_independent_mode_on_a_tiny_model(edge_method):
 
     torch.manual_seed(0)
     net = _Tiny()
-    card = ModelCard(name="tiny", weights="", format="pickle", labels=["a", "b", "c"], input_channels=[0], mean=[0.5], std=[0.25],
+    card = ModelCard(name="tiny", weights="unused.pt", format="pickle", labels=["a", "b", "c"], input_channels=[0], mean=[0.5], std=[0.25],
                      pixel_scale=1.0, input_size=None, cam_layer="body.2")
     model = LoadedModel(net, card, torch.device("cpu"))
     images = np.random.default_rng(1).random((3, 10, 12, 1)).astype(np.float32)
@@ -135,7 +135,7 @@ def test_cancel_returns_the_finished_steps():
     from napari_global_xai.models.card import LoadedModel, ModelCard
 
     torch.manual_seed(1)
-    card = ModelCard(name="tiny", weights="", format="pickle", labels=["a", "b", "c"], input_channels=[0],
+    card = ModelCard(name="tiny", weights="unused.pt", format="pickle", labels=["a", "b", "c"], input_channels=[0],
                      mean=[0.5], std=[0.25], pixel_scale=1.0, input_size=None, cam_layer="body.2")
     model = LoadedModel(_Tiny(), card, torch.device("cpu"))
     images = np.random.default_rng(2).random((2, 9, 11, 1)).astype(np.float32)

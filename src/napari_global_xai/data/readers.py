@@ -282,7 +282,8 @@ def _target_channels(frames: list[_Frame], channels: int | None) -> int:
 
 def _target_dtype(frames: list[_Frame], dtype: Any) -> np.dtype:
     found = Counter(frame.page.dtype for frame in frames)
-    if dtype is not None:
+    if dtype is not None and all(np.issubdtype(d, np.unsignedinteger) for d in found):
+        # a bit depth for integer images; float images keep their values (and their NaN check on read)
         return np.dtype(dtype)
     if len(found) == 1:
         return next(iter(found))
@@ -533,8 +534,9 @@ def read_stack(path: str | os.PathLike, labels: str | os.PathLike | LabelsTable 
         Channels of every image. Default: 3 if any image is colour, else 1. RGBA images always lose their alpha
         channel; grey images in a colour stack (or with ``channels=3``) are replicated to RGB.
     dtype : numpy dtype, optional
-        Pixel type of every image; integer images are rescaled by full range (16-bit ``v`` -> 8-bit
-        ``round(v / 257)``). Default: the images' own; mixed unsigned types become the widest.
+        Bit depth of unsigned-integer images, rescaled by full range (16-bit ``v`` -> 8-bit ``round(v / 257)``);
+        floating-point images keep their type and values (so NaN/Inf are still refused on read). Default: the
+        images' own; mixed unsigned types become the widest.
     label_names, id_column, laterality_column, label_map
         How to read the labels CSV: see :func:`~napari_global_xai.data.labels.read_labels_csv` (for a
         :class:`LabelsTable`, ``label_names`` / ``label_map`` apply :meth:`LabelsTable.matched_to`).
