@@ -1,6 +1,6 @@
 """``global-xai``: the command-line face of the pipelines in :mod:`napari_global_xai.run`.
 
-Sub-commands: ``explain``, ``peppr``, ``sag``, ``demo`` (the whole chain on the shipped sample data), ``train-demo`` and
+Sub-commands: ``explain``, ``peppr``, ``sag``, ``report``, ``demo`` (the whole chain on the shipped sample data), ``train-demo`` and
 ``make-sample-data``. Argument parsing and the terminal progress bar live here; everything else is the core.
 """
 
@@ -186,6 +186,15 @@ def _cmd_demo(args) -> int:
     return 0
 
 
+def _cmd_report(args) -> int:
+    from .report import write_report
+
+    paths = write_report(args.results, args.out, pdf=not args.no_pdf)
+    sizes = ", ".join(f"{p} ({p.stat().st_size / 1e6:.1f} MB)" for p in paths.values())
+    print(f"wrote {sizes}")
+    return 0
+
+
 def _cmd_train_demo(args) -> int:
     from .models.train_demo import train_demo_model
 
@@ -239,6 +248,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_cmd_demo)
+
+    p = sub.add_parser("report", help="one self-contained HTML report (and a PDF of its figures) of a results folder")
+    p.add_argument("results", help="a 'demo' output folder or a single explain / peppr / sag output folder")
+    p.add_argument("--out", default="report.html", help="HTML file (default report.html); the PDF goes beside it")
+    p.add_argument("--no-pdf", action="store_true", help="skip the PDF of the figures")
+    p.set_defaults(func=_cmd_report)
 
     p = sub.add_parser("train-demo", help="train the demo model on generated planted-truth images")
     p.add_argument("--out", required=True)
