@@ -334,6 +334,9 @@ def draw_table(ax, view: PepprView):
     table.set_fontsize(7)
     table.auto_set_column_width(list(range(len(header))))
     table.scale(1.0, 1.25)
+    for cell in table.get_celld().values():  # transparent cells: readable on light and dark (napari) themes
+        cell.set_facecolor("none")
+        cell.set_edgecolor("0.55")
     return table
 
 
