@@ -87,6 +87,16 @@ def test_report_html_is_self_contained_and_complete(results, tmp_path):
     summary = json.loads((results / "peppr_saliency" / "peppr_summary.json").read_text())
     for row in summary["table"]:
         assert f"{row['A_erase']:.3f}" in text and f"{row['gap']:+.3f}" in text
+    # the curves read back from the CSV give the engine's areas (independent trapezoid areas of the rebuilt curves)
+    from napari_global_xai.peppr import curve_area
+    from napari_global_xai.peppr_view import view_from_folder
+
+    view = view_from_folder(results / "peppr_saliency")
+    for row in summary["table"]:
+        for mode in ("erase", "restore"):
+            area = curve_area(view.fractions, view.curve(row["map"], mode, row["label"]))
+            assert float(area) == pytest.approx(row[f"A_{mode}"], abs=1e-9)
+    assert view.random[("erase", "macro")].shape == (2, 4)  # two random seeds, four fractions
     prov = json.loads((results / "explain_saliency" / "explain_summary.json").read_text())["provenance"]
     assert prov["model"]["weights_sha256_fast"] in text and prov["inputs"][0]["sha256_fast"] in text
     assert "Global maps · saliency" in text and "PEPPR faithfulness" in text and "Provenance" in text

@@ -40,6 +40,11 @@ def viewer_with_maps(sample_dock, qtbot, dock_title):
     return viewer, explain, panel
 
 
+def _go_to_image(viewer, index):
+    """Move the stack slider (the third axis from the right; image-wise maps add a label axis in front)."""
+    viewer.dims.set_current_step(viewer.dims.ndim - 3, index)
+
+
 def _click(panel, ax, x, y):
     """A left click at data coordinates ``(x, y)`` of ``ax``, through the canvas's own event dispatch."""
     from matplotlib.backend_bases import MouseEvent
@@ -55,7 +60,7 @@ def test_panel_links_curves_filmstrip_slider_and_layers(viewer_with_maps, qtbot,
     assert list(panel.labels.value) == ["disc_swelling"]
     panel.fractions.value = "0, 0.05, 0.3, 1"
     panel.random_seeds.value = 1
-    viewer.dims.set_current_step(0, 3)
+    _go_to_image(viewer, 3)
     _run(panel, qtbot)
     fractions, erase, restore = panel.curve_data()
     np.testing.assert_allclose(fractions, [0, 0.05, 0.3, 1])
@@ -114,7 +119,7 @@ def test_panel_links_curves_filmstrip_slider_and_layers(viewer_with_maps, qtbot,
     assert (np.ptp(np.asarray(restored.data[3])[~top], axis=0) <= 1).all()  # everything else is the fill
     # the filmstrip follows the stack slider
     with qtbot.waitSignal(panel.filmstrip_ready, timeout=300_000):
-        viewer.dims.set_current_step(0, 7)
+        _go_to_image(viewer, 7)
     assert panel.strip.image_index == 7 and panel.highlighted() == 1
     paths = panel.export(tmp_path)
     assert {p.name for p in paths.values()} == {"peppr_curves.csv", "peppr_summary.json", "peppr.png"}
@@ -131,7 +136,7 @@ def test_two_methods_in_one_plot_and_screenshots(viewer_with_maps, qtbot):
     panel.select_maps(viewer.layers["overall · gradcam"], viewer.layers["overall · saliency"])
     panel.fractions.value = "0, 0.05, 0.2, 0.5, 1"
     panel.random_seeds.value = 1
-    viewer.dims.set_current_step(0, 20)
+    _go_to_image(viewer, 20)
     _run(panel, qtbot)
     rows = panel.headline_rows()
     assert [(r["map"], r["label"]) for r in rows] == [("overall · gradcam", "macro"), ("overall · saliency", "macro")]

@@ -224,7 +224,9 @@ class PepprWidget(QWidget):
         return self._maps[self._film_map]
 
     def current_index(self) -> int:
-        return int(self.viewer.dims.current_step[0])
+        """The image under the stack slider: the third axis from the right (layers align on their last axes, so a
+        4-D image-wise maps layer puts its label axis first)."""
+        return int(self.viewer.dims.current_step[max(self.viewer.dims.ndim - 3, 0)])
 
     def draw(self):
         """Draw curves, table and (when computed) the filmstrip into the themed canvas."""

@@ -115,7 +115,9 @@ class SagWidget(QWidget):
         self.label.choices = _labels_of_card(optional_path(value))
 
     def current_index(self) -> int:
-        return int(self.viewer.dims.current_step[0])
+        """The image under the stack slider: the third axis from the right (layers align on their last axes, so a
+        4-D image-wise maps layer puts its label axis first)."""
+        return int(self.viewer.dims.current_step[max(self.viewer.dims.ndim - 3, 0)])
 
     def start(self):
         from napari.utils.notifications import show_error
@@ -200,6 +202,6 @@ class SagWidget(QWidget):
             self.viewer.layers.remove(name)
         self.viewer.add_shapes(rects, shape_type="rectangle", edge_color="cyan", face_color="transparent",
                                edge_width=3, name=name, metadata=meta)
-        self.viewer.dims.set_current_step(0, result.image_index)
+        self.viewer.dims.set_current_step(max(self.viewer.dims.ndim - 3, 0), result.image_index)
         self.run_panel.status.setText(f"node {node_index}: {len(node.patches)} patch(es), "
                                       f"{100 * node.relative:.0f} % of the full-image confidence")
