@@ -310,7 +310,7 @@ def draw_curves(ax, view: PepprView, fraction: float | None = None, legend: bool
             key = (name, mode, label)
             if key in view.curves:
                 ax.plot(f, view.curves[key], color=colour, linewidth=1.8, markersize=3.5,
-                        label=f"{name} → {label}: {mode}", picker=True, pickradius=5, **_MODE_STYLE[mode])
+                        label=f"{name}{'' if label in ('macro', name) else ' → ' + label}: {mode}", picker=True, pickradius=5, **_MODE_STYLE[mode])
     ax.set_xlabel("fraction of pixels erased / restored")
     ax.set_ylabel("AUROC" if view.metric == "auroc" else "mean probability")
     ax.set_xlim(-0.02, 1.02)
@@ -349,7 +349,7 @@ def draw_filmstrip(fig, strip: Filmstrip, highlight: int | None = None, handles:
     if not n_rows:
         return handles
     axes = fig.subplots(n_rows, n_cols, squeeze=False, gridspec_kw={"wspace": 0.03, "hspace": 0.06})
-    fig.subplots_adjust(left=0.13, right=0.99, bottom=0.02, top=0.88)
+    fig.subplots_adjust(left=0.2 if fig.figure.get_figwidth() < 6 else 0.13, right=0.99, bottom=0.02, top=0.86)
     for r, (title, thumbs) in enumerate(strip.rows):
         for c in range(n_cols):
             ax = axes[r, c]
@@ -373,7 +373,7 @@ def draw_filmstrip(fig, strip: Filmstrip, highlight: int | None = None, handles:
             column.append(frame)
         handles.frames.append(column)
     fig.suptitle(f"image {strip.image_index}" + (f", map {strip.map_name}" if strip.map_name else "")
-                 + " (map order and one random order)", fontsize=8)
+                 + " (map order and one random order)", fontsize=8, y=0.99)
     return handles
 
 
@@ -385,8 +385,8 @@ def set_highlight(handles: FigureHandles, column: int | None) -> None:
 
 
 def draw_peppr_figure(fig, view: PepprView, strip: Filmstrip | None = None, fraction: float | None = None,
-                      title: str | None = None) -> FigureHandles:
-    """The whole PEPPR figure into ``fig``: curves (legend outside) and summary table on top, filmstrip below.
+                      title: str | None = None, layout: str = "auto") -> FigureHandles:
+    """The whole PEPPR figure into ``fig``: curves, legend (outside the axes) and summary table, filmstrip below.
 
     Parameters
     ----------
@@ -397,6 +397,9 @@ def draw_peppr_figure(fig, view: PepprView, strip: Filmstrip | None = None, frac
     fraction : float, optional
         Marked on the curves and framed in the filmstrip (nearest grid fraction).
     title : str, optional
+    layout : {"auto", "wide", "narrow"}
+        ``wide``: table and legend beside the curves; ``narrow`` (a napari dock): table and legend under them;
+        ``auto`` picks ``wide`` for figures at least 7.5 inches wide.
 
     Returns
     -------
@@ -404,21 +407,29 @@ def draw_peppr_figure(fig, view: PepprView, strip: Filmstrip | None = None, frac
     """
     fig.clear()
     handles = FigureHandles()
+    wide = layout == "wide" or (layout == "auto" and fig.get_size_inches()[0] >= 7.5)
     if strip is not None and strip.rows:
-        top, bottom = fig.subfigures(2, 1, height_ratios=[1.15, 1.0], hspace=0.02)
+        top, bottom = fig.subfigures(2, 1, height_ratios=[1.15 if wide else 1.9, 1.0], hspace=0.02)
     else:
         top, bottom = fig, None
-    grid = top.add_gridspec(2, 2, width_ratios=[1.45, 1.0], height_ratios=[1.0, 1.1], left=0.09, right=0.99,
-                            bottom=0.17, top=0.9, wspace=0.08, hspace=0.05)
-    handles.curves_ax = top.add_subplot(grid[:, 0])
+    if wide:
+        grid = top.add_gridspec(2, 2, width_ratios=[1.45, 1.0], height_ratios=[1.0, 1.1], left=0.09, right=0.99,
+                                bottom=0.17, top=0.9, wspace=0.08, hspace=0.05)
+        curves_spec, table_spec, legend_spec = grid[:, 0], grid[0, 1], grid[1, 1]
+    else:
+        grid = top.add_gridspec(3, 1, height_ratios=[1.6, 0.42, 0.42], left=0.15, right=0.97, bottom=0.0, top=0.93,
+                                hspace=0.38)
+        curves_spec, table_spec, legend_spec = grid[0], grid[1], grid[2]
+    handles.curves_ax = top.add_subplot(curves_spec)
     handles.marker = draw_curves(handles.curves_ax, view, fraction, legend=False)
-    handles.table_ax = top.add_subplot(grid[0, 1])
+    handles.table_ax = top.add_subplot(table_spec)
     draw_table(handles.table_ax, view)
-    legend_ax = top.add_subplot(grid[1, 1])
+    legend_ax = top.add_subplot(legend_spec)
     legend_ax.set_axis_off()
     lines, labels = handles.curves_ax.get_legend_handles_labels()
-    if lines:  # legend outside the curves' axes, under the table
-        legend_ax.legend(lines, labels, fontsize=7, loc="upper left", frameon=False, ncol=1 if len(lines) < 9 else 2)
+    if lines:  # legend outside the curves' axes
+        legend_ax.legend(lines, labels, fontsize=7, loc="upper left", frameon=False,
+                         ncol=1 if wide and len(lines) < 9 else 2)
     top.suptitle(title or f"PEPPR ({view.fill} fill, {view.n_images} images)", fontsize=9)
     if bottom is not None:
         highlight = None if fraction is None else nearest_index(strip.fractions, fraction)

@@ -163,3 +163,23 @@ def test_two_methods_in_one_plot_and_screenshots(viewer_with_maps, qtbot):
     # the filmstrip's highlight frame (yellow) is drawn in the panel
     yellow = (shot[..., 0] > 200) & (shot[..., 1] > 160) & (shot[..., 2] < 90)
     assert yellow.sum() > 100
+
+
+def test_report_button_writes_the_report_in_a_worker(make_napari_viewer, qtbot, tmp_path, monkeypatch):
+    """The panel's report button: folder and file asked, report written off the main thread."""
+    import json
+
+    from qtpy.QtWidgets import QFileDialog
+
+    viewer = make_napari_viewer()
+    panel = PepprWidget(viewer)
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "concepts_table.json").write_text(json.dumps({"concepts": [{"name": "vessels", "tcav": 0.8}]}))
+    out = tmp_path / "out" / "report.html"
+    monkeypatch.setattr(QFileDialog, "getExistingDirectory", staticmethod(lambda *a, **k: str(results)))
+    monkeypatch.setattr(QFileDialog, "getSaveFileName", staticmethod(lambda *a, **k: (str(out), "HTML (*.html)")))
+    assert panel._ask_report() is not None
+    qtbot.waitUntil(lambda: out.with_suffix(".pdf").exists(), timeout=300_000)  # the PDF is written last
+    text = out.read_text()
+    assert "Concepts" in text and "vessels" in text and out.with_suffix(".pdf").exists()

@@ -94,7 +94,7 @@ class PepprWidget(QWidget):
         self.run_panel = RunPanel("Run PEPPR")
         self.run_panel.set_start(self.start)
         self.plot = BaseNapariMPLWidget(napari_viewer)
-        self.plot.setMinimumHeight(520)
+        self.plot.setMinimumHeight(720)
         self.fraction = FloatSlider(label="show fraction", min=0.0, max=1.0, step=0.01, value=0.1)
         self.save_figure = PushButton(text="Save figure PNG…")
         self.save_data = PushButton(text="Save curves CSV/JSON…")
