@@ -899,7 +899,7 @@ def draw_sag_figure(fig, result: SagResult, image_rgb, *, max_levels: int = 3, m
             kind = "root" if li == 0 else f"−{li}"
             ax.set_title(f"{kind}: {100 * node.relative:.0f} %", fontsize=8)
     fig.suptitle(f"SAG image {result.image_index}, label {result.label}, p(full) = {result.full_confidence:.3f}; "
-                 "% = confidence relative to the full image", fontsize=9)
+                 "% = confidence relative to the full image", fontsize=9, wrap=True)
     return nodes
 
 
