@@ -349,7 +349,7 @@ def draw_filmstrip(fig, strip: Filmstrip, highlight: int | None = None, handles:
     if not n_rows:
         return handles
     axes = fig.subplots(n_rows, n_cols, squeeze=False, gridspec_kw={"wspace": 0.03, "hspace": 0.06})
-    fig.subplots_adjust(left=0.2 if fig.figure.get_figwidth() < 6 else 0.13, right=0.99, bottom=0.02, top=0.86)
+    fig.subplots_adjust(left=0.2 if fig.figure.get_figwidth() < 6 else 0.13, right=0.99, bottom=0.08, top=0.92)
     for r, (title, thumbs) in enumerate(strip.rows):
         for c in range(n_cols):
             ax = axes[r, c]
@@ -358,8 +358,8 @@ def draw_filmstrip(fig, strip: Filmstrip, highlight: int | None = None, handles:
             ax.set_yticks([])
             for spine in ax.spines.values():
                 spine.set_visible(False)
-            if r == 0:
-                ax.set_title(f"{strip.fractions[c]:g}", fontsize=7)
+            if r == n_rows - 1:  # fractions under the last row (the strip's title sits above the first)
+                ax.set_xlabel(f"{strip.fractions[c]:g}", fontsize=7, labelpad=2)
             if c == 0:
                 ax.set_ylabel(title, fontsize=7, rotation=0, ha="right", va="center")
             handles.thumbs[ax] = (r, c)
@@ -373,7 +373,7 @@ def draw_filmstrip(fig, strip: Filmstrip, highlight: int | None = None, handles:
             column.append(frame)
         handles.frames.append(column)
     fig.suptitle(f"image {strip.image_index}" + (f", map {strip.map_name}" if strip.map_name else "")
-                 + " (map order and one random order)", fontsize=8, y=0.99)
+                 + " (map order and one random order), fraction below", fontsize=8, y=0.995)
     return handles
 
 
@@ -417,8 +417,8 @@ def draw_peppr_figure(fig, view: PepprView, strip: Filmstrip | None = None, frac
                                 bottom=0.17, top=0.9, wspace=0.08, hspace=0.05)
         curves_spec, table_spec, legend_spec = grid[:, 0], grid[0, 1], grid[1, 1]
     else:
-        grid = top.add_gridspec(3, 1, height_ratios=[1.6, 0.42, 0.42], left=0.15, right=0.97, bottom=0.0, top=0.93,
-                                hspace=0.38)
+        grid = top.add_gridspec(3, 1, height_ratios=[2.0, 0.32, 0.4], left=0.15, right=0.97, bottom=0.0, top=0.93,
+                                hspace=0.3)
         curves_spec, table_spec, legend_spec = grid[0], grid[1], grid[2]
     handles.curves_ax = top.add_subplot(curves_spec)
     handles.marker = draw_curves(handles.curves_ax, view, fraction, legend=False)
@@ -428,8 +428,10 @@ def draw_peppr_figure(fig, view: PepprView, strip: Filmstrip | None = None, frac
     legend_ax.set_axis_off()
     lines, labels = handles.curves_ax.get_legend_handles_labels()
     if lines:  # legend outside the curves' axes
-        legend_ax.legend(lines, labels, fontsize=7, loc="upper left", frameon=False,
-                         ncol=1 if wide and len(lines) < 9 else 2)
+        legend = legend_ax.legend(lines, labels, fontsize=7, loc="upper left", frameon=False,
+                                  ncol=1 if wide and len(lines) < 9 else 2)
+        for text in legend.get_texts():  # the theme's text colour (napari's dark theme in the dock)
+            text.set_color(handles.curves_ax.xaxis.label.get_color())
     top.suptitle(title or f"PEPPR ({view.fill} fill, {view.n_images} images)", fontsize=9)
     if bottom is not None:
         highlight = None if fraction is None else nearest_index(strip.fractions, fraction)
