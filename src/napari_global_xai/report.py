@@ -260,11 +260,15 @@ def _peppr_section(path: Path, folder: Path, root: Path):
     header, rows = table_cells(view)
     section.tables.append(Table("Summary (areas are normalised trapezoid areas; gap = A_restore − A_erase)",
                                 header, rows))
+    # the figure shows the headline map (overall map on the macro mean, else the first row); the table above has all
+    headline = [r for r in view.rows if r["map"] == "overall" and r["label"] == "macro"] or view.rows[:1]
+    view.rows = headline
     fig = MplFigure(figsize=(10, 8.5 if strip is not None else 4.2), dpi=110)
     draw_peppr_figure(fig, view, strip, fraction=None if strip is None else float(strip.fractions[0]),
                       title=f"PEPPR ({view.fill} fill, {view.n_images} images)")
-    section.figures.append(Figure("PEPPR curves, summary table and the first image erased / restored in the map's "
-                                  "order at the saved fractions", figure_pixels(fig)))
+    section.figures.append(Figure(f"PEPPR curves of map {headline[0]['map']} on {headline[0]['label']} (random order: "
+                                  "grey, mean ± sd), and the first image erased / restored in the map's order at the "
+                                  "saved fractions", figure_pixels(fig)))
     claimed = {path, folder / "peppr_curves.csv", folder / "peppr.png"}
     claimed |= set(folder.glob("erased_*.tif")) | set(folder.glob("restored_*.tif"))
     return section, claimed
