@@ -1,7 +1,7 @@
 """``global-xai``: the command-line face of the pipelines in :mod:`napari_global_xai.run`.
 
 Sub-commands: ``explain``, ``peppr``, ``sag``, ``demo`` (the whole chain on the shipped sample data), ``card`` (write
-a model card for a model file), ``concepts``, ``sanity``, ``compare``, ``regions``, ``train-demo`` and
+a model card for a model file), ``report``, ``concepts``, ``sanity``, ``compare``, ``regions``, ``train-demo`` and
 ``make-sample-data``. Argument parsing and the terminal progress bar live here; everything else is the core.
 
 Exit codes: 0 done; 1 an input file, the model or the output folder cannot be used (or an unexpected error); 2 a
@@ -318,6 +318,15 @@ def _cmd_demo(args) -> int:
     return 0
 
 
+def _cmd_report(args) -> int:
+    from .report import write_report
+
+    paths = write_report(args.results, args.out, pdf=not args.no_pdf)
+    sizes = ", ".join(f"{p} ({p.stat().st_size / 1e6:.1f} MB)" for p in paths.values())
+    print(f"wrote {sizes}")
+    return 0
+
+
 def _cmd_train_demo(args) -> int:
     from .models.train_demo import train_demo_model
 
@@ -577,6 +586,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true")
     _add_debug(p)
     p.set_defaults(func=_cmd_demo)
+
+    p = sub.add_parser("report", help="one self-contained HTML report (and a PDF of its figures) of a results folder")
+    p.add_argument("results", help="a 'demo' output folder or a single explain / peppr / sag output folder")
+    p.add_argument("--out", default="report.html", help="HTML file (default report.html); the PDF goes beside it")
+    p.add_argument("--no-pdf", action="store_true", help="skip the PDF of the figures")
+    p.set_defaults(func=_cmd_report)
 
     p = sub.add_parser("train-demo", help="train the demo model on generated planted-truth images")
     p.add_argument("--out", required=True)

@@ -6,6 +6,8 @@ import dataclasses
 import datetime as _dt
 import hashlib
 import platform
+import shlex
+import sys
 from pathlib import Path
 
 __all__ = ["file_fingerprint", "package_version", "provenance_record"]
@@ -57,6 +59,7 @@ def provenance_record(*, model=None, config=None, sources=(), **extra) -> dict:
         "version": package_version(),
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "python": platform.python_version(),
+        "command": shlex.join([Path(sys.argv[0]).name] + sys.argv[1:]) if sys.argv and sys.argv[0] else "",
     }
     try:
         import torch

@@ -39,6 +39,7 @@ from .fills import FILLS, impute_linear, make_fill
 __all__ = [
     "SagNode",
     "SagResult",
+    "draw_sag_figure",
     "grid_for",
     "patch_masks",
     "patch_saliency",
@@ -849,6 +850,59 @@ def _node_levels(result: SagResult, max_levels: int) -> list[list[int]]:
     return levels
 
 
+def draw_sag_figure(fig, result: SagResult, image_rgb, *, max_levels: int = 3, max_per_row: int = 6,
+                    dim: float = 0.25) -> dict:
+    """Draw the SAG into a matplotlib figure the caller owns (a file's Agg canvas, or a dock's Qt canvas).
+
+    Parameters
+    ----------
+    fig : matplotlib.figure.Figure
+    result, image_rgb, max_levels, max_per_row, dim
+        As in :func:`draw_sag`.
+
+    Returns
+    -------
+    dict
+        ``{axes: node index}`` of every drawn node, so an interactive canvas can tell which node was clicked.
+    """
+    from matplotlib.patches import Rectangle
+
+    img = np.asarray(image_rgb)
+    if img.ndim == 2:
+        img = np.repeat(img[..., None], 3, axis=2)
+    img = img[..., :3].astype(np.float32)
+    img = img / max(float(np.percentile(img, 99.5)), 1e-6)  # stretch: UWF pseudo-colour is dark
+    h, w = img.shape[:2]
+    rows, cols = result.grid
+    masks = patch_masks((h, w), result.grid)
+    re = np.round(np.linspace(0, h, rows + 1)).astype(int)
+    ce = np.round(np.linspace(0, w, cols + 1)).astype(int)
+    levels = [lv[:max_per_row] for lv in _node_levels(result, max_levels)] if result.nodes else [[]]
+    ncol = max(1, max(len(lv) for lv in levels))
+    ncol = max(ncol, 2)  # a lone root still gets a readable panel
+    nodes = {}
+    for li, lv in enumerate(levels):
+        for j in range(ncol):
+            ax = fig.add_subplot(len(levels), ncol, li * ncol + j + 1)
+            ax.set_axis_off()
+            if j >= len(lv):
+                continue
+            node = result.nodes[lv[j]]
+            nodes[ax] = lv[j]
+            keep = masks[list(node.patches)].any(axis=0) if node.patches else np.zeros((h, w), bool)
+            shown = img * np.where(keep, 1.0, dim)[..., None]
+            ax.imshow(np.clip(shown, 0, 1), interpolation="nearest")
+            for p in node.patches:
+                r, c = divmod(p, cols)
+                ax.add_patch(Rectangle((ce[c] - 0.5, re[r] - 0.5), ce[c + 1] - ce[c], re[r + 1] - re[r],
+                                       fill=False, edgecolor="yellow", linewidth=0.6))
+            kind = "root" if li == 0 else f"−{li}"
+            ax.set_title(f"{kind}: {100 * node.relative:.0f} %", fontsize=8)
+    fig.suptitle(f"SAG image {result.image_index}, label {result.label}, p(full) = {result.full_confidence:.3f}; "
+                 "% = confidence relative to the full image", fontsize=9, wrap=True)
+    return nodes
+
+
 def draw_sag(result: SagResult, image_rgb, path, *, max_levels: int = 3, max_per_row: int = 6, dim: float = 0.25,
              dpi: int = 110) -> None:
     """Draw the SAG: the root row, then rows of children (one patch fewer per row), as PNG, SVG or PDF.
@@ -856,7 +910,8 @@ def draw_sag(result: SagResult, image_rgb, path, *, max_levels: int = 3, max_per
     Each node shows the image with non-selected patches dimmed to ``dim`` × intensity (official: 10 %; 25 % here so
     the anatomy stays readable on dark UWF images), the
     selected patches outlined, and the relative confidence in % as title. Written atomically
-    (:func:`~napari_global_xai.io_utils.atomic_path`) with matplotlib's Agg canvas (no pyplot, no GUI).
+    (:func:`~napari_global_xai.io_utils.atomic_path`) with matplotlib's Agg canvas (no pyplot, no GUI); the drawing
+    itself is :func:`draw_sag_figure`.
 
     Parameters
     ----------
@@ -872,45 +927,17 @@ def draw_sag(result: SagResult, image_rgb, path, *, max_levels: int = 3, max_per
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
-    from matplotlib.patches import Rectangle
 
     from .io_utils import atomic_path
 
     fmt = Path(path).suffix.lstrip(".").lower()
     if fmt not in FIGURE_FORMATS:
         raise ValueError(f"{path}: SAG figures are written as {', '.join(FIGURE_FORMATS)} (from the file suffix)")
-    img = np.asarray(image_rgb)
-    if img.ndim == 2:
-        img = np.repeat(img[..., None], 3, axis=2)
-    img = img[..., :3].astype(np.float32)
-    img = img / max(float(np.percentile(img, 99.5)), 1e-6)  # stretch: UWF pseudo-colour is dark
-    h, w = img.shape[:2]
-    rows, cols = result.grid
-    masks = patch_masks((h, w), result.grid)
-    re = np.round(np.linspace(0, h, rows + 1)).astype(int)
-    ce = np.round(np.linspace(0, w, cols + 1)).astype(int)
+    h, w = np.asarray(image_rgb).shape[:2]
     levels = [lv[:max_per_row] for lv in _node_levels(result, max_levels)] if result.nodes else [[]]
-    ncol = max(1, max(len(lv) for lv in levels))
-    ncol = max(ncol, 2)  # a lone root still gets a readable panel
+    ncol = max(2, max(len(lv) for lv in levels))
     fig = Figure(figsize=(3.6 * ncol, (3.6 * h / w + 0.5) * len(levels) + 0.3), dpi=dpi, layout="constrained")
     FigureCanvasAgg(fig)
-    for li, lv in enumerate(levels):
-        for j in range(ncol):
-            ax = fig.add_subplot(len(levels), ncol, li * ncol + j + 1)
-            ax.set_axis_off()
-            if j >= len(lv):
-                continue
-            node = result.nodes[lv[j]]
-            keep = masks[list(node.patches)].any(axis=0) if node.patches else np.zeros((h, w), bool)
-            shown = img * np.where(keep, 1.0, dim)[..., None]
-            ax.imshow(np.clip(shown, 0, 1), interpolation="nearest")
-            for p in node.patches:
-                r, c = divmod(p, cols)
-                ax.add_patch(Rectangle((ce[c] - 0.5, re[r] - 0.5), ce[c + 1] - ce[c], re[r + 1] - re[r],
-                                       fill=False, edgecolor="yellow", linewidth=0.6))
-            kind = "root" if li == 0 else f"−{li}"
-            ax.set_title(f"{kind}: {100 * node.relative:.0f} %", fontsize=8)
-    fig.suptitle(f"SAG image {result.image_index}, label {result.label}, p(full) = {result.full_confidence:.3f}; "
-                 "% = confidence relative to the full image", fontsize=9)
+    draw_sag_figure(fig, result, image_rgb, max_levels=max_levels, max_per_row=max_per_row, dim=dim)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format=fmt)

@@ -14,6 +14,8 @@ from napari_global_xai.analyses.regions import REGION_NAMES
 from napari_global_xai.data.synthetic import GEOMETRY
 from napari_global_xai.models import DEMO_CARD_PATH
 
+from _timeouts import HANG_GUARD_MS
+
 pytestmark = pytest.mark.skipif(not DEMO_CARD_PATH.exists(), reason="demo model not trained")
 
 
@@ -37,13 +39,13 @@ def _with_maps(sample_dock, dock_class, explained, **kwargs):
     stack, result = explained
     add_layers(viewer, result_layer_data(result, stack, "uwf_sample"))
     dock.maps_layer.reset_choices()
-    dock.maps_layer.value = viewer.layers["image-wise gradcam · positive"]
+    dock.maps_layer.value = viewer.layers["image-wise · gradcam"]
     return viewer, dock
 
 
 def _run(dock, qtbot, feeder=True):
     signals = [dock.run_panel.stopped] + ([dock.feeder.done] if feeder else [])
-    with qtbot.waitSignals(signals, timeout=600_000):
+    with qtbot.waitSignals(signals, timeout=HANG_GUARD_MS):
         assert dock.start() is not None
 
 
@@ -109,7 +111,7 @@ def test_sanity_dock_verdicts_and_figure(sample_dock, qtbot, one_torch_thread):
     dock.methods.value = ["gradcam"]
     dock.params.value = ""
     dock.n_images.value = 2
-    with qtbot.waitSignal(dock.run_panel.stopped, timeout=600_000):
+    with qtbot.waitSignal(dock.run_panel.stopped, timeout=HANG_GUARD_MS):
         assert dock.start() is not None
     assert dock.verdicts.text().startswith("gradcam: passes")
     axes = dock.plot.figure.axes

@@ -8,6 +8,8 @@ from napari_global_xai._qt.columns_dialog import NONE, ColumnsDialog
 from napari_global_xai.data import read_labels_csv
 from napari_global_xai.data.csv_layout import inspect_csv
 
+from _timeouts import HANG_GUARD_MS
+
 LABELS = ["haemorrhage", "peripheral_lesion", "disc_swelling", "arcade_lesion", "any_disease"]  # the demo card's
 CSV = ("scan;eye;Haemorrhage;disc;age;site\n"
        "img_0.png;OD;1;0;70;Dundee\nimg_1.png;OS;0;1;55;Perth\nimg_2.png;os;1;1;61;Perth\n")
@@ -59,7 +61,7 @@ def test_explain_dock_asks_for_columns_and_reads_the_csv_with_them(csv_path, tmp
     viewer.open(str(folder), plugin="napari-global-xai")
     widget = ExplainWidget(viewer)
     viewer.window.add_dock_widget(widget)
-    qtbot.waitUntil(lambda: not widget._devices_worker.is_running, timeout=600_000)
+    qtbot.waitUntil(lambda: not widget._devices_worker.is_running, timeout=HANG_GUARD_MS)
     widget.image_layer.reset_choices()
     widget.image_layer.value = viewer.layers["images"]
 

@@ -7,6 +7,8 @@ from napari_global_xai._qt.concepts_widget import CONCEPT_MAP_KEY, ConceptsWidge
 from napari_global_xai._qt.explain_widget import METHODS
 from napari_global_xai.models import DEMO_CARD_PATH
 
+from _timeouts import HANG_GUARD_MS
+
 pytestmark = pytest.mark.skipif(not DEMO_CARD_PATH.exists(), reason="demo model not trained")
 
 
@@ -17,7 +19,7 @@ def test_explain_dock_lists_the_cam_family():
 def test_concepts_dock_adds_maps_fills_the_table_and_shows_top_images(sample_dock, qtbot):
     viewer, dock = sample_dock(ConceptsWidget)
     dock.k.value = 4
-    with qtbot.waitSignals([dock.run_panel.stopped, dock.feeder.done], timeout=600_000):
+    with qtbot.waitSignals([dock.run_panel.stopped, dock.feeder.done], timeout=HANG_GUARD_MS):
         assert dock.start() is not None
     result = dock.result
     assert result is not None and not result.cancelled

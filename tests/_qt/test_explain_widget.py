@@ -32,14 +32,22 @@ def test_gradcam_run_adds_global_and_image_wise_layers(dock, qtbot):
     widget.method.value = "gradcam"
     assert widget.params.value == ""
     _run(widget, qtbot)
-    overall = viewer.layers["global overall · gradcam · positive"]
+    overall = viewer.layers["overall · gradcam"]
     assert overall.data.shape == (384, 512) and overall.blending == "additive"
     assert overall.colormap.name == "inferno"
     meta = overall.metadata[GLOBAL_MAP_KEY]
     assert meta["method"] == "gradcam" and meta["stack_layer"] == "uwf_sample"
-    haem = viewer.layers["global haemorrhage · gradcam · positive"]
+    assert meta["subset"] == "positive" and meta["normalisation"] == "mass"  # details live in the metadata
+    assert "subset 'positive', mass-normalised" in overall.metadata["description"]
+    haem = viewer.layers["haemorrhage · gradcam"]
     assert tuple(haem.contrast_limits) == tuple(overall.contrast_limits)  # shared scale: maps comparable
-    image_maps = viewer.layers["image-wise gradcam · positive"]
+    maps = [layer for layer in viewer.layers if GLOBAL_MAP_KEY in layer.metadata]
+    assert len(maps) == 6 and len({tuple(layer.contrast_limits) for layer in maps}) == 1  # 5 labels + overall
+    pooled = np.concatenate([np.asarray(layer.data, np.float64).ravel() for layer in maps])
+    assert overall.contrast_limits[1] == pytest.approx(np.percentile(pooled, 99.5), rel=1e-3)
+    # the value scale: napari's colour bar, shown once (on the overall map, the visible one)
+    assert overall.colorbar.visible and not haem.colorbar.visible
+    image_maps = viewer.layers["image-wise · gradcam"]
     assert image_maps.data.shape == (5, 64, 384, 512)
     labels = viewer.layers["uwf_sample"].metadata["napari_global_xai"]["labels"]
     truth = np.array(labels["values"], bool)
@@ -63,7 +71,7 @@ def test_cancel_keeps_partial_results(dock, qtbot):
     result = widget.last_result
     assert result.cancelled and 0 < result.n_computed < int(result.include.sum())
     assert widget.run_panel.status.text().startswith("cancelled: kept")
-    assert "image-wise ig · positive" in viewer.layers
+    assert "image-wise · ig" in viewer.layers
     assert widget.run_panel.button.text() == "Explain"
 
 
@@ -86,7 +94,7 @@ def test_bad_model_and_bad_labels_show_errors_and_the_dock_stays_usable(dock, qt
     widget.labels_csv.value = None
     widget.method.value = "saliency"
     _run(widget, qtbot)
-    assert "global overall · saliency · positive" in viewer.layers
+    assert "overall · saliency" in viewer.layers
 
 
 def test_main_thread_keeps_turning_while_the_run_computes_and_layers_arrive_one_per_turn(dock, qtbot, monkeypatch):
@@ -141,7 +149,7 @@ def test_main_thread_keeps_turning_while_the_run_computes_and_layers_arrive_one_
     assert threads == [False], "run_explain ran in the main thread"
     assert seen.is_set()
     assert per_call and set(per_call) == {1}, f"layers added per event-loop turn: {per_call}"
-    assert "global overall · saliency · positive" in viewer.layers
+    assert "overall · saliency" in viewer.layers
 
 
 def test_plugin_import_does_not_import_torch_or_captum():

@@ -1,4 +1,5 @@
-"""The PEPPR panel driven end to end in a real viewer, plus a screenshot of the overlay with the panel (Xvfb)."""
+"""The PEPPR panel driven end to end in a real viewer: curves, table and filmstrip linked both ways, several maps
+compared in one plot, and screenshots of the panel (Xvfb)."""
 
 from pathlib import Path
 
@@ -8,108 +9,178 @@ import pytest
 from napari_global_xai._qt.explain_widget import ExplainWidget
 from napari_global_xai._qt.peppr_widget import PepprWidget
 from napari_global_xai.peppr import pixel_ranking, removed_mask
+from napari_global_xai.peppr_view import thumbnail
 
 from _timeouts import HANG_GUARD_MS
 
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "_artifacts"
+DOCS = Path(__file__).resolve().parents[2] / "docs"
 
 
 def _run(dock, qtbot, timeout=HANG_GUARD_MS):
-    with qtbot.waitSignal(dock.run_panel.stopped, timeout=timeout):
+    """Run PEPPR and wait for the result and the first filmstrip."""
+    with qtbot.waitSignals([dock.run_panel.stopped, dock.filmstrip_ready], timeout=timeout):
         assert dock.start() is not None
 
 
-@pytest.fixture
-def viewer_with_maps(sample_dock, qtbot):
-    viewer, explain = sample_dock(ExplainWidget, show=True)
-    explain.method.value = "gradcam"
+def _explain(explain, qtbot, method):
+    explain.method.value = method
     with qtbot.waitSignals([explain.run_panel.stopped, explain.feeder.done], timeout=HANG_GUARD_MS):
         assert explain.start() is not None
+
+
+@pytest.fixture
+def viewer_with_maps(sample_dock, qtbot, dock_title):
+    viewer, explain = sample_dock(ExplainWidget, show=True)
+    _explain(explain, qtbot, "gradcam")
     panel = PepprWidget(viewer)
-    viewer.window.add_dock_widget(panel, name="PEPPR", area="right", tabify=True)
-    viewer.window.resize(1600, 1000)
-    panel.map_layer.reset_choices()
+    viewer.window.add_dock_widget(panel, name=dock_title(PepprWidget), area="right", tabify=True)
+    viewer.window.resize(1700, 1100)
+    panel.map_layers.reset_choices()
     return viewer, explain, panel
 
 
-def test_peppr_panel_runs_plots_and_shows_erased_images(viewer_with_maps, qtbot, tmp_path):
+def _go_to_image(viewer, index):
+    """Move the stack slider (the third axis from the right; image-wise maps add a label axis in front)."""
+    viewer.dims.set_current_step(viewer.dims.ndim - 3, index)
+
+
+def _click(panel, ax, x, y):
+    """A left click at data coordinates ``(x, y)`` of ``ax``, through the canvas's own event dispatch."""
+    from matplotlib.backend_bases import MouseEvent
+
+    canvas = panel.plot.canvas
+    px, py = ax.transData.transform((x, y))
+    canvas.callbacks.process("button_press_event", MouseEvent("button_press_event", canvas, px, py, button=1))
+
+
+def test_panel_links_curves_filmstrip_slider_and_layers(viewer_with_maps, qtbot, tmp_path):
     viewer, _explain, panel = viewer_with_maps
-    panel.map_layer.value = viewer.layers["global disc_swelling · gradcam · positive"]
+    panel.select_maps(viewer.layers["disc_swelling · gradcam"])
     assert list(panel.labels.value) == ["disc_swelling"]
-    panel.fractions.value = "0, 0.02, 0.05, 0.1, 0.3, 1"
-    panel.random_seeds.value = 2
+    panel.fractions.value = "0, 0.05, 0.3, 1"
+    panel.random_seeds.value = 1
+    _go_to_image(viewer, 3)
     _run(panel, qtbot)
     fractions, erase, restore = panel.curve_data()
-    np.testing.assert_allclose(fractions, [0, 0.02, 0.05, 0.1, 0.3, 1])
+    np.testing.assert_allclose(fractions, [0, 0.05, 0.3, 1])
     assert erase[0] == pytest.approx(restore[-1])  # both are the unmodified images
-    assert erase[2] < erase[0] - 0.2, erase  # erasing 5 % of pixels in map order destroys disc_swelling
+    assert erase[1] < erase[0] - 0.2, erase  # erasing 5 % of pixels in map order destroys disc_swelling
     row = panel.headline()
     assert row["label"] == "disc_swelling" and row["gap"] > row["random_gap"]
-    # the plot shows exactly these curves
-    lines = {tuple(np.round(line.get_ydata(), 6)) for line in panel.plot.axes.get_lines()}
+    # the plot shows exactly these curves, and the table beside it the summary row
+    lines = {tuple(np.round(line.get_ydata(), 6)) for line in panel.handles.curves_ax.get_lines()}
     assert tuple(np.round(erase, 6)) in lines and tuple(np.round(restore, 6)) in lines
-    # picking a fraction updates the erased / restored layers, linked to the stack slider
-    panel.fraction.value = 0.05
+    cells = {c.get_text().get_text() for c in panel.handles.table_ax.tables[0].get_celld().values()}
+    assert {"A_erase", "p*", f"{row['A_erase']:.3f}", f"{row['gap']:+.3f}"} <= cells
+    assert panel.handles.curves_ax.get_legend() is None  # legend outside the curves' axes
+
+    # the filmstrip: image 3 (the stack slider), 4 strips x 4 fractions, made with the engine's masks and fill
+    strip = panel.strip
+    assert strip.image_index == 3 and [t for t, _ in strip.rows] == [
+        "map · erase", "map · restore", "random · erase", "random · restore"]
+    original = np.asarray(viewer.layers["uwf_sample"].data[3])
+    fill = round(panel.model.card.mean[0] * 255)
+    expected = thumbnail(np.where(removed_mask(pixel_ranking(panel.result_map()), (384, 512), "erase", 0.05)[..., None],
+                                  [fill, round(panel.model.card.mean[1] * 255), 0],
+                                  original * [1, 1, 0]).astype(np.float32), 96)
+    assert np.abs(strip.rows[0][1][1].astype(float) - np.rint(expected)).max() <= 1  # map · erase at 0.05
+    for r in range(4):
+        thumbs = strip.rows[r][1]
+        assert thumbs.shape == (4, 64, 85, 3)
+        untouched = thumbs[0] if r % 2 == 0 else thumbs[-1]  # erase at 0 / restore at 1: the image itself
+        assert np.abs(untouched.astype(float) - np.rint(thumbnail(original * [1, 1, 0], 96))).max() <= 1
+        filled = thumbs[-1] if r % 2 == 0 else thumbs[0]  # everything filled: the training mean
+        assert np.ptp(filled[..., 0]) <= 1 and abs(int(filled[0, 0, 0]) - fill) <= 1
+
+    # click a curve point: fraction, marker, filmstrip highlight and layers follow
+    _click(panel, panel.handles.curves_ax, 0.28, 0.6)
+    assert panel.fraction.value == pytest.approx(0.3)
+    assert panel.highlighted() == 2
+    assert list(panel.handles.marker.get_xdata()) == pytest.approx([0.3, 0.3])
     erased = viewer.layers["erased · disc_swelling"]
+    assert erased.metadata["fraction"] == pytest.approx(0.3)
+    # click a thumbnail (random · restore, fraction 0)
+    thumb_ax = next(ax for ax, (r, c) in panel.handles.thumbs.items() if (r, c) == (3, 0))
+    _click(panel, thumb_ax, 10, 10)
+    assert panel.fraction.value == pytest.approx(0.0) and panel.highlighted() == 0
+    # move the slider: marker on the curves and highlight move
+    panel.fraction.value = 0.06
+    assert list(panel.handles.marker.get_xdata()) == pytest.approx([0.06, 0.06]) and panel.highlighted() == 1
+    panel.fraction.value = 0.05
     restored = viewer.layers["restored · disc_swelling"]
     assert erased.data.shape == (64, 384, 512, 3) and erased.metadata["fraction"] == pytest.approx(0.05)
     img = np.asarray(erased.data[3])
     top = removed_mask(pixel_ranking(panel.result_map()), (384, 512), "erase", 0.05)
     assert top.sum() == round(0.05 * 384 * 512)
     fill_value = img[top].reshape(-1, 3)
-    assert np.ptp(fill_value[:, 0]) <= 1  # the top 5 % pixels hold one constant fill (the training mean)
-    assert abs(int(fill_value[0, 0]) - round(panel.model.card.mean[0] * 255)) <= 1
-    original = np.asarray(viewer.layers["uwf_sample"].data[3])
+    assert np.ptp(fill_value[:, 0]) <= 1 and abs(int(fill_value[0, 0]) - fill) <= 1
     np.testing.assert_array_equal(img[~top][:, :2], original[~top][:, :2])  # kept pixels untouched (red, green)
     assert (np.ptp(np.asarray(restored.data[3])[~top], axis=0) <= 1).all()  # everything else is the fill
-    panel.fraction.value = 0.3
-    assert erased.metadata["fraction"] == pytest.approx(0.3)
+    # the filmstrip follows the stack slider
+    with qtbot.waitSignal(panel.filmstrip_ready, timeout=HANG_GUARD_MS):
+        _go_to_image(viewer, 7)
+    assert panel.strip.image_index == 7 and panel.highlighted() == 1
     paths = panel.export(tmp_path)
     assert {p.name for p in paths.values()} == {"peppr_curves.csv", "peppr_summary.json", "peppr.png"}
+    assert panel.save_panel_figure(tmp_path / "panel.png").stat().st_size > 10_000
 
 
-def test_screenshot_of_overlay_and_panel(viewer_with_maps, qtbot):
-    viewer, _explain, panel = viewer_with_maps
-    for layer in viewer.layers:
-        layer.visible = False
-    viewer.layers["mean anatomy (uwf_sample)"].visible = True
-    overall = viewer.layers["global overall · gradcam · positive"]
-    overall.visible = True
-    panel.map_layer.value = overall
-    panel.fractions.value = "0, 0.05, 0.1, 0.3, 1"
-    panel.random_seeds.value = 2
-    _run(panel, qtbot)
-    assert panel.headline()["label"] == "macro"
-    viewer.layers["erased · overall"].visible = False
-    viewer.layers["restored · overall"].visible = False
-    viewer.reset_view()
-    overall.visible = False
-    qtbot.wait(300)
-    anatomy_only = viewer.screenshot(canvas_only=True, flash=False).astype(float)
-    overall.visible = True
-    qtbot.wait(300)
-    canvas = viewer.screenshot(canvas_only=True, flash=False)
-    ARTIFACTS.mkdir(exist_ok=True)
+def test_two_methods_in_one_plot_and_screenshots(viewer_with_maps, qtbot):
+    """Grad-CAM vs saliency overall maps compared in one plot; screenshots of the panel (artifacts + docs)."""
     from PIL import Image
 
-    Image.fromarray(canvas).save(ARTIFACTS / "overlay_canvas.png")
+    viewer, explain, panel = viewer_with_maps
+    _explain(explain, qtbot, "saliency")
+    panel.map_layers.reset_choices()
+    panel.select_maps(viewer.layers["overall · gradcam"], viewer.layers["overall · saliency"])
+    panel.fractions.value = "0, 0.05, 0.2, 0.5, 1"
+    panel.random_seeds.value = 1
+    _go_to_image(viewer, 20)
+    _run(panel, qtbot)
+    rows = panel.headline_rows()
+    assert [(r["map"], r["label"]) for r in rows] == [("overall · gradcam", "macro"), ("overall · saliency", "macro")]
+    plotted = {tuple(np.round(line.get_ydata(), 6)) for line in panel.handles.curves_ax.get_lines()}
+    for name in ("overall · gradcam", "overall · saliency"):
+        _, erase, restore = panel.curve_data(name)
+        assert tuple(np.round(erase, 6)) in plotted and tuple(np.round(restore, 6)) in plotted
+    assert len(panel.handles.table_ax.tables[0].get_celld()) == 3 * 7  # header + two rows
+    panel.fraction.value = 0.05
+    for layer in viewer.layers:
+        layer.visible = layer.name in ("mean anatomy (uwf_sample)", "overall · gradcam")
+    viewer.reset_view()
+    qtbot.wait(500)
+    ARTIFACTS.mkdir(exist_ok=True)
     window = viewer.screenshot(canvas_only=False, flash=False)
-    Image.fromarray(window).save(ARTIFACTS / "overlay_with_peppr_panel.png")
-    assert canvas.std() > 10  # not blank
-    assert window.shape[1] > canvas.shape[1]  # the docks are in the window shot
+    panel_shot = panel.grab().toImage()
+    Image.fromarray(window).save(ARTIFACTS / "peppr_panel_window.png")
+    panel_shot.save(str(ARTIFACTS / "peppr_panel.png"))
+    DOCS.mkdir(exist_ok=True)
+    panel_shot.save(str(DOCS / "peppr_panel.png"))
+    Image.fromarray(window).resize((window.shape[1] // 2, window.shape[0] // 2)).save(DOCS / "peppr_window.png")
+    shot = np.asarray(Image.open(ARTIFACTS / "peppr_panel.png").convert("RGB")).astype(float)
+    assert shot.shape[0] > 500 and shot.std() > 10
+    # the filmstrip's highlight frame (yellow) is drawn in the panel
+    yellow = (shot[..., 0] > 200) & (shot[..., 1] > 160) & (shot[..., 2] < 90)
+    assert yellow.sum() > 100
 
-    # the overlay is visible where the map is high: map data coordinates to canvas pixels with the camera
-    h, w = canvas.shape[:2]
-    zoom, (cy, cx) = viewer.camera.zoom, viewer.camera.center[-2:]
 
-    def added_light(y, x):
-        r, c = int(round((y - cy) * zoom + h / 2)), int(round((x - cx) * zoom + w / 2))
-        patch = (canvas[r - 2:r + 3, c - 2:c + 3, :3].astype(float) - anatomy_only[r - 2:r + 3, c - 2:c + 3, :3])
-        return patch.sum(-1).mean()
+def test_report_button_writes_the_report_in_a_worker(make_napari_viewer, qtbot, tmp_path, monkeypatch):
+    """The panel's report button: folder and file asked, report written off the main thread."""
+    import json
 
-    data = overall.data
-    hot = np.unravel_index(np.argmax(data), data.shape)
-    fov_cold = np.unravel_index(np.argmin(np.where(data > 0, data, np.inf)), data.shape)
-    assert added_light(*hot) > 150, added_light(*hot)
-    assert added_light(*hot) > 5 * max(added_light(*fov_cold), 1.0)
+    from qtpy.QtWidgets import QFileDialog
+
+    viewer = make_napari_viewer()
+    panel = PepprWidget(viewer)
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "concepts_table.json").write_text(json.dumps({"concepts": [{"name": "vessels", "tcav": 0.8}]}))
+    out = tmp_path / "out" / "report.html"
+    monkeypatch.setattr(QFileDialog, "getExistingDirectory", staticmethod(lambda *a, **k: str(results)))
+    monkeypatch.setattr(QFileDialog, "getSaveFileName", staticmethod(lambda *a, **k: (str(out), "HTML (*.html)")))
+    assert panel._ask_report() is not None
+    qtbot.waitUntil(lambda: out.with_suffix(".pdf").exists(), timeout=HANG_GUARD_MS)  # the PDF is written last
+    text = out.read_text()
+    assert "Concepts" in text and "vessels" in text and out.with_suffix(".pdf").exists()

@@ -31,6 +31,29 @@ def test_sag_dock_current_image_and_summary(sample_dock, qtbot):
     assert dock.table.rowCount() >= 2 and dock.table.item(0, 1).text() == "1"
     assert dock.plot.figure.axes and dock.plot.figure.axes[0].images  # the graph is drawn
     assert "done: 1 image(s)" in dock.run_panel.status.text()
+    # the graph is drawn natively (no temporary PNG) and its nodes are clickable: a click outlines the node's
+    # patches on image 20, exactly the grid cells of patch_masks
+    from matplotlib.backend_bases import MouseEvent
+
+    from napari_global_xai.sag import patch_masks
+
+    result = dock.results[0]
+    assert sorted(dock.node_axes.values())[:len(result.roots)] == list(range(len(result.roots)))
+    child_ax, child = max(dock.node_axes.items(), key=lambda item: item[1])  # the last node drawn
+    x, y = child_ax.transAxes.transform((0.5, 0.5))
+    dock.plot.canvas.callbacks.process("button_press_event",
+                                       MouseEvent("button_press_event", dock.plot.canvas, x, y, button=1))
+    shown = viewer.layers["SAG node · arcade_lesion"]
+    patches = sorted(result.nodes[child].patches)
+    assert shown.metadata["napari_global_xai_sag_node"]["patches"] == patches and len(shown.data) == len(patches)
+    masks = patch_masks((384, 512), result.grid)
+    for rect, p in zip(shown.data, patches):
+        rows, cols = np.nonzero(masks[p])
+        assert int(rect[0, 0]) == 20
+        assert (rect[:, 1].min(), rect[:, 1].max()) == (rows.min(), rows.max() + 1)
+        assert (rect[:, 2].min(), rect[:, 2].max()) == (cols.min(), cols.max() + 1)
+    assert viewer.dims.current_step[0] == 20
+    assert dock.run_panel.status.text().startswith(f"node {child}: {len(patches)} patch(es)")
     assert np.isfinite(heat).all()
 
 

@@ -147,6 +147,7 @@ class ExplainWidget(QWidget):
         self.run_panel = RunPanel("Explain")
         self.run_panel.set_start(self.start)
         self.feeder = LayerFeeder(napari_viewer, self)
+        self.feeder.done.connect(self._show_colorbar)
         layout = QVBoxLayout(self)
         layout.addWidget(self.form.native)
         layout.addWidget(self.run_panel)
@@ -253,6 +254,15 @@ class ExplainWidget(QWidget):
                                      stored_orientation=self.stored_orientation.value)
 
     # --- results ------------------------------------------------------------------------------------------------
+    def _show_colorbar(self):
+        """Show the value scale (napari's colour bar) of the last run's overall map: the one scale of all its maps."""
+        if self.last_result is None:
+            return
+        name = global_map_name("overall", self.last_result.config.method)
+        for layer in self.viewer.layers:
+            if GLOBAL_MAP_KEY in layer.metadata and hasattr(layer, "colorbar"):
+                layer.colorbar.visible = layer.name == name
+
     def _on_result(self, payload):
         result, layer_data = payload
         self.last_result = result
@@ -272,15 +282,22 @@ def _shared_limits(maps: list[np.ndarray]) -> tuple[float, float]:
     return 0.0, hi if hi > 0 else 1.0
 
 
+def global_map_name(label: str, method: str) -> str:
+    """Short layer name of a global map, ``"<label> · <method>"`` (details in ``layer.metadata``)."""
+    return f"{label} · {method}"
+
+
 def result_layer_data(result, stack, source_name: str, stored_orientation: bool = False) -> list[tuple]:
     """Layer data tuples for an explain result (computed in the worker thread; the main thread only adds them).
 
     The mean anatomy, one global map per label with images plus the overall map (perceptual colormap, additive
     blending, one shared contrast range so maps are comparable; only the overall map visible), and the image-wise
-    maps as an ``(L, n, H, W)`` stack whose n axis lines up with the image stack's slider.
+    maps as an ``(L, n, H, W)`` stack whose n axis lines up with the image stack's slider. Layer names are short
+    (``"overall · gradcam"``, ``"image-wise · gradcam"``); subset, normalisation, counts and the shared colour
+    scale are in ``layer.metadata["description"]`` (and the plugin's key).
     """
     method, subset = result.config.method, result.subset
-    tag = f"{method} · {subset}"
+    normalisation = result.config.normalisation
     anatomy = stack.to_left_eye().mean_image()
     rgb = anatomy.shape[-1] == 3
     layers = [(anatomy.astype(np.uint8) if rgb else anatomy[..., 0], {"name": f"mean anatomy ({source_name})",
@@ -290,11 +307,15 @@ def result_layer_data(result, stack, source_name: str, stored_orientation: bool 
     maps = [gm.get(n) for n in names] + [gm.overall]
     limits = _shared_limits(maps)
     for name, data in zip(names + ["overall"], maps):
+        count = int(gm.count[gm.labels.index(name)]) if name != "overall" else None
+        details = (f"global map of {name!r} by {method}: subset {subset!r}, {normalisation}-normalised, "
+                   + (f"{count} image-wise maps" if count is not None else "mean of the label-wise maps")
+                   + f", stack {source_name!r}; colour scale 0–{limits[1]:.3g} shared by all maps of this run")
         meta = {GLOBAL_MAP_KEY: {"label": name, "method": method, "subset": subset, "stack_layer": source_name,
-                                 "count": int(gm.count[gm.labels.index(name)]) if name != "overall" else None,
-                                 "global_maps": gm}}
+                                 "normalisation": normalisation, "count": count, "global_maps": gm},
+                "description": details}
         layers.append((np.nan_to_num(data).astype(np.float32),
-                       {"name": f"global {name} · {tag}", "colormap": "inferno", "blending": "additive",
+                       {"name": global_map_name(name, method), "colormap": "inferno", "blending": "additive",
                         "contrast_limits": limits, "opacity": 0.8, "metadata": meta, "visible": name == "overall"},
                        "image"))
     image_maps = np.moveaxis(np.asarray(result.image_maps), 1, 0)
@@ -303,10 +324,15 @@ def result_layer_data(result, stack, source_name: str, stored_orientation: bool 
     meta = {"labels": result.target_labels, "method": method, "subset": subset, "computed": result.computed}
     kwargs = {"colormap": "inferno", "blending": "additive", "contrast_limits": (0.0, max(hi, 1e-12)),
               "visible": False}
-    layers.append((image_maps, {"name": f"image-wise {tag}", "metadata": {IMAGE_MAPS_KEY: {**meta, "frame": "left"}},
-                                **kwargs}, "image"))
+    tag = f"image-wise · {method}"
+    description = (f"image-wise {method} maps (label × image), subset {subset!r}, {normalisation}-normalised, "
+                   f"stack {source_name!r}")
+    layers.append((image_maps, {"name": tag, "metadata": {IMAGE_MAPS_KEY: {**meta, "frame": "left"},
+                                                          "description": description}, **kwargs}, "image"))
     if stored_orientation:
         stored = np.moveaxis(stack.to_stored_frame(np.asarray(result.image_maps)), 1, 0)
-        layers.append((stored, {"name": f"image-wise {tag} (stored orientation)",
-                                "metadata": {IMAGE_MAPS_KEY: {**meta, "frame": "stored"}}, **kwargs}, "image"))
+        layers.append((stored, {"name": f"{tag} (stored orientation)",
+                                "metadata": {IMAGE_MAPS_KEY: {**meta, "frame": "stored"},
+                                             "description": description + ", each image's stored orientation"},
+                                **kwargs}, "image"))
     return layers

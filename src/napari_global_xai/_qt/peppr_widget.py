@@ -1,8 +1,12 @@
-"""PEPPR panel: faithfulness curves of a global map, plotted beside the erased and restored images.
+"""PEPPR panel: faithfulness curves of one or more global maps beside a filmstrip of the erased and restored images.
 
-The panel runs :func:`napari_global_xai.run.run_peppr_pipeline` in a thread worker, draws the curves in a themed
-matplotlib canvas (napari-matplotlib), and shows the current image of the stack erased and restored at the chosen
-fraction as two layers that follow the stack's slider (computed lazily, image by image).
+The panel runs :func:`napari_global_xai.run.run_peppr_pipeline` in a thread worker and draws
+:func:`napari_global_xai.peppr_view.draw_peppr_figure` into a themed matplotlib canvas (napari-matplotlib): the curves
+of every chosen map in one plot (legend outside the axes), a compact summary table beside them and, below, the
+current image erased and restored at every fraction in the map's order and one random order. The filmstrip is
+computed by the core (:func:`~napari_global_xai.peppr_view.compute_filmstrip`) in a worker thread and follows the
+stack slider. Curves, filmstrip, fraction slider and the ``erased`` / ``restored`` layers are linked both ways:
+clicking a curve point or a thumbnail selects that fraction; moving the slider moves the marker on the curves.
 """
 
 from __future__ import annotations
@@ -11,10 +15,11 @@ from pathlib import Path
 
 import numpy as np
 from magicgui.widgets import ComboBox, Container, FileEdit, FloatSlider, LineEdit, PushButton, Select, SpinBox
+from qtpy.QtCore import Signal
 from qtpy.QtWidgets import QFileDialog, QVBoxLayout, QWidget
 
-from .explain_widget import GLOBAL_MAP_KEY, optional_path, stack_from_layer
 from ._runner import RunPanel
+from .explain_widget import GLOBAL_MAP_KEY, optional_path, stack_from_layer
 
 __all__ = ["PepprWidget", "peppr_job", "DEFAULT_FRACTIONS_TEXT"]
 
@@ -31,28 +36,50 @@ def _parse_fractions(text: str) -> list[float]:
     return values
 
 
-def peppr_job(stack, model_path, device, global_map, map_name, labels, fractions, fill, random_seeds, eval_split,
+def peppr_job(stack, model_path, device, global_maps, labels, fractions, fill, random_seeds, eval_split,
               progress=None, cancel=None):
-    """Worker body: load the model (torch imports here), run PEPPR on one global map, return result and model."""
+    """Worker body: load the model (torch imports here), run PEPPR on the chosen global maps, return result and
+    model."""
     from ..models import load_model
     from ..run import run_peppr_pipeline
 
     model = load_model(model_path or None, device=device)
-    result = run_peppr_pipeline(stack, model, {map_name: global_map}, labels=labels, fractions=fractions, fill=fill,
+    result = run_peppr_pipeline(stack, model, global_maps, labels=labels, fractions=fractions, fill=fill,
                                 random_seeds=random_seeds, eval_split=eval_split or None, progress=progress,
                                 cancel=cancel)
     return result, model
 
 
+def filmstrip_job(model, image, global_map, fractions, fill, image_index, map_name):
+    """Worker body: the filmstrip of one image (torch work off the main thread)."""
+    from ..peppr_view import compute_filmstrip
+
+    return compute_filmstrip(model, image, global_map, fractions, fill, image_index=image_index,
+                             map_name=map_name)
+
+
+def map_names(layers) -> list[str]:
+    """PEPPR map names of global-map layers: the map's label when the labels are distinct, else the layer name."""
+    labels = [layer.metadata[GLOBAL_MAP_KEY]["label"] for layer in layers]
+    if len(set(labels)) == len(labels):
+        return labels
+    return [layer.name for layer in layers]
+
+
 class PepprWidget(QWidget):
-    """Dock: choose a global map layer, run PEPPR, read the curves, scrub the fraction over erased/restored images."""
+    """Dock: choose global map layers, run PEPPR, read the curves and scrub the fraction over the filmstrip.
+
+    Signals: ``filmstrip_ready()`` after a filmstrip was drawn (tests wait on it).
+    """
+
+    filmstrip_ready = Signal()
 
     def __init__(self, napari_viewer):
         super().__init__()
         from napari_matplotlib.base import BaseNapariMPLWidget
 
         self.viewer = napari_viewer
-        self.map_layer = ComboBox(label="global map", choices=self._map_layers)
+        self.map_layers = Select(label="global maps", choices=self._map_layers)
         self.labels = Select(label="metric labels", choices=[])
         self.model_card = FileEdit(label="model card (empty = demo model)", mode="r", filter="*.json",
                                    nullable=True, value=None)
@@ -60,18 +87,19 @@ class PepprWidget(QWidget):
         self.fill = ComboBox(label="fill", choices=["zero", "black", "blur", "impute"], value="zero")
         self.random_seeds = SpinBox(label="random seeds", value=5, min=1, max=50)
         self.eval_split = LineEdit(label="evaluate split (empty = all)", value="")
-        self.labels.native.setMaximumHeight(100)
-        self.form = Container(widgets=[self.map_layer, self.labels, self.model_card, self.fractions, self.fill,
+        self.labels.native.setMaximumHeight(90)
+        self.map_layers.native.setMaximumHeight(90)
+        self.form = Container(widgets=[self.map_layers, self.labels, self.model_card, self.fractions, self.fill,
                                        self.random_seeds, self.eval_split])
         self.run_panel = RunPanel("Run PEPPR")
         self.run_panel.set_start(self.start)
         self.plot = BaseNapariMPLWidget(napari_viewer)
-        self.plot.add_single_axes()
-        self.plot.setMinimumHeight(300)
+        self.plot.setMinimumHeight(720)
         self.fraction = FloatSlider(label="show fraction", min=0.0, max=1.0, step=0.01, value=0.1)
         self.save_figure = PushButton(text="Save figure PNG…")
         self.save_data = PushButton(text="Save curves CSV/JSON…")
-        self.tools = Container(widgets=[self.fraction, self.save_figure, self.save_data])
+        self.save_report = PushButton(text="Report (HTML + PDF) of a results folder…")
+        self.tools = Container(widgets=[self.fraction, self.save_figure, self.save_data, self.save_report])
         layout = QVBoxLayout(self)
         layout.addWidget(self.form.native)
         layout.addWidget(self.run_panel)
@@ -79,15 +107,25 @@ class PepprWidget(QWidget):
         layout.addWidget(self.tools.native)
         self.result = None
         self.model = None
+        self.view = None
+        self.strip = None
+        self.handles = None
         self._stack = None
-        self._ranking = None
-        self.map_layer.changed.connect(self._on_map_changed)
+        self._maps: dict[str, np.ndarray] = {}
+        self._film_map: str | None = None
+        self._rankings: dict[str, np.ndarray] = {}
+        self._film_worker = None
+        self._film_pending = False
+        self.map_layers.changed.connect(self._on_maps_changed)
         self.fraction.changed.connect(self.show_fraction)
         self.save_figure.changed.connect(self._ask_save_figure)
         self.save_data.changed.connect(self._ask_save_data)
+        self.save_report.changed.connect(self._ask_report)
+        self.plot.canvas.mpl_connect("button_press_event", self._on_canvas_click)
+        self.viewer.dims.events.current_step.connect(self._on_slider)
         for event in (self.viewer.layers.events.inserted, self.viewer.layers.events.removed):
-            event.connect(self.map_layer.reset_choices)
-        self._on_map_changed(self.map_layer.value)
+            event.connect(self.map_layers.reset_choices)
+        self._on_maps_changed(self.map_layers.value)
 
     # --- choices ------------------------------------------------------------------------------------------------
     def _map_layers(self, _widget=None):
@@ -99,28 +137,37 @@ class PepprWidget(QWidget):
             raise ValueError(f"the image stack {name!r} that this map was computed on is no longer open")
         return self.viewer.layers[name]
 
-    def _on_map_changed(self, layer):
-        if layer is None:
+    def select_maps(self, *layers) -> None:
+        """Choose the global map layers to compare (one or more)."""
+        self.map_layers.value = list(layers)
+
+    def _on_maps_changed(self, layers):
+        if not layers:
             return
         try:
-            stack = stack_from_layer(self._stack_layer(layer))
+            stack = stack_from_layer(self._stack_layer(layers[0]))
         except ValueError:
             return
         names = list(stack.labels.names) if stack.labels is not None else []
         self.labels.choices = names
-        label = layer.metadata[GLOBAL_MAP_KEY]["label"]
-        self.labels.value = [label] if label in names else names
+        wanted = [layer.metadata[GLOBAL_MAP_KEY]["label"] for layer in layers]
+        chosen = [n for n in names if n in wanted]
+        self.labels.value = names if "overall" in wanted or not chosen else chosen
 
     # --- run ------------------------------------------------------------------------------------------------------
     def start(self):
         """Collect the parameters and launch PEPPR (returns the worker, or None after an input error)."""
         from napari.utils.notifications import show_error
 
-        layer = self.map_layer.value
+        layers = list(self.map_layers.value)
         try:
-            if layer is None:
-                raise ValueError("compute global maps first (Explain dock), then choose one here")
-            stack = stack_from_layer(self._stack_layer(layer))
+            if not layers:
+                raise ValueError("compute global maps first (Explain dock), then choose one or more here")
+            stacks = {layer.metadata[GLOBAL_MAP_KEY]["stack_layer"] for layer in layers}
+            if len(stacks) > 1:
+                raise ValueError(f"the chosen maps were computed on different stacks ({sorted(stacks)}); "
+                                 "compare maps of one stack")
+            stack = stack_from_layer(self._stack_layer(layers[0]))
             fractions = _parse_fractions(self.fractions.value)
             labels = list(self.labels.value) or None
         except Exception as exc:  # noqa: BLE001 - input problems are shown, the panel stays usable
@@ -128,18 +175,26 @@ class PepprWidget(QWidget):
             show_error(str(exc))
             return None
         self._stack = stack.to_left_eye()
-        self._map_name = layer.metadata[GLOBAL_MAP_KEY]["label"]
+        names = map_names(layers)
+        self._maps = {n: np.asarray(layer.data, np.float64) for n, layer in zip(names, layers)}
+        self._headline_labels = {n: ("macro" if layer.metadata[GLOBAL_MAP_KEY]["label"] == "overall"
+                                     else layer.metadata[GLOBAL_MAP_KEY]["label"]) for n, layer in zip(names, layers)}
         return self.run_panel.launch(peppr_job, self._on_result, stack=stack,
                                      model_path=optional_path(self.model_card.value), device="auto",
-                                     global_map=np.asarray(layer.data, np.float64), map_name=self._map_name,
-                                     labels=labels, fractions=fractions, fill=self.fill.value,
-                                     random_seeds=self.random_seeds.value, eval_split=self.eval_split.value)
+                                     global_maps=dict(self._maps), labels=labels, fractions=fractions,
+                                     fill=self.fill.value, random_seeds=self.random_seeds.value,
+                                     eval_split=self.eval_split.value)
 
     def _on_result(self, payload):
         from ..peppr import pixel_ranking
+        from ..peppr_view import view_from_result
 
         self.result, self.model = payload
-        self._ranking = pixel_ranking(self.result_map())
+        self._rankings = {name: pixel_ranking(m) for name, m in self._maps.items()}
+        self._film_map = next(iter(self._maps))
+        self.view = view_from_result(self.result)
+        self.view.rows = self.headline_rows()
+        self.strip = None
         self.draw()
         row = self.headline()
         self.run_panel.status.setText(
@@ -147,36 +202,109 @@ class PepprWidget(QWidget):
             f"({self.result.n_skipped} skipped); {row['label']}: A_erase {row['A_erase']:.3f}, "
             f"A_restore {row['A_restore']:.3f}, gap {row['gap']:.3f} (random gap {row['random_gap']:.3f})")
         self.show_fraction(self.fraction.value)
-
-    def result_map(self) -> np.ndarray:
-        return np.asarray(self.map_layer.value.data, np.float64)
+        self.request_filmstrip()
 
     # --- plot -------------------------------------------------------------------------------------------------------
+    def headline_rows(self) -> list[dict]:
+        """One table row per chosen map: a label map on its own label, the overall map on the macro mean."""
+        rows = []
+        for name in self.result.maps:
+            wanted = self._headline_labels.get(name, "macro")
+            match = [r for r in self.result.table if r["map"] == name and r["label"] == wanted]
+            match = match or [r for r in self.result.table if r["map"] == name]
+            rows += match[:1]
+        return rows
+
     def headline(self) -> dict:
-        """The summary row shown: a label map on its own label, the overall map on the macro mean."""
-        rows = self.result.table
-        for wanted in (self._map_name, "macro"):
-            for row in rows:
-                if row["label"] == wanted:
-                    return row
-        return rows[0]
+        """The first chosen map's summary row."""
+        return self.headline_rows()[0]
+
+    def result_map(self) -> np.ndarray:
+        """The map the filmstrip and the erased / restored layers follow (the first chosen map)."""
+        return self._maps[self._film_map]
+
+    def current_index(self) -> int:
+        """The image under the stack slider: the third axis from the right (layers align on their last axes, so a
+        4-D image-wise maps layer puts its label axis first)."""
+        return int(self.viewer.dims.current_step[max(self.viewer.dims.ndim - 3, 0)])
 
     def draw(self):
-        """Draw the headline panel of the result into the themed canvas."""
-        from ..peppr_report import draw_panel
+        """Draw curves, table and (when computed) the filmstrip into the themed canvas."""
+        import matplotlib.style as mplstyle
 
-        ax = self.plot.axes
-        ax.clear()
-        row = self.headline()
-        draw_panel(ax, self.result, row["map"], row["label"])
-        ax.axvline(self.fraction.value, color="0.5", linewidth=0.8)
+        from ..peppr_view import draw_peppr_figure
+
+        with mplstyle.context(self.plot.napari_theme_style_sheet):
+            self.handles = draw_peppr_figure(self.plot.figure, self.view, self.strip, self.fraction.value,
+                                             title=f"PEPPR ({self.result.fill} fill, {self.result.n_images} images)")
         self.plot.canvas.draw_idle()
 
-    def curve_data(self):
-        """``(fractions, erase, restore)`` of the headline curve (what the plot shows), for tests and export."""
-        row = self.headline()
+    def curve_data(self, map_name: str | None = None):
+        """``(fractions, erase, restore)`` of a map's headline curve (the first map by default), as plotted."""
+        rows = self.headline_rows()
+        row = next((r for r in rows if r["map"] == map_name), rows[0]) if map_name else rows[0]
         curves = self.result.curves[row["map"]]
         return self.result.fractions, curves.curve("erase", row["label"]), curves.curve("restore", row["label"])
+
+    def highlighted(self) -> int | None:
+        """Filmstrip column framed now (None without a filmstrip)."""
+        if self.handles is None:
+            return None
+        for c, frames in enumerate(self.handles.frames):
+            if frames and frames[0].get_visible():
+                return c
+        return None
+
+    # --- linking ----------------------------------------------------------------------------------------------------
+    def _on_canvas_click(self, event):
+        """A click on the curves (nearest grid fraction) or on a thumbnail selects that fraction."""
+        from ..peppr_view import nearest_index
+
+        if self.view is None or self.handles is None or event.inaxes is None:
+            return
+        if event.inaxes is self.handles.curves_ax and event.xdata is not None:
+            index = nearest_index(self.view.fractions, event.xdata)
+        elif event.inaxes in self.handles.thumbs:
+            index = self.handles.thumbs[event.inaxes][1]
+        else:
+            return
+        self.fraction.value = float(self.view.fractions[index])
+
+    def _on_slider(self, _event=None):
+        if self.result is not None and (self.strip is None or self.strip.image_index != self.current_index()):
+            self.request_filmstrip()
+
+    def request_filmstrip(self):
+        """Compute the current image's filmstrip in a worker (one at a time; the latest request wins)."""
+        from napari.qt.threading import create_worker
+
+        if self.result is None:
+            return None
+        if self._film_worker is not None:
+            self._film_pending = True
+            return self._film_worker
+        index = min(self.current_index(), len(self._stack) - 1)
+        worker = create_worker(filmstrip_job, model=self.model, image=self._stack.get(index)[0],
+                               global_map=self._maps[self._film_map], fractions=self.result.fractions,
+                               fill=self.result.fill, image_index=index, map_name=self._film_map,
+                               _start_thread=False)
+        worker.returned.connect(self._on_filmstrip)
+        worker.finished.connect(self._on_film_finished)
+        self._film_worker = worker
+        worker.start()
+        return worker
+
+    def _on_filmstrip(self, strip):
+        self.strip = strip
+        self.draw()
+        self.filmstrip_ready.emit()
+
+    def _on_film_finished(self):
+        self._film_worker = None
+        if self._film_pending:
+            self._film_pending = False
+            if self.strip is None or self.strip.image_index != self.current_index():
+                self.request_filmstrip()
 
     # --- erased / restored layers ----------------------------------------------------------------------------------
     def filled_stack(self, mode: str, fraction: float):
@@ -185,7 +313,7 @@ class PepprWidget(QWidget):
 
         from ..peppr_report import filled_images
 
-        stack, model, ranking, fill = self._stack, self.model, self._ranking, self.result.fill
+        stack, model, ranking, fill = self._stack, self.model, self._rankings[self._film_map], self.result.fill
         n, h, w = stack.shape[:3]
 
         def block(block_id=None):
@@ -197,19 +325,25 @@ class PepprWidget(QWidget):
                                                                                                      np.uint8))
 
     def show_fraction(self, fraction: float):
-        """(Re)place the ``erased`` and ``restored`` layers at ``fraction``."""
+        """(Re)place the ``erased`` and ``restored`` layers at ``fraction``; move the marker and the highlight."""
+        from ..peppr_view import nearest_index, set_highlight
+
         if self.result is None:
             return
         for mode, stem in (("erase", "erased"), ("restore", "restored")):
-            name = f"{stem} · {self._map_name}"
+            name = f"{stem} · {self._film_map}"
             data = self.filled_stack(mode, float(fraction))
             if name in self.viewer.layers:
                 self.viewer.layers[name].data = data
                 self.viewer.layers[name].metadata["fraction"] = float(fraction)
             else:
                 self.viewer.add_image(data, name=name, rgb=True, metadata={"fraction": float(fraction)},
-                                      visible=mode == "erase")
-        self.draw()
+                                      visible=False)
+        if self.handles is not None:
+            if self.handles.marker is not None:
+                self.handles.marker.set_xdata([fraction, fraction])
+            set_highlight(self.handles, nearest_index(self.view.fractions, fraction))
+            self.plot.canvas.draw_idle()
 
     # --- export ------------------------------------------------------------------------------------------------------
     def export(self, out_dir) -> dict:
@@ -227,10 +361,10 @@ class PepprWidget(QWidget):
         self._ask_and_export(figure_only=False)
 
     def _ask_and_export(self, figure_only: bool):
-        """Ask for a folder; write the figure PNG, or the curves CSV and summary JSON."""
+        """Ask for a folder; write the panel's figure PNG, or the curves CSV and summary JSON."""
         from napari.utils.notifications import show_error, show_info
 
-        from ..peppr_report import plot_peppr, write_peppr
+        from ..peppr_report import write_peppr
 
         folder = QFileDialog.getExistingDirectory(self, "Folder for PEPPR " + ("figure" if figure_only else "curves"))
         if not folder:
@@ -239,12 +373,48 @@ class PepprWidget(QWidget):
             if self.result is None:
                 raise ValueError("run PEPPR first")
             if figure_only:
-                paths = {"figure": plot_peppr(self.result, Path(folder) / "peppr.png")}
+                paths = {"figure": self.save_panel_figure(Path(folder) / "peppr_panel.png")}
             else:
                 paths = write_peppr(self.result, Path(folder), plot=False)
             show_info("saved " + ", ".join(p.name for p in paths.values()))
         except Exception as exc:  # noqa: BLE001
             show_error(str(exc))
+
+    def save_panel_figure(self, path) -> Path:
+        """The panel's figure (curves, table, filmstrip) as a PNG on a white background, written atomically."""
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+
+        from ..io_utils import atomic_path
+        from ..peppr_view import draw_peppr_figure
+
+        fig = Figure(figsize=(10, 8.5 if self.strip is not None else 4.2), dpi=110)
+        FigureCanvasAgg(fig)
+        draw_peppr_figure(fig, self.view, self.strip, self.fraction.value)
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format="png")
+        return Path(path)
+
+    def _ask_report(self, _=None):
+        """Ask for a results folder and an HTML file; write the report (and its PDF) in a worker."""
+        from napari.qt.threading import create_worker
+        from napari.utils.notifications import show_error, show_info
+
+        from ..report import write_report
+
+        folder = QFileDialog.getExistingDirectory(self, "Results folder (explain / PEPPR / SAG / demo output)")
+        if not folder:
+            return
+        out, _filter = QFileDialog.getSaveFileName(self, "Report file", str(Path(folder) / "report.html"),
+                                                   "HTML (*.html)")
+        if not out:
+            return
+        worker = create_worker(write_report, folder, out, _start_thread=False, _ignore_errors=True)
+        worker.returned.connect(lambda paths: show_info("wrote " + ", ".join(str(p) for p in paths.values())))
+        worker.errored.connect(lambda exc: show_error(f"report: {exc}"))
+        self._report_worker = worker
+        worker.start()
+        return worker
 
 
 def _to_rgb(img: np.ndarray) -> np.ndarray:

@@ -1,7 +1,8 @@
 """SAG dock: structured attention graphs for the current image (or every positive) and their stack summary.
 
 Runs :func:`napari_global_xai.run.run_sag_pipeline` in a thread worker; shows each image's roots as rectangles in a
-shapes layer that follows the stack slider, the current image's graph in a themed canvas, and the stack-level
+shapes layer that follows the stack slider, the current image's graph drawn natively in a themed canvas (click a
+node to outline its patches on the image), and the stack-level
 patch frequency as a heat-map layer plus a table of the most frequent root sets.
 """
 
@@ -14,24 +15,32 @@ from qtpy.QtWidgets import QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget
 from ._runner import LayerFeeder, RunPanel
 from .explain_widget import _labels_of_card, optional_path, stack_from_layer, stack_layers
 
-__all__ = ["SagWidget", "sag_job", "root_rectangles"]
+__all__ = ["SagWidget", "sag_job", "root_rectangles", "patch_rectangles"]
+
+
+def patch_rectangles(patches, grid, image_index: int, image_hw) -> list[np.ndarray]:
+    """One napari rectangle (four ``[image, row, col]`` corners) per patch of a SAG grid, on one image's slice."""
+    h, w = image_hw
+    rows, cols = grid
+    re = np.round(np.linspace(0, h, rows + 1)).astype(int)
+    ce = np.round(np.linspace(0, w, cols + 1)).astype(int)
+    out = []
+    for p in sorted(patches):
+        r, c = divmod(int(p), cols)
+        r0, r1, c0, c1 = re[r], re[r + 1], ce[c], ce[c + 1]
+        out.append(np.array([[image_index, r0, c0], [image_index, r0, c1], [image_index, r1, c1],
+                             [image_index, r1, c0]], float))
+    return out
 
 
 def root_rectangles(results, image_hw) -> tuple[list[np.ndarray], list[str]]:
     """One napari rectangle (four ``[image, row, col]`` corners) per root patch of every result, with a text label."""
-    h, w = image_hw
     shapes, texts = [], []
     for result in results:
-        rows, cols = result.grid
-        re = np.round(np.linspace(0, h, rows + 1)).astype(int)
-        ce = np.round(np.linspace(0, w, cols + 1)).astype(int)
         for k, root in enumerate(result.roots):
-            for p in sorted(root):
-                r, c = divmod(p, cols)
-                i = result.image_index
-                r0, r1, c0, c1 = re[r], re[r + 1], ce[c], ce[c + 1]
-                shapes.append(np.array([[i, r0, c0], [i, r0, c1], [i, r1, c1], [i, r1, c0]], float))
-                texts.append(f"root {k + 1}")
+            rects = patch_rectangles(root, result.grid, result.image_index, image_hw)
+            shapes += rects
+            texts += [f"root {k + 1}"] * len(rects)
     return shapes, texts
 
 
@@ -81,7 +90,7 @@ class SagWidget(QWidget):
         self.run_panel.set_start(self.start)
         self.feeder = LayerFeeder(napari_viewer, self)
         self.plot = BaseNapariMPLWidget(napari_viewer)
-        self.plot.setMinimumHeight(220)
+        self.plot.setMinimumHeight(360)
         self.table = QTableWidget(0, 3)
         self.table.setHorizontalHeaderLabels(["root patches", "images", "frequency"])
         self.table.setMaximumHeight(160)
@@ -93,6 +102,9 @@ class SagWidget(QWidget):
         for event in (self.viewer.layers.events.inserted, self.viewer.layers.events.removed):
             event.connect(self.image_layer.reset_choices)
         self.viewer.dims.events.current_step.connect(self._follow_slider)
+        self.plot.canvas.mpl_connect("button_press_event", self._on_canvas_click)
+        self.node_axes: dict = {}
+        self.shown_result = None
         self.results, self.summary = [], None
         self.shown_index: int | None = None  # stack index of the graph drawn in the panel
 
@@ -103,7 +115,9 @@ class SagWidget(QWidget):
         self.label.choices = _labels_of_card(optional_path(value))
 
     def current_index(self) -> int:
-        return int(self.viewer.dims.current_step[0])
+        """The image under the stack slider: the third axis from the right (layers align on their last axes, so a
+        4-D image-wise maps layer puts its label axis first)."""
+        return int(self.viewer.dims.current_step[max(self.viewer.dims.ndim - 3, 0)])
 
     def start(self):
         from napari.utils.notifications import show_error
@@ -151,24 +165,43 @@ class SagWidget(QWidget):
                 self.table.setItem(i, j, QTableWidgetItem(value))
 
     def draw(self, result):
-        """The graph of one image: roots (top row) and their children, as in :func:`napari_global_xai.sag.draw_sag`."""
-        import tempfile
-        from pathlib import Path
+        """The graph of one image, drawn natively into the dock's canvas (:func:`napari_global_xai.sag.draw_sag_figure`:
+        roots in the top row, their children below); each node's axes is clickable (:meth:`show_node`)."""
+        import matplotlib.style as mplstyle
 
-        from matplotlib.image import imread
-
-        from ..sag import draw_sag
+        from ..sag import draw_sag_figure
 
         self.shown_index = None if result is None else result.image_index
+        self.shown_result = result
         fig = self.plot.figure
         fig.clear()
-        ax = fig.add_subplot(111)
-        ax.set_axis_off()
-        if result is not None:
-            ax.set_title(f"image {result.image_index}: {len(result.roots)} root(s)", fontsize=9)
-            stack = stack_from_layer(self.image_layer.value).to_left_eye()
-            with tempfile.TemporaryDirectory() as tmp:
-                path = Path(tmp) / "sag.png"
-                draw_sag(result, stack.get(result.image_index)[0], path)
-                ax.imshow(imread(path))
+        self.node_axes = {}
+        with mplstyle.context(self.plot.napari_theme_style_sheet):
+            if result is None:
+                fig.add_subplot(111).set_axis_off()
+            else:
+                stack = stack_from_layer(self.image_layer.value).to_left_eye()
+                self.node_axes = draw_sag_figure(fig, result, stack.get(result.image_index)[0], max_per_row=4)
         self.plot.canvas.draw_idle()
+
+    def _on_canvas_click(self, event):
+        if event.inaxes in getattr(self, "node_axes", {}):
+            self.show_node(self.node_axes[event.inaxes])
+
+    def show_node(self, node_index: int):
+        """Outline one graph node's patches on its image (a shapes layer on that image's slice) and go to the image."""
+        result = self.shown_result
+        node = result.nodes[node_index]
+        layer = self.image_layer.value
+        h, w = layer.data.shape[1:3]
+        rects = patch_rectangles(node.patches, result.grid, result.image_index, (h, w))
+        name = f"SAG node · {self.label.value}"
+        meta = {"napari_global_xai_sag_node": {"image": result.image_index, "node": node_index,
+                                                "patches": sorted(node.patches), "relative": node.relative}}
+        if name in self.viewer.layers:
+            self.viewer.layers.remove(name)
+        self.viewer.add_shapes(rects, shape_type="rectangle", edge_color="cyan", face_color="transparent",
+                               edge_width=3, name=name, metadata=meta)
+        self.viewer.dims.set_current_step(max(self.viewer.dims.ndim - 3, 0), result.image_index)
+        self.run_panel.status.setText(f"node {node_index}: {len(node.patches)} patch(es), "
+                                      f"{100 * node.relative:.0f} % of the full-image confidence")

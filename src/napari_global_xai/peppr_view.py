@@ -1,0 +1,439 @@
+"""The PEPPR figure: curves of one or more maps, a summary table and a filmstrip of erased / restored images.
+
+One drawing path serves the napari PEPPR panel (its themed canvas), the HTML/PDF report (Agg canvas) and tests:
+
+* :class:`PepprView` holds the curves and table rows a figure needs; built from a live
+  :class:`~napari_global_xai.peppr.PepprResult` (:func:`view_from_result`) or from the files ``write_peppr`` wrote
+  (:func:`view_from_folder`), so a report can be made later without the model.
+* :class:`Filmstrip` holds thumbnails of one image erased and restored at each fraction, in the map's order and in a
+  random order, computed with the curve engine's own ranking, masks and fills (:func:`compute_filmstrip`), or read
+  from the ``erased_*.tif`` / ``restored_*.tif`` files a PEPPR run wrote (:func:`filmstrip_from_folder`).
+* :func:`draw_peppr_figure` draws both into a figure the caller owns and returns the artists the panel links to
+  (curve axes, the fraction marker, one axes per thumbnail).
+
+Qt-free; matplotlib's object API only (no pyplot state).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+__all__ = ["PepprView", "Filmstrip", "FigureHandles", "view_from_result", "view_from_folder", "compute_filmstrip",
+           "filmstrip_from_folder", "draw_curves", "draw_filmstrip", "draw_peppr_figure", "table_cells",
+           "TABLE_COLUMNS", "thumbnail", "nearest_index"]
+
+#: Columns of the compact summary table (header, row key, format).
+TABLE_COLUMNS = (("map", "map", "s"), ("label", "label", "s"), ("A_erase", "A_erase", ".3f"),
+                 ("A_restore", "A_restore", ".3f"), ("gap", "gap", "+.3f"), ("random gap", "random_gap", "+.3f"),
+                 ("p*", "p_star", ".2f"))
+_MAP_COLOURS = ("#d62728", "#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf")
+_MODE_STYLE = {"erase": {"linestyle": "-", "marker": "o"}, "restore": {"linestyle": "--", "marker": "s"}}
+
+
+@dataclass
+class PepprView:
+    """What the PEPPR figure shows.
+
+    Attributes
+    ----------
+    fractions : numpy.ndarray, (F,)
+    metric : str
+        ``"auroc"`` or ``"mean_probability"``.
+    fill : str
+    n_images : int
+    rows : list of dict
+        The result's table rows (``map``, ``label``, ``A_erase``, ``A_restore``, ``gap``, ``random_gap``,
+        ``p_star``, ...), one per (map, headline label).
+    curves : dict
+        ``{(map, mode, label): (F,) array}`` of the map-order curves.
+    random : dict
+        ``{(mode, label): (n_seeds, F) array}`` of the random-order curves.
+    """
+
+    fractions: np.ndarray
+    metric: str
+    fill: str
+    n_images: int
+    rows: list
+    curves: dict
+    random: dict = field(default_factory=dict)
+
+    def curve(self, map_name: str, mode: str, label: str) -> np.ndarray:
+        return self.curves[(map_name, mode, label)]
+
+    def random_band(self, mode: str, label: str) -> tuple[np.ndarray, np.ndarray] | None:
+        """Mean and sample sd over seeds of the random-order curve, or None without random curves."""
+        runs = self.random.get((mode, label))
+        if runs is None or len(runs) == 0:
+            return None
+        sd = runs.std(axis=0, ddof=1) if len(runs) > 1 else np.zeros(runs.shape[1])
+        return runs.mean(axis=0), sd
+
+
+@dataclass
+class Filmstrip:
+    """Thumbnails of one image erased and restored at every fraction.
+
+    Attributes
+    ----------
+    fractions : numpy.ndarray, (F,)
+    rows : list of (str, numpy.ndarray)
+        ``(title, (F, h, w, 3) uint8)`` per strip, e.g. ``"map · erase"``, ``"random · restore"``.
+    image_index : int
+    map_name : str
+    """
+
+    fractions: np.ndarray
+    rows: list
+    image_index: int = 0
+    map_name: str = ""
+
+
+@dataclass
+class FigureHandles:
+    """Artists of a drawn PEPPR figure that an interactive canvas links to."""
+
+    curves_ax: object = None
+    table_ax: object = None
+    marker: object = None
+    thumbs: dict = field(default_factory=dict)   # axes -> (row index, fraction index)
+    frames: list = field(default_factory=list)   # highlight rectangles, one per fraction column
+
+
+# ----------------------------------------------------------------------------------------------- building views
+
+
+def view_from_result(result) -> PepprView:
+    """A :class:`PepprView` of a :class:`~napari_global_xai.peppr.PepprResult` (all its maps and labels)."""
+    curves = {}
+    for name in result.maps:
+        for mode in ("erase", "restore"):
+            for label in list(result.labels) + ["macro"]:
+                curves[(name, mode, label)] = np.asarray(result.curves[name].curve(mode, label), float)
+    random = {}
+    for mode in ("erase", "restore"):
+        for label in list(result.labels) + ["macro"]:
+            if result.random:
+                random[(mode, label)] = np.array([c.curve(mode, label) for c in result.random], float)
+    return PepprView(np.asarray(result.fractions, float), result.metric, result.fill, result.n_images,
+                     [dict(r) for r in result.table], curves, random)
+
+
+def view_from_folder(folder: str | Path) -> PepprView:
+    """Rebuild a :class:`PepprView` from ``peppr_summary.json`` and ``peppr_curves.csv`` in ``folder``.
+
+    Raises
+    ------
+    FileNotFoundError
+        The folder holds no ``peppr_summary.json``.
+    """
+    folder = Path(folder)
+    summary = json.loads((folder / "peppr_summary.json").read_text())
+    fractions = np.asarray(summary["fractions"], float)
+    curves, random = {}, {}
+    path = folder / "peppr_curves.csv"
+    if path.exists():
+        values: dict = {}
+        with path.open(newline="") as fh:
+            for row in csv.DictReader(fh):
+                key = (row["map"], row["order"], row["seed"], row["curve"], row["label"])
+                values.setdefault(key, {})[float(row["fraction"])] = float(row["value"])
+        seeds: dict = {}
+        for (map_name, order, seed, mode, label), points in values.items():
+            curve = np.array([points.get(float(p), np.nan) for p in fractions])
+            if order == "true" and map_name != "random":
+                curves[(map_name, mode, label)] = curve
+            elif order == "random":
+                seeds.setdefault((mode, label), []).append(curve)
+        random = {k: np.array(v) for k, v in seeds.items()}
+    rows = [{k: (np.nan if v is None else v) for k, v in r.items()} for r in summary.get("table", [])]
+    return PepprView(fractions, summary.get("metric", "auroc"), summary.get("fill", ""),
+                     int(summary.get("n_images", 0)), rows, curves, random)
+
+
+# ------------------------------------------------------------------------------------------------- thumbnails
+
+
+def thumbnail(image: np.ndarray, max_side: int) -> np.ndarray:
+    """Area-average an ``(H, W[, C])`` image down so its longer side is at most ``max_side`` (integer factor)."""
+    img = np.asarray(image)
+    factor = int(np.ceil(max(img.shape[:2]) / max_side))
+    if factor <= 1:
+        return img
+    h, w = (img.shape[0] // factor) * factor, (img.shape[1] // factor) * factor
+    img = img[:h, :w].astype(np.float32)
+    small = img.reshape(h // factor, factor, w // factor, factor, *img.shape[2:]).mean(axis=(1, 3))
+    return small
+
+
+def _display_rgb(images: np.ndarray) -> np.ndarray:
+    """``(..., H, W, c)`` model-channel pixels → uint8 RGB for display (2 channels: red, green; 1: grey)."""
+    x = np.asarray(images, np.float32)
+    c = x.shape[-1]
+    if c == 1:
+        x = np.repeat(x, 3, axis=-1)
+    elif c == 2:
+        x = np.concatenate([x, np.zeros_like(x[..., :1])], axis=-1)
+    x = x[..., :3]
+    return np.clip(np.rint(x), 0, 255).astype(np.uint8)
+
+
+def compute_filmstrip(model, image: np.ndarray, global_map: np.ndarray, fractions: Sequence[float],
+                      fill: str = "zero", *, random_seed: int = 0, max_side: int = 96, image_index: int = 0,
+                      map_name: str = "", cancel=None) -> Filmstrip:
+    """Thumbnails of one image erased and restored at each fraction, in the map's order and one random order.
+
+    Parameters
+    ----------
+    model : LoadedModel or None
+        Gives the input channels and normalisation the fill is applied in (as in the curve engine).
+    image : numpy.ndarray, (H, W, C)
+        Raw harmonised pixels (the frame the map lives in).
+    global_map : numpy.ndarray, (H, W)
+    fractions : sequence of float
+    fill : {"zero", "black", "blur", "impute"}
+    random_seed : int
+        Seed of the random order (the first random-order seed of a PEPPR run is 0).
+    max_side : int
+        Longer side of a thumbnail in pixels.
+    cancel : callable() -> bool, optional
+        Checked between strips; a cancelled call returns the strips finished so far.
+
+    Returns
+    -------
+    Filmstrip
+        Rows ``map · erase``, ``map · restore``, ``random · erase``, ``random · restore``.
+
+    Notes
+    -----
+    The filled images are made at full resolution with the curve engine's masks and fills
+    (:func:`napari_global_xai.peppr.pixel_ranking`, :func:`~napari_global_xai.peppr.random_ranking`,
+    :func:`napari_global_xai.peppr_report.filled_images`), one strip at a time, and only then area-averaged to
+    thumbnails: filling a downscaled image would show masks the model never saw. One image and 4 × F fills cost a
+    fraction of a second (blur fill: about a second) and run in the panel's worker thread.
+    """
+    from .peppr import pixel_ranking, random_ranking
+    from .peppr_report import filled_images
+
+    img = np.asarray(image)[None]
+    h, w = img.shape[1:3]
+    orders = (("map", pixel_ranking(np.asarray(global_map, float))), ("random", random_ranking((h, w), random_seed)))
+    rows = []
+    for order, ranking in orders:
+        for mode in ("erase", "restore"):
+            if cancel is not None and cancel():
+                return Filmstrip(np.asarray(fractions, float), rows, image_index, map_name)
+            filled = filled_images(model, img, ranking, fractions, fill, mode)[0]      # (F, H, W, c)
+            thumbs = np.stack([thumbnail(_display_rgb(f).astype(np.float32), max_side) for f in filled])
+            rows.append((f"{order} · {mode}", np.clip(np.rint(thumbs), 0, 255).astype(np.uint8)))
+    return Filmstrip(np.asarray(fractions, float), rows, image_index, map_name)
+
+
+def filmstrip_from_folder(folder: str | Path, image_index: int = 0, max_side: int = 160) -> Filmstrip | None:
+    """The map-order filmstrip of one image from the ``erased_<map>.tif`` / ``restored_<map>.tif`` of a PEPPR run.
+
+    Returns None when the folder has no such pair.
+    """
+    import tifffile
+
+    folder = Path(folder)
+    for erased in sorted(folder.glob("erased_*.tif")):
+        name = erased.stem[len("erased_"):]
+        restored = folder / f"restored_{name}.tif"
+        if not restored.exists():
+            continue
+        rows, fractions = [], None
+        for mode, path in (("erase", erased), ("restore", restored)):
+            with tifffile.TiffFile(path) as tif:
+                data = tif.asarray()                                   # (n, F, c, H, W) or fewer axes
+                info = json.loads((tif.imagej_metadata or {}).get("Info", "{}"))
+            fractions = np.asarray(info.get("fractions", []), float)
+            data = data.reshape(-1, len(fractions), *data.shape[-3:]) if data.ndim >= 4 else data[None, None]
+            image = np.moveaxis(data[min(image_index, len(data) - 1)], 1, -1)   # (F, H, W, c)
+            thumbs = np.stack([thumbnail(_display_rgb(f).astype(np.float32), max_side) for f in image])
+            rows.append((f"map · {mode}", np.clip(np.rint(thumbs), 0, 255).astype(np.uint8)))
+        return Filmstrip(fractions, rows, image_index, name)
+    return None
+
+
+def nearest_index(values: Sequence[float], x: float) -> int:
+    """Index of the value nearest ``x`` (first of ties)."""
+    return int(np.argmin(np.abs(np.asarray(values, float) - float(x))))
+
+
+# ------------------------------------------------------------------------------------------------------ drawing
+
+
+def _fmt(value, spec: str) -> str:
+    if spec == "s":
+        return str(value)
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return "n/a"
+    return "n/a" if not np.isfinite(v) else format(v, spec)
+
+
+def table_cells(view: PepprView) -> tuple[list[str], list[list[str]]]:
+    """Header and formatted rows of the compact summary table (:data:`TABLE_COLUMNS`)."""
+    header = [h for h, _, _ in TABLE_COLUMNS]
+    rows = [[_fmt(row.get(key), spec) for _, key, spec in TABLE_COLUMNS] for row in view.rows]
+    return header, rows
+
+
+def draw_curves(ax, view: PepprView, fraction: float | None = None, legend: bool = True):
+    """Draw every table row's erase (solid) and restore (dashed) curve, one colour per map, into ``ax``.
+
+    The random order's mean ± sd is drawn once per label as a grey band; the legend sits outside the axes (to the
+    right). Returns the fraction marker (a vertical line) or None.
+    """
+    f = view.fractions
+    banded = set()
+    for i, row in enumerate(view.rows):
+        colour = _MAP_COLOURS[i % len(_MAP_COLOURS)]
+        name, label = row["map"], row["label"]
+        for mode in ("erase", "restore"):
+            if (mode, label) not in banded:
+                band = view.random_band(mode, label)
+                if band is not None:
+                    mean, sd = band
+                    ax.fill_between(f, mean - sd, mean + sd, color="0.6", alpha=0.2, linewidth=0)
+                    ax.plot(f, mean, color="0.45", linewidth=1, linestyle=_MODE_STYLE[mode]["linestyle"],
+                            label=f"random {mode}" + (f" ({label})" if len(view.rows) > 1 else ""))
+                banded.add((mode, label))
+            key = (name, mode, label)
+            if key in view.curves:
+                ax.plot(f, view.curves[key], color=colour, linewidth=1.8, markersize=3.5,
+                        label=f"{name}{'' if label in ('macro', name) else ' → ' + label}: {mode}", picker=True, pickradius=5, **_MODE_STYLE[mode])
+    ax.set_xlabel("fraction of pixels erased / restored")
+    ax.set_ylabel("AUROC" if view.metric == "auroc" else "mean probability")
+    ax.set_xlim(-0.02, 1.02)
+    ax.grid(alpha=0.3)
+    marker = None
+    if fraction is not None:
+        marker = ax.axvline(float(fraction), color="#f1c40f", linewidth=1.5, zorder=0)
+    if legend:
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0, frameon=False)
+    return marker
+
+
+def draw_table(ax, view: PepprView):
+    """The compact summary table in an axes of its own (axis off)."""
+    ax.set_axis_off()
+    header, rows = table_cells(view)
+    if not rows:
+        return None
+    table = ax.table(cellText=rows, colLabels=header, loc="upper center", cellLoc="center")
+    table.auto_set_font_size(False)
+    table.set_fontsize(7)
+    table.auto_set_column_width(list(range(len(header))))
+    table.scale(1.0, 1.25)
+    for cell in table.get_celld().values():  # transparent cells: readable on light and dark (napari) themes
+        cell.set_facecolor("none")
+        cell.set_edgecolor("0.55")
+    return table
+
+
+def draw_filmstrip(fig, strip: Filmstrip, highlight: int | None = None, handles: FigureHandles | None = None):
+    """A grid of thumbnails: one row per strip, one column per fraction; the ``highlight`` column framed."""
+    from matplotlib.patches import Rectangle
+
+    handles = handles or FigureHandles()
+    n_rows, n_cols = len(strip.rows), len(strip.fractions)
+    if not n_rows:
+        return handles
+    axes = fig.subplots(n_rows, n_cols, squeeze=False, gridspec_kw={"wspace": 0.03, "hspace": 0.06})
+    fig.subplots_adjust(left=0.2 if fig.figure.get_figwidth() < 6 else 0.13, right=0.99, bottom=0.08, top=0.92)
+    for r, (title, thumbs) in enumerate(strip.rows):
+        for c in range(n_cols):
+            ax = axes[r, c]
+            ax.imshow(thumbs[c], interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            for spine in ax.spines.values():
+                spine.set_visible(False)
+            if r == n_rows - 1:  # fractions under the last row (the strip's title sits above the first)
+                ax.set_xlabel(f"{strip.fractions[c]:g}", fontsize=7, labelpad=2)
+            if c == 0:
+                ax.set_ylabel(title, fontsize=7, rotation=0, ha="right", va="center")
+            handles.thumbs[ax] = (r, c)
+    handles.frames = []
+    for c in range(n_cols):
+        column = []
+        for r in range(n_rows):
+            frame = Rectangle((0, 0), 1, 1, transform=axes[r, c].transAxes, fill=False, edgecolor="#f1c40f",
+                              linewidth=2.5, visible=c == highlight, clip_on=False)
+            axes[r, c].add_patch(frame)
+            column.append(frame)
+        handles.frames.append(column)
+    fig.suptitle(f"image {strip.image_index}" + (f", map {strip.map_name}" if strip.map_name else "")
+                 + " (map order and one random order), fraction below", fontsize=8, y=0.995)
+    return handles
+
+
+def set_highlight(handles: FigureHandles, column: int | None) -> None:
+    """Frame one filmstrip column (None = none) and leave the others plain."""
+    for c, patches in enumerate(handles.frames):
+        for patch in patches:
+            patch.set_visible(c == column)
+
+
+def draw_peppr_figure(fig, view: PepprView, strip: Filmstrip | None = None, fraction: float | None = None,
+                      title: str | None = None, layout: str = "auto") -> FigureHandles:
+    """The whole PEPPR figure into ``fig``: curves, legend (outside the axes) and summary table, filmstrip below.
+
+    Parameters
+    ----------
+    fig : matplotlib.figure.Figure
+        Cleared first; any canvas (Agg for files, the panel's Qt canvas).
+    view : PepprView
+    strip : Filmstrip, optional
+    fraction : float, optional
+        Marked on the curves and framed in the filmstrip (nearest grid fraction).
+    title : str, optional
+    layout : {"auto", "wide", "narrow"}
+        ``wide``: table and legend beside the curves; ``narrow`` (a napari dock): table and legend under them;
+        ``auto`` picks ``wide`` for figures at least 7.5 inches wide.
+
+    Returns
+    -------
+    FigureHandles
+    """
+    fig.clear()
+    handles = FigureHandles()
+    wide = layout == "wide" or (layout == "auto" and fig.get_size_inches()[0] >= 7.5)
+    if strip is not None and strip.rows:
+        top, bottom = fig.subfigures(2, 1, height_ratios=[1.15 if wide else 1.9, 1.0], hspace=0.02)
+    else:
+        top, bottom = fig, None
+    if wide:
+        grid = top.add_gridspec(2, 2, width_ratios=[1.45, 1.0], height_ratios=[1.0, 1.1], left=0.09, right=0.99,
+                                bottom=0.17, top=0.9, wspace=0.08, hspace=0.05)
+        curves_spec, table_spec, legend_spec = grid[:, 0], grid[0, 1], grid[1, 1]
+    else:
+        grid = top.add_gridspec(3, 1, height_ratios=[2.0, 0.32, 0.4], left=0.15, right=0.97, bottom=0.0, top=0.93,
+                                hspace=0.3)
+        curves_spec, table_spec, legend_spec = grid[0], grid[1], grid[2]
+    handles.curves_ax = top.add_subplot(curves_spec)
+    handles.marker = draw_curves(handles.curves_ax, view, fraction, legend=False)
+    handles.table_ax = top.add_subplot(table_spec)
+    draw_table(handles.table_ax, view)
+    legend_ax = top.add_subplot(legend_spec)
+    legend_ax.set_axis_off()
+    lines, labels = handles.curves_ax.get_legend_handles_labels()
+    if lines:  # legend outside the curves' axes
+        legend = legend_ax.legend(lines, labels, fontsize=7, loc="upper left", frameon=False,
+                                  ncol=1 if wide and len(lines) < 9 else 2)
+        for text in legend.get_texts():  # the theme's text colour (napari's dark theme in the dock)
+            text.set_color(handles.curves_ax.xaxis.label.get_color())
+    top.suptitle(title or f"PEPPR ({view.fill} fill, {view.n_images} images)", fontsize=9)
+    if bottom is not None:
+        highlight = None if fraction is None else nearest_index(strip.fractions, fraction)
+        draw_filmstrip(bottom, strip, highlight, handles)
+    return handles

@@ -1,0 +1,518 @@
+"""One self-contained HTML report (plus a PDF of its figures) of a results folder.
+
+``write_report(results_dir, "report.html")`` walks the folder (a ``global-xai demo`` output with ``explain_<method>/``
+and ``peppr_<method>/`` sub-folders, or a single explain / PEPPR / SAG folder), turns every result file it knows into
+a section through a small registry of ``(glob pattern → renderer)`` rules, renders the sections with the jinja2
+template shipped in ``templates/report.html.j2`` and writes
+
+* ``report.html``: every image embedded as a ``data:`` URI (PNG, or JPEG when that is much smaller), no script, no
+  external request, so the one file can be mailed or attached to a supplement;
+* ``report.pdf`` beside it (``pdf=True``): the same figures and tables, one page each, through matplotlib's
+  ``PdfPages``.
+
+A new analysis adds one :class:`SectionRule` (:func:`register_section`); files no rule claims are still shown:
+JSON and CSV as generic tables, PNG/JPEG as figures. Qt-free.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import datetime as _dt
+import fnmatch
+import io
+import json
+import platform
+import shlex
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+__all__ = ["write_report", "build_sections", "register_section", "SectionRule", "Section", "Table", "Figure",
+           "SECTION_RULES", "MAX_IMAGE_SIDE"]
+
+#: Longest side of an embedded image in pixels (figures are downscaled to it).
+MAX_IMAGE_SIDE = 1400
+#: Rows of a generic table shown (the rest is counted in a note).
+MAX_TABLE_ROWS = 25
+_JPEG_QUALITY = 85
+
+
+@dataclass
+class Table:
+    """A table of a section: ``header`` and string ``rows``; ``note`` says what was left out."""
+
+    caption: str
+    header: list
+    rows: list
+    note: str = ""
+
+
+@dataclass
+class Figure:
+    """A figure of a section: an RGB(A) array (embedded, and a PDF page) with a caption."""
+
+    caption: str
+    pixels: np.ndarray
+    uri: str = ""
+
+
+@dataclass
+class Section:
+    """One block of the report.
+
+    Attributes
+    ----------
+    title : str
+    source : str
+        The files it was made from (relative to the results folder).
+    facts : list of (str, str)
+        Key facts shown as a definition list.
+    tables : list of Table
+    figures : list of Figure
+    text : list of str
+        Paragraphs (plain text, escaped by the template).
+    """
+
+    title: str
+    source: str = ""
+    facts: list = field(default_factory=list)
+    tables: list = field(default_factory=list)
+    figures: list = field(default_factory=list)
+    text: list = field(default_factory=list)
+    anchor: str = ""
+
+
+#: ``renderer(path, folder, root) -> (Section or None, claimed paths)``.
+Renderer = Callable[[Path, Path, Path], "tuple[Section | None, set]"]
+
+
+@dataclass
+class SectionRule:
+    """A registry entry: files matching ``pattern`` (a glob on the file name) are rendered by ``renderer``."""
+
+    pattern: str
+    renderer: Renderer
+    order: int = 50
+
+
+# ------------------------------------------------------------------------------------------------- small helpers
+
+
+def _read_json(path: Path):
+    return json.loads(Path(path).read_text())
+
+
+def _rel(path: Path, root: Path) -> str:
+    try:
+        return str(Path(path).relative_to(root))
+    except ValueError:
+        return Path(path).name
+
+
+def _fmt(value) -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, float):
+        return "n/a" if not np.isfinite(value) else f"{value:.4g}"
+    if isinstance(value, (list, tuple)):
+        text = ", ".join(_fmt(v) for v in value[:12])
+        return text + (f", … ({len(value)} in all)" if len(value) > 12 else "")
+    if isinstance(value, dict):
+        return json.dumps(value, default=str)[:300]
+    return str(value)
+
+
+def _flatten(data, prefix: str = "") -> list[tuple[str, str]]:
+    """Nested JSON → ``(dotted key, value)`` rows (lists of scalars kept as one value)."""
+    if isinstance(data, dict):
+        out = []
+        for k, v in data.items():
+            out += _flatten(v, f"{prefix}.{k}" if prefix else str(k))
+        return out
+    return [(prefix, _fmt(data))]
+
+
+def _records_table(caption: str, records: list, note: str = "") -> Table:
+    """A list of dicts (one row each) → Table with the union of their keys as header."""
+    header: list = []
+    for r in records:
+        header += [k for k in r if k not in header]
+    rows = [[_fmt(r.get(k)) for k in header] for r in records[:MAX_TABLE_ROWS]]
+    if len(records) > MAX_TABLE_ROWS:
+        note = (note + " " if note else "") + f"First {MAX_TABLE_ROWS} of {len(records)} rows."
+    return Table(caption, header, rows, note)
+
+
+def _load_pixels(path: Path) -> np.ndarray:
+    from PIL import Image
+
+    with Image.open(path) as im:
+        return np.asarray(im.convert("RGBA" if im.mode in ("RGBA", "LA", "P") else "RGB"))
+
+
+def encode_image(pixels: np.ndarray, max_side: int = MAX_IMAGE_SIDE) -> str:
+    """An image as a ``data:`` URI: downscaled to ``max_side``, PNG unless JPEG is under half its size.
+
+    Notes
+    -----
+    Plots with flat colours compress well as PNG and stay sharp; photographic content (fundus images, overlays)
+    is several times smaller as JPEG (quality 85), which keeps the 64-image demo's report to a few MB.
+    """
+    from PIL import Image
+
+    im = Image.fromarray(np.asarray(pixels))
+    scale = max_side / max(im.size)
+    if scale < 1:
+        im = im.resize((max(1, round(im.width * scale)), max(1, round(im.height * scale))), Image.LANCZOS)
+    png = io.BytesIO()
+    im.save(png, format="PNG", optimize=True)
+    jpeg = io.BytesIO()
+    im.convert("RGB").save(jpeg, format="JPEG", quality=_JPEG_QUALITY, optimize=True)
+    if im.mode != "RGBA" and jpeg.tell() < 0.5 * png.tell():
+        return "data:image/jpeg;base64," + base64.b64encode(jpeg.getvalue()).decode("ascii")
+    return "data:image/png;base64," + base64.b64encode(png.getvalue()).decode("ascii")
+
+
+def figure_pixels(fig) -> np.ndarray:
+    """Render a matplotlib figure (any canvas) to an RGBA array through an Agg canvas."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    return np.asarray(canvas.buffer_rgba()).copy()
+
+
+# ------------------------------------------------------------------------------------------------------ renderers
+
+
+def _provenance_facts(prov: dict) -> list[tuple[str, str]]:
+    """The provenance facts a reader needs: command, versions, model card and weights hash, device, inputs."""
+    facts = []
+    for key, label in (("command", "command"), ("created", "created"), ("version", "napari-global-xai"),
+                       ("python", "python"), ("torch", "torch"), ("platform", "platform")):
+        if prov.get(key):
+            facts.append((label, str(prov[key])))
+    model = prov.get("model") or {}
+    if model:
+        facts += [("model", str(model.get("name", ""))), ("model card", str(model.get("card", ""))),
+                  ("model weights sha256 (fast)", str(model.get("weights_sha256_fast", ""))),
+                  ("device", str(model.get("device", "")))]
+        card = model.get("card")
+        if card and Path(card).exists():
+            from .provenance import file_fingerprint
+
+            facts.append(("model card sha256 (fast, at report time)", file_fingerprint(card)))
+    for item in (prov.get("inputs") or [])[:20]:
+        facts.append(("input", f"{item.get('path', '')}  sha256 (fast) {item.get('sha256_fast', '')}"))
+    config = prov.get("config")
+    if isinstance(config, dict):
+        facts.append(("settings", ", ".join(f"{k}={_fmt(v)}" for k, v in config.items() if v not in (None, {}))))
+    return facts
+
+
+def _explain_section(path: Path, folder: Path, root: Path):
+    summary = _read_json(path)
+    prov = summary.get("provenance", {})
+    method = (prov.get("config") or {}).get("method", folder.name)
+    section = Section(f"Global maps · {method}", _rel(folder, root))
+    section.facts = [("subset", str(summary.get("subset"))), ("maps computed", str(summary.get("maps_computed"))),
+                     ("cancelled", str(summary.get("cancelled")))] + _provenance_facts(prov)
+    counts = summary.get("maps_per_label", {})
+    section.tables.append(Table("Image-wise maps per label-wise global map", ["label", "maps"],
+                                [[k, str(v)] for k, v in counts.items()],
+                                "The overall map averages the label-wise maps of: "
+                                + ", ".join(summary.get("overall_labels", []))))
+    claimed = {path}
+    overlay = folder / "global_maps.png"
+    if overlay.exists():
+        section.figures.append(Figure("Global maps over the mean anatomy (one colour scale for all maps)",
+                                      _load_pixels(overlay)))
+        claimed.add(overlay)
+    claimed |= {p for p in folder.glob("*") if p.name in ("global_maps.tif", "global_std.tif", "image_maps.tif",
+                                                             "predictions.csv")}
+    predictions = folder / "predictions.csv"
+    if predictions.exists():
+        with predictions.open(newline="") as fh:
+            n = sum(1 for _ in fh) - 1
+        section.text.append(f"Per-image predictions: {predictions.name} ({n} images).")
+    return section, claimed
+
+
+def _peppr_section(path: Path, folder: Path, root: Path):
+    from matplotlib.figure import Figure as MplFigure
+
+    from .peppr_view import draw_peppr_figure, filmstrip_from_folder, table_cells, view_from_folder
+
+    summary = _read_json(path)
+    view = view_from_folder(folder)
+    strip = filmstrip_from_folder(folder)
+    section = Section("PEPPR faithfulness", _rel(folder, root))
+    split = summary.get("split") or {}
+    section.facts = [("metric", str(summary.get("metric"))), ("fill", str(summary.get("fill"))),
+                     ("images", str(summary.get("n_images"))), ("fractions", _fmt(summary.get("fractions"))),
+                     ("random seeds", _fmt(summary.get("random_seeds"))),
+                     ("forwards", f"{summary.get('n_forwards')} ({summary.get('n_skipped')} skipped)"),
+                     ("split", str(split.get("note", "")))]
+    header, rows = table_cells(view)
+    section.tables.append(Table("Summary (areas are normalised trapezoid areas; gap = A_restore − A_erase)",
+                                header, rows))
+    # the figure shows the headline map (overall map on the macro mean, else the first row); the table above has all
+    headline = [r for r in view.rows if r["map"] == "overall" and r["label"] == "macro"] or view.rows[:1]
+    view.rows = headline
+    fig = MplFigure(figsize=(10, 8.5 if strip is not None else 4.2), dpi=110)
+    draw_peppr_figure(fig, view, strip, fraction=None if strip is None else float(strip.fractions[0]),
+                      title=f"PEPPR ({view.fill} fill, {view.n_images} images)")
+    section.figures.append(Figure(f"PEPPR curves of map {headline[0]['map']} on {headline[0]['label']} (random order: "
+                                  "grey, mean ± sd), and the first image erased / restored in the map's order at the "
+                                  "saved fractions", figure_pixels(fig)))
+    claimed = {path, folder / "peppr_curves.csv", folder / "peppr.png"}
+    claimed |= set(folder.glob("erased_*.tif")) | set(folder.glob("restored_*.tif"))
+    return section, claimed
+
+
+def _sag_section(path: Path, folder: Path, root: Path):
+    summary = _read_json(path)
+    section = Section(f"Structured attention graphs · {summary.get('label', '')}", _rel(folder, root))
+    section.facts = [("label", str(summary.get("label"))), ("images", _fmt(summary.get("images"))),
+                     ("grid", _fmt(summary.get("grid"))), ("cancelled", str(summary.get("cancelled")))]
+    sets = summary.get("root_sets", [])
+    section.tables.append(_records_table("Most frequent root sets (patch indices, row-major on the grid)",
+                                         [{"patches": " ".join(map(str, s.get("patches", []))),
+                                           "images": s.get("count"), "frequency": s.get("frequency")}
+                                          for s in sets]))
+    claimed = {path} | set(folder.glob("sag_*.json")) | set(folder.glob("sag_*.svg")) | set(folder.glob("sag_*.pdf"))
+    pngs = sorted(p for p in folder.glob("sag_*.png"))
+    for p in pngs[:6]:
+        section.figures.append(Figure(f"SAG of {p.stem[4:]}", _load_pixels(p)))
+    if len(pngs) > 6:
+        section.text.append(f"{len(pngs) - 6} more graph figures in {_rel(folder, root)}.")
+    claimed |= set(pngs)
+    return section, claimed
+
+
+def generic_json_section(title: str | None = None) -> Renderer:
+    """A renderer for any JSON result: lists of records as tables, the rest as flattened key/value facts."""
+
+    def render(path: Path, folder: Path, root: Path):
+        data = _read_json(path)
+        section = Section(title or path.stem.replace("_", " "), _rel(path, root))
+        scalars = {}
+        items = data.items() if isinstance(data, dict) else [("rows", data)]
+        for key, value in items:
+            if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+                section.tables.append(_records_table(str(key), value))
+            else:
+                scalars[key] = value
+        section.facts = _flatten(scalars)[:60]
+        return section, {path}
+
+    return render
+
+
+def generic_csv_section(title: str | None = None) -> Renderer:
+    """A renderer for any CSV result: its first rows as a table."""
+
+    def render(path: Path, folder: Path, root: Path):
+        with Path(path).open(newline="") as fh:
+            rows = list(csv.reader(fh))
+        section = Section(title or path.stem.replace("_", " "), _rel(path, root))
+        if rows:
+            body = rows[1:]
+            note = f"First {MAX_TABLE_ROWS} of {len(body)} rows." if len(body) > MAX_TABLE_ROWS else ""
+            section.tables.append(Table(path.name, rows[0], body[:MAX_TABLE_ROWS], note))
+        return section, {path}
+
+    return render
+
+
+def _image_section(path: Path, folder: Path, root: Path):
+    section = Section(path.stem.replace("_", " "), _rel(path, root))
+    section.figures.append(Figure(path.name, _load_pixels(path)))
+    return section, {path}
+
+
+def _titled(pattern: str, title: str, order: int) -> list[SectionRule]:
+    return [SectionRule(f"{pattern}.json", generic_json_section(title), order),
+            SectionRule(f"{pattern}.csv", generic_csv_section(title), order)]
+
+
+#: The registry, tried in ``order``: the first rule whose pattern matches an unclaimed file renders it.
+SECTION_RULES: list[SectionRule] = [
+    SectionRule("explain_summary.json", _explain_section, 10),
+    SectionRule("peppr_summary.json", _peppr_section, 20),
+    SectionRule("sag_summary.json", _sag_section, 30),
+    *_titled("*sanity*", "Sanity check (model randomisation)", 40),
+    *_titled("*group*", "Group differences", 41),
+    *_titled("*compar*", "Group differences", 41),
+    *_titled("*region*", "Region table", 42),
+    *_titled("*concept*", "Concepts", 43),
+    SectionRule("*.json", generic_json_section(), 90),
+    SectionRule("*.csv", generic_csv_section(), 91),
+    SectionRule("*.png", _image_section, 92),
+    SectionRule("*.jpg", _image_section, 92),
+]
+
+
+def register_section(pattern: str, renderer: Renderer, order: int = 50) -> None:
+    """Add a rule: files named like ``pattern`` in a results folder are rendered by ``renderer``.
+
+    Parameters
+    ----------
+    pattern : str
+        Glob on the file name (``fnmatch``), e.g. ``"sanity_*.json"``.
+    renderer : callable(path, folder, root) -> (Section or None, set of Path)
+        Returns the section and the files it used (those are not rendered again by later rules).
+    order : int
+        Rules run in increasing order; the generic fallbacks have 90+.
+    """
+    SECTION_RULES.append(SectionRule(pattern, renderer, order))
+
+
+# ------------------------------------------------------------------------------------------------------- assembly
+
+
+def _run_folders(root: Path) -> list[Path]:
+    """The folder itself and its sub-folders (two levels), in name order, that hold files."""
+    folders = [root] + sorted(p for p in root.glob("*") if p.is_dir()) \
+        + sorted(p for p in root.glob("*/*") if p.is_dir())
+    return [f for f in folders if any(p.is_file() for p in f.iterdir())]
+
+
+def build_sections(results_dir: str | Path, skip: set | None = None) -> list[Section]:
+    """Sections of every result file under ``results_dir`` (see :data:`SECTION_RULES`).
+
+    Raises
+    ------
+    FileNotFoundError
+        ``results_dir`` is not a folder.
+    ValueError
+        It holds no result file any rule knows.
+    """
+    root = Path(results_dir)
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root}: not a results folder")
+    claimed = {Path(p).resolve() for p in (skip or set())}
+    sections: list[Section] = []
+    for folder in _run_folders(root):
+        files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+        for rule in sorted(SECTION_RULES, key=lambda r: r.order):
+            for path in files:
+                if path.resolve() in claimed or not fnmatch.fnmatch(path.name, rule.pattern):
+                    continue
+                try:
+                    section, used = rule.renderer(path, folder, root)
+                except (OSError, ValueError, KeyError, TypeError) as exc:  # a damaged file: say so, keep going
+                    section, used = Section(path.name, _rel(path, root), text=[f"could not read: {exc}"]), {path}
+                claimed |= {Path(p).resolve() for p in used} | {path.resolve()}
+                if section is not None:
+                    sections.append(section)
+    if not sections:
+        raise ValueError(f"{root}: no result files found (expected explain_summary.json, peppr_summary.json, "
+                         "sag_summary.json, or other JSON/CSV/PNG results)")
+    for i, s in enumerate(sections):
+        s.anchor = f"s{i + 1}"
+    return sections
+
+
+def _report_provenance(results_dir: Path) -> list[tuple[str, str]]:
+    from .provenance import package_version
+
+    versions = [("napari-global-xai", package_version()), ("python", platform.python_version())]
+    for name in ("numpy", "torch", "captum", "matplotlib", "jinja2"):
+        try:
+            from importlib.metadata import version
+
+            versions.append((name, version(name)))
+        except Exception:  # noqa: BLE001 - a missing optional package is simply not listed
+            pass
+    return [("results folder", str(results_dir.resolve())),
+            ("report command", shlex.join([Path(sys.argv[0]).name] + sys.argv[1:])),
+            ("report created", _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")),
+            ("platform", platform.platform())] + versions
+
+
+def _write_pdf(path: Path, title: str, sections: list[Section]) -> Path:
+    """One page per figure and per table, through matplotlib's PdfPages (no pyplot state)."""
+    from matplotlib.backends.backend_pdf import PdfPages
+    from matplotlib.figure import Figure as MplFigure
+
+    from .io_utils import atomic_path
+
+    with atomic_path(path) as tmp, PdfPages(tmp, metadata={"Title": title, "Creator": "napari-global-xai"}) as pdf:
+        for section in sections:
+            for figure in section.figures:
+                h, w = figure.pixels.shape[:2]
+                fig = MplFigure(figsize=(8.27, min(11.0, 8.27 * h / w + 0.8)))
+                ax = fig.add_axes((0.02, 0.02, 0.96, 0.9))
+                ax.imshow(figure.pixels)
+                ax.set_axis_off()
+                fig.suptitle(f"{section.title}: {figure.caption}", fontsize=8, wrap=True)
+                pdf.savefig(fig)
+            for table in section.tables:
+                if not table.rows:
+                    continue
+                fig = MplFigure(figsize=(8.27, min(11.0, 1.2 + 0.25 * len(table.rows))))
+                ax = fig.add_axes((0.02, 0.02, 0.96, 0.85))
+                ax.set_axis_off()
+                cells = ax.table(cellText=[[c[:40] for c in r] for r in table.rows],
+                                 colLabels=[str(h)[:24] for h in table.header], loc="upper center")
+                cells.auto_set_font_size(False)
+                cells.set_fontsize(6)
+                fig.suptitle(f"{section.title}: {table.caption}", fontsize=8, wrap=True)
+                pdf.savefig(fig)
+    return path
+
+
+def write_report(results_dir: str | Path, out: str | Path, *, pdf: bool = True,
+                 title: str | None = None) -> dict[str, Path]:
+    """Write a self-contained HTML report (and a PDF of its figures) of a results folder.
+
+    Parameters
+    ----------
+    results_dir : path
+        A ``global-xai demo`` output folder or a single explain / PEPPR / SAG folder (or any folder of results).
+    out : path
+        The HTML file (written atomically; its folder is created). Must not lie inside ``results_dir``'s files
+        that are read (a previous report there is skipped).
+    pdf : bool
+        Also write ``<out stem>.pdf`` beside it.
+    title : str, optional
+
+    Returns
+    -------
+    dict
+        ``{"html": path, "pdf": path}`` (``pdf`` only when written).
+
+    Raises
+    ------
+    FileNotFoundError, ValueError
+        No such folder, or nothing to report in it.
+    """
+    import jinja2
+
+    from .io_utils import atomic_write_text
+
+    root, out = Path(results_dir), Path(out)
+    if out.suffix.lower() not in (".html", ".htm"):
+        raise ValueError(f"{out}: the report is an HTML file (name it *.html)")
+    pdf_path = out.with_suffix(".pdf")
+    sections = build_sections(root, skip={out, pdf_path})
+    for section in sections:
+        for figure in section.figures:
+            figure.uri = encode_image(figure.pixels)
+    title = title or f"Global XAI report: {root.resolve().name}"
+    env = jinja2.Environment(loader=jinja2.PackageLoader("napari_global_xai", "templates"),
+                             autoescape=jinja2.select_autoescape(["html", "j2"]), undefined=jinja2.StrictUndefined)
+    text = env.get_template("report.html.j2").render(title=title, sections=sections,
+                                                     provenance=_report_provenance(root))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out, text)
+    paths = {"html": out}
+    if pdf:
+        paths["pdf"] = _write_pdf(pdf_path, title, sections)
+    return paths
+
