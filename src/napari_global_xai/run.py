@@ -505,7 +505,8 @@ def run_peppr_from_files(stack, model, global_maps_path, out_dir, fill="zero", r
 def run_demo(out_dir, method: str = "ig", device: str = "auto", progress: ProgressFn | None = None) -> str:
     """The whole chain on the shipped sample data: explain → global maps → PEPPR, with figures.
 
-    Returns a printable summary; files go to ``out_dir/explain_<method>/`` and ``out_dir/peppr_<method>/``.
+    Returns a printable summary; files go to ``out_dir/explain_<method>/`` and ``out_dir/peppr_<method>/``, and the
+    one-file report of both to ``out_dir/report.html`` (+ ``report.pdf``).
     """
     import time
 
@@ -523,11 +524,15 @@ def run_demo(out_dir, method: str = "ig", device: str = "auto", progress: Progre
     result = run_peppr_pipeline(stack, model, explained.global_maps, out_dir=out / f"peppr_{method}",
                                 map_split="eval (same images: no held-out split in the sample)",
                                 progress=progress)
+    from .report import write_report
+
+    report = write_report(out, out / "report.html", title="demo")
     lines = [f"demo on {len(stack)} sample images with {model.card.name} on {model.device}: "
              f"{explained.n_computed} {method} maps, PEPPR {result.n_forwards} forwards "
              f"({result.n_skipped} skipped), {time.perf_counter() - t0:.0f}s",
              summary_text(result),
-             f"figures: {out / f'explain_{method}' / 'global_maps.png'} and {out / f'peppr_{method}' / 'peppr.png'}"]
+             f"figures: {out / f'explain_{method}' / 'global_maps.png'} and {out / f'peppr_{method}' / 'peppr.png'}",
+             f"report: {report['html']} (one self-contained file) and {report.get('pdf', '')}"]
     return "\n".join(lines)
 
 
