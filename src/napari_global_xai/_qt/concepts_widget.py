@@ -8,23 +8,24 @@ torch loads only when a run starts.
 from __future__ import annotations
 
 import numpy as np
-from magicgui.widgets import ComboBox, Container, FileEdit, SpinBox
+from magicgui.widgets import ComboBox, Container, SpinBox
 from qtpy.QtWidgets import QAbstractItemView, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget
 
+from ._model_inputs import ModelInputs, load_model_job
 from ._runner import LayerFeeder, RunPanel
-from .explain_widget import optional_path, stack_from_layer, stack_layers
+from .explain_widget import stack_from_layer, stack_layers
 
 __all__ = ["CONCEPT_MAP_KEY", "ConceptsWidget", "concepts_job"]
 
 CONCEPT_MAP_KEY = "napari_global_xai_concept_map"
 
 
-def concepts_job(stack, k, seed, source_name, model_path=None, progress=None, cancel=None):
+def concepts_job(stack, k, seed, source_name, model_path=None, device="auto", trust_pickle=False, progress=None,
+                 cancel=None):
     """Worker body: load the model (torch imports here), run XNN concepts, prepare one layer per concept."""
     from ..concepts import ConceptConfig, run_concepts
-    from ..models import load_model
 
-    model = load_model(model_path, device="auto")
+    model = load_model_job(model_path, device, trust_pickle)
     result = run_concepts(stack, model, ConceptConfig(k=int(k), seed=int(seed)), progress=progress, cancel=cancel)
     anatomy = stack.to_left_eye().mean_image()
     rgb = anatomy.shape[-1] == 3
@@ -45,11 +46,11 @@ class ConceptsWidget(QWidget):
         super().__init__()
         self.viewer = napari_viewer
         self.image_layer = ComboBox(label="image stack", choices=self._stack_layers)
-        self.model_card = FileEdit(label="model card (empty = demo model)", mode="r", filter="*.json",
-                                   nullable=True, value=None)
+        self.model_inputs = ModelInputs()
+        self.model_card, self.device, self.trust_pickle = self.model_inputs.widgets
         self.k = SpinBox(label="concepts (K)", min=1, max=64, value=8)
         self.seed = SpinBox(label="seed", min=0, max=2 ** 31 - 1, value=0)
-        self.form = Container(widgets=[self.image_layer, self.model_card, self.k, self.seed])
+        self.form = Container(widgets=[self.image_layer, *self.model_inputs.widgets, self.k, self.seed])
         self.run_panel = RunPanel("Learn concepts")
         self.run_panel.set_start(self.start)
         self.feeder = LayerFeeder(napari_viewer, self)
@@ -87,7 +88,7 @@ class ConceptsWidget(QWidget):
         self._stack, self._source = stack, layer
         return self.run_panel.launch(concepts_job, self._on_result, stack=stack, k=self.k.value,
                                      seed=self.seed.value, source_name=layer.name,
-                                     model_path=optional_path(self.model_card.value))
+                                     **self.model_inputs.load_options())
 
     def _on_result(self, payload):
         self.result, layers = payload

@@ -17,6 +17,7 @@ from qtpy.QtWidgets import QVBoxLayout, QWidget
 
 from .._layers import STACK_METADATA_KEY
 from .._method_names import BUILTIN_METHODS
+from ._model_inputs import ModelInputs, optional_path
 from ._runner import LayerFeeder, RunPanel
 
 __all__ = ["ExplainWidget", "GLOBAL_MAP_KEY", "IMAGE_MAPS_KEY", "stack_from_layer"]
@@ -67,13 +68,6 @@ def stack_layers(viewer) -> list:
             and IMAGE_MAPS_KEY not in layer.metadata and GLOBAL_MAP_KEY not in layer.metadata]
 
 
-def optional_path(value) -> str | None:
-    """A file-picker value as a path string, or None when empty."""
-    if value is None or str(value) in ("", "."):
-        return None
-    return str(value)
-
-
 def _labels_of_card(path: str | None) -> list[str]:
     card = Path(path) if path else DEMO_CARD
     try:
@@ -108,12 +102,6 @@ def explain_job(stack, model_path, device, trust_pickle, config, source_name, st
     return result, result_layer_data(result, stack, source_name, stored_orientation)
 
 
-def available_devices_job():
-    from ..models import available_devices
-
-    return available_devices()
-
-
 class ExplainWidget(QWidget):
     """Dock: pick stack, labels, model, method; run; get image-wise and global map layers."""
 
@@ -127,15 +115,13 @@ class ExplainWidget(QWidget):
                                       "and each model label")
         self.csv_options: dict = {}  # id_column / laterality_column / label_map chosen in the columns dialog
         self.columns_dialog = None
-        self.model_card = FileEdit(label="model card (empty = demo model)", mode="r", filter="*.json",
-                                   nullable=True, value=None)
-        self.trust_pickle = CheckBox(text="trust a pickled model file (runs code from it)", value=False)
+        self.model_inputs = ModelInputs()
+        self.model_card, self.device, self.trust_pickle = self.model_inputs.widgets
         self.method = ComboBox(label="method", choices=METHODS, value="ig")
         self.params = LineEdit(label="parameters", value=KEY_PARAMS["ig"])
         self.targets = Select(label="target labels", choices=_labels_of_card(None))
         self.subset = ComboBox(label="subset", choices=["auto", "positive", "predicted", "true_positive", "all"])
         self.normalisation = ComboBox(label="normalisation", choices=["mass", "max", "none"])
-        self.device = ComboBox(label="device", choices=["auto", "cpu"], value="auto")
         self.batch = SpinBox(label="maps per call (0 = auto)", value=0, min=0, max=4096)
         self.stored_orientation = CheckBox(text="also show maps in each image's stored orientation", value=False)
         self.targets.native.setMaximumHeight(100)
@@ -159,19 +145,11 @@ class ExplainWidget(QWidget):
         self.viewer.layers.events.inserted.connect(self.image_layer.reset_choices)
         self.viewer.layers.events.removed.connect(self.image_layer.reset_choices)
         self.last_result = None
-        from napari.qt.threading import create_worker
-
-        self._devices_worker = create_worker(available_devices_job, _start_thread=False)
-        self._devices_worker.returned.connect(self._set_devices)
-        self._devices_worker.start()
+        self._devices_worker = self.model_inputs.devices_worker
 
     # --- choices ----------------------------------------------------------------------------------------------
     def _stack_layers(self, _widget=None):
         return stack_layers(self.viewer)
-
-    def _set_devices(self, devices):
-        self.device.choices = devices
-        self.device.value = "auto"
 
     def _on_model_changed(self, value):
         labels = _labels_of_card(optional_path(value))

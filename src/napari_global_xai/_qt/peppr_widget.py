@@ -14,12 +14,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from magicgui.widgets import ComboBox, Container, FileEdit, FloatSlider, LineEdit, PushButton, Select, SpinBox
+from magicgui.widgets import ComboBox, Container, FloatSlider, LineEdit, PushButton, Select, SpinBox
 from qtpy.QtCore import Signal
 from qtpy.QtWidgets import QFileDialog, QVBoxLayout, QWidget
 
+from ._model_inputs import ModelInputs, load_model_job
 from ._runner import RunPanel
-from .explain_widget import GLOBAL_MAP_KEY, optional_path, stack_from_layer
+from .explain_widget import GLOBAL_MAP_KEY, stack_from_layer
 
 __all__ = ["PepprWidget", "peppr_job", "DEFAULT_FRACTIONS_TEXT"]
 
@@ -37,13 +38,12 @@ def _parse_fractions(text: str) -> list[float]:
 
 
 def peppr_job(stack, model_path, device, global_maps, labels, fractions, fill, random_seeds, eval_split,
-              progress=None, cancel=None):
+              trust_pickle=False, progress=None, cancel=None):
     """Worker body: load the model (torch imports here), run PEPPR on the chosen global maps, return result and
     model."""
-    from ..models import load_model
     from ..run import run_peppr_pipeline
 
-    model = load_model(model_path or None, device=device)
+    model = load_model_job(model_path, device, trust_pickle)
     result = run_peppr_pipeline(stack, model, global_maps, labels=labels, fractions=fractions, fill=fill,
                                 random_seeds=random_seeds, eval_split=eval_split or None, progress=progress,
                                 cancel=cancel)
@@ -81,16 +81,16 @@ class PepprWidget(QWidget):
         self.viewer = napari_viewer
         self.map_layers = Select(label="global maps", choices=self._map_layers)
         self.labels = Select(label="metric labels", choices=[])
-        self.model_card = FileEdit(label="model card (empty = demo model)", mode="r", filter="*.json",
-                                   nullable=True, value=None)
+        self.model_inputs = ModelInputs()
+        self.model_card, self.device, self.trust_pickle = self.model_inputs.widgets
         self.fractions = LineEdit(label="fractions", value=DEFAULT_FRACTIONS_TEXT)
         self.fill = ComboBox(label="fill", choices=["zero", "black", "blur", "impute"], value="zero")
         self.random_seeds = SpinBox(label="random seeds", value=5, min=1, max=50)
         self.eval_split = LineEdit(label="evaluate split (empty = all)", value="")
         self.labels.native.setMaximumHeight(90)
         self.map_layers.native.setMaximumHeight(90)
-        self.form = Container(widgets=[self.map_layers, self.labels, self.model_card, self.fractions, self.fill,
-                                       self.random_seeds, self.eval_split])
+        self.form = Container(widgets=[self.map_layers, self.labels, *self.model_inputs.widgets, self.fractions,
+                                       self.fill, self.random_seeds, self.eval_split])
         self.run_panel = RunPanel("Run PEPPR")
         self.run_panel.set_start(self.start)
         self.plot = BaseNapariMPLWidget(napari_viewer)
@@ -179,8 +179,7 @@ class PepprWidget(QWidget):
         self._maps = {n: np.asarray(layer.data, np.float64) for n, layer in zip(names, layers)}
         self._headline_labels = {n: ("macro" if layer.metadata[GLOBAL_MAP_KEY]["label"] == "overall"
                                      else layer.metadata[GLOBAL_MAP_KEY]["label"]) for n, layer in zip(names, layers)}
-        return self.run_panel.launch(peppr_job, self._on_result, stack=stack,
-                                     model_path=optional_path(self.model_card.value), device="auto",
+        return self.run_panel.launch(peppr_job, self._on_result, stack=stack, **self.model_inputs.load_options(),
                                      global_maps=dict(self._maps), labels=labels, fractions=fractions,
                                      fill=self.fill.value, random_seeds=self.random_seeds.value,
                                      eval_split=self.eval_split.value)

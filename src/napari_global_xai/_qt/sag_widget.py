@@ -9,9 +9,10 @@ patch frequency as a heat-map layer plus a table of the most frequent root sets.
 from __future__ import annotations
 
 import numpy as np
-from magicgui.widgets import ComboBox, Container, FileEdit
+from magicgui.widgets import ComboBox, Container
 from qtpy.QtWidgets import QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget
 
+from ._model_inputs import ModelInputs, load_model_job
 from ._runner import LayerFeeder, RunPanel
 from .explain_widget import _labels_of_card, optional_path, stack_from_layer, stack_layers
 
@@ -44,14 +45,14 @@ def root_rectangles(results, image_hw) -> tuple[list[np.ndarray], list[str]]:
     return shapes, texts
 
 
-def sag_job(stack, label, indices, method, fill, source_name, model_path=None, progress=None, cancel=None):
+def sag_job(stack, label, indices, method, fill, source_name, model_path=None, device="auto", trust_pickle=False,
+            progress=None, cancel=None):
     """Worker body: load the model (the demo model when ``model_path`` is None), run SAG, prepare the layers
     (torch imports here, off the main thread)."""
-    from ..models import load_model
     from ..run import run_sag_pipeline
     from ..sag import patch_masks
 
-    model = load_model(model_path, device="auto")
+    model = load_model_job(model_path, device, trust_pickle)
     results, summary = run_sag_pipeline(stack, model, label, indices=indices, method=method, fill=fill,
                                         progress=progress, cancel=cancel)
     h, w = stack.shape[1:3]
@@ -77,14 +78,14 @@ class SagWidget(QWidget):
 
         self.viewer = napari_viewer
         self.image_layer = ComboBox(label="image stack", choices=self._stack_layers)
-        self.model_card = FileEdit(label="model card (empty = demo model)", mode="r", filter="*.json",
-                                   nullable=True, value=None)
+        self.model_inputs = ModelInputs()
+        self.model_card, self.device, self.trust_pickle = self.model_inputs.widgets
         self.label = ComboBox(label="label", choices=_labels_of_card(None))
         self.scope = ComboBox(label="images", choices=["current image", "all positives"], value="current image")
         self.method = ComboBox(label="patch ranking", choices=["igos", "gradcam", "ig", "saliency"], value="igos")
         self.fill = ComboBox(label="fill", choices=["blur", "zero", "black", "impute"], value="blur")
-        self.form = Container(widgets=[self.image_layer, self.model_card, self.label, self.scope, self.method,
-                                       self.fill])
+        self.form = Container(widgets=[self.image_layer, *self.model_inputs.widgets, self.label, self.scope,
+                                       self.method, self.fill])
         self.model_card.changed.connect(self._on_model_changed)
         self.run_panel = RunPanel("Run SAG")
         self.run_panel.set_start(self.start)
@@ -134,7 +135,7 @@ class SagWidget(QWidget):
         indices = [self.current_index()] if self.scope.value == "current image" else None
         return self.run_panel.launch(sag_job, self._on_result, stack=stack, label=self.label.value,
                                      indices=indices, method=self.method.value, fill=self.fill.value,
-                                     source_name=layer.name, model_path=optional_path(self.model_card.value))
+                                     source_name=layer.name, **self.model_inputs.load_options())
 
     def _on_result(self, payload):
         self.results, self.summary, layers = payload

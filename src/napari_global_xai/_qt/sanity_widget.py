@@ -10,7 +10,6 @@ from magicgui.widgets import (
     CheckBox,
     ComboBox,
     Container,
-    FileEdit,
     LineEdit,
     Select,
     SpinBox,
@@ -18,6 +17,7 @@ from magicgui.widgets import (
 from qtpy.QtWidgets import QLabel, QVBoxLayout, QWidget
 
 from ._analyses_common import show_input_error
+from ._model_inputs import ModelInputs, load_model_job
 from ._runner import RunPanel
 from .explain_widget import (
     METHODS,
@@ -48,12 +48,11 @@ def parse_method_params(text: str, methods: list[str]) -> dict[str, dict]:
 
 
 def sanity_job(stack, model_path, configs, n_images, depth, independent, label=None, device="auto",
-               progress=None, cancel=None):
+               trust_pickle=False, progress=None, cancel=None):
     """Worker body: load the model (torch imports here) and run the check."""
     from ..analyses.pipelines import run_sanity
-    from ..models import load_model
 
-    model = load_model(model_path, device=device)
+    model = load_model_job(model_path, device, trust_pickle)
     return run_sanity(stack, model, configs, n_images=n_images, depth=depth, independent=independent, label=label,
                       progress=progress, cancel=cancel)
 
@@ -67,8 +66,8 @@ class SanityWidget(QWidget):
 
         self.viewer = napari_viewer
         self.image_layer = ComboBox(label="image stack", choices=self._stack_layers)
-        self.model_card = FileEdit(label="model card (empty = demo model)", mode="r", filter="*.json",
-                                   nullable=True, value=None)
+        self.model_inputs = ModelInputs()
+        self.model_card, self.device, self.trust_pickle = self.model_inputs.widgets
         self.methods = Select(label="methods", choices=METHODS, value=["ig", "gradcam"])
         self.params = LineEdit(label="parameters", value="ig.n_steps=8, ig.baseline='blur'")
         self.reduction = ComboBox(label="channel reduction", choices=["pos_sum", "abs_sum", "sum", "l2"])
@@ -77,8 +76,8 @@ class SanityWidget(QWidget):
         self.depth = SpinBox(label="layer depth (0 = every module)", value=1, min=0, max=8)
         self.independent = CheckBox(text="also randomise each layer alone", value=False)
         self.methods.native.setMaximumHeight(90)
-        self.form = Container(widgets=[self.image_layer, self.model_card, self.methods, self.params, self.reduction,
-                                       self.label, self.n_images, self.depth, self.independent])
+        self.form = Container(widgets=[self.image_layer, *self.model_inputs.widgets, self.methods, self.params,
+                                       self.reduction, self.label, self.n_images, self.depth, self.independent])
         self.model_card.changed.connect(
             lambda v: setattr(self.label, "choices", ["(most probable)"] + _labels_of_card(optional_path(v))))
         self.run_panel = RunPanel("Run sanity check")
@@ -120,7 +119,7 @@ class SanityWidget(QWidget):
             return None
         label = None if self.label.value == "(most probable)" else self.label.value
         return self.run_panel.launch(sanity_job, self._on_result, stack=stack,
-                                     model_path=optional_path(self.model_card.value), configs=configs,
+                                     **self.model_inputs.load_options(), configs=configs,
                                      n_images=self.n_images.value, depth=self.depth.value or None,
                                      independent=self.independent.value, label=label)
 

@@ -1,0 +1,68 @@
+"""The model inputs every dock shares: the user's model card, the device and the trust-pickle switch.
+
+One source for their labels and defaults, so each dock (Explain, PEPPR, SAG, Concepts, Sanity check) takes the
+user's model the same way as the CLI (``--model``, ``--device``, ``--trust-pickle``). The device list is filled in a
+worker thread (it imports torch), so opening a dock never waits for torch.
+"""
+
+from __future__ import annotations
+
+from magicgui.widgets import CheckBox, ComboBox, FileEdit
+
+__all__ = ["ModelInputs", "available_devices_job", "optional_path"]
+
+
+def optional_path(value) -> str | None:
+    """A FileEdit value as a path string, or None when empty."""
+    text = str(value) if value is not None else ""
+    return text if text not in ("", ".") else None
+
+
+def available_devices_job():
+    from ..models import available_devices
+
+    return available_devices()
+
+
+class ModelInputs:
+    """Model card file, device and trust-pickle widgets, and what a job needs of them.
+
+    Attributes
+    ----------
+    model_card, device, trust_pickle : magicgui widgets
+    widgets : list
+        The three, in the order a dock's form shows them.
+    devices_worker : napari worker
+        Fills :attr:`device` with the devices this machine has (``auto`` first).
+    """
+
+    def __init__(self):
+        from napari.qt.threading import create_worker
+
+        self.model_card = FileEdit(label="model card (empty = demo model)", mode="r", filter="*.json",
+                                   nullable=True, value=None)
+        self.device = ComboBox(label="device", choices=["auto", "cpu"], value="auto")
+        self.trust_pickle = CheckBox(text="trust a pickled model file (runs code from it)", value=False)
+        self.widgets = [self.model_card, self.device, self.trust_pickle]
+        self.devices_worker = create_worker(available_devices_job, _start_thread=False)
+        self.devices_worker.returned.connect(self._set_devices)
+        self.devices_worker.start()
+
+    def _set_devices(self, devices):
+        self.device.choices = devices
+        self.device.value = "auto"
+
+    @property
+    def model_path(self) -> str | None:
+        return optional_path(self.model_card.value)
+
+    def load_options(self) -> dict:
+        """``{"model_path", "device", "trust_pickle"}`` for a worker job (see :func:`load_model_job`)."""
+        return {"model_path": self.model_path, "device": self.device.value, "trust_pickle": self.trust_pickle.value}
+
+
+def load_model_job(model_path, device="auto", trust_pickle=False):
+    """In a worker: the model of the card (the demo model when ``model_path`` is None)."""
+    from ..models import load_model
+
+    return load_model(model_path or None, device=device, trust_pickle=trust_pickle)
