@@ -167,7 +167,11 @@ class LayerTap:
         applies an activation); TorchScript always calls its own graph, so wrap its output yourself.
         """
         if self.kind == "torchscript":
-            out, *acts = self._fn(self.module._c, x)
+            # Unoptimised execution: once the profiling executor has warmed up it runs the forward as one
+            # differentiable subgraph whose extra outputs (the tapped activations) are not on the autograd path of
+            # the model output, so d(output)/d(activation) would be undefined from the third call on.
+            with torch.jit.optimized_execution(False):
+                out, *acts = self._fn(self.module._c, x)
             return out, acts
         targets = ([self.module.get_submodule(n) for n in self.names] if self.kind == "module"
                    else self._hooked)
