@@ -372,8 +372,8 @@ def draw_filmstrip(fig, strip: Filmstrip, highlight: int | None = None, handles:
             axes[r, c].add_patch(frame)
             column.append(frame)
         handles.frames.append(column)
-    fig.suptitle(f"image {strip.image_index}" + (f", map {strip.map_name}" if strip.map_name else "")
-                 + " (map order and one random order), fraction below", fontsize=8, y=0.995)
+    fig.suptitle(f"image {strip.image_index}" + (f" · {strip.map_name}" if strip.map_name else "")
+                 + ": map order vs a random order", fontsize=8, y=0.995)
     return handles
 
 
@@ -417,8 +417,8 @@ def draw_peppr_figure(fig, view: PepprView, strip: Filmstrip | None = None, frac
                                 bottom=0.17, top=0.9, wspace=0.08, hspace=0.05)
         curves_spec, table_spec, legend_spec = grid[:, 0], grid[0, 1], grid[1, 1]
     else:
-        grid = top.add_gridspec(3, 1, height_ratios=[2.0, 0.32, 0.4], left=0.15, right=0.97, bottom=0.0, top=0.93,
-                                hspace=0.3)
+        grid = top.add_gridspec(3, 1, height_ratios=[2.0, 0.34, 0.3], left=0.15, right=0.97, bottom=0.0, top=0.93,
+                                hspace=0.36)
         curves_spec, table_spec, legend_spec = grid[0], grid[1], grid[2]
     handles.curves_ax = top.add_subplot(curves_spec)
     handles.marker = draw_curves(handles.curves_ax, view, fraction, legend=False)
