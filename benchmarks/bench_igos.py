@@ -197,7 +197,7 @@ def main(argv=None) -> None:
 
     t0 = time.perf_counter()
     floor = floor_costs(model, x, max(32, args.max_batch or 0), args.repeats)
-    print("\nper-image cost of plain passes (min of {} repeats):".format(args.repeats))
+    print(f"\nper-image cost of plain passes (min of {args.repeats} repeats):")
     print("  batch  forward ms  fwd+bwd ms")
     for b, (t_f, t_fb) in floor["table"].items():
         print(f"  {b:5d}  {t_f * 1e3:10.2f}  {t_fb * 1e3:10.2f}")

@@ -16,8 +16,6 @@ import torch
 from _timing import best_of
 
 
-
-
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--images", type=int, default=40)

@@ -8,7 +8,6 @@ from napari_global_xai.cli import main
 from napari_global_xai.samples import SAMPLE_STACK
 
 
-
 def test_list_methods(capsys):
     assert main(["--list-methods"]) == 0
     out = capsys.readouterr().out

@@ -26,7 +26,7 @@ from napari_global_xai.models import register_architecture
 
 H, W, N = 20, 36, 10
 LABELS = ["drusen", "scar"]
-BUILT: list["CountingNet"] = []  # every model the CLI builds in this module, newest last
+BUILT: list[CountingNet] = []  # every model the CLI builds in this module, newest last
 
 
 class CountingNet(nn.Module):

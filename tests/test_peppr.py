@@ -20,8 +20,8 @@ from torch import nn
 from napari_global_xai.batching import Cancelled
 from napari_global_xai.models.card import DEMO_CARD_PATH, LoadedModel, ModelCard
 from napari_global_xai.peppr import (
-    Curves,
     CurveEngine,
+    Curves,
     auroc,
     curve_area,
     deletion_insertion,

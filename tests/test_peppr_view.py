@@ -6,8 +6,15 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from napari_global_xai.peppr import pixel_ranking, random_ranking, removed_mask
-from napari_global_xai.peppr_view import (PepprView, compute_filmstrip, draw_peppr_figure, nearest_index,
-                                          set_highlight, table_cells, thumbnail)
+from napari_global_xai.peppr_view import (
+    PepprView,
+    compute_filmstrip,
+    draw_peppr_figure,
+    nearest_index,
+    set_highlight,
+    table_cells,
+    thumbnail,
+)
 
 
 def test_thumbnail_is_an_area_mean():

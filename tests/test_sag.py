@@ -9,7 +9,6 @@ import torch
 from napari_global_xai.batching import Cancelled
 from napari_global_xai.models.card import DEMO_CARD_PATH
 
-
 SEED = 0
 BOTH = [0, 36, 40]  # seed-0 eval images with arcade lesions in both arcades (checked again below)
 SINGLE = [1, 12]  # seed-0 eval images with one arcade lesion (inferior, superior)

@@ -91,7 +91,7 @@ class GlobalMapAccumulator:
         self._m2 = np.zeros((n_labels, *self.shape), np.float64)
         self._max_abs = 0.0
 
-    def update(self, maps: np.ndarray, include: np.ndarray | None = None) -> "GlobalMapAccumulator":
+    def update(self, maps: np.ndarray, include: np.ndarray | None = None) -> GlobalMapAccumulator:
         """Add a chunk.
 
         Parameters
@@ -135,7 +135,7 @@ class GlobalMapAccumulator:
         self._mean64[lab] += delta * (n_b / n)
         self._m2[lab] += m2_b + delta ** 2 * (n_a * n_b / n)
 
-    def merge(self, other: "GlobalMapAccumulator") -> "GlobalMapAccumulator":
+    def merge(self, other: GlobalMapAccumulator) -> GlobalMapAccumulator:
         """Add another accumulator's images (same labels and shape) into this one; returns self."""
         if other.labels != self.labels or other.shape != self.shape:
             raise ValueError("cannot merge accumulators with different labels or shapes")

@@ -7,7 +7,7 @@ per pass. On CUDA the batch is sized from free memory and a measured per-image c
 
 from __future__ import annotations
 
-from typing import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
 

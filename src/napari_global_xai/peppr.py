@@ -30,8 +30,8 @@ from __future__ import annotations
 import hashlib
 import time
 from collections import OrderedDict
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -495,7 +495,7 @@ class CurveEngine:
         active = np.arange(self.n_images) if every else np.array(sorted(by_image), np.int64)
         return every, by_image, active
 
-    def _plan(self) -> "_Plan":
+    def _plan(self) -> _Plan:
         """Active images, the key ids each one needs (shared full fill excluded), and the forward counts."""
         every, by_image, active = self._requests_by_image()
         cache: dict[tuple, np.ndarray] = {}

@@ -57,7 +57,7 @@ def provenance_record(*, model=None, config=None, sources=(), **extra) -> dict:
     record = {
         "package": "napari-global-xai",
         "version": package_version(),
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "python": platform.python_version(),
         "command": shlex.join([Path(sys.argv[0]).name] + sys.argv[1:]) if sys.argv and sys.argv[0] else "",
     }

@@ -25,9 +25,9 @@ import json
 import platform
 import shlex
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -431,7 +431,7 @@ def _report_provenance(results_dir: Path) -> list[tuple[str, str]]:
             pass
     return [("results folder", str(results_dir.resolve())),
             ("report command", shlex.join([Path(sys.argv[0]).name] + sys.argv[1:])),
-            ("report created", _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")),
+            ("report created", _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")),
             ("platform", platform.platform())] + versions
 
 

@@ -7,9 +7,9 @@ works chunk by chunk, and on cancel returns what it finished, marked ``cancelled
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 

@@ -26,9 +26,9 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable, Generator, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Generator, Iterable, Sequence
 
 import numpy as np
 import torch

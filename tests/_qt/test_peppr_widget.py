@@ -13,7 +13,6 @@ from napari_global_xai.peppr_view import thumbnail
 
 from _timeouts import HANG_GUARD_MS
 
-
 ARTIFACTS = Path(__file__).resolve().parents[1] / "_artifacts"
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 

@@ -10,8 +10,15 @@ import pytest
 import tifffile
 from PIL import Image
 
-from napari_global_xai.data import (AlignedStack, LabelsError, LabelsTable, StackError, read_stack,
-                                    write_labels_csv, write_stack_tiff)
+from napari_global_xai.data import (
+    AlignedStack,
+    LabelsError,
+    LabelsTable,
+    StackError,
+    read_stack,
+    write_labels_csv,
+    write_stack_tiff,
+)
 from napari_global_xai.data.labels import InputNotice
 from napari_global_xai.data.readers import read_tiff_metadata
 from napari_global_xai.data.synthetic import LABELS, generate_stack
@@ -85,7 +92,7 @@ def test_multipage_tiff_round_trip(tmp_path, channels, compression):
     assert stack.sources == [str(path)] * N
     np.testing.assert_array_equal(stack.get(slice(None)), images)
     np.testing.assert_array_equal(stack.get([4, 1]), images[[4, 1]])
-    assert not type(stack.pixels) is np.ndarray  # lazy: a memmap or a dask array, never loaded whole
+    assert type(stack.pixels) is not np.ndarray  # lazy: a memmap or a dask array, never loaded whole
 
 
 def test_tiff_written_by_plain_tifffile(tmp_path):

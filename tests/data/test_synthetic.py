@@ -4,8 +4,15 @@ import numpy as np
 import pytest
 
 from napari_global_xai.data.synthetic import (
-    DISEASE_LABELS, HEIGHT, WIDTH, field_of_view_mask, generate_image, generate_stack, marker_box,
-    region_masks)
+    DISEASE_LABELS,
+    HEIGHT,
+    WIDTH,
+    field_of_view_mask,
+    generate_image,
+    generate_stack,
+    marker_box,
+    region_masks,
+)
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,6 @@ from napari_global_xai.models import (
 )
 
 
-
 def _card(tmp_path, fmt, weights, **kw):
     card = ModelCard(name="m", labels=list(LABELS), weights=weights, format=fmt,
                      architecture="demo_net" if fmt == "state_dict" else None,

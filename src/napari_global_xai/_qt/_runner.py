@@ -8,7 +8,7 @@ Both docks use :class:`RunPanel`: it owns the button, the progress bar and the s
 from __future__ import annotations
 
 import threading
-from typing import Callable
+from collections.abc import Callable
 
 from qtpy.QtCore import QObject, QTimer, Signal
 from qtpy.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QPushButton, QVBoxLayout, QWidget

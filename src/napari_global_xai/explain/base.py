@@ -28,7 +28,7 @@ class MethodUnavailable(ValueError):
 class SaliencyWarning(UserWarning):
     """A method runs, but part of its definition does not apply to this model (one line saying what)."""
 
-METHODS: dict[str, type["SaliencyMethod"]] = {}
+METHODS: dict[str, type[SaliencyMethod]] = {}
 
 
 class MethodParameterError(UsageError):

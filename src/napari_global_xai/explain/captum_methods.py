@@ -6,11 +6,10 @@ direct Captum call on the same inputs. Baselines for IG-like methods come from :
 
 from __future__ import annotations
 
-import torch
-
 import contextlib
 
 import numpy as np
+import torch
 
 from ..fills import BASELINES, make_fill
 from .base import Choice, Float, Int, MethodUnavailable, SaliencyMethod, ScoreModule, register_method

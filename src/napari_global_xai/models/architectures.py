@@ -12,7 +12,7 @@ A card's ``architecture`` names the code that builds the empty model (:func:`res
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn

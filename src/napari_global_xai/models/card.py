@@ -120,7 +120,7 @@ class ModelCard:
             )
 
     @classmethod
-    def from_json(cls, path: str | os.PathLike) -> "ModelCard":
+    def from_json(cls, path: str | os.PathLike) -> ModelCard:
         """Read a card; unknown keys are an error (catches typos)."""
         path = Path(path)
         try:
@@ -244,7 +244,7 @@ class LoadedModel:
                 f"model {name!r} returns shape {tuple(out.shape)}, but its card lists {len(self.card.labels)} labels"
             )
 
-    def to(self, device) -> "LoadedModel":
+    def to(self, device) -> LoadedModel:
         device = resolve_device(device)
         self.module.to(device)
         self.device = device
