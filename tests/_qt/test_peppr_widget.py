@@ -1,6 +1,7 @@
 """The PEPPR panel driven end to end in a real viewer: curves, table and filmstrip linked both ways, several maps
 compared in one plot, and screenshots of the panel (Xvfb)."""
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -127,7 +128,8 @@ def test_panel_links_curves_filmstrip_slider_and_layers(viewer_with_maps, qtbot,
 
 
 def test_two_methods_in_one_plot_and_screenshots(viewer_with_maps, qtbot):
-    """Grad-CAM vs saliency overall maps compared in one plot; screenshots of the panel (artifacts + docs)."""
+    """Grad-CAM vs saliency overall maps compared in one plot; screenshots of the panel (tests/_artifacts; also
+    docs/ for the README with GLOBAL_XAI_UPDATE_DOCS=1)."""
     from PIL import Image
 
     viewer, explain, panel = viewer_with_maps
@@ -155,9 +157,9 @@ def test_two_methods_in_one_plot_and_screenshots(viewer_with_maps, qtbot):
     panel_shot = panel.grab().toImage()
     Image.fromarray(window).save(ARTIFACTS / "peppr_panel_window.png")
     panel_shot.save(str(ARTIFACTS / "peppr_panel.png"))
-    DOCS.mkdir(exist_ok=True)
-    panel_shot.save(str(DOCS / "peppr_panel.png"))
-    Image.fromarray(window).resize((window.shape[1] // 2, window.shape[0] // 2)).save(DOCS / "peppr_window.png")
+    if os.environ.get("GLOBAL_XAI_UPDATE_DOCS"):  # refresh the README's screenshots on request only
+        panel_shot.save(str(DOCS / "peppr_panel.png"))
+        Image.fromarray(window).resize((window.shape[1] // 2, window.shape[0] // 2)).save(DOCS / "peppr_window.png")
     shot = np.asarray(Image.open(ARTIFACTS / "peppr_panel.png").convert("RGB")).astype(float)
     assert shot.shape[0] > 500 and shot.std() > 10
     # the filmstrip's highlight frame (yellow) is drawn in the panel
