@@ -11,13 +11,11 @@ from collections.abc import Callable, Iterator, Sequence
 
 import torch
 
+from .control import Cancelled
+
 __all__ = ["Cancelled", "is_out_of_memory", "images_per_pass", "measure_bytes_per_image", "iterate_batches"]
 
 CPU_IMAGES_PER_PASS = 8
-
-
-class Cancelled(Exception):
-    """Raised inside a pipeline when the user cancelled; partial results stay valid."""
 
 
 def is_out_of_memory(exc: BaseException) -> bool:

@@ -20,9 +20,10 @@ import math
 import torch
 import torch.nn.functional as F
 
+from .config import FILLS
+
 __all__ = ["FILLS", "BASELINES", "gaussian_blur", "make_fill", "impute_linear"]
 
-FILLS = ("zero", "black", "blur", "impute")
 #: Fills usable as a saliency baseline (those that do not depend on a mask: not "impute").
 BASELINES = ("zero", "black", "blur")
 

@@ -6,67 +6,18 @@ bars; :mod:`napari_global_xai.run` drives it chunk by chunk.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import numpy as np
 import torch
 
 from ..batching import images_per_pass, iterate_batches
+from ..config import SUBSET_RULES, ExplainConfig
 from .base import SaliencyMethod, get_method
 from .postprocess import to_image_maps
 
 __all__ = ["SUBSETS", "ExplainConfig", "predict_probabilities", "select_pairs", "ImageMapEngine"]
 
 #: Which images contribute to a label's global map (methods.md §1.6; the paper's choice is unknown).
-SUBSETS = ("positive", "predicted", "true_positive", "all")
-
-
-@dataclass
-class ExplainConfig:
-    """Everything that decides the image-wise maps (recorded as provenance).
-
-    Attributes
-    ----------
-    method : str
-        Registered saliency method name (see :func:`napari_global_xai.explain.method_names`).
-    params : dict
-        Method parameters (defaults per method otherwise).
-    targets : list of str, optional
-        Labels to explain; default every model label.
-    subset : {"auto", "positive", "predicted", "true_positive", "all"}
-        Images that enter a label's global map; ``auto`` = ``positive`` when labels are known, else ``predicted``.
-    threshold : float
-        Probability threshold for ``predicted`` / ``true_positive``.
-    compute : {"subset", "all"}
-        Compute maps only for the pairs in the subset (default, cheapest) or for every pair.
-    reduction, normalisation : str
-        Channel reduction and per-image normalisation (:mod:`.postprocess`).
-    probability : bool
-        Explain probabilities instead of logits.
-    maps_per_call : int, optional
-        Maps per method call; default chosen from the device and the method's cost.
-    chunk_size : int
-        Images per chunk (the unit of progress, cancel and writing).
-    autocast : {None, "bf16", "fp16"}
-        Mixed precision for the model passes on CUDA (ignored elsewhere); maps are returned in float32.
-    include_stalled : bool
-        Average maps the method flagged as stalled (I-GOS/iGOS++ optimisations that did not move, replaced by their
-        recovery map) into the global maps too; default False: they are counted and reported instead.
-    """
-
-    method: str = "ig"
-    params: dict = field(default_factory=dict)
-    targets: list[str] | None = None
-    subset: str = "auto"
-    threshold: float = 0.5
-    compute: str = "subset"
-    reduction: str = "abs_sum"
-    normalisation: str = "mass"
-    probability: bool = False
-    maps_per_call: int | None = None
-    chunk_size: int = 16
-    autocast: str | None = None
-    include_stalled: bool = False
+SUBSETS = SUBSET_RULES
 
 
 @torch.inference_mode()

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import torch
 
+from ..config import NORMALISATIONS, REDUCTIONS
+
 __all__ = ["REDUCTIONS", "NORMALISATIONS", "reduce_channels", "normalise_maps", "to_image_maps"]
 
-REDUCTIONS = ("abs_sum", "sum", "pos_sum", "l2")
-NORMALISATIONS = ("mass", "max", "none")
 _EPS = 1e-12
 
 

@@ -1,0 +1,287 @@
+"""Every run's settings and every choice list, in one place and importable without torch.
+
+:class:`ExplainConfig`, :class:`PepprConfig` and :class:`SagConfig` are validated on construction: a field typed
+with a ``Literal`` accepts only its listed values, so a typo fails at once with the choices named, never deep in a
+run (or, worse, silently meaning something else). The CLI's ``choices=`` and defaults and the docks' combo boxes
+read the tuples below, so a new choice is one edit here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from typing import Literal, get_args
+
+__all__ = [
+    "Subset", "SUBSETS", "SUBSET_RULES", "Compute", "COMPUTE", "Reduction", "REDUCTIONS", "Normalisation",
+    "NORMALISATIONS", "Autocast", "AUTOCASTS", "Fill", "FILLS", "CONSTANT_FILLS", "Mode", "MODES", "MapsFor",
+    "MAPS_FOR", "FigureFormat", "FIGURE_FORMATS", "BLUR_SIGMA_FRACTION", "DEFAULT_FRACTIONS",
+    "ExplainConfig", "PepprConfig", "SagConfig", "validate_choices",
+]
+
+#: Which images enter a label's global map (methods.md §1.6; the paper's rule is unknown, so it is selectable).
+#: ``auto`` = ``positive`` when labels are known, else ``predicted``.
+Subset = Literal["auto", "positive", "predicted", "true_positive", "all"]
+SUBSETS: tuple[str, ...] = get_args(Subset)
+#: The rules :func:`~napari_global_xai.explain.engine.select_pairs` applies (``auto`` resolved before).
+SUBSET_RULES: tuple[str, ...] = SUBSETS[1:]
+Compute = Literal["subset", "all"]
+COMPUTE: tuple[str, ...] = get_args(Compute)
+Reduction = Literal["abs_sum", "sum", "pos_sum", "l2"]
+REDUCTIONS: tuple[str, ...] = get_args(Reduction)
+Normalisation = Literal["mass", "max", "none"]
+NORMALISATIONS: tuple[str, ...] = get_args(Normalisation)
+Autocast = Literal[None, "bf16", "fp16"]
+AUTOCASTS: tuple[str, ...] = tuple(a for a in get_args(Autocast) if a is not None)
+
+#: Value of erased / hidden pixels (PEPPR, deletion/insertion, SAG, Score-CAM): :mod:`napari_global_xai.fills`.
+Fill = Literal["zero", "black", "blur", "impute"]
+FILLS: tuple[str, ...] = get_args(Fill)
+CONSTANT_FILLS: tuple[str, ...] = ("zero", "black")
+#: Gaussian σ of the ``blur`` fill as a fraction of the shorter image side: the official I-GOS baseline (a 51 × 51
+#: kernel with σ = 50 on 224-px images, i.e. an effective σ of about 14.7 px = 6.6 %). One default for every user.
+BLUR_SIGMA_FRACTION = 14.7 / 224
+
+Mode = Literal["erase", "restore"]
+MODES: tuple[str, ...] = get_args(Mode)
+MapsFor = Literal["labelwise", "overall"]
+MAPS_FOR: tuple[str, ...] = get_args(MapsFor)
+#: PEPPR fractions (methods.md §1.7: 0 to 100 %, finer at the start where curves move most).
+DEFAULT_FRACTIONS: tuple[float, ...] = (0, .01, .02, .05, .1, .15, .2, .3, .4, .5, .6, .7, .8, .9, 1.0)
+
+FigureFormat = Literal["png", "svg", "pdf"]
+FIGURE_FORMATS: tuple[str, ...] = get_args(FigureFormat)
+
+
+def _literal_choices(annotation) -> tuple | None:
+    """The allowed values of a ``Literal[...]`` annotation (also inside ``tuple[Literal, ...]``), else None."""
+    origin = typing.get_origin(annotation)
+    if origin is Literal:
+        return get_args(annotation)
+    return None
+
+
+def _element_literal(annotation) -> tuple | None:
+    """The allowed element values of ``tuple[Literal[...], ...]``, else None."""
+    if typing.get_origin(annotation) is tuple:
+        args = get_args(annotation)
+        if args and _literal_choices(args[0]) is not None:
+            return _literal_choices(args[0])
+    return None
+
+
+def validate_choices(obj) -> None:
+    """Check every ``Literal``-typed field of a dataclass instance (and ``tuple[Literal, ...]`` elements).
+
+    Raises
+    ------
+    ValueError
+        ``"<Class>.<field>: unknown value 'x'; choose from a, b, c"``.
+    """
+    hints = typing.get_type_hints(type(obj), globalns=globals())
+    for f in dataclasses.fields(obj):
+        annotation = hints.get(f.name)
+        value = getattr(obj, f.name)
+        choices = _literal_choices(annotation)
+        if choices is not None and value not in choices:
+            raise ValueError(f"{type(obj).__name__}.{f.name}: unknown value {value!r}; choose from "
+                             f"{', '.join(str(c) for c in choices)}")
+        choices = _element_literal(annotation)
+        if choices is not None:
+            bad = [v for v in value if v not in choices]
+            if bad:
+                raise ValueError(f"{type(obj).__name__}.{f.name}: unknown value {bad[0]!r}; choose from "
+                                 f"{', '.join(str(c) for c in choices)}")
+
+
+def _positive(obj, name: str, allow_none: bool = False) -> None:
+    value = getattr(obj, name)
+    if value is None and allow_none:
+        return
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{type(obj).__name__}.{name} must be a positive integer, not {value!r}")
+
+
+@dataclass
+class ExplainConfig:
+    """Everything that decides the image-wise maps (recorded as provenance).
+
+    Attributes
+    ----------
+    method : str
+        Registered saliency method name (see :func:`napari_global_xai.explain.method_names`; checked by the engine,
+        which knows the registry).
+    params : dict
+        Method parameters (defaults per method otherwise).
+    targets : list of str, optional
+        Labels to explain; default every model label.
+    subset : {"auto", "positive", "predicted", "true_positive", "all"}
+        Images that enter a label's global map; ``auto`` = ``positive`` when labels are known, else ``predicted``.
+    threshold : float
+        Probability threshold for ``predicted`` / ``true_positive``.
+    compute : {"subset", "all"}
+        Compute maps only for the pairs in the subset (default, cheapest) or for every pair.
+    reduction, normalisation : str
+        Channel reduction and per-image normalisation (:mod:`napari_global_xai.explain.postprocess`).
+    probability : bool
+        Explain probabilities instead of logits.
+    maps_per_call : int, optional
+        Maps per method call; default chosen from the device and the method's cost.
+    chunk_size : int
+        Images per chunk (the unit of progress, cancel and writing).
+    autocast : {None, "bf16", "fp16"}
+        Mixed precision for the model passes on CUDA (ignored elsewhere); maps are returned in float32.
+    include_stalled : bool
+        Average maps the method flagged as stalled (I-GOS/iGOS++ optimisations that did not move, replaced by their
+        recovery map) into the global maps too; default False: they are counted and reported instead.
+
+    Raises
+    ------
+    ValueError
+        On construction, for a value outside a field's choices or a non-positive size.
+    """
+
+    method: str = "ig"
+    params: dict = field(default_factory=dict)
+    targets: list[str] | None = None
+    subset: Subset = "auto"
+    threshold: float = 0.5
+    compute: Compute = "subset"
+    reduction: Reduction = "abs_sum"
+    normalisation: Normalisation = "mass"
+    probability: bool = False
+    maps_per_call: int | None = None
+    chunk_size: int = 16
+    autocast: Autocast = None
+    include_stalled: bool = False
+
+    def __post_init__(self):
+        validate_choices(self)
+        _positive(self, "chunk_size")
+        _positive(self, "maps_per_call", allow_none=True)
+        if not 0.0 <= float(self.threshold) <= 1.0:
+            raise ValueError(f"ExplainConfig.threshold must be a probability in [0, 1], not {self.threshold!r}")
+
+
+@dataclass
+class PepprConfig:
+    """Settings of a PEPPR run (methods.md §1.7) besides the model, stack and maps.
+
+    Attributes
+    ----------
+    fractions : tuple of float
+        Fractions of pixels erased / restored (0 and 1 are added when missing).
+    fill : {"zero", "black", "blur", "impute"}
+        Value of erased pixels; ``blur`` uses σ = ``fill_sigma`` or :data:`BLUR_SIGMA_FRACTION` of the shorter side.
+    fill_sigma : float, optional
+    random_seeds : int
+        Random-order baselines.
+    maps_for : {"labelwise", "overall"}
+        Each label scored with its own global map, or every label with the overall map.
+    include_reverse, specificity : bool
+        Reverse-order baseline; every label scored with every other label's map.
+    eval_split, map_split : str, optional
+        Circularity guard (labels ``split`` column).
+    filled_fractions : tuple of float
+        Fractions at which erased / restored images are written.
+    tolerance : float
+        Restoration point: the fraction where the restore curve is back within ``tolerance`` of the full score.
+    tie_seed : int
+        Seed that breaks ties in a map's pixel ranking.
+    batch_size, chunk_size : int, optional
+        Images per model pass and per unit of progress (default from the device).
+    """
+
+    fractions: tuple[float, ...] = DEFAULT_FRACTIONS
+    fill: Fill = "zero"
+    fill_sigma: float | None = None
+    random_seeds: int = 5
+    maps_for: MapsFor = "labelwise"
+    include_reverse: bool = True
+    specificity: bool = True
+    eval_split: str | None = None
+    map_split: str | None = None
+    filled_fractions: tuple[float, ...] = (0.05, 0.1, 0.2, 0.5)
+    tolerance: float = 0.01
+    tie_seed: int = 0
+    batch_size: int | None = None
+    chunk_size: int | None = None
+
+    def __post_init__(self):
+        validate_choices(self)
+        self.fractions = tuple(float(f) for f in self.fractions)
+        self.filled_fractions = tuple(float(f) for f in self.filled_fractions)
+        for name in ("fractions", "filled_fractions"):
+            bad = [f for f in getattr(self, name) if not 0.0 <= f <= 1.0]
+            if bad:
+                raise ValueError(f"PepprConfig.{name}: {bad[0]!r} is not a fraction in [0, 1]")
+        _positive(self, "random_seeds")
+        _positive(self, "batch_size", allow_none=True)
+        _positive(self, "chunk_size", allow_none=True)
+
+
+@dataclass
+class SagConfig:
+    """Settings of a structured-attention-graph run (methods.md §2.6; official values noted per field).
+
+    Attributes
+    ----------
+    method : str
+        Saliency that ranks the patches (official: I-GOS; ``gradcam`` is ~3× faster).
+    method_params : dict
+        Its parameters (for I-GOS they override the official SAG values).
+    fill : {"zero", "black", "blur", "impute"}
+        Value of hidden patches (official: black; ``blur`` here: a constant fill makes sharp-edged patches that
+        models read as lesions).
+    fill_sigma : float, optional
+        Blur σ in pixels (default :data:`BLUR_SIGMA_FRACTION` of the shorter side).
+    grid : (int, int), optional
+        Patch grid ``(rows, cols)``; default from the aspect ratio (official 7 × 7).
+    max_root_size : int, optional
+        Largest root in patches (official: no limit, ~1,700 forwards per image; default 6). None = no limit.
+    beam_width, n_successors, root_threshold, max_roots, skip_supersets
+        Beam search (official 3, 15, 0.9, 10, False).
+    overlap, n_show
+        Diverse subset of roots shown (official 1, 3).
+    node_threshold, max_children, max_nodes
+        Graph (official 0.4, 3; ``max_nodes`` bounds the work).
+    figure_formats : tuple of {"png", "svg", "pdf"}
+    images_together, batch_size : int, optional
+        Images searched in lockstep and patch sets per forward (default from the device).
+    """
+
+    method: str = "igos"
+    method_params: dict = field(default_factory=dict)
+    fill: Fill = "blur"
+    fill_sigma: float | None = None
+    grid: tuple[int, int] | None = None
+    max_root_size: int | None = 6
+    beam_width: int = 3
+    n_successors: int = 15
+    root_threshold: float = 0.9
+    max_roots: int = 10
+    skip_supersets: bool = True
+    overlap: int = 1
+    n_show: int = 3
+    node_threshold: float = 0.4
+    max_children: int = 3
+    max_nodes: int = 200
+    figure_formats: tuple[FigureFormat, ...] = ("png",)
+    images_together: int | None = None
+    batch_size: int | None = None
+
+    def __post_init__(self):
+        if isinstance(self.figure_formats, str):
+            self.figure_formats = (self.figure_formats,)
+        self.figure_formats = tuple(self.figure_formats)
+        if self.max_root_size == 0:
+            self.max_root_size = None
+        validate_choices(self)
+        for name in ("beam_width", "n_successors", "max_roots", "max_children", "max_nodes", "n_show"):
+            _positive(self, name)
+        for name in ("max_root_size", "images_together", "batch_size"):
+            _positive(self, name, allow_none=True)
+        for name in ("root_threshold", "node_threshold"):
+            if not 0.0 < float(getattr(self, name)) <= 1.0:
+                raise ValueError(f"SagConfig.{name} must be in (0, 1], not {getattr(self, name)!r}")
