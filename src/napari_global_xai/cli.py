@@ -271,20 +271,20 @@ def _cmd_peppr(args) -> int:
 
 
 def _cmd_sag(args) -> int:
+    from .config import SagConfig
     from .run import run_sag_pipeline
 
+    config = SagConfig(method=args.method, fill=args.fill, max_root_size=args.max_root_size or None,
+                       figure_formats=tuple(args.figure_formats))
     stack, model = _load_inputs(args)
     with _progress(args.quiet) as bar, _cancel_on_interrupt() as cancel:
-        results, summary = run_sag_pipeline(stack, model, args.label, indices=args.images, method=args.method,
-                                            fill=args.fill, max_root_size=args.max_root_size or None,
-                                            out_dir=args.out, figure_formats=args.figure_formats,
-                                            progress=bar, cancel=cancel)
-    done = (f"cancelled after {len(results)} of {summary['n_requested']} images" if summary["cancelled"]
-            else f"{len(results)} images")
-    print(f"SAG for {args.label}: {done}, {sum(len(r.roots) for r in results)} roots shown; "
-          f"results in {Path(args.out).resolve()}")
-    if summary["cancelled"]:
-        print(f"global-xai sag: cancelled: partial result ({len(results)} of {summary['n_requested']} images) "
+        run = run_sag_pipeline(stack, model, args.label, config, indices=args.images, out_dir=args.out,
+                               progress=bar, cancel=cancel)
+    n_done = len(run.results)
+    done = f"cancelled after {n_done} of {run.n_requested} images" if run.cancelled else f"{n_done} images"
+    print(f"SAG for {args.label}: {done}, {run.n_roots} roots shown; results in {Path(args.out).resolve()}")
+    if run.cancelled:
+        print(f"global-xai sag: cancelled: partial result ({n_done} of {run.n_requested} images) "
               "written, marked CANCELLED", file=sys.stderr)
         return EXIT_CANCELLED
     return 0

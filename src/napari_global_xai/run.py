@@ -7,7 +7,7 @@ works chunk by chunk, and on cancel returns what it finished, marked ``cancelled
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,6 +16,7 @@ import numpy as np
 from .aggregate import GlobalMapAccumulator, GlobalMaps
 from .batching import Cancelled
 from .explain.engine import ExplainConfig, ImageMapEngine, predict_probabilities, select_pairs
+from .sag.pipeline import run_sag_pipeline  # noqa: F401  (moved to sag/pipeline.py; still importable from here)
 
 __all__ = ["ExplainResult", "run_explain", "resolve_targets", "ProgressFn", "CancelFn"]
 
@@ -534,96 +535,3 @@ def run_demo(out_dir, method: str = "ig", device: str = "auto", progress: Progre
              f"figures: {out / f'explain_{method}' / 'global_maps.png'} and {out / f'peppr_{method}' / 'peppr.png'}",
              f"report: {report['html']} (one self-contained file) and {report.get('pdf', '')}"]
     return "\n".join(lines)
-
-
-def run_sag_pipeline(stack, model, label: str, *, indices=None, method: str = "igos", fill: str = "blur",
-                     max_root_size: int | None = 6, out_dir: str | Path | None = None,
-                     figure_formats: Sequence[str] = ("png",), progress: ProgressFn | None = None,
-                     cancel: CancelFn | None = None, **sag_params):
-    """Structured attention graphs for images of a stack and their stack-level summary.
-
-    Parameters
-    ----------
-    stack : AlignedStack
-    model : LoadedModel
-    label : str
-        Model label explained.
-    indices : sequence of int, optional
-        Images; default those positive for ``label`` (labels table), else those predicted positive.
-    method, fill, max_root_size
-        Patch-ranking saliency (I-GOS as in the official code; ``gradcam`` is ~3× faster), fill and largest root
-        size. Fill and size differ from the official code (black, no limit): a constant fill creates sharp-edged
-        patches that the demo model reads as lesions, and unbounded roots cost ~1,700 forwards per image; see
-        :mod:`napari_global_xai.sag`.
-    out_dir : path, optional
-        Writes ``sag_<image id>.json`` and the graph figure per image and ``sag_summary.json``.
-    figure_formats : sequence of {"png", "svg", "pdf"}
-        Formats of each image's graph figure (``sag_<image id>.<format>``); default PNG only.
-
-    Returns
-    -------
-    (list of SagResult, dict)
-        Per-image results and :func:`napari_global_xai.sag.sag_stack_summary`, plus ``cancelled`` and
-        ``n_requested``. After a cancel the images finished so far are returned (and written) with
-        ``cancelled=True``; a cancel before the first group finished raises
-        :class:`~napari_global_xai.batching.Cancelled`.
-    """
-    from . import sag
-
-    bad = [f for f in figure_formats if f not in sag.FIGURE_FORMATS]
-    if bad:
-        raise ValueError(f"unknown figure format(s) {bad}; choose from {list(sag.FIGURE_FORMATS)}")
-    if label not in model.labels:
-        from .errors import UsageError
-
-        raise UsageError(f"unknown label {label!r}; the model's labels are {model.labels}")
-    if out_dir is not None:
-        from .io_utils import check_output_folder
-
-        check_output_folder(out_dir)
-    stack = _fit(stack, model)
-    model.check_input(stack.shape)
-    frame_stack = stack.to_left_eye() if model.card.harmonise_laterality else stack
-    label_index = model.labels.index(label)
-    if indices is None:
-        table = None if frame_stack.labels is None else frame_stack.labels.matched_to([label])
-        if table is not None and label in table.names:
-            indices = np.nonzero(table.column(label))[0]
-        else:
-            if table is not None:
-                from .data.labels import InputNotice
-
-                warnings.warn(f"{missing_truth_message([label])}: SAG explains the images predicted positive",
-                              InputNotice, stacklevel=2)
-            probs = np.concatenate([predict_probabilities(model, px) for _, px in frame_stack.iter_chunks(16)])
-            indices = np.nonzero(probs[:, label_index] > 0.5)[0]
-    indices = [int(i) for i in indices]
-    outside = [i for i in indices if not 0 <= i < len(frame_stack)]
-    if outside:
-        from .errors import UsageError
-
-        raise UsageError(f"image index(es) {outside} outside the stack's 0..{len(frame_stack) - 1}")
-    try:
-        results = sag.run_sag(model, _LazyPixels(frame_stack), label_index, indices,
-                              progress=_stage(progress, "sag"), cancel=cancel, method=method, fill=fill,
-                              max_root_size=max_root_size, **sag_params)
-        cancelled = False
-    except Cancelled as exc:
-        results, cancelled = list(getattr(exc, "partial", [])), True
-        if not results:
-            raise
-    summary = {**sag.sag_stack_summary(results), "cancelled": cancelled, "status": _status(cancelled),
-               "n_requested": len(indices)}
-    if out_dir is not None:
-        from .io_utils import save_json
-
-        out = Path(out_dir)
-        for result in results:
-            image_id = stack.image_ids[result.image_index]
-            save_json(out / f"sag_{image_id}.json", sag.to_json(result))
-            for fmt in figure_formats:
-                sag.draw_sag(result, frame_stack.get(result.image_index)[0], out / f"sag_{image_id}.{fmt}")
-        save_json(out / "sag_summary.json", {"label": label,
-                                             "images": [stack.image_ids[r.image_index] for r in results],
-                                             **summary})
-    return results, summary

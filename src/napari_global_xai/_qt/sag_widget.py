@@ -12,11 +12,15 @@ import numpy as np
 from magicgui.widgets import ComboBox, Container
 from qtpy.QtWidgets import QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget
 
+from ..config import FILLS, SagConfig
 from ._model_inputs import ModelInputs, load_model_job
 from ._runner import LayerFeeder, RunPanel
 from .explain_widget import _labels_of_card, optional_path, stack_from_layer, stack_layers
 
-__all__ = ["SagWidget", "sag_job", "root_rectangles", "patch_rectangles"]
+__all__ = ["SagWidget", "sag_job", "root_rectangles", "patch_rectangles", "RANKING_METHODS"]
+
+#: Patch-ranking saliency methods offered by the dock (the CLI's ``--method`` takes any registered name).
+RANKING_METHODS = ("igos", "gradcam", "ig", "saliency")
 
 
 def patch_rectangles(patches, grid, image_index: int, image_hw) -> list[np.ndarray]:
@@ -45,20 +49,20 @@ def root_rectangles(results, image_hw) -> tuple[list[np.ndarray], list[str]]:
     return shapes, texts
 
 
-def sag_job(stack, label, indices, method, fill, source_name, model_path=None, device="auto", trust_pickle=False,
-            progress=None, cancel=None):
+def sag_job(stack, label, indices, config: SagConfig, source_name, model_path=None, device="auto",
+            trust_pickle=False, progress=None, cancel=None):
     """Worker body: load the model (the demo model when ``model_path`` is None), run SAG, prepare the layers
-    (torch imports here, off the main thread)."""
-    from ..run import run_sag_pipeline
-    from ..sag import patch_masks
+    (torch imports here, off the main thread). Returns the :class:`~napari_global_xai.sag.SagRunResult` and the
+    layer data."""
+    from ..sag import patch_masks, run_sag_pipeline
 
     model = load_model_job(model_path, device, trust_pickle)
-    results, summary = run_sag_pipeline(stack, model, label, indices=indices, method=method, fill=fill,
-                                        progress=progress, cancel=cancel)
+    run = run_sag_pipeline(stack, model, label, config, indices=indices, progress=progress, cancel=cancel)
+    summary = run.summary
     h, w = stack.shape[1:3]
     masks = patch_masks((h, w), tuple(summary["grid"]))
     heat = np.tensordot(np.asarray(summary["patch_frequency"], np.float32), masks.astype(np.float32), axes=1)
-    shapes, texts = root_rectangles(results, (h, w))
+    shapes, texts = root_rectangles(run.results, (h, w))
     layers = [(heat, {"name": f"SAG patch frequency · {label}", "colormap": "viridis", "blending": "additive",
                       "opacity": 0.6, "contrast_limits": (0.0, 1.0),
                       "metadata": {"napari_global_xai_sag": {"label": label, "source": source_name}}}, "image")]
@@ -66,7 +70,7 @@ def sag_job(stack, label, indices, method, fill, source_name, model_path=None, d
         layers.append((shapes, {"name": f"SAG roots · {label}", "shape_type": "rectangle", "edge_color": "yellow",
                                 "face_color": "transparent", "edge_width": 2, "features": {"root": texts}},
                        "shapes"))
-    return results, summary, layers
+    return run, layers
 
 
 class SagWidget(QWidget):
@@ -82,8 +86,9 @@ class SagWidget(QWidget):
         self.model_card, self.device, self.trust_pickle = self.model_inputs.widgets
         self.label = ComboBox(label="label", choices=_labels_of_card(None))
         self.scope = ComboBox(label="images", choices=["current image", "all positives"], value="current image")
-        self.method = ComboBox(label="patch ranking", choices=["igos", "gradcam", "ig", "saliency"], value="igos")
-        self.fill = ComboBox(label="fill", choices=["blur", "zero", "black", "impute"], value="blur")
+        defaults = SagConfig()
+        self.method = ComboBox(label="patch ranking", choices=list(RANKING_METHODS), value=defaults.method)
+        self.fill = ComboBox(label="fill", choices=list(FILLS), value=defaults.fill)
         self.form = Container(widgets=[self.image_layer, *self.model_inputs.widgets, self.label, self.scope,
                                        self.method, self.fill])
         self.model_card.changed.connect(self._on_model_changed)
@@ -106,6 +111,7 @@ class SagWidget(QWidget):
         self.plot.canvas.mpl_connect("button_press_event", self._on_canvas_click)
         self.node_axes: dict = {}
         self.shown_result = None
+        self.run = None  # the last SagRunResult
         self.results, self.summary = [], None
         self.shown_index: int | None = None  # stack index of the graph drawn in the panel
 
@@ -133,19 +139,21 @@ class SagWidget(QWidget):
             show_error(str(exc))
             return None
         indices = [self.current_index()] if self.scope.value == "current image" else None
+        config = SagConfig(method=self.method.value, fill=self.fill.value)
         return self.run_panel.launch(sag_job, self._on_result, stack=stack, label=self.label.value,
-                                     indices=indices, method=self.method.value, fill=self.fill.value,
-                                     source_name=layer.name, **self.model_inputs.load_options())
+                                     indices=indices, config=config, source_name=layer.name,
+                                     **self.model_inputs.load_options())
 
     def _on_result(self, payload):
-        self.results, self.summary, layers = payload
+        self.run, layers = payload
+        self.results, self.summary = self.run.results, self.run.summary
         self.feeder.feed(layers)
         self._fill_table()
         by_index = {r.image_index: r for r in self.results}
         self.draw(by_index.get(self.current_index(), self.results[0] if self.results else None))
         n_roots = sum(len(r.roots) for r in self.results)
-        done = (f"cancelled: {len(self.results)} of {self.summary['n_requested']} image(s) done"
-                if self.summary.get("cancelled") else f"done: {len(self.results)} image(s)")
+        done = (f"cancelled: {len(self.results)} of {self.run.n_requested} image(s) done"
+                if self.run.cancelled else f"done: {len(self.results)} image(s)")
         self.run_panel.status.setText(f"{done}, {n_roots} roots shown")
 
     def _follow_slider(self, _event=None):
@@ -167,7 +175,8 @@ class SagWidget(QWidget):
 
     def draw(self, result):
         """The graph of one image, drawn natively into the dock's canvas (:func:`napari_global_xai.sag.draw_sag_figure`:
-        roots in the top row, their children below); each node's axes is clickable (:meth:`show_node`)."""
+        roots in the top row, their children below) over the image in the frame the run used; each node's axes is
+        clickable (:meth:`show_node`)."""
         import matplotlib.style as mplstyle
 
         from ..sag import draw_sag_figure
@@ -181,8 +190,8 @@ class SagWidget(QWidget):
             if result is None:
                 fig.add_subplot(111).set_axis_off()
             else:
-                stack = stack_from_layer(self.image_layer.value).to_left_eye()
-                self.node_axes = draw_sag_figure(fig, result, stack.get(result.image_index)[0], max_per_row=4)
+                image = self.run.stack.get(result.image_index)[0]
+                self.node_axes = draw_sag_figure(fig, result, image, max_per_row=4)
         self.plot.canvas.draw_idle()
 
     def _on_canvas_click(self, event):

@@ -1,0 +1,361 @@
+"""SAG drivers: one image (:func:`sag_for_image`), images of a stack in lockstep groups (:func:`run_sag`), and the
+pipeline over a stack with its outputs (:func:`run_sag_pipeline`, called by the CLI and the SAG dock).
+
+Settings come from one :class:`~napari_global_xai.config.SagConfig` (validated on construction); the older keyword
+arguments of each function are still accepted and fold into it. The image frame is decided once, by the pipeline,
+from the model card (``harmonise_laterality``); the functions below it take images already in that frame.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from ..config import SagConfig
+from ..control import Cancelled, RunControl
+from .grid import grid_for, patch_saliency
+from .result import SagResult, SagRunResult
+from .search import image_program, run_programs
+
+__all__ = ["IGOS_SAG_PARAMS", "sag_config", "sag_for_image", "run_sag", "run_sag_pipeline"]
+
+#: I-GOS parameters of the official SAG code (``Integrated_Mask``: ``max_iterations=2, integ_iter=20, l1=1,
+#: tv=20``, mask on the patch grid), methods.md §2.6. ``mask_size`` is set to the SAG grid and ``baseline`` to the
+#: SAG fill at run time.
+IGOS_SAG_PARAMS = {"iterations": 2, "ig_iter": 20, "l1": 1.0, "tv": 20.0}
+
+
+def sag_config(config: SagConfig | None = None, **settings) -> SagConfig:
+    """``config`` (default :class:`SagConfig`) with ``settings`` (SagConfig field names) replaced, validated.
+
+    Raises
+    ------
+    TypeError
+        A setting that is no SagConfig field (the message names the fields).
+    ValueError
+        A value outside a field's choices (from SagConfig's validation).
+    """
+    config = SagConfig() if config is None else config
+    if not settings:
+        return config
+    names = {f.name for f in dataclasses.fields(SagConfig)}
+    unknown = sorted(set(settings) - names)
+    if unknown:
+        raise TypeError(f"unknown SAG setting(s) {unknown}; SagConfig fields are {sorted(names)}")
+    return dataclasses.replace(config, **settings)
+
+
+def _saliency_maps(model, x, label: int, method: str, method_params: dict | None, grid, fill: str) -> np.ndarray:
+    """Heuristic maps ``(k, H, W)`` of a batch of normalised images ``x`` ``(k, c, H, W)`` for one label."""
+    import torch
+
+    from ..explain import get_method
+
+    params = dict(method_params or {})
+    if method in ("igos", "igos++"):
+        params = {**IGOS_SAG_PARAMS, "mask_size": tuple(grid),
+                  "baseline": fill if fill in ("zero", "black", "blur") else "blur", **params}
+    m = get_method(method, model, **params)
+    targets = torch.full((len(x),), int(label), device=x.device, dtype=torch.long)
+    if m.needs_grad:
+        a = m.attribute(x, targets)
+    else:
+        with torch.inference_mode():
+            a = m.attribute(x, targets)
+    a = a.detach().float().cpu().numpy()
+    return np.abs(a).sum(axis=1) if a.shape[1] > 1 else a[:, 0]
+
+
+def _params(config: SagConfig, method: str) -> dict:
+    """The parameters recorded in each :class:`SagResult` (and its JSON)."""
+    keys = ("beam_width", "n_successors", "root_threshold", "max_roots", "max_root_size", "skip_supersets",
+            "overlap", "n_show", "node_threshold", "max_children", "max_nodes", "fill", "fill_sigma")
+    return {"method": method, "method_params": config.method_params or None,
+            **{k: getattr(config, k) for k in keys}}
+
+
+def _sag_group(model, images_raw: Sequence[np.ndarray], label_index: int, image_indices: Sequence[int],
+               saliency: Sequence | None, config: SagConfig, cancel: Callable[[], bool] | None = None
+               ) -> list[SagResult]:
+    """SAGs of a group of same-size images (in the model's frame), their saliency maps and model calls batched."""
+    from ..batching import images_per_pass
+    from .scorer import SagScorer
+
+    x = model.preprocess(np.stack([np.asarray(im) for im in images_raw]))
+    h, w = x.shape[-2:]
+    grid = grid_for((h, w), config.grid)
+    t_sal, given = 0.0, saliency is not None
+    if not given:
+        t0 = time.perf_counter()
+        saliency = _saliency_maps(model, x, label_index, config.method, config.method_params, grid, config.fill)
+        t_sal = (time.perf_counter() - t0) / len(x)
+    maps = [np.asarray(m, dtype=np.float64) for m in saliency]
+    for m in maps:
+        if m.shape[-2:] != (h, w):
+            raise ValueError(f"saliency map shape {m.shape} does not match the image {(h, w)}")
+    t0 = time.perf_counter()
+    batch_size = int(config.batch_size or images_per_pass(x.device))
+    scorers = [SagScorer(model, x[i:i + 1], label_index, grid, fill=config.fill, batch_size=batch_size,
+                         fill_sigma=config.fill_sigma, cancel=cancel) for i in range(len(x))]
+    search = dict(beam_width=config.beam_width, n_successors=config.n_successors,
+                  root_threshold=config.root_threshold, max_roots=config.max_roots,
+                  max_root_size=config.max_root_size, skip_supersets=config.skip_supersets)
+    graph = dict(node_threshold=config.node_threshold, max_children=config.max_children, max_nodes=config.max_nodes)
+    programs = [image_program(grid[0] * grid[1], np.argsort(-patch_saliency(m, grid), kind="stable"), search,
+                              config.overlap, config.n_show, graph) for m in maps]
+    outcomes = run_programs(programs, scorers, batch_size, cancel)
+    seconds = (time.perf_counter() - t0) / len(x)
+    params = _params(config, "given" if given else config.method)
+    return [SagResult(image_index=int(i), label=int(label_index), grid=tuple(grid), full_confidence=float(full),
+                      roots=shown, nodes=nodes, n_forwards=sc.n_forwards, all_roots=all_roots,
+                      root_confidences=[float(c) for c in confs], n_batches=sc.n_batches, seconds=seconds,
+                      saliency_seconds=t_sal, params=dict(params))
+            for i, sc, (full, all_roots, confs, shown, nodes) in zip(image_indices, scorers, outcomes)]
+
+
+def sag_for_image(model, image_raw, label_index: int, *, saliency=None, config: SagConfig | None = None,
+                  image_index: int = 0, cancel: Callable[[], bool] | None = None, **settings) -> SagResult:
+    """Structured attention graph of one image for one label.
+
+    Parameters
+    ----------
+    model : LoadedModel
+    image_raw : numpy.ndarray, (H, W, C)
+        Raw pixels in the model's frame (the left-eye frame when the card harmonises laterality: mirror right eyes
+        before calling, or use :func:`run_sag_pipeline`, which decides the frame from the card).
+    label_index : int
+        Output explained.
+    saliency : numpy.ndarray, (H, W), optional
+        Heuristic map (higher = more important). When None it is computed with ``config.method``.
+    config : SagConfig, optional
+        Every setting (official values per field in :class:`~napari_global_xai.config.SagConfig`); default
+        ``SagConfig()``.
+    image_index : int
+        Stored in the result.
+    cancel : callable() -> bool, optional
+    **settings
+        SagConfig fields overriding ``config`` (the older keyword arguments: ``method``, ``fill``, ``grid``,
+        ``max_root_size``, ``beam_width``, ...).
+
+    Returns
+    -------
+    SagResult
+
+    Notes
+    -----
+    Follows methods.md §2.6 (official code). Adaptations: grid from the aspect ratio instead of 7 × 7; hard
+    (nearest) patch masks instead of bilinear upsampling; confidence = sigmoid probability for multi-label cards
+    (softmax for multi-class, as officially); the fill is any project fill (default blur, σ =
+    :data:`~napari_global_xai.config.BLUR_SIGMA_FRACTION` of the shorter side) instead of black; any registered
+    saliency method or a given map may replace I-GOS (for I-GOS, ``method_params`` override
+    :data:`IGOS_SAG_PARAMS` and the mask grid and baseline follow the SAG grid and fill); the beam keeps exactly
+    ``beam_width`` states, merges duplicate successors and (``skip_supersets``) does not re-minimise successors
+    containing a known root; roots are at most ``max_root_size`` patches (default 6); redundant-patch removal and
+    graph children are scored in batches (greedy best-first removal; children = the ``max_children`` most confident
+    one-patch removals); all model calls are batched and each distinct patch set is scored once. Relative
+    confidence = confidence / full-image confidence.
+    """
+    config = sag_config(config, **settings)
+    maps = None if saliency is None else [saliency]
+    return _sag_group(model, [image_raw], label_index, [image_index], maps, config, cancel)[0]
+
+
+def _gather(images, chunk: Sequence[int]) -> list[np.ndarray]:
+    """Pixels of some images: an AlignedStack in its own frame, or any ``(n, H, W, C)`` indexable."""
+    if hasattr(images, "to_left_eye"):
+        return list(images.get(np.asarray(chunk, dtype=np.intp)))
+    return [np.asarray(images[i]) for i in chunk]
+
+
+def run_sag(model, images, label_index: int, indices: Sequence[int], progress: Callable | None = None,
+            cancel: Callable | None = None, *, config: SagConfig | None = None, control: RunControl | None = None,
+            laterality: Sequence[str] | None = None, saliency_maps=None, **settings) -> list[SagResult]:
+    """SAGs of several images of a stack for one label, ``config.images_together`` at a time.
+
+    The images of a group share every model call: their heuristic maps are computed in one batched call of the
+    saliency method, and their searches run in lockstep (:func:`~napari_global_xai.sag.search.run_programs`), so
+    each round's patch sets of all images go through the model together. Results equal :func:`sag_for_image` per
+    image (up to float rounding of batched convolutions); ``seconds`` and ``saliency_seconds`` are the group's wall
+    time shared evenly.
+
+    Parameters
+    ----------
+    model : LoadedModel
+    images : AlignedStack or array-like, (n, H, W, C)
+        Raw pixels in the model's frame (an AlignedStack is read in its own frame).
+    label_index : int
+    indices : sequence of int
+        Images to explain.
+    progress : callable(done, total), optional
+        Called after each group (or give ``control``).
+    cancel : callable() -> bool or threading.Event, optional
+        Checked between groups and between batches (or give ``control``).
+    config : SagConfig, optional
+    control : RunControl, optional
+        Progress (stage ``"sag"``) and cancel in one object, instead of ``progress`` / ``cancel``.
+    laterality : sequence of str, optional
+        Per stack image, for stored-frame arrays: images with ``"R"`` are read mirrored (through
+        :meth:`~napari_global_xai.data.AlignedStack.to_left_eye`). Kept for callers of the array form;
+        :func:`run_sag_pipeline` passes a stack already in the card's frame instead.
+    saliency_maps : mapping or sequence, optional
+        ``saliency_maps[i]`` is the heuristic map of stack image ``i`` (in the images' frame).
+    **settings
+        SagConfig fields overriding ``config`` (e.g. ``images_together``, ``fill``, ``max_root_size``).
+
+    Returns
+    -------
+    list of SagResult
+
+    Raises
+    ------
+    Cancelled
+        On a cancel; its ``partial`` holds the results of the groups finished before (a list, maybe empty).
+    """
+    config = sag_config(config, **settings)
+    if control is not None:
+        if progress is not None or cancel is not None:
+            raise TypeError("give either control= or progress=/cancel=, not both")
+        report, cancel = control.stage("sag"), control.cancel_fn
+    else:
+        report, cancel = progress, RunControl(cancel=cancel).cancel_fn
+    if laterality is not None:
+        from ..data import AlignedStack
+
+        images = AlignedStack(images, [str(i) for i in range(len(images))], laterality=list(laterality)).to_left_eye()
+    from ..batching import images_per_pass
+
+    out: list[SagResult] = []
+    indices = [int(i) for i in indices]
+    group = max(1, int(config.images_together or images_per_pass(model.device)))
+    for start in range(0, len(indices), group):
+        chunk = indices[start:start + group]
+        try:
+            if cancel is not None and cancel():
+                raise Cancelled(f"cancelled after {start} of {len(indices)} images")
+            maps = None if saliency_maps is None else [saliency_maps[i] for i in chunk]
+            out.extend(_sag_group(model, _gather(images, chunk), label_index, chunk, maps, config, cancel))
+        except Cancelled as exc:
+            exc.partial = out  # the finished groups stay usable
+            raise
+        if report is not None:
+            report(len(out), len(indices))
+    return out
+
+
+def _positives(frame_stack, model, label: str, label_index: int, control: RunControl) -> list[int]:
+    """Images positive for ``label`` in the labels table, else predicted positive (with a notice naming why)."""
+    table = None if frame_stack.labels is None else frame_stack.labels.matched_to([label])
+    if table is not None and label in table.names:
+        return [int(i) for i in np.nonzero(table.column(label))[0]]
+    if table is not None:
+        from ..data.labels import InputNotice
+        from ..run import missing_truth_message
+
+        warnings.warn(f"{missing_truth_message([label])}: SAG explains the images predicted positive",
+                      InputNotice, stacklevel=3)
+    from ..explain.engine import predict_probabilities
+
+    probs = []
+    for _idx, pixels in frame_stack.iter_chunks(16):
+        control.check("cancelled before any SAG was computed")
+        probs.append(predict_probabilities(model, pixels))
+    return [int(i) for i in np.nonzero(np.concatenate(probs)[:, label_index] > 0.5)[0]]
+
+
+def run_sag_pipeline(stack, model, label: str, config: SagConfig | None = None, *, indices=None,
+                     out_dir: str | Path | None = None, control: RunControl | None = None,
+                     progress=None, cancel=None, **settings) -> SagRunResult:
+    """Structured attention graphs for images of a stack and their stack-level summary.
+
+    Parameters
+    ----------
+    stack : AlignedStack
+        Any frame: the pipeline reads it in the left-eye frame when the card harmonises laterality, else as stored
+        (decided here, once).
+    model : LoadedModel
+    label : str
+        Model label explained.
+    config : SagConfig, optional
+        Every setting (default ``SagConfig()``: I-GOS ranking, blur fill, roots of at most 6 patches, PNG figures).
+    indices : sequence of int, optional
+        Images; default those positive for ``label`` (labels table), else those predicted positive.
+    out_dir : path, optional
+        Writes ``sag_<image id>.json`` and the graph figure per image (``sag_<image id>.<format>`` for each of
+        ``config.figure_formats``) and ``sag_summary.json``; checked for writing before any model pass.
+    control : RunControl, optional
+        Progress (stage ``"sag"``, one step per image group) and cancel; or the older ``progress(done, total,
+        stage)`` / ``cancel()`` callables.
+    **settings
+        SagConfig fields overriding ``config`` (the older keyword arguments ``method``, ``fill``,
+        ``max_root_size``, ``figure_formats``, ...).
+
+    Returns
+    -------
+    SagRunResult
+        Per-image results and the stack summary. After a cancel the images finished so far are returned (and
+        written, marked ``"status": "CANCELLED"``) with ``cancelled=True``.
+
+    Raises
+    ------
+    Cancelled
+        A cancel before the first image group finished; ``partial`` is a :class:`SagRunResult` with no results.
+    UsageError
+        An unknown label or an image index outside the stack.
+    OutputFolderError
+        ``out_dir`` cannot be written.
+    """
+    from ..data.conform import fit_stack_to_model
+    from ..errors import UsageError
+    from ..run import _status
+
+    control = RunControl.of(control, progress, cancel)
+    config = sag_config(config, **settings)
+    if label not in model.labels:
+        raise UsageError(f"unknown label {label!r}; the model's labels are {model.labels}")
+    if out_dir is not None:
+        from ..io_utils import check_output_folder
+
+        check_output_folder(out_dir)
+    stack = fit_stack_to_model(stack, model.card)
+    model.check_input(stack.shape)
+    frame_stack = stack.to_left_eye() if model.card.harmonise_laterality else stack
+    label_index = model.labels.index(label)
+    indices = (_positives(frame_stack, model, label, label_index, control) if indices is None
+               else [int(i) for i in indices])
+    outside = [i for i in indices if not 0 <= i < len(frame_stack)]
+    if outside:
+        raise UsageError(f"image index(es) {outside} outside the stack's 0..{len(frame_stack) - 1}")
+    run = SagRunResult([], {}, label=label, n_requested=len(indices), config=config, stack=frame_stack)
+    try:
+        run.results = run_sag(model, frame_stack, label_index, indices, control=control, config=config)
+    except Cancelled as exc:
+        run.results, run.cancelled = list(exc.partial or []), True
+        if not run.results:
+            run.summary = {"cancelled": True, "status": _status(True), "n_requested": len(indices)}
+            raise Cancelled(str(exc), partial=run) from exc
+    from .summary import sag_stack_summary
+
+    run.summary = {**sag_stack_summary(run.results), "cancelled": run.cancelled, "status": _status(run.cancelled),
+                   "n_requested": len(indices)}
+    run.image_ids = [stack.image_ids[r.image_index] for r in run.results]
+    if out_dir is not None:
+        _write(run, frame_stack, Path(out_dir))
+    return run
+
+
+def _write(run: SagRunResult, frame_stack, out: Path) -> None:
+    """Each image's JSON and figures, then ``sag_summary.json`` (all written atomically)."""
+    from ..io_utils import save_json
+    from .drawing import draw_sag
+    from .summary import to_json
+
+    for result, image_id in zip(run.results, run.image_ids):
+        save_json(out / f"sag_{image_id}.json", to_json(result))
+        for fmt in run.config.figure_formats:
+            draw_sag(result, frame_stack.get(result.image_index)[0], out / f"sag_{image_id}.{fmt}")
+    save_json(out / "sag_summary.json", {"label": run.label, "images": run.image_ids, **run.summary})
