@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..config import SagConfig
+from ..config import BLUR_SIGMA_FRACTION, SagConfig
 from ..control import Cancelled, RunControl
 from .grid import grid_for, patch_saliency
 from .result import SagResult, SagRunResult
@@ -74,7 +74,7 @@ def _saliency_maps(model, x, label: int, method: str, method_params: dict | None
 def _params(config: SagConfig, method: str) -> dict:
     """The parameters recorded in each :class:`SagResult` (and its JSON)."""
     keys = ("beam_width", "n_successors", "root_threshold", "max_roots", "max_root_size", "skip_supersets",
-            "overlap", "n_show", "node_threshold", "max_children", "max_nodes", "fill", "fill_sigma")
+            "overlap", "n_show", "node_threshold", "max_children", "max_nodes", "fill")
     return {"method": method, "method_params": config.method_params or None,
             **{k: getattr(config, k) for k in keys}}
 
@@ -100,8 +100,11 @@ def _sag_group(model, images_raw: Sequence[np.ndarray], label_index: int, image_
             raise ValueError(f"saliency map shape {m.shape} does not match the image {(h, w)}")
     t0 = time.perf_counter()
     batch_size = int(config.batch_size or images_per_pass(x.device))
+    sigma = config.fill_sigma
+    if config.fill == "blur" and sigma is None:  # the one blur default, recorded in the result
+        sigma = BLUR_SIGMA_FRACTION * min(h, w)
     scorers = [SagScorer(model, x[i:i + 1], label_index, grid, fill=config.fill, batch_size=batch_size,
-                         fill_sigma=config.fill_sigma, cancel=cancel) for i in range(len(x))]
+                         fill_sigma=sigma, cancel=cancel) for i in range(len(x))]
     search = dict(beam_width=config.beam_width, n_successors=config.n_successors,
                   root_threshold=config.root_threshold, max_roots=config.max_roots,
                   max_root_size=config.max_root_size, skip_supersets=config.skip_supersets)
@@ -110,7 +113,7 @@ def _sag_group(model, images_raw: Sequence[np.ndarray], label_index: int, image_
                               config.overlap, config.n_show, graph) for m in maps]
     outcomes = run_programs(programs, scorers, batch_size, cancel)
     seconds = (time.perf_counter() - t0) / len(x)
-    params = _params(config, "given" if given else config.method)
+    params = {**_params(config, "given" if given else config.method), "fill_sigma": sigma}
     return [SagResult(image_index=int(i), label=int(label_index), grid=tuple(grid), full_confidence=float(full),
                       roots=shown, nodes=nodes, n_forwards=sc.n_forwards, all_roots=all_roots,
                       root_confidences=[float(c) for c in confs], n_batches=sc.n_batches, seconds=seconds,

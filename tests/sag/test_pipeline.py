@@ -1,0 +1,143 @@
+"""The SAG pipeline on a model built here: the frame is decided once from the card, a cancel keeps finished images,
+settings come from one validated SagConfig."""
+
+import json
+import threading
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from napari_global_xai.config import SagConfig
+from napari_global_xai.control import Cancelled, RunControl
+
+H, W = 40, 56  # a shape the project never uses
+LABELS = ["spot", "other", "rest"]
+
+
+class LeftSpotNet(nn.Module):
+    """Softmax over three outputs; output 0 rises with intensity in the left third, falls with it on the right."""
+
+    def __init__(self):
+        super().__init__()
+        cols = torch.linspace(1.0, -1.0, W)
+        weight = torch.zeros(3, 3, H, W)
+        weight[0] = cols.clamp(min=-0.3).view(1, 1, W).expand(3, H, W)
+        weight[1] = 0.2
+        self.weight = nn.Parameter(weight / (H * W) * 40)
+
+    def forward(self, x):
+        return (x.unsqueeze(1) * self.weight).sum(dim=(2, 3, 4))
+
+
+def _model(harmonise: bool = True):
+    from napari_global_xai.models.card import LoadedModel, ModelCard
+
+    card = ModelCard(name="left spot", labels=LABELS, weights="inline.pt", activation="softmax",
+                     input_channels=[0, 1, 2], mean=[0.5, 0.5, 0.5], std=[0.25, 0.25, 0.25],
+                     harmonise_laterality=harmonise)
+    torch.manual_seed(0)
+    return LoadedModel(LeftSpotNet(), card, torch.device("cpu"))
+
+
+def _stored_right_eyes(n: int, seed: int = 1) -> np.ndarray:
+    """Right eyes as stored: a bright spot on the right (the left-eye frame puts it on the left)."""
+    rng = np.random.default_rng(seed)
+    images = rng.integers(60, 120, (n, H, W, 3)).astype(np.uint8)
+    for k in range(n):
+        r = 8 + 9 * k % 20
+        images[k, r:r + 12, W - 18 - 2 * k:W - 4 - 2 * k] = 240
+    return images
+
+
+def _stack(images, laterality):
+    from napari_global_xai.data import AlignedStack
+
+    return AlignedStack(images, [f"eye{k}" for k in range(len(images))], laterality=laterality)
+
+
+CONFIG = SagConfig(method="saliency", fill="zero", grid=(4, 4), max_root_size=4, images_together=1)
+
+
+def _same(a, b):
+    assert a.full_confidence == pytest.approx(b.full_confidence, abs=1e-6)
+    assert a.all_roots == b.all_roots and a.roots == b.roots
+    assert [n.patches for n in a.nodes] == [n.patches for n in b.nodes]
+    np.testing.assert_allclose([n.confidence for n in a.nodes], [n.confidence for n in b.nodes], atol=1e-6)
+
+
+def test_right_eye_through_the_pipeline_equals_sag_on_the_mirrored_image(tmp_path):
+    """Frame decided once, from the card: the pipeline's result for a stored right eye is SAG of the mirrored image
+    (and, for a card that does not harmonise, SAG of the image as stored)."""
+    from napari_global_xai.sag import run_sag_pipeline, sag_for_image
+
+    images = _stored_right_eyes(1)
+    model = _model()
+    run = run_sag_pipeline(_stack(images, ["R"]), model, "spot", CONFIG, indices=[0], out_dir=tmp_path)
+    (piped,) = run.results
+    mirrored = sag_for_image(model, images[0][:, ::-1], 0, config=CONFIG)
+    as_stored = sag_for_image(model, images[0], 0, config=CONFIG)
+    _same(piped, mirrored)
+    assert mirrored.full_confidence > as_stored.full_confidence + 0.05  # the frame matters for this model
+    assert run.stack.frame == "left" and np.array_equal(run.stack.get(0)[0], images[0][:, ::-1])
+    assert not run.cancelled and run.n_requested == 1 and run.image_ids == ["eye0"]
+    saved = json.loads((tmp_path / "sag_eye0.json").read_text())
+    assert saved["roots"] == [sorted(r) for r in piped.roots]
+
+    unharmonised = _model(harmonise=False)
+    (kept,) = run_sag_pipeline(_stack(images, ["R"]), unharmonised, "spot", CONFIG, indices=[0]).results
+    _same(kept, sag_for_image(unharmonised, images[0], 0, config=CONFIG))
+
+
+def test_cancel_returns_the_finished_images_marked_cancelled(tmp_path):
+    from napari_global_xai.sag import run_sag_pipeline
+
+    images = _stored_right_eyes(3)
+    model = _model()
+    full = run_sag_pipeline(_stack(images, ["R", "L", "R"]), model, "spot", CONFIG, indices=[0, 1, 2])
+    reports = []
+    stop = threading.Event()
+
+    def progress(done, total, stage):
+        reports.append((done, total, stage))
+        stop.set()  # cancel once the first image group is done
+
+    out = tmp_path / "sag"
+    run = run_sag_pipeline(_stack(images, ["R", "L", "R"]), model, "spot", CONFIG, indices=[0, 1, 2], out_dir=out,
+                           control=RunControl(progress, stop))
+    assert run.cancelled and run.n_requested == 3 and [r.image_index for r in run.results] == [0]
+    assert reports == [(1, 3, "sag")]
+    _same(run.results[0], full.results[0])  # what finished is the uncancelled run's result
+    summary = json.loads((out / "sag_summary.json").read_text())
+    assert summary["status"] == "CANCELLED" and summary["cancelled"] and summary["n_requested"] == 3
+    assert summary["images"] == ["eye0"] and summary["n_images"] == 1
+    assert sorted(p.name for p in out.glob("sag_eye*.json")) == ["sag_eye0.json"]
+    results, summary = run  # the pair older callers unpack
+    assert results is run.results and summary is run.summary
+
+    with pytest.raises(Cancelled) as info:  # nothing finished: raised, carrying the empty partial result
+        run_sag_pipeline(_stack(images, ["R", "L", "R"]), model, "spot", CONFIG, indices=[0, 1],
+                         out_dir=tmp_path / "none", cancel=lambda: True)
+    partial = info.value.partial
+    assert partial.cancelled and partial.results == [] and partial.n_requested == 2
+    assert not list((tmp_path / "none").glob("sag_*"))
+
+
+def test_settings_fold_into_one_validated_config():
+    from napari_global_xai.config import BLUR_SIGMA_FRACTION
+    from napari_global_xai.sag import run_sag_pipeline, sag_config, sag_for_image
+
+    config = sag_config(CONFIG, fill="blur", max_root_size=0)
+    assert config.fill == "blur" and config.max_root_size is None and config.grid == (4, 4)
+    with pytest.raises(ValueError, match="SagConfig.fill: unknown value 'grey'"):
+        sag_config(fill="grey")
+    with pytest.raises(TypeError, match="unknown SAG setting"):
+        sag_for_image(_model(), _stored_right_eyes(1)[0], 0, beam=3)
+    with pytest.raises(ValueError, match="figure_formats"):
+        run_sag_pipeline(_stack(_stored_right_eyes(1), ["R"]), _model(), "spot", figure_formats=("jpg",))
+    # old keyword arguments still drive a run; the result records the blur width actually used
+    result = sag_for_image(_model(), _stored_right_eyes(1)[0][:, ::-1], 0, method="saliency", fill="blur",
+                           grid=(4, 4), max_root_size=2, max_roots=1)
+    assert result.params["fill"] == "blur" and result.params["max_root_size"] == 2
+    assert result.params["fill_sigma"] == pytest.approx(BLUR_SIGMA_FRACTION * H)
