@@ -37,7 +37,7 @@ import numpy as np
 import torch
 
 from .batching import Cancelled, images_per_pass, iterate_batches
-from .fills import FILLS, impute_linear, make_fill
+from .perturb.fills import FILLS, impute_linear, make_fill
 
 __all__ = [
     "DEFAULT_FRACTIONS",

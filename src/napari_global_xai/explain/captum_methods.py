@@ -11,7 +11,7 @@ import contextlib
 import numpy as np
 import torch
 
-from ..fills import BASELINES, make_fill
+from ..perturb.fills import BASELINES, make_fill
 from .base import Choice, Float, Int, MethodUnavailable, SaliencyMethod, ScoreModule, register_method
 
 __all__ = [
