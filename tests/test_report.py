@@ -91,7 +91,7 @@ def test_report_html_is_self_contained_and_complete(results, tmp_path):
         assert f"{row['A_erase']:.3f}" in text and f"{row['gap']:+.3f}" in text
     # the curves read back from the CSV give the engine's areas (independent trapezoid areas of the rebuilt curves)
     from napari_global_xai.peppr import curve_area
-    from napari_global_xai.peppr_view import view_from_folder
+    from napari_global_xai.peppr.view import view_from_folder
 
     view = view_from_folder(results / "peppr_saliency")
     for row in summary["table"]:

@@ -259,14 +259,18 @@ def _cmd_explain(args) -> int:
 
 
 def _cmd_peppr(args) -> int:
-    from .run import run_peppr_from_files
+    from .peppr.pipeline import run_peppr_from_files
 
     stack, model = _load_inputs(args)
     with _progress(args.quiet) as bar, _cancel_on_interrupt() as cancel:
-        summary = run_peppr_from_files(stack, model, args.global_maps, out_dir=args.out, fill=args.fill,
-                                       random_seeds=args.random_seeds, fractions=args.fractions, progress=bar,
-                                       cancel=cancel)
+        summary, result = run_peppr_from_files(stack, model, args.global_maps, out_dir=args.out, fill=args.fill,
+                                               random_seeds=args.random_seeds, fractions=args.fractions,
+                                               progress=bar, cancel=cancel, return_result=True)
     print(summary)
+    if result.cancelled:
+        print(f"global-xai peppr: cancelled: partial result ({result.n_images} of {result.n_requested} images) "
+              "written, marked CANCELLED", file=sys.stderr)
+        return EXIT_CANCELLED
     return 0
 
 

@@ -467,7 +467,7 @@ def run_concepts(stack, model, config: ConceptConfig | None = None, out_dir: str
     auroc_model = auroc_concepts = None
     truth = _truth(stack, labels)
     if truth is not None and done.any():
-        from .peppr import auroc
+        from .metrics import auroc
 
         auroc_model = auroc(truth[done], logits[done])
         auroc_concepts = auroc(truth[done], concept_logits[done])

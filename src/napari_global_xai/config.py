@@ -35,7 +35,7 @@ NORMALISATIONS: tuple[str, ...] = get_args(Normalisation)
 Autocast = Literal[None, "bf16", "fp16"]
 AUTOCASTS: tuple[str, ...] = tuple(a for a in get_args(Autocast) if a is not None)
 
-#: Value of erased / hidden pixels (PEPPR, deletion/insertion, SAG, Score-CAM): :mod:`napari_global_xai.fills`.
+#: Value of erased / hidden pixels (PEPPR, deletion/insertion, SAG, Score-CAM): :mod:`napari_global_xai.perturb.fills`.
 Fill = Literal["zero", "black", "blur", "impute"]
 FILLS: tuple[str, ...] = get_args(Fill)
 CONSTANT_FILLS: tuple[str, ...] = ("zero", "black")

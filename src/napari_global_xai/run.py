@@ -18,7 +18,8 @@ from .batching import Cancelled
 from .explain.engine import ExplainConfig, ImageMapEngine, predict_probabilities, select_pairs
 from .sag.pipeline import run_sag_pipeline  # noqa: F401  (moved to sag/pipeline.py; still importable from here)
 
-__all__ = ["ExplainResult", "run_explain", "resolve_targets", "ProgressFn", "CancelFn"]
+__all__ = ["ExplainResult", "run_explain", "resolve_targets", "ProgressFn", "CancelFn", "run_peppr_pipeline",
+           "run_peppr_from_files", "peppr_truth"]
 
 ProgressFn = Callable[[int, int, str], None]
 CancelFn = Callable[[], bool]
@@ -352,117 +353,12 @@ def _stage(progress: ProgressFn | None, stage: str):
     return lambda done, total: progress(done, total, stage)
 
 
-def peppr_truth(stack, model, label_names=None):
-    """Evaluated labels and their ``(n, L)`` ground truth (None without a labels table).
-
-    With a labels table only labels that have ground truth are scored (matched by name, case-insensitively); the
-    model labels skipped for want of a column are named in an :class:`~napari_global_xai.data.InputNotice`.
-    Without a table every label (or ``label_names``) is evaluated on its mean probability (truth None).
-
-    Raises
-    ------
-    ValueError
-        If ``label_names`` asks for labels the table has no column for. (When no model label has a column, every
-        label is evaluated on its mean probability, with a notice.)
-    """
-    if stack.labels is None:
-        return (list(label_names) if label_names is not None else list(model.labels)), None
-    wanted = list(label_names) if label_names is not None else list(model.labels)
-    table = stack.labels.matched_to(wanted)
-    if table.missing and label_names is not None:
-        raise ValueError(f"PEPPR needs ground truth for the labels it scores, but {missing_truth_message(table.missing)}")
-    from .data.labels import InputNotice
-
-    if not table.names:
-        warnings.warn(f"{missing_truth_message(table.missing)}: PEPPR scores every label on its mean predicted "
-                      "probability instead of AUROC", InputNotice, stacklevel=2)
-        return wanted, None
-    if table.missing:
-        warnings.warn(f"PEPPR scores only labels with ground truth: skipped {', '.join(map(repr, table.missing))} "
-                      "(no column in the labels table)", InputNotice, stacklevel=2)
-    return list(table.names), np.stack([table.column(n) for n in table.names], axis=1)
-
-
-def _split_indices(stack, split: str | None):
-    if split is None:
-        return None
-    table = stack.labels
-    if table is None or table.split is None:
-        raise ValueError(f"eval_split={split!r} needs a 'split' column in the labels table")
-    idx = np.nonzero(np.asarray(table.split) == split)[0]
-    if len(idx) == 0:
-        raise ValueError(f"no image has split {split!r}; splits present: {sorted(set(map(str, table.split)))}")
-    return idx
-
-
-def run_peppr_pipeline(stack, model, global_maps, *, labels=None, fractions=None, fill: str = "zero",
-                       random_seeds: int = 5, eval_split: str | None = None, map_split: str | None = None,
-                       out_dir: str | Path | None = None, filled_fractions=(0.05, 0.1, 0.2, 0.5),
-                       progress: ProgressFn | None = None, cancel: CancelFn | None = None):
-    """PEPPR of global maps on an aligned stack: curves, random/reverse baselines, scores, figure and files.
-
-    Parameters
-    ----------
-    stack : AlignedStack
-        Harmonised to the left-eye frame here when the model asks for it (the frame the maps live in).
-    model : LoadedModel
-    global_maps : GlobalMaps or dict name -> (H, W)
-    labels : list of str, optional
-        Labels scored (default: model outputs present in the labels table).
-    fractions : sequence of float, optional
-        Default :data:`napari_global_xai.peppr.DEFAULT_FRACTIONS`.
-    fill : {"zero", "black", "blur", "impute"}
-    random_seeds : int
-    eval_split, map_split : str, optional
-        Circularity guard: evaluate only images of ``eval_split`` (labels ``split`` column); ``map_split`` records
-        which split built the maps. Both appear in the result's ``split_note``.
-    out_dir : path, optional
-        Writes ``peppr_curves.csv``, ``peppr_summary.json``, ``peppr.png`` and the erased/restored images of the
-        overall map at ``filled_fractions`` (``erased_overall.tif``, ``restored_overall.tif``).
-
-    Returns
-    -------
-    PepprResult
-        (Raises :class:`~napari_global_xai.batching.Cancelled` when cancelled: curves need every fraction, so
-        nothing is written.)
-
-    Raises
-    ------
-    OutputFolderError
-        ``out_dir`` cannot be written (checked before any model pass).
-    """
-    from . import peppr
-
-    if out_dir is not None:
-        from .io_utils import check_output_folder
-
-        check_output_folder(out_dir)
-    stack = _fit(stack, model)
-    model.check_input(stack.shape)
-    frame_stack = stack.to_left_eye() if model.card.harmonise_laterality else stack
-    names, truth = peppr_truth(frame_stack, model, labels)
-    eval_idx = _split_indices(frame_stack, eval_split)
-    result = peppr.run_peppr(model, _LazyPixels(frame_stack), global_maps, truth, names,
-                             fractions=fractions or peppr.DEFAULT_FRACTIONS, fill=fill, random_seeds=random_seeds,
-                             eval_indices=eval_idx, map_split=map_split,
-                             eval_split=eval_split or ("all images" if eval_idx is None else None),
-                             progress=_stage(progress, "peppr"), cancel=cancel)
-    if out_dir is not None:
-        from .peppr_report import write_filled_tiff, write_peppr
-
-        write_peppr(result, out_dir)
-        maps = peppr.collect_maps(global_maps, frame_stack.shape[1:3])
-        name = "overall" if "overall" in maps else next(iter(maps))
-        ranking = peppr.pixel_ranking(maps[name])
-        sample = frame_stack.get(np.arange(min(8, len(frame_stack))))
-        for mode, stem in (("erase", "erased"), ("restore", "restored")):
-            write_filled_tiff(Path(out_dir) / f"{stem}_{name}.tif", model, sample, ranking, filled_fractions,
-                              fill, mode)
-    return result
+# The PEPPR pipelines live in napari_global_xai.peppr.pipeline; re-exported for run_demo and existing callers.
+from .peppr.pipeline import peppr_truth, run_peppr_from_files, run_peppr_pipeline  # noqa: E402
 
 
 class _LazyPixels:
-    """Index an AlignedStack like an ``(n, H, W, C)`` array (what the curve engine reads), loading on demand."""
+    """An AlignedStack indexed like an array, loaded on demand: SAG only (PEPPR reads ``get``); leaves with SAG."""
 
     def __init__(self, stack):
         self.stack = stack
@@ -478,31 +374,6 @@ class _LazyPixels:
         return pixels[0] if isinstance(idx, (int, np.integer)) else pixels  # numpy semantics for an int index
 
 
-def run_peppr_from_files(stack, model, global_maps_path, out_dir, fill="zero", random_seeds=5,
-                         eval_split=None, progress=None, cancel=None, fractions=None) -> str:
-    """CLI helper: read ``global_maps.tif``, run :func:`run_peppr_pipeline`, return a printable summary.
-
-    ``fractions`` (optional) are checked and completed by :func:`napari_global_xai.peppr.complete_fractions`
-    (endpoints 0 and 1 added, with a note in the summary) before the maps file is read.
-    """
-    from .io_utils import check_output_folder
-    from .outputs import read_global_maps
-    from .peppr import complete_fractions
-    from .peppr_report import summary_text
-
-    note = ""
-    if fractions is not None:
-        fractions, added = complete_fractions(fractions)
-        if added:
-            note = (f"\nnote: added fraction(s) {', '.join(f'{a:g}' for a in added)} (the curves are read against "
-                    f"the intact image at both ends); fractions used: {', '.join(f'{f:g}' for f in fractions)}")
-    check_output_folder(out_dir)
-    gm = read_global_maps(global_maps_path)
-    result = run_peppr_pipeline(stack, model, gm, fractions=fractions, fill=fill, random_seeds=random_seeds,
-                                eval_split=eval_split, out_dir=out_dir, progress=progress, cancel=cancel)
-    return summary_text(result) + note + f"\nresults in {Path(out_dir).resolve()}"
-
-
 def run_demo(out_dir, method: str = "ig", device: str = "auto", progress: ProgressFn | None = None) -> str:
     """The whole chain on the shipped sample data: explain → global maps → PEPPR, with figures.
 
@@ -512,7 +383,7 @@ def run_demo(out_dir, method: str = "ig", device: str = "auto", progress: Progre
     import time
 
     from .models import load_model
-    from .peppr_report import summary_text
+    from .peppr.report import summary_text
     from .samples import load_sample_stack
 
     t0 = time.perf_counter()

@@ -10,7 +10,7 @@ import pytest
 from napari_global_xai._qt.explain_widget import ExplainWidget
 from napari_global_xai._qt.peppr_widget import PepprWidget
 from napari_global_xai.peppr import pixel_ranking, removed_mask
-from napari_global_xai.peppr_view import thumbnail
+from napari_global_xai.peppr.view import thumbnail
 
 from _timeouts import HANG_GUARD_MS
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from napari_global_xai.explain import get_method, method_names
-from napari_global_xai.fills import gaussian_blur
+from napari_global_xai.perturb.fills import gaussian_blur
 
 
 def _inputs(model, stack):

@@ -101,7 +101,7 @@ def test_roots_lie_in_the_lesion_arcades(setup):
 
 
 def test_roots_are_sufficient_and_minimal_independent_forward(setup):
-    from napari_global_xai.fills import make_fill
+    from napari_global_xai.perturb.fills import make_fill
 
     model, label, _rm, cases = setup
     for c in cases[:3]:

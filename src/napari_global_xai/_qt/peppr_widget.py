@@ -1,10 +1,10 @@
 """PEPPR panel: faithfulness curves of one or more global maps beside a filmstrip of the erased and restored images.
 
 The panel runs :func:`napari_global_xai.run.run_peppr_pipeline` in a thread worker and draws
-:func:`napari_global_xai.peppr_view.draw_peppr_figure` into a themed matplotlib canvas (napari-matplotlib): the curves
+:func:`napari_global_xai.peppr.view.draw_peppr_figure` into a themed matplotlib canvas (napari-matplotlib): the curves
 of every chosen map in one plot (legend outside the axes), a compact summary table beside them and, below, the
 current image erased and restored at every fraction in the map's order and one random order. The filmstrip is
-computed by the core (:func:`~napari_global_xai.peppr_view.compute_filmstrip`) in a worker thread and follows the
+computed by the core (:func:`~napari_global_xai.peppr.view.compute_filmstrip`) in a worker thread and follows the
 stack slider. Curves, filmstrip, fraction slider and the ``erased`` / ``restored`` layers are linked both ways:
 clicking a curve point or a thumbnail selects that fraction; moving the slider moves the marker on the curves.
 """
@@ -18,13 +18,15 @@ from magicgui.widgets import ComboBox, Container, FloatSlider, LineEdit, PushBut
 from qtpy.QtCore import Signal
 from qtpy.QtWidgets import QFileDialog, QVBoxLayout, QWidget
 
+from ..config import DEFAULT_FRACTIONS, FILLS, PepprConfig
 from ._model_inputs import ModelInputs, load_model_job
 from ._runner import RunPanel
 from .explain_widget import GLOBAL_MAP_KEY, stack_from_layer
 
 __all__ = ["PepprWidget", "peppr_job", "DEFAULT_FRACTIONS_TEXT"]
 
-DEFAULT_FRACTIONS_TEXT = "0, 0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1"
+DEFAULT_FRACTIONS_TEXT = ", ".join(f"{f:g}" for f in DEFAULT_FRACTIONS)
+_DEFAULTS = PepprConfig()
 
 
 def _parse_fractions(text: str) -> list[float]:
@@ -52,7 +54,7 @@ def peppr_job(stack, model_path, device, global_maps, labels, fractions, fill, r
 
 def filmstrip_job(model, image, global_map, fractions, fill, image_index, map_name):
     """Worker body: the filmstrip of one image (torch work off the main thread)."""
-    from ..peppr_view import compute_filmstrip
+    from ..peppr.view import compute_filmstrip
 
     return compute_filmstrip(model, image, global_map, fractions, fill, image_index=image_index,
                              map_name=map_name)
@@ -84,8 +86,8 @@ class PepprWidget(QWidget):
         self.model_inputs = ModelInputs()
         self.model_card, self.device, self.trust_pickle = self.model_inputs.widgets
         self.fractions = LineEdit(label="fractions", value=DEFAULT_FRACTIONS_TEXT)
-        self.fill = ComboBox(label="fill", choices=["zero", "black", "blur", "impute"], value="zero")
-        self.random_seeds = SpinBox(label="random seeds", value=5, min=1, max=50)
+        self.fill = ComboBox(label="fill", choices=list(FILLS), value=_DEFAULTS.fill)
+        self.random_seeds = SpinBox(label="random seeds", value=_DEFAULTS.random_seeds, min=1, max=50)
         self.eval_split = LineEdit(label="evaluate split (empty = all)", value="")
         self.labels.native.setMaximumHeight(90)
         self.map_layers.native.setMaximumHeight(90)
@@ -185,8 +187,8 @@ class PepprWidget(QWidget):
                                      eval_split=self.eval_split.value)
 
     def _on_result(self, payload):
-        from ..peppr import pixel_ranking
-        from ..peppr_view import view_from_result
+        from ..peppr.view import view_from_result
+        from ..perturb.rankings import pixel_ranking
 
         self.result, self.model = payload
         self._rankings = {name: pixel_ranking(m) for name, m in self._maps.items()}
@@ -231,7 +233,7 @@ class PepprWidget(QWidget):
         """Draw curves, table and (when computed) the filmstrip into the themed canvas."""
         import matplotlib.style as mplstyle
 
-        from ..peppr_view import draw_peppr_figure
+        from ..peppr.view import draw_peppr_figure
 
         with mplstyle.context(self.plot.napari_theme_style_sheet):
             self.handles = draw_peppr_figure(self.plot.figure, self.view, self.strip, self.fraction.value,
@@ -257,7 +259,7 @@ class PepprWidget(QWidget):
     # --- linking ----------------------------------------------------------------------------------------------------
     def _on_canvas_click(self, event):
         """A click on the curves (nearest grid fraction) or on a thumbnail selects that fraction."""
-        from ..peppr_view import nearest_index
+        from ..peppr.view import nearest_index
 
         if self.view is None or self.handles is None or event.inaxes is None:
             return
@@ -310,7 +312,7 @@ class PepprWidget(QWidget):
         """Lazy ``(n, H, W, 3)`` uint8 dask array: every image erased/restored at ``fraction`` (display channels)."""
         import dask.array as da
 
-        from ..peppr_report import filled_images
+        from ..peppr.filled import filled_images
 
         stack, model, ranking, fill = self._stack, self.model, self._rankings[self._film_map], self.result.fill
         n, h, w = stack.shape[:3]
@@ -325,7 +327,7 @@ class PepprWidget(QWidget):
 
     def show_fraction(self, fraction: float):
         """(Re)place the ``erased`` and ``restored`` layers at ``fraction``; move the marker and the highlight."""
-        from ..peppr_view import nearest_index, set_highlight
+        from ..peppr.view import nearest_index, set_highlight
 
         if self.result is None:
             return
@@ -347,7 +349,7 @@ class PepprWidget(QWidget):
     # --- export ------------------------------------------------------------------------------------------------------
     def export(self, out_dir) -> dict:
         """Write the figure PNG and curves CSV/JSON of the current result to ``out_dir``."""
-        from ..peppr_report import write_peppr
+        from ..peppr.report import write_peppr
 
         if self.result is None:
             raise ValueError("run PEPPR first")
@@ -363,7 +365,7 @@ class PepprWidget(QWidget):
         """Ask for a folder; write the panel's figure PNG, or the curves CSV and summary JSON."""
         from napari.utils.notifications import show_error, show_info
 
-        from ..peppr_report import write_peppr
+        from ..peppr.report import write_peppr
 
         folder = QFileDialog.getExistingDirectory(self, "Folder for PEPPR " + ("figure" if figure_only else "curves"))
         if not folder:
@@ -385,7 +387,7 @@ class PepprWidget(QWidget):
         from matplotlib.figure import Figure
 
         from ..io_utils import atomic_path
-        from ..peppr_view import draw_peppr_figure
+        from ..peppr.view import draw_peppr_figure
 
         fig = Figure(figsize=(10, 8.5 if self.strip is not None else 4.2), dpi=110)
         FigureCanvasAgg(fig)

@@ -218,7 +218,7 @@ class ScoreCam(CamMethod):
         return max(1, int(images_per_pass)) * max(1, len(self.model.card.labels))
 
     def weigh(self, acts, grads, x, targets):
-        from ..peppr import blend
+        from ..perturb.blend import blend
 
         uniq, inverse = _unique_rows(x)
         acts_u = acts[uniq]

@@ -1,7 +1,7 @@
 """Captum-backed saliency methods: one thin class each, declared by a table-like set of small subclasses.
 
 Each class only says which Captum attribution to build and which keyword arguments to pass; results equal a
-direct Captum call on the same inputs. Baselines for IG-like methods come from :mod:`napari_global_xai.fills`.
+direct Captum call on the same inputs. Baselines for IG-like methods come from :mod:`napari_global_xai.perturb.fills`.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import contextlib
 import numpy as np
 import torch
 
-from ..fills import BASELINES, make_fill
+from ..perturb.fills import BASELINES, make_fill
 from .base import Choice, Float, Int, MethodUnavailable, SaliencyMethod, ScoreModule, register_method
 
 __all__ = [

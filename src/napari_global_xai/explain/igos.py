@@ -25,7 +25,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..fills import BASELINES, make_fill
+from ..config import BLUR_SIGMA_FRACTION  # noqa: F401 - re-exported: the official I-GOS blur, one default
+from ..perturb.fills import BASELINES, make_fill
 from .base import Choice, Flag, Float, Int, SaliencyMethod, register_method
 
 __all__ = [
@@ -59,9 +60,8 @@ __all__ = [
 #: Lower bound of the automatic score scale ``|f(x) − f(b)|``: 0.1 for probabilities; 0.4 for logits (the logit
 #: change that moves a sigmoid probability near 0.5 by 0.1, slope 1/4).
 SCORE_FLOOR = {"probability": 0.1, "logit": 0.4}
-#: Official blur: ``cv2.GaussianBlur((51, 51), sigmaX=50)`` on 224 px is nearly a 51-px box, std 51/√12 ≈ 14.7 px,
-#: i.e. 6.6 % of the image side; used as the default Gaussian σ relative to the shorter side.
-BLUR_SIGMA_FRACTION = 14.7 / 224
+# The blur default (BLUR_SIGMA_FRACTION, imported above) is config's: the official ``cv2.GaussianBlur((51, 51),
+# sigmaX=50)`` on 224 px is nearly a 51-px box, std 51/√12 ≈ 14.7 px, i.e. 6.6 % of the shorter side.
 #: Typical line-search trials per iteration with ``alpha = 1000`` (measured: ~5 on the planted-region test model;
 #: up to ~10 when the model barely reacts to the mask, e.g. random weights), for cost estimates only.
 TYPICAL_TRIALS = 5

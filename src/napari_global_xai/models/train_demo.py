@@ -52,11 +52,11 @@ def _to_input(images_u8: np.ndarray, mean: torch.Tensor, std: torch.Tensor) -> t
 @torch.inference_mode()
 def evaluate_auroc(model: nn.Module, images, labels, mean, std, batch: int = 32) -> list[float]:
     """Per-label AUROC of ``model`` on harmonised uint8 images."""
-    from sklearn.metrics import roc_auc_score
+    from ..metrics import auroc
 
     model.eval()
     scores = torch.cat([model(_to_input(images[i:i + batch], mean, std)) for i in range(0, len(images), batch)])
-    return [float(roc_auc_score(labels[:, k], scores[:, k].numpy())) for k in range(labels.shape[1])]
+    return [float(a) for a in auroc(np.asarray(labels), scores.numpy())]
 
 
 def train_demo_model(out_dir: str | Path, n_train: int = 3000, epochs: int = 11, batch: int = 16,

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..config import BLUR_SIGMA_FRACTION, SagConfig
+from ..config import SagConfig
 from ..control import Cancelled, RunControl
 from .grid import grid_for, patch_saliency
 from .result import SagResult, SagRunResult
@@ -83,7 +83,7 @@ def _sag_group(model, images_raw: Sequence[np.ndarray], label_index: int, image_
                saliency: Sequence | None, config: SagConfig, cancel: Callable[[], bool] | None = None
                ) -> list[SagResult]:
     """SAGs of a group of same-size images (in the model's frame), their saliency maps and model calls batched."""
-    from ..batching import images_per_pass
+    from ..perturb import default_sigma
     from .scorer import SagScorer
 
     x = model.preprocess(np.stack([np.asarray(im) for im in images_raw]))
@@ -99,19 +99,18 @@ def _sag_group(model, images_raw: Sequence[np.ndarray], label_index: int, image_
         if m.shape[-2:] != (h, w):
             raise ValueError(f"saliency map shape {m.shape} does not match the image {(h, w)}")
     t0 = time.perf_counter()
-    batch_size = int(config.batch_size or images_per_pass(x.device))
     sigma = config.fill_sigma
     if config.fill == "blur" and sigma is None:  # the one blur default, recorded in the result
-        sigma = BLUR_SIGMA_FRACTION * min(h, w)
-    scorers = [SagScorer(model, x[i:i + 1], label_index, grid, fill=config.fill, batch_size=batch_size,
-                         fill_sigma=sigma, cancel=cancel) for i in range(len(x))]
+        sigma = default_sigma(x.shape)
+    scorers = SagScorer.group(model, x, label_index, grid, config.fill, fill_sigma=sigma,
+                              batch_size=config.batch_size, control=cancel)
     search = dict(beam_width=config.beam_width, n_successors=config.n_successors,
                   root_threshold=config.root_threshold, max_roots=config.max_roots,
                   max_root_size=config.max_root_size, skip_supersets=config.skip_supersets)
     graph = dict(node_threshold=config.node_threshold, max_children=config.max_children, max_nodes=config.max_nodes)
     programs = [image_program(grid[0] * grid[1], np.argsort(-patch_saliency(m, grid), kind="stable"), search,
                               config.overlap, config.n_show, graph) for m in maps]
-    outcomes = run_programs(programs, scorers, batch_size, cancel)
+    outcomes = run_programs(programs, scorers)
     seconds = (time.perf_counter() - t0) / len(x)
     params = {**_params(config, "given" if given else config.method), "fill_sigma": sigma}
     return [SagResult(image_index=int(i), label=int(label_index), grid=tuple(grid), full_confidence=float(full),

@@ -1,129 +1,187 @@
-"""SAG patch scoring: the model's confidence in a label when only some grid patches of an image are shown."""
+"""SAG patch scoring: the model's confidence in a label when only some grid patches of an image are shown.
+
+A thin adapter over the perturbation layer's one scorer (:class:`~napari_global_xai.perturb.MaskedScorer`): a group
+of images searched together shares one ``MaskedScorer`` (one fill image per image, one cache, shared batched
+forwards); a request key is the ``frozenset`` of shown patches, its mask the pixels outside their union. The fill,
+blend, impute, batching, out-of-memory back-off, de-duplication and cancel are all the perturbation layer's; here
+are only the patch masks and the label's probability (:func:`~napari_global_xai.metrics.activate`, the card's
+activation).
+"""
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 
+import numpy as np
 import torch
 
-from ..batching import images_per_pass, iterate_batches
-from ..config import BLUR_SIGMA_FRACTION
-from ..fills import FILLS, impute_linear, make_fill
+from ..control import RunControl
+from ..metrics import activate, activation_of
+from ..perturb import MaskedScorer
 from .grid import patch_masks
 
-__all__ = ["SagScorer", "score_together"]
+__all__ = ["PatchScorer", "SagScorer", "score_together"]
+
+
+class PatchScorer:
+    """Confidences of patch sets for a group of same-size images (one label each), in shared batched forwards.
+
+    ``confidence(i, R)`` = probability (the card's activation) of image ``i``'s label on
+    ``x_i ⊙ U(R) + fill_i ⊙ (1 − U(R))``, ``U(R)`` the union of the patch masks of ``R``.
+
+    Parameters
+    ----------
+    model : LoadedModel
+    x : torch.Tensor, (k, c, H, W)
+        Normalised images on the model's device.
+    labels : int or sequence of int
+        Output explained, per image (or one for all).
+    grid : (int, int)
+    fill : {"zero", "black", "blur", "impute"}
+        ``impute`` is noise-free here (the search compares confidences of nested sets; noise would only blur that).
+    fill_sigma : float, optional
+        Blur σ in pixels (default :func:`~napari_global_xai.perturb.default_sigma`).
+    batch_size : int, optional
+        Patch sets per forward (default :func:`~napari_global_xai.batching.images_per_pass`).
+    control : RunControl or callable() -> bool, optional
+        Cancel, checked before every model pass (raises :class:`~napari_global_xai.control.Cancelled`).
+
+    Attributes
+    ----------
+    scorer : MaskedScorer
+    n_patches : int
+    """
+
+    def __init__(self, model, x: torch.Tensor, labels, grid: tuple[int, int], fill: str = "blur", *,
+                 fill_sigma: float | None = None, batch_size: int | None = None, control=None):
+        if not isinstance(control, RunControl):
+            control = RunControl(cancel=control)
+        self.grid = tuple(int(g) for g in grid)
+        self.n_patches = self.grid[0] * self.grid[1]
+        self.labels = np.broadcast_to(np.asarray(labels, dtype=np.intp), (len(x),)).copy()
+        self._masks = torch.from_numpy(patch_masks(tuple(x.shape[-2:]), self.grid)).to(x.device)
+        self.activation = activation_of(model)
+        self.scorer = MaskedScorer(model, fill, masks=self._removed, fill_sigma=fill_sigma, impute_noise=0.0,
+                                   batch_size=batch_size, control=control)
+        self.scorer.load(x)
+        self._batches: Counter = Counter()
+
+    def _removed(self, shown: frozenset, device) -> torch.Tensor:
+        """Pixels outside the shown patches (the mask function of the MaskedScorer)."""
+        if not shown:
+            return torch.ones(self._masks.shape[1:], dtype=torch.bool, device=device)
+        return ~self._masks[sorted(shown)].any(dim=0).to(device)
+
+    def score(self, requests: Sequence[tuple[int, Sequence[frozenset]]]) -> list[list[float]]:
+        """Confidences of each request's patch sets ``(image row, sets)``, in order; all requests share forwards.
+
+        The sets not answered yet are handed to the MaskedScorer one batch at a time, in request order, so that
+        each image's :meth:`batches` counts the model calls it took part in (the MaskedScorer counts forwards per
+        image but not calls); its batching, back-off and cache are used unchanged.
+        """
+        requests = [(int(i), [frozenset(s) for s in sets]) for i, sets in requests]
+        rows = [i for i, sets in requests for _ in sets]
+        if not rows:
+            return [[] for _ in requests]
+        keys = [s for _, sets in requests for s in sets]
+        todo = self.scorer.missing(rows, keys)
+        while todo:
+            part, todo = todo[:self.scorer.batch_size], todo[self.scorer.batch_size:]
+            before = self.scorer.n_batches
+            self.scorer.score([g for g, _ in part], [k for _, k in part])
+            for g in {g for g, _ in part}:
+                self._batches[g] += self.scorer.n_batches - before
+        out = self.scorer.score(rows, keys)  # every pair is cached now
+        probs = activate(out, self.activation)[np.arange(len(rows)), self.labels[rows]]
+        split = np.cumsum([len(sets) for _, sets in requests])[:-1]
+        return [[float(p) for p in part] for part in np.split(probs, split)]
+
+    def forwards(self, row: int) -> int:
+        """Image forwards run for image ``row`` so far."""
+        return int(self.scorer.forwards_by_image[row])
+
+    def batches(self, row: int) -> int:
+        """Model calls image ``row`` took part in so far."""
+        return int(self._batches[row])
 
 
 class SagScorer:
-    """Batched, cached confidence of patch sets for one image and label.
+    """Confidence of patch sets for one image and label: one row of a :class:`PatchScorer`.
 
-    ``confidence(R)`` = probability (sigmoid for multi-label cards, softmax otherwise) of the label on
-    ``x ⊙ U(R) + fill ⊙ (1 − U(R))``, ``U(R)`` the union of the patch masks of ``R``.
+    ``SagScorer(model, x, label, grid, ...)`` makes a group of its own (the older one-image form);
+    :meth:`group` makes the scorers of images searched together, sharing forwards.
 
     Parameters
     ----------
     model : LoadedModel
     x : torch.Tensor, (1, c, H, W)
-        Normalised image on the model's device.
     label : int
     grid : (int, int)
-    fill : str
-        One of :data:`napari_global_xai.fills.FILLS` (``"impute"`` imputes each patch set separately).
-    batch_size : int, optional
-        Images per forward (default :func:`~napari_global_xai.batching.images_per_pass`).
-    cancel : callable() -> bool, optional
+    fill, fill_sigma, batch_size
+        As in :class:`PatchScorer`.
+    cancel : callable() -> bool or RunControl, optional
 
     Attributes
     ----------
     n_forwards : int
-        Images forwarded so far.
+        Image forwards run for this image so far.
     n_batches : int
-        Model calls so far.
+        Model calls this image took part in so far (a call may serve several images of its group).
     """
 
-    def __init__(self, model, x: torch.Tensor, label: int, grid: tuple[int, int], fill: str = "zero",
-                 batch_size: int | None = None, fill_sigma: float | None = None, cancel=None):
-        if fill not in FILLS:
-            raise ValueError(f"unknown fill {fill!r}; choose from {FILLS}")
-        self.model = model
-        self.x = x
-        self.label = int(label)
-        self.grid = tuple(grid)
-        self.fill = fill
-        self.cancel = cancel
-        h, w = x.shape[-2:]
-        self.n_patches = grid[0] * grid[1]
-        masks = torch.from_numpy(patch_masks((h, w), grid)).to(x.device)
-        self._masks = masks.view(self.n_patches, -1).to(x.dtype)
-        if fill == "blur" and fill_sigma is None:
-            fill_sigma = BLUR_SIGMA_FRACTION * min(h, w)
-        self._fill = None if fill in ("zero", "impute") else make_fill(fill, x, model.card.mean, model.card.std,
-                                                                         fill_sigma)
-        self.batch_size = int(batch_size or images_per_pass(x.device))
-        self.cache: dict[frozenset, float] = {}
-        self.n_forwards = 0
-        self.n_batches = 0
+    def __init__(self, model=None, x: torch.Tensor | None = None, label: int = 0, grid: tuple[int, int] = (7, 7),
+                 fill: str = "blur", batch_size: int | None = None, fill_sigma: float | None = None, cancel=None, *,
+                 _group: PatchScorer | None = None, _row: int = 0):
+        self.group_scorer = _group or PatchScorer(model, x, [label], grid, fill, fill_sigma=fill_sigma,
+                                                  batch_size=batch_size, control=cancel)
+        self.row = int(_row)
+        self.n_patches = self.group_scorer.n_patches
 
-    def _inputs(self, sets: Sequence[frozenset]) -> torch.Tensor:
-        ind = torch.zeros(len(sets), self.n_patches, dtype=self.x.dtype, device=self.x.device)
-        for i, s in enumerate(sets):
-            if s:
-                ind[i, list(s)] = 1.0
-        keep = (ind @ self._masks).view(len(sets), 1, *self.x.shape[-2:])
-        if self.fill == "impute":
-            return impute_linear(self.x.expand(len(sets), -1, -1, -1), keep < 0.5, noise=0.0)
-        y = self.x * keep
-        if self._fill is not None:
-            y = y + self._fill * (1 - keep)
-        return y.contiguous(memory_format=torch.channels_last)
+    @classmethod
+    def group(cls, model, x: torch.Tensor, labels, grid: tuple[int, int], fill: str = "blur", *,
+              fill_sigma: float | None = None, batch_size: int | None = None, control=None) -> list[SagScorer]:
+        """One scorer per image of ``x``, all on one shared :class:`PatchScorer`."""
+        shared = PatchScorer(model, x, labels, grid, fill, fill_sigma=fill_sigma, batch_size=batch_size,
+                             control=control)
+        return [cls(_group=shared, _row=i) for i in range(len(x))]
 
-    def missing(self, sets: Iterable[frozenset]) -> list[frozenset]:
-        """The distinct sets of ``sets`` not scored yet, in first-seen order."""
-        return list(dict.fromkeys(s for s in sets if s not in self.cache))
+    @property
+    def n_forwards(self) -> int:
+        return self.group_scorer.forwards(self.row)
+
+    @property
+    def n_batches(self) -> int:
+        return self.group_scorer.batches(self.row)
 
     def score(self, sets: Iterable[frozenset]) -> list[float]:
-        """Confidences of ``sets`` (in order); new sets are scored in batched forwards of ``batch_size``."""
-        return score_together([(self, sets)], self.batch_size, self.cancel)[0]
+        """Confidences of ``sets`` (in order); new sets are scored in batched forwards."""
+        return self.group_scorer.score([(self.row, list(sets))])[0]
 
     def full(self) -> float:
         """Confidence on the full (unperturbed) image."""
         return self.score([frozenset(range(self.n_patches))])[0]
 
 
-def score_together(requests: Sequence[tuple[SagScorer, Sequence[frozenset]]], batch_size: int,
+def score_together(requests: Sequence[tuple[SagScorer, Sequence[frozenset]]], batch_size: int | None = None,
                    cancel: Callable[[], bool] | None = None) -> list[list[float]]:
-    """Score the uncached patch sets of several scorers (images) in shared batched forwards; fills their caches.
+    """Confidences of several scorers' patch sets; the requests of scorers of one group share batched forwards.
 
-    A batch may mix images: each row is built by its own scorer, the rows are concatenated into one model call and
-    each scorer reads its own label's probability. Every scorer's ``n_forwards`` counts its own rows and its
-    ``n_batches`` the model calls it took part in. Out of memory halves the batch (finished batches are kept).
+    ``batch_size`` and ``cancel`` are the group's (set when it was made); the arguments are accepted for the older
+    signature and ignored.
 
     Returns
     -------
     list of list of float
         The confidences of each request's sets, in order.
     """
-    requests = [(scorer, [frozenset(s) for s in sets]) for scorer, sets in requests]
-    jobs = [(scorer, s) for scorer, sets in requests for s in scorer.missing(sets)]
-    if not jobs:
-        return [[scorer.cache[s] for s in sets] for scorer, sets in requests]
-    model = jobs[0][0].model
-
-    def run(sl):
-        part = jobs[sl]
-        owners = list(dict.fromkeys(scorer for scorer, _ in part))
-        with torch.inference_mode():
-            z = torch.cat([o._inputs([s for sc, s in part if sc is o]) for o in owners])
-            probs = model.scores(z.contiguous(memory_format=torch.channels_last), probability=True)
-            rows = torch.arange(len(part), device=probs.device)
-            labels = torch.tensor([o.label for o in owners for sc, _ in part if sc is o], device=probs.device)
-            return owners, probs[rows, labels].float().cpu().numpy()
-
-    for sl, (owners, probs) in iterate_batches(jobs, batch_size, run, cancel=cancel):
-        ordered = [(sc, s) for o in owners for sc, s in jobs[sl] if sc is o]
-        for (scorer, s), p in zip(ordered, probs):
-            scorer.cache[s] = float(p)
-            scorer.n_forwards += 1
-        for o in owners:
-            o.n_batches += 1
-    return [[scorer.cache[s] for s in sets] for scorer, sets in requests]
+    out: list = [None] * len(requests)
+    groups: dict[int, list[int]] = {}
+    for k, (scorer, _sets) in enumerate(requests):
+        groups.setdefault(id(scorer.group_scorer), []).append(k)
+    for members in groups.values():
+        shared = requests[members[0]][0].group_scorer
+        scored = shared.score([(requests[k][0].row, requests[k][1]) for k in members])
+        for k, probs in zip(members, scored):
+            out[k] = probs
+    return out

@@ -34,12 +34,24 @@ def _drive(program: Program, scorer):
         return stop.value
 
 
-def run_programs(programs: Sequence[Program], scorers: Sequence, batch_size: int,
+def run_programs(programs: Sequence[Program], scorers: Sequence, batch_size: int | None = None,
                  cancel: Callable[[], bool] | None = None) -> list:
     """Drive several images' programs in lockstep; each round's requests of all images share batched forwards.
 
-    Returns the programs' results in order. Results equal driving each program alone with its scorer (the same
-    sets are scored; only the batch composition differs, up to float rounding).
+    Parameters
+    ----------
+    programs : sequence of Program
+        One per image.
+    scorers : sequence of SagScorer
+        One per program (those of one :meth:`~napari_global_xai.sag.scorer.SagScorer.group` share forwards).
+    batch_size, cancel
+        Ignored (kept for the older signature): the scorers' group holds its batch size and cancel.
+
+    Returns
+    -------
+    list
+        The programs' results in order. They equal driving each program alone with its scorer (the same sets are
+        scored; only the batch composition differs, up to float rounding).
     """
     from .scorer import score_together  # torch: imported only when a model is called
 
@@ -51,7 +63,7 @@ def run_programs(programs: Sequence[Program], scorers: Sequence, batch_size: int
         except StopIteration as stop:
             results[i] = stop.value
     while pending:
-        scored = score_together([(scorers[i], sets) for i, sets in pending.items()], batch_size, cancel)
+        scored = score_together([(scorers[i], sets) for i, sets in pending.items()])
         for i, probs in zip(list(pending), scored):
             try:
                 pending[i] = [frozenset(s) for s in programs[i].send(probs)]

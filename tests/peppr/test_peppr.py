@@ -381,7 +381,8 @@ def test_global_maps_input_and_no_baselines():
 
 
 def test_report_files_and_filled_images(tiny_result, tmp_path):
-    from napari_global_xai.peppr_report import CSV_COLUMNS, filled_images, write_filled_tiff, write_peppr
+    from napari_global_xai.peppr.filled import filled_images, write_filled_tiff
+    from napari_global_xai.peppr.report import CSV_COLUMNS, write_peppr
 
     paths = write_peppr(tiny_result, tmp_path)
     with open(paths["curves"]) as fh:
@@ -396,7 +397,7 @@ def test_report_files_and_filled_images(tiny_result, tmp_path):
     assert summary["table"][0]["A_erase"] == pytest.approx(tiny_result.table[0]["A_erase"])
     assert summary["split"]["map_split"] == "val" and summary["n_forwards"] == tiny_result.n_forwards
     assert paths["figure"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    from napari_global_xai.peppr_report import plot_peppr, summary_text
+    from napari_global_xai.peppr.report import plot_peppr, summary_text
     text = summary_text(tiny_result)
     assert len(text.splitlines()) == 3 + len(tiny_result.table) and "same split" in text
     one = plot_peppr(tiny_result, tmp_path / "inside.png", label="inside")

@@ -6,7 +6,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from napari_global_xai.peppr import pixel_ranking, random_ranking, removed_mask
-from napari_global_xai.peppr_view import (
+from napari_global_xai.peppr.view import (
     PepprView,
     compute_filmstrip,
     draw_peppr_figure,

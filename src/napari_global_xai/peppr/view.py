@@ -145,7 +145,7 @@ def view_from_folder(folder: str | Path) -> PepprView:
                 key = (row["map"], row["order"], row["seed"], row["curve"], row["label"])
                 values.setdefault(key, {})[float(row["fraction"])] = float(row["value"])
         seeds: dict = {}
-        for (map_name, order, seed, mode, label), points in values.items():
+        for (map_name, order, _seed, mode, label), points in values.items():
             curve = np.array([points.get(float(p), np.nan) for p in fractions])
             if order == "true" and map_name != "random":
                 curves[(map_name, mode, label)] = curve
@@ -213,13 +213,13 @@ def compute_filmstrip(model, image: np.ndarray, global_map: np.ndarray, fraction
     Notes
     -----
     The filled images are made at full resolution with the curve engine's masks and fills
-    (:func:`napari_global_xai.peppr.pixel_ranking`, :func:`~napari_global_xai.peppr.random_ranking`,
-    :func:`napari_global_xai.peppr_report.filled_images`), one strip at a time, and only then area-averaged to
+    (:func:`napari_global_xai.perturb.pixel_ranking`, :func:`~napari_global_xai.perturb.random_ranking`,
+    :func:`napari_global_xai.peppr.filled.filled_images`), one strip at a time, and only then area-averaged to
     thumbnails: filling a downscaled image would show masks the model never saw. One image and 4 × F fills cost a
     fraction of a second (blur fill: about a second) and run in the panel's worker thread.
     """
-    from .peppr import pixel_ranking, random_ranking
-    from .peppr_report import filled_images
+    from ..perturb.rankings import pixel_ranking, random_ranking
+    from .filled import filled_images
 
     img = np.asarray(image)[None]
     h, w = img.shape[1:3]
@@ -310,7 +310,8 @@ def draw_curves(ax, view: PepprView, fraction: float | None = None, legend: bool
             key = (name, mode, label)
             if key in view.curves:
                 ax.plot(f, view.curves[key], color=colour, linewidth=1.8, markersize=3.5,
-                        label=f"{name}{'' if label in ('macro', name) else ' → ' + label}: {mode}", picker=True, pickradius=5, **_MODE_STYLE[mode])
+                        label=f"{name}{'' if label in ('macro', name) else ' → ' + label}: {mode}", picker=True,
+                        pickradius=5, **_MODE_STYLE[mode])
     ax.set_xlabel("fraction of pixels erased / restored")
     ax.set_ylabel("AUROC" if view.metric == "auroc" else "mean probability")
     ax.set_xlim(-0.02, 1.02)

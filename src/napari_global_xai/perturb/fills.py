@@ -7,7 +7,9 @@ All fills work on **normalised** model inputs ``x`` of shape ``(n, c, H, W)``:
 ``black``
     raw pixel value 0, i.e. ``-mean / std`` per channel.
 ``blur``
-    a heavy Gaussian blur of the image itself (I-GOS / RISE insertion style), ``sigma`` in pixels.
+    a heavy Gaussian blur of the image itself (I-GOS / RISE insertion style), ``sigma`` in pixels; default
+    :data:`~napari_global_xai.config.BLUR_SIGMA_FRACTION` of the shorter image side (the official I-GOS blur, one
+    default for PEPPR, deletion/insertion, SAG and I-GOS).
 ``impute``
     ROAD-style noisy linear imputation: each removed pixel becomes the average of its 8 neighbours
     (weights 1/6 direct, 1/12 diagonal), solved for all removed pixels at once, plus N(0, noise²). Needs the mask.
@@ -20,9 +22,9 @@ import math
 import torch
 import torch.nn.functional as F
 
-from .config import FILLS
+from ..config import BLUR_SIGMA_FRACTION, FILLS
 
-__all__ = ["FILLS", "BASELINES", "gaussian_blur", "make_fill", "impute_linear"]
+__all__ = ["FILLS", "BASELINES", "gaussian_blur", "default_sigma", "make_fill", "impute_linear"]
 
 #: Fills usable as a saliency baseline (those that do not depend on a mask: not "impute").
 BASELINES = ("zero", "black", "blur")
@@ -80,6 +82,12 @@ def _layout(x: torch.Tensor) -> torch.memory_format:
         and not x.is_contiguous() else torch.contiguous_format
 
 
+def default_sigma(shape) -> float:
+    """The default blur σ in pixels for images of ``shape`` (``(..., H, W)``): :data:`BLUR_SIGMA_FRACTION` of the
+    shorter side."""
+    return BLUR_SIGMA_FRACTION * min(int(shape[-2]), int(shape[-1]))
+
+
 def make_fill(kind: str, x: torch.Tensor, mean=None, std=None, sigma: float | None = None) -> torch.Tensor:
     """The fill image for ``x`` (same shape): what a removed pixel is replaced by.
 
@@ -92,7 +100,7 @@ def make_fill(kind: str, x: torch.Tensor, mean=None, std=None, sigma: float | No
     mean, std : sequence of float, optional
         The model's normalisation (needed for ``"black"``).
     sigma : float, optional
-        Blur width in pixels for ``"blur"``; default 5% of the shorter image side.
+        Blur width in pixels for ``"blur"``; default :func:`default_sigma` (6.6 % of the shorter image side).
     """
     if kind == "zero":
         return torch.zeros_like(x)
@@ -103,7 +111,7 @@ def make_fill(kind: str, x: torch.Tensor, mean=None, std=None, sigma: float | No
         s = torch.as_tensor(std, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
         return (-m / s).expand_as(x).clone()
     if kind == "blur":
-        return gaussian_blur(x, sigma if sigma is not None else 0.05 * min(x.shape[-2:]))
+        return gaussian_blur(x, sigma if sigma is not None else default_sigma(x.shape))
     if kind == "impute":
         raise ValueError("the 'impute' fill depends on the removed pixels; call impute_linear(x, removed)")
     raise ValueError(f"unknown fill {kind!r}; choose from {FILLS}")
