@@ -1,6 +1,6 @@
 """SAG dock: structured attention graphs for the current image (or every positive) and their stack summary.
 
-Runs :func:`napari_global_xai.run.run_sag_pipeline` in a thread worker; shows each image's roots as rectangles in a
+Runs :func:`napari_global_xai.sag.run_sag_pipeline` in a thread worker; shows each image's roots as rectangles in a
 shapes layer that follows the stack slider, the current image's graph drawn natively in a themed canvas (click a
 node to outline its patches on the image), and the stack-level
 patch frequency as a heat-map layer plus a table of the most frequent root sets.
@@ -151,7 +151,7 @@ class SagWidget(QWidget):
         self._fill_table()
         by_index = {r.image_index: r for r in self.results}
         self.draw(by_index.get(self.current_index(), self.results[0] if self.results else None))
-        n_roots = sum(len(r.roots) for r in self.results)
+        n_roots = self.run.n_roots
         done = (f"cancelled: {len(self.results)} of {self.run.n_requested} image(s) done"
                 if self.run.cancelled else f"done: {len(self.results)} image(s)")
         self.run_panel.status.setText(f"{done}, {n_roots} roots shown")
