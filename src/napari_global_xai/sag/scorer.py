@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable, Sequence
 import numpy as np
 import torch
 
+from ..config import SagConfig
 from ..control import RunControl
 from ..metrics import activate, activation_of
 from ..perturb import MaskedScorer
@@ -39,7 +40,8 @@ class PatchScorer:
         Output explained, per image (or one for all).
     grid : (int, int)
     fill : {"zero", "black", "blur", "impute"}
-        ``impute`` is noise-free here (the search compares confidences of nested sets; noise would only blur that).
+        Default ``SagConfig.fill``. ``impute`` is noise-free here (the search compares confidences of nested
+        sets; noise would only blur that).
     fill_sigma : float, optional
         Blur σ in pixels (default :func:`~napari_global_xai.perturb.default_sigma`).
     batch_size : int, optional
@@ -53,7 +55,7 @@ class PatchScorer:
     n_patches : int
     """
 
-    def __init__(self, model, x: torch.Tensor, labels, grid: tuple[int, int], fill: str = "blur", *,
+    def __init__(self, model, x: torch.Tensor, labels, grid: tuple[int, int], fill: str = SagConfig.fill, *,
                  fill_sigma: float | None = None, batch_size: int | None = None, control=None):
         if not isinstance(control, RunControl):
             control = RunControl(cancel=control)
@@ -131,7 +133,8 @@ class SagScorer:
     """
 
     def __init__(self, model=None, x: torch.Tensor | None = None, label: int = 0, grid: tuple[int, int] = (7, 7),
-                 fill: str = "blur", batch_size: int | None = None, fill_sigma: float | None = None, cancel=None, *,
+                 fill: str = SagConfig.fill, batch_size: int | None = None, fill_sigma: float | None = None,
+                 cancel=None, *,
                  _group: PatchScorer | None = None, _row: int = 0):
         self.group_scorer = _group or PatchScorer(model, x, [label], grid, fill, fill_sigma=fill_sigma,
                                                   batch_size=batch_size, control=cancel)
@@ -139,7 +142,7 @@ class SagScorer:
         self.n_patches = self.group_scorer.n_patches
 
     @classmethod
-    def group(cls, model, x: torch.Tensor, labels, grid: tuple[int, int], fill: str = "blur", *,
+    def group(cls, model, x: torch.Tensor, labels, grid: tuple[int, int], fill: str = SagConfig.fill, *,
               fill_sigma: float | None = None, batch_size: int | None = None, control=None) -> list[SagScorer]:
         """One scorer per image of ``x``, all on one shared :class:`PatchScorer`."""
         shared = PatchScorer(model, x, labels, grid, fill, fill_sigma=fill_sigma, batch_size=batch_size,
