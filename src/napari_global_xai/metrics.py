@@ -64,9 +64,18 @@ def ranking_scores(logits: np.ndarray, activation: str) -> np.ndarray:
 
     Sigmoid: the logit itself; softmax: log-softmax. Float32 probabilities round to exactly 1.0 above a logit of
     about 17, which would turn confident predictions into ties.
+
+    Notes
+    -----
+    The log-softmax normaliser is ``log1p`` of the sum over every output but one largest: written as
+    ``log(sum exp(z - max))`` it rounds to exactly 0 once the margin over the runner-up exceeds ~37, and the
+    top class's scores would tie again.
     """
     z = np.asarray(logits, np.float64)
     if activation == "softmax":
         m = z.max(axis=-1, keepdims=True)
-        return z - m - np.log(np.exp(z - m).sum(axis=-1, keepdims=True))
+        e = np.exp(z - m)
+        top = np.argmax(z, axis=-1)[..., None]
+        np.put_along_axis(e, top, 0.0, axis=-1)          # the largest output contributes exp(0) = 1: log1p below
+        return z - m - np.log1p(e.sum(axis=-1, keepdims=True))
     return z

@@ -91,6 +91,7 @@ def test_same_pair_twice_costs_one_forward():
     ids, keys = [0, 1, 0, 1, 2], [KEYS[0], KEYS[0], KEYS[0], KEYS[1], KEYS[0]]
     first = scorer.score(ids, keys)
     assert model.rows == scorer.n_forwards == 4                     # (0, k0) asked twice: one forward
+    assert model.calls == scorer.n_batches == 1 and dict(scorer.batches_by_image) == {0: 1, 1: 1, 2: 1}
     again = scorer.score([2, 0], [KEYS[0], KEYS[0]])               # both answered from the cache
     assert model.rows == 4
     np.testing.assert_array_equal(again[1], first[0])

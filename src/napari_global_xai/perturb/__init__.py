@@ -26,7 +26,8 @@ API (stable; everything is re-exported here)
       ``x ⊙ keep + fill ⊙ (1 − keep)``; each distinct ``(image id, key)`` pair costs one forward, ever (answers are
       cached; :meth:`forget` drops them); batched key-major with out-of-memory back-off; the cancel of ``control``
       is checked before every model pass (raises :class:`~napari_global_xai.control.Cancelled`);
-    * ``missing(image_ids, keys)``: pairs not answered yet; ``n_forwards``, ``n_batches``, ``forwards_by_image``;
+    * ``missing(image_ids, keys)``: pairs not answered yet; ``n_forwards``, ``n_batches``, ``forwards_by_image``,
+      ``batches_by_image`` (model calls per image id);
     * keys are any hashable (ints, ``frozenset`` of patches, tuples); ``KEEP_ALL`` and ``REMOVE_ALL`` need no mask
       function, and ``REMOVE_ALL`` under a constant fill (``zero`` / ``black``) is one forward for all images.
 

@@ -112,6 +112,8 @@ class MaskedScorer:
         Model calls so far.
     forwards_by_image : collections.Counter
         Image forwards per image id (the shared fully filled image counts under ``None``).
+    batches_by_image : collections.Counter
+        Model calls each image id took part in.
     """
 
     def __init__(self, model, fill: str = "zero", *, masks: MaskFn | None = None, fill_sigma: float | None = None,
@@ -131,6 +133,7 @@ class MaskedScorer:
         self.n_forwards = 0
         self.n_batches = 0
         self.forwards_by_image: Counter = Counter()
+        self.batches_by_image: Counter = Counter()
         self._cache: dict[tuple, np.ndarray] = {}
         self._x: torch.Tensor | None = None
         self._fill_image: torch.Tensor | None = None
@@ -220,6 +223,7 @@ class MaskedScorer:
             for cache_key, row in zip(store[sl], out):
                 self._cache[cache_key] = row
                 self.forwards_by_image[cache_key[0]] += 1
+            self.batches_by_image.update(dict.fromkeys(k[0] for k in store[sl]).keys())
             n = sl.stop - sl.start
             self.n_forwards += n
             self.n_batches += 1
