@@ -10,7 +10,6 @@ activation).
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
@@ -67,7 +66,6 @@ class PatchScorer:
         self.scorer = MaskedScorer(model, fill, masks=self._removed, fill_sigma=fill_sigma, impute_noise=0.0,
                                    batch_size=batch_size, control=control)
         self.scorer.load(x)
-        self._batches: Counter = Counter()
 
     def _removed(self, shown: frozenset, device) -> torch.Tensor:
         """Pixels outside the shown patches (the mask function of the MaskedScorer)."""
@@ -76,25 +74,12 @@ class PatchScorer:
         return ~self._masks[sorted(shown)].any(dim=0).to(device)
 
     def score(self, requests: Sequence[tuple[int, Sequence[frozenset]]]) -> list[list[float]]:
-        """Confidences of each request's patch sets ``(image row, sets)``, in order; all requests share forwards.
-
-        The sets not answered yet are handed to the MaskedScorer one batch at a time, in request order, so that
-        each image's :meth:`batches` counts the model calls it took part in (the MaskedScorer counts forwards per
-        image but not calls); its batching, back-off and cache are used unchanged.
-        """
+        """Confidences of each request's patch sets ``(image row, sets)``, in order; all requests share forwards."""
         requests = [(int(i), [frozenset(s) for s in sets]) for i, sets in requests]
         rows = [i for i, sets in requests for _ in sets]
         if not rows:
             return [[] for _ in requests]
-        keys = [s for _, sets in requests for s in sets]
-        todo = self.scorer.missing(rows, keys)
-        while todo:
-            part, todo = todo[:self.scorer.batch_size], todo[self.scorer.batch_size:]
-            before = self.scorer.n_batches
-            self.scorer.score([g for g, _ in part], [k for _, k in part])
-            for g in {g for g, _ in part}:
-                self._batches[g] += self.scorer.n_batches - before
-        out = self.scorer.score(rows, keys)  # every pair is cached now
+        out = self.scorer.score(rows, [s for _, sets in requests for s in sets])
         probs = activate(out, self.activation)[np.arange(len(rows)), self.labels[rows]]
         split = np.cumsum([len(sets) for _, sets in requests])[:-1]
         return [[float(p) for p in part] for part in np.split(probs, split)]
@@ -105,7 +90,7 @@ class PatchScorer:
 
     def batches(self, row: int) -> int:
         """Model calls image ``row`` took part in so far."""
-        return int(self._batches[row])
+        return int(self.scorer.batches_by_image[row])
 
 
 class SagScorer:
