@@ -50,16 +50,22 @@ def sag_config(config: SagConfig | None = None, **settings) -> SagConfig:
     return dataclasses.replace(config, **settings)
 
 
-def _saliency_maps(model, x, label: int, method: str, method_params: dict | None, grid, fill: str) -> np.ndarray:
-    """Heuristic maps ``(k, H, W)`` of a batch of normalised images ``x`` ``(k, c, H, W)`` for one label."""
+def _saliency_maps(model, x, label: int, method: str, method_params: dict | None, grid, fill: str,
+                   fill_sigma: float | None = None) -> np.ndarray:
+    """Heuristic maps ``(k, H, W)`` of a batch of normalised images ``x`` ``(k, c, H, W)`` for one label.
+
+    For I-GOS / iGOS++ the official SAG parameters apply, on the SAG grid, with the SAG fill as baseline (blur for
+    ``impute``) and the SAG blur width when one is given; ``method_params`` override them.
+    """
     import torch
 
     from ..explain import get_method
 
     params = dict(method_params or {})
     if method in ("igos", "igos++"):
+        sigma = {} if fill_sigma is None or fill not in ("blur", "impute") else {"blur_sigma": float(fill_sigma)}
         params = {**IGOS_SAG_PARAMS, "mask_size": tuple(grid),
-                  "baseline": fill if fill in ("zero", "black", "blur") else "blur", **params}
+                  "baseline": fill if fill in ("zero", "black", "blur") else "blur", **sigma, **params}
     m = get_method(method, model, **params)
     targets = torch.full((len(x),), int(label), device=x.device, dtype=torch.long)
     if m.needs_grad:
@@ -92,7 +98,8 @@ def _sag_group(model, images_raw: Sequence[np.ndarray], label_index: int, image_
     t_sal, given = 0.0, saliency is not None
     if not given:
         t0 = time.perf_counter()
-        saliency = _saliency_maps(model, x, label_index, config.method, config.method_params, grid, config.fill)
+        saliency = _saliency_maps(model, x, label_index, config.method, config.method_params, grid, config.fill,
+                                  config.fill_sigma)
         t_sal = (time.perf_counter() - t0) / len(x)
     maps = [np.asarray(m, dtype=np.float64) for m in saliency]
     for m in maps:
