@@ -16,7 +16,10 @@ import numpy as np
 from .aggregate import GlobalMapAccumulator, GlobalMaps
 from .batching import Cancelled
 from .explain.engine import ExplainConfig, ImageMapEngine, predict_probabilities, select_pairs
-from .sag.pipeline import run_sag_pipeline  # noqa: F401  (moved to sag/pipeline.py; still importable from here)
+
+# moved to peppr/pipeline.py and sag/pipeline.py; still importable from here (run_demo uses the PEPPR one)
+from .peppr.pipeline import peppr_truth, run_peppr_from_files, run_peppr_pipeline  # noqa: F401
+from .sag.pipeline import run_sag_pipeline  # noqa: F401
 
 __all__ = ["ExplainResult", "run_explain", "resolve_targets", "ProgressFn", "CancelFn", "run_peppr_pipeline",
            "run_peppr_from_files", "peppr_truth"]
@@ -343,35 +346,6 @@ class _MapWriter:
 def _status(cancelled: bool) -> str:
     """Provenance marker of a result: ``"CANCELLED"`` (partial, marked loudly) or ``"complete"``."""
     return "CANCELLED" if cancelled else "complete"
-
-
-
-def _stage(progress: ProgressFn | None, stage: str):
-    """Adapt ``progress(done, total, stage)`` to the two-argument callbacks of the curve engine."""
-    if progress is None:
-        return None
-    return lambda done, total: progress(done, total, stage)
-
-
-# The PEPPR pipelines live in napari_global_xai.peppr.pipeline; re-exported for run_demo and existing callers.
-from .peppr.pipeline import peppr_truth, run_peppr_from_files, run_peppr_pipeline  # noqa: E402
-
-
-class _LazyPixels:
-    """An AlignedStack indexed like an array, loaded on demand: SAG only (PEPPR reads ``get``); leaves with SAG."""
-
-    def __init__(self, stack):
-        self.stack = stack
-        self.shape = stack.shape
-        self.dtype = stack.dtype
-        self.ndim = 4
-
-    def __len__(self):
-        return len(self.stack)
-
-    def __getitem__(self, idx):
-        pixels = self.stack.get(idx)
-        return pixels[0] if isinstance(idx, (int, np.integer)) else pixels  # numpy semantics for an int index
 
 
 def run_demo(out_dir, method: str = "ig", device: str = "auto", progress: ProgressFn | None = None) -> str:
