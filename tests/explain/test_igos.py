@@ -605,6 +605,11 @@ def test_presets_and_explicit_parameters():
     # at most a third of the official forward+backward passes
     assert 25 * 4 <= 20 * 15 / 3
     assert not fast.params["antithetic"] and not official.params["antithetic"]
+    # iGOS++ keeps the counts it was measured with (16 × 6), its official preset is the same as I-GOS's
+    pp_fast = get_method("igos++", model)
+    assert (pp_fast.params["iterations"], pp_fast.params["ig_iter"]) == (16, 6) and pp_fast.params["warm_start"]
+    pp_official = get_method("igos++", model, preset="official").params
+    assert (pp_official["iterations"], pp_official["ig_iter"], pp_official["warm_start"]) == (20, 15, False)
     # an explicit value wins over the preset's
     assert get_method("igos", model, preset="official", iterations=3).params["iterations"] == 3
     with pytest.raises(ValueError, match="preset"):

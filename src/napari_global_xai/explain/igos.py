@@ -50,6 +50,7 @@ __all__ = [
     "path_quadrature",
     "stalled_masks",
     "PRESETS",
+    "IGOS_PP_PRESETS",
     "QUADRATURES",
     "RECOVERIES",
     "path_batch_size",
@@ -709,6 +710,13 @@ PRESETS = {
     "official": {"iterations": 20, "ig_iter": 15, "quadrature": "uniform", "warm_start": False, "early_stop": 0.0},
     "fast": {"iterations": 25, "ig_iter": 4, "quadrature": "uniform", "warm_start": True, "early_stop": 0.0},
 }
+#: iGOS++'s presets: its ``"fast"`` keeps 16 iterations × 6 path steps (0.32 of the official passes; against the
+#: official ``iGOS_pp`` on 6 image-seeds: deletion 23 % better, insertion 2 % lower, benchmarks/RESULTS.md); the
+#: 25 × 4 of I-GOS was not measured for iGOS++.
+IGOS_PP_PRESETS = {
+    **PRESETS,
+    "fast": {"iterations": 16, "ig_iter": 6, "quadrature": "uniform", "warm_start": True, "early_stop": 0.0},
+}
 #: What replaces the map of an image whose optimisation stalled (:func:`stalled_masks`).
 RECOVERIES = ("ig", "none")
 
@@ -734,6 +742,8 @@ class _IGOSFamily(SaliencyMethod):
     """
 
     variant: Variant = IGOS_VARIANT
+    #: The named parameter sets of this method (:data:`PRESETS`, :data:`IGOS_PP_PRESETS`).
+    presets: dict = PRESETS
     spatial_output = True
     needs_grad = True
     defaults = {
@@ -763,7 +773,7 @@ class _IGOSFamily(SaliencyMethod):
     last_recovered = None
 
     def __init__(self, model, probability: bool = False, **params):
-        preset = PRESETS.get(params.get("preset", "fast"), {})  # an unknown preset is refused by its rule
+        preset = self.presets.get(params.get("preset", "fast"), {})  # an unknown preset is refused by its rule
         super().__init__(model, probability, **{**preset, **params})
 
     def passes_per_map(self) -> int:
@@ -999,5 +1009,6 @@ class IGOSPlusPlus(_IGOSFamily):
     name = "igos++"
     description = "iGOS++: deletion + insertion masks with integrated gradients, bilateral TV, Armijo line search."
     variant = IGOS_PP_VARIANT
-    defaults = {**_IGOSFamily.defaults, "bilateral_sigma": 0.01}
+    presets = IGOS_PP_PRESETS
+    defaults = {**_IGOSFamily.defaults, **IGOS_PP_PRESETS["fast"], "bilateral_sigma": 0.01}
     param_rules = {**_IGOSFamily.param_rules, "bilateral_sigma": Float(0, open_low=True)}
