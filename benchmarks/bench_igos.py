@@ -19,8 +19,10 @@ printed beside it.
 
 ``--official-code DIR`` runs a different benchmark (``_igos_official.py``): the official code of a khorrams/IGOS_pp
 checkout in ``DIR`` (outside this repository; CPU shim applied in a temporary copy at run time) and ours, back to
-back on a real ImageNet-pretrained network (EfficientNet-Lite0) and real photographs (``skimage.data``), scored by
-the official deletion/insertion ``metric()``, for every ``--seeds`` value; it prints per-image rows and the passes.
+back on a real ImageNet-pretrained network (EfficientNet-Lite0) and real photographs shipped in installed packages
+(scikit-image, matplotlib, scikit-learn; ``--photos``, default the held-out set), scored by the official
+deletion/insertion ``metric()``, for every ``--seeds`` value; it prints per-image rows and the passes.
+``--ours KEY=VALUE`` sets our parameters over ``--preset`` (tuning runs).
 
 The model is the shipped demo model when its card exists, else a randomly initialised ``DemoNet`` stand-in. Images
 come from the synthetic generator (right eyes mirrored), resized to ``--size``.
@@ -46,7 +48,7 @@ from napari_global_xai.explain.base import get_method
 from napari_global_xai.models import DEMO_CARD_PATH, DemoNet, LoadedModel, ModelCard, load_model, resolve_device
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _igos_official import PHOTOS, compare  # noqa: E402
+from _igos_official import HELD_OUT_PHOTOS, PHOTOS, TUNING_PHOTOS, compare  # noqa: E402
 from _timing import replay_passes, timed  # noqa: E402
 
 
@@ -76,10 +78,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     g = p.add_argument_group("comparison with the official code (--official-code)")
     g.add_argument("--official-code", default=None, metavar="DIR",
                    help="khorrams/IGOS_pp checkout (commit bbd49e3) outside the repository: compare with it")
-    g.add_argument("--photos", nargs="+", default=list(PHOTOS), help=f"skimage.data photos (default {PHOTOS})")
+    g.add_argument("--photos", nargs="+", default=list(HELD_OUT_PHOTOS), choices=PHOTOS, metavar="PHOTO",
+                   help=f"real photos from installed packages (default: the held-out set {HELD_OUT_PHOTOS}; the "
+                        f"fast preset was tuned on {TUNING_PHOTOS})")
     g.add_argument("--input-size", type=int, default=224, help="square input side (default 224, the official)")
     g.add_argument("--seeds", type=int, nargs="+", default=[0], help="noise seeds, both codes (default 0)")
     g.add_argument("--preset", default="fast", help="our preset (default fast; 'official' = the official counts)")
+    g.add_argument("--ours", nargs="+", default=[], metavar="KEY=VALUE",
+                   help="our parameters over the preset, e.g. iterations=25 ig_iter=4 (values parsed as Python "
+                        "literals; for tuning runs)")
     g.add_argument("--official-iterations", type=int, default=20, help="official iterations (CLI: 20)")
     g.add_argument("--official-ig-iter", type=int, default=15, help="official path steps (CLI: 15)")
     g.add_argument("--quadrature-check", action="store_true",

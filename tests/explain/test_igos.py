@@ -521,6 +521,55 @@ def test_path_quadrature_rules():
         path_quadrature(3, "simpson")
 
 
+def test_stratified_nodes_are_the_shifted_grid_and_unbiased_over_shifts():
+    t, w = path_quadrature(4, "stratified", shift=0.0)
+    assert t.tolist() == path_quadrature(4, "uniform")[0].tolist() and w.tolist() == [0.25] * 4
+    t, _ = path_quadrature(4, "stratified", shift=0.5)
+    assert t.tolist() == [0.125, 0.375, 0.625, 0.875]  # the midpoint rule
+    # averaged over evenly spread shifts, the 3-point sum of exp(t) tends to the integral e − 1 (the fixed right
+    # Riemann sum does not: its bias is O(1/n))
+    shifts = (np.arange(2000) + 0.5) / 2000
+    mean = np.mean([(w * np.exp(t)).sum() for t, w in (path_quadrature(3, "stratified", u) for u in shifts)])
+    t, w = path_quadrature(3, "uniform")
+    assert abs(mean - (np.e - 1)) < 1e-6 < abs((w * np.exp(t)).sum() - (np.e - 1))
+
+
+def test_stratified_nodes_are_drawn_per_iteration_from_the_seed():
+    x, b = torch.rand(1, 3, 6, 8), torch.rand(1, 3, 6, 8)
+
+    def nodes(seed, iteration):
+        problem = PathProblem(lambda z, t: z.sum(dim=(1, 2, 3)), x, b, torch.zeros(1, dtype=torch.long),
+                              torch.ones(1), IGOS_VARIANT, (3, 4), 3, 0, 0, 2, 0.0, 16, seed, quadrature="stratified")
+        problem.begin_iteration(iteration)
+        return problem.path_t.tolist()
+
+    first = nodes(0, 0)
+    assert first == nodes(0, 0) and first != nodes(0, 1) and first != nodes(1, 0)
+    step = np.diff(first)
+    np.testing.assert_allclose(step, 1 / 3, atol=1e-6)
+    assert 0 < first[0] <= 1 / 3 and first[-1] <= 1
+
+
+def test_antithetic_noise_pairs_consecutive_path_steps():
+    x, b = torch.rand(2, 3, 16, 16), torch.rand(2, 3, 16, 16)
+
+    def noise(antithetic, n_steps):
+        problem = PathProblem(lambda z, t: z.sum(dim=(1, 2, 3)), x, b, torch.zeros(2, dtype=torch.long),
+                              torch.ones(2), IGOS_PP_VARIANT, (3, 4), n_steps, 0, 0, 2, 0.2, 16, 5,
+                              antithetic=antithetic)
+        return problem.noise(0)
+
+    eps = noise(True, 4)  # 4 terms × 4 steps
+    assert eps.shape == (16, 16, 16, 3)
+    torch.testing.assert_close(eps[1::2], -eps[0::2])
+    assert eps[0::2].std().item() == pytest.approx(0.2, rel=0.1)
+    assert not torch.equal(eps[0], eps[2])
+    odd = noise(True, 3)  # 12 rows: pairs run on across the terms
+    torch.testing.assert_close(odd[1::2], -odd[0::2])
+    independent = noise(False, 4)
+    assert (independent[1::2] + independent[0::2]).abs().mean().item() > 0.1
+
+
 def test_gauss_legendre_integrated_gradient_is_closer_to_the_integral_with_fewer_points():
     # the integrated gradient of a smooth non-linear score along the path, against a 4000-step Riemann reference
     g = torch.Generator().manual_seed(3)
@@ -551,10 +600,16 @@ def test_presets_and_explicit_parameters():
     assert official.params["quadrature"] == "uniform" and not official.params["warm_start"]
     assert official.params["early_stop"] == 0
     fast = get_method("igos", model)
-    assert fast.params["preset"] == "fast" and (fast.params["iterations"], fast.params["ig_iter"]) == (16, 6)
+    assert fast.params["preset"] == "fast" and (fast.params["iterations"], fast.params["ig_iter"]) == (25, 4)
     assert fast.params["warm_start"] and fast.params["quadrature"] == "uniform" and fast.params["early_stop"] == 0
     # at most a third of the official forward+backward passes
-    assert 16 * 6 <= 20 * 15 / 3
+    assert 25 * 4 <= 20 * 15 / 3
+    assert not fast.params["antithetic"] and not official.params["antithetic"]
+    # iGOS++ keeps the counts it was measured with (16 × 6), its official preset is the same as I-GOS's
+    pp_fast = get_method("igos++", model)
+    assert (pp_fast.params["iterations"], pp_fast.params["ig_iter"]) == (16, 6) and pp_fast.params["warm_start"]
+    pp_official = get_method("igos++", model, preset="official").params
+    assert (pp_official["iterations"], pp_official["ig_iter"], pp_official["warm_start"]) == (20, 15, False)
     # an explicit value wins over the preset's
     assert get_method("igos", model, preset="official", iterations=3).params["iterations"] == 3
     with pytest.raises(ValueError, match="preset"):
