@@ -233,13 +233,31 @@ def _add_explain_options(p):
                         "the global maps too (default: counted and left out)")
 
 
+def _add_cluster_options(p):
+    p.add_argument("--cluster", default=None, metavar="SPEC",
+                   help="where chunks run: 'embedded' (default, this process), 'local' or 'local:N' (a Dask "
+                        "LocalCluster of N worker processes here)")
+    p.add_argument("--scheduler", default=None, metavar="tcp://HOST:PORT",
+                   help="join a running Dask scheduler (e.g. one started by dask-jobqueue on SLURM/PBS); workers "
+                        "must see the stack and model files under the same paths")
+
+
 def _cmd_explain(args) -> int:
     from .run import run_explain
+    from .scale import connect, parse_cluster
 
+    where = parse_cluster(args.cluster, args.scheduler)  # a bad spec fails before the model loads
     stack, model = _load_inputs(args)
     t0 = time.perf_counter()
-    with _progress(args.quiet) as bar, _cancel_on_interrupt() as cancel, _one_line_warnings("explain"):
-        result = run_explain(stack, model, _explain_config(args), out_dir=args.out, progress=bar, cancel=cancel)
+    with (_progress(args.quiet) as bar, _cancel_on_interrupt() as cancel, _one_line_warnings("explain"),
+          connect(where) as client):
+        executor = None
+        if client is not None:
+            from .scale.executor import DaskExecutor
+
+            executor = DaskExecutor(client, device=args.device)
+        result = run_explain(stack, model, _explain_config(args), out_dir=args.out, progress=bar, cancel=cancel,
+                             executor=executor)
     gm = result.global_maps
     n_zero, n_stalled = result.n_zero, result.n_stalled
     stalled_fate = "kept in" if result.config.include_stalled else "left out"
@@ -545,6 +563,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("explain", help="image-wise saliency maps and label-wise/overall global maps")
     _add_common(p)
     _add_explain_options(p)
+    _add_cluster_options(p)
     p.set_defaults(func=_cmd_explain)
 
     p = sub.add_parser("peppr", help="PEPPR faithfulness curves of global maps")

@@ -18,8 +18,10 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-__all__ = ["ClusterSpec", "ClusterError", "parse_cluster", "connect", "EMBEDDED", "DEFAULT_LOCAL_WORKERS",
-           "CONNECT_TIMEOUT_S", "require_distributed"]
+from ..errors import UsageError
+
+__all__ = ["ClusterSpec", "ClusterError", "ClusterSpecError", "parse_cluster", "connect", "EMBEDDED",
+           "DEFAULT_LOCAL_WORKERS", "CONNECT_TIMEOUT_S", "require_distributed"]
 
 #: The spec string of the default: in this process, no cluster.
 EMBEDDED = "embedded"
@@ -33,7 +35,11 @@ _ADDRESS = re.compile(r"^(tcp|tls|inproc|ucx|ws|wss)://[^\s/]+(:\d+)?/?$")
 
 
 class ClusterError(ValueError):
-    """A cluster spec that cannot be used (bad spec, missing ``distributed``, unreachable scheduler); one line."""
+    """A cluster that cannot be used (``distributed`` missing, scheduler unreachable); one line, CLI exit 1."""
+
+
+class ClusterSpecError(ClusterError, UsageError):
+    """A ``--cluster`` / ``--scheduler`` value that is not a spec; one line, CLI exit 2."""
 
 
 @dataclass(frozen=True)
@@ -81,11 +87,11 @@ def parse_cluster(cluster: str | None = None, scheduler: str | None = None) -> C
 
     Raises
     ------
-    ClusterError
+    ClusterSpecError
         Both given, or a spec that is none of the above (one line naming what is accepted).
     """
     if cluster is not None and scheduler is not None:
-        raise ClusterError("give either --cluster or --scheduler, not both")
+        raise ClusterSpecError("give either --cluster or --scheduler, not both")
     if scheduler is not None:
         return _scheduler_spec(scheduler.strip())
     text = (cluster or EMBEDDED).strip().lower()
@@ -95,17 +101,17 @@ def parse_cluster(cluster: str | None = None, scheduler: str | None = None) -> C
     if match:
         n = int(match.group(1)) if match.group(1) else DEFAULT_LOCAL_WORKERS
         if n < 1:
-            raise ClusterError(f"cluster spec {cluster!r} asks for {n} workers; 'local:N' needs N >= 1")
+            raise ClusterSpecError(f"cluster spec {cluster!r} asks for {n} workers; 'local:N' needs N >= 1")
         return ClusterSpec("local", n_workers=n)
     if "://" in text:
         return _scheduler_spec(cluster.strip())
-    raise ClusterError(f"unknown cluster spec {cluster!r}; use 'embedded' (this process), 'local' or 'local:N' "
+    raise ClusterSpecError(f"unknown cluster spec {cluster!r}; use 'embedded' (this process), 'local' or 'local:N' "
                        "(N worker processes here) or a scheduler address 'tcp://HOST:PORT'")
 
 
 def _scheduler_spec(address: str) -> ClusterSpec:
     if not _ADDRESS.match(address):
-        raise ClusterError(f"scheduler address {address!r} is not of the form tcp://HOST:PORT")
+        raise ClusterSpecError(f"scheduler address {address!r} is not of the form tcp://HOST:PORT")
     return ClusterSpec("scheduler", address=address)
 
 
@@ -120,7 +126,7 @@ def require_distributed():
 
 
 @contextlib.contextmanager
-def connect(spec: ClusterSpec | str | None, timeout: float = CONNECT_TIMEOUT_S, **local_kwargs) -> Iterator:
+def connect(spec: ClusterSpec | str | None, timeout: float | None = None, **local_kwargs) -> Iterator:
     """A ``distributed.Client`` for ``spec`` for the duration of the block (None for the embedded default).
 
     A LocalCluster started here is shut down at the end; a joined scheduler is only disconnected from.
@@ -129,8 +135,8 @@ def connect(spec: ClusterSpec | str | None, timeout: float = CONNECT_TIMEOUT_S, 
     ----------
     spec : ClusterSpec, str or None
         A string is parsed with :func:`parse_cluster` (as ``--cluster``).
-    timeout : float
-        Seconds to wait for an existing scheduler.
+    timeout : float, optional
+        Seconds to wait for an existing scheduler (default :data:`CONNECT_TIMEOUT_S`).
     **local_kwargs
         Passed to ``distributed.LocalCluster`` (e.g. ``processes=False`` in tests); defaults: one thread per
         worker, no dashboard, worker processes.
@@ -149,9 +155,10 @@ def connect(spec: ClusterSpec | str | None, timeout: float = CONNECT_TIMEOUT_S, 
         yield None
         return
     distributed = require_distributed()
+    timeout = CONNECT_TIMEOUT_S if timeout is None else timeout
     if spec.kind == "local":
         options = {"n_workers": spec.n_workers, "threads_per_worker": 1, "processes": True,
-                   "dashboard_address": None, "silence_logs": 40, **local_kwargs}
+                   "dashboard_address": ":0", "silence_logs": 40, **local_kwargs}
         with distributed.LocalCluster(**options) as cluster, distributed.Client(cluster) as client:
             yield client
         return

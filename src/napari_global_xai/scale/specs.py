@@ -30,7 +30,7 @@ import numpy as np
 __all__ = ["ModelSpec", "StackSpec", "worker_model", "worker_stack", "clear_worker_cache"]
 
 _CACHE: dict[tuple[str, str], object] = {}
-_LOCK = threading.Lock()
+_LOCK = threading.RLock()  # re-entrant: a task cache entry builds the model and stack entries
 
 
 @dataclass(frozen=True)
