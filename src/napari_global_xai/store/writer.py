@@ -7,7 +7,8 @@ Layout of ``<out>/image_maps.zarr`` (a Zarr v3 group)::
                               and at the end the counts and provenance
     maps/                     OME-Zarr image (axes image, c, y, x): dataset 0 = (n, L, H, W) image-wise maps,
                               one image per Zarr chunk, zstd-compressed, float16 (default) or float32,
-                              stored multiplied by ``map_scale`` (H·W under mass normalisation, else 1)
+                              stored multiplied by ``map_scale`` (the power of two nearest H·W under mass
+                              normalisation, else 1)
     global/                   OME-Zarr image (c, y, x) float32: the label-wise global maps, then the overall map
     std/                      OME-Zarr image (c, y, x) float32: per-pixel standard deviation of each label's maps
     records/chunk-000012.npz  completion record of each finished chunk (:mod:`.records`)
@@ -20,8 +21,8 @@ leftover temporary files and computes the chunks without a record.
 Notes
 -----
 Scaling before float16: a mass-normalised map averages 1/(H·W) per pixel, below float16's normal range for images
-larger than about 128×128 (where float16 keeps only a few significant bits); scaled by H·W its values sit near 1,
-where float16 keeps 11 significant bits. Readers divide by ``map_scale``. The data are flushed by the operating
+larger than about 128×128 (where float16 keeps only a few significant bits); scaled by about H·W (a power of two,
+exact in float32) its values sit near 1, where float16 keeps 11 significant bits. Readers divide by ``map_scale``. The data are flushed by the operating
 system (they survive a killed process); the records are also fsync'ed, the Zarr chunks are not (a power cut may
 need the affected chunks recomputed by hand: delete their records).
 """
@@ -51,8 +52,11 @@ RUNNING = "running"
 
 
 def map_scale(normalisation: str, shape_hw) -> float:
-    """Factor the image-wise maps are stored multiplied by (see the module notes)."""
-    return float(shape_hw[0] * shape_hw[1]) if normalisation == "mass" else 1.0
+    """Factor the image-wise maps are stored multiplied by: the power of two nearest H·W under mass normalisation
+    (a power of two, so float32 maps come back bit-exact), else 1 (see the module notes)."""
+    import math
+
+    return float(2.0 ** round(math.log2(shape_hw[0] * shape_hw[1]))) if normalisation == "mass" else 1.0
 
 
 def stored_attrs(root: str | Path) -> dict | None:
@@ -170,7 +174,11 @@ class StoreWriter:
         return lazy_maps(self.maps, self.scale)
 
     def abort(self) -> None:
-        """A crash: the store stays as it is (resumable); its status says the run did not finish."""
+        """A crash: the store stays as it is (resumable; its status says the run did not finish), unless this run
+        created it and no chunk ever finished: then it is removed (nothing to resume, no output left behind)."""
+        if not self.resumed and not any((self.root / RECORDS_DIR).glob("chunk-*.npz")):
+            shutil.rmtree(self.root, ignore_errors=True)
+            return
         with contextlib.suppress(Exception):
             self._set_status(RUNNING)
 
