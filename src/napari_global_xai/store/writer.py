@@ -22,9 +22,9 @@ Notes
 -----
 Scaling before float16: a mass-normalised map averages 1/(H·W) per pixel, below float16's normal range for images
 larger than about 128×128 (where float16 keeps only a few significant bits); scaled by about H·W (a power of two,
-exact in float32) its values sit near 1, where float16 keeps 11 significant bits. Readers divide by ``map_scale``. The data are flushed by the operating
-system (they survive a killed process); the records are also fsync'ed, the Zarr chunks are not (a power cut may
-need the affected chunks recomputed by hand: delete their records).
+exact in float32) its values sit near 1, where float16 keeps 11 significant bits. Readers divide by ``map_scale``.
+The data are flushed by the operating system (they survive a killed process); the records are also fsync'ed, the
+Zarr chunks are not (after a power cut, delete the records of the chunks written last to have them recomputed).
 """
 
 from __future__ import annotations
