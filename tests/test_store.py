@@ -282,3 +282,9 @@ def test_store_is_valid_ome_zarr_with_label_names(inputs, tmp_path, capsys):
         assert node.data[0].shape == shape
         assert node.metadata["channel_names"] == channels
         assert [a["name"] for a in node.metadata["axes"]] == (["image"] if name == "maps" else []) + ["c", "y", "x"]
+    # the report of the folder shows the explain run once and does not list the store's own JSON files
+    from napari_global_xai.report import build_sections
+
+    sections = build_sections(tmp_path / "out")
+    assert [s.title for s in sections] == ["Global maps · saliency"]
+    assert "Image-wise maps: image_maps.zarr (resumable Zarr store; open it in napari)." in sections[0].text
