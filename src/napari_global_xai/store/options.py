@@ -6,7 +6,7 @@ __all__ = ["FORMATS", "DEFAULT_FORMAT", "MAP_DTYPES", "DEFAULT_MAP_DTYPE", "STOR
 
 #: Output formats of the image-wise maps: the resumable, compressed Zarr store, or one float32 TIFF (small stacks).
 FORMATS = ("zarr", "tiff")
-DEFAULT_FORMAT = "tiff"  # zarr once the store writer lands
+DEFAULT_FORMAT = "zarr"
 #: Precision of the image-wise maps in the Zarr store (global maps are always computed from float32 maps).
 MAP_DTYPES = ("float16", "float32")
 DEFAULT_MAP_DTYPE = "float16"
