@@ -8,7 +8,9 @@ Prints, for each stack size N and each mode, measured in this run:
 * wall time of ``run_explain`` (Zarr store output, the default) and images/s;
 * peak RSS of the process that ran it (``ru_maxrss``, in a fresh process per measurement, so the figures do not
   carry over) and, for a cluster, the largest worker peak; RSS must not grow with N;
-* Dask overhead at equal workers: ``local:1`` against the in-process run;
+* Dask overhead at equal workers: ``local:1`` against the in-process run, in wall time and in CPU time (the client
+  process, with the scheduler thread, plus the workers; nanny processes not counted): on a shared machine the wall
+  time follows the load, the CPU time much less;
 * the store's bytes per image against the float32 TIFF's (``L * H * W * 4``).
 
 The stack is a multi-page TIFF of ``max(sizes)`` generated 64 x 64 RGB images written once to ``--scratch``
@@ -75,6 +77,19 @@ def _folder_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
+def _cpu_seconds() -> float:
+    """User + system CPU seconds of this process so far."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _worker_cpu_seconds(client) -> dict:
+    """CPU seconds of each worker process so far (empty without a cluster)."""
+    if client is None:
+        return {}
+    return client.run(lambda: sum(__import__("resource").getrusage(0)[:2]))
+
+
 def measure_one(stack_path: Path, card: Path, n: int, mode: str, method: str, out: Path) -> dict:
     """One explain run in this process (called in a fresh subprocess by :func:`main`)."""
     import shutil
@@ -99,23 +114,33 @@ def measure_one(stack_path: Path, card: Path, n: int, mode: str, method: str, ou
 
             executor = DaskExecutor(client, device="cpu", torch_threads=1)
             client.run(lambda: __import__("torch").set_num_threads(1))
+        seen = []
+        cpu0, workers0 = _cpu_seconds(), _worker_cpu_seconds(client)
         t0 = time.perf_counter()
-        result = run_explain(stack, model, config, out_dir=out, executor=executor)
+        result = run_explain(stack, model, config, out_dir=out, executor=executor,
+                             progress=lambda done, total, stage: seen.append((time.perf_counter() - t0, done)))
         wall = time.perf_counter() - t0
+        cpu = _cpu_seconds() - cpu0 + sum(_worker_cpu_seconds(client).values()) - sum(workers0.values())
         workers = client.run(lambda: __import__("resource").getrusage(0).ru_maxrss) if client else {}
     store = out / "image_maps.zarr"
-    return {"n": n, "mode": mode, "wall_s": wall, "images_per_s": n / wall,
+    first = next((t, done) for t, done in seen if done > 0)  # the first chunk back: start-up included
+    last = max(seen)
+    return {"n": n, "mode": mode, "wall_s": wall, "images_per_s": n / wall, "first_chunk_s": first[0],
+            "steady_images_per_s": (last[1] - first[1]) / max(1e-9, last[0] - first[0]), "cpu_s": cpu,
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             "worker_peak_rss_mb": max(workers.values()) / 1024 if workers else None,
             "maps": int(result.n_computed), "store_bytes_per_image": _folder_bytes(store) / n if store.exists()
             else None, "tiff_bytes_per_image": len(LABELS) * SIZE * SIZE * 4}
 
 
-def gpu_figures(n_images: int = 16, steps: int = 32) -> None:
-    """IG-32 on the ResNet34-shaped model at 384 x 512: batch size chosen, images/s fp32 vs bf16, map agreement."""
+def gpu_figures(n_images: int = 16, steps: int = 32, device: str = "cuda") -> None:
+    """IG-32 on the ResNet34-shaped model at 384 x 512: batch size chosen, images/s fp32 vs bf16, map agreement.
+
+    ``device="cpu"`` only checks the code path (autocast is CUDA-only, nothing is measured there).
+    """
     import torch
 
-    if not torch.cuda.is_available():
+    if device == "cuda" and not torch.cuda.is_available():
         print("--gpu: CUDA is not available here; GPU figures not measured")
         return
     sys.path.insert(0, str(HERE))
@@ -125,7 +150,7 @@ def gpu_figures(n_images: int = 16, steps: int = 32) -> None:
     from napari_global_xai.explain import ExplainConfig
     from napari_global_xai.explain.engine import ImageMapEngine
 
-    model = real_size_model("cuda")
+    model = real_size_model(device)
     rng = np.random.default_rng(0)
     images = rng.integers(0, 255, size=(n_images, 384, 512, 3), dtype=np.uint8)
     pairs = np.zeros((n_images, len(model.labels)), bool)
@@ -134,11 +159,11 @@ def gpu_figures(n_images: int = 16, steps: int = 32) -> None:
     for autocast in (None, "bf16"):
         engine = ImageMapEngine(model, ExplainConfig(method="ig", params={"n_steps": steps}, autocast=autocast),
                                 list(range(len(model.labels))))
-        engine.compute(images[:2], pairs[:2])  # warm-up (and the one memory measurement)
-        seconds = timed(lambda e=engine, a=autocast: maps.__setitem__(a, e.compute(images, pairs)), "cuda")
-        print(f"IG-{steps} {autocast or 'fp32'}: {engine.bytes_per_image / 2**20:.1f} MiB per image pass, "
-              f"{engine.images_per_pass} images per pass, {engine.maps_per_call} maps per call, "
-              f"{n_images / seconds:.2f} images/s")
+        engine.compute(images[:1], pairs[:1])  # warm-up (after the one memory measurement)
+        seconds = timed(lambda e=engine, a=autocast: maps.__setitem__(a, e.compute(images, pairs)), device)
+        cost = "not measurable" if engine.bytes_per_image is None else f"{engine.bytes_per_image / 2**20:.1f} MiB"
+        print(f"IG-{steps} {autocast or 'fp32'}: {cost} per image pass, {engine.images_per_pass} images per pass, "
+              f"{engine.maps_per_call} maps per call, {n_images / seconds:.2f} images/s", flush=True)
     a, b = maps[None][:, 0].reshape(n_images, -1), maps["bf16"][:, 0].reshape(n_images, -1)
     corr = [np.corrcoef(x, y)[0, 1] for x, y in zip(a, b)]
     print(f"bf16 vs fp32 image-wise maps: Pearson r median {np.median(corr):.4f}, min {np.min(corr):.4f}")
@@ -160,7 +185,10 @@ def main(argv=None) -> None:
     stack, card = _write_inputs(scratch, max(args.sizes))
     if args.one:
         n, mode = int(args.one[0]), args.one[1]
-        print(json.dumps(measure_one(stack, card, n, mode, args.method, scratch / f"out_{n}_{mode}")))
+        row = json.dumps(measure_one(stack, card, n, mode, args.method, scratch / f"out_{n}_{mode}"))
+        with open(scratch / "rows.jsonl", "a") as log:  # every figure, for RESULTS.md
+            log.write(row + "\n")
+        print(row)
         return
     rows = []
     for n in args.sizes:
@@ -175,13 +203,16 @@ def main(argv=None) -> None:
             rows.append(row)
             worker = f"{row['worker_peak_rss_mb']:.0f}" if row["worker_peak_rss_mb"] else "-"
             print(f"N={n:>6} {mode:<9} {row['wall_s']:8.1f} s {row['images_per_s']:7.1f} img/s  "
+                  f"(steady {row['steady_images_per_s']:6.1f}, first chunk at {row['first_chunk_s']:5.1f} s) "
+                  f"CPU {row['cpu_s']:6.1f} s  "
                   f"peak RSS {row['peak_rss_mb']:6.0f} MB (workers {worker} MB)  store "
                   f"{row['store_bytes_per_image']:.0f} B/image vs TIFF {row['tiff_bytes_per_image']} B", flush=True)
     by = {(r["n"], r["mode"]): r for r in rows}
     for n in args.sizes:
         if (n, "embedded") in by and (n, "local:1") in by:
-            overhead = by[(n, "local:1")]["wall_s"] / by[(n, "embedded")]["wall_s"] - 1
-            print(f"N={n}: Dask overhead at one worker {overhead * 100:+.1f} %")
+            wall = by[(n, "local:1")]["wall_s"] / by[(n, "embedded")]["wall_s"] - 1
+            cpu = by[(n, "local:1")]["cpu_s"] / by[(n, "embedded")]["cpu_s"] - 1
+            print(f"N={n}: Dask overhead at one worker: wall {wall * 100:+.1f} %, CPU time {cpu * 100:+.1f} %")
 
 
 if __name__ == "__main__":

@@ -102,3 +102,27 @@ def test_tree_reduction_equals_streaming_for_any_order():
             np.testing.assert_array_equal(got.overall, expected.overall)
             np.testing.assert_allclose(got.std, expected.std, rtol=1e-12, atol=1e-15)
         assert TreeReducer(client).result() is None
+
+
+def test_model_spec_loads_once_per_process_and_refuses_a_model_without_file(tmp_path):
+    import json
+
+    import torch
+
+    from napari_global_xai.models import LoadedModel, ModelCard, ModelLoadError, load_model
+    from napari_global_xai.scale.specs import ModelSpec, clear_worker_cache, worker_model
+
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.AdaptiveMaxPool2d(1), torch.nn.Flatten())
+    in_memory = LoadedModel(net, ModelCard(labels=["a", "b"], weights="nowhere.pt", input_channels=[0]),
+                            torch.device("cpu"))
+    with pytest.raises(ModelLoadError, match="loads the model from its file on every worker"):
+        ModelSpec.from_model(in_memory)
+    torch.jit.script(net).save(str(tmp_path / "m.pt"))
+    (tmp_path / "m.json").write_text(json.dumps({"weights": "m.pt", "labels": ["a", "b"], "mean": [0.5]}))
+    spec = pickle.loads(pickle.dumps(ModelSpec.from_model(load_model(tmp_path / "m.json", device="cpu"))))
+    clear_worker_cache()
+    first = worker_model(spec)
+    assert worker_model(spec) is first  # cached: loaded once
+    x = torch.rand(3, 1, 9, 9)
+    torch.testing.assert_close(first.scores(x), net(x), rtol=0, atol=0)
+    clear_worker_cache()

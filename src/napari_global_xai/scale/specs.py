@@ -68,7 +68,19 @@ class ModelSpec:
         trust_pickle : bool, optional
             Default: True only when the model already is a trusted full pickle (the user allowed it to load).
         torch_threads : int, optional
+
+        Raises
+        ------
+        ModelLoadError
+            The model was not loaded from a file (a module built in memory): workers could not load it.
         """
+        from ..models import ModelLoadError
+
+        weights = model.card.weights_path()
+        if not weights.is_file():
+            raise ModelLoadError(f"a cluster run loads the model from its file on every worker, but {weights} "
+                                 "does not exist; save the model (TorchScript, torch.export or a state dict with "
+                                 "its card) and load it from the card")
         trust = model.card.format == "pickle" if trust_pickle is None else bool(trust_pickle)
         return cls(copy.deepcopy(model.card), device or model.device.type, trust, torch_threads)
 
