@@ -300,7 +300,7 @@ def test_crash_mid_run_leaves_no_partial_and_keeps_the_earlier_result(inputs, tm
     """The model raises on its 3rd gradient pass: exit 1, one line, no hidden file, the earlier run's files intact."""
     folder, card = inputs
     out = tmp_path / "out"
-    argv = _explain(folder, out, "--param", "n_steps=2", "--subset", "all")
+    argv = _explain(folder, out, "--param", "n_steps=2", "--subset", "all", "--format", "tiff")
     assert _run(capsys, argv)[0] == 0
     earlier = _digest(out)
     assert "image_maps.tif" in earlier and "explain_summary.json" in earlier
@@ -328,7 +328,7 @@ def test_cancelled_explain_exits_130_with_the_marked_partial_result(inputs, tmp_
     out = tmp_path / "out"
     before = _digest(folder)
     argv = ["explain", str(folder / "stack.tif"), "--model", str(folder / "cancel.json"), "--out", str(out),
-            "--param", "n_steps=2", "--subset", "all"]
+            "--param", "n_steps=2", "--subset", "all", "--format", "tiff"]
     got, stdout, err = _run(capsys, argv)
     assert got == 130
     assert "(CANCELLED)" in stdout

@@ -1,4 +1,5 @@
-"""napari reader: multi-page TIFF, folders of PNG/JPEG/TIFF/DICOM images, DICOM files → one aligned stack layer.
+"""napari reader: multi-page TIFF, folders of PNG/JPEG/TIFF/DICOM images, DICOM files → one aligned stack layer;
+an explain results store (``image_maps.zarr``, or the explain output folder holding it) → lazy map layers.
 
 The layer shows the stack in the left-eye frame (right eyes mirrored, as the published UWF work does) lazily; its
 metadata carries the :class:`~napari_global_xai.data.AlignedStack` and the labels table found beside it.
@@ -8,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["napari_get_reader", "read_aligned_stack"]
+__all__ = ["napari_get_reader", "read_aligned_stack", "read_results_store_layers"]
 
 _FILE_SUFFIXES = {".tif", ".tiff", ".dcm", ".dicom"}
 _FOLDER_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".dcm"}
@@ -21,6 +22,8 @@ def napari_get_reader(path):
             return None
         path = path[0]
     p = Path(path)
+    if p.is_dir() and _results_store(p) is not None:
+        return read_results_store_layers
     if p.is_dir():
         has_images = any(f.suffix.lower() in _FOLDER_SUFFIXES for f in p.iterdir() if f.is_file())
         return read_aligned_stack if has_images else None
@@ -51,3 +54,19 @@ def read_aligned_stack(path):
                       InputNotice, stacklevel=2)
         stack = read_stack(path, labels=False, resize="common")
     return [stack_layer_data(stack, Path(path).stem)]
+
+
+def _results_store(path: Path):
+    from .store.reader import find_store
+
+    return find_store(path)
+
+
+def read_results_store_layers(path):
+    """An explain results store → lazy (dask over Zarr) layers: global maps, std and the image-wise maps."""
+    from ._layers import store_layer_data
+    from .store import read_results_store
+
+    if isinstance(path, list):
+        path = path[0]
+    return store_layer_data(read_results_store(path))

@@ -149,6 +149,26 @@ class GlobalMapAccumulator:
         self._max_abs = max(self._max_abs, other._max_abs)
         return self
 
+    def state(self) -> dict[str, np.ndarray]:
+        """The exact internal state as arrays (fixed-point sums, counts, float64 moments), e.g. to save a chunk's.
+
+        :meth:`from_state` rebuilds an accumulator that merges bit-identically to this one.
+        """
+        return {"sum": self._sum.copy(), "count": self._count.copy(), "mean64": self._mean64.copy(),
+                "m2": self._m2.copy(), "max_abs": np.float64(self._max_abs)}
+
+    @classmethod
+    def from_state(cls, labels, state: dict, overall_labels=None) -> GlobalMapAccumulator:
+        """An accumulator with the state saved by :meth:`state` (arrays are copied, dtypes checked)."""
+        acc = cls(labels, np.shape(state["sum"])[1:], overall_labels)
+        for key, dtype in (("sum", np.int64), ("count", np.int64), ("mean64", np.float64), ("m2", np.float64)):
+            value = np.asarray(state[key])
+            if value.dtype != dtype or value.shape != getattr(acc, f"_{key}").shape:
+                raise ValueError(f"accumulator state {key!r}: {value.dtype} {value.shape} does not fit")
+            setattr(acc, f"_{key}", value.copy())
+        acc._max_abs = float(state["max_abs"])
+        return acc
+
     def result(self, metadata: dict | None = None) -> GlobalMaps:
         """The label-wise and overall global maps so far."""
         count = self._count.copy()

@@ -107,6 +107,17 @@ def _count(text: str) -> int:
 _count.__name__ = "non-negative integer"  # argparse names the type in its message
 
 
+def _positive(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    value = int(text)
+    if value < 1:
+        raise ValueError(text)
+    return value
+
+
+_positive.__name__ = "positive integer"
+
+
 def _parse_params(items) -> dict:
     """``["n_steps=16", "baseline=blur"]`` → ``{"n_steps": 16, "baseline": "blur"}``."""
     params = {}
@@ -213,7 +224,8 @@ def _explain_config(args):
     return ExplainConfig(method=args.method, params=_parse_params(args.param), targets=args.targets,
                          subset=args.subset, normalisation=args.normalisation, reduction=args.reduction,
                          probability=args.probability, compute=args.compute, autocast=args.autocast,
-                         include_stalled=args.include_stalled_maps)
+                         include_stalled=args.include_stalled_maps,
+                         **({"chunk_size": args.chunk_size} if getattr(args, "chunk_size", None) else {}))
 
 
 def _add_explain_options(p):
@@ -233,13 +245,49 @@ def _add_explain_options(p):
                         "the global maps too (default: counted and left out)")
 
 
+def _add_cluster_options(p):
+    p.add_argument("--cluster", default=None, metavar="SPEC",
+                   help="where chunks run: 'embedded' (default, this process), 'local' or 'local:N' (a Dask "
+                        "LocalCluster of N worker processes here)")
+    p.add_argument("--scheduler", default=None, metavar="tcp://HOST:PORT",
+                   help="join a running Dask scheduler (e.g. one started by dask-jobqueue on SLURM/PBS); workers "
+                        "must see the stack and model files under the same paths")
+
+
+def _add_store_options(p):
+    from .store.options import DEFAULT_FORMAT, DEFAULT_MAP_DTYPE, FORMATS, MAP_DTYPES
+
+    p.add_argument("--format", dest="out_format", default=DEFAULT_FORMAT, choices=FORMATS,
+                   help=f"image-wise maps in a resumable, compressed Zarr store (zarr) or one float32 TIFF for small "
+                        f"stacks (tiff) (default {DEFAULT_FORMAT}); the same command again on the same --out resumes "
+                        "a zarr run")
+    p.add_argument("--map-dtype", default=DEFAULT_MAP_DTYPE, choices=MAP_DTYPES,
+                   help=f"precision of the stored image-wise maps (default {DEFAULT_MAP_DTYPE}; global maps are "
+                        "always computed from float32 maps)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace a results store of other settings in --out (otherwise refused)")
+    p.add_argument("--chunk-size", type=_positive, default=None, metavar="N",
+                   help="images per chunk: the unit of writing, resuming and (with an executor) of distribution "
+                        "(default 16)")
+
+
 def _cmd_explain(args) -> int:
     from .run import run_explain
+    from .scale import connect, parse_cluster
 
+    where = parse_cluster(args.cluster, args.scheduler)  # a bad spec fails before the model loads
     stack, model = _load_inputs(args)
     t0 = time.perf_counter()
-    with _progress(args.quiet) as bar, _cancel_on_interrupt() as cancel, _one_line_warnings("explain"):
-        result = run_explain(stack, model, _explain_config(args), out_dir=args.out, progress=bar, cancel=cancel)
+    with (_progress(args.quiet) as bar, _cancel_on_interrupt() as cancel, _one_line_warnings("explain"),
+          connect(where) as client):
+        executor = None
+        if client is not None:
+            from .scale.executor import DaskExecutor
+
+            executor = DaskExecutor(client, device=args.device)
+        result = run_explain(stack, model, _explain_config(args), out_dir=args.out, progress=bar, cancel=cancel,
+                             out_format=args.out_format, map_dtype=args.map_dtype, overwrite=args.overwrite,
+                             executor=executor)
     gm = result.global_maps
     n_zero, n_stalled = result.n_zero, result.n_stalled
     stalled_fate = "kept in" if result.config.include_stalled else "left out"
@@ -253,7 +301,9 @@ def _cmd_explain(args) -> int:
     print(f"results in {Path(args.out).resolve()}")
     if result.cancelled:
         print(f"global-xai explain: cancelled: partial result ({result.n_computed} of "
-              f"{result.provenance['n_maps_selected']} maps) written, marked CANCELLED", file=sys.stderr)
+              f"{result.provenance['n_maps_selected']} maps) written, marked CANCELLED"
+              + ("; the same command resumes it" if result.provenance.get("format") == "zarr" else ""),
+              file=sys.stderr)
         return EXIT_CANCELLED
     return 0
 
@@ -549,6 +599,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("explain", help="image-wise saliency maps and label-wise/overall global maps")
     _add_common(p)
     _add_explain_options(p)
+    _add_store_options(p)
+    _add_cluster_options(p)
     p.set_defaults(func=_cmd_explain)
 
     p = sub.add_parser("peppr", help="PEPPR faithfulness curves of global maps")

@@ -239,6 +239,8 @@ def _explain_section(path: Path, folder: Path, root: Path):
         with predictions.open(newline="") as fh:
             n = sum(1 for _ in fh) - 1
         section.text.append(f"Per-image predictions: {predictions.name} ({n} images).")
+    if (folder / "image_maps.zarr").is_dir():
+        section.text.append("Image-wise maps: image_maps.zarr (resumable Zarr store; open it in napari).")
     return section, claimed
 
 
@@ -376,9 +378,11 @@ def register_section(pattern: str, renderer: Renderer, order: int = 50) -> None:
 
 
 def _run_folders(root: Path) -> list[Path]:
-    """The folder itself and its sub-folders (two levels), in name order, that hold files."""
+    """The folder itself and its sub-folders (two levels), in name order, that hold files; Zarr stores (``*.zarr``,
+    e.g. explain's ``image_maps.zarr``) are data, not result folders, and are left out with all they hold."""
     folders = [root] + sorted(p for p in root.glob("*") if p.is_dir()) \
         + sorted(p for p in root.glob("*/*") if p.is_dir())
+    folders = [f for f in folders if not any(part.endswith(".zarr") for part in f.relative_to(root).parts)]
     return [f for f in folders if any(p.is_file() for p in f.iterdir())]
 
 

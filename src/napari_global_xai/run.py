@@ -15,7 +15,7 @@ import numpy as np
 
 from .aggregate import GlobalMapAccumulator, GlobalMaps
 from .batching import Cancelled
-from .explain.engine import ExplainConfig, ImageMapEngine, predict_probabilities, select_pairs
+from .explain.engine import ExplainConfig, ImageMapEngine, predict_probabilities
 
 # moved to peppr/pipeline.py and sag/pipeline.py; still importable from here (run_demo uses the PEPPR one)
 from .peppr.pipeline import peppr_truth, run_peppr_from_files, run_peppr_pipeline  # noqa: F401
@@ -170,7 +170,9 @@ def _resolve_subset(subset: str, truth, known: np.ndarray, targets: list[str]) -
 
 
 def run_explain(stack, model, config: ExplainConfig | None = None, out_dir: str | Path | None = None,
-                progress: ProgressFn | None = None, cancel: CancelFn | None = None) -> ExplainResult:
+                progress: ProgressFn | None = None, cancel: CancelFn | None = None, *,
+                out_format: str | None = None, map_dtype: str | None = None, overwrite: bool = False,
+                executor=None) -> ExplainResult:
     """Image-wise maps for a stack, aggregated into label-wise and overall global maps.
 
     Parameters
@@ -180,12 +182,24 @@ def run_explain(stack, model, config: ExplainConfig | None = None, out_dir: str 
     model : LoadedModel
     config : ExplainConfig, optional
     out_dir : path, optional
-        When given, image-wise maps stream into ``out_dir/image_maps.tif`` (never all in memory) and the global
-        maps, overlays and provenance are written there at the end (also after a cancel, then marked
-        ``"status": "CANCELLED"`` in the provenance). The folder is checked for writing before any model pass; a
-        run that fails removes its hidden partial file and leaves the folder's earlier results untouched.
+        When given, image-wise maps stream into the output folder chunk by chunk (never all in memory) and the
+        global maps, overlays and provenance are written there at the end (also after a cancel, then marked
+        ``"status": "CANCELLED"`` in the provenance). The folder is checked for writing before any model pass.
     progress : callable(done, total, stage), optional
+        Stage ``"explain"``, in images.
     cancel : callable() -> bool, optional
+    out_format : {"zarr", "tiff"}, optional
+        Image-wise maps in the resumable Zarr store ``out_dir/image_maps.zarr`` (default,
+        :mod:`napari_global_xai.store`) or in one float32 ``image_maps.tif`` (small stacks; a failed run removes
+        its hidden partial file and leaves the folder's earlier results untouched; no resume).
+    map_dtype : {"float16", "float32"}, optional
+        Precision of the stored image-wise maps in the Zarr store (default float16); global maps are always
+        computed from the float32 maps.
+    overwrite : bool
+        Replace a Zarr store written with other settings (otherwise refused); a store with the same settings is
+        resumed: its finished chunks are reused, not recomputed.
+    executor : ChunkExecutor, optional
+        Runs the chunks (:mod:`napari_global_xai.chunks`); default :class:`~napari_global_xai.chunks.InProcessExecutor`.
 
     Returns
     -------
@@ -196,14 +210,18 @@ def run_explain(stack, model, config: ExplainConfig | None = None, out_dir: str 
     ModelLoadError
         The model does not fit the stack (checked before any long work).
     UsageError
-        Unknown targets or method parameters (checked before any long work).
+        Unknown targets, method parameters, output format or map dtype (checked before any long work).
     OutputFolderError
-        ``out_dir`` cannot be written (checked first).
+        ``out_dir`` cannot be written, or holds a store of a run with other settings (checked first).
     ValueError
         A subset rule that needs labels the stack does not have.
     """
+    from .chunks import ExplainChunkTask, InProcessExecutor
+    from .store.options import check_store_options
+
     config = config or ExplainConfig()
     progress = progress or _noop_progress
+    out_format, map_dtype = check_store_options(out_format, map_dtype)
     if out_dir is not None:
         from .io_utils import check_output_folder
 
@@ -220,72 +238,49 @@ def run_explain(stack, model, config: ExplainConfig | None = None, out_dir: str 
     import torch
 
     engine.check(torch.zeros(1, model.n_channels, h, w, device=model.device))  # method requirements, before work
-
-    probabilities = np.zeros((n, len(model.labels)), np.float32)
+    task = ExplainChunkTask(frame_stack, model, config, targets, subset, truth, known)
+    task._engine = engine
+    writer = _open_writer(out_dir, out_format, map_dtype, overwrite, (n, len(targets), h, w), task, stack)
+    records = dict(writer.completed())
+    pending = [c for c in range(task.n_chunks) if c not in records]
+    images_done = sum(len(records[c].indices) for c in records)
+    progress(images_done, n, "explain")
     cancelled = False
     try:
-        for idx, pixels in frame_stack.iter_chunks(config.chunk_size):
-            if cancel is not None and cancel():
-                raise Cancelled("cancelled before any map was computed")
-            probabilities[idx] = predict_probabilities(model, pixels)
-            progress(int(idx[-1]) + 1, n, "predict")
-    except Cancelled:
-        cancelled = True
-
-    include = select_pairs(subset, truth, probabilities[:, target_idx], config.threshold, known=known)
-    pairs = include if config.compute == "subset" else np.ones_like(include)
-    if cancelled:
-        pairs = np.zeros_like(pairs)
-    computed = np.zeros_like(include)
-    zero = np.zeros_like(include)
-    stalled = np.zeros_like(include)
-    writer = _MapWriter(out_dir, (n, len(targets), h, w))
-    accumulator = GlobalMapAccumulator(targets, (h, w))
-    total, done_maps = int(pairs.sum()), 0
-
-    def on_batch(k):
-        nonlocal done_maps
-        done_maps += k
-        progress(done_maps, total, "explain")
-
-    try:
-        for idx, pixels in ([] if cancelled else frame_stack.iter_chunks(config.chunk_size)):
-            chunk = np.zeros((len(idx), len(targets), h, w), np.float32)
-            done = np.zeros((len(idx), len(targets)), bool)
-            empty = np.zeros((len(idx), len(targets)), bool)
-            flagged = np.zeros((len(idx), len(targets)), bool)
-            try:
-                engine.compute(pixels, pairs[idx], cancel=cancel, on_batch=on_batch, out=chunk, done=done,
-                               zero=empty, stalled=flagged)
-            finally:  # keep finished maps of a cancelled chunk
-                computed[idx] = done
-                zero[idx] = empty & done
-                stalled[idx] = flagged & done
-                usable = done & ~zero[idx] & (~stalled[idx] | config.include_stalled)
-                accumulator.update(chunk, include[idx] & usable)
-                writer.write(idx, chunk)
-    except Cancelled:
-        cancelled = True
-    except BaseException:  # a crash (or a second Ctrl-C) leaves no hidden partial file behind
+        for result in (executor or InProcessExecutor()).map_chunks(task, pending, cancel=cancel):
+            writer.write(result)
+            result.maps = None  # written: keep only the small per-chunk facts
+            records[result.chunk] = result
+            images_done += len(result.indices)
+            progress(images_done, n, "explain")
+            cancelled = cancelled or not result.complete
+    except BaseException:  # a crash (or a second Ctrl-C): no hidden partial file; a store stays resumable
         writer.abort()
         raise
+    cancelled = cancelled or any(c not in records or not records[c].complete for c in range(task.n_chunks))
+    probabilities, include, computed, zero, stalled, pairs = _assemble(records, task, n, len(model.labels))
+    accumulator = GlobalMapAccumulator(targets, (h, w))
+    for c in sorted(records):  # chunk order: the same merge whatever order chunks finished in
+        accumulator.merge(records[c].accumulator)
+    notes = list(dict.fromkeys([*(engine.notes or []), *(x for r in records.values() for x in r.notes)]))
 
     from .provenance import provenance_record
 
     prov = provenance_record(model=model, config=config, sources=getattr(stack, "sources", ()),
                              subset=subset, targets=targets, frame="left" if model.card.harmonise_laterality
                              else stack.frame, cancelled=cancelled, status=_status(cancelled), n_images=n,
-                             n_maps_computed=int(computed.sum()), n_maps_selected=total,
+                             n_maps_computed=int(computed.sum()), n_maps_selected=int(pairs.sum()),
                              n_zero_maps=count_per_label(zero, include, targets),
                              n_stalled_maps=count_per_label(stalled, include, targets),
                              stalled_maps_in_global_maps=bool(config.include_stalled),
-                             method_warnings=list(engine.notes or []))
+                             method_warnings=notes, **writer.facts())
     truth_missing = [t for t, k in zip(targets, known) if not k] if truth is not None else []
     global_maps = accumulator.result(metadata={"method": config.method, "subset": subset,
                                                "normalisation": config.normalisation,
                                                "subset_predicted_labels": truth_missing})
     prov["subset_predicted_labels"] = truth_missing
-    result = ExplainResult(writer.finish(), computed, include, targets, probabilities, list(model.labels),
+    image_maps = writer.finish(global_maps, prov)
+    result = ExplainResult(image_maps, computed, include, targets, probabilities, list(model.labels),
                            global_maps, config, subset, cancelled, prov, Path(out_dir) if out_dir else None,
                            zero=zero, truth_missing=truth_missing, stalled=stalled)
     if out_dir is not None:
@@ -293,6 +288,48 @@ def run_explain(stack, model, config: ExplainConfig | None = None, out_dir: str 
 
         write_explain_outputs(result, out_dir, anatomy=frame_stack.mean_image(), image_ids=stack.image_ids)
     return result
+
+
+def _assemble(records, task, n, n_model_labels):
+    """Whole-stack ``(n, ...)`` arrays from the per-chunk results: probabilities, include, computed, zero, ...
+
+    Chunks never started (a cancel) get NaN-free zeros: no probabilities, no maps; their pairs are selected from
+    the ground truth alone where a rule needs no prediction (``all``, ``positive`` with a column).
+    """
+    from .explain.engine import select_pairs
+
+    n_targets = len(task.targets)
+    probabilities = np.zeros((n, n_model_labels), np.float32)
+    arrays = {k: np.zeros((n, n_targets), bool) for k in ("include", "done", "zero", "stalled", "pairs")}
+    for c in range(task.n_chunks):
+        idx = task.indices(c)
+        record = records.get(c)
+        if record is None:
+            truth = None if task.truth is None else task.truth[idx]
+            guess = np.full((len(idx), n_targets), -np.inf)  # never "predicted positive"
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                arrays["include"][idx] = select_pairs(task.subset, truth, guess, task.config.threshold,
+                                                      known=task.known)
+            arrays["pairs"][idx] = (arrays["include"][idx] if task.config.compute == "subset"
+                                    else np.ones((len(idx), n_targets), bool))
+            continue
+        probabilities[idx] = record.probabilities
+        for key in arrays:
+            arrays[key][idx] = getattr(record, key)
+    return (probabilities, arrays["include"], arrays["done"], arrays["zero"], arrays["stalled"],
+            arrays["pairs"])
+
+
+def _open_writer(out_dir, out_format, map_dtype, overwrite, shape, task, stack):
+    """Where image-wise maps go: memory (no ``out_dir``), the Zarr results store, or one TIFF."""
+    if out_dir is None:
+        return _MapWriter(None, shape)
+    if out_format == "tiff":
+        return _MapWriter(out_dir, shape)
+    from .store import open_results_store
+
+    return open_results_store(out_dir, shape, task, stack, map_dtype=map_dtype, overwrite=overwrite)
 
 
 class _MapWriter:
@@ -312,10 +349,17 @@ class _MapWriter:
         self.array = tifffile.memmap(self.tmp, shape=shape, dtype=np.float32, photometric="minisblack",
                                      metadata={"axes": "QCYX"})
 
-    def write(self, idx, chunk):
-        self.array[idx] = chunk
+    def completed(self):
+        """No resume: every chunk is computed."""
+        return {}
 
-    def finish(self):
+    def facts(self) -> dict:
+        return {"format": "memory" if self.path is None else "tiff"}
+
+    def write(self, result):
+        self.array[result.indices] = result.maps
+
+    def finish(self, global_maps=None, provenance=None):
         if self.path is None:
             return self.array
         import os

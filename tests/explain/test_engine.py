@@ -108,7 +108,7 @@ def test_errors_before_any_long_work(tiny_model, tiny_stack):
 
 
 def test_outputs_written_and_read_back(tiny_model, tiny_stack, tmp_path):
-    res = run_explain(tiny_stack, tiny_model, ExplainConfig(method="gradcam"), out_dir=tmp_path)
+    res = run_explain(tiny_stack, tiny_model, ExplainConfig(method="gradcam"), out_dir=tmp_path, out_format="tiff")
     for name in ("image_maps.tif", "global_maps.tif", "global_std.tif", "predictions.csv",
                  "explain_summary.json", "global_maps.png"):
         assert (tmp_path / name).stat().st_size > 0, name

@@ -15,7 +15,7 @@ import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, LineEdit, PushButton, Select, SpinBox
 from qtpy.QtWidgets import QVBoxLayout, QWidget
 
-from .._layers import STACK_METADATA_KEY
+from .._layers import IMAGE_MAPS_KEY, STACK_METADATA_KEY
 from .._method_names import BUILTIN_METHODS
 from ._model_inputs import ModelInputs, optional_path
 from ._runner import LayerFeeder, RunPanel
@@ -23,7 +23,6 @@ from ._runner import LayerFeeder, RunPanel
 __all__ = ["ExplainWidget", "GLOBAL_MAP_KEY", "IMAGE_MAPS_KEY", "stack_from_layer"]
 
 GLOBAL_MAP_KEY = "napari_global_xai_global_map"
-IMAGE_MAPS_KEY = "napari_global_xai_image_maps"
 DEMO_CARD = Path(__file__).resolve().parents[1] / "models" / "weights" / "demo_net.card.json"
 # Key parameters shown per method (everything else keeps the method's documented default).
 KEY_PARAMS = {"ig": "n_steps=32, baseline='zero'", "smoothgrad": "nt_samples=16, stdevs=0.15",

@@ -33,8 +33,9 @@ class ExplainOutputs:
 
     Attributes
     ----------
-    image_maps : numpy.ndarray, (n, L, H, W)
-        Memory-mapped ``image_maps.tif`` (left-eye frame when ``frame == "left"``).
+    image_maps : numpy.ndarray or dask.array.Array, (n, L, H, W)
+        Memory-mapped ``image_maps.tif``, or the lazy maps of the Zarr store ``image_maps.zarr`` (left-eye frame
+        when ``frame == "left"``).
     image_ids : list of str
     targets : list of str
     computed, include : numpy.ndarray, (n, L) bool
@@ -54,7 +55,8 @@ class ExplainOutputs:
 
 
 def read_explain_outputs(folder) -> ExplainOutputs:
-    """Read ``image_maps.tif``, ``predictions.csv`` and ``explain_summary.json`` of an explain run.
+    """Read the image-wise maps (``image_maps.zarr`` or ``image_maps.tif``), ``predictions.csv`` and
+    ``explain_summary.json`` of an explain run.
 
     Raises
     ------
@@ -66,6 +68,10 @@ def read_explain_outputs(folder) -> ExplainOutputs:
     folder = Path(folder)
     paths = {k: folder / f for k, f in (("maps", "image_maps.tif"), ("pred", "predictions.csv"),
                                         ("summary", "explain_summary.json"))}
+    from ..store import STORE_NAME
+
+    if (folder / STORE_NAME).is_dir() and _summary_format(paths["summary"]) != "tiff":
+        paths["maps"] = folder / STORE_NAME  # the Zarr results store (read lazily)
     for p in paths.values():
         if not p.is_file():
             raise ValueError(f"{folder} is not an explain output folder: {p.name} is missing "
@@ -85,15 +91,28 @@ def read_explain_outputs(folder) -> ExplainOutputs:
         include = np.array([[r[f"in_subset_{t}"] == "1" for t in targets] for r in rows], bool)
     except KeyError as exc:
         raise ValueError(f"{paths['pred']}: column {exc} is missing") from None
-    try:
-        maps = tifffile.memmap(paths["maps"], mode="r")
-    except ValueError:  # compressed or otherwise not memory-mappable
-        maps = tifffile.imread(paths["maps"])
+    if paths["maps"].is_dir():
+        from ..store import read_results_store
+
+        maps = read_results_store(paths["maps"]).image_maps
+    else:
+        try:
+            maps = tifffile.memmap(paths["maps"], mode="r")
+        except ValueError:  # compressed or otherwise not memory-mappable
+            maps = tifffile.imread(paths["maps"])
     if maps.ndim != 4 or maps.shape[:2] != (len(ids), len(targets)):
         raise ValueError(f"{paths['maps']}: shape {maps.shape} does not fit {len(ids)} images × {len(targets)} "
                          "labels of predictions.csv")
     return ExplainOutputs(maps, ids, targets, computed.reshape(len(ids), len(targets)),
                           include.reshape(len(ids), len(targets)), frame, method, folder)
+
+
+def _summary_format(path: Path) -> str:
+    """``format`` recorded in an explain summary's provenance ("" when unknown or unreadable)."""
+    try:
+        return str(json.loads(path.read_text()).get("provenance", {}).get("format", ""))
+    except (OSError, ValueError, AttributeError):
+        return ""
 
 
 def label_maps(image_maps: np.ndarray, computed: np.ndarray, targets: list[str], label: str | None,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..batching import images_per_pass, iterate_batches
+from ..batching import images_per_pass, iterate_batches, measure_bytes_per_image, memory_probe, to_device
 from ..config import SUBSET_RULES, ExplainConfig
 from .base import SaliencyMethod, get_method
 from .postprocess import to_image_maps
@@ -81,30 +81,81 @@ class ImageMapEngine:
     image_size : (H, W), optional
         Size of the images to come (default the card's ``input_size``); when known, the method's requirements are
         checked here, before any work, else at the first :meth:`compute`.
+    memory : object, optional
+        The device's memory figures (``free()``, ``reset_peak()``, ``peak()``, see
+        :class:`~napari_global_xai.batching.CudaMemory`); default :func:`~napari_global_xai.batching.memory_probe`
+        (CUDA only). Tests inject a stand-in.
 
     Attributes
     ----------
     notes : list of str
         One-line warnings from the method's check (each also issued once as a :class:`SaliencyWarning`).
+    bytes_per_image : int or None
+        Device memory of one image's model pass (forward and backward for gradient methods), measured once on a
+        probe pass where memory is measurable; None elsewhere.
+    images_per_pass : int
+        Images per model pass the batches were planned for (from free memory and ``bytes_per_image`` when
+        measured, else the fixed default of :func:`~napari_global_xai.batching.images_per_pass`).
+    maps_per_call : int
+        Maps per method call; halved (and remembered) on out-of-memory.
 
     Raises
     ------
     MethodUnavailable
         The method is not defined on this model's format (one line naming the format to give).
+
+    Notes
+    -----
+    The measured pass is the model alone on ``PROBE_IMAGES`` images (under the same autocast), not the method: a
+    method's internal batching is planned from images per pass (:meth:`SaliencyMethod.plan_batches`), so what has to
+    fit is one pass over that many images.
     """
 
-    def __init__(self, model, config: ExplainConfig, target_indices: list[int], image_size=None):
+    #: Images in the memory-measuring probe pass.
+    PROBE_IMAGES = 2
+
+    def __init__(self, model, config: ExplainConfig, target_indices: list[int], image_size=None, memory=None):
         self.model = model
         self.config = config
         self.target_indices = np.asarray(target_indices, np.int64)
         self.method: SaliencyMethod = get_method(config.method, model, probability=config.probability,
                                                  **config.params)
-        planned = self.method.plan_batches(images_per_pass(model.device))
-        self.maps_per_call = config.maps_per_call or planned
+        self.memory = memory if memory is not None else memory_probe(model.device)
+        self.bytes_per_image: int | None = None
+        self.images_per_pass = images_per_pass(model.device, memory=self.memory)
+        self.maps_per_call: int | None = config.maps_per_call
+        self._planned = False
+        if self.memory is None:  # nothing to measure: plan now from the fixed default
+            self._plan(None)
         self.notes: list[str] | None = None
         size = image_size or model.card.input_size
         if size is not None:
-            self.check(torch.zeros(1, model.n_channels, *size, device=model.device))
+            example = torch.zeros(1, model.n_channels, *size, device=model.device)
+            self.check(example)
+            self._plan(example)
+
+    def _plan(self, example: torch.Tensor | None) -> None:
+        """Set images per pass (measured on ``example``'s size where memory is measurable) and maps per call, once."""
+        if self._planned or (self.memory is not None and example is None):
+            return
+        if self.memory is not None:
+            self.bytes_per_image = measure_bytes_per_image(lambda k: self._probe_pass(example, k),
+                                                           self.model.device, self.PROBE_IMAGES, memory=self.memory)
+            self.images_per_pass = images_per_pass(self.model.device, self.bytes_per_image, memory=self.memory)
+        if self.config.maps_per_call is None:
+            self.maps_per_call = self.method.plan_batches(self.images_per_pass)
+        self._planned = True
+
+    def _probe_pass(self, example: torch.Tensor, k: int) -> None:
+        """One model pass over ``k`` copies of ``example`` (with a backward pass for gradient methods)."""
+        x = example[:1].expand(k, *example.shape[1:]).clone()
+        if self.method.needs_grad:
+            x.requires_grad_(True)
+        with (torch.enable_grad() if self.method.needs_grad else torch.inference_mode()), self._autocast():
+            out = self.model.scores(x)
+            if self.method.needs_grad:
+                out[:, int(self.target_indices[0]) if len(self.target_indices) else 0].sum().backward()
+        del x, out
 
     def check(self, example: torch.Tensor) -> list[str]:
         """Run the method's requirement check once (:meth:`SaliencyMethod.check_model`); warn once per note."""
@@ -165,8 +216,9 @@ class ImageMapEngine:
         img_idx, tgt_idx = np.nonzero(pairs)
         if len(img_idx) == 0:
             return out
-        x_all = self.model.preprocess(images)
+        x_all = to_device(self.model.preprocess(images, device=torch.device("cpu")), self.model.device)
         self.check(x_all[:1])
+        self._plan(x_all[:1])
         targets_all = torch.as_tensor(self.target_indices[tgt_idx], device=self.model.device)
 
         def run(sl):
@@ -181,7 +233,11 @@ class ImageMapEngine:
                                                                             else flags, bool)
             return to_image_maps(attr, self.config.reduction, self.config.normalisation).cpu().numpy(), flags
 
-        for sl, (maps, flags) in iterate_batches(len(img_idx), self.maps_per_call, run, cancel=cancel):
+        def remember(size):
+            self.maps_per_call = size
+
+        for sl, (maps, flags) in iterate_batches(len(img_idx), self.maps_per_call, run, cancel=cancel,
+                                                 on_backoff=remember):
             out[img_idx[sl], tgt_idx[sl]] = maps
             if stalled is not None:
                 stalled[img_idx[sl], tgt_idx[sl]] = flags

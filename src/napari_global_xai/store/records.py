@@ -1,0 +1,111 @@
+"""Completion records: one small file per finished chunk, written atomically after the chunk's maps.
+
+A record ``records/chunk-000012.npz`` holds what the run needs from chunk 12 without its maps: image indices,
+probabilities, the done / zero / stalled / include / pairs flags, whether the chunk finished (``complete``; False
+after a cancel part-way) and the chunk's exact accumulator state
+(:meth:`~napari_global_xai.aggregate.GlobalMapAccumulator.state`), so a resumed run rebuilds the global maps
+bit-identically without recomputing. A record exists only once its chunk's maps are on disk: a kill at any moment
+loses at most the chunks in flight.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+
+from ..aggregate import GlobalMapAccumulator
+from ..chunks import ChunkResult
+
+__all__ = ["RECORDS_DIR", "write_record", "read_records", "record_path"]
+
+RECORDS_DIR = "records"
+_NAME = re.compile(r"^chunk-(\d{6,})\.npz$")
+_FLAGS = ("done", "zero", "stalled", "include", "pairs")
+
+
+def record_path(root: str | Path, chunk: int) -> Path:
+    return Path(root) / RECORDS_DIR / f"chunk-{chunk:06d}.npz"
+
+
+def write_record(root: str | Path, result: ChunkResult, settings_hash: str) -> Path:
+    """Write chunk ``result.chunk``'s record atomically (flushed to disk before it is renamed into place)."""
+    from ..io_utils import atomic_path
+
+    arrays = {key: np.asarray(getattr(result, key), bool) for key in _FLAGS}
+    arrays.update({f"acc_{k}": v for k, v in result.accumulator.state().items()})
+    path = record_path(root, result.chunk)
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        np.savez_compressed(handle, chunk=np.int64(result.chunk), indices=np.asarray(result.indices, np.int64),
+                            probabilities=np.asarray(result.probabilities, np.float32),
+                            complete=np.bool_(result.complete), settings=np.str_(settings_hash),
+                            notes=np.str_(json.dumps(list(result.notes))), **arrays)
+        handle.flush()
+        os.fsync(handle.fileno())
+    return path
+
+
+def _read(path: Path, labels, settings_hash: str) -> ChunkResult | None:
+    with np.load(path, allow_pickle=False) as data:
+        if str(data["settings"]) != settings_hash:
+            return None
+        state = {k[4:]: data[k] for k in data.files if k.startswith("acc_")}
+        flags = {key: data[key].astype(bool) for key in _FLAGS}
+        return ChunkResult(int(data["chunk"]), data["indices"].astype(np.int64), None, flags["done"],
+                           flags["zero"], flags["stalled"], flags["include"], flags["pairs"],
+                           data["probabilities"].astype(np.float32),
+                           GlobalMapAccumulator.from_state(labels, state), bool(data["complete"]),
+                           list(json.loads(str(data["notes"]))))
+
+
+def read_records(root: str | Path, labels, settings_hash: str, n_chunks: int,
+                 complete_only: bool = True) -> dict[int, ChunkResult]:
+    """The readable records of a store: ``{chunk: ChunkResult without maps}``.
+
+    Parameters
+    ----------
+    root : path
+        The store folder.
+    labels : list of str
+        Target labels (for the accumulators).
+    settings_hash : str
+        Records of other settings are ignored.
+    n_chunks : int
+        Records of chunk numbers outside ``0 .. n_chunks - 1`` are ignored.
+    complete_only : bool
+        Leave out chunks cancelled part-way (a resume recomputes them).
+
+    Notes
+    -----
+    A record that cannot be read (it cannot be half-written, but a disk may fail) is ignored: its chunk is
+    recomputed, which is always safe.
+    """
+    folder = Path(root) / RECORDS_DIR
+    out = {}
+    for path in sorted(folder.glob("chunk-*.npz")) if folder.is_dir() else []:
+        match = _NAME.match(path.name)
+        if not match or int(match.group(1)) >= n_chunks:
+            continue
+        try:
+            record = _read(path, labels, settings_hash)
+        except (OSError, ValueError, KeyError, EOFError):
+            continue
+        if record is None or record.chunk != int(match.group(1)) or (complete_only and not record.complete):
+            continue
+        out[record.chunk] = record
+    return out
+
+
+def remove_leftovers(root: str | Path) -> int:
+    """Remove the temporary files a killed writer may leave inside a store; returns how many."""
+    removed = 0
+    for path in Path(root).rglob("*"):
+        if path.is_file() and (path.suffix in (".partial", ".tmp")):
+            with contextlib.suppress(OSError):
+                path.unlink()
+                removed += 1
+    return removed

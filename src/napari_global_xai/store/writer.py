@@ -1,0 +1,219 @@
+"""Write an explain run into its Zarr results store, chunk by chunk, resumably.
+
+Layout of ``<out>/image_maps.zarr`` (a Zarr v3 group)::
+
+    zarr.json                 attributes["napari_global_xai"]: settings (the fingerprint), status, targets,
+                              image ids, model labels, frame, chunk size, number of chunks, map dtype and scale,
+                              and at the end the counts and provenance
+    maps/                     OME-Zarr image (axes image, c, y, x): dataset 0 = (n, L, H, W) image-wise maps,
+                              one image per Zarr chunk, zstd-compressed, float16 (default) or float32,
+                              stored multiplied by ``map_scale`` (the power of two nearest H·W under mass
+                              normalisation, else 1)
+    global/                   OME-Zarr image (c, y, x) float32: the label-wise global maps, then the overall map
+    std/                      OME-Zarr image (c, y, x) float32: per-pixel standard deviation of each label's maps
+    records/chunk-000012.npz  completion record of each finished chunk (:mod:`.records`)
+
+The store is created in a hidden folder beside it and renamed into place, so it exists whole or not at all. Zarr
+writes every chunk file atomically (a temporary ``*.partial`` renamed into place) and a chunk's completion record
+is written only after its maps, so a kill at any moment loses at most the chunks in flight; the next run removes
+leftover temporary files and computes the chunks without a record.
+
+Notes
+-----
+Scaling before float16: a mass-normalised map averages 1/(H·W) per pixel, below float16's normal range for images
+larger than about 128×128 (where float16 keeps only a few significant bits); scaled by about H·W (a power of two,
+exact in float32) its values sit near 1, where float16 keeps 11 significant bits. Readers divide by ``map_scale``.
+The data are flushed by the operating system (they survive a killed process); the records are also fsync'ed, the
+Zarr chunks are not (after a power cut, delete the records of the chunks written last to have them recomputed).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import uuid
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from .fingerprint import differences, run_settings, settings_hash
+from .ome import IMAGE_AXES, MAP_AXES, create_image_group
+from .options import STORE_NAME
+from .records import RECORDS_DIR, read_records, remove_leftovers, write_record
+
+__all__ = ["StoreWriter", "ATTRS_KEY", "map_scale"]
+
+#: Key of the package's attributes in the store's root ``zarr.json``.
+ATTRS_KEY = "napari_global_xai"
+#: Status of a store being written (or killed while written); at the end "complete" or "CANCELLED".
+RUNNING = "running"
+
+
+def map_scale(normalisation: str, shape_hw) -> float:
+    """Factor the image-wise maps are stored multiplied by: the power of two nearest H·W under mass normalisation
+    (a power of two, so float32 maps come back bit-exact), else 1 (see the module notes)."""
+    import math
+
+    return float(2.0 ** round(math.log2(shape_hw[0] * shape_hw[1]))) if normalisation == "mass" else 1.0
+
+
+def stored_attrs(root: str | Path) -> dict | None:
+    """The package's attributes of a store, or None when ``root`` is not a readable store of this package."""
+    import zarr
+
+    try:
+        group = zarr.open_group(str(root), mode="r")
+        attrs = dict(group.attrs).get(ATTRS_KEY)
+    except Exception:  # noqa: BLE001 - zarr raises many types for folders that are not stores
+        return None
+    return attrs if isinstance(attrs, dict) and "settings" in attrs else None
+
+
+class StoreWriter:
+    """Writes ChunkResults into the store; created by :meth:`open`. Used by ``run_explain`` as its map writer."""
+
+    def __init__(self, root: Path, settings: dict, task, resumed: bool):
+        import zarr
+
+        self.root = root
+        self.settings = settings
+        self.hash = settings_hash(settings)
+        self.task = task
+        self.resumed = resumed
+        self.group = zarr.open_group(str(root), mode="r+")
+        self.maps = self.group["maps/0"]
+        self.attrs = dict(self.group.attrs[ATTRS_KEY])
+        self.scale = float(self.attrs["map_scale"])
+        self.n_reused = 0
+        self.n_computed = 0
+
+    @classmethod
+    def open(cls, out_dir, shape, task, stack, *, map_dtype: str, overwrite: bool = False) -> StoreWriter:
+        """Create the store, or resume the one of the same settings, or refuse (or replace) one of other settings.
+
+        Raises
+        ------
+        OutputFolderError
+            The folder holds a store of other settings (the message names each difference) or a folder of that
+            name that is no store of this package, and ``overwrite`` is False.
+        """
+        from ..errors import OutputFolderError
+
+        out = Path(out_dir)
+        root = out / STORE_NAME
+        settings = run_settings(task, stack, map_dtype)
+        for stale in out.glob(f".{STORE_NAME}.*.tmp"):  # a build killed before its rename
+            shutil.rmtree(stale, ignore_errors=True)
+        resumed = False
+        if root.exists():
+            attrs = stored_attrs(root)
+            diffs = ["not a results store of global-xai explain"] if attrs is None else differences(
+                attrs["settings"], settings)
+            if diffs and not overwrite:
+                what = "is not a results store of 'global-xai explain'" if attrs is None else (
+                    f"holds results of other settings ({'; '.join(diffs)})")
+                raise OutputFolderError(f"{root} {what}; give another output folder, or --overwrite "
+                                        "(overwrite=True) to replace it")
+            if overwrite:
+                shutil.rmtree(root) if root.is_dir() else root.unlink()
+            else:
+                resumed = True
+        if not root.exists():
+            _create(root, shape, settings, task, stack, map_dtype)
+        remove_leftovers(root)
+        writer = cls(root, settings, task, resumed)
+        writer._set_status(RUNNING)
+        return writer
+
+    def completed(self) -> dict:
+        """Chunks finished by an earlier run of the same settings: ``{chunk: ChunkResult without maps}``."""
+        records = read_records(self.root, self.task.targets, self.hash, self.task.n_chunks)
+        self.n_reused = len(records)
+        if self.resumed:
+            from ..data.labels import InputNotice
+
+            warnings.warn(f"resuming {self.root}: {len(records)} of {self.task.n_chunks} chunks finished earlier "
+                          f"are reused, {self.task.n_chunks - len(records)} to compute", InputNotice, stacklevel=3)
+        return records
+
+    def facts(self) -> dict:
+        """Provenance facts of the store."""
+        return {"format": "zarr", "store": str(self.root), "map_dtype": self.settings["map_dtype"],
+                "map_scale": self.scale, "n_chunks": self.task.n_chunks, "n_chunks_reused": self.n_reused,
+                "n_chunks_computed": self.n_computed}
+
+    def write(self, result) -> None:
+        """The chunk's maps (durable first), then its completion record."""
+        start, stop = int(result.indices[0]), int(result.indices[-1]) + 1
+        scaled = np.asarray(result.maps, np.float32) * np.float32(self.scale)
+        self.maps[start:stop] = scaled.astype(self.maps.dtype)
+        write_record(self.root, result, self.hash)
+        self.n_computed += 1
+
+    def finish(self, global_maps, provenance: dict):
+        """Global maps and std as OME-Zarr images, counts, status and provenance; returns the lazy maps."""
+        labels = list(global_maps.labels)
+        h, w = global_maps.mean.shape[1:]
+        planes = np.concatenate([global_maps.mean, global_maps.overall[None]]).astype(np.float32)
+        for name, data, names in (("global", planes, labels + ["overall"]),
+                                  ("std", global_maps.std.astype(np.float32), labels)):
+            if name in self.group:
+                del self.group[name]
+            finite = data[np.isfinite(data)]
+            top = float(finite.max()) if finite.size and finite.max() > 0 else 1.0
+            array = create_image_group(self.group, name, data.shape, "float32", (1, h, w), MAP_AXES, names,
+                                       window=(0.0, top))
+            array[...] = data
+        self.attrs.update({"count": global_maps.count.tolist(), "overall_labels": list(global_maps.overall_labels),
+                           "global_maps_metadata": dict(global_maps.metadata), "provenance": provenance})
+        self._set_status(provenance.get("status", "complete"))
+        from .reader import lazy_maps
+
+        return lazy_maps(self.maps, self.scale)
+
+    def abort(self) -> None:
+        """A crash: the store stays as it is (resumable; its status says the run did not finish), unless this run
+        created it and no chunk ever finished: then it is removed (nothing to resume, no output left behind)."""
+        if not self.resumed and not any((self.root / RECORDS_DIR).glob("chunk-*.npz")):
+            shutil.rmtree(self.root, ignore_errors=True)
+            return
+        with contextlib.suppress(Exception):
+            self._set_status(RUNNING)
+
+    def _set_status(self, status: str) -> None:
+        self.attrs["status"] = status
+        self.group.attrs[ATTRS_KEY] = _jsonable(self.attrs)
+
+
+def _jsonable(value):
+    import json
+
+    from ..io_utils import _json_default
+
+    return json.loads(json.dumps(value, default=_json_default))
+
+
+def _create(root: Path, shape, settings: dict, task, stack, map_dtype: str) -> None:
+    """Build an empty store in a hidden folder beside ``root`` and rename it into place."""
+    import zarr
+
+    n, n_labels, h, w = shape
+    tmp = root.with_name(f".{root.name}.{uuid.uuid4().hex[:8]}.tmp")
+    scale = map_scale(task.config.normalisation, (h, w))
+    attrs = {"kind": "explain results", "layout_version": 1, "settings": settings, "status": RUNNING,
+             "targets": list(task.targets), "model_labels": list(task.model.labels),
+             "image_ids": list(stack.image_ids), "frame": task.stack.frame,
+             "chunk_size": int(task.config.chunk_size), "n_chunks": task.n_chunks, "map_dtype": map_dtype,
+             "map_scale": scale, "method": task.config.method, "subset": task.subset}
+    try:
+        group = zarr.open_group(str(tmp), mode="w-", zarr_format=3, attributes={ATTRS_KEY: _jsonable(attrs)})
+        array = create_image_group(group, "maps", shape, map_dtype, (1, n_labels, h, w), IMAGE_AXES,
+                                   list(task.targets), window=(0.0, 4.0 if scale > 1 else 1.0))
+        array.attrs["map_scale"] = scale
+        (tmp / RECORDS_DIR).mkdir()
+        os.replace(tmp, root)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

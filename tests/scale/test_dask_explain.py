@@ -1,0 +1,171 @@
+"""Explain on a Dask LocalCluster: bit-identical to the in-process run, survives a killed worker, CLI, bad specs.
+
+The model is this file's own little network saved as TorchScript with its own card, and the stack a multi-page TIFF
+written here (so the workers reopen it by reference, not as pickled pixels).
+"""
+
+import json
+import time
+
+import numpy as np
+import pytest
+import tifffile
+import torch
+from torch import nn
+
+from napari_global_xai.cli import main
+from napari_global_xai.data import read_stack
+from napari_global_xai.explain import ExplainConfig
+from napari_global_xai.models import load_model
+from napari_global_xai.run import run_explain
+
+distributed = pytest.importorskip("distributed")
+
+from napari_global_xai.scale import connect  # noqa: E402
+from napari_global_xai.scale.executor import DaskExecutor  # noqa: E402
+
+N, H, W = 12, 40, 56
+LABELS = ["ring", "bar"]
+
+
+class RingBarNet(nn.Module):
+    """Two outputs read from a small conv trunk; CAM layer ``trunk.2``."""
+
+    def __init__(self):
+        super().__init__()
+        self.trunk = nn.Sequential(nn.Conv2d(3, 6, 5, padding=2), nn.Tanh(), nn.Conv2d(6, 8, 3, stride=2, padding=1),
+                                   nn.ReLU())
+        self.out = nn.Linear(8, 2)
+
+    def forward(self, x):
+        return self.out(self.trunk(x).amax(dim=(2, 3)))
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("dask_inputs")
+    torch.manual_seed(3)
+    torch.jit.script(RingBarNet().eval()).save(str(folder / "ringbar.pt"))
+    (folder / "ringbar.json").write_text(json.dumps({"weights": "ringbar.pt", "labels": LABELS,
+                                                      "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25],
+                                                      "cam_layer": "trunk.2"}))
+    rng = np.random.default_rng(11)
+    images = rng.integers(0, 255, size=(N, H, W, 3), dtype=np.uint8)
+    tifffile.imwrite(folder / "stack.tif", images, photometric="rgb")
+    rows = ["image,laterality,ring,bar"] + [f"stack_{i:04d},{'LR'[i % 2]},{i % 2},{int(i % 3 == 0)}" for i in range(N)]
+    (folder / "stack.csv").write_text("\n".join(rows) + "\n")
+    return folder
+
+
+def _load(folder):
+    model = load_model(folder / "ringbar.json", device="cpu")
+    stack = read_stack(folder / "stack.tif", labels=folder / "stack.csv", label_names=model.labels)
+    return stack, model
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    with connect("local:2") as client:
+        yield client
+
+
+CONFIG = ExplainConfig(method="saliency", chunk_size=2)
+
+
+def _assert_same(a, b):
+    np.testing.assert_array_equal(np.asarray(a.image_maps), np.asarray(b.image_maps))
+    for name in ("computed", "include", "zero", "stalled", "probabilities"):
+        np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
+    for name in ("mean", "std", "count", "overall"):
+        np.testing.assert_array_equal(getattr(a.global_maps, name), getattr(b.global_maps, name))
+
+
+def test_local_cluster_gives_bit_identical_maps(inputs, cluster, one_torch_thread):
+    stack, model = _load(inputs)
+    assert isinstance(stack.pixels, np.memmap)  # the workers must reopen the file, not receive pixels
+    reference = run_explain(stack, model, CONFIG)
+    seen = []
+    result = run_explain(stack, model, CONFIG, executor=DaskExecutor(cluster, torch_threads=1),
+                         progress=lambda done, total, stage: seen.append(done))
+    _assert_same(result, reference)
+    assert reference.n_computed > 0 and np.isfinite(reference.global_maps.mean).any()
+    assert seen[-1] == N and seen == sorted(seen)
+    # each worker loaded the model once, however many chunks it ran
+    loads = cluster.run(lambda: sum(k[0] == "model" for k in __import__(
+        "napari_global_xai.scale.specs", fromlist=["_CACHE"])._CACHE))
+    assert set(loads.values()) <= {0, 1} and sum(loads.values()) >= 1
+
+
+def test_killed_worker_mid_run_gives_the_same_results(inputs, cluster, one_torch_thread):
+    stack, model = _load(inputs)
+    reference = run_explain(stack, model, CONFIG)
+    victim = sorted(cluster.scheduler_info()["workers"])[0]
+    state = {"calls": 0, "killed": False}
+
+    async def exit_soon():  # the worker process ends a moment after answering (no clean shutdown)
+        import asyncio
+        import os
+
+        asyncio.get_running_loop().call_later(0.05, os._exit, 1)
+
+    def cancel_kills_once():  # the executor asks before starting, then after each finished chunk
+        state["calls"] += 1
+        if state["calls"] == 2:
+            cluster.run(exit_soon, workers=[victim])
+            state["killed"] = True
+        return False
+
+    result = run_explain(stack, model, CONFIG, executor=DaskExecutor(cluster, torch_threads=1),
+                         cancel=cancel_kills_once)
+    assert state["killed"]
+    deadline = time.monotonic() + 600  # hang guard only: the scheduler notices a dead worker within seconds
+    while victim in cluster.scheduler_info()["workers"] and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert victim not in cluster.scheduler_info()["workers"]  # the worker really died (its nanny starts another)
+    assert not result.cancelled
+    _assert_same(result, reference)
+
+
+def test_cancel_keeps_finished_chunks(inputs, cluster, one_torch_thread):
+    stack, model = _load(inputs)
+    calls = {"n": 0}
+
+    def cancel_after_first():
+        calls["n"] += 1
+        return calls["n"] > 2  # the run's own check, then ours after the first result
+
+    result = run_explain(stack, model, CONFIG, executor=DaskExecutor(cluster, torch_threads=1, window=2),
+                         cancel=cancel_after_first)
+    reference = run_explain(stack, model, CONFIG)
+    assert result.cancelled and result.provenance["status"] == "CANCELLED"
+    assert 0 < result.computed.sum() < reference.computed.sum()
+    finished = np.nonzero(result.computed.any(axis=1))[0]  # the chunks that came back are kept, exact
+    np.testing.assert_array_equal(np.asarray(result.image_maps)[finished], np.asarray(reference.image_maps)[finished])
+
+
+def test_cli_cluster_local_end_to_end(inputs, tmp_path, capsys):
+    args = ["explain", str(inputs / "stack.tif"), "--model", str(inputs / "ringbar.json"), "--method", "saliency",
+            "--device", "cpu", "--quiet"]
+    assert main([*args, "--out", str(tmp_path / "here")]) == 0
+    assert main([*args, "--out", str(tmp_path / "cluster"), "--cluster", "local:2"]) == 0
+    here = tifffile.imread(tmp_path / "here" / "global_maps.tif")
+    there = tifffile.imread(tmp_path / "cluster" / "global_maps.tif")
+    np.testing.assert_array_equal(here, there)
+
+
+@pytest.mark.parametrize("extra,code,needle", [
+    (["--cluster", "locale:2"], 2, "unknown cluster spec 'locale:2'"),
+    (["--cluster", "local:0"], 2, "needs N >= 1"),
+    (["--scheduler", "somehost:8786"], 2, "not of the form tcp://HOST:PORT"),
+    (["--cluster", "local", "--scheduler", "tcp://h:1"], 2, "either --cluster or --scheduler"),
+    (["--scheduler", "tcp://127.0.0.1:9"], 1, "cannot reach the Dask scheduler at tcp://127.0.0.1:9"),
+])
+def test_bad_cluster_spec_is_one_line(inputs, tmp_path, capsys, monkeypatch, extra, code, needle):
+    monkeypatch.setattr("napari_global_xai.scale.cluster.CONNECT_TIMEOUT_S", 2.0)
+    out = tmp_path / "never"
+    argv = ["explain", str(inputs / "stack.tif"), "--model", str(inputs / "ringbar.json"), "--method", "saliency",
+            "--out", str(out), "--quiet", *extra]
+    assert main(argv) == code
+    err = capsys.readouterr().err.strip()
+    assert needle in err and len(err.splitlines()) == 1 and "Traceback" not in err
+    assert not out.exists()

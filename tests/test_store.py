@@ -1,0 +1,290 @@
+"""The resumable Zarr results store of ``global-xai explain``: kill -9 and resume, refusal, overwrite, precision.
+
+Everything is built here: a 2-label CNN class written to a file beside its card (``file.py:Class``), whose gradient
+passes can be held at a gate (so the test kills the CLI at a known point, never after a guessed time), a 24×28 RGB
+stack of 9 images and a labels CSV.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import napari_global_xai
+from napari_global_xai.aggregate import GlobalMapAccumulator
+from napari_global_xai.cli import main
+from napari_global_xai.data.readers import write_stack_tiff
+
+H, W, N, CHUNK = 24, 28, 9, 2  # 5 chunks: 2, 2, 2, 2, 1 images
+LABELS = ["lesion", "scar"]
+N_CHUNKS = 5
+
+NET_SOURCE = textwrap.dedent('''
+    import os, pathlib, time
+    import torch
+    from torch import nn
+
+
+    class GateNet(nn.Module):
+        """Two logits. With GATE_RECORDS=<folder> set, a gradient pass waits once two chunk records lie in <folder>
+        (writing <folder>/../held) until the file GATE_OPEN exists: the process is then mid-chunk, forever."""
+
+        def __init__(self):
+            super().__init__()
+            self.conv1 = nn.Conv2d(2, 6, 3, padding=1)
+            self.conv2 = nn.Conv2d(6, 8, 3, stride=2, padding=1)
+            self.head = nn.Linear(8, 2)
+
+        def forward(self, x):
+            gate = os.environ.get("GATE_RECORDS")
+            if gate and torch.is_grad_enabled():
+                records = pathlib.Path(gate)
+                if len(list(records.glob("chunk-*.npz"))) >= 2:
+                    (records.parent.parent / "held").write_text("held")
+                    while not pathlib.Path(os.environ["GATE_OPEN"]).exists():
+                        time.sleep(0.05)
+            return self.head(torch.relu(self.conv2(torch.relu(self.conv1(x)))).mean(dim=(2, 3)))
+''')
+
+
+@pytest.fixture
+def inputs(tmp_path, one_torch_thread):
+    """``in/`` with stack.tif, stack.csv, gate_net.py, net.pt and card.json."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    rng = np.random.default_rng(11)
+    pixels = rng.integers(0, 256, (N, H, W, 3), dtype=np.uint8)
+    ids = [f"Q{i:02d}" for i in range(N)]
+    write_stack_tiff(folder / "stack.tif", pixels, ids)
+    rows = ["image,laterality,lesion,scar"] + [f"{ids[i]},{'LR'[i % 2]},{int(i % 3 != 1)},{int(i % 2 == 0)}"
+                                               for i in range(N)]
+    (folder / "stack.csv").write_text("\n".join(rows) + "\n")
+    (folder / "gate_net.py").write_text(NET_SOURCE)
+    namespace = {}
+    exec(compile(NET_SOURCE, str(folder / "gate_net.py"), "exec"), namespace)  # noqa: S102 - the test's own code
+    torch.manual_seed(5)
+    torch.save(namespace["GateNet"]().state_dict(), folder / "net.pt")
+    card = {"name": "gate", "labels": LABELS, "weights": "net.pt", "format": "state_dict",
+            "architecture": "gate_net.py:GateNet", "input_channels": [1, 2], "mean": [0.5, 0.4], "std": [0.2, 0.3],
+            "cam_layer": "conv2"}
+    (folder / "card.json").write_text(json.dumps(card))
+    return folder
+
+
+def _argv(folder, out, *extra):
+    return ["explain", str(folder / "stack.tif"), "--model", str(folder / "card.json"), "--out", str(out),
+            "--method", "saliency", "--subset", "all", "--device", "cpu", "--chunk-size", str(CHUNK), "--quiet", *extra]
+
+
+def _summary(out) -> dict:
+    return json.loads((Path(out) / "explain_summary.json").read_text())
+
+
+def _rebuilt_global(out):
+    """Label-wise mean and std (float64) rebuilt from the store's completion records, merged in chunk order."""
+    from napari_global_xai.store.fingerprint import settings_hash
+    from napari_global_xai.store.reader import read_results_store
+    from napari_global_xai.store.records import read_records
+
+    contents = read_results_store(out)
+    records = read_records(contents.root, LABELS, settings_hash(contents.attrs["settings"]), N_CHUNKS)
+    acc = GlobalMapAccumulator(LABELS, (H, W))
+    for c in sorted(records):
+        acc.merge(records[c].accumulator)
+    return acc.result(), contents
+
+
+def _env():
+    env = dict(os.environ)
+    src = str(Path(napari_global_xai.__file__).resolve().parents[1])
+    env["PYTHONPATH"] = os.pathsep.join([src, env.get("PYTHONPATH", "")])
+    env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    return env
+
+
+def _cli(argv, env, **kwargs):
+    return subprocess.Popen([sys.executable, "-m", "napari_global_xai.cli", *argv], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, **kwargs)
+
+
+def _without_import_note(err: str) -> list[str]:
+    """stderr lines but the note naming the user's architecture file (printed whenever the card is loaded)."""
+    return [line for line in err.splitlines() if not line.startswith("importing architecture")]
+
+
+def _hidden(folder: Path) -> list[str]:
+    return [str(p) for p in folder.rglob("*") if p.name.startswith(".") or p.suffix in (".partial", ".tmp")]
+
+
+@pytest.mark.slow
+def test_kill_9_mid_run_then_the_same_command_finishes_only_the_missing_chunks(inputs, tmp_path):
+    folder = inputs
+    out, reference = tmp_path / "out", tmp_path / "reference"
+    env = _env()
+    done = _cli(_argv(folder, reference), env)
+    stdout, stderr = done.communicate(timeout=900)  # a hang guard only
+    assert done.returncode == 0, stderr
+    assert _summary(reference)["provenance"]["n_chunks_computed"] == N_CHUNKS
+
+    gated = dict(env, GATE_RECORDS=str(out / "image_maps.zarr" / "records"), GATE_OPEN=str(tmp_path / "never"))
+    proc = _cli(_argv(folder, out), gated)
+    try:
+        while not (out / "held").exists():  # two chunks recorded, the third one held mid-chunk
+            assert proc.poll() is None, proc.communicate()[1]
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=600)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == -signal.SIGKILL
+    (out / "held").unlink()
+    records = sorted(p.name for p in (out / "image_maps.zarr" / "records").glob("chunk-*.npz"))
+    assert records == ["chunk-000000.npz", "chunk-000001.npz"]
+    from napari_global_xai.store import read_results_store
+
+    killed = read_results_store(out)  # readable after the kill, marked as not finished
+    assert killed.status == "running" and killed.global_maps is None
+    assert np.asarray(killed.image_maps[:4]).any() and not np.asarray(killed.image_maps[4:]).any()
+
+    again = _cli(_argv(folder, out), env)
+    stdout, stderr = again.communicate(timeout=900)
+    assert again.returncode == 0, stderr
+    assert (f"global-xai: note: resuming {out / 'image_maps.zarr'}: 2 of {N_CHUNKS} chunks finished earlier are "
+            f"reused, {N_CHUNKS - 2} to compute") in stderr.splitlines()
+    prov = _summary(out)["provenance"]
+    assert (prov["n_chunks_reused"], prov["n_chunks_computed"]) == (2, N_CHUNKS - 2)
+    assert prov["status"] == "complete" and prov["n_maps_computed"] == N * len(LABELS)
+
+    resumed, store = _rebuilt_global(out)
+    uninterrupted, ref_store = _rebuilt_global(reference)
+    assert np.array_equal(resumed.mean, uninterrupted.mean, equal_nan=True)  # float64, bit for bit
+    assert np.array_equal(resumed.std, uninterrupted.std, equal_nan=True)
+    assert np.array_equal(resumed.count, uninterrupted.count) and resumed.count.tolist() == [N, N]
+    assert np.array_equal(np.asarray(store.global_maps), np.asarray(ref_store.global_maps))
+    assert np.array_equal(np.asarray(store.image_maps), np.asarray(ref_store.image_maps))
+    # the global maps equal an independent mean of the stored float32 maps (computed without the accumulator)
+    maps32 = np.asarray(store.image_maps).astype(np.float64)
+    assert store.status == "complete"
+    np.testing.assert_allclose(resumed.mean, maps32.mean(axis=0), rtol=2e-3, atol=1e-9)
+    assert _hidden(out) == []
+
+
+def test_other_settings_are_refused_and_overwrite_replaces(inputs, tmp_path, capsys):
+    folder = inputs
+    out = tmp_path / "out"
+    assert main(_argv(folder, out)) == 0
+    capsys.readouterr()
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    code = main(_argv(folder, out, "--map-dtype", "float32", "--reduction", "sum"))
+    err = capsys.readouterr().err
+    assert code == 1
+    assert _without_import_note(err) == [
+        f"global-xai explain: error: {out / 'image_maps.zarr'} holds results of other settings (map_dtype: "
+        "'float16' -> 'float32'; reduction: 'abs_sum' -> 'sum'); give another output folder, or --overwrite "
+        "(overwrite=True) to replace it"]
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before  # nothing touched
+    (folder / "gate_net.py").write_text(NET_SOURCE)  # same code: still the same settings
+    torch.save({k: v + 0.01 for k, v in torch.load(folder / "net.pt").items()}, folder / "net.pt")
+    assert main(_argv(folder, out)) == 1
+    assert "(model_weights: changed)" in capsys.readouterr().err
+
+    assert main(_argv(folder, out, "--map-dtype", "float32", "--overwrite")) == 0
+    prov = _summary(out)["provenance"]
+    assert (prov["n_chunks_reused"], prov["n_chunks_computed"], prov["map_dtype"]) == (0, N_CHUNKS, "float32")
+    from napari_global_xai.store import read_results_store
+
+    assert read_results_store(out).attrs["settings"]["map_dtype"] == "float32"
+
+
+def test_cancel_marks_the_store_and_the_resume_equals_an_uninterrupted_run(inputs, tmp_path):
+    from napari_global_xai.data import read_stack
+    from napari_global_xai.explain import ExplainConfig
+    from napari_global_xai.models import load_model
+    from napari_global_xai.run import run_explain
+    from napari_global_xai.store import read_results_store
+
+    folder = inputs
+    stack, model = read_stack(folder / "stack.tif"), load_model(folder / "card.json", device="cpu")
+    config = ExplainConfig(method="saliency", subset="positive", chunk_size=CHUNK)
+    seen = []
+
+    def progress(done, total, stage):
+        seen.append(done)
+
+    full = run_explain(stack, model, config, out_dir=tmp_path / "full")
+    part = run_explain(stack, model, config, out_dir=tmp_path / "part", progress=progress,
+                       cancel=lambda: len(seen) > 3)  # cancel after 3 chunks were written
+    assert part.cancelled and read_results_store(tmp_path / "part").status == "CANCELLED"
+    assert part.provenance["n_chunks_computed"] == 3 and part.computed[6:].sum() == 0
+    with pytest.warns(UserWarning, match=f"3 of {N_CHUNKS} chunks finished earlier are reused, 2 to compute"):
+        resumed = run_explain(stack, model, config, out_dir=tmp_path / "part")
+    assert not resumed.cancelled and resumed.provenance["n_chunks_computed"] == 2
+    for key in ("mean", "std", "count", "overall"):
+        assert np.array_equal(getattr(resumed.global_maps, key), getattr(full.global_maps, key), equal_nan=True)
+    for key in ("computed", "include", "zero", "stalled", "probabilities"):
+        assert np.array_equal(getattr(resumed, key), getattr(full, key))
+    # positive subset: each label's global map is the mean over the images whose CSV column is 1
+    truth = np.array([[i % 3 != 1, i % 2 == 0] for i in range(N)])
+    maps = np.asarray(full.image_maps, np.float64)
+    for j in range(len(LABELS)):
+        assert full.global_maps.count[j] == truth[:, j].sum()
+        np.testing.assert_allclose(full.global_maps.mean[j], maps[truth[:, j], j].mean(0), rtol=2e-3, atol=1e-9)
+
+
+def test_float16_and_float32_maps_agree_within_float16_precision(inputs, tmp_path, capsys):
+    from napari_global_xai.store import read_results_store
+
+    folder = inputs
+    assert main(_argv(folder, tmp_path / "f16")) == 0
+    assert main(_argv(folder, tmp_path / "f32", "--map-dtype", "float32")) == 0
+    assert main(_argv(folder, tmp_path / "tif", "--format", "tiff")) == 0
+    capsys.readouterr()
+    f16, f32 = read_results_store(tmp_path / "f16"), read_results_store(tmp_path / "f32")
+    import tifffile
+
+    tif = tifffile.imread(tmp_path / "tif" / "image_maps.tif")
+    a16, a32 = np.asarray(f16.image_maps), np.asarray(f32.image_maps)
+    assert a16.dtype == a32.dtype == np.float32 and a16.shape == (N, len(LABELS), H, W)
+    np.testing.assert_array_equal(a32, tif)  # float32 store = today's TIFF, exactly
+    scale = f16.attrs["map_scale"]
+    assert scale == 512  # mass normalisation: stored × the power of two nearest H·W (672), so float16 keeps 11 bits
+    # float16: half an ulp (2^-11 relative) of the scaled value; the smallest values are float16 subnormals
+    np.testing.assert_allclose(a16, a32, rtol=2.0 ** -11, atol=2.0 ** -25 / scale)
+    assert np.abs(a16 - a32).max() > 0  # it really is float16
+    # the global maps come from the float32 maps in both runs: identical
+    assert np.array_equal(np.asarray(f16.global_maps), np.asarray(f32.global_maps))
+    size = {k: sum(p.stat().st_size for p in (tmp_path / k / "image_maps.zarr" / "maps").rglob("*") if p.is_file())
+            for k in ("f16", "f32")}
+    assert size["f16"] < size["f32"] < (tmp_path / "tif" / "image_maps.tif").stat().st_size
+
+
+def test_store_is_valid_ome_zarr_with_label_names(inputs, tmp_path, capsys):
+    from ome_zarr.io import parse_url
+    from ome_zarr.reader import Reader
+
+    folder = inputs
+    assert main(_argv(folder, tmp_path / "out")) == 0
+    root = tmp_path / "out" / "image_maps.zarr"
+    for name, shape, channels in (("global", (3, H, W), LABELS + ["overall"]), ("std", (2, H, W), LABELS),
+                                  ("maps", (N, 2, H, W), LABELS)):
+        node = next(iter(Reader(parse_url(str(root / name)))()))
+        assert node.data[0].shape == shape
+        assert node.metadata["channel_names"] == channels
+        assert [a["name"] for a in node.metadata["axes"]] == (["image"] if name == "maps" else []) + ["c", "y", "x"]
+    # the report of the folder shows the explain run once and does not list the store's own JSON files
+    from napari_global_xai.report import build_sections
+
+    sections = build_sections(tmp_path / "out")
+    assert [s.title for s in sections] == ["Global maps · saliency"]
+    assert "Image-wise maps: image_maps.zarr (resumable Zarr store; open it in napari)." in sections[0].text
