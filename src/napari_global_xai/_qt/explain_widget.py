@@ -17,6 +17,7 @@ from qtpy.QtWidgets import QVBoxLayout, QWidget
 
 from .._layers import STACK_METADATA_KEY
 from .._method_names import BUILTIN_METHODS
+from ..samples import DEMO_CARD_PATH
 from ._model_inputs import ModelInputs, optional_path
 from ._runner import LayerFeeder, RunPanel
 
@@ -24,7 +25,7 @@ __all__ = ["ExplainWidget", "GLOBAL_MAP_KEY", "IMAGE_MAPS_KEY", "stack_from_laye
 
 GLOBAL_MAP_KEY = "napari_global_xai_global_map"
 IMAGE_MAPS_KEY = "napari_global_xai_image_maps"
-DEMO_CARD = Path(__file__).resolve().parents[1] / "models" / "weights" / "demo_net.card.json"
+DEMO_CARD = DEMO_CARD_PATH
 # Key parameters shown per method (everything else keeps the method's documented default).
 KEY_PARAMS = {"ig": "n_steps=32, baseline='zero'", "smoothgrad": "nt_samples=16, stdevs=0.15",
               "gradient_shap": "n_samples=8", "occlusion": "window=32, stride=16", "deeplift": "baseline='zero'",
