@@ -16,7 +16,7 @@ from typing import Literal, get_args
 __all__ = [
     "Subset", "SUBSETS", "SUBSET_RULES", "Compute", "COMPUTE", "Reduction", "REDUCTIONS", "Normalisation",
     "NORMALISATIONS", "Autocast", "AUTOCASTS", "Fill", "FILLS", "CONSTANT_FILLS", "Mode", "MODES", "MapsFor",
-    "MAPS_FOR", "FigureFormat", "FIGURE_FORMATS", "BLUR_SIGMA_FRACTION", "DEFAULT_FRACTIONS",
+    "MAPS_FOR", "FigureFormat", "FIGURE_FORMATS", "SANITY_METHODS", "BLUR_SIGMA_FRACTION", "DEFAULT_FRACTIONS",
     "ExplainConfig", "PepprConfig", "SagConfig", "validate_choices",
 ]
 
@@ -52,6 +52,10 @@ DEFAULT_FRACTIONS: tuple[float, ...] = (0, .01, .02, .05, .1, .15, .2, .3, .4, .
 
 FigureFormat = Literal["png", "svg", "pdf"]
 FIGURE_FORMATS: tuple[str, ...] = get_args(FigureFormat)
+
+#: Methods the sanity check runs when the user names none (CLI ``sanity --method``, Sanity dock): one gradient-path
+#: method and one CAM.
+SANITY_METHODS: tuple[str, ...] = ("ig", "gradcam")
 
 
 def _literal_choices(annotation) -> tuple | None:

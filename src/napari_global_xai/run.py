@@ -7,7 +7,7 @@ works chunk by chunk, and on cancel returns what it finished, marked ``cancelled
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,12 +15,11 @@ import numpy as np
 
 from .aggregate import GlobalMapAccumulator, GlobalMaps
 from .batching import Cancelled
+from .control import CancelFn, ProgressFn, RunControl
+from .data.conform import model_frame
 from .explain.engine import ExplainConfig, ImageMapEngine, predict_probabilities, select_pairs
 
-__all__ = ["ExplainResult", "run_explain", "resolve_targets", "ProgressFn", "CancelFn"]
-
-ProgressFn = Callable[[int, int, str], None]
-CancelFn = Callable[[], bool]
+__all__ = ["ExplainResult", "DemoResult", "run_explain", "run_demo", "resolve_targets", "ProgressFn", "CancelFn"]
 
 
 def _noop_progress(done: int, total: int, stage: str) -> None:
@@ -165,13 +164,15 @@ def _resolve_subset(subset: str, truth, known: np.ndarray, targets: list[str]) -
 
 
 def run_explain(stack, model, config: ExplainConfig | None = None, out_dir: str | Path | None = None,
-                progress: ProgressFn | None = None, cancel: CancelFn | None = None) -> ExplainResult:
+                progress: ProgressFn | None = None, cancel: CancelFn | None = None,
+                control: RunControl | None = None) -> ExplainResult:
     """Image-wise maps for a stack, aggregated into label-wise and overall global maps.
 
     Parameters
     ----------
     stack : AlignedStack
-        Any frame; it is harmonised to the left-eye frame when the model card asks for it.
+        Any frame; the maps are computed in the model's frame (:func:`~napari_global_xai.data.conform.model_frame`:
+        left-eye when the card harmonises laterality, else as stored), recorded as ``provenance["frame"]``.
     model : LoadedModel
     config : ExplainConfig, optional
     out_dir : path, optional
@@ -180,11 +181,15 @@ def run_explain(stack, model, config: ExplainConfig | None = None, out_dir: str 
         ``"status": "CANCELLED"`` in the provenance). The folder is checked for writing before any model pass; a
         run that fails removes its hidden partial file and leaves the folder's earlier results untouched.
     progress : callable(done, total, stage), optional
-    cancel : callable() -> bool, optional
+    cancel : callable() -> bool or threading.Event, optional
+    control : RunControl, optional
+        Progress (stages ``"predict"``, ``"explain"``) and cancel in one object, instead of ``progress`` /
+        ``cancel``.
 
     Returns
     -------
     ExplainResult
+        After a cancel: the maps finished so far, ``cancelled=True``.
 
     Raises
     ------
@@ -198,7 +203,8 @@ def run_explain(stack, model, config: ExplainConfig | None = None, out_dir: str 
         A subset rule that needs labels the stack does not have.
     """
     config = config or ExplainConfig()
-    progress = progress or _noop_progress
+    control = RunControl.of(control, progress, cancel)
+    progress, cancel = control.report, control.cancel_fn
     if out_dir is not None:
         from .io_utils import check_output_folder
 
@@ -208,7 +214,7 @@ def run_explain(stack, model, config: ExplainConfig | None = None, out_dir: str 
     engine = ImageMapEngine(model, config, target_idx)  # validates the method and its parameters early
     stack = _fit(stack, model)
     model.check_input(stack.shape)
-    frame_stack = stack.to_left_eye() if model.card.harmonise_laterality else stack
+    frame_stack = model_frame(stack, model.card)
     truth, known = _truth_for(frame_stack, targets)
     subset = _resolve_subset(config.subset, truth, known, targets)
     n, h, w = len(frame_stack), stack.shape[1], stack.shape[2]
@@ -268,8 +274,8 @@ def run_explain(stack, model, config: ExplainConfig | None = None, out_dir: str 
     from .provenance import provenance_record
 
     prov = provenance_record(model=model, config=config, sources=getattr(stack, "sources", ()),
-                             subset=subset, targets=targets, frame="left" if model.card.harmonise_laterality
-                             else stack.frame, cancelled=cancelled, status=_status(cancelled), n_images=n,
+                             subset=subset, targets=targets, frame=frame_stack.frame, cancelled=cancelled,
+                             status=_status(cancelled), n_images=n,
                              n_maps_computed=int(computed.sum()), n_maps_selected=total,
                              n_zero_maps=count_per_label(zero, include, targets),
                              n_stalled_maps=count_per_label(stalled, include, targets),
@@ -502,38 +508,90 @@ def run_peppr_from_files(stack, model, global_maps_path, out_dir, fill="zero", r
     return summary_text(result) + note + f"\nresults in {Path(out_dir).resolve()}"
 
 
-def run_demo(out_dir, method: str = "ig", device: str = "auto", progress: ProgressFn | None = None) -> str:
-    """The whole chain on the shipped sample data: explain → global maps → PEPPR, with figures.
+@dataclass
+class DemoResult:
+    """What :func:`run_demo` made (the CLI prints it; see ``cli._demo_text``).
 
-    Returns a printable summary; files go to ``out_dir/explain_<method>/`` and ``out_dir/peppr_<method>/``, and the
-    one-file report of both to ``out_dir/report.html`` (+ ``report.pdf``).
+    Attributes
+    ----------
+    out_dir : pathlib.Path
+    n_images : int
+        Sample images explained.
+    model_name, device : str
+    method : str
+    explain : ExplainResult
+        The explain run (``out_dir/explain_<method>/``).
+    peppr : PepprResult or None
+        The PEPPR run (``out_dir/peppr_<method>/``); None when cancelled before it finished.
+    report : dict str -> pathlib.Path
+        ``"html"`` (and ``"pdf"``) of the one-file report; empty when cancelled.
+    seconds : float
+    cancelled : bool
+    """
+
+    out_dir: Path
+    n_images: int
+    model_name: str
+    device: str
+    method: str
+    explain: ExplainResult
+    peppr: object | None = None
+    report: dict = field(default_factory=dict)
+    seconds: float = 0.0
+    cancelled: bool = False
+
+
+def run_demo(out_dir, method: str = "ig", device: str = "auto", progress: ProgressFn | None = None,
+             cancel: CancelFn | None = None, control: RunControl | None = None) -> DemoResult:
+    """The whole chain on the shipped sample data: explain → global maps → PEPPR, with figures and the report.
+
+    Files go to ``out_dir/explain_<method>/`` and ``out_dir/peppr_<method>/``, and the one-file report of both to
+    ``out_dir/report.html`` (+ ``report.pdf``).
+
+    Parameters
+    ----------
+    out_dir : path
+    method : str
+        Registered saliency method (IG runs with 16 steps here, to keep the demo short).
+    device : str
+    progress, cancel, control
+        The run contract (:class:`~napari_global_xai.control.RunControl`); stages ``predict``, ``explain``,
+        ``peppr``.
+
+    Returns
+    -------
+    DemoResult
+        After a cancel: ``cancelled=True``, the explain run's partial result (written, marked CANCELLED), no PEPPR
+        and no report.
     """
     import time
 
     from .models import load_model
-    from .peppr_report import summary_text
     from .samples import load_sample_stack
 
+    control = RunControl.of(control, progress, cancel)
     t0 = time.perf_counter()
     out = Path(out_dir)
     stack = load_sample_stack()
     model = load_model(None, device=device)
     params = {"n_steps": 16} if method == "ig" else {}
     explained = run_explain(stack, model, ExplainConfig(method=method, params=params),
-                            out_dir=out / f"explain_{method}", progress=progress)
-    result = run_peppr_pipeline(stack, model, explained.global_maps, out_dir=out / f"peppr_{method}",
-                                map_split="eval (same images: no held-out split in the sample)",
-                                progress=progress)
-    from .report import write_report
+                            out_dir=out / f"explain_{method}", control=control)
+    result = DemoResult(out, len(stack), model.card.name, str(model.device), method, explained,
+                        cancelled=explained.cancelled)
+    if not result.cancelled:
+        try:
+            result.peppr = run_peppr_pipeline(stack, model, explained.global_maps, out_dir=out / f"peppr_{method}",
+                                              map_split="eval (same images: no held-out split in the sample)",
+                                              progress=control.report, cancel=control.cancel_fn)
+        except Cancelled:
+            result.cancelled = True
+    if not result.cancelled:
+        from .report import write_report
 
-    report = write_report(out, out / "report.html", title="demo")
-    lines = [f"demo on {len(stack)} sample images with {model.card.name} on {model.device}: "
-             f"{explained.n_computed} {method} maps, PEPPR {result.n_forwards} forwards "
-             f"({result.n_skipped} skipped), {time.perf_counter() - t0:.0f}s",
-             summary_text(result),
-             f"figures: {out / f'explain_{method}' / 'global_maps.png'} and {out / f'peppr_{method}' / 'peppr.png'}",
-             f"report: {report['html']} (one self-contained file) and {report.get('pdf', '')}"]
-    return "\n".join(lines)
+        result.report = dict(write_report(out, out / "report.html", title="demo"))
+    result.seconds = time.perf_counter() - t0
+    return result
 
 
 def run_sag_pipeline(stack, model, label: str, *, indices=None, method: str = "igos", fill: str = "blur",

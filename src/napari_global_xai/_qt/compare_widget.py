@@ -45,13 +45,13 @@ def csv_columns(path) -> list[str]:
 
 
 def compare_job(maps, values, column, groups, threshold, n_permutations, alpha, regions=None, region_names=None,
-                progress=None, cancel=None):
+                control=None):
     """Worker body: the test, then the layer data tuples."""
     from ..analyses.pipelines import run_compare
 
-    result, by_region = run_compare(maps, values, column=column, groups=groups, threshold=threshold,
-                                    n_permutations=n_permutations, alpha=alpha, device="auto", regions=regions,
-                                    region_names=region_names, progress=progress, cancel=cancel)
+    result = run_compare(maps, values, column=column, groups=groups, threshold=threshold,
+                         n_permutations=n_permutations, alpha=alpha, device="auto", regions=regions,
+                         region_names=region_names, control=control)
     lim = float(np.abs(result.difference).max()) or 1.0
     a, b = result.split.names
     meta = {"napari_global_xai_compare": result.summary()}
@@ -62,7 +62,7 @@ def compare_job(maps, values, column, groups, threshold, n_permutations, alpha, 
                "image"),
               (result.significant, {"name": f"significant (FDR {alpha:g}): 1 = {a} higher, 2 = {b} higher",
                                     "opacity": 0.6}, "labels")]
-    return result, by_region, layers
+    return result, result.by_region, layers
 
 
 class CompareWidget(QWidget):

@@ -26,13 +26,13 @@ __all__ = ["REGIONS_KEY", "RegionsWidget", "regions_job"]
 
 
 def regions_job(maps_by_label, anatomy, regions=None, region_names=None, disc=None, fovea=None, n_boot=1000,
-                progress=None, cancel=None):
+                control=None):
     """Worker body: landmarks, regions, tables, and the layer data tuples."""
     from ..analyses.pipelines import run_regions
 
-    regions, names, landmarks, tables = run_regions(maps_by_label, anatomy=anatomy, regions=regions,
-                                                    region_names=region_names, disc=disc, fovea=fovea,
-                                                    n_boot=n_boot, progress=progress, cancel=cancel)
+    result = run_regions(maps_by_label, anatomy=anatomy, regions=regions, region_names=region_names, disc=disc,
+                         fovea=fovea, n_boot=n_boot, control=control)
+    regions, names, landmarks, tables = result.regions, result.region_names, result.landmarks, result.tables
     layers = []
     if landmarks is not None:
         layers.append((np.asarray(regions, np.int32), {"name": "anatomical regions", "opacity": 0.35,
