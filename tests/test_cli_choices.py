@@ -19,7 +19,7 @@ CHOICES = {
     "--fill": config.FILLS,
     "--figure-formats": config.FIGURE_FORMATS,
 }
-#: options whose choices are not run settings (the card's activation)
+#: options whose choices are not run settings: the model card's (models.card, also torch-free)
 OTHER_CHOICES = {"--activation"}
 
 
@@ -42,6 +42,9 @@ def test_every_choice_list_is_a_config_tuple():
             assert tuple(action.choices) == CHOICES[option], (command, option)
             seen.add(option)
     assert seen == set(CHOICES)  # every config choice list is offered somewhere
+    from napari_global_xai.models.card import ACTIVATIONS
+
+    assert tuple(_options(_subparsers(build_parser())["card"])["--activation"].choices) == ACTIVATIONS
 
 
 @pytest.mark.parametrize("command, defaults, fields", [

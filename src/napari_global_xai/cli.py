@@ -608,6 +608,7 @@ def _add_analyses_parsers(sub) -> None:
 def build_parser() -> argparse.ArgumentParser:
     """The ``global-xai`` parser; every choice list and run default comes from :mod:`napari_global_xai.config`."""
     from . import config, samples
+    from .models.card import ACTIVATIONS
 
     peppr_defaults, sag_defaults = config.PepprConfig(), config.SagConfig()
     parser = _Parser(prog="global-xai", description=DESCRIPTION)
@@ -694,7 +695,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help='keyword arguments of the architecture, e.g. \'{"in_chans": 2, "num_classes": 8}\'')
     p.add_argument("--channels", type=int, default=None, help="input channels (default: probed)")
     p.add_argument("--size", nargs=2, type=int, metavar=("H", "W"), default=None, help="input size (default: probed)")
-    p.add_argument("--activation", default="sigmoid", choices=["sigmoid", "softmax"])
+    p.add_argument("--activation", default=ACTIVATIONS[0], choices=ACTIVATIONS)
     p.add_argument("--trust-pickle", action="store_true",
                    help="allow loading a full pickled model (runs code from the file)")
     p.set_defaults(func=_cmd_card)

@@ -28,9 +28,11 @@ if TYPE_CHECKING:  # torch is imported where a model is loaded or run, so ModelC
     from torch import nn
 
 __all__ = ["ModelCard", "LoadedModel", "ModelLoadError", "load_model", "DEMO_CARD_PATH", "load_demo_model",
-           "infer_format", "FORMATS"]
+           "infer_format", "FORMATS", "ACTIVATIONS"]
 
 FORMATS = ("state_dict", "safetensors", "torchscript", "export", "pickle")
+#: Output activations a card can name (sigmoid multi-label, softmax multi-class).
+ACTIVATIONS = ("sigmoid", "softmax")
 
 
 class ModelLoadError(ValueError):
@@ -103,7 +105,7 @@ class ModelCard:
         if self.format is not None and self.format not in FORMATS:
             raise ModelLoadError(f"model card format must be one of {FORMATS} (or left out to infer it from the "
                                  f"file), got {self.format!r}")
-        if self.activation not in ("sigmoid", "softmax"):
+        if self.activation not in ACTIVATIONS:
             raise ModelLoadError(f"model card activation must be 'sigmoid' or 'softmax', got {self.activation!r}")
         if self.input_channels is None and (self.mean is not None or self.std is not None):
             self.input_channels = list(range(len(self.mean if self.mean is not None else self.std)))
