@@ -77,7 +77,7 @@ def test_run_control_reports_to_the_bar_and_cancels_on_the_event():
     from napari_global_xai.cli import _run_control
     from napari_global_xai.control import RunControl
 
-    with _run_control(quiet=True) as control:
+    with _run_control(quiet=False) as control:
         assert isinstance(control, RunControl) and isinstance(control.cancel, threading.Event)
         control.report(2, 5, "explain")
         assert control.progress.stage == "explain" and control.progress.bar.n == 2

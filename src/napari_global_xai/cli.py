@@ -521,7 +521,7 @@ def _cmd_regions(args) -> int:
         if stack.image_ids != outputs.image_ids:
             raise ValueError(f"the stack's images do not match the explain run's ({len(stack)} vs "
                              f"{len(outputs.image_ids)} images, or other ids)")
-        frame_stack = stack.to_left_eye() if outputs.frame == "left" else stack
+        frame_stack = stack.in_frame(outputs.frame)  # the frame the explain run recorded for its maps
         anatomy = frame_stack.mean_image()
         if args.landmarks:
             disc, fovea = read_landmarks_csv(args.landmarks, stack.image_ids, frame_stack.laterality

@@ -1,7 +1,9 @@
 """Pipelines: one function per job, called by both the CLI and the napari docks.
 
-Every pipeline takes ``progress(done, total, stage)`` and ``cancel() -> bool`` callables (never napari or tqdm),
-works chunk by chunk, and on cancel returns what it finished, marked ``cancelled=True``.
+Every pipeline follows the run contract of :mod:`napari_global_xai.control`: a ``control=RunControl`` (or the
+``progress(done, total, stage)`` / ``cancel`` keywords; never napari or tqdm), works chunk by chunk, and on cancel
+returns its result dataclass with what it finished, marked ``cancelled=True``. The frame a model reads is decided
+once, from its card (:func:`~napari_global_xai.data.conform.model_frame`).
 """
 
 from __future__ import annotations

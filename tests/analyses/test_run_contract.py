@@ -6,6 +6,7 @@ import json
 import threading
 
 import numpy as np
+import pytest
 import torch
 from torch import nn
 
@@ -113,7 +114,10 @@ def test_regions_returns_its_dataclass_and_a_cancel_keeps_the_finished_labels(tm
     part = run_regions(maps, regions=regions, region_names={1: "west", 2: "east"}, n_boot=0, out_dir=tmp_path,
                        control=control)
     assert part.cancelled and [t.label for t in part.tables] == ["u"] and seen == [(1, 3, "regions")]
-    assert part.tables[0].row("west") == full.tables[0].row("west")
+    west = part.tables[0].row("west")
+    mean_map = maps["u"].mean(0)
+    assert west["mass_share"] == pytest.approx(mean_map[:, :8].sum() / mean_map.sum())  # independent definition
+    assert west["area_share"] == pytest.approx(8 / W) and west["mass_share"] == full.tables[0].row("west")["mass_share"]
     summary = json.loads((tmp_path / "regions_summary.json").read_text())
     assert summary["cancelled"] is True and list(summary["highest_enrichment"]) == ["u"]
 
