@@ -336,8 +336,7 @@ def _cmd_concepts(args) -> int:
     stack, model = _load_inputs(args)
     with _run_control(args.quiet) as control:
         try:
-            result = run_concepts(stack, model, config, out_dir=args.out, progress=control.report,
-                                  cancel=control.cancel_fn)
+            result = run_concepts(stack, model, config, out_dir=args.out, control=control)
         except Cancelled as exc:
             print(f"global-xai concepts: {exc}; nothing written", file=sys.stderr)
             return 1

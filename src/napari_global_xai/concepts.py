@@ -370,7 +370,8 @@ def concept_image_maps(result: ConceptResult, indices, size: tuple[int, int]) ->
 
 
 def run_concepts(stack, model, config: ConceptConfig | None = None, out_dir: str | Path | None = None,
-                 progress: ProgressFn | None = None, cancel: Callable[[], bool] | None = None) -> ConceptResult:
+                 progress: ProgressFn | None = None, cancel: Callable[[], bool] | None = None,
+                 control=None) -> ConceptResult:
     """XNN concepts for a stack: features, explanation network, concept maps, weights, top images, faithfulness.
 
     Parameters
@@ -386,6 +387,8 @@ def run_concepts(stack, model, config: ConceptConfig | None = None, out_dir: str
     cancel : callable() -> bool, optional
         Stops at the next chunk / training check; what finished is kept (images not reached have NaN concepts and
         zero maps; training stopped early keeps the network reached).
+    control : RunControl, optional
+        Progress and cancel in one object (:mod:`napari_global_xai.control`), instead of ``progress`` / ``cancel``.
 
     Returns
     -------
@@ -398,6 +401,10 @@ def run_concepts(stack, model, config: ConceptConfig | None = None, out_dir: str
     ValueError
         Bad settings, an unusable layer, an output folder that cannot be written, fewer than 2 images.
     """
+    from .control import RunControl
+
+    control = RunControl.of(control, progress, cancel)
+    progress, cancel = control.report, control.cancel_fn
     config = config or ConceptConfig()
     if out_dir is not None:
         from .io_utils import check_output_folder

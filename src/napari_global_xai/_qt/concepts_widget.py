@@ -26,12 +26,9 @@ def concepts_job(stack, k, seed, source_name, model_path=None, device="auto", tr
     The run reads the stack in its model's frame; the anatomy backdrop is in the viewer's (left-eye) frame.
     """
     from ..concepts import ConceptConfig, run_concepts
-    from ..control import RunControl
 
-    control = control or RunControl()
     model = load_model_job(model_path, device, trust_pickle)
-    result = run_concepts(stack, model, ConceptConfig(k=int(k), seed=int(seed)), progress=control.report,
-                          cancel=control.cancel_fn)
+    result = run_concepts(stack, model, ConceptConfig(k=int(k), seed=int(seed)), control=control)
     anatomy = stack.to_left_eye().mean_image()
     rgb = anatomy.shape[-1] == 3
     layers = [(anatomy.astype(np.uint8) if rgb else anatomy[..., 0],

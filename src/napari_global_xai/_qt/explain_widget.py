@@ -208,8 +208,9 @@ class ExplainWidget(QWidget):
     # --- run ----------------------------------------------------------------------------------------------------
     def config(self):
         return settings.ExplainConfig(method=self.method.value, params=_parse_params(self.params.value),
-                             targets=list(self.targets.value) or None, subset=self.subset.value,
-                             normalisation=self.normalisation.value, maps_per_call=self.batch.value or None)
+                                      targets=list(self.targets.value) or None, subset=self.subset.value,
+                                      normalisation=self.normalisation.value,
+                                      maps_per_call=self.batch.value or None)
 
     def _path(self, edit) -> str | None:
         return optional_path(edit.value)
