@@ -84,3 +84,16 @@ def test_run_control_reports_to_the_bar_and_cancels_on_the_event():
         assert not control.cancelled()
         control.cancel.set()  # what the SIGINT handler does
         assert control.cancelled() and control.cancel_fn()
+
+
+def test_analyses_defaults_are_their_pipelines_defaults():
+    from napari_global_xai.analyses import pipelines
+
+    subs = _subparsers(build_parser())
+    for command, function, names in (("sanity", pipelines.run_sanity, ["n_images", "seed"]),
+                                     ("compare", pipelines.run_compare, ["n_permutations", "alpha", "seed"]),
+                                     ("regions", pipelines.run_regions, ["n_boot", "seed"])):
+        defaults = config.signature_defaults(function)
+        for name in names:
+            assert subs[command].get_default(name) == defaults[name], (command, name)
+    assert subs["sanity"].get_default("method") == list(config.SANITY_METHODS)

@@ -550,8 +550,12 @@ def _cancelled_exit(command: str, result) -> int:
 
 
 def _add_analyses_parsers(sub) -> None:
-    """Sub-commands of :mod:`napari_global_xai.analyses`: sanity, compare, regions."""
+    """Sub-commands of :mod:`napari_global_xai.analyses`: sanity, compare, regions (defaults: their pipelines')."""
     from . import config
+    from .analyses import pipelines
+
+    sanity, compare, regions = (config.signature_defaults(f) for f in (pipelines.run_sanity, pipelines.run_compare,
+                                                                        pipelines.run_regions))
 
     p = sub.add_parser("sanity", help="model-parameter randomisation check of saliency methods")
     _add_common(p)
@@ -561,12 +565,13 @@ def _add_analyses_parsers(sub) -> None:
                    help="method parameter, e.g. ig.n_steps=8 (repeatable)")
     _add_postprocess_options(p, config.ExplainConfig())
     p.add_argument("--images", nargs="+", type=int, default=None, help="image indices (default evenly spaced)")
-    p.add_argument("--n-images", type=int, default=4, help="sample size when --images is not given (default 4)")
+    p.add_argument("--n-images", type=int, default=sanity["n_images"],
+                   help=f"sample size when --images is not given (default {sanity['n_images']})")
     p.add_argument("--label", default=None, help="label explained (default each image's most probable label)")
     p.add_argument("--depth", type=int, default=None,
                    help="group parameterised modules by the first DEPTH name parts (default: every module alone)")
     p.add_argument("--independent", action="store_true", help="also randomise each layer alone")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=sanity["seed"])
     p.set_defaults(func=_cmd_sanity)
 
     p = sub.add_parser("compare", help="group difference map of image-wise maps with a permutation test")
@@ -578,9 +583,9 @@ def _add_analyses_parsers(sub) -> None:
                    help="values forming group A and group B (B may be 'rest')")
     p.add_argument("--threshold", type=float, default=None, help="numeric split: A = value > T (default median)")
     p.add_argument("--label", default=None, help="label whose maps are compared (default: each image's mean)")
-    p.add_argument("--n-permutations", type=int, default=1000)
-    p.add_argument("--alpha", type=float, default=0.05)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--n-permutations", type=int, default=compare["n_permutations"])
+    p.add_argument("--alpha", type=float, default=compare["alpha"])
+    p.add_argument("--seed", type=int, default=compare["seed"])
     p.add_argument("--device", default="auto")
     p.add_argument("--regions", default=None, help="region label TIFF (e.g. regions.tif of 'global-xai regions')")
     p.add_argument("--out", required=True)
@@ -597,8 +602,8 @@ def _add_analyses_parsers(sub) -> None:
     p.add_argument("--fovea", nargs=2, type=float, metavar=("ROW", "COL"), help="fovea, left-eye frame")
     p.add_argument("--landmarks", default=None,
                    help="CSV with image id, disc_row, disc_col, fovea_row, fovea_col per image (stored frame)")
-    p.add_argument("--n-boot", type=int, default=1000)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--n-boot", type=int, default=regions["n_boot"])
+    p.add_argument("--seed", type=int, default=regions["seed"])
     p.add_argument("--out", required=True)
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_cmd_regions)

@@ -18,6 +18,8 @@ from magicgui.widgets import (
 )
 from qtpy.QtWidgets import QLabel, QVBoxLayout, QWidget
 
+from ..analyses.pipelines import run_compare
+from ..config import signature_defaults
 from ._analyses_common import (
     REGIONS_KEY,
     image_maps_layers,
@@ -79,8 +81,11 @@ class CompareWidget(QWidget):
         self.column = ComboBox(label="column", choices=self._columns)
         self.groups = LineEdit(label="groups A, B (empty = the two values)", value="")
         self.threshold = LineEdit(label="numeric threshold (empty = median)", value="")
-        self.n_permutations = SpinBox(label="permutations", value=1000, min=100, max=100000, step=100)
-        self.alpha = FloatSpinBox(label="alpha (FDR and FWE)", value=0.05, min=0.001, max=0.5, step=0.01)
+        defaults = signature_defaults(run_compare)
+        self.n_permutations = SpinBox(label="permutations", value=defaults["n_permutations"], min=100, max=100000,
+                                      step=100)
+        self.alpha = FloatSpinBox(label="alpha (FDR and FWE)", value=defaults["alpha"], min=0.001, max=0.5,
+                                  step=0.01)
         self.regions = ComboBox(label="regions (labels layer)", choices=self._labels_layers, nullable=True)
         self.form = Container(widgets=[self.image_layer, self.maps_layer, self.label, self.csv, self.column,
                                        self.groups, self.threshold, self.n_permutations, self.alpha, self.regions])

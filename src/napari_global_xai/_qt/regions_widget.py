@@ -12,6 +12,8 @@ import numpy as np
 from magicgui.widgets import ComboBox, Container, SpinBox
 from qtpy.QtWidgets import QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget
 
+from ..analyses.pipelines import run_regions
+from ..config import signature_defaults
 from ._analyses_common import (
     REGIONS_KEY,
     image_maps_layers,
@@ -55,7 +57,8 @@ class RegionsWidget(QWidget):
         self.maps_layer = ComboBox(label="image-wise maps", choices=lambda _w=None: image_maps_layers(self.viewer))
         self.points = ComboBox(label="disc, fovea points (optional)", choices=self._points_layers, nullable=True)
         self.regions = ComboBox(label="own regions (labels layer)", choices=self._labels_layers, nullable=True)
-        self.n_boot = SpinBox(label="bootstrap resamples", value=1000, min=0, max=20000, step=100)
+        self.n_boot = SpinBox(label="bootstrap resamples", value=signature_defaults(run_regions)["n_boot"], min=0,
+                              max=20000, step=100)
         self.shown = ComboBox(label="chart of", choices=[])
         self.form = Container(widgets=[self.image_layer, self.maps_layer, self.points, self.regions, self.n_boot,
                                        self.shown])

@@ -17,6 +17,7 @@ from magicgui.widgets import (
 from qtpy.QtWidgets import QLabel, QVBoxLayout, QWidget
 
 from .. import config as settings
+from ..analyses.pipelines import run_sanity
 from ._analyses_common import show_input_error
 from ._model_inputs import ModelInputs, load_model_job
 from ._runner import RunPanel
@@ -74,7 +75,8 @@ class SanityWidget(QWidget):
         self.reduction = ComboBox(label="channel reduction", choices=settings.REDUCTIONS,
                                   value=settings.ExplainConfig().reduction)
         self.label = ComboBox(label="label", choices=["(most probable)"] + _labels_of_card(None))
-        self.n_images = SpinBox(label="images", value=4, min=1, max=64)
+        self.n_images = SpinBox(label="images", value=settings.signature_defaults(run_sanity)["n_images"], min=1,
+                                max=64)
         self.depth = SpinBox(label="layer depth (0 = every module)", value=1, min=0, max=8)
         self.independent = CheckBox(text="also randomise each layer alone", value=False)
         self.methods.native.setMaximumHeight(90)
