@@ -111,10 +111,7 @@ def load(device: torch.device, card_path=DEMO_CARD_PATH) -> tuple[LoadedModel, s
 def make_inputs(model: LoadedModel, k: int, size) -> tuple[torch.Tensor, torch.Tensor]:
     """``k`` synthetic images (left-eye frame, red+green), normalised, at ``size``; targets = top prediction."""
     stack = generate_stack(k, seed=5, split="eval")
-    images = stack.images[..., :2].copy()
-    for i, side in enumerate(stack.laterality):
-        if side == "R":
-            images[i] = images[i, :, ::-1]
+    images = stack.aligned("left").get(slice(None))[..., :2]
     x = model.preprocess(images)
     if tuple(x.shape[-2:]) != tuple(size):
         x = F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False)

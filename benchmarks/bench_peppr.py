@@ -48,10 +48,7 @@ def get_model():
 
 
 def left_eye(stack) -> np.ndarray:
-    images = stack.images.copy()
-    right = stack.laterality == "R"
-    images[right] = images[right][:, :, ::-1]
-    return images
+    return stack.aligned("left").get(slice(None))
 
 
 def floor_per_image(model, images: np.ndarray, sizes=(1, 4, 8, 16), forwards: int = 32) -> dict[int, float]:

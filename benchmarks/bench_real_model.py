@@ -34,7 +34,7 @@ def _images(n):
     from napari_global_xai.data.synthetic import generate_stack
 
     s = generate_stack(n, seed=99, split="eval")
-    return np.array([im if lat == "L" else im[:, ::-1] for im, lat in zip(s.images, s.laterality)])
+    return s.aligned("left").get(slice(None))
 
 
 def per_image_by_batch(module, x, sizes, backward: bool, target: int = 0) -> dict[int, float]:

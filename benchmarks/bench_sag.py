@@ -47,6 +47,7 @@ def main(argv=None):
     label = model.labels.index("arcade_lesion")
     st = generate_stack(max(8, 4 * args.n), seed=args.seed, split="eval")
     idx = np.nonzero(st.labels[:, label])[0][: args.n]
+    left = st.aligned("left")  # the frame of the demo card (right eyes mirrored on read)
     x1 = model.preprocess(st.images[:1])
 
     def fwd(b):
@@ -65,9 +66,9 @@ def main(argv=None):
     print(f"{'image':>5} {'sal s':>6} {'SAG s':>7} {'forwards':>8} {'calls':>5} {'floor s':>7} {'ratio':>5}  roots")
     rows = []
     for i in idx:
-        img = st.images[i][:, ::-1] if st.laterality[i] == "R" else st.images[i]
+        img = left.get(int(i))[0]
         t = time.perf_counter()
-        r = sag_for_image(model, np.ascontiguousarray(img), label, method=args.method, fill=args.fill,
+        r = sag_for_image(model, img, label, method=args.method, fill=args.fill,
                           max_root_size=args.max_root_size, image_index=int(i))
         total = time.perf_counter() - t
         floor = r.n_forwards * t_fwd
@@ -81,8 +82,7 @@ def main(argv=None):
     # the same images in lockstep (heuristic maps given, so only the search + graph are compared)
     from napari_global_xai.sag import _saliency_maps, grid_for, run_sag
 
-    imgs = np.stack([np.ascontiguousarray(st.images[i][:, ::-1] if st.laterality[i] == "R" else st.images[i])
-                     for i in idx])
+    imgs = left.get(np.asarray(idx))
     x = model.preprocess(imgs)
     maps = _saliency_maps(model, x, label, args.method, None, grid_for(x.shape[-2:]), args.fill)
     kw = dict(fill=args.fill, max_root_size=args.max_root_size, saliency_maps=maps)

@@ -159,11 +159,11 @@ def _bad_inputs(folder: Path, tmp_path: Path, case: str):
     if case == "out is a file":
         (tmp_path / "taken").write_text("keep me")
         return (["explain", stack, "--model", card, "--out", str(tmp_path / "taken")], 1,
-                f"output folder {tmp_path / 'taken'} is an existing file; give a folder (new or existing)")
+                f"output folder {tmp_path / 'taken'} is a file, not a folder; give a folder (new or existing)")
     if case == "out under a file":
         (tmp_path / "taken").write_text("keep me")
         return (["explain", stack, "--model", card, "--out", str(tmp_path / "taken" / "sub")], 1,
-                f"cannot write into output folder {tmp_path / 'taken' / 'sub'}: Not a directory")
+                f"cannot write to output folder {tmp_path / 'taken' / 'sub'}: Not a directory")
     if case == "labels CSV missing":
         return (["explain", stack, "--model", card, "--labels", str(folder / "nope.csv"), "--out", str(out)], 1,
                 f"labels file not found: {folder / 'nope.csv'}")
@@ -255,7 +255,7 @@ def test_unwritable_folder_found_before_the_model_runs(inputs, tmp_path, capsys)
             pass
         got, _, err = _run(capsys, _explain(folder, locked / "run"))
         assert got == 1
-        assert err.splitlines() == [f"global-xai explain: error: cannot write into output folder {locked / 'run'}: "
+        assert err.splitlines() == [f"global-xai explain: error: cannot write to output folder {locked / 'run'}: "
                                     "Permission denied"]
         assert _forwards() == 0
     finally:
@@ -276,7 +276,7 @@ def test_unwritable_folder_any_user(inputs, tmp_path, capsys, monkeypatch):
                      "--out", str(tmp_path / "run")]):
         got, _, err = _run(capsys, command)
         assert got == 1
-        assert err.splitlines() == [f"global-xai {command[0]}: error: cannot write into output folder "
+        assert err.splitlines() == [f"global-xai {command[0]}: error: cannot write to output folder "
                                     f"{tmp_path / 'run'}: Permission denied"]
     assert _forwards() == 0 and not (tmp_path / "run").exists()
 

@@ -194,13 +194,11 @@ def test_a_concept_picks_up_the_shortcut_marker_on_training_split_images(demo):
     from napari_global_xai.data.synthetic import generate_stack, marker_box
 
     gen = generate_stack(64, seed=7, split="train")
-    images = gen.images.copy()
-    right = gen.laterality == "R"
-    images[right] = images[right][:, :, ::-1]                 # harmonise to the left-eye frame
-    marker = np.zeros(images.shape[1:3], bool)
+    stack = gen.aligned("stored")                             # the run harmonises it, as the demo card asks
+    marker = np.zeros(stack.shape[1:3], bool)
     for side in ("L", "R"):
         marker[marker_box(side)] = True
-    res = run_concepts(images, demo, ConceptConfig(k=8, seed=0))
+    res = run_concepts(stack, demo, ConceptConfig(k=8, seed=0))
     sep = auroc(np.repeat(gen.has_marker[:, None], 8, axis=1), res.concepts)
     on_marker = res.global_maps[:, marker].sum(axis=1) / marker.mean()
     periph = demo.labels.index("peripheral_lesion")

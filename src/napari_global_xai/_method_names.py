@@ -1,9 +1,37 @@
-"""Names of the built-in saliency methods, importable without torch (the napari docks list them at start-up).
+"""The built-in saliency methods by name, importable without torch: the registry's one list.
 
-The registry (:func:`napari_global_xai.explain.method_names`) is the source of truth; a test keeps this tuple equal
-to it. Order = the order the Explain dock shows them in.
+Each entry maps a method name to the class that implements it (``"module:Class"``). The napari docks list the
+names at start-up without importing torch; :mod:`napari_global_xai.explain.base` imports and registers a class the
+first time its method is asked for. Adding a method is one class (a :class:`~napari_global_xai.explain.base.
+SaliencyMethod` subclass with that ``name``) plus one line here; a test checks every line against its class.
+Order = the order the docks show them in.
 """
 
-BUILTIN_METHODS = ("ig", "gradcam", "gradcam++", "xgradcam", "hirescam", "layercam", "eigencam", "scorecam",
-                   "saliency", "input_x_gradient", "guided_backprop", "deeplift", "gradient_shap", "smoothgrad",
-                   "occlusion", "igos", "igos++")
+__all__ = ["METHOD_CLASSES", "BUILTIN_METHODS"]
+
+_CAPTUM = "napari_global_xai.explain.captum_methods"
+_CAM = "napari_global_xai.explain.cam"
+_IGOS = "napari_global_xai.explain.igos"
+
+METHOD_CLASSES: dict[str, str] = {
+    "ig": f"{_CAPTUM}:IntegratedGradients",
+    "gradcam": f"{_CAPTUM}:GradCam",
+    "gradcam++": f"{_CAM}:GradCamPlusPlus",
+    "xgradcam": f"{_CAM}:XGradCam",
+    "hirescam": f"{_CAM}:HiResCam",
+    "layercam": f"{_CAM}:LayerCam",
+    "eigencam": f"{_CAM}:EigenCam",
+    "scorecam": f"{_CAM}:ScoreCam",
+    "saliency": f"{_CAPTUM}:SaliencyGradient",
+    "input_x_gradient": f"{_CAPTUM}:InputXGradient",
+    "guided_backprop": f"{_CAPTUM}:GuidedBackprop",
+    "deeplift": f"{_CAPTUM}:DeepLift",
+    "gradient_shap": f"{_CAPTUM}:GradientShap",
+    "smoothgrad": f"{_CAPTUM}:SmoothGrad",
+    "occlusion": f"{_CAPTUM}:Occlusion",
+    "igos": f"{_IGOS}:IGOS",
+    "igos++": f"{_IGOS}:IGOSPlusPlus",
+}
+
+#: The names alone, in the docks' order.
+BUILTIN_METHODS: tuple[str, ...] = tuple(METHOD_CLASSES)

@@ -63,8 +63,9 @@ class _TerminalProgress:
 
 
 @contextmanager
-def _cancel_on_interrupt():
-    """Ctrl-C asks the pipeline to stop at the next batch (it keeps and writes what it finished); twice aborts."""
+def _interrupt_event():
+    """A :class:`threading.Event` set by Ctrl-C: the pipeline stops at the next batch (it keeps and writes what it
+    finished); a second Ctrl-C aborts at once."""
     import signal
     import threading
 
@@ -79,12 +80,28 @@ def _cancel_on_interrupt():
     try:
         previous = signal.signal(signal.SIGINT, handler)
     except ValueError:  # not in the main thread: no signal handling, never cancelled
-        yield event.is_set
+        yield event
         return
     try:
-        yield event.is_set
+        yield event
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+@contextmanager
+def _run_control(quiet: bool):
+    """The run contract for one command: a terminal bar per stage as ``progress``, Ctrl-C setting the cancel Event.
+
+    Yields
+    ------
+    RunControl
+        ``progress`` draws the bar (nothing with ``--quiet``); ``cancel`` is a :class:`threading.Event` that the
+        first Ctrl-C sets (the pipeline stops after its current batch and returns what it finished).
+    """
+    from .control import RunControl
+
+    with _progress(quiet) as bar, _interrupt_event() as event:
+        yield RunControl(progress=bar, cancel=event)
 
 
 @contextmanager
@@ -219,7 +236,7 @@ def _add_debug(p, default=argparse.SUPPRESS):
 
 
 def _explain_config(args):
-    from .explain import ExplainConfig
+    from .config import ExplainConfig
 
     return ExplainConfig(method=args.method, params=_parse_params(args.param), targets=args.targets,
                          subset=args.subset, normalisation=args.normalisation, reduction=args.reduction,
@@ -228,18 +245,32 @@ def _explain_config(args):
                          **({"chunk_size": args.chunk_size} if getattr(args, "chunk_size", None) else {}))
 
 
+def _add_postprocess_options(p, defaults) -> None:
+    """``--reduction`` and ``--normalisation``: choices and defaults from :mod:`napari_global_xai.config`."""
+    from . import config
+
+    p.add_argument("--normalisation", default=defaults.normalisation, choices=config.NORMALISATIONS,
+                   help=f"per-image normalisation (default {defaults.normalisation})")
+    p.add_argument("--reduction", default=defaults.reduction, choices=config.REDUCTIONS,
+                   help=f"channel reduction (default {defaults.reduction})")
+
+
 def _add_explain_options(p):
-    p.add_argument("--method", default="ig", help="saliency method (default ig); see --list-methods")
+    from . import config
+
+    defaults = config.ExplainConfig()
+    p.add_argument("--method", default=defaults.method,
+                   help=f"saliency method (default {defaults.method}); see --list-methods")
     p.add_argument("--param", action="append", metavar="NAME=VALUE", help="method parameter, repeatable")
     p.add_argument("--targets", nargs="+", default=None, help="labels to explain (default all model labels)")
-    p.add_argument("--subset", default="auto", choices=["auto", "positive", "predicted", "true_positive", "all"],
+    p.add_argument("--subset", default=defaults.subset, choices=config.SUBSETS,
                    help="images entering a label's global map (auto: positive if labels are known)")
-    p.add_argument("--compute", default="subset", choices=["subset", "all"],
+    p.add_argument("--compute", default=defaults.compute, choices=config.COMPUTE,
                    help="compute maps only for the subset's pairs (default) or for every image and label")
-    p.add_argument("--normalisation", default="mass", choices=["mass", "max", "none"])
-    p.add_argument("--reduction", default="abs_sum", choices=["abs_sum", "sum", "pos_sum", "l2"])
+    _add_postprocess_options(p, defaults)
     p.add_argument("--probability", action="store_true", help="explain probabilities instead of logits")
-    p.add_argument("--autocast", choices=["bf16", "fp16"], default=None, help="mixed precision on CUDA")
+    p.add_argument("--autocast", choices=config.AUTOCASTS, default=defaults.autocast,
+                   help="mixed precision on CUDA")
     p.add_argument("--include-stalled-maps", action="store_true",
                    help="average I-GOS/iGOS++ maps whose optimisation stalled (replaced by their recovery map) into "
                         "the global maps too (default: counted and left out)")
@@ -278,14 +309,13 @@ def _cmd_explain(args) -> int:
     where = parse_cluster(args.cluster, args.scheduler)  # a bad spec fails before the model loads
     stack, model = _load_inputs(args)
     t0 = time.perf_counter()
-    with (_progress(args.quiet) as bar, _cancel_on_interrupt() as cancel, _one_line_warnings("explain"),
-          connect(where) as client):
+    with (_run_control(args.quiet) as control, _one_line_warnings("explain"), connect(where) as client):
         executor = None
         if client is not None:
             from .scale.executor import DaskExecutor
 
             executor = DaskExecutor(client, device=args.device)
-        result = run_explain(stack, model, _explain_config(args), out_dir=args.out, progress=bar, cancel=cancel,
+        result = run_explain(stack, model, _explain_config(args), out_dir=args.out, control=control,
                              out_format=args.out_format, map_dtype=args.map_dtype, overwrite=args.overwrite,
                              executor=executor)
     gm = result.global_maps
@@ -312,10 +342,10 @@ def _cmd_peppr(args) -> int:
     from .peppr.pipeline import run_peppr_from_files
 
     stack, model = _load_inputs(args)
-    with _progress(args.quiet) as bar, _cancel_on_interrupt() as cancel:
+    with _run_control(args.quiet) as control:
         summary, result = run_peppr_from_files(stack, model, args.global_maps, out_dir=args.out, fill=args.fill,
                                                random_seeds=args.random_seeds, fractions=args.fractions,
-                                               progress=bar, cancel=cancel, return_result=True)
+                                               progress=control.report, cancel=control.cancel, return_result=True)
     print(summary)
     if result.cancelled:
         print(f"global-xai peppr: cancelled: partial result ({result.n_images} of {result.n_requested} images) "
@@ -331,9 +361,9 @@ def _cmd_sag(args) -> int:
     config = SagConfig(method=args.method, fill=args.fill, max_root_size=args.max_root_size or None,
                        figure_formats=tuple(args.figure_formats))
     stack, model = _load_inputs(args)
-    with _progress(args.quiet) as bar, _cancel_on_interrupt() as cancel:
+    with _run_control(args.quiet) as control:
         run = run_sag_pipeline(stack, model, args.label, config, indices=args.images, out_dir=args.out,
-                               progress=bar, cancel=cancel)
+                               control=control)
     n_done = len(run.results)
     done = f"cancelled after {n_done} of {run.n_requested} images" if run.cancelled else f"{n_done} images"
     print(f"SAG for {args.label}: {done}, {run.n_roots} roots shown; results in {Path(args.out).resolve()}")
@@ -345,14 +375,14 @@ def _cmd_sag(args) -> int:
 
 
 def _cmd_concepts(args) -> int:
-    from .batching import Cancelled
     from .concepts import ConceptConfig, run_concepts
+    from .control import Cancelled
 
     config = ConceptConfig(k=args.k, steps=args.steps, seed=args.seed, layer=args.layer, top_n=args.top)
     stack, model = _load_inputs(args)
-    with _progress(args.quiet) as bar, _cancel_on_interrupt() as cancel:
+    with _run_control(args.quiet) as control:
         try:
-            result = run_concepts(stack, model, config, out_dir=args.out, progress=bar, cancel=cancel)
+            result = run_concepts(stack, model, config, out_dir=args.out, control=control)
         except Cancelled as exc:
             print(f"global-xai concepts: {exc}; nothing written", file=sys.stderr)
             return 1
@@ -363,12 +393,33 @@ def _cmd_concepts(args) -> int:
     return 0
 
 
+def _demo_text(result) -> str:
+    """The terminal summary of a :class:`~napari_global_xai.run.DemoResult`."""
+    explained, out = result.explain, result.out_dir
+    head = (f"demo on {result.n_images} sample images with {result.model_name} on {result.device}: "
+            f"{explained.n_computed} {result.method} maps")
+    if result.peppr is None:
+        return head + f" (CANCELLED: no PEPPR, no report), {result.seconds:.0f}s\nresults in {out.resolve()}"
+    from .peppr_report import summary_text
+
+    peppr = result.peppr
+    return "\n".join([
+        head + f", PEPPR {peppr.n_forwards} forwards ({peppr.n_skipped} skipped), {result.seconds:.0f}s",
+        summary_text(peppr),
+        f"figures: {out / f'explain_{result.method}' / 'global_maps.png'} and "
+        f"{out / f'peppr_{result.method}' / 'peppr.png'}",
+        f"report: {result.report.get('html', '')} (one self-contained file) and {result.report.get('pdf', '')}"])
+
+
 def _cmd_demo(args) -> int:
     from .run import run_demo
 
-    with _progress(args.quiet) as bar:
-        text = run_demo(args.out, method=args.method, device=args.device, progress=bar)
-    print(text)
+    with _run_control(args.quiet) as control:
+        result = run_demo(args.out, method=args.method, device=args.device, control=control)
+    print(_demo_text(result))
+    if result.cancelled:
+        print("global-xai demo: cancelled: partial result written, marked CANCELLED", file=sys.stderr)
+        return EXIT_CANCELLED
     return 0
 
 
@@ -418,7 +469,7 @@ def _cmd_make_sample_data(args) -> int:
 
 def _method_configs(args):
     """``--method ig --param ig.n_steps=4`` → one ExplainConfig per method (parameters prefixed by the method)."""
-    from .explain import ExplainConfig
+    from .config import ExplainConfig
 
     params = {m: {} for m in args.method}
     for item in args.param or []:
@@ -436,16 +487,16 @@ def _cmd_sanity(args) -> int:
 
     configs = _method_configs(args)
     stack, model = _load_inputs(args)
-    with _progress(args.quiet) as bar, _cancel_on_interrupt() as cancel:
+    with _run_control(args.quiet) as control:
         result = run_sanity(stack, model, configs, indices=args.images, n_images=args.n_images, label=args.label,
                             depth=args.depth, independent=args.independent, seed=args.seed, out_dir=args.out,
-                            progress=bar, cancel=cancel)
+                            control=control)
     print(f"sanity check on {len(result.image_indices)} images, {len(result.layers)} layers randomised top down"
           + (" (CANCELLED)" if result.cancelled else ""))
     for line in result.verdicts.values():
         print(f"  {line}")
     print(f"results in {Path(args.out).resolve()}")
-    return 0
+    return _cancelled_exit("sanity", result)
 
 
 def _explain_maps(args, label):
@@ -463,11 +514,11 @@ def _cmd_compare(args) -> int:
     outputs, maps, idx = _explain_maps(args, args.label)
     values = read_csv_column(args.csv, args.column, [outputs.image_ids[i] for i in idx])
     regions, names = (read_region_mask(args.regions, shape=maps.shape[1:]) if args.regions else (None, None))
-    with _progress(args.quiet) as bar, _cancel_on_interrupt() as cancel:
-        result, by_region = run_compare(maps, values, column=args.column, groups=args.groups,
-                                        threshold=args.threshold, n_permutations=args.n_permutations,
-                                        alpha=args.alpha, seed=args.seed, device=args.device, regions=regions,
-                                        region_names=names, out_dir=args.out, progress=bar, cancel=cancel)
+    with _run_control(args.quiet) as control:
+        result = run_compare(maps, values, column=args.column, groups=args.groups, threshold=args.threshold,
+                             n_permutations=args.n_permutations, alpha=args.alpha, seed=args.seed,
+                             device=args.device, regions=regions, region_names=names, out_dir=args.out,
+                             control=control)
     s = result.summary()
     print(f"{args.label or 'overall'} maps, {s['groups'][0]} (n={s['n_images'][0]}) vs {s['groups'][1]} "
           f"(n={s['n_images'][1]}), {s['n_permutations']} permutations"
@@ -475,11 +526,11 @@ def _cmd_compare(args) -> int:
     print(f"  significant pixels: {s['n_significant_fdr']} at FDR {args.alpha:g} "
           f"({s['n_significant_fdr_a_gt_b']} A>B, {s['n_significant_fdr_b_gt_a']} B>A), "
           f"{s['n_significant_fwe']} family-wise")
-    for row in (by_region or [])[:5]:
+    for row in (result.by_region or [])[:5]:
         if row["n_significant"]:
             print(f"  {row['region']:<24} {row['share_of_significant']:6.1%} of significant pixels")
     print(f"results in {Path(args.out).resolve()}")
-    return 0
+    return _cancelled_exit("compare", result)
 
 
 def _cmd_regions(args) -> int:
@@ -515,44 +566,58 @@ def _cmd_regions(args) -> int:
         if stack.image_ids != outputs.image_ids:
             raise ValueError(f"the stack's images do not match the explain run's ({len(stack)} vs "
                              f"{len(outputs.image_ids)} images, or other ids)")
-        frame_stack = stack.to_left_eye() if outputs.frame == "left" else stack
+        frame_stack = stack.in_frame(outputs.frame)  # the frame the explain run recorded for its maps
         anatomy = frame_stack.mean_image()
         if args.landmarks:
             disc, fovea = read_landmarks_csv(args.landmarks, stack.image_ids, frame_stack.laterality
                                              if outputs.frame == "left" else ["L"] * len(stack), shape[1])
-    with _progress(args.quiet) as bar, _cancel_on_interrupt() as cancel:
-        regions, names, landmarks, tables = run_regions(maps, anatomy=anatomy, regions=regions, region_names=names,
-                                                        disc=disc, fovea=fovea, n_boot=args.n_boot,
-                                                        seed=args.seed, out_dir=args.out, progress=bar,
-                                                        cancel=cancel)
+    with _run_control(args.quiet) as control:
+        result = run_regions(maps, anatomy=anatomy, regions=regions, region_names=names, disc=disc, fovea=fovea,
+                             n_boot=args.n_boot, seed=args.seed, out_dir=args.out, control=control)
+    landmarks = result.landmarks
     if landmarks is not None:
         print(f"optic disc at (row, col) {tuple(round(v) for v in landmarks.disc)}, fovea at "
               f"{tuple(round(v) for v in landmarks.fovea)} ({landmarks.source})")
-    for t in tables:
+    for t in result.tables:
         best = t.row(t.best())
         print(f"  {t.label:<20} most enriched: {best['region']} ×{best['enrichment']:.1f} "
               f"[{best['enrichment_lo']:.1f}, {best['enrichment_hi']:.1f}], {best['mass_share']:.0%} of the mass "
               f"on {best['area_share']:.0%} of the area")
     print(f"results in {Path(args.out).resolve()}")
-    return 0
+    return _cancelled_exit("regions", result)
+
+
+def _cancelled_exit(command: str, result) -> int:
+    """0, or after a cancel one stderr line and :data:`EXIT_CANCELLED` (the partial result is written)."""
+    if not result.cancelled:
+        return 0
+    print(f"global-xai {command}: cancelled: partial result written, marked cancelled", file=sys.stderr)
+    return EXIT_CANCELLED
 
 
 def _add_analyses_parsers(sub) -> None:
-    """Sub-commands of :mod:`napari_global_xai.analyses`: sanity, compare, regions."""
+    """Sub-commands of :mod:`napari_global_xai.analyses`: sanity, compare, regions (defaults: their pipelines')."""
+    from . import config
+    from .analyses import pipelines
+
+    sanity, compare, regions = (config.signature_defaults(f) for f in (pipelines.run_sanity, pipelines.run_compare,
+                                                                        pipelines.run_regions))
+
     p = sub.add_parser("sanity", help="model-parameter randomisation check of saliency methods")
     _add_common(p)
-    p.add_argument("--method", nargs="+", default=["ig", "gradcam"], help="methods to check (default ig gradcam)")
+    p.add_argument("--method", nargs="+", default=list(config.SANITY_METHODS),
+                   help=f"methods to check (default {' '.join(config.SANITY_METHODS)})")
     p.add_argument("--param", action="append", metavar="METHOD.NAME=VALUE",
                    help="method parameter, e.g. ig.n_steps=8 (repeatable)")
-    p.add_argument("--reduction", default="abs_sum", choices=["abs_sum", "sum", "pos_sum", "l2"])
-    p.add_argument("--normalisation", default="mass", choices=["mass", "max", "none"])
+    _add_postprocess_options(p, config.ExplainConfig())
     p.add_argument("--images", nargs="+", type=int, default=None, help="image indices (default evenly spaced)")
-    p.add_argument("--n-images", type=int, default=4, help="sample size when --images is not given (default 4)")
+    p.add_argument("--n-images", type=int, default=sanity["n_images"],
+                   help=f"sample size when --images is not given (default {sanity['n_images']})")
     p.add_argument("--label", default=None, help="label explained (default each image's most probable label)")
     p.add_argument("--depth", type=int, default=None,
                    help="group parameterised modules by the first DEPTH name parts (default: every module alone)")
     p.add_argument("--independent", action="store_true", help="also randomise each layer alone")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=sanity["seed"])
     p.set_defaults(func=_cmd_sanity)
 
     p = sub.add_parser("compare", help="group difference map of image-wise maps with a permutation test")
@@ -564,9 +629,9 @@ def _add_analyses_parsers(sub) -> None:
                    help="values forming group A and group B (B may be 'rest')")
     p.add_argument("--threshold", type=float, default=None, help="numeric split: A = value > T (default median)")
     p.add_argument("--label", default=None, help="label whose maps are compared (default: each image's mean)")
-    p.add_argument("--n-permutations", type=int, default=1000)
-    p.add_argument("--alpha", type=float, default=0.05)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--n-permutations", type=int, default=compare["n_permutations"])
+    p.add_argument("--alpha", type=float, default=compare["alpha"])
+    p.add_argument("--seed", type=int, default=compare["seed"])
     p.add_argument("--device", default="auto")
     p.add_argument("--regions", default=None, help="region label TIFF (e.g. regions.tif of 'global-xai regions')")
     p.add_argument("--out", required=True)
@@ -583,14 +648,19 @@ def _add_analyses_parsers(sub) -> None:
     p.add_argument("--fovea", nargs=2, type=float, metavar=("ROW", "COL"), help="fovea, left-eye frame")
     p.add_argument("--landmarks", default=None,
                    help="CSV with image id, disc_row, disc_col, fovea_row, fovea_col per image (stored frame)")
-    p.add_argument("--n-boot", type=int, default=1000)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--n-boot", type=int, default=regions["n_boot"])
+    p.add_argument("--seed", type=int, default=regions["seed"])
     p.add_argument("--out", required=True)
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_cmd_regions)
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``global-xai`` parser; every choice list and run default comes from :mod:`napari_global_xai.config`."""
+    from . import config, samples
+    from .models.card import ACTIVATIONS
+
+    peppr_defaults, sag_defaults = config.PepprConfig(), config.SagConfig()
     parser = _Parser(prog="global-xai", description=DESCRIPTION)
     parser.add_argument("--list-methods", action="store_true", help="list saliency methods and exit")
     _add_debug(parser, default=False)
@@ -606,11 +676,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("peppr", help="PEPPR faithfulness curves of global maps")
     _add_common(p)
     p.add_argument("--global-maps", required=True, help="global_maps.tif written by 'explain'")
-    p.add_argument("--fill", default="zero", choices=["zero", "black", "blur", "impute"])
-    p.add_argument("--random-seeds", type=_count, default=5, help="random-order baselines (default 5)")
+    p.add_argument("--fill", default=peppr_defaults.fill, choices=config.FILLS,
+                   help=f"value of erased pixels (default {peppr_defaults.fill})")
+    p.add_argument("--random-seeds", type=_count, default=peppr_defaults.random_seeds,
+                   help=f"random-order baselines (default {peppr_defaults.random_seeds})")
     p.add_argument("--fractions", nargs="+", type=float, default=None, metavar="P",
                    help="fractions of pixels erased/restored, increasing in [0, 1]; 0 and 1 are added when missing "
-                        "(default: 0 .01 .02 .05 .1 .15 .2 .3 … .9 1)")
+                        f"(default: {' '.join(f'{f:g}' for f in config.DEFAULT_FRACTIONS)})")
     p.set_defaults(func=_cmd_peppr)
 
     p = sub.add_parser("sag", help="structured attention graphs (several sufficient explanations per image)")
@@ -618,12 +690,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--label", required=True, help="model label to explain")
     p.add_argument("--images", nargs="+", type=int, default=None,
                    help="image indices (default: images positive for the label)")
-    p.add_argument("--method", default="igos", help="saliency that ranks patches (default igos, as the official "
-                   "code; gradcam is ~3x faster)")
-    p.add_argument("--fill", default="blur", choices=["zero", "black", "blur", "impute"])
-    p.add_argument("--max-root-size", type=int, default=6, help="largest root in patches (0 = no limit)")
-    p.add_argument("--figure-formats", nargs="+", default=["png"], choices=["png", "svg", "pdf"],
-                   help="formats of each image's graph figure (default png)")
+    p.add_argument("--method", default=sag_defaults.method, help=f"saliency that ranks patches (default "
+                   f"{sag_defaults.method}, as the official code; gradcam is ~3x faster)")
+    p.add_argument("--fill", default=sag_defaults.fill, choices=config.FILLS,
+                   help=f"value of hidden patches (default {sag_defaults.fill})")
+    p.add_argument("--max-root-size", type=int, default=sag_defaults.max_root_size,
+                   help=f"largest root in patches (0 = no limit; default {sag_defaults.max_root_size})")
+    p.add_argument("--figure-formats", nargs="+", default=list(sag_defaults.figure_formats),
+                   choices=config.FIGURE_FORMATS,
+                   help=f"formats of each image's graph figure (default {' '.join(sag_defaults.figure_formats)})")
     p.set_defaults(func=_cmd_sag)
 
     p = sub.add_parser("concepts", help="XNN concepts: global concept maps, concept x label weights, top images")
@@ -637,7 +712,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="the whole chain (explain → global maps → PEPPR) on the shipped sample data")
     p.add_argument("--out", default="demo_output")
-    p.add_argument("--method", default="ig")
+    p.add_argument("--method", default=config.ExplainConfig().method)
     p.add_argument("--device", default="auto")
     p.add_argument("--quiet", action="store_true")
     _add_debug(p)
@@ -672,15 +747,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help='keyword arguments of the architecture, e.g. \'{"in_chans": 2, "num_classes": 8}\'')
     p.add_argument("--channels", type=int, default=None, help="input channels (default: probed)")
     p.add_argument("--size", nargs=2, type=int, metavar=("H", "W"), default=None, help="input size (default: probed)")
-    p.add_argument("--activation", default="sigmoid", choices=["sigmoid", "softmax"])
+    p.add_argument("--activation", default=ACTIVATIONS[0], choices=ACTIVATIONS)
     p.add_argument("--trust-pickle", action="store_true",
                    help="allow loading a full pickled model (runs code from the file)")
     p.set_defaults(func=_cmd_card)
 
     p = sub.add_parser("make-sample-data", help="write the planted-truth sample stack and ground truth")
     p.add_argument("--out", required=True)
-    p.add_argument("--n", type=int, default=64)
-    p.add_argument("--seed", type=int, default=2026)
+    p.add_argument("--n", type=int, default=samples.SAMPLE_SIZE)
+    p.add_argument("--seed", type=int, default=samples.SAMPLE_SEED)
     _add_debug(p)
     p.set_defaults(func=_cmd_make_sample_data)
     _add_analyses_parsers(sub)
@@ -693,7 +768,7 @@ def _one_line(text: str) -> str:
 
 def _failure(command: str, exc: BaseException) -> tuple[int, str] | None:
     """Exit code and the one stderr line for a failure; None for exceptions that are not failures (SystemExit)."""
-    from .batching import Cancelled
+    from .control import Cancelled
     from .errors import UsageError
 
     prefix = f"global-xai {command}: "

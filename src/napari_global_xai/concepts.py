@@ -261,7 +261,9 @@ def _frame(stack, model):
     """The stack in the model's frame (left eye when the card harmonises laterality); arrays pass through."""
     if isinstance(stack, np.ndarray):
         return stack
-    return stack.to_left_eye() if model.card.harmonise_laterality else stack
+    from .data.conform import model_frame
+
+    return model_frame(stack, model.card)
 
 
 def _chunks(images, size: int):
@@ -415,7 +417,8 @@ def concept_image_maps(result: ConceptResult, indices, size: tuple[int, int]) ->
 
 
 def run_concepts(stack, model, config: ConceptConfig | None = None, out_dir: str | Path | None = None,
-                 progress: ProgressFn | None = None, cancel: Callable[[], bool] | None = None) -> ConceptResult:
+                 progress: ProgressFn | None = None, cancel: Callable[[], bool] | None = None,
+                 control=None) -> ConceptResult:
     """XNN concepts for a stack: features, explanation network, concept maps, weights, top images, faithfulness.
 
     Parameters
@@ -431,6 +434,8 @@ def run_concepts(stack, model, config: ConceptConfig | None = None, out_dir: str
     cancel : callable() -> bool, optional
         Stops at the next chunk / training check; what finished is kept (images not reached have NaN concepts and
         zero maps; training stopped early keeps the network reached).
+    control : RunControl, optional
+        Progress and cancel in one object (:mod:`napari_global_xai.control`), instead of ``progress`` / ``cancel``.
 
     Returns
     -------
@@ -443,9 +448,15 @@ def run_concepts(stack, model, config: ConceptConfig | None = None, out_dir: str
     ValueError
         Bad settings, an unusable layer, an output folder that cannot be written, fewer than 2 images.
     """
+    from .control import RunControl
+
+    control = RunControl.of(control, progress, cancel)
+    progress, cancel = control.report, control.cancel_fn
     config = config or ConceptConfig()
     if out_dir is not None:
-        _check_out_dir(out_dir)
+        from .io_utils import check_output_folder
+
+        check_output_folder(out_dir)
     shape = stack.shape
     model.check_input(shape)
     images = _frame(stack, model)
@@ -540,19 +551,6 @@ def _ids(stack, n: int) -> list[str]:
 
 
 # ------------------------------------------------------------------------------------------------- outputs
-
-
-def _check_out_dir(out_dir) -> None:
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"output folder {out} is a file")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".global_xai_write_test"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as exc:
-        raise ValueError(f"cannot write to output folder {out}: {exc.strerror or exc}") from None
 
 
 def write_concept_outputs(result: ConceptResult, out_dir: str | Path, anatomy: np.ndarray | None = None) -> Path:

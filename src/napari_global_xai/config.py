@@ -16,8 +16,8 @@ from typing import Literal, get_args
 __all__ = [
     "Subset", "SUBSETS", "SUBSET_RULES", "Compute", "COMPUTE", "Reduction", "REDUCTIONS", "Normalisation",
     "NORMALISATIONS", "Autocast", "AUTOCASTS", "Fill", "FILLS", "CONSTANT_FILLS", "Mode", "MODES", "MapsFor",
-    "MAPS_FOR", "FigureFormat", "FIGURE_FORMATS", "BLUR_SIGMA_FRACTION", "DEFAULT_FRACTIONS",
-    "ExplainConfig", "PepprConfig", "SagConfig", "validate_choices",
+    "MAPS_FOR", "FigureFormat", "FIGURE_FORMATS", "SANITY_METHODS", "BLUR_SIGMA_FRACTION", "DEFAULT_FRACTIONS",
+    "ExplainConfig", "PepprConfig", "SagConfig", "validate_choices", "signature_defaults",
 ]
 
 #: Which images enter a label's global map (methods.md §1.6; the paper's rule is unknown, so it is selectable).
@@ -52,6 +52,29 @@ DEFAULT_FRACTIONS: tuple[float, ...] = (0, .01, .02, .05, .1, .15, .2, .3, .4, .
 
 FigureFormat = Literal["png", "svg", "pdf"]
 FIGURE_FORMATS: tuple[str, ...] = get_args(FigureFormat)
+
+#: Methods the sanity check runs when the user names none (CLI ``sanity --method``, Sanity dock): one gradient-path
+#: method and one CAM.
+SANITY_METHODS: tuple[str, ...] = ("ig", "gradcam")
+
+
+def signature_defaults(function) -> dict:
+    """The keyword defaults of a pipeline function, so the CLI and the docks show them instead of repeating them.
+
+    Parameters
+    ----------
+    function : callable
+        e.g. :func:`napari_global_xai.analyses.pipelines.run_compare`.
+
+    Returns
+    -------
+    dict
+        ``{parameter name: default}`` for every parameter that has one.
+    """
+    import inspect
+
+    return {name: p.default for name, p in inspect.signature(function).parameters.items()
+            if p.default is not inspect.Parameter.empty}
 
 
 def _literal_choices(annotation) -> tuple | None:

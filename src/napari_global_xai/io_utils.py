@@ -38,7 +38,7 @@ def check_output_folder(path: str | os.PathLike) -> Path:
 
     path = Path(path)
     if path.exists() and not path.is_dir():
-        raise OutputFolderError(f"output folder {path} is an existing file; give a folder (new or existing)")
+        raise OutputFolderError(f"output folder {path} is a file, not a folder; give a folder (new or existing)")
     try:
         path.mkdir(parents=True, exist_ok=True)
         fd, probe = tempfile.mkstemp(prefix=".write-probe.", dir=path)
@@ -46,7 +46,7 @@ def check_output_folder(path: str | os.PathLike) -> Path:
         os.unlink(probe)
     except OSError as exc:
         reason = exc.strerror or type(exc).__name__
-        raise OutputFolderError(f"cannot write into output folder {path}: {reason}") from exc
+        raise OutputFolderError(f"cannot write to output folder {path}: {reason}") from exc
     return path
 
 

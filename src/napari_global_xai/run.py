@@ -1,13 +1,14 @@
 """Pipelines: one function per job, called by both the CLI and the napari docks.
 
-Every pipeline takes ``progress(done, total, stage)`` and ``cancel() -> bool`` callables (never napari or tqdm),
-works chunk by chunk, and on cancel returns what it finished, marked ``cancelled=True``.
+Every pipeline follows the run contract of :mod:`napari_global_xai.control`: a ``control=RunControl`` (or the
+``progress(done, total, stage)`` / ``cancel`` keywords; never napari or tqdm), works chunk by chunk, and on cancel
+returns its result dataclass with what it finished, marked ``cancelled=True``. The frame a model reads is decided
+once, from its card (:func:`~napari_global_xai.data.conform.model_frame`).
 """
 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,21 +16,16 @@ import numpy as np
 
 from .aggregate import GlobalMapAccumulator, GlobalMaps
 from .batching import Cancelled
-from .explain.engine import ExplainConfig, ImageMapEngine, predict_probabilities
+from .control import CancelFn, ProgressFn, RunControl
+from .data.conform import model_frame
+from .explain.engine import ExplainConfig, ImageMapEngine
 
 # moved to peppr/pipeline.py and sag/pipeline.py; still importable from here (run_demo uses the PEPPR one)
 from .peppr.pipeline import peppr_truth, run_peppr_from_files, run_peppr_pipeline  # noqa: F401
 from .sag.pipeline import run_sag_pipeline  # noqa: F401
 
-__all__ = ["ExplainResult", "run_explain", "resolve_targets", "ProgressFn", "CancelFn", "run_peppr_pipeline",
-           "run_peppr_from_files", "peppr_truth"]
-
-ProgressFn = Callable[[int, int, str], None]
-CancelFn = Callable[[], bool]
-
-
-def _noop_progress(done: int, total: int, stage: str) -> None:
-    pass
+__all__ = ["ExplainResult", "DemoResult", "run_explain", "run_demo", "resolve_targets", "ProgressFn", "CancelFn",
+           "run_peppr_pipeline", "run_peppr_from_files", "peppr_truth"]
 
 
 @dataclass
@@ -171,14 +167,15 @@ def _resolve_subset(subset: str, truth, known: np.ndarray, targets: list[str]) -
 
 def run_explain(stack, model, config: ExplainConfig | None = None, out_dir: str | Path | None = None,
                 progress: ProgressFn | None = None, cancel: CancelFn | None = None, *,
-                out_format: str | None = None, map_dtype: str | None = None, overwrite: bool = False,
-                executor=None) -> ExplainResult:
+                control: RunControl | None = None, out_format: str | None = None, map_dtype: str | None = None,
+                overwrite: bool = False, executor=None) -> ExplainResult:
     """Image-wise maps for a stack, aggregated into label-wise and overall global maps.
 
     Parameters
     ----------
     stack : AlignedStack
-        Any frame; it is harmonised to the left-eye frame when the model card asks for it.
+        Any frame; the maps are computed in the model's frame (:func:`~napari_global_xai.data.conform.model_frame`:
+        left-eye when the card harmonises laterality, else as stored), recorded as ``provenance["frame"]``.
     model : LoadedModel
     config : ExplainConfig, optional
     out_dir : path, optional
@@ -187,7 +184,10 @@ def run_explain(stack, model, config: ExplainConfig | None = None, out_dir: str 
         ``"status": "CANCELLED"`` in the provenance). The folder is checked for writing before any model pass.
     progress : callable(done, total, stage), optional
         Stage ``"explain"``, in images.
-    cancel : callable() -> bool, optional
+    cancel : callable() -> bool or threading.Event, optional
+    control : RunControl, optional
+        Progress (stages ``"predict"``, ``"explain"``) and cancel in one object, instead of ``progress`` /
+        ``cancel``.
     out_format : {"zarr", "tiff"}, optional
         Image-wise maps in the resumable Zarr store ``out_dir/image_maps.zarr`` (default,
         :mod:`napari_global_xai.store`) or in one float32 ``image_maps.tif`` (small stacks; a failed run removes
@@ -220,7 +220,8 @@ def run_explain(stack, model, config: ExplainConfig | None = None, out_dir: str 
     from .store.options import check_store_options
 
     config = config or ExplainConfig()
-    progress = progress or _noop_progress
+    control = RunControl.of(control, progress, cancel)
+    progress, cancel = control.report, control.cancel_fn
     out_format, map_dtype = check_store_options(out_format, map_dtype)
     if out_dir is not None:
         from .io_utils import check_output_folder
@@ -231,7 +232,7 @@ def run_explain(stack, model, config: ExplainConfig | None = None, out_dir: str 
     engine = ImageMapEngine(model, config, target_idx)  # validates the method and its parameters early
     stack = _fit(stack, model)
     model.check_input(stack.shape)
-    frame_stack = stack.to_left_eye() if model.card.harmonise_laterality else stack
+    frame_stack = model_frame(stack, model.card)
     truth, known = _truth_for(frame_stack, targets)
     subset = _resolve_subset(config.subset, truth, known, targets)
     n, h, w = len(frame_stack), stack.shape[1], stack.shape[2]
@@ -267,8 +268,8 @@ def run_explain(stack, model, config: ExplainConfig | None = None, out_dir: str 
     from .provenance import provenance_record
 
     prov = provenance_record(model=model, config=config, sources=getattr(stack, "sources", ()),
-                             subset=subset, targets=targets, frame="left" if model.card.harmonise_laterality
-                             else stack.frame, cancelled=cancelled, status=_status(cancelled), n_images=n,
+                             subset=subset, targets=targets, frame=frame_stack.frame, cancelled=cancelled,
+                             status=_status(cancelled), n_images=n,
                              n_maps_computed=int(computed.sum()), n_maps_selected=int(pairs.sum()),
                              n_zero_maps=count_per_label(zero, include, targets),
                              n_stalled_maps=count_per_label(stalled, include, targets),
@@ -392,35 +393,88 @@ def _status(cancelled: bool) -> str:
     return "CANCELLED" if cancelled else "complete"
 
 
-def run_demo(out_dir, method: str = "ig", device: str = "auto", progress: ProgressFn | None = None) -> str:
-    """The whole chain on the shipped sample data: explain → global maps → PEPPR, with figures.
+@dataclass
+class DemoResult:
+    """What :func:`run_demo` made (the CLI prints it; see ``cli._demo_text``).
 
-    Returns a printable summary; files go to ``out_dir/explain_<method>/`` and ``out_dir/peppr_<method>/``, and the
-    one-file report of both to ``out_dir/report.html`` (+ ``report.pdf``).
+    Attributes
+    ----------
+    out_dir : pathlib.Path
+    n_images : int
+        Sample images explained.
+    model_name, device : str
+    method : str
+    explain : ExplainResult
+        The explain run (``out_dir/explain_<method>/``).
+    peppr : PepprResult or None
+        The PEPPR run (``out_dir/peppr_<method>/``); None when cancelled before it finished.
+    report : dict str -> pathlib.Path
+        ``"html"`` (and ``"pdf"``) of the one-file report; empty when cancelled.
+    seconds : float
+    cancelled : bool
+    """
+
+    out_dir: Path
+    n_images: int
+    model_name: str
+    device: str
+    method: str
+    explain: ExplainResult
+    peppr: object | None = None
+    report: dict = field(default_factory=dict)
+    seconds: float = 0.0
+    cancelled: bool = False
+
+
+def run_demo(out_dir, method: str = "ig", device: str = "auto", progress: ProgressFn | None = None,
+             cancel: CancelFn | None = None, control: RunControl | None = None) -> DemoResult:
+    """The whole chain on the shipped sample data: explain → global maps → PEPPR, with figures and the report.
+
+    Files go to ``out_dir/explain_<method>/`` and ``out_dir/peppr_<method>/``, and the one-file report of both to
+    ``out_dir/report.html`` (+ ``report.pdf``).
+
+    Parameters
+    ----------
+    out_dir : path
+    method : str
+        Registered saliency method (IG runs with 16 steps here, to keep the demo short).
+    device : str
+    progress, cancel, control
+        The run contract (:class:`~napari_global_xai.control.RunControl`); stages ``predict``, ``explain``,
+        ``peppr``.
+
+    Returns
+    -------
+    DemoResult
+        After a cancel: ``cancelled=True``, the explain run's partial result (written, marked CANCELLED), no PEPPR
+        and no report.
     """
     import time
 
     from .models import load_model
-    from .peppr.report import summary_text
     from .samples import load_sample_stack
 
+    control = RunControl.of(control, progress, cancel)
     t0 = time.perf_counter()
     out = Path(out_dir)
     stack = load_sample_stack()
     model = load_model(None, device=device)
     params = {"n_steps": 16} if method == "ig" else {}
     explained = run_explain(stack, model, ExplainConfig(method=method, params=params),
-                            out_dir=out / f"explain_{method}", progress=progress)
-    result = run_peppr_pipeline(stack, model, explained.global_maps, out_dir=out / f"peppr_{method}",
-                                map_split="eval (same images: no held-out split in the sample)",
-                                progress=progress)
-    from .report import write_report
+                            out_dir=out / f"explain_{method}", control=control)
+    result = DemoResult(out, len(stack), model.card.name, str(model.device), method, explained,
+                        cancelled=explained.cancelled)
+    if not result.cancelled:
+        try:
+            result.peppr = run_peppr_pipeline(stack, model, explained.global_maps, out_dir=out / f"peppr_{method}",
+                                              map_split="eval (same images: no held-out split in the sample)",
+                                              progress=control.report, cancel=control.cancel_fn)
+        except Cancelled:
+            result.cancelled = True
+    if not result.cancelled:
+        from .report import write_report
 
-    report = write_report(out, out / "report.html", title="demo")
-    lines = [f"demo on {len(stack)} sample images with {model.card.name} on {model.device}: "
-             f"{explained.n_computed} {method} maps, PEPPR {result.n_forwards} forwards "
-             f"({result.n_skipped} skipped), {time.perf_counter() - t0:.0f}s",
-             summary_text(result),
-             f"figures: {out / f'explain_{method}' / 'global_maps.png'} and {out / f'peppr_{method}' / 'peppr.png'}",
-             f"report: {report['html']} (one self-contained file) and {report.get('pdf', '')}"]
-    return "\n".join(lines)
+        result.report = dict(write_report(out, out / "report.html", title="demo"))
+    result.seconds = time.perf_counter() - t0
+    return result
+

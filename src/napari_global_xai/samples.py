@@ -1,6 +1,8 @@
-"""The shipped planted-truth sample stack and its ground truth.
+"""The shipped planted-truth sample stack, its ground truth and the demo model: where they are, how to load them.
 
-Files in ``napari_global_xai/sample_data/`` (made by ``global-xai make-sample-data``):
+The files live in the repository's top-level ``sample_data/`` folder; the wheel ships them as
+``napari_global_xai/sample_data/`` (a setuptools ``package-dir`` mapping in ``setup.py``), and
+:func:`sample_data_dir` finds either. Made by ``global-xai make-sample-data`` and ``global-xai train-demo``:
 
 ``uwf_sample.tif``
     64 ``eval``-split images, 384×512 RGB uint8, both eyes as stored (right eyes mirrored), JPEG quality 95.
@@ -12,6 +14,8 @@ Files in ``napari_global_xai/sample_data/`` (made by ``global-xai make-sample-da
     (n, H, W) uint8, left-eye frame: ``k + 1`` where a lesion of disease label ``k`` was drawn.
 ``ground_truth_artefacts.tif``
     (n, H, W) uint8, left-eye frame: 1 where the corner marker was drawn.
+``demo_net.card.json``, ``demo_net.pt``
+    the demo model's card and state dict (:mod:`napari_global_xai.models.train_demo`).
 """
 
 from __future__ import annotations
@@ -21,12 +25,34 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["SAMPLE_DIR", "SAMPLE_STACK", "SAMPLE_LABELS", "SAMPLE_SEED", "write_sample_data", "load_sample_stack",
-           "load_ground_truth"]
+__all__ = ["SAMPLE_DIR", "SAMPLE_STACK", "SAMPLE_LABELS", "SAMPLE_SEED", "SAMPLE_FILES", "DEMO_CARD_PATH",
+           "sample_data_dir", "write_sample_data", "load_sample_stack", "load_ground_truth"]
 
-SAMPLE_DIR = Path(__file__).parent / "sample_data"
+#: Every shipped file (a test checks that the lookup finds each one, installed or in a source checkout).
+SAMPLE_FILES = ("uwf_sample.tif", "uwf_sample.csv", "ground_truth_regions.tif", "ground_truth_lesions.tif",
+                "ground_truth_artefacts.tif", "demo_net.card.json", "demo_net.pt")
+
+
+def sample_data_dir() -> Path:
+    """The folder holding the shipped sample data and demo model.
+
+    Installed from a wheel: ``napari_global_xai/sample_data`` inside the package. From a source checkout
+    (``PYTHONPATH=src`` or an editable install): the repository's top-level ``sample_data/``.
+
+    Notes
+    -----
+    The package folder is looked for first, so an installed copy never reads a checkout it happens to sit beside.
+    When neither exists the package path is returned (the caller's "file not found" then names the expected place).
+    """
+    package = Path(__file__).resolve().parent
+    candidates = (package / "sample_data", package.parents[1] / "sample_data")
+    return next((d for d in candidates if (d / SAMPLE_FILES[0]).is_file()), candidates[0])
+
+
+SAMPLE_DIR = sample_data_dir()
 SAMPLE_STACK = SAMPLE_DIR / "uwf_sample.tif"
 SAMPLE_LABELS = SAMPLE_DIR / "uwf_sample.csv"
+DEMO_CARD_PATH = SAMPLE_DIR / "demo_net.card.json"
 SAMPLE_SEED = 2026
 SAMPLE_SIZE = 64
 

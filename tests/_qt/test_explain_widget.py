@@ -159,3 +159,31 @@ def test_plugin_import_does_not_import_torch_or_captum():
             "print('torch' in sys.modules, 'captum' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out == ["False", "False"]
+
+
+def test_the_dock_reads_the_frame_from_the_card_like_the_cli(tmp_path):
+    """A card that does not harmonise laterality: the dock's job (given the layer's left-eye stack) computes the same
+    maps as the library on the stored stack, and only the layer shows them mirrored into the viewer's frame."""
+    import json
+
+    from napari_global_xai._qt.explain_widget import explain_job
+    from napari_global_xai.config import ExplainConfig
+    from napari_global_xai.models import load_model
+    from napari_global_xai.run import run_explain
+    from napari_global_xai.samples import DEMO_CARD_PATH, load_sample_stack
+
+    card = json.loads(DEMO_CARD_PATH.read_text())
+    card.update(weights=str(DEMO_CARD_PATH.with_name(card["weights"])), harmonise_laterality=False)
+    (tmp_path / "stored.json").write_text(json.dumps(card))
+    full = load_sample_stack()
+    pick = [int(np.nonzero(full.laterality == side)[0][0]) for side in ("L", "R")]
+    stack = full.subset(pick)
+    config = ExplainConfig(method="gradcam", subset="all", compute="all")
+    dock_result, layers = explain_job(stack.to_left_eye(), str(tmp_path / "stored.json"), "cpu", False, config, "s")
+    lib_result = run_explain(stack, load_model(tmp_path / "stored.json", device="cpu"), config)
+    assert dock_result.provenance["frame"] == lib_result.provenance["frame"] == "stored"
+    np.testing.assert_allclose(dock_result.image_maps, lib_result.image_maps, rtol=1e-5, atol=1e-7)
+    shown = next(data for data, kwargs, _ in layers if kwargs["name"] == "image-wise · gradcam")
+    maps = np.asarray(lib_result.image_maps)
+    np.testing.assert_allclose(shown[:, 0], maps[0], rtol=1e-5, atol=1e-7)  # left eye: as computed
+    np.testing.assert_allclose(shown[:, 1], maps[1][..., ::-1], rtol=1e-5, atol=1e-7)  # right eye: mirrored

@@ -38,7 +38,7 @@ def test_shapes_colour_and_labels(eval_stack):
     s = eval_stack
     assert s.images.shape == (40, HEIGHT, WIDTH, 3) and s.images.dtype == np.uint8
     fov = field_of_view_mask()
-    left = np.array([im if lat == "L" else im[:, ::-1] for im, lat in zip(s.images, s.laterality)])
+    left = s.aligned("left").get(slice(None))
     red, green, blue = (left[..., c][:, fov].mean() for c in range(3))
     assert red > green > 4 * blue and blue < 6  # Optos-like pseudo-colour: blue near zero
     np.testing.assert_array_equal(s.labels[:, 4], s.labels[:, :4].max(axis=1))  # any = OR
@@ -129,3 +129,17 @@ def test_some_training_positives_show_no_peripheral_lesion_so_the_marker_pays_of
         assert np.array_equal(generate_stack(6, seed=4, split="eval").images, before)
     finally:
         synthetic.UNSEEN_IF_POSITIVE = 0.25
+
+
+def test_aligned_stack_carries_laterality_labels_and_the_left_eye_frame(eval_stack):
+    s = eval_stack
+    left, stored = s.aligned(), s.aligned("stored")
+    assert left.frame == "left" and stored.frame == "stored" and left.image_ids == s.image_ids
+    np.testing.assert_array_equal(stored.get(slice(None)), s.images)
+    right = np.nonzero(s.laterality == "R")[0]
+    assert len(right) and len(right) < len(s.laterality)
+    np.testing.assert_array_equal(left.get(right), s.images[right][:, :, ::-1])  # mirrored independently here
+    np.testing.assert_array_equal(left.get(s.laterality == "L"), s.images[s.laterality == "L"])
+    assert list(left.labels.names) == list(s.label_names)
+    np.testing.assert_array_equal(left.labels.values, s.labels)
+    np.testing.assert_array_equal(left.laterality, s.laterality)

@@ -425,10 +425,7 @@ def test_demo_model_deletion_beats_random():
 
     model = load_model(DEMO_CARD_PATH, device="cpu")
     stack = generate_stack(2, seed=5, split="eval")
-    images = stack.images[..., :2].copy()
-    for i, side in enumerate(stack.laterality):
-        if side == "R":
-            images[i] = images[i, :, ::-1]
+    images = stack.aligned("left").get(slice(None))[..., :2]
     x = model.preprocess(images)
     with torch.no_grad():
         probs = model.scores(x, probability=True)

@@ -1,12 +1,14 @@
 """Run a core pipeline in a napari thread worker with a progress bar and a Run/Cancel button.
 
-Both docks use :class:`RunPanel`: it owns the button, the progress bar and the status line, turns the core's
-``progress(done, total, stage)`` callback into a queued Qt signal (the worker thread never touches widgets) and its
-``cancel()`` callable into the Cancel button. Results and errors arrive in the main thread.
+Every dock uses :class:`RunPanel`: it owns the button, the progress bar and the status line, and hands the job one
+:class:`~napari_global_xai.control.RunControl` (the run contract): ``progress(done, total, stage)`` becomes a queued
+Qt signal (the worker thread never touches widgets) and the Cancel button sets the control's
+:class:`threading.Event`. Results and errors arrive in the main thread.
 """
 
 from __future__ import annotations
 
+import inspect
 import threading
 from collections.abc import Callable
 
@@ -76,21 +78,31 @@ class RunPanel(QWidget):
         """Pass to the core as ``cancel``."""
         return self._cancel_event.is_set()
 
+    def control(self):
+        """The :class:`~napari_global_xai.control.RunControl` of this panel's runs (progress bar, Cancel button)."""
+        from ..control import RunControl
+
+        return RunControl(progress=self.progress_callback, cancel=self._cancel_event)
+
     def cancel(self) -> None:
         if self.running:
             self._cancel_event.set()
             self.status.setText("cancelling… (finished work is kept)")
 
     def launch(self, function: Callable, on_result: Callable, on_error: Callable | None = None, **kwargs):
-        """Run ``function(**kwargs, progress=..., cancel=...)`` in a thread worker; returns the worker.
+        """Run ``function(**kwargs, control=RunControl)`` in a thread worker; returns the worker.
 
+        A job without a ``control`` parameter gets ``progress=`` and ``cancel=`` callables instead.
         ``on_result(result)`` and ``on_error(exc)`` run in the main thread.
         """
         from napari.qt.threading import create_worker
 
         self._cancel_event.clear()
-        worker = create_worker(function, progress=self.progress_callback, cancel=self.cancel_requested,
-                               _start_thread=False, _ignore_errors=True, **kwargs)
+        if "control" in inspect.signature(function).parameters:
+            kwargs["control"] = self.control()
+        else:
+            kwargs.update(progress=self.progress_callback, cancel=self.cancel_requested)
+        worker = create_worker(function, _start_thread=False, _ignore_errors=True, **kwargs)
         worker.returned.connect(on_result)
         worker.returned.connect(self.succeeded.emit)
         worker.errored.connect(on_error or self._default_error)

@@ -18,6 +18,8 @@ from magicgui.widgets import (
 )
 from qtpy.QtWidgets import QLabel, QVBoxLayout, QWidget
 
+from ..analyses.pipelines import run_compare
+from ..config import signature_defaults
 from ._analyses_common import (
     REGIONS_KEY,
     image_maps_layers,
@@ -45,13 +47,13 @@ def csv_columns(path) -> list[str]:
 
 
 def compare_job(maps, values, column, groups, threshold, n_permutations, alpha, regions=None, region_names=None,
-                progress=None, cancel=None):
+                control=None):
     """Worker body: the test, then the layer data tuples."""
     from ..analyses.pipelines import run_compare
 
-    result, by_region = run_compare(maps, values, column=column, groups=groups, threshold=threshold,
-                                    n_permutations=n_permutations, alpha=alpha, device="auto", regions=regions,
-                                    region_names=region_names, progress=progress, cancel=cancel)
+    result = run_compare(maps, values, column=column, groups=groups, threshold=threshold,
+                         n_permutations=n_permutations, alpha=alpha, device="auto", regions=regions,
+                         region_names=region_names, control=control)
     lim = float(np.abs(result.difference).max()) or 1.0
     a, b = result.split.names
     meta = {"napari_global_xai_compare": result.summary()}
@@ -62,7 +64,7 @@ def compare_job(maps, values, column, groups, threshold, n_permutations, alpha, 
                "image"),
               (result.significant, {"name": f"significant (FDR {alpha:g}): 1 = {a} higher, 2 = {b} higher",
                                     "opacity": 0.6}, "labels")]
-    return result, by_region, layers
+    return result, result.by_region, layers
 
 
 class CompareWidget(QWidget):
@@ -79,8 +81,11 @@ class CompareWidget(QWidget):
         self.column = ComboBox(label="column", choices=self._columns)
         self.groups = LineEdit(label="groups A, B (empty = the two values)", value="")
         self.threshold = LineEdit(label="numeric threshold (empty = median)", value="")
-        self.n_permutations = SpinBox(label="permutations", value=1000, min=100, max=100000, step=100)
-        self.alpha = FloatSpinBox(label="alpha (FDR and FWE)", value=0.05, min=0.001, max=0.5, step=0.01)
+        defaults = signature_defaults(run_compare)
+        self.n_permutations = SpinBox(label="permutations", value=defaults["n_permutations"], min=100, max=100000,
+                                      step=100)
+        self.alpha = FloatSpinBox(label="alpha (FDR and FWE)", value=defaults["alpha"], min=0.001, max=0.5,
+                                  step=0.01)
         self.regions = ComboBox(label="regions (labels layer)", choices=self._labels_layers, nullable=True)
         self.form = Container(widgets=[self.image_layer, self.maps_layer, self.label, self.csv, self.column,
                                        self.groups, self.threshold, self.n_permutations, self.alpha, self.regions])

@@ -20,13 +20,15 @@ __all__ = ["CONCEPT_MAP_KEY", "ConceptsWidget", "concepts_job"]
 CONCEPT_MAP_KEY = "napari_global_xai_concept_map"
 
 
-def concepts_job(stack, k, seed, source_name, model_path=None, device="auto", trust_pickle=False, progress=None,
-                 cancel=None):
-    """Worker body: load the model (torch imports here), run XNN concepts, prepare one layer per concept."""
+def concepts_job(stack, k, seed, source_name, model_path=None, device="auto", trust_pickle=False, control=None):
+    """Worker body: load the model (torch imports here), run XNN concepts, prepare one layer per concept.
+
+    The run reads the stack in its model's frame; the anatomy backdrop is in the viewer's (left-eye) frame.
+    """
     from ..concepts import ConceptConfig, run_concepts
 
     model = load_model_job(model_path, device, trust_pickle)
-    result = run_concepts(stack, model, ConceptConfig(k=int(k), seed=int(seed)), progress=progress, cancel=cancel)
+    result = run_concepts(stack, model, ConceptConfig(k=int(k), seed=int(seed)), control=control)
     anatomy = stack.to_left_eye().mean_image()
     rgb = anatomy.shape[-1] == 3
     layers = [(anatomy.astype(np.uint8) if rgb else anatomy[..., 0],

@@ -15,15 +15,17 @@ import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, LineEdit, PushButton, Select, SpinBox
 from qtpy.QtWidgets import QVBoxLayout, QWidget
 
+from .. import config as settings
 from .._layers import IMAGE_MAPS_KEY, STACK_METADATA_KEY
 from .._method_names import BUILTIN_METHODS
+from ..samples import DEMO_CARD_PATH
 from ._model_inputs import ModelInputs, optional_path
 from ._runner import LayerFeeder, RunPanel
 
 __all__ = ["ExplainWidget", "GLOBAL_MAP_KEY", "IMAGE_MAPS_KEY", "stack_from_layer"]
 
 GLOBAL_MAP_KEY = "napari_global_xai_global_map"
-DEMO_CARD = Path(__file__).resolve().parents[1] / "models" / "weights" / "demo_net.card.json"
+DEMO_CARD = DEMO_CARD_PATH
 # Key parameters shown per method (everything else keeps the method's documented default).
 KEY_PARAMS = {"ig": "n_steps=32, baseline='zero'", "smoothgrad": "nt_samples=16, stdevs=0.15",
               "gradient_shap": "n_samples=8", "occlusion": "window=32, stride=16", "deeplift": "baseline='zero'",
@@ -89,15 +91,16 @@ def _parse_params(text: str) -> dict:
 
 
 def explain_job(stack, model_path, device, trust_pickle, config, source_name, stored_orientation=False,
-                progress=None, cancel=None):
+                control=None):
     """Worker body: load the model (torch imports here, off the main thread), run the pipeline, prepare layers."""
+    from ..control import RunControl
     from ..models import load_model
     from ..run import run_explain
 
+    control = control or RunControl()
     model = load_model(model_path or None, device=device, trust_pickle=trust_pickle)
-    result = run_explain(stack, model, config, progress=progress, cancel=cancel)
-    if progress is not None:
-        progress(0, 1, "preparing layers")
+    result = run_explain(stack, model, config, control=control)
+    control.report(0, 1, "preparing layers")
     return result, result_layer_data(result, stack, source_name, stored_orientation)
 
 
@@ -116,11 +119,13 @@ class ExplainWidget(QWidget):
         self.columns_dialog = None
         self.model_inputs = ModelInputs()
         self.model_card, self.device, self.trust_pickle = self.model_inputs.widgets
-        self.method = ComboBox(label="method", choices=METHODS, value="ig")
-        self.params = LineEdit(label="parameters", value=KEY_PARAMS["ig"])
+        defaults = settings.ExplainConfig()
+        self.method = ComboBox(label="method", choices=METHODS, value=defaults.method)
+        self.params = LineEdit(label="parameters", value=KEY_PARAMS.get(defaults.method, ""))
         self.targets = Select(label="target labels", choices=_labels_of_card(None))
-        self.subset = ComboBox(label="subset", choices=["auto", "positive", "predicted", "true_positive", "all"])
-        self.normalisation = ComboBox(label="normalisation", choices=["mass", "max", "none"])
+        self.subset = ComboBox(label="subset", choices=settings.SUBSETS, value=defaults.subset)
+        self.normalisation = ComboBox(label="normalisation", choices=settings.NORMALISATIONS,
+                                      value=defaults.normalisation)
         self.batch = SpinBox(label="maps per call (0 = auto)", value=0, min=0, max=4096)
         self.stored_orientation = CheckBox(text="also show maps in each image's stored orientation", value=False)
         self.targets.native.setMaximumHeight(100)
@@ -201,11 +206,10 @@ class ExplainWidget(QWidget):
 
     # --- run ----------------------------------------------------------------------------------------------------
     def config(self):
-        from ..explain.engine import ExplainConfig
-
-        return ExplainConfig(method=self.method.value, params=_parse_params(self.params.value),
-                             targets=list(self.targets.value) or None, subset=self.subset.value,
-                             normalisation=self.normalisation.value, maps_per_call=self.batch.value or None)
+        return settings.ExplainConfig(method=self.method.value, params=_parse_params(self.params.value),
+                                      targets=list(self.targets.value) or None, subset=self.subset.value,
+                                      normalisation=self.normalisation.value,
+                                      maps_per_call=self.batch.value or None)
 
     def _path(self, edit) -> str | None:
         return optional_path(edit.value)
@@ -275,6 +279,9 @@ def result_layer_data(result, stack, source_name: str, stored_orientation: bool 
     """
     method, subset = result.config.method, result.subset
     normalisation = result.config.normalisation
+    # the viewer shows every stack in the left-eye frame (_layers.stack_layer_data); the run worked in its model's
+    # frame (provenance "frame"), so image-wise maps computed on stored images are mirrored here for display only
+    model_frame = result.provenance.get("frame", "left")
     anatomy = stack.to_left_eye().mean_image()
     rgb = anatomy.shape[-1] == 3
     layers = [(anatomy.astype(np.uint8) if rgb else anatomy[..., 0], {"name": f"mean anatomy ({source_name})",
@@ -295,7 +302,8 @@ def result_layer_data(result, stack, source_name: str, stored_orientation: bool 
                        {"name": global_map_name(name, method), "colormap": "inferno", "blending": "additive",
                         "contrast_limits": limits, "opacity": 0.8, "metadata": meta, "visible": name == "overall"},
                        "image"))
-    image_maps = np.moveaxis(np.asarray(result.image_maps), 1, 0)
+    maps_model = np.asarray(result.image_maps)
+    image_maps = np.moveaxis(maps_model if model_frame == "left" else stack.to_left_frame(maps_model), 1, 0)
     done = image_maps[result.computed.T]
     hi = float(np.percentile(done[:, ::4, ::4], 99.5)) if done.size else 1.0
     meta = {"labels": result.target_labels, "method": method, "subset": subset, "computed": result.computed}
@@ -307,7 +315,7 @@ def result_layer_data(result, stack, source_name: str, stored_orientation: bool 
     layers.append((image_maps, {"name": tag, "metadata": {IMAGE_MAPS_KEY: {**meta, "frame": "left"},
                                                           "description": description}, **kwargs}, "image"))
     if stored_orientation:
-        stored = np.moveaxis(stack.to_stored_frame(np.asarray(result.image_maps)), 1, 0)
+        stored = np.moveaxis(maps_model if model_frame == "stored" else stack.to_stored_frame(maps_model), 1, 0)
         layers.append((stored, {"name": f"{tag} (stored orientation)",
                                 "metadata": {IMAGE_MAPS_KEY: {**meta, "frame": "stored"},
                                              "description": description + ", each image's stored orientation"},

@@ -12,6 +12,8 @@ import numpy as np
 from magicgui.widgets import ComboBox, Container, SpinBox
 from qtpy.QtWidgets import QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget
 
+from ..analyses.pipelines import run_regions
+from ..config import signature_defaults
 from ._analyses_common import (
     REGIONS_KEY,
     image_maps_layers,
@@ -26,13 +28,13 @@ __all__ = ["REGIONS_KEY", "RegionsWidget", "regions_job"]
 
 
 def regions_job(maps_by_label, anatomy, regions=None, region_names=None, disc=None, fovea=None, n_boot=1000,
-                progress=None, cancel=None):
+                control=None):
     """Worker body: landmarks, regions, tables, and the layer data tuples."""
     from ..analyses.pipelines import run_regions
 
-    regions, names, landmarks, tables = run_regions(maps_by_label, anatomy=anatomy, regions=regions,
-                                                    region_names=region_names, disc=disc, fovea=fovea,
-                                                    n_boot=n_boot, progress=progress, cancel=cancel)
+    result = run_regions(maps_by_label, anatomy=anatomy, regions=regions, region_names=region_names, disc=disc,
+                         fovea=fovea, n_boot=n_boot, control=control)
+    regions, names, landmarks, tables = result.regions, result.region_names, result.landmarks, result.tables
     layers = []
     if landmarks is not None:
         layers.append((np.asarray(regions, np.int32), {"name": "anatomical regions", "opacity": 0.35,
@@ -55,7 +57,8 @@ class RegionsWidget(QWidget):
         self.maps_layer = ComboBox(label="image-wise maps", choices=lambda _w=None: image_maps_layers(self.viewer))
         self.points = ComboBox(label="disc, fovea points (optional)", choices=self._points_layers, nullable=True)
         self.regions = ComboBox(label="own regions (labels layer)", choices=self._labels_layers, nullable=True)
-        self.n_boot = SpinBox(label="bootstrap resamples", value=1000, min=0, max=20000, step=100)
+        self.n_boot = SpinBox(label="bootstrap resamples", value=signature_defaults(run_regions)["n_boot"], min=0,
+                              max=20000, step=100)
         self.shown = ComboBox(label="chart of", choices=[])
         self.form = Container(widgets=[self.image_layer, self.maps_layer, self.points, self.regions, self.n_boot,
                                        self.shown])

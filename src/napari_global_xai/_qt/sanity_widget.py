@@ -16,6 +16,8 @@ from magicgui.widgets import (
 )
 from qtpy.QtWidgets import QLabel, QVBoxLayout, QWidget
 
+from .. import config as settings
+from ..analyses.pipelines import run_sanity
 from ._analyses_common import show_input_error
 from ._model_inputs import ModelInputs, load_model_job
 from ._runner import RunPanel
@@ -48,13 +50,13 @@ def parse_method_params(text: str, methods: list[str]) -> dict[str, dict]:
 
 
 def sanity_job(stack, model_path, configs, n_images, depth, independent, label=None, device="auto",
-               trust_pickle=False, progress=None, cancel=None):
-    """Worker body: load the model (torch imports here) and run the check."""
+               trust_pickle=False, control=None):
+    """Worker body: load the model (torch imports here) and run the check (in the model's frame)."""
     from ..analyses.pipelines import run_sanity
 
     model = load_model_job(model_path, device, trust_pickle)
     return run_sanity(stack, model, configs, n_images=n_images, depth=depth, independent=independent, label=label,
-                      progress=progress, cancel=cancel)
+                      control=control)
 
 
 class SanityWidget(QWidget):
@@ -68,11 +70,13 @@ class SanityWidget(QWidget):
         self.image_layer = ComboBox(label="image stack", choices=self._stack_layers)
         self.model_inputs = ModelInputs()
         self.model_card, self.device, self.trust_pickle = self.model_inputs.widgets
-        self.methods = Select(label="methods", choices=METHODS, value=["ig", "gradcam"])
+        self.methods = Select(label="methods", choices=METHODS, value=list(settings.SANITY_METHODS))
         self.params = LineEdit(label="parameters", value="ig.n_steps=8, ig.baseline='blur'")
-        self.reduction = ComboBox(label="channel reduction", choices=["pos_sum", "abs_sum", "sum", "l2"])
+        self.reduction = ComboBox(label="channel reduction", choices=settings.REDUCTIONS,
+                                  value=settings.ExplainConfig().reduction)
         self.label = ComboBox(label="label", choices=["(most probable)"] + _labels_of_card(None))
-        self.n_images = SpinBox(label="images", value=4, min=1, max=64)
+        self.n_images = SpinBox(label="images", value=settings.signature_defaults(run_sanity)["n_images"], min=1,
+                                max=64)
         self.depth = SpinBox(label="layer depth (0 = every module)", value=1, min=0, max=8)
         self.independent = CheckBox(text="also randomise each layer alone", value=False)
         self.methods.native.setMaximumHeight(90)
@@ -99,13 +103,11 @@ class SanityWidget(QWidget):
         return stack_layers(self.viewer)
 
     def configs(self):
-        from ..explain.engine import ExplainConfig
-
         methods = list(self.methods.value)
         if not methods:
             raise ValueError("choose at least one method")
         params = parse_method_params(self.params.value, methods)
-        return [ExplainConfig(method=m, params=params[m], reduction=self.reduction.value) for m in methods]
+        return [settings.ExplainConfig(method=m, params=params[m], reduction=self.reduction.value) for m in methods]
 
     def start(self):
         layer = self.image_layer.value

@@ -206,6 +206,9 @@ class CompareResult:
     alpha : float
     tested : numpy.ndarray, (H, W) bool
     cancelled : bool
+    by_region : list of dict, optional
+        Where significant pixels lie, per region (:func:`significance_by_region`; set by the pipeline when it has
+        a region image).
     """
 
     difference: np.ndarray
@@ -222,6 +225,7 @@ class CompareResult:
     tested: np.ndarray
     cancelled: bool = False
     metadata: dict = field(default_factory=dict)
+    by_region: list | None = None
 
     @property
     def neg_log10_p(self) -> np.ndarray:

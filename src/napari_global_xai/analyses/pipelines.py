@@ -1,21 +1,27 @@
 """Pipelines of the three analyses, called by both the CLI and the docks (like :mod:`napari_global_xai.run`).
 
-Each takes ``progress(done, total, stage)`` and ``cancel() -> bool`` callables, checks its output folder before any
-long work, and writes its files atomically. Image-wise maps come from an explain output folder
-(:func:`read_explain_outputs`) or from arrays.
+Each follows the run contract of :mod:`napari_global_xai.control`: it takes a
+:class:`~napari_global_xai.control.RunControl` (or the older ``progress(done, total, stage)`` / ``cancel() -> bool``
+callables), returns a result dataclass with ``.cancelled`` (what finished before a cancel stays usable and is
+written), checks its output folder before any long work (:func:`napari_global_xai.io_utils.check_output_folder`),
+and writes its files atomically. Text for a terminal is the CLI's job. Image-wise maps come from an explain output
+folder (:func:`read_explain_outputs`) or from arrays.
 """
 
 from __future__ import annotations
 
 import csv
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from ..control import RunControl
+
 __all__ = [
     "ExplainOutputs",
+    "RegionsResult",
     "check_out_dir",
     "label_maps",
     "read_csv_column",
@@ -222,18 +228,12 @@ def read_landmarks_csv(path, image_ids: list[str], laterality, width: int) -> tu
 
 
 def check_out_dir(out_dir) -> Path | None:
-    """Create the output folder and prove it writable, before any long work (raises ValueError otherwise)."""
+    """:func:`napari_global_xai.io_utils.check_output_folder` for an optional folder (None passes through)."""
     if out_dir is None:
         return None
-    out = Path(out_dir)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".global_xai_write_probe"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as exc:
-        raise ValueError(f"cannot write to output folder {out}: {exc.strerror or exc}") from None
-    return out
+    from ..io_utils import check_output_folder
+
+    return check_output_folder(out_dir)
 
 
 # ------------------------------------------------------------------------------------------------- sanity
@@ -241,7 +241,8 @@ def check_out_dir(out_dir) -> Path | None:
 
 def run_sanity(stack, model, configs, *, indices=None, n_images: int = 4, label: str | None = None,
                depth: int | None = None, independent: bool = False, seed: int = 0,
-               field_of_view_only: bool = True, out_dir=None, progress=None, cancel=None):
+               field_of_view_only: bool = True, out_dir=None, control: RunControl | None = None, progress=None,
+               cancel=None):
     """Model-parameter randomisation check of saliency methods on a sample of a stack.
 
     Parameters
@@ -260,20 +261,31 @@ def run_sanity(stack, model, configs, *, indices=None, n_images: int = 4, label:
         Compare maps only inside the field of view of the sample's mean image
         (:func:`napari_global_xai.analyses.regions.field_of_view`).
     out_dir : path, optional
-        Writes ``sanity.csv``, ``sanity.json`` (verdicts) and ``sanity.png``.
+        Writes ``sanity.csv``, ``sanity.json`` (verdicts) and ``sanity.png`` (also after a cancel).
+    control : RunControl, optional
+        Progress (stage ``"sanity"``) and cancel; or ``progress=`` / ``cancel=`` callables.
 
     Returns
     -------
     SanityResult
+        With ``cancelled=True`` and the randomisation steps finished so far after a cancel.
+
+    Raises
+    ------
+    Cancelled
+        Cancelled before the original maps were complete (nothing to compare with).
     """
     from ..explain.engine import predict_probabilities
     from .sanity import run_sanity_check
 
+    control = RunControl.of(control, progress, cancel)
     out = check_out_dir(out_dir)
     if not configs:
         raise ValueError("give at least one method to check")
     model.check_input(stack.shape)
-    frame_stack = stack.to_left_eye() if model.card.harmonise_laterality else stack
+    from ..data.conform import model_frame
+
+    frame_stack = model_frame(stack, model.card)
     if indices is None:
         indices = np.unique(np.linspace(0, len(stack) - 1, num=min(n_images, len(stack))).round().astype(int))
     indices = np.asarray(indices, int)
@@ -293,7 +305,7 @@ def run_sanity(stack, model, configs, *, indices=None, n_images: int = 4, label:
     except ValueError:  # blank images: compare every pixel
         mask = None
     result = run_sanity_check(model, images, configs, targets, depth=depth, independent=independent, seed=seed,
-                              mask=mask, progress=progress, cancel=cancel)
+                              mask=mask, progress=control.report, cancel=control.cancel_fn)
     result.image_indices = [int(i) for i in indices]
     if out is not None:
         _write_sanity(out, result, [stack.image_ids[i] for i in indices])
@@ -338,7 +350,7 @@ def _save_figure(path: Path, draw, *args, size=(8, 5)) -> Path:
 def run_compare(maps: np.ndarray, values, *, column: str = "", groups=None, threshold: float | None = None,
                 n_permutations: int = 1000, alpha: float = 0.05, seed: int = 0, device="cpu",
                 regions: np.ndarray | None = None, region_names: dict | None = None, anatomy=None, out_dir=None,
-                progress=None, cancel=None):
+                control: RunControl | None = None, progress=None, cancel=None):
     """Group difference map with its permutation test (and where significant pixels lie).
 
     Parameters
@@ -356,24 +368,33 @@ def run_compare(maps: np.ndarray, values, *, column: str = "", groups=None, thre
     out_dir : path, optional
         Writes ``compare_difference.tif``, ``compare_neglog10p.tif``, ``compare_significant.tif`` (FDR, 1: A > B,
         2: B > A), ``compare_significant_fwe.tif``, ``compare_summary.json`` and ``compare.png``.
+    control : RunControl, optional
+        Progress (stage ``"permutations"``) and cancel; or ``progress=`` / ``cancel=`` callables.
 
     Returns
     -------
-    (CompareResult, list of dict or None)
-        The result and the per-region summary.
+    CompareResult
+        With ``by_region`` (the per-region summary, when ``regions`` is given); after a cancel, ``cancelled=True``
+        and the permutations finished so far (a valid, coarser test).
+
+    Raises
+    ------
+    Cancelled
+        Cancelled before the first batch of permutations finished.
     """
     from .compare import compare_groups, significance_by_region, split_groups
 
+    control = RunControl.of(control, progress, cancel)
     split = split_groups(values, groups=groups, threshold=threshold, column=column)
     if regions is not None and np.shape(regions) != np.shape(maps)[1:]:
         raise ValueError(f"region image {np.shape(regions)} does not match the maps {np.shape(maps)[1:]}")
     out = check_out_dir(out_dir)
     result = compare_groups(maps, split, n_permutations=n_permutations, alpha=alpha, seed=seed, device=device,
-                            progress=progress, cancel=cancel)
-    by_region = significance_by_region(result, regions, region_names) if regions is not None else None
+                            progress=control.report, cancel=control.cancel_fn)
+    result.by_region = significance_by_region(result, regions, region_names) if regions is not None else None
     if out is not None:
-        _write_compare(out, result, by_region, anatomy)
-    return result, by_region
+        _write_compare(out, result, result.by_region, anatomy)
+    return result
 
 
 def _write_compare(out: Path, result, by_region, anatomy) -> None:
@@ -395,9 +416,35 @@ def _write_compare(out: Path, result, by_region, anatomy) -> None:
 # ------------------------------------------------------------------------------------------------ regions
 
 
+@dataclass
+class RegionsResult:
+    """What :func:`run_regions` returns.
+
+    Attributes
+    ----------
+    regions : numpy.ndarray, (H, W) int
+        Region label image (detected, or the one given).
+    region_names : dict int -> str
+    landmarks : Landmarks or None
+        Disc and fovea (None when a region image was given).
+    tables : list of RegionTable
+        One per label finished.
+    cancelled : bool
+        True when a cancel stopped the run before every label had its table.
+    out_dir : pathlib.Path or None
+    """
+
+    regions: np.ndarray
+    region_names: dict | None
+    landmarks: object | None
+    tables: list = field(default_factory=list)
+    cancelled: bool = False
+    out_dir: Path | None = None
+
+
 def run_regions(maps_by_label: dict[str, np.ndarray], *, anatomy=None, regions=None, region_names=None,
-                disc=None, fovea=None, n_boot: int = 1000, seed: int = 0, out_dir=None, progress=None,
-                cancel=None):
+                disc=None, fovea=None, n_boot: int = 1000, seed: int = 0, out_dir=None,
+                control: RunControl | None = None, progress=None, cancel=None) -> RegionsResult:
     """Region label image (detected or given) and the region table of each label's global map.
 
     Parameters
@@ -415,12 +462,14 @@ def run_regions(maps_by_label: dict[str, np.ndarray], *, anatomy=None, regions=N
         Bootstrap over images.
     out_dir : path, optional
         Writes ``regions.tif`` (labels, names in the description), ``region_table.csv``,
-        ``regions_<label>.png`` (bar chart) and ``regions_summary.json``.
+        ``regions_<label>.png`` (bar chart) and ``regions_summary.json`` (also after a cancel).
+    control : RunControl, optional
+        Progress (stage ``"regions"``, one step per label) and cancel; or ``progress=`` / ``cancel=`` callables.
 
     Returns
     -------
-    (numpy.ndarray, dict, Landmarks or None, list of RegionTable)
-        Region image, names, landmarks, one table per label. On cancel, the labels finished so far.
+    RegionsResult
+        On cancel, the labels finished so far and ``cancelled=True`` (the region image is always complete).
     """
     from .regions import (
         REGION_NAMES,
@@ -430,6 +479,7 @@ def run_regions(maps_by_label: dict[str, np.ndarray], *, anatomy=None, regions=N
         region_table,
     )
 
+    control = RunControl.of(control, progress, cancel)
     out = check_out_dir(out_dir)
     if not maps_by_label:
         raise ValueError("no image-wise maps given")
@@ -448,12 +498,11 @@ def run_regions(maps_by_label: dict[str, np.ndarray], *, anatomy=None, regions=N
     tables = []
     cancelled = False
     for k, (label, maps) in enumerate(maps_by_label.items()):
-        if cancel is not None and cancel():
+        if control.cancelled():
             cancelled = True
             break
         tables.append(region_table(maps, regions, names=region_names, n_boot=n_boot, seed=seed, label=label))
-        if progress is not None:
-            progress(k + 1, len(maps_by_label), "regions")
+        control.report(k + 1, len(maps_by_label), "regions")
     if out is not None:
         from .regions import write_region_mask, write_region_table
 
@@ -467,4 +516,4 @@ def run_regions(maps_by_label: dict[str, np.ndarray], *, anatomy=None, regions=N
             "disc": list(landmarks.disc) if landmarks else None, "fovea": list(landmarks.fovea) if landmarks else None,
             "landmarks": landmarks.source if landmarks else "region mask given",
             "highest_enrichment": {t.label: t.best() for t in tables}, "cancelled": cancelled})
-    return regions, region_names, landmarks, tables
+    return RegionsResult(regions, region_names, landmarks, tables, cancelled, out)

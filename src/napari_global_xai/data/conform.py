@@ -25,7 +25,7 @@ import numpy as np
 
 from .errors import StackError
 
-__all__ = ["conform_image", "model_input_spec", "fit_stack_to_model", "describe_sizes"]
+__all__ = ["conform_image", "model_input_spec", "fit_stack_to_model", "describe_sizes", "model_frame"]
 
 _FULL_RANGE_DTYPES = {255.0: np.dtype("u1"), 65535.0: np.dtype("u2")}
 
@@ -167,3 +167,24 @@ def fit_stack_to_model(stack, card):
                                   chunks=((1,) * n, (shape[0],), (shape[1],), (shape[2],)), dtype=target_dtype,
                                   meta=np.empty((0, 0, 0, 0), target_dtype))
     return replace(stack, pixels=converted)
+
+
+def model_frame(stack, card):
+    """The stack in the frame its model reads: the one place a pipeline decides it (from the card).
+
+    Parameters
+    ----------
+    stack : AlignedStack or numpy.ndarray
+        Any frame (a napari layer's stack arrives in the left-eye frame, a file's as stored). Arrays pass through:
+        their caller chose the frame.
+    card : ModelCard
+        ``harmonise_laterality`` True: the left-eye frame (right eyes mirrored); False: each image as stored.
+
+    Returns
+    -------
+    AlignedStack or numpy.ndarray
+        Lazy; ``stack`` itself when it is already in that frame.
+    """
+    if not hasattr(stack, "in_frame"):
+        return stack
+    return stack.in_frame("left" if getattr(card, "harmonise_laterality", True) else "stored")

@@ -245,6 +245,18 @@ class AlignedStack:
         """
         return self if self.frame == "left" else replace(self, frame="left")
 
+    def in_frame(self, frame: str) -> AlignedStack:
+        """This stack with :meth:`get` returning pixels in ``frame`` (``"left"`` or ``"stored"``). Lazy.
+
+        Raises
+        ------
+        StackError
+            Unknown frame.
+        """
+        if frame not in FRAMES:
+            raise StackError(f"frame must be one of {FRAMES}, got {frame!r}")
+        return self if self.frame == frame else replace(self, frame=frame)
+
     def to_stored_frame(self, maps: np.ndarray, indices: Indices | None = None) -> np.ndarray:
         """Map per-image maps from the left-eye frame back to each image's stored orientation.
 

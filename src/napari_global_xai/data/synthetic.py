@@ -174,6 +174,29 @@ class SyntheticStack:
         """Boolean ``(n,)``: which images carry the corner marker."""
         return self.artefact_masks.reshape(len(self.artefact_masks), -1).any(axis=1)
 
+    def aligned(self, frame: str = "left"):
+        """The images as an :class:`~napari_global_xai.data.AlignedStack` with laterality, labels and split.
+
+        Parameters
+        ----------
+        frame : {"left", "stored"}
+            ``left`` (default): the frame of the ground-truth masks and of a model that harmonises laterality
+            (right eyes mirrored on read); ``stored``: as the images were written.
+
+        Returns
+        -------
+        AlignedStack
+            Shares :attr:`images` (nothing is copied or flipped until pixels are read with ``get``).
+        """
+        from .labels import LabelsTable
+        from .stack import AlignedStack
+
+        table = LabelsTable(image_ids=list(self.image_ids), names=list(self.label_names), values=self.labels,
+                            laterality=self.laterality, split=np.array([self.split] * len(self.image_ids)))
+        stack = AlignedStack(pixels=self.images, image_ids=list(self.image_ids), laterality=self.laterality,
+                             labels=table, sources=[f"synthetic seed {self.seed}"] * len(self.image_ids))
+        return stack.to_left_eye() if frame == "left" else stack
+
 
 def _smooth_noise(rng, shape_small, sigma_px):
     """Smooth random field in [-1, 1]-ish, upsampled from a small grid (cheap two-scale texture)."""

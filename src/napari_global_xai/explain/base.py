@@ -3,6 +3,10 @@
 A method is one small class with one verb, :meth:`SaliencyMethod.attribute`, that maps a batch of normalised images
 and one target label per image to raw attributions. It declares its cost (forward+backward passes per map) so
 batching, devices, progress and out-of-memory back-off are handled once, outside it (:mod:`.runner`).
+
+The registry: built-in methods are one line each in :data:`napari_global_xai._method_names.METHOD_CLASSES` (name →
+``"module:Class"``, torch-free, so the docks list them at napari start) and are imported and registered on first
+use; user code registers its own classes with :func:`register_method`.
 """
 
 from __future__ import annotations
@@ -15,10 +19,12 @@ from typing import ClassVar
 import torch
 from torch import nn
 
+from .._method_names import METHOD_CLASSES
 from ..errors import UsageError
 
 __all__ = ["ScoreModule", "SaliencyMethod", "MethodUnavailable", "SaliencyWarning", "register_method", "get_method",
-           "METHODS", "method_names", "Param", "Int", "Float", "Choice", "Flag", "MethodParameterError"]
+           "METHODS", "method_names", "builtin_method_class", "Param", "Int", "Float", "Choice", "Flag",
+           "MethodParameterError"]
 
 
 class MethodUnavailable(ValueError):
@@ -323,20 +329,22 @@ def register_method(cls: type[SaliencyMethod]) -> type[SaliencyMethod]:
 
 
 def method_names() -> list[str]:
-    """Registered method names."""
+    """Registered method names (the built-ins of :data:`napari_global_xai._method_names.METHOD_CLASSES` and any
+    method registered by user code)."""
     _load_builtin_methods()
     return sorted(METHODS)
 
 
 def get_method(name: str, model, probability: bool = False, **params) -> SaliencyMethod:
-    """Instantiate a registered method by name.
+    """Instantiate a registered method by name (a built-in one is imported on first use).
 
     Raises
     ------
-    ValueError
+    UsageError
         Unknown method name (the message lists the known ones).
     """
-    _load_builtin_methods()
+    if name not in METHODS:
+        _load_builtin_methods([name] if name in METHOD_CLASSES else None)
     try:
         cls = METHODS[name]
     except KeyError:
@@ -344,12 +352,26 @@ def get_method(name: str, model, probability: bool = False, **params) -> Salienc
     return cls(model, probability=probability, **params)
 
 
-def _load_builtin_methods() -> None:
+def builtin_method_class(name: str) -> type[SaliencyMethod]:
+    """Import the class of a built-in method from its registry line and register it.
+
+    Raises
+    ------
+    TypeError
+        The line names something that is not a :class:`SaliencyMethod` of that ``name`` (a programming error).
+    """
     import importlib
 
-    for module in ("captum_methods", "igos", "cam"):  # registration side effect
-        try:
-            importlib.import_module(f"{__package__}.{module}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"{__package__}.{module}":
-                raise
+    module, _, attribute = METHOD_CLASSES[name].partition(":")
+    cls = getattr(importlib.import_module(module), attribute)
+    if not (isinstance(cls, type) and issubclass(cls, SaliencyMethod)) or cls.name != name:
+        raise TypeError(f"registry line {name!r} -> {METHOD_CLASSES[name]!r} does not name a SaliencyMethod "
+                        f"whose name is {name!r}")
+    if METHODS.get(name) is not cls:
+        register_method(cls)
+    return cls
+
+
+def _load_builtin_methods(names=None) -> None:
+    for name in METHOD_CLASSES if names is None else names:
+        builtin_method_class(name)

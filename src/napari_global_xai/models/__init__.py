@@ -1,19 +1,37 @@
-"""Models: registered architectures, model cards, safe loading, device choice."""
+"""Models: registered architectures, model cards, safe loading, device choice.
 
-from .architectures import DemoNet, build_architecture, register_architecture
-from .card import DEMO_CARD_PATH, LoadedModel, ModelCard, ModelLoadError, load_demo_model, load_model
-from .device import available_devices, resolve_device
+Names are imported on first use, so ``from napari_global_xai.models import ModelCard`` (and
+``napari_global_xai.models.card``) work without importing torch; loading or running a model imports it.
+"""
 
-__all__ = [
-    "DemoNet",
-    "build_architecture",
-    "register_architecture",
-    "DEMO_CARD_PATH",
-    "LoadedModel",
-    "ModelCard",
-    "ModelLoadError",
-    "load_demo_model",
-    "load_model",
-    "available_devices",
-    "resolve_device",
-]
+from __future__ import annotations
+
+import importlib
+
+_WHERE = {
+    "DemoNet": "architectures",
+    "build_architecture": "architectures",
+    "register_architecture": "architectures",
+    "DEMO_CARD_PATH": "card",
+    "LoadedModel": "card",
+    "ModelCard": "card",
+    "ModelLoadError": "card",
+    "load_demo_model": "card",
+    "load_model": "card",
+    "available_devices": "device",
+    "resolve_device": "device",
+}
+
+__all__ = list(_WHERE)
+
+
+def __getattr__(name: str):
+    if name not in _WHERE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{_WHERE[name]}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))

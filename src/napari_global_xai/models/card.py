@@ -17,18 +17,22 @@ import os
 import pickle
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-from torch import nn
 
-from .device import resolve_device
+from ..samples import DEMO_CARD_PATH  # the shipped demo model sits with the sample data
+
+if TYPE_CHECKING:  # torch is imported where a model is loaded or run, so ModelCard imports without it
+    import torch
+    from torch import nn
 
 __all__ = ["ModelCard", "LoadedModel", "ModelLoadError", "load_model", "DEMO_CARD_PATH", "load_demo_model",
-           "infer_format", "FORMATS"]
+           "infer_format", "FORMATS", "ACTIVATIONS"]
 
-DEMO_CARD_PATH = Path(__file__).parent / "weights" / "demo_net.card.json"
 FORMATS = ("state_dict", "safetensors", "torchscript", "export", "pickle")
+#: Output activations a card can name (sigmoid multi-label, softmax multi-class).
+ACTIVATIONS = ("sigmoid", "softmax")
 
 
 class ModelLoadError(ValueError):
@@ -101,7 +105,7 @@ class ModelCard:
         if self.format is not None and self.format not in FORMATS:
             raise ModelLoadError(f"model card format must be one of {FORMATS} (or left out to infer it from the "
                                  f"file), got {self.format!r}")
-        if self.activation not in ("sigmoid", "softmax"):
+        if self.activation not in ACTIVATIONS:
             raise ModelLoadError(f"model card activation must be 'sigmoid' or 'softmax', got {self.activation!r}")
         if self.input_channels is None and (self.mean is not None or self.std is not None):
             self.input_channels = list(range(len(self.mean if self.mean is not None else self.std)))
@@ -171,6 +175,8 @@ class LoadedModel:
     """
 
     def __init__(self, module: nn.Module, card: ModelCard, device: torch.device):
+        import torch
+
         try:
             module.eval()
         except NotImplementedError:  # torch.export modules have no train/eval switch: already inference graphs
@@ -197,6 +203,8 @@ class LoadedModel:
 
     def preprocess(self, images, device: torch.device | None = None) -> torch.Tensor:
         """Raw harmonised pixels ``(n, H, W, C)`` (or ``(n, H, W)``) → normalised ``(n, c, H, W)`` float32 tensor."""
+        import torch
+
         arr = np.asarray(images)
         if arr.ndim == 3:
             arr = arr[..., None]
@@ -213,6 +221,8 @@ class LoadedModel:
 
     def scores(self, x: torch.Tensor, probability: bool = False) -> torch.Tensor:
         """Model outputs for normalised inputs: logits, or probabilities (sigmoid/softmax per the card)."""
+        import torch
+
         out = self.module(x)
         if not probability:
             return out
@@ -223,6 +233,8 @@ class LoadedModel:
 
         Runs one tiny forward pass, so shape mismatches inside the network surface before a long run starts.
         """
+        import torch
+
         h, w = shape[1], shape[2]
         c = shape[3] if len(shape) == 4 else 1
         name = self.card.name
@@ -245,6 +257,8 @@ class LoadedModel:
             )
 
     def to(self, device) -> LoadedModel:
+        from .device import resolve_device
+
         device = resolve_device(device)
         self.module.to(device)
         self.device = device
@@ -281,6 +295,8 @@ def infer_format(path: str | os.PathLike) -> str:
 def _unwrap_state(state, path) -> dict:
     """A training checkpoint ``{"state_dict": {...}, "epoch": ...}`` → its state dict; DataParallel's
     ``module.`` prefix removed."""
+    import torch
+
     if isinstance(state, dict) and not all(isinstance(v, torch.Tensor) for v in state.values()):
         inner = [k for k in ("state_dict", "model_state_dict", "model", "state_dict_ema")
                  if isinstance(state.get(k), dict)]
@@ -314,6 +330,8 @@ def _fit_state(module: nn.Module, state: dict, path: Path, arch: str) -> None:
 
 
 def _build(card: ModelCard, path: Path, log) -> nn.Module:
+    from torch import nn
+
     from .architectures import resolve_architecture
 
     if not card.architecture:
@@ -336,6 +354,8 @@ def _build(card: ModelCard, path: Path, log) -> nn.Module:
 
 
 def _load_export(path: Path) -> nn.Module:
+    import torch
+
     program = torch.export.load(str(path))
     inputs = [n for n in program.graph.nodes if n.op == "placeholder"
               and n.name in program.graph_signature.user_inputs]
@@ -351,6 +371,9 @@ def _load_export(path: Path) -> nn.Module:
 
 
 def _load_module(card: ModelCard, trust_pickle: bool, log=None) -> nn.Module:
+    import torch
+    from torch import nn
+
     path = card.weights_path()
     if not path.exists():
         raise ModelLoadError(f"weights file {path} (from model card {card.path}) does not exist")
@@ -425,6 +448,10 @@ def load_model(model: str | os.PathLike | ModelCard | None = None, device="auto"
         Unreadable card or weights, unknown architecture, state dict that does not fit the architecture,
         pickled module without trust, ``torch.export`` program with a fixed batch size.
     """
+    import torch
+
+    from .device import resolve_device
+
     if model is None:
         model = DEMO_CARD_PATH
     card = model if isinstance(model, ModelCard) else None

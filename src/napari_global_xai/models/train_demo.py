@@ -1,6 +1,6 @@
 """Train the shipped demo model on planted-truth synthetic images.
 
-Run ``global-xai train-demo --out src/napari_global_xai/models/weights`` (about 12 minutes on 2 CPU cores). The
+Run ``global-xai train-demo --out sample_data`` (about 12 minutes on 2 CPU cores). The
 recipe follows the published UWF model where it matters here: red and green channels only, right eyes mirrored to
 left-eye orientation, per-channel normalisation with training-set statistics, sigmoid multi-label head with
 ``BCEWithLogitsLoss``. Labels are learned in stages (disc first, arcades last), so do not cut the epochs short.

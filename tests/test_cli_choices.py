@@ -1,0 +1,99 @@
+"""Every CLI choice list and run default is read from napari_global_xai.config (one source), found by walking the
+argparse parser itself; and the CLI's progress / Ctrl-C adapter is one RunControl."""
+
+import argparse
+import threading
+
+import pytest
+
+from napari_global_xai import config
+from napari_global_xai.cli import build_parser
+
+#: option -> the config tuple its choices must equal
+CHOICES = {
+    "--subset": config.SUBSETS,
+    "--compute": config.COMPUTE,
+    "--normalisation": config.NORMALISATIONS,
+    "--reduction": config.REDUCTIONS,
+    "--autocast": config.AUTOCASTS,
+    "--fill": config.FILLS,
+    "--figure-formats": config.FIGURE_FORMATS,
+}
+#: options whose choices are not run settings: the model card's (models.card, also torch-free)
+OTHER_CHOICES = {"--activation"}
+
+
+def _subparsers(parser):
+    action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return action.choices
+
+
+def _options(sub):
+    return {opt: a for a in sub._actions for opt in a.option_strings}
+
+
+def test_every_choice_list_is_a_config_tuple():
+    seen = set()
+    for command, sub in _subparsers(build_parser()).items():
+        for option, action in _options(sub).items():
+            if action.choices is None or not option.startswith("--") or option in OTHER_CHOICES:
+                continue
+            assert option in CHOICES, f"{command} {option}: choices {action.choices} not from config"
+            assert tuple(action.choices) == CHOICES[option], (command, option)
+            seen.add(option)
+    assert seen == set(CHOICES)  # every config choice list is offered somewhere
+    from napari_global_xai.models.card import ACTIVATIONS
+
+    assert tuple(_options(_subparsers(build_parser())["card"])["--activation"].choices) == ACTIVATIONS
+
+
+@pytest.mark.parametrize("command, defaults, fields", [
+    ("explain", config.ExplainConfig(), ["method", "subset", "compute", "normalisation", "reduction", "autocast"]),
+    ("sanity", config.ExplainConfig(), ["normalisation", "reduction"]),
+    ("peppr", config.PepprConfig(), ["fill", "random_seeds"]),
+    ("sag", config.SagConfig(), ["method", "fill", "max_root_size", "figure_formats"]),
+    ("demo", config.ExplainConfig(), ["method"]),
+])
+def test_defaults_are_the_config_defaults(command, defaults, fields):
+    sub = _subparsers(build_parser())[command]
+    for name in fields:
+        value = sub.get_default(name)
+        expected = getattr(defaults, name)
+        assert (tuple(value) if isinstance(value, list) else value) == expected, (command, name, value, expected)
+
+
+def test_parsed_choices_round_trip_into_validated_configs():
+    parser = build_parser()
+    for subset in config.SUBSETS:
+        args = parser.parse_args(["explain", "s.tif", "--out", "o", "--subset", subset, "--compute", "all"])
+        from napari_global_xai.cli import _explain_config
+
+        assert _explain_config(args).subset == subset
+    with pytest.raises(SystemExit):
+        parser.parse_args(["explain", "s.tif", "--out", "o", "--compute", "al"])  # a typo is refused
+
+
+def test_run_control_reports_to_the_bar_and_cancels_on_the_event():
+    from napari_global_xai.cli import _run_control
+    from napari_global_xai.control import RunControl
+
+    with _run_control(quiet=False) as control:
+        assert isinstance(control, RunControl) and isinstance(control.cancel, threading.Event)
+        control.report(2, 5, "explain")
+        assert control.progress.stage == "explain" and control.progress.bar.n == 2
+        assert not control.cancelled()
+        control.cancel.set()  # what the SIGINT handler does
+        assert control.cancelled() and control.cancel_fn()
+
+
+def test_analyses_defaults_are_their_pipelines_defaults():
+    from napari_global_xai.analyses import pipelines
+
+    subs = _subparsers(build_parser())
+    for command, function, names in (("sanity", pipelines.run_sanity, ["n_images", "seed"]),
+                                     ("compare", pipelines.run_compare, ["n_permutations", "alpha", "seed"]),
+                                     ("regions", pipelines.run_regions, ["n_boot", "seed"])):
+        defaults = config.signature_defaults(function)
+        for name in names:
+            assert subs[command].get_default(name) == defaults[name], (command, name)
+    assert subs["sanity"].get_default("method") == list(config.SANITY_METHODS)
