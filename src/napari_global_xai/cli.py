@@ -400,7 +400,7 @@ def _demo_text(result) -> str:
             f"{explained.n_computed} {result.method} maps")
     if result.peppr is None:
         return head + f" (CANCELLED: no PEPPR, no report), {result.seconds:.0f}s\nresults in {out.resolve()}"
-    from .peppr_report import summary_text
+    from .peppr.report import summary_text
 
     peppr = result.peppr
     return "\n".join([

@@ -23,6 +23,7 @@ import numpy as np
 
 from ..config import DEFAULT_FRACTIONS, PepprConfig
 from ..control import Cancelled, RunControl
+from ..data.conform import model_frame
 from ..perturb.rankings import pixel_ranking, random_ranking
 from .curves import PepprResult
 from .engine import CurveEngine, _curves_from
@@ -307,7 +308,7 @@ def run_peppr_pipeline(stack, model, global_maps, config: PepprConfig | None = N
         check_output_folder(out_dir)
     stack = _fit(stack, model)
     model.check_input(stack.shape)
-    frame_stack = stack.to_left_eye() if model.card.harmonise_laterality else stack
+    frame_stack = model_frame(stack, model.card)
     names, truth = peppr_truth(frame_stack, model, labels)
     eval_idx = _split_indices(frame_stack, cfg.eval_split)
     cfg = dataclasses.replace(cfg, eval_split=cfg.eval_split or ("all images" if eval_idx is None else None))

@@ -18,6 +18,7 @@ import numpy as np
 
 from ..config import SagConfig
 from ..control import Cancelled, RunControl
+from ..data.conform import model_frame
 from .grid import grid_for, patch_saliency
 from .result import SagResult, SagRunResult
 from .search import image_program, run_programs
@@ -332,7 +333,7 @@ def run_sag_pipeline(stack, model, label: str, config: SagConfig | None = None, 
         check_output_folder(out_dir)
     stack = fit_stack_to_model(stack, model.card)
     model.check_input(stack.shape)
-    frame_stack = stack.to_left_eye() if model.card.harmonise_laterality else stack
+    frame_stack = model_frame(stack, model.card)
     label_index = model.labels.index(label)
     indices = (_positives(frame_stack, model, label, label_index, control) if indices is None
                else [int(i) for i in indices])
