@@ -25,9 +25,11 @@ The executor seam
     (``complete=False``) holding the maps finished so far; an executor that runs tasks elsewhere calls the task
     without it and drops (or awaits) the chunks in flight.
 ``on_maps``
-    ``on_maps(k)`` after each batch of ``k`` finished maps, for fine progress; in-process only (may be ignored).
+    ``on_maps(k)`` after each batch of ``k`` finished maps, for fine progress; in-process only (may be ignored;
+    ``run_explain`` reports progress per finished chunk, in images, and passes None today).
 
-It yields one :class:`ChunkResult` per chunk **as chunks finish, in any order**; the run writes each as it comes,
+It yields one :class:`ChunkResult` per chunk **as chunks finish, in any order**; the run writes each as it comes
+(in the calling thread: writers are not thread-safe, so an executor yields results, it never writes them),
 and the global maps do not depend on the order (the accumulator is exact and mergeable; the run merges the chunk
 accumulators in chunk order at the end). After yielding a result with ``complete=False`` it yields nothing more.
 :class:`InProcessExecutor` (the default) is a plain loop.

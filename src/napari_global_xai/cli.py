@@ -286,7 +286,12 @@ def _add_cluster_options(p):
 
 
 def _add_store_options(p):
+    import dataclasses
+
+    from .explain import ExplainConfig
     from .store.options import DEFAULT_FORMAT, DEFAULT_MAP_DTYPE, FORMATS, MAP_DTYPES
+
+    chunk_default = {f.name: f.default for f in dataclasses.fields(ExplainConfig)}["chunk_size"]
 
     p.add_argument("--format", dest="out_format", default=DEFAULT_FORMAT, choices=FORMATS,
                    help=f"image-wise maps in a resumable, compressed Zarr store (zarr) or one float32 TIFF for small "
@@ -299,7 +304,7 @@ def _add_store_options(p):
                    help="replace a results store of other settings in --out (otherwise refused)")
     p.add_argument("--chunk-size", type=_positive, default=None, metavar="N",
                    help="images per chunk: the unit of writing, resuming and (with an executor) of distribution "
-                        "(default 16)")
+                        f"(default {chunk_default})")
 
 
 def _cmd_explain(args) -> int:

@@ -79,7 +79,7 @@ def read_explain_outputs(folder) -> ExplainOutputs:
     if (folder / STORE_NAME).is_dir() and _summary_format(paths["summary"]) != "tiff":
         paths["maps"] = folder / STORE_NAME  # the Zarr results store (read lazily)
     for p in paths.values():
-        if not p.is_file():
+        if not (p.is_dir() if p.suffix == ".zarr" else p.is_file()):
             raise ValueError(f"{folder} is not an explain output folder: {p.name} is missing "
                              "(run 'global-xai explain ... --out FOLDER' first)")
     try:

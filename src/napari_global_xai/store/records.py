@@ -2,10 +2,15 @@
 
 A record ``records/chunk-000012.npz`` holds what the run needs from chunk 12 without its maps: image indices,
 probabilities, the done / zero / stalled / include / pairs flags, whether the chunk finished (``complete``; False
-after a cancel part-way) and the chunk's exact accumulator state
-(:meth:`~napari_global_xai.aggregate.GlobalMapAccumulator.state`), so a resumed run rebuilds the global maps
-bit-identically without recomputing. A record exists only once its chunk's maps are on disk: a kill at any moment
-loses at most the chunks in flight.
+after a cancel part-way) and the chunk's accumulator state (the exact int64 fixed-point sums and counts, the second
+moments in float32; see :meth:`~napari_global_xai.aggregate.GlobalMapAccumulator.state`), so a resumed run
+rebuilds the global maps bit-identically without recomputing. A record exists only once its chunk's maps are on
+disk: a kill at any moment loses at most the chunks in flight.
+
+Notes
+-----
+The second moments are kept in float32 (they only feed the standard deviation, written as float32) to halve the
+record; the run merges the same rounded moments whether it resumed or not, so the std is identical too.
 """
 
 from __future__ import annotations
@@ -21,7 +26,8 @@ import numpy as np
 from ..aggregate import GlobalMapAccumulator
 from ..chunks import ChunkResult
 
-__all__ = ["RECORDS_DIR", "write_record", "read_records", "record_path"]
+__all__ = ["RECORDS_DIR", "write_record", "read_records", "record_path", "compact_accumulator",
+           "remove_leftovers"]
 
 RECORDS_DIR = "records"
 _NAME = re.compile(r"^chunk-(\d{6,})\.npz$")
@@ -37,7 +43,7 @@ def write_record(root: str | Path, result: ChunkResult, settings_hash: str) -> P
     from ..io_utils import atomic_path
 
     arrays = {key: np.asarray(getattr(result, key), bool) for key in _FLAGS}
-    arrays.update({f"acc_{k}": v for k, v in result.accumulator.state().items()})
+    arrays.update(_compact(result.accumulator.state()))
     path = record_path(root, result.chunk)
     with atomic_path(path) as tmp, open(tmp, "wb") as handle:
         np.savez_compressed(handle, chunk=np.int64(result.chunk), indices=np.asarray(result.indices, np.int64),
@@ -49,11 +55,39 @@ def write_record(root: str | Path, result: ChunkResult, settings_hash: str) -> P
     return path
 
 
+def _compact(state: dict) -> dict:
+    """What a record keeps of an accumulator state: the exact int64 sums and counts, the second moments in float32
+    (the chunk means follow from the sums); about half the bytes of the full state."""
+    return {"acc_sum": state["sum"], "acc_count": state["count"], "acc_m2": state["m2"].astype(np.float32),
+            "acc_max_abs": state["max_abs"]}
+
+
+def _expand(arrays: dict) -> dict:
+    """The accumulator state a compact record stands for (see :func:`_compact`)."""
+    from ..aggregate import FRACTION_BITS
+
+    total, count = arrays["acc_sum"].astype(np.int64), arrays["acc_count"].astype(np.int64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = total.astype(np.float64) / float(2 ** FRACTION_BITS) / count.reshape(-1, 1, 1)
+    mean[count == 0] = 0.0
+    return {"sum": total, "count": count, "mean64": mean, "m2": arrays["acc_m2"].astype(np.float64),
+            "max_abs": arrays["acc_max_abs"]}
+
+
+def compact_accumulator(acc: GlobalMapAccumulator) -> GlobalMapAccumulator:
+    """The accumulator as a record stores it (exact sums; moments as :func:`_compact` keeps them).
+
+    A run merges this, not the full-precision one, so a resumed run (reading records) and an uninterrupted one
+    merge the same numbers: identical global maps and std.
+    """
+    return GlobalMapAccumulator.from_state(acc.labels, _expand(_compact(acc.state())), acc.overall_labels)
+
+
 def _read(path: Path, labels, settings_hash: str) -> ChunkResult | None:
     with np.load(path, allow_pickle=False) as data:
         if str(data["settings"]) != settings_hash:
             return None
-        state = {k[4:]: data[k] for k in data.files if k.startswith("acc_")}
+        state = _expand({k: data[k] for k in data.files if k.startswith("acc_")})
         flags = {key: data[key].astype(bool) for key in _FLAGS}
         return ChunkResult(int(data["chunk"]), data["indices"].astype(np.int64), None, flags["done"],
                            flags["zero"], flags["stalled"], flags["include"], flags["pairs"],

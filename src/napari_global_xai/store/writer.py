@@ -41,7 +41,7 @@ import numpy as np
 from .fingerprint import differences, run_settings, settings_hash
 from .ome import IMAGE_AXES, MAP_AXES, create_image_group
 from .options import STORE_NAME
-from .records import RECORDS_DIR, read_records, remove_leftovers, write_record
+from .records import RECORDS_DIR, compact_accumulator, read_records, remove_leftovers, write_record
 
 __all__ = ["StoreWriter", "ATTRS_KEY", "map_scale"]
 
@@ -149,6 +149,7 @@ class StoreWriter:
         start, stop = int(result.indices[0]), int(result.indices[-1]) + 1
         scaled = np.asarray(result.maps, np.float32) * np.float32(self.scale)
         self.maps[start:stop] = scaled.astype(self.maps.dtype)
+        result.accumulator = compact_accumulator(result.accumulator)  # merge what a resume would read
         write_record(self.root, result, self.hash)
         self.n_computed += 1
 
