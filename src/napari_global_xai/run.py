@@ -244,6 +244,10 @@ def run_explain(stack, model, config: ExplainConfig | None = None, out_dir: str 
     writer = _open_writer(out_dir, out_format, map_dtype, overwrite, (n, len(targets), h, w), task, stack)
     records = dict(writer.completed())
     pending = [c for c in range(task.n_chunks) if c not in records]
+    accumulator = GlobalMapAccumulator(targets, (h, w))
+    merge = _ChunkOrderMerge(accumulator)
+    for c in sorted(records):
+        merge.add(c, records[c])
     images_done = sum(len(records[c].indices) for c in records)
     progress(images_done, n, "explain")
     cancelled = False
@@ -252,6 +256,7 @@ def run_explain(stack, model, config: ExplainConfig | None = None, out_dir: str 
             writer.write(result)
             result.maps = None  # written: keep only the small per-chunk facts
             records[result.chunk] = result
+            merge.add(result.chunk, result)  # merged (and dropped) as soon as every earlier chunk is in
             images_done += len(result.indices)
             progress(images_done, n, "explain")
             cancelled = cancelled or not result.complete
@@ -260,9 +265,7 @@ def run_explain(stack, model, config: ExplainConfig | None = None, out_dir: str 
         raise
     cancelled = cancelled or any(c not in records or not records[c].complete for c in range(task.n_chunks))
     probabilities, include, computed, zero, stalled, pairs = _assemble(records, task, n, len(model.labels))
-    accumulator = GlobalMapAccumulator(targets, (h, w))
-    for c in sorted(records):  # chunk order: the same merge whatever order chunks finished in
-        accumulator.merge(records[c].accumulator)
+    merge.finish()
     notes = list(dict.fromkeys([*(engine.notes or []), *(x for r in records.values() for x in r.notes)]))
 
     from .provenance import provenance_record
@@ -289,6 +292,35 @@ def run_explain(stack, model, config: ExplainConfig | None = None, out_dir: str 
 
         write_explain_outputs(result, out_dir, anatomy=frame_stack.mean_image(), image_ids=stack.image_ids)
     return result
+
+
+class _ChunkOrderMerge:
+    """Merge per-chunk accumulators into one in chunk order, holding only those that finished early.
+
+    The means are exact in any order (int64 fixed point); merging in chunk order also makes the float64 std the
+    same whatever order chunks finished in (another worker, a resume). In-process chunks arrive in order, so at
+    most one chunk accumulator is alive at a time: memory does not grow with the number of images.
+    """
+
+    def __init__(self, accumulator):
+        self.accumulator = accumulator
+        self.parked: dict[int, object] = {}
+        self.next = 0
+
+    def add(self, chunk: int, record) -> None:
+        self.parked[chunk] = record
+        while self.next in self.parked:
+            self._take(self.parked.pop(self.next))
+            self.next += 1
+
+    def finish(self) -> None:
+        """Merge what is parked behind a chunk that never finished (a cancel), still in chunk order."""
+        for chunk in sorted(self.parked):
+            self._take(self.parked.pop(chunk))
+
+    def _take(self, record) -> None:
+        self.accumulator.merge(record.accumulator)
+        record.accumulator = None  # merged: only the small per-chunk facts stay
 
 
 def _assemble(records, task, n, n_model_labels):
