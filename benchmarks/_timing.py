@@ -29,8 +29,9 @@ def best_of(fn, repeats: int = 3) -> float:
     return min(timed(fn) for _ in range(repeats))
 
 
-def replay_passes(module, x: torch.Tensor, n_forward: int, n_backward: int, forward_batch: int,
-                  backward_batch: int, target: int = 0) -> float:
+def replay_passes(
+    module, x: torch.Tensor, n_forward: int, n_backward: int, forward_batch: int, backward_batch: int, target: int = 0
+) -> float:
     """Wall time of ``n_forward`` plain forwards and ``n_backward`` forward+backward passes to the input of images
     like ``x[0]`` at the given batch sizes (the remainder as one smaller batch), timed as a whole.
 

@@ -55,8 +55,11 @@ def time_methods(model, stack, n_images):
         n_bwd = n_images if grad else 0
         floor = replay_passes(model.module, x, n_fwd, n_bwd, 8, 8) / n_images
         rows.append((name, ours, floor, n_fwd // n_images, n_bwd // n_images))
-        print(f"{name:<10} {ours * 1000:8.1f} ms/map   floor {floor * 1000:8.1f} ms  ({rows[-1][3]} fwd + "
-              f"{rows[-1][4]} fwd+bwd per map)   ours/floor {ours / floor:5.2f}", flush=True)
+        print(
+            f"{name:<10} {ours * 1000:8.1f} ms/map   floor {floor * 1000:8.1f} ms  ({rows[-1][3]} fwd + "
+            f"{rows[-1][4]} fwd+bwd per map)   ours/floor {ours / floor:5.2f}",
+            flush=True,
+        )
     return rows
 
 
@@ -73,8 +76,12 @@ def planted_mass(model, stack, n_images):
         res = run_explain(sub, model, ExplainConfig(method=name, targets=DISEASES))
         gm = res.global_maps
         table[name] = {n: float(gm.get(n)[regions[n]].sum() / gm.get(n).sum()) for n in DISEASES}
-        print(f"mass {name:<10} " + "  ".join(f"{n} {v:.2f}" for n, v in table[name].items())
-              + f"   ({time.perf_counter() - t:.0f} s)", flush=True)
+        print(
+            f"mass {name:<10} "
+            + "  ".join(f"{n} {v:.2f}" for n, v in table[name].items())
+            + f"   ({time.perf_counter() - t:.0f} s)",
+            flush=True,
+        )
     return table
 
 
@@ -89,8 +96,11 @@ def xnn_cost(model, stack, n):
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     seconds = timed(lambda: train_explanation_net(feats, logits, ConceptConfig(k=8)))
     after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(f"XNN training, {n} images x {f.shape[1]} features, k=8, {ConceptConfig().steps} steps: {seconds:.2f} s, "
-          f"peak RSS {after / 1024:.0f} MB (growth {max(0, after - before) / 1024:.0f} MB)", flush=True)
+    print(
+        f"XNN training, {n} images x {f.shape[1]} features, k=8, {ConceptConfig().steps} steps: {seconds:.2f} s, "
+        f"peak RSS {after / 1024:.0f} MB (growth {max(0, after - before) / 1024:.0f} MB)",
+        flush=True,
+    )
 
 
 def main():

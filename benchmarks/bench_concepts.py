@@ -25,8 +25,9 @@ import torch.nn.functional as F
 
 DISEASES = ["haemorrhage", "peripheral_lesion", "disc_swelling", "arcade_lesion"]
 VARIANTS = {
-    "before (per-feature scale, no penalties)": dict(feature_scale="feature", encoder_decay=0.0,
-                                                      predictor_sparsity=0.0),
+    "before (per-feature scale, no penalties)": dict(
+        feature_scale="feature", encoder_decay=0.0, predictor_sparsity=0.0
+    ),
     "layer scale": dict(encoder_decay=0.0, predictor_sparsity=0.0),
     "layer scale + encoder decay": dict(predictor_sparsity=0.0),
     "layer scale + predictor L1": dict(encoder_decay=0.0),
@@ -69,7 +70,7 @@ def model_logit_map(model, stack, truth, label="peripheral_lesion"):
 
     class Head:
         def concepts(self, f):
-            return model.module.head(f)[:, j:j + 1]
+            return model.module.head(f)[:, j : j + 1]
 
     acts, module = [], None
     for _, px in _chunks(images, 16):
@@ -100,8 +101,11 @@ def main():
 
     model, stack, truth = load_model(None, device="cpu"), load_sample_stack(), load_ground_truth()
     fov = field_of_view_mask()
-    print(f"torch threads {torch.get_num_threads()}; area share of the image: "
-          + ", ".join(f"{n} {truth['regions'][n].mean():.3f}" for n in DISEASES), flush=True)
+    print(
+        f"torch threads {torch.get_num_threads()}; area share of the image: "
+        + ", ".join(f"{n} {truth['regions'][n].mean():.3f}" for n in DISEASES),
+        flush=True,
+    )
     for name, kwargs in VARIANTS.items():
         for seed in args.seeds:
             t = time.perf_counter()
@@ -115,9 +119,11 @@ def main():
                 in_fov = ratios(res.global_maps, truth["regions"], within=fov)
                 line += "; within the field of view: " + ", ".join(f"{n} {v:.1f}" for n, v in in_fov.items())
             print(line, flush=True)
-    print("ceiling, lesion masks at the layer's resolution:",
-          ", ".join(f"{n} {v:.2f}" for n, v in lesion_ceiling(truth).items()),
-          "(exact masks: " + ", ".join(f"{n} {1 / truth['regions'][n].mean():.2f}" for n in DISEASES) + ")")
+    print(
+        "ceiling, lesion masks at the layer's resolution:",
+        ", ".join(f"{n} {v:.2f}" for n, v in lesion_ceiling(truth).items()),
+        "(exact masks: " + ", ".join(f"{n} {1 / truth['regions'][n].mean():.2f}" for n in DISEASES) + ")",
+    )
     own = model_logit_map(model, stack, truth)
     print(f"model's own peripheral_lesion logit, concept-map rule, positives: {own:.2f}")
 

@@ -39,7 +39,7 @@ def floor_per_image(model, x, target=0):
             break
         xb = x[:b]
 
-        def run():
+        def run(xb=xb):
             xi = xb.clone().requires_grad_(True)
             torch.autograd.grad(model.module(xi)[:, target].sum(), xi)
 
@@ -68,11 +68,12 @@ def main(argv=None):
     target = 0
     per_image, best_b, table = floor_per_image(model, x, target)
     floor = per_image * args.steps
-    print(f"device {model.device}, torch {torch.__version__}, threads {torch.get_num_threads()}, "
-          f"{args.images} images 384x512, IG n_steps={args.steps}")
+    print(
+        f"device {model.device}, torch {torch.__version__}, threads {torch.get_num_threads()}, "
+        f"{args.images} images 384x512, IG n_steps={args.steps}"
+    )
     print("forward+backward per image by batch: " + ", ".join(f"b{b} {t * 1000:.1f} ms" for b, t in table.items()))
-    print(f"single-pass floor: {per_image * 1000:.1f} ms x {args.steps} steps = {floor:.3f} s per map "
-          f"(batch {best_b})")
+    print(f"single-pass floor: {per_image * 1000:.1f} ms x {args.steps} steps = {floor:.3f} s per map (batch {best_b})")
 
     engine = ImageMapEngine(model, ExplainConfig(method="ig", params={"n_steps": args.steps}), [target])
     pairs = np.ones((len(raw), 1), bool)
@@ -83,9 +84,11 @@ def main(argv=None):
         ours = min(ours, timed(lambda: engine.compute(raw, pairs)))
     ours, replay = ours / len(raw), replay / len(raw)
     print(f"floor replayed: {len(raw) * args.steps} forward+backward passes at batch {best_b}: {replay:.3f} s per map")
-    print(f"ours (engine, {engine.maps_per_call} maps/call, internal batch "
-          f"{engine.method.params['internal_batch_size']}): {ours:.3f} s per map, {1 / ours:.2f} maps/s, "
-          f"floor/ours = {replay / ours:.2f} (single-pass floor/ours = {floor / ours:.2f})")
+    print(
+        f"ours (engine, {engine.maps_per_call} maps/call, internal batch "
+        f"{engine.method.params['internal_batch_size']}): {ours:.3f} s per map, {1 / ours:.2f} maps/s, "
+        f"floor/ours = {replay / ours:.2f} (single-pass floor/ours = {floor / ours:.2f})"
+    )
 
     import captum.attr as ca
 
@@ -93,11 +96,13 @@ def main(argv=None):
 
     def plain_loop():
         for i in range(len(x)):
-            ig.attribute(x[i:i + 1], baselines=torch.zeros_like(x[i:i + 1]), target=target, n_steps=args.steps)
+            ig.attribute(x[i : i + 1], baselines=torch.zeros_like(x[i : i + 1]), target=target, n_steps=args.steps)
 
     loop = best_of(plain_loop, repeats=1) / len(raw)
-    print(f"plain per-image Captum loop (default batching): {loop:.3f} s per map, {1 / loop:.2f} maps/s; "
-          f"ours is {loop / ours:.2f}x faster")
+    print(
+        f"plain per-image Captum loop (default batching): {loop:.3f} s per map, {1 / loop:.2f} maps/s; "
+        f"ours is {loop / ours:.2f}x faster"
+    )
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     msg = f"peak RSS {rss:.0f} MB"
     if model.device.type == "cuda":

@@ -28,8 +28,10 @@ def main(argv=None):
     t = time.perf_counter()
     generate_stack(args.images, seed=0)
     per = (time.perf_counter() - t) / args.images
-    print(f"generator: {per * 1000:.1f} ms/image on one core; 1,000 images ≈ {per * 1000:.0f} s on one process, "
-          f"≈ {per * 500:.0f} s on two (generate_harmonised(workers=2))")
+    print(
+        f"generator: {per * 1000:.1f} ms/image on one core; 1,000 images ≈ {per * 1000:.0f} s on one process, "
+        f"≈ {per * 500:.0f} s on two (generate_harmonised(workers=2))"
+    )
 
     model = load_demo_model(args.device)
     n_params = sum(p.numel() for p in model.module.parameters())
@@ -38,16 +40,18 @@ def main(argv=None):
     for b in (1, 4, 8, 16):
         xb = x[:b]
 
-        def fwd():
+        def fwd(xb=xb):
             with torch.inference_mode():
                 model.module(xb)
 
-        def fwd_bwd():
+        def fwd_bwd(xb=xb):
             xi = xb.clone().requires_grad_(True)
             torch.autograd.grad(model.module(xi)[:, 0].sum(), xi)
 
-        print(f"  batch {b:>2}: forward {best_of(fwd) / b * 1000:6.1f} ms/image, "
-              f"forward+backward {best_of(fwd_bwd) / b * 1000:6.1f} ms/image (budget 25 ms)")
+        print(
+            f"  batch {b:>2}: forward {best_of(fwd) / b * 1000:6.1f} ms/image, "
+            f"forward+backward {best_of(fwd_bwd) / b * 1000:6.1f} ms/image (budget 25 ms)"
+        )
 
 
 if __name__ == "__main__":

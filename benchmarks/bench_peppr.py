@@ -41,8 +41,14 @@ def get_model():
     if DEMO_CARD_PATH.exists():
         return load_model(DEMO_CARD_PATH, device="cpu"), "demo model"
     torch.manual_seed(0)
-    card = ModelCard(name="random DemoNet", labels=list(LABELS), weights="none", architecture="demo_net",
-                     mean=[0.35, 0.2], std=[0.25, 0.15])
+    card = ModelCard(
+        name="random DemoNet",
+        labels=list(LABELS),
+        weights="none",
+        architecture="demo_net",
+        mean=[0.35, 0.2],
+        std=[0.25, 0.15],
+    )
     module = DemoNet(n_labels=len(LABELS)).to(memory_format=torch.channels_last)
     return LoadedModel(module, card, torch.device("cpu")), "random-weight DemoNet (demo card missing)"
 
@@ -53,7 +59,7 @@ def left_eye(stack) -> np.ndarray:
 
 def floor_per_image(model, images: np.ndarray, sizes=(1, 4, 8, 16), forwards: int = 32) -> dict[int, float]:
     """Seconds per image forward of unmodified images, per batch size (best of two repetitions)."""
-    x = model.preprocess(np.resize(images, (16, *images.shape[1:])))   # at least 16 images, tiled
+    x = model.preprocess(np.resize(images, (16, *images.shape[1:])))  # at least 16 images, tiled
     out = {}
     with torch.inference_mode():
         for b in sizes:
@@ -79,7 +85,7 @@ def floor_run(model, images: np.ndarray, count: int, batch: int) -> float:
         while done < count:
             start = done % (len(x) - batch + 1)
             b = min(batch, count - done)
-            model.scores(x[start:start + b].contiguous(memory_format=torch.channels_last), probability=True)
+            model.scores(x[start : start + b].contiguous(memory_format=torch.channels_last), probability=True)
             done += b
     return time.perf_counter() - t
 
@@ -91,7 +97,7 @@ def per_image_loop(model, images: np.ndarray, rankings: list[np.ndarray], fracti
     t = time.perf_counter()
     with torch.inference_mode():
         for i in range(len(images)):
-            x = model.preprocess(images[i:i + 1])
+            x = model.preprocess(images[i : i + 1])
             for order in rankings:
                 order_t = torch.as_tensor(np.ascontiguousarray(order))
                 for mode in ("erase", "restore"):
@@ -101,7 +107,7 @@ def per_image_loop(model, images: np.ndarray, rankings: list[np.ndarray], fracti
                         keep[order_t[:k]] = 0
                         if mode == "restore":
                             keep = 1 - keep
-                        xk = x * keep.view(1, 1, h, w)           # + fill * (1 - keep), fill = 0
+                        xk = x * keep.view(1, 1, h, w)  # + fill * (1 - keep), fill = 0
                         model.scores(xk.contiguous(memory_format=torch.channels_last), probability=True)
                         count += 1
     return time.perf_counter() - t, count
@@ -110,8 +116,12 @@ def per_image_loop(model, images: np.ndarray, rankings: list[np.ndarray], fracti
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=32, help="images (default 32)")
-    ap.add_argument("--maps", choices=("overall", "labels"), default="overall",
-                    help="the union of the planted regions only, or the 4 label regions plus the union")
+    ap.add_argument(
+        "--maps",
+        choices=("overall", "labels"),
+        default="overall",
+        help="the union of the planted regions only, or the 4 label regions plus the union",
+    )
     ap.add_argument("--seeds", type=int, default=2, help="random-order seeds (default 2)")
     ap.add_argument("--loop-images", type=int, default=4, help="images timed in the per-image loop (default 4)")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
@@ -126,22 +136,39 @@ def main(argv=None):
     maps = {"overall": regions["any_disease"].astype(float)}
     if args.maps == "labels":
         maps = {name: regions[name].astype(float) for name in DISEASE_LABELS} | maps
-    print(f"model: {which}; device {model.device}; torch {torch.__version__}, {torch.get_num_threads()} threads; "
-          f"{platform.processor() or platform.machine()}")
-    print(f"images: {args.n} x {images.shape[1]}x{images.shape[2]}; maps: {list(maps)}; random seeds: {args.seeds}; "
-          f"fractions: {len(DEFAULT_FRACTIONS)} (default)")
+    print(
+        f"model: {which}; device {model.device}; torch {torch.__version__}, {torch.get_num_threads()} threads; "
+        f"{platform.processor() or platform.machine()}"
+    )
+    print(
+        f"images: {args.n} x {images.shape[1]}x{images.shape[2]}; maps: {list(maps)}; random seeds: {args.seeds}; "
+        f"fractions: {len(DEFAULT_FRACTIONS)} (default)"
+    )
 
-    floor = floor_per_image(model, images)                                   # also warms the model up
-    run_peppr(model, images[:4], maps, truth[:4], label_names=list(LABELS), fractions=(0, 0.5, 1.0),
-              random_seeds=1)                                                # one-time imports (sklearn) untimed
+    floor = floor_per_image(model, images)  # also warms the model up
+    run_peppr(
+        model, images[:4], maps, truth[:4], label_names=list(LABELS), fractions=(0, 0.5, 1.0), random_seeds=1
+    )  # one-time imports (sklearn) untimed
     best_b = min(floor, key=floor.get)
-    print("forward-only s/image by batch: " + ", ".join(f"{b}: {s * 1e3:.1f} ms" for b, s in floor.items())
-          + f"  -> best batch {best_b}")
+    print(
+        "forward-only s/image by batch: "
+        + ", ".join(f"{b}: {s * 1e3:.1f} ms" for b, s in floor.items())
+        + f"  -> best batch {best_b}"
+    )
 
     def timed_peppr(batch_size):
         t = time.perf_counter()
-        res = run_peppr(model, images, maps, truth, label_names=list(LABELS), fractions=DEFAULT_FRACTIONS,
-                        random_seeds=args.seeds, include_reverse=True, batch_size=batch_size)
+        res = run_peppr(
+            model,
+            images,
+            maps,
+            truth,
+            label_names=list(LABELS),
+            fractions=DEFAULT_FRACTIONS,
+            random_seeds=args.seeds,
+            include_reverse=True,
+            batch_size=batch_size,
+        )
         return res, time.perf_counter() - t
 
     # PEPPR and the floor alternate (PEPPR, floor, PEPPR at the best batch, floor) and the two floor timings are
@@ -157,12 +184,16 @@ def main(argv=None):
     for b, (res, t_peppr) in results.items():
         naive = res.n_forwards + res.n_skipped
         which_b = "default" if b == default_b else "the floor's best"
-        print(f"PEPPR (batch {b}, {which_b}): {t_peppr:.1f} s for "
-              f"{res.n_forwards} image forwards ({res.n_skipped} of {naive} naive forwards skipped, "
-              f"{100 * res.n_skipped / naive:.1f} %); {t_peppr / res.n_forwards * 1e3:.1f} ms/forward")
-        print(f"  (a) forward-only floor: {res.n_forwards} forwards of the unmodified images at batch {best_b} "
-              f"{t_floor:.1f} s ({t_floor / res.n_forwards * 1e3:.1f} ms/forward) -> PEPPR throughput = "
-              f"{t_floor / t_peppr:.2f} x floor (target >= 0.9)")
+        print(
+            f"PEPPR (batch {b}, {which_b}): {t_peppr:.1f} s for "
+            f"{res.n_forwards} image forwards ({res.n_skipped} of {naive} naive forwards skipped, "
+            f"{100 * res.n_skipped / naive:.1f} %); {t_peppr / res.n_forwards * 1e3:.1f} ms/forward"
+        )
+        print(
+            f"  (a) forward-only floor: {res.n_forwards} forwards of the unmodified images at batch {best_b} "
+            f"{t_floor:.1f} s ({t_floor / res.n_forwards * 1e3:.1f} ms/forward) -> PEPPR throughput = "
+            f"{t_floor / t_peppr:.2f} x floor (target >= 0.9)"
+        )
     res, t_default = results[default_b]
     naive = res.n_forwards + res.n_skipped
 
@@ -174,12 +205,16 @@ def main(argv=None):
     k = min(args.loop_images, args.n)
     t_loop, n_loop = per_image_loop(model, images[:k], rankings, DEFAULT_FRACTIONS)
     t_loop_full = t_loop * args.n / k
-    print(f"(b) per-image per-fraction loop: {t_loop:.1f} s for {n_loop} forwards on {k} images "
-          f"({t_loop / n_loop * 1e3:.1f} ms/forward); scaled to {args.n} images ({naive} forwards): "
-          f"{t_loop_full:.1f} s -> PEPPR (default batch) is {t_loop_full / t_default:.2f} x faster")
+    print(
+        f"(b) per-image per-fraction loop: {t_loop:.1f} s for {n_loop} forwards on {k} images "
+        f"({t_loop / n_loop * 1e3:.1f} ms/forward); scaled to {args.n} images ({naive} forwards): "
+        f"{t_loop_full:.1f} s -> PEPPR (default batch) is {t_loop_full / t_default:.2f} x faster"
+    )
     macro = res.summary["overall"]["macro"]
-    print(f"check: overall map macro A_erase {macro['A_erase']:.3f} / A_restore {macro['A_restore']:.3f} "
-          f"(random {macro['random_A_erase']:.3f} / {macro['random_A_restore']:.3f})")
+    print(
+        f"check: overall map macro A_erase {macro['A_erase']:.3f} / A_restore {macro['A_restore']:.3f} "
+        f"(random {macro['random_A_erase']:.3f} / {macro['random_A_restore']:.3f})"
+    )
 
 
 if __name__ == "__main__":

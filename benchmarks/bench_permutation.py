@@ -41,17 +41,21 @@ def main():
     n, h, w = args.n_images, args.height, args.width
     maps = rng.random((n, h, w), dtype=np.float32)
     split = split_groups(np.arange(n) % 2)
-    print(f"maps {n} × {h} × {w} float32 ({maps.nbytes / 2**30:.2f} GiB), {args.n_permutations} permutations, "
-          f"device {args.device}, torch threads {torch.get_num_threads()}")
+    print(
+        f"maps {n} × {h} × {w} float32 ({maps.nbytes / 2**30:.2f} GiB), {args.n_permutations} permutations, "
+        f"device {args.device}, torch threads {torch.get_num_threads()}"
+    )
     # warm-up on a small slice (allocator, kernels), untimed
     compare_groups(maps[:, :8, :8], split, n_permutations=50, device=args.device, dtype=args.dtype)
     cpu0, t0 = time.process_time(), time.perf_counter()
     result = compare_groups(maps, split, n_permutations=args.n_permutations, device=args.device, dtype=args.dtype)
     sync(args.device)
     wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
-    print(f"batched: {wall:.1f} s wall ({wall / args.n_permutations * 1e3:.1f} ms per permutation), CPU/wall "
-          f"{cpu / wall:.2f}, peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB, "
-          f"min p {result.p.min():.4f}")
+    print(
+        f"batched: {wall:.1f} s wall ({wall / args.n_permutations * 1e3:.1f} ms per permutation), CPU/wall "
+        f"{cpu / wall:.2f}, peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB, "
+        f"min p {result.p.min():.4f}"
+    )
     labels = split.assign.astype(np.int64)
     perms = group_permutations(labels, args.loop_permutations, seed=1)
     x = maps.reshape(n, -1)
@@ -62,9 +66,11 @@ def main():
         d = np.abs(x[perm == 1].mean(0) - x[perm == 0].mean(0))
         count += d >= obs
     loop = (time.perf_counter() - t0) / len(perms)
-    print(f"loop baseline: {loop * 1e3:.1f} ms per permutation (numpy, {len(perms)} timed) → "
-          f"{loop * args.n_permutations:.1f} s for {args.n_permutations}; batched is "
-          f"{loop * args.n_permutations / wall:.1f}× faster")
+    print(
+        f"loop baseline: {loop * 1e3:.1f} ms per permutation (numpy, {len(perms)} timed) → "
+        f"{loop * args.n_permutations:.1f} s for {args.n_permutations}; batched is "
+        f"{loop * args.n_permutations / wall:.1f}× faster"
+    )
 
 
 if __name__ == "__main__":

@@ -43,7 +43,7 @@ def per_image_by_batch(module, x, sizes, backward: bool, target: int = 0) -> dic
     for b in sizes:
         xb = x[:1].expand(b, *x.shape[1:]).contiguous(memory_format=torch.channels_last)
 
-        def run():
+        def run(xb=xb):
             if backward:
                 xi = xb.clone().requires_grad_(True)
                 torch.autograd.grad(module(xi)[:, target].sum(), xi)
@@ -62,10 +62,20 @@ def main(argv=None):
     p.add_argument("--device", default="auto")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = leave as is)")
     p.add_argument("--repeats", type=int, default=1, help="interleaved (floor, ours) pairs; the minimum is kept")
-    p.add_argument("--batches", type=int, nargs="+", default=None,
-                   help="batch sizes swept for the floors (default 1 2 4 on CPU, 1 4 16 32 on CUDA)")
-    p.add_argument("--fractions", type=float, nargs="+", default=[0, 0.05, 0.1, 0.2, 0.5, 1],
-                   help="PEPPR fractions (default a quick 6-point grid)")
+    p.add_argument(
+        "--batches",
+        type=int,
+        nargs="+",
+        default=None,
+        help="batch sizes swept for the floors (default 1 2 4 on CPU, 1 4 16 32 on CUDA)",
+    )
+    p.add_argument(
+        "--fractions",
+        type=float,
+        nargs="+",
+        default=[0, 0.05, 0.1, 0.2, 0.5, 1],
+        help="PEPPR fractions (default a quick 6-point grid)",
+    )
     p.add_argument("--seeds", type=int, default=1, help="PEPPR random-order seeds")
     args = p.parse_args(argv)
     if args.threads:
@@ -83,9 +93,11 @@ def main(argv=None):
     n, target = len(raw), 0
     pairs = np.ones((n, 1), bool)
     load0 = os.getloadavg()
-    print(f"{model.card.name}: {sum(q.numel() for q in module.parameters()) / 1e6:.1f} M parameters, input "
-          f"{tuple(x.shape[1:])}; device {dev}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
-          f"{os.cpu_count()} CPUs ({platform.processor() or platform.machine()}); {n} images")
+    print(
+        f"{model.card.name}: {sum(q.numel() for q in module.parameters()) / 1e6:.1f} M parameters, input "
+        f"{tuple(x.shape[1:])}; device {dev}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
+        f"{os.cpu_count()} CPUs ({platform.processor() or platform.machine()}); {n} images"
+    )
     if dev.type == "cuda":
         print(f"GPU: {torch.cuda.get_device_name(dev)}")
     print(f"load average at start: {load0[0]:.1f} (1 min), {load0[1]:.1f} (5 min)")
@@ -94,10 +106,16 @@ def main(argv=None):
     fb = per_image_by_batch(module, x, sizes, backward=True, target=target)
     fw = per_image_by_batch(module, x, sizes, backward=False)
     best_fb, best_fw = min(fb, key=fb.get), min(fw, key=fw.get)
-    print("forward+backward per image by batch: " + ", ".join(f"b{b} {t * 1e3:.0f} ms" for b, t in fb.items())
-          + f" -> best batch {best_fb}")
-    print("forward per image by batch: " + ", ".join(f"b{b} {t * 1e3:.0f} ms" for b, t in fw.items())
-          + f" -> best batch {best_fw}")
+    print(
+        "forward+backward per image by batch: "
+        + ", ".join(f"b{b} {t * 1e3:.0f} ms" for b, t in fb.items())
+        + f" -> best batch {best_fb}"
+    )
+    print(
+        "forward per image by batch: "
+        + ", ".join(f"b{b} {t * 1e3:.0f} ms" for b, t in fw.items())
+        + f" -> best batch {best_fw}"
+    )
 
     def compare(name, floor_fn, ours_fn, warm_up):
         warm_up()
@@ -105,36 +123,50 @@ def main(argv=None):
         for _ in range(max(1, args.repeats)):
             floor = min(floor, floor_fn())
             ours = min(ours, ours_fn())
-        print(f"{name}: ours {ours / n:.3f} s per map ({n / ours:.2f} images/s); floor {floor / n:.3f} s per map "
-              f"-> floor/ours = {floor / ours:.2f}")
+        print(
+            f"{name}: ours {ours / n:.3f} s per map ({n / ours:.2f} images/s); floor {floor / n:.3f} s per map "
+            f"-> floor/ours = {floor / ours:.2f}"
+        )
         return ours
 
     # IG-32 --------------------------------------------------------------------------------------------------
     ig = ImageMapEngine(model, ExplainConfig(method="ig", params={"n_steps": args.steps}), [target])
     ig_warm = ImageMapEngine(model, ExplainConfig(method="ig", params={"n_steps": 2}), [target])
-    ours_ig = compare(f"IG-{args.steps} (engine: {ig.maps_per_call} maps/call, internal batch "
-                      f"{ig.method.params['internal_batch_size']}; floor = {n * args.steps} forward+backward passes "
-                      f"at batch {best_fb})",
-                      lambda: replay_passes(module, x, 0, n * args.steps, best_fb, best_fb, target),
-                      lambda: timed(lambda: ig.compute(raw, pairs), dev),
-                      lambda: ig_warm.compute(raw[:1], pairs[:1]))
+    ours_ig = compare(
+        f"IG-{args.steps} (engine: {ig.maps_per_call} maps/call, internal batch "
+        f"{ig.method.params['internal_batch_size']}; floor = {n * args.steps} forward+backward passes "
+        f"at batch {best_fb})",
+        lambda: replay_passes(module, x, 0, n * args.steps, best_fb, best_fb, target),
+        lambda: timed(lambda: ig.compute(raw, pairs), dev),
+        lambda: ig_warm.compute(raw[:1], pairs[:1]),
+    )
     captum_ig = ca.IntegratedGradients(module)
 
     def tuned_captum():
         xi = x.clone().requires_grad_(True)
-        captum_ig.attribute(xi, baselines=torch.zeros_like(xi), target=target, n_steps=args.steps,
-                            method="gausslegendre", internal_batch_size=best_fb)
+        captum_ig.attribute(
+            xi,
+            baselines=torch.zeros_like(xi),
+            target=target,
+            n_steps=args.steps,
+            method="gausslegendre",
+            internal_batch_size=best_fb,
+        )
 
     t_captum = min(timed(tuned_captum, dev) for _ in range(max(1, args.repeats)))
-    print(f"  tuned Captum call (all {n} images, internal_batch_size={best_fb}): {t_captum / n:.3f} s per map "
-          f"({n / t_captum:.2f} images/s) -> ours is {t_captum / ours_ig:.2f}x its speed")
+    print(
+        f"  tuned Captum call (all {n} images, internal_batch_size={best_fb}): {t_captum / n:.3f} s per map "
+        f"({n / t_captum:.2f} images/s) -> ours is {t_captum / ours_ig:.2f}x its speed"
+    )
 
     # Grad-CAM -----------------------------------------------------------------------------------------------
     gc = ImageMapEngine(model, ExplainConfig(method="gradcam"), [target])
-    compare(f"Grad-CAM (layer4; floor = {n} forward+backward passes to the input at batch {best_fb})",
-            lambda: replay_passes(module, x, 0, n, best_fb, best_fb, target),
-            lambda: timed(lambda: gc.compute(raw, pairs), dev),
-            lambda: gc.compute(raw[:1], pairs[:1]))
+    compare(
+        f"Grad-CAM (layer4; floor = {n} forward+backward passes to the input at batch {best_fb})",
+        lambda: replay_passes(module, x, 0, n, best_fb, best_fb, target),
+        lambda: timed(lambda: gc.compute(raw, pairs), dev),
+        lambda: gc.compute(raw[:1], pairs[:1]),
+    )
 
     # PEPPR --------------------------------------------------------------------------------------------------
     h, w = raw.shape[1:3]
@@ -144,8 +176,16 @@ def main(argv=None):
 
     def peppr_run():
         def go():
-            runs["last"] = run_peppr(model, raw, {"overall": gmap}, None, fractions=args.fractions,
-                                     random_seeds=args.seeds, include_reverse=True)
+            runs["last"] = run_peppr(
+                model,
+                raw,
+                {"overall": gmap},
+                None,
+                fractions=args.fractions,
+                random_seeds=args.seeds,
+                include_reverse=True,
+            )
+
         return timed(go, dev)
 
     run_peppr(model, raw[:1], {"overall": gmap}, None, fractions=(0, 0.5, 1), random_seeds=1)  # warm-up
@@ -156,10 +196,12 @@ def main(argv=None):
         t_peppr = min(t_peppr, peppr_run())
         t_floor = min(t_floor, replay_passes(module, x, res.n_forwards, 0, best_fw, best_fw))
     naive = res.n_forwards + res.n_skipped
-    print(f"PEPPR ({len(args.fractions)} fractions, map + reverse + {args.seeds} random order(s); {res.n_forwards} "
-          f"image forwards, {res.n_skipped} of {naive} skipped): ours {t_peppr:.1f} s "
-          f"({t_peppr / res.n_forwards * 1e3:.0f} ms/forward, {n / t_peppr:.3f} images/s); floor "
-          f"{res.n_forwards} forwards at batch {best_fw} {t_floor:.1f} s -> floor/ours = {t_floor / t_peppr:.2f}")
+    print(
+        f"PEPPR ({len(args.fractions)} fractions, map + reverse + {args.seeds} random order(s); {res.n_forwards} "
+        f"image forwards, {res.n_skipped} of {naive} skipped): ours {t_peppr:.1f} s "
+        f"({t_peppr / res.n_forwards * 1e3:.0f} ms/forward, {n / t_peppr:.3f} images/s); floor "
+        f"{res.n_forwards} forwards at batch {best_fw} {t_floor:.1f} s -> floor/ours = {t_floor / t_peppr:.2f}"
+    )
 
     load1 = os.getloadavg()
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

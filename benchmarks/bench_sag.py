@@ -56,28 +56,37 @@ def main(argv=None):
         def run():
             with torch.inference_mode():
                 model.scores(xb, probability=True)
+
         return run
 
     per_image = {b: best_of(fwd(b), repeats=2) / b for b in (1, 4, 8, 16)}
     best_b = min(per_image, key=per_image.get)
     t_fwd = per_image[best_b]
-    print(f"device {model.device}, threads {args.threads}; forward per image: "
-          + ", ".join(f"b{b} {1e3 * t:.2f} ms" for b, t in per_image.items()) + f" -> best b{best_b}")
+    print(
+        f"device {model.device}, threads {args.threads}; forward per image: "
+        + ", ".join(f"b{b} {1e3 * t:.2f} ms" for b, t in per_image.items())
+        + f" -> best b{best_b}"
+    )
     print(f"{'image':>5} {'sal s':>6} {'SAG s':>7} {'forwards':>8} {'calls':>5} {'floor s':>7} {'ratio':>5}  roots")
     rows = []
     for i in idx:
         img = left.get(int(i))[0]
         t = time.perf_counter()
-        r = sag_for_image(model, img, label, method=args.method, fill=args.fill,
-                          max_root_size=args.max_root_size, image_index=int(i))
+        r = sag_for_image(
+            model, img, label, method=args.method, fill=args.fill, max_root_size=args.max_root_size, image_index=int(i)
+        )
         total = time.perf_counter() - t
         floor = r.n_forwards * t_fwd
         rows.append((r.seconds, floor, r.n_forwards))
-        print(f"{i:5d} {r.saliency_seconds:6.2f} {r.seconds:7.2f} {r.n_forwards:8d} {r.n_batches:5d} {floor:7.2f} "
-              f"{r.seconds / floor:5.2f}  {[sorted(s) for s in r.roots]}  (total {total:.2f} s)")
+        print(
+            f"{i:5d} {r.saliency_seconds:6.2f} {r.seconds:7.2f} {r.n_forwards:8d} {r.n_batches:5d} {floor:7.2f} "
+            f"{r.seconds / floor:5.2f}  {[sorted(s) for s in r.roots]}  (total {total:.2f} s)"
+        )
     s = np.array(rows)
-    print(f"mean: SAG {s[:, 0].mean():.2f} s/image, {s[:, 2].mean():.0f} forwards, floor {s[:, 1].mean():.2f} s, "
-          f"ratio {s[:, 0].sum() / s[:, 1].sum():.2f}")
+    print(
+        f"mean: SAG {s[:, 0].mean():.2f} s/image, {s[:, 2].mean():.0f} forwards, floor {s[:, 1].mean():.2f} s, "
+        f"ratio {s[:, 0].sum() / s[:, 1].sum():.2f}"
+    )
 
     # the same images in lockstep (heuristic maps given, so only the search + graph are compared)
     from napari_global_xai.sag import _saliency_maps, grid_for, run_sag
@@ -93,10 +102,12 @@ def main(argv=None):
     together = run_sag(model, imgs, label, range(len(imgs)), images_together=len(imgs), **kw)
     t_together = time.perf_counter() - t
     forwards = sum(r.n_forwards for r in together)
-    print(f"{len(imgs)} images one by one: {t_alone:.2f} s, {sum(r.n_batches for r in alone)} model calls; "
-          f"together: {t_together:.2f} s, {max(r.n_batches for r in together)} model calls, "
-          f"{forwards} forwards (floor {forwards * t_fwd:.2f} s, ratio {t_together / (forwards * t_fwd):.2f}); "
-          f"speed-up {t_alone / t_together:.2f}x")
+    print(
+        f"{len(imgs)} images one by one: {t_alone:.2f} s, {sum(r.n_batches for r in alone)} model calls; "
+        f"together: {t_together:.2f} s, {max(r.n_batches for r in together)} model calls, "
+        f"{forwards} forwards (floor {forwards * t_fwd:.2f} s, ratio {t_together / (forwards * t_fwd):.2f}); "
+        f"speed-up {t_alone / t_together:.2f}x"
+    )
 
 
 if __name__ == "__main__":

@@ -51,12 +51,21 @@ def _write_inputs(scratch: Path, n: int) -> tuple[Path, Path]:
     stack, card = scratch / f"stack_{n}.tif", scratch / "net.json"
     if not card.exists():
         torch.manual_seed(0)
-        net = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 32, 3, stride=2, padding=1),
-                            nn.ReLU(), nn.Conv2d(32, 32, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
-                            nn.Flatten(), nn.Linear(32, len(LABELS)))
+        net = nn.Sequential(
+            nn.Conv2d(3, 16, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(16, 32, 3, stride=2, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(32, 32, 3, padding=1),
+            nn.ReLU(),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+            nn.Linear(32, len(LABELS)),
+        )
         torch.jit.script(net.eval()).save(str(scratch / "net.pt"))
-        card.write_text(json.dumps({"weights": "net.pt", "labels": LABELS, "mean": [0.5] * 3, "std": [0.25] * 3,
-                                    "cam_layer": "4"}))
+        card.write_text(
+            json.dumps({"weights": "net.pt", "labels": LABELS, "mean": [0.5] * 3, "std": [0.25] * 3, "cam_layer": "4"})
+        )
     if not stack.exists():
         rng = np.random.default_rng(0)
 
@@ -64,7 +73,7 @@ def _write_inputs(scratch: Path, n: int) -> tuple[Path, Path]:
             for _ in range(n):
                 image = rng.integers(0, 120, size=(SIZE, SIZE, 3), dtype=np.uint8)
                 y, x = rng.integers(4, SIZE - 12, size=2)
-                image[y:y + 8, x:x + 8] = 250
+                image[y : y + 8, x : x + 8] = 250
                 yield image
 
         tmp = stack.with_suffix(".partial.tif")
@@ -117,20 +126,34 @@ def measure_one(stack_path: Path, card: Path, n: int, mode: str, method: str, ou
         seen = []
         cpu0, workers0 = _cpu_seconds(), _worker_cpu_seconds(client)
         t0 = time.perf_counter()
-        result = run_explain(stack, model, config, out_dir=out, executor=executor,
-                             progress=lambda done, total, stage: seen.append((time.perf_counter() - t0, done)))
+        result = run_explain(
+            stack,
+            model,
+            config,
+            out_dir=out,
+            executor=executor,
+            progress=lambda done, total, stage: seen.append((time.perf_counter() - t0, done)),
+        )
         wall = time.perf_counter() - t0
         cpu = _cpu_seconds() - cpu0 + sum(_worker_cpu_seconds(client).values()) - sum(workers0.values())
         workers = client.run(lambda: __import__("resource").getrusage(0).ru_maxrss) if client else {}
     store = out / "image_maps.zarr"
     first = next((t, done) for t, done in seen if done > 0)  # the first chunk back: start-up included
     last = max(seen)
-    return {"n": n, "mode": mode, "wall_s": wall, "images_per_s": n / wall, "first_chunk_s": first[0],
-            "steady_images_per_s": (last[1] - first[1]) / max(1e-9, last[0] - first[0]), "cpu_s": cpu,
-            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-            "worker_peak_rss_mb": max(workers.values()) / 1024 if workers else None,
-            "maps": int(result.n_computed), "store_bytes_per_image": _folder_bytes(store) / n if store.exists()
-            else None, "tiff_bytes_per_image": len(LABELS) * SIZE * SIZE * 4}
+    return {
+        "n": n,
+        "mode": mode,
+        "wall_s": wall,
+        "images_per_s": n / wall,
+        "first_chunk_s": first[0],
+        "steady_images_per_s": (last[1] - first[1]) / max(1e-9, last[0] - first[0]),
+        "cpu_s": cpu,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "worker_peak_rss_mb": max(workers.values()) / 1024 if workers else None,
+        "maps": int(result.n_computed),
+        "store_bytes_per_image": _folder_bytes(store) / n if store.exists() else None,
+        "tiff_bytes_per_image": len(LABELS) * SIZE * SIZE * 4,
+    }
 
 
 def gpu_figures(n_images: int = 16, steps: int = 32, device: str = "cuda") -> None:
@@ -157,13 +180,19 @@ def gpu_figures(n_images: int = 16, steps: int = 32, device: str = "cuda") -> No
     pairs[:, 0] = True
     maps = {}
     for autocast in (None, "bf16"):
-        engine = ImageMapEngine(model, ExplainConfig(method="ig", params={"n_steps": steps}, autocast=autocast),
-                                list(range(len(model.labels))))
+        engine = ImageMapEngine(
+            model,
+            ExplainConfig(method="ig", params={"n_steps": steps}, autocast=autocast),
+            list(range(len(model.labels))),
+        )
         engine.compute(images[:1], pairs[:1])  # warm-up (after the one memory measurement)
         seconds = timed(lambda e=engine, a=autocast: maps.__setitem__(a, e.compute(images, pairs)), device)
         cost = "not measurable" if engine.bytes_per_image is None else f"{engine.bytes_per_image / 2**20:.1f} MiB"
-        print(f"IG-{steps} {autocast or 'fp32'}: {cost} per image pass, {engine.images_per_pass} images per pass, "
-              f"{engine.maps_per_call} maps per call, {n_images / seconds:.2f} images/s", flush=True)
+        print(
+            f"IG-{steps} {autocast or 'fp32'}: {cost} per image pass, {engine.images_per_pass} images per pass, "
+            f"{engine.maps_per_call} maps per call, {n_images / seconds:.2f} images/s",
+            flush=True,
+        )
     a, b = maps[None][:, 0].reshape(n_images, -1), maps["bf16"][:, 0].reshape(n_images, -1)
     corr = [np.corrcoef(x, y)[0, 1] for x, y in zip(a, b)]
     print(f"bf16 vs fp32 image-wise maps: Pearson r median {np.median(corr):.4f}, min {np.min(corr):.4f}")
@@ -193,8 +222,19 @@ def main(argv=None) -> None:
     rows = []
     for n in args.sizes:
         for mode in args.modes:
-            command = [sys.executable, __file__, "--one", str(n), mode, "--scratch", str(scratch),
-                       "--method", args.method, "--sizes", *map(str, args.sizes)]
+            command = [
+                sys.executable,
+                __file__,
+                "--one",
+                str(n),
+                mode,
+                "--scratch",
+                str(scratch),
+                "--method",
+                args.method,
+                "--sizes",
+                *map(str, args.sizes),
+            ]
             done = subprocess.run(command, capture_output=True, text=True, check=False)
             if done.returncode:
                 print(done.stderr[-2000:], file=sys.stderr)
@@ -202,11 +242,14 @@ def main(argv=None) -> None:
             row = json.loads(done.stdout.strip().splitlines()[-1])
             rows.append(row)
             worker = f"{row['worker_peak_rss_mb']:.0f}" if row["worker_peak_rss_mb"] else "-"
-            print(f"N={n:>6} {mode:<9} {row['wall_s']:8.1f} s {row['images_per_s']:7.1f} img/s  "
-                  f"(steady {row['steady_images_per_s']:6.1f}, first chunk at {row['first_chunk_s']:5.1f} s) "
-                  f"CPU {row['cpu_s']:6.1f} s  "
-                  f"peak RSS {row['peak_rss_mb']:6.0f} MB (workers {worker} MB)  store "
-                  f"{row['store_bytes_per_image']:.0f} B/image vs TIFF {row['tiff_bytes_per_image']} B", flush=True)
+            print(
+                f"N={n:>6} {mode:<9} {row['wall_s']:8.1f} s {row['images_per_s']:7.1f} img/s  "
+                f"(steady {row['steady_images_per_s']:6.1f}, first chunk at {row['first_chunk_s']:5.1f} s) "
+                f"CPU {row['cpu_s']:6.1f} s  "
+                f"peak RSS {row['peak_rss_mb']:6.0f} MB (workers {worker} MB)  store "
+                f"{row['store_bytes_per_image']:.0f} B/image vs TIFF {row['tiff_bytes_per_image']} B",
+                flush=True,
+            )
     by = {(r["n"], r["mode"]): r for r in rows}
     for n in args.sizes:
         if (n, "embedded") in by and (n, "local:1") in by:

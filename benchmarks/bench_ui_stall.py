@@ -67,8 +67,10 @@ def main() -> None:
     print(f"{'phase':<8} {'ticks':>6} {'median ms':>10} {'p95 ms':>8} {'max ms':>8} {'max / idle max':>15}")
     for name, values in gaps.items():
         v = np.array(values) * 1000
-        print(f"{name:<8} {len(v):>6} {np.median(v):>10.1f} {np.percentile(v, 95):>8.1f} {v.max():>8.1f} "
-              f"{v.max() / (idle_max * 1000):>15.2f}")
+        print(
+            f"{name:<8} {len(v):>6} {np.median(v):>10.1f} {np.percentile(v, 95):>8.1f} {v.max():>8.1f} "
+            f"{v.max() / (idle_max * 1000):>15.2f}"
+        )
     viewer.close()
 
 

@@ -34,8 +34,22 @@ def test_explain_then_peppr_on_the_sample(tmp_path, capsys):
     assert summary["maps_per_label"]["haemorrhage"] == 23 and summary["subset"] == "positive"
     assert summary["provenance"]["inputs"][0]["path"].endswith("uwf_sample.tif")
     peppr_out = tmp_path / "peppr"
-    assert main(["peppr", str(SAMPLE_STACK), "--global-maps", str(out / "global_maps.tif"), "--out", str(peppr_out),
-                 "--random-seeds", "1", "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "peppr",
+                str(SAMPLE_STACK),
+                "--global-maps",
+                str(out / "global_maps.tif"),
+                "--out",
+                str(peppr_out),
+                "--random-seeds",
+                "1",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     result = json.loads((peppr_out / "peppr_summary.json").read_text())
     rows = {(r["map"], r["label"]): r for r in result["table"]}
     for label in ("haemorrhage", "peripheral_lesion", "disc_swelling", "arcade_lesion"):
@@ -53,8 +67,25 @@ def test_sag_on_the_sample_finds_the_two_arcades(tmp_path, capsys):
     from napari_global_xai.samples import load_ground_truth
 
     out = tmp_path / "sag"
-    assert main(["sag", str(SAMPLE_STACK), "--label", "arcade_lesion", "--method", "gradcam", "--out", str(out),
-                 "--figure-formats", "png", "svg", "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "sag",
+                str(SAMPLE_STACK),
+                "--label",
+                "arcade_lesion",
+                "--method",
+                "gradcam",
+                "--out",
+                str(out),
+                "--figure-formats",
+                "png",
+                "svg",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     summary = json.loads((out / "sag_summary.json").read_text())
     assert summary["n_images"] == 16 and summary["grid"] == [6, 8]
     regions = load_ground_truth()["regions"]

@@ -47,13 +47,16 @@ def test_every_choice_list_is_a_config_tuple():
     assert tuple(_options(_subparsers(build_parser())["card"])["--activation"].choices) == ACTIVATIONS
 
 
-@pytest.mark.parametrize("command, defaults, fields", [
-    ("explain", config.ExplainConfig(), ["method", "subset", "compute", "normalisation", "reduction", "autocast"]),
-    ("sanity", config.ExplainConfig(), ["normalisation", "reduction"]),
-    ("peppr", config.PepprConfig(), ["fill", "random_seeds"]),
-    ("sag", config.SagConfig(), ["method", "fill", "max_root_size", "figure_formats"]),
-    ("demo", config.ExplainConfig(), ["method"]),
-])
+@pytest.mark.parametrize(
+    "command, defaults, fields",
+    [
+        ("explain", config.ExplainConfig(), ["method", "subset", "compute", "normalisation", "reduction", "autocast"]),
+        ("sanity", config.ExplainConfig(), ["normalisation", "reduction"]),
+        ("peppr", config.PepprConfig(), ["fill", "random_seeds"]),
+        ("sag", config.SagConfig(), ["method", "fill", "max_root_size", "figure_formats"]),
+        ("demo", config.ExplainConfig(), ["method"]),
+    ],
+)
 def test_defaults_are_the_config_defaults(command, defaults, fields):
     sub = _subparsers(build_parser())[command]
     for name in fields:
@@ -90,9 +93,11 @@ def test_analyses_defaults_are_their_pipelines_defaults():
     from napari_global_xai.analyses import pipelines
 
     subs = _subparsers(build_parser())
-    for command, function, names in (("sanity", pipelines.run_sanity, ["n_images", "seed"]),
-                                     ("compare", pipelines.run_compare, ["n_permutations", "alpha", "seed"]),
-                                     ("regions", pipelines.run_regions, ["n_boot", "seed"])):
+    for command, function, names in (
+        ("sanity", pipelines.run_sanity, ["n_images", "seed"]),
+        ("compare", pipelines.run_compare, ["n_permutations", "alpha", "seed"]),
+        ("regions", pipelines.run_regions, ["n_boot", "seed"]),
+    ):
         defaults = config.signature_defaults(function)
         for name in names:
             assert subs[command].get_default(name) == defaults[name], (command, name)

@@ -56,8 +56,11 @@ register_architecture("robust-test-net")(CountingNet)
 
 
 def _digest(folder: Path) -> dict[str, str]:
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 def _hidden(folder: Path) -> list[str]:
@@ -75,17 +78,25 @@ def inputs(tmp_path, one_torch_thread):
     pixels = rng.integers(0, 256, (N, H, W, 3), dtype=np.uint8)
     ids = [f"P{i:03d}" for i in range(N)]
     write_stack_tiff(folder / "stack.tif", pixels, ids)
-    rows = ["image,laterality,drusen,scar"] + [f"{ids[i]},{'LR'[i % 2]},{i % 2},{int(i % 3 == 0)}"
-                                               for i in range(N)]
+    rows = ["image,laterality,drusen,scar"] + [f"{ids[i]},{'LR'[i % 2]},{i % 2},{int(i % 3 == 0)}" for i in range(N)]
     (folder / "stack.csv").write_text("\n".join(rows) + "\n")
     torch.manual_seed(3)
     torch.save(CountingNet().state_dict(), folder / "net.pt")
     BUILT.clear()
 
     def card(name="card.json", **kwargs):
-        data = {"name": "counting", "labels": LABELS, "weights": "net.pt", "format": "state_dict",
-                "architecture": "robust-test-net", "architecture_kwargs": kwargs, "input_channels": [2, 0],
-                "mean": [0.5, 0.4], "std": [0.25, 0.2], "cam_layer": "conv2"}
+        data = {
+            "name": "counting",
+            "labels": LABELS,
+            "weights": "net.pt",
+            "format": "state_dict",
+            "architecture": "robust-test-net",
+            "architecture_kwargs": kwargs,
+            "input_channels": [2, 0],
+            "mean": [0.5, 0.4],
+            "std": [0.25, 0.2],
+            "cam_layer": "conv2",
+        }
         (folder / name).write_text(json.dumps(data))
         return str(folder / name)
 
@@ -112,25 +123,57 @@ def _forwards():
 STACK_ERRORS = {
     # case: (extra argv, exit code, message after "global-xai explain: error: ", most model forwards allowed)
     "n_steps=0": (["--param", "n_steps=0"], 2, "ig: parameter n_steps=0 is not allowed; expected an integer ≥ 1", 0),
-    "n_steps=-3": (["--param", "n_steps=-3"], 2, "ig: parameter n_steps=-3 is not allowed; expected an integer ≥ 1",
-                   0),
-    "n_steps=abc": (["--param", "n_steps=abc"], 2,
-                    "ig: parameter n_steps='abc' is not allowed; expected an integer ≥ 1", 0),
-    "n_steps=True": (["--param", "n_steps=True"], 2,
-                     "ig: parameter n_steps=True is not allowed; expected an integer ≥ 1", 0),
-    "stdevs=nan": (["--method", "smoothgrad", "--param", "stdevs=nan"], 2,
-                   "smoothgrad: parameter stdevs='nan' is not allowed; expected a number ≥ 0", 0),
-    "baseline": (["--param", "baseline=impute"], 2, "ig: parameter baseline='impute' is not allowed; expected one "
-                 "of 'zero', 'black', 'blur'", 0),
-    "unknown param": (["--param", "foo=1"], 2, "ig: unknown parameter(s) foo; known: baseline, blur_sigma, "
-                      "integration, internal_batch_size, n_steps", 0),
+    "n_steps=-3": (["--param", "n_steps=-3"], 2, "ig: parameter n_steps=-3 is not allowed; expected an integer ≥ 1", 0),
+    "n_steps=abc": (
+        ["--param", "n_steps=abc"],
+        2,
+        "ig: parameter n_steps='abc' is not allowed; expected an integer ≥ 1",
+        0,
+    ),
+    "n_steps=True": (
+        ["--param", "n_steps=True"],
+        2,
+        "ig: parameter n_steps=True is not allowed; expected an integer ≥ 1",
+        0,
+    ),
+    "stdevs=nan": (
+        ["--method", "smoothgrad", "--param", "stdevs=nan"],
+        2,
+        "smoothgrad: parameter stdevs='nan' is not allowed; expected a number ≥ 0",
+        0,
+    ),
+    "baseline": (
+        ["--param", "baseline=impute"],
+        2,
+        "ig: parameter baseline='impute' is not allowed; expected one of 'zero', 'black', 'blur'",
+        0,
+    ),
+    "unknown param": (
+        ["--param", "foo=1"],
+        2,
+        "ig: unknown parameter(s) foo; known: baseline, blur_sigma, integration, internal_batch_size, n_steps",
+        0,
+    ),
     "param without =": (["--param", "n_steps"], 2, "--param expects NAME=VALUE, got 'n_steps'", 0),
-    "unknown method": (["--method", "gradcamm"], 2, "unknown saliency method 'gradcamm'; choose from "
-                       f"{sorted(BUILTIN_METHODS)}", 0),
-    "unknown target": (["--targets", "Drusen"], 2,
-                       "unknown target label(s) ['Drusen']; the model's labels are ['drusen', 'scar']", 0),
-    "argparse choice": (["--normalisation", "l1"], 2, "argument --normalisation: invalid choice: 'l1' (choose from "
-                        "'mass', 'max', 'none') (see 'global-xai explain --help')", 0),
+    "unknown method": (
+        ["--method", "gradcamm"],
+        2,
+        f"unknown saliency method 'gradcamm'; choose from {sorted(BUILTIN_METHODS)}",
+        0,
+    ),
+    "unknown target": (
+        ["--targets", "Drusen"],
+        2,
+        "unknown target label(s) ['Drusen']; the model's labels are ['drusen', 'scar']",
+        0,
+    ),
+    "argparse choice": (
+        ["--normalisation", "l1"],
+        2,
+        "argument --normalisation: invalid choice: 'l1' (choose from "
+        "'mass', 'max', 'none') (see 'global-xai explain --help')",
+        0,
+    ),
 }
 
 
@@ -158,27 +201,45 @@ def _bad_inputs(folder: Path, tmp_path: Path, case: str):
     out = tmp_path / "out"
     if case == "out is a file":
         (tmp_path / "taken").write_text("keep me")
-        return (["explain", stack, "--model", card, "--out", str(tmp_path / "taken")], 1,
-                f"output folder {tmp_path / 'taken'} is a file, not a folder; give a folder (new or existing)")
+        return (
+            ["explain", stack, "--model", card, "--out", str(tmp_path / "taken")],
+            1,
+            f"output folder {tmp_path / 'taken'} is a file, not a folder; give a folder (new or existing)",
+        )
     if case == "out under a file":
         (tmp_path / "taken").write_text("keep me")
-        return (["explain", stack, "--model", card, "--out", str(tmp_path / "taken" / "sub")], 1,
-                f"cannot write to output folder {tmp_path / 'taken' / 'sub'}: Not a directory")
+        return (
+            ["explain", stack, "--model", card, "--out", str(tmp_path / "taken" / "sub")],
+            1,
+            f"cannot write to output folder {tmp_path / 'taken' / 'sub'}: Not a directory",
+        )
     if case == "labels CSV missing":
-        return (["explain", stack, "--model", card, "--labels", str(folder / "nope.csv"), "--out", str(out)], 1,
-                f"labels file not found: {folder / 'nope.csv'}")
+        return (
+            ["explain", stack, "--model", card, "--labels", str(folder / "nope.csv"), "--out", str(out)],
+            1,
+            f"labels file not found: {folder / 'nope.csv'}",
+        )
     if case == "card not JSON":
         (folder / "bad.json").write_text("{'name': 'single quotes'}")
-        return (["explain", stack, "--model", str(folder / "bad.json"), "--out", str(out)], 1,
-                f"cannot read model card {folder / 'bad.json'}: Expecting property name enclosed in double quotes: "
-                "line 1 column 2 (char 1)")
+        return (
+            ["explain", stack, "--model", str(folder / "bad.json"), "--out", str(out)],
+            1,
+            f"cannot read model card {folder / 'bad.json'}: Expecting property name enclosed in double quotes: "
+            "line 1 column 2 (char 1)",
+        )
     if case == "global maps without metadata":
-        return (["peppr", stack, "--model", card, "--global-maps", stack, "--out", str(out)], 1,
-                f"{stack}: not a global-maps file (no label names in its metadata); give the global_maps.tif "
-                "written by 'global-xai explain' (or the napari dock)")
+        return (
+            ["peppr", stack, "--model", card, "--global-maps", stack, "--out", str(out)],
+            1,
+            f"{stack}: not a global-maps file (no label names in its metadata); give the global_maps.tif "
+            "written by 'global-xai explain' (or the napari dock)",
+        )
     if case == "global maps not a TIFF":
-        return (["peppr", stack, "--model", card, "--global-maps", str(folder / "stack.csv"), "--out", str(out)], 1,
-                None)
+        return (
+            ["peppr", stack, "--model", card, "--global-maps", str(folder / "stack.csv"), "--out", str(out)],
+            1,
+            None,
+        )
     if case == "corrupt image":
         from PIL import Image
 
@@ -189,37 +250,81 @@ def _bad_inputs(folder: Path, tmp_path: Path, case: str):
             Image.fromarray(rng.integers(0, 256, (H, W, 3), dtype=np.uint8)).save(images / f"im{i}.png")
         data = (images / "im2.png").read_bytes()
         (images / "im2.png").write_bytes(data[: len(data) // 2])  # header fine, pixels cut off
-        return (["explain", str(images), "--model", card, "--out", str(out)], 1,
-                f"{images / 'im2.png'}: cannot decode image 'im2' (OSError: image file is truncated)")
+        return (
+            ["explain", str(images), "--model", card, "--out", str(out)],
+            1,
+            f"{images / 'im2.png'}: cannot decode image 'im2' (OSError: image file is truncated)",
+        )
     if case == "NaN pixels":
         pixels = np.random.default_rng(2).random((4, H, W, 3)).astype(np.float32)
         pixels[1, 3, 4, 0] = np.nan
         write_stack_tiff(folder / "nan.tif", pixels, [f"n{i}" for i in range(4)])
-        return (["explain", str(folder / "nan.tif"), "--model", card, "--out", str(out)], 1,
-                f"image 'n1' ({folder / 'nan.tif'}) contains NaN or Inf values")
+        return (
+            ["explain", str(folder / "nan.tif"), "--model", card, "--out", str(out)],
+            1,
+            f"image 'n1' ({folder / 'nan.tif'}) contains NaN or Inf values",
+        )
     if case == "fractions unsorted":
-        return (["peppr", stack, "--model", card, "--global-maps", stack, "--out", str(out),
-                 "--fractions", "0", "0.5", "0.1"], 2, "fractions must be strictly increasing (no repeats), got "
-                "[0.0, 0.5, 0.1]")
+        return (
+            [
+                "peppr",
+                stack,
+                "--model",
+                card,
+                "--global-maps",
+                stack,
+                "--out",
+                str(out),
+                "--fractions",
+                "0",
+                "0.5",
+                "0.1",
+            ],
+            2,
+            "fractions must be strictly increasing (no repeats), got [0.0, 0.5, 0.1]",
+        )
     if case == "fractions outside [0, 1]":
-        return (["peppr", stack, "--model", card, "--global-maps", stack, "--out", str(out),
-                 "--fractions", "0.1", "1.5"], 2, "fractions must be numbers in [0, 1], got [0.1, 1.5]")
+        return (
+            ["peppr", stack, "--model", card, "--global-maps", stack, "--out", str(out), "--fractions", "0.1", "1.5"],
+            2,
+            "fractions must be numbers in [0, 1], got [0.1, 1.5]",
+        )
     if case == "negative random seeds":
-        return (["peppr", stack, "--model", card, "--global-maps", stack, "--out", str(out), "--random-seeds", "-2"],
-                2, "argument --random-seeds: invalid non-negative integer value: '-2' (see 'global-xai peppr --help')")
+        return (
+            ["peppr", stack, "--model", card, "--global-maps", stack, "--out", str(out), "--random-seeds", "-2"],
+            2,
+            "argument --random-seeds: invalid non-negative integer value: '-2' (see 'global-xai peppr --help')",
+        )
     if case == "sag image index":
-        return (["sag", stack, "--model", card, "--label", "scar", "--images", "3", "10", "--out", str(out)], 2,
-                "image index(es) [10] outside the stack's 0..9")
+        return (
+            ["sag", stack, "--model", card, "--label", "scar", "--images", "3", "10", "--out", str(out)],
+            2,
+            "image index(es) [10] outside the stack's 0..9",
+        )
     if case == "sag label":
-        return (["sag", stack, "--model", card, "--label", "Scar", "--out", str(out)], 2,
-                "unknown label 'Scar'; the model's labels are ['drusen', 'scar']")
+        return (
+            ["sag", stack, "--model", card, "--label", "Scar", "--out", str(out)],
+            2,
+            "unknown label 'Scar'; the model's labels are ['drusen', 'scar']",
+        )
     raise AssertionError(case)
 
 
-INPUT_CASES = ["out is a file", "out under a file", "labels CSV missing", "card not JSON",
-               "global maps without metadata", "global maps not a TIFF", "corrupt image", "NaN pixels",
-               "fractions unsorted", "fractions outside [0, 1]", "negative random seeds", "sag image index",
-               "sag label"]
+INPUT_CASES = [
+    "out is a file",
+    "out under a file",
+    "labels CSV missing",
+    "card not JSON",
+    "global maps without metadata",
+    "global maps not a TIFF",
+    "corrupt image",
+    "NaN pixels",
+    "fractions unsorted",
+    "fractions outside [0, 1]",
+    "negative random seeds",
+    "sag image index",
+    "sag label",
+]
 
 
 @pytest.mark.parametrize("case", INPUT_CASES)
@@ -255,8 +360,9 @@ def test_unwritable_folder_found_before_the_model_runs(inputs, tmp_path, capsys)
             pass
         got, _, err = _run(capsys, _explain(folder, locked / "run"))
         assert got == 1
-        assert err.splitlines() == [f"global-xai explain: error: cannot write to output folder {locked / 'run'}: "
-                                    "Permission denied"]
+        assert err.splitlines() == [
+            f"global-xai explain: error: cannot write to output folder {locked / 'run'}: Permission denied"
+        ]
         assert _forwards() == 0
     finally:
         locked.chmod(0o755)
@@ -271,13 +377,24 @@ def test_unwritable_folder_any_user(inputs, tmp_path, capsys, monkeypatch):
 
     folder, _ = inputs
     monkeypatch.setattr(tempfile, "mkstemp", refuse)
-    for command in (_explain(folder, tmp_path / "run"),
-                    ["sag", str(folder / "stack.tif"), "--model", str(folder / "card.json"), "--label", "scar",
-                     "--out", str(tmp_path / "run")]):
+    for command in (
+        _explain(folder, tmp_path / "run"),
+        [
+            "sag",
+            str(folder / "stack.tif"),
+            "--model",
+            str(folder / "card.json"),
+            "--label",
+            "scar",
+            "--out",
+            str(tmp_path / "run"),
+        ],
+    ):
         got, _, err = _run(capsys, command)
         assert got == 1
-        assert err.splitlines() == [f"global-xai {command[0]}: error: cannot write to output folder "
-                                    f"{tmp_path / 'run'}: Permission denied"]
+        assert err.splitlines() == [
+            f"global-xai {command[0]}: error: cannot write to output folder {tmp_path / 'run'}: Permission denied"
+        ]
     assert _forwards() == 0 and not (tmp_path / "run").exists()
 
 
@@ -286,8 +403,10 @@ def test_unexpected_error_is_one_line_and_debug_shows_the_traceback(inputs, tmp_
     card("card.json", fail_on=1)
     got, _, err = _run(capsys, _explain(folder, tmp_path / "out", "--method", "saliency"))
     assert got == 1
-    assert err.splitlines() == ["global-xai explain: error: unexpected RuntimeError: planted failure on gradient "
-                                "pass 1 (run with --debug for the traceback)"]
+    assert err.splitlines() == [
+        "global-xai explain: error: unexpected RuntimeError: planted failure on gradient "
+        "pass 1 (run with --debug for the traceback)"
+    ]
     assert not (tmp_path / "out").exists()
     with pytest.raises(RuntimeError, match="planted failure"):
         main(_explain(folder, tmp_path / "out", "--method", "saliency", "--debug", "--quiet"))
@@ -295,6 +414,7 @@ def test_unexpected_error_is_one_line_and_debug_shows_the_traceback(inputs, tmp_
 
 
 # ------------------------------------------------------------------------------------ crash and cancel
+
 
 def test_crash_mid_run_leaves_no_partial_and_keeps_the_earlier_result(inputs, tmp_path, capsys):
     """The model raises on its 3rd gradient pass: exit 1, one line, no hidden file, the earlier run's files intact."""
@@ -308,8 +428,10 @@ def test_crash_mid_run_leaves_no_partial_and_keeps_the_earlier_result(inputs, tm
     before = _digest(folder)
     got, _, err = _run(capsys, argv)
     assert got == 1
-    assert err.splitlines() == ["global-xai explain: error: unexpected RuntimeError: planted failure on gradient "
-                                "pass 3 (run with --debug for the traceback)"]
+    assert err.splitlines() == [
+        "global-xai explain: error: unexpected RuntimeError: planted failure on gradient "
+        "pass 3 (run with --debug for the traceback)"
+    ]
     assert BUILT[-1].grad_forwards == 3  # it really failed mid-run, after two finished batches
     assert _hidden(out) == [] and _digest(out) == earlier and _digest(folder) == before
 
@@ -327,8 +449,20 @@ def test_cancelled_explain_exits_130_with_the_marked_partial_result(inputs, tmp_
     card("cancel.json", interrupt_on=1)
     out = tmp_path / "out"
     before = _digest(folder)
-    argv = ["explain", str(folder / "stack.tif"), "--model", str(folder / "cancel.json"), "--out", str(out),
-            "--param", "n_steps=2", "--subset", "all", "--format", "tiff"]
+    argv = [
+        "explain",
+        str(folder / "stack.tif"),
+        "--model",
+        str(folder / "cancel.json"),
+        "--out",
+        str(out),
+        "--param",
+        "n_steps=2",
+        "--subset",
+        "all",
+        "--format",
+        "tiff",
+    ]
     got, stdout, err = _run(capsys, argv)
     assert got == 130
     assert "(CANCELLED)" in stdout
@@ -337,12 +471,16 @@ def test_cancelled_explain_exits_130_with_the_marked_partial_result(inputs, tmp_
     assert summary["provenance"]["status"] == "CANCELLED"
     done, total = summary["maps_computed"], summary["provenance"]["n_maps_selected"]
     assert total == N * len(LABELS) and 0 < done < total
-    assert err.splitlines()[-1] == (f"global-xai explain: cancelled: partial result ({done} of {total} maps) "
-                                    "written, marked CANCELLED")
+    assert err.splitlines()[-1] == (
+        f"global-xai explain: cancelled: partial result ({done} of {total} maps) written, marked CANCELLED"
+    )
     assert "Traceback" not in err and _hidden(out) == [] and _digest(folder) == before
     # the finished maps equal those of an uncancelled run; the others are absent (0) and flagged in predictions.csv
-    full = run_explain(read_stack(folder / "stack.tif"), load_model(folder / "card.json", device="cpu"),
-                       ExplainConfig(method="ig", params={"n_steps": 2}, subset="all"))
+    full = run_explain(
+        read_stack(folder / "stack.tif"),
+        load_model(folder / "card.json", device="cpu"),
+        ExplainConfig(method="ig", params={"n_steps": 2}, subset="all"),
+    )
     partial = tifffile.imread(out / "image_maps.tif")
     flags = np.loadtxt(out / "predictions.csv", delimiter=",", skiprows=1, usecols=(5, 6), dtype=int)
     assert flags.sum() == done
@@ -370,8 +508,20 @@ def test_cancelled_sag_exits_130_with_the_finished_images_marked(when, inputs, t
     if when == "first finished group":
         _interrupt_at_first_progress_report(monkeypatch)
     out = tmp_path / "out"
-    argv = ["sag", str(folder / "stack.tif"), "--model", str(folder / "cancel.json"), "--label", "drusen",
-            "--method", "saliency", "--images", *map(str, range(N)), "--out", str(out)]
+    argv = [
+        "sag",
+        str(folder / "stack.tif"),
+        "--model",
+        str(folder / "cancel.json"),
+        "--label",
+        "drusen",
+        "--method",
+        "saliency",
+        "--images",
+        *map(str, range(N)),
+        "--out",
+        str(out),
+    ]
     got, stdout, err = _run(capsys, argv)
     assert got == 130
     assert "Traceback" not in err and _hidden(tmp_path) == []
@@ -384,7 +534,9 @@ def test_cancelled_sag_exits_130_with_the_finished_images_marked(when, inputs, t
     assert summary["images"] == [f"P{i:03d}" for i in range(8)] and summary["n_requested"] == N
     assert sorted(p.name for p in out.glob("sag_P*.json")) == [f"sag_P{i:03d}.json" for i in range(8)]
     assert "cancelled after 8 of 10 images" in stdout
-    assert err.splitlines()[-1] == "global-xai sag: cancelled: partial result (8 of 10 images) written, marked CANCELLED"
+    assert (
+        err.splitlines()[-1] == "global-xai sag: cancelled: partial result (8 of 10 images) written, marked CANCELLED"
+    )
 
 
 def test_cancelled_peppr_exits_130_and_writes_nothing(inputs, tmp_path, capsys, monkeypatch):
@@ -394,9 +546,21 @@ def test_cancelled_peppr_exits_130_and_writes_nothing(inputs, tmp_path, capsys, 
     assert _run(capsys, _explain(folder, maps, "--method", "saliency"))[0] == 0
     _interrupt_at_first_progress_report(monkeypatch)
     out = tmp_path / "peppr"
-    got, _, err = _run(capsys, ["peppr", str(folder / "stack.tif"), "--model", str(folder / "card.json"),
-                                "--global-maps", str(maps / "global_maps.tif"), "--out", str(out),
-                                "--random-seeds", "1"])
+    got, _, err = _run(
+        capsys,
+        [
+            "peppr",
+            str(folder / "stack.tif"),
+            "--model",
+            str(folder / "card.json"),
+            "--global-maps",
+            str(maps / "global_maps.tif"),
+            "--out",
+            str(out),
+            "--random-seeds",
+            "1",
+        ],
+    )
     assert got == 130
     assert err.splitlines()[-1] == "global-xai peppr: cancelled before any result was complete; nothing written"
     assert "Traceback" not in err and not out.exists()
@@ -407,12 +571,30 @@ def test_peppr_fractions_are_used_with_endpoints_added(inputs, tmp_path, capsys)
     maps = tmp_path / "maps"
     assert _run(capsys, _explain(folder, maps, "--method", "saliency"))[0] == 0
     out = tmp_path / "peppr"
-    got, stdout, err = _run(capsys, ["peppr", str(folder / "stack.tif"), "--model", str(folder / "card.json"),
-                                     "--global-maps", str(maps / "global_maps.tif"), "--out", str(out),
-                                     "--random-seeds", "1", "--fractions", "0.05", "0.1", "0.5"])
+    got, stdout, err = _run(
+        capsys,
+        [
+            "peppr",
+            str(folder / "stack.tif"),
+            "--model",
+            str(folder / "card.json"),
+            "--global-maps",
+            str(maps / "global_maps.tif"),
+            "--out",
+            str(out),
+            "--random-seeds",
+            "1",
+            "--fractions",
+            "0.05",
+            "0.1",
+            "0.5",
+        ],
+    )
     assert got == 0, err
-    assert ("note: added fraction(s) 0, 1 (the curves are read against the intact image at both ends); fractions "
-            "used: 0, 0.05, 0.1, 0.5, 1") in stdout
+    assert (
+        "note: added fraction(s) 0, 1 (the curves are read against the intact image at both ends); fractions "
+        "used: 0, 0.05, 0.1, 0.5, 1"
+    ) in stdout
     summary = json.loads((out / "peppr_summary.json").read_text())
     assert summary["fractions"] == [0, 0.05, 0.1, 0.5, 1]
 

@@ -36,8 +36,15 @@ def test_concepts_rebuild_a_linear_model_from_its_features():
         _, s_hat, _ = net(torch.from_numpy(f))
     corr = [np.corrcoef(s_hat[:, j].numpy(), logits[:, j])[0, 1] for j in range(3)]
     assert not cancelled and min(corr) > 0.97, corr
-    assert set(losses) == {"faithfulness", "sparsity", "pull_away", "reconstruction", "predictor_sparsity",
-                           "encoder_decay", "total"}
+    assert set(losses) == {
+        "faithfulness",
+        "sparsity",
+        "pull_away",
+        "reconstruction",
+        "predictor_sparsity",
+        "encoder_decay",
+        "total",
+    }
     z = net.concepts(torch.from_numpy(f))
     assert (z >= 0).all()
 
@@ -52,16 +59,21 @@ def test_loss_terms_and_feature_scale_follow_their_definitions():
     ft = torch.from_numpy(f)
     mean = ft.mean(dim=0)
     rms = float((ft - mean).pow(2).mean().sqrt())
-    torch.testing.assert_close(net.std, torch.full((8,), rms))                # one scale for the whole layer
+    torch.testing.assert_close(net.std, torch.full((8,), rms))  # one scale for the whole layer
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(5)
         net0 = ExplanationNet(8, 3, 2, mean, torch.full((8,), rms))
     with torch.no_grad():
         z, s_hat, f_hat = net0(ft)
     st, e, v = torch.from_numpy(s), net0.encoder.weight.detach(), net0.predictor.weight.detach()
-    want = {"faithfulness": ((s_hat - st).pow(2) / st.var(dim=0)).mean(), "sparsity": z.abs().mean(),
-            "pull_away": _pull_away(e), "reconstruction": (f_hat - (ft - mean) / rms).pow(2).mean(),
-            "predictor_sparsity": v.abs().sum(dim=1).mean(), "encoder_decay": e.pow(2).sum(dim=1).mean()}
+    want = {
+        "faithfulness": ((s_hat - st).pow(2) / st.var(dim=0)).mean(),
+        "sparsity": z.abs().mean(),
+        "pull_away": _pull_away(e),
+        "reconstruction": (f_hat - (ft - mean) / rms).pow(2).mean(),
+        "predictor_sparsity": v.abs().sum(dim=1).mean(),
+        "encoder_decay": e.pow(2).sum(dim=1).mean(),
+    }
     for name, value in want.items():
         assert losses[name] == pytest.approx(float(value), rel=1e-5), name
     total = want["faithfulness"] + sum(getattr(cfg, n) * want[n] for n in want if n != "faithfulness")
@@ -77,8 +89,9 @@ def test_training_is_seeded_and_cancellable():
     b, _, _ = train_explanation_net(f, s, ConceptConfig(k=3, steps=50, seed=4))
     torch.testing.assert_close(a.encoder.weight, b.encoder.weight)
     calls = []
-    _, _, cancelled = train_explanation_net(f, s, ConceptConfig(k=3, steps=500),
-                                            cancel=lambda: len(calls) > 2 or calls.append(1))
+    _, _, cancelled = train_explanation_net(
+        f, s, ConceptConfig(k=3, steps=500), cancel=lambda: len(calls) > 2 or calls.append(1)
+    )
     assert cancelled
 
 
@@ -102,8 +115,8 @@ class _Toy(torch.nn.Module):
         with torch.no_grad():
             self.body[0].weight.zero_()
             self.body[0].bias.zero_()
-            self.body[0].weight[0, :, 1, 1] = 1.0      # channel 0 = brightness
-            self.body[0].weight[1, 0, 1, 1] = -1.0     # channel 1 = darkness of channel 0
+            self.body[0].weight[0, :, 1, 1] = 1.0  # channel 0 = brightness
+            self.body[0].weight[1, 0, 1, 1] = -1.0  # channel 1 = darkness of channel 0
             self.body[0].bias[1] = 1.0
 
     def forward(self, x):
@@ -114,29 +127,53 @@ class _Toy(torch.nn.Module):
 def test_run_on_a_foreign_model_writes_complete_outputs_and_keeps_partial_results(tmp_path):
     from napari_global_xai.models import LoadedModel, ModelCard
 
-    card = ModelCard(name="toy", labels=["bright_tl", "dark"], weights="unused.pt", format="torchscript",
-                     activation="sigmoid", input_channels=[0, 1, 2], input_size=[16, 16], mean=[0.5] * 3,
-                     std=[0.5] * 3, cam_layer="body", harmonise_laterality=False)
+    card = ModelCard(
+        name="toy",
+        labels=["bright_tl", "dark"],
+        weights="unused.pt",
+        format="torchscript",
+        activation="sigmoid",
+        input_channels=[0, 1, 2],
+        input_size=[16, 16],
+        mean=[0.5] * 3,
+        std=[0.5] * 3,
+        cam_layer="body",
+        harmonise_laterality=False,
+    )
     model = LoadedModel(_Toy(), card, torch.device("cpu"))
     rng = np.random.default_rng(2)
     images = rng.integers(0, 60, size=(12, 16, 16, 3), dtype=np.uint8)
-    images[::2, :8, :8] = 250                                # bright top-left quadrant on even images
+    images[::2, :8, :8] = 250  # bright top-left quadrant on even images
     before = images.copy()
     stages = []
-    res = run_concepts(images, model, ConceptConfig(k=2, steps=400, chunk_size=4), out_dir=tmp_path / "out",
-                       progress=lambda d, t, s: stages.append(s))
+    res = run_concepts(
+        images,
+        model,
+        ConceptConfig(k=2, steps=400, chunk_size=4),
+        out_dir=tmp_path / "out",
+        progress=lambda d, t, s: stages.append(s),
+    )
     assert np.array_equal(images, before)
     assert {"features", "train", "concept maps"} <= set(stages)
     names = sorted(p.name for p in (tmp_path / "out").iterdir())
-    assert names == sorted(["global_concept_maps.tif", "concept_image_maps.tif", "concepts.csv",
-                            "concept_label_weights.csv", "top_images.csv", "concepts.json", "explanation_net.pt"])
+    assert names == sorted(
+        [
+            "global_concept_maps.tif",
+            "concept_image_maps.tif",
+            "concepts.csv",
+            "concept_label_weights.csv",
+            "top_images.csv",
+            "concepts.json",
+            "explanation_net.pt",
+        ]
+    )
     assert res.global_maps.shape == (2, 16, 16)
-    np.testing.assert_allclose(res.global_maps.reshape(2, -1).sum(1)[res.global_maps.reshape(2, -1).sum(1) > 0], 1,
-                               rtol=1e-5)
+    np.testing.assert_allclose(
+        res.global_maps.reshape(2, -1).sum(1)[res.global_maps.reshape(2, -1).sum(1) > 0], 1, rtol=1e-5
+    )
     # the concept that tells bright from dark images ranks one kind of image on top
     bright = np.arange(12) % 2 == 0
-    corr = [abs(np.corrcoef(res.concepts[:, j], bright)[0, 1]) if res.concepts[:, j].std() > 0 else 0
-            for j in range(2)]
+    corr = [abs(np.corrcoef(res.concepts[:, j], bright)[0, 1]) if res.concepts[:, j].std() > 0 else 0 for j in range(2)]
     k = int(np.argmax(corr))
     top = res.top_images[k, :6]
     assert corr[k] > 0.9 and (bright[top].all() or not bright[top].any())
@@ -150,8 +187,13 @@ def test_run_on_a_foreign_model_writes_complete_outputs_and_keeps_partial_result
         return state["n"] > 0
 
     stages.clear()
-    part = run_concepts(images, model, ConceptConfig(k=2, steps=50, chunk_size=4),
-                        progress=lambda d, t, s: stages.append(s), cancel=cancel)
+    part = run_concepts(
+        images,
+        model,
+        ConceptConfig(k=2, steps=50, chunk_size=4),
+        progress=lambda d, t, s: stages.append(s),
+        cancel=cancel,
+    )
     # every image had features, so concepts exist for all; only the first chunk got its maps
     assert part.cancelled and not np.isnan(part.concepts).any()
     assert part.image_maps[:4].any() and not part.image_maps[4:].any()
@@ -194,7 +236,7 @@ def test_a_concept_picks_up_the_shortcut_marker_on_training_split_images(demo):
     from napari_global_xai.data.synthetic import generate_stack, marker_box
 
     gen = generate_stack(64, seed=7, split="train")
-    stack = gen.aligned("stored")                             # the run harmonises it, as the demo card asks
+    stack = gen.aligned("stored")  # the run harmonises it, as the demo card asks
     marker = np.zeros(stack.shape[1:3], bool)
     for side in ("L", "R"):
         marker[marker_box(side)] = True
@@ -202,13 +244,19 @@ def test_a_concept_picks_up_the_shortcut_marker_on_training_split_images(demo):
     sep = auroc(np.repeat(gen.has_marker[:, None], 8, axis=1), res.concepts)
     on_marker = res.global_maps[:, marker].sum(axis=1) / marker.mean()
     periph = demo.labels.index("peripheral_lesion")
-    print("concept AUROC for 'image has the marker':", np.round(sep, 2), "marker mass / area share:",
-          np.round(on_marker, 1), "peripheral_lesion weights:", np.round(res.weights[:, periph], 2))
+    print(
+        "concept AUROC for 'image has the marker':",
+        np.round(sep, 2),
+        "marker mass / area share:",
+        np.round(on_marker, 1),
+        "peripheral_lesion weights:",
+        np.round(res.weights[:, periph], 2),
+    )
     shortcut = [k for k in range(8) if sep[k] >= 0.8 and on_marker[k] >= 3 and res.weights[k, periph] > 0]
     assert shortcut, "no concept carries the corner marker"
-    truth = gen.labels[:, periph:periph + 1]
-    model_auc = auroc(truth, res.model_logits[:, periph:periph + 1])[0]
-    concept_auc = auroc(truth, res.concept_logits[:, periph:periph + 1])[0]
+    truth = gen.labels[:, periph : periph + 1]
+    model_auc = auroc(truth, res.model_logits[:, periph : periph + 1])[0]
+    concept_auc = auroc(truth, res.concept_logits[:, periph : periph + 1])[0]
     assert abs(model_auc - concept_auc) <= 0.02, (model_auc, concept_auc)
 
 

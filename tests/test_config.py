@@ -6,25 +6,28 @@ import threading
 
 import pytest
 
-from napari_global_xai.config import (FILLS, SUBSETS, ExplainConfig, PepprConfig, SagConfig, validate_choices)
+from napari_global_xai.config import FILLS, SUBSETS, ExplainConfig, PepprConfig, SagConfig, validate_choices
 from napari_global_xai.control import Cancelled, RunControl
 
 
-@pytest.mark.parametrize("cls, kwargs, needle", [
-    (ExplainConfig, {"compute": "al"}, "ExplainConfig.compute: unknown value 'al'; choose from subset, all"),
-    (ExplainConfig, {"subset": "positives"}, "ExplainConfig.subset"),
-    (ExplainConfig, {"normalisation": "sum"}, "choose from mass, max, none"),
-    (ExplainConfig, {"autocast": "fp8"}, "ExplainConfig.autocast"),
-    (ExplainConfig, {"chunk_size": 0}, "positive integer"),
-    (ExplainConfig, {"threshold": 1.5}, "probability"),
-    (PepprConfig, {"fill": "gray"}, "PepprConfig.fill: unknown value 'gray'"),
-    (PepprConfig, {"fractions": (0, 0.5, 2)}, "not a fraction"),
-    (PepprConfig, {"random_seeds": 0}, "positive integer"),
-    (PepprConfig, {"maps_for": "imagewise"}, "PepprConfig.maps_for"),
-    (SagConfig, {"figure_formats": ("png", "gif")}, "unknown value 'gif'"),
-    (SagConfig, {"root_threshold": 0}, "SagConfig.root_threshold"),
-    (SagConfig, {"beam_width": 0}, "SagConfig.beam_width"),
-])
+@pytest.mark.parametrize(
+    "cls, kwargs, needle",
+    [
+        (ExplainConfig, {"compute": "al"}, "ExplainConfig.compute: unknown value 'al'; choose from subset, all"),
+        (ExplainConfig, {"subset": "positives"}, "ExplainConfig.subset"),
+        (ExplainConfig, {"normalisation": "sum"}, "choose from mass, max, none"),
+        (ExplainConfig, {"autocast": "fp8"}, "ExplainConfig.autocast"),
+        (ExplainConfig, {"chunk_size": 0}, "positive integer"),
+        (ExplainConfig, {"threshold": 1.5}, "probability"),
+        (PepprConfig, {"fill": "gray"}, "PepprConfig.fill: unknown value 'gray'"),
+        (PepprConfig, {"fractions": (0, 0.5, 2)}, "not a fraction"),
+        (PepprConfig, {"random_seeds": 0}, "positive integer"),
+        (PepprConfig, {"maps_for": "imagewise"}, "PepprConfig.maps_for"),
+        (SagConfig, {"figure_formats": ("png", "gif")}, "unknown value 'gif'"),
+        (SagConfig, {"root_threshold": 0}, "SagConfig.root_threshold"),
+        (SagConfig, {"beam_width": 0}, "SagConfig.beam_width"),
+    ],
+)
 def test_bad_values_fail_on_construction_naming_the_field(cls, kwargs, needle):
     with pytest.raises(ValueError, match=needle.replace("(", r"\(").replace(")", r"\)")):
         cls(**kwargs)
@@ -47,8 +50,7 @@ def test_mutated_config_is_caught_by_validate_choices():
 
 
 def test_configs_and_control_import_without_torch():
-    code = ("import sys; import napari_global_xai.config, napari_global_xai.control; "
-            "print('torch' in sys.modules)")
+    code = "import sys; import napari_global_xai.config, napari_global_xai.control; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 

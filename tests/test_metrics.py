@@ -16,12 +16,12 @@ from napari_global_xai.metrics import activate, activation_of, auroc, ranking_sc
 def test_activation_comes_from_the_models_card():
     assert activation_of(SimpleNamespace(card=SimpleNamespace(activation="softmax"))) == "softmax"
     assert activation_of(SimpleNamespace(card=SimpleNamespace(activation="sigmoid"))) == "sigmoid"
-    assert activation_of(object()) == "sigmoid"                       # no card: a multi-label logit model
+    assert activation_of(object()) == "sigmoid"  # no card: a multi-label logit model
 
 
 def test_activate_and_ranking_scores_match_the_textbook_formulas():
     z = np.random.default_rng(0).normal(scale=5, size=(4, 6, 3))
-    z[0, 0] = [2.0, 2.0, -1.0]                                         # a tie for the largest output
+    z[0, 0] = [2.0, 2.0, -1.0]  # a tie for the largest output
     np.testing.assert_allclose(activate(z, "sigmoid"), 1 / (1 + np.exp(-z)), atol=1e-15)
     soft = np.exp(z) / np.exp(z).sum(axis=-1, keepdims=True)
     np.testing.assert_allclose(activate(z, "softmax"), soft, atol=1e-15)
@@ -35,8 +35,8 @@ def test_ranking_scores_keep_the_probability_order_without_saturating(activation
     truth = np.array([[0, 1, 0], [1, 0, 1], [1, 1, 0], [0, 0, 1]])
     scores = ranking_scores(z, activation)
     probs32 = activate(z, activation).astype(np.float32)
-    assert probs32[0, 0] == probs32[1, 0] == 1.0                     # float32 probabilities tie ...
-    assert scores[0, 0] < scores[1, 0] < scores[2, 0]                 # ... the ranking scores do not
+    assert probs32[0, 0] == probs32[1, 0] == 1.0  # float32 probabilities tie ...
+    assert scores[0, 0] < scores[1, 0] < scores[2, 0]  # ... the ranking scores do not
     for j in range(3):
         assert auroc(truth, scores)[j] == pytest.approx(roc_auc_score(truth[:, j], activate(z, activation)[:, j]))
 

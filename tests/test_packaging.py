@@ -47,24 +47,29 @@ def test_packaging_config_ships_every_file_of_sample_data():
 def test_installed_layout_lookup_prefers_the_package_folder(tmp_path):
     """A wheel puts the files in napari_global_xai/sample_data/: the lookup finds them there, not elsewhere."""
     site = tmp_path / "site-packages"
-    shutil.copytree(SRC / "napari_global_xai", site / "napari_global_xai",
-                    ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(SRC / "napari_global_xai", site / "napari_global_xai", ignore=shutil.ignore_patterns("__pycache__"))
     data = site / "napari_global_xai" / "sample_data"
     data.mkdir()
     for name in samples.SAMPLE_FILES:
         os.symlink(samples.SAMPLE_DIR / name, data / name)
-    out = _python("import napari_global_xai.samples as s, napari_global_xai.models.card as c; "
-                  "print(s.SAMPLE_DIR); print(c.DEMO_CARD_PATH); "
-                  "print(all((s.SAMPLE_DIR / f).is_file() for f in s.SAMPLE_FILES))", site)
+    out = _python(
+        "import napari_global_xai.samples as s, napari_global_xai.models.card as c; "
+        "print(s.SAMPLE_DIR); print(c.DEMO_CARD_PATH); "
+        "print(all((s.SAMPLE_DIR / f).is_file() for f in s.SAMPLE_FILES))",
+        site,
+    )
     sample_dir, card, every = out.splitlines()
     assert Path(sample_dir) == data and Path(card) == data / "demo_net.card.json" and every == "True"
 
 
 def test_model_card_and_method_names_import_without_torch():
-    out = _python("import sys, napari_global_xai.models.card as c, napari_global_xai._method_names as m; "
-                  "from napari_global_xai.models import ModelCard; "
-                  "card = ModelCard.from_json(c.DEMO_CARD_PATH); "
-                  "print('torch' in sys.modules, card.harmonise_laterality, len(m.BUILTIN_METHODS))", SRC)
+    out = _python(
+        "import sys, napari_global_xai.models.card as c, napari_global_xai._method_names as m; "
+        "from napari_global_xai.models import ModelCard; "
+        "card = ModelCard.from_json(c.DEMO_CARD_PATH); "
+        "print('torch' in sys.modules, card.harmonise_laterality, len(m.BUILTIN_METHODS))",
+        SRC,
+    )
     torch_loaded, harmonise, n_methods = out.split()
     assert torch_loaded == "False" and harmonise == "True" and int(n_methods) > 10
 

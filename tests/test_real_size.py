@@ -29,8 +29,11 @@ class Basic(nn.Module):
         self.bn1 = nn.BatchNorm2d(cout)
         self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
         self.bn2 = nn.BatchNorm2d(cout)
-        self.down = None if stride == 1 and cin == cout else nn.Sequential(
-            nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+        self.down = (
+            None
+            if stride == 1 and cin == cout
+            else nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+        )
 
     def forward(self, x):
         y = self.bn2(self.conv2(torch.relu(self.bn1(self.conv1(x)))))
@@ -42,12 +45,14 @@ class ResNet34Like(nn.Module):
 
     def __init__(self, in_channels=2, n_outputs=8):
         super().__init__()
-        self.stem = nn.Sequential(nn.Conv2d(in_channels, 64, 7, 2, 3, bias=False), nn.BatchNorm2d(64), nn.ReLU(),
-                                  nn.MaxPool2d(3, 2, 1))
+        self.stem = nn.Sequential(
+            nn.Conv2d(in_channels, 64, 7, 2, 3, bias=False), nn.BatchNorm2d(64), nn.ReLU(), nn.MaxPool2d(3, 2, 1)
+        )
         layers, cin = [], 64
         for cout, blocks, stride in ((64, 3, 1), (128, 4, 2), (256, 6, 2), (512, 3, 2)):
-            layers.append(nn.Sequential(*[Basic(cin if i == 0 else cout, cout, stride if i == 0 else 1)
-                                          for i in range(blocks)]))
+            layers.append(
+                nn.Sequential(*[Basic(cin if i == 0 else cout, cout, stride if i == 0 else 1) for i in range(blocks)])
+            )
             cin = cout
         self.layer1, self.layer2, self.layer3, self.layer4 = layers
         self.fc = nn.Linear(512, n_outputs)
@@ -66,22 +71,31 @@ def setup():
             if isinstance(m, nn.BatchNorm2d):
                 m.running_var.fill_(2.0)
                 m.running_mean.uniform_(-0.1, 0.1)
-    card = ModelCard(name="resnet34-like", labels=LABELS, weights="unused.pt", format="torchscript",
-                     input_channels=[0, 1], input_size=[H, W], mean=[0.45, 0.3], std=[0.25, 0.2],
-                     cam_layer="layer4")
+    card = ModelCard(
+        name="resnet34-like",
+        labels=LABELS,
+        weights="unused.pt",
+        format="torchscript",
+        input_channels=[0, 1],
+        input_size=[H, W],
+        mean=[0.45, 0.3],
+        std=[0.25, 0.2],
+        cam_layer="layer4",
+    )
     model = LoadedModel(net, card, torch.device("cpu"))
     rng = np.random.default_rng(5)
     yy, xx = np.mgrid[0:H, 0:W]
     images = np.empty((4, H, W, 3), np.uint8)
     for i in range(4):  # fundus-like: a bright disc on a smooth background, plus noise
         cy, cx = rng.uniform(100, 280), rng.uniform(120, 390)
-        disc = 120 * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * 40.0 ** 2))
+        disc = 120 * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * 40.0**2))
         base = 60 + 40 * np.sin(xx / 70 + i) + rng.normal(0, 8, (H, W))
         for c, gain in enumerate((1.0, 0.7, 0.3)):
             images[i, ..., c] = np.clip(gain * (base + disc), 0, 255)
     ids = [f"uwf{i}" for i in range(4)]
-    stack = AlignedStack(pixels=images, image_ids=ids, laterality=np.array(["L"] * 4), labels=None,
-                         sources=["<memory>"] * 4)
+    stack = AlignedStack(
+        pixels=images, image_ids=ids, laterality=np.array(["L"] * 4), labels=None, sources=["<memory>"] * 4
+    )
     # explain the output whose evidence (logit minus bias) is highest in every image, so that Grad-CAM (a ReLU of
     # that evidence map, for a global-average-pooled linear head) is not all zero for a random net
     with torch.no_grad():
@@ -93,8 +107,14 @@ def setup():
 @pytest.mark.slow
 def test_ig8_equals_its_definition_and_is_complete(setup):
     model, stack, target = setup
-    config = ExplainConfig(method="ig", params={"n_steps": 8}, targets=[LABELS[target]], subset="all",
-                           reduction="sum", normalisation="none")
+    config = ExplainConfig(
+        method="ig",
+        params={"n_steps": 8},
+        targets=[LABELS[target]],
+        subset="all",
+        reduction="sum",
+        normalisation="none",
+    )
     result = run_explain(stack, model, config)
     maps = np.asarray(result.image_maps)[:, 0]
     assert maps.shape == (4, H, W) and result.n_computed == 4
@@ -145,5 +165,6 @@ def test_gradcam_equals_hand_made_gradcam_on_layer4(setup):
     np.testing.assert_allclose(maps.reshape(4, -1).sum(axis=1), 1.0, rtol=1e-4)  # mass-normalised
     np.testing.assert_allclose(maps, reference, rtol=1e-4, atol=1e-5 * reference.max())
     # the global map of the label is the mean of the 4 image-wise maps
-    np.testing.assert_allclose(result.global_maps.mean[0], reference.mean(axis=0), rtol=1e-4,
-                               atol=1e-5 * reference.max())
+    np.testing.assert_allclose(
+        result.global_maps.mean[0], reference.mean(axis=0), rtol=1e-4, atol=1e-5 * reference.max()
+    )

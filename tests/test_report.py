@@ -21,12 +21,22 @@ from _timeouts import HANG_GUARD_S
 
 ARTIFACTS = Path(__file__).resolve().parent / "_artifacts"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                  "--disable-extensions", "--disable-dev-shm-usage",
-                  # network off: every host resolves to nothing and any proxy use fails
-                  "--host-resolver-rules=MAP * ~NOTFOUND", "--proxy-server=http://127.0.0.1:9",
-                  "--proxy-bypass-list=<-loopback>"]
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-extensions",
+    "--disable-dev-shm-usage",
+    # network off: every host resolves to nothing and any proxy use fails
+    "--host-resolver-rules=MAP * ~NOTFOUND",
+    "--proxy-server=http://127.0.0.1:9",
+    "--proxy-bypass-list=<-loopback>",
+]
 
 
 @pytest.fixture(scope="module")
@@ -42,10 +52,18 @@ def results(tmp_path_factory, one_torch_thread):
     root = tmp_path_factory.mktemp("results")
     stack = load_sample_stack().subset(np.arange(6))
     model = load_model(None, device="cpu")
-    explained = run_explain(stack, model, ExplainConfig(method="saliency", subset="all"),
-                            out_dir=root / "explain_saliency")
-    run_peppr_pipeline(stack, model, explained.global_maps, fractions=(0, 0.1, 0.5, 1), random_seeds=2,
-                       out_dir=root / "peppr_saliency", filled_fractions=(0.1, 0.5))
+    explained = run_explain(
+        stack, model, ExplainConfig(method="saliency", subset="all"), out_dir=root / "explain_saliency"
+    )
+    run_peppr_pipeline(
+        stack,
+        model,
+        explained.global_maps,
+        fractions=(0, 0.1, 0.5, 1),
+        random_seeds=2,
+        out_dir=root / "peppr_saliency",
+        filled_fractions=(0.1, 0.5),
+    )
     return root
 
 
@@ -80,8 +98,9 @@ def test_report_html_is_self_contained_and_complete(results, tmp_path):
     parser = _Refs()
     parser.feed(text)
     # no external reference: every URL is a data: URI or an in-page anchor, no script/iframe/link tags, no CSS url()
-    assert parser.urls and all(v.startswith(("data:", "#")) for _, _, v in parser.urls), \
-        [u for u in parser.urls if not u[2].startswith(("data:", "#"))]
+    assert parser.urls and all(v.startswith(("data:", "#")) for _, _, v in parser.urls), [
+        u for u in parser.urls if not u[2].startswith(("data:", "#"))
+    ]
     assert "url(" not in text and "@import" not in text
     anchors = {v[1:] for t, n, v in parser.urls if v.startswith("#")}
     assert anchors <= set(re.findall(r'id="([^"]+)"', text))  # every navigation link has its target
@@ -148,8 +167,12 @@ def test_report_in_headless_chromium(results, tmp_path):
     assert attrs["external"] == "", attrs["external"]
     ARTIFACTS.mkdir(exist_ok=True)
     shot = ARTIFACTS / "report_chromium.png"
-    run = subprocess.run([*base, "--hide-scrollbars", "--window-size=1280,2400", f"--screenshot={shot}",
-                          paths["html"].as_uri()], capture_output=True, text=True, timeout=HANG_GUARD_S)
+    run = subprocess.run(
+        [*base, "--hide-scrollbars", "--window-size=1280,2400", f"--screenshot={shot}", paths["html"].as_uri()],
+        capture_output=True,
+        text=True,
+        timeout=HANG_GUARD_S,
+    )
     assert shot.exists(), run.stderr[-2000:]
     pixels = np.asarray(Image.open(shot).convert("RGB")).astype(float)
     assert pixels.shape[:2] == (2400, 1280)
@@ -166,9 +189,11 @@ def test_cli_report_and_bad_input(results, tmp_path, capsys):
     assert not (tmp_path / "r.pdf").exists()
     # a folder without results, a missing folder, a non-HTML name: one line each, no file written
     (tmp_path / "empty").mkdir()
-    for args in (["report", str(tmp_path / "empty"), "--out", str(tmp_path / "x.html")],
-                 ["report", str(tmp_path / "missing"), "--out", str(tmp_path / "x.html")],
-                 ["report", str(results), "--out", str(tmp_path / "x.txt")]):
+    for args in (
+        ["report", str(tmp_path / "empty"), "--out", str(tmp_path / "x.html")],
+        ["report", str(tmp_path / "missing"), "--out", str(tmp_path / "x.html")],
+        ["report", str(results), "--out", str(tmp_path / "x.txt")],
+    ):
         assert main(args) == 1
         err = capsys.readouterr().err
         assert err.startswith("global-xai report: error:") and len(err.strip().splitlines()) == 1
@@ -181,9 +206,15 @@ def test_registry_renders_unknown_and_registered_results(tmp_path):
 
     run = tmp_path / "analysis_run"
     run.mkdir()
-    (run / "sanity_check.json").write_text(json.dumps({"method": "ig", "rank_correlation": 0.12,
-                                                       "layers": [{"layer": "conv1", "ssim": 0.31},
-                                                                  {"layer": "fc", "ssim": 0.05}]}))
+    (run / "sanity_check.json").write_text(
+        json.dumps(
+            {
+                "method": "ig",
+                "rank_correlation": 0.12,
+                "layers": [{"layer": "conv1", "ssim": 0.31}, {"layer": "fc", "ssim": 0.05}],
+            }
+        )
+    )
     (run / "regions_table.csv").write_text("region,share\n" + "".join(f"r{i},{i / 40:.3f}\n" for i in range(40)))
     (run / "my_thing.json").write_text(json.dumps({"alpha": 1.5, "nested": {"beta": [1, 2]}}))
     Image.fromarray(np.full((30, 50, 3), 200, np.uint8)).save(run / "extra_plot.png")

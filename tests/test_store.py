@@ -66,24 +66,49 @@ def inputs(tmp_path, one_torch_thread):
     pixels = rng.integers(0, 256, (N, H, W, 3), dtype=np.uint8)
     ids = [f"Q{i:02d}" for i in range(N)]
     write_stack_tiff(folder / "stack.tif", pixels, ids)
-    rows = ["image,laterality,lesion,scar"] + [f"{ids[i]},{'LR'[i % 2]},{int(i % 3 != 1)},{int(i % 2 == 0)}"
-                                               for i in range(N)]
+    rows = ["image,laterality,lesion,scar"] + [
+        f"{ids[i]},{'LR'[i % 2]},{int(i % 3 != 1)},{int(i % 2 == 0)}" for i in range(N)
+    ]
     (folder / "stack.csv").write_text("\n".join(rows) + "\n")
     (folder / "gate_net.py").write_text(NET_SOURCE)
     namespace = {}
     exec(compile(NET_SOURCE, str(folder / "gate_net.py"), "exec"), namespace)  # noqa: S102 - the test's own code
     torch.manual_seed(5)
     torch.save(namespace["GateNet"]().state_dict(), folder / "net.pt")
-    card = {"name": "gate", "labels": LABELS, "weights": "net.pt", "format": "state_dict",
-            "architecture": "gate_net.py:GateNet", "input_channels": [1, 2], "mean": [0.5, 0.4], "std": [0.2, 0.3],
-            "cam_layer": "conv2"}
+    card = {
+        "name": "gate",
+        "labels": LABELS,
+        "weights": "net.pt",
+        "format": "state_dict",
+        "architecture": "gate_net.py:GateNet",
+        "input_channels": [1, 2],
+        "mean": [0.5, 0.4],
+        "std": [0.2, 0.3],
+        "cam_layer": "conv2",
+    }
     (folder / "card.json").write_text(json.dumps(card))
     return folder
 
 
 def _argv(folder, out, *extra):
-    return ["explain", str(folder / "stack.tif"), "--model", str(folder / "card.json"), "--out", str(out),
-            "--method", "saliency", "--subset", "all", "--device", "cpu", "--chunk-size", str(CHUNK), "--quiet", *extra]
+    return [
+        "explain",
+        str(folder / "stack.tif"),
+        "--model",
+        str(folder / "card.json"),
+        "--out",
+        str(out),
+        "--method",
+        "saliency",
+        "--subset",
+        "all",
+        "--device",
+        "cpu",
+        "--chunk-size",
+        str(CHUNK),
+        "--quiet",
+        *extra,
+    ]
 
 
 def _summary(out) -> dict:
@@ -113,8 +138,14 @@ def _env():
 
 
 def _cli(argv, env, **kwargs):
-    return subprocess.Popen([sys.executable, "-m", "napari_global_xai.cli", *argv], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, **kwargs)
+    return subprocess.Popen(
+        [sys.executable, "-m", "napari_global_xai.cli", *argv],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **kwargs,
+    )
 
 
 def _without_import_note(err: str) -> list[str]:
@@ -160,8 +191,10 @@ def test_kill_9_mid_run_then_the_same_command_finishes_only_the_missing_chunks(i
     again = _cli(_argv(folder, out), env)
     stdout, stderr = again.communicate(timeout=900)
     assert again.returncode == 0, stderr
-    assert (f"global-xai: note: resuming {out / 'image_maps.zarr'}: 2 of {N_CHUNKS} chunks finished earlier are "
-            f"reused, {N_CHUNKS - 2} to compute") in stderr.splitlines()
+    assert (
+        f"global-xai: note: resuming {out / 'image_maps.zarr'}: 2 of {N_CHUNKS} chunks finished earlier are "
+        f"reused, {N_CHUNKS - 2} to compute"
+    ) in stderr.splitlines()
     prov = _summary(out)["provenance"]
     assert (prov["n_chunks_reused"], prov["n_chunks_computed"]) == (2, N_CHUNKS - 2)
     assert prov["status"] == "complete" and prov["n_maps_computed"] == N * len(LABELS)
@@ -192,7 +225,8 @@ def test_other_settings_are_refused_and_overwrite_replaces(inputs, tmp_path, cap
     assert _without_import_note(err) == [
         f"global-xai explain: error: {out / 'image_maps.zarr'} holds results of other settings (map_dtype: "
         "'float16' -> 'float32'; reduction: 'abs_sum' -> 'sum'); give another output folder, or --overwrite "
-        "(overwrite=True) to replace it"]
+        "(overwrite=True) to replace it"
+    ]
     assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before  # nothing touched
     (folder / "gate_net.py").write_text(NET_SOURCE)  # same code: still the same settings
     torch.save({k: v + 0.01 for k, v in torch.load(folder / "net.pt").items()}, folder / "net.pt")
@@ -223,8 +257,9 @@ def test_cancel_marks_the_store_and_the_resume_equals_an_uninterrupted_run(input
         seen.append(done)
 
     full = run_explain(stack, model, config, out_dir=tmp_path / "full")
-    part = run_explain(stack, model, config, out_dir=tmp_path / "part", progress=progress,
-                       cancel=lambda: len(seen) > 3)  # cancel after 3 chunks were written
+    part = run_explain(
+        stack, model, config, out_dir=tmp_path / "part", progress=progress, cancel=lambda: len(seen) > 3
+    )  # cancel after 3 chunks were written
     assert part.cancelled and read_results_store(tmp_path / "part").status == "CANCELLED"
     assert part.provenance["n_chunks_computed"] == 3 and part.computed[6:].sum() == 0
     with pytest.warns(UserWarning, match=f"3 of {N_CHUNKS} chunks finished earlier are reused, 2 to compute"):
@@ -260,12 +295,14 @@ def test_float16_and_float32_maps_agree_within_float16_precision(inputs, tmp_pat
     scale = f16.attrs["map_scale"]
     assert scale == 512  # mass normalisation: stored × the power of two nearest H·W (672), so float16 keeps 11 bits
     # float16: half an ulp (2^-11 relative) of the scaled value; the smallest values are float16 subnormals
-    np.testing.assert_allclose(a16, a32, rtol=2.0 ** -11, atol=2.0 ** -25 / scale)
+    np.testing.assert_allclose(a16, a32, rtol=2.0**-11, atol=2.0**-25 / scale)
     assert np.abs(a16 - a32).max() > 0  # it really is float16
     # the global maps come from the float32 maps in both runs: identical
     assert np.array_equal(np.asarray(f16.global_maps), np.asarray(f32.global_maps))
-    size = {k: sum(p.stat().st_size for p in (tmp_path / k / "image_maps.zarr" / "maps").rglob("*") if p.is_file())
-            for k in ("f16", "f32")}
+    size = {
+        k: sum(p.stat().st_size for p in (tmp_path / k / "image_maps.zarr" / "maps").rglob("*") if p.is_file())
+        for k in ("f16", "f32")
+    }
     assert size["f16"] < size["f32"] < (tmp_path / "tif" / "image_maps.tif").stat().st_size
 
 
@@ -276,8 +313,11 @@ def test_store_is_valid_ome_zarr_with_label_names(inputs, tmp_path, capsys):
     folder = inputs
     assert main(_argv(folder, tmp_path / "out")) == 0
     root = tmp_path / "out" / "image_maps.zarr"
-    for name, shape, channels in (("global", (3, H, W), LABELS + ["overall"]), ("std", (2, H, W), LABELS),
-                                  ("maps", (N, 2, H, W), LABELS)):
+    for name, shape, channels in (
+        ("global", (3, H, W), LABELS + ["overall"]),
+        ("std", (2, H, W), LABELS),
+        ("maps", (N, 2, H, W), LABELS),
+    ):
         node = next(iter(Reader(parse_url(str(root / name)))()))
         assert node.data[0].shape == shape
         assert node.metadata["channel_names"] == channels

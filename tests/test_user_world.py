@@ -29,21 +29,30 @@ def world(tmp_path_factory):
     rows = ["Filename;LR;age;site;Gla;rd;RVO;AMD;rp;mh"]
     for i in range(N):
         image = (rng.random((48, 60, 3)) * 200 + 20).astype(np.uint8)  # not the model's 40×56: resized on read
-        image[10:20, 8 + 4 * (i % 3):18 + 4 * (i % 3)] = 250  # something for the model to see
+        image[10:20, 8 + 4 * (i % 3) : 18 + 4 * (i % 3)] = 250  # something for the model to see
         name = f"scan_{i:03d}.png"
         Image.fromarray(image).save(folder / name)
         labels = rng.integers(0, 2, 6)
         labels[: N // 2 if i < 2 else 0] = 1  # every label has positives
-        rows.append(f"{name};{'OD' if i % 2 else 'OS'};{60 + i};{'Dundee' if i % 3 else 'Glasgow'};"
-                    + ";".join(str(v) for v in labels))
+        rows.append(
+            f"{name};{'OD' if i % 2 else 'OS'};{60 + i};{'Dundee' if i % 3 else 'Glasgow'};"
+            + ";".join(str(v) for v in labels)
+        )
     csv_path = root / "export.csv"
     csv_path.write_text("\n".join(rows) + "\n", encoding="utf-8")
     _, _, files = save_all_formats(root)
-    stats = {"labels": LABELS, "mean": [0.45, 0.45, 0.45], "std": [0.25, 0.25, 0.25], "input_size": [H, W],
-             "cam_layer": "block"}
-    cards = {"state_dict": {"weights": files["state_dict"].name, "architecture": "oddnet.py:OddNet", **stats},
-             "torchscript": {"weights": files["torchscript"].name, **stats},
-             "export": {"weights": files["export"].name, **stats}}
+    stats = {
+        "labels": LABELS,
+        "mean": [0.45, 0.45, 0.45],
+        "std": [0.25, 0.25, 0.25],
+        "input_size": [H, W],
+        "cam_layer": "block",
+    }
+    cards = {
+        "state_dict": {"weights": files["state_dict"].name, "architecture": "oddnet.py:OddNet", **stats},
+        "torchscript": {"weights": files["torchscript"].name, **stats},
+        "export": {"weights": files["export"].name, **stats},
+    }
     paths = {}
     for fmt, card in cards.items():
         paths[fmt] = root / f"user_{fmt}.card.json"
@@ -59,16 +68,33 @@ def _cli(argv, capsys):
     return code, out.out, out.err
 
 
-@pytest.mark.parametrize("method,params", [("gradcam", []), ("ig", ["--param", "n_steps=4"]),
-                                           ("guided_backprop", []), ("hirescam", [])])
+@pytest.mark.parametrize(
+    "method,params", [("gradcam", []), ("ig", ["--param", "n_steps=4"]), ("guided_backprop", []), ("hirescam", [])]
+)
 def test_every_format_gives_the_plain_modules_global_maps(world, tmp_path, capsys, method, params):
     folder, csv_path, cards = world
     maps = {}
     for fmt, card in cards.items():
         out = tmp_path / fmt
-        code, stdout, err = _cli(["explain", str(folder), "--labels", str(csv_path), "--model", str(card),
-                                  "--method", method, *params, "--device", "cpu", "--quiet", "--out", str(out)],
-                                 capsys)
+        code, stdout, err = _cli(
+            [
+                "explain",
+                str(folder),
+                "--labels",
+                str(csv_path),
+                "--model",
+                str(card),
+                "--method",
+                method,
+                *params,
+                "--device",
+                "cpu",
+                "--quiet",
+                "--out",
+                str(out),
+            ],
+            capsys,
+        )
         assert code == 0, err
         gm = read_global_maps(out / "global_maps.tif")
         maps[fmt] = gm
@@ -79,26 +105,78 @@ def test_every_format_gives_the_plain_modules_global_maps(world, tmp_path, capsy
     for fmt in ("torchscript", "export"):
         np.testing.assert_array_equal(maps[fmt].count, reference.count)
         for label in LABELS:
-            np.testing.assert_allclose(maps[fmt].get(label), reference.get(label), rtol=1e-4, atol=1e-7,
-                                       err_msg=f"{method} on {fmt}, {label}")
+            np.testing.assert_allclose(
+                maps[fmt].get(label), reference.get(label), rtol=1e-4, atol=1e-7, err_msg=f"{method} on {fmt}, {label}"
+            )
 
 
 def test_peppr_and_sag_run_on_the_users_torchscript_model(world, tmp_path, capsys):
     folder, csv_path, cards = world
     card = str(cards["torchscript"])
-    code, _, err = _cli(["explain", str(folder), "--labels", str(csv_path), "--model", card, "--method", "gradcam",
-                         "--quiet", "--out", str(tmp_path / "maps")], capsys)
+    code, _, err = _cli(
+        [
+            "explain",
+            str(folder),
+            "--labels",
+            str(csv_path),
+            "--model",
+            card,
+            "--method",
+            "gradcam",
+            "--quiet",
+            "--out",
+            str(tmp_path / "maps"),
+        ],
+        capsys,
+    )
     assert code == 0, err
-    code, stdout, err = _cli(["peppr", str(folder), "--labels", str(csv_path), "--model", card, "--global-maps",
-                              str(tmp_path / "maps" / "global_maps.tif"), "--fractions", "0", "0.25", "0.5", "1",
-                              "--random-seeds", "1", "--quiet", "--out", str(tmp_path / "peppr")], capsys)
+    code, stdout, err = _cli(
+        [
+            "peppr",
+            str(folder),
+            "--labels",
+            str(csv_path),
+            "--model",
+            card,
+            "--global-maps",
+            str(tmp_path / "maps" / "global_maps.tif"),
+            "--fractions",
+            "0",
+            "0.25",
+            "0.5",
+            "1",
+            "--random-seeds",
+            "1",
+            "--quiet",
+            "--out",
+            str(tmp_path / "peppr"),
+        ],
+        capsys,
+    )
     assert code == 0, err
     summary = json.loads((tmp_path / "peppr" / "peppr_summary.json").read_text())
     assert summary["labels"] == [name for name in LABELS if name != "DR"]  # DR has no ground truth: not scored
     assert summary["fractions"] == [0, 0.25, 0.5, 1] and summary["n_images"] == N
-    code, stdout, err = _cli(["sag", str(folder), "--labels", str(csv_path), "--model", card, "--label", "MH",
-                              "--images", "0", "--method", "gradcam", "--quiet", "--out", str(tmp_path / "sag")],
-                             capsys)
+    code, stdout, err = _cli(
+        [
+            "sag",
+            str(folder),
+            "--labels",
+            str(csv_path),
+            "--model",
+            card,
+            "--label",
+            "MH",
+            "--images",
+            "0",
+            "--method",
+            "gradcam",
+            "--quiet",
+            "--out",
+            str(tmp_path / "sag"),
+        ],
+        capsys,
+    )
     assert code == 0, err
     sag_summary = json.loads((tmp_path / "sag" / "sag_summary.json").read_text())
     assert sag_summary["images"] == ["scan_000"]
@@ -114,11 +192,11 @@ def test_gradcam_on_torchscript_stays_defined_after_the_jit_warms_up(tmp_path):
     from napari_global_xai.models.card import LoadedModel, ModelCard
 
     _, net, files = save_all_formats(tmp_path)
-    card = ModelCard(labels=LABELS, weights="unused.pt", input_channels=[0, 1, 2], mean=[0.5] * 3, std=[0.25] * 3,
-                     cam_layer="block")
+    card = ModelCard(
+        labels=LABELS, weights="unused.pt", input_channels=[0, 1, 2], mean=[0.5] * 3, std=[0.25] * 3, cam_layer="block"
+    )
     plain = get_method("gradcam", LoadedModel(net, card, torch.device("cpu")))
-    scripted = get_method("gradcam", LoadedModel(torch.jit.load(str(files["torchscript"])), card,
-                                                 torch.device("cpu")))
+    scripted = get_method("gradcam", LoadedModel(torch.jit.load(str(files["torchscript"])), card, torch.device("cpu")))
     x = torch.randn(3, 3, H, W, generator=torch.Generator().manual_seed(1))
     targets = torch.tensor([0, 3, 6])
     expected = plain.attribute(x, targets)

@@ -39,9 +39,13 @@ def stack_layer_data(stack, name: str):
             "image_ids": list(stack.image_ids),
             "laterality": [str(v) for v in stack.laterality],
             "frame": "left",
-            "labels": None if labels is None else {
-                "names": list(labels.names), "values": np.asarray(labels.values).tolist(),
-                "split": None if labels.split is None else [str(v) for v in labels.split]},
+            "labels": None
+            if labels is None
+            else {
+                "names": list(labels.names),
+                "values": np.asarray(labels.values).tolist(),
+                "split": None if labels.split is None else [str(v) for v in labels.split],
+            },
             "sources": list(stack.sources[:1000]),
         }
     }
@@ -75,17 +79,53 @@ def store_layer_data(contents) -> list:
     if contents.global_maps is not None:
         names = list(contents.targets) + ["overall"]
         for i, name in enumerate(names):
-            layers.append((contents.global_maps[i], {
-                "name": f"global · {method} · {name}{suffix}", "colormap": "inferno", "blending": "additive",
-                "visible": name == "overall", "metadata": {"description": f"global map of {name!r} by {method}"}},
-                "image"))
+            layers.append(
+                (
+                    contents.global_maps[i],
+                    {
+                        "name": f"global · {method} · {name}{suffix}",
+                        "colormap": "inferno",
+                        "blending": "additive",
+                        "visible": name == "overall",
+                        "metadata": {"description": f"global map of {name!r} by {method}"},
+                    },
+                    "image",
+                )
+            )
     if contents.std is not None:
-        layers.append((contents.std, {"name": f"global std · {method}{suffix}", "colormap": "magma",
-                                      "visible": False, "metadata": {"labels": list(contents.targets)}}, "image"))
+        layers.append(
+            (
+                contents.std,
+                {
+                    "name": f"global std · {method}{suffix}",
+                    "colormap": "magma",
+                    "visible": False,
+                    "metadata": {"labels": list(contents.targets)},
+                },
+                "image",
+            )
+        )
     flags = contents.flags()
-    meta = {"labels": list(contents.targets), "method": method, "subset": contents.attrs.get("subset", ""),
-            "computed": flags["computed"], "frame": contents.frame, "image_ids": list(contents.image_ids)}
+    meta = {
+        "labels": list(contents.targets),
+        "method": method,
+        "subset": contents.attrs.get("subset", ""),
+        "computed": flags["computed"],
+        "frame": contents.frame,
+        "image_ids": list(contents.image_ids),
+    }
     maps = contents.image_maps.transpose(1, 0, 2, 3)
-    layers.append((maps, {"name": f"image-wise · {method}{suffix}", "colormap": "inferno", "blending": "additive",
-                          "visible": False, "metadata": {IMAGE_MAPS_KEY: meta}}, "image"))
+    layers.append(
+        (
+            maps,
+            {
+                "name": f"image-wise · {method}{suffix}",
+                "colormap": "inferno",
+                "blending": "additive",
+                "visible": False,
+                "metadata": {IMAGE_MAPS_KEY: meta},
+            },
+            "image",
+        )
+    )
     return layers

@@ -50,8 +50,11 @@ def read_aligned_stack(path):
     try:
         stack = read_stack(path, resize="common")
     except LabelsError as exc:
-        warnings.warn(f"opened without labels: {exc}; choose the CSV in the Explain dock to map its columns",
-                      InputNotice, stacklevel=2)
+        warnings.warn(
+            f"opened without labels: {exc}; choose the CSV in the Explain dock to map its columns",
+            InputNotice,
+            stacklevel=2,
+        )
         stack = read_stack(path, labels=False, resize="common")
     return [stack_layer_data(stack, Path(path).stem)]
 

@@ -23,8 +23,15 @@ def make_sample_stack():
     region_meta = {"values": {k + 1: n for k, n in enumerate(names)}}
     return [
         stack_layer_data(stack, "uwf_sample"),
-        (regions, {"name": "planted regions", "opacity": 0.35, "metadata": region_meta, "visible": False},
-         "labels"),
-        (lesions, {"name": "planted lesions + marker", "opacity": 0.6, "visible": False,
-                   "metadata": {"values": {**region_meta["values"], len(names) + 1: "corner marker"}}}, "labels"),
+        (regions, {"name": "planted regions", "opacity": 0.35, "metadata": region_meta, "visible": False}, "labels"),
+        (
+            lesions,
+            {
+                "name": "planted lesions + marker",
+                "opacity": 0.6,
+                "visible": False,
+                "metadata": {"values": {**region_meta["values"], len(names) + 1: "corner marker"}},
+            },
+            "labels",
+        ),
     ]

@@ -24,9 +24,10 @@ def write_image(path: str, data, meta: dict) -> list[str]:
     spatial = arr.ndim - int(rgb)
     if spatial < 2 or spatial > 4:
         raise ValueError(f"cannot write a {arr.ndim}-D image layer as TIFF (2-D to 4-D plus RGB supported)")
-    axes = "TZYX"[4 - spatial:] + ("S" if rgb else "")
+    axes = "TZYX"[4 - spatial :] + ("S" if rgb else "")
     metadata = {"axes": axes, "Name": str(meta.get("name", ""))} if ome else None
     with atomic_path(target) as tmp:
-        tifffile.imwrite(tmp, arr, photometric="rgb" if rgb else "minisblack", compression="zlib", ome=ome,
-                         metadata=metadata)
+        tifffile.imwrite(
+            tmp, arr, photometric="rgb" if rgb else "minisblack", compression="zlib", ome=ome, metadata=metadata
+        )
     return [str(target)]

@@ -21,8 +21,8 @@ import numpy as np
 __all__ = ["GlobalMaps", "GlobalMapAccumulator", "FRACTION_BITS", "overall_map"]
 
 FRACTION_BITS = 40
-_SCALE = float(2 ** FRACTION_BITS)
-_LIMIT = 2 ** 62
+_SCALE = float(2**FRACTION_BITS)
+_LIMIT = 2**62
 
 
 @dataclass
@@ -82,8 +82,11 @@ class GlobalMapAccumulator:
     def __init__(self, labels, shape, overall_labels=None):
         self.labels = list(labels)
         self.shape = tuple(shape)
-        self.overall_labels = list(overall_labels) if overall_labels is not None else [
-            n for n in self.labels if not n.lower().startswith("any")] or list(self.labels)
+        self.overall_labels = (
+            list(overall_labels)
+            if overall_labels is not None
+            else [n for n in self.labels if not n.lower().startswith("any")] or list(self.labels)
+        )
         n_labels = len(self.labels)
         self._sum = np.zeros((n_labels, *self.shape), np.int64)
         self._count = np.zeros(n_labels, np.int64)
@@ -104,7 +107,8 @@ class GlobalMapAccumulator:
         maps = np.asarray(maps)
         if maps.ndim != 4 or maps.shape[1] != len(self.labels) or maps.shape[2:] != self.shape:
             raise ValueError(
-                f"maps must be (k, {len(self.labels)}, {self.shape[0]}, {self.shape[1]}), got {maps.shape}")
+                f"maps must be (k, {len(self.labels)}, {self.shape[0]}, {self.shape[1]}), got {maps.shape}"
+            )
         if include is None:
             include = np.ones(maps.shape[:2], bool)
         include = np.asarray(include, bool)
@@ -133,7 +137,7 @@ class GlobalMapAccumulator:
         n = n_a + n_b
         delta = mean_b - self._mean64[lab]
         self._mean64[lab] += delta * (n_b / n)
-        self._m2[lab] += m2_b + delta ** 2 * (n_a * n_b / n)
+        self._m2[lab] += m2_b + delta**2 * (n_a * n_b / n)
 
     def merge(self, other: GlobalMapAccumulator) -> GlobalMapAccumulator:
         """Add another accumulator's images (same labels and shape) into this one; returns self."""
@@ -154,8 +158,13 @@ class GlobalMapAccumulator:
 
         :meth:`from_state` rebuilds an accumulator that merges bit-identically to this one.
         """
-        return {"sum": self._sum.copy(), "count": self._count.copy(), "mean64": self._mean64.copy(),
-                "m2": self._m2.copy(), "max_abs": np.float64(self._max_abs)}
+        return {
+            "sum": self._sum.copy(),
+            "count": self._count.copy(),
+            "mean64": self._mean64.copy(),
+            "m2": self._m2.copy(),
+            "max_abs": np.float64(self._max_abs),
+        }
 
     @classmethod
     def from_state(cls, labels, state: dict, overall_labels=None) -> GlobalMapAccumulator:
@@ -177,6 +186,12 @@ class GlobalMapAccumulator:
             std = np.sqrt(np.maximum(self._m2 / count.reshape(-1, 1, 1), 0.0))
         mean[count == 0] = np.nan
         std[count == 0] = np.nan
-        return GlobalMaps(self.labels, mean, std, count,
-                          overall_map(mean, count, self.labels, self.overall_labels),
-                          list(self.overall_labels), dict(metadata or {}))
+        return GlobalMaps(
+            self.labels,
+            mean,
+            std,
+            count,
+            overall_map(mean, count, self.labels, self.overall_labels),
+            list(self.overall_labels),
+            dict(metadata or {}),
+        )

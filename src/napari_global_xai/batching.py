@@ -15,8 +15,16 @@ import torch
 
 from .control import Cancelled
 
-__all__ = ["Cancelled", "is_out_of_memory", "images_per_pass", "measure_bytes_per_image", "iterate_batches",
-           "memory_probe", "CudaMemory", "to_device"]
+__all__ = [
+    "Cancelled",
+    "is_out_of_memory",
+    "images_per_pass",
+    "measure_bytes_per_image",
+    "iterate_batches",
+    "memory_probe",
+    "CudaMemory",
+    "to_device",
+]
 
 CPU_IMAGES_PER_PASS = 8
 #: Images per pass on an accelerator before (or without) a memory measurement.
@@ -60,8 +68,9 @@ def memory_probe(device: torch.device):
     return CudaMemory(device) if device.type == "cuda" else None
 
 
-def measure_bytes_per_image(run_one: Callable[[int], object], device: torch.device, probe: int = 2,
-                            memory=None) -> int | None:
+def measure_bytes_per_image(
+    run_one: Callable[[int], object], device: torch.device, probe: int = 2, memory=None
+) -> int | None:
     """Peak accelerator memory of ``run_one(probe)`` divided by ``probe``; None where it cannot be measured.
 
     Parameters
@@ -82,8 +91,9 @@ def measure_bytes_per_image(run_one: Callable[[int], object], device: torch.devi
     return max(1, (memory.peak() - before) // probe)
 
 
-def images_per_pass(device: torch.device, bytes_per_image: int | None = None, memory_fraction: float = 0.5,
-                    cap: int = 256, memory=None) -> int:
+def images_per_pass(
+    device: torch.device, bytes_per_image: int | None = None, memory_fraction: float = 0.5, cap: int = 256, memory=None
+) -> int:
     """How many images to push through the model at once.
 
     Parameters
@@ -129,10 +139,14 @@ def to_device(x: torch.Tensor, device: torch.device) -> torch.Tensor:
     return x.pin_memory().to(device, non_blocking=True)
 
 
-def iterate_batches(items: Sequence | int, batch_size: int, run: Callable[[slice], object],
-                    on_done: Callable[[slice, object], None] | None = None,
-                    cancel: Callable[[], bool] | None = None,
-                    on_backoff: Callable[[int], None] | None = None) -> Iterator[tuple[slice, object]]:
+def iterate_batches(
+    items: Sequence | int,
+    batch_size: int,
+    run: Callable[[slice], object],
+    on_done: Callable[[slice, object], None] | None = None,
+    cancel: Callable[[], bool] | None = None,
+    on_backoff: Callable[[int], None] | None = None,
+) -> Iterator[tuple[slice, object]]:
     """Run ``run(slice)`` over consecutive slices of ``items``, halving the batch on out-of-memory.
 
     Finished batches are never recomputed: after an out-of-memory error only the failing batch is retried, smaller.

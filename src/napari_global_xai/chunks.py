@@ -100,16 +100,25 @@ ChunkFn = Callable[..., ChunkResult]
 class ChunkExecutor(Protocol):
     """What :func:`~napari_global_xai.run.run_explain` needs from an executor (see the module docstring)."""
 
-    def map_chunks(self, task: ChunkFn, pending: Sequence[int], cancel: Callable[[], bool] | None = None,
-                   on_maps: Callable[[int], None] | None = None) -> Iterator[ChunkResult]:
-        ...
+    def map_chunks(
+        self,
+        task: ChunkFn,
+        pending: Sequence[int],
+        cancel: Callable[[], bool] | None = None,
+        on_maps: Callable[[int], None] | None = None,
+    ) -> Iterator[ChunkResult]: ...
 
 
 class InProcessExecutor:
     """Run chunks one after another in this process (the default executor)."""
 
-    def map_chunks(self, task: ChunkFn, pending: Sequence[int], cancel: Callable[[], bool] | None = None,
-                   on_maps: Callable[[int], None] | None = None) -> Iterator[ChunkResult]:
+    def map_chunks(
+        self,
+        task: ChunkFn,
+        pending: Sequence[int],
+        cancel: Callable[[], bool] | None = None,
+        on_maps: Callable[[int], None] | None = None,
+    ) -> Iterator[ChunkResult]:
         for c in pending:
             if cancel is not None and cancel():
                 return
@@ -183,8 +192,9 @@ class ExplainChunkTask:
         state["_engine"] = None
         return state
 
-    def __call__(self, chunk: int, cancel: Callable[[], bool] | None = None,
-                 on_maps: Callable[[int], None] | None = None) -> ChunkResult:
+    def __call__(
+        self, chunk: int, cancel: Callable[[], bool] | None = None, on_maps: Callable[[int], None] | None = None
+    ) -> ChunkResult:
         """Compute chunk ``chunk``; a cancel part-way returns the finished maps with ``complete=False``."""
         from .batching import Cancelled
         from .explain.engine import predict_probabilities, select_pairs
@@ -193,8 +203,9 @@ class ExplainChunkTask:
         pixels = self.stack.get(idx)
         probabilities = predict_probabilities(self.model, pixels)
         truth = None if self.truth is None else self.truth[idx]
-        include = select_pairs(self.subset, truth, probabilities[:, self.target_indices], self.config.threshold,
-                               known=self.known)
+        include = select_pairs(
+            self.subset, truth, probabilities[:, self.target_indices], self.config.threshold, known=self.known
+        )
         pairs = include if self.config.compute == "subset" else np.ones_like(include)
         k, n_targets = include.shape
         h, w = pixels.shape[1:3]
@@ -205,13 +216,26 @@ class ExplainChunkTask:
         complete = True
         engine = self.engine
         try:
-            engine.compute(pixels, pairs, cancel=cancel, on_batch=on_maps, out=maps, done=done, zero=zero,
-                           stalled=stalled)
+            engine.compute(
+                pixels, pairs, cancel=cancel, on_batch=on_maps, out=maps, done=done, zero=zero, stalled=stalled
+            )
         except Cancelled:
             complete = False
         zero &= done
         stalled &= done
         usable = done & ~zero & (~stalled | bool(self.config.include_stalled))
         accumulator = GlobalMapAccumulator(self.targets, (h, w)).update(maps, include & usable)
-        return ChunkResult(chunk, idx, maps, done, zero, stalled, include, pairs, probabilities, accumulator,
-                           complete, list(engine.notes or []))
+        return ChunkResult(
+            chunk,
+            idx,
+            maps,
+            done,
+            zero,
+            stalled,
+            include,
+            pairs,
+            probabilities,
+            accumulator,
+            complete,
+            list(engine.notes or []),
+        )

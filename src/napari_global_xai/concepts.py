@@ -219,8 +219,10 @@ class ConceptResult:
         """``{label: {"model": auroc, "concepts": auroc}}`` (empty without labels)."""
         if self.auroc_model is None:
             return {}
-        return {n: {"model": float(a), "concepts": float(b)}
-                for n, a, b in zip(self.labels, self.auroc_model, self.auroc_concepts)}
+        return {
+            n: {"model": float(a), "concepts": float(b)}
+            for n, a, b in zip(self.labels, self.auroc_model, self.auroc_concepts)
+        }
 
 
 # ------------------------------------------------------------------------------------------------- features
@@ -269,14 +271,20 @@ def _frame(stack, model):
 def _chunks(images, size: int):
     if isinstance(images, np.ndarray):
         for s in range(0, len(images), size):
-            yield np.arange(s, min(len(images), s + size)), images[s:s + size]
+            yield np.arange(s, min(len(images), s + size)), images[s : s + size]
     else:
         yield from images.iter_chunks(size)
 
 
 @torch.no_grad()
-def extract_features(model, images, layer: str | None = None, chunk_size: int = 8,
-                     progress: ProgressFn | None = None, cancel: Callable[[], bool] | None = None):
+def extract_features(
+    model,
+    images,
+    layer: str | None = None,
+    chunk_size: int = 8,
+    progress: ProgressFn | None = None,
+    cancel: Callable[[], bool] | None = None,
+):
     """Pooled layer features and model logits for every image.
 
     Parameters
@@ -338,8 +346,13 @@ def _pull_away(e: torch.Tensor) -> torch.Tensor:
 _PENALTIES = ("sparsity", "pull_away", "reconstruction", "predictor_sparsity", "encoder_decay")
 
 
-def train_explanation_net(features: np.ndarray, logits: np.ndarray, config: ConceptConfig | None = None,
-                          progress: ProgressFn | None = None, cancel: Callable[[], bool] | None = None):
+def train_explanation_net(
+    features: np.ndarray,
+    logits: np.ndarray,
+    config: ConceptConfig | None = None,
+    progress: ProgressFn | None = None,
+    cancel: Callable[[], bool] | None = None,
+):
     """Train the explanation network on ``(features, model logits)``.
 
     Returns
@@ -359,7 +372,7 @@ def train_explanation_net(features: np.ndarray, logits: np.ndarray, config: Conc
     mean = f.mean(dim=0)
     if config.feature_scale == "feature":
         std = f.std(dim=0).clamp_min(1e-6)
-    else:   # one scale for the whole layer: the pooled features keep the layer's units relative to each other
+    else:  # one scale for the whole layer: the pooled features keep the layer's units relative to each other
         std = (f - mean).pow(2).mean().sqrt().clamp_min(1e-6).expand_as(mean).clone()
     s_var = s.var(dim=0).clamp_min(1e-6)
     with torch.random.fork_rng(devices=[]):
@@ -375,12 +388,14 @@ def train_explanation_net(features: np.ndarray, logits: np.ndarray, config: Conc
             cancelled = True
             break
         z, s_hat, f_hat = net(f)
-        terms = {"faithfulness": ((s_hat - s).pow(2) / s_var).mean(),
-                 "sparsity": z.abs().mean(),
-                 "pull_away": _pull_away(net.encoder.weight),
-                 "reconstruction": (f_hat - target).pow(2).mean(),
-                 "predictor_sparsity": net.predictor.weight.abs().sum(dim=1).mean(),
-                 "encoder_decay": net.encoder.weight.pow(2).sum(dim=1).mean()}
+        terms = {
+            "faithfulness": ((s_hat - s).pow(2) / s_var).mean(),
+            "sparsity": z.abs().mean(),
+            "pull_away": _pull_away(net.encoder.weight),
+            "reconstruction": (f_hat - target).pow(2).mean(),
+            "predictor_sparsity": net.predictor.weight.abs().sum(dim=1).mean(),
+            "encoder_decay": net.encoder.weight.pow(2).sum(dim=1).mean(),
+        }
         total = terms["faithfulness"] + sum(getattr(config, name) * terms[name] for name in _PENALTIES)
         opt.zero_grad()
         total.backward()
@@ -397,8 +412,9 @@ def train_explanation_net(features: np.ndarray, logits: np.ndarray, config: Conc
 # ------------------------------------------------------------------------------------------------- maps
 
 
-def _concept_cams(acts: torch.Tensor, net: ExplanationNet,
-                  reference: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _concept_cams(
+    acts: torch.Tensor, net: ExplanationNet, reference: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Concept maps on the layer, ``(n, K, h, w)``, and concept activations ``(n, K)``."""
     a = acts.detach().float().requires_grad_(True)
     with torch.enable_grad():
@@ -416,9 +432,15 @@ def concept_image_maps(result: ConceptResult, indices, size: tuple[int, int]) ->
     return F.interpolate(low, size=tuple(size), mode="bilinear", align_corners=False).clamp_min(0).numpy()
 
 
-def run_concepts(stack, model, config: ConceptConfig | None = None, out_dir: str | Path | None = None,
-                 progress: ProgressFn | None = None, cancel: Callable[[], bool] | None = None,
-                 control=None) -> ConceptResult:
+def run_concepts(
+    stack,
+    model,
+    config: ConceptConfig | None = None,
+    out_dir: str | Path | None = None,
+    progress: ProgressFn | None = None,
+    cancel: Callable[[], bool] | None = None,
+    control=None,
+) -> ConceptResult:
     """XNN concepts for a stack: features, explanation network, concept maps, weights, top images, faithfulness.
 
     Parameters
@@ -464,13 +486,17 @@ def run_concepts(stack, model, config: ConceptConfig | None = None, out_dir: str
     timings = {}
 
     t0 = time.perf_counter()
-    features, logits, done, mean_acts = extract_features(model, images, config.layer, config.chunk_size, progress,
-                                                         cancel)
+    features, logits, done, mean_acts = extract_features(
+        model, images, config.layer, config.chunk_size, progress, cancel
+    )
     timings["features_s"] = time.perf_counter() - t0
     cancelled = not done.all()
     if done.sum() < 2:
-        raise Cancelled("cancelled before two images had features") if cancelled else \
-            ValueError("at least 2 images are needed")
+        raise (
+            Cancelled("cancelled before two images had features")
+            if cancelled
+            else ValueError("at least 2 images are needed")
+        )
 
     t0 = time.perf_counter()
     net, losses, stopped = train_explanation_net(features[done], logits[done], config, progress, cancel)
@@ -485,7 +511,7 @@ def run_concepts(stack, model, config: ConceptConfig | None = None, out_dir: str
     mapped = np.zeros(n, bool)
     t0 = time.perf_counter()
     module = None
-    for idx, pixels in ([] if cancelled else _chunks(images, config.chunk_size)):
+    for idx, pixels in [] if cancelled else _chunks(images, config.chunk_size):
         if cancel is not None and cancel():
             cancelled = True
             break
@@ -508,18 +534,19 @@ def run_concepts(stack, model, config: ConceptConfig | None = None, out_dir: str
     timings["maps_s"] = time.perf_counter() - t0
     if image_maps is None:
         image_maps = np.zeros((n, k, 1, 1), np.float32)
-    global_maps = np.where(weight_sum[:, None, None] > 0,
-                           global_sum / np.maximum(weight_sum, 1e-30)[:, None, None], 0).astype(np.float32)
+    global_maps = np.where(
+        weight_sum[:, None, None] > 0, global_sum / np.maximum(weight_sum, 1e-30)[:, None, None], 0
+    ).astype(np.float32)
 
     with torch.no_grad():
         f_t = torch.as_tensor(np.nan_to_num(features), dtype=torch.float32)
         z_feat, s_hat, _ = net(f_t)
     concept_logits = np.where(done[:, None], s_hat.numpy(), np.nan).astype(np.float32)
     z_use = np.where(mapped[:, None], z_all, np.where(done[:, None], z_feat.numpy(), np.nan))
-    predictor = net.predictor.weight.numpy().T.copy()                         # (K, L)
-    weights = (predictor * np.nanmean(np.where(done[:, None], z_feat.numpy(), np.nan), axis=0)[:, None])
+    predictor = net.predictor.weight.numpy().T.copy()  # (K, L)
+    weights = predictor * np.nanmean(np.where(done[:, None], z_feat.numpy(), np.nan), axis=0)[:, None]
     order = np.argsort(-np.nan_to_num(z_use, nan=-np.inf), axis=0, kind="stable")
-    top = order[:min(int(config.top_n), n)].T.copy()
+    top = order[: min(int(config.top_n), n)].T.copy()
 
     labels = list(model.labels)
     auroc_model = auroc_concepts = None
@@ -529,12 +556,27 @@ def run_concepts(stack, model, config: ConceptConfig | None = None, out_dir: str
 
         auroc_model = auroc(truth[done], logits[done])
         auroc_concepts = auroc(truth[done], concept_logits[done])
-    result = ConceptResult(z_use.astype(np.float32), image_maps, global_maps, weights.astype(np.float32),
-                           predictor.T.astype(np.float32), top, logits, concept_logits, auroc_model,
-                           auroc_concepts, labels, _ids(stack, n), config, losses, timings, cancelled, net)
+    result = ConceptResult(
+        z_use.astype(np.float32),
+        image_maps,
+        global_maps,
+        weights.astype(np.float32),
+        predictor.T.astype(np.float32),
+        top,
+        logits,
+        concept_logits,
+        auroc_model,
+        auroc_concepts,
+        labels,
+        _ids(stack, n),
+        config,
+        losses,
+        timings,
+        cancelled,
+        net,
+    )
     if out_dir is not None:
-        write_concept_outputs(result, out_dir, anatomy=None if isinstance(images, np.ndarray)
-                              else images.mean_image())
+        write_concept_outputs(result, out_dir, anatomy=None if isinstance(images, np.ndarray) else images.mean_image())
     return result
 
 
@@ -571,8 +613,7 @@ def write_concept_outputs(result: ConceptResult, out_dir: str | Path, anatomy: n
     out.mkdir(parents=True, exist_ok=True)
     names = [f"concept_{i}" for i in range(result.global_maps.shape[0])]
     with atomic_path(out / "global_concept_maps.tif") as tmp:
-        tifffile.imwrite(tmp, result.global_maps, photometric="minisblack", metadata={"axes": "QYX",
-                                                                                       "concepts": names})
+        tifffile.imwrite(tmp, result.global_maps, photometric="minisblack", metadata={"axes": "QYX", "concepts": names})
     with atomic_path(out / "concept_image_maps.tif") as tmp:
         tifffile.imwrite(tmp, result.image_maps, photometric="minisblack", metadata={"axes": "QCYX"})
     if anatomy is not None:
@@ -582,18 +623,35 @@ def write_concept_outputs(result: ConceptResult, out_dir: str | Path, anatomy: n
     def csv(header, rows):
         return "\n".join([",".join(header)] + [",".join(str(v) for v in r) for r in rows]) + "\n"
 
-    atomic_write_text(out / "concepts.csv", csv(["image"] + names, [
-        [i] + [f"{v:.6g}" for v in row] for i, row in zip(result.image_ids, result.concepts)]))
-    atomic_write_text(out / "concept_label_weights.csv", csv(["concept"] + result.labels, [
-        [c] + [f"{v:.6g}" for v in row] for c, row in zip(names, result.weights)]))
-    atomic_write_text(out / "top_images.csv", csv(["concept"] + [f"rank_{r + 1}" for r in
-                                                                  range(result.top_images.shape[1])], [
-        [c] + [result.image_ids[j] for j in row] for c, row in zip(names, result.top_images)]))
-    save_json(out / "concepts.json", {"method": "xnn", "config": asdict(result.config),
-                                      "faithfulness_auroc": result.faithfulness(), "losses": result.losses,
-                                      "timings_s": result.timings, "cancelled": result.cancelled,
-                                      "labels": result.labels, "n_images": len(result.image_ids),
-                                      "weights": "V[l, k] * mean_i z[i, k] (mean logit contribution)"})
+    atomic_write_text(
+        out / "concepts.csv",
+        csv(["image"] + names, [[i] + [f"{v:.6g}" for v in row] for i, row in zip(result.image_ids, result.concepts)]),
+    )
+    atomic_write_text(
+        out / "concept_label_weights.csv",
+        csv(["concept"] + result.labels, [[c] + [f"{v:.6g}" for v in row] for c, row in zip(names, result.weights)]),
+    )
+    atomic_write_text(
+        out / "top_images.csv",
+        csv(
+            ["concept"] + [f"rank_{r + 1}" for r in range(result.top_images.shape[1])],
+            [[c] + [result.image_ids[j] for j in row] for c, row in zip(names, result.top_images)],
+        ),
+    )
+    save_json(
+        out / "concepts.json",
+        {
+            "method": "xnn",
+            "config": asdict(result.config),
+            "faithfulness_auroc": result.faithfulness(),
+            "losses": result.losses,
+            "timings_s": result.timings,
+            "cancelled": result.cancelled,
+            "labels": result.labels,
+            "n_images": len(result.image_ids),
+            "weights": "V[l, k] * mean_i z[i, k] (mean logit contribution)",
+        },
+    )
     if result.net is not None:
         buf = io.BytesIO()
         torch.save(result.net.state_dict(), buf)

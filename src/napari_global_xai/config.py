@@ -14,10 +14,34 @@ from dataclasses import dataclass, field
 from typing import Literal, get_args
 
 __all__ = [
-    "Subset", "SUBSETS", "SUBSET_RULES", "Compute", "COMPUTE", "Reduction", "REDUCTIONS", "Normalisation",
-    "NORMALISATIONS", "Autocast", "AUTOCASTS", "Fill", "FILLS", "CONSTANT_FILLS", "Mode", "MODES", "MapsFor",
-    "MAPS_FOR", "FigureFormat", "FIGURE_FORMATS", "SANITY_METHODS", "BLUR_SIGMA_FRACTION", "DEFAULT_FRACTIONS",
-    "ExplainConfig", "PepprConfig", "SagConfig", "validate_choices", "signature_defaults",
+    "Subset",
+    "SUBSETS",
+    "SUBSET_RULES",
+    "Compute",
+    "COMPUTE",
+    "Reduction",
+    "REDUCTIONS",
+    "Normalisation",
+    "NORMALISATIONS",
+    "Autocast",
+    "AUTOCASTS",
+    "Fill",
+    "FILLS",
+    "CONSTANT_FILLS",
+    "Mode",
+    "MODES",
+    "MapsFor",
+    "MAPS_FOR",
+    "FigureFormat",
+    "FIGURE_FORMATS",
+    "SANITY_METHODS",
+    "BLUR_SIGMA_FRACTION",
+    "DEFAULT_FRACTIONS",
+    "ExplainConfig",
+    "PepprConfig",
+    "SagConfig",
+    "validate_choices",
+    "signature_defaults",
 ]
 
 #: Which images enter a label's global map (methods.md §1.6; the paper's rule is unknown, so it is selectable).
@@ -48,7 +72,7 @@ MODES: tuple[str, ...] = get_args(Mode)
 MapsFor = Literal["labelwise", "overall"]
 MAPS_FOR: tuple[str, ...] = get_args(MapsFor)
 #: PEPPR fractions (methods.md §1.7: 0 to 100 %, finer at the start where curves move most).
-DEFAULT_FRACTIONS: tuple[float, ...] = (0, .01, .02, .05, .1, .15, .2, .3, .4, .5, .6, .7, .8, .9, 1.0)
+DEFAULT_FRACTIONS: tuple[float, ...] = (0, 0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 
 FigureFormat = Literal["png", "svg", "pdf"]
 FIGURE_FORMATS: tuple[str, ...] = get_args(FigureFormat)
@@ -73,8 +97,11 @@ def signature_defaults(function) -> dict:
     """
     import inspect
 
-    return {name: p.default for name, p in inspect.signature(function).parameters.items()
-            if p.default is not inspect.Parameter.empty}
+    return {
+        name: p.default
+        for name, p in inspect.signature(function).parameters.items()
+        if p.default is not inspect.Parameter.empty
+    }
 
 
 def _literal_choices(annotation) -> tuple | None:
@@ -108,14 +135,18 @@ def validate_choices(obj) -> None:
         value = getattr(obj, f.name)
         choices = _literal_choices(annotation)
         if choices is not None and value not in choices:
-            raise ValueError(f"{type(obj).__name__}.{f.name}: unknown value {value!r}; choose from "
-                             f"{', '.join(str(c) for c in choices)}")
+            raise ValueError(
+                f"{type(obj).__name__}.{f.name}: unknown value {value!r}; choose from "
+                f"{', '.join(str(c) for c in choices)}"
+            )
         choices = _element_literal(annotation)
         if choices is not None:
             bad = [v for v in value if v not in choices]
             if bad:
-                raise ValueError(f"{type(obj).__name__}.{f.name}: unknown value {bad[0]!r}; choose from "
-                                 f"{', '.join(str(c) for c in choices)}")
+                raise ValueError(
+                    f"{type(obj).__name__}.{f.name}: unknown value {bad[0]!r}; choose from "
+                    f"{', '.join(str(c) for c in choices)}"
+                )
 
 
 def _positive(obj, name: str, allow_none: bool = False) -> None:

@@ -53,8 +53,12 @@ class RunControl:
     cancel: CancelFn | threading.Event | None = None
 
     @classmethod
-    def of(cls, control: RunControl | None = None, progress: ProgressFn | None = None,
-           cancel: CancelFn | threading.Event | None = None) -> RunControl:
+    def of(
+        cls,
+        control: RunControl | None = None,
+        progress: ProgressFn | None = None,
+        cancel: CancelFn | threading.Event | None = None,
+    ) -> RunControl:
         """One control from either a :class:`RunControl` or the two callables (not both)."""
         if control is not None:
             if progress is not None or cancel is not None:

@@ -23,8 +23,14 @@ def anatomy_rgb(anatomy: np.ndarray) -> np.ndarray:
     return np.clip((a - lo) / max(hi - lo, 1e-12), 0, 1)
 
 
-def save_global_map_overlays(anatomy: np.ndarray, maps: dict[str, np.ndarray], path: str | Path,
-                             title: str = "", shared_scale: bool = True, cmap: str = "inferno") -> Path:
+def save_global_map_overlays(
+    anatomy: np.ndarray,
+    maps: dict[str, np.ndarray],
+    path: str | Path,
+    title: str = "",
+    shared_scale: bool = True,
+    cmap: str = "inferno",
+) -> Path:
     """One panel per map: the map (perceptual colormap, opacity rising with the value) over the grey anatomy.
 
     Parameters

@@ -76,6 +76,6 @@ def ranking_scores(logits: np.ndarray, activation: str) -> np.ndarray:
         m = z.max(axis=-1, keepdims=True)
         e = np.exp(z - m)
         top = np.argmax(z, axis=-1)[..., None]
-        np.put_along_axis(e, top, 0.0, axis=-1)          # the largest output contributes exp(0) = 1: log1p below
+        np.put_along_axis(e, top, 0.0, axis=-1)  # the largest output contributes exp(0) = 1: log1p below
         return z - m - np.log1p(e.sum(axis=-1, keepdims=True))
     return z

@@ -23,12 +23,15 @@ def write_global_maps(global_maps: GlobalMaps, path: str | Path, provenance: dic
     import tifffile
 
     stack = np.concatenate([global_maps.mean, global_maps.overall[None]]).astype(np.float32)
-    meta = {"labels": global_maps.labels + ["overall"], "count": global_maps.count.tolist(),
-            "overall_labels": global_maps.overall_labels, "metadata": global_maps.metadata,
-            "provenance": provenance or {}}
+    meta = {
+        "labels": global_maps.labels + ["overall"],
+        "count": global_maps.count.tolist(),
+        "overall_labels": global_maps.overall_labels,
+        "metadata": global_maps.metadata,
+        "provenance": provenance or {},
+    }
     with atomic_path(path) as tmp:
-        tifffile.imwrite(tmp, stack, photometric="minisblack", description=json.dumps(meta, default=str),
-                         metadata=None)
+        tifffile.imwrite(tmp, stack, photometric="minisblack", description=json.dumps(meta, default=str), metadata=None)
     return Path(path)
 
 
@@ -66,24 +69,39 @@ def read_global_maps(path: str | Path) -> GlobalMaps:
     if data.ndim != 3 or len(data) != len(names) + 1 or len(counts) != len(names):
         raise InputError(f"{path}: {len(names) + 1} map names in its metadata but pages of shape {data.shape}; {hint}")
     mean = data[:-1].astype(np.float64)
-    return GlobalMaps(names, mean, np.full_like(mean, np.nan), np.asarray(counts, np.int64),
-                      data[-1].astype(np.float64), meta.get("overall_labels", names), meta.get("metadata", {}))
+    return GlobalMaps(
+        names,
+        mean,
+        np.full_like(mean, np.nan),
+        np.asarray(counts, np.int64),
+        data[-1].astype(np.float64),
+        meta.get("overall_labels", names),
+        meta.get("metadata", {}),
+    )
 
 
 def _predictions_csv(result, image_ids) -> str:
     buf = io.StringIO()
     writer = csv.writer(buf)
-    writer.writerow(["image"] + [f"p_{n}" for n in result.model_labels]
-                    + [f"in_subset_{n}" for n in result.target_labels]
-                    + [f"computed_{n}" for n in result.target_labels])
+    writer.writerow(
+        ["image"]
+        + [f"p_{n}" for n in result.model_labels]
+        + [f"in_subset_{n}" for n in result.target_labels]
+        + [f"computed_{n}" for n in result.target_labels]
+    )
     for i, image_id in enumerate(image_ids):
-        writer.writerow([image_id] + [f"{p:.6f}" for p in result.probabilities[i]]
-                        + [int(v) for v in result.include[i]] + [int(v) for v in result.computed[i]])
+        writer.writerow(
+            [image_id]
+            + [f"{p:.6f}" for p in result.probabilities[i]]
+            + [int(v) for v in result.include[i]]
+            + [int(v) for v in result.computed[i]]
+        )
     return buf.getvalue()
 
 
-def write_explain_outputs(result, out_dir: str | Path, anatomy: np.ndarray | None = None,
-                          image_ids=None) -> dict[str, Path]:
+def write_explain_outputs(
+    result, out_dir: str | Path, anatomy: np.ndarray | None = None, image_ids=None
+) -> dict[str, Path]:
     """Write global maps, std, predictions, summary and an overlay PNG into ``out_dir``.
 
     Returns
@@ -100,25 +118,35 @@ def write_explain_outputs(result, out_dir: str | Path, anatomy: np.ndarray | Non
     import tifffile
 
     with atomic_path(out / "global_std.tif") as tmp:
-        tifffile.imwrite(tmp, gm.std.astype(np.float32), photometric="minisblack",
-                         description=json.dumps({"labels": gm.labels}))
+        tifffile.imwrite(
+            tmp, gm.std.astype(np.float32), photometric="minisblack", description=json.dumps({"labels": gm.labels})
+        )
     paths["global_std"] = out / "global_std.tif"
     ids = image_ids if image_ids is not None else [str(i) for i in range(len(result.probabilities))]
     atomic_write_text(out / "predictions.csv", _predictions_csv(result, ids))
     paths["predictions"] = out / "predictions.csv"
-    summary = {"status": result.provenance.get("status", "complete"), "targets": result.target_labels,
-               "subset": result.subset, "cancelled": result.cancelled,
-               "maps_per_label": dict(zip(gm.labels, gm.count.tolist())),
-               "maps_computed": result.n_computed, "overall_labels": gm.overall_labels,
-               "provenance": result.provenance}
+    summary = {
+        "status": result.provenance.get("status", "complete"),
+        "targets": result.target_labels,
+        "subset": result.subset,
+        "cancelled": result.cancelled,
+        "maps_per_label": dict(zip(gm.labels, gm.count.tolist())),
+        "maps_computed": result.n_computed,
+        "overall_labels": gm.overall_labels,
+        "provenance": result.provenance,
+    }
     save_json(out / "explain_summary.json", summary)
     paths["summary"] = out / "explain_summary.json"
     if anatomy is not None:
         maps = {f"{n} (n={c})": gm.mean[i] for i, (n, c) in enumerate(zip(gm.labels, gm.count)) if c > 0}
         maps["overall"] = gm.overall
-        title = f"{result.config.method} global maps, subset '{result.subset}', {result.config.normalisation}-normalised"
+        title = (
+            f"{result.config.method} global maps, subset '{result.subset}', {result.config.normalisation}-normalised"
+        )
         if result.cancelled:
-            title = (f"CANCELLED, partial: {result.n_computed} of {result.provenance.get('n_maps_selected', '?')} "
-                     f"maps. {title}")
+            title = (
+                f"CANCELLED, partial: {result.n_computed} of {result.provenance.get('n_maps_selected', '?')} "
+                f"maps. {title}"
+            )
         paths["overlay"] = save_global_map_overlays(anatomy, maps, out / "global_maps.png", title=title)
     return paths

@@ -69,9 +69,14 @@ def provenance_record(*, model=None, config=None, sources=(), **extra) -> dict:
         pass
     if model is not None:
         card = model.card
-        record["model"] = {"name": card.name, "card": card.path, "format": card.format,
-                           "weights_sha256_fast": file_fingerprint(card.weights_path()),
-                           "labels": list(card.labels), "device": str(model.device)}
+        record["model"] = {
+            "name": card.name,
+            "card": card.path,
+            "format": card.format,
+            "weights_sha256_fast": file_fingerprint(card.weights_path()),
+            "labels": list(card.labels),
+            "device": str(model.device),
+        }
     if config is not None:
         record["config"] = dataclasses.asdict(config) if dataclasses.is_dataclass(config) else dict(config)
     unique = list(dict.fromkeys(str(s) for s in sources))[:10_000]

@@ -31,8 +31,17 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["write_report", "build_sections", "register_section", "SectionRule", "Section", "Table", "Figure",
-           "SECTION_RULES", "MAX_IMAGE_SIDE"]
+__all__ = [
+    "write_report",
+    "build_sections",
+    "register_section",
+    "SectionRule",
+    "Section",
+    "Table",
+    "Figure",
+    "SECTION_RULES",
+    "MAX_IMAGE_SIDE",
+]
 
 #: Longest side of an embedded image in pixels (figures are downscaled to it).
 MAX_IMAGE_SIDE = 1400
@@ -192,15 +201,24 @@ def figure_pixels(fig) -> np.ndarray:
 def _provenance_facts(prov: dict) -> list[tuple[str, str]]:
     """The provenance facts a reader needs: command, versions, model card and weights hash, device, inputs."""
     facts = []
-    for key, label in (("command", "command"), ("created", "created"), ("version", "napari-global-xai"),
-                       ("python", "python"), ("torch", "torch"), ("platform", "platform")):
+    for key, label in (
+        ("command", "command"),
+        ("created", "created"),
+        ("version", "napari-global-xai"),
+        ("python", "python"),
+        ("torch", "torch"),
+        ("platform", "platform"),
+    ):
         if prov.get(key):
             facts.append((label, str(prov[key])))
     model = prov.get("model") or {}
     if model:
-        facts += [("model", str(model.get("name", ""))), ("model card", str(model.get("card", ""))),
-                  ("model weights sha256 (fast)", str(model.get("weights_sha256_fast", ""))),
-                  ("device", str(model.get("device", "")))]
+        facts += [
+            ("model", str(model.get("name", ""))),
+            ("model card", str(model.get("card", ""))),
+            ("model weights sha256 (fast)", str(model.get("weights_sha256_fast", ""))),
+            ("device", str(model.get("device", ""))),
+        ]
         card = model.get("card")
         if card and Path(card).exists():
             from .provenance import file_fingerprint
@@ -219,21 +237,32 @@ def _explain_section(path: Path, folder: Path, root: Path):
     prov = summary.get("provenance", {})
     method = (prov.get("config") or {}).get("method", folder.name)
     section = Section(f"Global maps · {method}", _rel(folder, root))
-    section.facts = [("subset", str(summary.get("subset"))), ("maps computed", str(summary.get("maps_computed"))),
-                     ("cancelled", str(summary.get("cancelled")))] + _provenance_facts(prov)
+    section.facts = [
+        ("subset", str(summary.get("subset"))),
+        ("maps computed", str(summary.get("maps_computed"))),
+        ("cancelled", str(summary.get("cancelled"))),
+    ] + _provenance_facts(prov)
     counts = summary.get("maps_per_label", {})
-    section.tables.append(Table("Image-wise maps per label-wise global map", ["label", "maps"],
-                                [[k, str(v)] for k, v in counts.items()],
-                                "The overall map averages the label-wise maps of: "
-                                + ", ".join(summary.get("overall_labels", []))))
+    section.tables.append(
+        Table(
+            "Image-wise maps per label-wise global map",
+            ["label", "maps"],
+            [[k, str(v)] for k, v in counts.items()],
+            "The overall map averages the label-wise maps of: " + ", ".join(summary.get("overall_labels", [])),
+        )
+    )
     claimed = {path}
     overlay = folder / "global_maps.png"
     if overlay.exists():
-        section.figures.append(Figure("Global maps over the mean anatomy (one colour scale for all maps)",
-                                      _load_pixels(overlay)))
+        section.figures.append(
+            Figure("Global maps over the mean anatomy (one colour scale for all maps)", _load_pixels(overlay))
+        )
         claimed.add(overlay)
-    claimed |= {p for p in folder.glob("*") if p.name in ("global_maps.tif", "global_std.tif", "image_maps.tif",
-                                                             "predictions.csv")}
+    claimed |= {
+        p
+        for p in folder.glob("*")
+        if p.name in ("global_maps.tif", "global_std.tif", "image_maps.tif", "predictions.csv")
+    }
     predictions = folder / "predictions.csv"
     if predictions.exists():
         with predictions.open(newline="") as fh:
@@ -254,23 +283,38 @@ def _peppr_section(path: Path, folder: Path, root: Path):
     strip = filmstrip_from_folder(folder)
     section = Section("PEPPR faithfulness", _rel(folder, root))
     split = summary.get("split") or {}
-    section.facts = [("metric", str(summary.get("metric"))), ("fill", str(summary.get("fill"))),
-                     ("images", str(summary.get("n_images"))), ("fractions", _fmt(summary.get("fractions"))),
-                     ("random seeds", _fmt(summary.get("random_seeds"))),
-                     ("forwards", f"{summary.get('n_forwards')} ({summary.get('n_skipped')} skipped)"),
-                     ("split", str(split.get("note", "")))]
+    section.facts = [
+        ("metric", str(summary.get("metric"))),
+        ("fill", str(summary.get("fill"))),
+        ("images", str(summary.get("n_images"))),
+        ("fractions", _fmt(summary.get("fractions"))),
+        ("random seeds", _fmt(summary.get("random_seeds"))),
+        ("forwards", f"{summary.get('n_forwards')} ({summary.get('n_skipped')} skipped)"),
+        ("split", str(split.get("note", ""))),
+    ]
     header, rows = table_cells(view)
-    section.tables.append(Table("Summary (areas are normalised trapezoid areas; gap = A_restore − A_erase)",
-                                header, rows))
+    section.tables.append(
+        Table("Summary (areas are normalised trapezoid areas; gap = A_restore − A_erase)", header, rows)
+    )
     # the figure shows the headline map (overall map on the macro mean, else the first row); the table above has all
     headline = [r for r in view.rows if r["map"] == "overall" and r["label"] == "macro"] or view.rows[:1]
     view.rows = headline
     fig = MplFigure(figsize=(10, 8.5 if strip is not None else 4.2), dpi=110)
-    draw_peppr_figure(fig, view, strip, fraction=None if strip is None else float(strip.fractions[0]),
-                      title=f"PEPPR ({view.fill} fill, {view.n_images} images)")
-    section.figures.append(Figure(f"PEPPR curves of map {headline[0]['map']} on {headline[0]['label']} (random order: "
-                                  "grey, mean ± sd), and the first image erased / restored in the map's order at the "
-                                  "saved fractions", figure_pixels(fig)))
+    draw_peppr_figure(
+        fig,
+        view,
+        strip,
+        fraction=None if strip is None else float(strip.fractions[0]),
+        title=f"PEPPR ({view.fill} fill, {view.n_images} images)",
+    )
+    section.figures.append(
+        Figure(
+            f"PEPPR curves of map {headline[0]['map']} on {headline[0]['label']} (random order: "
+            "grey, mean ± sd), and the first image erased / restored in the map's order at the "
+            "saved fractions",
+            figure_pixels(fig),
+        )
+    )
     claimed = {path, folder / "peppr_curves.csv", folder / "peppr.png"}
     claimed |= set(folder.glob("erased_*.tif")) | set(folder.glob("restored_*.tif"))
     return section, claimed
@@ -279,13 +323,26 @@ def _peppr_section(path: Path, folder: Path, root: Path):
 def _sag_section(path: Path, folder: Path, root: Path):
     summary = _read_json(path)
     section = Section(f"Structured attention graphs · {summary.get('label', '')}", _rel(folder, root))
-    section.facts = [("label", str(summary.get("label"))), ("images", _fmt(summary.get("images"))),
-                     ("grid", _fmt(summary.get("grid"))), ("cancelled", str(summary.get("cancelled")))]
+    section.facts = [
+        ("label", str(summary.get("label"))),
+        ("images", _fmt(summary.get("images"))),
+        ("grid", _fmt(summary.get("grid"))),
+        ("cancelled", str(summary.get("cancelled"))),
+    ]
     sets = summary.get("root_sets", [])
-    section.tables.append(_records_table("Most frequent root sets (patch indices, row-major on the grid)",
-                                         [{"patches": " ".join(map(str, s.get("patches", []))),
-                                           "images": s.get("count"), "frequency": s.get("frequency")}
-                                          for s in sets]))
+    section.tables.append(
+        _records_table(
+            "Most frequent root sets (patch indices, row-major on the grid)",
+            [
+                {
+                    "patches": " ".join(map(str, s.get("patches", []))),
+                    "images": s.get("count"),
+                    "frequency": s.get("frequency"),
+                }
+                for s in sets
+            ],
+        )
+    )
     claimed = {path} | set(folder.glob("sag_*.json")) | set(folder.glob("sag_*.svg")) | set(folder.glob("sag_*.pdf"))
     pngs = sorted(p for p in folder.glob("sag_*.png"))
     for p in pngs[:6]:
@@ -338,8 +395,10 @@ def _image_section(path: Path, folder: Path, root: Path):
 
 
 def _titled(pattern: str, title: str, order: int) -> list[SectionRule]:
-    return [SectionRule(f"{pattern}.json", generic_json_section(title), order),
-            SectionRule(f"{pattern}.csv", generic_csv_section(title), order)]
+    return [
+        SectionRule(f"{pattern}.json", generic_json_section(title), order),
+        SectionRule(f"{pattern}.csv", generic_csv_section(title), order),
+    ]
 
 
 #: The registry, tried in ``order``: the first rule whose pattern matches an unclaimed file renders it.
@@ -380,8 +439,9 @@ def register_section(pattern: str, renderer: Renderer, order: int = 50) -> None:
 def _run_folders(root: Path) -> list[Path]:
     """The folder itself and its sub-folders (two levels), in name order, that hold files; Zarr stores (``*.zarr``,
     e.g. explain's ``image_maps.zarr``) are data, not result folders, and are left out with all they hold."""
-    folders = [root] + sorted(p for p in root.glob("*") if p.is_dir()) \
-        + sorted(p for p in root.glob("*/*") if p.is_dir())
+    folders = (
+        [root] + sorted(p for p in root.glob("*") if p.is_dir()) + sorted(p for p in root.glob("*/*") if p.is_dir())
+    )
     folders = [f for f in folders if not any(part.endswith(".zarr") for part in f.relative_to(root).parts)]
     return [f for f in folders if any(p.is_file() for p in f.iterdir())]
 
@@ -415,8 +475,10 @@ def build_sections(results_dir: str | Path, skip: set | None = None) -> list[Sec
                 if section is not None:
                     sections.append(section)
     if not sections:
-        raise ValueError(f"{root}: no result files found (expected explain_summary.json, peppr_summary.json, "
-                         "sag_summary.json, or other JSON/CSV/PNG results)")
+        raise ValueError(
+            f"{root}: no result files found (expected explain_summary.json, peppr_summary.json, "
+            "sag_summary.json, or other JSON/CSV/PNG results)"
+        )
     for i, s in enumerate(sections):
         s.anchor = f"s{i + 1}"
     return sections
@@ -433,10 +495,12 @@ def _report_provenance(results_dir: Path) -> list[tuple[str, str]]:
             versions.append((name, version(name)))
         except Exception:  # noqa: BLE001 - a missing optional package is simply not listed
             pass
-    return [("results folder", str(results_dir.resolve())),
-            ("report command", shlex.join([Path(sys.argv[0]).name] + sys.argv[1:])),
-            ("report created", _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")),
-            ("platform", platform.platform())] + versions
+    return [
+        ("results folder", str(results_dir.resolve())),
+        ("report command", shlex.join([Path(sys.argv[0]).name] + sys.argv[1:])),
+        ("report created", _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")),
+        ("platform", platform.platform()),
+    ] + versions
 
 
 def _write_pdf(path: Path, title: str, sections: list[Section]) -> Path:
@@ -462,8 +526,11 @@ def _write_pdf(path: Path, title: str, sections: list[Section]) -> Path:
                 fig = MplFigure(figsize=(8.27, min(11.0, 1.2 + 0.25 * len(table.rows))))
                 ax = fig.add_axes((0.02, 0.02, 0.96, 0.85))
                 ax.set_axis_off()
-                cells = ax.table(cellText=[[c[:40] for c in r] for r in table.rows],
-                                 colLabels=[str(h)[:24] for h in table.header], loc="upper center")
+                cells = ax.table(
+                    cellText=[[c[:40] for c in r] for r in table.rows],
+                    colLabels=[str(h)[:24] for h in table.header],
+                    loc="upper center",
+                )
                 cells.auto_set_font_size(False)
                 cells.set_fontsize(6)
                 fig.suptitle(f"{section.title}: {table.caption}", fontsize=8, wrap=True)
@@ -471,8 +538,9 @@ def _write_pdf(path: Path, title: str, sections: list[Section]) -> Path:
     return path
 
 
-def write_report(results_dir: str | Path, out: str | Path, *, pdf: bool = True,
-                 title: str | None = None) -> dict[str, Path]:
+def write_report(
+    results_dir: str | Path, out: str | Path, *, pdf: bool = True, title: str | None = None
+) -> dict[str, Path]:
     """Write a self-contained HTML report (and a PDF of its figures) of a results folder.
 
     Parameters
@@ -509,14 +577,17 @@ def write_report(results_dir: str | Path, out: str | Path, *, pdf: bool = True,
         for figure in section.figures:
             figure.uri = encode_image(figure.pixels)
     title = title or f"Global XAI report: {root.resolve().name}"
-    env = jinja2.Environment(loader=jinja2.PackageLoader("napari_global_xai", "templates"),
-                             autoescape=jinja2.select_autoescape(["html", "j2"]), undefined=jinja2.StrictUndefined)
-    text = env.get_template("report.html.j2").render(title=title, sections=sections,
-                                                     provenance=_report_provenance(root))
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("napari_global_xai", "templates"),
+        autoescape=jinja2.select_autoescape(["html", "j2"]),
+        undefined=jinja2.StrictUndefined,
+    )
+    text = env.get_template("report.html.j2").render(
+        title=title, sections=sections, provenance=_report_provenance(root)
+    )
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out, text)
     paths = {"html": out}
     if pdf:
         paths["pdf"] = _write_pdf(pdf_path, title, sections)
     return paths
-

@@ -24,8 +24,18 @@ from .explain.engine import ExplainConfig, ImageMapEngine
 from .peppr.pipeline import peppr_truth, run_peppr_from_files, run_peppr_pipeline  # noqa: F401
 from .sag.pipeline import run_sag_pipeline  # noqa: F401
 
-__all__ = ["ExplainResult", "DemoResult", "run_explain", "run_demo", "resolve_targets", "ProgressFn", "CancelFn",
-           "run_peppr_pipeline", "run_peppr_from_files", "peppr_truth"]
+__all__ = [
+    "ExplainResult",
+    "DemoResult",
+    "run_explain",
+    "run_demo",
+    "resolve_targets",
+    "ProgressFn",
+    "CancelFn",
+    "run_peppr_pipeline",
+    "run_peppr_from_files",
+    "peppr_truth",
+]
 
 
 @dataclass
@@ -154,21 +164,37 @@ def _resolve_subset(subset: str, truth, known: np.ndarray, targets: list[str]) -
         if missing:
             from .data.labels import InputNotice
 
-            warnings.warn(f"{missing_truth_message(missing)}: their global maps use the images predicted positive "
-                          "instead of ground truth (the other labels use ground truth); map a column to a label "
-                          "with label_map / --label-map CSV_NAME=MODEL_NAME", InputNotice, stacklevel=3)
+            warnings.warn(
+                f"{missing_truth_message(missing)}: their global maps use the images predicted positive "
+                "instead of ground truth (the other labels use ground truth); map a column to a label "
+                "with label_map / --label-map CSV_NAME=MODEL_NAME",
+                InputNotice,
+                stacklevel=3,
+            )
         return "positive"
     if subset in ("positive", "true_positive") and truth is not None and missing:
-        raise ValueError(f"subset {subset!r} needs ground truth for every target label, but "
-                         f"{missing_truth_message(missing)}; map a column with --label-map CSV_NAME=MODEL_NAME "
-                         "(label_map=...), leave the label out with --targets, or use subset 'auto'")
+        raise ValueError(
+            f"subset {subset!r} needs ground truth for every target label, but "
+            f"{missing_truth_message(missing)}; map a column with --label-map CSV_NAME=MODEL_NAME "
+            "(label_map=...), leave the label out with --targets, or use subset 'auto'"
+        )
     return subset
 
 
-def run_explain(stack, model, config: ExplainConfig | None = None, out_dir: str | Path | None = None,
-                progress: ProgressFn | None = None, cancel: CancelFn | None = None, *,
-                control: RunControl | None = None, out_format: str | None = None, map_dtype: str | None = None,
-                overwrite: bool = False, executor=None) -> ExplainResult:
+def run_explain(
+    stack,
+    model,
+    config: ExplainConfig | None = None,
+    out_dir: str | Path | None = None,
+    progress: ProgressFn | None = None,
+    cancel: CancelFn | None = None,
+    *,
+    control: RunControl | None = None,
+    out_format: str | None = None,
+    map_dtype: str | None = None,
+    overwrite: bool = False,
+    executor=None,
+) -> ExplainResult:
     """Image-wise maps for a stack, aggregated into label-wise and overall global maps.
 
     Parameters
@@ -270,23 +296,52 @@ def run_explain(stack, model, config: ExplainConfig | None = None, out_dir: str 
 
     from .provenance import provenance_record
 
-    prov = provenance_record(model=model, config=config, sources=getattr(stack, "sources", ()),
-                             subset=subset, targets=targets, frame=frame_stack.frame, cancelled=cancelled,
-                             status=_status(cancelled), n_images=n,
-                             n_maps_computed=int(computed.sum()), n_maps_selected=int(pairs.sum()),
-                             n_zero_maps=count_per_label(zero, include, targets),
-                             n_stalled_maps=count_per_label(stalled, include, targets),
-                             stalled_maps_in_global_maps=bool(config.include_stalled),
-                             method_warnings=notes, **writer.facts())
+    prov = provenance_record(
+        model=model,
+        config=config,
+        sources=getattr(stack, "sources", ()),
+        subset=subset,
+        targets=targets,
+        frame=frame_stack.frame,
+        cancelled=cancelled,
+        status=_status(cancelled),
+        n_images=n,
+        n_maps_computed=int(computed.sum()),
+        n_maps_selected=int(pairs.sum()),
+        n_zero_maps=count_per_label(zero, include, targets),
+        n_stalled_maps=count_per_label(stalled, include, targets),
+        stalled_maps_in_global_maps=bool(config.include_stalled),
+        method_warnings=notes,
+        **writer.facts(),
+    )
     truth_missing = [t for t, k in zip(targets, known) if not k] if truth is not None else []
-    global_maps = accumulator.result(metadata={"method": config.method, "subset": subset,
-                                               "normalisation": config.normalisation,
-                                               "subset_predicted_labels": truth_missing})
+    global_maps = accumulator.result(
+        metadata={
+            "method": config.method,
+            "subset": subset,
+            "normalisation": config.normalisation,
+            "subset_predicted_labels": truth_missing,
+        }
+    )
     prov["subset_predicted_labels"] = truth_missing
     image_maps = writer.finish(global_maps, prov)
-    result = ExplainResult(image_maps, computed, include, targets, probabilities, list(model.labels),
-                           global_maps, config, subset, cancelled, prov, Path(out_dir) if out_dir else None,
-                           zero=zero, truth_missing=truth_missing, stalled=stalled)
+    result = ExplainResult(
+        image_maps,
+        computed,
+        include,
+        targets,
+        probabilities,
+        list(model.labels),
+        global_maps,
+        config,
+        subset,
+        cancelled,
+        prov,
+        Path(out_dir) if out_dir else None,
+        zero=zero,
+        truth_missing=truth_missing,
+        stalled=stalled,
+    )
     if out_dir is not None:
         from .outputs import write_explain_outputs
 
@@ -342,16 +397,17 @@ def _assemble(records, task, n, n_model_labels):
             guess = np.full((len(idx), n_targets), -np.inf)  # never "predicted positive"
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                arrays["include"][idx] = select_pairs(task.subset, truth, guess, task.config.threshold,
-                                                      known=task.known)
-            arrays["pairs"][idx] = (arrays["include"][idx] if task.config.compute == "subset"
-                                    else np.ones((len(idx), n_targets), bool))
+                arrays["include"][idx] = select_pairs(
+                    task.subset, truth, guess, task.config.threshold, known=task.known
+                )
+            arrays["pairs"][idx] = (
+                arrays["include"][idx] if task.config.compute == "subset" else np.ones((len(idx), n_targets), bool)
+            )
             continue
         probabilities[idx] = record.probabilities
         for key in arrays:
             arrays[key][idx] = getattr(record, key)
-    return (probabilities, arrays["include"], arrays["done"], arrays["zero"], arrays["stalled"],
-            arrays["pairs"])
+    return (probabilities, arrays["include"], arrays["done"], arrays["zero"], arrays["stalled"], arrays["pairs"])
 
 
 def _open_writer(out_dir, out_format, map_dtype, overwrite, shape, task, stack):
@@ -379,8 +435,9 @@ class _MapWriter:
         self.path = Path(out_dir) / "image_maps.tif"
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.tmp = self.path.with_name(f".{self.path.name}.partial")
-        self.array = tifffile.memmap(self.tmp, shape=shape, dtype=np.float32, photometric="minisblack",
-                                     metadata={"axes": "QCYX"})
+        self.array = tifffile.memmap(
+            self.tmp, shape=shape, dtype=np.float32, photometric="minisblack", metadata={"axes": "QCYX"}
+        )
 
     def completed(self):
         """No resume: every chunk is computed."""
@@ -458,8 +515,14 @@ class DemoResult:
     cancelled: bool = False
 
 
-def run_demo(out_dir, method: str = "ig", device: str = "auto", progress: ProgressFn | None = None,
-             cancel: CancelFn | None = None, control: RunControl | None = None) -> DemoResult:
+def run_demo(
+    out_dir,
+    method: str = "ig",
+    device: str = "auto",
+    progress: ProgressFn | None = None,
+    cancel: CancelFn | None = None,
+    control: RunControl | None = None,
+) -> DemoResult:
     """The whole chain on the shipped sample data: explain → global maps → PEPPR, with figures and the report.
 
     Files go to ``out_dir/explain_<method>/`` and ``out_dir/peppr_<method>/``, and the one-file report of both to
@@ -492,15 +555,23 @@ def run_demo(out_dir, method: str = "ig", device: str = "auto", progress: Progre
     stack = load_sample_stack()
     model = load_model(None, device=device)
     params = {"n_steps": 16} if method == "ig" else {}
-    explained = run_explain(stack, model, ExplainConfig(method=method, params=params),
-                            out_dir=out / f"explain_{method}", control=control)
-    result = DemoResult(out, len(stack), model.card.name, str(model.device), method, explained,
-                        cancelled=explained.cancelled)
+    explained = run_explain(
+        stack, model, ExplainConfig(method=method, params=params), out_dir=out / f"explain_{method}", control=control
+    )
+    result = DemoResult(
+        out, len(stack), model.card.name, str(model.device), method, explained, cancelled=explained.cancelled
+    )
     if not result.cancelled:
         try:
-            result.peppr = run_peppr_pipeline(stack, model, explained.global_maps, out_dir=out / f"peppr_{method}",
-                                              map_split="eval (same images: no held-out split in the sample)",
-                                              progress=control.report, cancel=control.cancel_fn)
+            result.peppr = run_peppr_pipeline(
+                stack,
+                model,
+                explained.global_maps,
+                out_dir=out / f"peppr_{method}",
+                map_split="eval (same images: no held-out split in the sample)",
+                progress=control.report,
+                cancel=control.cancel_fn,
+            )
         except Cancelled:
             result.cancelled = True
     if not result.cancelled:
@@ -509,4 +580,3 @@ def run_demo(out_dir, method: str = "ig", device: str = "auto", progress: Progre
         result.report = dict(write_report(out, out / "report.html", title="demo"))
     result.seconds = time.perf_counter() - t0
     return result
-

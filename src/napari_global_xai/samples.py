@@ -25,12 +25,29 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["SAMPLE_DIR", "SAMPLE_STACK", "SAMPLE_LABELS", "SAMPLE_SEED", "SAMPLE_FILES", "DEMO_CARD_PATH",
-           "sample_data_dir", "write_sample_data", "load_sample_stack", "load_ground_truth"]
+__all__ = [
+    "SAMPLE_DIR",
+    "SAMPLE_STACK",
+    "SAMPLE_LABELS",
+    "SAMPLE_SEED",
+    "SAMPLE_FILES",
+    "DEMO_CARD_PATH",
+    "sample_data_dir",
+    "write_sample_data",
+    "load_sample_stack",
+    "load_ground_truth",
+]
 
 #: Every shipped file (a test checks that the lookup finds each one, installed or in a source checkout).
-SAMPLE_FILES = ("uwf_sample.tif", "uwf_sample.csv", "ground_truth_regions.tif", "ground_truth_lesions.tif",
-                "ground_truth_artefacts.tif", "demo_net.card.json", "demo_net.pt")
+SAMPLE_FILES = (
+    "uwf_sample.tif",
+    "uwf_sample.csv",
+    "ground_truth_regions.tif",
+    "ground_truth_lesions.tif",
+    "ground_truth_artefacts.tif",
+    "demo_net.card.json",
+    "demo_net.pt",
+)
 
 
 def sample_data_dir() -> Path:
@@ -57,8 +74,9 @@ SAMPLE_SEED = 2026
 SAMPLE_SIZE = 64
 
 
-def write_sample_data(out_dir: str | Path = SAMPLE_DIR, n: int = SAMPLE_SIZE, seed: int = SAMPLE_SEED,
-                      split: str = "eval") -> Path:
+def write_sample_data(
+    out_dir: str | Path = SAMPLE_DIR, n: int = SAMPLE_SIZE, seed: int = SAMPLE_SEED, split: str = "eval"
+) -> Path:
     """Generate the planted-truth sample stack and write it with labels and ground truth to ``out_dir``."""
     import tifffile
 
@@ -71,23 +89,47 @@ def write_sample_data(out_dir: str | Path = SAMPLE_DIR, n: int = SAMPLE_SIZE, se
     s = generate_stack(n, seed=seed, split=split)
     # JPEG (quality 95) like many UWF exports: 2.7 MB instead of 12.6 MB lossless (sensor noise does not compress);
     # mean absolute change 1.6 grey levels. The planted truth lives in the ground-truth masks, not in pixel values.
-    write_stack_tiff(out / "uwf_sample.tif", s.images, image_ids=s.image_ids, compression="jpeg",
-                     compression_level=95,
-                     metadata={"generator": "napari_global_xai.data.synthetic", "seed": seed, "split": split,
-                               "compression": "jpeg quality 95"})
-    table = LabelsTable(image_ids=list(s.image_ids), names=list(LABELS), values=s.labels,
-                        laterality=s.laterality, split=np.array([split] * n))
+    write_stack_tiff(
+        out / "uwf_sample.tif",
+        s.images,
+        image_ids=s.image_ids,
+        compression="jpeg",
+        compression_level=95,
+        metadata={
+            "generator": "napari_global_xai.data.synthetic",
+            "seed": seed,
+            "split": split,
+            "compression": "jpeg quality 95",
+        },
+    )
+    table = LabelsTable(
+        image_ids=list(s.image_ids),
+        names=list(LABELS),
+        values=s.labels,
+        laterality=s.laterality,
+        split=np.array([split] * n),
+    )
     write_labels_csv(table, out / "uwf_sample.csv")
     regions = region_masks()
     names = list(regions)
     with atomic_path(out / "ground_truth_regions.tif") as tmp:
-        tifffile.imwrite(tmp, np.stack([regions[k] for k in names]).astype(np.uint8), compression="zlib",
-                         description=json.dumps({"regions": names, "frame": "left"}))
-    for name, data, meta in (("lesions", s.lesion_masks, {"values": {k + 1: n for k, n in enumerate(LABELS[:4])}}),
-                             ("artefacts", s.artefact_masks.astype(np.uint8), {"values": {1: "corner marker"}})):
+        tifffile.imwrite(
+            tmp,
+            np.stack([regions[k] for k in names]).astype(np.uint8),
+            compression="zlib",
+            description=json.dumps({"regions": names, "frame": "left"}),
+        )
+    for name, data, meta in (
+        ("lesions", s.lesion_masks, {"values": {k + 1: n for k, n in enumerate(LABELS[:4])}}),
+        ("artefacts", s.artefact_masks.astype(np.uint8), {"values": {1: "corner marker"}}),
+    ):
         with atomic_path(out / f"ground_truth_{name}.tif") as tmp:
-            tifffile.imwrite(tmp, data, compression="zlib",
-                             description=json.dumps({"image_ids": list(s.image_ids), "frame": "left", **meta}))
+            tifffile.imwrite(
+                tmp,
+                data,
+                compression="zlib",
+                description=json.dumps({"image_ids": list(s.image_ids), "frame": "left", **meta}),
+            )
     return out
 
 
@@ -106,6 +148,8 @@ def load_ground_truth(sample_dir: str | Path = SAMPLE_DIR) -> dict:
     with tifffile.TiffFile(d / "ground_truth_regions.tif") as tif:
         names = json.loads(tif.pages[0].description)["regions"]
         regions = {n: m.astype(bool) for n, m in zip(names, tif.asarray())}
-    return {"regions": regions,
-            "lesions": tifffile.imread(d / "ground_truth_lesions.tif"),
-            "artefacts": tifffile.imread(d / "ground_truth_artefacts.tif").astype(bool)}
+    return {
+        "regions": regions,
+        "lesions": tifffile.imread(d / "ground_truth_lesions.tif"),
+        "artefacts": tifffile.imread(d / "ground_truth_artefacts.tif").astype(bool),
+    }

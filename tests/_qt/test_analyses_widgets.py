@@ -28,8 +28,9 @@ def explained(one_torch_thread):
 
     stack = load_sample_stack()
     model = load_model(None, device="cpu")
-    return stack, run_explain(stack, model, ExplainConfig(method="gradcam", targets=["haemorrhage", "arcade_lesion"],
-                                                          compute="all"))
+    return stack, run_explain(
+        stack, model, ExplainConfig(method="gradcam", targets=["haemorrhage", "arcade_lesion"], compute="all")
+    )
 
 
 def _with_maps(sample_dock, dock_class, explained, **kwargs):
@@ -117,7 +118,6 @@ def test_sanity_dock_verdicts_and_figure(sample_dock, qtbot, one_torch_thread):
     axes = dock.plot.figure.axes
     assert len(axes) >= 3 and len(axes[0].lines) >= 1
     assert list(axes[0].lines[0].get_ydata()[:1]) == [1.0]  # the original maps compared with themselves
-    assert parse_method_params("ig.n_steps=8, ig.baseline='blur'", ["ig"]) == {"ig": {"n_steps": 8,
-                                                                                      "baseline": "blur"}}
+    assert parse_method_params("ig.n_steps=8, ig.baseline='blur'", ["ig"]) == {"ig": {"n_steps": 8, "baseline": "blur"}}
     with pytest.raises(ValueError, match="method.name=value"):
         parse_method_params("n_steps=8", ["ig"])

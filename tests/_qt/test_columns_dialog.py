@@ -11,8 +11,10 @@ from napari_global_xai.data.csv_layout import inspect_csv
 from _timeouts import HANG_GUARD_MS
 
 LABELS = ["haemorrhage", "peripheral_lesion", "disc_swelling", "arcade_lesion", "any_disease"]  # the demo card's
-CSV = ("scan;eye;Haemorrhage;disc;age;site\n"
-       "img_0.png;OD;1;0;70;Dundee\nimg_1.png;OS;0;1;55;Perth\nimg_2.png;os;1;1;61;Perth\n")
+CSV = (
+    "scan;eye;Haemorrhage;disc;age;site\n"
+    "img_0.png;OD;1;0;70;Dundee\nimg_1.png;OS;0;1;55;Perth\nimg_2.png;os;1;1;61;Perth\n"
+)
 
 
 @pytest.fixture
@@ -40,8 +42,11 @@ def test_dialog_starts_from_the_detection_and_returns_reader_options(csv_path, q
     dialog.label_combos["disc_swelling"].setCurrentText("disc")
     assert dialog.problem() is None
     options = dialog.options()
-    assert options == {"id_column": "scan", "laterality_column": "eye",
-                       "label_map": {"Haemorrhage": "haemorrhage", "disc": "disc_swelling"}}
+    assert options == {
+        "id_column": "scan",
+        "laterality_column": "eye",
+        "label_map": {"Haemorrhage": "haemorrhage", "disc": "disc_swelling"},
+    }
     table = read_labels_csv(csv_path, ["img_0", "img_1", "img_2"], LABELS, **options)
     assert table.names == ["haemorrhage", "disc_swelling"]
     np.testing.assert_array_equal(table.values, [[1, 0], [0, 1], [1, 1]])

@@ -16,8 +16,11 @@ def test_manifest_is_valid():
 
     manifest = PluginManifest.from_distribution("napari-global-xai")
     commands = {c.id for c in manifest.contributions.commands}
-    assert {"napari-global-xai.get_reader", "napari-global-xai.write_image",
-            "napari-global-xai.make_sample_stack"} <= commands
+    assert {
+        "napari-global-xai.get_reader",
+        "napari-global-xai.write_image",
+        "napari-global-xai.make_sample_stack",
+    } <= commands
 
 
 def test_reader_declines_other_files(tmp_path):
@@ -31,15 +34,17 @@ def _tiny_stack_file(tmp_path):
     pixels = rng.integers(0, 255, size=(3, 16, 24, 3), dtype=np.uint8)
     ids = ["a", "b", "c"]
     write_stack_tiff(tmp_path / "s.tif", pixels, image_ids=ids)
-    write_labels_csv(LabelsTable(ids, ["x"], np.array([[1], [0], [1]], np.uint8), np.array(["L", "R", "L"]), None),
-                     tmp_path / "s.csv")
+    write_labels_csv(
+        LabelsTable(ids, ["x"], np.array([[1], [0], [1]], np.uint8), np.array(["L", "R", "L"]), None),
+        tmp_path / "s.csv",
+    )
     return pixels
 
 
 def test_reader_gives_left_eye_frame_layer_with_labels(tmp_path):
     pixels = _tiny_stack_file(tmp_path)
     reader = napari_get_reader(str(tmp_path / "s.tif"))
-    (data, kwargs, kind), = reader(str(tmp_path / "s.tif"))
+    ((data, kwargs, kind),) = reader(str(tmp_path / "s.tif"))
     assert kind == "image" and kwargs["rgb"] and data.shape == (3, 16, 24, 3)
     arr = np.asarray(data)
     np.testing.assert_array_equal(arr[0], pixels[0])

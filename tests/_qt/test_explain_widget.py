@@ -64,8 +64,10 @@ def test_cancel_keeps_partial_results(dock, qtbot):
     widget.params.value = "n_steps=64"
     widget.batch.value = 1
     assert widget.start() is not None
-    qtbot.waitUntil(lambda: widget.run_panel.bar.value() >= 2 and widget.run_panel.status.text().startswith(
-        "explain"), timeout=HANG_GUARD_MS)
+    qtbot.waitUntil(
+        lambda: widget.run_panel.bar.value() >= 2 and widget.run_panel.status.text().startswith("explain"),
+        timeout=HANG_GUARD_MS,
+    )
     with qtbot.waitSignals([widget.run_panel.stopped, widget.feeder.done], timeout=HANG_GUARD_MS):
         widget.run_panel.button.click()  # the Run button became Cancel
     result = widget.last_result
@@ -154,9 +156,11 @@ def test_main_thread_keeps_turning_while_the_run_computes_and_layers_arrive_one_
 
 def test_plugin_import_does_not_import_torch_or_captum():
     """What keeps napari's start fast: the contributions and docks import torch and captum only when work starts."""
-    code = ("import napari_global_xai, napari_global_xai._reader, napari_global_xai._sample_data, "
-            "napari_global_xai._writer, napari_global_xai._qt.explain_widget; import sys; "
-            "print('torch' in sys.modules, 'captum' in sys.modules)")
+    code = (
+        "import napari_global_xai, napari_global_xai._reader, napari_global_xai._sample_data, "
+        "napari_global_xai._writer, napari_global_xai._qt.explain_widget; import sys; "
+        "print('torch' in sys.modules, 'captum' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out == ["False", "False"]
 

@@ -33,8 +33,10 @@ def test_dock_passes_card_device_and_trust_to_its_job(dock_class, sample_dock, q
     for widget in dock.model_inputs.widgets:
         assert widget in list(dock.form), f"{dock_class.__name__} does not show {widget.label or widget.text!r}"
     card = tmp_path / "user.card.json"
-    card.write_text('{"labels": ["haemorrhage", "peripheral_lesion", "disc_swelling", "arcade_lesion", '
-                    '"any_disease"], "weights": "user.pt", "format": "pickle", "input_channels": [0, 1]}')
+    card.write_text(
+        '{"labels": ["haemorrhage", "peripheral_lesion", "disc_swelling", "arcade_lesion", '
+        '"any_disease"], "weights": "user.pt", "format": "pickle", "input_channels": [0, 1]}'
+    )
     captured = {}
     monkeypatch.setattr(dock.run_panel, "launch", lambda function, on_result, **kwargs: captured.update(kwargs))
     dock.model_card.value = card
@@ -42,15 +44,20 @@ def test_dock_passes_card_device_and_trust_to_its_job(dock_class, sample_dock, q
     dock.trust_pickle.value = True
     dock.start()
     assert {k: captured.get(k) for k in ("model_path", "device", "trust_pickle")} == {
-        "model_path": str(card), "device": "cpu", "trust_pickle": True}
+        "model_path": str(card),
+        "device": "cpu",
+        "trust_pickle": True,
+    }
 
 
 def test_a_pickled_model_needs_trust_in_the_dock_too(sample_dock, qtbot, tmp_path):
     viewer, dock = sample_dock(ConceptsWidget)
     torch.save(_Pickled(), tmp_path / "user.pt")
     card = tmp_path / "user.card.json"
-    card.write_text('{"labels": ["haemorrhage", "peripheral_lesion", "disc_swelling", "arcade_lesion", '
-                    '"any_disease"], "weights": "user.pt", "format": "pickle", "input_channels": [0, 1]}')
+    card.write_text(
+        '{"labels": ["haemorrhage", "peripheral_lesion", "disc_swelling", "arcade_lesion", '
+        '"any_disease"], "weights": "user.pt", "format": "pickle", "input_channels": [0, 1]}'
+    )
     dock.model_card.value = card
     dock.k.value = 2
     with qtbot.waitSignal(dock.run_panel.failed, timeout=HANG_GUARD_MS) as blocker:

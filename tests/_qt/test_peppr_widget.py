@@ -79,12 +79,21 @@ def test_panel_links_curves_filmstrip_slider_and_layers(viewer_with_maps, qtbot,
     # the filmstrip: image 3 (the stack slider), 4 strips x 4 fractions, made with the engine's masks and fill
     strip = panel.strip
     assert strip.image_index == 3 and [t for t, _ in strip.rows] == [
-        "map · erase", "map · restore", "random · erase", "random · restore"]
+        "map · erase",
+        "map · restore",
+        "random · erase",
+        "random · restore",
+    ]
     original = np.asarray(viewer.layers["uwf_sample"].data[3])
     fill = round(panel.model.card.mean[0] * 255)
-    expected = thumbnail(np.where(removed_mask(pixel_ranking(panel.result_map()), (384, 512), "erase", 0.05)[..., None],
-                                  [fill, round(panel.model.card.mean[1] * 255), 0],
-                                  original * [1, 1, 0]).astype(np.float32), 96)
+    expected = thumbnail(
+        np.where(
+            removed_mask(pixel_ranking(panel.result_map()), (384, 512), "erase", 0.05)[..., None],
+            [fill, round(panel.model.card.mean[1] * 255), 0],
+            original * [1, 1, 0],
+        ).astype(np.float32),
+        96,
+    )
     assert np.abs(strip.rows[0][1][1].astype(float) - np.rint(expected)).max() <= 1  # map · erase at 0.05
     for r in range(4):
         thumbs = strip.rows[r][1]

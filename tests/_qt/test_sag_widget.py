@@ -23,8 +23,8 @@ def test_sag_dock_current_image_and_summary(sample_dock, qtbot):
     assert all(int(s[0, 0]) == 20 for s in roots.data)  # drawn on image 20's slice
     regions = load_ground_truth()["regions"]
     centres = [s[:, 1:].mean(axis=0).astype(int) for s in roots.data]
-    in_sup = [regions["superior_arcade"][max(r - 20, 0):r + 20, max(c - 20, 0):c + 20].any() for r, c in centres]
-    in_inf = [regions["inferior_arcade"][max(r - 20, 0):r + 20, max(c - 20, 0):c + 20].any() for r, c in centres]
+    in_sup = [regions["superior_arcade"][max(r - 20, 0) : r + 20, max(c - 20, 0) : c + 20].any() for r, c in centres]
+    in_inf = [regions["inferior_arcade"][max(r - 20, 0) : r + 20, max(c - 20, 0) : c + 20].any() for r, c in centres]
     assert any(in_sup) and any(in_inf)
     heat = viewer.layers["SAG patch frequency · arcade_lesion"].data
     assert heat.shape == (384, 512) and heat.max() == pytest.approx(1.0)
@@ -38,11 +38,12 @@ def test_sag_dock_current_image_and_summary(sample_dock, qtbot):
     from napari_global_xai.sag import patch_masks
 
     result = dock.results[0]
-    assert sorted(dock.node_axes.values())[:len(result.roots)] == list(range(len(result.roots)))
+    assert sorted(dock.node_axes.values())[: len(result.roots)] == list(range(len(result.roots)))
     child_ax, child = max(dock.node_axes.items(), key=lambda item: item[1])  # the last node drawn
     x, y = child_ax.transAxes.transform((0.5, 0.5))
-    dock.plot.canvas.callbacks.process("button_press_event",
-                                       MouseEvent("button_press_event", dock.plot.canvas, x, y, button=1))
+    dock.plot.canvas.callbacks.process(
+        "button_press_event", MouseEvent("button_press_event", dock.plot.canvas, x, y, button=1)
+    )
     shown = viewer.layers["SAG node · arcade_lesion"]
     patches = sorted(result.nodes[child].patches)
     assert shown.metadata["napari_global_xai_sag_node"]["patches"] == patches and len(shown.data) == len(patches)
@@ -76,7 +77,8 @@ def test_sag_dock_all_positives_cancel_keeps_finished_images(sample_dock, qtbot)
     roots = viewer.layers["SAG roots · arcade_lesion"]
     assert {int(s[0, 0]) for s in roots.data} == set(done)  # every finished image has its roots on its slice
     assert sum(dock.summary["root_sets"][i]["count"] for i in range(dock.table.rowCount())) <= sum(
-        len(r.roots) for r in dock.results)
+        len(r.roots) for r in dock.results
+    )
     viewer.dims.set_current_step(0, done[-1])
     assert dock.shown_index == done[-1]  # the graph panel follows the stack slider
     viewer.dims.set_current_step(0, done[0])
@@ -92,9 +94,18 @@ def test_sag_dock_uses_the_chosen_model_card(sample_dock, qtbot, tmp_path):
     torch.manual_seed(3)
     net = DemoNet(n_labels=2, widths=(4, 8, 8, 8)).eval()
     torch.save(net.state_dict(), tmp_path / "net.pt")
-    card = ModelCard(name="user net", labels=["lesion_a", "lesion_b"], weights="net.pt", format="state_dict",
-                     architecture="demo_net", architecture_kwargs={"n_labels": 2, "widths": [4, 8, 8, 8]},
-                     input_channels=[0, 1], input_size=[384, 512], mean=[0.3, 0.2], std=[0.2, 0.1])
+    card = ModelCard(
+        name="user net",
+        labels=["lesion_a", "lesion_b"],
+        weights="net.pt",
+        format="state_dict",
+        architecture="demo_net",
+        architecture_kwargs={"n_labels": 2, "widths": [4, 8, 8, 8]},
+        input_channels=[0, 1],
+        input_size=[384, 512],
+        mean=[0.3, 0.2],
+        std=[0.2, 0.1],
+    )
     card.to_json(tmp_path / "net.card.json")
 
     viewer, dock = sample_dock(SagWidget)
@@ -109,8 +120,9 @@ def test_sag_dock_uses_the_chosen_model_card(sample_dock, qtbot, tmp_path):
     assert result.image_index == 3 and result.label == 1
     # the full-image confidence is this network's, checked with an independent forward pass
     image = stack_from_layer(viewer.layers["uwf_sample"]).to_left_eye().get(3)[..., :2].astype(np.float32)
-    x = (torch.from_numpy(image).permute(0, 3, 1, 2) / 255 - torch.tensor([0.3, 0.2]).view(1, 2, 1, 1)) \
-        / torch.tensor([0.2, 0.1]).view(1, 2, 1, 1)
+    x = (torch.from_numpy(image).permute(0, 3, 1, 2) / 255 - torch.tensor([0.3, 0.2]).view(1, 2, 1, 1)) / torch.tensor(
+        [0.2, 0.1]
+    ).view(1, 2, 1, 1)
     with torch.no_grad():
         expected = torch.sigmoid(net(x))[0, 1].item()
     assert result.full_confidence == pytest.approx(expected, rel=1e-4, abs=1e-6)
@@ -147,7 +159,7 @@ def test_screenshot_of_roots_and_graph(sample_dock, qtbot):
         (r0, c0), (_, c1) = rect[0, 1:], rect[1, 1:]
         row = int(round((r0 - cy) * zoom + h / 2))
         cols = np.round((np.linspace(c0, c1, 9)[2:-2] - cx) * zoom + w / 2).astype(int)
-        px = canvas[row - 1:row + 2][:, cols, :3].astype(int).reshape(-1, 3)
+        px = canvas[row - 1 : row + 2][:, cols, :3].astype(int).reshape(-1, 3)
         return ((px[:, 0] > 180) & (px[:, 1] > 180) & (px[:, 2] < 100)).any()
 
     assert len(roots.data) >= 2 and all(yellow_on_edge(rect) for rect in roots.data)

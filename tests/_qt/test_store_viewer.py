@@ -29,14 +29,23 @@ class ThreeLayerNet(nn.Module):
 @pytest.fixture
 def store(tmp_path):
     torch.manual_seed(2)
-    card = ModelCard(name="t", labels=LABELS, weights="unused.pt", format="torchscript", input_channels=[0, 1, 2],
-                     input_size=[H, W], harmonise_laterality=False)
+    card = ModelCard(
+        name="t",
+        labels=LABELS,
+        weights="unused.pt",
+        format="torchscript",
+        input_channels=[0, 1, 2],
+        input_size=[H, W],
+        harmonise_laterality=False,
+    )
     model = LoadedModel(ThreeLayerNet(), card, torch.device("cpu"))
     pixels = np.random.default_rng(4).integers(0, 256, (N, H, W, 3), dtype=np.uint8)
-    stack = AlignedStack(pixels, [f"s{i}" for i in range(N)], laterality=np.array(["L"] * N), labels=None,
-                         sources=["<memory>"] * N)
-    result = run_explain(stack, model, ExplainConfig(method="saliency", subset="all", chunk_size=2),
-                         out_dir=tmp_path / "out")
+    stack = AlignedStack(
+        pixels, [f"s{i}" for i in range(N)], laterality=np.array(["L"] * N), labels=None, sources=["<memory>"] * N
+    )
+    result = run_explain(
+        stack, model, ExplainConfig(method="saliency", subset="all", chunk_size=2), out_dir=tmp_path / "out"
+    )
     return tmp_path / "out", result
 
 
@@ -56,7 +65,9 @@ def test_store_opens_lazily_in_the_viewer_with_the_stored_values(store, make_nap
     viewer.open(str(out / "image_maps.zarr"), plugin="napari-global-xai")
     names = [layer.name for layer in viewer.layers]
     assert names == [f"global · saliency · {n}" for n in [*LABELS, "overall"]] + [
-        "global std · saliency", "image-wise · saliency"]
+        "global std · saliency",
+        "image-wise · saliency",
+    ]
     root = zarr.open_group(str(out / "image_maps.zarr"), mode="r")
     scale = root.attrs["napari_global_xai"]["map_scale"]
     maps_layer = viewer.layers["image-wise · saliency"]

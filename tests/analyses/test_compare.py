@@ -18,7 +18,7 @@ H, W = 30, 41  # shapes the project does not use
 
 def _regions():
     reg = np.zeros((H, W), np.int64)
-    reg[4:12, 5:16] = 1   # region A: shared evidence
+    reg[4:12, 5:16] = 1  # region A: shared evidence
     reg[18:27, 24:37] = 2  # region B: only group 2's evidence
     return reg
 
@@ -46,8 +46,9 @@ def test_planted_subgroup_region_holds_the_significant_pixels():
     assert rows["B"]["share_of_significant"] >= 0.8
     assert rows["B"]["n_b_gt_a"] == rows["B"]["n_significant"]  # group 2 (B) has more evidence there
     # the difference map is the difference of the group means
-    np.testing.assert_allclose(result.difference, maps[split.assign == 1].mean(0) - maps[split.assign == 0].mean(0),
-                               atol=1e-5)
+    np.testing.assert_allclose(
+        result.difference, maps[split.assign == 1].mean(0) - maps[split.assign == 0].mean(0), atol=1e-5
+    )
     assert result.n_permutations == 1000 and not result.cancelled
     fwe = result.significant_fwe > 0
     assert fwe.sum() <= n_sig and (reg[fwe] == 2).mean() >= 0.8
@@ -90,8 +91,9 @@ def test_p_values_equal_a_brute_force_loop():
     maps[:7, 1, 2] += 2.0
     values = ["a"] * 7 + ["b"] * 4
     split = split_groups(values, groups=("a", "b"))
-    result = compare_groups(maps, split, n_permutations=300, seed=9, dtype="float64", permutations_per_batch=64,
-                            max_elements=50)
+    result = compare_groups(
+        maps, split, n_permutations=300, seed=9, dtype="float64", permutations_per_batch=64, max_elements=50
+    )
     perms = group_permutations(split.assign.astype(np.int64), 300, seed=9)
     x = maps.reshape(11, -1)
     tie = TIE_EPS * np.finfo(np.float64).eps * np.abs(x - x.mean(0)).max()

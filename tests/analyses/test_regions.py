@@ -16,9 +16,12 @@ from napari_global_xai.analyses.regions import (
 from napari_global_xai.data.synthetic import GEOMETRY
 
 # each label's planted region (data/synthetic.py) in terms of the regions built here
-OWN_REGIONS = {"haemorrhage": {"macula"}, "disc_swelling": {"optic_disc"},
-               "arcade_lesion": {"superior_arcade", "inferior_arcade"},
-               "peripheral_lesion": {n for n in REGION_NAMES if n.startswith("far_")}}
+OWN_REGIONS = {
+    "haemorrhage": {"macula"},
+    "disc_swelling": {"optic_disc"},
+    "arcade_lesion": {"superior_arcade", "inferior_arcade"},
+    "peripheral_lesion": {n for n in REGION_NAMES if n.startswith("far_")},
+}
 
 
 @pytest.fixture(scope="module")
@@ -51,8 +54,12 @@ def test_sample_landmarks_and_each_labels_region_is_most_enriched(sample_explain
         assert table.area_share[part].sum() == pytest.approx(1.0)
         lo, hi = table.enrichment_ci[own].T
         assert np.all(lo <= table.enrichment[own]) and np.all(table.enrichment[own] <= hi)
-    assert {p.name for p in tmp_path.iterdir()} >= {"regions.tif", "region_table.csv", "regions_summary.json",
-                                                    "regions_haemorrhage.png"}
+    assert {p.name for p in tmp_path.iterdir()} >= {
+        "regions.tif",
+        "region_table.csv",
+        "regions_summary.json",
+        "regions_haemorrhage.png",
+    }
     back, back_names = read_region_mask(tmp_path / "regions.tif", shape=regions.shape)
     np.testing.assert_array_equal(back, regions)
     assert back_names[1] == "optic_disc" and back_names[14] == "outside_fov"
@@ -62,9 +69,9 @@ def _drawn_retina(h=230, w=300, disc=(120.0, 95.0), fovea=(128.0, 160.0)):
     """A retina nobody on the project drew: tilted disc-fovea axis, another size, noise and a bright label box."""
     yy, xx = np.mgrid[0:h, 0:w].astype(float)
     rho = np.hypot((yy - 115) / 105, (xx - 150) / 140)
-    img = np.where(rho <= 1, 120 - 30 * rho ** 2, 0.0)
-    img += 90 * np.exp(-((yy - disc[0]) ** 2 + (xx - disc[1]) ** 2) / (2 * 6.0 ** 2))
-    img -= 35 * np.exp(-((yy - fovea[0]) ** 2 + (xx - fovea[1]) ** 2) / (2 * 14.0 ** 2)) * (rho <= 1)
+    img = np.where(rho <= 1, 120 - 30 * rho**2, 0.0)
+    img += 90 * np.exp(-((yy - disc[0]) ** 2 + (xx - disc[1]) ** 2) / (2 * 6.0**2))
+    img -= 35 * np.exp(-((yy - fovea[0]) ** 2 + (xx - fovea[1]) ** 2) / (2 * 14.0**2)) * (rho <= 1)
     img[210:225, 260:295] = 230  # burnt-in text box outside the field of view
     img += np.random.default_rng(0).normal(0, 2, img.shape)
     return np.stack([img, 0.6 * img], axis=-1)

@@ -34,16 +34,25 @@ def _model(harmonise: bool):
     from napari_global_xai.models.card import LoadedModel, ModelCard
 
     torch.manual_seed(3)
-    card = ModelCard(name="odd", weights="unused.pt", format="pickle", labels=["p", "q", "r"], input_channels=[0, 1],
-                     mean=[0.4, 0.4], std=[0.2, 0.2], pixel_scale=255.0, input_size=None, cam_layer="conv",
-                     harmonise_laterality=harmonise)
+    card = ModelCard(
+        name="odd",
+        weights="unused.pt",
+        format="pickle",
+        labels=["p", "q", "r"],
+        input_channels=[0, 1],
+        mean=[0.4, 0.4],
+        std=[0.2, 0.2],
+        pixel_scale=255.0,
+        input_size=None,
+        cam_layer="conv",
+        harmonise_laterality=harmonise,
+    )
     return LoadedModel(_OddNet(), card, torch.device("cpu"))
 
 
 def _stack(frame: str = "stored") -> AlignedStack:
     pixels = np.random.default_rng(7).integers(0, 255, size=(4, H, W, 2), dtype=np.uint8)
-    return AlignedStack(pixels, [f"im{i}" for i in range(4)], laterality=np.array(["L", "R", "R", "L"]),
-                        frame=frame)
+    return AlignedStack(pixels, [f"im{i}" for i in range(4)], laterality=np.array(["L", "R", "R", "L"]), frame=frame)
 
 
 def _cancel_after_first_report():
@@ -68,7 +77,7 @@ def test_sanity_returns_its_dataclass_and_a_cancel_keeps_the_finished_steps(tmp_
     assert part.cancelled and len(part.steps) < len(full.steps)
     assert seen[0][2] == "sanity" and seen[0][0] == 1
     # what finished equals the uncancelled run's first steps
-    np.testing.assert_allclose(part.spearman["saliency"], full.spearman["saliency"][:len(part.steps)])
+    np.testing.assert_allclose(part.spearman["saliency"], full.spearman["saliency"][: len(part.steps)])
     assert json.loads((tmp_path / "part" / "sanity.json").read_text())["cancelled"] is True
 
 
@@ -76,12 +85,15 @@ def test_sanity_frame_comes_from_the_card_not_from_the_stack_it_is_given():
     configs = [ExplainConfig(method="saliency")]
     for harmonise in (True, False):
         model = _model(harmonise)
-        maps = [run_sanity(_stack(frame), model, configs, indices=[0, 1, 2]).original_maps["saliency"]
-                for frame in ("stored", "left")]
+        maps = [
+            run_sanity(_stack(frame), model, configs, indices=[0, 1, 2]).original_maps["saliency"]
+            for frame in ("stored", "left")
+        ]
         np.testing.assert_array_equal(maps[0], maps[1])
     # and the two cards really differ on the right eyes (image 1, 2), not on the left one
-    left, stored = (run_sanity(_stack(), _model(h), configs, indices=[0, 1]).original_maps["saliency"]
-                    for h in (True, False))
+    left, stored = (
+        run_sanity(_stack(), _model(h), configs, indices=[0, 1]).original_maps["saliency"] for h in (True, False)
+    )
     np.testing.assert_allclose(left[0], stored[0])
     assert not np.allclose(left[1], stored[1])
 
@@ -111,8 +123,9 @@ def test_regions_returns_its_dataclass_and_a_cancel_keeps_the_finished_labels(tm
     full = run_regions(maps, regions=regions, region_names={1: "west", 2: "east"}, n_boot=0)
     assert isinstance(full, RegionsResult) and not full.cancelled and [t.label for t in full.tables] == ["u", "v", "w"]
     control, seen = _cancel_after_first_report()
-    part = run_regions(maps, regions=regions, region_names={1: "west", 2: "east"}, n_boot=0, out_dir=tmp_path,
-                       control=control)
+    part = run_regions(
+        maps, regions=regions, region_names={1: "west", 2: "east"}, n_boot=0, out_dir=tmp_path, control=control
+    )
     assert part.cancelled and [t.label for t in part.tables] == ["u"] and seen == [(1, 3, "regions")]
     west = part.tables[0].row("west")
     mean_map = maps["u"].mean(0)

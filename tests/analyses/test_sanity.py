@@ -26,7 +26,7 @@ class EdgeFilter(SaliencyMethod):
         gx = torch.zeros_like(x)
         gy[..., 1:, :] = x[..., 1:, :] - x[..., :-1, :]
         gx[..., :, 1:] = x[..., :, 1:] - x[..., :, :-1]
-        return torch.sqrt(gx ** 2 + gy ** 2)
+        return torch.sqrt(gx**2 + gy**2)
 
 
 @pytest.fixture
@@ -36,8 +36,9 @@ def edge_method():
     METHODS.pop(EdgeFilter.name, None)
 
 
-def test_randomising_the_demo_model_destroys_ig_and_gradcam_but_not_an_edge_filter(edge_method, one_torch_thread,
-                                                                                   tmp_path):
+def test_randomising_the_demo_model_destroys_ig_and_gradcam_but_not_an_edge_filter(
+    edge_method, one_torch_thread, tmp_path
+):
     from napari_global_xai.analyses.pipelines import run_sanity
     from napari_global_xai.models import load_model
     from napari_global_xai.samples import load_sample_stack
@@ -45,11 +46,15 @@ def test_randomising_the_demo_model_destroys_ig_and_gradcam_but_not_an_edge_filt
     stack = load_sample_stack()
     model = load_model(None, device="cpu")
     before = {k: v.clone() for k, v in model.module.state_dict().items()}
-    configs = [ExplainConfig(method="ig", params={"n_steps": 4, "baseline": "blur"}, reduction="pos_sum"),
-               ExplainConfig(method="gradcam"), ExplainConfig(method=edge_method)]
+    configs = [
+        ExplainConfig(method="ig", params={"n_steps": 4, "baseline": "blur"}, reduction="pos_sum"),
+        ExplainConfig(method="gradcam"),
+        ExplainConfig(method=edge_method),
+    ]
     seen = []
-    result = run_sanity(stack, model, configs, n_images=6, depth=1, out_dir=tmp_path,
-                        progress=lambda d, t, s: seen.append((d, t)))
+    result = run_sanity(
+        stack, model, configs, n_images=6, depth=1, out_dir=tmp_path, progress=lambda d, t, s: seen.append((d, t))
+    )
     assert result.layers == ["head", "stage3", "stage2", "stage1", "stem"]  # top layer first
     assert result.steps == ["original"] + result.layers
     assert result.final_spearman("ig") < 0.2
@@ -69,8 +74,9 @@ def test_randomising_the_demo_model_destroys_ig_and_gradcam_but_not_an_edge_filt
 class _Tiny(torch.nn.Module):
     def __init__(self):
         super().__init__()
-        self.body = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.ReLU(),
-                                        torch.nn.Conv2d(4, 4, 3, padding=1))
+        self.body = torch.nn.Sequential(
+            torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(4, 4, 3, padding=1)
+        )
         self.scale = torch.nn.Parameter(torch.full((4,), 2.0))  # owned by the root, no reset_parameters
         self.out = torch.nn.Linear(4, 3)
 
@@ -82,8 +88,11 @@ def test_layers_in_forward_order_and_seeded_reinitialisation():
     net = _Tiny()
     layers = parameterised_layers(net, torch.zeros(1, 1, 10, 12))
     assert [name for name, _ in layers] == ["body.0", "body.2", "out", "(root)"]  # root module runs last
-    assert [name for name, _ in parameterised_layers(net, torch.zeros(1, 1, 10, 12), depth=1)] == \
-        ["body", "out", "(root)"]
+    assert [name for name, _ in parameterised_layers(net, torch.zeros(1, 1, 10, 12), depth=1)] == [
+        "body",
+        "out",
+        "(root)",
+    ]
     a, b, orig = _Tiny(), _Tiny(), _Tiny()
     b.load_state_dict(a.state_dict())
     orig.load_state_dict(a.state_dict())
@@ -101,12 +110,27 @@ def test_independent_mode_on_a_tiny_model(edge_method):
 
     torch.manual_seed(0)
     net = _Tiny()
-    card = ModelCard(name="tiny", weights="unused.pt", format="pickle", labels=["a", "b", "c"], input_channels=[0], mean=[0.5], std=[0.25],
-                     pixel_scale=1.0, input_size=None, cam_layer="body.2")
+    card = ModelCard(
+        name="tiny",
+        weights="unused.pt",
+        format="pickle",
+        labels=["a", "b", "c"],
+        input_channels=[0],
+        mean=[0.5],
+        std=[0.25],
+        pixel_scale=1.0,
+        input_size=None,
+        cam_layer="body.2",
+    )
     model = LoadedModel(net, card, torch.device("cpu"))
     images = np.random.default_rng(1).random((3, 10, 12, 1)).astype(np.float32)
-    r = run_sanity_check(model, images, [ExplainConfig(method="saliency"), ExplainConfig(method=edge_method)],
-                         np.array([0, 1, 2]), independent=True)
+    r = run_sanity_check(
+        model,
+        images,
+        [ExplainConfig(method="saliency"), ExplainConfig(method=edge_method)],
+        np.array([0, 1, 2]),
+        independent=True,
+    )
     assert r.independent_spearman["saliency"].shape == (4, 3)
     np.testing.assert_allclose(r.independent_spearman[edge_method], 1.0)
     # randomising only the last layer is cascading step 1
@@ -118,8 +142,9 @@ def test_similarity_measures_against_references():
     a = rng.random((23, 31))
     b = np.clip(a + rng.normal(0, 0.2, a.shape), 0, 1)
     skimage_metrics = pytest.importorskip("skimage.metrics")
-    ref = skimage_metrics.structural_similarity(a, b, data_range=1.0, gaussian_weights=True, sigma=1.5,
-                                               use_sample_covariance=False)
+    ref = skimage_metrics.structural_similarity(
+        a, b, data_range=1.0, gaussian_weights=True, sigma=1.5, use_sample_covariance=False
+    )
     assert ssim(a, b) == pytest.approx(ref, abs=1e-10)
     assert ssim(a, a) == pytest.approx(1.0)
     from scipy.stats import spearmanr
@@ -135,8 +160,18 @@ def test_cancel_returns_the_finished_steps():
     from napari_global_xai.models.card import LoadedModel, ModelCard
 
     torch.manual_seed(1)
-    card = ModelCard(name="tiny", weights="unused.pt", format="pickle", labels=["a", "b", "c"], input_channels=[0],
-                     mean=[0.5], std=[0.25], pixel_scale=1.0, input_size=None, cam_layer="body.2")
+    card = ModelCard(
+        name="tiny",
+        weights="unused.pt",
+        format="pickle",
+        labels=["a", "b", "c"],
+        input_channels=[0],
+        mean=[0.5],
+        std=[0.25],
+        pixel_scale=1.0,
+        input_size=None,
+        cam_layer="body.2",
+    )
     model = LoadedModel(_Tiny(), card, torch.device("cpu"))
     images = np.random.default_rng(2).random((2, 9, 11, 1)).astype(np.float32)
     polls = {"n": 0}

@@ -77,14 +77,28 @@ def archive(tmp_path_factory):
     with torch.no_grad():
         net.conv.weight.uniform_(0.0, 0.1)
         net.conv.bias.fill_(0.05)
-    card = {"name": "archive_net", "labels": MODEL_LABELS, "weights": "archive_net.pt", "format": "state_dict",
-            "architecture": "archive_test_net", "architecture_kwargs": {"n_labels": 4}, "input_channels": [0, 1],
-            "input_size": list(INPUT_SIZE), "pixel_scale": 255.0, "mean": [0.0, 0.0], "std": [1.0, 1.0],
-            "cam_layer": "conv", "harmonise_laterality": True}
+    card = {
+        "name": "archive_net",
+        "labels": MODEL_LABELS,
+        "weights": "archive_net.pt",
+        "format": "state_dict",
+        "architecture": "archive_test_net",
+        "architecture_kwargs": {"n_labels": 4},
+        "input_channels": [0, 1],
+        "input_size": list(INPUT_SIZE),
+        "pixel_scale": 255.0,
+        "mean": [0.0, 0.0],
+        "std": [1.0, 1.0],
+        "cam_layer": "conv",
+        "harmonise_laterality": True,
+    }
     # DR's bias puts exactly three images above p = 0.5 (independent forward on the model-ready pixels)
     with pytest.warns(InputNotice):
-        pixels = read_stack(folder, labels=csv_path, resize=INPUT_SIZE, channels=3,
-                            dtype=np.uint8).to_left_eye().get(slice(None))  # right eyes mirrored, as the run does
+        pixels = (
+            read_stack(folder, labels=csv_path, resize=INPUT_SIZE, channels=3, dtype=np.uint8)
+            .to_left_eye()
+            .get(slice(None))
+        )  # right eyes mirrored, as the run does
     logits = _forward(net, pixels)
     dr = np.sort(logits[:, 1])
     with torch.no_grad():
@@ -117,8 +131,7 @@ def test_archive_csv_is_parsed_by_name(archive):
     assert table.metadata["age"].dtype == np.int64
     np.testing.assert_array_equal(table.metadata_column("AGE"), [64, 80, 58, 39, 71, 45])
     np.testing.assert_array_equal(table.metadata["sex"], ["M", "M", "F", "M", "F", "F"])
-    np.testing.assert_array_equal(table.metadata["site"], ["Dundee", "Glasgow", "Dundee", "Perth", "Glasgow",
-                                                           "Perth"])
+    np.testing.assert_array_equal(table.metadata["site"], ["Dundee", "Glasgow", "Dundee", "Perth", "Glasgow", "Perth"])
     assert table.metadata["bmi"].dtype == np.float64  # decimal commas in a ';' file, NaN where empty
     np.testing.assert_array_equal(table.metadata["bmi"], [np.nan, 22.25, 31.0, 19.0, 24.5, 27.0])
     assert table.split is None
@@ -142,12 +155,15 @@ def test_label_map_and_explicit_columns(tmp_path):
     layout = inspect_csv(path, MODEL_LABELS)
     assert layout.delimiter == "\t" and layout.id_column is None and layout.unsure
     assert layout.missing_labels == ["DR", "HR"]
-    assert layout.notes == ["no image id column (looked for image, image_id, filename, file, path, id, name)",
-                            "no column for model label(s) 'DR', 'HR'"]
+    assert layout.notes == [
+        "no image id column (looked for image, image_id, filename, file, path, id, name)",
+        "no column for model label(s) 'DR', 'HR'",
+    ]
     with pytest.raises(LabelsError, match=r"renamed\.csv: no image id column.*--id-column"):
         read_labels_csv(path, label_names=MODEL_LABELS)
-    table = read_labels_csv(path, IDS, MODEL_LABELS, id_column="SCAN_REF", laterality_column="eye_code",
-                            label_map=["hr_grade=HR"])
+    table = read_labels_csv(
+        path, IDS, MODEL_LABELS, id_column="SCAN_REF", laterality_column="eye_code", label_map=["hr_grade=HR"]
+    )
     assert table.names == ["MH", "HR", "vessel_sign"] and table.missing == ["DR"]
     np.testing.assert_array_equal(table.column("HR"), TRUTH["HR"])
     np.testing.assert_array_equal(table.laterality, ["R", "L", "R", "L", "R", "L"])
@@ -173,8 +189,11 @@ def test_metadata_survive_write_and_read(archive, tmp_path):
 def test_a_model_label_column_that_is_not_binary_names_the_row(tmp_path):
     path = tmp_path / "bad.csv"
     path.write_text("image;age;MH\na;70;1\nb;80;2\n", encoding="utf-8")
-    with pytest.raises(LabelsError, match=r"bad\.csv, row 'b' \(line 3\): label 'MH' \(model label 'mh'\) is '2'; "
-                                          r"labels must be 0 or 1$"):
+    with pytest.raises(
+        LabelsError,
+        match=r"bad\.csv, row 'b' \(line 3\): label 'MH' \(model label 'mh'\) is '2'; "
+        r"labels must be 0 or 1$",
+    ):
         read_labels_csv(path, label_names=["mh"])
     assert read_labels_csv(path).metadata["MH"].tolist() == [1, 2]  # without label names it is metadata
 
@@ -193,11 +212,12 @@ def test_archive_folder_is_read_at_the_model_size(archive):
         warnings.simplefilter("always")
         stack = read_stack(folder, labels=csv_path, label_names=MODEL_LABELS, **spec)
     notes = [str(w.message) for w in caught if issubclass(w.category, InputNotice)]
-    assert notes == ["alpha channel dropped from 1 of 6 image(s)",
-                     "3 of 6 grey image(s) replicated to RGB",
-                     "2 of 6 image(s) converted to 8-bit uint8 by full range (from 16-bit (2))",
-                     "6 of 6 image(s) resized to 24×32 (bilinear, aspect ratio changed; sizes found: 30×40 (5), "
-                     "36×36 (1))"]
+    assert notes == [
+        "alpha channel dropped from 1 of 6 image(s)",
+        "3 of 6 grey image(s) replicated to RGB",
+        "2 of 6 image(s) converted to 8-bit uint8 by full range (from 16-bit (2))",
+        "6 of 6 image(s) resized to 24×32 (bilinear, aspect ratio changed; sizes found: 30×40 (5), 36×36 (1))",
+    ]
     assert stack.shape == (6, *INPUT_SIZE, 3) and stack.dtype == np.uint8 and stack.image_ids == IDS
     pixels = stack.get(slice(None))
     np.testing.assert_array_equal(pixels[1], np.broadcast_to([10, 20, 30], (*INPUT_SIZE, 3)))  # RGBA: alpha gone
@@ -244,26 +264,31 @@ def test_missing_label_alone_uses_predicted_positives(archive):
 
     model = load_model(card_path, device="cpu")
     with pytest.warns(InputNotice):
-        stack = read_stack(folder, labels=csv_path, label_names=MODEL_LABELS, resize=INPUT_SIZE, channels=3,
-                           dtype=np.uint8)
+        stack = read_stack(
+            folder, labels=csv_path, label_names=MODEL_LABELS, resize=INPUT_SIZE, channels=3, dtype=np.uint8
+        )
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         result = run_explain(stack, model, ExplainConfig(method="saliency"))
     notes = [str(w.message) for w in caught if issubclass(w.category, InputNotice)]
-    assert notes == ["the labels table has no column for model label(s) 'DR': their global maps use the images "
-                     "predicted positive instead of ground truth (the other labels use ground truth); map a column "
-                     "to a label with label_map / --label-map CSV_NAME=MODEL_NAME"]
+    assert notes == [
+        "the labels table has no column for model label(s) 'DR': their global maps use the images "
+        "predicted positive instead of ground truth (the other labels use ground truth); map a column "
+        "to a label with label_map / --label-map CSV_NAME=MODEL_NAME"
+    ]
     predicted_dr = 1 / (1 + np.exp(-_forward(net, stack.to_left_eye().get(slice(None)))[:, 1])) > 0.5
     assert predicted_dr.sum() == 3
     expected = np.stack([TRUTH["MH"], predicted_dr, TRUTH["HR"], TRUTH["vessel_sign"]], axis=1).astype(bool)
     np.testing.assert_array_equal(result.include, expected)
     assert result.subset == "positive" and result.truth_missing == ["DR"]
     np.testing.assert_array_equal(result.global_maps.count, expected.sum(axis=0))
-    with pytest.raises(ValueError, match=r"subset 'positive' needs ground truth for every target label, but the "
-                                         r"labels table has no column for model label\(s\) 'DR'"):
+    with pytest.raises(
+        ValueError,
+        match=r"subset 'positive' needs ground truth for every target label, but the "
+        r"labels table has no column for model label\(s\) 'DR'",
+    ):
         run_explain(stack, model, ExplainConfig(method="saliency", subset="positive"))
-    only_known = run_explain(stack, model, ExplainConfig(method="saliency", subset="positive",
-                                                         targets=["HR", "MH"]))
+    only_known = run_explain(stack, model, ExplainConfig(method="saliency", subset="positive", targets=["HR", "MH"]))
     np.testing.assert_array_equal(only_known.include, np.stack([TRUTH["HR"], TRUTH["MH"]], axis=1).astype(bool))
 
 
@@ -301,8 +326,18 @@ def test_cli_explain_on_the_archive(archive, tmp_path, capsys):
     folder, csv_path, card_path, _ = archive
     from napari_global_xai.outputs import read_global_maps
 
-    common = [str(folder), "--model", str(card_path), "--labels", str(csv_path), "--method", "saliency", "--quiet",
-              "--device", "cpu"]
+    common = [
+        str(folder),
+        "--model",
+        str(card_path),
+        "--labels",
+        str(csv_path),
+        "--method",
+        "saliency",
+        "--quiet",
+        "--device",
+        "cpu",
+    ]
     code, out, err, notes = _run_cli(["explain", *common, "--out", str(tmp_path / "e1")], capsys)
     assert code == 0, err
     assert any("resized to 24×32" in n for n in notes)
@@ -312,26 +347,52 @@ def test_cli_explain_on_the_archive(archive, tmp_path, capsys):
     assert {k: counts[k] for k in TRUTH} == {k: sum(v) for k, v in TRUTH.items()}  # the CSV's positives
     assert counts["DR"] == 3  # predicted positives (the bias was set for three)
 
-    code, out, err, notes = _run_cli(["explain", *common, "--subset", "positive", "--out", str(tmp_path / "e2")],
-                                     capsys)
+    code, out, err, notes = _run_cli(
+        ["explain", *common, "--subset", "positive", "--out", str(tmp_path / "e2")], capsys
+    )
     assert code == 1 and out == ""
     assert err.count("\n") == 1 and "'DR'" in err and err.startswith("global-xai explain: error: subset 'positive'")
     assert not (tmp_path / "e2").exists()
 
     # explicit columns and a label map: every model label has ground truth, no fallback note
     renamed = tmp_path / "renamed.csv"
-    renamed.write_text("scan_ref,eye_code,mh_grade,HR,VESSEL_SIGN,dr_any,site\n"
-                       "a_od.png,OD,1,0,0,1,Dundee\nb_os.png,OS,0,1,0,0,Glasgow\nc_od.png,OD,1,0,1,1,Dundee\n"
-                       "d_os.tif,OS,0,0,0,0,Perth\ne_od.tif,OD,0,1,1,1,Glasgow\nf_os.png,OS,1,1,1,0,Perth\n",
-                       encoding="utf-8")
+    renamed.write_text(
+        "scan_ref,eye_code,mh_grade,HR,VESSEL_SIGN,dr_any,site\n"
+        "a_od.png,OD,1,0,0,1,Dundee\nb_os.png,OS,0,1,0,0,Glasgow\nc_od.png,OD,1,0,1,1,Dundee\n"
+        "d_os.tif,OS,0,0,0,0,Perth\ne_od.tif,OD,0,1,1,1,Glasgow\nf_os.png,OS,1,1,1,0,Perth\n",
+        encoding="utf-8",
+    )
     dr_truth = [1, 0, 1, 0, 1, 0]
-    code, out, err, notes = _run_cli(["explain", *common[:3], "--labels", str(renamed), *common[5:], "--out",
-                                      str(tmp_path / "e3"), "--id-column", "scan_ref", "--laterality-column",
-                                      "eye_code", "--label-map", "mh_grade=MH", "--label-map", "dr_any=DR"], capsys)
+    code, out, err, notes = _run_cli(
+        [
+            "explain",
+            *common[:3],
+            "--labels",
+            str(renamed),
+            *common[5:],
+            "--out",
+            str(tmp_path / "e3"),
+            "--id-column",
+            "scan_ref",
+            "--laterality-column",
+            "eye_code",
+            "--label-map",
+            "mh_grade=MH",
+            "--label-map",
+            "dr_any=DR",
+        ],
+        capsys,
+    )
     assert code == 0, err
     assert not any("no column" in n for n in notes)
-    counts = dict(zip(*[read_global_maps(tmp_path / "e3" / "global_maps.tif").labels,
-                        read_global_maps(tmp_path / "e3" / "global_maps.tif").count.tolist()]))
+    counts = dict(
+        zip(
+            *[
+                read_global_maps(tmp_path / "e3" / "global_maps.tif").labels,
+                read_global_maps(tmp_path / "e3" / "global_maps.tif").count.tolist(),
+            ]
+        )
+    )
     assert counts == {**{k: sum(v) for k, v in TRUTH.items()}, "DR": sum(dr_truth)}
 
 
@@ -354,7 +415,8 @@ def test_a_stack_opened_before_the_model_is_fitted_to_its_card_lazily():
     assert [str(w.message) for w in caught] == [
         "3 image(s) resized from 10×12 to the model's input size 5×6",
         "grey images replicated to RGB (the model reads channels [0, 1])",
-        "16-bit pixels rescaled to 8-bit (the model's pixel_scale is 255)"]
+        "16-bit pixels rescaled to 8-bit (the model's pixel_scale is 255)",
+    ]
     assert fitted.shape == (3, 5, 6, 3) and fitted.dtype == np.uint8 and fitted.image_ids == stack.image_ids
     out = fitted.get([2, 1])
     np.testing.assert_array_equal(out[0], 200)
@@ -372,7 +434,7 @@ def test_napari_reader_opens_a_mixed_folder_and_survives_an_unreadable_csv(tmp_p
     (tmp_path / "labels.csv").write_text("scan,x\nimg_0,1\nimg_1,0\nimg_2,1\n")  # no id column it knows
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        (_, kwargs, _), = read_aligned_stack(str(tmp_path))
+        ((_, kwargs, _),) = read_aligned_stack(str(tmp_path))
     notes = [str(w.message) for w in caught if issubclass(w.category, InputNotice)]
     assert any(n.startswith("1 of 3 image(s) resized to 12×16") for n in notes)
     assert any(n.startswith("opened without labels: ") and "no image id column" in n for n in notes)

@@ -83,8 +83,9 @@ def snapshot(folder):
 @pytest.mark.parametrize("compression", [None, "zlib"])
 def test_multipage_tiff_round_trip(tmp_path, channels, compression):
     images = noise((N, H, W, channels))
-    path = write_stack_tiff(tmp_path / "stack.tif", images if channels == 3 else images[..., 0],
-                            compression=compression)
+    path = write_stack_tiff(
+        tmp_path / "stack.tif", images if channels == 3 else images[..., 0], compression=compression
+    )
     stack = read_stack(path)
     assert isinstance(stack, AlignedStack)
     assert stack.shape == (N, H, W, channels)
@@ -261,8 +262,12 @@ def test_multiframe_dicom_file(tmp_path, channels):
 def test_labels_csv_beside_a_folder_with_laterality(tmp_path):
     synthetic = generate_stack(3, seed=0)
     folder = save_png_folder(tmp_path / "uwf", synthetic.images, synthetic.image_ids)
-    write_labels_csv(LabelsTable([f"{i}.png" for i in synthetic.image_ids], list(LABELS), synthetic.labels,
-                                 laterality=synthetic.laterality), folder / "labels.csv")
+    write_labels_csv(
+        LabelsTable(
+            [f"{i}.png" for i in synthetic.image_ids], list(LABELS), synthetic.labels, laterality=synthetic.laterality
+        ),
+        folder / "labels.csv",
+    )
     stack = read_stack(folder)
     assert stack.image_ids == synthetic.image_ids
     assert stack.labels.image_ids == synthetic.image_ids
@@ -321,8 +326,9 @@ def test_resize_loads_mismatched_sizes_at_the_requested_shape(tmp_path):
     assert out.shape == (4, 16, 20, 3) and out.dtype == np.uint8
     np.testing.assert_array_equal(out[3], 200)  # a flat image stays flat
     smooth = smooth_rgb(2, 32, 40)
-    np.testing.assert_array_equal(read_stack(save_png_folder(tmp_path / "s", smooth), resize=(32, 40)).get([0, 1]),
-                                  smooth)  # images already at the size are untouched
+    np.testing.assert_array_equal(
+        read_stack(save_png_folder(tmp_path / "s", smooth), resize=(32, 40)).get([0, 1]), smooth
+    )  # images already at the size are untouched
 
 
 def test_resize_of_a_multipage_tiff_with_mismatched_pages(tmp_path):
@@ -452,8 +458,12 @@ def test_inputs_are_not_modified(tmp_path):
 def test_write_stack_tiff_round_trips_ids_and_metadata(tmp_path):
     images = noise((N, H, W, 3))
     ids = [f"eye_{i}" for i in range(N)]
-    path = write_stack_tiff(tmp_path / "out" / "s.tif", da.from_array(images, chunks=(2, H, W, 3)),
-                            image_ids=ids, metadata={"source": "test", "n": N})
+    path = write_stack_tiff(
+        tmp_path / "out" / "s.tif",
+        da.from_array(images, chunks=(2, H, W, 3)),
+        image_ids=ids,
+        metadata={"source": "test", "n": N},
+    )
     stack = read_stack(path)
     assert stack.image_ids == ids
     np.testing.assert_array_equal(stack.get(slice(None)), images)
@@ -496,8 +506,9 @@ def test_write_stack_tiff_is_atomic(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["result.tif"]
 
 
-@pytest.mark.parametrize("shape, ids", [((2, H, W, 2), None), ((0, H, W), None), ((H, W), None),
-                                        ((2, H, W), ["only_one"])])
+@pytest.mark.parametrize(
+    "shape, ids", [((2, H, W, 2), None), ((0, H, W), None), ((H, W), None), ((2, H, W), ["only_one"])]
+)
 def test_write_stack_tiff_rejects_bad_input(tmp_path, shape, ids):
     with pytest.raises(StackError, match=r"bad\.tif"):
         write_stack_tiff(tmp_path / "bad.tif", np.zeros(shape, np.uint8), image_ids=ids)

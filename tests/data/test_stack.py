@@ -27,8 +27,12 @@ def pixels():
 
 @pytest.fixture
 def stack(pixels):
-    return AlignedStack(pixels, [f"img_{i}" for i in range(5)], laterality=np.array(LATERALITY),
-                        sources=[f"/data/img_{i}.png" for i in range(5)])
+    return AlignedStack(
+        pixels,
+        [f"img_{i}" for i in range(5)],
+        laterality=np.array(LATERALITY),
+        sources=[f"/data/img_{i}.png" for i in range(5)],
+    )
 
 
 @pytest.fixture(scope="module")
@@ -45,10 +49,19 @@ def test_shape_properties(stack):
     assert "n=5" in repr(stack)
 
 
-@pytest.mark.parametrize("indices, expected", [
-    (2, [2]), (-1, [4]), (np.int64(3), [3]), (slice(1, 4), [1, 2, 3]), ([4, 0, 4], [4, 0, 4]),
-    (np.array([3, 1]), [3, 1]), (np.array([True, False, False, False, True]), [0, 4]), ([], []),
-])
+@pytest.mark.parametrize(
+    "indices, expected",
+    [
+        (2, [2]),
+        (-1, [4]),
+        (np.int64(3), [3]),
+        (slice(1, 4), [1, 2, 3]),
+        ([4, 0, 4], [4, 0, 4]),
+        (np.array([3, 1]), [3, 1]),
+        (np.array([True, False, False, False, True]), [0, 4]),
+        ([], []),
+    ],
+)
 def test_get_accepts_every_index_kind(stack, pixels, indices, expected):
     out = stack.get(indices)
     assert isinstance(out, np.ndarray) and not isinstance(out, np.memmap)
@@ -94,7 +107,7 @@ def test_left_eye_frame_on_planted_truth(synthetic):
     mirror_col = WIDTH - 1 - disc_col
 
     def green_at(images, col):  # the disc is much greener than the retina around it
-        return images[:, disc_row - 4:disc_row + 5, col - 4:col + 5, 1].mean(axis=(1, 2))
+        return images[:, disc_row - 4 : disc_row + 5, col - 4 : col + 5, 1].mean(axis=(1, 2))
 
     assert np.all(green_at(left, disc_col) > green_at(left, mirror_col) + 25)
     is_right = synthetic.laterality == "R"
@@ -165,8 +178,9 @@ def test_mean_image(stack, pixels):
     mean = stack.mean_image()
     assert mean.dtype == np.float32 and mean.shape == (32, 40, 3)
     np.testing.assert_allclose(mean, pixels.mean(axis=0), rtol=1e-6)
-    np.testing.assert_allclose(stack.to_left_eye().mean_image(), stack.to_left_eye().get(slice(None)).mean(axis=0),
-                               rtol=1e-6)
+    np.testing.assert_allclose(
+        stack.to_left_eye().mean_image(), stack.to_left_eye().get(slice(None)).mean(axis=0), rtol=1e-6
+    )
     np.testing.assert_allclose(stack.mean_image(max_images=2), pixels[[0, 4]].mean(axis=0))
     np.testing.assert_allclose(stack.mean_image(max_images=1), pixels[0])
     with pytest.raises(StackError, match="empty"):
@@ -174,8 +188,9 @@ def test_mean_image(stack, pixels):
 
 
 def test_subset_keeps_everything_aligned(pixels):
-    labels = LabelsTable([f"img_{i}" for i in range(5)], ["x"], np.array([[0], [1], [0], [1], [1]]),
-                         laterality=np.array(LATERALITY))
+    labels = LabelsTable(
+        [f"img_{i}" for i in range(5)], ["x"], np.array([[0], [1], [0], [1], [1]]), laterality=np.array(LATERALITY)
+    )
     stack = AlignedStack(pixels, labels.image_ids, labels=labels).to_left_eye()
     sub = stack.subset([3, 0])
     assert sub.image_ids == ["img_3", "img_0"]
@@ -236,17 +251,20 @@ def test_laterality_defaults(pixels):
     assert stack.sources == ["<memory>"] * 5
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    (dict(pixels=np.zeros((2, 3, 4))), r"\(n, H, W, C\)"),
-    (dict(image_ids=["a"]), "image_ids has 1 entries for 2 images"),
-    (dict(image_ids=["a", "a"]), "duplicate image ids: 'a'"),
-    (dict(laterality=["L"]), "laterality has 1 entries"),
-    (dict(laterality=["L", "up"]), r"image 'b'.*'up'"),
-    (dict(sources=["x"]), "sources has 1 entries"),
-    (dict(frame="right"), "frame must be one of"),
-    (dict(labels=LabelsTable(["b", "a"], ["x"], np.zeros((2, 1)))), r"row 0 is 'b', image 0 is 'a'"),
-    (dict(labels=LabelsTable(["a"], ["x"], np.zeros((1, 1)))), "labels have 1 rows for 2 images"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(pixels=np.zeros((2, 3, 4))), r"\(n, H, W, C\)"),
+        (dict(image_ids=["a"]), "image_ids has 1 entries for 2 images"),
+        (dict(image_ids=["a", "a"]), "duplicate image ids: 'a'"),
+        (dict(laterality=["L"]), "laterality has 1 entries"),
+        (dict(laterality=["L", "up"]), r"image 'b'.*'up'"),
+        (dict(sources=["x"]), "sources has 1 entries"),
+        (dict(frame="right"), "frame must be one of"),
+        (dict(labels=LabelsTable(["b", "a"], ["x"], np.zeros((2, 1)))), r"row 0 is 'b', image 0 is 'a'"),
+        (dict(labels=LabelsTable(["a"], ["x"], np.zeros((1, 1)))), "labels have 1 rows for 2 images"),
+    ],
+)
 def test_constructor_validation(kwargs, message):
     arguments = dict(pixels=np.zeros((2, 3, 4, 1)), image_ids=["a", "b"]) | kwargs
     with pytest.raises(StackError, match=message):

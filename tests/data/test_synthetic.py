@@ -110,7 +110,6 @@ def test_marker_is_a_shortcut_only_in_training_like_splits():
         assert stored.max() > 200
 
 
-
 def test_some_training_positives_show_no_peripheral_lesion_so_the_marker_pays_off():
     """Training-like splits only: a share of peripheral_lesion positives has no visible lesion (the marker is then
     the only evidence); the eval split's positives all show lesions (checked above) and its pixels do not depend on

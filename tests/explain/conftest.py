@@ -16,8 +16,13 @@ class TinyNet(nn.Module):
     def __init__(self, n_labels=3, channels=2):
         super().__init__()
         self.features = nn.Sequential(
-            nn.Conv2d(channels, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 16, 3, stride=2, padding=1), nn.ReLU(),
-            nn.Conv2d(16, 16, 3, padding=1), nn.ReLU())
+            nn.Conv2d(channels, 8, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(8, 16, 3, stride=2, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(16, 16, 3, padding=1),
+            nn.ReLU(),
+        )
         self.head = nn.Linear(16, n_labels)
 
     def forward(self, x):
@@ -25,9 +30,18 @@ class TinyNet(nn.Module):
 
 
 def tiny_card(activation="sigmoid", labels=LABELS):
-    return ModelCard(name="tiny", labels=list(labels), weights="unused.pt", format="torchscript",
-                     activation=activation, input_channels=[0, 1], input_size=[H, W], mean=[0.4, 0.3],
-                     std=[0.2, 0.15], cam_layer="features.4")
+    return ModelCard(
+        name="tiny",
+        labels=list(labels),
+        weights="unused.pt",
+        format="torchscript",
+        activation=activation,
+        input_channels=[0, 1],
+        input_size=[H, W],
+        mean=[0.4, 0.3],
+        std=[0.2, 0.15],
+        cam_layer="features.4",
+    )
 
 
 @pytest.fixture
@@ -50,8 +64,11 @@ def make_tiny_stack(n=6, seed=0, with_labels=True):
         truth[i] = [left, right, left or right]
     ids = [f"img{i}" for i in range(n)]
     lat = np.array(["L", "R"] * (n // 2) + ["L"] * (n % 2))
-    labels = LabelsTable(image_ids=ids, names=list(LABELS), values=truth, laterality=lat, split=None) \
-        if with_labels else None
+    labels = (
+        LabelsTable(image_ids=ids, names=list(LABELS), values=truth, laterality=lat, split=None)
+        if with_labels
+        else None
+    )
     return AlignedStack(pixels=images, image_ids=ids, laterality=lat, labels=labels, sources=["<memory>"] * n)
 
 

@@ -28,6 +28,7 @@ class PlantedMemory:
         def hook(_module, inputs, _output):
             self.passes.append(len(inputs[0]))
             self.high = max(self.high, self.allocated + len(inputs[0]) * self.per_image)
+
         return module.register_forward_hook(hook)
 
     def free(self):
@@ -54,8 +55,7 @@ def test_images_per_pass_from_free_memory_and_defaults():
 
 
 @pytest.mark.parametrize("method,params,passes", [("saliency", {}, 1), ("ig", {"n_steps": 4}, 4)])
-def test_engine_measures_once_and_sizes_batches_from_free_memory(method, params, passes, tiny_model,
-                                                                 one_torch_thread):
+def test_engine_measures_once_and_sizes_batches_from_free_memory(method, params, passes, tiny_model, one_torch_thread):
     per_image, free = 7_000, 7_000 * 40  # room for 20 images at the default half of free memory
     memory = PlantedMemory(free, per_image)
     handle = memory.watch(tiny_model.module)

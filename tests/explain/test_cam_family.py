@@ -49,21 +49,33 @@ def _stub_torchvision():
     functional.resize = unavailable
     ops.box_iou = unavailable
     tv.transforms, transforms.functional, tv.ops = transforms, functional, ops
-    sys.modules.update({"torchvision": tv, "torchvision.transforms": transforms,
-                        "torchvision.transforms.functional": functional, "torchvision.ops": ops})
+    sys.modules.update(
+        {
+            "torchvision": tv,
+            "torchvision.transforms": transforms,
+            "torchvision.transforms.functional": functional,
+            "torchvision.ops": ops,
+        }
+    )
 
 
 pytest.importorskip("cv2")
 pytest.importorskip("ttach")
 _stub_torchvision()
 pgc = pytest.importorskip("pytorch_grad_cam")
-from pytorch_grad_cam.utils.image import scale_cam_image
-from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
-from pytorch_grad_cam.utils.svd_on_activations import get_2d_projection
+from pytorch_grad_cam.utils.image import scale_cam_image  # noqa: E402  (after the torchvision stub)
+from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget  # noqa: E402  (after the torchvision stub)
+from pytorch_grad_cam.utils.svd_on_activations import get_2d_projection  # noqa: E402  (after the torchvision stub)
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # small tensors: one thread is faster on 2 busy cores
-REFERENCE = {"gradcam++": "GradCAMPlusPlus", "xgradcam": "XGradCAM", "hirescam": "HiResCAM",
-             "layercam": "LayerCAM", "eigencam": "EigenCAM", "scorecam": "ScoreCAM"}
+REFERENCE = {
+    "gradcam++": "GradCAMPlusPlus",
+    "xgradcam": "XGradCAM",
+    "hirescam": "HiResCAM",
+    "layercam": "LayerCAM",
+    "eigencam": "EigenCAM",
+    "scorecam": "ScoreCAM",
+}
 GRADIENT_METHODS = ["gradcam++", "xgradcam", "hirescam", "layercam"]
 
 
@@ -73,8 +85,11 @@ class _Block(nn.Module):
         super().__init__()
         self.c1, self.b1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout)
         self.c2, self.b2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False), nn.BatchNorm2d(cout)
-        self.down = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout)) \
-            if stride != 1 or cin != cout else nn.Identity()
+        self.down = (
+            nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+            if stride != 1 or cin != cout
+            else nn.Identity()
+        )
 
     def forward(self, x):
         return torch.relu(self.b2(self.c2(torch.relu(self.b1(self.c1(x))))) + self.down(x))
@@ -100,9 +115,18 @@ def resnet():
             m.running_mean.uniform_(-0.2, 0.2)
             m.running_var.uniform_(0.5, 1.5)
             m.weight.data.uniform_(0.5, 1.5)
-    card = ModelCard(name="small_resnet", labels=["a", "b", "c", "d"], weights="unused.pt", format="torchscript",
-                     activation="sigmoid", input_channels=[0, 1, 2], input_size=[48, 64], mean=[0.5] * 3,
-                     std=[0.25] * 3, cam_layer="layer3")
+    card = ModelCard(
+        name="small_resnet",
+        labels=["a", "b", "c", "d"],
+        weights="unused.pt",
+        format="torchscript",
+        activation="sigmoid",
+        input_channels=[0, 1, 2],
+        input_size=[48, 64],
+        mean=[0.5] * 3,
+        std=[0.25] * 3,
+        cam_layer="layer3",
+    )
     model = LoadedModel(net, card, torch.device("cpu"))
     x = torch.randn(3, 3, 48, 64, generator=torch.Generator().manual_seed(3))
     return model, x, torch.tensor([0, 2, 3])
@@ -130,9 +154,11 @@ def _reference(name, model, layer_name, x, targets, monkeypatch):
     module = model.module
     layer = module.get_submodule(layer_name)
     if name == "scorecam":
-        monkeypatch.setattr(torch.nn, "UpsamplingBilinear2d",
-                            lambda size: (lambda t: F.interpolate(t, size=size, mode="bilinear",
-                                                                  align_corners=False)))
+        monkeypatch.setattr(
+            torch.nn,
+            "UpsamplingBilinear2d",
+            lambda size: lambda t: F.interpolate(t, size=size, mode="bilinear", align_corners=False),
+        )
     size = (x.shape[-1], x.shape[-2])
     if name == "eigencam":
         grabber = pgc.ActivationsAndGradients(module, [layer], None)
@@ -154,8 +180,10 @@ def _reference(name, model, layer_name, x, targets, monkeypatch):
     if name == "scorecam":
         cam.batch_size = 64
     # LoadedModel freezes the parameters, so the input must require grad for the reference's backward
-    return cam(input_tensor=x.clone().requires_grad_(name != "scorecam"),
-               targets=[ClassifierOutputTarget(int(t)) for t in targets])
+    return cam(
+        input_tensor=x.clone().requires_grad_(name != "scorecam"),
+        targets=[ClassifierOutputTarget(int(t)) for t in targets],
+    )
 
 
 def _ours(name, model, x, targets, **params):
@@ -177,7 +205,7 @@ def test_equals_pytorch_grad_cam_on_a_resnet_style_model(name, resnet, monkeypat
 def test_layercam_on_an_earlier_layer_gives_finer_maps_equal_to_the_reference(resnet, monkeypatch):
     model, x, targets = resnet
     method, ours = _ours("layercam", model, x, targets, layer="layer1")
-    assert method.cam(x, targets).shape[-2:] == (24, 32)          # stride 2, not the card's stride-8 layer
+    assert method.cam(x, targets).shape[-2:] == (24, 32)  # stride 2, not the card's stride-8 layer
     np.testing.assert_allclose(ours, _reference("layercam", model, "layer1", x, targets, monkeypatch), atol=2e-4)
 
 
@@ -199,8 +227,9 @@ def test_attribute_is_the_upsampled_relu_map_in_the_house_convention(name, resne
     expected = F.interpolate(low, size=(48, 64), mode="bilinear", align_corners=False).clamp_min(0)
     torch.testing.assert_close(up, expected)
     nearest = get_method(name, model, upsample="nearest")  # Score-CAM's masks follow the mode too
-    torch.testing.assert_close(nearest.attribute(x, targets),
-                               F.interpolate(nearest.cam(x, targets), size=(48, 64), mode="nearest"))
+    torch.testing.assert_close(
+        nearest.attribute(x, targets), F.interpolate(nearest.cam(x, targets), size=(48, 64), mode="nearest")
+    )
 
 
 def test_one_backward_per_batch_gives_each_rows_own_gradient(resnet):
@@ -211,7 +240,7 @@ def test_one_backward_per_batch_gives_each_rows_own_gradient(resnet):
     for name in GRADIENT_METHODS + ["scorecam"]:
         method = get_method(name, model)
         batched = method.cam(rows, targets)
-        single = torch.cat([method.cam(rows[i:i + 1], targets[i:i + 1]) for i in range(3)])
+        single = torch.cat([method.cam(rows[i : i + 1], targets[i : i + 1]) for i in range(3)])
         torch.testing.assert_close(batched, single, rtol=1e-4, atol=1e-6)
         assert not torch.allclose(batched[0], batched[1])  # labels differ
 
@@ -264,8 +293,11 @@ def test_element_wise_cams_enrich_the_planted_regions(name, one_torch_thread):
 
     diseases = ["haemorrhage", "peripheral_lesion", "disc_swelling", "arcade_lesion"]
     regions = load_ground_truth()["regions"]
-    result = run_explain(load_sample_stack().subset(np.arange(32)), load_model(None, device="cpu"),
-                         ExplainConfig(method=name, targets=diseases))
+    result = run_explain(
+        load_sample_stack().subset(np.arange(32)),
+        load_model(None, device="cpu"),
+        ExplainConfig(method=name, targets=diseases),
+    )
     fov = field_of_view_mask()
     for n in diseases:
         g = result.global_maps.get(n)

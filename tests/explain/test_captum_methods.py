@@ -30,26 +30,38 @@ def _direct(name, model, x, t):
     if name == "gradient_shap":
         torch.manual_seed(3)
         np.random.seed(3)  # Captum draws the path coefficients with numpy
-        return ca.GradientShap(f).attribute(x, baselines=torch.zeros_like(x[:1]), target=t, n_samples=4,
-                                            stdevs=0.1)
+        return ca.GradientShap(f).attribute(x, baselines=torch.zeros_like(x[:1]), target=t, n_samples=4, stdevs=0.1)
     if name == "smoothgrad":
         torch.manual_seed(3)
         np.random.seed(3)
-        return ca.NoiseTunnel(ca.Saliency(f)).attribute(x, nt_type="smoothgrad", nt_samples=4, stdevs=0.15,
-                                                        target=t, abs=False)
+        return ca.NoiseTunnel(ca.Saliency(f)).attribute(
+            x, nt_type="smoothgrad", nt_samples=4, stdevs=0.15, target=t, abs=False
+        )
     if name == "occlusion":
-        return ca.Occlusion(f).attribute(x, sliding_window_shapes=(2, 8, 8), strides=(2, 4, 4), baselines=0.0,
-                                         target=t)
+        return ca.Occlusion(f).attribute(x, sliding_window_shapes=(2, 8, 8), strides=(2, 4, 4), baselines=0.0, target=t)
     if name == "gradcam":
         cam = ca.LayerGradCam(f, f.features[4]).attribute(x, target=t, relu_attributions=True)
         return torch.nn.functional.interpolate(cam, size=x.shape[-2:], mode="bilinear").clamp_min(0)
     raise AssertionError(name)
 
 
-PARAMS = {"ig": {"n_steps": 8}, "gradient_shap": {"n_samples": 4, "seed": 3},
-          "smoothgrad": {"nt_samples": 4, "seed": 3}, "occlusion": {"window": 8, "stride": 4}}
-CAPTUM = ["saliency", "input_x_gradient", "guided_backprop", "deeplift", "ig", "gradient_shap", "smoothgrad",
-          "occlusion", "gradcam"]
+PARAMS = {
+    "ig": {"n_steps": 8},
+    "gradient_shap": {"n_samples": 4, "seed": 3},
+    "smoothgrad": {"nt_samples": 4, "seed": 3},
+    "occlusion": {"window": 8, "stride": 4},
+}
+CAPTUM = [
+    "saliency",
+    "input_x_gradient",
+    "guided_backprop",
+    "deeplift",
+    "ig",
+    "gradient_shap",
+    "smoothgrad",
+    "occlusion",
+    "gradcam",
+]
 
 
 @pytest.mark.parametrize("name", CAPTUM)

@@ -42,8 +42,9 @@ def test_postprocessing_definitions():
 @pytest.mark.parametrize("method,params", [("ig", {"n_steps": 8}), ("gradcam", {}), ("saliency", {})])
 def test_batching_and_chunking_do_not_change_maps(method, params, tiny_model, tiny_stack):
     auto = run_explain(tiny_stack, tiny_model, ExplainConfig(method=method, params=params))
-    one = run_explain(tiny_stack, tiny_model, ExplainConfig(method=method, params=params, maps_per_call=1,
-                                                            chunk_size=1))
+    one = run_explain(
+        tiny_stack, tiny_model, ExplainConfig(method=method, params=params, maps_per_call=1, chunk_size=1)
+    )
     np.testing.assert_array_equal(auto.computed, one.computed)
     np.testing.assert_allclose(auto.image_maps, one.image_maps, rtol=1e-5, atol=1e-8)
     np.testing.assert_allclose(auto.global_maps.mean, one.global_maps.mean, rtol=1e-5, atol=1e-9)
@@ -81,8 +82,9 @@ def test_cancel_keeps_finished_maps(tiny_model, tiny_stack):
         calls["n"] += 1
         return calls["n"] > 4  # a few batches in
 
-    res = run_explain(tiny_stack, tiny_model, ExplainConfig(method="saliency", maps_per_call=1, chunk_size=2),
-                      cancel=cancel)
+    res = run_explain(
+        tiny_stack, tiny_model, ExplainConfig(method="saliency", maps_per_call=1, chunk_size=2), cancel=cancel
+    )
     assert res.cancelled
     assert 0 < res.n_computed < tiny_stack.labels.values.sum()
     assert res.global_maps.count.sum() == res.n_computed
@@ -109,8 +111,14 @@ def test_errors_before_any_long_work(tiny_model, tiny_stack):
 
 def test_outputs_written_and_read_back(tiny_model, tiny_stack, tmp_path):
     res = run_explain(tiny_stack, tiny_model, ExplainConfig(method="gradcam"), out_dir=tmp_path, out_format="tiff")
-    for name in ("image_maps.tif", "global_maps.tif", "global_std.tif", "predictions.csv",
-                 "explain_summary.json", "global_maps.png"):
+    for name in (
+        "image_maps.tif",
+        "global_maps.tif",
+        "global_std.tif",
+        "predictions.csv",
+        "explain_summary.json",
+        "global_maps.png",
+    ):
         assert (tmp_path / name).stat().st_size > 0, name
     gm = read_global_maps(tmp_path / "global_maps.tif")
     assert gm.labels == res.target_labels
@@ -163,8 +171,16 @@ def test_other_model_shapes_one_channel_softmax(tmp_path):
     labels = LabelsTable(rgb.image_ids, ["healthy", "blob"], truth, rgb.laterality, None)
     stack = AlignedStack(grey, rgb.image_ids, rgb.laterality, labels)
     for method in ("ig", "gradcam", "occlusion"):
-        res = run_explain(stack, model, ExplainConfig(method=method, params={"n_steps": 4} if method == "ig" else
-                                                      ({"window": 8, "stride": 8} if method == "occlusion" else {})))
+        res = run_explain(
+            stack,
+            model,
+            ExplainConfig(
+                method=method,
+                params={"n_steps": 4}
+                if method == "ig"
+                else ({"window": 8, "stride": 8} if method == "occlusion" else {}),
+            ),
+        )
         assert res.image_maps.shape == (6, 2, 32, 48) and res.n_computed == int(truth.sum())
         np.testing.assert_allclose(res.probabilities.sum(1), 1.0, rtol=1e-5)  # softmax
     peppr = run_peppr_pipeline(stack, model, res.global_maps, fractions=[0, 0.5, 1], random_seeds=1)

@@ -27,13 +27,26 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 FORMATS = ["state_dict", "safetensors", "torchscript", "export"]
 #: tiny settings so every method runs in well under a second on 4 maps
-PARAMS = {"ig": {"n_steps": 4}, "gradient_shap": {"n_samples": 2}, "smoothgrad": {"nt_samples": 2},
-          "occlusion": {"window": 16, "stride": 16}, "igos": {"iterations": 2, "ig_iter": 2, "mask_size": 8},
-          "igos++": {"iterations": 2, "ig_iter": 2, "mask_size": 8}}
-DEEPLIFT_WARNING = ("deeplift on nn.Module: 1 of 3 ReLUs are functional (torch.relu) and treated as linear, so the "
-                    "map is partly input_x_gradient; a torch.export .pt2 file of the model gives exact DeepLIFT")
-CARD = {"labels": [f"d{i}" for i in range(N_OUT)], "input_size": [H, W], "mean": [0.4, 0.3, 0.2],
-        "std": [0.2, 0.2, 0.1], "cam_layer": "block", "harmonise_laterality": False}
+PARAMS = {
+    "ig": {"n_steps": 4},
+    "gradient_shap": {"n_samples": 2},
+    "smoothgrad": {"nt_samples": 2},
+    "occlusion": {"window": 16, "stride": 16},
+    "igos": {"iterations": 2, "ig_iter": 2, "mask_size": 8},
+    "igos++": {"iterations": 2, "ig_iter": 2, "mask_size": 8},
+}
+DEEPLIFT_WARNING = (
+    "deeplift on nn.Module: 1 of 3 ReLUs are functional (torch.relu) and treated as linear, so the "
+    "map is partly input_x_gradient; a torch.export .pt2 file of the model gives exact DeepLIFT"
+)
+CARD = {
+    "labels": [f"d{i}" for i in range(N_OUT)],
+    "input_size": [H, W],
+    "mean": [0.4, 0.3, 0.2],
+    "std": [0.2, 0.2, 0.1],
+    "cam_layer": "block",
+    "harmonise_laterality": False,
+}
 
 
 @pytest.fixture(scope="module")
@@ -57,8 +70,11 @@ def formats(tmp_path_factory):
 
 
 def _maps(model, method, images, targets=(1, 5)):
-    engine = ImageMapEngine(model, ExplainConfig(method=method, params=dict(PARAMS.get(method, {})),
-                                                 normalisation="none", reduction="sum"), list(targets))
+    engine = ImageMapEngine(
+        model,
+        ExplainConfig(method=method, params=dict(PARAMS.get(method, {})), normalisation="none", reduction="sum"),
+        list(targets),
+    )
     return engine.compute(images, np.ones((len(images), len(targets)), bool))
 
 
@@ -107,8 +123,7 @@ def test_guided_backprop_equals_captum_where_captum_can_hook_and_is_not_saliency
     x = model.preprocess(images).requires_grad_(True)
     t = torch.tensor([1, 5])
     direct = ca.GuidedBackprop(model.module).attribute(x, target=t).detach().sum(1).numpy()
-    np.testing.assert_allclose(_maps(model, "guided_backprop", images)[[0, 1], [0, 1]], direct, rtol=1e-4,
-                               atol=1e-7)
+    np.testing.assert_allclose(_maps(model, "guided_backprop", images)[[0, 1], [0, 1]], direct, rtol=1e-4, atol=1e-7)
     ts = formats["models"]["torchscript"]
     guided, plain = _maps(ts, "guided_backprop", images), _maps(ts, "saliency", images)
     assert np.abs(guided - plain).max() > 1e-3 * np.abs(plain).max()
@@ -159,11 +174,22 @@ def test_all_zero_maps_are_counted_and_left_out_of_the_global_map():
     rng = np.random.default_rng(0)
     pixels = rng.integers(0, 255, size=(n, h, w, 1), dtype=np.uint8)
     pixels[2] = rng.integers(0, 120, size=(h, w, 1), dtype=np.uint8)  # < 0.5 after /255: no feature fires
-    card = ModelCard(labels=["a", "b"], weights="gate.pt", input_channels=[0], input_size=[h, w],
-                     cam_layer="features", harmonise_laterality=False)
+    card = ModelCard(
+        labels=["a", "b"],
+        weights="gate.pt",
+        input_channels=[0],
+        input_size=[h, w],
+        cam_layer="features",
+        harmonise_laterality=False,
+    )
     model = LoadedModel(_GateNet().eval(), card, torch.device("cpu"))
-    stack = AlignedStack(pixels=pixels, image_ids=[f"i{i}" for i in range(n)], laterality=np.array(["L"] * n),
-                         labels=None, sources=["<memory>"] * n)
+    stack = AlignedStack(
+        pixels=pixels,
+        image_ids=[f"i{i}" for i in range(n)],
+        laterality=np.array(["L"] * n),
+        labels=None,
+        sources=["<memory>"] * n,
+    )
     result = run_explain(stack, model, ExplainConfig(method="gradcam", subset="all", normalisation="mass"))
     assert result.zero[:, 0].tolist() == [False, False, True, False]
     assert result.n_zero == {"a": 1, "b": 1} and result.provenance["n_zero_maps"] == {"a": 1, "b": 1}
@@ -189,8 +215,22 @@ def test_cli_explain_gradcam_on_torchscript_refuses_deeplift_and_warns_once(form
     tifffile.imwrite(stack, formats["images"], photometric="rgb")
     args = ["--subset", "all", "--targets", "d1", "d5", "--quiet"]
     out = tmp_path / "gc_ts"
-    assert main(["explain", str(stack), "--model", str(formats["cards"]["torchscript"]), "--method", "gradcam",
-                 "--out", str(out), *args]) == 0
+    assert (
+        main(
+            [
+                "explain",
+                str(stack),
+                "--model",
+                str(formats["cards"]["torchscript"]),
+                "--method",
+                "gradcam",
+                "--out",
+                str(out),
+                *args,
+            ]
+        )
+        == 0
+    )
     assert "gradcam: 4 image-wise maps of 2 images" in capsys.readouterr().out
     expected = _maps(formats["plain"], "gradcam", formats["images"])
     expected = expected / expected.sum(axis=(2, 3), keepdims=True)  # mass normalisation
@@ -198,14 +238,42 @@ def test_cli_explain_gradcam_on_torchscript_refuses_deeplift_and_warns_once(form
     np.testing.assert_allclose(maps.get("d5"), expected[:, 1].mean(axis=0), rtol=1e-4, atol=1e-9)
 
     out = tmp_path / "dl_ts"
-    assert main(["explain", str(stack), "--model", str(formats["cards"]["torchscript"]), "--method", "deeplift",
-                 "--out", str(out), *args]) == 1
+    assert (
+        main(
+            [
+                "explain",
+                str(stack),
+                "--model",
+                str(formats["cards"]["torchscript"]),
+                "--method",
+                "deeplift",
+                "--out",
+                str(out),
+                *args,
+            ]
+        )
+        == 1
+    )
     err = capsys.readouterr().err.strip()
     assert err.startswith("global-xai explain: error: deeplift needs the model's nn.ReLU modules") and "\n" not in err
     assert not out.exists() or not any(out.iterdir())  # refused before any work: nothing written
 
-    assert main(["explain", str(stack), "--model", str(formats["cards"]["state_dict"]), "--method", "deeplift",
-                 "--out", str(tmp_path / "dl_sd"), *args]) == 0
+    assert (
+        main(
+            [
+                "explain",
+                str(stack),
+                "--model",
+                str(formats["cards"]["state_dict"]),
+                "--method",
+                "deeplift",
+                "--out",
+                str(tmp_path / "dl_sd"),
+                *args,
+            ]
+        )
+        == 0
+    )
     err = capsys.readouterr().err
     warnings = [line for line in err.splitlines() if "warning:" in line]
     assert warnings == [f"global-xai explain: warning: {DEEPLIFT_WARNING}"]

@@ -51,7 +51,7 @@ def region_masks(h: int, w: int) -> torch.Tensor:
     """``(2, h, w)`` 0/1 masks of the two label regions at any image size."""
     r = torch.zeros(2, h, w)
     for i, (t, b, left, right) in enumerate(REGIONS):
-        r[i, round(t * h):round(b * h), round(left * w):round(right * w)] = 1
+        r[i, round(t * h) : round(b * h), round(left * w) : round(right * w)] = 1
     return r
 
 
@@ -86,8 +86,17 @@ class PatchNet(nn.Module):
 
 
 def loaded(softmax: bool = False, gain: float = 40.0, bias: float = -3.0) -> LoadedModel:
-    card = ModelCard(name="patch", labels=["a", "b"], weights="unused", format="torchscript", input_channels=[0, 1],
-                     input_size=None, mean=[0, 0], std=[1, 1], activation="softmax" if softmax else "sigmoid")
+    card = ModelCard(
+        name="patch",
+        labels=["a", "b"],
+        weights="unused",
+        format="torchscript",
+        input_channels=[0, 1],
+        input_size=None,
+        mean=[0, 0],
+        std=[1, 1],
+        activation="softmax" if softmax else "sigmoid",
+    )
     return LoadedModel(PatchNet(softmax, gain, bias), card, torch.device("cpu"))
 
 
@@ -100,8 +109,8 @@ def make_images(n: int, seed: int, h: int = H, w: int = W):
     for i in range(n):
         top = int(torch.randint(round(t * h), round(b * h) - SQUARE + 1, (1,), generator=g))
         lft = int(torch.randint(round(left * w), round(right * w) - SQUARE + 1, (1,), generator=g))
-        x[i, 0, top:top + SQUARE, lft:lft + SQUARE] = 1.0
-        x[i, 0, h - 10:h - 10 + SQUARE, 4:4 + SQUARE] = 1.0  # distractor outside the region
+        x[i, 0, top : top + SQUARE, lft : lft + SQUARE] = 1.0
+        x[i, 0, h - 10 : h - 10 + SQUARE, 4 : 4 + SQUARE] = 1.0  # distractor outside the region
         squares.append((top, lft))
     return x, squares
 
@@ -118,7 +127,7 @@ def inside_share(maps: torch.Tensor, squares, pad: int = 3) -> np.ndarray:
     shares = []
     for m, (top, left) in zip(maps[:, 0], squares):
         box = torch.zeros_like(m)
-        box[max(0, top - pad):top + SQUARE + pad, max(0, left - pad):left + SQUARE + pad] = 1
+        box[max(0, top - pad) : top + SQUARE + pad, max(0, left - pad) : left + SQUARE + pad] = 1
         shares.append(((m * box).sum() / m.sum()).item())
     return np.array(shares), (SQUARE + 2 * pad) ** 2 / (H * W)
 
@@ -132,13 +141,13 @@ def deletion_insertion_auc(model: LoadedModel, x, target: int, saliency, fill, s
     deleted, inserted = [], []
     for f in fractions:
         removed = torch.zeros(n, dtype=torch.bool)
-        removed[order[:round(f * n)]] = True
+        removed[order[: round(f * n)]] = True
         removed = removed.view(1, *saliency.shape)
         deleted.append(torch.where(removed, fill, x))
         inserted.append(torch.where(removed, x, fill))
     with torch.no_grad():
         p = torch.sigmoid(model.module(torch.stack(deleted + inserted)))[:, target].numpy()
-    return np.trapezoid(p[: steps + 1], fractions), np.trapezoid(p[steps + 1:], fractions)
+    return np.trapezoid(p[: steps + 1], fractions), np.trapezoid(p[steps + 1 :], fractions)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -174,8 +183,22 @@ def test_path_scores_follow_the_composite_definition():
         return z.mean(dim=(1, 2, 3)) + targets
 
     targets = torch.tensor([0, 1])
-    problem = PathProblem(score_fn, x, b, targets, scale, IGOS_PP_VARIANT, (3, 4), ig_iter=4, l1=1, tv=1, tv_beta=2,
-                          noise_std=0.0, max_batch=5, seed=0)
+    problem = PathProblem(
+        score_fn,
+        x,
+        b,
+        targets,
+        scale,
+        IGOS_PP_VARIANT,
+        (3, 4),
+        ig_iter=4,
+        l1=1,
+        tv=1,
+        tv_beta=2,
+        noise_std=0.0,
+        max_batch=5,
+        seed=0,
+    )
     scores, grads = problem.path_scores(masks, torch.arange(2), None, with_grad=True)
     u_d, u_i = upsample_masks(masks[:, 0], (6, 8)), upsample_masks(masks[:, 1], (6, 8))
     for term, (start, end, m) in enumerate([(x, b, u_d * u_i), (b, x, u_d * u_i), (x, b, u_d), (b, x, u_i)]):
@@ -198,8 +221,22 @@ def test_path_gradient_equals_autograd_of_the_composite(channels):
         return torch.tanh((z * weights).sum(dim=(1, 2, 3)) / 10) + 0.1 * z.pow(2).mean(dim=(1, 2, 3)) + targets
 
     targets, scale = torch.tensor([0, 1]), torch.tensor([1.0, 2.0])
-    problem = PathProblem(score_fn, x, b, targets, scale, IGOS_PP_VARIANT, (3, 4), ig_iter=3, l1=1, tv=1, tv_beta=2,
-                          noise_std=0.0, max_batch=4, seed=0)
+    problem = PathProblem(
+        score_fn,
+        x,
+        b,
+        targets,
+        scale,
+        IGOS_PP_VARIANT,
+        (3, 4),
+        ig_iter=3,
+        l1=1,
+        tv=1,
+        tv_beta=2,
+        noise_std=0.0,
+        max_batch=4,
+        seed=0,
+    )
     _, grads = problem.path_scores(masks, torch.arange(2), None, with_grad=True)
     leaf = masks.clone().requires_grad_(True)
     u_d, u_i = upsample_masks(leaf[:, 0], (6, 8)), upsample_masks(leaf[:, 1], (6, 8))
@@ -276,7 +313,7 @@ def test_maps_concentrate_on_the_planted_square(planted, name, preset):
     share, area = inside_share(maps, squares)
     assert (share > 3 * area).all(), (share, area)
     # the distractor square (same brightness, outside the model's region) gets little mass
-    distractor = maps[:, 0, H - 13:H - 1, 1:13].sum((1, 2)) / maps[:, 0].sum((1, 2))
+    distractor = maps[:, 0, H - 13 : H - 1, 1:13].sum((1, 2)) / maps[:, 0].sum((1, 2))
     assert (distractor < torch.as_tensor(share) / 3).all(), (distractor, share)
 
 
@@ -316,7 +353,7 @@ def test_batched_equals_one_at_a_time(planted, name):
     model, x, _ = planted
     targets = torch.tensor([0, 1, 0])  # mixed targets, and max_batch 7 splits images across model batches
     together, _ = attribute(name, model, x, targets, max_batch=7)
-    alone = torch.cat([attribute(name, model, x[i:i + 1], targets[i:i + 1], max_batch=7)[0] for i in range(3)])
+    alone = torch.cat([attribute(name, model, x[i : i + 1], targets[i : i + 1], max_batch=7)[0] for i in range(3)])
     assert torch.allclose(together, alone, atol=1e-5, rtol=0)
 
 
@@ -441,8 +478,12 @@ def test_demo_model_deletion_beats_random():
     for i in range(len(x)):
         t = int(targets[i])
         d, _ = deletion_insertion_auc(model, x[i], t, maps[i, 0], fill[i], steps=8)
-        d_rand = np.mean([deletion_insertion_auc(model, x[i], t, torch.rand(h, w, generator=g), fill[i], steps=8)[0]
-                          for _ in range(2)])
+        d_rand = np.mean(
+            [
+                deletion_insertion_auc(model, x[i], t, torch.rand(h, w, generator=g), fill[i], steps=8)[0]
+                for _ in range(2)
+            ]
+        )
         assert d < d_rand, (i, t, d, d_rand)
 
 
@@ -475,8 +516,9 @@ def test_stalled_optimisation_is_flagged_warned_and_recovered(name, probability)
         m = maps[i, 0]
         assert m.max() > 0.5 and m.std() > 0.05  # not constant (the grid peak is 1, between pixels)
         d, ins = deletion_insertion_auc(model, x[i], 0, m, fill[i])
-        rand = np.array([deletion_insertion_auc(model, x[i], 0, torch.rand(H, W, generator=g), fill[i])
-                         for _ in range(5)])
+        rand = np.array(
+            [deletion_insertion_auc(model, x[i], 0, torch.rand(H, W, generator=g), fill[i]) for _ in range(5)]
+        )
         assert d < rand[:, 0].min() and ins > rand[:, 1].max(), (i, d, ins, rand)
 
 
@@ -513,7 +555,7 @@ def test_path_quadrature_rules():
     t, w = path_quadrature(3, "gausslegendre")
     assert w.sum() == pytest.approx(1.0) and (t > 0).all() and (t < 1).all()
     # exact for polynomials of degree 2n − 1 = 5 on [0, 1]
-    assert (w * t ** 5).sum() == pytest.approx(1 / 6) and (w * t ** 4).sum() == pytest.approx(1 / 5)
+    assert (w * t**5).sum() == pytest.approx(1 / 6) and (w * t**4).sum() == pytest.approx(1 / 5)
     with pytest.raises(ValueError):
         path_quadrature(3, "simpson")
 
@@ -535,8 +577,23 @@ def test_stratified_nodes_are_drawn_per_iteration_from_the_seed():
     x, b = torch.rand(1, 3, 6, 8), torch.rand(1, 3, 6, 8)
 
     def nodes(seed, iteration):
-        problem = PathProblem(lambda z, t: z.sum(dim=(1, 2, 3)), x, b, torch.zeros(1, dtype=torch.long),
-                              torch.ones(1), IGOS_VARIANT, (3, 4), 3, 0, 0, 2, 0.0, 16, seed, quadrature="stratified")
+        problem = PathProblem(
+            lambda z, t: z.sum(dim=(1, 2, 3)),
+            x,
+            b,
+            torch.zeros(1, dtype=torch.long),
+            torch.ones(1),
+            IGOS_VARIANT,
+            (3, 4),
+            3,
+            0,
+            0,
+            2,
+            0.0,
+            16,
+            seed,
+            quadrature="stratified",
+        )
         problem.begin_iteration(iteration)
         return problem.path_t.tolist()
 
@@ -551,9 +608,23 @@ def test_antithetic_noise_pairs_consecutive_path_steps():
     x, b = torch.rand(2, 3, 16, 16), torch.rand(2, 3, 16, 16)
 
     def noise(antithetic, n_steps):
-        problem = PathProblem(lambda z, t: z.sum(dim=(1, 2, 3)), x, b, torch.zeros(2, dtype=torch.long),
-                              torch.ones(2), IGOS_PP_VARIANT, (3, 4), n_steps, 0, 0, 2, 0.2, 16, 5,
-                              antithetic=antithetic)
+        problem = PathProblem(
+            lambda z, t: z.sum(dim=(1, 2, 3)),
+            x,
+            b,
+            torch.zeros(2, dtype=torch.long),
+            torch.ones(2),
+            IGOS_PP_VARIANT,
+            (3, 4),
+            n_steps,
+            0,
+            0,
+            2,
+            0.2,
+            16,
+            5,
+            antithetic=antithetic,
+        )
         return problem.noise(0)
 
     eps = noise(True, 4)  # 4 terms × 4 steps
@@ -578,8 +649,23 @@ def test_gauss_legendre_integrated_gradient_is_closer_to_the_integral_with_fewer
         return torch.tanh((z * weights).sum(dim=(1, 2, 3)) / 3)
 
     def integral(n, rule):
-        problem = PathProblem(score_fn, x, b, torch.zeros(2, dtype=torch.long), torch.ones(2), IGOS_VARIANT, (3, 4),
-                              n, 0, 0, 2, 0.0, 4000, 0, quadrature=rule)
+        problem = PathProblem(
+            score_fn,
+            x,
+            b,
+            torch.zeros(2, dtype=torch.long),
+            torch.ones(2),
+            IGOS_VARIANT,
+            (3, 4),
+            n,
+            0,
+            0,
+            2,
+            0.0,
+            4000,
+            0,
+            quadrature=rule,
+        )
         return problem.path_scores(masks, torch.arange(2), None, with_grad=True)
 
     _, ref_g = integral(4000, "uniform")  # right Riemann sum: error O(1/4000)

@@ -38,16 +38,30 @@ def test_ig_integration_choices_are_captums():
     assert set(METHODS["ig"].param_rules["integration"].choices) == set(SUPPORTED_METHODS)
 
 
-@pytest.mark.parametrize("method, params, message", [
-    ("ig", {"n_steps": 0}, "ig: parameter n_steps=0 is not allowed; expected an integer ≥ 1"),
-    ("igos", {"decay": 1.0}, "igos: parameter decay=1.0 is not allowed; expected a number > 0 and < 1"),
-    ("igos++", {"score_scale": -1}, "igos++: parameter score_scale=-1 is not allowed; expected 'auto' or a number > 0"),
-    ("occlusion", {"stride": 0}, "occlusion: parameter stride=0 is not allowed; expected an integer ≥ 1"),
-    ("gradcam", {"upsample": "linear"}, "gradcam: parameter upsample='linear' is not allowed; expected one of "
-     "'bilinear', 'nearest', 'nearest-exact', 'bicubic', 'area'"),
-    ("smoothgrad", {"nt_samples": 3, "seed": -1}, "smoothgrad: parameter seed=-1 is not allowed; expected an integer "
-     "≥ 0 and ≤ 4294967295"),
-])
+@pytest.mark.parametrize(
+    "method, params, message",
+    [
+        ("ig", {"n_steps": 0}, "ig: parameter n_steps=0 is not allowed; expected an integer ≥ 1"),
+        ("igos", {"decay": 1.0}, "igos: parameter decay=1.0 is not allowed; expected a number > 0 and < 1"),
+        (
+            "igos++",
+            {"score_scale": -1},
+            "igos++: parameter score_scale=-1 is not allowed; expected 'auto' or a number > 0",
+        ),
+        ("occlusion", {"stride": 0}, "occlusion: parameter stride=0 is not allowed; expected an integer ≥ 1"),
+        (
+            "gradcam",
+            {"upsample": "linear"},
+            "gradcam: parameter upsample='linear' is not allowed; expected one of "
+            "'bilinear', 'nearest', 'nearest-exact', 'bicubic', 'area'",
+        ),
+        (
+            "smoothgrad",
+            {"nt_samples": 3, "seed": -1},
+            "smoothgrad: parameter seed=-1 is not allowed; expected an integer ≥ 0 and ≤ 4294967295",
+        ),
+    ],
+)
 def test_bad_values_raise_one_line_naming_method_parameter_value_and_range(method, params, message, tiny_model):
     with pytest.raises(MethodParameterError) as info:
         get_method(method, tiny_model, **params)

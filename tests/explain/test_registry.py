@@ -27,15 +27,18 @@ def test_registry_lines_are_the_registered_built_ins():
     assert BUILTIN_METHODS == tuple(METHOD_CLASSES) and len(set(BUILTIN_METHODS)) == len(BUILTIN_METHODS)
     assert set(BUILTIN_METHODS) <= set(method_names())
     # every class registered by the built-in modules has its line (nothing registered only by a decorator)
-    unlisted = [n for n, c in METHODS.items() if c.__module__.startswith("napari_global_xai.") and n not in
-                METHOD_CLASSES]
+    unlisted = [
+        n for n, c in METHODS.items() if c.__module__.startswith("napari_global_xai.") and n not in METHOD_CLASSES
+    ]
     assert not unlisted
 
 
 def test_docks_list_every_registered_method_without_importing_torch():
-    code = ("import sys\n"
-            "import napari_global_xai._qt.explain_widget as e, napari_global_xai._qt.sanity_widget as s\n"
-            "print('torch' in sys.modules, ','.join(e.METHODS), ','.join(s.METHODS))")
+    code = (
+        "import sys\n"
+        "import napari_global_xai._qt.explain_widget as e, napari_global_xai._qt.sanity_widget as s\n"
+        "print('torch' in sys.modules, ','.join(e.METHODS), ','.join(s.METHODS))"
+    )
     env = {**os.environ, "PYTHONPATH": str(SRC)}
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     assert done.returncode == 0, done.stderr

@@ -20,10 +20,19 @@ from napari_global_xai.models import (
 
 
 def _card(tmp_path, fmt, weights, **kw):
-    card = ModelCard(name="m", labels=list(LABELS), weights=weights, format=fmt,
-                     architecture="demo_net" if fmt == "state_dict" else None,
-                     architecture_kwargs={"widths": [4, 8, 8, 8]} if fmt == "state_dict" else {},
-                     input_channels=[0, 1], input_size=[64, 96], mean=[0.3, 0.2], std=[0.2, 0.1], **kw)
+    card = ModelCard(
+        name="m",
+        labels=list(LABELS),
+        weights=weights,
+        format=fmt,
+        architecture="demo_net" if fmt == "state_dict" else None,
+        architecture_kwargs={"widths": [4, 8, 8, 8]} if fmt == "state_dict" else {},
+        input_channels=[0, 1],
+        input_size=[64, 96],
+        mean=[0.3, 0.2],
+        std=[0.2, 0.1],
+        **kw,
+    )
     path = tmp_path / f"{fmt}.card.json"
     card.to_json(path)
     return path

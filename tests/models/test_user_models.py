@@ -50,8 +50,9 @@ def test_minimal_card_loads_every_format_with_name_format_and_channels_inferred(
 def test_package_module_factory_and_kwargs(saved, tmp_path, monkeypatch):
     _, net, files = saved
     monkeypatch.syspath_prepend(str(tmp_path))
-    card = _minimal_card(tmp_path, files["state_dict"], architecture="oddnet:OddNet",
-                         architecture_kwargs={"n_out": 7, "width": 6})
+    card = _minimal_card(
+        tmp_path, files["state_dict"], architecture="oddnet:OddNet", architecture_kwargs={"n_out": 7, "width": 6}
+    )
     notes = []
     model = load_model(card, device="cpu", log=notes.append)
     assert notes[0].startswith("importing architecture OddNet from ") and notes[0].endswith("oddnet.py")
@@ -70,8 +71,12 @@ def test_timm_architecture_through_an_injected_timm(saved, tmp_path, monkeypatch
         return src.OddNet(n_out=kwargs["num_classes"])
 
     monkeypatch.setitem(sys.modules, "timm", types.SimpleNamespace(create_model=create_model, __version__="9.9"))
-    card = _minimal_card(tmp_path, files["state_dict"], architecture="timm:resnet34",
-                         architecture_kwargs={"in_chans": 3, "num_classes": 7})
+    card = _minimal_card(
+        tmp_path,
+        files["state_dict"],
+        architecture="timm:resnet34",
+        architecture_kwargs={"in_chans": 3, "num_classes": 7},
+    )
     notes = []
     model = load_model(card, device="cpu", log=notes.append)
     assert calls == [("resnet34", False, {"in_chans": 3, "num_classes": 7})]
@@ -86,11 +91,17 @@ def test_clear_lines_for_unusable_state_dicts(saved, tmp_path):
     with pytest.raises(ModelLoadError, match="holds only weights.*'architecture'"):
         load_model(_minimal_card(tmp_path, files["state_dict"]), device="cpu")
     with pytest.raises(ModelLoadError) as info:
-        load_model(_minimal_card(tmp_path, files["state_dict"], architecture="oddnet.py:OddNet",
-                                 architecture_kwargs={"n_out": 8}), device="cpu")
+        load_model(
+            _minimal_card(
+                tmp_path, files["state_dict"], architecture="oddnet.py:OddNet", architecture_kwargs={"n_out": 8}
+            ),
+            device="cpu",
+        )
     msg = str(info.value)
     assert "\n" not in msg and "do not fit architecture 'oddnet.py:OddNet'" in msg
-    assert "2 with another shape (head.weight: file (7, 12) vs model (8, 12), head.bias: file (7,) vs model (8,))" in msg
+    assert (
+        "2 with another shape (head.weight: file (7, 12) vs model (8, 12), head.bias: file (7,) vs model (8,))" in msg
+    )
     state = dict(net.state_dict())
     state["extra.weight"] = torch.zeros(1)
     del state["block.0.bias"]

@@ -5,7 +5,7 @@ module ReLUs. ``OddNetModules`` is the same network with that ReLU as a module (
 hook-based methods.
 """
 
-SOURCE = '''
+SOURCE = """
 import torch
 from torch import nn
 
@@ -30,7 +30,7 @@ class OddNetModules(OddNet):
 
     def forward(self, x):
         return self.head(self.block(self.act(self.down(self.stem(x)))).mean(dim=(2, 3)))
-'''
+"""
 
 H, W = 40, 56
 N_OUT = 7
@@ -64,9 +64,13 @@ def save_all_formats(tmp_path, seed=0):
     torch.manual_seed(seed)
     net = src.OddNet().eval()
     x = torch.randn(2, 3, H, W)
-    files = {"source": tmp_path / "oddnet.py", "state_dict": tmp_path / "oddnet.pt",
-             "safetensors": tmp_path / "oddnet.safetensors", "torchscript": tmp_path / "oddnet_scripted.pt",
-             "export": tmp_path / "oddnet.pt2"}
+    files = {
+        "source": tmp_path / "oddnet.py",
+        "state_dict": tmp_path / "oddnet.pt",
+        "safetensors": tmp_path / "oddnet.safetensors",
+        "torchscript": tmp_path / "oddnet_scripted.pt",
+        "export": tmp_path / "oddnet.pt2",
+    }
     torch.save(net.state_dict(), files["state_dict"])
     save_file(net.state_dict(), str(files["safetensors"]))
     torch.jit.script(net).save(str(files["torchscript"]))

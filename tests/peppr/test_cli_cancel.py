@@ -34,7 +34,7 @@ class CtrlCNet(nn.Module):
     def forward(self, x):
         if len(x) == 8:
             self.full_batches += 1
-            if self.full_batches == 3:     # chunk 1 = two 8-image batches; this is chunk 2's first batch
+            if self.full_batches == 3:  # chunk 1 = two 8-image batches; this is chunk 2's first batch
                 os.kill(os.getpid(), signal.SIGINT)
         return self.head(torch.relu(self.conv(x)).mean(dim=(2, 3)))
 
@@ -52,9 +52,20 @@ def folder(tmp_path, one_torch_thread):
     (tmp_path / "stack.csv").write_text("\n".join(rows) + "\n")
     torch.manual_seed(0)
     torch.save(CtrlCNet().state_dict(), tmp_path / "net.pt")
-    (tmp_path / "card.json").write_text(json.dumps({
-        "name": "ctrl-c", "labels": ["a", "b"], "weights": "net.pt", "format": "state_dict",
-        "architecture": "peppr-ctrl-c-net", "input_channels": [0, 1], "mean": [0.5, 0.5], "std": [0.25, 0.25]}))
+    (tmp_path / "card.json").write_text(
+        json.dumps(
+            {
+                "name": "ctrl-c",
+                "labels": ["a", "b"],
+                "weights": "net.pt",
+                "format": "state_dict",
+                "architecture": "peppr-ctrl-c-net",
+                "input_channels": [0, 1],
+                "mean": [0.5, 0.5],
+                "std": [0.25, 0.25],
+            }
+        )
+    )
     maps = np.zeros((3, H, W), np.float32)
     maps[:, 4:10, 6:14] = 1.0
     return tmp_path, maps
@@ -68,13 +79,29 @@ def test_peppr_cancelled_after_the_first_chunk_writes_the_finished_images_marked
     gm = GlobalMaps(["a", "b"], maps[:2], np.zeros_like(maps[:2]), np.array([3, 3]), maps[2], ["a", "b"])
     write_global_maps(gm, path / "global_maps.tif")
     out = path / "peppr"
-    code = main(["peppr", str(path / "stack.tif"), "--model", str(path / "card.json"), "--global-maps",
-                 str(path / "global_maps.tif"), "--out", str(out), "--fractions", "0", "1",
-                 "--random-seeds", "1", "--quiet"])
+    code = main(
+        [
+            "peppr",
+            str(path / "stack.tif"),
+            "--model",
+            str(path / "card.json"),
+            "--global-maps",
+            str(path / "global_maps.tif"),
+            "--out",
+            str(out),
+            "--fractions",
+            "0",
+            "1",
+            "--random-seeds",
+            "1",
+            "--quiet",
+        ]
+    )
     _, err = capsys.readouterr()
     assert code == 130 and "Traceback" not in err
-    assert err.splitlines()[-1] == ("global-xai peppr: cancelled: partial result (16 of 28 images) written, "
-                                    "marked CANCELLED")
+    assert err.splitlines()[-1] == (
+        "global-xai peppr: cancelled: partial result (16 of 28 images) written, marked CANCELLED"
+    )
     summary = json.loads((out / "peppr_summary.json").read_text())
     assert summary["status"] == "CANCELLED" and summary["n_images"] == 16 and summary["n_requested"] == 28
     assert (out / "peppr_curves.csv").exists() and not list(out.glob("*.tif"))

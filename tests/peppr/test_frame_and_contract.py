@@ -21,7 +21,7 @@ from napari_global_xai.models.card import LoadedModel, ModelCard
 from napari_global_xai.peppr import PepprResult, run_peppr, run_peppr_pipeline
 
 H, W = 20, 28
-BOX = (slice(4, 12), slice(2, 10))            # left side of a left eye
+BOX = (slice(4, 12), slice(2, 10))  # left side of a left eye
 FRACTIONS = (0, 0.1, 0.3, 0.6, 1.0)
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -43,17 +43,24 @@ class LeftBoxNet(nn.Module):
 
 
 def model(harmonise=True):
-    card = ModelCard(name="leftbox", labels=["lesion", "other"], weights="none", architecture="leftbox",
-                     mean=[0.4, 0.4], std=[0.2, 0.2], harmonise_laterality=harmonise)
+    card = ModelCard(
+        name="leftbox",
+        labels=["lesion", "other"],
+        weights="none",
+        architecture="leftbox",
+        mean=[0.4, 0.4],
+        std=[0.2, 0.2],
+        harmonise_laterality=harmonise,
+    )
     return LoadedModel(LeftBoxNet(), card, torch.device("cpu"))
 
 
 def left_images(n=10, seed=0):
     rng = np.random.default_rng(seed)
     images = rng.integers(0, 120, size=(n, H, W, 2)).astype(np.uint8)
-    for i in np.nonzero(lesion(n))[0]:                          # left and right eyes with a lesion in the box
+    for i in np.nonzero(lesion(n))[0]:  # left and right eyes with a lesion in the box
         r, c = rng.integers(BOX[0].start, BOX[0].stop - 2), rng.integers(BOX[1].start, BOX[1].stop - 2)
-        images[i, r:r + 2, c:c + 2, 1] = 250
+        images[i, r : r + 2, c : c + 2, 1] = 250
     return images
 
 
@@ -76,30 +83,36 @@ def stored_stack(left):
 
 
 def curves(res: PepprResult):
-    return np.concatenate([res.curves["lesion"].erase, res.curves["lesion"].restore,
-                           res.random[0].erase, res.random[0].restore])
+    return np.concatenate(
+        [res.curves["lesion"].erase, res.curves["lesion"].restore, res.random[0].erase, res.random[0].restore]
+    )
 
 
 def test_pipeline_harmonises_once_and_engines_never_flip():
     left = left_images()
     stack, stored = stored_stack(left)
     m, kw = model(), dict(fractions=FRACTIONS, random_seeds=1)
-    reference = run_peppr(m, left, box_map(), None, **kw)                      # flipped by hand: the truth
+    reference = run_peppr(m, left, box_map(), None, **kw)  # flipped by hand: the truth
     via_pipeline = run_peppr_pipeline(stack, m, box_map(), **kw)
     np.testing.assert_allclose(curves(via_pipeline), curves(reference), atol=1e-12)
     # a stack already in the left-eye frame is not flipped again (by the pipeline or the engine)
-    np.testing.assert_allclose(curves(run_peppr_pipeline(stack.to_left_eye(), m, box_map(), **kw)),
-                               curves(reference), atol=1e-12)
-    np.testing.assert_allclose(curves(run_peppr(m, stack.to_left_eye(), box_map(), None, **kw)),
-                               curves(reference), atol=1e-12)
+    np.testing.assert_allclose(
+        curves(run_peppr_pipeline(stack.to_left_eye(), m, box_map(), **kw)), curves(reference), atol=1e-12
+    )
+    np.testing.assert_allclose(
+        curves(run_peppr(m, stack.to_left_eye(), box_map(), None, **kw)), curves(reference), atol=1e-12
+    )
     # the engine uses the frame it is given: a stored-frame stack is read as stored, like the stored array
     as_stored = run_peppr(m, stack, box_map(), None, **kw)
     np.testing.assert_allclose(curves(as_stored), curves(run_peppr(m, stored, box_map(), None, **kw)), atol=1e-12)
-    assert np.abs(curves(as_stored) - curves(reference)).max() > 0.05          # the mirrored lesions are missed
+    assert np.abs(curves(as_stored) - curves(reference)).max() > 0.05  # the mirrored lesions are missed
     # a card that does not harmonise: the pipeline keeps the stored frame
     plain = model(harmonise=False)
-    np.testing.assert_allclose(curves(run_peppr_pipeline(stack, plain, box_map(), **kw)),
-                               curves(run_peppr(plain, stored, box_map(), None, **kw)), atol=1e-12)
+    np.testing.assert_allclose(
+        curves(run_peppr_pipeline(stack, plain, box_map(), **kw)),
+        curves(run_peppr(plain, stored, box_map(), None, **kw)),
+        atol=1e-12,
+    )
 
 
 def test_config_and_old_keywords_are_the_same_run():
@@ -107,8 +120,17 @@ def test_config_and_old_keywords_are_the_same_run():
     truth = lesion(8)[:, None]
     cfg = PepprConfig(fractions=FRACTIONS, random_seeds=2, fill="black", include_reverse=False)
     a = run_peppr(model(), left, box_map(), truth, ["lesion"], cfg)
-    b = run_peppr(model(), left, box_map(), truth, ["lesion"], fractions=FRACTIONS, random_seeds=2, fill="black",
-                  include_reverse=False)
+    b = run_peppr(
+        model(),
+        left,
+        box_map(),
+        truth,
+        ["lesion"],
+        fractions=FRACTIONS,
+        random_seeds=2,
+        fill="black",
+        include_reverse=False,
+    )
     assert a.table == b.table and a.fill == "black" and not a.reverse and len(a.random) == 2
     with pytest.raises(TypeError, match="unknown PEPPR setting"):
         run_peppr(model(), left, box_map(), truth, ["lesion"], fill_colour="red")
@@ -134,14 +156,23 @@ def test_cancel_returns_the_finished_images_as_a_complete_result():
     truth = lesion(12)[:, None]
     stop = threading.Event()
     with pytest.raises(Cancelled) as caught:
-        run_peppr(model(), CancelOnSecondChunk(left, stop), box_map(), truth, ["lesion"],
-                  control=RunControl(cancel=stop), fractions=FRACTIONS, random_seeds=1, chunk_size=4)
+        run_peppr(
+            model(),
+            CancelOnSecondChunk(left, stop),
+            box_map(),
+            truth,
+            ["lesion"],
+            control=RunControl(cancel=stop),
+            fractions=FRACTIONS,
+            random_seeds=1,
+            chunk_size=4,
+        )
     part = caught.value.partial
     assert isinstance(part, PepprResult) and part.cancelled and part.n_images == 4 and part.n_requested == 12
     np.testing.assert_array_equal(part.eval_indices, [0, 1, 2, 3])
     alone = run_peppr(model(), left[:4], box_map(), truth[:4], ["lesion"], fractions=FRACTIONS, random_seeds=1)
     np.testing.assert_allclose(curves(part), curves(alone), atol=1e-12)
-    stop.set()                                                   # cancelled before any chunk finished: nothing
+    stop.set()  # cancelled before any chunk finished: nothing
     with pytest.raises(Cancelled) as caught:
         run_peppr(model(), left, box_map(), truth, ["lesion"], cancel=stop, fractions=FRACTIONS, random_seeds=1)
     assert caught.value.partial is None
@@ -154,11 +185,21 @@ def test_pipeline_writes_a_cancelled_partial_result_marked(tmp_path):
 
     def progress(done, total, stage):
         calls.append(stage)
-        if len(calls) == 2:            # shared fully filled image, then the first chunk's only batch
+        if len(calls) == 2:  # shared fully filled image, then the first chunk's only batch
             stop.set()
 
-    res = run_peppr_pipeline(stack, model(), box_map(), out_dir=tmp_path / "out", fractions=FRACTIONS,
-                             random_seeds=1, chunk_size=4, batch_size=1000, progress=progress, cancel=stop)
+    res = run_peppr_pipeline(
+        stack,
+        model(),
+        box_map(),
+        out_dir=tmp_path / "out",
+        fractions=FRACTIONS,
+        random_seeds=1,
+        chunk_size=4,
+        batch_size=1000,
+        progress=progress,
+        cancel=stop,
+    )
     assert res.cancelled and res.n_images == 4 and set(calls) == {"peppr"}
     summary = json.loads((tmp_path / "out" / "peppr_summary.json").read_text())
     assert summary["status"] == "CANCELLED" and summary["n_images"] == 4 and summary["n_requested"] == 12

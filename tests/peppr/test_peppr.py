@@ -56,8 +56,8 @@ class RegionNet(nn.Module):
 
     def forward(self, x):
         self.rows += x.shape[0]
-        f = self.conv(x)                                                    # (n, 1, H, W)
-        inside = torch.where(self.regions, f, torch.full_like(f, -1e4))     # (n, L, H, W)
+        f = self.conv(x)  # (n, 1, H, W)
+        inside = torch.where(self.regions, f, torch.full_like(f, -1e4))  # (n, L, H, W)
         return 8.0 * torch.relu(inside.amax(dim=(2, 3)) - 0.9) - 1.0
 
 
@@ -79,7 +79,7 @@ def tiny_data(n=40, seed=0):
         for i in np.nonzero(truth[:, lab])[0]:
             for _ in range(2):
                 r, c = rng.integers(rows.start, rows.stop - 2), rng.integers(cols.start, cols.stop - 2)
-                images[i, r:r + 3, c:c + 3, 0] = rng.integers(200, 256)
+                images[i, r : r + 3, c : c + 3, 0] = rng.integers(200, 256)
     flip = rng.random(truth.shape) < 0.08
     return images.astype(np.uint8), np.where(flip, 1 - truth, truth).astype(np.uint8)
 
@@ -92,9 +92,10 @@ def box_map(name):
 
 # --- independent reference definitions (plain numpy/torch, one forward per image) -------------------------------
 
+
 def ref_normalise(images):
     x = images[..., :2].astype(np.float32) / 255.0
-    return (x - np.array(MEAN, np.float32)) / np.array(STD, np.float32)   # (n, H, W, 2)
+    return (x - np.array(MEAN, np.float32)) / np.array(STD, np.float32)  # (n, H, W, 2)
 
 
 def ref_probability(module, x_nhwc):
@@ -124,25 +125,30 @@ def ref_filled(x_nhwc, order, p, mode, fill):
 
 
 def aurocs(truth, probs):
-    return np.array([roc_auc_score(truth[:, j], probs[:, j]) if 0 < truth[:, j].sum() < len(truth) else np.nan
-                     for j in range(truth.shape[1])])
+    return np.array(
+        [
+            roc_auc_score(truth[:, j], probs[:, j]) if 0 < truth[:, j].sum() < len(truth) else np.nan
+            for j in range(truth.shape[1])
+        ]
+    )
 
 
 # --- rankings and summaries ---------------------------------------------------------------------------------------
 
+
 def test_ranking_order_ties_and_nan_are_deterministic():
     g = np.zeros((6, 8))
     g[1:3, 2:5] = 2.0
-    g[0, 0] = 2.0 + 1e-12          # closer than any jitter would respect
+    g[0, 0] = 2.0 + 1e-12  # closer than any jitter would respect
     g[5, 7] = np.nan
     r1, r2, r3 = pixel_ranking(g, seed=3), pixel_ranking(g, seed=3), pixel_ranking(g, seed=4)
     assert r1.dtype == np.int64 and np.array_equal(np.sort(r1), np.arange(48))
     assert np.array_equal(r1, r2)
-    assert not np.array_equal(r1, r3)                         # ties broken differently by another seed
-    assert r1[0] == 0                                         # distinct values never reordered
+    assert not np.array_equal(r1, r3)  # ties broken differently by another seed
+    assert r1[0] == 0  # distinct values never reordered
     top = {np.ravel_multi_index((i, j), g.shape) for i in (1, 2) for j in (2, 3, 4)}
-    assert set(r1[1:7]) == top == set(r3[1:7])                # tie group kept together
-    assert r1[-1] == np.ravel_multi_index((5, 7), g.shape)    # NaN is least important
+    assert set(r1[1:7]) == top == set(r3[1:7])  # tie group kept together
+    assert r1[-1] == np.ravel_multi_index((5, 7), g.shape)  # NaN is least important
     rr = random_ranking((6, 8), 0)
     assert np.array_equal(rr, random_ranking((6, 8), 0)) and not np.array_equal(rr, random_ranking((6, 8), 1))
 
@@ -150,15 +156,23 @@ def test_ranking_order_ties_and_nan_are_deterministic():
 def test_trapezoid_area_and_p_star_on_toy_curves():
     assert curve_area([0, 0.5, 1], [1.0, 0.5, 0.0]) == pytest.approx(0.5)
     assert curve_area([0, 0.1, 1], [1.0, 1.0, 0.0]) == pytest.approx(0.1 * 1.0 + 0.9 * 0.5)
-    assert curve_area([0.2, 0.6], [1.0, 0.0]) == pytest.approx(0.5)            # normalised by the span
+    assert curve_area([0.2, 0.6], [1.0, 0.0]) == pytest.approx(0.5)  # normalised by the span
     f, y = [0, 0.1, 0.2, 0.5, 1.0], [0.5, 0.7, 0.9, 0.96, 1.0]
     assert restoration_point(f, y, tolerance=0.01) == pytest.approx(0.5 + 0.03 / 0.04 * 0.5)
     assert restoration_point(f, y, tolerance=0.01, interpolate=False) == 1.0
     assert restoration_point(f, y, full=0.9, tolerance=0.01) == pytest.approx(0.1 + (0.89 - 0.7) / 0.2 * 0.1)
     assert restoration_point(f, y, full=0.9, tolerance=0.01, interpolate=False) == 0.2
     assert np.isnan(restoration_point(f, [0.5] * 5, full=0.9))
-    curves = Curves(np.array(f, float), np.array([[1.0], [0.8], [0.6], [0.5], [0.5]]), np.array(y)[:, None],
-                    "auroc", ["a"], 0, 0, "zero")
+    curves = Curves(
+        np.array(f, float),
+        np.array([[1.0], [0.8], [0.6], [0.5], [0.5]]),
+        np.array(y)[:, None],
+        "auroc",
+        ["a"],
+        0,
+        0,
+        "zero",
+    )
     s = summarise(curves, [curves, curves])
     assert s["a"]["A_restore"] - s["a"]["A_erase"] == pytest.approx(s["a"]["gap"])
     assert s["a"]["full"] == 1.0 and s["a"]["d_gap"] == pytest.approx(0.0) and s["a"]["random_gap_sd"] == 0.0
@@ -169,15 +183,17 @@ def test_vectorised_auroc_equals_sklearn_with_ties_and_one_class_labels():
     rng = np.random.default_rng(3)
     truth = (rng.random((30, 4)) < 0.4).astype(np.uint8)
     truth[:, 3] = 0
-    scores = np.round(rng.normal(size=(5, 30, 4)), 1)                     # many ties
+    scores = np.round(rng.normal(size=(5, 30, 4)), 1)  # many ties
     got = auroc(truth, scores)
     assert got.shape == (5, 4) and np.isnan(got[:, 3]).all()
     for f in range(5):
-        np.testing.assert_allclose(got[f, :3], [roc_auc_score(truth[:, j], scores[f, :, j]) for j in range(3)],
-                                   atol=1e-12)
+        np.testing.assert_allclose(
+            got[f, :3], [roc_auc_score(truth[:, j], scores[f, :, j]) for j in range(3)], atol=1e-12
+        )
 
 
 # --- the curve engine against independent reference loops -------------------------------------------------------
+
 
 @pytest.mark.parametrize("fill", ["zero", "blur"])
 def test_endpoints_equal_full_and_fully_filled_auroc(fill):
@@ -185,8 +201,9 @@ def test_endpoints_equal_full_and_fully_filled_auroc(fill):
     x = ref_normalise(images)
     full = aurocs(truth, ref_probability(model.module, x))
     filled = aurocs(truth, ref_probability(model.module, ref_fill(x, fill)))
-    c = erase_restore_curves(model, images, pixel_ranking(box_map("inside")), FRACTIONS, fill, truth=truth,
-                             fill_sigma=1.2)
+    c = erase_restore_curves(
+        model, images, pixel_ranking(box_map("inside")), FRACTIONS, fill, truth=truth, fill_sigma=1.2
+    )
     assert c.metric == "auroc" and c.erase.shape == (len(FRACTIONS), 2) and c.labels == list(BOXES)
     np.testing.assert_allclose(c.erase[0], full, atol=1e-12)
     np.testing.assert_allclose(c.restore[-1], full, atol=1e-12)
@@ -194,7 +211,7 @@ def test_endpoints_equal_full_and_fully_filled_auroc(fill):
     np.testing.assert_allclose(c.restore[0], filled, atol=1e-12)
     assert full.min() > 0.75
     if fill == "zero":
-        np.testing.assert_array_equal(filled, [0.5, 0.5])    # every image identical once fully filled
+        np.testing.assert_array_equal(filled, [0.5, 0.5])  # every image identical once fully filled
 
 
 @pytest.mark.parametrize("fill", ["zero", "black", "blur"])
@@ -202,7 +219,7 @@ def test_per_image_engine_equals_reference_loop(fill):
     model, (images, _) = tiny_model(), tiny_data(n=5, seed=1)
     rng = np.random.default_rng(2)
     maps = rng.random((5, H, W))
-    maps[:, :4] = 0.0                                                   # ties
+    maps[:, :4] = 0.0  # ties
     targets = rng.integers(0, 2, 5)
     x = ref_normalise(images)
     fractions = (0, 0.03, 0.25, 0.6, 1.0)
@@ -211,7 +228,7 @@ def test_per_image_engine_equals_reference_loop(fill):
         order = pixel_ranking(maps[i], seed=0)
         for f, p in enumerate(fractions):
             for mode in expected:
-                xi = ref_filled(x[i:i + 1], order, p, mode, fill)
+                xi = ref_filled(x[i : i + 1], order, p, mode, fill)
                 expected[mode][i, f] = ref_probability(model.module, xi)[0, targets[i]]
     auto = deletion_insertion(model, images, maps, targets, fractions, fill, fill_sigma=1.2)
     one = deletion_insertion(model, images, maps, targets, fractions, fill, fill_sigma=1.2, batch_size=1)
@@ -222,7 +239,8 @@ def test_per_image_engine_equals_reference_loop(fill):
     assert auto.target_names == [list(BOXES)[t] for t in targets]
     areas = auto.areas()
     assert areas["deletion"].shape == (5,) and auto.summary()["gap"] == pytest.approx(
-        np.mean(areas["insertion"]) - np.mean(areas["deletion"]))
+        np.mean(areas["insertion"]) - np.mean(areas["deletion"])
+    )
 
 
 def test_dataset_curves_equal_reference_and_batching_changes_nothing():
@@ -241,7 +259,7 @@ def test_dataset_curves_equal_reference_and_batching_changes_nothing():
     one_class = truth.copy()
     one_class[:, 0] = 1
     c = erase_restore_curves(model, images, order, FRACTIONS, "black", truth=one_class)
-    assert np.isnan(c.erase[:, 0]).all() and np.array_equal(c.erase_macro, c.erase[:, 1])   # NaN label skipped
+    assert np.isnan(c.erase[:, 0]).all() and np.array_equal(c.erase_macro, c.erase[:, 1])  # NaN label skipped
     plain = erase_restore_curves(model, images, order, FRACTIONS, "zero", label_indices=[1])
     assert plain.metric == "mean_probability" and plain.labels == ["outside"]
     np.testing.assert_allclose(plain.erase[0], ref_probability(model.module, x)[:, 1].mean(), atol=1e-6)
@@ -293,11 +311,18 @@ def test_skipped_forward_counting(fill, shared):
 
 def test_peppr_counts_reuse_across_maps_orders_and_seeds():
     model, (images, truth) = tiny_model(), tiny_data(n=4, seed=5)
-    fractions = (0, 0.1, 0.3, 0.7, 0.9, 1.0)                 # 0.1/0.9 and 0.3/0.7 mirror each other
-    res = run_peppr(model, images, {"inside": box_map("inside"), "outside": box_map("outside")}, truth,
-                    fractions=fractions, random_seeds=2, batch_size=3)
+    fractions = (0, 0.1, 0.3, 0.7, 0.9, 1.0)  # 0.1/0.9 and 0.3/0.7 mirror each other
+    res = run_peppr(
+        model,
+        images,
+        {"inside": box_map("inside"), "outside": box_map("outside")},
+        truth,
+        fractions=fractions,
+        random_seeds=2,
+        batch_size=3,
+    )
     n, F, interior = 4, len(fractions), len(fractions) - 2
-    naive = n * 2 * F * (2 * 2 + 2)                          # (2 maps × true/reverse + 2 seeds) × erase/restore
+    naive = n * 2 * F * (2 * 2 + 2)  # (2 maps × true/reverse + 2 seeds) × erase/restore
     # per map: erase prefixes + restore suffixes; reverse adds nothing (mirror-symmetric interior); per seed: same
     expected = n * (2 * interior * 2 + 2 * interior * 2 + 1) + 1
     assert res.n_forwards == expected == model.module.rows
@@ -307,13 +332,27 @@ def test_peppr_counts_reuse_across_maps_orders_and_seeds():
 def test_progress_and_cancel():
     model, (images, truth) = tiny_model(), tiny_data(n=6, seed=6)
     seen = []
-    c = erase_restore_curves(model, images, random_ranking((H, W), 1), FRACTIONS, truth=truth, batch_size=5,
-                             progress=lambda d, t: seen.append((d, t)))
+    c = erase_restore_curves(
+        model,
+        images,
+        random_ranking((H, W), 1),
+        FRACTIONS,
+        truth=truth,
+        batch_size=5,
+        progress=lambda d, t: seen.append((d, t)),
+    )
     assert seen[-1] == (c.n_forwards, c.n_forwards) and all(b[0] > a[0] for a, b in zip(seen, seen[1:]))
     calls = []
     with pytest.raises(Cancelled):
-        erase_restore_curves(model, images, random_ranking((H, W), 1), FRACTIONS, truth=truth, batch_size=5,
-                             cancel=lambda: calls.append(1) or len(calls) > 2)
+        erase_restore_curves(
+            model,
+            images,
+            random_ranking((H, W), 1),
+            FRACTIONS,
+            truth=truth,
+            batch_size=5,
+            cancel=lambda: calls.append(1) or len(calls) > 2,
+        )
     event = threading.Event()
     event.set()
     with pytest.raises(Cancelled):
@@ -322,13 +361,25 @@ def test_progress_and_cancel():
 
 # --- PEPPR on the tiny model: the known region beats random order ------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def tiny_result():
     model, (images, truth) = tiny_model(), tiny_data(n=48, seed=8)
-    maps = {"inside": box_map("inside"), "outside": box_map("outside"),
-            "overall": box_map("inside") + box_map("outside")}
-    return run_peppr(model, images, maps, truth, fractions=(0, .02, .05, .1, .15, .2, .3, .5, .7, 1.0),
-                     random_seeds=3, map_split="val", eval_split="val")
+    maps = {
+        "inside": box_map("inside"),
+        "outside": box_map("outside"),
+        "overall": box_map("inside") + box_map("outside"),
+    }
+    return run_peppr(
+        model,
+        images,
+        maps,
+        truth,
+        fractions=(0, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 0.7, 1.0),
+        random_seeds=3,
+        map_split="val",
+        eval_split="val",
+    )
 
 
 def test_region_map_beats_random_order_in_both_curves(tiny_result):
@@ -337,10 +388,10 @@ def test_region_map_beats_random_order_in_both_curves(tiny_result):
         s = res.summary[name][name]
         print(name, {k: round(v, 3) for k, v in s.items()})
         assert s["full"] > 0.8
-        assert s["d_erase"] < -0.15 and s["d_restore"] > 0.15                 # map vs random-order mean
+        assert s["d_erase"] < -0.15 and s["d_restore"] > 0.15  # map vs random-order mean
         assert s["A_erase"] < s["reverse_A_erase"] and s["A_restore"] > s["reverse_A_restore"]
-        assert s["p_star"] <= 0.05                                            # each box is 2.6-3.1 % of the image
-        at = list(res.fractions).index(0.05)                                  # first grid point past the box
+        assert s["p_star"] <= 0.05  # each box is 2.6-3.1 % of the image
+        at = list(res.fractions).index(0.05)  # first grid point past the box
         assert res.curves[name].curve("restore", name)[at] >= s["full"] - 0.01
         assert res.random_band("restore", name)[0][at] < s["full"] - 0.2
         assert res.curves[name].curve("erase", name)[at] == pytest.approx(0.5, abs=0.05)
@@ -370,14 +421,15 @@ def test_global_maps_input_and_no_baselines():
     from napari_global_xai.aggregate import GlobalMaps
 
     model, (images, _truth) = tiny_model(), tiny_data(n=8, seed=12)
-    mean = np.stack([box_map("inside"), np.full((H, W), np.nan)])          # an empty label map is skipped
+    mean = np.stack([box_map("inside"), np.full((H, W), np.nan)])  # an empty label map is skipped
     gm = GlobalMaps(list(BOXES), mean, np.zeros_like(mean), np.array([3, 0]), box_map("inside"), ["inside"])
-    res = run_peppr(model, images, gm, None, fractions=(0, 0.5, 1.0), random_seeds=0, include_reverse=False,
-                    maps_for="all")
+    res = run_peppr(
+        model, images, gm, None, fractions=(0, 0.5, 1.0), random_seeds=0, include_reverse=False, maps_for="all"
+    )
     assert res.maps == ["inside", "overall"] and res.metric == "mean_probability" and not res.random
     assert res.headline["inside"] == ["inside", "outside", "macro"] and len(res.table) == 6
     assert np.isnan(res.table[0]["random_A_erase"]) and np.isnan(res.table[0]["reverse_A_erase"])
-    assert res.n_forwards == 8 * 3 + 1           # identical rankings ("overall" == "inside") share forwards
+    assert res.n_forwards == 8 * 3 + 1  # identical rankings ("overall" == "inside") share forwards
 
 
 def test_report_files_and_filled_images(tiny_result, tmp_path):
@@ -388,16 +440,20 @@ def test_report_files_and_filled_images(tiny_result, tmp_path):
     with open(paths["curves"]) as fh:
         rows = list(csv.DictReader(fh))
     assert tuple(rows[0]) == CSV_COLUMNS
-    n_curves = 3 * 2 + 3                                                  # 3 maps × (true, reverse) + 3 seeds
-    assert len(rows) == n_curves * 2 * 3 * 10                            # × erase/restore × (2 labels + macro) × F
-    first = [r for r in rows if r["map"] == "inside" and r["order"] == "true" and r["curve"] == "erase"
-             and r["label"] == "inside"]
+    n_curves = 3 * 2 + 3  # 3 maps × (true, reverse) + 3 seeds
+    assert len(rows) == n_curves * 2 * 3 * 10  # × erase/restore × (2 labels + macro) × F
+    first = [
+        r
+        for r in rows
+        if r["map"] == "inside" and r["order"] == "true" and r["curve"] == "erase" and r["label"] == "inside"
+    ]
     np.testing.assert_allclose([float(r["value"]) for r in first], tiny_result.curves["inside"].erase[:, 0])
     summary = json.loads(paths["summary"].read_text())
     assert summary["table"][0]["A_erase"] == pytest.approx(tiny_result.table[0]["A_erase"])
     assert summary["split"]["map_split"] == "val" and summary["n_forwards"] == tiny_result.n_forwards
     assert paths["figure"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     from napari_global_xai.peppr.report import plot_peppr, summary_text
+
     text = summary_text(tiny_result)
     assert len(text.splitlines()) == 3 + len(tiny_result.table) and "same split" in text
     one = plot_peppr(tiny_result, tmp_path / "inside.png", label="inside")
@@ -405,7 +461,8 @@ def test_report_files_and_filled_images(tiny_result, tmp_path):
     with pytest.raises(ValueError):
         plot_peppr(tiny_result, tmp_path / "x.png", label="nope")
     import matplotlib.pyplot as plt
-    assert not plt.get_fignums()                                          # no pyplot state touched
+
+    assert not plt.get_fignums()  # no pyplot state touched
     assert not list(tmp_path.glob(".*.tmp"))
 
     model, (images, _) = tiny_model(), tiny_data(n=3, seed=10)
@@ -414,20 +471,22 @@ def test_report_files_and_filled_images(tiny_result, tmp_path):
     assert erased.shape == (3, 2, H, W, 2) and erased.dtype == np.uint8
     np.testing.assert_array_equal(erased[:, 0], images[..., :2])
     box = BOXES["inside"]
-    np.testing.assert_array_equal(erased[:, 1][:, box[0], box[1]], np.broadcast_to(
-        np.rint(np.array(MEAN) * 255).astype(np.uint8), (3, 8, 10, 2)))   # "zero" = the mean intensity
+    np.testing.assert_array_equal(
+        erased[:, 1][:, box[0], box[1]], np.broadcast_to(np.rint(np.array(MEAN) * 255).astype(np.uint8), (3, 8, 10, 2))
+    )  # "zero" = the mean intensity
     outside = ~box_map("inside").astype(bool)
     np.testing.assert_array_equal(erased[:, 1][:, outside], images[..., :2][:, outside])
     restored = filled_images(None, images, order, [80 / (H * W)], "zero", "restore")
     assert restored.shape == (3, 1, H, W, 3) and restored[:, 0][:, outside].max() == 0
     tif = write_filled_tiff(tmp_path / "erased.tif", model, images, order, [0, 0.5], "black")
     import tifffile
+
     assert tifffile.imread(tif).shape == (3, 2, 2, H, W)
 
 
 # --- the demo model on planted-truth images (slow) ---------------------------------------------------------------
 
-DEMO_FRACTIONS = (0, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0)   # the demo net: 6-40 ms per forward on 2 CPU cores
+DEMO_FRACTIONS = (0, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0)  # the demo net: 6-40 ms per forward on 2 CPU cores
 
 
 def left_eye(stack) -> np.ndarray:
@@ -453,9 +512,18 @@ def demo_eval(demo_model):
     regions = region_masks()
     maps = {name: regions[name].astype(float) for name in DISEASE_LABELS}
     labels = [demo_model.labels.index(n) for n in DISEASE_LABELS]
-    res = run_peppr(demo_model, left_eye(stack), maps, stack.labels[:, labels], list(DISEASE_LABELS),
-                    fractions=DEMO_FRACTIONS, random_seeds=2, include_reverse=False, map_split="planted truth",
-                    eval_split="eval")
+    res = run_peppr(
+        demo_model,
+        left_eye(stack),
+        maps,
+        stack.labels[:, labels],
+        list(DISEASE_LABELS),
+        fractions=DEMO_FRACTIONS,
+        random_seeds=2,
+        include_reverse=False,
+        map_split="planted truth",
+        eval_split="eval",
+    )
     return stack, regions, res
 
 
@@ -466,16 +534,19 @@ def test_demo_planted_regions_beat_random_order(demo_eval):
     short = []
     for label in res.maps:
         s = res.summary[label][label]
-        print(f"{label:18s} full {s['full']:.3f}  A_erase {s['A_erase']:.3f} vs random {s['random_A_erase']:.3f} "
-              f"(d {s['d_erase']:+.3f})  A_restore {s['A_restore']:.3f} vs random {s['random_A_restore']:.3f} "
-              f"(d {s['d_restore']:+.3f})  p* {s['p_star']:.3f}")
+        print(
+            f"{label:18s} full {s['full']:.3f}  A_erase {s['A_erase']:.3f} vs random {s['random_A_erase']:.3f} "
+            f"(d {s['d_erase']:+.3f})  A_restore {s['A_restore']:.3f} vs random {s['random_A_restore']:.3f} "
+            f"(d {s['d_restore']:+.3f})  p* {s['p_star']:.3f}"
+        )
         assert s["full"] > 0.8
         # The margin is reachable only if the random order leaves 0.15 of room: erasing cannot go (faithfully)
         # below chance (0.5), restoring cannot go above the full-image AUROC. Where it is not, the region map must
         # reach that bound (within 0.02) and still beat the random order.
         for curve, room, margin, best in (
-                ("erase", s["random_A_erase"] - 0.5, -s["d_erase"], 0.5 - s["A_erase"]),
-                ("restore", s["full"] - s["random_A_restore"], s["d_restore"], s["A_restore"] - s["full"])):
+            ("erase", s["random_A_erase"] - 0.5, -s["d_erase"], 0.5 - s["A_erase"]),
+            ("restore", s["full"] - s["random_A_restore"], s["d_restore"], s["A_restore"] - s["full"]),
+        ):
             if room >= 0.15:
                 ok = margin >= 0.15
             else:
@@ -493,14 +564,21 @@ def test_demo_restoring_only_the_region_recovers_auroc(demo_model, demo_eval):
     for label in res.maps:
         region = regions[label]
         out = demo_model.labels.index(label)
-        c = erase_restore_curves(demo_model, left_eye(stack), pixel_ranking(region.astype(float)),
-                                 fractions=(region.sum() / region.size,), truth=stack.labels[:, [out]],
-                                 label_indices=[out])
+        c = erase_restore_curves(
+            demo_model,
+            left_eye(stack),
+            pixel_ranking(region.astype(float)),
+            fractions=(region.sum() / region.size,),
+            truth=stack.labels[:, [out]],
+            label_indices=[out],
+        )
         full = res.summary[label][label]["full"]
         kept = (c.restore[0, 0] - 0.5) / (full - 0.5)
-        print(f"{label:18s} region {100 * region.mean():.1f} % of the image: restored only it -> AUROC "
-              f"{c.restore[0, 0]:.3f} (full {full:.3f}, {100 * kept:.0f} % of the above-chance AUROC); "
-              f"erased only it -> {c.erase[0, 0]:.3f}")
+        print(
+            f"{label:18s} region {100 * region.mean():.1f} % of the image: restored only it -> AUROC "
+            f"{c.restore[0, 0]:.3f} (full {full:.3f}, {100 * kept:.0f} % of the above-chance AUROC); "
+            f"erased only it -> {c.erase[0, 0]:.3f}"
+        )
         assert kept >= 0.8
 
 
@@ -511,8 +589,8 @@ def random_boxes(shapes, avoid, shape, seed):
     for bh, bw in shapes:
         while True:
             r, c = rng.integers(0, shape[0] - bh + 1), rng.integers(0, shape[1] - bw + 1)
-            if not (mask | avoid)[r:r + bh, c:c + bw].any():
-                mask[r:r + bh, c:c + bw] = True
+            if not (mask | avoid)[r : r + bh, c : c + bw].any():
+                mask[r : r + bh, c : c + bw] = True
                 break
     return mask
 
@@ -549,9 +627,11 @@ def test_demo_shortcut_marker_matters_more_than_random_boxes(demo_model, train_m
     images, truth, out, marker, _, boxes = train_marker
     full, erased = erased_aurocs(demo_model, images, truth, out, [marker] + boxes, marker.mean())
     drop_marker, drop_random = full - erased[0], full - erased[1:]
-    print(f"\nperipheral_lesion AUROC on train images {full:.3f}; marker boxes erased -> {erased[0]:.3f} "
-          f"(drop {drop_marker:.3f}); random boxes of the same size -> {np.round(erased[1:], 3)} "
-          f"(mean drop {drop_random.mean():.3f})")
+    print(
+        f"\nperipheral_lesion AUROC on train images {full:.3f}; marker boxes erased -> {erased[0]:.3f} "
+        f"(drop {drop_marker:.3f}); random boxes of the same size -> {np.round(erased[1:], 3)} "
+        f"(mean drop {drop_random.mean():.3f})"
+    )
     # measured with the shipped model: 0.983 -> 0.840 (drop 0.143) vs random boxes' mean drop 0.019 (max 0.047)
     assert drop_marker > drop_random.max() and drop_marker > drop_random.mean() + 0.05
 
@@ -563,8 +643,10 @@ def test_demo_shortcut_shows_once_the_lesion_region_is_erased(demo_model, train_
     union = periphery | marker
     _, erased = erased_aurocs(demo_model, images, truth, out, [union] + [periphery | b for b in boxes], union.mean())
     drop_marker, drop_random = without_lesions - erased[0], without_lesions - erased[1:]
-    print(f"\nperipheral_lesion AUROC {full:.3f}; periphery erased {without_lesions:.3f}; + marker boxes "
-          f"{erased[0]:.3f} (drop {drop_marker:.3f}); + random boxes {np.round(erased[1:], 3)} "
-          f"(mean drop {drop_random.mean():.3f})")
-    assert without_lesions > 0.6                      # what is left of the AUROC comes from outside the periphery
-    assert drop_marker > drop_random.mean() + 0.1     # ... and mostly from the marker
+    print(
+        f"\nperipheral_lesion AUROC {full:.3f}; periphery erased {without_lesions:.3f}; + marker boxes "
+        f"{erased[0]:.3f} (drop {drop_marker:.3f}); + random boxes {np.round(erased[1:], 3)} "
+        f"(mean drop {drop_random.mean():.3f})"
+    )
+    assert without_lesions > 0.6  # what is left of the AUROC comes from outside the periphery
+    assert drop_marker > drop_random.mean() + 0.1  # ... and mostly from the marker

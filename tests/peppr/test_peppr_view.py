@@ -51,10 +51,21 @@ def _view(n_maps=2):
         name = f"m{i}"
         curves[(name, "erase", "macro")] = 0.9 - (0.3 + 0.1 * i) * f
         curves[(name, "restore", "macro")] = 0.5 + 0.4 * f
-        rows.append({"map": name, "label": "macro", "A_erase": 0.7, "A_restore": 0.7 + i, "gap": 0.1 * i,
-                     "random_gap": float("nan"), "p_star": 0.5})
-    random = {("erase", "macro"): np.array([0.9 - 0.4 * f, 0.88 - 0.4 * f]),
-              ("restore", "macro"): np.array([0.5 + 0.4 * f] * 2)}
+        rows.append(
+            {
+                "map": name,
+                "label": "macro",
+                "A_erase": 0.7,
+                "A_restore": 0.7 + i,
+                "gap": 0.1 * i,
+                "random_gap": float("nan"),
+                "p_star": 0.5,
+            }
+        )
+    random = {
+        ("erase", "macro"): np.array([0.9 - 0.4 * f, 0.88 - 0.4 * f]),
+        ("restore", "macro"): np.array([0.5 + 0.4 * f] * 2),
+    }
     return PepprView(f, "auroc", "zero", 10, rows, curves, random)
 
 
@@ -85,10 +96,21 @@ def test_figure_draws_every_map_a_table_and_a_linked_filmstrip():
 def test_sag_figure_maps_axes_to_nodes():
     from napari_global_xai.sag import SagNode, SagResult, draw_sag_figure
 
-    nodes = [SagNode(frozenset({0, 5}), 0.8, 0.9, [2, 3]), SagNode(frozenset({7}), 0.7, 0.8, []),
-             SagNode(frozenset({0}), 0.5, 0.55, []), SagNode(frozenset({5}), 0.4, 0.45, [])]
-    result = SagResult(image_index=4, label=0, grid=(2, 4), full_confidence=0.9,
-                       roots=[nodes[0].patches, nodes[1].patches], nodes=nodes, n_forwards=9)
+    nodes = [
+        SagNode(frozenset({0, 5}), 0.8, 0.9, [2, 3]),
+        SagNode(frozenset({7}), 0.7, 0.8, []),
+        SagNode(frozenset({0}), 0.5, 0.55, []),
+        SagNode(frozenset({5}), 0.4, 0.45, []),
+    ]
+    result = SagResult(
+        image_index=4,
+        label=0,
+        grid=(2, 4),
+        full_confidence=0.9,
+        roots=[nodes[0].patches, nodes[1].patches],
+        nodes=nodes,
+        n_forwards=9,
+    )
     fig = Figure(figsize=(6, 5))
     FigureCanvasAgg(fig)
     axes = draw_sag_figure(fig, result, np.full((20, 40, 3), 0.5))

@@ -43,7 +43,7 @@ def test_erase_and_restore_masks_are_complementary_top_k(p):
     erase, restore = removed_mask(ranking, (7, 9), "erase", p), removed_mask(ranking, (7, 9), "restore", p)
     assert erase.sum() == k and np.array_equal(erase, ~restore)
     if 0 < k < 63:
-        assert g[erase].min() > g[~erase].max()           # the k largest values are the erased ones
+        assert g[erase].min() > g[~erase].max()  # the k largest values are the erased ones
     assert fraction_counts([p], 63)[0] == k
 
 

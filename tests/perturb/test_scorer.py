@@ -58,8 +58,13 @@ KEYS = [(0, 5, 0, 7), (2, 9, 3, 12), (0, 10, 0, 1), (4, 6, 4, 6)]
 
 
 def _reference(x, key, fill, sigma=None):
-    removed = torch.zeros(H, W, dtype=torch.bool) if key == KEEP_ALL else \
-        torch.ones(H, W, dtype=torch.bool) if key == REMOVE_ALL else _mask_of(key)
+    removed = (
+        torch.zeros(H, W, dtype=torch.bool)
+        if key == KEEP_ALL
+        else torch.ones(H, W, dtype=torch.bool)
+        if key == REMOVE_ALL
+        else _mask_of(key)
+    )
     keep = (~removed).float()
     if fill == "zero":
         f = torch.zeros_like(x)
@@ -90,9 +95,9 @@ def test_same_pair_twice_costs_one_forward():
     scorer.load(x)
     ids, keys = [0, 1, 0, 1, 2], [KEYS[0], KEYS[0], KEYS[0], KEYS[1], KEYS[0]]
     first = scorer.score(ids, keys)
-    assert model.rows == scorer.n_forwards == 4                     # (0, k0) asked twice: one forward
+    assert model.rows == scorer.n_forwards == 4  # (0, k0) asked twice: one forward
     assert model.calls == scorer.n_batches == 1 and dict(scorer.batches_by_image) == {0: 1, 1: 1, 2: 1}
-    again = scorer.score([2, 0], [KEYS[0], KEYS[0]])               # both answered from the cache
+    again = scorer.score([2, 0], [KEYS[0], KEYS[0]])  # both answered from the cache
     assert model.rows == 4
     np.testing.assert_array_equal(again[1], first[0])
     scorer.score([3], [KEYS[0]])
@@ -138,10 +143,10 @@ def test_impute_fills_from_neighbours_and_noise_is_per_pair():
     out = plain.score([0, 1], [KEYS[1], KEYS[3]])
     for row, (i, k) in zip(out, [(0, KEYS[1]), (1, KEYS[3])]):
         removed = _mask_of(k)
-        expected = impute_linear(x[i:i + 1], removed, noise=0.0)[0]
+        expected = impute_linear(x[i : i + 1], removed, noise=0.0)[0]
         np.testing.assert_allclose(row, expected.reshape(-1).numpy(), atol=1e-6)
         kept = (~removed).expand(C, H, W).reshape(-1).numpy()
-        np.testing.assert_array_equal(row[kept], x[i].reshape(-1).double().numpy()[kept])   # kept pixels untouched
+        np.testing.assert_array_equal(row[kept], x[i].reshape(-1).double().numpy()[kept])  # kept pixels untouched
     # with noise: the same pair gives the same draw whatever the batch; different pairs differ
     noisy = [MaskedScorer(Wrapped(Echo()), "impute", masks=_mask_of, batch_size=b, seed=4) for b in (1, 5)]
     for s in noisy:

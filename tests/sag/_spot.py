@@ -26,10 +26,15 @@ def spot_model(harmonise: bool = True):
     """The :class:`LeftSpotNet` as a loaded model with its own card (no file)."""
     from napari_global_xai.models.card import LoadedModel, ModelCard
 
-    card = ModelCard(name="left spot", labels=LABELS, weights="inline.pt", activation="softmax",
-                     input_channels=[0, 1, 2], mean=[0.5, 0.5, 0.5], std=[0.25, 0.25, 0.25],
-                     harmonise_laterality=harmonise)
+    card = ModelCard(
+        name="left spot",
+        labels=LABELS,
+        weights="inline.pt",
+        activation="softmax",
+        input_channels=[0, 1, 2],
+        mean=[0.5, 0.5, 0.5],
+        std=[0.25, 0.25, 0.25],
+        harmonise_laterality=harmonise,
+    )
     torch.manual_seed(0)
     return LoadedModel(LeftSpotNet(), card, torch.device("cpu"))
-
-

@@ -20,7 +20,7 @@ def _stored_right_eyes(n: int, seed: int = 1) -> np.ndarray:
     images = rng.integers(60, 120, (n, H, W, 3)).astype(np.uint8)
     for k in range(n):
         r = 8 + 9 * k % 20
-        images[k, r:r + 12, W - 18 - 2 * k:W - 4 - 2 * k] = 240
+        images[k, r : r + 12, W - 18 - 2 * k : W - 4 - 2 * k] = 240
     return images
 
 
@@ -77,8 +77,15 @@ def test_cancel_returns_the_finished_images_marked_cancelled(tmp_path):
         stop.set()  # cancel once the first image group is done
 
     out = tmp_path / "sag"
-    run = run_sag_pipeline(_stack(images, ["R", "L", "R"]), model, "spot", CONFIG, indices=[0, 1, 2], out_dir=out,
-                           control=RunControl(progress, stop))
+    run = run_sag_pipeline(
+        _stack(images, ["R", "L", "R"]),
+        model,
+        "spot",
+        CONFIG,
+        indices=[0, 1, 2],
+        out_dir=out,
+        control=RunControl(progress, stop),
+    )
     assert run.cancelled and run.n_requested == 3 and [r.image_index for r in run.results] == [0]
     assert reports == [(1, 3, "sag")]
     _same(run.results[0], full.results[0])  # what finished is the uncancelled run's result
@@ -90,8 +97,15 @@ def test_cancel_returns_the_finished_images_marked_cancelled(tmp_path):
     assert results is run.results and summary is run.summary
 
     with pytest.raises(Cancelled) as info:  # nothing finished: raised, carrying the empty partial result
-        run_sag_pipeline(_stack(images, ["R", "L", "R"]), model, "spot", CONFIG, indices=[0, 1],
-                         out_dir=tmp_path / "none", cancel=lambda: True)
+        run_sag_pipeline(
+            _stack(images, ["R", "L", "R"]),
+            model,
+            "spot",
+            CONFIG,
+            indices=[0, 1],
+            out_dir=tmp_path / "none",
+            cancel=lambda: True,
+        )
     partial = info.value.partial
     assert partial.cancelled and partial.results == [] and partial.n_requested == 2
     assert not list((tmp_path / "none").glob("sag_*"))
@@ -110,7 +124,15 @@ def test_settings_fold_into_one_validated_config():
     with pytest.raises(ValueError, match="figure_formats"):
         run_sag_pipeline(_stack(_stored_right_eyes(1), ["R"]), _model(), "spot", figure_formats=("jpg",))
     # old keyword arguments still drive a run; the result records the blur width actually used
-    result = sag_for_image(_model(), _stored_right_eyes(1)[0][:, ::-1], 0, method="saliency", fill="blur",
-                           grid=(4, 4), max_root_size=2, max_roots=1)
+    result = sag_for_image(
+        _model(),
+        _stored_right_eyes(1)[0][:, ::-1],
+        0,
+        method="saliency",
+        fill="blur",
+        grid=(4, 4),
+        max_root_size=2,
+        max_roots=1,
+    )
     assert result.params["fill"] == "blur" and result.params["max_root_size"] == 2
     assert result.params["fill_sigma"] == pytest.approx(BLUR_SIGMA_FRACTION * H)

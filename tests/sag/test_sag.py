@@ -50,7 +50,7 @@ def _keep(patches, grid, hw):
     keep = np.zeros(hw, bool)
     for p in patches:
         r, c = divmod(p, grid[1])
-        keep[re[r]:re[r + 1], ce[c]:ce[c + 1]] = True
+        keep[re[r] : re[r + 1], ce[c] : ce[c + 1]] = True
     return keep
 
 
@@ -176,10 +176,23 @@ def test_run_sag_mirrors_and_cancels(setup):
     images = np.stack([c["image"][:, ::-1], c["image"]])
     sal = [np.ones(c["image"].shape[:2])] * 2
     done = []
-    res = run_sag(model, images, label, [0], progress=lambda a, b: done.append((a, b)), laterality=["R", "L"],
-                  saliency_maps=sal, fill="blur", max_root_size=3, max_roots=2)
-    assert done == [(1, 1)] and res[0].image_index == 0 and res[0].full_confidence == pytest.approx(
-        c["result"].full_confidence, abs=1e-5)
+    res = run_sag(
+        model,
+        images,
+        label,
+        [0],
+        progress=lambda a, b: done.append((a, b)),
+        laterality=["R", "L"],
+        saliency_maps=sal,
+        fill="blur",
+        max_root_size=3,
+        max_roots=2,
+    )
+    assert (
+        done == [(1, 1)]
+        and res[0].image_index == 0
+        and res[0].full_confidence == pytest.approx(c["result"].full_confidence, abs=1e-5)
+    )
     with pytest.raises(Cancelled):
         run_sag(model, images, label, [0, 1], cancel=lambda: True, saliency_maps=sal)
 
@@ -194,8 +207,9 @@ def test_images_searched_together_match_each_image_alone(setup):
     maps = _saliency_maps(model, x, label, "gradcam", None, grid_for(x.shape[-2:]), "blur")
     kw = dict(fill="blur", max_root_size=4)
     together = run_sag(model, images, label, range(len(images)), saliency_maps=maps, images_together=len(images), **kw)
-    alone = [sag_for_image(model, im, label, saliency=m, image_index=i, **kw)
-             for i, (im, m) in enumerate(zip(images, maps))]
+    alone = [
+        sag_for_image(model, im, label, saliency=m, image_index=i, **kw) for i, (im, m) in enumerate(zip(images, maps))
+    ]
     for t, a in zip(together, alone):
         assert t.image_index == a.image_index and t.params["method"] == "given"
         assert t.all_roots == a.all_roots and t.roots == a.roots
@@ -214,6 +228,17 @@ def test_cancel_keeps_the_finished_groups(setup):
     sal = [np.ones(images.shape[1:3])] * 3
     done = []
     with pytest.raises(Cancelled) as info:
-        run_sag(model, images, label, [0, 1, 2], progress=lambda a, b: done.append(a), cancel=lambda: bool(done),
-                saliency_maps=sal, images_together=1, fill="blur", max_root_size=2, max_roots=1)
+        run_sag(
+            model,
+            images,
+            label,
+            [0, 1, 2],
+            progress=lambda a, b: done.append(a),
+            cancel=lambda: bool(done),
+            saliency_maps=sal,
+            images_together=1,
+            fill="blur",
+            max_root_size=2,
+            max_roots=1,
+        )
     assert [r.image_index for r in info.value.partial] == [0]  # the first group finished before the cancel

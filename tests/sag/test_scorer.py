@@ -36,8 +36,9 @@ def test_sag_scores_equal_peppr_insertion_and_deletion(fill):
     hidden = frozenset(range(16)) - shown
     u = _union(shown)
     frac = float(u.sum()) / u.size
-    curves = deletion_insertion(model, image[None], u[None].astype(np.float32), [0], fractions=[0.0, frac, 1.0],
-                                fill=fill)
+    curves = deletion_insertion(
+        model, image[None], u[None].astype(np.float32), [0], fractions=[0.0, frac, 1.0], fill=fill
+    )
     scorer = SagScorer(model, model.preprocess(image[None]), 0, GRID, fill=fill)
     empty, kept, rest, full = scorer.score([frozenset(), shown, hidden, frozenset(range(16))])
     np.testing.assert_allclose(curves.insertion[0], [empty, kept, full], atol=1e-6)
@@ -61,8 +62,11 @@ def test_sag_scores_equal_the_blend_written_out(fill):
     if fill == "impute":
         inputs = torch.cat([impute_linear(x, k[0] < 0.5, noise=0.0) for k in keep])
     else:
-        filler = {"zero": torch.zeros_like(x), "black": (-mean / std).expand_as(x),
-                  "blur": gaussian_blur(x, BLUR_SIGMA_FRACTION * min(H, W))}[fill]
+        filler = {
+            "zero": torch.zeros_like(x),
+            "black": (-mean / std).expand_as(x),
+            "blur": gaussian_blur(x, BLUR_SIGMA_FRACTION * min(H, W)),
+        }[fill]
         inputs = x * keep + filler * (1 - keep)
     with torch.no_grad():
         expected = torch.softmax(model.module(inputs).double(), dim=1)[:, 1].numpy()
@@ -80,7 +84,9 @@ def test_images_of_a_group_share_model_calls():
     group = SagScorer.group(model, x, [0, 1, 0], GRID, "zero", batch_size=6)
     sets = [frozenset({p}) for p in range(3)]
     together = score_together([(s, sets) for s in group])
-    alone = [SagScorer(model, x[i:i + 1], label, GRID, fill="zero", batch_size=6) for i, label in enumerate([0, 1, 0])]
+    alone = [
+        SagScorer(model, x[i : i + 1], label, GRID, fill="zero", batch_size=6) for i, label in enumerate([0, 1, 0])
+    ]
     np.testing.assert_allclose(together, [s.score(sets) for s in alone], atol=1e-6)
     assert [s.n_forwards for s in group] == [3, 3, 3] == [s.n_forwards for s in alone]
     assert group[0].group_scorer.scorer.n_batches == 2  # 9 sets in calls of 6; alone: one call per image

@@ -33,8 +33,9 @@ class RingBarNet(nn.Module):
 
     def __init__(self):
         super().__init__()
-        self.trunk = nn.Sequential(nn.Conv2d(3, 6, 5, padding=2), nn.Tanh(), nn.Conv2d(6, 8, 3, stride=2, padding=1),
-                                   nn.ReLU())
+        self.trunk = nn.Sequential(
+            nn.Conv2d(3, 6, 5, padding=2), nn.Tanh(), nn.Conv2d(6, 8, 3, stride=2, padding=1), nn.ReLU()
+        )
         self.out = nn.Linear(8, 2)
 
     def forward(self, x):
@@ -46,9 +47,17 @@ def inputs(tmp_path_factory):
     folder = tmp_path_factory.mktemp("dask_inputs")
     torch.manual_seed(3)
     torch.jit.script(RingBarNet().eval()).save(str(folder / "ringbar.pt"))
-    (folder / "ringbar.json").write_text(json.dumps({"weights": "ringbar.pt", "labels": LABELS,
-                                                      "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25],
-                                                      "cam_layer": "trunk.2"}))
+    (folder / "ringbar.json").write_text(
+        json.dumps(
+            {
+                "weights": "ringbar.pt",
+                "labels": LABELS,
+                "mean": [0.5, 0.5, 0.5],
+                "std": [0.25, 0.25, 0.25],
+                "cam_layer": "trunk.2",
+            }
+        )
+    )
     rng = np.random.default_rng(11)
     images = rng.integers(0, 255, size=(N, H, W, 3), dtype=np.uint8)
     tifffile.imwrite(folder / "stack.tif", images, photometric="rgb")
@@ -85,14 +94,20 @@ def test_local_cluster_gives_bit_identical_maps(inputs, cluster, one_torch_threa
     assert isinstance(stack.pixels, np.memmap)  # the workers must reopen the file, not receive pixels
     reference = run_explain(stack, model, CONFIG)
     seen = []
-    result = run_explain(stack, model, CONFIG, executor=DaskExecutor(cluster, torch_threads=1),
-                         progress=lambda done, total, stage: seen.append(done))
+    result = run_explain(
+        stack,
+        model,
+        CONFIG,
+        executor=DaskExecutor(cluster, torch_threads=1),
+        progress=lambda done, total, stage: seen.append(done),
+    )
     _assert_same(result, reference)
     assert reference.n_computed > 0 and np.isfinite(reference.global_maps.mean).any()
     assert seen[-1] == N and seen == sorted(seen)
     # each worker loaded the model once, however many chunks it ran
-    loads = cluster.run(lambda: sum(k[0] == "model" for k in __import__(
-        "napari_global_xai.scale.specs", fromlist=["_CACHE"])._CACHE))
+    loads = cluster.run(
+        lambda: sum(k[0] == "model" for k in __import__("napari_global_xai.scale.specs", fromlist=["_CACHE"])._CACHE)
+    )
     assert set(loads.values()) <= {0, 1} and sum(loads.values()) >= 1
 
 
@@ -115,8 +130,9 @@ def test_killed_worker_mid_run_gives_the_same_results(inputs, cluster, one_torch
             state["killed"] = True
         return False
 
-    result = run_explain(stack, model, CONFIG, executor=DaskExecutor(cluster, torch_threads=1),
-                         cancel=cancel_kills_once)
+    result = run_explain(
+        stack, model, CONFIG, executor=DaskExecutor(cluster, torch_threads=1), cancel=cancel_kills_once
+    )
     assert state["killed"]
     deadline = time.monotonic() + 600  # hang guard only: the scheduler notices a dead worker within seconds
     while victim in cluster.scheduler_info()["workers"] and time.monotonic() < deadline:
@@ -134,8 +150,9 @@ def test_cancel_keeps_finished_chunks(inputs, cluster, one_torch_thread):
         calls["n"] += 1
         return calls["n"] > 2  # the run's own check, then ours after the first result
 
-    result = run_explain(stack, model, CONFIG, executor=DaskExecutor(cluster, torch_threads=1, window=2),
-                         cancel=cancel_after_first)
+    result = run_explain(
+        stack, model, CONFIG, executor=DaskExecutor(cluster, torch_threads=1, window=2), cancel=cancel_after_first
+    )
     reference = run_explain(stack, model, CONFIG)
     assert result.cancelled and result.provenance["status"] == "CANCELLED"
     assert 0 < result.computed.sum() < reference.computed.sum()
@@ -144,8 +161,17 @@ def test_cancel_keeps_finished_chunks(inputs, cluster, one_torch_thread):
 
 
 def test_cli_cluster_local_end_to_end(inputs, tmp_path, capsys):
-    args = ["explain", str(inputs / "stack.tif"), "--model", str(inputs / "ringbar.json"), "--method", "saliency",
-            "--device", "cpu", "--quiet"]
+    args = [
+        "explain",
+        str(inputs / "stack.tif"),
+        "--model",
+        str(inputs / "ringbar.json"),
+        "--method",
+        "saliency",
+        "--device",
+        "cpu",
+        "--quiet",
+    ]
     assert main([*args, "--out", str(tmp_path / "here")]) == 0
     assert main([*args, "--out", str(tmp_path / "cluster"), "--cluster", "local:2"]) == 0
     here = tifffile.imread(tmp_path / "here" / "global_maps.tif")
@@ -153,18 +179,31 @@ def test_cli_cluster_local_end_to_end(inputs, tmp_path, capsys):
     np.testing.assert_array_equal(here, there)
 
 
-@pytest.mark.parametrize("extra,code,needle", [
-    (["--cluster", "locale:2"], 2, "unknown cluster spec 'locale:2'"),
-    (["--cluster", "local:0"], 2, "needs N >= 1"),
-    (["--scheduler", "somehost:8786"], 2, "not of the form tcp://HOST:PORT"),
-    (["--cluster", "local", "--scheduler", "tcp://h:1"], 2, "either --cluster or --scheduler"),
-    (["--scheduler", "tcp://127.0.0.1:9"], 1, "cannot reach the Dask scheduler at tcp://127.0.0.1:9"),
-])
+@pytest.mark.parametrize(
+    "extra,code,needle",
+    [
+        (["--cluster", "locale:2"], 2, "unknown cluster spec 'locale:2'"),
+        (["--cluster", "local:0"], 2, "needs N >= 1"),
+        (["--scheduler", "somehost:8786"], 2, "not of the form tcp://HOST:PORT"),
+        (["--cluster", "local", "--scheduler", "tcp://h:1"], 2, "either --cluster or --scheduler"),
+        (["--scheduler", "tcp://127.0.0.1:9"], 1, "cannot reach the Dask scheduler at tcp://127.0.0.1:9"),
+    ],
+)
 def test_bad_cluster_spec_is_one_line(inputs, tmp_path, capsys, monkeypatch, extra, code, needle):
     monkeypatch.setattr("napari_global_xai.scale.cluster.CONNECT_TIMEOUT_S", 2.0)
     out = tmp_path / "never"
-    argv = ["explain", str(inputs / "stack.tif"), "--model", str(inputs / "ringbar.json"), "--method", "saliency",
-            "--out", str(out), "--quiet", *extra]
+    argv = [
+        "explain",
+        str(inputs / "stack.tif"),
+        "--model",
+        str(inputs / "ringbar.json"),
+        "--method",
+        "saliency",
+        "--out",
+        str(out),
+        "--quiet",
+        *extra,
+    ]
     assert main(argv) == code
     err = capsys.readouterr().err.strip()
     assert needle in err and len(err.splitlines()) == 1 and "Traceback" not in err

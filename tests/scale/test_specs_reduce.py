@@ -15,14 +15,17 @@ from napari_global_xai.scale.specs import StackSpec, _memmaps_by_reference
 distributed = pytest.importorskip("distributed")
 
 
-@pytest.mark.parametrize("cluster,scheduler,expected", [
-    (None, None, ClusterSpec()),
-    ("embedded", None, ClusterSpec()),
-    ("local", None, ClusterSpec("local", DEFAULT_LOCAL_WORKERS)),
-    (" LOCAL:3 ", None, ClusterSpec("local", 3)),
-    (None, "tcp://10.0.0.5:8786", ClusterSpec("scheduler", address="tcp://10.0.0.5:8786")),
-    ("tls://node7:8786", None, ClusterSpec("scheduler", address="tls://node7:8786")),
-])
+@pytest.mark.parametrize(
+    "cluster,scheduler,expected",
+    [
+        (None, None, ClusterSpec()),
+        ("embedded", None, ClusterSpec()),
+        ("local", None, ClusterSpec("local", DEFAULT_LOCAL_WORKERS)),
+        (" LOCAL:3 ", None, ClusterSpec("local", 3)),
+        (None, "tcp://10.0.0.5:8786", ClusterSpec("scheduler", address="tcp://10.0.0.5:8786")),
+        ("tls://node7:8786", None, ClusterSpec("scheduler", address="tls://node7:8786")),
+    ],
+)
 def test_cluster_specs(cluster, scheduler, expected):
     spec = parse_cluster(cluster, scheduler)
     assert spec == expected
@@ -30,8 +33,10 @@ def test_cluster_specs(cluster, scheduler, expected):
     assert parse_cluster(str(spec)) == spec  # str() round-trips (a dock stores one string)
 
 
-@pytest.mark.parametrize("cluster,scheduler", [("local:-1", None), ("locl", None), ("local:2x", None),
-                                               (None, "10.0.0.5:8786"), ("local", "tcp://a:1")])
+@pytest.mark.parametrize(
+    "cluster,scheduler",
+    [("local:-1", None), ("locl", None), ("local:2x", None), (None, "10.0.0.5:8786"), ("local", "tcp://a:1")],
+)
 def test_bad_specs_raise_one_line_usage_errors(cluster, scheduler):
     from napari_global_xai.errors import UsageError
 
@@ -61,8 +66,12 @@ def test_stack_spec_reopens_the_same_images_in_the_same_frame(tmp_path):
     rng = np.random.default_rng(1)
     pixels = rng.integers(0, 255, size=(6, 8, 10, 3), dtype=np.uint8)
     tifffile.imwrite(tmp_path / "s.tif", pixels, photometric="rgb")
-    stack = AlignedStack(tifffile.memmap(tmp_path / "s.tif", mode="r"), [f"i{k}" for k in range(6)],
-                         laterality=list("LRLRRL"), frame="left")
+    stack = AlignedStack(
+        tifffile.memmap(tmp_path / "s.tif", mode="r"),
+        [f"i{k}" for k in range(6)],
+        laterality=list("LRLRRL"),
+        frame="left",
+    )
     spec = pickle.loads(pickle.dumps(StackSpec.from_stack(stack)))
     again = spec.open()
     np.testing.assert_array_equal(again.get([1, 4, 5]), stack.get([1, 4, 5]))
@@ -94,8 +103,11 @@ def test_tree_reduction_equals_streaming_for_any_order():
         for order in (range(11), [10, 3, 7, 0, 1, 9, 2, 8, 4, 6, 5]):
             reducer = TreeReducer(client)
             for i in order:
-                reducer.add(client.submit(lambda m, inc: GlobalMapAccumulator(["a", "b"], (6, 5)).update(m, inc),
-                                          *chunks[i], pure=False))
+                reducer.add(
+                    client.submit(
+                        lambda m, inc: GlobalMapAccumulator(["a", "b"], (6, 5)).update(m, inc), *chunks[i], pure=False
+                    )
+                )
             got = reducer.result().result()
             np.testing.assert_array_equal(got.mean, expected.mean)  # int64 fixed point: bit-identical
             np.testing.assert_array_equal(got.count, expected.count)
@@ -113,8 +125,9 @@ def test_model_spec_loads_once_per_process_and_refuses_a_model_without_file(tmp_
     from napari_global_xai.scale.specs import ModelSpec, clear_worker_cache, worker_model
 
     net = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.AdaptiveMaxPool2d(1), torch.nn.Flatten())
-    in_memory = LoadedModel(net, ModelCard(labels=["a", "b"], weights="nowhere.pt", input_channels=[0]),
-                            torch.device("cpu"))
+    in_memory = LoadedModel(
+        net, ModelCard(labels=["a", "b"], weights="nowhere.pt", input_channels=[0]), torch.device("cpu")
+    )
     with pytest.raises(ModelLoadError, match="loads the model from its file on every worker"):
         ModelSpec.from_model(in_memory)
     torch.jit.script(net).save(str(tmp_path / "m.pt"))

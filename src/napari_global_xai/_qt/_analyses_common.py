@@ -14,8 +14,11 @@ REGIONS_KEY = "napari_global_xai_regions"
 
 def image_maps_layers(viewer) -> list:
     """Layers holding image-wise maps made by the Explain dock (data ``(L, n, H, W)``, labels in metadata)."""
-    return [layer for layer in viewer.layers if IMAGE_MAPS_KEY in layer.metadata
-            and layer.metadata[IMAGE_MAPS_KEY].get("frame", "left") == "left"]
+    return [
+        layer
+        for layer in viewer.layers
+        if IMAGE_MAPS_KEY in layer.metadata and layer.metadata[IMAGE_MAPS_KEY].get("frame", "left") == "left"
+    ]
 
 
 def labels_of_layer(layer) -> list[str]:

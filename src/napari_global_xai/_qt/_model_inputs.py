@@ -39,8 +39,9 @@ class ModelInputs:
     def __init__(self):
         from napari.qt.threading import create_worker
 
-        self.model_card = FileEdit(label="model card (empty = demo model)", mode="r", filter="*.json",
-                                   nullable=True, value=None)
+        self.model_card = FileEdit(
+            label="model card (empty = demo model)", mode="r", filter="*.json", nullable=True, value=None
+        )
         self.device = ComboBox(label="device", choices=["auto", "cpu"], value="auto")
         self.trust_pickle = CheckBox(text="trust a pickled model file (runs code from it)", value=False)
         self.widgets = [self.model_card, self.device, self.trust_pickle]

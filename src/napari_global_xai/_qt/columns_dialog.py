@@ -95,6 +95,7 @@ class ColumnsDialog(QDialog):
         return {
             "id_column": self.id_combo.currentText(),
             "laterality_column": None if laterality == NONE else laterality,
-            "label_map": {combo.currentText(): name for name, combo in self.label_combos.items()
-                          if combo.currentText() != NONE},
+            "label_map": {
+                combo.currentText(): name for name, combo in self.label_combos.items() if combo.currentText() != NONE
+            },
         }

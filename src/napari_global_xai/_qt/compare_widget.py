@@ -46,24 +46,47 @@ def csv_columns(path) -> list[str]:
         return []
 
 
-def compare_job(maps, values, column, groups, threshold, n_permutations, alpha, regions=None, region_names=None,
-                control=None):
+def compare_job(
+    maps, values, column, groups, threshold, n_permutations, alpha, regions=None, region_names=None, control=None
+):
     """Worker body: the test, then the layer data tuples."""
     from ..analyses.pipelines import run_compare
 
-    result = run_compare(maps, values, column=column, groups=groups, threshold=threshold,
-                         n_permutations=n_permutations, alpha=alpha, device="auto", regions=regions,
-                         region_names=region_names, control=control)
+    result = run_compare(
+        maps,
+        values,
+        column=column,
+        groups=groups,
+        threshold=threshold,
+        n_permutations=n_permutations,
+        alpha=alpha,
+        device="auto",
+        regions=regions,
+        region_names=region_names,
+        control=control,
+    )
     lim = float(np.abs(result.difference).max()) or 1.0
     a, b = result.split.names
     meta = {"napari_global_xai_compare": result.summary()}
-    layers = [(result.difference.astype(np.float32), {"name": f"difference {a} − {b}", "colormap": "bwr",
-                                                      "contrast_limits": (-lim, lim), "opacity": 0.8,
-                                                      "metadata": meta}, "image"),
-              (result.neg_log10_p.astype(np.float32), {"name": "−log10 p", "colormap": "magma", "visible": False},
-               "image"),
-              (result.significant, {"name": f"significant (FDR {alpha:g}): 1 = {a} higher, 2 = {b} higher",
-                                    "opacity": 0.6}, "labels")]
+    layers = [
+        (
+            result.difference.astype(np.float32),
+            {
+                "name": f"difference {a} − {b}",
+                "colormap": "bwr",
+                "contrast_limits": (-lim, lim),
+                "opacity": 0.8,
+                "metadata": meta,
+            },
+            "image",
+        ),
+        (result.neg_log10_p.astype(np.float32), {"name": "−log10 p", "colormap": "magma", "visible": False}, "image"),
+        (
+            result.significant,
+            {"name": f"significant (FDR {alpha:g}): 1 = {a} higher, 2 = {b} higher", "opacity": 0.6},
+            "labels",
+        ),
+    ]
     return result, result.by_region, layers
 
 
@@ -76,19 +99,30 @@ class CompareWidget(QWidget):
         self.image_layer = ComboBox(label="image stack (ids)", choices=self._stack_layers)
         self.maps_layer = ComboBox(label="image-wise maps", choices=self._maps_layers)
         self.label = ComboBox(label="label", choices=self._labels)
-        self.csv = FileEdit(label="CSV with the grouping column", mode="r", filter="*.csv", nullable=True,
-                            value=None)
+        self.csv = FileEdit(label="CSV with the grouping column", mode="r", filter="*.csv", nullable=True, value=None)
         self.column = ComboBox(label="column", choices=self._columns)
         self.groups = LineEdit(label="groups A, B (empty = the two values)", value="")
         self.threshold = LineEdit(label="numeric threshold (empty = median)", value="")
         defaults = signature_defaults(run_compare)
-        self.n_permutations = SpinBox(label="permutations", value=defaults["n_permutations"], min=100, max=100000,
-                                      step=100)
-        self.alpha = FloatSpinBox(label="alpha (FDR and FWE)", value=defaults["alpha"], min=0.001, max=0.5,
-                                  step=0.01)
+        self.n_permutations = SpinBox(
+            label="permutations", value=defaults["n_permutations"], min=100, max=100000, step=100
+        )
+        self.alpha = FloatSpinBox(label="alpha (FDR and FWE)", value=defaults["alpha"], min=0.001, max=0.5, step=0.01)
         self.regions = ComboBox(label="regions (labels layer)", choices=self._labels_layers, nullable=True)
-        self.form = Container(widgets=[self.image_layer, self.maps_layer, self.label, self.csv, self.column,
-                                       self.groups, self.threshold, self.n_permutations, self.alpha, self.regions])
+        self.form = Container(
+            widgets=[
+                self.image_layer,
+                self.maps_layer,
+                self.label,
+                self.csv,
+                self.column,
+                self.groups,
+                self.threshold,
+                self.n_permutations,
+                self.alpha,
+                self.regions,
+            ]
+        )
         self.csv.changed.connect(lambda _v: self.column.reset_choices())
         self.maps_layer.changed.connect(lambda _v: self.label.reset_choices())
         for event in (self.viewer.layers.events.inserted, self.viewer.layers.events.removed):
@@ -147,9 +181,17 @@ class CompareWidget(QWidget):
         names = None
         if regions is not None:
             names = regions.metadata.get(REGIONS_KEY)
-        return {"maps": maps, "values": values, "column": self.column.value, "groups": groups,
-                "threshold": threshold, "n_permutations": self.n_permutations.value, "alpha": self.alpha.value,
-                "regions": None if regions is None else np.asarray(regions.data), "region_names": names}
+        return {
+            "maps": maps,
+            "values": values,
+            "column": self.column.value,
+            "groups": groups,
+            "threshold": threshold,
+            "n_permutations": self.n_permutations.value,
+            "alpha": self.alpha.value,
+            "regions": None if regions is None else np.asarray(regions.data),
+            "region_names": names,
+        }
 
     def start(self):
         try:
@@ -163,9 +205,13 @@ class CompareWidget(QWidget):
         self.result, self.by_region, layers = payload
         self.feeder.feed(layers)
         s = self.result.summary()
-        lines = [(f"{s['groups'][0]} (n={s['n_images'][0]}) vs {s['groups'][1]} (n={s['n_images'][1]}): "
-                  f"{s['n_significant_fdr']} pixels significant at FDR {s['alpha']:g}, {s['n_significant_fwe']} "
-                  f"family-wise ({s['n_permutations']} permutations)")]
+        lines = [
+            (
+                f"{s['groups'][0]} (n={s['n_images'][0]}) vs {s['groups'][1]} (n={s['n_images'][1]}): "
+                f"{s['n_significant_fdr']} pixels significant at FDR {s['alpha']:g}, {s['n_significant_fwe']} "
+                f"family-wise ({s['n_permutations']} permutations)"
+            )
+        ]
         for row in (self.by_region or [])[:4]:
             if row["n_significant"]:
                 lines.append(f"{row['region']}: {row['share_of_significant']:.0%} of significant pixels")

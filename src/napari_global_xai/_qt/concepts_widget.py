@@ -31,13 +31,29 @@ def concepts_job(stack, k, seed, source_name, model_path=None, device="auto", tr
     result = run_concepts(stack, model, ConceptConfig(k=int(k), seed=int(seed)), control=control)
     anatomy = stack.to_left_eye().mean_image()
     rgb = anatomy.shape[-1] == 3
-    layers = [(anatomy.astype(np.uint8) if rgb else anatomy[..., 0],
-               {"name": f"mean anatomy ({source_name})", "rgb": rgb}, "image")]
+    layers = [
+        (
+            anatomy.astype(np.uint8) if rgb else anatomy[..., 0],
+            {"name": f"mean anatomy ({source_name})", "rgb": rgb},
+            "image",
+        )
+    ]
     for j, gmap in enumerate(result.global_maps):
         top = float(gmap.max()) or 1.0
-        layers.append((gmap, {"name": f"concept {j} · global map", "colormap": "inferno", "blending": "additive",
-                              "opacity": 0.7, "contrast_limits": (0.0, top),
-                              "metadata": {CONCEPT_MAP_KEY: {"concept": j, "source": source_name}}}, "image"))
+        layers.append(
+            (
+                gmap,
+                {
+                    "name": f"concept {j} · global map",
+                    "colormap": "inferno",
+                    "blending": "additive",
+                    "opacity": 0.7,
+                    "contrast_limits": (0.0, top),
+                    "metadata": {CONCEPT_MAP_KEY: {"concept": j, "source": source_name}},
+                },
+                "image",
+            )
+        )
     return result, layers
 
 
@@ -51,7 +67,7 @@ class ConceptsWidget(QWidget):
         self.model_inputs = ModelInputs()
         self.model_card, self.device, self.trust_pickle = self.model_inputs.widgets
         self.k = SpinBox(label="concepts (K)", min=1, max=64, value=8)
-        self.seed = SpinBox(label="seed", min=0, max=2 ** 31 - 1, value=0)
+        self.seed = SpinBox(label="seed", min=0, max=2**31 - 1, value=0)
         self.form = Container(widgets=[self.image_layer, *self.model_inputs.widgets, self.k, self.seed])
         self.run_panel = RunPanel("Learn concepts")
         self.run_panel.set_start(self.start)
@@ -72,8 +88,11 @@ class ConceptsWidget(QWidget):
         self._source = None
 
     def _stack_layers(self, _widget=None):
-        return [layer for layer in stack_layers(self.viewer) if CONCEPT_MAP_KEY not in layer.metadata
-                and "napari_global_xai_top_images" not in layer.metadata]
+        return [
+            layer
+            for layer in stack_layers(self.viewer)
+            if CONCEPT_MAP_KEY not in layer.metadata and "napari_global_xai_top_images" not in layer.metadata
+        ]
 
     def start(self):
         from napari.utils.notifications import show_error
@@ -88,9 +107,15 @@ class ConceptsWidget(QWidget):
             show_error(str(exc))
             return None
         self._stack, self._source = stack, layer
-        return self.run_panel.launch(concepts_job, self._on_result, stack=stack, k=self.k.value,
-                                     seed=self.seed.value, source_name=layer.name,
-                                     **self.model_inputs.load_options())
+        return self.run_panel.launch(
+            concepts_job,
+            self._on_result,
+            stack=stack,
+            k=self.k.value,
+            seed=self.seed.value,
+            source_name=layer.name,
+            **self.model_inputs.load_options(),
+        )
 
     def _on_result(self, payload):
         self.result, layers = payload
@@ -128,9 +153,16 @@ class ConceptsWidget(QWidget):
         self.viewer.dims.current_step = tuple(step)
         pixels = np.asarray(self._stack.to_left_eye().get(top))
         name = "concept top images"
-        data = (pixels, {"name": name, "rgb": pixels.ndim == 4 and pixels.shape[-1] in (3, 4),
-                         "metadata": {"napari_global_xai_top_images": {"concept": concept, "images": top}},
-                         "visible": True}, "image")
+        data = (
+            pixels,
+            {
+                "name": name,
+                "rgb": pixels.ndim == 4 and pixels.shape[-1] in (3, 4),
+                "metadata": {"napari_global_xai_top_images": {"concept": concept, "images": top}},
+                "visible": True,
+            },
+            "image",
+        )
         from ._runner import add_layers
 
         add_layers(self.viewer, [data])

@@ -27,10 +27,17 @@ __all__ = ["ExplainWidget", "GLOBAL_MAP_KEY", "IMAGE_MAPS_KEY", "stack_from_laye
 GLOBAL_MAP_KEY = "napari_global_xai_global_map"
 DEMO_CARD = DEMO_CARD_PATH
 # Key parameters shown per method (everything else keeps the method's documented default).
-KEY_PARAMS = {"ig": "n_steps=32, baseline='zero'", "smoothgrad": "nt_samples=16, stdevs=0.15",
-              "gradient_shap": "n_samples=8", "occlusion": "window=32, stride=16", "deeplift": "baseline='zero'",
-              "igos": "preset='fast'", "igos++": "preset='fast'",
-              "layercam": "layer=None", "scorecam": "batch_size=None"}
+KEY_PARAMS = {
+    "ig": "n_steps=32, baseline='zero'",
+    "smoothgrad": "nt_samples=16, stdevs=0.15",
+    "gradient_shap": "n_samples=8",
+    "occlusion": "window=32, stride=16",
+    "deeplift": "baseline='zero'",
+    "igos": "preset='fast'",
+    "igos++": "preset='fast'",
+    "layercam": "layer=None",
+    "scorecam": "batch_size=None",
+}
 METHODS = list(BUILTIN_METHODS)  # torch-free mirror of the registry (kept equal to it by a test)
 
 
@@ -50,10 +57,10 @@ def stack_from_layer(layer, labels_csv: str | None = None, **csv_options):
         if data.ndim == 3 and not layer.rgb:
             data = data[..., None]
         if data.ndim != 4:
-            raise ValueError(f"layer {layer.name!r} is not an image stack (shape {layer.data.shape}); "
-                             "open a multi-image stack")
-        stack = AlignedStack(pixels=data, image_ids=[f"{layer.name}_{i:04d}" for i in range(len(data))],
-                             frame="left")
+            raise ValueError(
+                f"layer {layer.name!r} is not an image stack (shape {layer.data.shape}); open a multi-image stack"
+            )
+        stack = AlignedStack(pixels=data, image_ids=[f"{layer.name}_{i:04d}" for i in range(len(data))], frame="left")
     if labels_csv:
         table = read_labels_csv(labels_csv, image_ids=stack.image_ids, **csv_options)
         lat = table.laterality if table.laterality is not None else stack.laterality
@@ -65,8 +72,14 @@ def stack_layers(viewer) -> list:
     """Image layers that hold an image stack (not this plugin's maps)."""
     from napari.layers import Image
 
-    return [layer for layer in viewer.layers if isinstance(layer, Image) and layer.data.ndim >= 3
-            and IMAGE_MAPS_KEY not in layer.metadata and GLOBAL_MAP_KEY not in layer.metadata]
+    return [
+        layer
+        for layer in viewer.layers
+        if isinstance(layer, Image)
+        and layer.data.ndim >= 3
+        and IMAGE_MAPS_KEY not in layer.metadata
+        and GLOBAL_MAP_KEY not in layer.metadata
+    ]
 
 
 def _labels_of_card(path: str | None) -> list[str]:
@@ -90,8 +103,7 @@ def _parse_params(text: str) -> dict:
     return params
 
 
-def explain_job(stack, model_path, device, trust_pickle, config, source_name, stored_orientation=False,
-                control=None):
+def explain_job(stack, model_path, device, trust_pickle, config, source_name, stored_orientation=False, control=None):
     """Worker body: load the model (torch imports here, off the main thread), run the pipeline, prepare layers."""
     from ..control import RunControl
     from ..models import load_model
@@ -111,10 +123,10 @@ class ExplainWidget(QWidget):
         super().__init__()
         self.viewer = napari_viewer
         self.image_layer = ComboBox(label="image stack", choices=self._stack_layers)
-        self.labels_csv = FileEdit(label="labels CSV", mode="r", filter="*.csv *.tsv *.txt", nullable=True,
-                                   value=None)
-        self.csv_columns = PushButton(text="CSV columns…", tooltip="which column is the image id, the laterality "
-                                      "and each model label")
+        self.labels_csv = FileEdit(label="labels CSV", mode="r", filter="*.csv *.tsv *.txt", nullable=True, value=None)
+        self.csv_columns = PushButton(
+            text="CSV columns…", tooltip="which column is the image id, the laterality and each model label"
+        )
         self.csv_options: dict = {}  # id_column / laterality_column / label_map chosen in the columns dialog
         self.columns_dialog = None
         self.model_inputs = ModelInputs()
@@ -124,15 +136,29 @@ class ExplainWidget(QWidget):
         self.params = LineEdit(label="parameters", value=KEY_PARAMS.get(defaults.method, ""))
         self.targets = Select(label="target labels", choices=_labels_of_card(None))
         self.subset = ComboBox(label="subset", choices=settings.SUBSETS, value=defaults.subset)
-        self.normalisation = ComboBox(label="normalisation", choices=settings.NORMALISATIONS,
-                                      value=defaults.normalisation)
+        self.normalisation = ComboBox(
+            label="normalisation", choices=settings.NORMALISATIONS, value=defaults.normalisation
+        )
         self.batch = SpinBox(label="maps per call (0 = auto)", value=0, min=0, max=4096)
         self.stored_orientation = CheckBox(text="also show maps in each image's stored orientation", value=False)
         self.targets.native.setMaximumHeight(100)
-        self.form = Container(widgets=[self.image_layer, self.labels_csv, self.csv_columns, self.model_card,
-                                       self.trust_pickle,
-                                       self.method, self.params, self.targets, self.subset, self.normalisation,
-                                       self.device, self.batch, self.stored_orientation])
+        self.form = Container(
+            widgets=[
+                self.image_layer,
+                self.labels_csv,
+                self.csv_columns,
+                self.model_card,
+                self.trust_pickle,
+                self.method,
+                self.params,
+                self.targets,
+                self.subset,
+                self.normalisation,
+                self.device,
+                self.batch,
+                self.stored_orientation,
+            ]
+        )
         self.targets.value = list(self.targets.choices)
         self.run_panel = RunPanel("Explain")
         self.run_panel.set_start(self.start)
@@ -201,15 +227,20 @@ class ExplainWidget(QWidget):
 
     def _on_columns_chosen(self):
         self.csv_options = self.columns_dialog.options()
-        self.run_panel.status.setText(f"CSV columns: id {self.csv_options['id_column']!r}, "
-                                      f"{len(self.csv_options['label_map'])} label column(s)")
+        self.run_panel.status.setText(
+            f"CSV columns: id {self.csv_options['id_column']!r}, {len(self.csv_options['label_map'])} label column(s)"
+        )
 
     # --- run ----------------------------------------------------------------------------------------------------
     def config(self):
-        return settings.ExplainConfig(method=self.method.value, params=_parse_params(self.params.value),
-                                      targets=list(self.targets.value) or None, subset=self.subset.value,
-                                      normalisation=self.normalisation.value,
-                                      maps_per_call=self.batch.value or None)
+        return settings.ExplainConfig(
+            method=self.method.value,
+            params=_parse_params(self.params.value),
+            targets=list(self.targets.value) or None,
+            subset=self.subset.value,
+            normalisation=self.normalisation.value,
+            maps_per_call=self.batch.value or None,
+        )
 
     def _path(self, edit) -> str | None:
         return optional_path(edit.value)
@@ -222,17 +253,25 @@ class ExplainWidget(QWidget):
         try:
             if layer is None:
                 raise ValueError("open an image stack first (File ▸ Open, or File ▸ Open Sample)")
-            stack = stack_from_layer(layer, self._path(self.labels_csv), label_names=self._model_labels(),
-                                     **self.csv_options)
+            stack = stack_from_layer(
+                layer, self._path(self.labels_csv), label_names=self._model_labels(), **self.csv_options
+            )
             config = self.config()
         except Exception as exc:  # noqa: BLE001 - any input problem is shown, the dock stays usable
             self.run_panel.status.setText(f"error: {exc}")
             show_error(str(exc))
             return None
-        return self.run_panel.launch(explain_job, self._on_result, stack=stack,
-                                     model_path=self._path(self.model_card), device=self.device.value,
-                                     trust_pickle=self.trust_pickle.value, config=config, source_name=layer.name,
-                                     stored_orientation=self.stored_orientation.value)
+        return self.run_panel.launch(
+            explain_job,
+            self._on_result,
+            stack=stack,
+            model_path=self._path(self.model_card),
+            device=self.device.value,
+            trust_pickle=self.trust_pickle.value,
+            config=config,
+            source_name=layer.name,
+            stored_orientation=self.stored_orientation.value,
+        )
 
     # --- results ------------------------------------------------------------------------------------------------
     def _show_colorbar(self):
@@ -284,40 +323,87 @@ def result_layer_data(result, stack, source_name: str, stored_orientation: bool 
     model_frame = result.provenance.get("frame", "left")
     anatomy = stack.to_left_eye().mean_image()
     rgb = anatomy.shape[-1] == 3
-    layers = [(anatomy.astype(np.uint8) if rgb else anatomy[..., 0], {"name": f"mean anatomy ({source_name})",
-                                                                      "rgb": rgb}, "image")]
+    layers = [
+        (
+            anatomy.astype(np.uint8) if rgb else anatomy[..., 0],
+            {"name": f"mean anatomy ({source_name})", "rgb": rgb},
+            "image",
+        )
+    ]
     gm = result.global_maps
     names = [n for n, c in zip(gm.labels, gm.count) if c > 0]
     maps = [gm.get(n) for n in names] + [gm.overall]
     limits = _shared_limits(maps)
     for name, data in zip(names + ["overall"], maps):
         count = int(gm.count[gm.labels.index(name)]) if name != "overall" else None
-        details = (f"global map of {name!r} by {method}: subset {subset!r}, {normalisation}-normalised, "
-                   + (f"{count} image-wise maps" if count is not None else "mean of the label-wise maps")
-                   + f", stack {source_name!r}; colour scale 0–{limits[1]:.3g} shared by all maps of this run")
-        meta = {GLOBAL_MAP_KEY: {"label": name, "method": method, "subset": subset, "stack_layer": source_name,
-                                 "normalisation": normalisation, "count": count, "global_maps": gm},
-                "description": details}
-        layers.append((np.nan_to_num(data).astype(np.float32),
-                       {"name": global_map_name(name, method), "colormap": "inferno", "blending": "additive",
-                        "contrast_limits": limits, "opacity": 0.8, "metadata": meta, "visible": name == "overall"},
-                       "image"))
+        details = (
+            f"global map of {name!r} by {method}: subset {subset!r}, {normalisation}-normalised, "
+            + (f"{count} image-wise maps" if count is not None else "mean of the label-wise maps")
+            + f", stack {source_name!r}; colour scale 0–{limits[1]:.3g} shared by all maps of this run"
+        )
+        meta = {
+            GLOBAL_MAP_KEY: {
+                "label": name,
+                "method": method,
+                "subset": subset,
+                "stack_layer": source_name,
+                "normalisation": normalisation,
+                "count": count,
+                "global_maps": gm,
+            },
+            "description": details,
+        }
+        layers.append(
+            (
+                np.nan_to_num(data).astype(np.float32),
+                {
+                    "name": global_map_name(name, method),
+                    "colormap": "inferno",
+                    "blending": "additive",
+                    "contrast_limits": limits,
+                    "opacity": 0.8,
+                    "metadata": meta,
+                    "visible": name == "overall",
+                },
+                "image",
+            )
+        )
     maps_model = np.asarray(result.image_maps)
     image_maps = np.moveaxis(maps_model if model_frame == "left" else stack.to_left_frame(maps_model), 1, 0)
     done = image_maps[result.computed.T]
     hi = float(np.percentile(done[:, ::4, ::4], 99.5)) if done.size else 1.0
     meta = {"labels": result.target_labels, "method": method, "subset": subset, "computed": result.computed}
-    kwargs = {"colormap": "inferno", "blending": "additive", "contrast_limits": (0.0, max(hi, 1e-12)),
-              "visible": False}
+    kwargs = {"colormap": "inferno", "blending": "additive", "contrast_limits": (0.0, max(hi, 1e-12)), "visible": False}
     tag = f"image-wise · {method}"
-    description = (f"image-wise {method} maps (label × image), subset {subset!r}, {normalisation}-normalised, "
-                   f"stack {source_name!r}")
-    layers.append((image_maps, {"name": tag, "metadata": {IMAGE_MAPS_KEY: {**meta, "frame": "left"},
-                                                          "description": description}, **kwargs}, "image"))
+    description = (
+        f"image-wise {method} maps (label × image), subset {subset!r}, {normalisation}-normalised, "
+        f"stack {source_name!r}"
+    )
+    layers.append(
+        (
+            image_maps,
+            {
+                "name": tag,
+                "metadata": {IMAGE_MAPS_KEY: {**meta, "frame": "left"}, "description": description},
+                **kwargs,
+            },
+            "image",
+        )
+    )
     if stored_orientation:
         stored = np.moveaxis(maps_model if model_frame == "stored" else stack.to_stored_frame(maps_model), 1, 0)
-        layers.append((stored, {"name": f"{tag} (stored orientation)",
-                                "metadata": {IMAGE_MAPS_KEY: {**meta, "frame": "stored"},
-                                             "description": description + ", each image's stored orientation"},
-                                **kwargs}, "image"))
+        layers.append(
+            (
+                stored,
+                {
+                    "name": f"{tag} (stored orientation)",
+                    "metadata": {
+                        IMAGE_MAPS_KEY: {**meta, "frame": "stored"},
+                        "description": description + ", each image's stored orientation",
+                    },
+                    **kwargs,
+                },
+                "image",
+            )
+        )
     return layers

@@ -39,16 +39,37 @@ def _parse_fractions(text: str) -> list[float]:
     return values
 
 
-def peppr_job(stack, model_path, device, global_maps, labels, fractions, fill, random_seeds, eval_split,
-              trust_pickle=False, progress=None, cancel=None):
+def peppr_job(
+    stack,
+    model_path,
+    device,
+    global_maps,
+    labels,
+    fractions,
+    fill,
+    random_seeds,
+    eval_split,
+    trust_pickle=False,
+    progress=None,
+    cancel=None,
+):
     """Worker body: load the model (torch imports here), run PEPPR on the chosen global maps, return result and
     model."""
     from ..run import run_peppr_pipeline
 
     model = load_model_job(model_path, device, trust_pickle)
-    result = run_peppr_pipeline(stack, model, global_maps, labels=labels, fractions=fractions, fill=fill,
-                                random_seeds=random_seeds, eval_split=eval_split or None, progress=progress,
-                                cancel=cancel)
+    result = run_peppr_pipeline(
+        stack,
+        model,
+        global_maps,
+        labels=labels,
+        fractions=fractions,
+        fill=fill,
+        random_seeds=random_seeds,
+        eval_split=eval_split or None,
+        progress=progress,
+        cancel=cancel,
+    )
     return result, model
 
 
@@ -56,8 +77,7 @@ def filmstrip_job(model, image, global_map, fractions, fill, image_index, map_na
     """Worker body: the filmstrip of one image (torch work off the main thread)."""
     from ..peppr.view import compute_filmstrip
 
-    return compute_filmstrip(model, image, global_map, fractions, fill, image_index=image_index,
-                             map_name=map_name)
+    return compute_filmstrip(model, image, global_map, fractions, fill, image_index=image_index, map_name=map_name)
 
 
 def map_names(layers) -> list[str]:
@@ -91,8 +111,17 @@ class PepprWidget(QWidget):
         self.eval_split = LineEdit(label="evaluate split (empty = all)", value="")
         self.labels.native.setMaximumHeight(90)
         self.map_layers.native.setMaximumHeight(90)
-        self.form = Container(widgets=[self.map_layers, self.labels, *self.model_inputs.widgets, self.fractions,
-                                       self.fill, self.random_seeds, self.eval_split])
+        self.form = Container(
+            widgets=[
+                self.map_layers,
+                self.labels,
+                *self.model_inputs.widgets,
+                self.fractions,
+                self.fill,
+                self.random_seeds,
+                self.eval_split,
+            ]
+        )
         self.run_panel = RunPanel("Run PEPPR")
         self.run_panel.set_start(self.start)
         self.plot = BaseNapariMPLWidget(napari_viewer)
@@ -167,8 +196,9 @@ class PepprWidget(QWidget):
                 raise ValueError("compute global maps first (Explain dock), then choose one or more here")
             stacks = {layer.metadata[GLOBAL_MAP_KEY]["stack_layer"] for layer in layers}
             if len(stacks) > 1:
-                raise ValueError(f"the chosen maps were computed on different stacks ({sorted(stacks)}); "
-                                 "compare maps of one stack")
+                raise ValueError(
+                    f"the chosen maps were computed on different stacks ({sorted(stacks)}); compare maps of one stack"
+                )
             stack = stack_from_layer(self._stack_layer(layers[0]))
             fractions = _parse_fractions(self.fractions.value)
             labels = list(self.labels.value) or None
@@ -179,12 +209,26 @@ class PepprWidget(QWidget):
         self._stack = stack.to_left_eye()
         names = map_names(layers)
         self._maps = {n: np.asarray(layer.data, np.float64) for n, layer in zip(names, layers)}
-        self._headline_labels = {n: ("macro" if layer.metadata[GLOBAL_MAP_KEY]["label"] == "overall"
-                                     else layer.metadata[GLOBAL_MAP_KEY]["label"]) for n, layer in zip(names, layers)}
-        return self.run_panel.launch(peppr_job, self._on_result, stack=stack, **self.model_inputs.load_options(),
-                                     global_maps=dict(self._maps), labels=labels, fractions=fractions,
-                                     fill=self.fill.value, random_seeds=self.random_seeds.value,
-                                     eval_split=self.eval_split.value)
+        self._headline_labels = {
+            n: (
+                "macro"
+                if layer.metadata[GLOBAL_MAP_KEY]["label"] == "overall"
+                else layer.metadata[GLOBAL_MAP_KEY]["label"]
+            )
+            for n, layer in zip(names, layers)
+        }
+        return self.run_panel.launch(
+            peppr_job,
+            self._on_result,
+            stack=stack,
+            **self.model_inputs.load_options(),
+            global_maps=dict(self._maps),
+            labels=labels,
+            fractions=fractions,
+            fill=self.fill.value,
+            random_seeds=self.random_seeds.value,
+            eval_split=self.eval_split.value,
+        )
 
     def _on_result(self, payload):
         from ..peppr.view import view_from_result
@@ -201,7 +245,8 @@ class PepprWidget(QWidget):
         self.run_panel.status.setText(
             f"done: {self.result.n_images} images, {self.result.n_forwards} forwards "
             f"({self.result.n_skipped} skipped); {row['label']}: A_erase {row['A_erase']:.3f}, "
-            f"A_restore {row['A_restore']:.3f}, gap {row['gap']:.3f} (random gap {row['random_gap']:.3f})")
+            f"A_restore {row['A_restore']:.3f}, gap {row['gap']:.3f} (random gap {row['random_gap']:.3f})"
+        )
         self.show_fraction(self.fraction.value)
         self.request_filmstrip()
 
@@ -236,8 +281,13 @@ class PepprWidget(QWidget):
         from ..peppr.view import draw_peppr_figure
 
         with mplstyle.context(self.plot.napari_theme_style_sheet):
-            self.handles = draw_peppr_figure(self.plot.figure, self.view, self.strip, self.fraction.value,
-                                             title=f"PEPPR ({self.result.fill} fill, {self.result.n_images} images)")
+            self.handles = draw_peppr_figure(
+                self.plot.figure,
+                self.view,
+                self.strip,
+                self.fraction.value,
+                title=f"PEPPR ({self.result.fill} fill, {self.result.n_images} images)",
+            )
         self.plot.canvas.draw_idle()
 
     def curve_data(self, map_name: str | None = None):
@@ -285,10 +335,17 @@ class PepprWidget(QWidget):
             self._film_pending = True
             return self._film_worker
         index = min(self.current_index(), len(self._stack) - 1)
-        worker = create_worker(filmstrip_job, model=self.model, image=self._stack.get(index)[0],
-                               global_map=self._maps[self._film_map], fractions=self.result.fractions,
-                               fill=self.result.fill, image_index=index, map_name=self._film_map,
-                               _start_thread=False)
+        worker = create_worker(
+            filmstrip_job,
+            model=self.model,
+            image=self._stack.get(index)[0],
+            global_map=self._maps[self._film_map],
+            fractions=self.result.fractions,
+            fill=self.result.fill,
+            image_index=index,
+            map_name=self._film_map,
+            _start_thread=False,
+        )
         worker.returned.connect(self._on_filmstrip)
         worker.finished.connect(self._on_film_finished)
         self._film_worker = worker
@@ -322,8 +379,9 @@ class PepprWidget(QWidget):
             img = filled_images(model, stack.get([i]), ranking, [fraction], fill, mode)[:, 0]
             return _to_rgb(img)
 
-        return da.map_blocks(block, dtype=np.uint8, chunks=((1,) * n, (h,), (w,), (3,)), meta=np.zeros((0, 0, 0, 0),
-                                                                                                     np.uint8))
+        return da.map_blocks(
+            block, dtype=np.uint8, chunks=((1,) * n, (h,), (w,), (3,)), meta=np.zeros((0, 0, 0, 0), np.uint8)
+        )
 
     def show_fraction(self, fraction: float):
         """(Re)place the ``erased`` and ``restored`` layers at ``fraction``; move the marker and the highlight."""
@@ -338,8 +396,7 @@ class PepprWidget(QWidget):
                 self.viewer.layers[name].data = data
                 self.viewer.layers[name].metadata["fraction"] = float(fraction)
             else:
-                self.viewer.add_image(data, name=name, rgb=True, metadata={"fraction": float(fraction)},
-                                      visible=False)
+                self.viewer.add_image(data, name=name, rgb=True, metadata={"fraction": float(fraction)}, visible=False)
         if self.handles is not None:
             if self.handles.marker is not None:
                 self.handles.marker.set_xdata([fraction, fraction])
@@ -406,8 +463,9 @@ class PepprWidget(QWidget):
         folder = QFileDialog.getExistingDirectory(self, "Results folder (explain / PEPPR / SAG / demo output)")
         if not folder:
             return
-        out, _filter = QFileDialog.getSaveFileName(self, "Report file", str(Path(folder) / "report.html"),
-                                                   "HTML (*.html)")
+        out, _filter = QFileDialog.getSaveFileName(
+            self, "Report file", str(Path(folder) / "report.html"), "HTML (*.html)"
+        )
         if not out:
             return
         worker = create_worker(write_report, folder, out, _start_thread=False, _ignore_errors=True)
@@ -426,5 +484,5 @@ def _to_rgb(img: np.ndarray) -> np.ndarray:
     if c == 1:
         return np.repeat(img, 3, axis=-1)
     out = np.zeros((*img.shape[:-1], 3), img.dtype)
-    out[..., :min(c, 3)] = img[..., :3]
+    out[..., : min(c, 3)] = img[..., :3]
     return out

@@ -27,21 +27,44 @@ from .explain_widget import stack_from_layer, stack_layers
 __all__ = ["REGIONS_KEY", "RegionsWidget", "regions_job"]
 
 
-def regions_job(maps_by_label, anatomy, regions=None, region_names=None, disc=None, fovea=None, n_boot=1000,
-                control=None):
+def regions_job(
+    maps_by_label, anatomy, regions=None, region_names=None, disc=None, fovea=None, n_boot=1000, control=None
+):
     """Worker body: landmarks, regions, tables, and the layer data tuples."""
     from ..analyses.pipelines import run_regions
 
-    result = run_regions(maps_by_label, anatomy=anatomy, regions=regions, region_names=region_names, disc=disc,
-                         fovea=fovea, n_boot=n_boot, control=control)
+    result = run_regions(
+        maps_by_label,
+        anatomy=anatomy,
+        regions=regions,
+        region_names=region_names,
+        disc=disc,
+        fovea=fovea,
+        n_boot=n_boot,
+        control=control,
+    )
     regions, names, landmarks, tables = result.regions, result.region_names, result.landmarks, result.tables
     layers = []
     if landmarks is not None:
-        layers.append((np.asarray(regions, np.int32), {"name": "anatomical regions", "opacity": 0.35,
-                                                       "metadata": {REGIONS_KEY: names}}, "labels"))
-        layers.append((np.array([landmarks.disc, landmarks.fovea]),
-                       {"name": "disc & fovea", "size": 9, "face_color": "cyan",
-                        "features": {"landmark": ["optic disc", "fovea"]}}, "points"))
+        layers.append(
+            (
+                np.asarray(regions, np.int32),
+                {"name": "anatomical regions", "opacity": 0.35, "metadata": {REGIONS_KEY: names}},
+                "labels",
+            )
+        )
+        layers.append(
+            (
+                np.array([landmarks.disc, landmarks.fovea]),
+                {
+                    "name": "disc & fovea",
+                    "size": 9,
+                    "face_color": "cyan",
+                    "features": {"landmark": ["optic disc", "fovea"]},
+                },
+                "points",
+            )
+        )
     return regions, names, landmarks, tables, layers
 
 
@@ -57,11 +80,13 @@ class RegionsWidget(QWidget):
         self.maps_layer = ComboBox(label="image-wise maps", choices=lambda _w=None: image_maps_layers(self.viewer))
         self.points = ComboBox(label="disc, fovea points (optional)", choices=self._points_layers, nullable=True)
         self.regions = ComboBox(label="own regions (labels layer)", choices=self._labels_layers, nullable=True)
-        self.n_boot = SpinBox(label="bootstrap resamples", value=signature_defaults(run_regions)["n_boot"], min=0,
-                              max=20000, step=100)
+        self.n_boot = SpinBox(
+            label="bootstrap resamples", value=signature_defaults(run_regions)["n_boot"], min=0, max=20000, step=100
+        )
         self.shown = ComboBox(label="chart of", choices=[])
-        self.form = Container(widgets=[self.image_layer, self.maps_layer, self.points, self.regions, self.n_boot,
-                                       self.shown])
+        self.form = Container(
+            widgets=[self.image_layer, self.maps_layer, self.points, self.regions, self.n_boot, self.shown]
+        )
         for event in (self.viewer.layers.events.inserted, self.viewer.layers.events.removed):
             event.connect(self._reset_layer_choices)
         self.shown.changed.connect(lambda _v: self.draw())
@@ -117,8 +142,15 @@ class RegionsWidget(QWidget):
             regions = np.asarray(self.regions.value.data).astype(np.int64)
             names = self.regions.value.metadata.get(REGIONS_KEY)
         anatomy = stack_from_layer(self.image_layer.value).to_left_eye().mean_image()
-        return {"maps_by_label": maps, "anatomy": anatomy, "regions": regions, "region_names": names,
-                "disc": disc, "fovea": fovea, "n_boot": self.n_boot.value}
+        return {
+            "maps_by_label": maps,
+            "anatomy": anatomy,
+            "regions": regions,
+            "region_names": names,
+            "disc": disc,
+            "fovea": fovea,
+            "n_boot": self.n_boot.value,
+        }
 
     def start(self):
         try:
@@ -155,6 +187,12 @@ class RegionsWidget(QWidget):
         self.table.setRowCount(len(rows))
         for r, i in enumerate(rows):
             lo, hi = table.enrichment_ci[i]
-            for c, text in enumerate((table.names[i], f"{table.mass_share[i]:.3f}", f"{table.area_share[i]:.3f}",
-                                      f"{table.enrichment[i]:.2f} [{lo:.2f}, {hi:.2f}]")):
+            for c, text in enumerate(
+                (
+                    table.names[i],
+                    f"{table.mass_share[i]:.3f}",
+                    f"{table.area_share[i]:.3f}",
+                    f"{table.enrichment[i]:.2f} [{lo:.2f}, {hi:.2f}]",
+                )
+            ):
                 self.table.setItem(r, c, QTableWidgetItem(text))

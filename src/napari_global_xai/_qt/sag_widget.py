@@ -33,8 +33,11 @@ def patch_rectangles(patches, grid, image_index: int, image_hw) -> list[np.ndarr
     for p in sorted(patches):
         r, c = divmod(int(p), cols)
         r0, r1, c0, c1 = re[r], re[r + 1], ce[c], ce[c + 1]
-        out.append(np.array([[image_index, r0, c0], [image_index, r0, c1], [image_index, r1, c1],
-                             [image_index, r1, c0]], float))
+        out.append(
+            np.array(
+                [[image_index, r0, c0], [image_index, r0, c1], [image_index, r1, c1], [image_index, r1, c0]], float
+            )
+        )
     return out
 
 
@@ -49,8 +52,18 @@ def root_rectangles(results, image_hw) -> tuple[list[np.ndarray], list[str]]:
     return shapes, texts
 
 
-def sag_job(stack, label, indices, config: SagConfig, source_name, model_path=None, device="auto",
-            trust_pickle=False, progress=None, cancel=None):
+def sag_job(
+    stack,
+    label,
+    indices,
+    config: SagConfig,
+    source_name,
+    model_path=None,
+    device="auto",
+    trust_pickle=False,
+    progress=None,
+    cancel=None,
+):
     """Worker body: load the model (the demo model when ``model_path`` is None), run SAG, prepare the layers
     (torch imports here, off the main thread). Returns the :class:`~napari_global_xai.sag.SagRunResult` and the
     layer data."""
@@ -63,13 +76,35 @@ def sag_job(stack, label, indices, config: SagConfig, source_name, model_path=No
     masks = patch_masks((h, w), tuple(summary["grid"]))
     heat = np.tensordot(np.asarray(summary["patch_frequency"], np.float32), masks.astype(np.float32), axes=1)
     shapes, texts = root_rectangles(run.results, (h, w))
-    layers = [(heat, {"name": f"SAG patch frequency · {label}", "colormap": "viridis", "blending": "additive",
-                      "opacity": 0.6, "contrast_limits": (0.0, 1.0),
-                      "metadata": {"napari_global_xai_sag": {"label": label, "source": source_name}}}, "image")]
+    layers = [
+        (
+            heat,
+            {
+                "name": f"SAG patch frequency · {label}",
+                "colormap": "viridis",
+                "blending": "additive",
+                "opacity": 0.6,
+                "contrast_limits": (0.0, 1.0),
+                "metadata": {"napari_global_xai_sag": {"label": label, "source": source_name}},
+            },
+            "image",
+        )
+    ]
     if shapes:
-        layers.append((shapes, {"name": f"SAG roots · {label}", "shape_type": "rectangle", "edge_color": "yellow",
-                                "face_color": "transparent", "edge_width": 2, "features": {"root": texts}},
-                       "shapes"))
+        layers.append(
+            (
+                shapes,
+                {
+                    "name": f"SAG roots · {label}",
+                    "shape_type": "rectangle",
+                    "edge_color": "yellow",
+                    "face_color": "transparent",
+                    "edge_width": 2,
+                    "features": {"root": texts},
+                },
+                "shapes",
+            )
+        )
     return run, layers
 
 
@@ -89,8 +124,9 @@ class SagWidget(QWidget):
         defaults = SagConfig()
         self.method = ComboBox(label="patch ranking", choices=list(RANKING_METHODS), value=defaults.method)
         self.fill = ComboBox(label="fill", choices=list(FILLS), value=defaults.fill)
-        self.form = Container(widgets=[self.image_layer, *self.model_inputs.widgets, self.label, self.scope,
-                                       self.method, self.fill])
+        self.form = Container(
+            widgets=[self.image_layer, *self.model_inputs.widgets, self.label, self.scope, self.method, self.fill]
+        )
         self.model_card.changed.connect(self._on_model_changed)
         self.run_panel = RunPanel("Run SAG")
         self.run_panel.set_start(self.start)
@@ -140,9 +176,16 @@ class SagWidget(QWidget):
             return None
         indices = [self.current_index()] if self.scope.value == "current image" else None
         config = SagConfig(method=self.method.value, fill=self.fill.value)
-        return self.run_panel.launch(sag_job, self._on_result, stack=stack, label=self.label.value,
-                                     indices=indices, config=config, source_name=layer.name,
-                                     **self.model_inputs.load_options())
+        return self.run_panel.launch(
+            sag_job,
+            self._on_result,
+            stack=stack,
+            label=self.label.value,
+            indices=indices,
+            config=config,
+            source_name=layer.name,
+            **self.model_inputs.load_options(),
+        )
 
     def _on_result(self, payload):
         self.run, layers = payload
@@ -152,8 +195,11 @@ class SagWidget(QWidget):
         by_index = {r.image_index: r for r in self.results}
         self.draw(by_index.get(self.current_index(), self.results[0] if self.results else None))
         n_roots = self.run.n_roots
-        done = (f"cancelled: {len(self.results)} of {self.run.n_requested} image(s) done"
-                if self.run.cancelled else f"done: {len(self.results)} image(s)")
+        done = (
+            f"cancelled: {len(self.results)} of {self.run.n_requested} image(s) done"
+            if self.run.cancelled
+            else f"done: {len(self.results)} image(s)"
+        )
         self.run_panel.status.setText(f"{done}, {n_roots} roots shown")
 
     def _follow_slider(self, _event=None):
@@ -169,8 +215,9 @@ class SagWidget(QWidget):
         rows = self.summary["root_sets"][:10] if self.summary else []
         self.table.setRowCount(len(rows))
         for i, row in enumerate(rows):
-            for j, value in enumerate((" ".join(map(str, row["patches"])), str(row["count"]),
-                                       f"{row['frequency']:.2f}")):
+            for j, value in enumerate(
+                (" ".join(map(str, row["patches"])), str(row["count"]), f"{row['frequency']:.2f}")
+            ):
                 self.table.setItem(i, j, QTableWidgetItem(value))
 
     def draw(self, result):
@@ -206,12 +253,27 @@ class SagWidget(QWidget):
         h, w = layer.data.shape[1:3]
         rects = patch_rectangles(node.patches, result.grid, result.image_index, (h, w))
         name = f"SAG node · {self.label.value}"
-        meta = {"napari_global_xai_sag_node": {"image": result.image_index, "node": node_index,
-                                                "patches": sorted(node.patches), "relative": node.relative}}
+        meta = {
+            "napari_global_xai_sag_node": {
+                "image": result.image_index,
+                "node": node_index,
+                "patches": sorted(node.patches),
+                "relative": node.relative,
+            }
+        }
         if name in self.viewer.layers:
             self.viewer.layers.remove(name)
-        self.viewer.add_shapes(rects, shape_type="rectangle", edge_color="cyan", face_color="transparent",
-                               edge_width=3, name=name, metadata=meta)
+        self.viewer.add_shapes(
+            rects,
+            shape_type="rectangle",
+            edge_color="cyan",
+            face_color="transparent",
+            edge_width=3,
+            name=name,
+            metadata=meta,
+        )
         self.viewer.dims.set_current_step(max(self.viewer.dims.ndim - 3, 0), result.image_index)
-        self.run_panel.status.setText(f"node {node_index}: {len(node.patches)} patch(es), "
-                                      f"{100 * node.relative:.0f} % of the full-image confidence")
+        self.run_panel.status.setText(
+            f"node {node_index}: {len(node.patches)} patch(es), "
+            f"{100 * node.relative:.0f} % of the full-image confidence"
+        )

@@ -49,14 +49,25 @@ def parse_method_params(text: str, methods: list[str]) -> dict[str, dict]:
     return params
 
 
-def sanity_job(stack, model_path, configs, n_images, depth, independent, label=None, device="auto",
-               trust_pickle=False, control=None):
+def sanity_job(
+    stack,
+    model_path,
+    configs,
+    n_images,
+    depth,
+    independent,
+    label=None,
+    device="auto",
+    trust_pickle=False,
+    control=None,
+):
     """Worker body: load the model (torch imports here) and run the check (in the model's frame)."""
     from ..analyses.pipelines import run_sanity
 
     model = load_model_job(model_path, device, trust_pickle)
-    return run_sanity(stack, model, configs, n_images=n_images, depth=depth, independent=independent, label=label,
-                      control=control)
+    return run_sanity(
+        stack, model, configs, n_images=n_images, depth=depth, independent=independent, label=label, control=control
+    )
 
 
 class SanityWidget(QWidget):
@@ -72,18 +83,32 @@ class SanityWidget(QWidget):
         self.model_card, self.device, self.trust_pickle = self.model_inputs.widgets
         self.methods = Select(label="methods", choices=METHODS, value=list(settings.SANITY_METHODS))
         self.params = LineEdit(label="parameters", value="ig.n_steps=8, ig.baseline='blur'")
-        self.reduction = ComboBox(label="channel reduction", choices=settings.REDUCTIONS,
-                                  value=settings.ExplainConfig().reduction)
+        self.reduction = ComboBox(
+            label="channel reduction", choices=settings.REDUCTIONS, value=settings.ExplainConfig().reduction
+        )
         self.label = ComboBox(label="label", choices=["(most probable)"] + _labels_of_card(None))
-        self.n_images = SpinBox(label="images", value=settings.signature_defaults(run_sanity)["n_images"], min=1,
-                                max=64)
+        self.n_images = SpinBox(
+            label="images", value=settings.signature_defaults(run_sanity)["n_images"], min=1, max=64
+        )
         self.depth = SpinBox(label="layer depth (0 = every module)", value=1, min=0, max=8)
         self.independent = CheckBox(text="also randomise each layer alone", value=False)
         self.methods.native.setMaximumHeight(90)
-        self.form = Container(widgets=[self.image_layer, *self.model_inputs.widgets, self.methods, self.params,
-                                       self.reduction, self.label, self.n_images, self.depth, self.independent])
+        self.form = Container(
+            widgets=[
+                self.image_layer,
+                *self.model_inputs.widgets,
+                self.methods,
+                self.params,
+                self.reduction,
+                self.label,
+                self.n_images,
+                self.depth,
+                self.independent,
+            ]
+        )
         self.model_card.changed.connect(
-            lambda v: setattr(self.label, "choices", ["(most probable)"] + _labels_of_card(optional_path(v))))
+            lambda v: setattr(self.label, "choices", ["(most probable)"] + _labels_of_card(optional_path(v)))
+        )
         self.run_panel = RunPanel("Run sanity check")
         self.run_panel.set_start(self.start)
         self.verdicts = QLabel("")
@@ -120,10 +145,17 @@ class SanityWidget(QWidget):
             show_input_error(self.run_panel, exc)
             return None
         label = None if self.label.value == "(most probable)" else self.label.value
-        return self.run_panel.launch(sanity_job, self._on_result, stack=stack,
-                                     **self.model_inputs.load_options(), configs=configs,
-                                     n_images=self.n_images.value, depth=self.depth.value or None,
-                                     independent=self.independent.value, label=label)
+        return self.run_panel.launch(
+            sanity_job,
+            self._on_result,
+            stack=stack,
+            **self.model_inputs.load_options(),
+            configs=configs,
+            n_images=self.n_images.value,
+            depth=self.depth.value or None,
+            independent=self.independent.value,
+            label=label,
+        )
 
     def _on_result(self, result):
         from ..analyses.sanity import draw_sanity
@@ -132,5 +164,7 @@ class SanityWidget(QWidget):
         self.verdicts.setText("\n".join(result.verdicts.values()))
         draw_sanity(self.plot.figure, result)
         self.plot.canvas.draw_idle()
-        self.run_panel.status.setText(("cancelled: " if result.cancelled else "done: ")
-                                      + f"{len(result.steps) - 1} of {len(result.layers)} layers randomised")
+        self.run_panel.status.setText(
+            ("cancelled: " if result.cancelled else "done: ")
+            + f"{len(result.steps) - 1} of {len(result.layers)} layers randomised"
+        )

@@ -122,13 +122,15 @@ def split_groups(values, groups=None, threshold: float | None = None, column: st
         ok = ~missing
         assign[ok & (numbers > threshold)] = 1
         assign[ok & (numbers <= threshold)] = 0
-        split = GroupSplit(assign, (f"{name} > {threshold:g}", f"{name} ≤ {threshold:g}"),
-                           f"{name} split at {threshold:g}")
+        split = GroupSplit(
+            assign, (f"{name} > {threshold:g}", f"{name} ≤ {threshold:g}"), f"{name} split at {threshold:g}"
+        )
     else:
         if groups is None:
             if len(levels) != 2:
-                raise ValueError(f"{name} has {len(levels)} levels {levels[:10]}; choose two groups "
-                                 "(or a group and 'rest')")
+                raise ValueError(
+                    f"{name} has {len(levels)} levels {levels[:10]}; choose two groups (or a group and 'rest')"
+                )
             groups = (levels[1], levels[0])
         a, b = (str(g) for g in groups)
         for g in (a,) if b == "rest" else (a, b):
@@ -138,8 +140,9 @@ def split_groups(values, groups=None, threshold: float | None = None, column: st
         is_b = (~missing & ~is_a) if b == "rest" else (np.array([t == b for t in text]) & ~missing)
         assign[is_a] = 1
         assign[is_b] = 0
-        split = GroupSplit(assign, (f"{name}={a}", f"{name}={b}" if b != "rest" else f"{name}≠{a}"),
-                           f"{name}: {a} vs {b}")
+        split = GroupSplit(
+            assign, (f"{name}={a}", f"{name}={b}" if b != "rest" else f"{name}≠{a}"), f"{name}: {a} vs {b}"
+        )
     if split.n_a < 2 or split.n_b < 2:
         raise ValueError(f"{split.description}: groups of {split.n_a} and {split.n_b} images; each needs ≥ 2")
     return split
@@ -233,14 +236,21 @@ class CompareResult:
 
     def summary(self) -> dict:
         n_sig = int((self.significant > 0).sum())
-        return {"groups": list(self.split.names), "n_images": [self.split.n_a, self.split.n_b],
-                "split": self.split.description, "n_permutations": self.n_permutations, "alpha": self.alpha,
-                "n_pixels_tested": int(self.tested.sum()), "n_significant_fdr": n_sig,
-                "n_significant_fdr_a_gt_b": int((self.significant == 1).sum()),
-                "n_significant_fdr_b_gt_a": int((self.significant == 2).sum()),
-                "n_significant_fwe": int((self.significant_fwe > 0).sum()),
-                "min_p": float(self.p[self.tested].min()) if self.tested.any() else 1.0,
-                "cancelled": self.cancelled, **self.metadata}
+        return {
+            "groups": list(self.split.names),
+            "n_images": [self.split.n_a, self.split.n_b],
+            "split": self.split.description,
+            "n_permutations": self.n_permutations,
+            "alpha": self.alpha,
+            "n_pixels_tested": int(self.tested.sum()),
+            "n_significant_fdr": n_sig,
+            "n_significant_fdr_a_gt_b": int((self.significant == 1).sum()),
+            "n_significant_fdr_b_gt_a": int((self.significant == 2).sum()),
+            "n_significant_fwe": int((self.significant_fwe > 0).sum()),
+            "min_p": float(self.p[self.tested].min()) if self.tested.any() else 1.0,
+            "cancelled": self.cancelled,
+            **self.metadata,
+        }
 
 
 def _code(sig: np.ndarray, diff: np.ndarray) -> np.ndarray:
@@ -250,9 +260,19 @@ def _code(sig: np.ndarray, diff: np.ndarray) -> np.ndarray:
     return out
 
 
-def compare_groups(maps: np.ndarray, split: GroupSplit, n_permutations: int = 1000, alpha: float = 0.05,
-                   seed: int = 0, device="cpu", dtype: str = "float32", permutations_per_batch: int = 250,
-                   max_elements: int = 2 ** 26, progress=None, cancel=None) -> CompareResult:
+def compare_groups(
+    maps: np.ndarray,
+    split: GroupSplit,
+    n_permutations: int = 1000,
+    alpha: float = 0.05,
+    seed: int = 0,
+    device="cpu",
+    dtype: str = "float32",
+    permutations_per_batch: int = 250,
+    max_elements: int = 2**26,
+    progress=None,
+    cancel=None,
+) -> CompareResult:
     """Per-pixel permutation test of the difference of two groups' mean image-wise maps.
 
     Parameters
@@ -315,7 +335,7 @@ def compare_groups(maps: np.ndarray, split: GroupSplit, n_permutations: int = 10
     is_a = torch.as_tensor(labels == 1, device=dev)
     mean_a = x[is_a].mean(0)
     mean_b = x[~is_a].mean(0)
-    tested = (x.amax(0) > x.amin(0))
+    tested = x.amax(0) > x.amin(0)
     if not bool(tested.all()):
         x = x[:, tested]
     elif borrowed:
@@ -341,11 +361,11 @@ def compare_groups(maps: np.ndarray, split: GroupSplit, n_permutations: int = 10
         if cancel is not None and cancel():
             cancelled = True
             break
-        wb = weights(perms[start:start + per_batch])
+        wb = weights(perms[start : start + per_batch])
         batch_max = torch.zeros(len(wb), dtype=tdtype, device=dev)
         for p0 in range(0, n_pix, pix_chunk):
-            d = (wb @ x[:, p0:p0 + pix_chunk]).abs_()
-            exceed[p0:p0 + pix_chunk] += (d >= threshold[p0:p0 + pix_chunk]).sum(0)
+            d = (wb @ x[:, p0 : p0 + pix_chunk]).abs_()
+            exceed[p0 : p0 + pix_chunk] += (d >= threshold[p0 : p0 + pix_chunk]).sum(0)
             batch_max = torch.maximum(batch_max, d.amax(1))
         max_null.append(batch_max)
         done += len(wb)
@@ -367,13 +387,27 @@ def compare_groups(maps: np.ndarray, split: GroupSplit, n_permutations: int = 10
     ma, mb = mean_a.double().cpu().numpy().reshape(h, w), mean_b.double().cpu().numpy().reshape(h, w)
     diff = ma - mb
     sig, q = benjamini_hochberg(np.where(tested_np, p, np.nan), alpha)
-    return CompareResult(diff, ma, mb, p, q, p_fwe, _code(sig, diff), _code(tested_np & (p_fwe <= alpha), diff),
-                         split, done, float(alpha), tested_np, cancelled,
-                         {"seed": int(seed), "dtype": dtype, "device": str(dev)})
+    return CompareResult(
+        diff,
+        ma,
+        mb,
+        p,
+        q,
+        p_fwe,
+        _code(sig, diff),
+        _code(tested_np & (p_fwe <= alpha), diff),
+        split,
+        done,
+        float(alpha),
+        tested_np,
+        cancelled,
+        {"seed": int(seed), "dtype": dtype, "device": str(dev)},
+    )
 
 
-def significance_by_region(result: CompareResult, regions: np.ndarray, names: dict[int, str] | None = None,
-                           which: str = "fdr") -> list[dict]:
+def significance_by_region(
+    result: CompareResult, regions: np.ndarray, names: dict[int, str] | None = None, which: str = "fdr"
+) -> list[dict]:
     """Where the significant pixels lie: count and share per region, split by direction.
 
     Parameters
@@ -402,10 +436,17 @@ def significance_by_region(result: CompareResult, regions: np.ndarray, names: di
     for rid in np.unique(regions):
         inside = regions == rid
         n = int((sig[inside] > 0).sum())
-        rows.append({"region": names.get(int(rid), "unassigned" if rid == 0 else f"region_{int(rid)}"),
-                     "id": int(rid), "n_significant": n, "share_of_significant": n / total if total else 0.0,
-                     "n_a_gt_b": int((sig[inside] == 1).sum()), "n_b_gt_a": int((sig[inside] == 2).sum()),
-                     "share_of_region": n / int(inside.sum())})
+        rows.append(
+            {
+                "region": names.get(int(rid), "unassigned" if rid == 0 else f"region_{int(rid)}"),
+                "id": int(rid),
+                "n_significant": n,
+                "share_of_significant": n / total if total else 0.0,
+                "n_a_gt_b": int((sig[inside] == 1).sum()),
+                "n_b_gt_a": int((sig[inside] == 2).sum()),
+                "share_of_region": n / int(inside.sum()),
+            }
+        )
     return sorted(rows, key=lambda r: -r["n_significant"])
 
 
@@ -423,8 +464,9 @@ def draw_compare(fig, result: CompareResult, anatomy: np.ndarray | None = None):
         from ..figures import anatomy_rgb
 
         axes[0].imshow(anatomy_rgb(anatomy).mean(-1), cmap="gray")
-    im = axes[0].imshow(result.difference, cmap="RdBu_r", vmin=-lim, vmax=lim, alpha=0.85 if anatomy is not None
-                        else 1.0)
+    im = axes[0].imshow(
+        result.difference, cmap="RdBu_r", vmin=-lim, vmax=lim, alpha=0.85 if anatomy is not None else 1.0
+    )
     fig.colorbar(im, ax=axes[0], fraction=0.04)
     a, b = result.split.names
     axes[0].set_title(f"mean({a}) − mean({b})", fontsize=9)

@@ -72,16 +72,20 @@ def read_explain_outputs(folder) -> ExplainOutputs:
     import tifffile
 
     folder = Path(folder)
-    paths = {k: folder / f for k, f in (("maps", "image_maps.tif"), ("pred", "predictions.csv"),
-                                        ("summary", "explain_summary.json"))}
+    paths = {
+        k: folder / f
+        for k, f in (("maps", "image_maps.tif"), ("pred", "predictions.csv"), ("summary", "explain_summary.json"))
+    }
     from ..store import STORE_NAME
 
     if (folder / STORE_NAME).is_dir() and _summary_format(paths["summary"]) != "tiff":
         paths["maps"] = folder / STORE_NAME  # the Zarr results store (read lazily)
     for p in paths.values():
         if not (p.is_dir() if p.suffix == ".zarr" else p.is_file()):
-            raise ValueError(f"{folder} is not an explain output folder: {p.name} is missing "
-                             "(run 'global-xai explain ... --out FOLDER' first)")
+            raise ValueError(
+                f"{folder} is not an explain output folder: {p.name} is missing "
+                "(run 'global-xai explain ... --out FOLDER' first)"
+            )
     try:
         summary = json.loads(paths["summary"].read_text())
         targets = list(summary["targets"])
@@ -107,10 +111,20 @@ def read_explain_outputs(folder) -> ExplainOutputs:
         except ValueError:  # compressed or otherwise not memory-mappable
             maps = tifffile.imread(paths["maps"])
     if maps.ndim != 4 or maps.shape[:2] != (len(ids), len(targets)):
-        raise ValueError(f"{paths['maps']}: shape {maps.shape} does not fit {len(ids)} images × {len(targets)} "
-                         "labels of predictions.csv")
-    return ExplainOutputs(maps, ids, targets, computed.reshape(len(ids), len(targets)),
-                          include.reshape(len(ids), len(targets)), frame, method, folder)
+        raise ValueError(
+            f"{paths['maps']}: shape {maps.shape} does not fit {len(ids)} images × {len(targets)} "
+            "labels of predictions.csv"
+        )
+    return ExplainOutputs(
+        maps,
+        ids,
+        targets,
+        computed.reshape(len(ids), len(targets)),
+        include.reshape(len(ids), len(targets)),
+        frame,
+        method,
+        folder,
+    )
 
 
 def _summary_format(path: Path) -> str:
@@ -121,8 +135,9 @@ def _summary_format(path: Path) -> str:
         return ""
 
 
-def label_maps(image_maps: np.ndarray, computed: np.ndarray, targets: list[str], label: str | None,
-               use: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+def label_maps(
+    image_maps: np.ndarray, computed: np.ndarray, targets: list[str], label: str | None, use: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """One label's image-wise maps (or, for ``label=None`` / ``"overall"``, each image's mean over its labels).
 
     Parameters
@@ -239,10 +254,23 @@ def check_out_dir(out_dir) -> Path | None:
 # ------------------------------------------------------------------------------------------------- sanity
 
 
-def run_sanity(stack, model, configs, *, indices=None, n_images: int = 4, label: str | None = None,
-               depth: int | None = None, independent: bool = False, seed: int = 0,
-               field_of_view_only: bool = True, out_dir=None, control: RunControl | None = None, progress=None,
-               cancel=None):
+def run_sanity(
+    stack,
+    model,
+    configs,
+    *,
+    indices=None,
+    n_images: int = 4,
+    label: str | None = None,
+    depth: int | None = None,
+    independent: bool = False,
+    seed: int = 0,
+    field_of_view_only: bool = True,
+    out_dir=None,
+    control: RunControl | None = None,
+    progress=None,
+    cancel=None,
+):
     """Model-parameter randomisation check of saliency methods on a sample of a stack.
 
     Parameters
@@ -304,8 +332,18 @@ def run_sanity(stack, model, configs, *, indices=None, n_images: int = 4, label:
         mask = field_of_view(images.mean(axis=0))[0] if field_of_view_only else None
     except ValueError:  # blank images: compare every pixel
         mask = None
-    result = run_sanity_check(model, images, configs, targets, depth=depth, independent=independent, seed=seed,
-                              mask=mask, progress=control.report, cancel=control.cancel_fn)
+    result = run_sanity_check(
+        model,
+        images,
+        configs,
+        targets,
+        depth=depth,
+        independent=independent,
+        seed=seed,
+        mask=mask,
+        progress=control.report,
+        cancel=control.cancel_fn,
+    )
     result.image_indices = [int(i) for i in indices]
     if out is not None:
         _write_sanity(out, result, [stack.image_ids[i] for i in indices])
@@ -324,9 +362,17 @@ def _write_sanity(out: Path, result, image_ids) -> None:
     writer.writeheader()
     writer.writerows(rows)
     atomic_write_text(out / "sanity.csv", buf.getvalue())
-    save_json(out / "sanity.json", {"verdicts": result.verdicts, "images": image_ids, "targets": result.targets,
-                                    "layers_top_down": result.layers, "cancelled": result.cancelled,
-                                    "final_spearman": {m: result.final_spearman(m) for m in result.methods}})
+    save_json(
+        out / "sanity.json",
+        {
+            "verdicts": result.verdicts,
+            "images": image_ids,
+            "targets": result.targets,
+            "layers_top_down": result.layers,
+            "cancelled": result.cancelled,
+            "final_spearman": {m: result.final_spearman(m) for m in result.methods},
+        },
+    )
     _save_figure(out / "sanity.png", draw_sanity, result, size=(13, 4.5))
 
 
@@ -347,10 +393,25 @@ def _save_figure(path: Path, draw, *args, size=(8, 5)) -> Path:
 # ------------------------------------------------------------------------------------------------ compare
 
 
-def run_compare(maps: np.ndarray, values, *, column: str = "", groups=None, threshold: float | None = None,
-                n_permutations: int = 1000, alpha: float = 0.05, seed: int = 0, device="cpu",
-                regions: np.ndarray | None = None, region_names: dict | None = None, anatomy=None, out_dir=None,
-                control: RunControl | None = None, progress=None, cancel=None):
+def run_compare(
+    maps: np.ndarray,
+    values,
+    *,
+    column: str = "",
+    groups=None,
+    threshold: float | None = None,
+    n_permutations: int = 1000,
+    alpha: float = 0.05,
+    seed: int = 0,
+    device="cpu",
+    regions: np.ndarray | None = None,
+    region_names: dict | None = None,
+    anatomy=None,
+    out_dir=None,
+    control: RunControl | None = None,
+    progress=None,
+    cancel=None,
+):
     """Group difference map with its permutation test (and where significant pixels lie).
 
     Parameters
@@ -389,8 +450,16 @@ def run_compare(maps: np.ndarray, values, *, column: str = "", groups=None, thre
     if regions is not None and np.shape(regions) != np.shape(maps)[1:]:
         raise ValueError(f"region image {np.shape(regions)} does not match the maps {np.shape(maps)[1:]}")
     out = check_out_dir(out_dir)
-    result = compare_groups(maps, split, n_permutations=n_permutations, alpha=alpha, seed=seed, device=device,
-                            progress=control.report, cancel=control.cancel_fn)
+    result = compare_groups(
+        maps,
+        split,
+        n_permutations=n_permutations,
+        alpha=alpha,
+        seed=seed,
+        device=device,
+        progress=control.report,
+        cancel=control.cancel_fn,
+    )
     result.by_region = significance_by_region(result, regions, region_names) if regions is not None else None
     if out is not None:
         _write_compare(out, result, result.by_region, anatomy)
@@ -403,12 +472,14 @@ def _write_compare(out: Path, result, by_region, anatomy) -> None:
     from ..io_utils import atomic_path, save_json
     from .compare import draw_compare
 
-    for name, data in (("difference", result.difference.astype(np.float32)),
-                       ("neglog10p", result.neg_log10_p.astype(np.float32)),
-                       ("significant", result.significant), ("significant_fwe", result.significant_fwe)):
+    for name, data in (
+        ("difference", result.difference.astype(np.float32)),
+        ("neglog10p", result.neg_log10_p.astype(np.float32)),
+        ("significant", result.significant),
+        ("significant_fwe", result.significant_fwe),
+    ):
         with atomic_path(out / f"compare_{name}.tif") as tmp:
-            tifffile.imwrite(tmp, data, description=json.dumps({"groups": list(result.split.names),
-                                                                "frame": "left"}))
+            tifffile.imwrite(tmp, data, description=json.dumps({"groups": list(result.split.names), "frame": "left"}))
     save_json(out / "compare_summary.json", {**result.summary(), "by_region": by_region})
     _save_figure(out / "compare.png", draw_compare, result, anatomy, size=(11, 4.5))
 
@@ -442,9 +513,21 @@ class RegionsResult:
     out_dir: Path | None = None
 
 
-def run_regions(maps_by_label: dict[str, np.ndarray], *, anatomy=None, regions=None, region_names=None,
-                disc=None, fovea=None, n_boot: int = 1000, seed: int = 0, out_dir=None,
-                control: RunControl | None = None, progress=None, cancel=None) -> RegionsResult:
+def run_regions(
+    maps_by_label: dict[str, np.ndarray],
+    *,
+    anatomy=None,
+    regions=None,
+    region_names=None,
+    disc=None,
+    fovea=None,
+    n_boot: int = 1000,
+    seed: int = 0,
+    out_dir=None,
+    control: RunControl | None = None,
+    progress=None,
+    cancel=None,
+) -> RegionsResult:
     """Region label image (detected or given) and the region table of each label's global map.
 
     Parameters
@@ -512,8 +595,14 @@ def run_regions(maps_by_label: dict[str, np.ndarray], *, anatomy=None, regions=N
             _save_figure(out / f"regions_{t.label}.png", draw_region_table, t, size=(7, 6))
         from ..io_utils import save_json
 
-        save_json(out / "regions_summary.json", {
-            "disc": list(landmarks.disc) if landmarks else None, "fovea": list(landmarks.fovea) if landmarks else None,
-            "landmarks": landmarks.source if landmarks else "region mask given",
-            "highest_enrichment": {t.label: t.best() for t in tables}, "cancelled": cancelled})
+        save_json(
+            out / "regions_summary.json",
+            {
+                "disc": list(landmarks.disc) if landmarks else None,
+                "fovea": list(landmarks.fovea) if landmarks else None,
+                "landmarks": landmarks.source if landmarks else "region mask given",
+                "highest_enrichment": {t.label: t.best() for t in tables},
+                "cancelled": cancelled,
+            },
+        )
     return RegionsResult(regions, region_names, landmarks, tables, cancelled, out)

@@ -63,9 +63,19 @@ __all__ = [
 
 #: Partition labels of :func:`build_regions` (id = position + 1).
 REGION_NAMES = (
-    "optic_disc", "macula", "superior_arcade", "inferior_arcade", "posterior_pole",
-    "mid_superotemporal", "mid_inferotemporal", "mid_superonasal", "mid_inferonasal",
-    "far_superotemporal", "far_inferotemporal", "far_superonasal", "far_inferonasal",
+    "optic_disc",
+    "macula",
+    "superior_arcade",
+    "inferior_arcade",
+    "posterior_pole",
+    "mid_superotemporal",
+    "mid_inferotemporal",
+    "mid_superonasal",
+    "mid_inferonasal",
+    "far_superotemporal",
+    "far_inferotemporal",
+    "far_superonasal",
+    "far_inferonasal",
     "outside_fov",
 )
 #: Unions of partition regions reported as extra rows of the table.
@@ -157,10 +167,17 @@ class RegionTable:
     def row(self, name: str) -> dict:
         """One row as a dict."""
         i = self.names.index(name)
-        return {"region": name, "kind": self.kinds[i], "area_share": float(self.area_share[i]),
-                "mass_share": float(self.mass_share[i]), "enrichment": float(self.enrichment[i]),
-                "mass_lo": float(self.mass_ci[i, 0]), "mass_hi": float(self.mass_ci[i, 1]),
-                "enrichment_lo": float(self.enrichment_ci[i, 0]), "enrichment_hi": float(self.enrichment_ci[i, 1])}
+        return {
+            "region": name,
+            "kind": self.kinds[i],
+            "area_share": float(self.area_share[i]),
+            "mass_share": float(self.mass_share[i]),
+            "enrichment": float(self.enrichment[i]),
+            "mass_lo": float(self.mass_ci[i, 0]),
+            "mass_hi": float(self.mass_ci[i, 1]),
+            "enrichment_lo": float(self.enrichment_ci[i, 0]),
+            "enrichment_hi": float(self.enrichment_ci[i, 1]),
+        }
 
     def best(self, kind: str = "region") -> str:
         """The region (or group) with the highest enrichment."""
@@ -220,11 +237,11 @@ def field_of_view(anatomy: np.ndarray, threshold: float = 0.2):
 
 
 def _fov_rho(shape, centre, axes, radii) -> np.ndarray:
-    yy, xx = np.mgrid[0:shape[0], 0:shape[1]].astype(np.float64)
+    yy, xx = np.mgrid[0 : shape[0], 0 : shape[1]].astype(np.float64)
     dy, dx = yy - centre[0], xx - centre[1]
     a0 = (dy * axes[0][0] + dx * axes[0][1]) / radii[0]
     a1 = (dy * axes[1][0] + dx * axes[1][1]) / radii[1]
-    return np.sqrt(a0 ** 2 + a1 ** 2)
+    return np.sqrt(a0**2 + a1**2)
 
 
 def _blob_response(lum: np.ndarray, sigmas, bright: bool) -> np.ndarray:
@@ -295,8 +312,7 @@ def find_landmarks(anatomy: np.ndarray, disc=None, fovea=None, fov_threshold: fl
     fovea = (float(fovea[0]), float(fovea[1]))
     if np.hypot(fovea[0] - disc[0], fovea[1] - disc[1]) < 1.0:
         raise ValueError("disc and fovea coincide; give distinct positions")
-    return Landmarks(disc, fovea, radius, fov, centre, axes, radii,
-                     "detected" if np.isfinite(radius) else "given")
+    return Landmarks(disc, fovea, radius, fov, centre, axes, radii, "detected" if np.isfinite(radius) else "given")
 
 
 # -------------------------------------------------------------------------------------------------- regions
@@ -357,9 +373,16 @@ def build_regions(landmarks: Landmarks, shape=None, geometry: RegionGeometry = R
 # ---------------------------------------------------------------------------------------------------- table
 
 
-def region_table(image_maps: np.ndarray, regions: np.ndarray, names: dict[int, str] | None = None,
-                 groups: dict[str, tuple[str, ...]] | None = None, n_boot: int = 1000, ci: float = 0.95,
-                 seed: int = 0, label: str = "") -> RegionTable:
+def region_table(
+    image_maps: np.ndarray,
+    regions: np.ndarray,
+    names: dict[int, str] | None = None,
+    groups: dict[str, tuple[str, ...]] | None = None,
+    n_boot: int = 1000,
+    ci: float = 0.95,
+    seed: int = 0,
+    label: str = "",
+) -> RegionTable:
     """Mass share, area share and enrichment of the mean of image-wise maps in each region.
 
     Parameters
@@ -450,15 +473,17 @@ def region_table(image_maps: np.ndarray, regions: np.ndarray, names: dict[int, s
         q = [(1 - ci) / 2 * 100, (1 + ci) / 2 * 100]
         mass_ci = np.nanpercentile(boot, q, axis=0).T
         enr_ci = mass_ci / np.where(area_share > 0, area_share, np.nan)[:, None]
-    return RegionTable(row_names, kinds, area_share, mass_share, enrichment, mass_ci, enr_ci, n,
-                       int(n_boot), float(ci), label)
+    return RegionTable(
+        row_names, kinds, area_share, mass_share, enrichment, mass_ci, enr_ci, n, int(n_boot), float(ci), label
+    )
 
 
 # ------------------------------------------------------------------------------------------------------ files
 
 
-def write_region_mask(path, regions: np.ndarray, names: dict[int, str] | None = None,
-                      landmarks: Landmarks | None = None) -> Path:
+def write_region_mask(
+    path, regions: np.ndarray, names: dict[int, str] | None = None, landmarks: Landmarks | None = None
+) -> Path:
     """Write a region label image as a TIFF with its names (and landmarks) in the description, atomically."""
     import tifffile
 
@@ -469,8 +494,7 @@ def write_region_mask(path, regions: np.ndarray, names: dict[int, str] | None = 
     if landmarks is not None:
         meta.update(disc=list(landmarks.disc), fovea=list(landmarks.fovea), landmarks=landmarks.source)
     with atomic_path(path) as tmp:
-        tifffile.imwrite(tmp, np.asarray(regions).astype(np.uint16), compression="zlib",
-                         description=json.dumps(meta))
+        tifffile.imwrite(tmp, np.asarray(regions).astype(np.uint16), compression="zlib", description=json.dumps(meta))
     return Path(path)
 
 
@@ -508,7 +532,8 @@ def read_region_mask(path, shape=None) -> tuple[np.ndarray, dict[int, str]]:
     except (ValueError, TypeError, KeyError):
         pass
     names = {int(i): names.get(int(i), f"region_{int(i)}") for i in np.unique(data) if i != 0} | (
-        {0: "unassigned"} if 0 in data else {})
+        {0: "unassigned"} if 0 in data else {}
+    )
     return data.astype(np.int64), names
 
 
@@ -516,14 +541,40 @@ def region_table_csv(tables: list[RegionTable]) -> str:
     """Rows of several tables (one per label) as CSV text."""
     buf = io.StringIO()
     writer = csv.writer(buf)
-    writer.writerow(["label", "region", "kind", "area_share", "mass_share", "mass_lo", "mass_hi", "enrichment",
-                     "enrichment_lo", "enrichment_hi", "n_images"])
+    writer.writerow(
+        [
+            "label",
+            "region",
+            "kind",
+            "area_share",
+            "mass_share",
+            "mass_lo",
+            "mass_hi",
+            "enrichment",
+            "enrichment_lo",
+            "enrichment_hi",
+            "n_images",
+        ]
+    )
     for t in tables:
         for name in t.names:
             r = t.row(name)
-            writer.writerow([t.label, name, r["kind"]] + [f"{r[k]:.6g}" for k in (
-                "area_share", "mass_share", "mass_lo", "mass_hi", "enrichment", "enrichment_lo", "enrichment_hi")]
-                + [t.n_images])
+            writer.writerow(
+                [t.label, name, r["kind"]]
+                + [
+                    f"{r[k]:.6g}"
+                    for k in (
+                        "area_share",
+                        "mass_share",
+                        "mass_lo",
+                        "mass_hi",
+                        "enrichment",
+                        "enrichment_lo",
+                        "enrichment_hi",
+                    )
+                ]
+                + [t.n_images]
+            )
     return buf.getvalue()
 
 

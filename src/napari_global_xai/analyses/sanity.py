@@ -81,8 +81,15 @@ def spearman(a: np.ndarray, b: np.ndarray, mask: np.ndarray | None = None) -> fl
     return float((ra @ rb) / np.sqrt((ra @ ra) * (rb @ rb)))
 
 
-def ssim(a: np.ndarray, b: np.ndarray, data_range: float = 1.0, sigma: float = 1.5, k1: float = 0.01,
-         k2: float = 0.03, mask: np.ndarray | None = None) -> float:
+def ssim(
+    a: np.ndarray,
+    b: np.ndarray,
+    data_range: float = 1.0,
+    sigma: float = 1.5,
+    k1: float = 0.01,
+    k2: float = 0.03,
+    mask: np.ndarray | None = None,
+) -> float:
     """Mean structural similarity (Wang et al. 2004) of two 2-D images.
 
     Gaussian window σ = 1.5 truncated at 3.5 σ, population (co)variances, constants ``(k·data_range)²``; the mean
@@ -99,14 +106,14 @@ def ssim(a: np.ndarray, b: np.ndarray, data_range: float = 1.0, sigma: float = 1
         return ndimage.gaussian_filter(img, sigma, truncate=3.5, mode="reflect")
 
     mu_a, mu_b = blur(a), blur(b)
-    var_a = blur(a * a) - mu_a ** 2
-    var_b = blur(b * b) - mu_b ** 2
+    var_a = blur(a * a) - mu_a**2
+    var_b = blur(b * b) - mu_b**2
     cov = blur(a * b) - mu_a * mu_b
     c1, c2 = (k1 * data_range) ** 2, (k2 * data_range) ** 2
-    s = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a ** 2 + mu_b ** 2 + c1) * (var_a + var_b + c2))
+    s = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2))
     pad = (2 * int(3.5 * sigma + 0.5) + 1 - 1) // 2
     inner = np.zeros(s.shape, bool)
-    inner[pad:s.shape[0] - pad, pad:s.shape[1] - pad] = True
+    inner[pad : s.shape[0] - pad, pad : s.shape[1] - pad] = True
     if mask is not None:
         inner &= np.asarray(mask, bool)
     return float(s[inner].mean())
@@ -130,6 +137,7 @@ def parameterised_layers(module, example, depth: int | None = None) -> list[tupl
     first: dict[str, int] = {}
     hooks = []
     for name in owners:
+
         def hook(_m, _i, _o, name=name):
             first.setdefault(name, len(first))
 
@@ -215,18 +223,33 @@ class SanityResult:
         rows = []
         for m in self.methods:
             for s, step in enumerate(self.steps):
-                rows.append({"method": m, "mode": "cascading", "step": s, "layer": step,
-                             "spearman_mean": float(np.nanmean(self.spearman[m][s])),
-                             "spearman_std": float(np.nanstd(self.spearman[m][s])),
-                             "ssim_mean": float(np.nanmean(self.ssim[m][s])),
-                             "global_spearman": float(self.global_spearman[m][s]),
-                             "global_ssim": float(self.global_ssim[m][s])})
-            for j, layer in enumerate(self.layers[:len(self.independent_spearman.get(m, []))]):
-                rows.append({"method": m, "mode": "independent", "step": j + 1, "layer": layer,
-                             "spearman_mean": float(np.nanmean(self.independent_spearman[m][j])),
-                             "spearman_std": float(np.nanstd(self.independent_spearman[m][j])),
-                             "ssim_mean": float(np.nanmean(self.independent_ssim[m][j])),
-                             "global_spearman": float("nan"), "global_ssim": float("nan")})
+                rows.append(
+                    {
+                        "method": m,
+                        "mode": "cascading",
+                        "step": s,
+                        "layer": step,
+                        "spearman_mean": float(np.nanmean(self.spearman[m][s])),
+                        "spearman_std": float(np.nanstd(self.spearman[m][s])),
+                        "ssim_mean": float(np.nanmean(self.ssim[m][s])),
+                        "global_spearman": float(self.global_spearman[m][s]),
+                        "global_ssim": float(self.global_ssim[m][s]),
+                    }
+                )
+            for j, layer in enumerate(self.layers[: len(self.independent_spearman.get(m, []))]):
+                rows.append(
+                    {
+                        "method": m,
+                        "mode": "independent",
+                        "step": j + 1,
+                        "layer": layer,
+                        "spearman_mean": float(np.nanmean(self.independent_spearman[m][j])),
+                        "spearman_std": float(np.nanstd(self.independent_spearman[m][j])),
+                        "ssim_mean": float(np.nanmean(self.independent_ssim[m][j])),
+                        "global_spearman": float("nan"),
+                        "global_ssim": float("nan"),
+                    }
+                )
         return rows
 
 
@@ -234,15 +257,19 @@ def verdict(result: SanityResult, method: str, threshold: float = PASS_BELOW) ->
     """One line: does the method's map depend on the weights?"""
     rho = result.final_spearman(method)
     full = len(result.steps) - 1 == len(result.layers)
-    where = "all layers randomised" if full else f"{len(result.steps) - 1} of {len(result.layers)} layers " \
-                                                 "randomised (cancelled)"
+    where = (
+        "all layers randomised"
+        if full
+        else f"{len(result.steps) - 1} of {len(result.layers)} layers randomised (cancelled)"
+    )
     if not np.isfinite(rho):
         return f"{method}: undecided: the original maps are constant"
     if rho < threshold:
-        return (f"{method}: passes: maps change when weights are randomised (rank correlation {rho:.2f} with "
-                f"{where})")
-    return (f"{method}: FAILS: maps barely change when weights are randomised (rank correlation {rho:.2f} ≥ "
-            f"{threshold:g} with {where}); they do not explain this model")
+        return f"{method}: passes: maps change when weights are randomised (rank correlation {rho:.2f} with {where})"
+    return (
+        f"{method}: FAILS: maps barely change when weights are randomised (rank correlation {rho:.2f} ≥ "
+        f"{threshold:g} with {where}); they do not explain this model"
+    )
 
 
 def _config_names(configs) -> list[str]:
@@ -253,9 +280,18 @@ def _config_names(configs) -> list[str]:
     return names
 
 
-def run_sanity_check(model, images: np.ndarray, configs, targets: np.ndarray, depth: int | None = None,
-                     independent: bool = False, seed: int = 0, mask: np.ndarray | None = None, progress=None,
-                     cancel=None) -> SanityResult:
+def run_sanity_check(
+    model,
+    images: np.ndarray,
+    configs,
+    targets: np.ndarray,
+    depth: int | None = None,
+    independent: bool = False,
+    seed: int = 0,
+    mask: np.ndarray | None = None,
+    progress=None,
+    cancel=None,
+) -> SanityResult:
     """Cascading (and independent) randomisation of a model; maps recomputed and compared at each step.
 
     Parameters
@@ -326,16 +362,23 @@ def run_sanity_check(model, images: np.ndarray, configs, targets: np.ndarray, de
             return minmax(a if mask is None else np.where(mask, a, np.nanmin(a[mask])))
 
         rho = {m: np.array([spearman(o, r, mask) for o, r in zip(original[m], maps[m])]) for m in names}
-        ss = {m: np.array([ssim(norm(o), norm(r), mask=mask) for o, r in zip(original[m], maps[m])])
-              for m in names}
+        ss = {m: np.array([ssim(norm(o), norm(r), mask=mask) for o, r in zip(original[m], maps[m])]) for m in names}
         g_rho = {m: spearman(orig_global[m], maps[m].mean(0), mask) for m in names}
         g_ss = {m: ssim(norm(orig_global[m]), norm(maps[m].mean(0)), mask=mask) for m in names}
         return rho, ss, g_rho, g_ss
 
     rho0, ss0, g0, gs0 = compare(original)
-    result = SanityResult(names, ["original"], {m: [rho0[m]] for m in names}, {m: [ss0[m]] for m in names},
-                          {m: [g0[m]] for m in names}, {m: [gs0[m]] for m in names}, [n for n, _ in layers],
-                          targets=[model.labels[t] for t in targets], original_maps=original)
+    result = SanityResult(
+        names,
+        ["original"],
+        {m: [rho0[m]] for m in names},
+        {m: [ss0[m]] for m in names},
+        {m: [g0[m]] for m in names},
+        {m: [gs0[m]] for m in names},
+        [n for n, _ in layers],
+        targets=[model.labels[t] for t in targets],
+        original_maps=original,
+    )
     if independent:
         result.independent_spearman = {m: [] for m in names}
         result.independent_ssim = {m: [] for m in names}
@@ -351,7 +394,7 @@ def run_sanity_check(model, images: np.ndarray, configs, targets: np.ndarray, de
                 result.global_ssim[m].append(g_ss[m])
             result.steps.append(layer)
         if independent:
-            for j, (layer, members) in enumerate(layers):
+            for j, (_layer, members) in enumerate(layers):
                 alone = copy.deepcopy(base)
                 randomise_layers(alone, members, seed + j)
                 rho, ss, _, _ = compare(maps_of(alone))
@@ -392,8 +435,14 @@ def draw_sanity(fig, result: SanityResult):
         axes[2].plot(x, result.global_spearman[m], "-o", color=colour, ms=3, label=m)
         for ax, d in ((axes[0], result.independent_spearman), (axes[1], result.independent_ssim)):
             if m in d and len(d[m]):
-                ax.plot(np.arange(1, len(d[m]) + 1), np.nanmean(d[m], axis=1), "--", color=colour, lw=1,
-                        label=f"{m} (independent)" if ax is axes[0] else None)
+                ax.plot(
+                    np.arange(1, len(d[m]) + 1),
+                    np.nanmean(d[m], axis=1),
+                    "--",
+                    color=colour,
+                    lw=1,
+                    label=f"{m} (independent)" if ax is axes[0] else None,
+                )
     titles = ("image-wise rank correlation", "image-wise SSIM", "global-map rank correlation")
     for ax, title in zip(axes, titles):
         ax.set_title(title, fontsize=9)

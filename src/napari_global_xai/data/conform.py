@@ -144,14 +144,20 @@ def fit_stack_to_model(stack, card):
         target_dtype = spec["dtype"]
     notes = []
     if tuple(target_size) != (height, width):
-        notes.append(f"{n} image(s) resized from {height}×{width} to the model's input size "
-                     f"{target_size[0]}×{target_size[1]}")
+        notes.append(
+            f"{n} image(s) resized from {height}×{width} to the model's input size {target_size[0]}×{target_size[1]}"
+        )
     if target_channels != channels:
-        notes.append("grey images replicated to RGB (the model reads channels "
-                      f"{list(card.input_channels)})" if channels == 1 else "alpha channel dropped")
+        notes.append(
+            f"grey images replicated to RGB (the model reads channels {list(card.input_channels)})"
+            if channels == 1
+            else "alpha channel dropped"
+        )
     if target_dtype != stack.dtype:
-        notes.append(f"{stack.dtype.itemsize * 8}-bit pixels rescaled to {target_dtype.itemsize * 8}-bit (the "
-                     f"model's pixel_scale is {card.pixel_scale:g})")
+        notes.append(
+            f"{stack.dtype.itemsize * 8}-bit pixels rescaled to {target_dtype.itemsize * 8}-bit (the "
+            f"model's pixel_scale is {card.pixel_scale:g})"
+        )
     if not notes:
         return stack
     for note in notes:
@@ -163,9 +169,12 @@ def fit_stack_to_model(stack, card):
         pixels = da.from_array(pixels, chunks=(1, height, width, channels), meta=np.empty((0, 0, 0, 0), stack.dtype))
     pixels = pixels.rechunk((1, height, width, channels))
     shape = (*target_size, target_channels)
-    converted = pixels.map_blocks(lambda block: conform_image(block[0], shape, target_dtype)[None],
-                                  chunks=((1,) * n, (shape[0],), (shape[1],), (shape[2],)), dtype=target_dtype,
-                                  meta=np.empty((0, 0, 0, 0), target_dtype))
+    converted = pixels.map_blocks(
+        lambda block: conform_image(block[0], shape, target_dtype)[None],
+        chunks=((1,) * n, (shape[0],), (shape[1],), (shape[2],)),
+        dtype=target_dtype,
+        meta=np.empty((0, 0, 0, 0), target_dtype),
+    )
     return replace(stack, pixels=converted)
 
 

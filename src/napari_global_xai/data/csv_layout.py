@@ -31,8 +31,15 @@ from pathlib import Path
 
 from .errors import LabelsError
 
-__all__ = ["CsvLayout", "inspect_csv", "parse_label_map", "ID_COLUMNS", "LATERALITY_COLUMNS", "SPLIT_COLUMN",
-           "DELIMITERS"]
+__all__ = [
+    "CsvLayout",
+    "inspect_csv",
+    "parse_label_map",
+    "ID_COLUMNS",
+    "LATERALITY_COLUMNS",
+    "SPLIT_COLUMN",
+    "DELIMITERS",
+]
 
 #: Accepted names of the image id column, in order of preference.
 ID_COLUMNS = ("image", "image_id", "filename", "file", "path", "id", "name")
@@ -210,18 +217,23 @@ def _first_named(header: list[str], names: Sequence[str], taken: set[str]) -> li
     return [by_key[name] for name in names if name in by_key]
 
 
-def _match_labels(header: list[str], label_names: Sequence[str], label_map: dict[str, str],
-                  path: Path) -> tuple[dict[str, str], list[str]]:
+def _match_labels(
+    header: list[str], label_names: Sequence[str], label_map: dict[str, str], path: Path
+) -> tuple[dict[str, str], list[str]]:
     keys = {column_key(h): h for h in header if h}
     wanted = {name.lower(): name for name in label_names}
     columns: dict[str, str] = {}
     for csv_name, model_name in label_map.items():
         if column_key(csv_name) not in keys:
-            raise LabelsError(f"{path}: the label map names column {csv_name!r}, which the CSV does not have; "
-                              f"the columns are {header}")
+            raise LabelsError(
+                f"{path}: the label map names column {csv_name!r}, which the CSV does not have; "
+                f"the columns are {header}"
+            )
         if model_name.lower() not in wanted:
-            raise LabelsError(f"the label map maps {csv_name!r} to {model_name!r}, which is not a model label; the "
-                              f"model's labels are {list(label_names)}")
+            raise LabelsError(
+                f"the label map maps {csv_name!r} to {model_name!r}, which is not a model label; the "
+                f"model's labels are {list(label_names)}"
+            )
         target = wanted[model_name.lower()]
         if target in columns:
             raise LabelsError(f"the label map gives model label {target!r} two columns")
@@ -235,10 +247,17 @@ def _match_labels(header: list[str], label_names: Sequence[str], label_map: dict
     return ordered, [name for name in label_names if name not in columns]
 
 
-def detect_layout(path: Path, header: list[str], rows: list[tuple[int, list[str]]], delimiter: str, encoding: str,
-                  label_names: Sequence[str] | None = None, id_column: str | None = None,
-                  laterality_column: str | None = None,
-                  label_map: Mapping[str, str] | Sequence[str] | None = None) -> CsvLayout:
+def detect_layout(
+    path: Path,
+    header: list[str],
+    rows: list[tuple[int, list[str]]],
+    delimiter: str,
+    encoding: str,
+    label_names: Sequence[str] | None = None,
+    id_column: str | None = None,
+    laterality_column: str | None = None,
+    label_map: Mapping[str, str] | Sequence[str] | None = None,
+) -> CsvLayout:
     """The layout of already-read records (see :func:`inspect_csv`)."""
     lowered = [column_key(name) for name in header if name]
     if dup := sorted({k for k in lowered if lowered.count(k) > 1}):
@@ -253,8 +272,7 @@ def detect_layout(path: Path, header: list[str], rows: list[tuple[int, list[str]
     if label_names is not None:
         label_columns, missing = _match_labels(header, list(label_names), mapping, path)
         if clash := taken & set(label_columns.values()):
-            raise LabelsError(f"{path}: column {min(clash)!r} cannot be both a label and the image id / "
-                              "laterality")
+            raise LabelsError(f"{path}: column {min(clash)!r} cannot be both a label and the image id / laterality")
         taken |= set(label_columns.values())
     id_candidates = _first_named(header, ID_COLUMNS, taken - {id_col})
     if id_col is None and id_candidates:
@@ -275,8 +293,21 @@ def detect_layout(path: Path, header: list[str], rows: list[tuple[int, list[str]
         notes.append(f"no image id column (looked for {', '.join(ID_COLUMNS)})")
     if missing:
         notes.append(f"no column for model label(s) {', '.join(map(repr, missing))}")
-    return CsvLayout(Path(path), delimiter, encoding, list(header), len(rows), id_col, id_candidates, lat_col,
-                     split_col, label_columns, missing, metadata, notes)
+    return CsvLayout(
+        Path(path),
+        delimiter,
+        encoding,
+        list(header),
+        len(rows),
+        id_col,
+        id_candidates,
+        lat_col,
+        split_col,
+        label_columns,
+        missing,
+        metadata,
+        notes,
+    )
 
 
 def _all_binary(rows: list[tuple[int, list[str]]], i: int) -> bool:
@@ -284,9 +315,14 @@ def _all_binary(rows: list[tuple[int, list[str]]], i: int) -> bool:
     return bool(cells) and all(parse_binary(cell) is not None for cell in cells)
 
 
-def inspect_csv(path: str | os.PathLike, label_names: Sequence[str] | None = None, *, id_column: str | None = None,
-                laterality_column: str | None = None,
-                label_map: Mapping[str, str] | Sequence[str] | None = None) -> CsvLayout:
+def inspect_csv(
+    path: str | os.PathLike,
+    label_names: Sequence[str] | None = None,
+    *,
+    id_column: str | None = None,
+    laterality_column: str | None = None,
+    label_map: Mapping[str, str] | Sequence[str] | None = None,
+) -> CsvLayout:
     """Find which column of a labels CSV is what (rules in the module docstring), without parsing the values.
 
     Parameters
@@ -313,5 +349,4 @@ def inspect_csv(path: str | os.PathLike, label_names: Sequence[str] | None = Non
     """
     path = Path(path)
     header, rows, delimiter, encoding = read_records(path)
-    return detect_layout(path, header, rows, delimiter, encoding, label_names, id_column, laterality_column,
-                         label_map)
+    return detect_layout(path, header, rows, delimiter, encoding, label_names, id_column, laterality_column, label_map)

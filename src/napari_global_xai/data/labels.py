@@ -93,8 +93,9 @@ def normalise_laterality(value: object) -> str:
         raise ValueError(f"laterality must be L, R, left, right, OS, OD or empty, got {value!r}") from None
 
 
-def laterality_array(values: Sequence[object], image_ids: Sequence[str],
-                     error: type[Exception] = ValueError) -> np.ndarray:
+def laterality_array(
+    values: Sequence[object], image_ids: Sequence[str], error: type[Exception] = ValueError
+) -> np.ndarray:
     """Normalise a laterality column (see :func:`normalise_laterality`).
 
     Parameters
@@ -182,8 +183,9 @@ class LabelsTable:
             self.laterality = self._checked_laterality(self.laterality)
         if self.split is not None:
             self.split = self._checked_column(self.split, SPLIT_COLUMN).astype(str)
-        self.metadata = {str(name): self._checked_metadata(column, str(name))
-                         for name, column in dict(self.metadata).items()}
+        self.metadata = {
+            str(name): self._checked_metadata(column, str(name)) for name, column in dict(self.metadata).items()
+        }
         if clash := [name for name in self.metadata if name.lower() in {n.lower() for n in self.names}]:
             raise LabelsError(f"column(s) {preview(clash)} are both a label and metadata")
 
@@ -206,7 +208,8 @@ class LabelsTable:
             row, col = bad[0]
             raise LabelsError(
                 f"label values must be 0 or 1: image {self.image_ids[row]!r}, label {self.names[col]!r} has "
-                f"{np.asarray(values[row, col]).tolist()!r} ({len(bad)} bad value(s) in all)")
+                f"{np.asarray(values[row, col]).tolist()!r} ({len(bad)} bad value(s) in all)"
+            )
         return values.astype(np.uint8)
 
     def _checked_column(self, column: Sequence[object], what: str) -> np.ndarray:
@@ -319,8 +322,12 @@ class LabelsTable:
         table.image_ids = [str(i) for i in image_ids]
         return table
 
-    def matched_to(self, label_names: Sequence[str], label_map: Mapping[str, str] | Sequence[str] | None = None,
-                   source: str = "labels") -> LabelsTable:
+    def matched_to(
+        self,
+        label_names: Sequence[str],
+        label_map: Mapping[str, str] | Sequence[str] | None = None,
+        source: str = "labels",
+    ) -> LabelsTable:
         """This table with the model's labels as its labels, everything else as metadata.
 
         Parameters
@@ -346,18 +353,24 @@ class LabelsTable:
             map names an unknown column or model label.
         """
         label_names = [str(name) for name in label_names]
-        columns = {**{name: ("label", i) for i, name in enumerate(self.names)},
-                   **{name: ("meta", name) for name in self.metadata}}
+        columns = {
+            **{name: ("label", i) for i, name in enumerate(self.names)},
+            **{name: ("meta", name) for name in self.metadata},
+        }
         by_key = {column_key(name): name for name in columns}
         wanted = {name.lower(): name for name in label_names}
         chosen: dict[str, str] = {}
         for csv_name, model_name in parse_label_map(label_map).items():
             if column_key(csv_name) not in by_key:
-                raise LabelsError(f"{source}: the label map names column {csv_name!r}, which the table does not "
-                                  f"have; the columns are {list(columns)}")
+                raise LabelsError(
+                    f"{source}: the label map names column {csv_name!r}, which the table does not "
+                    f"have; the columns are {list(columns)}"
+                )
             if model_name.lower() not in wanted:
-                raise LabelsError(f"the label map maps {csv_name!r} to {model_name!r}, which is not a model label; "
-                                  f"the model's labels are {label_names}")
+                raise LabelsError(
+                    f"the label map maps {csv_name!r} to {model_name!r}, which is not a model label; "
+                    f"the model's labels are {label_names}"
+                )
             chosen[wanted[model_name.lower()]] = by_key[column_key(csv_name)]
         for name in label_names:
             column = by_key.get(column_key(name))
@@ -371,8 +384,15 @@ class LabelsTable:
         used = set(chosen.values())
         metadata = {name: self.values[:, i] for i, name in enumerate(self.names) if name not in used}
         metadata.update({name: column for name, column in self.metadata.items() if name not in used})
-        return LabelsTable(self.image_ids, names, values, self.laterality, self.split, metadata,
-                           [name for name in label_names if name not in chosen])
+        return LabelsTable(
+            self.image_ids,
+            names,
+            values,
+            self.laterality,
+            self.split,
+            metadata,
+            [name for name in label_names if name not in chosen],
+        )
 
     def _binary_metadata(self, column: str, label: str, source: str) -> np.ndarray:
         raw = self.metadata[column]
@@ -384,9 +404,11 @@ class LabelsTable:
         bad = np.nonzero(~np.isin(as_float, (0.0, 1.0)))[0]
         if len(bad):
             i = bad[0]
-            raise LabelsError(f"{source}: column {column!r} (model label {label!r}) must hold 0 or 1: image "
-                              f"{self.image_ids[i]!r} has {str(raw[i]) or '(empty)'!r} ({len(bad)} bad value(s) "
-                              "in all)")
+            raise LabelsError(
+                f"{source}: column {column!r} (model label {label!r}) must hold 0 or 1: image "
+                f"{self.image_ids[i]!r} has {str(raw[i]) or '(empty)'!r} ({len(bad)} bad value(s) "
+                "in all)"
+            )
         return as_float.astype(np.uint8)
 
 
@@ -453,25 +475,31 @@ def typed_column(cells: Sequence[str], decimal_comma: bool = False) -> np.ndarra
     return np.array(numbers, dtype=np.float64)
 
 
-def _strict_binary(cells: Sequence[str], column: str, ids: Sequence[str], lines: Sequence[int], path: Path,
-                   model_label: str | None) -> np.ndarray:
+def _strict_binary(
+    cells: Sequence[str], column: str, ids: Sequence[str], lines: Sequence[int], path: Path, model_label: str | None
+) -> np.ndarray:
     values = np.zeros(len(cells), np.uint8)
     for row, cell in enumerate(cells):
         value = parse_binary(cell)
         if value is None:
             shown = cell if cell else "(empty)"
             via = f" (model label {model_label!r})" if model_label and model_label != column else ""
-            raise LabelsError(f"{path}, row {ids[row]!r} (line {lines[row]}): label {column!r}{via} is {shown!r}; "
-                              "labels must be 0 or 1")
+            raise LabelsError(
+                f"{path}, row {ids[row]!r} (line {lines[row]}): label {column!r}{via} is {shown!r}; "
+                "labels must be 0 or 1"
+            )
         values[row] = value
     return values
 
 
-def _table_from_records(path: Path, header: list[str], rows: list[tuple[int, list[str]]], layout: CsvLayout,
-                        with_label_names: bool) -> LabelsTable:
+def _table_from_records(
+    path: Path, header: list[str], rows: list[tuple[int, list[str]]], layout: CsvLayout, with_label_names: bool
+) -> LabelsTable:
     if layout.id_column is None:
-        raise LabelsError(f"{path}: no image id column; expected one of {', '.join(ID_COLUMNS)} or a column named "
-                          f"with id_column (CLI: --id-column), found {header}")
+        raise LabelsError(
+            f"{path}: no image id column; expected one of {', '.join(ID_COLUMNS)} or a column named "
+            f"with id_column (CLI: --id-column), found {header}"
+        )
     index = {name: i for i, name in enumerate(header) if name}
     unnamed = [i for i, name in enumerate(header) if not name]
     lines, table_rows = [], []
@@ -482,8 +510,10 @@ def _table_from_records(path: Path, header: list[str], rows: list[tuple[int, lis
         if not cells[index[layout.id_column]]:
             raise LabelsError(f"{path}, line {line}: empty image id")
         if stray := [i + 1 for i in unnamed if cells[i]]:
-            raise LabelsError(f"{path}, row {cells[index[layout.id_column]]!r} (line {line}): value(s) in column(s) "
-                              f"{stray} that have no name in the header")
+            raise LabelsError(
+                f"{path}, row {cells[index[layout.id_column]]!r} (line {line}): value(s) in column(s) "
+                f"{stray} that have no name in the header"
+            )
         lines.append(line)
         table_rows.append(cells)
     cols = {name: [cells[i] for cells in table_rows] for name, i in index.items()}
@@ -497,8 +527,9 @@ def _table_from_records(path: Path, header: list[str], rows: list[tuple[int, lis
             try:
                 laterality.append(normalise_laterality(value))
             except ValueError as exc:
-                raise LabelsError(f"{path}, row {ids[row]!r} (line {lines[row]}): column "
-                                  f"{layout.laterality_column!r}: {exc}") from None
+                raise LabelsError(
+                    f"{path}, row {ids[row]!r} (line {lines[row]}): column {layout.laterality_column!r}: {exc}"
+                ) from None
     names = list(layout.label_columns)
     values = np.zeros((len(ids), len(names)), np.uint8)
     for j, (name, column) in enumerate(layout.label_columns.items()):
@@ -515,10 +546,15 @@ def _table_from_records(path: Path, header: list[str], rows: list[tuple[int, lis
     )
 
 
-def read_labels_csv(path: str | os.PathLike, image_ids: Sequence[str] | None = None,
-                    label_names: Sequence[str] | None = None, *, id_column: str | None = None,
-                    laterality_column: str | None = None,
-                    label_map: Mapping[str, str] | Sequence[str] | None = None) -> LabelsTable:
+def read_labels_csv(
+    path: str | os.PathLike,
+    image_ids: Sequence[str] | None = None,
+    label_names: Sequence[str] | None = None,
+    *,
+    id_column: str | None = None,
+    laterality_column: str | None = None,
+    label_map: Mapping[str, str] | Sequence[str] | None = None,
+) -> LabelsTable:
     """Read a labels CSV (format in the module docstring).
 
     Parameters
@@ -560,8 +596,9 @@ def read_labels_csv(path: str | os.PathLike, image_ids: Sequence[str] | None = N
     """
     path = Path(path)
     header, rows, delimiter, encoding = read_records(path)
-    layout = detect_layout(path, header, rows, delimiter, encoding, label_names, id_column, laterality_column,
-                           label_map)
+    layout = detect_layout(
+        path, header, rows, delimiter, encoding, label_names, id_column, laterality_column, label_map
+    )
     if encoding != "utf-8-sig":
         warnings.warn(f"{path}: not UTF-8; read as Windows-1252 text", InputNotice, stacklevel=2)
     table = _table_from_records(path, header, rows, layout, label_names is not None)

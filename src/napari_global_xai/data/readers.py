@@ -122,8 +122,9 @@ def _input_files(path: Path) -> list[tuple[Path, str]]:
     if not path.exists():
         raise StackError(f"{path}: no such file or folder")
     if path.is_dir():
-        files = [(entry, _file_kind(entry)) for entry in path.iterdir()
-                 if entry.is_file() and not entry.name.startswith(".")]
+        files = [
+            (entry, _file_kind(entry)) for entry in path.iterdir() if entry.is_file() and not entry.name.startswith(".")
+        ]
         files = sorted(((entry, kind) for entry, kind in files if kind), key=lambda item: _natural_key(item[0].name))
         if not files:
             raise StackError(f"{path}: folder has no images (looked for {', '.join(IMAGE_EXTENSIONS)} and DICOM files)")
@@ -165,8 +166,10 @@ def _pages_as_channels(pages: list[_Page], series_shape: tuple[int, ...]) -> lis
     if count * channels != len(pages) or len({page.shape for page in pages}) != 1:
         return None
     height, width, _ = pages[0].shape
-    return [_Page(tuple(range(i * channels, (i + 1) * channels)), (height, width, channels), pages[0].dtype, "SYX")
-            for i in range(count)]
+    return [
+        _Page(tuple(range(i * channels, (i + 1) * channels)), (height, width, channels), pages[0].dtype, "SYX")
+        for i in range(count)
+    ]
 
 
 def _tiff_header(path: Path, channels_last: bool) -> tuple[list[_Page], list[str] | None]:
@@ -255,28 +258,33 @@ def _file_frames(path: Path, kind: str, channels_last: bool) -> list[_Frame]:
 # ------------------------------------------------------------------------------------------------ alignment
 
 
-def _require_uniform(frames: list[_Frame], key: Callable[[_Frame], Hashable], what: str,
-                     hint: str = "") -> Hashable:
+def _require_uniform(frames: list[_Frame], key: Callable[[_Frame], Hashable], what: str, hint: str = "") -> Hashable:
     """The majority value of ``key`` over ``frames``; StackError naming the frames that differ from it."""
     counts = Counter(key(frame) for frame in frames)
     majority, _ = counts.most_common(1)[0]
     offenders = [f"{frame.name}: {key(frame)}" for frame in frames if key(frame) != majority]
     if offenders:
-        raise StackError(f"images differ in {what}: {preview(offenders, show=str)} vs {majority} in the other "
-                         f"{counts[majority]} image(s){hint}")
+        raise StackError(
+            f"images differ in {what}: {preview(offenders, show=str)} vs {majority} in the other "
+            f"{counts[majority]} image(s){hint}"
+        )
     return majority
 
 
 def _target_channels(frames: list[_Frame], channels: int | None) -> int:
-    if bad := [f"{frame.name}: {frame.page.shape[2]} channels" for frame in frames
-               if frame.page.shape[2] not in _ALLOWED_CHANNELS]:
+    if bad := [
+        f"{frame.name}: {frame.page.shape[2]} channels"
+        for frame in frames
+        if frame.page.shape[2] not in _ALLOWED_CHANNELS
+    ]:
         raise StackError(f"unsupported channel count (expected 1, 3 or 4): {preview(bad, show=str)}")
     colour = [frame for frame in frames if frame.page.shape[2] > 1]
     if channels not in (None, 1, 3):
         raise StackError(f"channels must be 1 or 3, got {channels!r}")
     if channels == 1 and colour:
-        raise StackError(f"channels=1 but {len(colour)} image(s) are colour: "
-                         f"{preview([frame.name for frame in colour], show=str)}")
+        raise StackError(
+            f"channels=1 but {len(colour)} image(s) are colour: {preview([frame.name for frame in colour], show=str)}"
+        )
     return channels or (3 if colour else 1)
 
 
@@ -289,8 +297,9 @@ def _target_dtype(frames: list[_Frame], dtype: Any) -> np.dtype:
         return next(iter(found))
     if all(np.issubdtype(d, np.unsignedinteger) for d in found):
         return max(found, key=lambda d: d.itemsize)
-    _require_uniform(frames, lambda frame: frame.page.dtype, "data type",
-                     hint="; pass dtype=... to convert every image to one type")
+    _require_uniform(
+        frames, lambda frame: frame.page.dtype, "data type", hint="; pass dtype=... to convert every image to one type"
+    )
     raise AssertionError  # pragma: no cover - _require_uniform raised
 
 
@@ -309,20 +318,24 @@ def _notify_conversions(frames: list[_Frame], shape: tuple[int, int, int], dtype
     if depth:
         found = Counter(f"{f.page.dtype.itemsize * 8}-bit" for f in depth).most_common()
         kinds = ", ".join(f"{bits} ({count})" for bits, count in found)
-        notes.append(f"{len(depth)} of {n} image(s) converted to {dtype.itemsize * 8}-bit {dtype} by full range "
-                     f"(from {kinds})")
+        notes.append(
+            f"{len(depth)} of {n} image(s) converted to {dtype.itemsize * 8}-bit {dtype} by full range (from {kinds})"
+        )
     if sized:
         ratio = shape[0] / shape[1]
         stretched = any(abs(f.page.shape[0] / f.page.shape[1] - ratio) > 0.01 * ratio for f in sized)
-        notes.append(f"{len(sized)} of {n} image(s) resized to {shape[0]}×{shape[1]} (bilinear"
-                     f"{', aspect ratio changed' if stretched else ''}; sizes found: "
-                     f"{describe_sizes([f.page.shape[:2] for f in sized])})")
+        notes.append(
+            f"{len(sized)} of {n} image(s) resized to {shape[0]}×{shape[1]} (bilinear"
+            f"{', aspect ratio changed' if stretched else ''}; sizes found: "
+            f"{describe_sizes([f.page.shape[:2] for f in sized])})"
+        )
     for note in notes:
         warnings.warn(note, InputNotice, stacklevel=4)
 
 
-def _common_layout(frames: list[_Frame], resize: tuple[int, int] | str | None, channels: int | None = None,
-                   dtype: Any = None) -> tuple[tuple[int, int, int], np.dtype]:
+def _common_layout(
+    frames: list[_Frame], resize: tuple[int, int] | str | None, channels: int | None = None, dtype: Any = None
+) -> tuple[tuple[int, int, int], np.dtype]:
     """Shared ``(H, W, C)`` and dtype of the stack.
 
     ``C`` is 3 when any image is colour (RGBA loses alpha, grey is replicated) or ``channels`` asks for it, else 1;
@@ -340,8 +353,12 @@ def _common_layout(frames: list[_Frame], resize: tuple[int, int] | str | None, c
     if resize == "common":
         resize = Counter(frame.page.shape[:2] for frame in frames).most_common(1)[0][0]
     elif resize is None:
-        resize = _require_uniform(frames, lambda frame: frame.page.shape[:2], "size (H, W)",
-                                  hint="; pass resize=(H, W) (CLI: --resize H W) to resample every image to one size")
+        resize = _require_uniform(
+            frames,
+            lambda frame: frame.page.shape[:2],
+            "size (H, W)",
+            hint="; pass resize=(H, W) (CLI: --resize H W) to resample every image to one size",
+        )
     return (*resize, target_channels), np.dtype(target_dtype)
 
 
@@ -416,12 +433,15 @@ def _load_frame(frame: _Frame, shape: tuple[int, int, int], dtype: np.dtype) -> 
     try:
         image = _DECODERS[frame.kind](frame)
     except Exception as exc:
-        raise StackError(f"{frame.source}: cannot decode image {frame.image_id!r} "
-                         f"({type(exc).__name__}: {exc})") from exc
+        raise StackError(
+            f"{frame.source}: cannot decode image {frame.image_id!r} ({type(exc).__name__}: {exc})"
+        ) from exc
     image = _as_hwc(np.asarray(image), frame.page.layout)
     if image.shape != frame.page.shape:
-        raise StackError(f"{frame.source}: decoded image {frame.image_id!r} has shape {image.shape}, header said "
-                         f"{frame.page.shape} (was the file changed?)")
+        raise StackError(
+            f"{frame.source}: decoded image {frame.image_id!r} has shape {image.shape}, header said "
+            f"{frame.page.shape} (was the file changed?)"
+        )
     return conform_image(image, shape, dtype)
 
 
@@ -433,8 +453,13 @@ def _lazy_stack(frames: list[_Frame], shape: tuple[int, int, int], dtype: np.dty
         return _load_frame(frames[block_id[0]], shape, dtype)[None]
 
     chunks = ((1,) * len(frames), *((size,) for size in shape))
-    return da.map_blocks(read_block, chunks=chunks, dtype=dtype, meta=np.empty((0, 0, 0, 0), dtype),
-                         name=f"read-stack-{uuid.uuid4().hex}")
+    return da.map_blocks(
+        read_block,
+        chunks=chunks,
+        dtype=dtype,
+        meta=np.empty((0, 0, 0, 0), dtype),
+        name=f"read-stack-{uuid.uuid4().hex}",
+    )
 
 
 def _tiff_whole_file(path: Path) -> Any | None:
@@ -482,8 +507,9 @@ def _labels_beside(path: Path) -> Path | None:
     return next((candidate for candidate in candidates if candidate.is_file()), None)
 
 
-def _resolve_labels(labels: str | os.PathLike | LabelsTable | bool | None, path: Path, image_ids: list[str],
-                    columns: dict[str, Any]) -> LabelsTable | None:
+def _resolve_labels(
+    labels: str | os.PathLike | LabelsTable | bool | None, path: Path, image_ids: list[str], columns: dict[str, Any]
+) -> LabelsTable | None:
     if labels is False:
         return None
     if isinstance(labels, LabelsTable):
@@ -507,11 +533,19 @@ def _laterality(frames: list[_Frame], table: LabelsTable | None) -> np.ndarray |
 # ------------------------------------------------------------------------------------------------ public API
 
 
-def read_stack(path: str | os.PathLike, labels: str | os.PathLike | LabelsTable | bool | None = None,
-               resize: Sequence[int] | str | None = None, channels_last: bool = True, *,
-               channels: int | None = None, dtype: Any = None, label_names: Sequence[str] | None = None,
-               id_column: str | None = None, laterality_column: str | None = None,
-               label_map: Any = None) -> AlignedStack:
+def read_stack(
+    path: str | os.PathLike,
+    labels: str | os.PathLike | LabelsTable | bool | None = None,
+    resize: Sequence[int] | str | None = None,
+    channels_last: bool = True,
+    *,
+    channels: int | None = None,
+    dtype: Any = None,
+    label_names: Sequence[str] | None = None,
+    id_column: str | None = None,
+    laterality_column: str | None = None,
+    label_map: Any = None,
+) -> AlignedStack:
     """Open an image stack lazily (only headers are read here).
 
     Parameters
@@ -569,15 +603,24 @@ def read_stack(path: str | os.PathLike, labels: str | os.PathLike | LabelsTable 
     _check_unique_ids(frames)
     shape, target = _common_layout(frames, size, channels, dtype)
     image_ids = [frame.image_id for frame in frames]
-    columns = {"label_names": label_names, "id_column": id_column, "laterality_column": laterality_column,
-               "label_map": label_map}
+    columns = {
+        "label_names": label_names,
+        "id_column": id_column,
+        "laterality_column": laterality_column,
+        "label_map": label_map,
+    }
     table = _resolve_labels(labels, path, image_ids, {k: v for k, v in columns.items() if v is not None})
     _notify_conversions(frames, shape, target)
     pixels = _tiff_view(frames, shape, target) if len(files) == 1 and files[0][1] == "tiff" else None
     if pixels is None:
         pixels = _lazy_stack(frames, shape, target)
-    return AlignedStack(pixels, image_ids, laterality=_laterality(frames, table), labels=table,
-                        sources=[str(frame.source) for frame in frames])
+    return AlignedStack(
+        pixels,
+        image_ids,
+        laterality=_laterality(frames, table),
+        labels=table,
+        sources=[str(frame.source) for frame in frames],
+    )
 
 
 def _description(tif: Any) -> dict[str, Any]:
@@ -622,9 +665,14 @@ def _pages(pixels: Any, page_shape: tuple[int, ...], dtype: np.dtype) -> Iterato
         yield np.ascontiguousarray(np.asarray(page, dtype=dtype).reshape(page_shape))
 
 
-def write_stack_tiff(path: str | os.PathLike, pixels: Any, image_ids: Sequence[str] | None = None,
-                     metadata: dict[str, Any] | None = None, compression: str | None = "zlib",
-                     compression_level: int | None = None) -> Path:
+def write_stack_tiff(
+    path: str | os.PathLike,
+    pixels: Any,
+    image_ids: Sequence[str] | None = None,
+    metadata: dict[str, Any] | None = None,
+    compression: str | None = "zlib",
+    compression_level: int | None = None,
+) -> Path:
     """Write an image stack as a multi-page TIFF, atomically (the file appears whole or not at all).
 
     Parameters
@@ -658,8 +706,10 @@ def write_stack_tiff(path: str | os.PathLike, pixels: Any, image_ids: Sequence[s
     if len(shape) == 3:
         shape += (1,)
     if len(shape) != 4 or shape[0] == 0 or shape[3] not in _ALLOWED_CHANNELS:
-        raise StackError(f"{path}: pixels must be (n, H, W) or (n, H, W, C) with n >= 1 and C in "
-                         f"{_ALLOWED_CHANNELS}, got shape {tuple(pixels.shape)}")
+        raise StackError(
+            f"{path}: pixels must be (n, H, W) or (n, H, W, C) with n >= 1 and C in "
+            f"{_ALLOWED_CHANNELS}, got shape {tuple(pixels.shape)}"
+        )
     n, height, width, channels = shape
     stored: dict[str, Any] = {"metadata": metadata}
     if image_ids is not None:
@@ -670,10 +720,15 @@ def write_stack_tiff(path: str | os.PathLike, pixels: Any, image_ids: Sequence[s
     dtype = np.dtype(pixels.dtype)
     with atomic_path(path) as tmp:
         tifffile.imwrite(
-            tmp, data=_pages(pixels, page_shape, dtype), shape=(n, *page_shape), dtype=dtype,
+            tmp,
+            data=_pages(pixels, page_shape, dtype),
+            shape=(n, *page_shape),
+            dtype=dtype,
             photometric="minisblack" if channels == 1 else "rgb",
             extrasamples=("unassalpha",) if channels == 4 else None,
-            compression=compression, metadata=stored,
-            compressionargs={"level": compression_level} if compression_level is not None else None, bigtiff=n * height * width * channels * dtype.itemsize > 2**31,
+            compression=compression,
+            metadata=stored,
+            compressionargs={"level": compression_level} if compression_level is not None else None,
+            bigtiff=n * height * width * channels * dtype.itemsize > 2**31,
         )
     return Path(path)

@@ -95,7 +95,8 @@ class AlignedStack:
         first = next(i for i, (a, b) in enumerate(zip(self.labels.image_ids, self.image_ids)) if a != b)
         raise StackError(
             f"labels are not in the stack's image order: row {first} is {self.labels.image_ids[first]!r}, image "
-            f"{first} is {self.image_ids[first]!r} (align them with LabelsTable.aligned_to(image_ids))")
+            f"{first} is {self.image_ids[first]!r} (align them with LabelsTable.aligned_to(image_ids))"
+        )
 
     def _resolved_laterality(self) -> np.ndarray:
         if self.laterality is not None:
@@ -134,8 +135,10 @@ class AlignedStack:
 
     def __repr__(self) -> str:
         labels = None if self.labels is None else self.labels.names
-        return (f"AlignedStack(n={self.n}, shape={self.shape}, dtype={self.dtype}, frame={self.frame!r}, "
-                f"labels={labels}, pixels={type(self.pixels).__module__}.{type(self.pixels).__name__})")
+        return (
+            f"AlignedStack(n={self.n}, shape={self.shape}, dtype={self.dtype}, frame={self.frame!r}, "
+            f"labels={labels}, pixels={type(self.pixels).__module__}.{type(self.pixels).__name__})"
+        )
 
     # -------------------------------------------------------------------------------------------- access
 

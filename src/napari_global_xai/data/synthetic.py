@@ -121,8 +121,9 @@ def region_masks(geometry: Geometry = GEOMETRY) -> dict[str, np.ndarray]:
         "superior_arcade": sup & fov,
         "inferior_arcade": inf & fov,
     }
-    masks["any_disease"] = masks["haemorrhage"] | masks["peripheral_lesion"] | masks["disc_swelling"] | masks[
-        "arcade_lesion"]
+    masks["any_disease"] = (
+        masks["haemorrhage"] | masks["peripheral_lesion"] | masks["disc_swelling"] | masks["arcade_lesion"]
+    )
     return masks
 
 
@@ -191,10 +192,20 @@ class SyntheticStack:
         from .labels import LabelsTable
         from .stack import AlignedStack
 
-        table = LabelsTable(image_ids=list(self.image_ids), names=list(self.label_names), values=self.labels,
-                            laterality=self.laterality, split=np.array([self.split] * len(self.image_ids)))
-        stack = AlignedStack(pixels=self.images, image_ids=list(self.image_ids), laterality=self.laterality,
-                             labels=table, sources=[f"synthetic seed {self.seed}"] * len(self.image_ids))
+        table = LabelsTable(
+            image_ids=list(self.image_ids),
+            names=list(self.label_names),
+            values=self.labels,
+            laterality=self.laterality,
+            split=np.array([self.split] * len(self.image_ids)),
+        )
+        stack = AlignedStack(
+            pixels=self.images,
+            image_ids=list(self.image_ids),
+            laterality=self.laterality,
+            labels=table,
+            sources=[f"synthetic seed {self.seed}"] * len(self.image_ids),
+        )
         return stack.to_left_eye() if frame == "left" else stack
 
 
@@ -285,8 +296,7 @@ def _draw_labels_for(rng, split, unseen_share):
     return labels, marker, not unseen
 
 
-def generate_image(seed: int, split: str, index: int, geometry: Geometry = GEOMETRY,
-                   unseen_share: float | None = None):
+def generate_image(seed: int, split: str, index: int, geometry: Geometry = GEOMETRY, unseen_share: float | None = None):
     """Generate one image and its ground truth.
 
     Parameters
@@ -330,8 +340,8 @@ def generate_image(seed: int, split: str, index: int, geometry: Geometry = GEOME
     texture = 0.06 * _smooth_noise(rng, (12, 16), 6) + 0.03 * _smooth_noise(rng, (48, 64), 1.5)
     gy, gx = rng.uniform(-0.15, 0.15, size=2)
     illum = 1.0 + gy * (_yy / HEIGHT - 0.5) + gx * (_xx / WIDTH - 0.5)
-    falloff = 1.0 - 0.38 * rho ** 2
-    macula = 1.0 - 0.22 * np.exp(-((_yy - fovea[0]) ** 2 + (_xx - fovea[1]) ** 2) / (2 * 22.0 ** 2))
+    falloff = 1.0 - 0.38 * rho**2
+    macula = 1.0 - 0.22 * np.exp(-((_yy - fovea[0]) ** 2 + (_xx - fovea[1]) ** 2) / (2 * 22.0**2))
     shade = (falloff * illum * macula + texture) * fov
     red = 0.74 * shade
     green = 0.44 * shade
@@ -426,8 +436,9 @@ def generate_image(seed: int, split: str, index: int, geometry: Geometry = GEOME
     return np.ascontiguousarray(image), labels, laterality, lesion, artefact
 
 
-def generate_stack(n: int, seed: int = 0, split: str = "eval", start: int = 0, progress=None,
-                   unseen_share: float | None = None) -> SyntheticStack:
+def generate_stack(
+    n: int, seed: int = 0, split: str = "eval", start: int = 0, progress=None, unseen_share: float | None = None
+) -> SyntheticStack:
     """Generate ``n`` images ``start .. start + n - 1`` of one split.
 
     Parameters
@@ -454,8 +465,9 @@ def generate_stack(n: int, seed: int = 0, split: str = "eval", start: int = 0, p
     artefacts = np.empty((n, HEIGHT, WIDTH), bool)
     lat = []
     for i in range(n):
-        images[i], labels[i], side, lesions[i], artefacts[i] = generate_image(seed, split, start + i,
-                                                                                    unseen_share=unseen_share)
+        images[i], labels[i], side, lesions[i], artefacts[i] = generate_image(
+            seed, split, start + i, unseen_share=unseen_share
+        )
         lat.append(side)
         if progress is not None:
             progress(i + 1, n)

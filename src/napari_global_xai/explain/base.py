@@ -22,9 +22,23 @@ from torch import nn
 from .._method_names import METHOD_CLASSES
 from ..errors import UsageError
 
-__all__ = ["ScoreModule", "SaliencyMethod", "MethodUnavailable", "SaliencyWarning", "register_method", "get_method",
-           "METHODS", "method_names", "builtin_method_class", "Param", "Int", "Float", "Choice", "Flag",
-           "MethodParameterError"]
+__all__ = [
+    "ScoreModule",
+    "SaliencyMethod",
+    "MethodUnavailable",
+    "SaliencyWarning",
+    "register_method",
+    "get_method",
+    "METHODS",
+    "method_names",
+    "builtin_method_class",
+    "Param",
+    "Int",
+    "Float",
+    "Choice",
+    "Flag",
+    "MethodParameterError",
+]
 
 
 class MethodUnavailable(ValueError):
@@ -33,6 +47,7 @@ class MethodUnavailable(ValueError):
 
 class SaliencyWarning(UserWarning):
     """A method runs, but part of its definition does not apply to this model (one line saying what)."""
+
 
 METHODS: dict[str, type[SaliencyMethod]] = {}
 
@@ -207,13 +222,16 @@ class SaliencyMethod:
     def __init__(self, model, probability: bool = False, **params):
         unknown = sorted(set(params) - set(self.defaults))
         if unknown:
-            raise MethodParameterError(f"{self.name}: unknown parameter(s) {', '.join(unknown)}; known: "
-                                       f"{', '.join(sorted(self.defaults)) or 'none'}")
+            raise MethodParameterError(
+                f"{self.name}: unknown parameter(s) {', '.join(unknown)}; known: "
+                f"{', '.join(sorted(self.defaults)) or 'none'}"
+            )
         for key, value in params.items():
             rule = self.param_rules[key]
             if not rule.accepts(value):
-                raise MethodParameterError(f"{self.name}: parameter {key}={value!r} is not allowed; expected "
-                                           f"{rule.describe()}")
+                raise MethodParameterError(
+                    f"{self.name}: parameter {key}={value!r} is not allowed; expected {rule.describe()}"
+                )
         self.model = model
         self.probability = probability
         self.params = {**self.defaults, **params}
@@ -250,7 +268,8 @@ class SaliencyMethod:
             if kind == "torchscript":
                 raise MethodUnavailable(
                     f"{self.name} needs the model's nn.ReLU modules, which a TorchScript model hides (the map would "
-                    "equal input_x_gradient); give the state_dict with its architecture, or a torch.export .pt2 file")
+                    "equal input_x_gradient); give the state_dict with its architecture, or a torch.export .pt2 file"
+                )
             if kind == "export":
                 make_nonlinearities_modules(module)  # every ReLU/max-pool becomes a hookable module: exact
             else:
@@ -259,12 +278,14 @@ class SaliencyMethod:
                     raise MethodUnavailable(
                         f"{self.name}: none of the model's {total} ReLUs is an nn.ReLU module (functional "
                         "torch.relu), so the map would equal input_x_gradient; give a torch.export .pt2 file of the "
-                        "model (its ReLUs are made hookable) or use input_x_gradient")
+                        "model (its ReLUs are made hookable) or use input_x_gradient"
+                    )
                 if hooked < total:
                     notes.append(
                         f"{self.name} on {KIND_NAMES[kind]}: {total - hooked} of {total} ReLUs are functional "
                         "(torch.relu) and treated as linear, so the map is partly input_x_gradient; a torch.export "
-                        ".pt2 file of the model gives exact DeepLIFT")
+                        ".pt2 file of the model gives exact DeepLIFT"
+                    )
         if self.needs_cam_layer:
             notes += self.check_cam_layer(example)
         return notes
@@ -319,8 +340,10 @@ def register_method(cls: type[SaliencyMethod]) -> type[SaliencyMethod]:
     if not cls.name:
         raise ValueError(f"{cls.__name__} has no name")
     if set(cls.param_rules) != set(cls.defaults):
-        raise ValueError(f"{cls.__name__}: param_rules {sorted(cls.param_rules)} must cover the defaults "
-                         f"{sorted(cls.defaults)} exactly")
+        raise ValueError(
+            f"{cls.__name__}: param_rules {sorted(cls.param_rules)} must cover the defaults "
+            f"{sorted(cls.defaults)} exactly"
+        )
     bad = [k for k, v in cls.defaults.items() if not cls.param_rules[k].accepts(v)]
     if bad:
         raise ValueError(f"{cls.__name__}: default(s) {bad} break their own param_rules")
@@ -365,8 +388,9 @@ def builtin_method_class(name: str) -> type[SaliencyMethod]:
     module, _, attribute = METHOD_CLASSES[name].partition(":")
     cls = getattr(importlib.import_module(module), attribute)
     if not (isinstance(cls, type) and issubclass(cls, SaliencyMethod)) or cls.name != name:
-        raise TypeError(f"registry line {name!r} -> {METHOD_CLASSES[name]!r} does not name a SaliencyMethod "
-                        f"whose name is {name!r}")
+        raise TypeError(
+            f"registry line {name!r} -> {METHOD_CLASSES[name]!r} does not name a SaliencyMethod whose name is {name!r}"
+        )
     if METHODS.get(name) is not cls:
         register_method(cls)
     return cls

@@ -41,8 +41,8 @@ __all__ = [
     "upsample_maps",
 ]
 
-_EPS_PP = 1e-6   # Grad-CAM++ denominator guard (same value as pytorch-grad-cam)
-_EPS_X = 1e-7    # XGrad-CAM denominator guard
+_EPS_PP = 1e-6  # Grad-CAM++ denominator guard (same value as pytorch-grad-cam)
+_EPS_X = 1e-7  # XGrad-CAM denominator guard
 _EPS_MINMAX = 1e-8
 
 
@@ -92,8 +92,9 @@ class CamMethod(CamLayer, SaliencyMethod):
             grads = torch.autograd.grad(picked, acts)[0].detach()
         return acts.detach(), grads, scores.detach()
 
-    def weigh(self, acts: torch.Tensor, grads: torch.Tensor | None, x: torch.Tensor,
-              targets: torch.Tensor) -> torch.Tensor:
+    def weigh(
+        self, acts: torch.Tensor, grads: torch.Tensor | None, x: torch.Tensor, targets: torch.Tensor
+    ) -> torch.Tensor:
         """``(k, h, w)`` map before the ReLU; the one thing each method defines."""
         raise NotImplementedError
 
@@ -147,8 +148,7 @@ class HiResCam(CamMethod):
 @register_method
 class LayerCam(CamMethod):
     name = "layercam"
-    description = ("LayerCAM: positive gradients × activations per position; layer= an earlier layer gives finer "
-                   "maps.")
+    description = "LayerCAM: positive gradients × activations per position; layer= an earlier layer gives finer maps."
 
     def weigh(self, acts, grads, x, targets):
         return (grads.clamp_min(0) * acts).sum(dim=1)
@@ -171,11 +171,11 @@ class EigenCam(CamMethod):
 
     def weigh(self, acts, grads, x, targets):
         k, c, h, w = acts.shape
-        m = acts.reshape(k, c, h * w).transpose(1, 2)            # (k, positions, channels)
+        m = acts.reshape(k, c, h * w).transpose(1, 2)  # (k, positions, channels)
         m = m - m.mean(dim=1, keepdim=True)
         _, _, vh = torch.linalg.svd(m, full_matrices=False)
         proj = torch.einsum("kpc,kc->kp", m, vh[:, 0, :])
-        energy = m.sum(dim=2)                                    # centred channel-sum map
+        energy = m.sum(dim=2)  # centred channel-sum map
         sign = torch.where((proj * energy).sum(dim=1) < 0, -1.0, 1.0).to(proj.dtype)
         return (proj * sign[:, None]).reshape(k, h, w)
 
@@ -234,8 +234,9 @@ class ScoreCam(CamMethod):
         def run(sl):
             idx = torch.arange(sl.start, sl.stop, device=x.device)
             u, ch = idx // c, idx % c
-            mask = F.interpolate(acts_u[u, ch][:, None], size=size, mode=mode,
-                                 **({"align_corners": False} if mode == "bilinear" else {}))
+            mask = F.interpolate(
+                acts_u[u, ch][:, None], size=size, mode=mode, **({"align_corners": False} if mode == "bilinear" else {})
+            )
             lo = mask.amin(dim=(2, 3), keepdim=True)
             hi = mask.amax(dim=(2, 3), keepdim=True)
             mask = (mask - lo) / (hi - lo + _EPS_MINMAX)
@@ -244,7 +245,7 @@ class ScoreCam(CamMethod):
 
         for sl, out in iterate_batches(pairs, batch, run):
             scores.view(pairs, -1)[sl] = out
-        rows = scores[inverse]                                           # (k, C, n_outputs)
+        rows = scores[inverse]  # (k, C, n_outputs)
         picked = rows.gather(2, targets.view(-1, 1, 1).expand(-1, c, 1).to(rows.device))[..., 0]
         return _channel_weighted(acts, torch.softmax(picked, dim=1))
 

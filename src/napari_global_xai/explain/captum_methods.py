@@ -148,8 +148,9 @@ class GuidedBackprop(CaptumMethod):
         if module_kind(module) != "torchscript":
             return ca.Saliency(self.forward_module)
         if getattr(self, "_script_forward", None) is None:
-            self._script_forward = ScoreModule(_GraphForward(LayerTap(module, [])), self.model.card.activation,
-                                               self.probability)
+            self._script_forward = ScoreModule(
+                _GraphForward(LayerTap(module, [])), self.model.card.activation, self.probability
+            )
         return ca.Saliency(self._script_forward)
 
     def attribute(self, x, targets):
@@ -165,8 +166,10 @@ class GuidedBackprop(CaptumMethod):
         with torch.jit.optimized_execution(False), mode:
             out = self.build().attribute(x, target=targets, abs=False).detach()
         if mode.guided < mode.forward_relus:
-            raise RuntimeError(f"{self.name}: only {mode.guided} of the model's {mode.forward_relus} ReLUs were "
-                               "guided in the backward pass; the map would be partly plain saliency")
+            raise RuntimeError(
+                f"{self.name}: only {mode.guided} of the model's {mode.forward_relus} ReLUs were "
+                "guided in the backward pass; the map would be partly plain saliency"
+            )
         return out
 
 
@@ -186,10 +189,19 @@ class DeepLift(CaptumMethod):
 class IntegratedGradients(CaptumMethod):
     name, captum_name = "ig", "IntegratedGradients"
     description = "Integrated Gradients (Gauss-Legendre path), baseline zero/black/blur."
-    defaults = {"n_steps": 32, "baseline": "zero", "blur_sigma": None, "internal_batch_size": None,
-                "integration": "gausslegendre"}
-    param_rules = {**_BASELINE_RULES, "n_steps": Int(1), "internal_batch_size": Int(1, none=True),
-                   "integration": Choice(*INTEGRATIONS)}
+    defaults = {
+        "n_steps": 32,
+        "baseline": "zero",
+        "blur_sigma": None,
+        "internal_batch_size": None,
+        "integration": "gausslegendre",
+    }
+    param_rules = {
+        **_BASELINE_RULES,
+        "n_steps": Int(1),
+        "internal_batch_size": Int(1, none=True),
+        "integration": Choice(*INTEGRATIONS),
+    }
 
     def passes_per_map(self):
         return int(self.params["n_steps"])
@@ -201,9 +213,12 @@ class IntegratedGradients(CaptumMethod):
 
     def captum_kwargs(self, x):
         ibs = self.params["internal_batch_size"]
-        return {"baselines": self.baseline(x), "n_steps": int(self.params["n_steps"]),
-                "method": self.params["integration"],
-                "internal_batch_size": max(int(ibs), len(x)) if ibs else None}
+        return {
+            "baselines": self.baseline(x),
+            "n_steps": int(self.params["n_steps"]),
+            "method": self.params["integration"],
+            "internal_batch_size": max(int(ibs), len(x)) if ibs else None,
+        }
 
 
 @register_method
@@ -219,9 +234,17 @@ class GradientShap(CaptumMethod):
     def attribute(self, x, targets):
         base = self.baseline(x[:1])
         with seeded_global_rngs(int(self.params["seed"])):
-            return self.build().attribute(x, baselines=base, target=targets,
-                                          n_samples=int(self.params["n_samples"]),
-                                          stdevs=float(self.params["stdevs"])).detach()
+            return (
+                self.build()
+                .attribute(
+                    x,
+                    baselines=base,
+                    target=targets,
+                    n_samples=int(self.params["n_samples"]),
+                    stdevs=float(self.params["stdevs"]),
+                )
+                .detach()
+            )
 
 
 @register_method
@@ -229,8 +252,12 @@ class SmoothGrad(CaptumMethod):
     name = "smoothgrad"
     description = "SmoothGrad: input gradients averaged over noisy copies (Captum NoiseTunnel)."
     defaults = {"nt_samples": 16, "stdevs": 0.15, "nt_samples_batch_size": None, "seed": 0}
-    param_rules = {"nt_samples": Int(1), "stdevs": Float(0), "nt_samples_batch_size": Int(1, none=True),
-                   "seed": Int(0, 2**32 - 1)}
+    param_rules = {
+        "nt_samples": Int(1),
+        "stdevs": Float(0),
+        "nt_samples_batch_size": Int(1, none=True),
+        "seed": Int(0, 2**32 - 1),
+    }
 
     def passes_per_map(self):
         return int(self.params["nt_samples"])
@@ -249,9 +276,19 @@ class SmoothGrad(CaptumMethod):
     def attribute(self, x, targets):
         bs = self.params["nt_samples_batch_size"]
         with seeded_global_rngs(int(self.params["seed"])):
-            return self.build().attribute(x, nt_type="smoothgrad", nt_samples=int(self.params["nt_samples"]),
-                                          stdevs=float(self.params["stdevs"]), target=targets, abs=False,
-                                          nt_samples_batch_size=bs).detach()
+            return (
+                self.build()
+                .attribute(
+                    x,
+                    nt_type="smoothgrad",
+                    nt_samples=int(self.params["nt_samples"]),
+                    stdevs=float(self.params["stdevs"]),
+                    target=targets,
+                    abs=False,
+                    nt_samples_batch_size=bs,
+                )
+                .detach()
+            )
 
 
 @register_method
@@ -273,8 +310,12 @@ class Occlusion(CaptumMethod):
 
     def captum_kwargs(self, x):
         c, win, st = x.shape[1], int(self.params["window"]), int(self.params["stride"])
-        return {"sliding_window_shapes": (c, win, win), "strides": (c, st, st), "baselines": self.baseline(x),
-                "perturbations_per_eval": int(self.params["perturbations_per_eval"])}
+        return {
+            "sliding_window_shapes": (c, win, win),
+            "strides": (c, st, st),
+            "baselines": self.baseline(x),
+            "perturbations_per_eval": int(self.params["perturbations_per_eval"]),
+        }
 
     def attribute(self, x, targets):
         with torch.no_grad():
@@ -335,8 +376,10 @@ class CamLayer:
             self.check_cam_layer(x[:1].detach())
         out, (act,) = self._tap(x)
         if not isinstance(act, torch.Tensor) or act.ndim != 4:
-            raise MethodUnavailable(f"{self.name}: layer {self.params['layer'] or self.model.card.cam_layer!r} does "
-                                    "not output an (n, C, h, w) feature map; choose a convolutional layer")
+            raise MethodUnavailable(
+                f"{self.name}: layer {self.params['layer'] or self.model.card.cam_layer!r} does "
+                "not output an (n, C, h, w) feature map; choose a convolutional layer"
+            )
         if self.probability:
             out = torch.sigmoid(out) if self.model.card.activation == "sigmoid" else torch.softmax(out, dim=1)
         return out, act
@@ -347,8 +390,10 @@ class GradCam(CamLayer, CaptumMethod):
     name = "gradcam"
     description = "Grad-CAM on the card's CAM layer (or the last spatial layer), ReLU, upsampled to the image."
     defaults = {"layer": None, "upsample": "bilinear"}
-    param_rules = {"layer": Choice(none=True), "upsample": Choice("bilinear", "nearest", "nearest-exact", "bicubic",
-                                                                  "area")}
+    param_rules = {
+        "layer": Choice(none=True),
+        "upsample": Choice("bilinear", "nearest", "nearest-exact", "bicubic", "area"),
+    }
     spatial_output = True
 
     def attribute(self, x, targets):

@@ -24,13 +24,20 @@ SUBSETS = SUBSET_RULES
 def predict_probabilities(model, images: np.ndarray, batch: int | None = None) -> np.ndarray:
     """Model probabilities ``(k, n_labels)`` for harmonised raw images ``(k, H, W, C)``."""
     batch = batch or images_per_pass(model.device)
-    out = [model.scores(model.preprocess(images[i:i + batch]), probability=True).float().cpu().numpy()
-           for i in range(0, len(images), batch)]
+    out = [
+        model.scores(model.preprocess(images[i : i + batch]), probability=True).float().cpu().numpy()
+        for i in range(0, len(images), batch)
+    ]
     return np.concatenate(out) if out else np.zeros((0, len(model.labels)), np.float32)
 
 
-def select_pairs(subset: str, truth: np.ndarray | None, probabilities: np.ndarray,
-                 threshold: float = 0.5, known: np.ndarray | None = None) -> np.ndarray:
+def select_pairs(
+    subset: str,
+    truth: np.ndarray | None,
+    probabilities: np.ndarray,
+    threshold: float = 0.5,
+    known: np.ndarray | None = None,
+) -> np.ndarray:
     """Which (image, label) maps enter each label's global map.
 
     Parameters
@@ -54,8 +61,10 @@ def select_pairs(subset: str, truth: np.ndarray | None, probabilities: np.ndarra
     if subset == "predicted":
         return predicted
     if truth is None:
-        raise ValueError(f"subset {subset!r} needs ground-truth labels for the target labels; give a labels table "
-                         "or use subset='predicted'")
+        raise ValueError(
+            f"subset {subset!r} needs ground-truth labels for the target labels; give a labels table "
+            "or use subset='predicted'"
+        )
     truth = np.asarray(truth).astype(bool)
     if subset == "positive":
         chosen = truth
@@ -118,8 +127,7 @@ class ImageMapEngine:
         self.model = model
         self.config = config
         self.target_indices = np.asarray(target_indices, np.int64)
-        self.method: SaliencyMethod = get_method(config.method, model, probability=config.probability,
-                                                 **config.params)
+        self.method: SaliencyMethod = get_method(config.method, model, probability=config.probability, **config.params)
         self.memory = memory if memory is not None else memory_probe(model.device)
         self.bytes_per_image: int | None = None
         self.images_per_pass = images_per_pass(model.device, memory=self.memory)
@@ -139,8 +147,9 @@ class ImageMapEngine:
         if self._planned or (self.memory is not None and example is None):
             return
         if self.memory is not None:
-            self.bytes_per_image = measure_bytes_per_image(lambda k: self._probe_pass(example, k),
-                                                           self.model.device, self.PROBE_IMAGES, memory=self.memory)
+            self.bytes_per_image = measure_bytes_per_image(
+                lambda k: self._probe_pass(example, k), self.model.device, self.PROBE_IMAGES, memory=self.memory
+            )
             self.images_per_pass = images_per_pass(self.model.device, self.bytes_per_image, memory=self.memory)
         if self.config.maps_per_call is None:
             self.maps_per_call = self.method.plan_batches(self.images_per_pass)
@@ -151,7 +160,7 @@ class ImageMapEngine:
         x = example[:1].expand(k, *example.shape[1:]).clone()
         if self.method.needs_grad:
             x.requires_grad_(True)
-        with (torch.enable_grad() if self.method.needs_grad else torch.inference_mode()), self._autocast():
+        with torch.enable_grad() if self.method.needs_grad else torch.inference_mode(), self._autocast():
             out = self.model.scores(x)
             if self.method.needs_grad:
                 out[:, int(self.target_indices[0]) if len(self.target_indices) else 0].sum().backward()
@@ -180,9 +189,17 @@ class ImageMapEngine:
             raise ValueError(f"autocast must be one of {sorted(dtypes)} or None, got {self.config.autocast!r}")
         return torch.autocast("cuda", dtype=dtypes[self.config.autocast])
 
-    def compute(self, images: np.ndarray, pairs: np.ndarray, cancel=None, on_batch=None,
-                out: np.ndarray | None = None, done: np.ndarray | None = None,
-                zero: np.ndarray | None = None, stalled: np.ndarray | None = None) -> np.ndarray:
+    def compute(
+        self,
+        images: np.ndarray,
+        pairs: np.ndarray,
+        cancel=None,
+        on_batch=None,
+        out: np.ndarray | None = None,
+        done: np.ndarray | None = None,
+        zero: np.ndarray | None = None,
+        stalled: np.ndarray | None = None,
+    ) -> np.ndarray:
         """Maps of one chunk.
 
         ``out`` and ``done`` (when given) are filled in place batch by batch, so a cancelled call
@@ -229,15 +246,19 @@ class ImageMapEngine:
             with grad_ctx, self._autocast():
                 attr = self.method.attribute(x, targets_all[sl])
             flags = self.method.last_flags
-            flags = np.zeros(len(x), bool) if flags is None else np.asarray(flags.cpu() if hasattr(flags, "cpu")
-                                                                            else flags, bool)
+            flags = (
+                np.zeros(len(x), bool)
+                if flags is None
+                else np.asarray(flags.cpu() if hasattr(flags, "cpu") else flags, bool)
+            )
             return to_image_maps(attr, self.config.reduction, self.config.normalisation).cpu().numpy(), flags
 
         def remember(size):
             self.maps_per_call = size
 
-        for sl, (maps, flags) in iterate_batches(len(img_idx), self.maps_per_call, run, cancel=cancel,
-                                                 on_backoff=remember):
+        for sl, (maps, flags) in iterate_batches(
+            len(img_idx), self.maps_per_call, run, cancel=cancel, on_backoff=remember
+        ):
             out[img_idx[sl], tgt_idx[sl]] = maps
             if stalled is not None:
                 stalled[img_idx[sl], tgt_idx[sl]] = flags

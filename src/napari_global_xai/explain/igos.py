@@ -163,8 +163,9 @@ def bilateral_weights(x: torch.Tensor, sigma: float = 0.01) -> tuple[torch.Tenso
     return torch.exp(-dr.pow(2) / sigma).mean(dim=1, keepdim=True), torch.exp(-dc.pow(2) / sigma).mean(1, True)
 
 
-def bilateral_tv_norm(masks: torch.Tensor, weights: tuple[torch.Tensor, torch.Tensor], beta: float = 2.0
-                      ) -> torch.Tensor:
+def bilateral_tv_norm(
+    masks: torch.Tensor, weights: tuple[torch.Tensor, torch.Tensor], beta: float = 2.0
+) -> torch.Tensor:
     """iGOS++ bilateral TV: ``½ [TV(M) + mean(w_rows |ΔU(M)_rows|^β) + mean(w_cols |ΔU(M)_cols|^β)]`` per image.
 
     ``masks`` is the grid mask ``(n, 1, gh, gw)``; ``weights`` from :func:`bilateral_weights` set the image size.
@@ -218,8 +219,9 @@ def path_quadrature(n: int, rule: str = "uniform", shift: float = 0.0) -> tuple[
     raise ValueError(f"quadrature must be one of {QUADRATURES}, got {rule!r}")
 
 
-def stalled_masks(masks: torch.Tensor, move_tol: float = 0.01, tie_fraction: float = 0.9, tie_tol: float = 1e-6
-                  ) -> tuple[torch.Tensor, list[str]]:
+def stalled_masks(
+    masks: torch.Tensor, move_tol: float = 0.01, tie_fraction: float = 0.9, tie_tol: float = 1e-6
+) -> tuple[torch.Tensor, list[str]]:
     """Which optimised masks are stuck, and why.
 
     A mask ``(k, 1, gh, gw)`` is flagged when it **did not move** (its deepest cell is above ``1 − move_tol``,
@@ -271,7 +273,7 @@ class _PathImages(torch.autograd.Function):
             if noise is None:
                 z[a:b] = start[row]
             else:
-                torch.add(start[row], noise[e:e + b - a], out=z[a:b])
+                torch.add(start[row], noise[e : e + b - a], out=z[a:b])
             z[a:b].addcmul_(t[a:b].view(-1, 1, 1, 1), delta[row] * up[mrow])
         ctx.save_for_backward(t, delta)
         ctx.runs, ctx.up_shape = runs, up.shape
@@ -288,7 +290,7 @@ class _PathImages(torch.autograd.Function):
             out = grad_up[mrow]
             out.addcmul_(g[..., :1], delta[row, ..., :1])
             for ch in range(1, g.shape[-1]):
-                out.addcmul_(g[..., ch:ch + 1], delta[row, ..., ch:ch + 1])
+                out.addcmul_(g[..., ch : ch + 1], delta[row, ..., ch : ch + 1])
         return grad_up, None, None, None, None, None
 
 
@@ -353,8 +355,12 @@ IGOS_VARIANT = Variant(1, (PathTerm(False, 1.0, (0,)),), 1.0, False)
 #: Masks 0 = deletion M_d, 1 = insertion M_i: D(U_d·U_i) − S_I(U_d·U_i) + D(U_d) − S_I(U_i).
 IGOS_PP_VARIANT = Variant(
     2,
-    (PathTerm(False, 1.0, (0, 1)), PathTerm(True, -1.0, (0, 1)), PathTerm(False, 1.0, (0,)),
-     PathTerm(True, -1.0, (1,))),
+    (
+        PathTerm(False, 1.0, (0, 1)),
+        PathTerm(True, -1.0, (0, 1)),
+        PathTerm(False, 1.0, (0,)),
+        PathTerm(True, -1.0, (1,)),
+    ),
     0.5,
     True,
 )
@@ -392,9 +398,26 @@ class PathProblem:
         expected gradient is unchanged while its part linear in the noise cancels pairwise).
     """
 
-    def __init__(self, score_fn: Callable, x, baseline, targets, scale, variant: Variant, grid, ig_iter: int,
-                 l1: float, tv: float, tv_beta: float, noise_std: float, max_batch: int, seed: int,
-                 bilateral_sigma: float = 0.01, quadrature: str = "uniform", antithetic: bool = False):
+    def __init__(
+        self,
+        score_fn: Callable,
+        x,
+        baseline,
+        targets,
+        scale,
+        variant: Variant,
+        grid,
+        ig_iter: int,
+        l1: float,
+        tv: float,
+        tv_beta: float,
+        noise_std: float,
+        max_batch: int,
+        seed: int,
+        bilateral_sigma: float = 0.01,
+        quadrature: str = "uniform",
+        antithetic: bool = False,
+    ):
         self.score_fn = score_fn
         self.x, self.b, self.targets, self.scale = x, baseline, targets, scale
         self.variant, self.grid, self.ig_iter = variant, tuple(grid), int(ig_iter)
@@ -500,13 +523,13 @@ class PathProblem:
             first, last = start // per_image, (stop - 1) // per_image
             job = torch.arange(start, stop, device=masks.device)
             img, term, step = job // per_image - first, (job // n_steps) % n_terms, job % n_steps
-            part = up[first:last + 1].requires_grad_(with_grad)
+            part = up[first : last + 1].requires_grad_(with_grad)
             runs = self._runs(start, stop, idx_list)
             with torch.set_grad_enabled(with_grad):
-                s = self._chunk_scores(part, idx[first:last + 1][img], step, noise, runs)
+                s = self._chunk_scores(part, idx[first : last + 1][img], step, noise, runs)
             if with_grad:
                 (g,) = torch.autograd.grad((s * weight[term]).sum(), part)
-                grad_up[first:last + 1] += g
+                grad_up[first : last + 1] += g
                 self.backward_images += stop - start
             else:
                 self.forward_images += stop - start
@@ -557,8 +580,9 @@ class PathProblem:
             scores, _ = self.path_scores(masks, idx, noise, with_grad=False)
             return scores @ self.term_sign + self.regulariser(masks, idx)
 
-    def gradient(self, masks: torch.Tensor, noise, idx: torch.Tensor | None = None
-                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def gradient(
+        self, masks: torch.Tensor, noise, idx: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Descent direction, loss and score-term direction at ``masks`` of images ``idx`` (default: all).
 
         The direction is ``grad_weight · Σ_τ sign_τ ∇S_τ + ∇Reg``; the loss reuses the same forward passes. The
@@ -574,9 +598,17 @@ class PathProblem:
         return grads + g_reg, scores @ self.term_sign + reg.detach(), grads
 
 
-def armijo_line_search(masks: torch.Tensor, direction: torch.Tensor, base_loss: torch.Tensor,
-                       loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], alpha=1000.0,
-                       c: float = 1e-4, decay: float = 0.2, min_alpha: float = 1e-5, return_losses: bool = False):
+def armijo_line_search(
+    masks: torch.Tensor,
+    direction: torch.Tensor,
+    base_loss: torch.Tensor,
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    alpha=1000.0,
+    c: float = 1e-4,
+    decay: float = 0.2,
+    min_alpha: float = 1e-5,
+    return_losses: bool = False,
+):
     """Per-image backtracking line search on the box ``[0, 1]``, all images' trials in one ``loss_fn`` call.
 
     Image ``i`` accepts the first ``α ∈ {alpha, alpha·decay, …} (≥ min_alpha)`` with
@@ -629,9 +661,18 @@ def armijo_line_search(masks: torch.Tensor, direction: torch.Tensor, base_loss: 
     return new, step, trials
 
 
-def optimise_masks(problem: PathProblem, iterations: int, alpha: float, armijo_c: float = 1e-4,
-                   decay: float = 0.2, min_alpha: float = 1e-5, warm_start: bool = False, early_stop: float = 0.0,
-                   patience: int = 2, min_iterations: int = 3) -> tuple[torch.Tensor, dict]:
+def optimise_masks(
+    problem: PathProblem,
+    iterations: int,
+    alpha: float,
+    armijo_c: float = 1e-4,
+    decay: float = 0.2,
+    min_alpha: float = 1e-5,
+    warm_start: bool = False,
+    early_stop: float = 0.0,
+    patience: int = 2,
+    min_iterations: int = 3,
+) -> tuple[torch.Tensor, dict]:
     """Run the I-GOS-family optimisation; returns the masks ``(k, n_masks, 1, gh, gw)`` and statistics.
 
     Parameters
@@ -670,14 +711,23 @@ def optimise_masks(problem: PathProblem, iterations: int, alpha: float, armijo_c
         if first_direction is None:
             first_direction = score_dir.clone()
         new, step, n_trials, new_loss = armijo_line_search(
-            masks[active], direction, base, lambda m, j: problem.loss(m, active[j], noise), start[active],
-            armijo_c, decay, min_alpha, return_losses=True)
+            masks[active],
+            direction,
+            base,
+            lambda m, j, active=active, noise=noise: problem.loss(m, active[j], noise),
+            start[active],
+            armijo_c,
+            decay,
+            min_alpha,
+            return_losses=True,
+        )
         masks[active] = new
         steps[active, it], trials[active, it] = step, n_trials
         iterations_run[active] += 1
         if warm_start:
-            start[active] = torch.where(step > 0, (step / decay).clamp_max(float(alpha)),
-                                        torch.full_like(step, float(alpha)))
+            start[active] = torch.where(
+                step > 0, (step / decay).clamp_max(float(alpha)), torch.full_like(step, float(alpha))
+            )
         if early_stop > 0:
             decrease = (base - new_loss).clamp_min(0)
             total_decrease[active] += decrease
@@ -749,21 +799,51 @@ class _IGOSFamily(SaliencyMethod):
     spatial_output = True
     needs_grad = True
     defaults = {
-        "preset": "fast", **PRESETS["fast"], "mask_size": 28, "l1": 1.0, "tv": 20.0, "tv_beta": 2.0,
-        "alpha": 1000.0, "noise": 0.2, "antithetic": False, "baseline": "blur", "blur_sigma": None,
-        "score_scale": "auto", "max_batch": None, "seed": 0, "armijo_c": 1e-4, "decay": 0.2, "min_alpha": 1e-5,
-        "recovery": "ig", "stall_move_tol": 0.01, "stall_tie_fraction": 0.9,
+        "preset": "fast",
+        **PRESETS["fast"],
+        "mask_size": 28,
+        "l1": 1.0,
+        "tv": 20.0,
+        "tv_beta": 2.0,
+        "alpha": 1000.0,
+        "noise": 0.2,
+        "antithetic": False,
+        "baseline": "blur",
+        "blur_sigma": None,
+        "score_scale": "auto",
+        "max_batch": None,
+        "seed": 0,
+        "armijo_c": 1e-4,
+        "decay": 0.2,
+        "min_alpha": 1e-5,
+        "recovery": "ig",
+        "stall_move_tol": 0.01,
+        "stall_tie_fraction": 0.9,
     }
     param_rules = {
-        "mask_size": Int(1, pair=True), "iterations": Int(1), "ig_iter": Int(1), "l1": Float(0), "tv": Float(0),
-        "tv_beta": Float(0, open_low=True), "alpha": Float(0, open_low=True), "noise": Float(0),
+        "mask_size": Int(1, pair=True),
+        "iterations": Int(1),
+        "ig_iter": Int(1),
+        "l1": Float(0),
+        "tv": Float(0),
+        "tv_beta": Float(0, open_low=True),
+        "alpha": Float(0, open_low=True),
+        "noise": Float(0),
         "antithetic": Flag(),
-        "baseline": Choice(*BASELINES), "blur_sigma": Float(0, open_low=True, none=True),
-        "score_scale": Float(0, open_low=True, words=("auto",)), "max_batch": Int(1, none=True),
-        "seed": Int(0, 2**32 - 1), "armijo_c": Float(0, 1, open_low=True, open_high=True),
-        "decay": Float(0, 1, open_low=True, open_high=True), "min_alpha": Float(0, open_low=True),
-        "warm_start": Flag(), "preset": Choice(*PRESETS), "quadrature": Choice(*QUADRATURES),
-        "early_stop": Float(0), "recovery": Choice(*RECOVERIES), "stall_move_tol": Float(0),
+        "baseline": Choice(*BASELINES),
+        "blur_sigma": Float(0, open_low=True, none=True),
+        "score_scale": Float(0, open_low=True, words=("auto",)),
+        "max_batch": Int(1, none=True),
+        "seed": Int(0, 2**32 - 1),
+        "armijo_c": Float(0, 1, open_low=True, open_high=True),
+        "decay": Float(0, 1, open_low=True, open_high=True),
+        "min_alpha": Float(0, open_low=True),
+        "warm_start": Flag(),
+        "preset": Choice(*PRESETS),
+        "quadrature": Choice(*QUADRATURES),
+        "early_stop": Float(0),
+        "recovery": Choice(*RECOVERIES),
+        "stall_move_tol": Float(0),
         "stall_tie_fraction": Float(0, 1, open_low=True),
     }
 
@@ -803,9 +883,10 @@ class _IGOSFamily(SaliencyMethod):
         both = torch.cat([x, b])
         t2 = torch.cat([targets, targets])
         with torch.no_grad():
-            out = torch.cat([self._score(both[i:i + max_batch], t2[i:i + max_batch])
-                             for i in range(0, len(both), max_batch)])
-        return out[: len(x)], out[len(x):]
+            out = torch.cat(
+                [self._score(both[i : i + max_batch], t2[i : i + max_batch]) for i in range(0, len(both), max_batch)]
+            )
+        return out[: len(x)], out[len(x) :]
 
     def _label_name(self, target: int) -> str:
         labels = list(getattr(self.model.card, "labels", []) or [])
@@ -839,19 +920,41 @@ class _IGOSFamily(SaliencyMethod):
         f_x, f_b = self._end_scores(x, b, targets, max_batch)
         scale = score_scale(f_x, f_b, p["score_scale"], self.probability)
         problem = PathProblem(
-            self._score, x, b, targets, scale, self.variant, mask_grid_shape(x.shape[-2:], p["mask_size"]),
-            p["ig_iter"], p["l1"], p["tv"], p["tv_beta"], p["noise"], max_batch, p["seed"],
-            p.get("bilateral_sigma", 0.01), p["quadrature"], bool(p["antithetic"]))
-        masks, stats = optimise_masks(problem, p["iterations"], p["alpha"], p["armijo_c"], p["decay"],
-                                      p["min_alpha"], bool(p["warm_start"]), float(p["early_stop"]))
+            self._score,
+            x,
+            b,
+            targets,
+            scale,
+            self.variant,
+            mask_grid_shape(x.shape[-2:], p["mask_size"]),
+            p["ig_iter"],
+            p["l1"],
+            p["tv"],
+            p["tv_beta"],
+            p["noise"],
+            max_batch,
+            p["seed"],
+            p.get("bilateral_sigma", 0.01),
+            p["quadrature"],
+            bool(p["antithetic"]),
+        )
+        masks, stats = optimise_masks(
+            problem,
+            p["iterations"],
+            p["alpha"],
+            p["armijo_c"],
+            p["decay"],
+            p["min_alpha"],
+            bool(p["warm_start"]),
+            float(p["early_stop"]),
+        )
         first = stats.pop("first_score_direction")
         product = masks.prod(dim=1)
         flags, reasons = stalled_masks(product, float(p["stall_move_tol"]), float(p["stall_tie_fraction"]))
         recovered = torch.zeros_like(flags)
         if p["recovery"] == "ig":
             product = self._recover(product, flags, first)
-            recovered = flags & ~stalled_masks(product, float(p["stall_move_tol"]),
-                                               float(p["stall_tie_fraction"]))[0]
+            recovered = flags & ~stalled_masks(product, float(p["stall_move_tol"]), float(p["stall_tie_fraction"]))[0]
         self._warn_stalled(flags, recovered, reasons, targets)
         self.last_forward_images = problem.forward_images + 2 * len(x)
         self.last_backward_images = problem.backward_images
@@ -869,9 +972,12 @@ class _IGOSFamily(SaliencyMethod):
                 what = "the recovery found no positive integrated-gradient signal: the map is uninformative"
             else:
                 what = "the map is kept as is (recovery='none'); its deletion/insertion order is mostly ties"
-            warnings.warn(f"{self.name}: image {i} (label {self._label_name(t)}, class index {t}): the optimisation "
-                          f"stalled: {reasons[i]}; {what}. The map is flagged in last_flags.", RuntimeWarning,
-                          stacklevel=3)
+            warnings.warn(
+                f"{self.name}: image {i} (label {self._label_name(t)}, class index {t}): the optimisation "
+                f"stalled: {reasons[i]}; {what}. The map is flagged in last_flags.",
+                RuntimeWarning,
+                stacklevel=3,
+            )
 
 
 @register_method

@@ -71,18 +71,23 @@ def resolve_architecture(spec: str, base_dir=None) -> tuple[Callable[..., nn.Mod
 
     if ":" not in spec:
         if spec not in ARCHITECTURES:
-            raise KeyError(f"unknown architecture {spec!r}; registered: {sorted(ARCHITECTURES)}; or give "
-                           "'package.module:factory', 'file.py:ClassName' or 'timm:model_name'")
+            raise KeyError(
+                f"unknown architecture {spec!r}; registered: {sorted(ARCHITECTURES)}; or give "
+                "'package.module:factory', 'file.py:ClassName' or 'timm:model_name'"
+            )
         return ARCHITECTURES[spec], ""
     source, _, attr = spec.rpartition(":")
     if source == "timm":
         try:
             timm = importlib.import_module("timm")
         except ImportError as exc:
-            raise KeyError(f"architecture {spec!r} needs timm, which is not importable here ({exc}); "
-                           "pip install 'napari-global-xai[timm]' (timm needs a torchvision matching torch)") from None
-        return (lambda **kw: timm.create_model(attr, pretrained=False, **kw)), \
-            f"importing architecture {attr} from timm {getattr(timm, '__version__', '')}".rstrip()
+            raise KeyError(
+                f"architecture {spec!r} needs timm, which is not importable here ({exc}); "
+                "pip install 'napari-global-xai[timm]' (timm needs a torchvision matching torch)"
+            ) from None
+        return (
+            lambda **kw: timm.create_model(attr, pretrained=False, **kw)
+        ), f"importing architecture {attr} from timm {getattr(timm, '__version__', '')}".rstrip()
     if source.endswith(".py"):
         path = Path(source)
         if not path.is_absolute() and base_dir is not None:
@@ -115,9 +120,7 @@ def resolve_architecture(spec: str, base_dir=None) -> tuple[Callable[..., nn.Mod
 
 
 def _conv_bn(cin, cout, stride=1, kernel=3):
-    return nn.Sequential(
-        nn.Conv2d(cin, cout, kernel, stride, kernel // 2, bias=False), nn.BatchNorm2d(cout), nn.ReLU()
-    )
+    return nn.Sequential(nn.Conv2d(cin, cout, kernel, stride, kernel // 2, bias=False), nn.BatchNorm2d(cout), nn.ReLU())
 
 
 class ResidualBlock(nn.Module):

@@ -27,8 +27,17 @@ if TYPE_CHECKING:  # torch is imported where a model is loaded or run, so ModelC
     import torch
     from torch import nn
 
-__all__ = ["ModelCard", "LoadedModel", "ModelLoadError", "load_model", "DEMO_CARD_PATH", "load_demo_model",
-           "infer_format", "FORMATS", "ACTIVATIONS"]
+__all__ = [
+    "ModelCard",
+    "LoadedModel",
+    "ModelLoadError",
+    "load_model",
+    "DEMO_CARD_PATH",
+    "load_demo_model",
+    "infer_format",
+    "FORMATS",
+    "ACTIVATIONS",
+]
 
 FORMATS = ("state_dict", "safetensors", "torchscript", "export", "pickle")
 #: Output activations a card can name (sigmoid multi-label, softmax multi-class).
@@ -103,8 +112,10 @@ class ModelCard:
         if self.name is None:
             self.name = Path(self.weights).stem
         if self.format is not None and self.format not in FORMATS:
-            raise ModelLoadError(f"model card format must be one of {FORMATS} (or left out to infer it from the "
-                                 f"file), got {self.format!r}")
+            raise ModelLoadError(
+                f"model card format must be one of {FORMATS} (or left out to infer it from the "
+                f"file), got {self.format!r}"
+            )
         if self.activation not in ACTIVATIONS:
             raise ModelLoadError(f"model card activation must be 'sigmoid' or 'softmax', got {self.activation!r}")
         if self.input_channels is None and (self.mean is not None or self.std is not None):
@@ -298,16 +309,19 @@ def _unwrap_state(state, path) -> dict:
     import torch
 
     if isinstance(state, dict) and not all(isinstance(v, torch.Tensor) for v in state.values()):
-        inner = [k for k in ("state_dict", "model_state_dict", "model", "state_dict_ema")
-                 if isinstance(state.get(k), dict)]
+        inner = [
+            k for k in ("state_dict", "model_state_dict", "model", "state_dict_ema") if isinstance(state.get(k), dict)
+        ]
         if not inner:
-            raise ModelLoadError(f"{path} holds a {type(state).__name__} with keys {sorted(map(str, state))[:6]}, "
-                                 "not a state dict of tensors")
+            raise ModelLoadError(
+                f"{path} holds a {type(state).__name__} with keys {sorted(map(str, state))[:6]}, "
+                "not a state dict of tensors"
+            )
         state = state[inner[0]]
     if not isinstance(state, dict):
         raise ModelLoadError(f"{path} holds a {type(state).__name__}, not a state dict")
     if state and all(str(k).startswith("module.") for k in state):
-        state = {k[len("module."):]: v for k, v in state.items()}
+        state = {k[len("module.") :]: v for k, v in state.items()}
     return state
 
 
@@ -316,16 +330,22 @@ def _fit_state(module: nn.Module, state: dict, path: Path, arch: str) -> None:
     own = module.state_dict()
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
-    shapes = [f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}" for k in own
-              if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+    shapes = [
+        f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+        for k in own
+        if k in state and tuple(state[k].shape) != tuple(own[k].shape)
+    ]
     if missing or unexpected or shapes:
         parts = []
         for what, keys in (("missing", missing), ("unexpected", unexpected), ("with another shape", shapes)):
             if keys:
                 more = f", … {len(keys) - 3} more" if len(keys) > 3 else ""
                 parts.append(f"{len(keys)} {what} ({', '.join(keys[:3])}{more})")
-        raise ModelLoadError(f"weights {path.name} do not fit architecture {arch!r}: " + "; ".join(parts)
-                             + " — check 'architecture' and 'architecture_kwargs'")
+        raise ModelLoadError(
+            f"weights {path.name} do not fit architecture {arch!r}: "
+            + "; ".join(parts)
+            + " — check 'architecture' and 'architecture_kwargs'"
+        )
     module.load_state_dict(state)
 
 
@@ -338,18 +358,22 @@ def _build(card: ModelCard, path: Path, log) -> nn.Module:
         raise ModelLoadError(
             f"{path.name} holds only weights (a state dict): name the code that builds the model in the card's "
             "'architecture' ('file.py:ClassName', 'package.module:factory', 'timm:resnet34' or a registered "
-            "name), or save the model as TorchScript or torch.export instead")
+            "name), or save the model as TorchScript or torch.export instead"
+        )
     factory, note = resolve_architecture(card.architecture, card.base_dir())
     if note and log is not None:
         log(note)
     try:
         module = factory(**card.architecture_kwargs)
     except Exception as exc:  # noqa: BLE001 - the user's constructor
-        raise ModelLoadError(f"architecture {card.architecture!r} with {card.architecture_kwargs} fails to build: "
-                             f"{type(exc).__name__}: {exc}") from exc
+        raise ModelLoadError(
+            f"architecture {card.architecture!r} with {card.architecture_kwargs} fails to build: "
+            f"{type(exc).__name__}: {exc}"
+        ) from exc
     if not isinstance(module, nn.Module):
-        raise ModelLoadError(f"architecture {card.architecture!r} returned a {type(module).__name__}, not a "
-                             "torch.nn.Module")
+        raise ModelLoadError(
+            f"architecture {card.architecture!r} returned a {type(module).__name__}, not a torch.nn.Module"
+        )
     return module
 
 
@@ -357,16 +381,17 @@ def _load_export(path: Path) -> nn.Module:
     import torch
 
     program = torch.export.load(str(path))
-    inputs = [n for n in program.graph.nodes if n.op == "placeholder"
-              and n.name in program.graph_signature.user_inputs]
+    inputs = [n for n in program.graph.nodes if n.op == "placeholder" and n.name in program.graph_signature.user_inputs]
     if len(inputs) != 1:
-        raise ModelLoadError(f"{path.name} is a torch.export program with {len(inputs)} inputs; one image batch "
-                             "input is needed")
+        raise ModelLoadError(
+            f"{path.name} is a torch.export program with {len(inputs)} inputs; one image batch input is needed"
+        )
     val = inputs[0].meta.get("val")
     if val is not None and isinstance(val.shape[0], int):
         raise ModelLoadError(
             f"{path.name} was exported for batches of exactly {val.shape[0]} image(s); export it with a dynamic "
-            "batch: torch.export.export(model, (x,), dynamic_shapes=({0: torch.export.Dim('batch')},))")
+            "batch: torch.export.export(model, (x,), dynamic_shapes=({0: torch.export.Dim('batch')},))"
+        )
     return program.module()
 
 
@@ -381,7 +406,8 @@ def _load_module(card: ModelCard, trust_pickle: bool, log=None) -> nn.Module:
     refuse_pickle = (
         f"{path} is a full pickled module: loading it runs arbitrary code from the file. Load it only "
         "if you trust where it came from (trust_pickle=True / --trust-pickle), or save a state_dict, "
-        "TorchScript or torch.export file instead.")
+        "TorchScript or torch.export file instead."
+    )
     try:
         if fmt in ("state_dict", "safetensors"):
             if fmt == "safetensors":
@@ -423,8 +449,9 @@ def _load_module(card: ModelCard, trust_pickle: bool, log=None) -> nn.Module:
     return module
 
 
-def load_model(model: str | os.PathLike | ModelCard | None = None, device="auto",
-               trust_pickle: bool = False, log=None) -> LoadedModel:
+def load_model(
+    model: str | os.PathLike | ModelCard | None = None, device="auto", trust_pickle: bool = False, log=None
+) -> LoadedModel:
     """Load a model from its card (JSON path or :class:`ModelCard`); ``None`` loads the shipped demo model.
 
     Parameters

@@ -83,8 +83,9 @@ def _runs(module, c, size):
     if isinstance(out, (tuple, list)) and out:
         out = out[0]
     if not isinstance(out, torch.Tensor) or out.ndim != 2:
-        return None, ValueError(f"the model returns {type(out).__name__} of shape "
-                                f"{tuple(getattr(out, 'shape', ()))}, not (batch, outputs)")
+        return None, ValueError(
+            f"the model returns {type(out).__name__} of shape {tuple(getattr(out, 'shape', ()))}, not (batch, outputs)"
+        )
     return out, None
 
 
@@ -142,13 +143,25 @@ def probe_input(module, channels: int | None = None, size=None, cam: bool = Fals
                 cams = [name for name, _ in reversed(layers)][:CAM_CANDIDATES]
             return ProbeResult(c, tuple(s), fixed, int(out.shape[1]), cams)
     first_line = str(last_error).strip().splitlines()[0] if last_error is not None else ""
-    raise ValueError(f"no zero input of {chans} channel(s) and size(s) {sizes} runs through the model (last "
-                     f"error: {first_line}); give the channel count and size")
+    raise ValueError(
+        f"no zero input of {chans} channel(s) and size(s) {sizes} runs through the model (last "
+        f"error: {first_line}); give the channel count and size"
+    )
 
 
-def make_card(model_file: str | os.PathLike, out: str | os.PathLike, *, labels_csv=None, architecture=None,
-              architecture_kwargs=None, channels: int | None = None, size=None, activation: str = "sigmoid",
-              trust_pickle: bool = False, log=None):
+def make_card(
+    model_file: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    labels_csv=None,
+    architecture=None,
+    architecture_kwargs=None,
+    channels: int | None = None,
+    size=None,
+    activation: str = "sigmoid",
+    trust_pickle: bool = False,
+    log=None,
+):
     """Probe a model file and write a card for it.
 
     Parameters
@@ -192,8 +205,13 @@ def make_card(model_file: str | os.PathLike, out: str | os.PathLike, *, labels_c
     file_part, _, cls = (arch or "").rpartition(":")
     if file_part.endswith(".py") and not Path(file_part).is_absolute():
         arch = f"{os.path.relpath(Path(file_part).resolve(), out.resolve().parent)}:{cls}"
-    probe_card = ModelCard(labels=["probe"], weights=str(model_file.resolve()), architecture=architecture,
-                           architecture_kwargs=dict(architecture_kwargs or {}), activation=activation)
+    probe_card = ModelCard(
+        labels=["probe"],
+        weights=str(model_file.resolve()),
+        architecture=architecture,
+        architecture_kwargs=dict(architecture_kwargs or {}),
+        activation=activation,
+    )
     module = _load_module(probe_card, trust_pickle, log)
     try:
         found = probe_input(module, channels=channels, size=size, cam=True)
@@ -202,33 +220,53 @@ def make_card(model_file: str | os.PathLike, out: str | os.PathLike, *, labels_c
     todo = []
     names, source = _label_names(labels_csv, found.n_outputs, todo)
     card = ModelCard(
-        name=model_file.stem, labels=names, weights=rel, format=probe_card.format, activation=activation,
-        architecture=arch, architecture_kwargs=dict(architecture_kwargs or {}),
+        name=model_file.stem,
+        labels=names,
+        weights=rel,
+        format=probe_card.format,
+        activation=activation,
+        architecture=arch,
+        architecture_kwargs=dict(architecture_kwargs or {}),
         input_channels=list(range(found.channels)),
         input_size=list(found.size) if found.size_fixed else None,
         cam_layer=found.cam_layers[0] if found.cam_layers else None,
-        provenance={"card_written_by": "global-xai card", "probe": {
-            "channels": found.channels, "ran_on_size": list(found.size), "size_fixed": found.size_fixed,
-            "n_outputs": found.n_outputs, "cam_layer_candidates": found.cam_layers, "labels_from": source}})
+        provenance={
+            "card_written_by": "global-xai card",
+            "probe": {
+                "channels": found.channels,
+                "ran_on_size": list(found.size),
+                "size_fixed": found.size_fixed,
+                "n_outputs": found.n_outputs,
+                "cam_layer_candidates": found.cam_layers,
+                "labels_from": source,
+            },
+        },
+    )
     card.to_json(out)
     todo += [
-        (f"mean/std: set the per-channel normalisation used in training (now mean 0, std 1 for "
-         f"{found.channels} channel(s))"),
-        (f"input_channels: the stack channels the model reads, in order (now {card.input_channels}: the first "
-         f"{found.channels}; red+green of an RGB stack is [0, 1])"),
+        (
+            f"mean/std: set the per-channel normalisation used in training (now mean 0, std 1 for "
+            f"{found.channels} channel(s))"
+        ),
+        (
+            f"input_channels: the stack channels the model reads, in order (now {card.input_channels}: the first "
+            f"{found.channels}; red+green of an RGB stack is [0, 1])"
+        ),
         f"activation: check '{activation}' ('sigmoid' multi-label or 'softmax' multi-class)",
         "pixel_scale: raw pixels are divided by 255 before normalisation (set 65535 for 16-bit images)",
-        ("harmonise_laterality: true mirrors right eyes to left-eye orientation (set false if the model never saw "
-         "mirrored images)"),
+        (
+            "harmonise_laterality: true mirrors right eyes to left-eye orientation (set false if the model never saw "
+            "mirrored images)"
+        ),
     ]
     if found.size_fixed:
         todo.append(f"input_size: the model needs {list(found.size)}; stacks are resized to it")
     else:
-        todo.append("input_size: the model takes any size; set the size it was trained on to have stacks "
-                    "resized to it")
+        todo.append("input_size: the model takes any size; set the size it was trained on to have stacks resized to it")
     if found.cam_layers:
-        todo.append(f"cam_layer: '{found.cam_layers[0]}' (deepest spatial layer); other candidates: "
-                    f"{found.cam_layers[1:]}")
+        todo.append(
+            f"cam_layer: '{found.cam_layers[0]}' (deepest spatial layer); other candidates: {found.cam_layers[1:]}"
+        )
     else:
         todo.append("cam_layer: no spatial layer found; Grad-CAM will not be available")
     return card, todo
@@ -237,16 +275,22 @@ def make_card(model_file: str | os.PathLike, out: str | os.PathLike, *, labels_c
 def _label_names(labels_csv, n_outputs: int, todo: list) -> tuple[list[str], str]:
     default = [f"label_{i}" for i in range(n_outputs)]
     if labels_csv is None:
-        todo.append(f"labels: {n_outputs} placeholders label_0..label_{n_outputs - 1}; name them as in your "
-                    "labels CSV, in model output order")
+        todo.append(
+            f"labels: {n_outputs} placeholders label_0..label_{n_outputs - 1}; name them as in your "
+            "labels CSV, in model output order"
+        )
         return default, "placeholders"
     columns = _binary_columns(labels_csv)
     if len(columns) != n_outputs:
-        todo.append(f"labels: {labels_csv} has {len(columns)} 0/1 column(s) {columns} but the model has "
-                    f"{n_outputs} outputs; the card has placeholders label_0..; name them in model output order")
+        todo.append(
+            f"labels: {labels_csv} has {len(columns)} 0/1 column(s) {columns} but the model has "
+            f"{n_outputs} outputs; the card has placeholders label_0..; name them in model output order"
+        )
         return default, "placeholders"
-    todo.append(f"labels: taken from the 0/1 columns of {Path(labels_csv).name} in file order {columns}; check "
-                "that this is the model's output order")
+    todo.append(
+        f"labels: taken from the 0/1 columns of {Path(labels_csv).name} in file order {columns}; check "
+        "that this is the model's output order"
+    )
     return columns, str(labels_csv)
 
 

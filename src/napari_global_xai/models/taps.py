@@ -69,8 +69,11 @@ def _ts_inlined_graph(module):
 
 
 def _is_tensor_node(node) -> bool:
-    return (node.kind().startswith("aten::") and node.outputsSize() == 1
-            and isinstance(node.output().type(), torch._C.TensorType))
+    return (
+        node.kind().startswith("aten::")
+        and node.outputsSize() == 1
+        and isinstance(node.output().type(), torch._C.TensorType)
+    )
 
 
 def layer_names(module) -> list[str]:
@@ -82,8 +85,7 @@ def layer_names(module) -> list[str]:
                 if path:
                     seen.setdefault(path, None)
         return list(seen)
-    return [name for name, _ in module.named_modules() if name and not name.startswith((_TAP_PREFIX,
-                                                                                          _RELU_PREFIX))]
+    return [name for name, _ in module.named_modules() if name and not name.startswith((_TAP_PREFIX, _RELU_PREFIX))]
 
 
 class LayerTap:
@@ -147,8 +149,10 @@ class LayerTap:
             return getattr(gm, tap_name)
         last = None
         for node in gm.graph.nodes:
-            if (node.op == "call_function" or (node.op == "call_module" and not str(node.target).startswith(
-                    _TAP_PREFIX))) and any(_under(p, name) for p in _fx_paths(node)):
+            if (
+                node.op == "call_function"
+                or (node.op == "call_module" and not str(node.target).startswith(_TAP_PREFIX))
+            ) and any(_under(p, name) for p in _fx_paths(node)):
                 last = node
         if last is None:
             raise ValueError(f"layer {name!r} has no operations in the torch.export graph")
@@ -173,13 +177,14 @@ class LayerTap:
             with torch.jit.optimized_execution(False):
                 out, *acts = self._fn(self.module._c, x)
             return out, acts
-        targets = ([self.module.get_submodule(n) for n in self.names] if self.kind == "module"
-                   else self._hooked)
+        targets = [self.module.get_submodule(n) for n in self.names] if self.kind == "module" else self._hooked
         acts: list = [None] * len(targets)
         hooks = []
         for i, sub in enumerate(targets):
+
             def hook(_m, _inp, output, i=i):
                 acts[i] = output
+
             hooks.append(sub.register_forward_hook(hook))
         try:
             out = (forward or self.module)(x)
@@ -203,9 +208,11 @@ def spatial_layers(module, example: torch.Tensor) -> list[tuple[str, tuple]]:
         order: list[tuple[str, tuple]] = []
         hooks = []
         for name in names:
+
             def hook(_m, _i, out, name=name):
                 if isinstance(out, torch.Tensor) and out.ndim == 4 and out.shape[-1] * out.shape[-2] > 1:
                     order.append((name, tuple(out.shape)))
+
             hooks.append(module.get_submodule(name).register_forward_hook(hook))
         try:
             with torch.no_grad():
@@ -228,8 +235,11 @@ def spatial_layers(module, example: torch.Tensor) -> list[tuple[str, tuple]]:
         _, acts = LayerTap(module, usable)(example)
     pairs = list(zip(usable, acts))
     order_key = _fx_call_order(module) if kind == "export" else _ts_call_order(module)
-    spatial = [(n, tuple(a.shape)) for n, a in pairs
-               if isinstance(a, torch.Tensor) and a.ndim == 4 and a.shape[-1] * a.shape[-2] > 1]
+    spatial = [
+        (n, tuple(a.shape))
+        for n, a in pairs
+        if isinstance(a, torch.Tensor) and a.ndim == 4 and a.shape[-1] * a.shape[-2] > 1
+    ]
     # containers end with (or after) their last child: order by the position of each layer's last node
     return sorted(spatial, key=lambda ns: (order_key.get(ns[0], -1), -ns[0].count(".")))
 
@@ -278,10 +288,10 @@ def relu_census(module, example: torch.Tensor) -> tuple[int, int]:
     if module_kind(module) != "torchscript":
         for sub in module.modules():
             if isinstance(sub, nn.ReLU):
-                hooks.append(sub.register_forward_pre_hook(lambda *_: counter.__setitem__("depth",
-                                                                                            counter["depth"] + 1)))
-                hooks.append(sub.register_forward_hook(lambda *_: counter.__setitem__("depth",
-                                                                                        counter["depth"] - 1)))
+                hooks.append(
+                    sub.register_forward_pre_hook(lambda *_: counter.__setitem__("depth", counter["depth"] + 1))
+                )
+                hooks.append(sub.register_forward_hook(lambda *_: counter.__setitem__("depth", counter["depth"] - 1)))
     try:
         with torch.no_grad(), _Count():
             module(example)
@@ -299,8 +309,10 @@ def make_nonlinearities_modules(gm) -> int:
     """
     aten = torch.ops.aten
     makers = {
-        aten.relu.default: lambda a: nn.ReLU(), aten.relu_.default: lambda a: nn.ReLU(),
-        aten.sigmoid.default: lambda a: nn.Sigmoid(), aten.tanh.default: lambda a: nn.Tanh(),
+        aten.relu.default: lambda a: nn.ReLU(),
+        aten.relu_.default: lambda a: nn.ReLU(),
+        aten.sigmoid.default: lambda a: nn.Sigmoid(),
+        aten.tanh.default: lambda a: nn.Tanh(),
         aten.max_pool2d.default: lambda a: nn.MaxPool2d(*a[1:]),
     }
     n = sum(1 for node in gm.graph.nodes if node.op == "call_module" and str(node.target).startswith(_RELU_PREFIX))

@@ -32,8 +32,9 @@ def _chunk(args):
     return images, s.labels
 
 
-def generate_harmonised(n: int, seed: int, split: str, workers: int = 2, chunk: int = 100,
-                        unseen_share: float | None = None):
+def generate_harmonised(
+    n: int, seed: int, split: str, workers: int = 2, chunk: int = 100, unseen_share: float | None = None
+):
     """Generate ``n`` images as red+green uint8 ``(n, H, W, 2)`` in left-eye orientation, with their labels."""
     jobs = [(seed, split, start, min(chunk, n - start), unseen_share) for start in range(0, n, chunk)]
     if workers > 1:
@@ -55,13 +56,23 @@ def evaluate_auroc(model: nn.Module, images, labels, mean, std, batch: int = 32)
     from ..metrics import auroc
 
     model.eval()
-    scores = torch.cat([model(_to_input(images[i:i + batch], mean, std)) for i in range(0, len(images), batch)])
+    scores = torch.cat([model(_to_input(images[i : i + batch], mean, std)) for i in range(0, len(images), batch)])
     return [float(a) for a in auroc(np.asarray(labels), scores.numpy())]
 
 
-def train_demo_model(out_dir: str | Path, n_train: int = 3000, epochs: int = 11, batch: int = 16,
-                     max_lr: float = 3e-3, seed: int = 0, n_heldout: int = 300, threads: int | None = None,
-                     unseen_share: float | None = None, init: str | Path | None = None, log=print) -> ModelCard:
+def train_demo_model(
+    out_dir: str | Path,
+    n_train: int = 3000,
+    epochs: int = 11,
+    batch: int = 16,
+    max_lr: float = 3e-3,
+    seed: int = 0,
+    n_heldout: int = 300,
+    threads: int | None = None,
+    unseen_share: float | None = None,
+    init: str | Path | None = None,
+    log=print,
+) -> ModelCard:
     """Train :class:`DemoNet` and write ``demo_net.pt`` (state dict) and ``demo_net.card.json`` to ``out_dir``.
 
     Parameters
@@ -111,7 +122,7 @@ def train_demo_model(out_dir: str | Path, n_train: int = 3000, epochs: int = 11,
         order = torch.randperm(n_train, generator=gen).numpy()
         total = 0.0
         for i in range(0, n_train, batch):
-            idx = np.sort(order[i:i + batch])
+            idx = np.sort(order[i : i + batch])
             x = _to_input(images[idx], mean, std)
             loss = loss_fn(model(x), y_all[idx])
             opt.zero_grad(set_to_none=True)
@@ -146,17 +157,27 @@ def train_demo_model(out_dir: str | Path, n_train: int = 3000, epochs: int = 11,
         std=[round(float(v), 6) for v in std.flatten()],
         cam_layer="stage3",
         harmonise_laterality=True,
-        metrics={"heldout_auroc": {n: round(a, 5) for n, a in zip(LABELS, aurocs)},
-                 "heldout": f"{n_heldout} fresh 'eval'-split images, seed {seed + 1}"},
+        metrics={
+            "heldout_auroc": {n: round(a, 5) for n, a in zip(LABELS, aurocs)},
+            "heldout": f"{n_heldout} fresh 'eval'-split images, seed {seed + 1}",
+        },
         provenance={
             "command": " ".join(
-                [f"global-xai train-demo --out {out_dir} --n-train {n_train} --epochs {epochs} --seed {seed}",
-                 f"--max-lr {max_lr}"]
+                [
+                    f"global-xai train-demo --out {out_dir} --n-train {n_train} --epochs {epochs} --seed {seed}",
+                    f"--max-lr {max_lr}",
+                ]
                 + ([f"--unseen-share {unseen_share}"] if unseen_share is not None else [])
-                + ([f"--init {init}"] if init is not None else [])),
-            "seed": seed, "n_train": n_train, "epochs": epochs, "batch": batch, "max_lr": max_lr,
+                + ([f"--init {init}"] if init is not None else [])
+            ),
+            "seed": seed,
+            "n_train": n_train,
+            "epochs": epochs,
+            "batch": batch,
+            "max_lr": max_lr,
             "unseen_share": UNSEEN_IF_POSITIVE if unseen_share is None else unseen_share,
-            "train_seconds": round(train_seconds, 1), "torch": torch.__version__,
+            "train_seconds": round(train_seconds, 1),
+            "torch": torch.__version__,
             "threads": torch.get_num_threads(),
             **({"initialised_from": {"card": str(init), "provenance": start.provenance}} if init is not None else {}),
         },

@@ -29,8 +29,13 @@ def curve_area(fractions: Sequence[float], values: np.ndarray) -> np.ndarray:
     return np.trapezoid(y, f, axis=0) / (f[-1] - f[0])
 
 
-def restoration_point(fractions: Sequence[float], restore: np.ndarray, full: float | None = None,
-                      tolerance: float = 0.01, interpolate: bool = True) -> float:
+def restoration_point(
+    fractions: Sequence[float],
+    restore: np.ndarray,
+    full: float | None = None,
+    tolerance: float = 0.01,
+    interpolate: bool = True,
+) -> float:
     """``p*``: the smallest restored fraction whose metric reaches ``full − tolerance``.
 
     Parameters
@@ -155,8 +160,10 @@ class PerImageCurves:
 
     def areas(self) -> dict[str, np.ndarray]:
         """Per-image normalised trapezoid areas: ``deletion`` (lower = better), ``insertion`` (higher)."""
-        return {"deletion": curve_area(self.fractions, self.deletion.T),
-                "insertion": curve_area(self.fractions, self.insertion.T)}
+        return {
+            "deletion": curve_area(self.fractions, self.deletion.T),
+            "insertion": curve_area(self.fractions, self.insertion.T),
+        }
 
     def summary(self) -> dict[str, float]:
         """Mean areas over images and their difference (insertion − deletion)."""
@@ -236,5 +243,3 @@ class PepprResult:
             return nan, nan
         sd = stack.std(axis=0, ddof=1) if len(stack) > 1 else np.zeros(stack.shape[1])
         return stack.mean(axis=0), sd
-
-

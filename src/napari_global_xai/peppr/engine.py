@@ -80,20 +80,20 @@ def _image_hw(images) -> tuple[int, int]:
 
 @dataclass
 class _Request:
-    keys: np.ndarray                 # (2, F) key ids: erase row, restore row
-    images: np.ndarray | None        # global image indices, None = every image
-    position: dict | None            # global image index -> column in the output (explicit image lists)
+    keys: np.ndarray  # (2, F) key ids: erase row, restore row
+    images: np.ndarray | None  # global image indices, None = every image
+    position: dict | None  # global image index -> column in the output (explicit image lists)
 
 
 @dataclass
 class _Plan:
-    active: np.ndarray               # images any request uses, ascending
-    needs: dict                      # image -> key ids to forward for it
-    every: list                      # requests on every image
-    by_image: dict                   # image -> requests with an explicit image list containing it
-    n_forwards: int                  # planned image forwards (incl. the shared fully filled image)
-    n_naive: int                     # one forward per (request, mode, fraction, image)
-    uses_shared: bool                # whether the shared constant fully filled image is needed
+    active: np.ndarray  # images any request uses, ascending
+    needs: dict  # image -> key ids to forward for it
+    every: list  # requests on every image
+    by_image: dict  # image -> requests with an explicit image list containing it
+    n_forwards: int  # planned image forwards (incl. the shared fully filled image)
+    n_naive: int  # one forward per (request, mode, fraction, image)
+    uses_shared: bool  # whether the shared constant fully filled image is needed
 
 
 class CurveEngine:
@@ -133,9 +133,19 @@ class CurveEngine:
     identical rankings are registered once.
     """
 
-    def __init__(self, model, images, fractions=DEFAULT_FRACTIONS, fill: str = "zero", *,
-                 batch_size: int | None = None, chunk_size: int | None = None, fill_sigma: float | None = None,
-                 impute_noise: float = 0.01, seed: int = 0):
+    def __init__(
+        self,
+        model,
+        images,
+        fractions=DEFAULT_FRACTIONS,
+        fill: str = "zero",
+        *,
+        batch_size: int | None = None,
+        chunk_size: int | None = None,
+        fill_sigma: float | None = None,
+        impute_noise: float = 0.01,
+        seed: int = 0,
+    ):
         if fill not in FILLS:
             raise ValueError(f"unknown fill {fill!r}; choose from {FILLS}")
         self.model = model
@@ -175,8 +185,9 @@ class CurveEngine:
             self._positions.append(pos)
         return self._ranking_ids[digest]
 
-    def add_request(self, ranking_id: int, reverse: bool = False, images: Sequence[int] | None = None,
-                    modes: Sequence[str] = MODES) -> int:
+    def add_request(
+        self, ranking_id: int, reverse: bool = False, images: Sequence[int] | None = None, modes: Sequence[str] = MODES
+    ) -> int:
         """Ask for the curves of one ranking (or its reverse) on ``images`` (default all); returns the request id.
 
         ``modes`` picks the curves (default erase and restore); a curve not asked for costs nothing and comes back
@@ -186,8 +197,12 @@ class CurveEngine:
             raise ValueError(f"unknown ranking id {ranking_id}")
         if not modes or set(modes) - set(MODES):
             raise ValueError(f"modes must be a non-empty subset of {MODES}, got {modes}")
-        keys = np.array([[self._key(ranking_id, reverse, mode, int(k)) if mode in modes else _NONE
-                          for k in self.counts] for mode in MODES])
+        keys = np.array(
+            [
+                [self._key(ranking_id, reverse, mode, int(k)) if mode in modes else _NONE for k in self.counts]
+                for mode in MODES
+            ]
+        )
         idx, position = None, None
         if images is not None:
             idx = np.asarray(images, np.int64).ravel()
@@ -255,8 +270,9 @@ class CurveEngine:
 
     # -- running
 
-    def run(self, progress: Callable[[int, int], None] | None = None, cancel=None, *,
-            control: RunControl | None = None) -> list[dict[str, np.ndarray]]:
+    def run(
+        self, progress: Callable[[int, int], None] | None = None, cancel=None, *, control: RunControl | None = None
+    ) -> list[dict[str, np.ndarray]]:
         """Run every request.
 
         Parameters
@@ -284,12 +300,26 @@ class CurveEngine:
         control = RunControl.of(control, cancel=cancel) if control is not None or cancel is not None else None
         plan = self._plan()
         n_labels = len(self.model.labels)
-        outputs = [{m: np.full((len(self.fractions), self.n_images if q.images is None else len(q.images),
-                                n_labels), np.nan) for m in MODES} for q in self._requests]
+        outputs = [
+            {
+                m: np.full(
+                    (len(self.fractions), self.n_images if q.images is None else len(q.images), n_labels), np.nan
+                )
+                for m in MODES
+            }
+            for q in self._requests
+        ]
         self.n_forwards, self.n_naive = 0, plan.n_naive
-        scorer = MaskedScorer(self.model, self.fill, masks=self._removed, fill_sigma=self.fill_sigma,
-                              impute_noise=self.impute_noise, seed=self.seed, batch_size=self.batch_size,
-                              control=control)
+        scorer = MaskedScorer(
+            self.model,
+            self.fill,
+            masks=self._removed,
+            fill_sigma=self.fill_sigma,
+            impute_noise=self.impute_noise,
+            seed=self.seed,
+            batch_size=self.batch_size,
+            control=control,
+        )
         done, finished = 0, []
 
         def on_batch(n):
@@ -301,13 +331,14 @@ class CurveEngine:
         try:
             with torch.inference_mode():
                 for start in range(0, len(plan.active), self.chunk_size):
-                    chunk = plan.active[start:start + self.chunk_size]
+                    chunk = plan.active[start : start + self.chunk_size]
                     scorer.load(self.model.preprocess(_take(self.images, chunk)), [int(g) for g in chunk])
                     if plan.uses_shared:
-                        scorer.score([int(chunk[0])], [REMOVE_ALL], on_batch)   # once, before the chunk's pairs
+                        scorer.score([int(chunk[0])], [REMOVE_ALL], on_batch)  # once, before the chunk's pairs
                     pairs = sorted((int(kid), j) for j, g in enumerate(chunk) for kid in plan.needs[int(g)])
-                    scores = scorer.score([int(chunk[j]) for _, j in pairs], [_scorer_key(k) for k, _ in pairs],
-                                          on_batch)
+                    scores = scorer.score(
+                        [int(chunk[j]) for _, j in pairs], [_scorer_key(k) for k, _ in pairs], on_batch
+                    )
                     shared = scorer.score([int(chunk[0])], [REMOVE_ALL])[0] if plan.uses_shared else None
                     rows = {(j, k): i for i, (k, j) in enumerate(pairs)}
                     self._scatter(outputs, chunk, scores, rows, shared, plan)
@@ -318,7 +349,7 @@ class CurveEngine:
             raise
         finally:
             self.n_forwards = scorer.n_forwards
-            self.batch_size = scorer.batch_size    # smaller after an out-of-memory back-off
+            self.batch_size = scorer.batch_size  # smaller after an out-of-memory back-off
         return outputs
 
     @property
@@ -356,8 +387,9 @@ class CurveEngine:
                         kid = int(kid)
                         if kid == _NONE:
                             continue
-                        outputs[r][mode][f, col] = shared if (kid == _ALL and self.shared_fill) else \
-                            scores[rows[(j, kid)]]
+                        outputs[r][mode][f, col] = (
+                            shared if (kid == _ALL and self.shared_fill) else scores[rows[(j, kid)]]
+                        )
 
 
 def _stack_metric(logits: np.ndarray, idx, truth: np.ndarray | None, activation: str) -> np.ndarray:
@@ -386,16 +418,36 @@ def _curves_from(raw: dict[str, np.ndarray], idx, names, truth, engine, **meta) 
     act = activation_of(engine.model)
     curves = {m: _stack_metric(raw[m], idx, truth, act) for m in MODES}
     probs = {m: activate(raw[m], act)[..., idx] for m in MODES}
-    return Curves(fractions=engine.fractions.copy(), erase=curves["erase"], restore=curves["restore"],
-                  metric="auroc" if truth is not None else "mean_probability", labels=list(names),
-                  n_forwards=engine.n_forwards, n_skipped=engine.n_skipped, fill=engine.fill,
-                  erase_scores=probs["erase"], restore_scores=probs["restore"], **meta)
+    return Curves(
+        fractions=engine.fractions.copy(),
+        erase=curves["erase"],
+        restore=curves["restore"],
+        metric="auroc" if truth is not None else "mean_probability",
+        labels=list(names),
+        n_forwards=engine.n_forwards,
+        n_skipped=engine.n_skipped,
+        fill=engine.fill,
+        erase_scores=probs["erase"],
+        restore_scores=probs["restore"],
+        **meta,
+    )
 
 
-def erase_restore_curves(model, images, ranking: np.ndarray, fractions=DEFAULT_FRACTIONS, fill: str = "zero",
-                         truth: np.ndarray | None = None, label_indices: Sequence[int] | None = None,
-                         progress=None, cancel=None, *, batch_size: int | None = None,
-                         chunk_size: int | None = None, fill_sigma: float | None = None) -> Curves:
+def erase_restore_curves(
+    model,
+    images,
+    ranking: np.ndarray,
+    fractions=DEFAULT_FRACTIONS,
+    fill: str = "zero",
+    truth: np.ndarray | None = None,
+    label_indices: Sequence[int] | None = None,
+    progress=None,
+    cancel=None,
+    *,
+    batch_size: int | None = None,
+    chunk_size: int | None = None,
+    fill_sigma: float | None = None,
+) -> Curves:
     """Dataset-level erase and restore curves of one pixel ranking shared by every image (PEPPR's core).
 
     Parameters
@@ -431,17 +483,29 @@ def erase_restore_curves(model, images, ranking: np.ndarray, fractions=DEFAULT_F
     fill, restoring keeps only them; both use the same ranking for every image (aligned modality). The fill is
     applied in normalised input space (``zero`` = training mean, the default erase value of §1.7).
     """
-    engine = CurveEngine(model, images, fractions, fill, batch_size=batch_size, chunk_size=chunk_size,
-                         fill_sigma=fill_sigma)
+    engine = CurveEngine(
+        model, images, fractions, fill, batch_size=batch_size, chunk_size=chunk_size, fill_sigma=fill_sigma
+    )
     idx, names, truth = _label_selection(model, label_indices, truth, engine.n_images)
     engine.add_request(engine.add_ranking(ranking))
     return _curves_from(engine.run(progress, cancel)[0], idx, names, truth, engine)
 
 
-def deletion_insertion(model, images, maps: np.ndarray, targets: Sequence, fractions=DEFAULT_FRACTIONS,
-                       fill: str = "zero", *, seed: int = 0, progress=None, cancel=None,
-                       batch_size: int | None = None, chunk_size: int | None = None,
-                       fill_sigma: float | None = None) -> PerImageCurves:
+def deletion_insertion(
+    model,
+    images,
+    maps: np.ndarray,
+    targets: Sequence,
+    fractions=DEFAULT_FRACTIONS,
+    fill: str = "zero",
+    *,
+    seed: int = 0,
+    progress=None,
+    cancel=None,
+    batch_size: int | None = None,
+    chunk_size: int | None = None,
+    fill_sigma: float | None = None,
+) -> PerImageCurves:
     """Per-image deletion / insertion curves (RISE / I-GOS style) on the same engine as PEPPR.
 
     Parameters
@@ -471,8 +535,9 @@ def deletion_insertion(model, images, maps: np.ndarray, targets: Sequence, fract
     normalised trapezoid rule (:func:`curve_area`), as RISE's ``auc``.
     """
     maps = np.asarray(maps)
-    engine = CurveEngine(model, images, fractions, fill, batch_size=batch_size, chunk_size=chunk_size,
-                         fill_sigma=fill_sigma)
+    engine = CurveEngine(
+        model, images, fractions, fill, batch_size=batch_size, chunk_size=chunk_size, fill_sigma=fill_sigma
+    )
     if maps.shape != (engine.n_images, *engine.shape):
         raise ValueError(f"maps must be (n, H, W) = {(engine.n_images, *engine.shape)}, got {maps.shape}")
     names = list(model.labels)
@@ -484,6 +549,13 @@ def deletion_insertion(model, images, maps: np.ndarray, targets: Sequence, fract
     outputs = engine.run(progress, cancel)
     act = activation_of(model)
     curves = {m: np.array([activate(out[m][:, 0], act)[:, t] for out, t in zip(outputs, tgt)]) for m in MODES}
-    return PerImageCurves(fractions=engine.fractions.copy(), deletion=curves["erase"], insertion=curves["restore"],
-                          targets=tgt, target_names=[names[t] for t in tgt], fill=fill,
-                          n_forwards=engine.n_forwards, n_skipped=engine.n_skipped)
+    return PerImageCurves(
+        fractions=engine.fractions.copy(),
+        deletion=curves["erase"],
+        insertion=curves["restore"],
+        targets=tgt,
+        target_names=[names[t] for t in tgt],
+        fill=fill,
+        n_forwards=engine.n_forwards,
+        n_skipped=engine.n_skipped,
+    )

@@ -31,8 +31,17 @@ def _normalisation(model, images: np.ndarray):
     return model.preprocess(images, device=torch.device("cpu")).contiguous(), card.mean, card.std, card.pixel_scale
 
 
-def filled_images(model, images, ranking: np.ndarray, fractions: Sequence[float], fill: str = "zero",
-                  mode: str = "erase", *, fill_sigma: float | None = None, seed: int = 0) -> np.ndarray:
+def filled_images(
+    model,
+    images,
+    ranking: np.ndarray,
+    fractions: Sequence[float],
+    fill: str = "zero",
+    mode: str = "erase",
+    *,
+    fill_sigma: float | None = None,
+    seed: int = 0,
+) -> np.ndarray:
     """Erased or restored images at chosen fractions, in raw pixel space, for display or TIFF export.
 
     Parameters
@@ -69,8 +78,9 @@ def filled_images(model, images, ranking: np.ndarray, fractions: Sequence[float]
     out = []
     for p in fractions:
         removed = torch.from_numpy(removed_mask(ranking, (h, w), mode, p))
-        y = apply_fill(x, removed, fill, mean=mean, std=std, sigma=fill_sigma,
-                       noise_seeds=[seed + i for i in range(len(x))])
+        y = apply_fill(
+            x, removed, fill, mean=mean, std=std, sigma=fill_sigma, noise_seeds=[seed + i for i in range(len(x))]
+        )
         out.append(((y * s + m) * scale).permute(0, 2, 3, 1).numpy())
     result = np.stack(out, axis=1)
     if images.dtype == np.uint8:
@@ -78,16 +88,24 @@ def filled_images(model, images, ranking: np.ndarray, fractions: Sequence[float]
     return result.astype(np.float32)
 
 
-def write_filled_tiff(path: str | Path, model, images, ranking: np.ndarray, fractions: Sequence[float],
-                      fill: str = "zero", mode: str = "erase", **kwargs) -> Path:
+def write_filled_tiff(
+    path: str | Path,
+    model,
+    images,
+    ranking: np.ndarray,
+    fractions: Sequence[float],
+    fill: str = "zero",
+    mode: str = "erase",
+    **kwargs,
+) -> Path:
     """Write :func:`filled_images` as an ImageJ hyperstack TIFF (T = image, Z = fraction, C = channel), atomically.
 
     The fractions, fill and mode are stored in the ImageJ metadata (``Info``).
     """
     import tifffile
 
-    data = filled_images(model, images, ranking, fractions, fill, mode, **kwargs)   # (n, F, H, W, c)
-    data = np.ascontiguousarray(np.moveaxis(data, -1, 2))                             # (n, F, c, H, W)
+    data = filled_images(model, images, ranking, fractions, fill, mode, **kwargs)  # (n, F, H, W, c)
+    data = np.ascontiguousarray(np.moveaxis(data, -1, 2))  # (n, F, c, H, W)
     info = json.dumps({"mode": mode, "fill": fill, "fractions": [float(p) for p in fractions]})
     path = Path(path)
     with atomic_path(path) as tmp:

@@ -68,9 +68,20 @@ def resolve_config(config: PepprConfig | None = None, **options) -> tuple[PepprC
     return (dataclasses.replace(config, **options) if options else config), seeds
 
 
-def run_peppr(model, images, global_maps, truth: np.ndarray | None, label_names: Sequence[str] | None = None,
-              config: PepprConfig | None = None, *, eval_indices: Sequence[int] | None = None,
-              control: RunControl | None = None, progress=None, cancel=None, **options) -> PepprResult:
+def run_peppr(
+    model,
+    images,
+    global_maps,
+    truth: np.ndarray | None,
+    label_names: Sequence[str] | None = None,
+    config: PepprConfig | None = None,
+    *,
+    eval_indices: Sequence[int] | None = None,
+    control: RunControl | None = None,
+    progress=None,
+    cancel=None,
+    **options,
+) -> PepprResult:
     """PEPPR: erase and restore curves of global maps, with random-order, reverse-order and specificity baselines.
 
     Parameters
@@ -149,15 +160,23 @@ def run_peppr(model, images, global_maps, truth: np.ndarray | None, label_names:
     if missing:
         raise ValueError(f"labels {missing} are not outputs of the model (outputs: {names})")
     label_idx = [names.index(n) for n in label_names]
-    engine = CurveEngine(model, images, cfg.fractions, cfg.fill, batch_size=cfg.batch_size,
-                         chunk_size=cfg.chunk_size, fill_sigma=cfg.fill_sigma)
+    engine = CurveEngine(
+        model,
+        images,
+        cfg.fractions,
+        cfg.fill,
+        batch_size=cfg.batch_size,
+        chunk_size=cfg.chunk_size,
+        fill_sigma=cfg.fill_sigma,
+    )
     evaluated = None if eval_indices is None else np.asarray(eval_indices, np.int64)
     if truth is not None:
         truth = np.asarray(truth)
         truth = truth[:, None] if truth.ndim == 1 else truth
         if truth.shape != (engine.n_images, len(label_names)):
-            raise ValueError(f"truth must be (n_images, n_labels) = {(engine.n_images, len(label_names))}, "
-                             f"got {truth.shape}")
+            raise ValueError(
+                f"truth must be (n_images, n_labels) = {(engine.n_images, len(label_names))}, got {truth.shape}"
+            )
     maps = collect_maps(global_maps, engine.shape)
 
     jobs = []  # (request id, map name, order, seed)
@@ -177,16 +196,28 @@ def run_peppr(model, images, global_maps, truth: np.ndarray | None, label_names:
         columns = np.nonzero(np.isin(every, finished))[0]
         partial = None
         if len(columns):
-            partial = _assemble(engine, outputs, jobs, columns, every, truth, label_idx, label_names, maps, cfg,
-                                t0)
+            partial = _assemble(engine, outputs, jobs, columns, every, truth, label_idx, label_names, maps, cfg, t0)
             partial.cancelled, partial.n_requested = True, len(every)
         raise Cancelled(f"PEPPR cancelled after {len(columns)} of {len(every)} images", partial) from None
-    return _assemble(engine, outputs, jobs, None, every, truth, label_idx, label_names, maps, cfg, t0,
-                     keep_indices=evaluated is not None)
+    return _assemble(
+        engine,
+        outputs,
+        jobs,
+        None,
+        every,
+        truth,
+        label_idx,
+        label_names,
+        maps,
+        cfg,
+        t0,
+        keep_indices=evaluated is not None,
+    )
 
 
-def _assemble(engine, outputs, jobs, columns, every, truth, label_idx, label_names, maps, cfg, t0,
-              keep_indices=True) -> PepprResult:
+def _assemble(
+    engine, outputs, jobs, columns, every, truth, label_idx, label_names, maps, cfg, t0, keep_indices=True
+) -> PepprResult:
     """Curves, summaries and tables from the engine's outputs, on all evaluated images or on ``columns`` of them."""
     if columns is not None:
         outputs = [{m: v[:, columns] for m, v in out.items()} for out in outputs]
@@ -203,14 +234,25 @@ def _assemble(engine, outputs, jobs, columns, every, truth, label_idx, label_nam
     summary = {name: map_summary(c, reverse.get(name), random, cfg.tolerance) for name, c in curves.items()}
     headline = headlines(list(maps), label_names, cfg.maps_for)
     return PepprResult(
-        fractions=engine.fractions.copy(), labels=label_names,
-        metric="auroc" if truth is not None else "mean_probability", fill=cfg.fill, maps=list(maps),
-        headline=headline, curves=curves, reverse=reverse, random=random, summary=summary,
+        fractions=engine.fractions.copy(),
+        labels=label_names,
+        metric="auroc" if truth is not None else "mean_probability",
+        fill=cfg.fill,
+        maps=list(maps),
+        headline=headline,
+        curves=curves,
+        reverse=reverse,
+        random=random,
+        summary=summary,
         table=table_rows(summary, headline),
         specificity=specificity_matrix(summary, list(maps), label_names) if cfg.specificity else {},
-        split_note=split_note(cfg.map_split, cfg.eval_split), n_images=len(rows), n_forwards=engine.n_forwards,
-        n_skipped=engine.n_skipped, seconds=time.perf_counter() - t0,
-        eval_indices=rows if (keep_indices or columns is not None) else None)
+        split_note=split_note(cfg.map_split, cfg.eval_split),
+        n_images=len(rows),
+        n_forwards=engine.n_forwards,
+        n_skipped=engine.n_skipped,
+        seconds=time.perf_counter() - t0,
+        eval_indices=rows if (keep_indices or columns is not None) else None,
+    )
 
 
 def peppr_truth(stack, model, label_names=None):
@@ -233,17 +275,26 @@ def peppr_truth(stack, model, label_names=None):
     wanted = list(label_names) if label_names is not None else list(model.labels)
     table = stack.labels.matched_to(wanted)
     if table.missing and label_names is not None:
-        raise ValueError("PEPPR needs ground truth for the labels it scores, but "
-                         f"{missing_truth_message(table.missing)}")
+        raise ValueError(
+            f"PEPPR needs ground truth for the labels it scores, but {missing_truth_message(table.missing)}"
+        )
     from ..data.labels import InputNotice
 
     if not table.names:
-        warnings.warn(f"{missing_truth_message(table.missing)}: PEPPR scores every label on its mean predicted "
-                      "probability instead of AUROC", InputNotice, stacklevel=2)
+        warnings.warn(
+            f"{missing_truth_message(table.missing)}: PEPPR scores every label on its mean predicted "
+            "probability instead of AUROC",
+            InputNotice,
+            stacklevel=2,
+        )
         return wanted, None
     if table.missing:
-        warnings.warn(f"PEPPR scores only labels with ground truth: skipped {', '.join(map(repr, table.missing))} "
-                      "(no column in the labels table)", InputNotice, stacklevel=2)
+        warnings.warn(
+            f"PEPPR scores only labels with ground truth: skipped {', '.join(map(repr, table.missing))} "
+            "(no column in the labels table)",
+            InputNotice,
+            stacklevel=2,
+        )
     return list(table.names), np.stack([table.column(n) for n in table.names], axis=1)
 
 
@@ -259,9 +310,19 @@ def _split_indices(stack, split: str | None):
     return idx
 
 
-def run_peppr_pipeline(stack, model, global_maps, config: PepprConfig | None = None, *, labels=None,
-                       out_dir: str | Path | None = None, control: RunControl | None = None, progress=None,
-                       cancel=None, **options) -> PepprResult:
+def run_peppr_pipeline(
+    stack,
+    model,
+    global_maps,
+    config: PepprConfig | None = None,
+    *,
+    labels=None,
+    out_dir: str | Path | None = None,
+    control: RunControl | None = None,
+    progress=None,
+    cancel=None,
+    **options,
+) -> PepprResult:
     """PEPPR of global maps on an aligned stack: curves, random/reverse baselines, scores, figure and files.
 
     Parameters
@@ -314,8 +375,9 @@ def run_peppr_pipeline(stack, model, global_maps, config: PepprConfig | None = N
     cfg = dataclasses.replace(cfg, eval_split=cfg.eval_split or ("all images" if eval_idx is None else None))
     extra = {} if seeds is None else {"random_seeds": seeds}
     try:
-        result = run_peppr(model, frame_stack, global_maps, truth, names, cfg, eval_indices=eval_idx,
-                           control=control, **extra)
+        result = run_peppr(
+            model, frame_stack, global_maps, truth, names, cfg, eval_indices=eval_idx, control=control, **extra
+        )
     except Cancelled as exc:
         if not isinstance(exc.partial, PepprResult):
             raise
@@ -331,13 +393,26 @@ def run_peppr_pipeline(stack, model, global_maps, config: PepprConfig | None = N
             ranking = pixel_ranking(maps[name])
             sample = frame_stack.get(np.arange(min(8, len(frame_stack))))
             for mode, stem in (("erase", "erased"), ("restore", "restored")):
-                write_filled_tiff(Path(out_dir) / f"{stem}_{name}.tif", model, sample, ranking,
-                                  cfg.filled_fractions, cfg.fill, mode)
+                write_filled_tiff(
+                    Path(out_dir) / f"{stem}_{name}.tif", model, sample, ranking, cfg.filled_fractions, cfg.fill, mode
+                )
     return result
 
 
-def run_peppr_from_files(stack, model, global_maps_path, out_dir, fill="zero", random_seeds=5, eval_split=None,
-                         progress=None, cancel=None, fractions=None, *, return_result: bool = False):
+def run_peppr_from_files(
+    stack,
+    model,
+    global_maps_path,
+    out_dir,
+    fill="zero",
+    random_seeds=5,
+    eval_split=None,
+    progress=None,
+    cancel=None,
+    fractions=None,
+    *,
+    return_result: bool = False,
+):
     """CLI helper: read ``global_maps.tif``, run :func:`run_peppr_pipeline`, return a printable summary.
 
     ``fractions`` (optional) are checked and completed by :func:`napari_global_xai.perturb.complete_fractions`
@@ -353,11 +428,23 @@ def run_peppr_from_files(stack, model, global_maps_path, out_dir, fill="zero", r
     if fractions is not None:
         fractions, added = complete_fractions(fractions)
         if added:
-            note = (f"\nnote: added fraction(s) {', '.join(f'{a:g}' for a in added)} (the curves are read against "
-                    f"the intact image at both ends); fractions used: {', '.join(f'{f:g}' for f in fractions)}")
+            note = (
+                f"\nnote: added fraction(s) {', '.join(f'{a:g}' for a in added)} (the curves are read against "
+                f"the intact image at both ends); fractions used: {', '.join(f'{f:g}' for f in fractions)}"
+            )
     check_output_folder(out_dir)
     gm = read_global_maps(global_maps_path)
-    result = run_peppr_pipeline(stack, model, gm, fractions=fractions, fill=fill, random_seeds=random_seeds,
-                                eval_split=eval_split, out_dir=out_dir, progress=progress, cancel=cancel)
+    result = run_peppr_pipeline(
+        stack,
+        model,
+        gm,
+        fractions=fractions,
+        fill=fill,
+        random_seeds=random_seeds,
+        eval_split=eval_split,
+        out_dir=out_dir,
+        progress=progress,
+        cancel=cancel,
+    )
     text = summary_text(result) + note + f"\nresults in {Path(out_dir).resolve()}"
     return (text, result) if return_result else text

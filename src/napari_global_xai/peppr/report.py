@@ -52,13 +52,32 @@ def draw_panel(ax, result: PepprResult, map_name: str, label: str) -> None:
         if result.random:
             mean, sd = result.random_band(mode, label)
             ax.fill_between(f, mean - sd, mean + sd, color=colour, alpha=0.15, linewidth=0)
-            ax.plot(f, mean, color=colour, alpha=0.55, linewidth=1,
-                    label=f"random {mode} (A={block[f'random_A_{mode}']:.3f})")
+            ax.plot(
+                f,
+                mean,
+                color=colour,
+                alpha=0.55,
+                linewidth=1,
+                label=f"random {mode} (A={block[f'random_A_{mode}']:.3f})",
+            )
         if map_name in result.reverse:
-            ax.plot(f, result.reverse[map_name].curve(mode, label), color=colour, linestyle="--", linewidth=1,
-                    label=f"reverse {mode} (A={block[f'reverse_A_{mode}']:.3f})")
-        ax.plot(f, result.curves[map_name].curve(mode, label), color=colour, linewidth=2, marker="o", markersize=3,
-                label=f"map {mode} (A={block[f'A_{mode}']:.3f})")
+            ax.plot(
+                f,
+                result.reverse[map_name].curve(mode, label),
+                color=colour,
+                linestyle="--",
+                linewidth=1,
+                label=f"reverse {mode} (A={block[f'reverse_A_{mode}']:.3f})",
+            )
+        ax.plot(
+            f,
+            result.curves[map_name].curve(mode, label),
+            color=colour,
+            linewidth=2,
+            marker="o",
+            markersize=3,
+            label=f"map {mode} (A={block[f'A_{mode}']:.3f})",
+        )
     ax.set_title(f"map {map_name} → {label}   gap={block['gap']:.3f}", fontsize=9)
     ax.set_xlabel("fraction of pixels erased / restored")
     ax.set_ylabel("AUROC" if result.metric == "auroc" else "mean probability")
@@ -98,7 +117,7 @@ def plot_peppr(result: PepprResult, path: str | Path, label: str | None = None, 
     axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
     for ax, (map_name, lab) in zip(axes, panels):
         draw_panel(ax, result, map_name, lab)
-    for ax in axes[len(panels):]:
+    for ax in axes[len(panels) :]:
         ax.set_visible(False)
     fig.suptitle(f"PEPPR ({result.fill} fill, {result.n_images} images)", fontsize=10)
     path = Path(path)
@@ -118,17 +137,24 @@ def _fmt(value, spec=".3f") -> str:
 
 def summary_text(result: PepprResult) -> str:
     """A printable summary: counts, the split note and one line per (map, headline label) of ``result.table``."""
-    lines = [f"PEPPR on {result.n_images} images ({result.metric}, {result.fill} fill, {len(result.fractions)} "
-             f"fractions, {len(result.random)} random seeds): {result.n_forwards} forwards, {result.n_skipped} "
-             f"skipped, {result.seconds:.1f} s" + (f"; CANCELLED: partial result on {result.n_images} of "
-                                                    f"{result.n_requested} images" if result.cancelled else ""),
-             f"split: {result.split_note.get('note', '')}",
-             f"{'map':>18s} {'label':>18s}  A_erase A_restore    gap  random gap (sd)  d_erase d_restore    p*"]
+    lines = [
+        f"PEPPR on {result.n_images} images ({result.metric}, {result.fill} fill, {len(result.fractions)} "
+        f"fractions, {len(result.random)} random seeds): {result.n_forwards} forwards, {result.n_skipped} "
+        f"skipped, {result.seconds:.1f} s"
+        + (
+            f"; CANCELLED: partial result on {result.n_images} of {result.n_requested} images"
+            if result.cancelled
+            else ""
+        ),
+        f"split: {result.split_note.get('note', '')}",
+        f"{'map':>18s} {'label':>18s}  A_erase A_restore    gap  random gap (sd)  d_erase d_restore    p*",
+    ]
     for row in result.table:
         lines.append(
             f"{row['map']:>18s} {row['label']:>18s}  {_fmt(row['A_erase'])}     {_fmt(row['A_restore'])}  "
             f"{_fmt(row['gap'], '+.3f')}  {_fmt(row.get('random_gap'), '+.3f')} ({_fmt(row.get('random_gap_sd'))})  "
-            f"{_fmt(row.get('d_erase'), '+.3f')}    {_fmt(row.get('d_restore'), '+.3f')} {_fmt(row['p_star'])}")
+            f"{_fmt(row.get('d_erase'), '+.3f')}    {_fmt(row.get('d_restore'), '+.3f')} {_fmt(row['p_star'])}"
+        )
     return "\n".join(lines)
 
 
@@ -136,8 +162,15 @@ def _curve_rows(curves: Curves, map_name: str):
     for mode in MODES:
         for label in list(curves.labels) + ["macro"]:
             for p, value in zip(curves.fractions, curves.curve(mode, label)):
-                yield (map_name, curves.order, "" if curves.seed is None else curves.seed, mode, float(p), label,
-                       float(value))
+                yield (
+                    map_name,
+                    curves.order,
+                    "" if curves.seed is None else curves.seed,
+                    mode,
+                    float(p),
+                    label,
+                    float(value),
+                )
 
 
 def curves_rows(result: PepprResult) -> list[tuple]:
@@ -168,17 +201,30 @@ def _jsonable(value):
 
 def summary_dict(result: PepprResult) -> dict:
     """The JSON-ready summary of a run (NaN written as null)."""
-    return _jsonable({
-        "method": "PEPPR (reconstruction, methods.md §1.7)",
-        "metric": result.metric, "fill": result.fill, "fractions": result.fractions, "labels": result.labels,
-        "maps": result.maps, "headline": result.headline, "table": result.table, "summary": result.summary,
-        "specificity": result.specificity, "split": result.split_note, "n_images": result.n_images,
-        "random_seeds": [c.seed for c in result.random], "n_forwards": result.n_forwards,
-        "n_skipped": result.n_skipped, "seconds": result.seconds,
-        "eval_indices": None if result.eval_indices is None else result.eval_indices,
-        "cancelled": result.cancelled, "status": "CANCELLED" if result.cancelled else "complete",
-        "n_requested": result.n_images if result.n_requested is None else result.n_requested,
-    })
+    return _jsonable(
+        {
+            "method": "PEPPR (reconstruction, methods.md §1.7)",
+            "metric": result.metric,
+            "fill": result.fill,
+            "fractions": result.fractions,
+            "labels": result.labels,
+            "maps": result.maps,
+            "headline": result.headline,
+            "table": result.table,
+            "summary": result.summary,
+            "specificity": result.specificity,
+            "split": result.split_note,
+            "n_images": result.n_images,
+            "random_seeds": [c.seed for c in result.random],
+            "n_forwards": result.n_forwards,
+            "n_skipped": result.n_skipped,
+            "seconds": result.seconds,
+            "eval_indices": None if result.eval_indices is None else result.eval_indices,
+            "cancelled": result.cancelled,
+            "status": "CANCELLED" if result.cancelled else "complete",
+            "n_requested": result.n_images if result.n_requested is None else result.n_requested,
+        }
+    )
 
 
 def write_peppr(result: PepprResult, out_dir: str | Path, plot: bool = True) -> dict[str, Path]:

@@ -21,8 +21,9 @@ def _area_block(curves: Curves, label: str) -> dict[str, float]:
     return {"A_erase": e, "A_restore": r, "gap": r - e}
 
 
-def summarise(curves: Curves, reference: Curves | Sequence[Curves] | None = None,
-              tolerance: float = 0.01) -> dict[str, dict[str, float]]:
+def summarise(
+    curves: Curves, reference: Curves | Sequence[Curves] | None = None, tolerance: float = 0.01
+) -> dict[str, dict[str, float]]:
     """PEPPR summary scores per label and ``"macro"``.
 
     Parameters
@@ -58,15 +59,19 @@ def summarise(curves: Curves, reference: Curves | Sequence[Curves] | None = None
         block = _area_block(curves, label)
         restore = curves.curve("restore", label)
         full = curves.curve("erase", label)[0] if curves.fractions[0] == 0 else restore[-1]
-        block.update(full=float(full), filled=float(curves.curve("erase", label)[-1]),
-                     p_star=restoration_point(curves.fractions, restore, full, tolerance, True),
-                     p_star_grid=restoration_point(curves.fractions, restore, full, tolerance, False))
+        block.update(
+            full=float(full),
+            filled=float(curves.curve("erase", label)[-1]),
+            p_star=restoration_point(curves.fractions, restore, full, tolerance, True),
+            p_star_grid=restoration_point(curves.fractions, restore, full, tolerance, False),
+        )
         ref_blocks = [_area_block(ref, label) for ref in refs]
         for key in ("A_erase", "A_restore", "gap"):
             vals = np.array([b[key] for b in ref_blocks])
             block[f"random_{key}"] = float(vals.mean()) if len(vals) else float("nan")
-            block[f"random_{key}_sd"] = float(vals.std(ddof=1)) if len(vals) > 1 else (0.0 if len(vals) else
-                                                                                      float("nan"))
+            block[f"random_{key}_sd"] = (
+                float(vals.std(ddof=1)) if len(vals) > 1 else (0.0 if len(vals) else float("nan"))
+            )
         block["d_erase"] = block["A_erase"] - block["random_A_erase"]
         block["d_restore"] = block["A_restore"] - block["random_A_restore"]
         block["d_gap"] = block["gap"] - block["random_gap"]
@@ -106,11 +111,15 @@ def headlines(map_names, label_names, maps_for) -> dict[str, list[str]]:
 def split_note(map_split, eval_split) -> dict:
     note = {"map_split": map_split, "eval_split": eval_split}
     if map_split is None or eval_split is None:
-        note["note"] = ("split provenance not fully given: make sure the global maps were not built on the evaluated "
-                        "images (circularity, methods.md §1.6 item 5)")
+        note["note"] = (
+            "split provenance not fully given: make sure the global maps were not built on the evaluated "
+            "images (circularity, methods.md §1.6 item 5)"
+        )
     elif str(map_split) == str(eval_split):
-        note["note"] = (f"maps built and evaluated on the same split ({map_split!r}): faithfulness may be "
-                        "overestimated (circularity); report a disjoint-split run as well")
+        note["note"] = (
+            f"maps built and evaluated on the same split ({map_split!r}): faithfulness may be "
+            "overestimated (circularity); report a disjoint-split run as well"
+        )
     else:
         note["note"] = f"maps built on {map_split!r}, evaluated on {eval_split!r} (disjoint as given)"
     return note
@@ -126,8 +135,9 @@ def map_summary(curves: Curves, reverse: Curves | None, random: list[Curves], to
 
 
 def table_rows(summary, headline) -> list[dict]:
-    return [{"map": name, "label": label, **summary[name][label]}
-            for name, labels in headline.items() for label in labels]
+    return [
+        {"map": name, "label": label, **summary[name][label]} for name, labels in headline.items() for label in labels
+    ]
 
 
 def specificity_matrix(summary, map_names, label_names) -> dict:
@@ -136,8 +146,15 @@ def specificity_matrix(summary, map_names, label_names) -> dict:
 
     def grab(key):
         return np.array([[summary[m][b][key] for b in label_names] for m in label_maps]).reshape(
-            len(label_maps), len(label_names))
+            len(label_maps), len(label_names)
+        )
 
     erase, restore = grab("A_erase"), grab("A_restore")
-    return {"maps": label_maps, "labels": list(label_names), "erase": erase, "restore": restore,
-            "erase_gain": grab("random_A_erase") - erase, "restore_gain": restore - grab("random_A_restore")}
+    return {
+        "maps": label_maps,
+        "labels": list(label_names),
+        "erase": erase,
+        "restore": restore,
+        "erase_gain": grab("random_A_erase") - erase,
+        "restore_gain": restore - grab("random_A_restore"),
+    }

@@ -24,14 +24,33 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["PepprView", "Filmstrip", "FigureHandles", "view_from_result", "view_from_folder", "compute_filmstrip",
-           "filmstrip_from_folder", "draw_curves", "draw_filmstrip", "draw_peppr_figure", "table_cells",
-           "TABLE_COLUMNS", "thumbnail", "nearest_index"]
+__all__ = [
+    "PepprView",
+    "Filmstrip",
+    "FigureHandles",
+    "view_from_result",
+    "view_from_folder",
+    "compute_filmstrip",
+    "filmstrip_from_folder",
+    "draw_curves",
+    "draw_filmstrip",
+    "draw_peppr_figure",
+    "table_cells",
+    "TABLE_COLUMNS",
+    "thumbnail",
+    "nearest_index",
+]
 
 #: Columns of the compact summary table (header, row key, format).
-TABLE_COLUMNS = (("map", "map", "s"), ("label", "label", "s"), ("A_erase", "A_erase", ".3f"),
-                 ("A_restore", "A_restore", ".3f"), ("gap", "gap", "+.3f"), ("random gap", "random_gap", "+.3f"),
-                 ("p*", "p_star", ".2f"))
+TABLE_COLUMNS = (
+    ("map", "map", "s"),
+    ("label", "label", "s"),
+    ("A_erase", "A_erase", ".3f"),
+    ("A_restore", "A_restore", ".3f"),
+    ("gap", "gap", "+.3f"),
+    ("random gap", "random_gap", "+.3f"),
+    ("p*", "p_star", ".2f"),
+)
 _MAP_COLOURS = ("#d62728", "#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf")
 _MODE_STYLE = {"erase": {"linestyle": "-", "marker": "o"}, "restore": {"linestyle": "--", "marker": "s"}}
 
@@ -102,8 +121,8 @@ class FigureHandles:
     curves_ax: object = None
     table_ax: object = None
     marker: object = None
-    thumbs: dict = field(default_factory=dict)   # axes -> (row index, fraction index)
-    frames: list = field(default_factory=list)   # highlight rectangles, one per fraction column
+    thumbs: dict = field(default_factory=dict)  # axes -> (row index, fraction index)
+    frames: list = field(default_factory=list)  # highlight rectangles, one per fraction column
 
 
 # ----------------------------------------------------------------------------------------------- building views
@@ -121,8 +140,15 @@ def view_from_result(result) -> PepprView:
         for label in list(result.labels) + ["macro"]:
             if result.random:
                 random[(mode, label)] = np.array([c.curve(mode, label) for c in result.random], float)
-    return PepprView(np.asarray(result.fractions, float), result.metric, result.fill, result.n_images,
-                     [dict(r) for r in result.table], curves, random)
+    return PepprView(
+        np.asarray(result.fractions, float),
+        result.metric,
+        result.fill,
+        result.n_images,
+        [dict(r) for r in result.table],
+        curves,
+        random,
+    )
 
 
 def view_from_folder(folder: str | Path) -> PepprView:
@@ -153,8 +179,15 @@ def view_from_folder(folder: str | Path) -> PepprView:
                 seeds.setdefault((mode, label), []).append(curve)
         random = {k: np.array(v) for k, v in seeds.items()}
     rows = [{k: (np.nan if v is None else v) for k, v in r.items()} for r in summary.get("table", [])]
-    return PepprView(fractions, summary.get("metric", "auroc"), summary.get("fill", ""),
-                     int(summary.get("n_images", 0)), rows, curves, random)
+    return PepprView(
+        fractions,
+        summary.get("metric", "auroc"),
+        summary.get("fill", ""),
+        int(summary.get("n_images", 0)),
+        rows,
+        curves,
+        random,
+    )
 
 
 # ------------------------------------------------------------------------------------------------- thumbnails
@@ -184,9 +217,19 @@ def _display_rgb(images: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(x), 0, 255).astype(np.uint8)
 
 
-def compute_filmstrip(model, image: np.ndarray, global_map: np.ndarray, fractions: Sequence[float],
-                      fill: str = "zero", *, random_seed: int = 0, max_side: int = 96, image_index: int = 0,
-                      map_name: str = "", cancel=None) -> Filmstrip:
+def compute_filmstrip(
+    model,
+    image: np.ndarray,
+    global_map: np.ndarray,
+    fractions: Sequence[float],
+    fill: str = "zero",
+    *,
+    random_seed: int = 0,
+    max_side: int = 96,
+    image_index: int = 0,
+    map_name: str = "",
+    cancel=None,
+) -> Filmstrip:
     """Thumbnails of one image erased and restored at each fraction, in the map's order and one random order.
 
     Parameters
@@ -229,7 +272,7 @@ def compute_filmstrip(model, image: np.ndarray, global_map: np.ndarray, fraction
         for mode in ("erase", "restore"):
             if cancel is not None and cancel():
                 return Filmstrip(np.asarray(fractions, float), rows, image_index, map_name)
-            filled = filled_images(model, img, ranking, fractions, fill, mode)[0]      # (F, H, W, c)
+            filled = filled_images(model, img, ranking, fractions, fill, mode)[0]  # (F, H, W, c)
             thumbs = np.stack([thumbnail(_display_rgb(f).astype(np.float32), max_side) for f in filled])
             rows.append((f"{order} · {mode}", np.clip(np.rint(thumbs), 0, 255).astype(np.uint8)))
     return Filmstrip(np.asarray(fractions, float), rows, image_index, map_name)
@@ -244,18 +287,18 @@ def filmstrip_from_folder(folder: str | Path, image_index: int = 0, max_side: in
 
     folder = Path(folder)
     for erased in sorted(folder.glob("erased_*.tif")):
-        name = erased.stem[len("erased_"):]
+        name = erased.stem[len("erased_") :]
         restored = folder / f"restored_{name}.tif"
         if not restored.exists():
             continue
         rows, fractions = [], None
         for mode, path in (("erase", erased), ("restore", restored)):
             with tifffile.TiffFile(path) as tif:
-                data = tif.asarray()                                   # (n, F, c, H, W) or fewer axes
+                data = tif.asarray()  # (n, F, c, H, W) or fewer axes
                 info = json.loads((tif.imagej_metadata or {}).get("Info", "{}"))
             fractions = np.asarray(info.get("fractions", []), float)
             data = data.reshape(-1, len(fractions), *data.shape[-3:]) if data.ndim >= 4 else data[None, None]
-            image = np.moveaxis(data[min(image_index, len(data) - 1)], 1, -1)   # (F, H, W, c)
+            image = np.moveaxis(data[min(image_index, len(data) - 1)], 1, -1)  # (F, H, W, c)
             thumbs = np.stack([thumbnail(_display_rgb(f).astype(np.float32), max_side) for f in image])
             rows.append((f"map · {mode}", np.clip(np.rint(thumbs), 0, 255).astype(np.uint8)))
         return Filmstrip(fractions, rows, image_index, name)
@@ -304,14 +347,28 @@ def draw_curves(ax, view: PepprView, fraction: float | None = None, legend: bool
                 if band is not None:
                     mean, sd = band
                     ax.fill_between(f, mean - sd, mean + sd, color="0.6", alpha=0.2, linewidth=0)
-                    ax.plot(f, mean, color="0.45", linewidth=1, linestyle=_MODE_STYLE[mode]["linestyle"],
-                            label=f"random {mode}" + (f" ({label})" if len(view.rows) > 1 else ""))
+                    ax.plot(
+                        f,
+                        mean,
+                        color="0.45",
+                        linewidth=1,
+                        linestyle=_MODE_STYLE[mode]["linestyle"],
+                        label=f"random {mode}" + (f" ({label})" if len(view.rows) > 1 else ""),
+                    )
                 banded.add((mode, label))
             key = (name, mode, label)
             if key in view.curves:
-                ax.plot(f, view.curves[key], color=colour, linewidth=1.8, markersize=3.5,
-                        label=f"{name}{'' if label in ('macro', name) else ' → ' + label}: {mode}", picker=True,
-                        pickradius=5, **_MODE_STYLE[mode])
+                ax.plot(
+                    f,
+                    view.curves[key],
+                    color=colour,
+                    linewidth=1.8,
+                    markersize=3.5,
+                    label=f"{name}{'' if label in ('macro', name) else ' → ' + label}: {mode}",
+                    picker=True,
+                    pickradius=5,
+                    **_MODE_STYLE[mode],
+                )
     ax.set_xlabel("fraction of pixels erased / restored")
     ax.set_ylabel("AUROC" if view.metric == "auroc" else "mean probability")
     ax.set_xlim(-0.02, 1.02)
@@ -368,13 +425,27 @@ def draw_filmstrip(fig, strip: Filmstrip, highlight: int | None = None, handles:
     for c in range(n_cols):
         column = []
         for r in range(n_rows):
-            frame = Rectangle((0, 0), 1, 1, transform=axes[r, c].transAxes, fill=False, edgecolor="#f1c40f",
-                              linewidth=2.5, visible=c == highlight, clip_on=False)
+            frame = Rectangle(
+                (0, 0),
+                1,
+                1,
+                transform=axes[r, c].transAxes,
+                fill=False,
+                edgecolor="#f1c40f",
+                linewidth=2.5,
+                visible=c == highlight,
+                clip_on=False,
+            )
             axes[r, c].add_patch(frame)
             column.append(frame)
         handles.frames.append(column)
-    fig.suptitle(f"image {strip.image_index}" + (f" · {strip.map_name}" if strip.map_name else "")
-                 + ": map order vs a random order", fontsize=8, y=0.995)
+    fig.suptitle(
+        f"image {strip.image_index}"
+        + (f" · {strip.map_name}" if strip.map_name else "")
+        + ": map order vs a random order",
+        fontsize=8,
+        y=0.995,
+    )
     return handles
 
 
@@ -385,8 +456,14 @@ def set_highlight(handles: FigureHandles, column: int | None) -> None:
             patch.set_visible(c == column)
 
 
-def draw_peppr_figure(fig, view: PepprView, strip: Filmstrip | None = None, fraction: float | None = None,
-                      title: str | None = None, layout: str = "auto") -> FigureHandles:
+def draw_peppr_figure(
+    fig,
+    view: PepprView,
+    strip: Filmstrip | None = None,
+    fraction: float | None = None,
+    title: str | None = None,
+    layout: str = "auto",
+) -> FigureHandles:
     """The whole PEPPR figure into ``fig``: curves, legend (outside the axes) and summary table, filmstrip below.
 
     Parameters
@@ -414,12 +491,23 @@ def draw_peppr_figure(fig, view: PepprView, strip: Filmstrip | None = None, frac
     else:
         top, bottom = fig, None
     if wide:
-        grid = top.add_gridspec(2, 2, width_ratios=[1.45, 1.0], height_ratios=[1.0, 1.1], left=0.09, right=0.99,
-                                bottom=0.17, top=0.9, wspace=0.08, hspace=0.05)
+        grid = top.add_gridspec(
+            2,
+            2,
+            width_ratios=[1.45, 1.0],
+            height_ratios=[1.0, 1.1],
+            left=0.09,
+            right=0.99,
+            bottom=0.17,
+            top=0.9,
+            wspace=0.08,
+            hspace=0.05,
+        )
         curves_spec, table_spec, legend_spec = grid[:, 0], grid[0, 1], grid[1, 1]
     else:
-        grid = top.add_gridspec(3, 1, height_ratios=[2.0, 0.34, 0.3], left=0.15, right=0.97, bottom=0.0, top=0.93,
-                                hspace=0.36)
+        grid = top.add_gridspec(
+            3, 1, height_ratios=[2.0, 0.34, 0.3], left=0.15, right=0.97, bottom=0.0, top=0.93, hspace=0.36
+        )
         curves_spec, table_spec, legend_spec = grid[0], grid[1], grid[2]
     handles.curves_ax = top.add_subplot(curves_spec)
     handles.marker = draw_curves(handles.curves_ax, view, fraction, legend=False)
@@ -429,8 +517,9 @@ def draw_peppr_figure(fig, view: PepprView, strip: Filmstrip | None = None, frac
     legend_ax.set_axis_off()
     lines, labels = handles.curves_ax.get_legend_handles_labels()
     if lines:  # legend outside the curves' axes
-        legend = legend_ax.legend(lines, labels, fontsize=7, loc="upper left", frameon=False,
-                                  ncol=1 if wide and len(lines) < 9 else 2)
+        legend = legend_ax.legend(
+            lines, labels, fontsize=7, loc="upper left", frameon=False, ncol=1 if wide and len(lines) < 9 else 2
+        )
         for text in legend.get_texts():  # the theme's text colour (napari's dark theme in the dock)
             text.set_color(handles.curves_ax.xaxis.label.get_color())
     top.suptitle(title or f"PEPPR ({view.fill} fill, {view.n_images} images)", fontsize=9)

@@ -49,9 +49,23 @@ from .rankings import (
 from .scorer import KEEP_ALL, REMOVE_ALL, MaskedScorer
 
 __all__ = [
-    "FILLS", "BASELINES", "make_fill", "gaussian_blur", "default_sigma", "impute_linear",
-    "apply_fill", "blend", "seeded_noise",
-    "pixel_ranking", "random_ranking", "fraction_counts", "check_fractions", "complete_fractions",
-    "rank_positions", "removed_mask",
-    "MaskedScorer", "KEEP_ALL", "REMOVE_ALL",
+    "FILLS",
+    "BASELINES",
+    "make_fill",
+    "gaussian_blur",
+    "default_sigma",
+    "impute_linear",
+    "apply_fill",
+    "blend",
+    "seeded_noise",
+    "pixel_ranking",
+    "random_ranking",
+    "fraction_counts",
+    "check_fractions",
+    "complete_fractions",
+    "rank_positions",
+    "removed_mask",
+    "MaskedScorer",
+    "KEEP_ALL",
+    "REMOVE_ALL",
 ]

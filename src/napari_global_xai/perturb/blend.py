@@ -11,9 +11,19 @@ from .fills import impute_linear, make_fill
 __all__ = ["apply_fill", "blend", "seeded_noise"]
 
 
-def apply_fill(x: torch.Tensor, removed: torch.Tensor, fill: str = "zero", *, fill_image: torch.Tensor | None = None,
-               mean=None, std=None, sigma: float | None = None, noise: float = 0.01,
-               noise_seeds: Sequence[int] | None = None, out: torch.Tensor | None = None) -> torch.Tensor:
+def apply_fill(
+    x: torch.Tensor,
+    removed: torch.Tensor,
+    fill: str = "zero",
+    *,
+    fill_image: torch.Tensor | None = None,
+    mean=None,
+    std=None,
+    sigma: float | None = None,
+    noise: float = 0.01,
+    noise_seeds: Sequence[int] | None = None,
+    out: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Replace the removed pixels of normalised images by the fill: ``x * keep + fill * (1 - keep)``.
 
     Parameters
@@ -65,8 +75,14 @@ def apply_fill(x: torch.Tensor, removed: torch.Tensor, fill: str = "zero", *, fi
     return blend(x, keep, out=out, fill_image=None if fill == "zero" else fill_image)
 
 
-def blend(x: torch.Tensor, keep: torch.Tensor, *, out: torch.Tensor | None = None,
-          fill_term: torch.Tensor | None = None, fill_image: torch.Tensor | None = None) -> torch.Tensor:
+def blend(
+    x: torch.Tensor,
+    keep: torch.Tensor,
+    *,
+    out: torch.Tensor | None = None,
+    fill_term: torch.Tensor | None = None,
+    fill_image: torch.Tensor | None = None,
+) -> torch.Tensor:
     """``x * keep`` plus the fill where ``keep`` is 0: ``+ fill_term`` (precomputed ``(1 - keep) * fill``) or
     ``+ (1 - keep) * fill_image``; nothing more for the zero fill. All arguments broadcast; exact for a 0/1 ``keep``.
     """
@@ -85,5 +101,5 @@ def seeded_noise(shape, seeds: Sequence[int] | None) -> torch.Tensor:
     seeds = list(seeds) if seeds is not None else list(range(n))
     out = torch.empty(shape, dtype=torch.float32)
     for i in range(n):
-        out[i] = torch.randn(shape[1:], generator=torch.Generator().manual_seed(int(seeds[i]) % (2 ** 63)))
+        out[i] = torch.randn(shape[1:], generator=torch.Generator().manual_seed(int(seeds[i]) % (2**63)))
     return out

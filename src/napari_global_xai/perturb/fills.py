@@ -62,7 +62,7 @@ def _fft_filter(y: torch.Tensor, kernel: torch.Tensor, dim: int) -> torch.Tensor
     n = _fft_length(size + taps - 1)
     spectrum = torch.fft.rfft(y.movedim(dim, -1), n=n) * torch.fft.rfft(kernel, n=n)
     full = torch.fft.irfft(spectrum, n=n)  # linear convolution (n ≥ size + taps − 1: no wrap-around)
-    return full[..., taps - 1:size].movedim(-1, dim)
+    return full[..., taps - 1 : size].movedim(-1, dim)
 
 
 def _fft_length(n: int) -> int:
@@ -78,8 +78,11 @@ def _fft_length(n: int) -> int:
 
 
 def _layout(x: torch.Tensor) -> torch.memory_format:
-    return torch.channels_last if x.ndim == 4 and x.is_contiguous(memory_format=torch.channels_last) \
-        and not x.is_contiguous() else torch.contiguous_format
+    return (
+        torch.channels_last
+        if x.ndim == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+        else torch.contiguous_format
+    )
 
 
 def default_sigma(shape) -> float:
@@ -117,8 +120,13 @@ def make_fill(kind: str, x: torch.Tensor, mean=None, std=None, sigma: float | No
     raise ValueError(f"unknown fill {kind!r}; choose from {FILLS}")
 
 
-def impute_linear(x: torch.Tensor, removed: torch.Tensor, noise: float = 0.01, iterations: int = 200,
-                  generator: torch.Generator | None = None) -> torch.Tensor:
+def impute_linear(
+    x: torch.Tensor,
+    removed: torch.Tensor,
+    noise: float = 0.01,
+    iterations: int = 200,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
     """ROAD-style noisy linear imputation of the ``removed`` pixels.
 
     Each removed pixel is set to the weighted mean of its 8 neighbours (1/6 direct, 1/12 diagonal, renormalised at
@@ -140,13 +148,14 @@ def impute_linear(x: torch.Tensor, removed: torch.Tensor, noise: float = 0.01, i
         removed = removed.view(1, 1, *removed.shape)
     keep = (~removed).to(x.dtype)
     c = x.shape[1]
-    w = torch.tensor([[1 / 12, 1 / 6, 1 / 12], [1 / 6, 0.0, 1 / 6], [1 / 12, 1 / 6, 1 / 12]], dtype=x.dtype,
-                     device=x.device)
+    w = torch.tensor(
+        [[1 / 12, 1 / 6, 1 / 12], [1 / 6, 0.0, 1 / 6], [1 / 12, 1 / 6, 1 / 12]], dtype=x.dtype, device=x.device
+    )
     kernel = w.view(1, 1, 3, 3).expand(c, 1, 3, 3)
     ones = torch.ones(1, 1, *x.shape[-2:], dtype=x.dtype, device=x.device)
     norm = F.conv2d(F.pad(ones, (1, 1, 1, 1)), w.view(1, 1, 3, 3))
     known = x * keep
-    start = (known.sum(dim=(2, 3), keepdim=True) / keep.sum(dim=(2, 3), keepdim=True).clamp_min(1))
+    start = known.sum(dim=(2, 3), keepdim=True) / keep.sum(dim=(2, 3), keepdim=True).clamp_min(1)
     y = known + (1 - keep) * start
     for _ in range(iterations):
         avg = F.conv2d(F.pad(y, (1, 1, 1, 1)), kernel, groups=c) / norm

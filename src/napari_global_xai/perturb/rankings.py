@@ -12,8 +12,17 @@ import numpy as np
 
 from ..config import MODES
 
-__all__ = ["pixel_ranking", "random_ranking", "fraction_counts", "check_fractions", "complete_fractions",
-           "rank_positions", "removed_mask", "TIE_STREAM", "RANDOM_STREAM"]
+__all__ = [
+    "pixel_ranking",
+    "random_ranking",
+    "fraction_counts",
+    "check_fractions",
+    "complete_fractions",
+    "rank_positions",
+    "removed_mask",
+    "TIE_STREAM",
+    "RANDOM_STREAM",
+]
 
 #: Seed streams (the second entry of ``default_rng([seed, stream])``): tie-breaking keys and the random order
 #: never share a sequence.
@@ -127,7 +136,7 @@ def rank_positions(ranking: np.ndarray, n_pixels: int) -> np.ndarray:
         raise ValueError(f"a ranking must be {n_pixels} integer pixel indices, got {r.size} of dtype {r.dtype}")
     if r.min() < 0 or r.max() >= n_pixels or np.bincount(r, minlength=n_pixels).max() != 1:
         raise ValueError("a ranking must be a permutation of the pixel indices 0 .. H*W-1")
-    pos = np.empty(n_pixels, np.int32 if n_pixels < 2 ** 31 else np.int64)
+    pos = np.empty(n_pixels, np.int32 if n_pixels < 2**31 else np.int64)
     pos[r] = np.arange(n_pixels)
     return pos
 

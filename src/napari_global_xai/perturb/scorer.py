@@ -54,7 +54,7 @@ def _key_seed(key) -> int:
 def _rows(t: torch.Tensor, idx: np.ndarray) -> torch.Tensor:
     """``t[idx]``: a view when ``idx`` is a consecutive ascending run (the common case), else a gather."""
     if len(idx) and idx[-1] - idx[0] == len(idx) - 1 and np.all(np.diff(idx) == 1):
-        return t[int(idx[0]):int(idx[-1]) + 1]
+        return t[int(idx[0]) : int(idx[-1]) + 1]
     return t[torch.as_tensor(idx, device=t.device)]
 
 
@@ -68,8 +68,7 @@ def _grid(codes: np.ndarray, local: np.ndarray) -> tuple[int, int, int] | None:
     if run[-1] - run[0] != n_img - 1 or np.any(np.diff(run) != 1):
         return None
     grid_codes, grid_local = codes.reshape(-1, n_img), local.reshape(-1, n_img)
-    if np.any(grid_codes != grid_codes[:, :1]) or np.any(grid_local != run) or \
-            np.any(np.diff(grid_codes[:, 0]) == 0):
+    if np.any(grid_codes != grid_codes[:, :1]) or np.any(grid_local != run) or np.any(np.diff(grid_codes[:, 0]) == 0):
         return None
     return len(codes) // n_img, int(run[0]), n_img
 
@@ -116,9 +115,19 @@ class MaskedScorer:
         Model calls each image id took part in.
     """
 
-    def __init__(self, model, fill: str = "zero", *, masks: MaskFn | None = None, fill_sigma: float | None = None,
-                 impute_noise: float = 0.01, seed: int = 0, batch_size: int | None = None,
-                 probability: bool = False, control: RunControl | None = None):
+    def __init__(
+        self,
+        model,
+        fill: str = "zero",
+        *,
+        masks: MaskFn | None = None,
+        fill_sigma: float | None = None,
+        impute_noise: float = 0.01,
+        seed: int = 0,
+        batch_size: int | None = None,
+        probability: bool = False,
+        control: RunControl | None = None,
+    ):
         if fill not in FILLS:
             raise ValueError(f"unknown fill {fill!r}; choose from {FILLS}")
         self.model = model
@@ -179,8 +188,9 @@ class MaskedScorer:
         """The distinct pairs not answered yet (first-seen order), as cache keys ``(image id or None, key)``."""
         return list(dict.fromkeys(k for k in map(self._cache_key, image_ids, keys) if k not in self._cache))
 
-    def score(self, image_ids: Sequence[Hashable], keys: Sequence[Hashable],
-              on_batch: Callable[[int], None] | None = None) -> np.ndarray:
+    def score(
+        self, image_ids: Sequence[Hashable], keys: Sequence[Hashable], on_batch: Callable[[int], None] | None = None
+    ) -> np.ndarray:
         """Outputs of the pairs ``(image_ids[i], keys[i])``, ``(len, n_outputs)`` float64.
 
         New pairs are forwarded (each distinct pair once), key-major in batches of ``batch_size``; ``on_batch(k)``
@@ -217,9 +227,12 @@ class MaskedScorer:
         codes = np.array([codes_of[k] for _, k in pairs], np.int64)
         local = np.array([self._row[g] for g, _ in pairs], np.int64)
         longest = 0
-        for sl, out in iterate_batches(len(pairs), self.batch_size, lambda sl: self._forward(pairs[sl], codes[sl],
-                                                                                            local[sl]),
-                                       cancel=self.control.cancel_fn):
+        for sl, out in iterate_batches(
+            len(pairs),
+            self.batch_size,
+            lambda sl: self._forward(pairs[sl], codes[sl], local[sl]),
+            cancel=self.control.cancel_fn,
+        ):
             for cache_key, row in zip(store[sl], out):
                 self._cache[cache_key] = row
                 self.forwards_by_image[cache_key[0]] += 1
@@ -246,8 +259,14 @@ class MaskedScorer:
         keys = [k for _, k in pairs]
         with torch.inference_mode():
             if self.fill == "impute":
-                seeds = [int(np.random.SeedSequence([self.seed, NOISE_STREAM, _key_seed(g), _key_seed(k)])
-                             .generate_state(1)[0]) for g, k in pairs]
+                seeds = [
+                    int(
+                        np.random.SeedSequence([self.seed, NOISE_STREAM, _key_seed(g), _key_seed(k)]).generate_state(1)[
+                            0
+                        ]
+                    )
+                    for g, k in pairs
+                ]
                 masks = torch.stack([self._removed(k, x.device) for k in keys]).unsqueeze(1)
                 filled = apply_fill(_rows(x, local), masks, "impute", noise=self.impute_noise, noise_seeds=seeds)
             else:
@@ -255,9 +274,10 @@ class MaskedScorer:
                 if grid is not None:
                     n_keys, start, n_img = grid
                     unique_keys = keys[::n_img]
-                    xs = x[start:start + n_img].unsqueeze(0)                       # (1, J, c, H, W)
-                    fill_rows = None if self._fill_image is None else \
-                        self._fill_image[start:start + n_img].unsqueeze(0)
+                    xs = x[start : start + n_img].unsqueeze(0)  # (1, J, c, H, W)
+                    fill_rows = (
+                        None if self._fill_image is None else self._fill_image[start : start + n_img].unsqueeze(0)
+                    )
                 else:
                     n_keys, unique_keys = len(keys), keys
                     xs = _rows(x, local)
@@ -269,8 +289,7 @@ class MaskedScorer:
                 if grid is not None:
                     keep, term = keep.unsqueeze(1), None if term is None else term.unsqueeze(1)
                 blend(xs, keep, out=view, fill_term=term, fill_image=fill_rows)
-            out = self.model.scores(filled.contiguous(memory_format=torch.channels_last),
-                                    probability=self.probability)
+            out = self.model.scores(filled.contiguous(memory_format=torch.channels_last), probability=self.probability)
         return out.float().cpu().numpy().astype(np.float64)
 
     # -- masks and buffers
@@ -291,15 +310,20 @@ class MaskedScorer:
         """The constant fill as a ``(1, c, 1, 1)`` tensor, made once."""
         if self._fill_value is None or self._fill_value.device != x.device:
             card = getattr(self.model, "card", None)
-            self._fill_value = make_fill(self.fill, x[:1, :, :1, :1], mean=getattr(card, "mean", None),
-                                         std=getattr(card, "std", None))
+            self._fill_value = make_fill(
+                self.fill, x[:1, :, :1, :1], mean=getattr(card, "mean", None), std=getattr(card, "std", None)
+            )
         return self._fill_value
 
     def _keep(self, key, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Cached ``(1, c, H, W)`` channels-last float keep mask of a key, and its constant fill term (or None)."""
         cached = self._keeps.get(key)
-        if cached is not None and cached[0].device == x.device and cached[0].dtype == x.dtype \
-                and cached[0].shape[1:] == x.shape[1:]:
+        if (
+            cached is not None
+            and cached[0].device == x.device
+            and cached[0].dtype == x.dtype
+            and cached[0].shape[1:] == x.shape[1:]
+        ):
             self._keeps.move_to_end(key)
             return cached
         h, w = x.shape[-2:]
@@ -316,8 +340,13 @@ class MaskedScorer:
     def _buffer(self, n: int, x: torch.Tensor) -> torch.Tensor:
         """A reused channels-last ``(n, c, H, W)`` input buffer (no large allocation per batch)."""
         buf = self._buffer_t
-        if buf is None or buf.shape[0] < n or buf.shape[1:] != x.shape[1:] or buf.device != x.device \
-                or buf.dtype != x.dtype:
+        if (
+            buf is None
+            or buf.shape[0] < n
+            or buf.shape[1:] != x.shape[1:]
+            or buf.device != x.device
+            or buf.dtype != x.dtype
+        ):
             buf = torch.empty((max(n, self.batch_size), *x.shape[1:]), dtype=x.dtype, device=x.device)
             buf = buf.contiguous(memory_format=torch.channels_last)
             self._buffer_t = buf

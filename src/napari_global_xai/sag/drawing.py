@@ -31,8 +31,9 @@ def node_levels(result: SagResult, max_levels: int) -> list[list[int]]:
     return levels
 
 
-def draw_sag_figure(fig, result: SagResult, image_rgb, *, max_levels: int = 3, max_per_row: int = 6,
-                    dim: float = 0.25) -> dict:
+def draw_sag_figure(
+    fig, result: SagResult, image_rgb, *, max_levels: int = 3, max_per_row: int = 6, dim: float = 0.25
+) -> dict:
     """Draw the SAG into a matplotlib figure the caller owns (a file's Agg canvas, or a dock's Qt canvas).
 
     Parameters
@@ -74,17 +75,30 @@ def draw_sag_figure(fig, result: SagResult, image_rgb, *, max_levels: int = 3, m
             ax.imshow(np.clip(shown, 0, 1), interpolation="nearest")
             for p in node.patches:
                 r, c = divmod(p, cols)
-                ax.add_patch(Rectangle((ce[c] - 0.5, re[r] - 0.5), ce[c + 1] - ce[c], re[r + 1] - re[r],
-                                       fill=False, edgecolor="yellow", linewidth=0.6))
+                ax.add_patch(
+                    Rectangle(
+                        (ce[c] - 0.5, re[r] - 0.5),
+                        ce[c + 1] - ce[c],
+                        re[r + 1] - re[r],
+                        fill=False,
+                        edgecolor="yellow",
+                        linewidth=0.6,
+                    )
+                )
             kind = "root" if li == 0 else f"−{li}"
             ax.set_title(f"{kind}: {100 * node.relative:.0f} %", fontsize=8)
-    fig.suptitle(f"SAG image {result.image_index}, label {result.label}, p(full) = {result.full_confidence:.3f}; "
-                 "% = confidence relative to the full image", fontsize=9, wrap=True)
+    fig.suptitle(
+        f"SAG image {result.image_index}, label {result.label}, p(full) = {result.full_confidence:.3f}; "
+        "% = confidence relative to the full image",
+        fontsize=9,
+        wrap=True,
+    )
     return nodes
 
 
-def draw_sag(result: SagResult, image_rgb, path, *, max_levels: int = 3, max_per_row: int = 6, dim: float = 0.25,
-             dpi: int = 110) -> None:
+def draw_sag(
+    result: SagResult, image_rgb, path, *, max_levels: int = 3, max_per_row: int = 6, dim: float = 0.25, dpi: int = 110
+) -> None:
     """Draw the SAG: the root row, then rows of children (one patch fewer per row), as PNG, SVG or PDF.
 
     Each node shows the image with non-selected patches dimmed to ``dim`` × intensity (official: 10 %; 25 % here so

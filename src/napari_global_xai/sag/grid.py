@@ -70,7 +70,7 @@ def patch_masks(image_hw: tuple[int, int], grid: tuple[int, int]) -> np.ndarray:
     masks = np.zeros((rows * cols, h, w), bool)
     for r in range(rows):
         for c in range(cols):
-            masks[r * cols + c, re[r]:re[r + 1], ce[c]:ce[c + 1]] = True
+            masks[r * cols + c, re[r] : re[r + 1], ce[c] : ce[c + 1]] = True
     return masks
 
 

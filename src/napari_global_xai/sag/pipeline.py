@@ -51,8 +51,9 @@ def sag_config(config: SagConfig | None = None, **settings) -> SagConfig:
     return dataclasses.replace(config, **settings)
 
 
-def _saliency_maps(model, x, label: int, method: str, method_params: dict | None, grid, fill: str,
-                   fill_sigma: float | None = None) -> np.ndarray:
+def _saliency_maps(
+    model, x, label: int, method: str, method_params: dict | None, grid, fill: str, fill_sigma: float | None = None
+) -> np.ndarray:
     """Heuristic maps ``(k, H, W)`` of a batch of normalised images ``x`` ``(k, c, H, W)`` for one label.
 
     For I-GOS / iGOS++ the official SAG parameters apply, on the SAG grid, with the SAG fill as baseline (blur for
@@ -65,8 +66,13 @@ def _saliency_maps(model, x, label: int, method: str, method_params: dict | None
     params = dict(method_params or {})
     if method in ("igos", "igos++"):
         sigma = {} if fill_sigma is None or fill not in ("blur", "impute") else {"blur_sigma": float(fill_sigma)}
-        params = {**IGOS_SAG_PARAMS, "mask_size": tuple(grid),
-                  "baseline": fill if fill in ("zero", "black", "blur") else "blur", **sigma, **params}
+        params = {
+            **IGOS_SAG_PARAMS,
+            "mask_size": tuple(grid),
+            "baseline": fill if fill in ("zero", "black", "blur") else "blur",
+            **sigma,
+            **params,
+        }
     m = get_method(method, model, **params)
     targets = torch.full((len(x),), int(label), device=x.device, dtype=torch.long)
     if m.needs_grad:
@@ -80,15 +86,32 @@ def _saliency_maps(model, x, label: int, method: str, method_params: dict | None
 
 def _params(config: SagConfig, method: str) -> dict:
     """The parameters recorded in each :class:`SagResult` (and its JSON)."""
-    keys = ("beam_width", "n_successors", "root_threshold", "max_roots", "max_root_size", "skip_supersets",
-            "overlap", "n_show", "node_threshold", "max_children", "max_nodes", "fill")
-    return {"method": method, "method_params": config.method_params or None,
-            **{k: getattr(config, k) for k in keys}}
+    keys = (
+        "beam_width",
+        "n_successors",
+        "root_threshold",
+        "max_roots",
+        "max_root_size",
+        "skip_supersets",
+        "overlap",
+        "n_show",
+        "node_threshold",
+        "max_children",
+        "max_nodes",
+        "fill",
+    )
+    return {"method": method, "method_params": config.method_params or None, **{k: getattr(config, k) for k in keys}}
 
 
-def _sag_group(model, images_raw: Sequence[np.ndarray], label_index: int, image_indices: Sequence[int],
-               saliency: Sequence | None, config: SagConfig, cancel: Callable[[], bool] | None = None
-               ) -> list[SagResult]:
+def _sag_group(
+    model,
+    images_raw: Sequence[np.ndarray],
+    label_index: int,
+    image_indices: Sequence[int],
+    saliency: Sequence | None,
+    config: SagConfig,
+    cancel: Callable[[], bool] | None = None,
+) -> list[SagResult]:
     """SAGs of a group of same-size images (in the model's frame), their saliency maps and model calls batched."""
     from ..perturb import default_sigma
     from .scorer import SagScorer
@@ -99,8 +122,9 @@ def _sag_group(model, images_raw: Sequence[np.ndarray], label_index: int, image_
     t_sal, given = 0.0, saliency is not None
     if not given:
         t0 = time.perf_counter()
-        saliency = _saliency_maps(model, x, label_index, config.method, config.method_params, grid, config.fill,
-                                  config.fill_sigma)
+        saliency = _saliency_maps(
+            model, x, label_index, config.method, config.method_params, grid, config.fill, config.fill_sigma
+        )
         t_sal = (time.perf_counter() - t0) / len(x)
     maps = [np.asarray(m, dtype=np.float64) for m in saliency]
     for m in maps:
@@ -110,26 +134,63 @@ def _sag_group(model, images_raw: Sequence[np.ndarray], label_index: int, image_
     sigma = config.fill_sigma
     if config.fill == "blur" and sigma is None:  # the one blur default, recorded in the result
         sigma = default_sigma(x.shape)
-    scorers = SagScorer.group(model, x, label_index, grid, config.fill, fill_sigma=sigma,
-                              batch_size=config.batch_size, control=cancel)
-    search = dict(beam_width=config.beam_width, n_successors=config.n_successors,
-                  root_threshold=config.root_threshold, max_roots=config.max_roots,
-                  max_root_size=config.max_root_size, skip_supersets=config.skip_supersets)
+    scorers = SagScorer.group(
+        model, x, label_index, grid, config.fill, fill_sigma=sigma, batch_size=config.batch_size, control=cancel
+    )
+    search = dict(
+        beam_width=config.beam_width,
+        n_successors=config.n_successors,
+        root_threshold=config.root_threshold,
+        max_roots=config.max_roots,
+        max_root_size=config.max_root_size,
+        skip_supersets=config.skip_supersets,
+    )
     graph = dict(node_threshold=config.node_threshold, max_children=config.max_children, max_nodes=config.max_nodes)
-    programs = [image_program(grid[0] * grid[1], np.argsort(-patch_saliency(m, grid), kind="stable"), search,
-                              config.overlap, config.n_show, graph) for m in maps]
+    programs = [
+        image_program(
+            grid[0] * grid[1],
+            np.argsort(-patch_saliency(m, grid), kind="stable"),
+            search,
+            config.overlap,
+            config.n_show,
+            graph,
+        )
+        for m in maps
+    ]
     outcomes = run_programs(programs, scorers)
     seconds = (time.perf_counter() - t0) / len(x)
     params = {**_params(config, "given" if given else config.method), "fill_sigma": sigma}
-    return [SagResult(image_index=int(i), label=int(label_index), grid=tuple(grid), full_confidence=float(full),
-                      roots=shown, nodes=nodes, n_forwards=sc.n_forwards, all_roots=all_roots,
-                      root_confidences=[float(c) for c in confs], n_batches=sc.n_batches, seconds=seconds,
-                      saliency_seconds=t_sal, params=dict(params))
-            for i, sc, (full, all_roots, confs, shown, nodes) in zip(image_indices, scorers, outcomes)]
+    return [
+        SagResult(
+            image_index=int(i),
+            label=int(label_index),
+            grid=tuple(grid),
+            full_confidence=float(full),
+            roots=shown,
+            nodes=nodes,
+            n_forwards=sc.n_forwards,
+            all_roots=all_roots,
+            root_confidences=[float(c) for c in confs],
+            n_batches=sc.n_batches,
+            seconds=seconds,
+            saliency_seconds=t_sal,
+            params=dict(params),
+        )
+        for i, sc, (full, all_roots, confs, shown, nodes) in zip(image_indices, scorers, outcomes)
+    ]
 
 
-def sag_for_image(model, image_raw, label_index: int, *, saliency=None, config: SagConfig | None = None,
-                  image_index: int = 0, cancel: Callable[[], bool] | None = None, **settings) -> SagResult:
+def sag_for_image(
+    model,
+    image_raw,
+    label_index: int,
+    *,
+    saliency=None,
+    config: SagConfig | None = None,
+    image_index: int = 0,
+    cancel: Callable[[], bool] | None = None,
+    **settings,
+) -> SagResult:
     """Structured attention graph of one image for one label.
 
     Parameters
@@ -182,9 +243,20 @@ def _gather(images, chunk: Sequence[int]) -> list[np.ndarray]:
     return [np.asarray(images[i]) for i in chunk]
 
 
-def run_sag(model, images, label_index: int, indices: Sequence[int], progress: Callable | None = None,
-            cancel: Callable | None = None, *, config: SagConfig | None = None, control: RunControl | None = None,
-            laterality: Sequence[str] | None = None, saliency_maps=None, **settings) -> list[SagResult]:
+def run_sag(
+    model,
+    images,
+    label_index: int,
+    indices: Sequence[int],
+    progress: Callable | None = None,
+    cancel: Callable | None = None,
+    *,
+    config: SagConfig | None = None,
+    control: RunControl | None = None,
+    laterality: Sequence[str] | None = None,
+    saliency_maps=None,
+    **settings,
+) -> list[SagResult]:
     """SAGs of several images of a stack for one label, ``config.images_together`` at a time.
 
     The images of a group share every model call: their heuristic maps are computed in one batched call of the
@@ -243,7 +315,7 @@ def run_sag(model, images, label_index: int, indices: Sequence[int], progress: C
     indices = [int(i) for i in indices]
     group = max(1, int(config.images_together or images_per_pass(model.device)))
     for start in range(0, len(indices), group):
-        chunk = indices[start:start + group]
+        chunk = indices[start : start + group]
         try:
             if cancel is not None and cancel():
                 raise Cancelled(f"cancelled after {start} of {len(indices)} images")
@@ -266,8 +338,9 @@ def _positives(frame_stack, model, label: str, label_index: int, control: RunCon
         from ..data.labels import InputNotice
         from ..run import missing_truth_message
 
-        warnings.warn(f"{missing_truth_message([label])}: SAG explains the images predicted positive",
-                      InputNotice, stacklevel=3)
+        warnings.warn(
+            f"{missing_truth_message([label])}: SAG explains the images predicted positive", InputNotice, stacklevel=3
+        )
     from ..explain.engine import predict_probabilities
 
     probs = []
@@ -277,9 +350,19 @@ def _positives(frame_stack, model, label: str, label_index: int, control: RunCon
     return [int(i) for i in np.nonzero(np.concatenate(probs)[:, label_index] > 0.5)[0]]
 
 
-def run_sag_pipeline(stack, model, label: str, config: SagConfig | None = None, *, indices=None,
-                     out_dir: str | Path | None = None, control: RunControl | None = None,
-                     progress=None, cancel=None, **settings) -> SagRunResult:
+def run_sag_pipeline(
+    stack,
+    model,
+    label: str,
+    config: SagConfig | None = None,
+    *,
+    indices=None,
+    out_dir: str | Path | None = None,
+    control: RunControl | None = None,
+    progress=None,
+    cancel=None,
+    **settings,
+) -> SagRunResult:
     """Structured attention graphs for images of a stack and their stack-level summary.
 
     Parameters
@@ -335,8 +418,9 @@ def run_sag_pipeline(stack, model, label: str, config: SagConfig | None = None, 
     model.check_input(stack.shape)
     frame_stack = model_frame(stack, model.card)
     label_index = model.labels.index(label)
-    indices = (_positives(frame_stack, model, label, label_index, control) if indices is None
-               else [int(i) for i in indices])
+    indices = (
+        _positives(frame_stack, model, label, label_index, control) if indices is None else [int(i) for i in indices]
+    )
     outside = [i for i in indices if not 0 <= i < len(frame_stack)]
     if outside:
         raise UsageError(f"image index(es) {outside} outside the stack's 0..{len(frame_stack) - 1}")
@@ -350,8 +434,12 @@ def run_sag_pipeline(stack, model, label: str, config: SagConfig | None = None, 
             raise Cancelled(str(exc), partial=run) from exc
     from .summary import sag_stack_summary
 
-    run.summary = {**sag_stack_summary(run.results), "cancelled": run.cancelled, "status": _status(run.cancelled),
-                   "n_requested": len(indices)}
+    run.summary = {
+        **sag_stack_summary(run.results),
+        "cancelled": run.cancelled,
+        "status": _status(run.cancelled),
+        "n_requested": len(indices),
+    }
     run.image_ids = [stack.image_ids[r.image_index] for r in run.results]
     if out_dir is not None:
         _write(run, frame_stack, Path(out_dir))

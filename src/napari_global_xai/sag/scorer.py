@@ -54,8 +54,18 @@ class PatchScorer:
     n_patches : int
     """
 
-    def __init__(self, model, x: torch.Tensor, labels, grid: tuple[int, int], fill: str = SagConfig.fill, *,
-                 fill_sigma: float | None = None, batch_size: int | None = None, control=None):
+    def __init__(
+        self,
+        model,
+        x: torch.Tensor,
+        labels,
+        grid: tuple[int, int],
+        fill: str = SagConfig.fill,
+        *,
+        fill_sigma: float | None = None,
+        batch_size: int | None = None,
+        control=None,
+    ):
         if not isinstance(control, RunControl):
             control = RunControl(cancel=control)
         self.grid = tuple(int(g) for g in grid)
@@ -63,8 +73,15 @@ class PatchScorer:
         self.labels = np.broadcast_to(np.asarray(labels, dtype=np.intp), (len(x),)).copy()
         self._masks = torch.from_numpy(patch_masks(tuple(x.shape[-2:]), self.grid)).to(x.device)
         self.activation = activation_of(model)
-        self.scorer = MaskedScorer(model, fill, masks=self._removed, fill_sigma=fill_sigma, impute_noise=0.0,
-                                   batch_size=batch_size, control=control)
+        self.scorer = MaskedScorer(
+            model,
+            fill,
+            masks=self._removed,
+            fill_sigma=fill_sigma,
+            impute_noise=0.0,
+            batch_size=batch_size,
+            control=control,
+        )
         self.scorer.load(x)
 
     def _removed(self, shown: frozenset, device) -> torch.Tensor:
@@ -117,21 +134,43 @@ class SagScorer:
         Model calls this image took part in so far (a call may serve several images of its group).
     """
 
-    def __init__(self, model=None, x: torch.Tensor | None = None, label: int = 0, grid: tuple[int, int] = (7, 7),
-                 fill: str = SagConfig.fill, batch_size: int | None = None, fill_sigma: float | None = None,
-                 cancel=None, *,
-                 _group: PatchScorer | None = None, _row: int = 0):
-        self.group_scorer = _group or PatchScorer(model, x, [label], grid, fill, fill_sigma=fill_sigma,
-                                                  batch_size=batch_size, control=cancel)
+    def __init__(
+        self,
+        model=None,
+        x: torch.Tensor | None = None,
+        label: int = 0,
+        grid: tuple[int, int] = (7, 7),
+        fill: str = SagConfig.fill,
+        batch_size: int | None = None,
+        fill_sigma: float | None = None,
+        cancel=None,
+        *,
+        _group: PatchScorer | None = None,
+        _row: int = 0,
+    ):
+        self.group_scorer = _group or PatchScorer(
+            model, x, [label], grid, fill, fill_sigma=fill_sigma, batch_size=batch_size, control=cancel
+        )
         self.row = int(_row)
         self.n_patches = self.group_scorer.n_patches
 
     @classmethod
-    def group(cls, model, x: torch.Tensor, labels, grid: tuple[int, int], fill: str = SagConfig.fill, *,
-              fill_sigma: float | None = None, batch_size: int | None = None, control=None) -> list[SagScorer]:
+    def group(
+        cls,
+        model,
+        x: torch.Tensor,
+        labels,
+        grid: tuple[int, int],
+        fill: str = SagConfig.fill,
+        *,
+        fill_sigma: float | None = None,
+        batch_size: int | None = None,
+        control=None,
+    ) -> list[SagScorer]:
         """One scorer per image of ``x``, all on one shared :class:`PatchScorer`."""
-        shared = PatchScorer(model, x, labels, grid, fill, fill_sigma=fill_sigma, batch_size=batch_size,
-                             control=control)
+        shared = PatchScorer(
+            model, x, labels, grid, fill, fill_sigma=fill_sigma, batch_size=batch_size, control=control
+        )
         return [cls(_group=shared, _row=i) for i in range(len(x))]
 
     @property
@@ -151,8 +190,11 @@ class SagScorer:
         return self.score([frozenset(range(self.n_patches))])[0]
 
 
-def score_together(requests: Sequence[tuple[SagScorer, Sequence[frozenset]]], batch_size: int | None = None,
-                   cancel: Callable[[], bool] | None = None) -> list[list[float]]:
+def score_together(
+    requests: Sequence[tuple[SagScorer, Sequence[frozenset]]],
+    batch_size: int | None = None,
+    cancel: Callable[[], bool] | None = None,
+) -> list[list[float]]:
     """Confidences of several scorers' patch sets; the requests of scorers of one group share batched forwards.
 
     ``batch_size`` and ``cancel`` are the group's (set when it was made); the arguments are accepted for the older

@@ -15,8 +15,17 @@ import numpy as np
 
 from .result import SagNode
 
-__all__ = ["Program", "run_programs", "minimise", "beam_search_roots", "beam_search_program", "diverse_subset",
-           "build_graph", "graph_program", "image_program"]
+__all__ = [
+    "Program",
+    "run_programs",
+    "minimise",
+    "beam_search_roots",
+    "beam_search_program",
+    "diverse_subset",
+    "build_graph",
+    "graph_program",
+    "image_program",
+]
 
 #: A search *program*: a generator that yields the patch sets it needs scored, receives their confidences (a list in
 #: the same order) and finally returns its result. One program per image; :func:`run_programs` drives many images'
@@ -34,8 +43,12 @@ def _drive(program: Program, scorer):
         return stop.value
 
 
-def run_programs(programs: Sequence[Program], scorers: Sequence, batch_size: int | None = None,
-                 cancel: Callable[[], bool] | None = None) -> list:
+def run_programs(
+    programs: Sequence[Program],
+    scorers: Sequence,
+    batch_size: int | None = None,
+    cancel: Callable[[], bool] | None = None,
+) -> list:
     """Drive several images' programs in lockstep; each round's requests of all images share batched forwards.
 
     Parameters
@@ -103,15 +116,23 @@ def minimise(root: frozenset, threshold: float) -> Program:
     return current
 
 
-def beam_search_roots(scorer, order: np.ndarray, full_confidence: float, **kw
-                      ) -> tuple[list[frozenset], list[float]]:
+def beam_search_roots(scorer, order: np.ndarray, full_confidence: float, **kw) -> tuple[list[frozenset], list[float]]:
     """Beam search for minimal sufficient patch sets of one image; see :func:`beam_search_program`."""
     return _drive(beam_search_program(scorer.n_patches, order, full_confidence, **kw), scorer)
 
 
-def beam_search_program(n_patches: int, order: np.ndarray, full_confidence: float, *, beam_width: int = 3,
-                        n_successors: int = 15, root_threshold: float = 0.9, max_roots: int = 10,
-                        max_root_size: int | None = None, skip_supersets: bool = True) -> Program:
+def beam_search_program(
+    n_patches: int,
+    order: np.ndarray,
+    full_confidence: float,
+    *,
+    beam_width: int = 3,
+    n_successors: int = 15,
+    root_threshold: float = 0.9,
+    max_roots: int = 10,
+    max_root_size: int | None = None,
+    skip_supersets: bool = True,
+) -> Program:
     """Beam search for minimal sufficient patch sets (official ``search.py::beamSearch_topKSuccessors_roots``).
 
     A program (see :data:`Program`) returning ``(roots, confidences)``.
@@ -222,8 +243,14 @@ def build_graph(scorer, roots: Sequence[frozenset], full_confidence: float, **kw
     return _drive(graph_program(roots, full_confidence, **kw), scorer)
 
 
-def graph_program(roots: Sequence[frozenset], full_confidence: float, *, node_threshold: float = 0.4,
-                  max_children: int = 3, max_nodes: int = 200) -> Program:
+def graph_program(
+    roots: Sequence[frozenset],
+    full_confidence: float,
+    *,
+    node_threshold: float = 0.4,
+    max_children: int = 3,
+    max_nodes: int = 200,
+) -> Program:
     """The SAG: roots and, recursively, children with one patch removed (official ``patch_deletion_tree.py``).
 
     A program (see :data:`Program`) returning the list of :class:`SagNode`.
@@ -278,8 +305,7 @@ def graph_program(roots: Sequence[frozenset], full_confidence: float, *, node_th
     return nodes
 
 
-def image_program(n_patches: int, order: np.ndarray, search: dict, overlap: int, n_show: int, graph: dict
-                  ) -> Program:
+def image_program(n_patches: int, order: np.ndarray, search: dict, overlap: int, n_show: int, graph: dict) -> Program:
     """One image's whole SAG as a program: full confidence, beam search, diverse subset, graph."""
     (full,) = yield [frozenset(range(n_patches))]
     all_roots, confs = yield from beam_search_program(n_patches, order, full, **search)

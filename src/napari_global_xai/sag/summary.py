@@ -67,8 +67,15 @@ def to_json(result: SagResult) -> dict:
         "roots": [sorted(s) for s in result.roots],
         "all_roots": [sorted(s) for s in result.all_roots],
         "root_confidences": list(result.root_confidences),
-        "nodes": [{"patches": sorted(n.patches), "confidence": n.confidence, "relative": n.relative,
-                   "children": list(n.children)} for n in result.nodes],
+        "nodes": [
+            {
+                "patches": sorted(n.patches),
+                "confidence": n.confidence,
+                "relative": n.relative,
+                "children": list(n.children),
+            }
+            for n in result.nodes
+        ],
         "n_forwards": result.n_forwards,
         "n_batches": result.n_batches,
         "seconds": result.seconds,

@@ -20,8 +20,18 @@ from dataclasses import dataclass
 
 from ..errors import UsageError
 
-__all__ = ["ClusterSpec", "ClusterError", "ClusterSpecError", "parse_cluster", "connect", "EMBEDDED",
-           "DEFAULT_LOCAL_WORKERS", "CONNECT_TIMEOUT_S", "WORKER_CONFIG", "require_distributed"]
+__all__ = [
+    "ClusterSpec",
+    "ClusterError",
+    "ClusterSpecError",
+    "parse_cluster",
+    "connect",
+    "EMBEDDED",
+    "DEFAULT_LOCAL_WORKERS",
+    "CONNECT_TIMEOUT_S",
+    "WORKER_CONFIG",
+    "require_distributed",
+]
 
 #: The spec string of the default: in this process, no cluster.
 EMBEDDED = "embedded"
@@ -115,8 +125,10 @@ def parse_cluster(cluster: str | None = None, scheduler: str | None = None) -> C
         return ClusterSpec("local", n_workers=n)
     if "://" in text:
         return _scheduler_spec(cluster.strip())
-    raise ClusterSpecError(f"unknown cluster spec {cluster!r}; use 'embedded' (this process), 'local' or 'local:N' "
-                       "(N worker processes here) or a scheduler address 'tcp://HOST:PORT'")
+    raise ClusterSpecError(
+        f"unknown cluster spec {cluster!r}; use 'embedded' (this process), 'local' or 'local:N' "
+        "(N worker processes here) or a scheduler address 'tcp://HOST:PORT'"
+    )
 
 
 def _scheduler_spec(address: str) -> ClusterSpec:
@@ -130,8 +142,9 @@ def require_distributed():
     try:
         import distributed
     except ImportError:
-        raise ClusterError("running on a Dask cluster needs the 'distributed' package: "
-                           "pip install 'napari-global-xai[cluster]'") from None
+        raise ClusterError(
+            "running on a Dask cluster needs the 'distributed' package: pip install 'napari-global-xai[cluster]'"
+        ) from None
     return distributed
 
 
@@ -167,19 +180,30 @@ def connect(spec: ClusterSpec | str | None, timeout: float | None = None, **loca
     distributed = require_distributed()
     timeout = CONNECT_TIMEOUT_S if timeout is None else timeout
     if spec.kind == "local":
-        options = {"n_workers": spec.n_workers, "threads_per_worker": 1, "processes": True,
-                   "dashboard_address": ":0", "silence_logs": 40, **local_kwargs}
+        options = {
+            "n_workers": spec.n_workers,
+            "threads_per_worker": 1,
+            "processes": True,
+            "dashboard_address": ":0",
+            "silence_logs": 40,
+            **local_kwargs,
+        }
         import dask
 
-        with (dask.config.set(WORKER_CONFIG), distributed.LocalCluster(**options) as cluster,
-              distributed.Client(cluster) as client):
+        with (
+            dask.config.set(WORKER_CONFIG),
+            distributed.LocalCluster(**options) as cluster,
+            distributed.Client(cluster) as client,
+        ):
             yield client
         return
     try:
         client = distributed.Client(spec.address, timeout=timeout)
     except (OSError, TimeoutError) as exc:
-        raise ClusterError(f"cannot reach the Dask scheduler at {spec.address} within {timeout:g} s "
-                           f"({type(exc).__name__}); is it running, and is the address right?") from None
+        raise ClusterError(
+            f"cannot reach the Dask scheduler at {spec.address} within {timeout:g} s "
+            f"({type(exc).__name__}); is it running, and is the address right?"
+        ) from None
     try:
         yield client
     finally:

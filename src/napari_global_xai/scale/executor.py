@@ -76,15 +76,19 @@ class DaskExecutor:
         Most chunk tasks in flight (default two per worker thread plus one).
     """
 
-    def __init__(self, client, device: str | None = None, torch_threads: int | None = None,
-                 window: int | None = None):
+    def __init__(self, client, device: str | None = None, torch_threads: int | None = None, window: int | None = None):
         self.client = client
         self.device = device
         self.torch_threads = torch_threads
         self.window = window
 
-    def map_chunks(self, task, pending: Sequence[int], cancel: Callable[[], bool] | None = None,
-                   on_maps: Callable[[int], None] | None = None) -> Iterator:
+    def map_chunks(
+        self,
+        task,
+        pending: Sequence[int],
+        cancel: Callable[[], bool] | None = None,
+        on_maps: Callable[[int], None] | None = None,
+    ) -> Iterator:
         """Yield each pending chunk's :class:`~napari_global_xai.chunks.ChunkResult` as it finishes.
 
         ``on_maps`` is not called (maps are computed on the workers; the run counts each chunk's maps when its
@@ -99,8 +103,12 @@ class DaskExecutor:
         remote = self.client.submit(_identity, RemoteChunkTask.from_task(task, spec), pure=False)
         try:
             for _chunk, _future, result in stream_tasks(
-                    self.client, lambda c: self.client.submit(run_remote_chunk, remote, int(c), pure=False),
-                    pending, cancel=cancel, window=self.window):
+                self.client,
+                lambda c: self.client.submit(run_remote_chunk, remote, int(c), pure=False),
+                pending,
+                cancel=cancel,
+                window=self.window,
+            ):
                 yield result
         except Cancelled:
             return

@@ -55,8 +55,9 @@ class ModelSpec:
     torch_threads: int | None = None
 
     @classmethod
-    def from_model(cls, model, device: str | None = None, trust_pickle: bool | None = None,
-                   torch_threads: int | None = None) -> ModelSpec:
+    def from_model(
+        cls, model, device: str | None = None, trust_pickle: bool | None = None, torch_threads: int | None = None
+    ) -> ModelSpec:
         """The spec of a :class:`~napari_global_xai.models.LoadedModel`.
 
         Parameters
@@ -78,9 +79,11 @@ class ModelSpec:
 
         weights = model.card.weights_path()
         if not weights.is_file():
-            raise ModelLoadError(f"a cluster run loads the model from its file on every worker, but {weights} "
-                                 "does not exist; save the model (TorchScript, torch.export or a state dict with "
-                                 "its card) and load it from the card")
+            raise ModelLoadError(
+                f"a cluster run loads the model from its file on every worker, but {weights} "
+                "does not exist; save the model (TorchScript, torch.export or a state dict with "
+                "its card) and load it from the card"
+            )
         trust = model.card.format == "pickle" if trust_pickle is None else bool(trust_pickle)
         return cls(copy.deepcopy(model.card), device or model.device.type, trust, torch_threads)
 
@@ -88,13 +91,15 @@ class ModelSpec:
     def token(self) -> str:
         """Identity of the model on a worker (card content, card file, device, trust, threads)."""
         card = asdict(self.card)
-        text = json.dumps([card, self.card.path, self.device, self.trust_pickle, self.torch_threads],
-                          sort_keys=True, default=str)
+        text = json.dumps(
+            [card, self.card.path, self.device, self.trust_pickle, self.torch_threads], sort_keys=True, default=str
+        )
         return hashlib.sha1(text.encode()).hexdigest()
 
 
 def worker_model(spec: ModelSpec):
     """The spec's :class:`~napari_global_xai.models.LoadedModel`, loaded once per worker process and cached."""
+
     def load():
         import torch
 
@@ -154,8 +159,7 @@ class StackSpec:
 
         with _memmaps_by_reference():
             payload = cloudpickle.dumps(stack.pixels)
-        fields = (tuple(stack.image_ids), tuple(stack.sources), tuple(str(v) for v in stack.laterality),
-                  stack.frame)
+        fields = (tuple(stack.image_ids), tuple(stack.sources), tuple(str(v) for v in stack.laterality), stack.frame)
         digest = hashlib.sha1(payload)
         digest.update(json.dumps(fields).encode())
         return cls(payload, *fields, token=digest.hexdigest())
@@ -166,8 +170,13 @@ class StackSpec:
 
         from ..data import AlignedStack
 
-        return AlignedStack(cloudpickle.loads(self.payload), list(self.image_ids), laterality=list(self.laterality),
-                            sources=list(self.sources), frame=self.frame)
+        return AlignedStack(
+            cloudpickle.loads(self.payload),
+            list(self.image_ids),
+            laterality=list(self.laterality),
+            sources=list(self.sources),
+            frame=self.frame,
+        )
 
 
 def worker_stack(spec: StackSpec):

@@ -23,8 +23,13 @@ def default_window(client) -> int:
     return max(2, 2 * threads + 1)
 
 
-def stream_tasks(client, submit: Callable[[object], object], items: Iterable, cancel: Callable[[], bool] | None = None,
-                 window: int | None = None) -> Iterator[tuple[object, object, object]]:
+def stream_tasks(
+    client,
+    submit: Callable[[object], object],
+    items: Iterable,
+    cancel: Callable[[], bool] | None = None,
+    window: int | None = None,
+) -> Iterator[tuple[object, object, object]]:
     """Yield ``(item, future, result)`` for every item, as the tasks complete.
 
     Parameters

@@ -8,8 +8,18 @@ from __future__ import annotations
 from .options import DEFAULT_FORMAT, DEFAULT_MAP_DTYPE, FORMATS, MAP_DTYPES, STORE_NAME, check_store_options
 from .reader import StoreContents, find_store, read_results_store
 
-__all__ = ["FORMATS", "DEFAULT_FORMAT", "MAP_DTYPES", "DEFAULT_MAP_DTYPE", "STORE_NAME", "check_store_options",
-           "open_results_store", "read_results_store", "find_store", "StoreContents"]
+__all__ = [
+    "FORMATS",
+    "DEFAULT_FORMAT",
+    "MAP_DTYPES",
+    "DEFAULT_MAP_DTYPE",
+    "STORE_NAME",
+    "check_store_options",
+    "open_results_store",
+    "read_results_store",
+    "find_store",
+    "StoreContents",
+]
 
 
 def open_results_store(out_dir, shape, task, stack, *, map_dtype=DEFAULT_MAP_DTYPE, overwrite=False):

@@ -10,8 +10,12 @@ from __future__ import annotations
 __all__ = ["create_image_group", "IMAGE_AXES", "MAP_AXES"]
 
 #: Axes of the image-wise maps and of the global maps / std.
-IMAGE_AXES = [{"name": "image"}, {"name": "c", "type": "channel"}, {"name": "y", "type": "space"},
-              {"name": "x", "type": "space"}]
+IMAGE_AXES = [
+    {"name": "image"},
+    {"name": "c", "type": "channel"},
+    {"name": "y", "type": "space"},
+    {"name": "x", "type": "space"},
+]
 MAP_AXES = IMAGE_AXES[1:]
 
 _COLOURS = ("FF00FF", "00FFFF", "FFFF00", "FF0000", "00FF00", "0000FF", "FFFFFF")
@@ -44,12 +48,26 @@ def create_image_group(parent, name: str, shape, dtype, chunks, axes, channel_na
     from ome_zarr.writer import write_multiscales_metadata
 
     group = parent.create_group(name)
-    array = group.create_array("0", shape=tuple(shape), dtype=dtype, chunks=tuple(chunks),
-                               compressors=compressors(), fill_value=0)
+    array = group.create_array(
+        "0", shape=tuple(shape), dtype=dtype, chunks=tuple(chunks), compressors=compressors(), fill_value=0
+    )
     lo, hi = (float(v) for v in window)
-    channels = [{"label": str(n), "color": _COLOURS[i % len(_COLOURS)], "active": True,
-                 "window": {"min": lo, "max": hi, "start": lo, "end": hi}} for i, n in enumerate(channel_names)]
+    channels = [
+        {
+            "label": str(n),
+            "color": _COLOURS[i % len(_COLOURS)],
+            "active": True,
+            "window": {"min": lo, "max": hi, "start": lo, "end": hi},
+        }
+        for i, n in enumerate(channel_names)
+    ]
     datasets = [{"path": "0", "coordinateTransformations": [{"type": "scale", "scale": [1.0] * len(shape)}]}]
-    write_multiscales_metadata(group, datasets, fmt=FormatV05(), axes=axes, name=name,
-                               metadata={"omero": {"channels": channels, "rdefs": {"model": "color"}}})
+    write_multiscales_metadata(
+        group,
+        datasets,
+        fmt=FormatV05(),
+        axes=axes,
+        name=name,
+        metadata={"omero": {"channels": channels, "rdefs": {"model": "color"}}},
+    )
     return array

@@ -73,11 +73,15 @@ class StoreContents:
         from .records import read_records
 
         n, n_labels = len(self.image_ids), len(self.targets)
-        out = {"computed": np.zeros((n, n_labels), bool), "include": np.zeros((n, n_labels), bool),
-               "probabilities": np.zeros((n, len(self.model_labels)), np.float32)}
+        out = {
+            "computed": np.zeros((n, n_labels), bool),
+            "include": np.zeros((n, n_labels), bool),
+            "probabilities": np.zeros((n, len(self.model_labels)), np.float32),
+        }
         n_chunks = len(chunk_bounds(n, int(self.attrs["chunk_size"])))
-        for record in read_records(self.root, self.targets, settings_hash(self.attrs["settings"]), n_chunks,
-                                   complete_only=False).values():
+        for record in read_records(
+            self.root, self.targets, settings_hash(self.attrs["settings"]), n_chunks, complete_only=False
+        ).values():
             out["computed"][record.indices] = record.done
             out["include"][record.indices] = record.include
             out["probabilities"][record.indices] = record.probabilities
@@ -100,12 +104,25 @@ def read_results_store(path: str | Path) -> StoreContents:
 
     root = find_store(path)
     if root is None:
-        raise InputError(f"{path}: no explain results store here (expected a folder {STORE_NAME} written by "
-                         "'global-xai explain --format zarr')")
+        raise InputError(
+            f"{path}: no explain results store here (expected a folder {STORE_NAME} written by "
+            "'global-xai explain --format zarr')"
+        )
     group = zarr.open_group(str(root), mode="r")
     attrs = dict(group.attrs[ATTRS_KEY])
     maps = lazy_maps(group["maps/0"], float(attrs["map_scale"]))
     lazy = {name: da.from_zarr(group[f"{name}/0"]) if f"{name}/0" in group else None for name in ("global", "std")}
-    return StoreContents(root, maps, lazy["global"], lazy["std"], list(attrs["targets"]), list(attrs["image_ids"]),
-                         list(attrs["model_labels"]), str(attrs.get("status", "")), str(attrs.get("frame", "left")),
-                         str(attrs.get("method", "")), list(attrs.get("count", [])), attrs)
+    return StoreContents(
+        root,
+        maps,
+        lazy["global"],
+        lazy["std"],
+        list(attrs["targets"]),
+        list(attrs["image_ids"]),
+        list(attrs["model_labels"]),
+        str(attrs.get("status", "")),
+        str(attrs.get("frame", "left")),
+        str(attrs.get("method", "")),
+        list(attrs.get("count", [])),
+        attrs,
+    )

@@ -26,8 +26,7 @@ import numpy as np
 from ..aggregate import GlobalMapAccumulator
 from ..chunks import ChunkResult
 
-__all__ = ["RECORDS_DIR", "write_record", "read_records", "record_path", "compact_accumulator",
-           "remove_leftovers"]
+__all__ = ["RECORDS_DIR", "write_record", "read_records", "record_path", "compact_accumulator", "remove_leftovers"]
 
 RECORDS_DIR = "records"
 _NAME = re.compile(r"^chunk-(\d{6,})\.npz$")
@@ -46,10 +45,16 @@ def write_record(root: str | Path, result: ChunkResult, settings_hash: str) -> P
     arrays.update(_compact(result.accumulator.state()))
     path = record_path(root, result.chunk)
     with atomic_path(path) as tmp, open(tmp, "wb") as handle:
-        np.savez_compressed(handle, chunk=np.int64(result.chunk), indices=np.asarray(result.indices, np.int64),
-                            probabilities=np.asarray(result.probabilities, np.float32),
-                            complete=np.bool_(result.complete), settings=np.str_(settings_hash),
-                            notes=np.str_(json.dumps(list(result.notes))), **arrays)
+        np.savez_compressed(
+            handle,
+            chunk=np.int64(result.chunk),
+            indices=np.asarray(result.indices, np.int64),
+            probabilities=np.asarray(result.probabilities, np.float32),
+            complete=np.bool_(result.complete),
+            settings=np.str_(settings_hash),
+            notes=np.str_(json.dumps(list(result.notes))),
+            **arrays,
+        )
         handle.flush()
         os.fsync(handle.fileno())
     return path
@@ -58,8 +63,12 @@ def write_record(root: str | Path, result: ChunkResult, settings_hash: str) -> P
 def _compact(state: dict) -> dict:
     """What a record keeps of an accumulator state: the exact int64 sums and counts, the second moments in float32
     (the chunk means follow from the sums); about half the bytes of the full state."""
-    return {"acc_sum": state["sum"], "acc_count": state["count"], "acc_m2": state["m2"].astype(np.float32),
-            "acc_max_abs": state["max_abs"]}
+    return {
+        "acc_sum": state["sum"],
+        "acc_count": state["count"],
+        "acc_m2": state["m2"].astype(np.float32),
+        "acc_max_abs": state["max_abs"],
+    }
 
 
 def _expand(arrays: dict) -> dict:
@@ -68,10 +77,15 @@ def _expand(arrays: dict) -> dict:
 
     total, count = arrays["acc_sum"].astype(np.int64), arrays["acc_count"].astype(np.int64)
     with np.errstate(invalid="ignore", divide="ignore"):
-        mean = total.astype(np.float64) / float(2 ** FRACTION_BITS) / count.reshape(-1, 1, 1)
+        mean = total.astype(np.float64) / float(2**FRACTION_BITS) / count.reshape(-1, 1, 1)
     mean[count == 0] = 0.0
-    return {"sum": total, "count": count, "mean64": mean, "m2": arrays["acc_m2"].astype(np.float64),
-            "max_abs": arrays["acc_max_abs"]}
+    return {
+        "sum": total,
+        "count": count,
+        "mean64": mean,
+        "m2": arrays["acc_m2"].astype(np.float64),
+        "max_abs": arrays["acc_max_abs"],
+    }
 
 
 def compact_accumulator(acc: GlobalMapAccumulator) -> GlobalMapAccumulator:
@@ -89,15 +103,25 @@ def _read(path: Path, labels, settings_hash: str) -> ChunkResult | None:
             return None
         state = _expand({k: data[k] for k in data.files if k.startswith("acc_")})
         flags = {key: data[key].astype(bool) for key in _FLAGS}
-        return ChunkResult(int(data["chunk"]), data["indices"].astype(np.int64), None, flags["done"],
-                           flags["zero"], flags["stalled"], flags["include"], flags["pairs"],
-                           data["probabilities"].astype(np.float32),
-                           GlobalMapAccumulator.from_state(labels, state), bool(data["complete"]),
-                           list(json.loads(str(data["notes"]))))
+        return ChunkResult(
+            int(data["chunk"]),
+            data["indices"].astype(np.int64),
+            None,
+            flags["done"],
+            flags["zero"],
+            flags["stalled"],
+            flags["include"],
+            flags["pairs"],
+            data["probabilities"].astype(np.float32),
+            GlobalMapAccumulator.from_state(labels, state),
+            bool(data["complete"]),
+            list(json.loads(str(data["notes"]))),
+        )
 
 
-def read_records(root: str | Path, labels, settings_hash: str, n_chunks: int,
-                 complete_only: bool = True) -> dict[int, ChunkResult]:
+def read_records(
+    root: str | Path, labels, settings_hash: str, n_chunks: int, complete_only: bool = True
+) -> dict[int, ChunkResult]:
     """The readable records of a store: ``{chunk: ChunkResult without maps}``.
 
     Parameters

@@ -109,13 +109,20 @@ class StoreWriter:
         resumed = False
         if root.exists():
             attrs = stored_attrs(root)
-            diffs = ["not a results store of global-xai explain"] if attrs is None else differences(
-                attrs["settings"], settings)
+            diffs = (
+                ["not a results store of global-xai explain"]
+                if attrs is None
+                else differences(attrs["settings"], settings)
+            )
             if diffs and not overwrite:
-                what = "is not a results store of 'global-xai explain'" if attrs is None else (
-                    f"holds results of other settings ({'; '.join(diffs)})")
-                raise OutputFolderError(f"{root} {what}; give another output folder, or --overwrite "
-                                        "(overwrite=True) to replace it")
+                what = (
+                    "is not a results store of 'global-xai explain'"
+                    if attrs is None
+                    else (f"holds results of other settings ({'; '.join(diffs)})")
+                )
+                raise OutputFolderError(
+                    f"{root} {what}; give another output folder, or --overwrite (overwrite=True) to replace it"
+                )
             if overwrite:
                 shutil.rmtree(root) if root.is_dir() else root.unlink()
             else:
@@ -134,15 +141,25 @@ class StoreWriter:
         if self.resumed:
             from ..data.labels import InputNotice
 
-            warnings.warn(f"resuming {self.root}: {len(records)} of {self.task.n_chunks} chunks finished earlier "
-                          f"are reused, {self.task.n_chunks - len(records)} to compute", InputNotice, stacklevel=3)
+            warnings.warn(
+                f"resuming {self.root}: {len(records)} of {self.task.n_chunks} chunks finished earlier "
+                f"are reused, {self.task.n_chunks - len(records)} to compute",
+                InputNotice,
+                stacklevel=3,
+            )
         return records
 
     def facts(self) -> dict:
         """Provenance facts of the store."""
-        return {"format": "zarr", "store": str(self.root), "map_dtype": self.settings["map_dtype"],
-                "map_scale": self.scale, "n_chunks": self.task.n_chunks, "n_chunks_reused": self.n_reused,
-                "n_chunks_computed": self.n_computed}
+        return {
+            "format": "zarr",
+            "store": str(self.root),
+            "map_dtype": self.settings["map_dtype"],
+            "map_scale": self.scale,
+            "n_chunks": self.task.n_chunks,
+            "n_chunks_reused": self.n_reused,
+            "n_chunks_computed": self.n_computed,
+        }
 
     def write(self, result) -> None:
         """The chunk's maps (durable first), then its completion record."""
@@ -158,17 +175,26 @@ class StoreWriter:
         labels = list(global_maps.labels)
         h, w = global_maps.mean.shape[1:]
         planes = np.concatenate([global_maps.mean, global_maps.overall[None]]).astype(np.float32)
-        for name, data, names in (("global", planes, labels + ["overall"]),
-                                  ("std", global_maps.std.astype(np.float32), labels)):
+        for name, data, names in (
+            ("global", planes, labels + ["overall"]),
+            ("std", global_maps.std.astype(np.float32), labels),
+        ):
             if name in self.group:
                 del self.group[name]
             finite = data[np.isfinite(data)]
             top = float(finite.max()) if finite.size and finite.max() > 0 else 1.0
-            array = create_image_group(self.group, name, data.shape, "float32", (1, h, w), MAP_AXES, names,
-                                       window=(0.0, top))
+            array = create_image_group(
+                self.group, name, data.shape, "float32", (1, h, w), MAP_AXES, names, window=(0.0, top)
+            )
             array[...] = data
-        self.attrs.update({"count": global_maps.count.tolist(), "overall_labels": list(global_maps.overall_labels),
-                           "global_maps_metadata": dict(global_maps.metadata), "provenance": provenance})
+        self.attrs.update(
+            {
+                "count": global_maps.count.tolist(),
+                "overall_labels": list(global_maps.overall_labels),
+                "global_maps_metadata": dict(global_maps.metadata),
+                "provenance": provenance,
+            }
+        )
         self._set_status(provenance.get("status", "complete"))
         from .reader import lazy_maps
 
@@ -203,15 +229,34 @@ def _create(root: Path, shape, settings: dict, task, stack, map_dtype: str) -> N
     n, n_labels, h, w = shape
     tmp = root.with_name(f".{root.name}.{uuid.uuid4().hex[:8]}.tmp")
     scale = map_scale(task.config.normalisation, (h, w))
-    attrs = {"kind": "explain results", "layout_version": 1, "settings": settings, "status": RUNNING,
-             "targets": list(task.targets), "model_labels": list(task.model.labels),
-             "image_ids": list(stack.image_ids), "frame": task.stack.frame,
-             "chunk_size": int(task.config.chunk_size), "n_chunks": task.n_chunks, "map_dtype": map_dtype,
-             "map_scale": scale, "method": task.config.method, "subset": task.subset}
+    attrs = {
+        "kind": "explain results",
+        "layout_version": 1,
+        "settings": settings,
+        "status": RUNNING,
+        "targets": list(task.targets),
+        "model_labels": list(task.model.labels),
+        "image_ids": list(stack.image_ids),
+        "frame": task.stack.frame,
+        "chunk_size": int(task.config.chunk_size),
+        "n_chunks": task.n_chunks,
+        "map_dtype": map_dtype,
+        "map_scale": scale,
+        "method": task.config.method,
+        "subset": task.subset,
+    }
     try:
         group = zarr.open_group(str(tmp), mode="w-", zarr_format=3, attributes={ATTRS_KEY: _jsonable(attrs)})
-        array = create_image_group(group, "maps", shape, map_dtype, (1, n_labels, h, w), IMAGE_AXES,
-                                   list(task.targets), window=(0.0, 4.0 if scale > 1 else 1.0))
+        array = create_image_group(
+            group,
+            "maps",
+            shape,
+            map_dtype,
+            (1, n_labels, h, w),
+            IMAGE_AXES,
+            list(task.targets),
+            window=(0.0, 4.0 if scale > 1 else 1.0),
+        )
         array.attrs["map_scale"] = scale
         (tmp / RECORDS_DIR).mkdir()
         os.replace(tmp, root)
