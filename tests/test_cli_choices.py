@@ -18,6 +18,8 @@ CHOICES = {
     "--autocast": config.AUTOCASTS,
     "--fill": config.FILLS,
     "--figure-formats": config.FIGURE_FORMATS,
+    "--format": config.FORMATS,
+    "--map-dtype": config.MAP_DTYPES,
 }
 #: options whose choices are not run settings: the model card's (models.card, also torch-free)
 OTHER_CHOICES = {"--activation"}

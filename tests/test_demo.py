@@ -18,7 +18,7 @@ def test_a_cancelled_demo_returns_its_dataclass_writes_the_partial_run_and_skips
 
     result = run_demo(tmp_path, method="gradcam", device="cpu", control=RunControl(progress, stop))
     assert isinstance(result, DemoResult) and result.cancelled
-    assert result.peppr is None and result.report == {} and stages[0] == "predict"
+    assert result.peppr is None and result.report == {} and stages[0] == "explain"
     assert result.explain.cancelled and result.explain.n_computed == 0 and result.n_images == 64
     summary = json.loads((tmp_path / "explain_gradcam" / "explain_summary.json").read_text())
     assert summary["provenance"]["status"] == "CANCELLED"

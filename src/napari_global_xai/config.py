@@ -74,6 +74,15 @@ MAPS_FOR: tuple[str, ...] = get_args(MapsFor)
 #: PEPPR fractions (methods.md §1.7: 0 to 100 %, finer at the start where curves move most).
 DEFAULT_FRACTIONS: tuple[float, ...] = (0, 0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 
+#: How an explain run stores its image-wise maps: the resumable, compressed Zarr store, or one float32 TIFF (small
+#: stacks); and their precision in the store (global maps are always computed from float32 maps).
+OutputFormat = Literal["zarr", "tiff"]
+FORMATS: tuple[str, ...] = get_args(OutputFormat)
+DEFAULT_FORMAT = "zarr"
+MapDtype = Literal["float16", "float32"]
+MAP_DTYPES: tuple[str, ...] = get_args(MapDtype)
+DEFAULT_MAP_DTYPE = "float16"
+
 FigureFormat = Literal["png", "svg", "pdf"]
 FIGURE_FORMATS: tuple[str, ...] = get_args(FigureFormat)
 

@@ -44,7 +44,7 @@ class RunControl:
     Parameters
     ----------
     progress : callable(done, total, stage), optional
-        Called after every unit of work; ``stage`` names the step (``"predict"``, ``"explain"``, ``"erase"``, ...).
+        Called after every unit of work; ``stage`` names the step (``"explain"``, ``"peppr"``, ``"sag"``, ...).
     cancel : callable() -> bool or threading.Event, optional
         Polled by :meth:`cancelled` between units of work.
     """

@@ -212,8 +212,8 @@ def run_explain(
         Stage ``"explain"``, in images.
     cancel : callable() -> bool or threading.Event, optional
     control : RunControl, optional
-        Progress (stages ``"predict"``, ``"explain"``) and cancel in one object, instead of ``progress`` /
-        ``cancel``.
+        Progress (stage ``"explain"``, in images, per finished chunk) and cancel in one object, instead of
+        ``progress`` / ``cancel``.
     out_format : {"zarr", "tiff"}, optional
         Image-wise maps in the resumable Zarr store ``out_dir/image_maps.zarr`` (default,
         :mod:`napari_global_xai.store`) or in one float32 ``image_maps.tif`` (small stacks; a failed run removes

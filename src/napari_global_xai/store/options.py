@@ -1,15 +1,11 @@
-"""The choices of how an explain run stores its image-wise maps, defined once (the CLI and the docks read them)."""
+"""Checks of how an explain run stores its image-wise maps (the choices live in :mod:`napari_global_xai.config`)."""
 
 from __future__ import annotations
 
 __all__ = ["FORMATS", "DEFAULT_FORMAT", "MAP_DTYPES", "DEFAULT_MAP_DTYPE", "STORE_NAME", "check_store_options"]
 
-#: Output formats of the image-wise maps: the resumable, compressed Zarr store, or one float32 TIFF (small stacks).
-FORMATS = ("zarr", "tiff")
-DEFAULT_FORMAT = "zarr"
-#: Precision of the image-wise maps in the Zarr store (global maps are always computed from float32 maps).
-MAP_DTYPES = ("float16", "float32")
-DEFAULT_MAP_DTYPE = "float16"
+from ..config import DEFAULT_FORMAT, DEFAULT_MAP_DTYPE, FORMATS, MAP_DTYPES
+
 #: Folder of the Zarr store inside an explain output folder.
 STORE_NAME = "image_maps.zarr"
 
