@@ -166,3 +166,34 @@ def test_screenshot_of_roots_and_graph(sample_dock, qtbot):
     # the graph panel holds a drawn figure (an image with the root patches), not an empty axes
     graph = dock.plot.figure.axes[0].images[0].get_array()
     assert graph.shape[0] > 100 and np.asarray(graph).std() > 0.05
+
+
+def test_rectangles_follow_the_layer_frame_for_right_eyes():
+    """A run in the stored frame (a model that does not harmonise) shown on a left-eye layer: a right eye's patch
+    rectangles are mirrored to where the patch is on screen; a left eye's and a same-frame run's are not."""
+    from types import SimpleNamespace
+
+    from napari_global_xai._qt.sag_widget import mirrored_on_layer, patch_rectangles, root_rectangles
+    from napari_global_xai.data import AlignedStack
+    from napari_global_xai.sag import patch_masks
+
+    h, w, grid = 30, 44, (3, 4)
+    pixels = np.zeros((2, h, w, 3), np.uint8)
+    stored = AlignedStack(pixels, ["a", "b"], laterality=["R", "L"])
+    left = stored.to_left_eye()
+    masks = patch_masks((h, w), grid)
+    patch = 5  # row 1, col 1 of the 3 x 4 grid
+    for image, expect_mirror in ((0, True), (1, False)):
+        mirror = mirrored_on_layer(stored, left, image)
+        assert mirror is expect_mirror
+        (rect,) = patch_rectangles([patch], grid, image, (h, w), mirror)
+        on_screen = masks[patch][:, ::-1] if expect_mirror else masks[patch]  # the layer mirrors right eyes
+        rows, cols = np.nonzero(on_screen)
+        assert (rect[:, 1].min(), rect[:, 1].max()) == (rows.min(), rows.max() + 1)
+        assert (rect[:, 2].min(), rect[:, 2].max()) == (cols.min(), cols.max() + 1)
+    assert not mirrored_on_layer(left, left, 0)  # same frame: drawn as computed
+    result = SimpleNamespace(roots=[frozenset({patch})], grid=grid, image_index=0)
+    (shape,), texts = root_rectangles([result], (h, w), lambda i: mirrored_on_layer(stored, left, i))
+    (plain,) = patch_rectangles([patch], grid, 0, (h, w))
+    assert texts == ["root 1"]
+    assert (shape[:, 2].min(), shape[:, 2].max()) == (w - plain[:, 2].max(), w - plain[:, 2].min())

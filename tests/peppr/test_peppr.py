@@ -490,11 +490,9 @@ DEMO_FRACTIONS = (0, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0)  # the demo net: 6-40 
 
 
 def left_eye(stack) -> np.ndarray:
-    """Stored images → left-eye frame (right eyes mirrored along W)."""
-    images = stack.images.copy()
-    right = stack.laterality == "R"
-    images[right] = images[right][:, :, ::-1]
-    return images
+    """Stored images → left-eye frame (right eyes mirrored along W), through the generator's AlignedStack."""
+    aligned = stack.aligned("left")
+    return aligned.get(np.arange(len(aligned)))
 
 
 @pytest.fixture(scope="module")

@@ -33,8 +33,7 @@ def setup():
             continue
         les = st.lesion_masks[0] == label + 1
         sup, inf = bool((les & rm["superior_arcade"]).any()), bool((les & rm["inferior_arcade"]).any())
-        img = st.images[0][:, ::-1] if st.laterality[0] == "R" else st.images[0]
-        img = np.ascontiguousarray(img)
+        img = np.ascontiguousarray(st.aligned("left").get(np.arange(1))[0])
         res = sag_for_image(model, img, label, image_index=i, **KW)
         cases.append(dict(index=i, sup=sup, inf=inf, image=img, result=res))
     yield model, label, rm, cases

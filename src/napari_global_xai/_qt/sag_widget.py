@@ -17,14 +17,18 @@ from ._model_inputs import ModelInputs, load_model_job
 from ._runner import LayerFeeder, RunPanel
 from .explain_widget import _labels_of_card, optional_path, stack_from_layer, stack_layers
 
-__all__ = ["SagWidget", "sag_job", "root_rectangles", "patch_rectangles", "RANKING_METHODS"]
+__all__ = ["SagWidget", "sag_job", "root_rectangles", "patch_rectangles", "mirrored_on_layer", "RANKING_METHODS"]
 
 #: Patch-ranking saliency methods offered by the dock (the CLI's ``--method`` takes any registered name).
 RANKING_METHODS = ("igos", "gradcam", "ig", "saliency")
 
 
-def patch_rectangles(patches, grid, image_index: int, image_hw) -> list[np.ndarray]:
-    """One napari rectangle (four ``[image, row, col]`` corners) per patch of a SAG grid, on one image's slice."""
+def patch_rectangles(patches, grid, image_index: int, image_hw, mirror: bool = False) -> list[np.ndarray]:
+    """One napari rectangle (four ``[image, row, col]`` corners) per patch of a SAG grid, on one image's slice.
+
+    ``mirror``: the layer shows this image mirrored relative to the frame the SAG run used (a right eye, when the
+    run and the layer differ in frame), so the columns are mirrored too.
+    """
     h, w = image_hw
     rows, cols = grid
     re = np.round(np.linspace(0, h, rows + 1)).astype(int)
@@ -33,6 +37,8 @@ def patch_rectangles(patches, grid, image_index: int, image_hw) -> list[np.ndarr
     for p in sorted(patches):
         r, c = divmod(int(p), cols)
         r0, r1, c0, c1 = re[r], re[r + 1], ce[c], ce[c + 1]
+        if mirror:
+            c0, c1 = w - c1, w - c0
         out.append(
             np.array(
                 [[image_index, r0, c0], [image_index, r0, c1], [image_index, r1, c1], [image_index, r1, c0]], float
@@ -41,12 +47,23 @@ def patch_rectangles(patches, grid, image_index: int, image_hw) -> list[np.ndarr
     return out
 
 
-def root_rectangles(results, image_hw) -> tuple[list[np.ndarray], list[str]]:
-    """One napari rectangle (four ``[image, row, col]`` corners) per root patch of every result, with a text label."""
+def mirrored_on_layer(run_stack, layer_stack, image_index: int) -> bool:
+    """True when the layer shows image ``image_index`` mirrored relative to the frame the run used (a right eye in a
+    stack whose frames differ: e.g. a model that does not harmonise laterality, on a layer in the left-eye frame)."""
+    if run_stack is None or layer_stack is None or run_stack.frame == layer_stack.frame:
+        return False
+    return str(layer_stack.laterality[image_index]) == "R"
+
+
+def root_rectangles(results, image_hw, mirror=lambda image_index: False) -> tuple[list[np.ndarray], list[str]]:
+    """One napari rectangle (four ``[image, row, col]`` corners) per root patch of every result, with a text label.
+
+    ``mirror(image_index) -> bool`` says which images the layer shows mirrored (see :func:`mirrored_on_layer`).
+    """
     shapes, texts = [], []
     for result in results:
         for k, root in enumerate(result.roots):
-            rects = patch_rectangles(root, result.grid, result.image_index, image_hw)
+            rects = patch_rectangles(root, result.grid, result.image_index, image_hw, mirror(result.image_index))
             shapes += rects
             texts += [f"root {k + 1}"] * len(rects)
     return shapes, texts
@@ -75,7 +92,7 @@ def sag_job(
     h, w = stack.shape[1:3]
     masks = patch_masks((h, w), tuple(summary["grid"]))
     heat = np.tensordot(np.asarray(summary["patch_frequency"], np.float32), masks.astype(np.float32), axes=1)
-    shapes, texts = root_rectangles(run.results, (h, w))
+    shapes, texts = root_rectangles(run.results, (h, w), lambda i: mirrored_on_layer(run.stack, stack, i))
     layers = [
         (
             heat,
@@ -251,7 +268,8 @@ class SagWidget(QWidget):
         node = result.nodes[node_index]
         layer = self.image_layer.value
         h, w = layer.data.shape[1:3]
-        rects = patch_rectangles(node.patches, result.grid, result.image_index, (h, w))
+        mirror = mirrored_on_layer(self.run.stack, stack_from_layer(layer), result.image_index)
+        rects = patch_rectangles(node.patches, result.grid, result.image_index, (h, w), mirror)
         name = f"SAG node · {self.label.value}"
         meta = {
             "napari_global_xai_sag_node": {
