@@ -11,7 +11,7 @@ __all__ = ["METHOD_CLASSES", "BUILTIN_METHODS"]
 
 _CAPTUM = "napari_global_xai.explain.captum_methods"
 _CAM = "napari_global_xai.explain.cam"
-_IGOS = "napari_global_xai.explain.igos"
+_IGOS = "napari_global_xai.explain.igos.methods"
 
 METHOD_CLASSES: dict[str, str] = {
     "ig": f"{_CAPTUM}:IntegratedGradients",

@@ -1,0 +1,161 @@
+"""The I-GOS optimisation: the per-image Armijo line search and the loop that drives it (:func:`optimise_masks`).
+
+The loop is kept whole in one function: warm start, early stopping and the statistics it returns all act on the
+same per-image state within one iteration, and read best together.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from .path import PathProblem
+
+__all__ = ["armijo_line_search", "optimise_masks"]
+
+
+def armijo_line_search(
+    masks: torch.Tensor,
+    direction: torch.Tensor,
+    base_loss: torch.Tensor,
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    alpha=1000.0,
+    c: float = 1e-4,
+    decay: float = 0.2,
+    min_alpha: float = 1e-5,
+    return_losses: bool = False,
+):
+    """Per-image backtracking line search on the box ``[0, 1]``, all images' trials in one ``loss_fn`` call.
+
+    Image ``i`` accepts the first ``α ∈ {alpha, alpha·decay, …} (≥ min_alpha)`` with
+    ``L(clip(M_i − α g_i)) ≤ L(M_i) − c · α · ‖g_i‖²``; an image that accepts (or runs out of steps) leaves the
+    search, and one that never accepts keeps its mask.
+
+    Parameters
+    ----------
+    masks, direction : (k, ...)
+    base_loss : (k,)
+    loss_fn : callable(trial_masks (n, ...), idx (n,)) -> (n,)
+        Loss of the trial masks of images ``idx``.
+    alpha : float or (k,) tensor
+        First step tried, for all images or per image.
+    return_losses : bool
+        Also return the loss at the new masks (``base_loss`` where no step was accepted).
+
+    Returns
+    -------
+    new_masks : (k, ...)
+    step : (k,)
+        Accepted step size, 0 where none was accepted.
+    trials : (k,)
+        Loss evaluations per image.
+    new_loss : (k,)
+        Only with ``return_losses``.
+    """
+    k = len(masks)
+    alphas = torch.as_tensor(alpha, device=masks.device, dtype=masks.dtype).expand(k).clone()
+    step = torch.zeros_like(alphas)
+    trials = torch.zeros(k, dtype=torch.long, device=masks.device)
+    new = masks.clone()
+    new_loss = base_loss.clone()
+    slope = c * direction.flatten(1).pow(2).sum(dim=1)
+    active = torch.arange(k, device=masks.device)
+    shape = (-1,) + (1,) * (masks.ndim - 1)
+    while active.numel():
+        a = alphas[active]
+        trial = (masks[active] - a.view(shape) * direction[active]).clamp_(0, 1)
+        trial_loss = loss_fn(trial, active)
+        ok = trial_loss <= base_loss[active] - a * slope[active]
+        trials[active] += 1
+        new[active[ok]] = trial[ok]
+        new_loss[active[ok]] = trial_loss[ok]
+        step[active[ok]] = a[ok]
+        active = active[~ok & (a * decay >= min_alpha)]
+        alphas[active] *= decay
+    if return_losses:
+        return new, step, trials, new_loss
+    return new, step, trials
+
+
+def optimise_masks(
+    problem: PathProblem,
+    iterations: int,
+    alpha: float,
+    armijo_c: float = 1e-4,
+    decay: float = 0.2,
+    min_alpha: float = 1e-5,
+    warm_start: bool = False,
+    early_stop: float = 0.0,
+    patience: int = 2,
+    min_iterations: int = 3,
+) -> tuple[torch.Tensor, dict]:
+    """Run the I-GOS-family optimisation; returns the masks ``(k, n_masks, 1, gh, gw)`` and statistics.
+
+    Parameters
+    ----------
+    warm_start : bool
+        Each image's search starts at ``min(alpha, last accepted step / decay)`` (one step above the last accepted
+        one) instead of ``alpha`` (not in the official code).
+    early_stop : float
+        0 disables. Otherwise an image stops (leaves the batch, no further passes) once, for ``patience``
+        consecutive iterations after the first ``min_iterations``, its loss decrease in an iteration (measured with
+        that iteration's noise draw, so it is noise-free) is below ``early_stop`` times its total decrease so far.
+
+    Returns
+    -------
+    masks : (k, n_masks, 1, gh, gw)
+    stats : dict
+        ``step_sizes``, ``line_search_trials`` ``(k, iterations)`` (0 after an image stopped), ``iterations_run``
+        ``(k,)``, ``first_score_direction`` (the score part of the first descent direction, at ``M = 1``).
+    """
+    masks = problem.initial_masks()
+    k = len(masks)
+    dev, dt = masks.device, masks.dtype
+    start = torch.full((k,), float(alpha), device=dev, dtype=dt)
+    steps = torch.zeros(k, int(iterations), device=dev, dtype=dt)
+    trials = torch.zeros(k, int(iterations), device=dev, dtype=torch.long)
+    total_decrease = torch.zeros(k, device=dev, dtype=dt)
+    quiet = torch.zeros(k, device=dev, dtype=torch.long)
+    iterations_run = torch.zeros(k, device=dev, dtype=torch.long)
+    first_direction = None
+    active = torch.arange(k, device=dev)
+    for it in range(int(iterations)):
+        if not active.numel():
+            break
+        noise = problem.begin_iteration(it)
+        direction, base, score_dir = problem.gradient(masks[active], noise, active)
+        if first_direction is None:
+            first_direction = score_dir.clone()
+        new, step, n_trials, new_loss = armijo_line_search(
+            masks[active],
+            direction,
+            base,
+            lambda m, j, active=active, noise=noise: problem.loss(m, active[j], noise),
+            start[active],
+            armijo_c,
+            decay,
+            min_alpha,
+            return_losses=True,
+        )
+        masks[active] = new
+        steps[active, it], trials[active, it] = step, n_trials
+        iterations_run[active] += 1
+        if warm_start:
+            start[active] = torch.where(
+                step > 0, (step / decay).clamp_max(float(alpha)), torch.full_like(step, float(alpha))
+            )
+        if early_stop > 0:
+            decrease = (base - new_loss).clamp_min(0)
+            total_decrease[active] += decrease
+            small = decrease <= float(early_stop) * total_decrease[active]
+            quiet[active] = torch.where(small, quiet[active] + 1, torch.zeros_like(quiet[active]))
+            if it + 1 >= int(min_iterations):
+                active = active[quiet[active] < int(patience)]
+    stats = {
+        "step_sizes": steps if iterations else None,
+        "line_search_trials": trials if iterations else None,
+        "iterations_run": iterations_run,
+        "first_score_direction": first_direction,
+    }
+    return masks, stats
