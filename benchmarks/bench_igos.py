@@ -1,4 +1,4 @@
-"""Benchmark I-GOS and iGOS++ (explain/igos.py): batched time per image versus its own floor and a one-by-one loop.
+"""Benchmark I-GOS and iGOS++ (explain/igos/): batched time per image versus its own floor and a one-by-one loop.
 
 For each method the script runs the batched implementation on ``k`` images and reports
 

@@ -1,4 +1,4 @@
-"""I-GOS / iGOS++ (explain/igos.py) on a tiny hand-set CNN whose decision depends on a known region.
+"""I-GOS / iGOS++ (explain/igos/) on a tiny hand-set CNN whose decision depends on a known region.
 
 The model reads label 0 from bright pixels of channel 0 inside a top-left region and label 1 from channel 1 inside
 a bottom-right region; every test image has a bright 6×6 square inside the label-0 region and a distractor square
