@@ -7,7 +7,9 @@ Run:  .venv/bin/python benchmarks/bench_scale.py [--sizes 1000 3000 10000] [--mo
 Prints, for each stack size N and each mode, measured in this run:
 * wall time of ``run_explain`` (Zarr store output, the default) and images/s;
 * peak RSS of the process that ran it (``ru_maxrss``, in a fresh process per measurement, so the figures do not
-  carry over) and, for a cluster, the largest worker peak; RSS must not grow with N;
+  carry over), its peak *anonymous* RSS (sampled ``RssAnon``: ``ru_maxrss`` also counts the pages of the memory-mapped
+  stack that were read, which the kernel may drop) and, for a cluster, the largest worker peak; the anonymous
+  memory must not grow with N;
 * Dask overhead at equal workers: ``local:1`` against the in-process run, in wall time and in CPU time (the client
   process, with the scheduler thread, plus the workers; nanny processes not counted): on a shared machine the wall
   time follows the load, the CPU time much less;
@@ -99,6 +101,43 @@ def _worker_cpu_seconds(client) -> dict:
     return client.run(lambda: sum(__import__("resource").getrusage(0)[:2]))
 
 
+def _status_kb(field: str) -> int | None:
+    """A ``/proc/self/status`` memory field in kB (Linux); None elsewhere."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+class _AnonPeak:
+    """Peak anonymous RSS (``RssAnon``: the process's own heap, not file pages it maps), sampled every 20 ms.
+
+    ``ru_maxrss`` also counts the pages of memory-mapped files that were read (the multi-page TIFF stack is read
+    through a memmap), which the kernel can drop at any time; the anonymous part is what must stay flat with N.
+    """
+
+    def __enter__(self):
+        import threading
+
+        self.peak, self._stop = _status_kb("RssAnon") or 0, threading.Event()
+
+        def sample():
+            while not self._stop.wait(0.02):
+                self.peak = max(self.peak, _status_kb("RssAnon") or 0)
+
+        self._thread = threading.Thread(target=sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, _status_kb("RssAnon") or 0)
+
+
 def measure_one(stack_path: Path, card: Path, n: int, mode: str, method: str, out: Path) -> dict:
     """One explain run in this process (called in a fresh subprocess by :func:`main`)."""
     import shutil
@@ -126,14 +165,15 @@ def measure_one(stack_path: Path, card: Path, n: int, mode: str, method: str, ou
         seen = []
         cpu0, workers0 = _cpu_seconds(), _worker_cpu_seconds(client)
         t0 = time.perf_counter()
-        result = run_explain(
-            stack,
-            model,
-            config,
-            out_dir=out,
-            executor=executor,
-            progress=lambda done, total, stage: seen.append((time.perf_counter() - t0, done)),
-        )
+        with _AnonPeak() as anon:
+            result = run_explain(
+                stack,
+                model,
+                config,
+                out_dir=out,
+                executor=executor,
+                progress=lambda done, total, stage: seen.append((time.perf_counter() - t0, done)),
+            )
         wall = time.perf_counter() - t0
         cpu = _cpu_seconds() - cpu0 + sum(_worker_cpu_seconds(client).values()) - sum(workers0.values())
         workers = client.run(lambda: __import__("resource").getrusage(0).ru_maxrss) if client else {}
@@ -149,6 +189,8 @@ def measure_one(stack_path: Path, card: Path, n: int, mode: str, method: str, ou
         "steady_images_per_s": (last[1] - first[1]) / max(1e-9, last[0] - first[0]),
         "cpu_s": cpu,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_anon_rss_mb": anon.peak / 1024,
+        "file_rss_mb_at_end": (_status_kb("RssFile") or 0) / 1024,
         "worker_peak_rss_mb": max(workers.values()) / 1024 if workers else None,
         "maps": int(result.n_computed),
         "store_bytes_per_image": _folder_bytes(store) / n if store.exists() else None,
@@ -246,7 +288,8 @@ def main(argv=None) -> None:
                 f"N={n:>6} {mode:<9} {row['wall_s']:8.1f} s {row['images_per_s']:7.1f} img/s  "
                 f"(steady {row['steady_images_per_s']:6.1f}, first chunk at {row['first_chunk_s']:5.1f} s) "
                 f"CPU {row['cpu_s']:6.1f} s  "
-                f"peak RSS {row['peak_rss_mb']:6.0f} MB (workers {worker} MB)  store "
+                f"peak RSS {row['peak_rss_mb']:6.0f} MB (anonymous {row['peak_anon_rss_mb']:5.0f} MB, mapped files "
+                f"{row['file_rss_mb_at_end']:4.0f} MB at the end; workers {worker} MB)  store "
                 f"{row['store_bytes_per_image']:.0f} B/image vs TIFF {row['tiff_bytes_per_image']} B",
                 flush=True,
             )
