@@ -258,8 +258,8 @@ def test_cancel_marks_the_store_and_the_resume_equals_an_uninterrupted_run(input
 
     full = run_explain(stack, model, config, out_dir=tmp_path / "full")
     part = run_explain(
-        stack, model, config, out_dir=tmp_path / "part", progress=progress, cancel=lambda: len(seen) > 3
-    )  # cancel after 3 chunks were written
+        stack, model, config, out_dir=tmp_path / "part", progress=progress, cancel=lambda: max(seen) >= 3 * CHUNK
+    )  # cancel after 3 chunks were written (progress counts images; within a chunk it stays below the chunk's end)
     assert part.cancelled and read_results_store(tmp_path / "part").status == "CANCELLED"
     assert part.provenance["n_chunks_computed"] == 3 and part.computed[6:].sum() == 0
     with pytest.warns(UserWarning, match=f"3 of {N_CHUNKS} chunks finished earlier are reused, 2 to compute"):
@@ -328,3 +328,21 @@ def test_store_is_valid_ome_zarr_with_label_names(inputs, tmp_path, capsys):
     sections = build_sections(tmp_path / "out")
     assert [s.title for s in sections] == ["Global maps · saliency"]
     assert "Image-wise maps: image_maps.zarr (resumable Zarr store; open it in napari)." in sections[0].text
+
+
+def test_progress_moves_within_a_chunk_and_never_backwards(inputs):
+    """In-process runs report image progress while a chunk computes (not only when it is written): one chunk of
+    the whole stack still reports intermediate values, non-decreasing, ending at N."""
+    from napari_global_xai.data import read_stack
+    from napari_global_xai.explain import ExplainConfig
+    from napari_global_xai.models import load_model
+    from napari_global_xai.run import run_explain
+
+    stack, model = read_stack(inputs / "stack.tif"), load_model(inputs / "card.json", device="cpu")
+    seen = []
+    config = ExplainConfig(method="saliency", subset="all", compute="all", chunk_size=N, maps_per_call=1)
+    run_explain(stack, model, config, progress=lambda done, total, stage: seen.append((done, total, stage)))
+    done = [d for d, _, _ in seen]
+    assert all(t == N and s == "explain" for _, t, s in seen)
+    assert done == sorted(done) and done[-1] == N
+    assert any(0 < d < N for d in done)  # moved before the only chunk finished

@@ -25,8 +25,9 @@ The executor seam
     (``complete=False``) holding the maps finished so far; an executor that runs tasks elsewhere calls the task
     without it and drops (or awaits) the chunks in flight.
 ``on_maps``
-    ``on_maps(k)`` after each batch of ``k`` finished maps, for fine progress; in-process only (may be ignored;
-    ``run_explain`` reports progress per finished chunk, in images, and passes None today).
+    ``on_maps(k, selected, images)`` after each batch of ``k`` finished maps of the chunk's ``selected`` maps over
+    its ``images`` images, for progress within a chunk; in-process only (an executor that runs tasks elsewhere
+    ignores it). ``run_explain`` turns it into image progress between chunk results.
 
 It yields one :class:`ChunkResult` per chunk **as chunks finish, in any order**; the run writes each as it comes
 (in the calling thread: writers are not thread-safe, so an executor yields results, it never writes them),
@@ -105,7 +106,7 @@ class ChunkExecutor(Protocol):
         task: ChunkFn,
         pending: Sequence[int],
         cancel: Callable[[], bool] | None = None,
-        on_maps: Callable[[int], None] | None = None,
+        on_maps: Callable[[int, int, int], None] | None = None,
     ) -> Iterator[ChunkResult]: ...
 
 
@@ -117,7 +118,7 @@ class InProcessExecutor:
         task: ChunkFn,
         pending: Sequence[int],
         cancel: Callable[[], bool] | None = None,
-        on_maps: Callable[[int], None] | None = None,
+        on_maps: Callable[[int, int, int], None] | None = None,
     ) -> Iterator[ChunkResult]:
         for c in pending:
             if cancel is not None and cancel():
@@ -193,7 +194,10 @@ class ExplainChunkTask:
         return state
 
     def __call__(
-        self, chunk: int, cancel: Callable[[], bool] | None = None, on_maps: Callable[[int], None] | None = None
+        self,
+        chunk: int,
+        cancel: Callable[[], bool] | None = None,
+        on_maps: Callable[[int, int, int], None] | None = None,
     ) -> ChunkResult:
         """Compute chunk ``chunk``; a cancel part-way returns the finished maps with ``complete=False``."""
         from .batching import Cancelled
@@ -215,9 +219,16 @@ class ExplainChunkTask:
         stalled = np.zeros((k, n_targets), bool)
         complete = True
         engine = self.engine
+        on_batch = None
+        if on_maps is not None:
+            selected = int(pairs.sum())
+
+            def on_batch(n_maps: int) -> None:
+                on_maps(n_maps, selected, k)
+
         try:
             engine.compute(
-                pixels, pairs, cancel=cancel, on_batch=on_maps, out=maps, done=done, zero=zero, stalled=stalled
+                pixels, pairs, cancel=cancel, on_batch=on_batch, out=maps, done=done, zero=zero, stalled=stalled
             )
         except Cancelled:
             complete = False

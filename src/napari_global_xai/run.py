@@ -276,9 +276,16 @@ def run_explain(
         merge.add(c, records[c])
     images_done = sum(len(records[c].indices) for c in records)
     progress(images_done, n, "explain")
+    in_chunk = [0]  # maps finished in the chunk being computed (in-process executors report them)
+
+    def on_maps(k: int, selected: int, images: int) -> None:
+        in_chunk[0] += k
+        progress(images_done + min(images - 1, images * in_chunk[0] // max(selected, 1)), n, "explain")
+
     cancelled = False
     try:
-        for result in (executor or InProcessExecutor()).map_chunks(task, pending, cancel=cancel):
+        for result in (executor or InProcessExecutor()).map_chunks(task, pending, cancel=cancel, on_maps=on_maps):
+            in_chunk[0] = 0
             writer.write(result)
             result.maps = None  # written: keep only the small per-chunk facts
             records[result.chunk] = result

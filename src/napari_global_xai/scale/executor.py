@@ -87,7 +87,7 @@ class DaskExecutor:
         task,
         pending: Sequence[int],
         cancel: Callable[[], bool] | None = None,
-        on_maps: Callable[[int], None] | None = None,
+        on_maps: Callable[[int, int, int], None] | None = None,
     ) -> Iterator:
         """Yield each pending chunk's :class:`~napari_global_xai.chunks.ChunkResult` as it finishes.
 
