@@ -38,6 +38,7 @@ accumulators in chunk order at the end). After yielding a result with ``complete
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -46,7 +47,15 @@ import numpy as np
 
 from .aggregate import GlobalMapAccumulator
 
-__all__ = ["ChunkResult", "ChunkExecutor", "ExplainChunkTask", "InProcessExecutor", "chunk_bounds"]
+__all__ = [
+    "ChunkResult",
+    "ChunkExecutor",
+    "ExplainChunkTask",
+    "InProcessExecutor",
+    "chunk_bounds",
+    "ChunkOrderMerge",
+    "assemble_chunks",
+]
 
 
 def chunk_bounds(n_images: int, chunk_size: int) -> list[tuple[int, int]]:
@@ -250,3 +259,64 @@ class ExplainChunkTask:
             complete,
             list(engine.notes or []),
         )
+
+
+class ChunkOrderMerge:
+    """Merge per-chunk accumulators into one in chunk order, holding only those that finished early.
+
+    The means are exact in any order (int64 fixed point); merging in chunk order also makes the float64 std the
+    same whatever order chunks finished in (another worker, a resume). In-process chunks arrive in order, so at
+    most one chunk accumulator is alive at a time: memory does not grow with the number of images.
+    """
+
+    def __init__(self, accumulator):
+        self.accumulator = accumulator
+        self.parked: dict[int, object] = {}
+        self.next = 0
+
+    def add(self, chunk: int, record) -> None:
+        self.parked[chunk] = record
+        while self.next in self.parked:
+            self._take(self.parked.pop(self.next))
+            self.next += 1
+
+    def finish(self) -> None:
+        """Merge what is parked behind a chunk that never finished (a cancel), still in chunk order."""
+        for chunk in sorted(self.parked):
+            self._take(self.parked.pop(chunk))
+
+    def _take(self, record) -> None:
+        self.accumulator.merge(record.accumulator)
+        record.accumulator = None  # merged: only the small per-chunk facts stay
+
+
+def assemble_chunks(records, task, n, n_model_labels):
+    """Whole-stack ``(n, ...)`` arrays from the per-chunk results: probabilities, include, computed, zero, ...
+
+    Chunks never started (a cancel) get NaN-free zeros: no probabilities, no maps; their pairs are selected from
+    the ground truth alone where a rule needs no prediction (``all``, ``positive`` with a column).
+    """
+    from .explain.engine import select_pairs
+
+    n_targets = len(task.targets)
+    probabilities = np.zeros((n, n_model_labels), np.float32)
+    arrays = {k: np.zeros((n, n_targets), bool) for k in ("include", "done", "zero", "stalled", "pairs")}
+    for c in range(task.n_chunks):
+        idx = task.indices(c)
+        record = records.get(c)
+        if record is None:
+            truth = None if task.truth is None else task.truth[idx]
+            guess = np.full((len(idx), n_targets), -np.inf)  # never "predicted positive"
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                arrays["include"][idx] = select_pairs(
+                    task.subset, truth, guess, task.config.threshold, known=task.known
+                )
+            arrays["pairs"][idx] = (
+                arrays["include"][idx] if task.config.compute == "subset" else np.ones((len(idx), n_targets), bool)
+            )
+            continue
+        probabilities[idx] = record.probabilities
+        for key in arrays:
+            arrays[key][idx] = getattr(record, key)
+    return (probabilities, arrays["include"], arrays["done"], arrays["zero"], arrays["stalled"], arrays["pairs"])

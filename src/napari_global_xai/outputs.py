@@ -1,6 +1,7 @@
 """Result files of an explain run: global maps (TIFF + PNG), per-image predictions (CSV), provenance (JSON).
 
-Everything is written atomically; reading back uses :func:`read_global_maps`.
+Everything is written atomically; reading back uses :func:`read_global_maps`. The image-wise maps of a run go to
+:func:`open_map_writer`'s writer: memory, one TIFF (:class:`MapWriter`) or the Zarr results store.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import numpy as np
 from .aggregate import GlobalMaps
 from .io_utils import atomic_path, atomic_write_text, save_json
 
-__all__ = ["write_global_maps", "read_global_maps", "write_explain_outputs"]
+__all__ = ["write_global_maps", "read_global_maps", "write_explain_outputs", "open_map_writer", "MapWriter"]
 
 
 def write_global_maps(global_maps: GlobalMaps, path: str | Path, provenance: dict | None = None) -> Path:
@@ -150,3 +151,70 @@ def write_explain_outputs(
             )
         paths["overlay"] = save_global_map_overlays(anatomy, maps, out / "global_maps.png", title=title)
     return paths
+
+
+def open_map_writer(out_dir, out_format, map_dtype, overwrite, shape, task, stack):
+    """Where image-wise maps go: memory (no ``out_dir``), the Zarr results store, or one TIFF."""
+    if out_dir is None:
+        return MapWriter(None, shape)
+    if out_format == "tiff":
+        return MapWriter(out_dir, shape)
+    from .store import open_results_store
+
+    return open_results_store(out_dir, shape, task, stack, map_dtype=map_dtype, overwrite=overwrite)
+
+
+class MapWriter:
+    """Image-wise maps: in memory, or streamed into an uncompressed (memory-mappable) TIFF written atomically."""
+
+    def __init__(self, out_dir, shape):
+        self.shape = shape
+        self.path = None
+        if out_dir is None:
+            self.array = np.zeros(shape, np.float32)
+            return
+        import tifffile
+
+        self.path = Path(out_dir) / "image_maps.tif"
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp = self.path.with_name(f".{self.path.name}.partial")
+        self.array = tifffile.memmap(
+            self.tmp, shape=shape, dtype=np.float32, photometric="minisblack", metadata={"axes": "QCYX"}
+        )
+
+    def completed(self):
+        """No resume: every chunk is computed."""
+        return {}
+
+    def facts(self) -> dict:
+        return {"format": "memory" if self.path is None else "tiff"}
+
+    def write(self, result):
+        self.array[result.indices] = result.maps
+
+    def finish(self, global_maps=None, provenance=None):
+        if self.path is None:
+            return self.array
+        import os
+
+        import tifffile
+
+        try:
+            self.array.flush()
+            del self.array
+            os.replace(self.tmp, self.path)
+        except BaseException:
+            self.abort()
+            raise
+        return tifffile.memmap(self.path, mode="r")
+
+    def abort(self):
+        """Drop the hidden partial file (after a failure); an earlier complete ``image_maps.tif`` stays."""
+        if self.path is None:
+            return
+        import contextlib
+        import os
+
+        self.__dict__.pop("array", None)  # close the memmap before removing its file
+        with contextlib.suppress(OSError):
+            os.unlink(self.tmp)

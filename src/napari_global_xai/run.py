@@ -242,7 +242,8 @@ def run_explain(
     ValueError
         A subset rule that needs labels the stack does not have.
     """
-    from .chunks import ExplainChunkTask, InProcessExecutor
+    from .chunks import ChunkOrderMerge, ExplainChunkTask, InProcessExecutor, assemble_chunks
+    from .outputs import open_map_writer
     from .store.options import check_store_options
 
     config = config or ExplainConfig()
@@ -267,11 +268,11 @@ def run_explain(
     engine.check(torch.zeros(1, model.n_channels, h, w, device=model.device))  # method requirements, before work
     task = ExplainChunkTask(frame_stack, model, config, targets, subset, truth, known)
     task._engine = engine
-    writer = _open_writer(out_dir, out_format, map_dtype, overwrite, (n, len(targets), h, w), task, stack)
+    writer = open_map_writer(out_dir, out_format, map_dtype, overwrite, (n, len(targets), h, w), task, stack)
     records = dict(writer.completed())
     pending = [c for c in range(task.n_chunks) if c not in records]
     accumulator = GlobalMapAccumulator(targets, (h, w))
-    merge = _ChunkOrderMerge(accumulator)
+    merge = ChunkOrderMerge(accumulator)
     for c in sorted(records):
         merge.add(c, records[c])
     images_done = sum(len(records[c].indices) for c in records)
@@ -297,7 +298,7 @@ def run_explain(
         writer.abort()
         raise
     cancelled = cancelled or any(c not in records or not records[c].complete for c in range(task.n_chunks))
-    probabilities, include, computed, zero, stalled, pairs = _assemble(records, task, n, len(model.labels))
+    probabilities, include, computed, zero, stalled, pairs = assemble_chunks(records, task, n, len(model.labels))
     merge.finish()
     notes = list(dict.fromkeys([*(engine.notes or []), *(x for r in records.values() for x in r.notes)]))
 
@@ -354,134 +355,6 @@ def run_explain(
 
         write_explain_outputs(result, out_dir, anatomy=frame_stack.mean_image(), image_ids=stack.image_ids)
     return result
-
-
-class _ChunkOrderMerge:
-    """Merge per-chunk accumulators into one in chunk order, holding only those that finished early.
-
-    The means are exact in any order (int64 fixed point); merging in chunk order also makes the float64 std the
-    same whatever order chunks finished in (another worker, a resume). In-process chunks arrive in order, so at
-    most one chunk accumulator is alive at a time: memory does not grow with the number of images.
-    """
-
-    def __init__(self, accumulator):
-        self.accumulator = accumulator
-        self.parked: dict[int, object] = {}
-        self.next = 0
-
-    def add(self, chunk: int, record) -> None:
-        self.parked[chunk] = record
-        while self.next in self.parked:
-            self._take(self.parked.pop(self.next))
-            self.next += 1
-
-    def finish(self) -> None:
-        """Merge what is parked behind a chunk that never finished (a cancel), still in chunk order."""
-        for chunk in sorted(self.parked):
-            self._take(self.parked.pop(chunk))
-
-    def _take(self, record) -> None:
-        self.accumulator.merge(record.accumulator)
-        record.accumulator = None  # merged: only the small per-chunk facts stay
-
-
-def _assemble(records, task, n, n_model_labels):
-    """Whole-stack ``(n, ...)`` arrays from the per-chunk results: probabilities, include, computed, zero, ...
-
-    Chunks never started (a cancel) get NaN-free zeros: no probabilities, no maps; their pairs are selected from
-    the ground truth alone where a rule needs no prediction (``all``, ``positive`` with a column).
-    """
-    from .explain.engine import select_pairs
-
-    n_targets = len(task.targets)
-    probabilities = np.zeros((n, n_model_labels), np.float32)
-    arrays = {k: np.zeros((n, n_targets), bool) for k in ("include", "done", "zero", "stalled", "pairs")}
-    for c in range(task.n_chunks):
-        idx = task.indices(c)
-        record = records.get(c)
-        if record is None:
-            truth = None if task.truth is None else task.truth[idx]
-            guess = np.full((len(idx), n_targets), -np.inf)  # never "predicted positive"
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                arrays["include"][idx] = select_pairs(
-                    task.subset, truth, guess, task.config.threshold, known=task.known
-                )
-            arrays["pairs"][idx] = (
-                arrays["include"][idx] if task.config.compute == "subset" else np.ones((len(idx), n_targets), bool)
-            )
-            continue
-        probabilities[idx] = record.probabilities
-        for key in arrays:
-            arrays[key][idx] = getattr(record, key)
-    return (probabilities, arrays["include"], arrays["done"], arrays["zero"], arrays["stalled"], arrays["pairs"])
-
-
-def _open_writer(out_dir, out_format, map_dtype, overwrite, shape, task, stack):
-    """Where image-wise maps go: memory (no ``out_dir``), the Zarr results store, or one TIFF."""
-    if out_dir is None:
-        return _MapWriter(None, shape)
-    if out_format == "tiff":
-        return _MapWriter(out_dir, shape)
-    from .store import open_results_store
-
-    return open_results_store(out_dir, shape, task, stack, map_dtype=map_dtype, overwrite=overwrite)
-
-
-class _MapWriter:
-    """Image-wise maps: in memory, or streamed into an uncompressed (memory-mappable) TIFF written atomically."""
-
-    def __init__(self, out_dir, shape):
-        self.shape = shape
-        self.path = None
-        if out_dir is None:
-            self.array = np.zeros(shape, np.float32)
-            return
-        import tifffile
-
-        self.path = Path(out_dir) / "image_maps.tif"
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.tmp = self.path.with_name(f".{self.path.name}.partial")
-        self.array = tifffile.memmap(
-            self.tmp, shape=shape, dtype=np.float32, photometric="minisblack", metadata={"axes": "QCYX"}
-        )
-
-    def completed(self):
-        """No resume: every chunk is computed."""
-        return {}
-
-    def facts(self) -> dict:
-        return {"format": "memory" if self.path is None else "tiff"}
-
-    def write(self, result):
-        self.array[result.indices] = result.maps
-
-    def finish(self, global_maps=None, provenance=None):
-        if self.path is None:
-            return self.array
-        import os
-
-        import tifffile
-
-        try:
-            self.array.flush()
-            del self.array
-            os.replace(self.tmp, self.path)
-        except BaseException:
-            self.abort()
-            raise
-        return tifffile.memmap(self.path, mode="r")
-
-    def abort(self):
-        """Drop the hidden partial file (after a failure); an earlier complete ``image_maps.tif`` stays."""
-        if self.path is None:
-            return
-        import contextlib
-        import os
-
-        self.__dict__.pop("array", None)  # close the memmap before removing its file
-        with contextlib.suppress(OSError):
-            os.unlink(self.tmp)
 
 
 def _status(cancelled: bool) -> str:

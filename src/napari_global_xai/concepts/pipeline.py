@@ -1,65 +1,8 @@
-"""XNN concept explanations (Qi, Khorram, Li; arXiv 1709.05360) with global concept maps over aligned anatomy.
+"""The XNN concept pipeline (:func:`run_concepts`): features of one layer (one forward per image), training of the
+explanation network (:mod:`.network`), image-wise and global concept maps, and the outputs written to a folder.
 
-An *explanation network* embeds the features of one layer (the card's CAM layer) into ``K`` non-negative concepts
-from which the model's predictions are rebuilt (faithfulness), trained as a sparse reconstruction autoencoder with a
-pull-away term. Each concept then gets image-wise maps (Grad-CAM of the concept activation on the layer), a global
-map over the mean anatomy (aligned images make the image-wise maps comparable pixel by pixel), its weight in each
-label's prediction and the images that activate it most.
-
-Pipeline (:func:`run_concepts`): features (one forward per image) → training (features only, cheap) → concept maps
-(one more forward per image; the gradients stop at the layer, so no backward through the model) → outputs.
-
-The module is the whole XNN pipeline and reads best whole; it is over 500 lines mostly for these Notes.
-
-Notes
------
-Only the paper's abstract and the official repository's README could be read (``/work/shared/docs/methods.md``
-§2.2), so every detail below is a documented choice:
-
-* **Features**: the layer's output pooled per channel by spatial mean *and* spatial max, ``f = [mean A, max A]``
-  (``2C`` values), centred over the stack and divided by **one layer-wide scale** (the RMS of the centred features),
-  ``f̃ = (f − μ) / s``. The mean carries extent, the max small focal evidence (the demo head uses both); the paper
-  embeds a fully connected layer, which a generic conv model does not name. Why one scale rather than standardising
-  each feature (``feature_scale="feature"``, the first version): the regularisers below are not scale-invariant, and
-  per-feature standardisation blew the near-constant spatial-mean channels (demo model: median std 0.12 against 1.9
-  for the spatial max) up to the max channels' footing, so concepts were built from spatial means, whose maps are
-  diffuse by construction (a spatially uniform gradient times every deviation in the image). One scale keeps the
-  layer's own units, those the model's head reads: the demo model's peripheral_lesion logit draws 10.8 of its
-  positives' logit change from the max half and 0.15 from the mean half; the first version's best peripheral
-  concept drew +1.3 from the mean half.
-* **Embedding**: ``z = relu(E f̃ + b)`` (one linear layer, ``K`` concepts). One layer keeps every concept a
-  direction in feature space, so its image-wise map is CAM-style; ReLU keeps concepts non-negative (present/absent).
-* **Prediction layer** (faithfulness): ``ŝ = V z + c`` rebuilds the model's logits; loss = mean squared error per
-  label divided by that label's logit variance (labels weigh equally).
-* **Sparsity**: ``λ_s · mean |z|``; **pull-away**: ``λ_p · mean_{k≠l} cos²(E_k, E_l)`` over the concept directions
-  (rows of ``E``), as in EBGAN's pull-away term applied to the explanation bases; **feature reconstruction**: a
-  linear decoder ``f̃ ≈ D z + d``, ``λ_r · MSE``. Defaults ``λ_s = 0.2, λ_p = 0.1, λ_r = 0.5`` (the paper's
-  weights were not found); Adam, full batch, ``steps`` iterations, seeded initialisation.
-* **Predictor sparsity** ``λ_v · mean_l Σ_k |V_lk|`` (default 0.05): the abstract's "predictions can be constructed
-  from the *few* concepts" read as each label's logit being rebuilt from few concepts. Without it, the prediction
-  layer is free to spread a label over several concepts and the concepts over several labels (a rotation of ``z``
-  that ``V`` undoes fits equally well): on the demo sample the best peripheral concept also tracked the absence of
-  disc swelling (AUROC 0.89 for peripheral_lesion, 0.30 for disc_swelling) and half its map's mass lay inside
-  the annulus' inner edge (0.38 in the annulus).
-  With it, each disease gets its own concept on every seed tried; 0.1 began to cost faithfulness on one seed of five.
-* **Encoder decay** ``λ_e · mean_k ‖E_k‖²`` (default 0.03): ridge on the concept directions. A stack has fewer images
-  than pooled features (the sample: 64 images, rank 63, 192 features), so directions of ``E`` outside the features'
-  span leave every activation unchanged and are fixed only by the random initialisation, yet a concept map is the
-  gradient along ``E``: the ridge term picks the minimum-norm encoder, whose maps follow what the stack varies in.
-* **Image-wise concept map**: ``relu(Σ_c ∂z_k/∂A_c ⊙ (A_c − Ā_c))``, the gradient of the concept activation times
-  the layer's deviation from its stack-mean map ``Ā`` (HiResCAM-style, element-wise, at feature resolution, then
-  upsampled bilinearly like Grad-CAM). Both halves of the choice were measured on the demo model and sample: with
-  Grad-CAM's spatially averaged gradient, or without subtracting ``Ā``, the maps of the concepts that carry a label
-  put most of their mass on anatomy shared by every image (field-of-view rim, vessels; measured with per-feature
-  standardisation); the deviation from the mean anatomy is what is specific to an image, which aligned images make
-  well defined. Also measured and not taken: ``Σ relu(∂z/∂A)·relu(A − Ā)`` (excitatory evidence only) and rectifying
-  only after summing the signed maps over the stack moved the periphery by −0.3 and +0.1–0.4 (area-share ratio),
-  while the choices above moved it from 2.1 to 3.2 (``benchmarks/RESULTS.md``).
-* **Global concept map**: the mean of the mass-normalised image-wise maps, each image weighted by its concept
-  activation ``z_k`` (images without the concept do not dilute it).
-* **Concept × label weight**: ``V_lk · mean_i z_ik``, the concept's mean contribution to the label's logit; the raw
-  ``V`` is kept too.
-* **Faithfulness**: per-label AUROC of ``ŝ`` against the labels, next to the model's own AUROC.
+Choices (pooled features, concept maps, global maps, weights, faithfulness) are documented in the Notes of
+:mod:`napari_global_xai.concepts`.
 """
 
 from __future__ import annotations
@@ -73,96 +16,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .batching import Cancelled
+from ..batching import Cancelled
+from .network import ConceptConfig, ExplanationNet, ProgressFn, train_explanation_net
 
-__all__ = [
-    "FEATURE_SCALES",
-    "ConceptConfig",
-    "ConceptResult",
-    "ExplanationNet",
-    "concept_image_maps",
-    "extract_features",
-    "run_concepts",
-    "train_explanation_net",
-    "write_concept_outputs",
-]
-
-ProgressFn = Callable[[int, int, str], None]
-#: How the pooled features are scaled before the encoder (see the module Notes).
-FEATURE_SCALES = ("layer", "feature")
-
-
-@dataclass
-class ConceptConfig:
-    """Settings of an XNN concept run (recorded in the outputs).
-
-    Attributes
-    ----------
-    k : int
-        Number of concepts.
-    steps : int
-        Full-batch Adam iterations.
-    lr : float
-    sparsity, pull_away, reconstruction : float
-        Loss weights (faithfulness has weight 1).
-    predictor_sparsity : float
-        Weight of the L1 penalty on the prediction layer (each label rebuilt from few concepts).
-    encoder_decay : float
-        Weight of the ridge penalty on the concept directions (minimum-norm encoder).
-    feature_scale : {"layer", "feature"}
-        Divide the centred pooled features by one layer-wide scale (default) or standardise each feature.
-    seed : int
-    chunk_size : int
-        Images per forward pass (progress and cancel granularity).
-    top_n : int
-        Images listed per concept.
-    layer : str, optional
-        Layer whose features are embedded; default the card's ``cam_layer`` (else the last spatial layer).
-    """
-
-    k: int = 8
-    steps: int = 800
-    lr: float = 0.01
-    sparsity: float = 0.2
-    pull_away: float = 0.1
-    reconstruction: float = 0.5
-    predictor_sparsity: float = 0.05
-    encoder_decay: float = 0.03
-    feature_scale: str = "layer"
-    seed: int = 0
-    chunk_size: int = 8
-    top_n: int = 8
-    layer: str | None = None
-
-    def __post_init__(self):
-        if int(self.k) < 1:
-            raise ValueError(f"k (number of concepts) must be at least 1, got {self.k}")
-        if int(self.steps) < 1:
-            raise ValueError(f"steps must be at least 1, got {self.steps}")
-        if self.feature_scale not in FEATURE_SCALES:
-            raise ValueError(f"feature_scale must be one of {', '.join(FEATURE_SCALES)}, got {self.feature_scale!r}")
-
-
-class ExplanationNet(torch.nn.Module):
-    """``f → z = relu(E standardise(f))`` (concepts) → ``V z`` (logits) and ``D z`` (features)."""
-
-    def __init__(self, n_features: int, k: int, n_outputs: int, mean: torch.Tensor, std: torch.Tensor):
-        super().__init__()
-        self.register_buffer("mean", mean.float())
-        self.register_buffer("std", std.float())
-        self.encoder = torch.nn.Linear(n_features, k)
-        self.predictor = torch.nn.Linear(k, n_outputs)
-        self.decoder = torch.nn.Linear(k, n_features)
-
-    def standardise(self, f: torch.Tensor) -> torch.Tensor:
-        return (f - self.mean) / self.std
-
-    def concepts(self, f: torch.Tensor) -> torch.Tensor:
-        return torch.relu(self.encoder(self.standardise(f)))
-
-    def forward(self, f: torch.Tensor):
-        z = self.concepts(f)
-        return z, self.predictor(z), self.decoder(z)
+__all__ = ["ConceptResult", "concept_image_maps", "extract_features", "run_concepts", "write_concept_outputs"]
 
 
 @dataclass
@@ -229,7 +86,7 @@ class ConceptResult:
 
 
 def _layer_module(model, layer: str | None, example: torch.Tensor) -> torch.nn.Module:
-    from .explain.captum_methods import find_cam_layer
+    from ..explain.captum_methods import find_cam_layer
 
     name = layer or model.card.cam_layer or find_cam_layer(model.module, example)
     try:
@@ -263,7 +120,7 @@ def _frame(stack, model):
     """The stack in the model's frame (left eye when the card harmonises laterality); arrays pass through."""
     if isinstance(stack, np.ndarray):
         return stack
-    from .data.conform import model_frame
+    from ..data.conform import model_frame
 
     return model_frame(stack, model.card)
 
@@ -330,85 +187,6 @@ def extract_features(
     return features, logits, done, mean_acts
 
 
-# ------------------------------------------------------------------------------------------------- training
-
-
-def _pull_away(e: torch.Tensor) -> torch.Tensor:
-    k = e.shape[0]
-    if k < 2:
-        return e.new_zeros(())
-    u = F.normalize(e, dim=1)
-    cos2 = (u @ u.T).pow(2)
-    return (cos2.sum() - cos2.diagonal().sum()) / (k * (k - 1))
-
-
-#: Loss terms besides faithfulness, each weighted by the ConceptConfig field of the same name.
-_PENALTIES = ("sparsity", "pull_away", "reconstruction", "predictor_sparsity", "encoder_decay")
-
-
-def train_explanation_net(
-    features: np.ndarray,
-    logits: np.ndarray,
-    config: ConceptConfig | None = None,
-    progress: ProgressFn | None = None,
-    cancel: Callable[[], bool] | None = None,
-):
-    """Train the explanation network on ``(features, model logits)``.
-
-    Returns
-    -------
-    net : ExplanationNet
-    losses : dict
-        Final ``faithfulness``, ``sparsity``, ``pull_away``, ``reconstruction``, ``predictor_sparsity``,
-        ``encoder_decay`` and ``total`` losses.
-    cancelled : bool
-        True when ``cancel`` stopped training early (the network is the one reached so far).
-    """
-    config = config or ConceptConfig()
-    f = torch.as_tensor(features, dtype=torch.float32)
-    s = torch.as_tensor(logits, dtype=torch.float32)
-    if len(f) < 2:
-        raise ValueError(f"at least 2 images are needed to train concepts, got {len(f)}")
-    mean = f.mean(dim=0)
-    if config.feature_scale == "feature":
-        std = f.std(dim=0).clamp_min(1e-6)
-    else:  # one scale for the whole layer: the pooled features keep the layer's units relative to each other
-        std = (f - mean).pow(2).mean().sqrt().clamp_min(1e-6).expand_as(mean).clone()
-    s_var = s.var(dim=0).clamp_min(1e-6)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(int(config.seed))
-        net = ExplanationNet(f.shape[1], int(config.k), s.shape[1], mean, std)
-    opt = torch.optim.Adam(net.parameters(), lr=float(config.lr))
-    target = net.standardise(f)
-    cancelled = False
-    terms = {}
-    report = max(1, int(config.steps) // 50)
-    for step in range(int(config.steps)):
-        if cancel is not None and step % report == 0 and cancel():
-            cancelled = True
-            break
-        z, s_hat, f_hat = net(f)
-        terms = {
-            "faithfulness": ((s_hat - s).pow(2) / s_var).mean(),
-            "sparsity": z.abs().mean(),
-            "pull_away": _pull_away(net.encoder.weight),
-            "reconstruction": (f_hat - target).pow(2).mean(),
-            "predictor_sparsity": net.predictor.weight.abs().sum(dim=1).mean(),
-            "encoder_decay": net.encoder.weight.pow(2).sum(dim=1).mean(),
-        }
-        total = terms["faithfulness"] + sum(getattr(config, name) * terms[name] for name in _PENALTIES)
-        opt.zero_grad()
-        total.backward()
-        opt.step()
-        terms["total"] = total
-        if progress is not None and (step + 1) % report == 0:
-            progress(step + 1, int(config.steps), "train")
-    net.eval()
-    for p in net.parameters():
-        p.requires_grad_(False)
-    return net, {k: float(v.detach()) for k, v in terms.items()}, cancelled
-
-
 # ------------------------------------------------------------------------------------------------- maps
 
 
@@ -470,13 +248,13 @@ def run_concepts(
     ValueError
         Bad settings, an unusable layer, an output folder that cannot be written, fewer than 2 images.
     """
-    from .control import RunControl
+    from ..control import RunControl
 
     control = RunControl.of(control, progress, cancel)
     progress, cancel = control.report, control.cancel_fn
     config = config or ConceptConfig()
     if out_dir is not None:
-        from .io_utils import check_output_folder
+        from ..io_utils import check_output_folder
 
         check_output_folder(out_dir)
     shape = stack.shape
@@ -552,7 +330,7 @@ def run_concepts(
     auroc_model = auroc_concepts = None
     truth = _truth(stack, labels)
     if truth is not None and done.any():
-        from .metrics import auroc
+        from ..metrics import auroc
 
         auroc_model = auroc(truth[done], logits[done])
         auroc_concepts = auroc(truth[done], concept_logits[done])
@@ -607,7 +385,7 @@ def write_concept_outputs(result: ConceptResult, out_dir: str | Path, anatomy: n
 
     import tifffile
 
-    from .io_utils import atomic_path, atomic_write_bytes, atomic_write_text, save_json
+    from ..io_utils import atomic_path, atomic_write_bytes, atomic_write_text, save_json
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,172 @@
+"""The XNN explanation network and its training: :class:`ConceptConfig` (the run's settings),
+:class:`ExplanationNet` (features → concepts → rebuilt logits and features) and :func:`train_explanation_net`.
+
+The loss terms and their defaults are documented choices; see the Notes of :mod:`napari_global_xai.concepts`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+__all__ = ["FEATURE_SCALES", "ConceptConfig", "ExplanationNet", "train_explanation_net"]
+
+ProgressFn = Callable[[int, int, str], None]
+#: How the pooled features are scaled before the encoder (see the Notes of :mod:`napari_global_xai.concepts`).
+FEATURE_SCALES = ("layer", "feature")
+
+
+@dataclass
+class ConceptConfig:
+    """Settings of an XNN concept run (recorded in the outputs).
+
+    Attributes
+    ----------
+    k : int
+        Number of concepts.
+    steps : int
+        Full-batch Adam iterations.
+    lr : float
+    sparsity, pull_away, reconstruction : float
+        Loss weights (faithfulness has weight 1).
+    predictor_sparsity : float
+        Weight of the L1 penalty on the prediction layer (each label rebuilt from few concepts).
+    encoder_decay : float
+        Weight of the ridge penalty on the concept directions (minimum-norm encoder).
+    feature_scale : {"layer", "feature"}
+        Divide the centred pooled features by one layer-wide scale (default) or standardise each feature.
+    seed : int
+    chunk_size : int
+        Images per forward pass (progress and cancel granularity).
+    top_n : int
+        Images listed per concept.
+    layer : str, optional
+        Layer whose features are embedded; default the card's ``cam_layer`` (else the last spatial layer).
+    """
+
+    k: int = 8
+    steps: int = 800
+    lr: float = 0.01
+    sparsity: float = 0.2
+    pull_away: float = 0.1
+    reconstruction: float = 0.5
+    predictor_sparsity: float = 0.05
+    encoder_decay: float = 0.03
+    feature_scale: str = "layer"
+    seed: int = 0
+    chunk_size: int = 8
+    top_n: int = 8
+    layer: str | None = None
+
+    def __post_init__(self):
+        if int(self.k) < 1:
+            raise ValueError(f"k (number of concepts) must be at least 1, got {self.k}")
+        if int(self.steps) < 1:
+            raise ValueError(f"steps must be at least 1, got {self.steps}")
+        if self.feature_scale not in FEATURE_SCALES:
+            raise ValueError(f"feature_scale must be one of {', '.join(FEATURE_SCALES)}, got {self.feature_scale!r}")
+
+
+class ExplanationNet(torch.nn.Module):
+    """``f → z = relu(E standardise(f))`` (concepts) → ``V z`` (logits) and ``D z`` (features)."""
+
+    def __init__(self, n_features: int, k: int, n_outputs: int, mean: torch.Tensor, std: torch.Tensor):
+        super().__init__()
+        self.register_buffer("mean", mean.float())
+        self.register_buffer("std", std.float())
+        self.encoder = torch.nn.Linear(n_features, k)
+        self.predictor = torch.nn.Linear(k, n_outputs)
+        self.decoder = torch.nn.Linear(k, n_features)
+
+    def standardise(self, f: torch.Tensor) -> torch.Tensor:
+        return (f - self.mean) / self.std
+
+    def concepts(self, f: torch.Tensor) -> torch.Tensor:
+        return torch.relu(self.encoder(self.standardise(f)))
+
+    def forward(self, f: torch.Tensor):
+        z = self.concepts(f)
+        return z, self.predictor(z), self.decoder(z)
+
+
+# ------------------------------------------------------------------------------------------------- training
+
+
+def _pull_away(e: torch.Tensor) -> torch.Tensor:
+    k = e.shape[0]
+    if k < 2:
+        return e.new_zeros(())
+    u = F.normalize(e, dim=1)
+    cos2 = (u @ u.T).pow(2)
+    return (cos2.sum() - cos2.diagonal().sum()) / (k * (k - 1))
+
+
+#: Loss terms besides faithfulness, each weighted by the ConceptConfig field of the same name.
+_PENALTIES = ("sparsity", "pull_away", "reconstruction", "predictor_sparsity", "encoder_decay")
+
+
+def train_explanation_net(
+    features: np.ndarray,
+    logits: np.ndarray,
+    config: ConceptConfig | None = None,
+    progress: ProgressFn | None = None,
+    cancel: Callable[[], bool] | None = None,
+):
+    """Train the explanation network on ``(features, model logits)``.
+
+    Returns
+    -------
+    net : ExplanationNet
+    losses : dict
+        Final ``faithfulness``, ``sparsity``, ``pull_away``, ``reconstruction``, ``predictor_sparsity``,
+        ``encoder_decay`` and ``total`` losses.
+    cancelled : bool
+        True when ``cancel`` stopped training early (the network is the one reached so far).
+    """
+    config = config or ConceptConfig()
+    f = torch.as_tensor(features, dtype=torch.float32)
+    s = torch.as_tensor(logits, dtype=torch.float32)
+    if len(f) < 2:
+        raise ValueError(f"at least 2 images are needed to train concepts, got {len(f)}")
+    mean = f.mean(dim=0)
+    if config.feature_scale == "feature":
+        std = f.std(dim=0).clamp_min(1e-6)
+    else:  # one scale for the whole layer: the pooled features keep the layer's units relative to each other
+        std = (f - mean).pow(2).mean().sqrt().clamp_min(1e-6).expand_as(mean).clone()
+    s_var = s.var(dim=0).clamp_min(1e-6)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(config.seed))
+        net = ExplanationNet(f.shape[1], int(config.k), s.shape[1], mean, std)
+    opt = torch.optim.Adam(net.parameters(), lr=float(config.lr))
+    target = net.standardise(f)
+    cancelled = False
+    terms = {}
+    report = max(1, int(config.steps) // 50)
+    for step in range(int(config.steps)):
+        if cancel is not None and step % report == 0 and cancel():
+            cancelled = True
+            break
+        z, s_hat, f_hat = net(f)
+        terms = {
+            "faithfulness": ((s_hat - s).pow(2) / s_var).mean(),
+            "sparsity": z.abs().mean(),
+            "pull_away": _pull_away(net.encoder.weight),
+            "reconstruction": (f_hat - target).pow(2).mean(),
+            "predictor_sparsity": net.predictor.weight.abs().sum(dim=1).mean(),
+            "encoder_decay": net.encoder.weight.pow(2).sum(dim=1).mean(),
+        }
+        total = terms["faithfulness"] + sum(getattr(config, name) * terms[name] for name in _PENALTIES)
+        opt.zero_grad()
+        total.backward()
+        opt.step()
+        terms["total"] = total
+        if progress is not None and (step + 1) % report == 0:
+            progress(step + 1, int(config.steps), "train")
+    net.eval()
+    for p in net.parameters():
+        p.requires_grad_(False)
+    return net, {k: float(v.detach()) for k, v in terms.items()}, cancelled
