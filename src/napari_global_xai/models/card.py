@@ -27,17 +27,8 @@ if TYPE_CHECKING:  # torch is imported where a model is loaded or run, so ModelC
     import torch
     from torch import nn
 
-__all__ = [
-    "ModelCard",
-    "LoadedModel",
-    "ModelLoadError",
-    "load_model",
-    "DEMO_CARD_PATH",
-    "load_demo_model",
-    "infer_format",
-    "FORMATS",
-    "ACTIVATIONS",
-]
+__all__ = ["ModelCard", "LoadedModel", "ModelLoadError", "load_model", "DEMO_CARD_PATH", "load_demo_model"]
+__all__ += ["infer_format", "FORMATS", "ACTIVATIONS"]
 
 FORMATS = ("state_dict", "safetensors", "torchscript", "export", "pickle")
 #: Output activations a card can name (sigmoid multi-label, softmax multi-class).

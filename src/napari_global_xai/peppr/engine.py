@@ -20,6 +20,10 @@ fully filled image is forwarded once for the whole stack when the fill is a cons
 masks that coincide (restoring the top k pixels of a ranking removes the same pixels as erasing the top H·W − k of
 the reverse ranking) are one key, forwarded once. ``n_forwards`` counts the image forwards run, ``n_skipped`` those
 saved; their sum is the naive count (one forward per curve, fraction and image).
+
+Over 500 lines on purpose: :class:`CurveEngine` is one algorithm (plan the keys of every curve, load images in
+chunks, score each distinct key once, fold the scores back into curves) whose steps share its state; split, each piece
+would only make sense next to the others.
 """
 
 from __future__ import annotations

@@ -35,6 +35,8 @@ __all__ = [
     "draw_curves",
     "draw_filmstrip",
     "draw_peppr_figure",
+    "draw_table",
+    "set_highlight",
     "table_cells",
     "TABLE_COLUMNS",
     "thumbnail",
@@ -51,8 +53,6 @@ TABLE_COLUMNS = (
     ("random gap", "random_gap", "+.3f"),
     ("p*", "p_star", ".2f"),
 )
-_MAP_COLOURS = ("#d62728", "#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf")
-_MODE_STYLE = {"erase": {"linestyle": "-", "marker": "o"}, "restore": {"linestyle": "--", "marker": "s"}}
 
 
 @dataclass
@@ -310,220 +310,12 @@ def nearest_index(values: Sequence[float], x: float) -> int:
     return int(np.argmin(np.abs(np.asarray(values, float) - float(x))))
 
 
-# ------------------------------------------------------------------------------------------------------ drawing
-
-
-def _fmt(value, spec: str) -> str:
-    if spec == "s":
-        return str(value)
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        return "n/a"
-    return "n/a" if not np.isfinite(v) else format(v, spec)
-
-
-def table_cells(view: PepprView) -> tuple[list[str], list[list[str]]]:
-    """Header and formatted rows of the compact summary table (:data:`TABLE_COLUMNS`)."""
-    header = [h for h, _, _ in TABLE_COLUMNS]
-    rows = [[_fmt(row.get(key), spec) for _, key, spec in TABLE_COLUMNS] for row in view.rows]
-    return header, rows
-
-
-def draw_curves(ax, view: PepprView, fraction: float | None = None, legend: bool = True):
-    """Draw every table row's erase (solid) and restore (dashed) curve, one colour per map, into ``ax``.
-
-    The random order's mean ± sd is drawn once per label as a grey band; the legend sits outside the axes (to the
-    right). Returns the fraction marker (a vertical line) or None.
-    """
-    f = view.fractions
-    banded = set()
-    for i, row in enumerate(view.rows):
-        colour = _MAP_COLOURS[i % len(_MAP_COLOURS)]
-        name, label = row["map"], row["label"]
-        for mode in ("erase", "restore"):
-            if (mode, label) not in banded:
-                band = view.random_band(mode, label)
-                if band is not None:
-                    mean, sd = band
-                    ax.fill_between(f, mean - sd, mean + sd, color="0.6", alpha=0.2, linewidth=0)
-                    ax.plot(
-                        f,
-                        mean,
-                        color="0.45",
-                        linewidth=1,
-                        linestyle=_MODE_STYLE[mode]["linestyle"],
-                        label=f"random {mode}" + (f" ({label})" if len(view.rows) > 1 else ""),
-                    )
-                banded.add((mode, label))
-            key = (name, mode, label)
-            if key in view.curves:
-                ax.plot(
-                    f,
-                    view.curves[key],
-                    color=colour,
-                    linewidth=1.8,
-                    markersize=3.5,
-                    label=f"{name}{'' if label in ('macro', name) else ' → ' + label}: {mode}",
-                    picker=True,
-                    pickradius=5,
-                    **_MODE_STYLE[mode],
-                )
-    ax.set_xlabel("fraction of pixels erased / restored")
-    ax.set_ylabel("AUROC" if view.metric == "auroc" else "mean probability")
-    ax.set_xlim(-0.02, 1.02)
-    ax.grid(alpha=0.3)
-    marker = None
-    if fraction is not None:
-        marker = ax.axvline(float(fraction), color="#f1c40f", linewidth=1.5, zorder=0)
-    if legend:
-        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0, frameon=False)
-    return marker
-
-
-def draw_table(ax, view: PepprView):
-    """The compact summary table in an axes of its own (axis off)."""
-    ax.set_axis_off()
-    header, rows = table_cells(view)
-    if not rows:
-        return None
-    table = ax.table(cellText=rows, colLabels=header, loc="upper center", cellLoc="center")
-    table.auto_set_font_size(False)
-    table.set_fontsize(7)
-    table.auto_set_column_width(list(range(len(header))))
-    table.scale(1.0, 1.25)
-    for cell in table.get_celld().values():  # transparent cells: readable on light and dark (napari) themes
-        cell.set_facecolor("none")
-        cell.set_edgecolor("0.55")
-    return table
-
-
-def draw_filmstrip(fig, strip: Filmstrip, highlight: int | None = None, handles: FigureHandles | None = None):
-    """A grid of thumbnails: one row per strip, one column per fraction; the ``highlight`` column framed."""
-    from matplotlib.patches import Rectangle
-
-    handles = handles or FigureHandles()
-    n_rows, n_cols = len(strip.rows), len(strip.fractions)
-    if not n_rows:
-        return handles
-    axes = fig.subplots(n_rows, n_cols, squeeze=False, gridspec_kw={"wspace": 0.03, "hspace": 0.06})
-    fig.subplots_adjust(left=0.2 if fig.figure.get_figwidth() < 6 else 0.13, right=0.99, bottom=0.08, top=0.92)
-    for r, (title, thumbs) in enumerate(strip.rows):
-        for c in range(n_cols):
-            ax = axes[r, c]
-            ax.imshow(thumbs[c], interpolation="nearest")
-            ax.set_xticks([])
-            ax.set_yticks([])
-            for spine in ax.spines.values():
-                spine.set_visible(False)
-            if r == n_rows - 1:  # fractions under the last row (the strip's title sits above the first)
-                ax.set_xlabel(f"{strip.fractions[c]:g}", fontsize=7, labelpad=2)
-            if c == 0:
-                ax.set_ylabel(title, fontsize=7, rotation=0, ha="right", va="center")
-            handles.thumbs[ax] = (r, c)
-    handles.frames = []
-    for c in range(n_cols):
-        column = []
-        for r in range(n_rows):
-            frame = Rectangle(
-                (0, 0),
-                1,
-                1,
-                transform=axes[r, c].transAxes,
-                fill=False,
-                edgecolor="#f1c40f",
-                linewidth=2.5,
-                visible=c == highlight,
-                clip_on=False,
-            )
-            axes[r, c].add_patch(frame)
-            column.append(frame)
-        handles.frames.append(column)
-    fig.suptitle(
-        f"image {strip.image_index}"
-        + (f" · {strip.map_name}" if strip.map_name else "")
-        + ": map order vs a random order",
-        fontsize=8,
-        y=0.995,
-    )
-    return handles
-
-
-def set_highlight(handles: FigureHandles, column: int | None) -> None:
-    """Frame one filmstrip column (None = none) and leave the others plain."""
-    for c, patches in enumerate(handles.frames):
-        for patch in patches:
-            patch.set_visible(c == column)
-
-
-def draw_peppr_figure(
-    fig,
-    view: PepprView,
-    strip: Filmstrip | None = None,
-    fraction: float | None = None,
-    title: str | None = None,
-    layout: str = "auto",
-) -> FigureHandles:
-    """The whole PEPPR figure into ``fig``: curves, legend (outside the axes) and summary table, filmstrip below.
-
-    Parameters
-    ----------
-    fig : matplotlib.figure.Figure
-        Cleared first; any canvas (Agg for files, the panel's Qt canvas).
-    view : PepprView
-    strip : Filmstrip, optional
-    fraction : float, optional
-        Marked on the curves and framed in the filmstrip (nearest grid fraction).
-    title : str, optional
-    layout : {"auto", "wide", "narrow"}
-        ``wide``: table and legend beside the curves; ``narrow`` (a napari dock): table and legend under them;
-        ``auto`` picks ``wide`` for figures at least 7.5 inches wide.
-
-    Returns
-    -------
-    FigureHandles
-    """
-    fig.clear()
-    handles = FigureHandles()
-    wide = layout == "wide" or (layout == "auto" and fig.get_size_inches()[0] >= 7.5)
-    if strip is not None and strip.rows:
-        top, bottom = fig.subfigures(2, 1, height_ratios=[1.15 if wide else 1.9, 1.0], hspace=0.02)
-    else:
-        top, bottom = fig, None
-    if wide:
-        grid = top.add_gridspec(
-            2,
-            2,
-            width_ratios=[1.45, 1.0],
-            height_ratios=[1.0, 1.1],
-            left=0.09,
-            right=0.99,
-            bottom=0.17,
-            top=0.9,
-            wspace=0.08,
-            hspace=0.05,
-        )
-        curves_spec, table_spec, legend_spec = grid[:, 0], grid[0, 1], grid[1, 1]
-    else:
-        grid = top.add_gridspec(
-            3, 1, height_ratios=[2.0, 0.34, 0.3], left=0.15, right=0.97, bottom=0.0, top=0.93, hspace=0.36
-        )
-        curves_spec, table_spec, legend_spec = grid[0], grid[1], grid[2]
-    handles.curves_ax = top.add_subplot(curves_spec)
-    handles.marker = draw_curves(handles.curves_ax, view, fraction, legend=False)
-    handles.table_ax = top.add_subplot(table_spec)
-    draw_table(handles.table_ax, view)
-    legend_ax = top.add_subplot(legend_spec)
-    legend_ax.set_axis_off()
-    lines, labels = handles.curves_ax.get_legend_handles_labels()
-    if lines:  # legend outside the curves' axes
-        legend = legend_ax.legend(
-            lines, labels, fontsize=7, loc="upper left", frameon=False, ncol=1 if wide and len(lines) < 9 else 2
-        )
-        for text in legend.get_texts():  # the theme's text colour (napari's dark theme in the dock)
-            text.set_color(handles.curves_ax.xaxis.label.get_color())
-    top.suptitle(title or f"PEPPR ({view.fill} fill, {view.n_images} images)", fontsize=9)
-    if bottom is not None:
-        highlight = None if fraction is None else nearest_index(strip.fractions, fraction)
-        draw_filmstrip(bottom, strip, highlight, handles)
-    return handles
+# Drawing lives in peppr/drawing.py; re-exported here for existing imports.
+from .drawing import (  # noqa: E402
+    draw_curves,
+    draw_filmstrip,
+    draw_peppr_figure,
+    draw_table,
+    set_highlight,
+    table_cells,
+)
