@@ -169,10 +169,10 @@ class ScoreModule(nn.Module):
         self.probability = probability
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        from ..models.card import apply_activation
+
         out = self.model(x)
-        if not self.probability:
-            return out
-        return torch.sigmoid(out) if self.activation == "sigmoid" else torch.softmax(out, dim=1)
+        return apply_activation(out, self.activation) if self.probability else out
 
 
 class SaliencyMethod:

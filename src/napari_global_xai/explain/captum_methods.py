@@ -381,7 +381,9 @@ class CamLayer:
                 "not output an (n, C, h, w) feature map; choose a convolutional layer"
             )
         if self.probability:
-            out = torch.sigmoid(out) if self.model.card.activation == "sigmoid" else torch.softmax(out, dim=1)
+            from ..models.card import apply_activation
+
+            out = apply_activation(out, self.model.card.activation)
         return out, act
 
 

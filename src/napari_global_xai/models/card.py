@@ -28,11 +28,10 @@ if TYPE_CHECKING:  # torch is imported where a model is loaded or run, so ModelC
     from torch import nn
 
 __all__ = ["ModelCard", "LoadedModel", "ModelLoadError", "load_model", "DEMO_CARD_PATH", "load_demo_model"]
-__all__ += ["infer_format", "FORMATS", "ACTIVATIONS"]
+__all__ += ["infer_format", "apply_activation", "FORMATS", "ACTIVATIONS"]
 
 FORMATS = ("state_dict", "safetensors", "torchscript", "export", "pickle")
-#: Output activations a card can name (sigmoid multi-label, softmax multi-class).
-ACTIVATIONS = ("sigmoid", "softmax")
+ACTIVATIONS = ("sigmoid", "softmax")  # sigmoid multi-label, softmax multi-class
 
 
 class ModelLoadError(ValueError):
@@ -223,12 +222,8 @@ class LoadedModel:
 
     def scores(self, x: torch.Tensor, probability: bool = False) -> torch.Tensor:
         """Model outputs for normalised inputs: logits, or probabilities (sigmoid/softmax per the card)."""
-        import torch
-
         out = self.module(x)
-        if not probability:
-            return out
-        return torch.sigmoid(out) if self.card.activation == "sigmoid" else torch.softmax(out, dim=1)
+        return apply_activation(out, self.card.activation) if probability else out
 
     def check_input(self, shape) -> None:
         """Fail fast, with a clear message, if images of ``shape`` ``(n, H, W[, C])`` do not fit the model.
@@ -265,6 +260,14 @@ class LoadedModel:
         self.module.to(device)
         self.device = device
         return self
+
+
+def apply_activation(logits: torch.Tensor, activation: str) -> torch.Tensor:
+    """Probabilities from ``(n, L)`` logits (``sigmoid`` or ``softmax``): the one place the card's activation meets
+    a tensor (:meth:`LoadedModel.scores`, the explain wrappers); ``metrics.activate`` is the NumPy twin."""
+    import torch
+
+    return torch.sigmoid(logits) if activation == "sigmoid" else torch.softmax(logits, dim=1)
 
 
 def infer_format(path: str | os.PathLike) -> str:
