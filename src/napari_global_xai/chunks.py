@@ -38,6 +38,7 @@ accumulators in chunk order at the end). After yielding a result with ``complete
 
 from __future__ import annotations
 
+import copy
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -50,6 +51,7 @@ from .aggregate import GlobalMapAccumulator
 __all__ = [
     "ChunkResult",
     "ChunkExecutor",
+    "ShippedTask",
     "ExplainChunkTask",
     "InProcessExecutor",
     "chunk_bounds",
@@ -138,8 +140,39 @@ class InProcessExecutor:
                 return
 
 
+class ShippedTask:
+    """A chunk task that an executor can send to another process without its model and pixels.
+
+    A task keeps the model in ``model`` and the pixel source in ``stack``; :meth:`detach` gives a copy without them
+    (and without anything built in this process, such as a saliency engine or a scorer), which travels with the
+    model's and the stack's recipes (:class:`~napari_global_xai.scale.specs.ModelSpec`,
+    :class:`~napari_global_xai.scale.specs.StackSpec`); :meth:`attach` puts a worker's own model and stack back.
+    Explain, PEPPR and SAG chunk tasks share this contract, so one executor serves all three.
+    """
+
+    model: object
+    stack: object
+
+    def reset(self) -> None:
+        """Forget what was built in this process (engines, scorers); a subclass with such state overrides it."""
+
+    def detach(self):
+        """A copy without model, stack and per-process state."""
+        shell = copy.copy(self)
+        shell.model = shell.stack = None
+        shell.reset()
+        return shell
+
+    def attach(self, model, stack):
+        """A copy of a detached task with this process's ``model`` and ``stack``."""
+        task = copy.copy(self)
+        task.model, task.stack = model, stack
+        task.reset()
+        return task
+
+
 @dataclass
-class ExplainChunkTask:
+class ExplainChunkTask(ShippedTask):
     """Compute one chunk of an explain run: predict, select pairs, explain, accumulate.
 
     Parameters
@@ -196,6 +229,9 @@ class ExplainChunkTask:
 
             self._engine = ImageMapEngine(self.model, self.config, self.target_indices)
         return self._engine
+
+    def reset(self) -> None:
+        self._engine = None
 
     def __getstate__(self):
         state = dict(self.__dict__)

@@ -1,82 +1,25 @@
 """Explain on a Dask LocalCluster: bit-identical to the in-process run, survives a killed worker, CLI, bad specs.
 
-The model is this file's own little network saved as TorchScript with its own card, and the stack a multi-page TIFF
-written here (so the workers reopen it by reference, not as pickled pixels).
+The model and stack are the scale tests' own (``_ringbar``: a little network saved as TorchScript with its own card,
+a multi-page TIFF that the workers reopen by reference, not as pickled pixels).
 """
 
-import json
 import time
 
 import numpy as np
 import pytest
 import tifffile
-import torch
-from torch import nn
 
 from napari_global_xai.cli import main
-from napari_global_xai.data import read_stack
 from napari_global_xai.explain import ExplainConfig
-from napari_global_xai.models import load_model
 from napari_global_xai.run import run_explain
+
+from ._ringbar import N
+from ._ringbar import load_inputs as _load
 
 distributed = pytest.importorskip("distributed")
 
-from napari_global_xai.scale import connect  # noqa: E402
 from napari_global_xai.scale.executor import DaskExecutor  # noqa: E402
-
-N, H, W = 12, 40, 56
-LABELS = ["ring", "bar"]
-
-
-class RingBarNet(nn.Module):
-    """Two outputs read from a small conv trunk; CAM layer ``trunk.2``."""
-
-    def __init__(self):
-        super().__init__()
-        self.trunk = nn.Sequential(
-            nn.Conv2d(3, 6, 5, padding=2), nn.Tanh(), nn.Conv2d(6, 8, 3, stride=2, padding=1), nn.ReLU()
-        )
-        self.out = nn.Linear(8, 2)
-
-    def forward(self, x):
-        return self.out(self.trunk(x).amax(dim=(2, 3)))
-
-
-@pytest.fixture(scope="module")
-def inputs(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("dask_inputs")
-    torch.manual_seed(3)
-    torch.jit.script(RingBarNet().eval()).save(str(folder / "ringbar.pt"))
-    (folder / "ringbar.json").write_text(
-        json.dumps(
-            {
-                "weights": "ringbar.pt",
-                "labels": LABELS,
-                "mean": [0.5, 0.5, 0.5],
-                "std": [0.25, 0.25, 0.25],
-                "cam_layer": "trunk.2",
-            }
-        )
-    )
-    rng = np.random.default_rng(11)
-    images = rng.integers(0, 255, size=(N, H, W, 3), dtype=np.uint8)
-    tifffile.imwrite(folder / "stack.tif", images, photometric="rgb")
-    rows = ["image,laterality,ring,bar"] + [f"stack_{i:04d},{'LR'[i % 2]},{i % 2},{int(i % 3 == 0)}" for i in range(N)]
-    (folder / "stack.csv").write_text("\n".join(rows) + "\n")
-    return folder
-
-
-def _load(folder):
-    model = load_model(folder / "ringbar.json", device="cpu")
-    stack = read_stack(folder / "stack.tif", labels=folder / "stack.csv", label_names=model.labels)
-    return stack, model
-
-
-@pytest.fixture(scope="module")
-def cluster():
-    with connect("local:2") as client:
-        yield client
-
 
 CONFIG = ExplainConfig(method="saliency", chunk_size=2)
 

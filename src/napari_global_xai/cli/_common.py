@@ -149,6 +149,27 @@ def _format_notice(message, category, filename, lineno, line=None):
     return _PYTHON_FORMATWARNING(message, category, filename, lineno, line)
 
 
+def _cluster_choice(args):
+    """The parsed ``--cluster`` / ``--scheduler`` (call it before loading the model: a bad spec fails at once)."""
+    from ..scale import parse_cluster
+
+    return parse_cluster(args.cluster, args.scheduler)
+
+
+@contextmanager
+def _executor(where, device: str | None):
+    """The run's executor for ``where``: None in this process, else a Dask executor on the (started) cluster."""
+    from ..scale import connect
+
+    with connect(where) as client:
+        if client is None:
+            yield None
+        else:
+            from ..scale.executor import DaskExecutor
+
+            yield DaskExecutor(client, device=device)
+
+
 def _load_inputs(args):
     """The model first (its card says the labels, size, channels and bit depth), then the stack fitted to it."""
     from ..data import read_stack

@@ -7,7 +7,16 @@ import sys
 import time
 from pathlib import Path
 
-from ._common import EXIT_CANCELLED, _load_inputs, _note, _one_line_warnings, _parse_params, _run_control
+from ._common import (
+    EXIT_CANCELLED,
+    _cluster_choice,
+    _executor,
+    _load_inputs,
+    _note,
+    _one_line_warnings,
+    _parse_params,
+    _run_control,
+)
 
 
 def _explain_config(args):
@@ -30,17 +39,11 @@ def _explain_config(args):
 
 def _cmd_explain(args) -> int:
     from ..run import run_explain
-    from ..scale import connect, parse_cluster
 
-    where = parse_cluster(args.cluster, args.scheduler)  # a bad spec fails before the model loads
+    where = _cluster_choice(args)  # a bad spec fails before the model loads
     stack, model = _load_inputs(args)
     t0 = time.perf_counter()
-    with _run_control(args.quiet) as control, _one_line_warnings("explain"), connect(where) as client:
-        executor = None
-        if client is not None:
-            from ..scale.executor import DaskExecutor
-
-            executor = DaskExecutor(client, device=args.device)
+    with _run_control(args.quiet) as control, _one_line_warnings("explain"), _executor(where, args.device) as executor:
         result = run_explain(
             stack,
             model,
@@ -80,8 +83,9 @@ def _cmd_explain(args) -> int:
 def _cmd_peppr(args) -> int:
     from ..peppr.pipeline import run_peppr_from_files
 
+    where = _cluster_choice(args)
     stack, model = _load_inputs(args)
-    with _run_control(args.quiet) as control:
+    with _run_control(args.quiet) as control, _executor(where, args.device) as executor:
         summary, result = run_peppr_from_files(
             stack,
             model,
@@ -93,6 +97,7 @@ def _cmd_peppr(args) -> int:
             progress=control.report,
             cancel=control.cancel,
             return_result=True,
+            executor=executor,
         )
     print(summary)
     if result.cancelled:
@@ -115,9 +120,12 @@ def _cmd_sag(args) -> int:
         max_root_size=args.max_root_size or None,
         figure_formats=tuple(args.figure_formats),
     )
+    where = _cluster_choice(args)
     stack, model = _load_inputs(args)
-    with _run_control(args.quiet) as control:
-        run = run_sag_pipeline(stack, model, args.label, config, indices=args.images, out_dir=args.out, control=control)
+    with _run_control(args.quiet) as control, _executor(where, args.device) as executor:
+        run = run_sag_pipeline(
+            stack, model, args.label, config, indices=args.images, out_dir=args.out, control=control, executor=executor
+        )
     n_done = len(run.results)
     done = f"cancelled after {n_done} of {run.n_requested} images" if run.cancelled else f"{n_done} images"
     print(f"SAG for {args.label}: {done}, {run.n_roots} roots shown; results in {Path(args.out).resolve()}")

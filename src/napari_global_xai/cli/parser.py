@@ -160,8 +160,8 @@ def _add_cluster_options(p):
         "--cluster",
         default=None,
         metavar="SPEC",
-        help="where chunks run: 'embedded' (default, this process), 'local' or 'local:N' (a Dask "
-        "LocalCluster of N worker processes here)",
+        help="where chunks of images run: 'embedded' (default, this process), 'local' or 'local:N' (a "
+        "Dask LocalCluster of N worker processes here)",
     )
     p.add_argument(
         "--scheduler",
@@ -339,6 +339,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="fractions of pixels erased/restored, increasing in [0, 1]; 0 and 1 are added when missing "
         f"(default: {' '.join(f'{f:g}' for f in config.DEFAULT_FRACTIONS)})",
     )
+    _add_cluster_options(p)
     p.set_defaults(func=_cmd_peppr)
 
     p = sub.add_parser("sag", help="structured attention graphs (several sufficient explanations per image)")
@@ -372,6 +373,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=config.FIGURE_FORMATS,
         help=f"formats of each image's graph figure (default {' '.join(sag_defaults.figure_formats)})",
     )
+    _add_cluster_options(p)
     p.set_defaults(func=_cmd_sag)
 
     p = sub.add_parser("concepts", help="XNN concepts: global concept maps, concept x label weights, top images")

@@ -28,6 +28,7 @@ would only make sense next to the others.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -275,18 +276,28 @@ class CurveEngine:
     # -- running
 
     def run(
-        self, progress: Callable[[int, int], None] | None = None, cancel=None, *, control: RunControl | None = None
+        self,
+        progress: Callable[[int, int], None] | None = None,
+        cancel=None,
+        *,
+        control: RunControl | None = None,
+        executor=None,
     ) -> list[dict[str, np.ndarray]]:
         """Run every request.
 
         Parameters
         ----------
         progress : callable(done, total), optional
-            Called after each model pass, in image-forward units.
+            Called after each model pass (in-process) or each finished chunk (an executor elsewhere), in
+            image-forward units.
         cancel : callable() -> bool or threading.Event, optional
             Checked before each model pass.
         control : RunControl, optional
             Instead of ``cancel`` (its ``progress`` is not used: ``progress`` reports here, in forwards).
+        executor : ChunkExecutor, optional
+            Where the chunks of images run (:mod:`napari_global_xai.chunks`): default this process, one chunk after
+            another; a :class:`~napari_global_xai.scale.executor.DaskExecutor` runs them on a cluster. The
+            outputs are the same either way (each chunk is scored alone, in the same batches).
 
         Returns
         -------
@@ -301,6 +312,9 @@ class CurveEngine:
             When cancelled; its ``partial`` is ``(outputs, finished)``: the outputs so far (NaN where not run) and
             the sorted stack indices of the images whose chunks finished (their curves are complete).
         """
+        from ..chunks import InProcessExecutor
+        from .chunk_task import CurveChunkTask
+
         control = RunControl.of(control, cancel=cancel) if control is not None or cancel is not None else None
         plan = self._plan()
         n_labels = len(self.model.labels)
@@ -314,47 +328,69 @@ class CurveEngine:
             for q in self._requests
         ]
         self.n_forwards, self.n_naive = 0, plan.n_naive
-        scorer = MaskedScorer(
-            self.model,
+        task = CurveChunkTask(self.model, self.images, self, plan, self.chunk_size)
+        done, finished, in_chunk = 0, [], 0
+
+        def on_forwards(n, *_):  # in-process: after every model pass
+            nonlocal in_chunk
+            in_chunk += n
+            if progress is not None:
+                progress(min(done + in_chunk, plan.n_forwards), plan.n_forwards)
+
+        cancel_fn = None if control is None else control.cancel_fn
+        try:
+            for result in (executor or InProcessExecutor()).map_chunks(
+                task, range(task.n_chunks), cancel=cancel_fn, on_maps=on_forwards
+            ):
+                self._scatter(outputs, result.images, result.scores, result.rows, result.shared, plan)
+                self.n_forwards += result.n_forwards
+                self.batch_size = min(self.batch_size, result.batch_size)  # smaller after an out-of-memory back-off
+                done, in_chunk = done + result.n_forwards, 0
+                finished.extend(int(g) for g in result.images)
+                if progress is not None and executor is not None:
+                    progress(min(done, plan.n_forwards), plan.n_forwards)
+            if len(finished) < len(plan.active):  # an executor elsewhere stops quietly on a cancel
+                raise Cancelled(f"cancelled after {len(finished)} of {len(plan.active)} images")
+        except Cancelled as exc:
+            exc.partial = (outputs, np.array(sorted(finished), np.int64))
+            raise
+        return outputs
+
+    def detached(self) -> CurveEngine:
+        """A copy without model, images and device caches: what a chunk task ships to a worker."""
+        shell = copy.copy(self)
+        shell.model = shell.images = None
+        shell._device_positions = OrderedDict()
+        return shell
+
+    def scorer(self, model) -> MaskedScorer:
+        """The batched, de-duplicating scorer of this engine's masks with ``model``."""
+        return MaskedScorer(
+            model,
             self.fill,
             masks=self._removed,
             fill_sigma=self.fill_sigma,
             impute_noise=self.impute_noise,
             seed=self.seed,
             batch_size=self.batch_size,
-            control=control,
         )
-        done, finished = 0, []
 
-        def on_batch(n):
-            nonlocal done
-            done += n
-            if progress is not None:
-                progress(done, plan.n_forwards)
+    def score_chunk(self, scorer: MaskedScorer, x: torch.Tensor, chunk: np.ndarray, plan: _Plan, on_batch=None):
+        """Score one chunk's images ``chunk`` (preprocessed ``x``): ``(scores, rows, shared)``.
 
-        try:
-            with torch.inference_mode():
-                for start in range(0, len(plan.active), self.chunk_size):
-                    chunk = plan.active[start : start + self.chunk_size]
-                    scorer.load(self.model.preprocess(_take(self.images, chunk)), [int(g) for g in chunk])
-                    if plan.uses_shared:
-                        scorer.score([int(chunk[0])], [REMOVE_ALL], on_batch)  # once, before the chunk's pairs
-                    pairs = sorted((int(kid), j) for j, g in enumerate(chunk) for kid in plan.needs[int(g)])
-                    scores = scorer.score(
-                        [int(chunk[j]) for _, j in pairs], [_scorer_key(k) for k, _ in pairs], on_batch
-                    )
-                    shared = scorer.score([int(chunk[0])], [REMOVE_ALL])[0] if plan.uses_shared else None
-                    rows = {(j, k): i for i, (k, j) in enumerate(pairs)}
-                    self._scatter(outputs, chunk, scores, rows, shared, plan)
-                    scorer.forget([int(g) for g in chunk])
-                    finished.extend(int(g) for g in chunk)
-        except Cancelled as exc:
-            exc.partial = (outputs, np.array(sorted(finished), np.int64))
-            raise
-        finally:
-            self.n_forwards = scorer.n_forwards
-            self.batch_size = scorer.batch_size  # smaller after an out-of-memory back-off
-        return outputs
+        ``scores[rows[(j, kid)]]`` holds the outputs of image ``chunk[j]`` under key ``kid``; ``shared`` those of
+        the constant fully filled image (None when no curve needs it or the fill is not constant).
+        """
+        ids = [int(g) for g in chunk]
+        with torch.inference_mode():
+            scorer.load(x, ids)
+            if plan.uses_shared:
+                scorer.score([ids[0]], [REMOVE_ALL], on_batch)  # once per process, before the chunk's pairs
+            pairs = sorted((int(kid), j) for j, g in enumerate(ids) for kid in plan.needs[g])
+            scores = scorer.score([ids[j] for _, j in pairs], [_scorer_key(k) for k, _ in pairs], on_batch)
+            shared = scorer.score([ids[0]], [REMOVE_ALL])[0] if plan.uses_shared else None
+            scorer.forget(ids)
+        return np.asarray(scores), {(j, k): i for i, (k, j) in enumerate(pairs)}, shared
 
     @property
     def n_skipped(self) -> int:
@@ -380,7 +416,7 @@ class CurveEngine:
         return cached
 
     def _scatter(self, outputs, chunk, scores, rows, shared, plan):
-        """Copy a chunk's scores into every curve that uses them."""
+        """Copy a chunk's scores (:meth:`score_chunk`) into every curve that uses them."""
         for j, g in enumerate(chunk):
             g = int(g)
             for r in plan.every + plan.by_image.get(g, []):

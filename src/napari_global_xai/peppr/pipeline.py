@@ -80,6 +80,7 @@ def run_peppr(
     control: RunControl | None = None,
     progress=None,
     cancel=None,
+    executor=None,
     **options,
 ) -> PepprResult:
     """PEPPR: erase and restore curves of global maps, with random-order, reverse-order and specificity baselines.
@@ -109,6 +110,10 @@ def run_peppr(
         Instead of ``control``: progress in image forwards.
     cancel : callable() -> bool or threading.Event, optional
         Instead of ``control``.
+    executor : ChunkExecutor, optional
+        Where the chunks of images are scored (default this process); a
+        :class:`~napari_global_xai.scale.executor.DaskExecutor` scores them on a cluster. The per-image scores are
+        gathered here and each AUROC is computed once, so the curves are the same as in-process.
     **options
         Any :class:`PepprConfig` field as a keyword (the keywords of earlier versions), overriding ``config``;
         ``random_seeds`` may be 0 or a sequence of seeds, ``maps_for="all"`` means ``"overall"``.
@@ -190,7 +195,9 @@ def run_peppr(
         jobs.append((engine.add_request(rid, images=evaluated), "random", "random", s))
     every = np.arange(engine.n_images) if evaluated is None else evaluated
     try:
-        outputs = engine.run(progress, control=control if cancel is None else RunControl(cancel=cancel))
+        outputs = engine.run(
+            progress, control=control if cancel is None else RunControl(cancel=cancel), executor=executor
+        )
     except Cancelled as exc:
         outputs, finished = exc.partial
         columns = np.nonzero(np.isin(every, finished))[0]
@@ -321,6 +328,7 @@ def run_peppr_pipeline(
     control: RunControl | None = None,
     progress=None,
     cancel=None,
+    executor=None,
     **options,
 ) -> PepprResult:
     """PEPPR of global maps on an aligned stack: curves, random/reverse baselines, scores, figure and files.
@@ -343,6 +351,8 @@ def run_peppr_pipeline(
         overall map at ``filled_fractions`` (``erased_overall.tif``, ``restored_overall.tif``).
     control : RunControl, optional
         Progress (stage ``"peppr"``) and cancel; or the ``progress(done, total, stage)`` and ``cancel`` callables.
+    executor : ChunkExecutor, optional
+        Where the chunks of images are scored (see :func:`run_peppr`).
     **options
         :class:`PepprConfig` fields as keywords (``fractions=None`` means the default).
 
@@ -376,7 +386,16 @@ def run_peppr_pipeline(
     extra = {} if seeds is None else {"random_seeds": seeds}
     try:
         result = run_peppr(
-            model, frame_stack, global_maps, truth, names, cfg, eval_indices=eval_idx, control=control, **extra
+            model,
+            frame_stack,
+            global_maps,
+            truth,
+            names,
+            cfg,
+            eval_indices=eval_idx,
+            control=control,
+            executor=executor,
+            **extra,
         )
     except Cancelled as exc:
         if not isinstance(exc.partial, PepprResult):
@@ -412,12 +431,13 @@ def run_peppr_from_files(
     fractions=None,
     *,
     return_result: bool = False,
+    executor=None,
 ):
     """CLI helper: read ``global_maps.tif``, run :func:`run_peppr_pipeline`, return a printable summary.
 
     ``fractions`` (optional) are checked and completed by :func:`napari_global_xai.perturb.complete_fractions`
     (endpoints 0 and 1 added, with a note in the summary) before the maps file is read. With ``return_result``
-    the :class:`PepprResult` is returned too, as ``(text, result)``.
+    the :class:`PepprResult` is returned too, as ``(text, result)``; ``executor`` is passed on (a cluster run).
     """
     from ..io_utils import check_output_folder
     from ..outputs import read_global_maps
@@ -445,6 +465,7 @@ def run_peppr_from_files(
         out_dir=out_dir,
         progress=progress,
         cancel=cancel,
+        executor=executor,
     )
     text = summary_text(result) + note + f"\nresults in {Path(out_dir).resolve()}"
     return (text, result) if return_result else text

@@ -255,6 +255,7 @@ def run_sag(
     control: RunControl | None = None,
     laterality: Sequence[str] | None = None,
     saliency_maps=None,
+    executor=None,
     **settings,
 ) -> list[SagResult]:
     """SAGs of several images of a stack for one label, ``config.images_together`` at a time.
@@ -286,6 +287,9 @@ def run_sag(
         :func:`run_sag_pipeline` passes a stack already in the card's frame instead.
     saliency_maps : mapping or sequence, optional
         ``saliency_maps[i]`` is the heuristic map of stack image ``i`` (in the images' frame).
+    executor : ChunkExecutor, optional
+        Where the groups run (default this process, one after another); a
+        :class:`~napari_global_xai.scale.executor.DaskExecutor` runs them on a cluster, with the same graphs.
     **settings
         SagConfig fields overriding ``config`` (e.g. ``images_together``, ``fill``, ``max_root_size``).
 
@@ -310,23 +314,26 @@ def run_sag(
 
         images = AlignedStack(images, [str(i) for i in range(len(images))], laterality=list(laterality)).to_left_eye()
     from ..batching import images_per_pass
+    from ..chunks import InProcessExecutor
+    from .chunk_task import SagChunkTask
 
-    out: list[SagResult] = []
     indices = [int(i) for i in indices]
-    group = max(1, int(config.images_together or images_per_pass(model.device)))
-    for start in range(0, len(indices), group):
-        chunk = indices[start : start + group]
-        try:
-            if cancel is not None and cancel():
-                raise Cancelled(f"cancelled after {start} of {len(indices)} images")
-            maps = None if saliency_maps is None else [saliency_maps[i] for i in chunk]
-            out.extend(_sag_group(model, _gather(images, chunk), label_index, chunk, maps, config, cancel))
-        except Cancelled as exc:
-            exc.partial = out  # the finished groups stay usable
-            raise
-        if report is not None:
-            report(len(out), len(indices))
-    return out
+    size = max(1, int(config.images_together or images_per_pass(model.device)))
+    groups = [indices[start : start + size] for start in range(0, len(indices), size)]
+    maps = None if saliency_maps is None else [[saliency_maps[i] for i in g] for g in groups]
+    task = SagChunkTask(model, images, int(label_index), groups, config, maps)
+    finished: dict[int, list[SagResult]] = {}
+    try:
+        for result in (executor or InProcessExecutor()).map_chunks(task, range(len(groups)), cancel=cancel):
+            finished[result.chunk] = result.results
+            if report is not None:
+                report(sum(len(r) for r in finished.values()), len(indices))
+        if len(finished) < len(groups):  # the executor stopped on a cancel
+            raise Cancelled(f"cancelled after {sum(len(r) for r in finished.values())} of {len(indices)} images")
+    except Cancelled as exc:
+        exc.partial = [r for c in sorted(finished) for r in finished[c]]  # the finished groups stay usable
+        raise
+    return [r for c in range(len(groups)) for r in finished[c]]
 
 
 def _positives(frame_stack, model, label: str, label_index: int, control: RunControl) -> list[int]:
@@ -361,6 +368,7 @@ def run_sag_pipeline(
     control: RunControl | None = None,
     progress=None,
     cancel=None,
+    executor=None,
     **settings,
 ) -> SagRunResult:
     """Structured attention graphs for images of a stack and their stack-level summary.
@@ -383,6 +391,8 @@ def run_sag_pipeline(
     control : RunControl, optional
         Progress (stage ``"sag"``, one step per image group) and cancel; or the older ``progress(done, total,
         stage)`` / ``cancel()`` callables.
+    executor : ChunkExecutor, optional
+        Where the image groups run (see :func:`run_sag`).
     **settings
         SagConfig fields overriding ``config`` (the older keyword arguments ``method``, ``fill``,
         ``max_root_size``, ``figure_formats``, ...).
@@ -426,7 +436,9 @@ def run_sag_pipeline(
         raise UsageError(f"image index(es) {outside} outside the stack's 0..{len(frame_stack) - 1}")
     run = SagRunResult([], {}, label=label, n_requested=len(indices), config=config, stack=frame_stack)
     try:
-        run.results = run_sag(model, frame_stack, label_index, indices, control=control, config=config)
+        run.results = run_sag(
+            model, frame_stack, label_index, indices, control=control, config=config, executor=executor
+        )
     except Cancelled as exc:
         run.results, run.cancelled = list(exc.partial or []), True
         if not run.results:

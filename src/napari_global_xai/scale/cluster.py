@@ -152,7 +152,9 @@ def require_distributed():
 def connect(spec: ClusterSpec | str | None, timeout: float | None = None, **local_kwargs) -> Iterator:
     """A ``distributed.Client`` for ``spec`` for the duration of the block (None for the embedded default).
 
-    A LocalCluster started here is shut down at the end; a joined scheduler is only disconnected from.
+    A LocalCluster started here is shut down at the end; a joined scheduler is only disconnected from. The client is
+    not made Dask's default scheduler: only the chunk tasks the executor submits go to the cluster, while the
+    stack's own lazy reads (dask arrays computed in this process) stay here, as in an embedded run.
 
     Parameters
     ----------
@@ -193,12 +195,12 @@ def connect(spec: ClusterSpec | str | None, timeout: float | None = None, **loca
         with (
             dask.config.set(WORKER_CONFIG),
             distributed.LocalCluster(**options) as cluster,
-            distributed.Client(cluster) as client,
+            distributed.Client(cluster, set_as_default=False) as client,
         ):
             yield client
         return
     try:
-        client = distributed.Client(spec.address, timeout=timeout)
+        client = distributed.Client(spec.address, timeout=timeout, set_as_default=False)
     except (OSError, TimeoutError) as exc:
         raise ClusterError(
             f"cannot reach the Dask scheduler at {spec.address} within {timeout:g} s "

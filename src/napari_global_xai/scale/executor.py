@@ -15,7 +15,6 @@ chunk number), so the results are the same.
 
 from __future__ import annotations
 
-import copy
 import hashlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -40,20 +39,14 @@ class RemoteChunkTask:
 
         model_spec = model_spec or ModelSpec.from_model(task.model)
         stack_spec = StackSpec.from_stack(task.stack)
-        shell = copy.copy(task)
-        shell.model = shell.stack = None
-        shell._engine = None
+        shell = task.detach()
         digest = hashlib.sha1(cloudpickle.dumps(shell))
         digest.update(f"{model_spec.token}/{stack_spec.token}".encode())
         return cls(shell, model_spec, stack_spec, digest.hexdigest())
 
     def build(self):
         """The task with this worker's model and stack (its engine is built on the first chunk)."""
-        task = copy.copy(self.shell)
-        task.model = worker_model(self.model)
-        task.stack = worker_stack(self.stack)
-        task._engine = None
-        return task
+        return self.shell.attach(worker_model(self.model), worker_stack(self.stack))
 
 
 def run_remote_chunk(remote: RemoteChunkTask, chunk: int):

@@ -140,7 +140,8 @@ class StackSpec:
     image_ids, sources : tuple of str
         For error messages that name the image and its file.
     laterality : tuple of str
-    frame : {"stored", "left"}
+    frame : {"stored", "left"} or ""
+        ``""`` for a bare pixel array (no ids, no laterality).
     token : str
         Identity of the stack on a worker (hash of all of the above).
     """
@@ -154,22 +155,37 @@ class StackSpec:
 
     @classmethod
     def from_stack(cls, stack) -> StackSpec:
-        """The spec of an :class:`~napari_global_xai.data.AlignedStack` (its pixels are not read)."""
+        """The spec of an :class:`~napari_global_xai.data.AlignedStack` (its pixels are not read).
+
+        A bare pixel array ``(n, H, W, C)`` (numpy, memory map, dask, zarr; what the curve and SAG functions also
+        take) is accepted too: the spec then has no ids and :meth:`open` gives the array back as it was.
+        """
         import cloudpickle
 
+        bare = not hasattr(stack, "pixels")
         with _memmaps_by_reference():
-            payload = cloudpickle.dumps(stack.pixels)
-        fields = (tuple(stack.image_ids), tuple(stack.sources), tuple(str(v) for v in stack.laterality), stack.frame)
+            payload = cloudpickle.dumps(stack if bare else stack.pixels)
+        if bare:
+            fields = ((), (), (), "")
+        else:
+            fields = (
+                tuple(stack.image_ids),
+                tuple(stack.sources),
+                tuple(str(v) for v in stack.laterality),
+                stack.frame,
+            )
         digest = hashlib.sha1(payload)
         digest.update(json.dumps(fields).encode())
         return cls(payload, *fields, token=digest.hexdigest())
 
     def open(self):
-        """The stack, rebuilt (lazily) from the spec."""
+        """The stack, rebuilt (lazily) from the spec (a bare array spec gives the array)."""
         import cloudpickle
 
         from ..data import AlignedStack
 
+        if not self.frame:
+            return cloudpickle.loads(self.payload)
         return AlignedStack(
             cloudpickle.loads(self.payload),
             list(self.image_ids),

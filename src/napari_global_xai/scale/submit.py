@@ -64,7 +64,7 @@ def stream_tasks(
     window = window or default_window(client)
     source = iter(items)
     owner: dict = {}
-    pending = as_completed()
+    pending = as_completed(loop=client.loop)  # this client's loop: it need not be Dask's default client
 
     def top_up() -> None:
         while len(owner) < window:
