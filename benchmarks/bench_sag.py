@@ -40,7 +40,7 @@ def main(argv=None):
     torch.set_num_threads(args.threads)
 
     from napari_global_xai.data.synthetic import generate_stack
-    from napari_global_xai.models.card import load_model
+    from napari_global_xai.models.loading import load_model
     from napari_global_xai.sag import sag_for_image
 
     model = load_model(None, device="auto")

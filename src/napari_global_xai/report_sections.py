@@ -263,7 +263,8 @@ def _explain_section(path: Path, folder: Path, root: Path):
 def _peppr_section(path: Path, folder: Path, root: Path):
     from matplotlib.figure import Figure as MplFigure
 
-    from .peppr.view import draw_peppr_figure, filmstrip_from_folder, table_cells, view_from_folder
+    from .peppr.drawing import draw_peppr_figure, table_cells
+    from .peppr.view import filmstrip_from_folder, view_from_folder
 
     summary = _read_json(path)
     view = view_from_folder(folder)

@@ -10,7 +10,7 @@ import torch
 
 from napari_global_xai.cli import main
 from napari_global_xai.models import ModelCard, ModelLoadError, load_model
-from napari_global_xai.models.card import infer_format
+from napari_global_xai.models.loading import infer_format
 
 from .user_net import N_OUT, H, W, save_all_formats
 

@@ -20,7 +20,7 @@ def setup():
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     from napari_global_xai.data.synthetic import generate_stack, region_masks
-    from napari_global_xai.models.card import load_model
+    from napari_global_xai.models.loading import load_model
     from napari_global_xai.sag import sag_for_image
 
     model = load_model(DEMO_CARD_PATH, device="cpu")

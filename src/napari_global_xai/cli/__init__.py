@@ -8,9 +8,9 @@ warnings, input loading, failures as exit codes), ``commands`` and ``analyses`` 
 text they print); ``main`` is here.
 
 Exit codes: 0 done; 1 an input file, the model or the output folder cannot be used (or an unexpected error); 2 a
-usage error (an option or parameter value); 130 cancelled (Ctrl-C; explain and sag write the partial result, marked
-``"status": "CANCELLED"``). Every failure is one line on stderr, ``global-xai <command>: error: ...``; ``--debug``
-shows the traceback instead.
+usage error (an option or parameter value); 130 cancelled (Ctrl-C; explain, peppr and sag write the partial result
+over the images finished, marked ``"status": "CANCELLED"``; explain's same command then resumes). Every failure is
+one line on stderr, ``global-xai <command>: error: ...``; ``--debug`` shows the traceback instead.
 """
 
 from __future__ import annotations

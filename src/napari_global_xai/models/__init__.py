@@ -16,8 +16,8 @@ _WHERE = {
     "LoadedModel": "card",
     "ModelCard": "card",
     "ModelLoadError": "card",
-    "load_demo_model": "card",
-    "load_model": "card",
+    "load_demo_model": "loading",
+    "load_model": "loading",
     "available_devices": "device",
     "resolve_device": "device",
 }

@@ -193,7 +193,8 @@ def make_card(
     ModelLoadError
         The file cannot be loaded, or no dummy input fits it.
     """
-    from .card import ModelCard, ModelLoadError, _load_module
+    from .card import ModelCard, ModelLoadError
+    from .loading import _load_module
 
     out = Path(out)
     model_file = Path(model_file)

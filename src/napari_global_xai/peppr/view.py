@@ -32,12 +32,6 @@ __all__ = [
     "view_from_folder",
     "compute_filmstrip",
     "filmstrip_from_folder",
-    "draw_curves",
-    "draw_filmstrip",
-    "draw_peppr_figure",
-    "draw_table",
-    "set_highlight",
-    "table_cells",
     "TABLE_COLUMNS",
     "thumbnail",
     "nearest_index",
@@ -310,12 +304,13 @@ def nearest_index(values: Sequence[float], x: float) -> int:
     return int(np.argmin(np.abs(np.asarray(values, float) - float(x))))
 
 
-# Drawing lives in peppr/drawing.py; re-exported here for existing imports.
-from .drawing import (  # noqa: E402
-    draw_curves,
-    draw_filmstrip,
-    draw_peppr_figure,
-    draw_table,
-    set_highlight,
-    table_cells,
-)
+_DRAWING = ("draw_curves", "draw_filmstrip", "draw_peppr_figure", "draw_table", "set_highlight", "table_cells")
+
+
+def __getattr__(name: str):
+    """The drawing functions, which live in :mod:`.drawing`, under their older address here."""
+    if name in _DRAWING:
+        from . import drawing
+
+        return getattr(drawing, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -10,7 +10,7 @@ activation).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 import torch
@@ -190,15 +190,10 @@ class SagScorer:
         return self.score([frozenset(range(self.n_patches))])[0]
 
 
-def score_together(
-    requests: Sequence[tuple[SagScorer, Sequence[frozenset]]],
-    batch_size: int | None = None,
-    cancel: Callable[[], bool] | None = None,
-) -> list[list[float]]:
+def score_together(requests: Sequence[tuple[SagScorer, Sequence[frozenset]]]) -> list[list[float]]:
     """Confidences of several scorers' patch sets; the requests of scorers of one group share batched forwards.
 
-    ``batch_size`` and ``cancel`` are the group's (set when it was made); the arguments are accepted for the older
-    signature and ignored.
+    Batch size and cancel are the group's (set when it was made by :meth:`SagScorer.group`).
 
     Returns
     -------

@@ -9,7 +9,7 @@ Follows the official code (repo viv92/structured-attention-graphs: ``search.py``
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import Generator, Sequence
 
 import numpy as np
 
@@ -43,12 +43,7 @@ def _drive(program: Program, scorer):
         return stop.value
 
 
-def run_programs(
-    programs: Sequence[Program],
-    scorers: Sequence,
-    batch_size: int | None = None,
-    cancel: Callable[[], bool] | None = None,
-) -> list:
+def run_programs(programs: Sequence[Program], scorers: Sequence) -> list:
     """Drive several images' programs in lockstep; each round's requests of all images share batched forwards.
 
     Parameters
@@ -56,9 +51,8 @@ def run_programs(
     programs : sequence of Program
         One per image.
     scorers : sequence of SagScorer
-        One per program (those of one :meth:`~napari_global_xai.sag.scorer.SagScorer.group` share forwards).
-    batch_size, cancel
-        Ignored (kept for the older signature): the scorers' group holds its batch size and cancel.
+        One per program (those of one :meth:`~napari_global_xai.sag.scorer.SagScorer.group` share forwards, batch
+        size and cancel).
 
     Returns
     -------

@@ -1,12 +1,15 @@
-"""The Dask executor of an explain run: chunk tasks on a cluster, behind the run's executor seam.
+"""The Dask executor: chunk tasks of explain, PEPPR and SAG on a cluster, behind the runs' executor seam.
 
-:class:`DaskExecutor` implements ``map_chunks(task, pending, cancel, on_maps)`` of
-:mod:`napari_global_xai.chunks`: the run's :class:`~napari_global_xai.chunks.ExplainChunkTask` is shipped without its
-model and stack (a :class:`RemoteChunkTask` holding a :class:`~.specs.ModelSpec` and a :class:`~.specs.StackSpec`
-instead), each worker rebuilds it once (model loaded once per worker, engine built once), and every chunk is one
-Dask task returning the chunk's :class:`~napari_global_xai.chunks.ChunkResult`. Results come back as chunks finish,
-at most a window of tasks in flight (:func:`~.submit.stream_tasks`); the run writes and merges them as with the
-in-process executor, so the global maps are bit-identical (the accumulator is exact and order independent).
+:class:`DaskExecutor` implements ``map_chunks(task, pending, cancel, on_maps)`` of :mod:`napari_global_xai.chunks`.
+The run's task (an :class:`~napari_global_xai.chunks.ExplainChunkTask`, a PEPPR
+:class:`~napari_global_xai.peppr.chunk_task.CurveChunkTask` or a SAG
+:class:`~napari_global_xai.sag.chunk_task.SagChunkTask`; any :class:`~napari_global_xai.chunks.ShippedTask`) is
+shipped without its model and stack (a :class:`RemoteChunkTask` holding a :class:`~.specs.ModelSpec` and a
+:class:`~.specs.StackSpec` instead), each worker rebuilds it once (model loaded once per worker, engine or scorer
+built once), and every chunk is one Dask task returning the chunk's result. Results come back as chunks finish, at
+most a window of tasks in flight (:func:`~.submit.stream_tasks`); the run writes and merges them as with the
+in-process executor, so the results are the same (explain's global maps bit-identical: the accumulator is exact and
+order independent; PEPPR's per-image scores bit-identical, its AUROCs computed once on the client).
 
 Cancel stops submitting, cancels the tasks in flight and returns: the finished chunks are already with the run.
 A worker lost mid-run is survived: the scheduler re-runs its tasks elsewhere (the task is a pure function of the
@@ -26,7 +29,7 @@ __all__ = ["DaskExecutor", "RemoteChunkTask"]
 
 @dataclass(frozen=True)
 class RemoteChunkTask:
-    """An explain chunk task as it travels to the workers: the task without model and stack, plus their specs."""
+    """A chunk task as it travels to the workers: the task without model and stack, plus their specs."""
 
     shell: object
     model: ModelSpec
@@ -56,7 +59,7 @@ def run_remote_chunk(remote: RemoteChunkTask, chunk: int):
 
 
 class DaskExecutor:
-    """Run explain chunks as Dask tasks (the ``executor`` of :func:`~napari_global_xai.run.run_explain`).
+    """Run chunk tasks on a Dask cluster (the ``executor`` of ``run_explain``, ``run_peppr_pipeline``, ``run_sag``).
 
     Parameters
     ----------
@@ -82,7 +85,7 @@ class DaskExecutor:
         cancel: Callable[[], bool] | None = None,
         on_maps: Callable[[int, int, int], None] | None = None,
     ) -> Iterator:
-        """Yield each pending chunk's :class:`~napari_global_xai.chunks.ChunkResult` as it finishes.
+        """Yield each pending chunk's result as it finishes.
 
         ``on_maps`` is not called (maps are computed on the workers; the run counts each chunk's maps when its
         result arrives).

@@ -1,4 +1,4 @@
-"""Resumable, chunked Zarr results store of an explain run (see :mod:`.layout` for what lies where).
+"""Resumable, chunked Zarr results store of an explain run (see :mod:`.writer` for what lies where).
 
 :func:`open_results_store` creates or resumes the store; :func:`read_results_store` opens one lazily.
 """
