@@ -263,3 +263,21 @@ def test_analysis_docks_pass_a_cluster_only_to_a_pipeline_that_takes_it(
     else:
         assert status == f"error: {kind} runs in napari's process only in this version; choose 'embedded' to run it"
         assert calls == [None] and clients == [] and len(loads) == 1  # nothing ran for the cluster choice
+
+
+@pytest.mark.parametrize("how", ["dock closed", "viewer closed"])
+def test_the_dock_closes_its_cluster_with_the_dock_or_the_viewer(dock, qtbot, how):
+    from napari_global_xai.scale import parse_cluster
+
+    viewer, widget = dock
+    widget.cluster.text = "local:1"
+    target = widget.cluster.target("cpu")  # as when a run starts
+    client = target.session.client(target.spec)  # what the run's worker does on first use
+    assert widget.cluster.session.is_open(parse_cluster("local:1")) and client.status == "running"
+    cluster = client.cluster
+    if how == "dock closed":
+        viewer.window.remove_dock_widget(widget)  # what napari's close button on the dock does
+    else:
+        viewer.close()
+    qtbot.waitUntil(lambda: widget.cluster.session.spec is None, timeout=HANG_GUARD_MS)
+    assert client.status == "closed" and cluster.status.name == "closed"

@@ -25,8 +25,10 @@ from __future__ import annotations
 import contextlib
 import inspect
 import threading
+import weakref
 from dataclasses import dataclass
 
+from qtpy.QtCore import QEvent
 from qtpy.QtWidgets import QApplication, QComboBox, QHBoxLayout, QLabel, QVBoxLayout, QWidget
 
 from ..scale.cluster import DEFAULT_LOCAL_WORKERS, EMBEDDED, ClusterError, ClusterSpec, parse_cluster
@@ -184,10 +186,20 @@ class ClusterPicker(QWidget):
     message : QLabel
         One line: a bad spec, or the open cluster.
     session : ClusterSession
+
+    Parameters
+    ----------
+    owner : QWidget, optional
+        The dock: its cluster is closed when it is taken out of the viewer (napari's dock close button) or when the
+        viewer window it ran in closes (also when the widget is destroyed or the application quits).
     """
 
-    def __init__(self, parent=None):
+    def __init__(self, owner=None, parent=None):
         super().__init__(parent)
+        self._owner = owner
+        self._window = lambda: None  # weak: a dock taken out of the viewer must not keep its window alive
+        if owner is not None:
+            owner.installEventFilter(self)
         self.combo = QComboBox()
         self.combo.setEditable(True)
         self.combo.addItems(CLUSTER_CHOICES)
@@ -240,7 +252,13 @@ class ClusterPicker(QWidget):
             Not a spec.
         """
         spec = self.spec()
-        return ClusterTarget(self.session, spec, str(device)) if spec.distributed else None
+        if not spec.distributed:
+            return None
+        window = self.window()
+        if window is not self._window() and window is not self._owner and window is not self:
+            window.installEventFilter(self)  # the viewer's window, known once the dock is in it
+            self._window = weakref.ref(window)
+        return ClusterTarget(self.session, spec, str(device))
 
     def check(self, _text=None) -> bool:
         """Show a bad spec as one line under the field (cleared when the spec is good); returns whether it is."""
@@ -255,6 +273,15 @@ class ClusterPicker(QWidget):
     def close_cluster(self) -> None:
         """Close the dock's client and LocalCluster now (a run on another spec also replaces them)."""
         self.session.close()
+
+    def eventFilter(self, watched, event) -> bool:
+        """Close the cluster when the dock leaves the viewer or the viewer's window closes."""
+        kind = event.type()
+        if kind == QEvent.Type.ParentChange and watched is self._owner and watched.parent() is None:
+            self.session.close()
+        elif kind == QEvent.Type.Close and watched is self._window():
+            self.session.close()
+        return False
 
     def _say(self, text: str) -> None:
         self.message.setText(text)

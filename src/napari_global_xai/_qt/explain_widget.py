@@ -176,7 +176,7 @@ class ExplainWidget(QWidget):
             ]
         )
         self.targets.value = list(self.targets.choices)
-        self.cluster = ClusterPicker()
+        self.cluster = ClusterPicker(owner=self)
         self.run_panel = RunPanel("Explain")
         self.run_panel.set_start(self.start)
         self.feeder = LayerFeeder(napari_viewer, self)

@@ -128,7 +128,7 @@ class PepprWidget(QWidget):
                 self.eval_split,
             ]
         )
-        self.cluster = ClusterPicker()
+        self.cluster = ClusterPicker(owner=self)
         self.run_panel = RunPanel("Run PEPPR")
         self.run_panel.set_start(self.start)
         self.plot = BaseNapariMPLWidget(napari_viewer)

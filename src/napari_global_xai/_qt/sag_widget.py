@@ -150,7 +150,7 @@ class SagWidget(QWidget):
             widgets=[self.image_layer, *self.model_inputs.widgets, self.label, self.scope, self.method, self.fill]
         )
         self.model_card.changed.connect(self._on_model_changed)
-        self.cluster = ClusterPicker()
+        self.cluster = ClusterPicker(owner=self)
         self.run_panel = RunPanel("Run SAG")
         self.run_panel.set_start(self.start)
         self.feeder = LayerFeeder(napari_viewer, self)
