@@ -83,6 +83,17 @@ def _run(widget, qtbot):
     return widget.last_result
 
 
+def _opened_on_workers(client, kind: str) -> dict:
+    """How many models / stacks each worker holds open (the worker cache of ``scale.specs``)."""
+
+    def count():  # a local function: shipped to the workers by value
+        from napari_global_xai.scale.specs import _CACHE
+
+        return sum(key[0] == kind for key in _CACHE)
+
+    return client.run(count)
+
+
 def _record_progress(widget, monkeypatch, on_report=None):
     seen = []
     original = widget.run_panel.progress_callback
@@ -124,9 +135,7 @@ def test_explain_dock_on_a_local_cluster_gives_the_embedded_maps_bit_for_bit(doc
     # the work ran on the two workers (each loaded the model at most once) ...
     client = widget.cluster.session._client
     assert len(client.scheduler_info()["workers"]) == 2
-    loads = client.run(
-        lambda: sum(k[0] == "model" for k in __import__("napari_global_xai.scale.specs", fromlist=["_CACHE"])._CACHE)
-    )
+    loads = _opened_on_workers(client, "model")
     assert set(loads.values()) <= {0, 1} and sum(loads.values()) >= 1
     # ... and the next run reuses the dock's cluster
     again = _run(widget, qtbot)
@@ -281,3 +290,35 @@ def test_the_dock_closes_its_cluster_with_the_dock_or_the_viewer(dock, qtbot, ho
         viewer.close()
     qtbot.waitUntil(lambda: widget.cluster.session.spec is None, timeout=HANG_GUARD_MS)
     assert client.status == "closed" and cluster.status.name == "closed"
+
+
+def test_screenshot_of_the_explain_dock_run_on_a_cluster(sample_dock, qtbot):
+    """The plugin's own sample (a compressed TIFF) explained on a LocalCluster from the dock; the window is saved to
+    tests/_artifacts/explain_dock_cluster.png with the "Run on" field in the dock."""
+    from pathlib import Path
+
+    from PIL import Image
+
+    viewer, widget = sample_dock(ExplainWidget, show=True)
+    qtbot.waitUntil(lambda: not widget._devices_worker.is_running, timeout=HANG_GUARD_MS)
+    try:
+        widget.method.value = "gradcam"
+        widget.cluster.text = "local:1"
+        result = _run(widget, qtbot)
+        assert widget.run_panel.status.text().endswith("(on local:1)") and not result.cancelled
+        assert result.n_computed == int(result.include.sum()) > 0
+        client = widget.cluster.session._client
+        assert sum(_opened_on_workers(client, "stack").values()) == 1  # the worker reopened the sample file
+        viewer.window.resize(1500, 1000)
+        viewer.reset_view()
+        qtbot.wait(300)
+        canvas = viewer.screenshot(canvas_only=True, flash=False)
+        window = viewer.screenshot(canvas_only=False, flash=False)
+        assert window.shape[1] > canvas.shape[1]  # the dock is in the window shot
+        field = widget.cluster.combo
+        assert field.isVisible() and field.currentText() == "local:1"
+        artifacts = Path(__file__).resolve().parents[1] / "_artifacts"
+        artifacts.mkdir(exist_ok=True)
+        Image.fromarray(window).save(artifacts / "explain_dock_cluster.png")
+    finally:
+        widget.cluster.close_cluster()
