@@ -77,9 +77,13 @@ def dock(make_napari_viewer, qtbot, inputs, one_torch_thread, monkeypatch):
 
 
 def _run(widget, qtbot):
-    with qtbot.waitSignals([widget.run_panel.stopped, widget.feeder.done], timeout=HANG_GUARD_MS):
+    """Run, wait for the end of the run, then for its layers (a failed run ends the test at once: no layers come)."""
+    with qtbot.waitSignal(widget.run_panel.stopped, timeout=HANG_GUARD_MS):
         worker = widget.start()
         assert worker is not None, widget.run_panel.status.text()
+    status = widget.run_panel.status.text()
+    assert status.startswith(("done: ", "cancelled: ")), status
+    qtbot.waitUntil(lambda: not widget.feeder.busy, timeout=HANG_GUARD_MS)
     return widget.last_result
 
 
@@ -322,3 +326,25 @@ def test_screenshot_of_the_explain_dock_run_on_a_cluster(sample_dock, qtbot):
         Image.fromarray(window).save(artifacts / "explain_dock_cluster.png")
     finally:
         widget.cluster.close_cluster()
+
+
+def test_a_stack_that_cannot_travel_is_one_line_before_any_cluster_starts(inputs, monkeypatch):
+    """A pixel source that cannot be pickled (here tifffile's own zarr view, which holds an open file) is refused
+    with one line before the cluster is started or joined."""
+    import dask.array as da
+
+    from napari_global_xai._qt._cluster import ClusterSession, ClusterTarget
+    from napari_global_xai.data import AlignedStack
+    from napari_global_xai.scale import ClusterError, parse_cluster
+
+    pixels = da.from_zarr(tifffile.imread(inputs / "fundi.tif", aszarr=True))
+    stack = AlignedStack(pixels=pixels, image_ids=[f"fundus {i}" for i in range(N)], frame="left")
+    session = ClusterSession()
+    started = []
+    monkeypatch.setattr(session, "client", lambda spec, report=None: started.append(spec))
+    with pytest.raises(ClusterError) as info:
+        ClusterTarget(session, parse_cluster("local:2"), "cpu").executor(stack=stack)
+    message = str(info.value)
+    assert message.startswith("this stack cannot be sent to Dask workers (TypeError: cannot pickle")
+    assert "\n" not in message
+    assert started == []

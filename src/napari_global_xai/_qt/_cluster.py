@@ -166,8 +166,8 @@ def _check_stack_travels(stack) -> None:
         StackSpec.from_stack(stack)
     except Exception as exc:  # noqa: BLE001 - any pickling failure: one line saying what to do
         raise ClusterError(
-            f"this stack cannot be sent to Dask workers ({_one_line(exc)}); open it from its files "
-            f"(a TIFF or a folder of images) or choose '{EMBEDDED}'"
+            f"this stack cannot be sent to Dask workers ({_one_line(exc)}); choose '{EMBEDDED}' to run it in "
+            "napari's process"
         ) from None
 
 
