@@ -348,3 +348,45 @@ def test_a_stack_that_cannot_travel_is_one_line_before_any_cluster_starts(inputs
     assert message.startswith("this stack cannot be sent to Dask workers (TypeError: cannot pickle")
     assert "\n" not in message
     assert started == []
+
+
+@pytest.mark.parametrize("kind", ["PEPPR", "SAG"])
+def test_analysis_docks_on_a_local_cluster_give_the_embedded_results(dock, qtbot, inputs, kind):
+    """With pipelines that take ``executor``: the same PEPPR curves (to 1e-12) and SAG graphs as embedded."""
+    import importlib
+
+    from napari_global_xai._qt._cluster import accepts_executor
+
+    viewer, widget = dock
+    panel, (module, name) = _analysis_dock(kind, viewer, widget, qtbot, inputs)
+    if not accepts_executor(getattr(importlib.import_module(module), name)):
+        pytest.skip(f"{name} runs in one process in this version")
+    if kind == "SAG":
+        panel.label.value = LABELS[1]
+        panel.scope.value = "all positives"
+
+    def run():
+        with qtbot.waitSignal(panel.run_panel.stopped, timeout=HANG_GUARD_MS):
+            assert panel.start() is not None, panel.run_panel.status.text()
+        assert panel.run_panel.status.text().startswith("done"), panel.run_panel.status.text()
+        return panel.result if kind == "PEPPR" else panel.run
+
+    try:
+        reference = run()
+        panel.cluster.text = "local:2"
+        result = run()
+        assert panel.cluster.session.spec is not None  # it ran on the dock's cluster
+        if kind == "PEPPR":
+            assert result.maps == reference.maps and result.n_images == reference.n_images > 0
+            for map_name in reference.maps:
+                for attr in ("erase", "restore"):
+                    a, b = getattr(result.curves[map_name], attr), getattr(reference.curves[map_name], attr)
+                    np.testing.assert_allclose(a, b, rtol=0, atol=1e-12)
+        else:
+            assert [r.image_index for r in result.results] == [r.image_index for r in reference.results]
+            assert len(reference.results) == N // 2  # the images positive for the label
+            for a, b in zip(result.results, reference.results, strict=True):
+                assert a.all_roots == b.all_roots and [n.patches for n in a.nodes] == [n.patches for n in b.nodes]
+                np.testing.assert_allclose(a.root_confidences, b.root_confidences, rtol=0, atol=1e-12)
+    finally:
+        panel.cluster.close_cluster()
