@@ -208,6 +208,7 @@ class ClusterPicker(QWidget):
         self.combo.setToolTip(_TOOLTIP)
         self.message = QLabel("")
         self.message.setWordWrap(True)
+        self.message.setStyleSheet("color: #ff6b6b")  # only errors are shown here
         self.message.setVisible(False)
         row = QHBoxLayout()
         row.addWidget(QLabel("Run on:"))
