@@ -19,6 +19,7 @@ from .. import config as settings
 from .._layers import IMAGE_MAPS_KEY, STACK_METADATA_KEY
 from .._method_names import BUILTIN_METHODS
 from ..samples import DEMO_CARD_PATH
+from ._cluster import ClusterPicker
 from ._model_inputs import ModelInputs, optional_path
 from ._runner import LayerFeeder, RunPanel
 
@@ -103,15 +104,30 @@ def _parse_params(text: str) -> dict:
     return params
 
 
-def explain_job(stack, model_path, device, trust_pickle, config, source_name, stored_orientation=False, control=None):
-    """Worker body: load the model (torch imports here, off the main thread), run the pipeline, prepare layers."""
+def explain_job(
+    stack,
+    model_path,
+    device,
+    trust_pickle,
+    config,
+    source_name,
+    stored_orientation=False,
+    cluster=None,
+    control=None,
+):
+    """Worker body: load the model (torch imports here, off the main thread), run the pipeline, prepare layers.
+
+    ``cluster`` (a :class:`~._cluster.ClusterTarget`, None for this process) is joined or started first, so a bad
+    cluster fails before the model loads.
+    """
     from ..control import RunControl
     from ..models import load_model
     from ..run import run_explain
 
     control = control or RunControl()
+    executor = cluster.executor(stack=stack, report=control.report) if cluster is not None else None
     model = load_model(model_path or None, device=device, trust_pickle=trust_pickle)
-    result = run_explain(stack, model, config, control=control)
+    result = run_explain(stack, model, config, control=control, executor=executor)
     control.report(0, 1, "preparing layers")
     return result, result_layer_data(result, stack, source_name, stored_orientation)
 
@@ -160,12 +176,14 @@ class ExplainWidget(QWidget):
             ]
         )
         self.targets.value = list(self.targets.choices)
+        self.cluster = ClusterPicker(owner=self)
         self.run_panel = RunPanel("Explain")
         self.run_panel.set_start(self.start)
         self.feeder = LayerFeeder(napari_viewer, self)
         self.feeder.done.connect(self._show_colorbar)
         layout = QVBoxLayout(self)
         layout.addWidget(self.form.native)
+        layout.addWidget(self.cluster)
         layout.addWidget(self.run_panel)
         layout.addStretch(1)
         self.method.changed.connect(lambda name: setattr(self.params, "value", KEY_PARAMS.get(name, "")))
@@ -175,6 +193,7 @@ class ExplainWidget(QWidget):
         self.viewer.layers.events.inserted.connect(self.image_layer.reset_choices)
         self.viewer.layers.events.removed.connect(self.image_layer.reset_choices)
         self.last_result = None
+        self._ran_on = None  # the cluster spec of the current run (None: this process)
         self._devices_worker = self.model_inputs.devices_worker
 
     # --- choices ----------------------------------------------------------------------------------------------
@@ -257,10 +276,12 @@ class ExplainWidget(QWidget):
                 layer, self._path(self.labels_csv), label_names=self._model_labels(), **self.csv_options
             )
             config = self.config()
+            cluster = self.cluster.target(self.device.value)
         except Exception as exc:  # noqa: BLE001 - any input problem is shown, the dock stays usable
             self.run_panel.status.setText(f"error: {exc}")
             show_error(str(exc))
             return None
+        self._ran_on = cluster.spec if cluster is not None else None
         return self.run_panel.launch(
             explain_job,
             self._on_result,
@@ -271,6 +292,7 @@ class ExplainWidget(QWidget):
             config=config,
             source_name=layer.name,
             stored_orientation=self.stored_orientation.value,
+            cluster=cluster,
         )
 
     # --- results ------------------------------------------------------------------------------------------------
@@ -292,7 +314,7 @@ class ExplainWidget(QWidget):
             msg = f"cancelled: kept {result.n_computed} of {selected} image-wise maps"
         else:
             msg = f"done: {result.n_computed} image-wise maps, subset '{result.subset}'"
-        self.run_panel.status.setText(msg)
+        self.run_panel.status.setText(msg + (f" (on {self._ran_on})" if self._ran_on is not None else ""))
 
 
 def _shared_limits(maps: list[np.ndarray]) -> tuple[float, float]:

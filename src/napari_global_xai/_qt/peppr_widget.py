@@ -19,6 +19,7 @@ from qtpy.QtCore import Signal
 from qtpy.QtWidgets import QFileDialog, QVBoxLayout, QWidget
 
 from ..config import DEFAULT_FRACTIONS, FILLS, PepprConfig
+from ._cluster import ClusterPicker
 from ._model_inputs import ModelInputs, load_model_job
 from ._runner import RunPanel
 from .explain_widget import GLOBAL_MAP_KEY, stack_from_layer
@@ -50,13 +51,17 @@ def peppr_job(
     random_seeds,
     eval_split,
     trust_pickle=False,
+    cluster=None,
     progress=None,
     cancel=None,
 ):
     """Worker body: load the model (torch imports here), run PEPPR on the chosen global maps, return result and
-    model."""
+    model. ``cluster`` (a :class:`~._cluster.ClusterTarget`, None for this process) is joined first."""
     from ..run import run_peppr_pipeline
 
+    on_cluster = {}
+    if cluster is not None:
+        on_cluster["executor"] = cluster.executor(run_peppr_pipeline, "PEPPR", stack=stack, report=progress)
     model = load_model_job(model_path, device, trust_pickle)
     result = run_peppr_pipeline(
         stack,
@@ -69,6 +74,7 @@ def peppr_job(
         eval_split=eval_split or None,
         progress=progress,
         cancel=cancel,
+        **on_cluster,
     )
     return result, model
 
@@ -122,6 +128,7 @@ class PepprWidget(QWidget):
                 self.eval_split,
             ]
         )
+        self.cluster = ClusterPicker(owner=self)
         self.run_panel = RunPanel("Run PEPPR")
         self.run_panel.set_start(self.start)
         self.plot = BaseNapariMPLWidget(napari_viewer)
@@ -133,6 +140,7 @@ class PepprWidget(QWidget):
         self.tools = Container(widgets=[self.fraction, self.save_figure, self.save_data, self.save_report])
         layout = QVBoxLayout(self)
         layout.addWidget(self.form.native)
+        layout.addWidget(self.cluster)
         layout.addWidget(self.run_panel)
         layout.addWidget(self.plot, 1)
         layout.addWidget(self.tools.native)
@@ -202,6 +210,7 @@ class PepprWidget(QWidget):
             stack = stack_from_layer(self._stack_layer(layers[0]))
             fractions = _parse_fractions(self.fractions.value)
             labels = list(self.labels.value) or None
+            cluster = self.cluster.target(self.device.value)
         except Exception as exc:  # noqa: BLE001 - input problems are shown, the panel stays usable
             self.run_panel.status.setText(f"error: {exc}")
             show_error(str(exc))
@@ -228,6 +237,7 @@ class PepprWidget(QWidget):
             fill=self.fill.value,
             random_seeds=self.random_seeds.value,
             eval_split=self.eval_split.value,
+            cluster=cluster,
         )
 
     def _on_result(self, payload):

@@ -13,6 +13,7 @@ from magicgui.widgets import ComboBox, Container
 from qtpy.QtWidgets import QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget
 
 from ..config import FILLS, SagConfig
+from ._cluster import ClusterPicker
 from ._model_inputs import ModelInputs, load_model_job
 from ._runner import LayerFeeder, RunPanel
 from .explain_widget import _labels_of_card, optional_path, stack_from_layer, stack_layers
@@ -78,16 +79,20 @@ def sag_job(
     model_path=None,
     device="auto",
     trust_pickle=False,
+    cluster=None,
     progress=None,
     cancel=None,
 ):
     """Worker body: load the model (the demo model when ``model_path`` is None), run SAG, prepare the layers
     (torch imports here, off the main thread). Returns the :class:`~napari_global_xai.sag.SagRunResult` and the
-    layer data."""
+    layer data. ``cluster`` (a :class:`~._cluster.ClusterTarget`, None for this process) is joined first."""
     from ..sag import patch_masks, run_sag_pipeline
 
+    on_cluster = {}
+    if cluster is not None:
+        on_cluster["executor"] = cluster.executor(run_sag_pipeline, "SAG", stack=stack, report=progress)
     model = load_model_job(model_path, device, trust_pickle)
-    run = run_sag_pipeline(stack, model, label, config, indices=indices, progress=progress, cancel=cancel)
+    run = run_sag_pipeline(stack, model, label, config, indices=indices, progress=progress, cancel=cancel, **on_cluster)
     summary = run.summary
     h, w = stack.shape[1:3]
     masks = patch_masks((h, w), tuple(summary["grid"]))
@@ -145,6 +150,7 @@ class SagWidget(QWidget):
             widgets=[self.image_layer, *self.model_inputs.widgets, self.label, self.scope, self.method, self.fill]
         )
         self.model_card.changed.connect(self._on_model_changed)
+        self.cluster = ClusterPicker(owner=self)
         self.run_panel = RunPanel("Run SAG")
         self.run_panel.set_start(self.start)
         self.feeder = LayerFeeder(napari_viewer, self)
@@ -155,6 +161,7 @@ class SagWidget(QWidget):
         self.table.setMaximumHeight(160)
         layout = QVBoxLayout(self)
         layout.addWidget(self.form.native)
+        layout.addWidget(self.cluster)
         layout.addWidget(self.run_panel)
         layout.addWidget(self.plot, 1)
         layout.addWidget(self.table)
@@ -187,6 +194,7 @@ class SagWidget(QWidget):
             if layer is None:
                 raise ValueError("open an image stack first")
             stack = stack_from_layer(layer)
+            cluster = self.cluster.target(self.device.value)
         except Exception as exc:  # noqa: BLE001
             self.run_panel.status.setText(f"error: {exc}")
             show_error(str(exc))
@@ -201,6 +209,7 @@ class SagWidget(QWidget):
             indices=indices,
             config=config,
             source_name=layer.name,
+            cluster=cluster,
             **self.model_inputs.load_options(),
         )
 

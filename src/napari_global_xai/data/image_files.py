@@ -334,9 +334,46 @@ def _tiff_whole_file(path: Path) -> Any | None:
     import dask.array as da
 
     try:
-        return da.from_zarr(tifffile.imread(path, aszarr=True))
+        source = _TiffZarrSource(path)
+        return da.from_array(source, chunks=source.chunks, asarray=False, fancy=False)
     except Exception:
         return None
+
+
+class _TiffZarrSource:
+    """tifffile's zarr view of a compressed TIFF's first series that pickles as its file name.
+
+    The view holds an open file handle and a lock, so a dask array made directly over it cannot travel to another
+    process (a Dask worker); this source opens the view on first read in each process and pickles only
+    ``(path, shape, dtype, chunks)``, so a lazy stack read from a compressed TIFF can be shipped by reference.
+    """
+
+    def __init__(self, path, shape=None, dtype=None, chunks=None):
+        self.path = str(path)
+        self._view = None
+        if shape is None:
+            view = self._open()
+            shape, dtype, chunks = view.shape, view.dtype, view.chunks
+        self.shape, self.dtype, self.chunks = tuple(shape), np.dtype(dtype), tuple(chunks)
+        self.ndim = len(self.shape)
+
+    def _open(self):
+        if self._view is None:
+            import tifffile
+            import zarr
+
+            self._view = zarr.open_array(tifffile.imread(self.path, aszarr=True), mode="r")
+        return self._view
+
+    def __getitem__(self, key) -> np.ndarray:
+        return np.asarray(self._open()[key])
+
+    def __reduce__(self):
+        return type(self), (self.path, self.shape, self.dtype.str, self.chunks)
+
+    def __dask_tokenize__(self):
+        stat = Path(self.path).stat()
+        return (type(self).__name__, self.path, stat.st_size, stat.st_mtime_ns)
 
 
 def _tiff_view(frames: list[_Frame], shape: tuple[int, int, int], dtype: np.dtype) -> Any | None:
