@@ -215,67 +215,14 @@ def _analysis_dock(kind, viewer, widget, qtbot, inputs):
         viewer.window.add_dock_widget(panel, tabify=True)
         panel.map_layers.reset_choices()
         panel.select_maps(viewer.layers["overall · saliency"])
-        target = ("napari_global_xai.run", "run_peppr_pipeline")
     else:
         panel = SagWidget(viewer)
         viewer.window.add_dock_widget(panel, tabify=True)
         panel.image_layer.reset_choices()
         panel.image_layer.value = viewer.layers["fundi"]
-        target = ("napari_global_xai.sag", "run_sag_pipeline")
     qtbot.waitUntil(lambda: not panel.model_inputs.devices_worker.is_running, timeout=HANG_GUARD_MS)
     panel.model_card.value = str(inputs / "speckstreak.json")
-    return panel, target
-
-
-@pytest.mark.parametrize("kind", ["PEPPR", "SAG"])
-@pytest.mark.parametrize("takes_executor", [False, True])
-def test_analysis_docks_pass_a_cluster_only_to_a_pipeline_that_takes_it(
-    dock, qtbot, inputs, monkeypatch, kind, takes_executor
-):
-    """Embedded: the pipeline is called as before (no executor). A cluster and a pipeline with ``executor``: a
-    DaskExecutor on the dock's client reaches it. A pipeline without it: one line, and neither the model nor the
-    cluster is touched. (The pipeline is a stand-in that records its executor and stops.)"""
-    import importlib
-
-    import napari_global_xai.models as models
-    from napari_global_xai.scale.executor import DaskExecutor
-
-    viewer, widget = dock
-    panel, (module, name) = _analysis_dock(kind, viewer, widget, qtbot, inputs)
-    calls, loads, clients = [], [], []
-    if takes_executor:
-
-        def pipeline(*args, executor=None, **kwargs):
-            calls.append(executor)
-            raise RuntimeError("stand-in pipeline stops here")
-    else:
-
-        def pipeline(*args, **kwargs):
-            calls.append(kwargs.get("executor"))
-            raise RuntimeError("stand-in pipeline stops here")
-
-    monkeypatch.setattr(importlib.import_module(module), name, pipeline)
-    monkeypatch.setattr(models, "load_model", lambda *a, **k: loads.append(a) or object())
-    client = object()  # the dock's client, without starting a cluster
-    monkeypatch.setattr(panel.cluster.session, "client", lambda spec, report=None: clients.append(spec) or client)
-
-    def run():
-        with qtbot.waitSignal(panel.run_panel.stopped, timeout=HANG_GUARD_MS):
-            assert panel.start() is not None, panel.run_panel.status.text()
-        return panel.run_panel.status.text()
-
-    assert run() == "error: stand-in pipeline stops here" and calls == [None] and clients == []  # embedded
-    panel.cluster.text = "local:3"
-    status = run()
-    if takes_executor:
-        assert status == "error: stand-in pipeline stops here"
-        executor = calls[-1]
-        assert isinstance(executor, DaskExecutor) and executor.client is client
-        assert executor.device == panel.device.value.split(":")[0]  # the dock's device, on every worker
-        assert [str(spec) for spec in clients] == ["local:3"] and len(loads) == 2
-    else:
-        assert status == f"error: {kind} runs in napari's process only in this version; choose 'embedded' to run it"
-        assert calls == [None] and clients == [] and len(loads) == 1  # nothing ran for the cluster choice
+    return panel
 
 
 @pytest.mark.parametrize("how", ["dock closed", "viewer closed"])
@@ -352,15 +299,9 @@ def test_a_stack_that_cannot_travel_is_one_line_before_any_cluster_starts(inputs
 
 @pytest.mark.parametrize("kind", ["PEPPR", "SAG"])
 def test_analysis_docks_on_a_local_cluster_give_the_embedded_results(dock, qtbot, inputs, kind):
-    """With pipelines that take ``executor``: the same PEPPR curves (to 1e-12) and SAG graphs as embedded."""
-    import importlib
-
-    from napari_global_xai._qt._cluster import accepts_executor
-
+    """The same PEPPR curves (to 1e-12) and SAG graphs as embedded."""
     viewer, widget = dock
-    panel, (module, name) = _analysis_dock(kind, viewer, widget, qtbot, inputs)
-    if not accepts_executor(getattr(importlib.import_module(module), name)):
-        pytest.skip(f"{name} runs in one process in this version")
+    panel = _analysis_dock(kind, viewer, widget, qtbot, inputs)
     if kind == "SAG":
         panel.label.value = LABELS[1]
         panel.scope.value = "all positives"

@@ -1,7 +1,9 @@
-"""The scale tests' own model and stack: a little two-output network saved as TorchScript with its own card, and a
-multi-page TIFF with a labels CSV (so Dask workers reopen the stack by reference, not as pickled pixels)."""
+"""The scale tests' own model and stack (a little two-output network saved as TorchScript with its own card, and a
+multi-page TIFF with a labels CSV, so Dask workers reopen the stack by reference, not as pickled pixels), and two
+run callbacks: one kills a worker mid-run, one cancels after the first chunk."""
 
 import json
+import time
 
 import numpy as np
 import tifffile
@@ -57,3 +59,44 @@ def load_inputs(folder):
     model = load_model(folder / "ringbar.json", device="cpu")
     stack = read_stack(folder / "stack.tif", labels=folder / "stack.csv", label_names=model.labels)
     return stack, model
+
+
+async def _exit_soon():  # on a worker: the process ends a moment after answering (no clean shutdown)
+    import asyncio
+    import os
+
+    asyncio.get_running_loop().call_later(0.05, os._exit, 1)
+
+
+class WorkerKiller:
+    """A run's ``progress`` callback that kills one worker process when the first chunk's result has arrived."""
+
+    def __init__(self, cluster):
+        self.cluster = cluster
+        self.victim = sorted(cluster.scheduler_info()["workers"])[0]
+        self.killed = False
+
+    def __call__(self, done, total, stage=None):
+        if done > 0 and not self.killed:
+            self.killed = True
+            self.cluster.run(_exit_soon, workers=[self.victim])
+
+    def victim_gone(self) -> bool:
+        """Wait until the scheduler has dropped the victim (its nanny starts a new worker); True when it did."""
+        deadline = time.monotonic() + 600  # hang guard only: the scheduler notices a dead worker within seconds
+        while self.victim in self.cluster.scheduler_info()["workers"] and time.monotonic() < deadline:
+            time.sleep(0.1)
+        return self.victim not in self.cluster.scheduler_info()["workers"]
+
+
+class CancelAfterFirstChunk:
+    """``progress`` and ``cancel`` of a run that the user cancels as soon as the first chunk's result arrives."""
+
+    def __init__(self):
+        self.done = 0
+
+    def progress(self, done, total, stage=None):
+        self.done = done
+
+    def cancel(self) -> bool:
+        return self.done > 0

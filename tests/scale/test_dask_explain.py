@@ -4,8 +4,6 @@ The model and stack are the scale tests' own (``_ringbar``: a little network sav
 a multi-page TIFF that the workers reopen by reference, not as pickled pixels).
 """
 
-import time
-
 import numpy as np
 import pytest
 import tifffile
@@ -14,7 +12,7 @@ from napari_global_xai.cli import main
 from napari_global_xai.explain import ExplainConfig
 from napari_global_xai.run import run_explain
 
-from ._ringbar import N
+from ._ringbar import CancelAfterFirstChunk, N, WorkerKiller
 from ._ringbar import load_inputs as _load
 
 distributed = pytest.importorskip("distributed")
@@ -57,50 +55,54 @@ def test_local_cluster_gives_bit_identical_maps(inputs, cluster, one_torch_threa
 def test_killed_worker_mid_run_gives_the_same_results(inputs, cluster, one_torch_thread):
     stack, model = _load(inputs)
     reference = run_explain(stack, model, CONFIG)
-    victim = sorted(cluster.scheduler_info()["workers"])[0]
-    state = {"calls": 0, "killed": False}
-
-    async def exit_soon():  # the worker process ends a moment after answering (no clean shutdown)
-        import asyncio
-        import os
-
-        asyncio.get_running_loop().call_later(0.05, os._exit, 1)
-
-    def cancel_kills_once():  # the executor asks before starting, then after each finished chunk
-        state["calls"] += 1
-        if state["calls"] == 2:
-            cluster.run(exit_soon, workers=[victim])
-            state["killed"] = True
-        return False
-
-    result = run_explain(
-        stack, model, CONFIG, executor=DaskExecutor(cluster, torch_threads=1), cancel=cancel_kills_once
-    )
-    assert state["killed"]
-    deadline = time.monotonic() + 600  # hang guard only: the scheduler notices a dead worker within seconds
-    while victim in cluster.scheduler_info()["workers"] and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert victim not in cluster.scheduler_info()["workers"]  # the worker really died (its nanny starts another)
+    killer = WorkerKiller(cluster)
+    result = run_explain(stack, model, CONFIG, executor=DaskExecutor(cluster, torch_threads=1), progress=killer)
+    assert killer.killed and killer.victim_gone()  # the worker really died (its nanny starts another)
     assert not result.cancelled
     _assert_same(result, reference)
 
 
 def test_cancel_keeps_finished_chunks(inputs, cluster, one_torch_thread):
     stack, model = _load(inputs)
-    calls = {"n": 0}
-
-    def cancel_after_first():
-        calls["n"] += 1
-        return calls["n"] > 2  # the run's own check, then ours after the first result
-
-    result = run_explain(
-        stack, model, CONFIG, executor=DaskExecutor(cluster, torch_threads=1, window=2), cancel=cancel_after_first
-    )
+    user = CancelAfterFirstChunk()
+    executor = DaskExecutor(cluster, torch_threads=1, window=2)
+    result = run_explain(stack, model, CONFIG, executor=executor, progress=user.progress, cancel=user.cancel)
     reference = run_explain(stack, model, CONFIG)
     assert result.cancelled and result.provenance["status"] == "CANCELLED"
     assert 0 < result.computed.sum() < reference.computed.sum()
     finished = np.nonzero(result.computed.any(axis=1))[0]  # the chunks that came back are kept, exact
     np.testing.assert_array_equal(np.asarray(result.image_maps)[finished], np.asarray(reference.image_maps)[finished])
+
+
+def test_cancel_while_a_long_chunk_runs_stops_without_waiting_for_it(cluster):
+    """A cancel during chunks that would take as long as the hang guard stops the stream at once (the client polls
+    cancel while it waits), with nothing yielded."""
+    import threading
+
+    from distributed import Event
+
+    from napari_global_xai.control import Cancelled
+    from napari_global_xai.scale.submit import stream_tasks
+
+    gate = Event("long-chunk-gate", client=cluster)
+    user_cancelled = threading.Event()
+
+    def long_chunk(item):  # ends only when the test opens the gate (or after the hang guard)
+        from distributed import Event
+
+        Event("long-chunk-gate").wait(600)
+        return item
+
+    stream = stream_tasks(
+        cluster, lambda item: cluster.submit(long_chunk, item, pure=False), range(3), cancel=user_cancelled.is_set
+    )
+    threading.Timer(0.3, user_cancelled.set).start()
+    try:
+        with pytest.raises(Cancelled):
+            next(stream)  # returns only through the cancel: no chunk can finish while the gate is shut
+        assert not gate.is_set()
+    finally:
+        gate.set()  # frees the workers for the next tests
 
 
 def test_cli_cluster_local_end_to_end(inputs, tmp_path, capsys):

@@ -5,8 +5,6 @@ images, so the curves must equal the in-process ones (to 1e-12; the scores are b
 are independent, so the graphs must be the same too.
 """
 
-import time
-
 import numpy as np
 import pytest
 
@@ -16,7 +14,7 @@ from napari_global_xai.data.conform import model_frame
 from napari_global_xai.peppr.pipeline import peppr_truth, run_peppr, run_peppr_pipeline
 from napari_global_xai.sag.pipeline import run_sag_pipeline
 
-from ._ringbar import H, N, W
+from ._ringbar import CancelAfterFirstChunk, H, N, W, WorkerKiller
 from ._ringbar import load_inputs as _load
 
 pytest.importorskip("distributed")
@@ -41,33 +39,6 @@ def _same_curves(a, b, atol=1e-12):
     for ra, rb in zip(a.random, b.random, strict=True):
         np.testing.assert_allclose(ra.erase, rb.erase, rtol=0, atol=atol)
         np.testing.assert_allclose(ra.restore, rb.restore, rtol=0, atol=atol)
-
-
-def _kill_one_worker(cluster, at_call: int):
-    """A cancel callable that never cancels but kills one worker process (no clean shutdown) at its n-th call."""
-    victim = sorted(cluster.scheduler_info()["workers"])[0]
-    state = {"calls": 0, "victim": victim}
-
-    async def exit_soon():
-        import asyncio
-        import os
-
-        asyncio.get_running_loop().call_later(0.05, os._exit, 1)
-
-    def cancel():
-        state["calls"] += 1
-        if state["calls"] == at_call:
-            cluster.run(exit_soon, workers=[victim])
-        return False
-
-    return cancel, state
-
-
-def _wait_gone(cluster, worker):
-    deadline = time.monotonic() + 600  # hang guard only: the scheduler notices a dead worker within seconds
-    while worker in cluster.scheduler_info()["workers"] and time.monotonic() < deadline:
-        time.sleep(0.1)
-    return worker not in cluster.scheduler_info()["workers"]
 
 
 def test_peppr_on_a_cluster_equals_in_process(inputs, cluster, one_torch_thread):
@@ -95,25 +66,21 @@ def test_peppr_on_a_cluster_equals_in_process(inputs, cluster, one_torch_thread)
 def test_peppr_survives_a_killed_worker(inputs, cluster, one_torch_thread):
     stack, model = _load(inputs)
     reference = run_peppr_pipeline(stack, model, MAPS, CONFIG)
-    cancel, state = _kill_one_worker(cluster, at_call=2)
+    killer = WorkerKiller(cluster)
     result = run_peppr_pipeline(
-        stack, model, MAPS, CONFIG, executor=DaskExecutor(cluster, torch_threads=1), cancel=cancel
+        stack, model, MAPS, CONFIG, executor=DaskExecutor(cluster, torch_threads=1), progress=killer
     )
-    assert _wait_gone(cluster, state["victim"])
+    assert killer.killed and killer.victim_gone()
     assert not result.cancelled
     _same_curves(result, reference)
 
 
 def test_peppr_cancel_on_a_cluster_keeps_the_finished_images(inputs, cluster, one_torch_thread):
     stack, model = _load(inputs)
-    calls = {"n": 0}
-
-    def cancel_after_first():
-        calls["n"] += 1
-        return calls["n"] > 2  # the run's own check before starting, then ours after the first chunk
-
+    user = CancelAfterFirstChunk()
+    executor = DaskExecutor(cluster, window=2)
     result = run_peppr_pipeline(
-        stack, model, MAPS, CONFIG, executor=DaskExecutor(cluster, window=2), cancel=cancel_after_first
+        stack, model, MAPS, CONFIG, executor=executor, progress=user.progress, cancel=user.cancel
     )
     assert result.cancelled and 0 < result.n_images < N and result.n_requested == N
     # the partial curves are those of the finished images, exactly as an in-process run on just those images

@@ -23,7 +23,6 @@ thread.
 from __future__ import annotations
 
 import contextlib
-import inspect
 import threading
 import weakref
 from dataclasses import dataclass
@@ -33,7 +32,7 @@ from qtpy.QtWidgets import QApplication, QComboBox, QHBoxLayout, QLabel, QVBoxLa
 
 from ..scale.cluster import DEFAULT_LOCAL_WORKERS, EMBEDDED, ClusterError, ClusterSpec, parse_cluster
 
-__all__ = ["ClusterPicker", "ClusterSession", "ClusterTarget", "CLUSTER_CHOICES", "accepts_executor"]
+__all__ = ["ClusterPicker", "ClusterSession", "ClusterTarget", "CLUSTER_CHOICES"]
 
 #: The choices offered in the field (any ``local:N`` or scheduler address can be typed).
 CLUSTER_CHOICES = (EMBEDDED, "local:1", f"local:{DEFAULT_LOCAL_WORKERS}")
@@ -42,14 +41,6 @@ _TOOLTIP = (
     "this machine (started on the first run, kept for the next); 'tcp://HOST:PORT' = a running Dask scheduler "
     "(its workers must see the stack's and the model's files under the same paths)"
 )
-
-
-def accepts_executor(function) -> bool:
-    """Whether a pipeline function takes an ``executor`` argument (runs its chunks on a cluster)."""
-    try:
-        return "executor" in inspect.signature(function).parameters
-    except (TypeError, ValueError):
-        return False
 
 
 class ClusterSession:
@@ -130,16 +121,11 @@ class ClusterTarget:
     spec: ClusterSpec
     device: str = "auto"
 
-    def executor(self, pipeline=None, what: str = "this analysis", stack=None, report=None):
+    def executor(self, stack=None, report=None):
         """In the job's thread: the :class:`~napari_global_xai.scale.executor.DaskExecutor` of the run.
 
         Parameters
         ----------
-        pipeline : callable, optional
-            The pipeline the executor is for; one without an ``executor`` argument is refused (one line) before
-            anything starts.
-        what : str
-            The analysis' name in that message.
         stack : AlignedStack, optional
             Checked to travel to the workers by reference (one line if it cannot), before the model loads.
         report : callable(done, total, stage), optional
@@ -147,10 +133,8 @@ class ClusterTarget:
         Raises
         ------
         ClusterError
-            The pipeline runs in this process only, the stack cannot be sent, or the cluster cannot be reached.
+            The stack cannot be sent, or the cluster cannot be reached.
         """
-        if pipeline is not None and not accepts_executor(pipeline):
-            raise ClusterError(f"{what} runs in napari's process only in this version; choose '{EMBEDDED}' to run it")
         if stack is not None:
             _check_stack_travels(stack)
         from ..scale.executor import DaskExecutor

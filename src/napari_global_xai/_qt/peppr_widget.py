@@ -59,9 +59,7 @@ def peppr_job(
     model. ``cluster`` (a :class:`~._cluster.ClusterTarget`, None for this process) is joined first."""
     from ..run import run_peppr_pipeline
 
-    on_cluster = {}
-    if cluster is not None:
-        on_cluster["executor"] = cluster.executor(run_peppr_pipeline, "PEPPR", stack=stack, report=progress)
+    executor = None if cluster is None else cluster.executor(stack=stack, report=progress)
     model = load_model_job(model_path, device, trust_pickle)
     result = run_peppr_pipeline(
         stack,
@@ -74,7 +72,7 @@ def peppr_job(
         eval_split=eval_split or None,
         progress=progress,
         cancel=cancel,
-        **on_cluster,
+        executor=executor,
     )
     return result, model
 

@@ -88,11 +88,11 @@ def sag_job(
     layer data. ``cluster`` (a :class:`~._cluster.ClusterTarget`, None for this process) is joined first."""
     from ..sag import patch_masks, run_sag_pipeline
 
-    on_cluster = {}
-    if cluster is not None:
-        on_cluster["executor"] = cluster.executor(run_sag_pipeline, "SAG", stack=stack, report=progress)
+    executor = None if cluster is None else cluster.executor(stack=stack, report=progress)
     model = load_model_job(model_path, device, trust_pickle)
-    run = run_sag_pipeline(stack, model, label, config, indices=indices, progress=progress, cancel=cancel, **on_cluster)
+    run = run_sag_pipeline(
+        stack, model, label, config, indices=indices, progress=progress, cancel=cancel, executor=executor
+    )
     summary = run.summary
     h, w = stack.shape[1:3]
     masks = patch_masks((h, w), tuple(summary["grid"]))

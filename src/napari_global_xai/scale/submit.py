@@ -2,16 +2,22 @@
 
 :func:`stream_tasks` submits one task per chunk, at most ``window`` at a time (so results never pile up on the
 workers faster than the client takes them), and yields each result as it completes, in completion order. Cancel is
-checked after every result: pending futures are cancelled, nothing more is submitted, and the results yielded so far
-stay valid (the caller keeps them). A worker lost mid-run is handled by the scheduler, which re-runs its tasks on the
-remaining (or restarted) workers; tasks are pure functions of their inputs, so the re-run gives the same result.
+checked after every result and every :data:`POLL_S` seconds while waiting: pending futures are cancelled, nothing
+more is submitted, and the results yielded so far stay valid (the caller keeps them). A worker lost mid-run is
+handled by the scheduler, which re-runs its tasks on the remaining (or restarted) workers; tasks are pure functions
+of their inputs, so the re-run gives the same result.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable, Iterator
 
-__all__ = ["stream_tasks", "default_window"]
+__all__ = ["stream_tasks", "default_window", "POLL_S"]
+
+#: Seconds between looks at the run's cancel while no task has finished: a cancel stops a cluster run this soon,
+#: however long a chunk takes (a chunk of IG maps of a large model can take minutes).
+POLL_S = 0.1
 
 
 def default_window(client) -> int:
@@ -40,7 +46,8 @@ def stream_tasks(
     items : iterable
         Work items (e.g. chunk index arrays); consumed lazily, ``window`` ahead of the results.
     cancel : callable() -> bool, optional
-        When it returns True, the in-flight futures are cancelled and the generator raises
+        Asked after each result and every :data:`POLL_S` s while waiting for one. When it returns True, the
+        in-flight futures are cancelled and the generator raises
         :class:`~napari_global_xai.batching.Cancelled` (the results yielded before stay with the caller).
     window : int, optional
         Most tasks in flight (default :func:`default_window`).
@@ -83,9 +90,19 @@ def stream_tasks(
         if futures:
             client.cancel(futures)
 
+    def cancelled() -> None:
+        if cancel is not None and cancel():
+            stop()
+            raise Cancelled("cancelled; the chunks finished so far are kept")
+
     top_up()
     try:
-        for future in pending:
+        while owner:
+            if not pending.has_ready():  # nothing back yet: look at cancel every POLL_S, not only per chunk
+                cancelled()
+                time.sleep(POLL_S)
+                continue
+            future = next(pending)
             item, _ = owner.pop(future.key)
             try:
                 result = future.result()
@@ -93,9 +110,7 @@ def stream_tasks(
                 stop()
                 raise
             yield item, future, result
-            if cancel is not None and cancel():
-                stop()
-                raise Cancelled("cancelled; the chunks finished so far are kept")
+            cancelled()
             top_up()
     except GeneratorExit:  # the caller stopped reading: nothing keeps running for it
         stop()
