@@ -194,3 +194,34 @@ def test_report_button_writes_the_report_in_a_worker(make_napari_viewer, qtbot, 
     qtbot.waitUntil(lambda: out.with_suffix(".pdf").exists(), timeout=HANG_GUARD_MS)  # the PDF is written last
     text = out.read_text()
     assert "Concepts" in text and "vessels" in text and out.with_suffix(".pdf").exists()
+
+
+@pytest.mark.parametrize("harmonise", [True, False])
+def test_filled_layers_are_computed_in_the_run_frame_and_shown_in_the_viewer_frame(make_napari_viewer, harmonise):
+    """The erased layer of a right eye: pixels removed in the frame the run read the images in (the maps' frame:
+    left-eye for a harmonising card, as stored otherwise), shown in the viewer's left-eye frame."""
+    from types import SimpleNamespace
+
+    from sag._spot import H, W, spot_model
+
+    from napari_global_xai.data import AlignedStack
+    from napari_global_xai.data.conform import model_frame
+
+    panel = PepprWidget(make_napari_viewer())
+    pixels = np.random.default_rng(0).integers(0, 255, (2, H, W, 3), dtype=np.uint8)
+    shown = AlignedStack(pixels, ["left eye", "right eye"], laterality=["L", "R"], frame="left")  # as a layer
+    model = spot_model(harmonise)
+    columns = np.tile(np.arange(W), H)
+    ranking = np.argsort(columns, kind="stable")  # the run frame's left columns first
+    panel.model, panel.result = model, SimpleNamespace(fill="zero")
+    panel._stack = model_frame(shown, model.card)
+    panel._rankings, panel._film_map = {"m": ranking}, "m"
+    erased = np.asarray(panel.filled_stack("erase", 0.5))
+    fill = round(model.card.mean[0] * 255)
+    half = W // 2
+    for i, eye in enumerate(["L", "R"]):
+        removed_on_the_left = harmonise or eye == "L"  # a stored right eye is mirrored on screen
+        gone, kept = (slice(0, half), slice(half, W)) if removed_on_the_left else (slice(half, W), slice(0, half))
+        assert np.abs(erased[i][:, gone].astype(int) - fill).max() <= 1
+        on_screen = shown.get([i])[0]  # the image as the viewer shows it (a right eye mirrored)
+        np.testing.assert_array_equal(erased[i][:, kept], on_screen[:, kept])

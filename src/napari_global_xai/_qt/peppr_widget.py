@@ -147,7 +147,7 @@ class PepprWidget(QWidget):
         self.view = None
         self.strip = None
         self.handles = None
-        self._stack = None
+        self._stack = self._source_stack = None
         self._maps: dict[str, np.ndarray] = {}
         self._film_map: str | None = None
         self._rankings: dict[str, np.ndarray] = {}
@@ -213,7 +213,7 @@ class PepprWidget(QWidget):
             self.run_panel.status.setText(f"error: {exc}")
             show_error(str(exc))
             return None
-        self._stack = stack.to_left_eye()
+        self._source_stack = stack
         names = map_names(layers)
         self._maps = {n: np.asarray(layer.data, np.float64) for n, layer in zip(names, layers)}
         self._headline_labels = {
@@ -239,10 +239,14 @@ class PepprWidget(QWidget):
         )
 
     def _on_result(self, payload):
+        from ..data.conform import model_frame
         from ..peppr.view import view_from_result
         from ..perturb.rankings import pixel_ranking
 
         self.result, self.model = payload
+        # the images in the frame the run read them in (the maps' frame): the filmstrip and the filled layers
+        # are computed there; the layers are mirrored back to the viewer's left-eye frame for display
+        self._stack = model_frame(self._source_stack, self.model.card)
         self._rankings = {name: pixel_ranking(m) for name, m in self._maps.items()}
         self._film_map = next(iter(self._maps))
         self.view = view_from_result(self.result)
@@ -378,6 +382,7 @@ class PepprWidget(QWidget):
         import dask.array as da
 
         from ..peppr.filled import filled_images
+        from ..peppr.view import display_rgb
 
         stack, model, ranking, fill = self._stack, self.model, self._rankings[self._film_map], self.result.fill
         n, h, w = stack.shape[:3]
@@ -385,7 +390,9 @@ class PepprWidget(QWidget):
         def block(block_id=None):
             i = block_id[0]
             img = filled_images(model, stack.get([i]), ranking, [fraction], fill, mode)[:, 0]
-            return _to_rgb(img)
+            if stack.frame != "left" and stack.laterality[i] == "R":  # the run's stored frame -> the viewer's
+                img = img[:, :, ::-1]
+            return display_rgb(img)
 
         return da.map_blocks(
             block, dtype=np.uint8, chunks=((1,) * n, (h,), (w,), (3,)), meta=np.zeros((0, 0, 0, 0), np.uint8)
@@ -482,15 +489,3 @@ class PepprWidget(QWidget):
         self._report_worker = worker
         worker.start()
         return worker
-
-
-def _to_rgb(img: np.ndarray) -> np.ndarray:
-    """Model-channel images ``(k, H, W, c)`` → RGB for display (2 channels = red, green; 1 = grey)."""
-    c = img.shape[-1]
-    if c == 3:
-        return img
-    if c == 1:
-        return np.repeat(img, 3, axis=-1)
-    out = np.zeros((*img.shape[:-1], 3), img.dtype)
-    out[..., : min(c, 3)] = img[..., :3]
-    return out

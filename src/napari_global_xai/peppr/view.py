@@ -34,6 +34,7 @@ __all__ = [
     "filmstrip_from_folder",
     "TABLE_COLUMNS",
     "thumbnail",
+    "display_rgb",
     "nearest_index",
 ]
 
@@ -199,7 +200,7 @@ def thumbnail(image: np.ndarray, max_side: int) -> np.ndarray:
     return small
 
 
-def _display_rgb(images: np.ndarray) -> np.ndarray:
+def display_rgb(images: np.ndarray) -> np.ndarray:
     """``(..., H, W, c)`` model-channel pixels → uint8 RGB for display (2 channels: red, green; 1: grey)."""
     x = np.asarray(images, np.float32)
     c = x.shape[-1]
@@ -267,7 +268,7 @@ def compute_filmstrip(
             if cancel is not None and cancel():
                 return Filmstrip(np.asarray(fractions, float), rows, image_index, map_name)
             filled = filled_images(model, img, ranking, fractions, fill, mode)[0]  # (F, H, W, c)
-            thumbs = np.stack([thumbnail(_display_rgb(f).astype(np.float32), max_side) for f in filled])
+            thumbs = np.stack([thumbnail(display_rgb(f).astype(np.float32), max_side) for f in filled])
             rows.append((f"{order} · {mode}", np.clip(np.rint(thumbs), 0, 255).astype(np.uint8)))
     return Filmstrip(np.asarray(fractions, float), rows, image_index, map_name)
 
@@ -293,7 +294,7 @@ def filmstrip_from_folder(folder: str | Path, image_index: int = 0, max_side: in
             fractions = np.asarray(info.get("fractions", []), float)
             data = data.reshape(-1, len(fractions), *data.shape[-3:]) if data.ndim >= 4 else data[None, None]
             image = np.moveaxis(data[min(image_index, len(data) - 1)], 1, -1)  # (F, H, W, c)
-            thumbs = np.stack([thumbnail(_display_rgb(f).astype(np.float32), max_side) for f in image])
+            thumbs = np.stack([thumbnail(display_rgb(f).astype(np.float32), max_side) for f in image])
             rows.append((f"map · {mode}", np.clip(np.rint(thumbs), 0, 255).astype(np.uint8)))
         return Filmstrip(fractions, rows, image_index, name)
     return None
