@@ -58,6 +58,7 @@ class _IGOSFamily(SaliencyMethod):
         "alpha": 1000.0,
         "noise": 0.2,
         "antithetic": False,
+        "fresh_noise": False,
         "baseline": "blur",
         "blur_sigma": None,
         "score_scale": "auto",
@@ -80,6 +81,7 @@ class _IGOSFamily(SaliencyMethod):
         "alpha": Float(0, open_low=True),
         "noise": Float(0),
         "antithetic": Flag(),
+        "fresh_noise": Flag(),
         "baseline": Choice(*BASELINES),
         "blur_sigma": Float(0, open_low=True, none=True),
         "score_scale": Float(0, open_low=True, words=("auto",)),
@@ -187,6 +189,7 @@ class _IGOSFamily(SaliencyMethod):
             p.get("bilateral_sigma", 0.01),
             p["quadrature"],
             bool(p["antithetic"]),
+            bool(p["fresh_noise"]),
         )
         masks, stats = optimise_masks(
             problem,

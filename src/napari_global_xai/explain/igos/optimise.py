@@ -127,11 +127,17 @@ def optimise_masks(
         direction, base, score_dir = problem.gradient(masks[active], noise, active)
         if first_direction is None:
             first_direction = score_dir.clone()
+        if problem.fresh:  # the official search: its base loss and every trial with new noise
+            base = problem.loss(masks[active], active, problem.fresh_draw())
+
+        def trial_loss(m, j, active=active, noise=noise):
+            return problem.loss(m, active[j], problem.fresh_draw() if problem.fresh else noise)
+
         new, step, n_trials, new_loss = armijo_line_search(
             masks[active],
             direction,
             base,
-            lambda m, j, active=active, noise=noise: problem.loss(m, active[j], noise),
+            trial_loss,
             start[active],
             armijo_c,
             decay,
