@@ -59,6 +59,7 @@ class _IGOSFamily(SaliencyMethod):
         "noise": 0.2,
         "antithetic": False,
         "fresh_noise": False,
+        "failed_search": "keep",
         "baseline": "blur",
         "blur_sigma": None,
         "score_scale": "auto",
@@ -82,6 +83,7 @@ class _IGOSFamily(SaliencyMethod):
         "noise": Float(0),
         "antithetic": Flag(),
         "fresh_noise": Flag(),
+        "failed_search": Choice("keep", "last"),
         "baseline": Choice(*BASELINES),
         "blur_sigma": Float(0, open_low=True, none=True),
         "score_scale": Float(0, open_low=True, words=("auto",)),
@@ -144,17 +146,38 @@ class _IGOSFamily(SaliencyMethod):
         labels = list(getattr(self.model.card, "labels", []) or [])
         return repr(labels[target]) if 0 <= target < len(labels) else f"#{target}"
 
-    def _recover(self, masks: torch.Tensor, flags: torch.Tensor, first_direction) -> torch.Tensor:
-        """Product masks ``(k, 1, gh, gw)`` with stalled rows replaced by ``1 − g⁺ / max g⁺`` (``g`` the score part
-        of the first descent direction, summed over the masks: the integrated gradient of the score along the
-        blur-to-image path; ``g⁺`` its positive part, the cells whose deletion lowers the score)."""
-        if first_direction is None or not bool(flags.any()):
-            return masks
-        g = first_direction.sum(dim=1).clamp_min(0)  # (k, 1, gh, gw)
-        top = g.flatten(1).max(dim=1).values.view(-1, 1, 1, 1)
-        usable = flags.to(masks.device) & (top.view(-1) > 0)
-        rec = 1 - g / top.clamp_min(torch.finfo(g.dtype).tiny)
-        return torch.where(usable.view(-1, 1, 1, 1), rec, masks)
+    def _recover(self, masks: torch.Tensor, flags: torch.Tensor, first_direction) -> tuple[torch.Tensor, list]:
+        """Product masks ``(k, 1, gh, gw)`` with stalled rows replaced, and what replaced each row ("" = nothing).
+
+        ``"ig"``: ``1 − g⁺ / max g⁺`` (``g`` the score part of the first descent direction, summed over the masks:
+        the integrated gradient of the score along the blur-to-image path; ``g⁺`` its positive part, the cells
+        whose deletion lowers the score). ``"rescale"``: ``1 − (1 − M) / max(1 − M)``, the mask's own order of
+        cells stretched to a saliency maximum of 1, where that is no longer stalled (the mask moved, a little,
+        and its top cells do not tie); the ``"ig"`` map elsewhere."""
+        p = self.params
+        how = [""] * len(masks)
+        if p["recovery"] == "none" or not bool(flags.any()):
+            return masks, how
+        tol, ties = float(p["stall_move_tol"]), float(p["stall_tie_fraction"])
+        out = masks
+        if p["recovery"] == "rescale":
+            sal = (1 - masks).clamp_min(0)
+            top = sal.flatten(1).max(dim=1).values.view(-1, 1, 1, 1)
+            stretched = 1 - sal / top.clamp_min(torch.finfo(sal.dtype).tiny)
+            usable = flags.to(masks.device) & (top.view(-1) > 0) & ~stalled_masks(stretched, tol, ties)[0].to(
+                masks.device
+            )
+            out = torch.where(usable.view(-1, 1, 1, 1), stretched, out)
+            how = ["rescale" if u else "" for u in usable.tolist()]
+        if first_direction is not None:
+            g = first_direction.sum(dim=1).clamp_min(0)  # (k, 1, gh, gw)
+            top = g.flatten(1).max(dim=1).values.view(-1, 1, 1, 1)
+            rec = 1 - g / top.clamp_min(torch.finfo(g.dtype).tiny)
+            usable = flags.to(masks.device) & (top.view(-1) > 0) & ~stalled_masks(rec, tol, ties)[0].to(masks.device)
+            usable &= torch.tensor([h == "" for h in how], device=masks.device)
+            out = torch.where(usable.view(-1, 1, 1, 1), rec, out)
+            how = ["ig" if u else h for u, h in zip(usable.tolist(), how)]
+        return out, how
 
     def attribute(self, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Maps ``1 − U(M)`` ``(k, 1, H, W)``; sets the counters, :attr:`last_flags` and warns about stalled images.
@@ -200,15 +223,14 @@ class _IGOSFamily(SaliencyMethod):
             p["min_alpha"],
             bool(p["warm_start"]),
             float(p["early_stop"]),
+            failed_search=p["failed_search"],
         )
         first = stats.pop("first_score_direction")
         product = masks.prod(dim=1)
         flags, reasons = stalled_masks(product, float(p["stall_move_tol"]), float(p["stall_tie_fraction"]))
-        recovered = torch.zeros_like(flags)
-        if p["recovery"] == "ig":
-            product = self._recover(product, flags, first)
-            recovered = flags & ~stalled_masks(product, float(p["stall_move_tol"]), float(p["stall_tie_fraction"]))[0]
-        self._warn_stalled(flags, recovered, reasons, targets)
+        product, how = self._recover(product, flags, first)
+        recovered = torch.tensor([h != "" for h in how], dtype=torch.bool)
+        self._warn_stalled(flags, how, reasons, targets)
         self.last_forward_images = problem.forward_images + 2 * len(x)
         self.last_backward_images = problem.backward_images
         self.last_stats = {**stats, "score_scale": scale, "stall_reasons": reasons}
@@ -216,13 +238,15 @@ class _IGOSFamily(SaliencyMethod):
         saliency = 1 - upsample_masks(product, x.shape[-2:])
         return saliency.clamp_(0, 1).detach()
 
-    def _warn_stalled(self, flags, recovered, reasons, targets) -> None:
+    def _warn_stalled(self, flags, how, reasons, targets) -> None:
         for i in torch.nonzero(flags).view(-1).tolist():
             t = int(targets[i])
-            if recovered[i]:
-                what = "its map is the first iteration's integrated-gradient signal (recovery='ig')"
-            elif self.params["recovery"] == "ig":
-                what = "the recovery found no positive integrated-gradient signal: the map is uninformative"
+            if how[i] == "rescale":
+                what = "its map is its own saliency 1 − M rescaled to a maximum of 1 (recovery='rescale')"
+            elif how[i] == "ig":
+                what = f"its map is the first iteration's integrated-gradient signal (recovery='{self.params['recovery']}')"
+            elif self.params["recovery"] != "none":
+                what = "the recovery found no usable signal: the map is uninformative"
             else:
                 what = "the map is kept as is (recovery='none'); its deletion/insertion order is mostly ties"
             warnings.warn(

@@ -155,9 +155,9 @@ class PathProblem:
         Antithetic path noise: consecutive path steps get ``ε`` and ``−ε`` (each still ``N(0, noise_std²)``, so the
         expected gradient is unchanged while its part linear in the noise cancels pairwise).
     fresh_noise : bool
-        The official noise: every evaluation (the gradient, the line search's base loss, each trial) draws new
-        noise (:meth:`fresh_draw`) from one stream seeded with ``seed``, instead of one draw per iteration shared
-        by the gradient and all trials (:meth:`noise`).
+        The official noise: every evaluation (the gradient, the line search's base loss, each trial) gets new
+        noise (:meth:`fresh_draw`) instead of one draw per iteration shared by the gradient and all trials
+        (:meth:`noise`).
     """
 
     def __init__(
@@ -191,7 +191,6 @@ class PathProblem:
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         dev = x.device
         self.quadrature, self.antithetic, self.fresh = quadrature, bool(antithetic), bool(fresh_noise)
-        self._stream = _noise_generator(torch.device("cpu"), self.seed) if self.fresh else None
         nodes, weights = path_quadrature(self.ig_iter, quadrature)
         self.path_t = torch.as_tensor(nodes, device=dev, dtype=x.dtype)
         self.path_w = torch.as_tensor(weights, device=dev, dtype=x.dtype)
@@ -230,19 +229,21 @@ class PathProblem:
             eps = torch.stack([eps, -eps], dim=1).flatten(0, 1)[:rows]
         return eps.to(self.x.device).mul_(self.noise_std)  # (term·N + step, H, W, c), the layout of the path rows
 
-    def fresh_draw(self) -> torch.Tensor | None:
-        """The next path noise ``(n_terms · N, H, W, c)`` of the ``fresh_noise`` stream; None without noise.
+    def fresh_draw(self, iteration: int, evaluation: int) -> torch.Tensor | None:
+        """Path noise ``(n_terms · N, H, W, c)`` of one evaluation of ``iteration`` with ``fresh_noise``; None
+        without noise.
 
-        Drawn in ``(rows, c, H, W)`` order from a CPU generator seeded with ``seed``: for one contiguous image, the
-        values of the official ``torch.randn_like`` on its ``(1, N, c, H, W)`` path batch after
-        ``torch.manual_seed(seed)`` (for a channels-last input torch fills ``randn_like`` differently: the same
-        distribution, other values).
+        Evaluation 0 is the gradient, 1 the line search's base loss, 2, 3, … its trials. The draw depends only on
+        ``(seed, iteration, evaluation)`` and is shared by the images of the call, so an image's result does not
+        depend on its batch neighbours (all images of one search are at the same trial). Drawn in
+        ``(rows, c, H, W)`` order, as the official ``torch.randn_like`` on a contiguous ``(1, N, c, H, W)`` batch.
         """
         if self.noise_std <= 0:
             return None
+        gen = _noise_generator(torch.device("cpu"), _mix_seed(self.seed, iteration, 2, evaluation))
         c, h, w = self.x.shape[1:]
         rows = self.n_terms * self.ig_iter
-        eps = torch.randn((rows, c, h, w), generator=self._stream, dtype=self.x.dtype).permute(0, 2, 3, 1)
+        eps = torch.randn((rows, c, h, w), generator=gen, dtype=self.x.dtype).permute(0, 2, 3, 1)
         return eps.contiguous().to(self.x.device).mul_(self.noise_std)
 
     def begin_iteration(self, iteration: int) -> torch.Tensor | None:
@@ -253,7 +254,7 @@ class PathProblem:
             shift = np.random.default_rng(_mix_seed(self.seed, iteration, 1)).random()
             nodes, _ = path_quadrature(self.ig_iter, "stratified", shift)
             self.path_t = torch.as_tensor(nodes, device=self.x.device, dtype=self.x.dtype)
-        return self.fresh_draw() if self.fresh else self.noise(iteration)
+        return self.fresh_draw(iteration, 0) if self.fresh else self.noise(iteration)
 
     def term_masks(self, masks: torch.Tensor) -> torch.Tensor:
         """Upsampled mask of every term: ``(u, n_masks, 1, gh, gw)`` → ``(u, n_terms, 1, H, W)``."""
