@@ -58,8 +58,6 @@ class _IGOSFamily(SaliencyMethod):
         "alpha": 1000.0,
         "noise": 0.2,
         "antithetic": False,
-        "fresh_noise": False,
-        "failed_search": "keep",
         "baseline": "blur",
         "blur_sigma": None,
         "score_scale": "auto",
@@ -68,7 +66,7 @@ class _IGOSFamily(SaliencyMethod):
         "armijo_c": 1e-4,
         "decay": 0.2,
         "min_alpha": 1e-5,
-        "recovery": "ig",
+        "recovery": "rescale",
         "stall_move_tol": 0.01,
         "stall_tie_fraction": 0.9,
     }
@@ -152,8 +150,8 @@ class _IGOSFamily(SaliencyMethod):
         ``"ig"``: ``1 − g⁺ / max g⁺`` (``g`` the score part of the first descent direction, summed over the masks:
         the integrated gradient of the score along the blur-to-image path; ``g⁺`` its positive part, the cells
         whose deletion lowers the score). ``"rescale"``: ``1 − (1 − M) / max(1 − M)``, the mask's own order of
-        cells stretched to a saliency maximum of 1, where that is no longer stalled (the mask moved, a little,
-        and its top cells do not tie); the ``"ig"`` map elsewhere."""
+        cells stretched to a saliency maximum of 1, where that is no longer stalled (the mask moved, a little but
+        by more than 1000 rounding steps, and its top cells do not tie); the ``"ig"`` map elsewhere."""
         p = self.params
         how = [""] * len(masks)
         if p["recovery"] == "none" or not bool(flags.any()):
@@ -164,9 +162,9 @@ class _IGOSFamily(SaliencyMethod):
             sal = (1 - masks).clamp_min(0)
             top = sal.flatten(1).max(dim=1).values.view(-1, 1, 1, 1)
             stretched = 1 - sal / top.clamp_min(torch.finfo(sal.dtype).tiny)
-            usable = flags.to(masks.device) & (top.view(-1) > 0) & ~stalled_masks(stretched, tol, ties)[0].to(
-                masks.device
-            )
+            # a move within ~1000 rounding steps of 1 orders the cells by rounding noise: the IG map instead
+            resolvable = top.view(-1) >= 1000 * torch.finfo(sal.dtype).eps
+            usable = flags.to(masks.device) & resolvable & ~stalled_masks(stretched, tol, ties)[0].to(masks.device)
             out = torch.where(usable.view(-1, 1, 1, 1), stretched, out)
             how = ["rescale" if u else "" for u in usable.tolist()]
         if first_direction is not None:

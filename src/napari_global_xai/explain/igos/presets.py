@@ -17,15 +17,39 @@ __all__ = ["PRESETS", "IGOS_PP_PRESETS", "TYPICAL_TRIALS", "TYPICAL_WARM_TRIALS"
 #: ("stratified") nodes, antithetic noise and early stopping are available but off: on that benchmark none of
 #: them helped.
 PRESETS = {
-    "official": {"iterations": 20, "ig_iter": 15, "quadrature": "uniform", "warm_start": False, "early_stop": 0.0},
-    "fast": {"iterations": 25, "ig_iter": 4, "quadrature": "uniform", "warm_start": True, "early_stop": 0.0},
+    "official": {
+        "iterations": 20,
+        "ig_iter": 15,
+        "quadrature": "uniform",
+        "warm_start": False,
+        "early_stop": 0.0,
+        "fresh_noise": True,
+        "failed_search": "last",
+    },
+    "fast": {
+        "iterations": 25,
+        "ig_iter": 4,
+        "quadrature": "uniform",
+        "warm_start": True,
+        "early_stop": 0.0,
+        "fresh_noise": False,
+        "failed_search": "last",
+    },
 }
 #: iGOS++'s presets: its ``"fast"`` keeps 16 iterations × 6 path steps (0.32 of the official passes; against the
 #: official ``iGOS_pp`` on 6 image-seeds: deletion 23 % better, insertion 2 % lower, benchmarks/RESULTS.md); the
 #: 25 × 4 of I-GOS was not measured for iGOS++.
 IGOS_PP_PRESETS = {
     **PRESETS,
-    "fast": {"iterations": 16, "ig_iter": 6, "quadrature": "uniform", "warm_start": True, "early_stop": 0.0},
+    "fast": {
+        "iterations": 16,
+        "ig_iter": 6,
+        "quadrature": "uniform",
+        "warm_start": True,
+        "early_stop": 0.0,
+        "fresh_noise": False,
+        "failed_search": "keep",
+    },
 }
 #: Typical line-search trials per iteration with ``alpha = 1000`` (measured: ~5 on the planted-region test model;
 #: up to ~10 when the model barely reacts to the mask, e.g. random weights), for cost estimates only.
