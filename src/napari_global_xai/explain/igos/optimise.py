@@ -121,7 +121,8 @@ def optimise_masks(
     masks : (k, n_masks, 1, gh, gw)
     stats : dict
         ``step_sizes``, ``line_search_trials`` ``(k, iterations)`` (0 after an image stopped), ``iterations_run``
-        ``(k,)``, ``first_score_direction`` (the score part of the first descent direction, at ``M = 1``).
+        ``(k,)``, ``score_direction_sum`` (the score part of the descent directions summed over each image's
+        iterations: for a mask stuck at ``M = 1``, the integrated gradient there averaged over every noise draw).
     """
     masks = problem.initial_masks()
     k = len(masks)
@@ -132,15 +133,16 @@ def optimise_masks(
     total_decrease = torch.zeros(k, device=dev, dtype=dt)
     quiet = torch.zeros(k, device=dev, dtype=torch.long)
     iterations_run = torch.zeros(k, device=dev, dtype=torch.long)
-    first_direction = None
+    direction_sum = None
     active = torch.arange(k, device=dev)
     for it in range(int(iterations)):
         if not active.numel():
             break
         noise = problem.begin_iteration(it)
         direction, base, score_dir = problem.gradient(masks[active], noise, active)
-        if first_direction is None:
-            first_direction = score_dir.clone()
+        if direction_sum is None:
+            direction_sum = torch.zeros_like(masks)
+        direction_sum[active] += score_dir
         draws = iter(range(1, 1 << 30))  # fresh noise: evaluation 0 is the gradient, 1 the base loss, then trials
         if problem.fresh:  # the official search: its base loss and every trial with new noise
             base = problem.loss(masks[active], active, problem.fresh_draw(it, next(draws)))
@@ -178,6 +180,6 @@ def optimise_masks(
         "step_sizes": steps if iterations else None,
         "line_search_trials": trials if iterations else None,
         "iterations_run": iterations_run,
-        "first_score_direction": first_direction,
+        "score_direction_sum": direction_sum,
     }
     return masks, stats
