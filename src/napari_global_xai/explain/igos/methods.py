@@ -113,9 +113,9 @@ class _IGOSFamily(SaliencyMethod):
     def passes_per_map(self) -> int:
         """About ``iterations · terms · N · (1 + trials / 2)``: one forward+backward per path image for the
         gradient, and :data:`TYPICAL_TRIALS` (:data:`TYPICAL_WARM_TRIALS` with ``warm_start``) forward-only
-        line-search evaluations (a forward ≈ half the cost)."""
+        line-search evaluations (a forward ≈ half the cost), one more with ``fresh_noise`` (the base loss)."""
         p = self.params
-        trials = TYPICAL_WARM_TRIALS if p["warm_start"] else TYPICAL_TRIALS
+        trials = (TYPICAL_WARM_TRIALS if p["warm_start"] else TYPICAL_TRIALS) + int(bool(p["fresh_noise"]))
         per_iter = len(self.variant.terms) * int(p["ig_iter"]) * (1 + trials / 2)
         return max(1, round(int(p["iterations"]) * per_iter))
 
