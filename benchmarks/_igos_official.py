@@ -390,3 +390,96 @@ def quadrature_check(net, x, b, labels, masks, counts=(4, 6, 8, 15), reference: 
                 f"{' '.join(f'{e:.5f}' for e in (s - ref_s).abs().tolist())}",
                 flush=True,
             )
+
+
+def trace(args) -> None:
+    """``bench_igos.py --official-code DIR --trace PHOTO``: the official ``IGOS`` and ours with
+    ``preset="official"`` and ``score_scale=1.0`` on one photo, **with the same noise**, iteration by iteration.
+
+    Both codes draw their noise from the global generator in the same order (the official ``torch.randn_like`` is
+    replaced by a plain ``torch.randn`` of the same shape, as torch fills channels-last tensors in another order;
+    ours reads the same stream instead of :meth:`PathProblem.fresh_draw`). Prints, per iteration, the largest
+    difference of the masks entering the line search, the relative difference of the descent directions and the
+    steps taken; then the official deletion/insertion of both final masks.
+    """
+    from napari_global_xai.explain.igos import optimise as our_optimise
+    from napari_global_xai.explain.igos.path import PathProblem
+
+    device = torch.device("cpu")
+    methods, helper, digest = load_official(Path(args.official_code), device)
+    net = load_network(device)
+    counter = CountingModel(net)
+    size, grid, seed = args.input_size, args.mask_size, args.seeds[0]
+    helper.init(size)
+    x, b = load_photos([args.trace], size, device)
+    x, b = x.contiguous(), b.contiguous()
+    with torch.no_grad():
+        labels = net(x).argmax(1)
+    seen = {"official": [], "ours": []}
+    official_search = methods.line_search
+
+    def traced_search(masks, grads, loss_fn, alpha):
+        step = official_search(masks, grads, loss_fn, alpha)
+        seen["official"].append((masks.detach().clone(), grads.clone(), float(step.view(-1)[0])))
+        return step
+
+    our_search = our_optimise.armijo_line_search
+
+    def traced_ours(masks, direction, *rest, **kw):
+        out = our_search(masks, direction, *rest, **kw)
+        seen["ours"].append((masks.clone(), direction.clone(), float(out[1][0])))
+        return out
+
+    def stream_draw(problem, iteration, evaluation):
+        c, h, w = problem.x.shape[1:]
+        eps = torch.randn((problem.n_terms * problem.ig_iter, c, h, w), dtype=problem.x.dtype)
+        return eps.permute(0, 2, 3, 1).contiguous().mul_(problem.noise_std)
+
+    saved = torch.randn_like, PathProblem.fresh_draw
+    torch.randn_like = lambda t, **kw: torch.randn(t.shape, dtype=t.dtype, device=t.device)
+    PathProblem.fresh_draw = stream_draw
+    methods.line_search, our_optimise.armijo_line_search = traced_search, traced_ours
+    try:
+        torch.manual_seed(seed)
+        om = methods.IGOS(
+            counter,
+            images=x,
+            baselines=b,
+            labels=labels,
+            size=grid,
+            iterations=args.official_iterations,
+            ig_iter=args.official_ig_iter,
+            L1=1,
+            L2=20,
+            alpha=1000,
+        ).detach()
+        torch.manual_seed(seed)
+        params = {
+            "preset": "official",
+            "iterations": args.official_iterations,
+            "ig_iter": args.official_ig_iter,
+            "score_scale": 1.0,
+            "recovery": "none",
+            **parse_overrides(getattr(args, "ours", [])),
+        }
+        ym = run_ours(counter, "igos", x, b, labels, seed, grid, params)[0]
+    finally:
+        torch.randn_like, PathProblem.fresh_draw = saved
+        methods.line_search, our_optimise.armijo_line_search = official_search, our_search
+    print(f"official code: {args.official_code} ({digest}); trace of {args.trace}, seed {seed}, ours {params}")
+    print(
+        "| iteration | max abs mask difference | official ‖g‖ | rel. direction difference | official step | ours step |"
+    )
+    print("|---|---|---|---|---|---|")
+    for i, (o, y) in enumerate(zip(seen["official"], seen["ours"])):
+        dm = (o[0].reshape(-1) - y[0].reshape(-1)).abs().max().item()
+        gn = o[1].norm().item()
+        dg = (o[1].reshape(-1) - y[1].reshape(-1)).norm().item() / max(gn, 1e-30)
+        print(f"| {i} | {dm:.2e} | {gn:.3e} | {dg:.2e} | {o[2]:.4g} | {y[2]:.4g} |")
+    step = max(1, grid**2 // 50)
+    od, oi, *_ = helper.metric(x, b, om, net, labels, step=step, size=grid)
+    yd, yi, *_ = helper.metric(x, b, ym, net, labels, step=step, size=grid)
+    print(
+        f"final masks: max abs difference {(om.reshape(-1) - ym.reshape(-1)).abs().max().item():.2e}; deletion "
+        f"official {od.item():.4f} ours {yd.item():.4f}; insertion official {oi.item():.4f} ours {yi.item():.4f}"
+    )

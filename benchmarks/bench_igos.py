@@ -48,7 +48,7 @@ from napari_global_xai.explain.base import get_method
 from napari_global_xai.models import DEMO_CARD_PATH, DemoNet, LoadedModel, ModelCard, load_model, resolve_device
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _igos_official import HELD_OUT_PHOTOS, PHOTOS, TUNING_PHOTOS, compare  # noqa: E402
+from _igos_official import HELD_OUT_PHOTOS, PHOTOS, TUNING_PHOTOS, compare, trace  # noqa: E402
 from _timing import replay_passes, timed  # noqa: E402
 
 
@@ -133,6 +133,14 @@ def parse_args(argv=None) -> argparse.Namespace:
         action="store_true",
         help="also measure the path-integral error of the uniform and Gauss–Legendre rules at the official "
         "I-GOS masks against a many-node reference",
+    )
+    g.add_argument(
+        "--trace",
+        default=None,
+        metavar="PHOTO",
+        choices=PHOTOS,
+        help="instead: the official IGOS and ours (preset official, score_scale 1) on PHOTO with the same noise, "
+        "iteration by iteration (masks, directions, steps); --seeds' first value, --official-iterations/-ig-iter",
     )
     g.add_argument(
         "--official-cache",
@@ -254,7 +262,7 @@ def main(argv=None) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.official_code:
-        compare(args)
+        trace(args) if args.trace else compare(args)
         return
     device = resolve_device(args.device)
     torch.manual_seed(0)

@@ -294,6 +294,78 @@ def test_line_search_is_per_image_armijo():
     assert calls == [3, 2, 2, 1, 1, 1]  # one loss call per trial covers every image still searching
 
 
+def test_failed_line_search_takes_the_last_step_as_the_official_code():
+    # the setup above; with failed="last" image 2 also tries the first step below min_alpha (0.000512) and takes
+    # it although rejected (khorrams/IGOS_pp line_search), images 0 and 1 are unchanged
+    target = torch.tensor([[0.5, 0.5], [1.0, 1.0], [0.0, 0.0]])
+    masks = torch.tensor([[1.0, 1.0], [1.0, 1.0], [0.5, 0.5]])
+    direction = 2 * (masks - target)
+    direction[2] = -direction[2]
+
+    def loss_fn(m, idx):
+        return ((m - target[idx]) ** 2).sum(1)
+
+    base = loss_fn(masks, torch.arange(3))
+    new, step, trials, new_loss = armijo_line_search(
+        masks, direction, base, loss_fn, alpha=8.0, decay=0.2, min_alpha=1e-3, return_losses=True, failed="last"
+    )
+    assert trials.tolist() == [3, 1, 7]
+    assert step[:2].tolist() == pytest.approx([0.32, 8.0]) and step[2].item() == pytest.approx(8 * 0.2**6)
+    assert new[2].tolist() == pytest.approx((0.5 + 8 * 0.2**6 * 1.0) * np.ones(2))  # uphill: 0.5 + α · 2 · 0.5
+    assert new_loss[2].item() == pytest.approx(loss_fn(new[2:], torch.tensor([2])).item())
+    assert new_loss[2] > base[2]  # the official code applies a rejected step
+    with pytest.raises(ValueError, match="failed"):
+        armijo_line_search(masks, direction, base, loss_fn, failed="retry")
+
+
+def test_fresh_noise_is_drawn_per_evaluation_from_the_seed():
+    model = loaded()
+    x, _ = make_images(2, seed=0)
+    problem = PathProblem(
+        lambda z, t: z.mean((1, 2, 3)), x, x * 0, torch.zeros(2).long(), torch.ones(2), IGOS_VARIANT, (4, 6), 3,
+        1.0, 20.0, 2.0, 0.2, 8, 5, fresh_noise=True,
+    )  # fmt: skip
+    a, b, c = problem.fresh_draw(0, 1), problem.fresh_draw(0, 1), problem.fresh_draw(0, 2)
+    assert a.shape == (3, H, W, 2) and torch.equal(a, b) and not torch.allclose(a, c)
+    assert torch.equal(problem.begin_iteration(4), problem.fresh_draw(4, 0))
+    assert a.std().item() == pytest.approx(0.2, rel=0.05)
+    # the official preset: every line-search trial and the base loss get their own draw (one more forward batch
+    # per iteration than the shared draw), and an image's map still does not depend on its batch neighbours
+    targets = torch.tensor([0, 1])
+    together, method = attribute("igos", model, x, targets, preset="official", max_batch=7)
+    alone = torch.cat(
+        [
+            attribute("igos", model, x[i : i + 1], targets[i : i + 1], preset="official", max_batch=7)[0]
+            for i in range(2)
+        ]
+    )
+    assert torch.allclose(together, alone, atol=1e-5, rtol=0)
+    trials = method.last_stats["line_search_trials"]
+    assert method.last_forward_images == (int(trials.sum()) + trials.numel()) * FAST["ig_iter"] + 2 * len(x)
+    assert method.params["fresh_noise"] and method.params["failed_search"] == "last"
+
+
+def test_rescale_recovery_keeps_the_stalled_masks_own_order():
+    method = get_method("igos", loaded())
+    g = torch.Generator().manual_seed(0)
+    pattern = torch.rand(3, 1, 5, 7, generator=g)
+    masks = torch.stack([1 - 0.004 * pattern[0], 1 - 1e-7 * pattern[1], 1 - 0.5 * pattern[2]])  # the last one moved
+    flags, _ = stalled_masks(masks)
+    assert flags.tolist() == [True, True, False]
+    directions = torch.rand(3, 1, 1, 5, 7, generator=g) - 0.2
+    out, how = method._recover(masks, flags, directions)
+    assert how == ["rescale", "ig", ""]
+    # row 0: its own order, stretched to a saliency maximum of 1; row 1 moved by rounding only: the IG map
+    assert torch.allclose(1 - out[0], pattern[0] / pattern[0].max(), atol=1e-4)
+    g1 = directions[1, 0].clamp_min(0)
+    assert torch.allclose(out[1], 1 - g1 / g1.max(), atol=1e-6) and torch.equal(out[2], masks[2])
+    method.params["recovery"] = "ig"
+    assert method._recover(masks, flags, directions)[1] == ["ig", "ig", ""]
+    method.params["recovery"] = "none"
+    out, how = method._recover(masks, flags, directions)
+    assert how == ["", "", ""] and torch.equal(out, masks)
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # behaviour on the planted-region model
 
@@ -688,9 +760,14 @@ def test_presets_and_explicit_parameters():
     # at most a third of the official forward+backward passes
     assert 25 * 4 <= 20 * 15 / 3
     assert not fast.params["antithetic"] and not official.params["antithetic"]
+    # the official code's noise (a draw per evaluation) and failed searches (the last tiny step is taken)
+    assert official.params["fresh_noise"] and official.params["failed_search"] == "last"
+    assert not fast.params["fresh_noise"] and fast.params["failed_search"] == "last"
+    assert fast.params["recovery"] == official.params["recovery"] == "rescale"
     # iGOS++ keeps the counts it was measured with (16 × 6), its official preset is the same as I-GOS's
     pp_fast = get_method("igos++", model)
     assert (pp_fast.params["iterations"], pp_fast.params["ig_iter"]) == (16, 6) and pp_fast.params["warm_start"]
+    assert not pp_fast.params["fresh_noise"] and pp_fast.params["failed_search"] == "keep"
     pp_official = get_method("igos++", model, preset="official").params
     assert (pp_official["iterations"], pp_official["ig_iter"], pp_official["warm_start"]) == (20, 15, False)
     # an explicit value wins over the preset's

@@ -5,8 +5,9 @@ bilinearly to the image and compose ``φ(x, b, m) = x ⊙ m + b ⊙ (1 − m)`` 
 image by default). The descent direction is the gradient of the class score averaged over the straight path
 ``t_k · U(M)``, ``t_k = k / N`` (or Gauss–Legendre nodes) with Gaussian input noise, plus the gradient of the
 regulariser; each step is an Armijo backtracking line search. The map returned is ``1 − U(M)``. Named presets
-(:data:`PRESETS`) give the official CLI's counts or fewer passes; optimisations that stall are detected
-(:func:`stalled_masks`), warned about, flagged in ``last_flags`` and by default recovered.
+(:data:`PRESETS`) give the official code (its counts, its fresh noise per loss evaluation, its failed line
+searches) or fewer passes; optimisations that stall are detected (:func:`stalled_masks`), warned about, flagged in
+``last_flags`` and by default recovered.
 
 Everything runs batched: the masks of ``k`` images are optimised together, the ``k × N`` path images go through the
 model in chunks of at most ``max_batch``, and each image has its own line-search step size, so one forward covers

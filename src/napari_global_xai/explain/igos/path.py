@@ -154,6 +154,10 @@ class PathProblem:
     antithetic : bool
         Antithetic path noise: consecutive path steps get ``ε`` and ``−ε`` (each still ``N(0, noise_std²)``, so the
         expected gradient is unchanged while its part linear in the noise cancels pairwise).
+    fresh_noise : bool
+        The official noise: every evaluation (the gradient, the line search's base loss, each trial) gets new
+        noise (:meth:`fresh_draw`) instead of one draw per iteration shared by the gradient and all trials
+        (:meth:`noise`).
     """
 
     def __init__(
@@ -175,6 +179,7 @@ class PathProblem:
         bilateral_sigma: float = 0.01,
         quadrature: str = "uniform",
         antithetic: bool = False,
+        fresh_noise: bool = False,
     ):
         self.score_fn = score_fn
         self.x, self.b, self.targets, self.scale = x, baseline, targets, scale
@@ -185,7 +190,7 @@ class PathProblem:
         channels_last = x.ndim == 4 and x.is_contiguous(memory_format=torch.channels_last) and x.shape[1] > 1
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         dev = x.device
-        self.quadrature, self.antithetic = quadrature, bool(antithetic)
+        self.quadrature, self.antithetic, self.fresh = quadrature, bool(antithetic), bool(fresh_noise)
         nodes, weights = path_quadrature(self.ig_iter, quadrature)
         self.path_t = torch.as_tensor(nodes, device=dev, dtype=x.dtype)
         self.path_w = torch.as_tensor(weights, device=dev, dtype=x.dtype)
@@ -224,6 +229,23 @@ class PathProblem:
             eps = torch.stack([eps, -eps], dim=1).flatten(0, 1)[:rows]
         return eps.to(self.x.device).mul_(self.noise_std)  # (term·N + step, H, W, c), the layout of the path rows
 
+    def fresh_draw(self, iteration: int, evaluation: int) -> torch.Tensor | None:
+        """Path noise ``(n_terms · N, H, W, c)`` of one evaluation of ``iteration`` with ``fresh_noise``; None
+        without noise.
+
+        Evaluation 0 is the gradient, 1 the line search's base loss, 2, 3, … its trials. The draw depends only on
+        ``(seed, iteration, evaluation)`` and is shared by the images of the call, so an image's result does not
+        depend on its batch neighbours (all images of one search are at the same trial). Drawn in
+        ``(rows, c, H, W)`` order, as the official ``torch.randn_like`` on a contiguous ``(1, N, c, H, W)`` batch.
+        """
+        if self.noise_std <= 0:
+            return None
+        gen = _noise_generator(torch.device("cpu"), _mix_seed(self.seed, iteration, 2, evaluation))
+        c, h, w = self.x.shape[1:]
+        rows = self.n_terms * self.ig_iter
+        eps = torch.randn((rows, c, h, w), generator=gen, dtype=self.x.dtype).permute(0, 2, 3, 1)
+        return eps.contiguous().to(self.x.device).mul_(self.noise_std)
+
     def begin_iteration(self, iteration: int) -> torch.Tensor | None:
         """The path noise of ``iteration`` (:meth:`noise`); with the ``"stratified"`` rule also this iteration's
         path nodes, shifted by a uniform draw that depends only on ``(seed, iteration)``. The gradient and every
@@ -232,7 +254,7 @@ class PathProblem:
             shift = np.random.default_rng(_mix_seed(self.seed, iteration, 1)).random()
             nodes, _ = path_quadrature(self.ig_iter, "stratified", shift)
             self.path_t = torch.as_tensor(nodes, device=self.x.device, dtype=self.x.dtype)
-        return self.noise(iteration)
+        return self.fresh_draw(iteration, 0) if self.fresh else self.noise(iteration)
 
     def term_masks(self, masks: torch.Tensor) -> torch.Tensor:
         """Upsampled mask of every term: ``(u, n_masks, 1, gh, gw)`` → ``(u, n_terms, 1, H, W)``."""

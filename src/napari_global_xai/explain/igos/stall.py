@@ -6,8 +6,10 @@ import torch
 
 __all__ = ["stalled_masks", "RECOVERIES"]
 
-#: What replaces the map of an image whose optimisation stalled (:func:`stalled_masks`).
-RECOVERIES = ("ig", "none")
+#: What replaces the map of an image whose optimisation stalled (:func:`stalled_masks`): ``"rescale"`` its own
+#: saliency stretched to a maximum of 1 where that gives a usable map (the mask moved a little, its top cells do not
+#: tie), else the integrated-gradient signal; ``"ig"`` always the integrated-gradient signal; ``"none"`` nothing.
+RECOVERIES = ("rescale", "ig", "none")
 
 
 def stalled_masks(
