@@ -258,6 +258,8 @@ def test_screenshot_of_the_explain_dock_run_on_a_cluster(sample_dock, qtbot):
         result = _run(widget, qtbot)
         assert widget.run_panel.status.text().endswith("(on local:1)") and not result.cancelled
         assert result.n_computed == int(result.include.sum()) > 0
+        bar = widget.run_panel.bar
+        assert bar.maximum() > 0 and bar.value() == bar.maximum()  # a finished run shows a full bar
         client = widget.cluster.session._client
         assert sum(_opened_on_workers(client, "stack").values()) == 1  # the worker reopened the sample file
         viewer.window.resize(1500, 1000)

@@ -103,6 +103,7 @@ class RunPanel(QWidget):
         else:
             kwargs.update(progress=self.progress_callback, cancel=self.cancel_requested)
         worker = create_worker(function, _start_thread=False, _ignore_errors=True, **kwargs)
+        worker.returned.connect(self._on_returned)
         worker.returned.connect(on_result)
         worker.returned.connect(self.succeeded.emit)
         worker.errored.connect(on_error or self._default_error)
@@ -126,6 +127,12 @@ class RunPanel(QWidget):
         self.bar.setRange(0, max(total, 1))
         self.bar.setValue(min(done, max(total, 1)))
         self.status.setText(f"{stage}: {done}/{total}")
+
+    def _on_returned(self, _result):
+        """A run that was not cancelled is done: a full bar (its last stage, e.g. preparing layers, reports 0/1)."""
+        if not self._cancel_event.is_set():
+            self.bar.setRange(0, 1)
+            self.bar.setValue(1)
 
     def _on_finished(self):
         self.worker = None
