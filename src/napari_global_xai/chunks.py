@@ -1,5 +1,9 @@
 """The unit of work of an explain run (one chunk of images) and the seam where executors plug in.
 
+The seam is shared: PEPPR's curve chunks (:mod:`napari_global_xai.peppr.chunk_task`) and SAG's image groups
+(:mod:`napari_global_xai.sag.chunk_task`) follow the same :class:`ShippedTask` contract, so any executor runs all
+three.
+
 An explain run (:func:`napari_global_xai.run.run_explain`) cuts the stack into chunks of ``config.chunk_size``
 consecutive images (chunk ``c`` holds images ``c * size`` … ``min((c + 1) * size, n) - 1``). Everything a chunk
 needs is computed by one picklable callable, :class:`ExplainChunkTask`; it returns a :class:`ChunkResult` that the
