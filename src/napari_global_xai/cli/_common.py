@@ -193,11 +193,15 @@ def _load_inputs(args):
     return stack, model
 
 
-def _cancelled_exit(command: str, result) -> int:
-    """0, or after a cancel one stderr line and :data:`EXIT_CANCELLED` (the partial result is written)."""
+def _cancelled_exit(command: str, result, done: str = "", then: str = "") -> int:
+    """0, or after a cancel one stderr line and :data:`EXIT_CANCELLED` (the partial result is written).
+
+    ``done`` says how much the partial result holds (``"16 of 28 images"``); ``then`` is appended (what to do next).
+    """
     if not result.cancelled:
         return 0
-    print(f"global-xai {command}: cancelled: partial result written, marked cancelled", file=sys.stderr)
+    held = f" ({done})" if done else ""
+    print(f"global-xai {command}: cancelled: partial result{held} written, marked CANCELLED{then}", file=sys.stderr)
     return EXIT_CANCELLED
 
 

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from ._common import (
-    EXIT_CANCELLED,
+    _cancelled_exit,
     _cluster_choice,
     _executor,
     _load_inputs,
@@ -69,15 +69,12 @@ def _cmd_explain(args) -> int:
         )
         print(f"  {name:<20} {count:>5} maps" + (f" ({'; '.join(notes)})" if notes else ""))
     print(f"results in {Path(args.out).resolve()}")
-    if result.cancelled:
-        print(
-            f"global-xai explain: cancelled: partial result ({result.n_computed} of "
-            f"{result.provenance['n_maps_selected']} maps) written, marked CANCELLED"
-            + ("; the same command resumes it" if result.provenance.get("format") == "zarr" else ""),
-            file=sys.stderr,
-        )
-        return EXIT_CANCELLED
-    return 0
+    return _cancelled_exit(
+        "explain",
+        result,
+        f"{result.n_computed} of {result.provenance['n_maps_selected']} maps",
+        "; the same command resumes it" if result.provenance.get("format") == "zarr" else "",
+    )
 
 
 def _cmd_peppr(args) -> int:
@@ -100,14 +97,7 @@ def _cmd_peppr(args) -> int:
             executor=executor,
         )
     print(summary)
-    if result.cancelled:
-        print(
-            f"global-xai peppr: cancelled: partial result ({result.n_images} of {result.n_requested} images) "
-            "written, marked CANCELLED",
-            file=sys.stderr,
-        )
-        return EXIT_CANCELLED
-    return 0
+    return _cancelled_exit("peppr", result, f"{result.n_images} of {result.n_requested} images")
 
 
 def _cmd_sag(args) -> int:
@@ -129,14 +119,7 @@ def _cmd_sag(args) -> int:
     n_done = len(run.results)
     done = f"cancelled after {n_done} of {run.n_requested} images" if run.cancelled else f"{n_done} images"
     print(f"SAG for {args.label}: {done}, {run.n_roots} roots shown; results in {Path(args.out).resolve()}")
-    if run.cancelled:
-        print(
-            f"global-xai sag: cancelled: partial result ({n_done} of {run.n_requested} images) "
-            "written, marked CANCELLED",
-            file=sys.stderr,
-        )
-        return EXIT_CANCELLED
-    return 0
+    return _cancelled_exit("sag", run, f"{n_done} of {run.n_requested} images")
 
 
 def _cmd_concepts(args) -> int:
@@ -187,10 +170,7 @@ def _cmd_demo(args) -> int:
     with _run_control(args.quiet) as control:
         result = run_demo(args.out, method=args.method, device=args.device, control=control)
     print(_demo_text(result))
-    if result.cancelled:
-        print("global-xai demo: cancelled: partial result written, marked CANCELLED", file=sys.stderr)
-        return EXIT_CANCELLED
-    return 0
+    return _cancelled_exit("demo", result)
 
 
 def _cmd_report(args) -> int:
