@@ -539,6 +539,20 @@ def test_cancelled_sag_exits_130_with_the_finished_images_marked(when, inputs, t
     )
 
 
+def test_cancelled_concepts_exits_130_with_the_partial_result_marked(inputs, tmp_path, capsys, monkeypatch):
+    """Ctrl-C after the first chunk of features: training stops at once, the partial concepts are written, marked."""
+    folder, _ = inputs
+    _interrupt_at_first_progress_report(monkeypatch)
+    out = tmp_path / "concepts"
+    argv = ["concepts", str(folder / "stack.tif"), "--model", str(folder / "card.json"), "--k", "2", "--out", str(out)]
+    got, _stdout, err = _run(capsys, argv)
+    assert got == 130
+    summary = json.loads((out / "concepts.json").read_text())
+    assert summary["cancelled"] is True and summary["status"] == "CANCELLED"
+    assert err.splitlines()[-1] == "global-xai concepts: cancelled: partial result written, marked CANCELLED"
+    assert "Traceback" not in err and _hidden(tmp_path) == []
+
+
 def test_cancelled_peppr_exits_130_and_writes_nothing(inputs, tmp_path, capsys, monkeypatch):
     """Ctrl-C at PEPPR's first progress report: curves need every fraction, so nothing is written."""
     folder, _ = inputs

@@ -3,7 +3,6 @@ make-sample-data): each turns the parsed options into a pipeline call and prints
 
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 
@@ -124,21 +123,16 @@ def _cmd_sag(args) -> int:
 
 def _cmd_concepts(args) -> int:
     from ..concepts import ConceptConfig, run_concepts
-    from ..control import Cancelled
 
     config = ConceptConfig(k=args.k, steps=args.steps, seed=args.seed, layer=args.layer, top_n=args.top)
     stack, model = _load_inputs(args)
-    with _run_control(args.quiet) as control:
-        try:
-            result = run_concepts(stack, model, config, out_dir=args.out, control=control)
-        except Cancelled as exc:
-            print(f"global-xai concepts: {exc}; nothing written", file=sys.stderr)
-            return 1
+    with _run_control(args.quiet) as control:  # a cancel before any result: Cancelled, exit 130 (cli.main)
+        result = run_concepts(stack, model, config, out_dir=args.out, control=control)
     faith = result.faithfulness()
     lines = [f"{n}: AUROC model {v['model']:.3f}, concepts {v['concepts']:.3f}" for n, v in faith.items()]
     state = " (cancelled: partial results)" if result.cancelled else ""
     print("\n".join(lines + [f"{config.k} concepts{state}; results in {Path(args.out).resolve()}"]))
-    return 0
+    return _cancelled_exit("concepts", result)
 
 
 def _demo_text(result) -> str:

@@ -425,6 +425,7 @@ def write_concept_outputs(result: ConceptResult, out_dir: str | Path, anatomy: n
             "losses": result.losses,
             "timings_s": result.timings,
             "cancelled": result.cancelled,
+            "status": "CANCELLED" if result.cancelled else "complete",
             "labels": result.labels,
             "n_images": len(result.image_ids),
             "weights": "V[l, k] * mean_i z[i, k] (mean logit contribution)",
