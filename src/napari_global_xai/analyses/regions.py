@@ -381,44 +381,19 @@ def read_region_mask(path, shape=None) -> tuple[np.ndarray, dict[int, str]]:
     return data.astype(np.int64), names
 
 
+#: The numeric columns of a region table's CSV, between its label/region/kind and n_images columns.
+_CSV_NUMBERS = ("area_share", "mass_share", "mass_lo", "mass_hi", "enrichment", "enrichment_lo", "enrichment_hi")
+
+
 def region_table_csv(tables: list[RegionTable]) -> str:
     """Rows of several tables (one per label) as CSV text."""
     buf = io.StringIO()
     writer = csv.writer(buf)
-    writer.writerow(
-        [
-            "label",
-            "region",
-            "kind",
-            "area_share",
-            "mass_share",
-            "mass_lo",
-            "mass_hi",
-            "enrichment",
-            "enrichment_lo",
-            "enrichment_hi",
-            "n_images",
-        ]
-    )
+    writer.writerow(["label", "region", "kind", *_CSV_NUMBERS, "n_images"])
     for t in tables:
         for name in t.names:
             r = t.row(name)
-            writer.writerow(
-                [t.label, name, r["kind"]]
-                + [
-                    f"{r[k]:.6g}"
-                    for k in (
-                        "area_share",
-                        "mass_share",
-                        "mass_lo",
-                        "mass_hi",
-                        "enrichment",
-                        "enrichment_lo",
-                        "enrichment_hi",
-                    )
-                ]
-                + [t.n_images]
-            )
+            writer.writerow([t.label, name, r["kind"], *(f"{r[k]:.6g}" for k in _CSV_NUMBERS), t.n_images])
     return buf.getvalue()
 
 
