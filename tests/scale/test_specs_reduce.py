@@ -139,3 +139,7 @@ def test_model_spec_loads_once_per_process_and_refuses_a_model_without_file(tmp_
     x = torch.rand(3, 1, 9, 9)
     torch.testing.assert_close(first.scores(x), net(x))  # the same network (channels-last: float rounding)
     clear_worker_cache()
+    # a device index names one GPU of the client; every worker takes its own (the index is dropped)
+    loaded = load_model(tmp_path / "m.json", device="cpu")
+    assert ModelSpec.from_model(loaded, device="cuda:1").device == "cuda"
+    assert ModelSpec.from_model(loaded).device == "cpu"

@@ -140,7 +140,7 @@ class ClusterTarget:
         from ..scale.executor import DaskExecutor
 
         client = self.session.client(self.spec, report)
-        return DaskExecutor(client, device=self.device.split(":")[0] or None)
+        return DaskExecutor(client, device=self.device or None)
 
 
 def _check_stack_travels(stack) -> None:

@@ -64,8 +64,8 @@ class ModelSpec:
         ----------
         model : LoadedModel
         device : str, optional
-            Default: the model's device type (``"cuda"``, ``"cpu"``): an index such as ``cuda:1`` is dropped, each
-            worker uses its own.
+            Default: the model's device type (``"cuda"``, ``"cpu"``). An index such as ``cuda:1`` is dropped either
+            way: each worker uses its own GPU.
         trust_pickle : bool, optional
             Default: True only when the model already is a trusted full pickle (the user allowed it to load).
         torch_threads : int, optional
@@ -85,7 +85,8 @@ class ModelSpec:
                 "its card) and load it from the card"
             )
         trust = model.card.format == "pickle" if trust_pickle is None else bool(trust_pickle)
-        return cls(copy.deepcopy(model.card), device or model.device.type, trust, torch_threads)
+        device = str(device or model.device.type).split(":")[0]
+        return cls(copy.deepcopy(model.card), device, trust, torch_threads)
 
     @property
     def token(self) -> str:
