@@ -345,6 +345,25 @@ def compare(args) -> None:
             f"({100 * (yd - od) / od:+.1f} %), insertion official {oi:.4f} ours {yi:.4f} "
             f"({100 * (yi - oi) / oi:+.1f} %)"
         )
+        for metric, official, ours, lower_is_better in (
+            ("deletion", sel[:, 0], sel[:, 2], True),
+            ("insertion", sel[:, 1], sel[:, 3], False),
+        ):
+            print("  " + paired_summary(metric, official, ours, lower_is_better))
+
+
+def paired_summary(metric: str, official: np.ndarray, ours: np.ndarray, lower_is_better: bool) -> str:
+    """One line: the mean paired difference ± its standard error (also as % of the official mean), how many
+    image-seeds ours wins, and the median paired difference."""
+    diff = ours - official
+    se = diff.std(ddof=1) / np.sqrt(len(diff)) if len(diff) > 1 else float("nan")
+    wins = int((diff < 0).sum() if lower_is_better else (diff > 0).sum())
+    scale = 100 / official.mean()
+    return (
+        f"{metric}: paired difference {diff.mean():+.4f} ± {se:.4f} (SE) = {scale * diff.mean():+.1f} ± "
+        f"{scale * se:.1f} % of the official mean; ours better on {wins} of {len(diff)}; median paired difference "
+        f"{np.median(diff):+.4f}"
+    )
 
 
 def quadrature_check(net, x, b, labels, masks, counts=(4, 6, 8, 15), reference: int = 64) -> None:

@@ -366,6 +366,29 @@ def test_rescale_recovery_keeps_the_stalled_masks_own_order():
     assert how == ["", "", ""] and torch.equal(out, masks)
 
 
+@pytest.mark.parametrize("name", METHODS)
+def test_ig_blend_mixes_the_mask_with_the_summed_integrated_gradient(planted, name):
+    # the blend acts after the optimisation: with one seed the masks and directions are the same for every weight,
+    # and the map is 1 − U(1 − [(1 − w) s / max s + w g⁺ / max g⁺]), s = (1 − M)⁺, g = the summed score directions
+    model, x, _ = planted
+    plain, m0 = attribute(name, model, x, ig_blend=0.0)
+    assert torch.allclose(plain, 1 - upsample_masks(m0.last_masks, (H, W)), atol=1e-6)
+    s = (1 - m0.last_masks).clamp_min(0)
+    g = m0.last_stats["score_direction_sum"].sum(dim=1).clamp_min(0)
+    assert g.shape == s.shape and (g.flatten(1).max(1).values > 0).all()
+    for w in (0.3, 1.0):
+        maps, mw = attribute(name, model, x, ig_blend=w)
+        assert torch.equal(mw.last_stats["score_direction_sum"], m0.last_stats["score_direction_sum"])
+        own = s / s.flatten(1).max(1).values.view(-1, 1, 1, 1)
+        signal = g / g.flatten(1).max(1).values.view(-1, 1, 1, 1)
+        expected = (1 - w) * own + w * signal
+        assert torch.allclose(1 - mw.last_masks, expected, atol=1e-6)
+        assert torch.allclose(maps, upsample_masks(expected, (H, W)).clamp(0, 1), atol=1e-6)
+    # a mask left at 1 with no positive direction has nothing to blend: its map stays 0, never NaN
+    ones = torch.ones(1, 1, 4, 5)
+    assert torch.equal(m0._blend(ones, -torch.rand(1, 1, 1, 4, 5), 0.5), ones)
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # behaviour on the planted-region model
 
@@ -572,7 +595,7 @@ def test_stalled_optimisation_is_flagged_warned_and_recovered(name, probability)
     model = loaded(gain=0.1, bias=-4.0)
     x, _ = make_images(2, seed=0)
     with pytest.warns(RuntimeWarning) as record:
-        plain, stuck = attribute(name, model, x, probability=probability, recovery="none")
+        plain, stuck = attribute(name, model, x, probability=probability, recovery="none", ig_blend=0.0)
     messages = [str(w.message) for w in record if issubclass(w.category, RuntimeWarning)]
     for i in range(2):
         assert any(f"image {i} (label 'a', class index 0)" in m and "stalled" in m for m in messages), messages

@@ -26,6 +26,8 @@ PRESETS = {
         "early_stop": 0.0,
         "fresh_noise": True,
         "failed_search": "last",
+        "ig_blend": 0.0,
+        "noise": 0.2,
     },
     "fast": {
         "iterations": 25,
@@ -35,6 +37,8 @@ PRESETS = {
         "early_stop": 0.0,
         "fresh_noise": False,
         "failed_search": "last",
+        "ig_blend": 0.7,
+        "noise": 0.14,
     },
 }
 #: iGOS++'s presets: its ``"fast"`` keeps 16 iterations × 6 path steps (0.32 of the official passes; against the
@@ -51,6 +55,8 @@ IGOS_PP_PRESETS = {
         "early_stop": 0.0,
         "fresh_noise": False,
         "failed_search": "keep",
+        "ig_blend": 0.0,
+        "noise": 0.2,
     },
 }
 #: Typical line-search trials per iteration with ``alpha = 1000`` (measured: ~5 on the planted-region test model;
