@@ -256,6 +256,7 @@ class _IGOSFamily(SaliencyMethod):
         return saliency.clamp_(0, 1).detach()
 
     def _warn_stalled(self, flags, how, reasons, targets) -> None:
+        blend = float(self.params["ig_blend"])
         for i in torch.nonzero(flags).view(-1).tolist():
             t = int(targets[i])
             if how[i] == "rescale":
@@ -266,8 +267,12 @@ class _IGOSFamily(SaliencyMethod):
                     what = what.replace("'ig'", "'rescale': the mask did not move beyond rounding")
             elif self.params["recovery"] != "none":
                 what = "the recovery found no usable signal: the map is uninformative"
+            elif blend > 0:
+                what = "the mask is kept (recovery='none')"
             else:
                 what = "the map is kept as is (recovery='none'); its deletion/insertion order is mostly ties"
+            if blend > 0 and how[i] != "ig":
+                what += f", blended with the integrated-gradient signal (ig_blend={blend:g})"
             warnings.warn(
                 f"{self.name}: image {i} (label {self._label_name(t)}, class index {t}): the optimisation "
                 f"stalled: {reasons[i]}; {what}. The map is flagged in last_flags.",
