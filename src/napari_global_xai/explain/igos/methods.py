@@ -396,12 +396,14 @@ class IGOS(_IGOSFamily):
       step ``≥ min_alpha`` the search tries one below it and applies it even if rejected, so a mask that barely
       moves still orders its cells by the gradients it saw. ``"keep"`` leaves the mask unchanged instead.
     * The original zhongangqi/IGOS L1 schedule (dividing ``L1`` when the score stalls) is not used, as in IGOS_pp.
-    * The map is ``1 − U(M)`` in ``[0, 1]`` without the min-max rescaling of the official ``save_heatmap``.
+    * With ``ig_blend=0`` (``preset="official"``) the map is ``1 − U(M)`` in ``[0, 1]`` without the min-max
+      rescaling of the official ``save_heatmap``; ``fast`` blends it (next item).
     * **Fewer passes (``preset="fast"``, not in the official code).** More iterations with fewer path points
       (25 × 4 instead of 20 × 15) and a warm-started line search (the official search restarts at
       ``alpha = 1000`` and rejects its first 3–4 trials in almost every iteration). A third of the path samples
-      alone made the maps noisier than the official ones (deletion 28–35 % worse on held-out photos), so ``fast``
-      changes two more things, chosen on tuning image-seeds and then judged on new ones (benchmarks/RESULTS.md):
+      alone made the maps noisier than the official ones (deletion 24–30 % worse than the official code on
+      held-out photos), so ``fast`` changes two more things, chosen on tuning image-seeds and then judged on new
+      ones (benchmarks/RESULTS.md):
 
       - **The map blends the mask with the summed integrated gradient** (``ig_blend=0.7``). The mask is a sum of
         the iterations' noisy descent directions weighted by their accepted steps, which differ 5–25× (8, 1.6,
