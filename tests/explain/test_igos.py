@@ -787,10 +787,14 @@ def test_presets_and_explicit_parameters():
     assert official.params["fresh_noise"] and official.params["failed_search"] == "last"
     assert not fast.params["fresh_noise"] and fast.params["failed_search"] == "last"
     assert fast.params["recovery"] == official.params["recovery"] == "rescale"
+    # fast: σ 0.14 and the map blended with the summed integrated gradient; official: the map 1 − U(M), σ 0.2
+    assert (fast.params["noise"], fast.params["ig_blend"]) == (0.14, 0.7)
+    assert (official.params["noise"], official.params["ig_blend"]) == (0.2, 0.0)
     # iGOS++ keeps the counts it was measured with (16 × 6), its official preset is the same as I-GOS's
     pp_fast = get_method("igos++", model)
     assert (pp_fast.params["iterations"], pp_fast.params["ig_iter"]) == (16, 6) and pp_fast.params["warm_start"]
     assert not pp_fast.params["fresh_noise"] and pp_fast.params["failed_search"] == "keep"
+    assert (pp_fast.params["noise"], pp_fast.params["ig_blend"]) == (0.2, 0.0)
     pp_official = get_method("igos++", model, preset="official").params
     assert (pp_official["iterations"], pp_official["ig_iter"], pp_official["warm_start"]) == (20, 15, False)
     # an explicit value wins over the preset's
