@@ -196,7 +196,8 @@ class _IGOSFamily(SaliencyMethod):
         return 1 - ((1 - weight) * own + weight * signal)
 
     def attribute(self, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """Maps ``1 − U(M)`` ``(k, 1, H, W)``; sets the counters, :attr:`last_flags` and warns about stalled images.
+        """Maps ``1 − U(M)`` ``(k, 1, H, W)`` (``M`` after any recovery and the ``ig_blend``); sets the counters,
+        :attr:`last_flags` and warns about stalled images.
 
         Warns
         -----
