@@ -794,7 +794,7 @@ def test_presets_and_explicit_parameters():
     pp_fast = get_method("igos++", model)
     assert (pp_fast.params["iterations"], pp_fast.params["ig_iter"]) == (16, 6) and pp_fast.params["warm_start"]
     assert not pp_fast.params["fresh_noise"] and pp_fast.params["failed_search"] == "keep"
-    assert (pp_fast.params["noise"], pp_fast.params["ig_blend"]) == (0.2, 0.0)
+    assert (pp_fast.params["noise"], pp_fast.params["ig_blend"]) == (0.14, 0.7)
     pp_official = get_method("igos++", model, preset="official").params
     assert (pp_official["iterations"], pp_official["ig_iter"], pp_official["warm_start"]) == (20, 15, False)
     # an explicit value wins over the preset's

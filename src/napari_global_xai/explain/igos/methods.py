@@ -447,7 +447,9 @@ class IGOS(_IGOSFamily):
 class IGOSPlusPlus(_IGOSFamily):
     """iGOS++ (Khorram, Lawson, Li, ACM-CHIL 2021): deletion and insertion masks, bilateral TV.
 
-    Parameters are those of :class:`IGOS`, plus
+    Parameters are those of :class:`IGOS` (``preset="fast"`` here: 16 iterations × 6 path steps, ``failed_search=
+    "keep"``, and I-GOS's σ 0.14 and ``ig_blend=0.7``, with ``g`` summed over both masks; :data:`IGOS_PP_PRESETS`),
+    plus
 
     bilateral_sigma : float
         σ of the bilateral TV edge weights ``exp(−Δx² / σ)`` on the normalised image (0.01).
