@@ -289,7 +289,9 @@ def compare(args) -> None:
             key = (method, seed, tuple(args.photos), size, grid, args.official_iterations, args.official_ig_iter)
             cache = Path(args.official_cache) if args.official_cache else None
             stored = torch.load(cache) if cache is not None and cache.exists() else {}
-            if key in stored:  # an earlier run of the official code on the same inputs (tuning only)
+            # an earlier run of the official code on the same inputs: it is seeded (torch.manual_seed before the
+            # first image) and a rerun on this CPU gives the cached masks bit for bit
+            if key in stored:
                 om, ot, of, ob = stored[key]
                 print(f"  (official results of {key} read from {cache})")
             else:
