@@ -320,6 +320,10 @@ def compare(args) -> None:
                 print("  warning:", w)
             for i, photo in enumerate(args.photos):
                 rows.append((method, seed, photo, od[i].item(), oi[i].item(), yd[i].item(), yi[i].item(), flags[i]))
+            if getattr(args, "maps_figure", None) and len(rows) == len(args.photos):  # the first method and seed
+                maps_figure(
+                    args.maps_figure, x, {"official": om, f"ours ({params})": ym}, rows, f"{method}, seed {seed}"
+                )
             print(
                 f"{method} seed {seed}: official {ot:.1f} s, {of} forward + {ob} forward+backward images; "
                 f"ours {yt:.1f} s, {yf} forward + {yb} forward+backward images "
@@ -352,6 +356,34 @@ def compare(args) -> None:
             ("insertion", sel[:, 1], sel[:, 3], False),
         ):
             print("  " + paired_summary(metric, official, ours, lower_is_better))
+
+
+def maps_figure(path: str, x: torch.Tensor, masks: dict, rows: list, title: str) -> None:
+    """A PNG: one row per photo, the photo and each method's saliency ``1 − M`` (normalised to its maximum) with
+    the deletion / insertion scores of ``rows`` (official first, ours second)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = len(x)
+    fig, axes = plt.subplots(n, 1 + len(masks), figsize=(2.6 * (1 + len(masks)), 2.5 * n), squeeze=False)
+    rgb = (x.permute(0, 2, 3, 1).cpu().numpy() * np.array(IMAGENET_STD) + np.array(IMAGENET_MEAN)).clip(0, 1)
+    for r in range(n):
+        axes[r, 0].imshow(rgb[r])
+        axes[r, 0].set_title(rows[r][2], fontsize=9)
+        for c, (name, m) in enumerate(masks.items()):
+            sal = (1 - m[r, 0]).clamp_min(0).cpu().numpy()
+            axes[r, c + 1].imshow(sal / max(float(sal.max()), 1e-12), cmap="magma")
+            d, i = (rows[r][3], rows[r][4]) if c == 0 else (rows[r][5], rows[r][6])
+            axes[r, c + 1].set_title(f"{name}\ndeletion {d:.3f}, insertion {i:.3f}", fontsize=7)
+        for a in axes[r]:
+            a.axis("off")
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=72)
+    plt.close(fig)
+    print(f"maps figure: {path}")
 
 
 def paired_summary(metric: str, official: np.ndarray, ours: np.ndarray, lower_is_better: bool) -> str:
