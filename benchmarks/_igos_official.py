@@ -50,6 +50,8 @@ TUNING_PHOTOS = ("chelsea", "coffee", "rocket")
 HELD_OUT_PHOTOS = ("astronaut", "camera", "coins", "retina", "moon", "motorcycle", "grace_hopper", "china", "flower")
 PHOTOS = TUNING_PHOTOS + HELD_OUT_PHOTOS
 SHIM_FILES = ("methods.py", "methods_helper.py")
+#: The regulariser weights and first step the official ``main.py`` passes to ``IGOS`` / ``iGOS_pp``.
+OFFICIAL_CLI_WEIGHTS = {"L1": 1, "L2": 20, "alpha": 1000}
 
 
 class CountingModel(torch.nn.Module):
@@ -198,9 +200,7 @@ def run_official(
             size=size,
             iterations=iterations,
             ig_iter=ig_iter,
-            L1=1,
-            L2=20,
-            alpha=1000,
+            **OFFICIAL_CLI_WEIGHTS,
         )
         seconds += time.perf_counter() - t
         masks.append(m.detach())
@@ -290,7 +290,7 @@ def compare(args) -> None:
             cache = Path(args.official_cache) if args.official_cache else None
             stored = torch.load(cache) if cache is not None and cache.exists() else {}
             # an earlier run of the official code on the same inputs: it is seeded (torch.manual_seed before the
-            # first image) and a rerun on this CPU gives the cached masks bit for bit
+            # first image) and a rerun on this CPU with the same --threads gives the cached masks bit for bit
             if key in stored:
                 om, ot, of, ob = stored[key]
                 print(f"  (official results of {key} read from {cache})")
@@ -502,9 +502,7 @@ def trace(args) -> None:
             size=grid,
             iterations=args.official_iterations,
             ig_iter=args.official_ig_iter,
-            L1=1,
-            L2=20,
-            alpha=1000,
+            **OFFICIAL_CLI_WEIGHTS,
         ).detach()
         torch.manual_seed(seed)
         params = {

@@ -147,7 +147,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         default=None,
         metavar="FILE",
         help="reuse / store the official masks, times and counts in FILE (the official code is seeded: a cached "
-        "run equals a rerun bit for bit, benchmarks/RESULTS.md)",
+        "run equals a rerun with the same --threads bit for bit, benchmarks/RESULTS.md)",
     )
     g.add_argument(
         "--maps-figure",
