@@ -23,6 +23,20 @@ __all__ = ["IGOS", "IGOSPlusPlus"]
 # shorter side.
 
 
+def _saliency_and_signal(masks: torch.Tensor, direction_sum: torch.Tensor | None):
+    """The optimised saliency ``(1 − M)⁺`` ``(k, 1, gh, gw)`` and the integrated-gradient signal ``g⁺`` (the score
+    directions summed over the iterations and the masks; None without directions)."""
+    signal = None if direction_sum is None else direction_sum.sum(dim=1).clamp_min(0)
+    return (1 - masks).clamp_min(0), signal
+
+
+def _unit(v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``v / max v`` per row (0 in a row whose maximum is 0) and the row maxima ``(k,)``."""
+    top = v.flatten(1).max(dim=1).values
+    t = top.view(-1, *(1,) * (v.ndim - 1))
+    return torch.where(t > 0, v / t.clamp_min(torch.finfo(v.dtype).tiny), torch.zeros_like(v)), top
+
+
 class _IGOSFamily(SaliencyMethod):
     """Shared I-GOS / iGOS++ front end: baseline, score scale, grid, counters. Subclasses set :attr:`variant`.
 
@@ -161,20 +175,19 @@ class _IGOSFamily(SaliencyMethod):
             return masks, how
         tol, ties = float(p["stall_move_tol"]), float(p["stall_tie_fraction"])
         out = masks
+        sal, g = _saliency_and_signal(masks, direction_sum)
         if p["recovery"] == "rescale":
-            sal = (1 - masks).clamp_min(0)
-            top = sal.flatten(1).max(dim=1).values.view(-1, 1, 1, 1)
-            stretched = 1 - sal / top.clamp_min(torch.finfo(sal.dtype).tiny)
+            unit, top = _unit(sal)
+            stretched = 1 - unit
             # a move within ~1000 rounding steps of 1 orders the cells by rounding noise: the IG map instead
-            resolvable = top.view(-1) >= 1000 * torch.finfo(sal.dtype).eps
+            resolvable = top >= 1000 * torch.finfo(sal.dtype).eps
             usable = flags.to(masks.device) & resolvable & ~stalled_masks(stretched, tol, ties)[0].to(masks.device)
             out = torch.where(usable.view(-1, 1, 1, 1), stretched, out)
             how = ["rescale" if u else "" for u in usable.tolist()]
-        if direction_sum is not None:
-            g = direction_sum.sum(dim=1).clamp_min(0)  # (k, 1, gh, gw)
-            top = g.flatten(1).max(dim=1).values.view(-1, 1, 1, 1)
-            rec = 1 - g / top.clamp_min(torch.finfo(g.dtype).tiny)
-            usable = flags.to(masks.device) & (top.view(-1) > 0) & ~stalled_masks(rec, tol, ties)[0].to(masks.device)
+        if g is not None:
+            unit, top = _unit(g)
+            rec = 1 - unit
+            usable = flags.to(masks.device) & (top > 0) & ~stalled_masks(rec, tol, ties)[0].to(masks.device)
             usable &= torch.tensor([h == "" for h in how], device=masks.device)
             out = torch.where(usable.view(-1, 1, 1, 1), rec, out)
             how = ["ig" if u else h for u, h in zip(usable.tolist(), how)]
@@ -187,12 +200,7 @@ class _IGOSFamily(SaliencyMethod):
         ``w = 0``. A part whose maximum is 0 (a mask at 1, no positive direction) contributes 0."""
         if weight <= 0 or direction_sum is None:
             return masks
-
-        def unit(v: torch.Tensor) -> torch.Tensor:
-            top = v.flatten(1).max(dim=1).values.view(-1, 1, 1, 1)
-            return torch.where(top > 0, v / top.clamp_min(torch.finfo(v.dtype).tiny), torch.zeros_like(v))
-
-        own, signal = unit((1 - masks).clamp_min(0)), unit(direction_sum.sum(dim=1).clamp_min(0))
+        own, signal = (_unit(v)[0] for v in _saliency_and_signal(masks, direction_sum))
         return 1 - ((1 - weight) * own + weight * signal)
 
     def attribute(self, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
