@@ -65,7 +65,7 @@ def time_methods(model, stack, n_images):
 
 def planted_mass(model, stack, n_images):
     from napari_global_xai.explain import ExplainConfig
-    from napari_global_xai.run import run_explain
+    from napari_global_xai.explain.pipeline import run_explain
     from napari_global_xai.samples import load_ground_truth
 
     regions = load_ground_truth()["regions"]

@@ -63,7 +63,7 @@ def lesion_ceiling(truth, stride=16):
 
 def model_logit_map(model, stack, truth, label="peripheral_lesion"):
     """The model's own logit through the concept-map rule, averaged over the label's positives (demo head)."""
-    from napari_global_xai.concepts import _chunks, _concept_cams, _forward_with_layer, _frame, _layer_module
+    from napari_global_xai.concepts.pipeline import _chunks, _concept_cams, _forward_with_layer, _frame, _layer_module
 
     images = _frame(stack, model)
     j = model.labels.index(label)

@@ -45,7 +45,9 @@ import torch.nn.functional as F
 
 from napari_global_xai.data.synthetic import generate_stack
 from napari_global_xai.explain.base import get_method
-from napari_global_xai.models import DEMO_CARD_PATH, DemoNet, LoadedModel, ModelCard, load_model, resolve_device
+from napari_global_xai.models import DEMO_CARD_PATH, LoadedModel, ModelCard, load_model
+from napari_global_xai.models.architectures import DemoNet
+from napari_global_xai.models.device import resolve_device
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _igos_official import HELD_OUT_PHOTOS, PHOTOS, TUNING_PHOTOS, compare, trace  # noqa: E402

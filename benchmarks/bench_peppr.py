@@ -29,11 +29,13 @@ import numpy as np
 import torch
 
 from napari_global_xai.batching import images_per_pass
+from napari_global_xai.config import DEFAULT_FRACTIONS, PepprConfig
 from napari_global_xai.data.synthetic import DISEASE_LABELS, LABELS, generate_stack, region_masks
 from napari_global_xai.models import DEMO_CARD_PATH, load_model
 from napari_global_xai.models.architectures import DemoNet
 from napari_global_xai.models.card import LoadedModel, ModelCard
-from napari_global_xai.peppr import DEFAULT_FRACTIONS, pixel_ranking, random_ranking, run_peppr
+from napari_global_xai.peppr import run_peppr
+from napari_global_xai.perturb.rankings import pixel_ranking, random_ranking
 
 
 def get_model():
@@ -147,7 +149,7 @@ def main(argv=None):
 
     floor = floor_per_image(model, images)  # also warms the model up
     run_peppr(
-        model, images[:4], maps, truth[:4], label_names=list(LABELS), fractions=(0, 0.5, 1.0), random_seeds=1
+        model, images[:4], maps, truth[:4], list(LABELS), PepprConfig(fractions=(0, 0.5, 1.0), random_seeds=1)
     )  # one-time imports (sklearn) untimed
     best_b = min(floor, key=floor.get)
     print(
@@ -163,11 +165,10 @@ def main(argv=None):
             images,
             maps,
             truth,
-            label_names=list(LABELS),
-            fractions=DEFAULT_FRACTIONS,
-            random_seeds=args.seeds,
-            include_reverse=True,
-            batch_size=batch_size,
+            list(LABELS),
+            PepprConfig(
+                fractions=DEFAULT_FRACTIONS, random_seeds=args.seeds, include_reverse=True, batch_size=batch_size
+            ),
         )
         return res, time.perf_counter() - t
 

@@ -83,6 +83,7 @@ def main(argv=None):
 
     import captum.attr as ca
 
+    from napari_global_xai.config import PepprConfig
     from napari_global_xai.explain import ExplainConfig, ImageMapEngine
     from napari_global_xai.peppr import run_peppr
 
@@ -181,14 +182,13 @@ def main(argv=None):
                 raw,
                 {"overall": gmap},
                 None,
-                fractions=args.fractions,
-                random_seeds=args.seeds,
-                include_reverse=True,
+                config=PepprConfig(fractions=args.fractions, random_seeds=args.seeds, include_reverse=True),
             )
 
         return timed(go, dev)
 
-    run_peppr(model, raw[:1], {"overall": gmap}, None, fractions=(0, 0.5, 1), random_seeds=1)  # warm-up
+    warm_up = PepprConfig(fractions=(0, 0.5, 1), random_seeds=1)
+    run_peppr(model, raw[:1], {"overall": gmap}, None, config=warm_up)
     t_peppr = peppr_run()
     res = runs["last"]
     t_floor = replay_passes(module, x, res.n_forwards, 0, best_fw, best_fw)

@@ -17,6 +17,7 @@ defaults.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import time
 from pathlib import Path
@@ -39,6 +40,7 @@ def main(argv=None):
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
 
+    from napari_global_xai.config import SagConfig
     from napari_global_xai.data.synthetic import generate_stack
     from napari_global_xai.models.loading import load_model
     from napari_global_xai.sag import sag_for_image
@@ -69,12 +71,11 @@ def main(argv=None):
     )
     print(f"{'image':>5} {'sal s':>6} {'SAG s':>7} {'forwards':>8} {'calls':>5} {'floor s':>7} {'ratio':>5}  roots")
     rows = []
+    config = SagConfig(method=args.method, fill=args.fill, max_root_size=args.max_root_size)
     for i in idx:
         img = left.get(int(i))[0]
         t = time.perf_counter()
-        r = sag_for_image(
-            model, img, label, method=args.method, fill=args.fill, max_root_size=args.max_root_size, image_index=int(i)
-        )
+        r = sag_for_image(model, img, label, config, image_index=int(i))
         total = time.perf_counter() - t
         floor = r.n_forwards * t_fwd
         rows.append((r.seconds, floor, r.n_forwards))
@@ -89,17 +90,19 @@ def main(argv=None):
     )
 
     # the same images in lockstep (heuristic maps given, so only the search + graph are compared)
-    from napari_global_xai.sag import _saliency_maps, grid_for, run_sag
+    from napari_global_xai.sag import grid_for, run_sag
+    from napari_global_xai.sag.pipeline import _saliency_maps
 
     imgs = left.get(np.asarray(idx))
     x = model.preprocess(imgs)
     maps = _saliency_maps(model, x, label, args.method, None, grid_for(x.shape[-2:]), args.fill)
-    kw = dict(fill=args.fill, max_root_size=args.max_root_size, saliency_maps=maps)
+    one = SagConfig(fill=args.fill, max_root_size=args.max_root_size, images_together=1)
+    every = dataclasses.replace(one, images_together=len(imgs))
     t = time.perf_counter()
-    alone = [run_sag(model, imgs, label, [k], images_together=1, **kw)[0] for k in range(len(imgs))]
+    alone = [run_sag(model, imgs, label, [k], one, saliency_maps=maps)[0] for k in range(len(imgs))]
     t_alone = time.perf_counter() - t
     t = time.perf_counter()
-    together = run_sag(model, imgs, label, range(len(imgs)), images_together=len(imgs), **kw)
+    together = run_sag(model, imgs, label, range(len(imgs)), every, saliency_maps=maps)
     t_together = time.perf_counter() - t
     forwards = sum(r.n_forwards for r in together)
     print(

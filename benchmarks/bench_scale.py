@@ -155,10 +155,11 @@ def measure_one(
     import torch
 
     torch.set_num_threads(1)
+    from napari_global_xai.control import RunControl
     from napari_global_xai.data import read_stack
     from napari_global_xai.explain import ExplainConfig
+    from napari_global_xai.explain.pipeline import run_explain
     from napari_global_xai.models import load_model
-    from napari_global_xai.run import run_explain
     from napari_global_xai.scale import connect
     from napari_global_xai.scale.specs import ModelSpec
 
@@ -188,7 +189,7 @@ def measure_one(
                 config,
                 out_dir=out,
                 executor=executor,
-                progress=lambda done, total, stage: seen.append((time.perf_counter() - t0, done)),
+                control=RunControl(progress=lambda done, total, stage: seen.append((time.perf_counter() - t0, done))),
             )
         wall = time.perf_counter() - t0
         cpu_client = _cpu_seconds() - cpu0

@@ -104,3 +104,38 @@ def test_analyses_defaults_are_their_pipelines_defaults():
         for name in names:
             assert subs[command].get_default(name) == defaults[name], (command, name)
     assert subs["sanity"].get_default("method") == list(config.SANITY_METHODS)
+
+
+def test_every_command_and_option_has_help():
+    """Each sub-command has a summary (its line in ``global-xai --help`` and its own help's description), and every
+    option and positional argument of the CLI has help text."""
+    parser = build_parser()
+    action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    summaries = {a.dest: a.help for a in action._choices_actions}
+    missing = []
+    for command, sub in [("", parser), *action.choices.items()]:
+        if command and not (summaries.get(command) and sub.description):
+            missing.append(f"{command}: no summary or description")
+        for a in sub._actions:
+            if not isinstance(a, argparse._HelpAction | argparse._SubParsersAction) and not (a.help or "").strip():
+                missing.append(f"{command or 'global-xai'} {'/'.join(a.option_strings) or a.dest}")
+    assert not missing, missing
+
+
+def test_defaults_of_the_other_commands_are_their_functions_defaults():
+    """concepts, train-demo and make-sample-data name their defaults in the torch-free parser: they must equal the
+    ones of the code they run (ConceptConfig, train_demo_model, write_sample_data)."""
+    from napari_global_xai import samples
+    from napari_global_xai.concepts import ConceptConfig
+    from napari_global_xai.models.train_demo import train_demo_model
+
+    subs = _subparsers(build_parser())
+    concepts = ConceptConfig()
+    for option, field in (("k", "k"), ("steps", "steps"), ("seed", "seed"), ("layer", "layer"), ("top", "top_n")):
+        assert subs["concepts"].get_default(option) == getattr(concepts, field), option
+    train = config.signature_defaults(train_demo_model)
+    for name in ("n_train", "epochs", "seed", "max_lr", "unseen_share", "init"):
+        assert subs["train-demo"].get_default(name) == train[name], name
+    sample = config.signature_defaults(samples.write_sample_data)
+    assert subs["make-sample-data"].get_default("n") == sample["n"] == samples.SAMPLE_SIZE
+    assert subs["make-sample-data"].get_default("seed") == sample["seed"] == samples.SAMPLE_SEED

@@ -22,7 +22,7 @@ from torch import nn
 from napari_global_xai._method_names import BUILTIN_METHODS
 from napari_global_xai.cli import main
 from napari_global_xai.data.readers import write_stack_tiff
-from napari_global_xai.models import register_architecture
+from napari_global_xai.models.architectures import register_architecture
 
 H, W, N = 20, 36, 10
 LABELS = ["drusen", "scar"]
@@ -442,8 +442,8 @@ def test_cancelled_explain_exits_130_with_the_marked_partial_result(inputs, tmp_
 
     from napari_global_xai.data import read_stack
     from napari_global_xai.explain import ExplainConfig
+    from napari_global_xai.explain.pipeline import run_explain
     from napari_global_xai.models import load_model
-    from napari_global_xai.run import run_explain
 
     folder, card = inputs
     card("cancel.json", interrupt_on=1)
@@ -614,8 +614,8 @@ def test_peppr_fractions_are_used_with_endpoints_added(inputs, tmp_path, capsys)
 
 
 def test_complete_fractions_adds_only_missing_endpoints():
+    from napari_global_xai.config import complete_fractions
     from napari_global_xai.errors import UsageError
-    from napari_global_xai.peppr import complete_fractions
 
     assert complete_fractions([0, 0.5, 1]) == ((0.0, 0.5, 1.0), [])
     assert complete_fractions([0.2]) == ((0.0, 0.2, 1.0), [0.0, 1.0])

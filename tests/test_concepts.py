@@ -7,12 +7,13 @@ import torch
 from napari_global_xai.concepts import (
     ConceptConfig,
     ExplanationNet,
-    _pull_away,
     run_concepts,
     train_explanation_net,
 )
+from napari_global_xai.concepts.network import _pull_away
+from napari_global_xai.control import RunControl
+from napari_global_xai.metrics import auroc
 from napari_global_xai.models import DEMO_CARD_PATH, load_model
-from napari_global_xai.peppr import auroc
 
 # tiny tensors: one torch thread (two threads on a busy 2-core machine wait on each other: 160 s instead of 1 s)
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -90,7 +91,7 @@ def test_training_is_seeded_and_cancellable():
     torch.testing.assert_close(a.encoder.weight, b.encoder.weight)
     calls = []
     _, _, cancelled = train_explanation_net(
-        f, s, ConceptConfig(k=3, steps=500), cancel=lambda: len(calls) > 2 or calls.append(1)
+        f, s, ConceptConfig(k=3, steps=500), control=RunControl(cancel=lambda: len(calls) > 2 or calls.append(1))
     )
     assert cancelled
 
@@ -151,7 +152,7 @@ def test_run_on_a_foreign_model_writes_complete_outputs_and_keeps_partial_result
         model,
         ConceptConfig(k=2, steps=400, chunk_size=4),
         out_dir=tmp_path / "out",
-        progress=lambda d, t, s: stages.append(s),
+        control=RunControl(progress=lambda d, t, s: stages.append(s)),
     )
     assert np.array_equal(images, before)
     assert {"features", "train", "concept maps"} <= set(stages)
@@ -191,8 +192,7 @@ def test_run_on_a_foreign_model_writes_complete_outputs_and_keeps_partial_result
         images,
         model,
         ConceptConfig(k=2, steps=50, chunk_size=4),
-        progress=lambda d, t, s: stages.append(s),
-        cancel=cancel,
+        control=RunControl(progress=lambda d, t, s: stages.append(s), cancel=cancel),
     )
     # every image had features, so concepts exist for all; only the first chunk got its maps
     assert part.cancelled and not np.isnan(part.concepts).any()

@@ -20,8 +20,9 @@ from napari_global_xai.control import Cancelled, RunControl
         (ExplainConfig, {"chunk_size": 0}, "positive integer"),
         (ExplainConfig, {"threshold": 1.5}, "probability"),
         (PepprConfig, {"fill": "gray"}, "PepprConfig.fill: unknown value 'gray'"),
-        (PepprConfig, {"fractions": (0, 0.5, 2)}, "not a fraction"),
-        (PepprConfig, {"random_seeds": 0}, "positive integer"),
+        (PepprConfig, {"fractions": (0, 0.5, 2)}, "fractions must be numbers in"),
+        (PepprConfig, {"filled_fractions": (0.5, 2)}, "PepprConfig.filled_fractions: 2.0 is not a fraction"),
+        (PepprConfig, {"random_seeds": -1}, "non-negative integer"),
         (PepprConfig, {"maps_for": "imagewise"}, "PepprConfig.maps_for"),
         (SagConfig, {"figure_formats": ("png", "gif")}, "unknown value 'gif'"),
         (SagConfig, {"root_threshold": 0}, "SagConfig.root_threshold"),
@@ -40,6 +41,7 @@ def test_every_listed_choice_is_accepted():
         assert PepprConfig(fill=f).fill == f and SagConfig(fill=f).fill == f
     assert SagConfig(figure_formats="svg").figure_formats == ("svg",)
     assert SagConfig(max_root_size=0).max_root_size is None  # 0 = no limit, as on the CLI
+    assert PepprConfig(random_seeds=0).random_seeds == 0  # no random-order baseline, as on the CLI
 
 
 def test_mutated_config_is_caught_by_validate_choices():
@@ -69,16 +71,11 @@ def test_run_control_reports_stages_and_cancels_from_a_callable_or_an_event():
     assert info.value.partial == [1, 2] and "stopped after 2" in str(info.value)
 
     event = threading.Event()
-    control = RunControl.of(cancel=event)
+    control = RunControl(cancel=event)
     assert control.cancel_fn() is False
     event.set()
     assert control.cancelled() and control.cancel_fn() is True
     assert RunControl().cancel_fn is None
-
-
-def test_run_control_of_refuses_both_forms():
-    with pytest.raises(TypeError, match="not both"):
-        RunControl.of(RunControl(), progress=print)
 
 
 def test_batching_cancelled_is_the_same_exception():

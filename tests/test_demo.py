@@ -5,7 +5,7 @@ import threading
 
 from napari_global_xai.cli import _demo_text
 from napari_global_xai.control import RunControl
-from napari_global_xai.run import DemoResult, run_demo
+from napari_global_xai.demo import DemoResult, run_demo
 
 
 def test_a_cancelled_demo_returns_its_dataclass_writes_the_partial_run_and_skips_peppr(tmp_path):

@@ -42,9 +42,11 @@ CHROMIUM_FLAGS = [
 @pytest.fixture(scope="module")
 def results(tmp_path_factory, one_torch_thread):
     """A demo-shaped results folder: explain_saliency/ and peppr_saliency/ on 6 sample images, demo model."""
+    from napari_global_xai.config import PepprConfig
     from napari_global_xai.explain import ExplainConfig
+    from napari_global_xai.explain.pipeline import run_explain
     from napari_global_xai.models import load_model
-    from napari_global_xai.run import run_explain, run_peppr_pipeline
+    from napari_global_xai.peppr.pipeline import run_peppr_pipeline
     from napari_global_xai.samples import load_sample_stack
 
     if not DEMO_CARD_PATH.exists():
@@ -59,10 +61,8 @@ def results(tmp_path_factory, one_torch_thread):
         stack,
         model,
         explained.global_maps,
-        fractions=(0, 0.1, 0.5, 1),
-        random_seeds=2,
+        PepprConfig(fractions=(0, 0.1, 0.5, 1), random_seeds=2, filled_fractions=(0.1, 0.5)),
         out_dir=root / "peppr_saliency",
-        filled_fractions=(0.1, 0.5),
     )
     return root
 

@@ -23,6 +23,7 @@ import torch
 import napari_global_xai
 from napari_global_xai.aggregate import GlobalMapAccumulator
 from napari_global_xai.cli import main
+from napari_global_xai.control import RunControl
 from napari_global_xai.data.readers import write_stack_tiff
 
 H, W, N, CHUNK = 24, 28, 9, 2  # 5 chunks: 2, 2, 2, 2, 1 images
@@ -153,6 +154,18 @@ def _without_import_note(err: str) -> list[str]:
     return [line for line in err.splitlines() if not line.startswith("importing architecture")]
 
 
+def _float16_store_tolerance(store) -> dict:
+    """Global means (from the float32 maps) against a mean of the float16-stored maps (was rtol=2e-3, atol=1e-9).
+
+    A stored value is float16(map × map_scale): half a float16 ulp, 2**-11, relative (plus float32's own rounding
+    of the scaled and the decoded value, eps32), or half the subnormal spacing, 2**-25 / map_scale, absolute. The
+    maps are non-negative (abs_sum), so a mean of such values keeps the relative bound; the fixed-point mean adds at
+    most 2**-40.
+    """
+    scale = float(store.attrs["map_scale"])
+    return {"rtol": 2.0**-11 + float(np.finfo(np.float32).eps), "atol": 2.0**-25 / scale + 2.0**-40}
+
+
 def _hidden(folder: Path) -> list[str]:
     return [str(p) for p in folder.rglob("*") if p.name.startswith(".") or p.suffix in (".partial", ".tmp")]
 
@@ -201,6 +214,8 @@ def test_kill_9_mid_run_then_the_same_command_finishes_only_the_missing_chunks(i
 
     resumed, store = _rebuilt_global(out)
     uninterrupted, ref_store = _rebuilt_global(reference)
+    # bit for bit, by construction: both CLI runs cut the same chunks (hence batches) at one thread (_env), and the
+    # global sums are int64 fixed point, so neither the resume nor the merge order can change a bit
     assert np.array_equal(resumed.mean, uninterrupted.mean, equal_nan=True)  # float64, bit for bit
     assert np.array_equal(resumed.std, uninterrupted.std, equal_nan=True)
     assert np.array_equal(resumed.count, uninterrupted.count) and resumed.count.tolist() == [N, N]
@@ -209,7 +224,7 @@ def test_kill_9_mid_run_then_the_same_command_finishes_only_the_missing_chunks(i
     # the global maps equal an independent mean of the stored float32 maps (computed without the accumulator)
     maps32 = np.asarray(store.image_maps).astype(np.float64)
     assert store.status == "complete"
-    np.testing.assert_allclose(resumed.mean, maps32.mean(axis=0), rtol=2e-3, atol=1e-9)
+    np.testing.assert_allclose(resumed.mean, maps32.mean(axis=0), **_float16_store_tolerance(store))
     assert _hidden(out) == []
 
 
@@ -244,8 +259,8 @@ def test_other_settings_are_refused_and_overwrite_replaces(inputs, tmp_path, cap
 def test_cancel_marks_the_store_and_the_resume_equals_an_uninterrupted_run(inputs, tmp_path):
     from napari_global_xai.data import read_stack
     from napari_global_xai.explain import ExplainConfig
+    from napari_global_xai.explain.pipeline import run_explain
     from napari_global_xai.models import load_model
-    from napari_global_xai.run import run_explain
     from napari_global_xai.store import read_results_store
 
     folder = inputs
@@ -258,13 +273,19 @@ def test_cancel_marks_the_store_and_the_resume_equals_an_uninterrupted_run(input
 
     full = run_explain(stack, model, config, out_dir=tmp_path / "full")
     part = run_explain(
-        stack, model, config, out_dir=tmp_path / "part", progress=progress, cancel=lambda: max(seen) >= 3 * CHUNK
+        stack,
+        model,
+        config,
+        out_dir=tmp_path / "part",
+        control=RunControl(progress=progress, cancel=lambda: max(seen) >= 3 * CHUNK),
     )  # cancel after 3 chunks were written (progress counts images; within a chunk it stays below the chunk's end)
     assert part.cancelled and read_results_store(tmp_path / "part").status == "CANCELLED"
     assert part.provenance["n_chunks_computed"] == 3 and part.computed[6:].sum() == 0
     with pytest.warns(UserWarning, match=f"3 of {N_CHUNKS} chunks finished earlier are reused, 2 to compute"):
         resumed = run_explain(stack, model, config, out_dir=tmp_path / "part")
     assert not resumed.cancelled and resumed.provenance["n_chunks_computed"] == 2
+    # bit for bit, by construction: the same chunks (hence batches), one thread (the inputs fixture), int64
+    # fixed-point global sums (another chunking or thread count would agree only to float32 rounding)
     for key in ("mean", "std", "count", "overall"):
         assert np.array_equal(getattr(resumed.global_maps, key), getattr(full.global_maps, key), equal_nan=True)
     for key in ("computed", "include", "zero", "stalled", "probabilities"):
@@ -274,7 +295,11 @@ def test_cancel_marks_the_store_and_the_resume_equals_an_uninterrupted_run(input
     maps = np.asarray(full.image_maps, np.float64)
     for j in range(len(LABELS)):
         assert full.global_maps.count[j] == truth[:, j].sum()
-        np.testing.assert_allclose(full.global_maps.mean[j], maps[truth[:, j], j].mean(0), rtol=2e-3, atol=1e-9)
+        np.testing.assert_allclose(
+            full.global_maps.mean[j],
+            maps[truth[:, j], j].mean(0),
+            **_float16_store_tolerance(read_results_store(tmp_path / "full")),
+        )
 
 
 def test_float16_and_float32_maps_agree_within_float16_precision(inputs, tmp_path, capsys):
@@ -291,7 +316,7 @@ def test_float16_and_float32_maps_agree_within_float16_precision(inputs, tmp_pat
     tif = tifffile.imread(tmp_path / "tif" / "image_maps.tif")
     a16, a32 = np.asarray(f16.image_maps), np.asarray(f32.image_maps)
     assert a16.dtype == a32.dtype == np.float32 and a16.shape == (N, len(LABELS), H, W)
-    np.testing.assert_array_equal(a32, tif)  # float32 store = today's TIFF, exactly
+    np.testing.assert_array_equal(a32, tif)  # float32 store = today's TIFF, exactly (same chunks, same threads)
     scale = f16.attrs["map_scale"]
     assert scale == 512  # mass normalisation: stored × the power of two nearest H·W (672), so float16 keeps 11 bits
     # float16: half an ulp (2^-11 relative) of the scaled value; the smallest values are float16 subnormals
@@ -335,13 +360,15 @@ def test_progress_moves_within_a_chunk_and_never_backwards(inputs):
     the whole stack still reports intermediate values, non-decreasing, ending at N."""
     from napari_global_xai.data import read_stack
     from napari_global_xai.explain import ExplainConfig
+    from napari_global_xai.explain.pipeline import run_explain
     from napari_global_xai.models import load_model
-    from napari_global_xai.run import run_explain
 
     stack, model = read_stack(inputs / "stack.tif"), load_model(inputs / "card.json", device="cpu")
     seen = []
     config = ExplainConfig(method="saliency", subset="all", compute="all", chunk_size=N, maps_per_call=1)
-    run_explain(stack, model, config, progress=lambda done, total, stage: seen.append((done, total, stage)))
+    run_explain(
+        stack, model, config, control=RunControl(progress=lambda done, total, stage: seen.append((done, total, stage)))
+    )
     done = [d for d, _, _ in seen]
     assert all(t == N and s == "explain" for _, t, s in seen)
     assert done == sorted(done) and done[-1] == N

@@ -11,12 +11,15 @@ from pathlib import Path
 
 __all__ = ["napari_get_reader", "read_aligned_stack", "read_results_store_layers"]
 
-_FILE_SUFFIXES = {".tif", ".tiff", ".dcm", ".dicom"}
-_FOLDER_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".dcm"}
-
 
 def napari_get_reader(path):
-    """Return :func:`read_aligned_stack` if ``path`` looks like an aligned stack, else None."""
+    """Return :func:`read_aligned_stack` if ``path`` looks like an aligned stack, else None.
+
+    The data layer's lists decide (:data:`~napari_global_xai.data.image_files.IMAGE_EXTENSIONS` in a folder,
+    :data:`~napari_global_xai.data.image_files.STACK_FILE_EXTENSIONS` for a single file), as for the CLI.
+    """
+    from .data.image_files import STACK_FILE_EXTENSIONS, _file_kind
+
     if isinstance(path, list):
         if len(path) != 1:
             return None
@@ -25,9 +28,9 @@ def napari_get_reader(path):
     if p.is_dir() and _results_store(p) is not None:
         return read_results_store_layers
     if p.is_dir():
-        has_images = any(f.suffix.lower() in _FOLDER_SUFFIXES for f in p.iterdir() if f.is_file())
+        has_images = any(_file_kind(f) for f in p.iterdir() if f.is_file() and not f.name.startswith("."))
         return read_aligned_stack if has_images else None
-    if p.suffix.lower() in _FILE_SUFFIXES:
+    if p.suffix.lower() in STACK_FILE_EXTENSIONS:
         return read_aligned_stack
     return None
 

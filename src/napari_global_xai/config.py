@@ -37,6 +37,7 @@ __all__ = [
     "SANITY_METHODS",
     "BLUR_SIGMA_FRACTION",
     "DEFAULT_FRACTIONS",
+    "complete_fractions",
     "ExplainConfig",
     "PepprConfig",
     "SagConfig",
@@ -73,6 +74,47 @@ MapsFor = Literal["labelwise", "overall"]
 MAPS_FOR: tuple[str, ...] = get_args(MapsFor)
 #: PEPPR fractions (methods.md §1.7: 0 to 100 %, finer at the start where curves move most).
 DEFAULT_FRACTIONS: tuple[float, ...] = (0, 0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+
+
+def complete_fractions(fractions) -> tuple[tuple[float, ...], list[float]]:
+    """User-given PEPPR fractions, checked, with the endpoints 0 and 1 added when missing.
+
+    :class:`PepprConfig` calls it on construction, so every front end (CLI, docks, Python API) runs on the same grid.
+
+    Parameters
+    ----------
+    fractions : sequence of float
+        Strictly increasing values in ``[0, 1]`` (e.g. ``0 0.05 0.1 0.5 1`` for a quick check).
+
+    Returns
+    -------
+    (tuple of float, list of float)
+        The fractions to use and the endpoints that were added (empty when both were given).
+
+    Raises
+    ------
+    UsageError
+        Empty, not finite, outside ``[0, 1]``, or not strictly increasing (the message shows the values given).
+
+    Notes
+    -----
+    Endpoints are added rather than required: the curves are read against them (erase at 0 and restore at 1 score
+    the intact image; the restoration point and the areas assume both ends), so a grid without them would give
+    scores that cannot be compared with a default run. Unsorted input is refused rather than sorted, since it is
+    more likely a typo than a wish.
+    """
+    import math
+
+    from .errors import UsageError
+
+    values = [float(v) for v in fractions]
+    if not values or not all(math.isfinite(v) and 0.0 <= v <= 1.0 for v in values):
+        raise UsageError(f"fractions must be numbers in [0, 1], got {values}")
+    if any(b <= a for a, b in zip(values, values[1:])):
+        raise UsageError(f"fractions must be strictly increasing (no repeats), got {values}")
+    added = [e for e in (0.0, 1.0) if e not in values]
+    return tuple(sorted(values + added)), added
+
 
 #: How an explain run stores its image-wise maps: the resumable, compressed Zarr store, or one float32 TIFF (small
 #: stacks); and their precision in the store (global maps are always computed from float32 maps).
@@ -234,12 +276,13 @@ class PepprConfig:
     Attributes
     ----------
     fractions : tuple of float
-        Fractions of pixels erased / restored (0 and 1 are added when missing).
+        Fractions of pixels erased / restored, strictly increasing in ``[0, 1]``; 0 and 1 are added when missing
+        (:func:`complete_fractions`, on construction).
     fill : {"zero", "black", "blur", "impute"}
         Value of erased pixels; ``blur`` uses σ = ``fill_sigma`` or :data:`BLUR_SIGMA_FRACTION` of the shorter side.
     fill_sigma : float, optional
     random_seeds : int
-        Random-order baselines.
+        Random-order baselines (seeds ``0 .. random_seeds - 1``); 0 = none.
     maps_for : {"labelwise", "overall"}
         Each label scored with its own global map, or every label with the overall map.
     include_reverse, specificity : bool
@@ -273,13 +316,14 @@ class PepprConfig:
 
     def __post_init__(self):
         validate_choices(self)
-        self.fractions = tuple(float(f) for f in self.fractions)
+        self.fractions, _ = complete_fractions(self.fractions)
         self.filled_fractions = tuple(float(f) for f in self.filled_fractions)
-        for name in ("fractions", "filled_fractions"):
-            bad = [f for f in getattr(self, name) if not 0.0 <= f <= 1.0]
-            if bad:
-                raise ValueError(f"PepprConfig.{name}: {bad[0]!r} is not a fraction in [0, 1]")
-        _positive(self, "random_seeds")
+        bad = [f for f in self.filled_fractions if not 0.0 <= f <= 1.0]
+        if bad:
+            raise ValueError(f"PepprConfig.filled_fractions: {bad[0]!r} is not a fraction in [0, 1]")
+        seeds = self.random_seeds
+        if not isinstance(seeds, int) or isinstance(seeds, bool) or seeds < 0:
+            raise ValueError(f"PepprConfig.random_seeds must be a non-negative integer (0 = none), not {seeds!r}")
         _positive(self, "batch_size", allow_none=True)
         _positive(self, "chunk_size", allow_none=True)
 

@@ -1,8 +1,8 @@
 """The run contract every long pipeline shares: progress with a stage, cancel, and partial results.
 
-A pipeline takes one :class:`RunControl` (or the older ``progress=`` / ``cancel=`` callables, which
-:meth:`RunControl.of` wraps), reports ``control.report(done, total, stage)``, calls ``control.check()`` between
-units of work, and on a cancel returns its result dataclass with ``cancelled=True`` (what it finished stays usable).
+A pipeline takes one :class:`RunControl`, reports ``control.report(done, total, stage)``, calls
+``control.check()`` between units of work, and on a cancel returns its result dataclass with ``cancelled=True``
+(what it finished stays usable).
 Where nothing usable exists yet, :class:`Cancelled` is raised and carries whatever partial result there is.
 
 Front ends adapt to it: the CLI draws a progress bar from ``progress`` and sets a :class:`threading.Event` on
@@ -16,7 +16,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
-__all__ = ["Cancelled", "RunControl", "ProgressFn", "CancelFn"]
+__all__ = ["Cancelled", "RunControl", "ProgressFn", "CancelFn", "status_of"]
 
 ProgressFn = Callable[[int, int, str], None]
 CancelFn = Callable[[], bool]
@@ -52,20 +52,6 @@ class RunControl:
     progress: ProgressFn | None = None
     cancel: CancelFn | threading.Event | None = None
 
-    @classmethod
-    def of(
-        cls,
-        control: RunControl | None = None,
-        progress: ProgressFn | None = None,
-        cancel: CancelFn | threading.Event | None = None,
-    ) -> RunControl:
-        """One control from either a :class:`RunControl` or the two callables (not both)."""
-        if control is not None:
-            if progress is not None or cancel is not None:
-                raise TypeError("give either control= or progress=/cancel=, not both")
-            return control
-        return cls(progress, cancel)
-
     def report(self, done: int, total: int, stage: str) -> None:
         """Report progress (no-op without a progress callable)."""
         if self.progress is not None:
@@ -92,3 +78,8 @@ class RunControl:
     def cancel_fn(self) -> CancelFn | None:
         """``cancel`` as a plain callable (None when there is none), for engines that take ``cancel() -> bool``."""
         return None if self.cancel is None else self.cancelled
+
+
+def status_of(cancelled: bool) -> str:
+    """Provenance marker of a result: ``"CANCELLED"`` (partial, marked loudly) or ``"complete"``."""
+    return "CANCELLED" if cancelled else "complete"

@@ -8,7 +8,15 @@ import os
 import tempfile
 from pathlib import Path
 
-__all__ = ["atomic_path", "atomic_write_text", "atomic_write_bytes", "save_json", "check_output_folder"]
+__all__ = [
+    "atomic_path",
+    "atomic_write_text",
+    "atomic_write_bytes",
+    "json_ready",
+    "json_text",
+    "save_json",
+    "check_output_folder",
+]
 
 
 def check_output_folder(path: str | os.PathLike) -> Path:
@@ -84,18 +92,55 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
-def _json_default(o):
+def json_ready(value):
+    """``value`` as plain JSON types: the one NaN policy of every JSON the product writes.
+
+    Dicts (keys as JSON writes them: strings; numpy and other keys converted), lists and tuples are converted
+    element by element; numpy arrays and scalars become lists and Python numbers, paths strings, and non-finite
+    floats (NaN, ±inf) ``None`` (``null``), since ``NaN`` and ``Infinity`` are not JSON.
+
+    Raises
+    ------
+    TypeError
+        For a value of another type (``"not JSON serialisable: <type>"``).
+    """
+    import math
+
     import numpy as np
 
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if isinstance(o, np.generic):
-        return o.item()
-    if isinstance(o, Path):
-        return str(o)
-    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+    if isinstance(value, dict):
+        return {_json_key(k): json_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_ready(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return json_ready(value.tolist())
+    if isinstance(value, np.generic):
+        return json_ready(value.item())
+    if isinstance(value, float):
+        return float(value) if math.isfinite(value) else None
+    if isinstance(value, str):
+        return str(value)
+    if value is None or isinstance(value, (bool, int)):
+        return value
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def _json_key(key) -> str:
+    import numpy as np
+
+    if isinstance(key, str):
+        return str(key)
+    key = key.item() if isinstance(key, np.generic) else key
+    return json.dumps(key) if key is None or isinstance(key, (bool, int, float)) else str(key)
+
+
+def json_text(data, indent: int | None = 2) -> str:
+    """``data`` as valid JSON text (:func:`json_ready`; NaN and ±inf as ``null``); ``indent=None``: one line."""
+    return json.dumps(json_ready(data), indent=indent, allow_nan=False)
 
 
 def save_json(path: str | os.PathLike, data) -> None:
-    """Write JSON atomically (numpy scalars/arrays and paths converted)."""
-    atomic_write_text(path, json.dumps(data, indent=2, default=_json_default) + "\n")
+    """Write ``data`` as valid JSON (:func:`json_text`), atomically."""
+    atomic_write_text(path, json_text(data) + "\n")

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from .aggregate import GlobalMaps
-from .io_utils import atomic_path, atomic_write_text, save_json
+from .io_utils import atomic_path, atomic_write_text, json_text, save_json
 
 __all__ = ["write_global_maps", "read_global_maps", "write_explain_outputs", "open_map_writer", "MapWriter"]
 
@@ -32,7 +32,7 @@ def write_global_maps(global_maps: GlobalMaps, path: str | Path, provenance: dic
         "provenance": provenance or {},
     }
     with atomic_path(path) as tmp:
-        tifffile.imwrite(tmp, stack, photometric="minisblack", description=json.dumps(meta, default=str), metadata=None)
+        tifffile.imwrite(tmp, stack, photometric="minisblack", description=json_text(meta, indent=None), metadata=None)
     return Path(path)
 
 

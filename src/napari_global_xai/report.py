@@ -12,7 +12,7 @@ template shipped in ``templates/report.html.j2`` and writes
 
 A new analysis adds one :class:`SectionRule` (:func:`register_section`); files no rule claims are still shown:
 JSON and CSV as generic tables, PNG/JPEG as figures. The sections and their rules live in :mod:`.report_sections`
-(re-exported here); this module walks the folder and writes the HTML and PDF. Qt-free.
+(the names in ``__all__`` re-exported here); this module walks the folder and writes the HTML and PDF. Qt-free.
 """
 
 from __future__ import annotations
@@ -35,13 +35,6 @@ from .report_sections import (
     encode_image,
     register_section,
 )
-
-# re-exported: these lived here before the sections moved to report_sections.py
-from .report_sections import MAX_TABLE_ROWS as MAX_TABLE_ROWS
-from .report_sections import Renderer as Renderer
-from .report_sections import figure_pixels as figure_pixels
-from .report_sections import generic_csv_section as generic_csv_section
-from .report_sections import generic_json_section as generic_json_section
 
 __all__ = [
     "write_report",

@@ -126,6 +126,9 @@ def test_explain_dock_on_a_local_cluster_gives_the_embedded_maps_bit_for_bit(doc
         "(on local:2)"
     )
     assert not result.cancelled
+    # bit for bit by construction: the same chunks (CHUNK, hence the same batches) at one torch thread on both sides
+    # (one_torch_thread here; a LocalCluster worker runs one thread, Dask's nanny sets OMP_NUM_THREADS=1); other
+    # chunkings or thread counts agree only to float32 rounding (docs/reproducibility.md)
     for name in ("mean", "std", "count", "overall"):
         np.testing.assert_array_equal(getattr(result.global_maps, name), getattr(reference.global_maps, name))
     for name in ("computed", "include", "probabilities"):
@@ -301,7 +304,8 @@ def test_a_stack_that_cannot_travel_is_one_line_before_any_cluster_starts(inputs
 
 @pytest.mark.parametrize("kind", ["PEPPR", "SAG"])
 def test_analysis_docks_on_a_local_cluster_give_the_embedded_results(dock, qtbot, inputs, kind):
-    """The same PEPPR curves (to 1e-12) and SAG graphs as embedded."""
+    """The same PEPPR curves (to 1e-12, far below float32's resolution: bit for bit in effect) and SAG graphs as
+    embedded: the same chunks at one torch thread on both sides, as in the explain dock's test above."""
     viewer, widget = dock
     panel = _analysis_dock(kind, viewer, widget, qtbot, inputs)
     if kind == "SAG":

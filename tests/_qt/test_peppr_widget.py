@@ -9,8 +9,8 @@ import pytest
 
 from napari_global_xai._qt.explain_widget import ExplainWidget
 from napari_global_xai._qt.peppr_widget import PepprWidget
-from napari_global_xai.peppr import pixel_ranking, removed_mask
 from napari_global_xai.peppr.view import thumbnail
+from napari_global_xai.perturb.rankings import pixel_ranking, removed_mask
 
 from _timeouts import HANG_GUARD_MS
 

@@ -9,8 +9,8 @@ from napari_global_xai._layers import IMAGE_MAPS_KEY
 from napari_global_xai._reader import napari_get_reader, read_aligned_stack, read_results_store_layers
 from napari_global_xai.data import AlignedStack
 from napari_global_xai.explain import ExplainConfig
+from napari_global_xai.explain.pipeline import run_explain
 from napari_global_xai.models import LoadedModel, ModelCard
-from napari_global_xai.run import run_explain
 
 H, W, N = 20, 30, 5
 LABELS = ["near", "far"]

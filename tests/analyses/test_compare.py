@@ -12,6 +12,7 @@ from napari_global_xai.analyses.compare import (
     split_groups,
 )
 from napari_global_xai.batching import Cancelled
+from napari_global_xai.control import RunControl
 
 H, W = 30, 41  # shapes the project does not use
 
@@ -146,11 +147,11 @@ def test_cancel_keeps_finished_permutations():
         calls["n"] += 1
         return calls["n"] > 2  # two batches run
 
-    r = compare_groups(maps, split, n_permutations=1000, permutations_per_batch=100, cancel=cancel)
+    r = compare_groups(maps, split, n_permutations=1000, permutations_per_batch=100, control=RunControl(cancel=cancel))
     assert r.cancelled and r.n_permutations == 200
     assert r.p.min() >= 1 / 201
     with pytest.raises(Cancelled):
-        compare_groups(maps, split, n_permutations=1000, cancel=lambda: True)
+        compare_groups(maps, split, n_permutations=1000, control=RunControl(cancel=lambda: True))
 
 
 def test_inputs_are_not_modified():

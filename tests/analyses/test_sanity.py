@@ -11,6 +11,7 @@ from napari_global_xai.analyses.sanity import (
     spearman,
     ssim,
 )
+from napari_global_xai.control import RunControl
 from napari_global_xai.explain import ExplainConfig
 from napari_global_xai.explain.base import METHODS, SaliencyMethod, register_method
 
@@ -53,7 +54,13 @@ def test_randomising_the_demo_model_destroys_ig_and_gradcam_but_not_an_edge_filt
     ]
     seen = []
     result = run_sanity(
-        stack, model, configs, n_images=6, depth=1, out_dir=tmp_path, progress=lambda d, t, s: seen.append((d, t))
+        stack,
+        model,
+        configs,
+        n_images=6,
+        depth=1,
+        out_dir=tmp_path,
+        control=RunControl(progress=lambda d, t, s: seen.append((d, t))),
     )
     assert result.layers == ["head", "stage3", "stage2", "stage1", "stem"]  # top layer first
     assert result.steps == ["original"] + result.layers
@@ -180,7 +187,9 @@ def test_cancel_returns_the_finished_steps():
         polls["n"] += 1
         return polls["n"] > 6
 
-    r = run_sanity_check(model, images, [ExplainConfig(method="saliency")], np.array([0, 2]), cancel=cancel)
+    r = run_sanity_check(
+        model, images, [ExplainConfig(method="saliency")], np.array([0, 2]), control=RunControl(cancel=cancel)
+    )
     assert r.cancelled and 1 <= len(r.steps) - 1 < len(r.layers)
     assert r.spearman["saliency"].shape == (len(r.steps), 2)
     assert "cancelled" in r.verdicts["saliency"]

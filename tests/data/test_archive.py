@@ -259,8 +259,8 @@ def test_dicom_laterality_fills_what_the_csv_does_not_give(tmp_path):
 def test_missing_label_alone_uses_predicted_positives(archive):
     folder, csv_path, card_path, net = archive
     from napari_global_xai.explain import ExplainConfig
+    from napari_global_xai.explain.pipeline import run_explain
     from napari_global_xai.models import load_model
-    from napari_global_xai.run import run_explain
 
     model = load_model(card_path, device="cpu")
     with pytest.warns(InputNotice):
@@ -295,7 +295,7 @@ def test_missing_label_alone_uses_predicted_positives(archive):
 def test_peppr_scores_only_labels_with_truth(archive):
     folder, csv_path, card_path, _ = archive
     from napari_global_xai.models import load_model
-    from napari_global_xai.run import peppr_truth
+    from napari_global_xai.peppr.pipeline import peppr_truth
 
     model = load_model(card_path, device="cpu")
     with pytest.warns(InputNotice):

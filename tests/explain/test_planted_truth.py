@@ -9,8 +9,8 @@ import pytest
 
 from napari_global_xai.data.synthetic import field_of_view_mask, marker_box
 from napari_global_xai.explain import ExplainConfig
+from napari_global_xai.explain.pipeline import run_explain
 from napari_global_xai.models import DEMO_CARD_PATH, load_model
-from napari_global_xai.run import run_explain
 from napari_global_xai.samples import load_ground_truth, load_sample_stack
 
 pytestmark = pytest.mark.slow

@@ -17,7 +17,7 @@ from torch import nn
 
 from napari_global_xai.cli import main
 from napari_global_xai.data.readers import write_stack_tiff
-from napari_global_xai.models import register_architecture
+from napari_global_xai.models.architectures import register_architecture
 
 H, W, N = 16, 24, 28
 

@@ -6,6 +6,7 @@ maps drawn in the left-eye frame.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
 
@@ -91,51 +92,52 @@ def curves(res: PepprResult):
 def test_pipeline_harmonises_once_and_engines_never_flip():
     left = left_images()
     stack, stored = stored_stack(left)
-    m, kw = model(), dict(fractions=FRACTIONS, random_seeds=1)
-    reference = run_peppr(m, left, box_map(), None, **kw)  # flipped by hand: the truth
-    via_pipeline = run_peppr_pipeline(stack, m, box_map(), **kw)
+    m, cfg = model(), PepprConfig(fractions=FRACTIONS, random_seeds=1)
+    reference = run_peppr(m, left, box_map(), None, config=cfg)  # flipped by hand: the truth
+    via_pipeline = run_peppr_pipeline(stack, m, box_map(), cfg)
+    # every comparison here forwards the same pixels in the same chunks and batches, same threads: the same
+    # arithmetic, so atol=1e-12 (far below float32's resolution of these scores) means bit for bit; a run with other
+    # batches or threads would agree only to float32 rounding (docs/reproducibility.md)
     np.testing.assert_allclose(curves(via_pipeline), curves(reference), atol=1e-12)
     # a stack already in the left-eye frame is not flipped again (by the pipeline or the engine)
     np.testing.assert_allclose(
-        curves(run_peppr_pipeline(stack.to_left_eye(), m, box_map(), **kw)), curves(reference), atol=1e-12
+        curves(run_peppr_pipeline(stack.to_left_eye(), m, box_map(), cfg)), curves(reference), atol=1e-12
     )
     np.testing.assert_allclose(
-        curves(run_peppr(m, stack.to_left_eye(), box_map(), None, **kw)), curves(reference), atol=1e-12
+        curves(run_peppr(m, stack.to_left_eye(), box_map(), None, config=cfg)), curves(reference), atol=1e-12
     )
     # the engine uses the frame it is given: a stored-frame stack is read as stored, like the stored array
-    as_stored = run_peppr(m, stack, box_map(), None, **kw)
-    np.testing.assert_allclose(curves(as_stored), curves(run_peppr(m, stored, box_map(), None, **kw)), atol=1e-12)
+    as_stored = run_peppr(m, stack, box_map(), None, config=cfg)
+    np.testing.assert_allclose(curves(as_stored), curves(run_peppr(m, stored, box_map(), None, config=cfg)), atol=1e-12)
     assert np.abs(curves(as_stored) - curves(reference)).max() > 0.05  # the mirrored lesions are missed
     # a card that does not harmonise: the pipeline keeps the stored frame
     plain = model(harmonise=False)
     np.testing.assert_allclose(
-        curves(run_peppr_pipeline(stack, plain, box_map(), **kw)),
-        curves(run_peppr(plain, stored, box_map(), None, **kw)),
+        curves(run_peppr_pipeline(stack, plain, box_map(), cfg)),
+        curves(run_peppr(plain, stored, box_map(), None, config=cfg)),
         atol=1e-12,
     )
 
 
-def test_config_and_old_keywords_are_the_same_run():
+def test_the_config_is_the_one_door_for_settings():
     left = left_images(8, seed=1)
     truth = lesion(8)[:, None]
     cfg = PepprConfig(fractions=FRACTIONS, random_seeds=2, fill="black", include_reverse=False)
     a = run_peppr(model(), left, box_map(), truth, ["lesion"], cfg)
+    # a config changed from the defaults by dataclasses.replace is the same run
     b = run_peppr(
         model(),
         left,
         box_map(),
         truth,
         ["lesion"],
-        fractions=FRACTIONS,
-        random_seeds=2,
-        fill="black",
-        include_reverse=False,
+        dataclasses.replace(PepprConfig(), fractions=FRACTIONS, random_seeds=2, fill="black", include_reverse=False),
     )
     assert a.table == b.table and a.fill == "black" and not a.reverse and len(a.random) == 2
-    with pytest.raises(TypeError, match="unknown PEPPR setting"):
-        run_peppr(model(), left, box_map(), truth, ["lesion"], fill_colour="red")
+    with pytest.raises(TypeError, match="unexpected keyword argument 'fill'"):  # settings go in the config only
+        run_peppr(model(), left, box_map(), truth, ["lesion"], fill="black")
     with pytest.raises(ValueError, match="choose from"):
-        run_peppr(model(), left, box_map(), truth, ["lesion"], fill="grey")
+        run_peppr(model(), left, box_map(), truth, ["lesion"], PepprConfig(fill="grey"))
 
 
 class CancelOnSecondChunk:
@@ -162,19 +164,19 @@ def test_cancel_returns_the_finished_images_as_a_complete_result():
             box_map(),
             truth,
             ["lesion"],
+            PepprConfig(fractions=FRACTIONS, random_seeds=1, chunk_size=4),
             control=RunControl(cancel=stop),
-            fractions=FRACTIONS,
-            random_seeds=1,
-            chunk_size=4,
         )
     part = caught.value.partial
     assert isinstance(part, PepprResult) and part.cancelled and part.n_images == 4 and part.n_requested == 12
     np.testing.assert_array_equal(part.eval_indices, [0, 1, 2, 3])
-    alone = run_peppr(model(), left[:4], box_map(), truth[:4], ["lesion"], fractions=FRACTIONS, random_seeds=1)
+    cfg = PepprConfig(fractions=FRACTIONS, random_seeds=1)
+    alone = run_peppr(model(), left[:4], box_map(), truth[:4], ["lesion"], cfg)
+    # the same 4 images in one chunk, hence the same batches: bit for bit in effect (1e-12)
     np.testing.assert_allclose(curves(part), curves(alone), atol=1e-12)
     stop.set()  # cancelled before any chunk finished: nothing
     with pytest.raises(Cancelled) as caught:
-        run_peppr(model(), left, box_map(), truth, ["lesion"], cancel=stop, fractions=FRACTIONS, random_seeds=1)
+        run_peppr(model(), left, box_map(), truth, ["lesion"], cfg, control=RunControl(cancel=stop))
     assert caught.value.partial is None
 
 
@@ -192,13 +194,9 @@ def test_pipeline_writes_a_cancelled_partial_result_marked(tmp_path):
         stack,
         model(),
         box_map(),
+        PepprConfig(fractions=FRACTIONS, random_seeds=1, chunk_size=4, batch_size=1000),
         out_dir=tmp_path / "out",
-        fractions=FRACTIONS,
-        random_seeds=1,
-        chunk_size=4,
-        batch_size=1000,
-        progress=progress,
-        cancel=stop,
+        control=RunControl(progress=progress, cancel=stop),
     )
     assert res.cancelled and res.n_images == 4 and set(calls) == {"peppr"}
     summary = json.loads((tmp_path / "out" / "peppr_summary.json").read_text())

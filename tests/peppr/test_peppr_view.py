@@ -5,9 +5,9 @@ import pytest
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from napari_global_xai.peppr import pixel_ranking, random_ranking, removed_mask
 from napari_global_xai.peppr.drawing import draw_peppr_figure, set_highlight, table_cells
 from napari_global_xai.peppr.view import PepprView, compute_filmstrip, nearest_index, thumbnail
+from napari_global_xai.perturb.rankings import pixel_ranking, random_ranking, removed_mask
 
 
 def test_thumbnail_is_an_area_mean():

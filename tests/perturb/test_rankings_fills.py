@@ -30,9 +30,9 @@ def test_blur_default_is_the_config_fraction_of_the_shorter_side():
 
 
 def test_igos_uses_the_same_blur_fraction():
-    from napari_global_xai.explain import igos
+    from napari_global_xai.explain.igos import methods
 
-    assert igos.BLUR_SIGMA_FRACTION == BLUR_SIGMA_FRACTION == pytest.approx(14.7 / 224)
+    assert methods.BLUR_SIGMA_FRACTION == BLUR_SIGMA_FRACTION == pytest.approx(14.7 / 224)
 
 
 @pytest.mark.parametrize("p", [0.0, 0.013, 0.5, 0.999, 1.0])

@@ -1,7 +1,11 @@
 """A model built here for the SAG tests: softmax over three outputs, position-aware (so the frame matters)."""
 
+import math
+
 import torch
 from torch import nn
+
+from _tolerance import float32_atol, pairwise_sum_terms
 
 H, W = 40, 56  # a shape the project never uses
 LABELS = ["spot", "other", "rest"]
@@ -38,3 +42,22 @@ def spot_model(harmonise: bool = True):
     )
     torch.manual_seed(0)
     return LoadedModel(LeftSpotNet(), card, torch.device("cpu"))
+
+
+def blur_terms(sigma: float) -> int:
+    """Roundings of a blur fill: two separable passes of 2r + 1 taps, r = ceil(3σ) (perturb's gaussian_blur)."""
+    return 2 * (2 * math.ceil(3 * sigma) + 1)
+
+
+def confidence_atol(model, x: torch.Tensor, fill_terms: int) -> float:
+    """Tolerance between two float32 computations of LeftSpotNet's softmax confidences on filled copies of ``x``.
+
+    Each logit is one sum of 3·H·W products (tests/_tolerance.py: pairwise_sum_terms, plus 1 for the product), after
+    the fill's own ``fill_terms`` (the keep/fill blend and the fill), relative to the sum of the terms' magnitudes
+    Σ|w·x| (the logit itself cancels); a filled pixel is no larger than max(|x|, 2) (black is -mean/std = -2); a
+    softmax output moves by at most half the largest logit change.
+    """
+    size = max(float(x.abs().max()), 2.0)
+    with torch.no_grad():
+        magnitude = float(model.module.weight.abs().sum(dim=(1, 2, 3)).max()) * size
+    return float32_atol(magnitude / 2, pairwise_sum_terms(3 * H * W) + 1 + fill_terms)

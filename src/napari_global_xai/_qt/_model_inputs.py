@@ -19,7 +19,7 @@ def optional_path(value) -> str | None:
 
 
 def available_devices_job():
-    from ..models import available_devices
+    from ..models.device import available_devices
 
     return available_devices()
 

@@ -8,7 +8,6 @@ Qt signal (the worker thread never touches widgets) and the Cancel button sets t
 
 from __future__ import annotations
 
-import inspect
 import threading
 from collections.abc import Callable
 
@@ -71,12 +70,8 @@ class RunPanel(QWidget):
         return self.worker is not None
 
     def progress_callback(self, done: int, total: int, stage: str) -> None:
-        """Thread-safe: pass to the core as ``progress``."""
+        """Thread-safe: the progress of :meth:`control`."""
         self._bridge.progress.emit(int(done), int(total), str(stage))
-
-    def cancel_requested(self) -> bool:
-        """Pass to the core as ``cancel``."""
-        return self._cancel_event.is_set()
 
     def control(self):
         """The :class:`~napari_global_xai.control.RunControl` of this panel's runs (progress bar, Cancel button)."""
@@ -92,16 +87,12 @@ class RunPanel(QWidget):
     def launch(self, function: Callable, on_result: Callable, on_error: Callable | None = None, **kwargs):
         """Run ``function(**kwargs, control=RunControl)`` in a thread worker; returns the worker.
 
-        A job without a ``control`` parameter gets ``progress=`` and ``cancel=`` callables instead.
         ``on_result(result)`` and ``on_error(exc)`` run in the main thread.
         """
         from napari.qt.threading import create_worker
 
         self._cancel_event.clear()
-        if "control" in inspect.signature(function).parameters:
-            kwargs["control"] = self.control()
-        else:
-            kwargs.update(progress=self.progress_callback, cancel=self.cancel_requested)
+        kwargs["control"] = self.control()
         worker = create_worker(function, _start_thread=False, _ignore_errors=True, **kwargs)
         worker.returned.connect(self._on_returned)
         worker.returned.connect(on_result)

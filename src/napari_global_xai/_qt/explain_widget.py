@@ -1,7 +1,8 @@
 """Explain dock: saliency maps for an aligned stack and their global maps, overlaid on the mean anatomy.
 
-The dock collects parameters, runs :func:`napari_global_xai.run.run_explain` in a thread worker (progress bar,
-Cancel button) and turns the result into layers. It computes nothing itself; torch loads only when a run starts.
+The dock collects parameters, runs :func:`~napari_global_xai.explain.pipeline.run_explain` in a thread worker
+(progress bar, Cancel button) and turns the result into layers. It computes nothing itself; torch loads only
+when a run starts.
 """
 
 from __future__ import annotations
@@ -121,8 +122,8 @@ def explain_job(
     cluster fails before the model loads.
     """
     from ..control import RunControl
+    from ..explain.pipeline import run_explain
     from ..models import load_model
-    from ..run import run_explain
 
     control = control or RunControl()
     executor = cluster.executor(stack=stack, report=control.report) if cluster is not None else None

@@ -1,8 +1,8 @@
 """PEPPR panel: faithfulness curves of one or more global maps beside a filmstrip of the erased and restored images.
 
-The panel runs :func:`napari_global_xai.run.run_peppr_pipeline` in a thread worker and draws
-:func:`napari_global_xai.peppr.view.draw_peppr_figure` into a themed matplotlib canvas (napari-matplotlib): the curves
-of every chosen map in one plot (legend outside the axes), a compact summary table beside them and, below, the
+The panel runs :func:`napari_global_xai.peppr.pipeline.run_peppr_pipeline` in a thread worker and draws
+:func:`napari_global_xai.peppr.drawing.draw_peppr_figure` into a themed matplotlib canvas (napari-matplotlib): the
+curves of every chosen map in one plot (legend outside the axes), a compact summary table beside them and, below, the
 current image erased and restored at every fraction in the map's order and one random order. The filmstrip is
 computed by the core (:func:`~napari_global_xai.peppr.view.compute_filmstrip`) in a worker thread and follows the
 stack slider. Curves, filmstrip, fraction slider and the ``erased`` / ``restored`` layers are linked both ways:
@@ -18,7 +18,7 @@ from magicgui.widgets import ComboBox, Container, FloatSlider, LineEdit, PushBut
 from qtpy.QtCore import Signal
 from qtpy.QtWidgets import QFileDialog, QVBoxLayout, QWidget
 
-from ..config import DEFAULT_FRACTIONS, FILLS, PepprConfig
+from ..config import DEFAULT_FRACTIONS, FILLS, PepprConfig, complete_fractions
 from ._cluster import ClusterPicker
 from ._model_inputs import ModelInputs, load_model_job
 from ._runner import RunPanel
@@ -30,14 +30,13 @@ DEFAULT_FRACTIONS_TEXT = ", ".join(f"{f:g}" for f in DEFAULT_FRACTIONS)
 _DEFAULTS = PepprConfig()
 
 
-def _parse_fractions(text: str) -> list[float]:
+def _parse_fractions(text: str) -> tuple[float, ...]:
+    """The fraction grid of the text field, checked and completed as :class:`PepprConfig` does for every run."""
     try:
-        values = sorted({float(v) for v in text.replace(";", ",").split(",") if v.strip()})
+        values = [float(v) for v in text.replace(";", ",").split(",") if v.strip()]
     except ValueError as exc:
         raise ValueError(f"fractions must be numbers separated by commas: {exc}") from None
-    if not values or values[0] < 0 or values[-1] > 1:
-        raise ValueError("fractions must lie in [0, 1]")
-    return values
+    return complete_fractions(values)[0]
 
 
 def peppr_job(
@@ -46,34 +45,20 @@ def peppr_job(
     device,
     global_maps,
     labels,
-    fractions,
-    fill,
-    random_seeds,
-    eval_split,
+    config: PepprConfig,
     trust_pickle=False,
     cluster=None,
-    progress=None,
-    cancel=None,
+    control=None,
 ):
     """Worker body: load the model (torch imports here), run PEPPR on the chosen global maps, return result and
     model. ``cluster`` (a :class:`~._cluster.ClusterTarget`, None for this process) is joined first."""
-    from ..run import run_peppr_pipeline
+    from ..control import RunControl
+    from ..peppr.pipeline import run_peppr_pipeline
 
-    executor = None if cluster is None else cluster.executor(stack=stack, report=progress)
+    control = control or RunControl()
+    executor = None if cluster is None else cluster.executor(stack=stack, report=control.report)
     model = load_model_job(model_path, device, trust_pickle)
-    result = run_peppr_pipeline(
-        stack,
-        model,
-        global_maps,
-        labels=labels,
-        fractions=fractions,
-        fill=fill,
-        random_seeds=random_seeds,
-        eval_split=eval_split or None,
-        progress=progress,
-        cancel=cancel,
-        executor=executor,
-    )
+    result = run_peppr_pipeline(stack, model, global_maps, config, labels=labels, control=control, executor=executor)
     return result, model
 
 
@@ -206,7 +191,12 @@ class PepprWidget(QWidget):
                     f"the chosen maps were computed on different stacks ({sorted(stacks)}); compare maps of one stack"
                 )
             stack = stack_from_layer(self._stack_layer(layers[0]))
-            fractions = _parse_fractions(self.fractions.value)
+            config = PepprConfig(
+                fractions=_parse_fractions(self.fractions.value),
+                fill=self.fill.value,
+                random_seeds=self.random_seeds.value,
+                eval_split=self.eval_split.value or None,
+            )
             labels = list(self.labels.value) or None
             cluster = self.cluster.target(self.device.value)
         except Exception as exc:  # noqa: BLE001 - input problems are shown, the panel stays usable
@@ -231,10 +221,7 @@ class PepprWidget(QWidget):
             **self.model_inputs.load_options(),
             global_maps=dict(self._maps),
             labels=labels,
-            fractions=fractions,
-            fill=self.fill.value,
-            random_seeds=self.random_seeds.value,
-            eval_split=self.eval_split.value,
+            config=config,
             cluster=cluster,
         )
 
@@ -290,7 +277,7 @@ class PepprWidget(QWidget):
         """Draw curves, table and (when computed) the filmstrip into the themed canvas."""
         import matplotlib.style as mplstyle
 
-        from ..peppr.view import draw_peppr_figure
+        from ..peppr.drawing import draw_peppr_figure
 
         with mplstyle.context(self.plot.napari_theme_style_sheet):
             self.handles = draw_peppr_figure(
@@ -400,7 +387,8 @@ class PepprWidget(QWidget):
 
     def show_fraction(self, fraction: float):
         """(Re)place the ``erased`` and ``restored`` layers at ``fraction``; move the marker and the highlight."""
-        from ..peppr.view import nearest_index, set_highlight
+        from ..peppr.drawing import set_highlight
+        from ..peppr.view import nearest_index
 
         if self.result is None:
             return
@@ -459,7 +447,7 @@ class PepprWidget(QWidget):
         from matplotlib.figure import Figure
 
         from ..io_utils import atomic_path
-        from ..peppr.view import draw_peppr_figure
+        from ..peppr.drawing import draw_peppr_figure
 
         fig = Figure(figsize=(10, 8.5 if self.strip is not None else 4.2), dpi=110)
         FigureCanvasAgg(fig)

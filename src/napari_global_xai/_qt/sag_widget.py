@@ -80,19 +80,18 @@ def sag_job(
     device="auto",
     trust_pickle=False,
     cluster=None,
-    progress=None,
-    cancel=None,
+    control=None,
 ):
     """Worker body: load the model (the demo model when ``model_path`` is None), run SAG, prepare the layers
     (torch imports here, off the main thread). Returns the :class:`~napari_global_xai.sag.SagRunResult` and the
     layer data. ``cluster`` (a :class:`~._cluster.ClusterTarget`, None for this process) is joined first."""
+    from ..control import RunControl
     from ..sag import patch_masks, run_sag_pipeline
 
-    executor = None if cluster is None else cluster.executor(stack=stack, report=progress)
+    control = control or RunControl()
+    executor = None if cluster is None else cluster.executor(stack=stack, report=control.report)
     model = load_model_job(model_path, device, trust_pickle)
-    run = run_sag_pipeline(
-        stack, model, label, config, indices=indices, progress=progress, cancel=cancel, executor=executor
-    )
+    run = run_sag_pipeline(stack, model, label, config, indices=indices, control=control, executor=executor)
     summary = run.summary
     h, w = stack.shape[1:3]
     masks = patch_masks((h, w), tuple(summary["grid"]))

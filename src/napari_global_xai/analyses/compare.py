@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..batching import Cancelled
+from ..control import RunControl
 
 __all__ = [
     "TIE_EPS",
@@ -270,8 +271,8 @@ def compare_groups(
     dtype: str = "float32",
     permutations_per_batch: int = 250,
     max_elements: int = 2**26,
-    progress=None,
-    cancel=None,
+    *,
+    control: RunControl | None = None,
 ) -> CompareResult:
     """Per-pixel permutation test of the difference of two groups' mean image-wise maps.
 
@@ -294,8 +295,8 @@ def compare_groups(
         Permutations per matmul (the unit of progress and cancel).
     max_elements : int
         Cap on the elements of one ``(permutations, pixels)`` block (memory knob).
-    progress : callable(done, total, stage), optional
-    cancel : callable() -> bool, optional
+    control : RunControl, optional
+        Progress (stage ``"permutations"``, one step per batch) and cancel, checked before each batch.
 
     Returns
     -------
@@ -357,8 +358,9 @@ def compare_groups(
     pix_chunk = max(1, int(max_elements) // per_batch)
     done = 0
     cancelled = False
+    control = control or RunControl()
     for start in range(0, n_permutations, per_batch):
-        if cancel is not None and cancel():
+        if control.cancelled():
             cancelled = True
             break
         wb = weights(perms[start : start + per_batch])
@@ -369,8 +371,7 @@ def compare_groups(
             batch_max = torch.maximum(batch_max, d.amax(1))
         max_null.append(batch_max)
         done += len(wb)
-        if progress is not None:
-            progress(done, n_permutations, "permutations")
+        control.report(done, n_permutations, "permutations")
     if done == 0:
         raise Cancelled("cancelled before any permutation finished")
     max_null_t = torch.cat(max_null) if max_null else torch.zeros(0, dtype=tdtype, device=dev)

@@ -1,11 +1,10 @@
-"""Pipelines of the three analyses, called by both the CLI and the docks (like :mod:`napari_global_xai.run`).
+"""Pipelines of the three analyses, called by both the CLI and the docks (like the explain job's pipeline).
 
 Each follows the run contract of :mod:`napari_global_xai.control`: it takes a
-:class:`~napari_global_xai.control.RunControl` (or the older ``progress(done, total, stage)`` / ``cancel() -> bool``
-callables), returns a result dataclass with ``.cancelled`` (what finished before a cancel stays usable and is
-written), checks its output folder before any long work (:func:`napari_global_xai.io_utils.check_output_folder`),
-and writes its files atomically. Text for a terminal is the CLI's job. Image-wise maps come from an explain output
-folder (:func:`read_explain_outputs`) or from arrays.
+:class:`~napari_global_xai.control.RunControl`, returns a result dataclass with ``.cancelled`` (what finished before
+a cancel stays usable and is written), checks its output folder before any long work
+(:func:`napari_global_xai.io_utils.check_output_folder`), and writes its files atomically. Text for a terminal is
+the CLI's job. Image-wise maps come from an explain output folder (:func:`read_explain_outputs`) or from arrays.
 """
 
 from __future__ import annotations
@@ -58,8 +57,6 @@ def run_sanity(
     field_of_view_only: bool = True,
     out_dir=None,
     control: RunControl | None = None,
-    progress=None,
-    cancel=None,
 ):
     """Model-parameter randomisation check of saliency methods on a sample of a stack.
 
@@ -81,7 +78,7 @@ def run_sanity(
     out_dir : path, optional
         Writes ``sanity.csv``, ``sanity.json`` (verdicts) and ``sanity.png`` (also after a cancel).
     control : RunControl, optional
-        Progress (stage ``"sanity"``) and cancel; or ``progress=`` / ``cancel=`` callables.
+        Progress (stage ``"sanity"``) and cancel.
 
     Returns
     -------
@@ -96,7 +93,7 @@ def run_sanity(
     from ..explain.engine import predict_probabilities
     from .sanity import run_sanity_check
 
-    control = RunControl.of(control, progress, cancel)
+    control = control or RunControl()
     out = check_out_dir(out_dir)
     if not configs:
         raise ValueError("give at least one method to check")
@@ -131,8 +128,7 @@ def run_sanity(
         independent=independent,
         seed=seed,
         mask=mask,
-        progress=control.report,
-        cancel=control.cancel_fn,
+        control=control,
     )
     result.image_indices = [int(i) for i in indices]
     if out is not None:
@@ -199,8 +195,6 @@ def run_compare(
     anatomy=None,
     out_dir=None,
     control: RunControl | None = None,
-    progress=None,
-    cancel=None,
 ):
     """Group difference map with its permutation test (and where significant pixels lie).
 
@@ -220,7 +214,7 @@ def run_compare(
         Writes ``compare_difference.tif``, ``compare_neglog10p.tif``, ``compare_significant.tif`` (FDR, 1: A > B,
         2: B > A), ``compare_significant_fwe.tif``, ``compare_summary.json`` and ``compare.png``.
     control : RunControl, optional
-        Progress (stage ``"permutations"``) and cancel; or ``progress=`` / ``cancel=`` callables.
+        Progress (stage ``"permutations"``) and cancel.
 
     Returns
     -------
@@ -235,7 +229,7 @@ def run_compare(
     """
     from .compare import compare_groups, significance_by_region, split_groups
 
-    control = RunControl.of(control, progress, cancel)
+    control = control or RunControl()
     split = split_groups(values, groups=groups, threshold=threshold, column=column)
     if regions is not None and np.shape(regions) != np.shape(maps)[1:]:
         raise ValueError(f"region image {np.shape(regions)} does not match the maps {np.shape(maps)[1:]}")
@@ -247,8 +241,7 @@ def run_compare(
         alpha=alpha,
         seed=seed,
         device=device,
-        progress=control.report,
-        cancel=control.cancel_fn,
+        control=control,
     )
     result.by_region = significance_by_region(result, regions, region_names) if regions is not None else None
     if out is not None:
@@ -315,8 +308,6 @@ def run_regions(
     seed: int = 0,
     out_dir=None,
     control: RunControl | None = None,
-    progress=None,
-    cancel=None,
 ) -> RegionsResult:
     """Region label image (detected or given) and the region table of each label's global map.
 
@@ -337,7 +328,7 @@ def run_regions(
         Writes ``regions.tif`` (labels, names in the description), ``region_table.csv``,
         ``regions_<label>.png`` (bar chart) and ``regions_summary.json`` (also after a cancel).
     control : RunControl, optional
-        Progress (stage ``"regions"``, one step per label) and cancel; or ``progress=`` / ``cancel=`` callables.
+        Progress (stage ``"regions"``, one step per label) and cancel.
 
     Returns
     -------
@@ -352,7 +343,7 @@ def run_regions(
         region_table,
     )
 
-    control = RunControl.of(control, progress, cancel)
+    control = control or RunControl()
     out = check_out_dir(out_dir)
     if not maps_by_label:
         raise ValueError("no image-wise maps given")

@@ -331,14 +331,16 @@ def write_region_mask(
     """Write a region label image as a TIFF with its names (and landmarks) in the description, atomically."""
     import tifffile
 
-    from ..io_utils import atomic_path
+    from ..io_utils import atomic_path, json_text
 
     names = names or {i + 1: n for i, n in enumerate(REGION_NAMES)}
     meta = {"regions": {str(k): v for k, v in names.items()}, "frame": "left"}
     if landmarks is not None:
         meta.update(disc=list(landmarks.disc), fovea=list(landmarks.fovea), landmarks=landmarks.source)
     with atomic_path(path) as tmp:
-        tifffile.imwrite(tmp, np.asarray(regions).astype(np.uint16), compression="zlib", description=json.dumps(meta))
+        tifffile.imwrite(
+            tmp, np.asarray(regions).astype(np.uint16), compression="zlib", description=json_text(meta, indent=None)
+        )
     return Path(path)
 
 

@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..batching import Cancelled
+from ..control import RunControl
 
 __all__ = [
     "PASS_BELOW",
@@ -289,8 +290,8 @@ def run_sanity_check(
     independent: bool = False,
     seed: int = 0,
     mask: np.ndarray | None = None,
-    progress=None,
-    cancel=None,
+    *,
+    control: RunControl | None = None,
 ) -> SanityResult:
     """Cascading (and independent) randomisation of a model; maps recomputed and compared at each step.
 
@@ -311,8 +312,8 @@ def run_sanity_check(
         Layer ``j`` (top down) is re-initialised with seed ``seed + j`` in both modes.
     mask : numpy.ndarray, (H, W) bool, optional
         Pixels compared (e.g. the field of view); default all.
-    progress : callable(done, total, stage), optional
-    cancel : callable() -> bool, optional
+    control : RunControl, optional
+        Progress (stage ``"sanity"``, one step per method and model variant) and cancel.
 
     Returns
     -------
@@ -335,6 +336,7 @@ def run_sanity_check(
     n_layers = len(layers)
     total = (1 + n_layers * (2 if independent else 1)) * len(configs)
     done = 0
+    control = control or RunControl()
     all_targets = list(range(len(model.labels)))
     pairs = np.zeros((len(images), len(model.labels)), bool)
     pairs[np.arange(len(images)), targets] = True
@@ -344,14 +346,12 @@ def run_sanity_check(
         variant = LoadedModel(copy.deepcopy(module).to(model.device), model.card, model.device)
         out = {}
         for name, config in zip(names, configs):
-            if cancel is not None and cancel():
-                raise Cancelled("sanity check cancelled")
+            control.check("sanity check cancelled")
             engine = ImageMapEngine(variant, config, all_targets)
-            computed = engine.compute(images, pairs, cancel=cancel)
+            computed = engine.compute(images, pairs, control=control)
             out[name] = computed[np.arange(len(images)), targets].astype(np.float64)
             done += 1
-            if progress is not None:
-                progress(done, total, "sanity")
+            control.report(done, total, "sanity")
         return out
 
     original = maps_of(base)

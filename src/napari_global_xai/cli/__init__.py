@@ -1,11 +1,12 @@
-"""``global-xai``: the command-line face of the pipelines in :mod:`napari_global_xai.run`.
+"""``global-xai``: the command-line face of the jobs' pipelines (``<job>.pipeline``).
 
 Sub-commands: ``explain``, ``peppr``, ``sag``, ``demo`` (the whole chain on the shipped sample data), ``card`` (write
 a model card for a model file), ``report``, ``concepts``, ``sanity``, ``compare``, ``regions``, ``train-demo`` and
 ``make-sample-data``. Argument parsing, the terminal progress bar and text rendering live in this package;
-everything else is the core. Modules: ``parser`` (the argparse definitions), ``_common`` (run control, one-line
-warnings, input loading, failures as exit codes), ``commands`` and ``analyses`` (the sub-command handlers and the
-text they print); ``main`` is here.
+everything else is the core. Modules: ``parser`` (the argparse definitions; torch-free, so ``--help`` is fast),
+``_common`` (run control, one-line warnings, input loading, failures as exit codes), ``commands`` and ``analyses``
+(the sub-command handlers and the text they print; they import torch-backed modules only when they run); ``main`` is
+here.
 
 Exit codes: 0 done; 1 an input file, the model or the output folder cannot be used (or an unexpected error); 2 a
 usage error (an option or parameter value); 130 cancelled (Ctrl-C; explain, peppr and sag write the partial result

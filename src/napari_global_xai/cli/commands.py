@@ -37,7 +37,7 @@ def _explain_config(args):
 
 
 def _cmd_explain(args) -> int:
-    from ..run import run_explain
+    from ..explain.pipeline import run_explain
 
     where = _cluster_choice(args)  # a bad spec fails before the model loads
     stack, model = _load_inputs(args)
@@ -77,31 +77,30 @@ def _cmd_explain(args) -> int:
 
 
 def _cmd_peppr(args) -> int:
+    from ..config import PepprConfig, complete_fractions
     from ..peppr.pipeline import run_peppr_from_files
 
+    given = {} if args.fractions is None else {"fractions": args.fractions}
+    config = PepprConfig(fill=args.fill, random_seeds=args.random_seeds, **given)  # checked before any input is read
+    added = complete_fractions(args.fractions)[1] if given else []
     where = _cluster_choice(args)
     stack, model = _load_inputs(args)
     with _run_control(args.quiet) as control, _executor(where, args.device) as executor:
         summary, result = run_peppr_from_files(
-            stack,
-            model,
-            args.global_maps,
-            out_dir=args.out,
-            fill=args.fill,
-            random_seeds=args.random_seeds,
-            fractions=args.fractions,
-            progress=control.report,
-            cancel=control.cancel,
-            return_result=True,
-            executor=executor,
+            stack, model, args.global_maps, args.out, config, control=control, executor=executor
         )
-    print(summary)
+    if added:
+        summary += (
+            f"\nnote: added fraction(s) {', '.join(f'{a:g}' for a in added)} (the curves are read against "
+            f"the intact image at both ends); fractions used: {', '.join(f'{f:g}' for f in config.fractions)}"
+        )
+    print(summary + f"\nresults in {Path(args.out).resolve()}")
     return _cancelled_exit("peppr", result, f"{result.n_images} of {result.n_requested} images")
 
 
 def _cmd_sag(args) -> int:
     from ..config import SagConfig
-    from ..run import run_sag_pipeline
+    from ..sag.pipeline import run_sag_pipeline
 
     config = SagConfig(
         method=args.method,
@@ -136,7 +135,7 @@ def _cmd_concepts(args) -> int:
 
 
 def _demo_text(result) -> str:
-    """The terminal summary of a :class:`~napari_global_xai.run.DemoResult`."""
+    """The terminal summary of a :class:`~napari_global_xai.demo.DemoResult`."""
     explained, out = result.explain, result.out_dir
     head = (
         f"demo on {result.n_images} sample images with {result.model_name} on {result.device}: "
@@ -159,7 +158,7 @@ def _demo_text(result) -> str:
 
 
 def _cmd_demo(args) -> int:
-    from ..run import run_demo
+    from ..demo import run_demo
 
     with _run_control(args.quiet) as control:
         result = run_demo(args.out, method=args.method, device=args.device, control=control)

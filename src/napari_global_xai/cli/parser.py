@@ -1,5 +1,8 @@
 """The ``global-xai`` argument parser: every sub-command's options, their choices and defaults from
-:mod:`napari_global_xai.config` (and the analyses pipelines' signatures)."""
+:mod:`napari_global_xai.config` (and the analyses pipelines' signatures).
+
+It imports no torch (nor anything that does), so ``global-xai --help`` and each ``global-xai <command> --help``
+answer at once; the handlers import the heavy modules when they run (checked by ``tests/test_headless.py``)."""
 
 from __future__ import annotations
 
@@ -50,6 +53,11 @@ def _positive(text: str) -> int:
 
 
 _positive.__name__ = "positive integer"
+
+
+def _command(sub, name: str, summary: str) -> argparse.ArgumentParser:
+    """A sub-command whose one-line summary is both its entry in ``global-xai --help`` and its own help's text."""
+    return sub.add_parser(name, help=summary, description=summary[0].upper() + summary[1:] + ".")
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
@@ -173,12 +181,10 @@ def _add_cluster_options(p):
 
 
 def _add_store_options(p):
-    import dataclasses
-
-    from ..explain import ExplainConfig
+    from .. import config
     from ..store.options import DEFAULT_FORMAT, DEFAULT_MAP_DTYPE, FORMATS, MAP_DTYPES
 
-    chunk_default = {f.name: f.default for f in dataclasses.fields(ExplainConfig)}["chunk_size"]
+    chunk_default = config.ExplainConfig().chunk_size
 
     p.add_argument(
         "--format",
@@ -220,7 +226,7 @@ def _add_analyses_parsers(sub) -> None:
         config.signature_defaults(f) for f in (pipelines.run_sanity, pipelines.run_compare, pipelines.run_regions)
     )
 
-    p = sub.add_parser("sanity", help="model-parameter randomisation check of saliency methods")
+    p = _command(sub, "sanity", "model-parameter randomisation check of saliency methods")
     _add_common(p)
     p.add_argument(
         "--method",
@@ -247,10 +253,15 @@ def _add_analyses_parsers(sub) -> None:
         help="group parameterised modules by the first DEPTH name parts (default: every module alone)",
     )
     p.add_argument("--independent", action="store_true", help="also randomise each layer alone")
-    p.add_argument("--seed", type=int, default=sanity["seed"])
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=sanity["seed"],
+        help=f"layer j (top down) is re-initialised with seed SEED + j (default {sanity['seed']})",
+    )
     p.set_defaults(func=_cmd_sanity)
 
-    p = sub.add_parser("compare", help="group difference map of image-wise maps with a permutation test")
+    p = _command(sub, "compare", "group difference map of image-wise maps with a permutation test")
     p.add_argument("explain_dir", help="output folder of 'global-xai explain' (image_maps.tif, predictions.csv)")
     p.add_argument(
         "--csv",
@@ -268,20 +279,34 @@ def _add_analyses_parsers(sub) -> None:
     )
     p.add_argument("--threshold", type=float, default=None, help="numeric split: A = value > T (default median)")
     p.add_argument("--label", default=None, help="label whose maps are compared (default: each image's mean)")
-    p.add_argument("--n-permutations", type=int, default=compare["n_permutations"])
-    p.add_argument("--alpha", type=float, default=compare["alpha"])
-    p.add_argument("--seed", type=int, default=compare["seed"])
-    p.add_argument("--device", default="auto")
+    p.add_argument(
+        "--n-permutations",
+        type=int,
+        default=compare["n_permutations"],
+        help=f"random permutations of the group labels (default {compare['n_permutations']})",
+    )
+    p.add_argument(
+        "--alpha",
+        type=float,
+        default=compare["alpha"],
+        help=f"level of the FDR and FWE corrections (default {compare['alpha']:g})",
+    )
+    p.add_argument(
+        "--seed", type=int, default=compare["seed"], help=f"seed of the permutations (default {compare['seed']})"
+    )
+    p.add_argument("--device", default="auto", help="where the permutation test runs: auto, cuda, mps or cpu")
     p.add_argument("--regions", default=None, help="region label TIFF (e.g. regions.tif of 'global-xai regions')")
-    p.add_argument("--out", required=True)
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--out", required=True, help="output folder (difference, p-value and significance maps)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_compare)
 
-    p = sub.add_parser("regions", help="optic disc, fovea, anatomical regions and each global map's region table")
+    p = _command(sub, "regions", "optic disc, fovea, anatomical regions and each global map's region table")
     p.add_argument("explain_dir", help="output folder of 'global-xai explain'")
     p.add_argument("--stack", default=None, help="the explained stack (for the mean anatomy)")
     p.add_argument("--labels", default=None, help="labels CSV of the stack (laterality)")
-    p.add_argument("--resize", nargs=2, type=int, metavar=("H", "W"))
+    p.add_argument(
+        "--resize", nargs=2, type=int, metavar=("H", "W"), help="resize the stack's images to H×W (as in explain)"
+    )
     p.add_argument("--region-mask", default=None, help="your own region label TIFF (skips detection)")
     p.add_argument("--disc", nargs=2, type=float, metavar=("ROW", "COL"), help="optic disc, left-eye frame")
     p.add_argument("--fovea", nargs=2, type=float, metavar=("ROW", "COL"), help="fovea, left-eye frame")
@@ -290,10 +315,17 @@ def _add_analyses_parsers(sub) -> None:
         default=None,
         help="CSV with image id, disc_row, disc_col, fovea_row, fovea_col per image (stored frame)",
     )
-    p.add_argument("--n-boot", type=int, default=regions["n_boot"])
-    p.add_argument("--seed", type=int, default=regions["seed"])
-    p.add_argument("--out", required=True)
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument(
+        "--n-boot",
+        type=int,
+        default=regions["n_boot"],
+        help=f"bootstrap resamples of the images for the region table (default {regions['n_boot']})",
+    )
+    p.add_argument(
+        "--seed", type=int, default=regions["seed"], help=f"seed of the bootstrap (default {regions['seed']})"
+    )
+    p.add_argument("--out", required=True, help="output folder (regions.tif, region_table.csv, bar charts)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_regions)
 
 
@@ -308,14 +340,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_debug(parser, default=False)
     sub = parser.add_subparsers(dest="command")
 
-    p = sub.add_parser("explain", help="image-wise saliency maps and label-wise/overall global maps")
+    p = _command(sub, "explain", "image-wise saliency maps and label-wise/overall global maps")
     _add_common(p)
     _add_explain_options(p)
     _add_store_options(p)
     _add_cluster_options(p)
     p.set_defaults(func=_cmd_explain)
 
-    p = sub.add_parser("peppr", help="PEPPR faithfulness curves of global maps")
+    p = _command(sub, "peppr", "PEPPR faithfulness curves of global maps")
     _add_common(p)
     p.add_argument("--global-maps", required=True, help="global_maps.tif written by 'explain'")
     p.add_argument(
@@ -342,7 +374,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_cluster_options(p)
     p.set_defaults(func=_cmd_peppr)
 
-    p = sub.add_parser("sag", help="structured attention graphs (several sufficient explanations per image)")
+    p = _command(sub, "sag", "structured attention graphs (several sufficient explanations per image)")
     _add_common(p)
     p.add_argument("--label", required=True, help="model label to explain")
     p.add_argument(
@@ -376,34 +408,37 @@ def build_parser() -> argparse.ArgumentParser:
     _add_cluster_options(p)
     p.set_defaults(func=_cmd_sag)
 
-    p = sub.add_parser("concepts", help="XNN concepts: global concept maps, concept x label weights, top images")
+    p = _command(sub, "concepts", "XNN concepts: global concept maps, concept x label weights, top images")
     _add_common(p)
     p.add_argument("--k", type=int, default=8, help="number of concepts (default 8)")
     p.add_argument("--steps", type=int, default=800, help="training iterations (default 800)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the concept network's training (default 0)")
     p.add_argument("--layer", default=None, help="layer to embed (default: the card's cam_layer)")
     p.add_argument("--top", type=int, default=8, help="top images listed per concept (default 8)")
     p.set_defaults(func=_cmd_concepts)
 
-    p = sub.add_parser("demo", help="the whole chain (explain → global maps → PEPPR) on the shipped sample data")
-    p.add_argument("--out", default="demo_output")
-    p.add_argument("--method", default=config.ExplainConfig().method)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--quiet", action="store_true")
+    p = _command(sub, "demo", "the whole chain (explain → global maps → PEPPR) on the shipped sample data")
+    p.add_argument("--out", default="demo_output", help="output folder (default demo_output)")
+    method = config.ExplainConfig().method
+    p.add_argument("--method", default=method, help=f"saliency method (default {method}); see --list-methods")
+    p.add_argument("--device", default="auto", help="auto, cuda, mps or cpu (default auto)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_debug(p)
     p.set_defaults(func=_cmd_demo)
 
-    p = sub.add_parser("report", help="one self-contained HTML report (and a PDF of its figures) of a results folder")
+    p = _command(sub, "report", "one self-contained HTML report (and a PDF of its figures) of a results folder")
     p.add_argument("results", help="a 'demo' output folder or a single explain / peppr / sag output folder")
     p.add_argument("--out", default="report.html", help="HTML file (default report.html); the PDF goes beside it")
     p.add_argument("--no-pdf", action="store_true", help="skip the PDF of the figures")
     p.set_defaults(func=_cmd_report)
 
-    p = sub.add_parser("train-demo", help="train the demo model on generated planted-truth images")
-    p.add_argument("--out", required=True)
-    p.add_argument("--n-train", type=int, default=3000)
-    p.add_argument("--epochs", type=int, default=11)
-    p.add_argument("--seed", type=int, default=0)
+    p = _command(sub, "train-demo", "train the demo model on generated planted-truth images")
+    p.add_argument("--out", required=True, help="output folder (demo_net.pt and demo_net.card.json)")
+    p.add_argument("--n-train", type=int, default=3000, help="generated training images (default 3000)")
+    p.add_argument("--epochs", type=int, default=11, help="training epochs (default 11)")
+    p.add_argument(
+        "--seed", type=int, default=0, help="seed of the training images and of torch (held-out images: SEED + 1)"
+    )
     p.add_argument("--max-lr", type=float, default=3e-3, help="one-cycle peak learning rate")
     p.add_argument(
         "--unseen-share",
@@ -415,7 +450,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_debug(p)
     p.set_defaults(func=_cmd_train_demo)
 
-    p = sub.add_parser("card", help="probe a model file and write its model card (then fill in what it lists)")
+    p = _command(sub, "card", "probe a model file and write its model card (then fill in what it lists)")
     p.add_argument("model_file", help="TorchScript, torch.export .pt2, state dict .pt/.pth or .safetensors file")
     p.add_argument("--out", required=True, help="card to write (.json)")
     p.add_argument("--labels", default=None, help="labels CSV: its 0/1 columns name the outputs, in file order")
@@ -432,16 +467,28 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--channels", type=int, default=None, help="input channels (default: probed)")
     p.add_argument("--size", nargs=2, type=int, metavar=("H", "W"), default=None, help="input size (default: probed)")
-    p.add_argument("--activation", default=ACTIVATIONS[0], choices=ACTIVATIONS)
+    p.add_argument(
+        "--activation",
+        default=ACTIVATIONS[0],
+        choices=ACTIVATIONS,
+        help=f"output activation: sigmoid = multi-label, softmax = multi-class (default {ACTIVATIONS[0]})",
+    )
     p.add_argument(
         "--trust-pickle", action="store_true", help="allow loading a full pickled model (runs code from the file)"
     )
     p.set_defaults(func=_cmd_card)
 
-    p = sub.add_parser("make-sample-data", help="write the planted-truth sample stack and ground truth")
-    p.add_argument("--out", required=True)
-    p.add_argument("--n", type=int, default=samples.SAMPLE_SIZE)
-    p.add_argument("--seed", type=int, default=samples.SAMPLE_SEED)
+    p = _command(sub, "make-sample-data", "write the planted-truth sample stack and ground truth")
+    p.add_argument("--out", required=True, help="output folder (uwf_sample.tif, uwf_sample.csv, ground-truth masks)")
+    p.add_argument(
+        "--n", type=int, default=samples.SAMPLE_SIZE, help=f"number of images (default {samples.SAMPLE_SIZE})"
+    )
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=samples.SAMPLE_SEED,
+        help=f"generator seed (default {samples.SAMPLE_SEED}, the shipped sample)",
+    )
     _add_debug(p)
     p.set_defaults(func=_cmd_make_sample_data)
     _add_analyses_parsers(sub)

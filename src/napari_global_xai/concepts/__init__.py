@@ -10,7 +10,7 @@ Pipeline (:func:`run_concepts`): features (one forward per image) → training (
 (one more forward per image; the gradients stop at the layer, so no backward through the model) → outputs.
 
 The package: :mod:`.network` (settings, the explanation network and its training) and :mod:`.pipeline` (features,
-concept maps, :func:`run_concepts` and its outputs); every name is re-exported here.
+concept maps, :func:`run_concepts` and its outputs); the public names are re-exported here.
 
 Notes
 -----
@@ -65,20 +65,8 @@ Only the paper's abstract and the official repository's README could be read (``
 
 from __future__ import annotations
 
-# private names (as X as X) too: tests and benchmarks import them from here, where the one module was
-from .network import _PENALTIES as _PENALTIES
 from .network import FEATURE_SCALES, ConceptConfig, ExplanationNet, train_explanation_net
-from .network import ProgressFn as ProgressFn
-from .network import _pull_away as _pull_away
 from .pipeline import ConceptResult, concept_image_maps, extract_features, run_concepts, write_concept_outputs
-from .pipeline import _chunks as _chunks
-from .pipeline import _concept_cams as _concept_cams
-from .pipeline import _forward_with_layer as _forward_with_layer
-from .pipeline import _frame as _frame
-from .pipeline import _ids as _ids
-from .pipeline import _layer_module as _layer_module
-from .pipeline import _pool as _pool
-from .pipeline import _truth as _truth
 
 __all__ = [
     "FEATURE_SCALES",

@@ -6,16 +6,16 @@ The loss terms and their defaults are documented choices; see the Notes of :mod:
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..control import RunControl
+
 __all__ = ["FEATURE_SCALES", "ConceptConfig", "ExplanationNet", "train_explanation_net"]
 
-ProgressFn = Callable[[int, int, str], None]
 #: How the pooled features are scaled before the encoder (see the Notes of :mod:`napari_global_xai.concepts`).
 FEATURE_SCALES = ("layer", "feature")
 
@@ -113,10 +113,13 @@ def train_explanation_net(
     features: np.ndarray,
     logits: np.ndarray,
     config: ConceptConfig | None = None,
-    progress: ProgressFn | None = None,
-    cancel: Callable[[], bool] | None = None,
+    *,
+    control: RunControl | None = None,
 ):
     """Train the explanation network on ``(features, model logits)``.
+
+    ``control`` reports progress (stage ``"train"``, in steps) and its cancel is checked every ``steps // 50``
+    steps.
 
     Returns
     -------
@@ -125,9 +128,10 @@ def train_explanation_net(
         Final ``faithfulness``, ``sparsity``, ``pull_away``, ``reconstruction``, ``predictor_sparsity``,
         ``encoder_decay`` and ``total`` losses.
     cancelled : bool
-        True when ``cancel`` stopped training early (the network is the one reached so far).
+        True when a cancel stopped training early (the network is the one reached so far).
     """
     config = config or ConceptConfig()
+    control = control or RunControl()
     f = torch.as_tensor(features, dtype=torch.float32)
     s = torch.as_tensor(logits, dtype=torch.float32)
     if len(f) < 2:
@@ -147,7 +151,7 @@ def train_explanation_net(
     terms = {}
     report = max(1, int(config.steps) // 50)
     for step in range(int(config.steps)):
-        if cancel is not None and step % report == 0 and cancel():
+        if step % report == 0 and control.cancelled():
             cancelled = True
             break
         z, s_hat, f_hat = net(f)
@@ -164,8 +168,8 @@ def train_explanation_net(
         total.backward()
         opt.step()
         terms["total"] = total
-        if progress is not None and (step + 1) % report == 0:
-            progress(step + 1, int(config.steps), "train")
+        if (step + 1) % report == 0:
+            control.report(step + 1, int(config.steps), "train")
     net.eval()
     for p in net.parameters():
         p.requires_grad_(False)

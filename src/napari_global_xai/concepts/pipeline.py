@@ -8,7 +8,6 @@ Choices (pooled features, concept maps, global maps, weights, faithfulness) are 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -17,7 +16,8 @@ import torch
 import torch.nn.functional as F
 
 from ..batching import Cancelled
-from .network import ConceptConfig, ExplanationNet, ProgressFn, train_explanation_net
+from ..control import RunControl
+from .network import ConceptConfig, ExplanationNet, train_explanation_net
 
 __all__ = ["ConceptResult", "concept_image_maps", "extract_features", "run_concepts", "write_concept_outputs"]
 
@@ -139,8 +139,8 @@ def extract_features(
     images,
     layer: str | None = None,
     chunk_size: int = 8,
-    progress: ProgressFn | None = None,
-    cancel: Callable[[], bool] | None = None,
+    *,
+    control: RunControl | None = None,
 ):
     """Pooled layer features and model logits for every image.
 
@@ -150,7 +150,8 @@ def extract_features(
     images : AlignedStack or (n, H, W, C) array in the model's frame
     layer : str, optional
     chunk_size : int
-    progress, cancel : callables, optional
+    control : RunControl, optional
+        Progress (stage ``"features"``, in images) and cancel, checked before each chunk.
 
     Returns
     -------
@@ -161,13 +162,14 @@ def extract_features(
     mean_acts : torch.Tensor, (C, h, w), or None
         The layer's activation map averaged over the images (the reference of the concept maps).
     """
+    control = control or RunControl()
     n = len(images)
     features = logits = None
     act_sum = None
     done = np.zeros(n, bool)
     module = None
     for idx, pixels in _chunks(images, chunk_size):
-        if cancel is not None and cancel():
+        if control.cancelled():
             break
         x = model.preprocess(pixels)
         module = module or _layer_module(model, layer, x[:1])
@@ -179,8 +181,7 @@ def extract_features(
             features = np.full((n, f.shape[1]), np.nan, np.float32)
             logits = np.full((n, out.shape[1]), np.nan, np.float32)
         features[idx], logits[idx], done[idx] = f, out.float().cpu().numpy(), True
-        if progress is not None:
-            progress(int(done.sum()), n, "features")
+        control.report(int(done.sum()), n, "features")
     if features is None:
         features, logits = np.zeros((n, 0), np.float32), np.zeros((n, len(model.labels)), np.float32)
     mean_acts = None if act_sum is None else (act_sum / max(1, int(done.sum()))).float()
@@ -214,10 +215,9 @@ def run_concepts(
     stack,
     model,
     config: ConceptConfig | None = None,
+    *,
     out_dir: str | Path | None = None,
-    progress: ProgressFn | None = None,
-    cancel: Callable[[], bool] | None = None,
-    control=None,
+    control: RunControl | None = None,
 ) -> ConceptResult:
     """XNN concepts for a stack: features, explanation network, concept maps, weights, top images, faithfulness.
 
@@ -229,13 +229,10 @@ def run_concepts(
     config : ConceptConfig, optional
     out_dir : path, optional
         Written with :func:`write_concept_outputs` (atomically, also after a cancel). Checked before the model runs.
-    progress : callable(done, total, stage), optional
-        Stages ``features``, ``train``, ``concept maps``.
-    cancel : callable() -> bool, optional
-        Stops at the next chunk / training check; what finished is kept (images not reached have NaN concepts and
-        zero maps; training stopped early keeps the network reached).
     control : RunControl, optional
-        Progress and cancel in one object (:mod:`napari_global_xai.control`), instead of ``progress`` / ``cancel``.
+        Progress (stages ``features``, ``train``, ``concept maps``) and cancel: a cancel stops at the next chunk /
+        training check; what finished is kept (images not reached have NaN concepts and zero maps; training
+        stopped early keeps the network reached).
 
     Returns
     -------
@@ -248,10 +245,7 @@ def run_concepts(
     ValueError
         Bad settings, an unusable layer, an output folder that cannot be written, fewer than 2 images.
     """
-    from ..control import RunControl
-
-    control = RunControl.of(control, progress, cancel)
-    progress, cancel = control.report, control.cancel_fn
+    control = control or RunControl()
     config = config or ConceptConfig()
     if out_dir is not None:
         from ..io_utils import check_output_folder
@@ -265,7 +259,7 @@ def run_concepts(
 
     t0 = time.perf_counter()
     features, logits, done, mean_acts = extract_features(
-        model, images, config.layer, config.chunk_size, progress, cancel
+        model, images, config.layer, config.chunk_size, control=control
     )
     timings["features_s"] = time.perf_counter() - t0
     cancelled = not done.all()
@@ -277,7 +271,7 @@ def run_concepts(
         )
 
     t0 = time.perf_counter()
-    net, losses, stopped = train_explanation_net(features[done], logits[done], config, progress, cancel)
+    net, losses, stopped = train_explanation_net(features[done], logits[done], config, control=control)
     timings["train_s"] = time.perf_counter() - t0
     cancelled = cancelled or stopped
 
@@ -290,7 +284,7 @@ def run_concepts(
     t0 = time.perf_counter()
     module = None
     for idx, pixels in [] if cancelled else _chunks(images, config.chunk_size):
-        if cancel is not None and cancel():
+        if control.cancelled():
             cancelled = True
             break
         x = model.preprocess(pixels)
@@ -307,8 +301,7 @@ def run_concepts(
         zw = z.double()
         global_sum += torch.einsum("nk,nkhw->khw", zw, up).numpy()
         weight_sum += zw.sum(dim=0).numpy()
-        if progress is not None:
-            progress(int(mapped.sum()), n, "concept maps")
+        control.report(int(mapped.sum()), n, "concept maps")
     timings["maps_s"] = time.perf_counter() - t0
     if image_maps is None:
         image_maps = np.zeros((n, k, 1, 1), np.float32)

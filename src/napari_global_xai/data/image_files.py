@@ -19,9 +19,14 @@ from .tiff_stack import _description
 
 _PIL_EXTENSIONS = (".png", ".jpg", ".jpeg")
 _TIFF_EXTENSIONS = (".tif", ".tiff")
-_DICOM_EXTENSIONS = (".dcm",)
-#: File name extensions read from a folder (case-insensitive).
+_DICOM_EXTENSIONS = (".dcm", ".dicom")
+#: The one list of input image extensions (case-insensitive): files read from a folder or given alone (the CLI,
+#: :func:`~napari_global_xai.data.read_stack`, the napari reader). Files without an extension are read as DICOM
+#: when they carry its magic.
 IMAGE_EXTENSIONS = _PIL_EXTENSIONS + _TIFF_EXTENSIONS + _DICOM_EXTENSIONS
+#: Single files the napari reader opens as a stack (the manifest's ``filename_patterns``, with ``*.zarr`` for results
+#: stores; a test keeps them equal): the multi-image formats. A lone PNG/JPEG is one image, left to napari's reader.
+STACK_FILE_EXTENSIONS = _TIFF_EXTENSIONS + _DICOM_EXTENSIONS
 _KIND_NAMES = {"pil": "PNG/JPEG", "tiff": "TIFF", "dicom": "DICOM"}
 _DICOM_MAGIC_OFFSET, _DICOM_MAGIC = 128, b"DICM"
 #: PIL mode -> (mode to convert to on decode or None, channels, dtype).

@@ -50,6 +50,7 @@ from .label_table import laterality_array as laterality_array
 __all__ = [
     "LabelsTable",
     "InputNotice",
+    "missing_truth_message",
     "read_labels_csv",
     "write_labels_csv",
     "normalise_laterality",
@@ -58,6 +59,11 @@ __all__ = [
 
 
 _INT = re.compile(r"[+-]?\d+")
+
+
+def missing_truth_message(names: list[str]) -> str:
+    """``"the labels table has no column for model label(s) 'MH', 'x'"``."""
+    return f"the labels table has no column for model label(s) {', '.join(map(repr, names))}"
 
 
 def typed_column(cells: Sequence[str], decimal_comma: bool = False) -> np.ndarray:

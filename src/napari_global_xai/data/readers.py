@@ -3,8 +3,9 @@
 Inputs
 ------
 * a multi-page TIFF, ``(n, H, W)`` or ``(n, H, W, C)`` (a single 2-D / RGB page is a stack of one);
-* a folder of PNG / JPEG / TIFF / DICOM images (``.png .jpg .jpeg .tif .tiff .dcm`` in any case, and files without
-  an extension that carry the DICOM magic ``DICM`` at byte 128), in natural order (``img2`` before ``img10``);
+* a folder of PNG / JPEG / TIFF / DICOM images (``IMAGE_EXTENSIONS``: ``.png .jpg .jpeg .tif .tiff .dcm .dicom`` in
+  any case, and files without an extension that carry the DICOM magic ``DICM`` at byte 128), in natural order
+  (``img2`` before ``img10``);
 * a DICOM file, single- or multi-frame.
 
 Only headers are read up front; pixels are read on demand (a memory map for uncompressed contiguous TIFF, else one

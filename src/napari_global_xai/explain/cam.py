@@ -195,7 +195,7 @@ class ScoreCam(CamMethod):
 
     The masked forwards run in batches of ``batch_size`` (default: the device's images per pass) with the shared
     out-of-memory back-off (:func:`~napari_global_xai.batching.iterate_batches`) and the masking multiply of PEPPR's
-    scorer (:func:`~napari_global_xai.peppr.blend`). PEPPR's :class:`~napari_global_xai.peppr.CurveEngine` itself
+    scorer (:func:`~napari_global_xai.perturb.blend`). PEPPR's :class:`~napari_global_xai.peppr.CurveEngine` itself
     does not fit: it scores binary masks that are prefixes of a pixel ranking (keys ``(ranking, k)``, deduplicated
     across images), whereas Score-CAM's masks are continuous and different for every (image, channel).
     """

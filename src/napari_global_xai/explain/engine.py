@@ -1,7 +1,7 @@
 """Image-wise maps for many (image, label) pairs: target selection, batching, post-processing.
 
 The engine works on one chunk of harmonised images at a time and knows nothing about files, napari or progress
-bars; :mod:`napari_global_xai.run` drives it chunk by chunk.
+bars; :mod:`napari_global_xai.explain.pipeline` drives it chunk by chunk.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import torch
 
 from ..batching import images_per_pass, iterate_batches, measure_bytes_per_image, memory_probe, to_device
 from ..config import SUBSET_RULES, ExplainConfig
+from ..control import RunControl
 from .base import SaliencyMethod, get_method
 from .postprocess import to_image_maps
 
@@ -193,7 +194,7 @@ class ImageMapEngine:
         self,
         images: np.ndarray,
         pairs: np.ndarray,
-        cancel=None,
+        control: RunControl | None = None,
         on_batch=None,
         out: np.ndarray | None = None,
         done: np.ndarray | None = None,
@@ -203,14 +204,16 @@ class ImageMapEngine:
         """Maps of one chunk.
 
         ``out`` and ``done`` (when given) are filled in place batch by batch, so a cancelled call
-        (:class:`~napari_global_xai.batching.Cancelled` raised from ``cancel``) leaves every finished map in them.
+        (:class:`~napari_global_xai.batching.Cancelled` raised on a cancel of ``control``) leaves every finished map
+        in them.
 
         Parameters
         ----------
         images : (k, H, W, C) raw harmonised pixels
         pairs : (k, L) bool
             Which maps to compute; the others stay 0.
-        cancel : callable() -> bool, optional
+        control : RunControl, optional
+            Its cancel is checked before each method call (its progress is not used: see ``on_batch``).
         out : (k, L, H, W) float32 array, optional
         done : (k, L) bool array, optional
             Set True for each finished map.
@@ -257,7 +260,11 @@ class ImageMapEngine:
             self.maps_per_call = size
 
         for sl, (maps, flags) in iterate_batches(
-            len(img_idx), self.maps_per_call, run, cancel=cancel, on_backoff=remember
+            len(img_idx),
+            self.maps_per_call,
+            run,
+            cancel=None if control is None else control.cancel_fn,
+            on_backoff=remember,
         ):
             out[img_idx[sl], tgt_idx[sl]] = maps
             if stalled is not None:

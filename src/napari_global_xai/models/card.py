@@ -5,8 +5,7 @@ labels and output activation, which stack channels it reads, the input size, the
 CAM methods. Only ``weights`` and ``labels`` are required: the format is read from the file (``loading.infer_format``),
 the name defaults to the file's stem and the input channels to the number of ``mean`` values (else probed).
 
-Loading (safe by default) is :mod:`napari_global_xai.models.loading`; ``load_model``, ``load_demo_model`` and
-``infer_format`` are still importable from here.
+Loading (safe by default) is :mod:`napari_global_xai.models.loading`.
 """
 
 from __future__ import annotations
@@ -48,7 +47,7 @@ class ModelCard:
     weights : str
         Model file, relative to the card's folder (or absolute) (required).
     format : {"state_dict", "safetensors", "torchscript", "export", "pickle"}, optional
-        Default: inferred from the file (:func:`infer_format`).
+        Default: inferred from the file (:func:`~napari_global_xai.models.loading.infer_format`).
     activation : {"sigmoid", "softmax"}
         Sigmoid multi-label or softmax multi-class.
     architecture : str, optional
@@ -146,9 +145,9 @@ class ModelCard:
         """Write the card atomically."""
         data = asdict(self)
         data.pop("path")
-        from ..io_utils import atomic_write_text
+        from ..io_utils import save_json
 
-        atomic_write_text(path, json.dumps(data, indent=2) + "\n")
+        save_json(path, data)
 
     def base_dir(self) -> Path | None:
         """The card's folder (where relative paths start), or None for a card not read from a file."""
@@ -265,15 +264,3 @@ def apply_activation(logits: torch.Tensor, activation: str) -> torch.Tensor:
     import torch
 
     return torch.sigmoid(logits) if activation == "sigmoid" else torch.softmax(logits, dim=1)
-
-
-_MOVED = ("load_model", "load_demo_model", "infer_format", "_load_module")
-
-
-def __getattr__(name: str):
-    """The loading functions, moved to :mod:`.loading`, under their old address."""
-    if name in _MOVED:
-        from . import loading
-
-        return getattr(loading, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -31,7 +31,7 @@ from __future__ import annotations
 import copy
 import hashlib
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -277,23 +277,20 @@ class CurveEngine:
 
     def run(
         self,
-        progress: Callable[[int, int], None] | None = None,
-        cancel=None,
-        *,
         control: RunControl | None = None,
+        *,
+        stage: str = "peppr",
         executor=None,
     ) -> list[dict[str, np.ndarray]]:
         """Run every request.
 
         Parameters
         ----------
-        progress : callable(done, total), optional
-            Called after each model pass (in-process) or each finished chunk (an executor elsewhere), in
-            image-forward units.
-        cancel : callable() -> bool or threading.Event, optional
-            Checked before each model pass.
         control : RunControl, optional
-            Instead of ``cancel`` (its ``progress`` is not used: ``progress`` reports here, in forwards).
+            Progress is reported as ``(done, total, stage)`` in image forwards, after each model pass (in-process)
+            or each finished chunk (an executor elsewhere); the cancel is checked before each model pass.
+        stage : str
+            The stage name of the progress reports.
         executor : ChunkExecutor, optional
             Where the chunks of images run (:mod:`napari_global_xai.chunks`): default this process, one chunk after
             another; a :class:`~napari_global_xai.scale.executor.DaskExecutor` runs them on a cluster. The
@@ -315,7 +312,8 @@ class CurveEngine:
         from ..chunks import InProcessExecutor
         from .chunk_task import CurveChunkTask
 
-        control = RunControl.of(control, cancel=cancel) if control is not None or cancel is not None else None
+        control = control or RunControl()
+        progress = control.stage(stage)
         plan = self._plan()
         n_labels = len(self.model.labels)
         outputs = [
@@ -334,10 +332,9 @@ class CurveEngine:
         def on_forwards(n, *_):  # in-process: after every model pass
             nonlocal in_chunk
             in_chunk += n
-            if progress is not None:
-                progress(min(done + in_chunk, plan.n_forwards), plan.n_forwards)
+            progress(min(done + in_chunk, plan.n_forwards), plan.n_forwards)
 
-        cancel_fn = None if control is None else control.cancel_fn
+        cancel_fn = control.cancel_fn
         try:
             for result in (executor or InProcessExecutor()).map_chunks(
                 task, range(task.n_chunks), cancel=cancel_fn, on_maps=on_forwards
@@ -347,7 +344,7 @@ class CurveEngine:
                 self.batch_size = min(self.batch_size, result.batch_size)  # smaller after an out-of-memory back-off
                 done, in_chunk = done + result.n_forwards, 0
                 finished.extend(int(g) for g in result.images)
-                if progress is not None and executor is not None:
+                if executor is not None:
                     progress(min(done, plan.n_forwards), plan.n_forwards)
             if len(finished) < len(plan.active):  # an executor elsewhere stops quietly on a cancel
                 raise Cancelled(f"cancelled after {len(finished)} of {len(plan.active)} images")
@@ -481,9 +478,8 @@ def erase_restore_curves(
     fill: str = "zero",
     truth: np.ndarray | None = None,
     label_indices: Sequence[int] | None = None,
-    progress=None,
-    cancel=None,
     *,
+    control: RunControl | None = None,
     batch_size: int | None = None,
     chunk_size: int | None = None,
     fill_sigma: float | None = None,
@@ -505,9 +501,8 @@ def erase_restore_curves(
         predicted probability of each label.
     label_indices : sequence of int, optional
         Model outputs evaluated (columns of ``truth``); default all.
-    progress : callable(done, total), optional
-        In image forwards.
-    cancel : callable() -> bool or threading.Event, optional
+    control : RunControl, optional
+        Progress (stage ``"peppr"``, in image forwards) and cancel.
     batch_size, chunk_size : int, optional
         See :class:`CurveEngine`.
     fill_sigma : float, optional
@@ -528,7 +523,7 @@ def erase_restore_curves(
     )
     idx, names, truth = _label_selection(model, label_indices, truth, engine.n_images)
     engine.add_request(engine.add_ranking(ranking))
-    return _curves_from(engine.run(progress, cancel)[0], idx, names, truth, engine)
+    return _curves_from(engine.run(control)[0], idx, names, truth, engine)
 
 
 def deletion_insertion(
@@ -540,8 +535,7 @@ def deletion_insertion(
     fill: str = "zero",
     *,
     seed: int = 0,
-    progress=None,
-    cancel=None,
+    control: RunControl | None = None,
     batch_size: int | None = None,
     chunk_size: int | None = None,
     fill_sigma: float | None = None,
@@ -561,6 +555,8 @@ def deletion_insertion(
     fill : {"zero", "black", "blur", "impute"}
     seed : int
         Tie-breaking seed of :func:`pixel_ranking`.
+    control : RunControl, optional
+        Progress (stage ``"deletion"``, in image forwards) and cancel.
 
     Returns
     -------
@@ -586,7 +582,7 @@ def deletion_insertion(
         raise ValueError(f"need one target per image ({engine.n_images}), got {len(tgt)}")
     for i in range(engine.n_images):
         engine.add_request(engine.add_ranking(pixel_ranking(maps[i], seed)), images=[i])
-    outputs = engine.run(progress, cancel)
+    outputs = engine.run(control, stage="deletion")
     act = activation_of(model)
     curves = {m: np.array([activate(out[m][:, 0], act)[:, t] for out, t in zip(outputs, tgt)]) for m in MODES}
     return PerImageCurves(

@@ -6,14 +6,13 @@ is added here.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from ..io_utils import atomic_path
+from ..io_utils import atomic_path, json_text
 from ..perturb.blend import apply_fill
 from ..perturb.rankings import removed_mask
 
@@ -106,7 +105,7 @@ def write_filled_tiff(
 
     data = filled_images(model, images, ranking, fractions, fill, mode, **kwargs)  # (n, F, H, W, c)
     data = np.ascontiguousarray(np.moveaxis(data, -1, 2))  # (n, F, c, H, W)
-    info = json.dumps({"mode": mode, "fill": fill, "fractions": [float(p) for p in fractions]})
+    info = json_text({"mode": mode, "fill": fill, "fractions": [float(p) for p in fractions]}, indent=None)
     path = Path(path)
     with atomic_path(path) as tmp:
         tifffile.imwrite(tmp, data, imagej=True, metadata={"axes": "TZCYX", "Info": info})

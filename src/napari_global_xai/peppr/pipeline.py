@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..config import DEFAULT_FRACTIONS, PepprConfig
+from ..config import PepprConfig
 from ..control import Cancelled, RunControl
 from ..data.conform import model_frame
 from ..perturb.rankings import pixel_ranking, random_ranking
@@ -29,43 +29,7 @@ from .curves import PepprResult
 from .engine import CurveEngine, _curves_from
 from .summary import collect_maps, headlines, map_summary, specificity_matrix, split_note, table_rows
 
-__all__ = ["run_peppr", "run_peppr_pipeline", "run_peppr_from_files", "peppr_truth", "resolve_config"]
-
-#: ``run_peppr`` keywords that are not :class:`PepprConfig` fields.
-_LEGACY_ALIASES = {"maps_for": {"all": "overall"}}
-
-
-def resolve_config(config: PepprConfig | None = None, **options) -> tuple[PepprConfig, list[int] | None]:
-    """A validated :class:`PepprConfig` from ``config`` and keyword overrides (the pre-config keywords).
-
-    ``random_seeds`` may also be 0 or a sequence of seeds (returned separately: a config holds a positive count);
-    ``maps_for="all"`` is the old name of ``"overall"``.
-
-    Raises
-    ------
-    TypeError
-        For a keyword that is not a setting.
-    ValueError
-        For a value outside its choices (from :class:`PepprConfig`).
-    """
-    config = config or PepprConfig()
-    seeds = None
-    if "random_seeds" in options:
-        value = options.pop("random_seeds")
-        if isinstance(value, (int, np.integer)) and value > 0:
-            options["random_seeds"] = int(value)
-        else:
-            seeds = list(range(int(value))) if isinstance(value, (int, np.integer)) else [int(s) for s in value]
-    for name, aliases in _LEGACY_ALIASES.items():
-        if name in options:
-            options[name] = aliases.get(options[name], options[name])
-    known = {f.name for f in dataclasses.fields(PepprConfig)}
-    unknown = sorted(set(options) - known)
-    if unknown:
-        raise TypeError(f"unknown PEPPR setting(s) {unknown}; settings: {sorted(known)}")
-    if "fractions" in options and options["fractions"] is None:
-        options["fractions"] = DEFAULT_FRACTIONS
-    return (dataclasses.replace(config, **options) if options else config), seeds
+__all__ = ["run_peppr", "run_peppr_pipeline", "run_peppr_from_files", "peppr_truth"]
 
 
 def run_peppr(
@@ -78,10 +42,7 @@ def run_peppr(
     *,
     eval_indices: Sequence[int] | None = None,
     control: RunControl | None = None,
-    progress=None,
-    cancel=None,
     executor=None,
-    **options,
 ) -> PepprResult:
     """PEPPR: erase and restore curves of global maps, with random-order, reverse-order and specificity baselines.
 
@@ -99,24 +60,18 @@ def run_peppr(
         Evaluated labels (truth columns), each a model label; default all model labels.
     config : PepprConfig, optional
         Settings (fractions, fill, random seeds, ``maps_for``, reverse order, specificity, splits, tolerance,
-        tie seed, batch and chunk sizes, blur σ). ``maps_for="labelwise"``: a map named like a label is judged on
-        that label's metric, any other map (``"overall"``) on every label and the macro mean; ``"overall"``: every
-        map on every label and the macro mean. Curves for every label are computed either way.
+        tie seed, batch and chunk sizes, blur σ); default ``PepprConfig()``. ``maps_for="labelwise"``: a map named
+        like a label is judged on that label's metric, any other map (``"overall"``) on every label and the macro
+        mean; ``"overall"``: every map on every label and the macro mean. Curves for every label are computed either
+        way. ``random_seeds=0``: no random-order baseline.
     eval_indices : sequence of int, optional
         Images evaluated (default all).
     control : RunControl, optional
         Progress (stage ``"peppr"``, in image forwards) and cancel.
-    progress : callable(done, total), optional
-        Instead of ``control``: progress in image forwards.
-    cancel : callable() -> bool or threading.Event, optional
-        Instead of ``control``.
     executor : ChunkExecutor, optional
         Where the chunks of images are scored (default this process); a
         :class:`~napari_global_xai.scale.executor.DaskExecutor` scores them on a cluster. The per-image scores are
         gathered here and each AUROC is computed once, so the curves are the same as in-process.
-    **options
-        Any :class:`PepprConfig` field as a keyword (the keywords of earlier versions), overriding ``config``;
-        ``random_seeds`` may be 0 or a sequence of seeds, ``maps_for="all"`` means ``"overall"``.
 
     Returns
     -------
@@ -155,10 +110,7 @@ def run_peppr(
     * circularity: the split that built the maps and the evaluated split are recorded as given (methods.md §1.6).
     """
     t0 = time.perf_counter()
-    cfg, seeds = resolve_config(config, **options)
-    seeds = list(range(cfg.random_seeds)) if seeds is None else seeds
-    if control is not None:
-        progress = control.stage("peppr") if progress is None else progress
+    cfg = config or PepprConfig()
     names = list(model.labels)
     label_names = list(names if label_names is None else label_names)
     missing = [n for n in label_names if n not in names]
@@ -190,14 +142,12 @@ def run_peppr(
         jobs.append((engine.add_request(rid, images=evaluated), name, "true", None))
         if cfg.include_reverse:
             jobs.append((engine.add_request(rid, reverse=True, images=evaluated), name, "reverse", None))
-    for s in seeds:
+    for s in range(cfg.random_seeds):
         rid = engine.add_ranking(random_ranking(engine.shape, s))
         jobs.append((engine.add_request(rid, images=evaluated), "random", "random", s))
     every = np.arange(engine.n_images) if evaluated is None else evaluated
     try:
-        outputs = engine.run(
-            progress, control=control if cancel is None else RunControl(cancel=cancel), executor=executor
-        )
+        outputs = engine.run(control, executor=executor)
     except Cancelled as exc:
         outputs, finished = exc.partial
         columns = np.nonzero(np.isin(every, finished))[0]
@@ -275,7 +225,7 @@ def peppr_truth(stack, model, label_names=None):
         If ``label_names`` asks for labels the table has no column for. (When no model label has a column, every
         label is evaluated on its mean probability, with a notice.)
     """
-    from ..run import missing_truth_message
+    from ..data.labels import missing_truth_message
 
     if stack.labels is None:
         return (list(label_names) if label_names is not None else list(model.labels)), None
@@ -326,10 +276,7 @@ def run_peppr_pipeline(
     labels=None,
     out_dir: str | Path | None = None,
     control: RunControl | None = None,
-    progress=None,
-    cancel=None,
     executor=None,
-    **options,
 ) -> PepprResult:
     """PEPPR of global maps on an aligned stack: curves, random/reverse baselines, scores, figure and files.
 
@@ -341,20 +288,18 @@ def run_peppr_pipeline(
     model : LoadedModel
     global_maps : GlobalMaps or dict name -> (H, W)
     config : PepprConfig, optional
-        Settings; ``eval_split`` evaluates only images of that split (labels ``split`` column) and ``map_split``
-        records which split built the maps (both appear in the result's ``split_note``); ``filled_fractions`` are
-        the fractions of the written erased/restored images.
+        Settings (default ``PepprConfig()``); ``eval_split`` evaluates only images of that split (labels ``split``
+        column) and ``map_split`` records which split built the maps (both appear in the result's ``split_note``);
+        ``filled_fractions`` are the fractions of the written erased/restored images.
     labels : list of str, optional
         Labels scored (default: model outputs present in the labels table).
     out_dir : path, optional
         Writes ``peppr_curves.csv``, ``peppr_summary.json``, ``peppr.png`` and the erased/restored images of the
         overall map at ``filled_fractions`` (``erased_overall.tif``, ``restored_overall.tif``).
     control : RunControl, optional
-        Progress (stage ``"peppr"``) and cancel; or the ``progress(done, total, stage)`` and ``cancel`` callables.
+        Progress (stage ``"peppr"``) and cancel.
     executor : ChunkExecutor, optional
         Where the chunks of images are scored (see :func:`run_peppr`).
-    **options
-        :class:`PepprConfig` fields as keywords (``fractions=None`` means the default).
 
     Returns
     -------
@@ -369,21 +314,20 @@ def run_peppr_pipeline(
     OutputFolderError
         ``out_dir`` cannot be written (checked before any model pass).
     """
-    from ..run import _fit
+    from ..data.conform import fit_stack_to_model
 
-    control = RunControl.of(control, progress, cancel)
-    cfg, seeds = resolve_config(config, **options)
+    control = control or RunControl()
+    cfg = config or PepprConfig()
     if out_dir is not None:
         from ..io_utils import check_output_folder
 
         check_output_folder(out_dir)
-    stack = _fit(stack, model)
+    stack = fit_stack_to_model(stack, model.card)
     model.check_input(stack.shape)
     frame_stack = model_frame(stack, model.card)
     names, truth = peppr_truth(frame_stack, model, labels)
     eval_idx = _split_indices(frame_stack, cfg.eval_split)
     cfg = dataclasses.replace(cfg, eval_split=cfg.eval_split or ("all images" if eval_idx is None else None))
-    extra = {} if seeds is None else {"random_seeds": seeds}
     try:
         result = run_peppr(
             model,
@@ -395,7 +339,6 @@ def run_peppr_pipeline(
             eval_indices=eval_idx,
             control=control,
             executor=executor,
-            **extra,
         )
     except Cancelled as exc:
         if not isinstance(exc.partial, PepprResult):
@@ -423,49 +366,22 @@ def run_peppr_from_files(
     model,
     global_maps_path,
     out_dir,
-    fill="zero",
-    random_seeds=5,
-    eval_split=None,
-    progress=None,
-    cancel=None,
-    fractions=None,
+    config: PepprConfig | None = None,
     *,
-    return_result: bool = False,
+    control: RunControl | None = None,
     executor=None,
-):
-    """CLI helper: read ``global_maps.tif``, run :func:`run_peppr_pipeline`, return a printable summary.
+) -> tuple[str, PepprResult]:
+    """CLI helper: read ``global_maps.tif``, run :func:`run_peppr_pipeline`; returns ``(printable summary, result)``.
 
-    ``fractions`` (optional) are checked and completed by :func:`napari_global_xai.perturb.complete_fractions`
-    (endpoints 0 and 1 added, with a note in the summary) before the maps file is read. With ``return_result``
-    the :class:`PepprResult` is returned too, as ``(text, result)``; ``executor`` is passed on (a cluster run).
+    The output folder is checked before the maps file is read; ``control`` and ``executor`` (a cluster run) are
+    passed on.
     """
     from ..io_utils import check_output_folder
     from ..outputs import read_global_maps
-    from ..perturb.rankings import complete_fractions
     from .report import summary_text
 
-    note = ""
-    if fractions is not None:
-        fractions, added = complete_fractions(fractions)
-        if added:
-            note = (
-                f"\nnote: added fraction(s) {', '.join(f'{a:g}' for a in added)} (the curves are read against "
-                f"the intact image at both ends); fractions used: {', '.join(f'{f:g}' for f in fractions)}"
-            )
     check_output_folder(out_dir)
     gm = read_global_maps(global_maps_path)
-    result = run_peppr_pipeline(
-        stack,
-        model,
-        gm,
-        fractions=fractions,
-        fill=fill,
-        random_seeds=random_seeds,
-        eval_split=eval_split,
-        out_dir=out_dir,
-        progress=progress,
-        cancel=cancel,
-        executor=executor,
-    )
-    text = summary_text(result) + note + f"\nresults in {Path(out_dir).resolve()}"
-    return (text, result) if return_result else text
+    result = run_peppr_pipeline(stack, model, gm, config, out_dir=out_dir, control=control, executor=executor)
+    text = summary_text(result)
+    return text, result

@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import math
 from pathlib import Path
 
 import numpy as np
 
 from ..config import MODES
-from ..io_utils import atomic_path, atomic_write_text
+from ..io_utils import atomic_path, atomic_write_text, json_ready, save_json
 from .curves import Curves, PepprResult
 
 __all__ = ["plot_peppr", "draw_panel", "summary_text", "write_peppr", "curves_rows", "summary_dict", "CSV_COLUMNS"]
@@ -185,23 +184,9 @@ def curves_rows(result: PepprResult) -> list[tuple]:
     return rows
 
 
-def _jsonable(value):
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return _jsonable(value.tolist())
-    if isinstance(value, (np.integer,)):
-        return int(value)
-    if isinstance(value, (float, np.floating)):
-        return float(value) if math.isfinite(value) else None
-    return value
-
-
 def summary_dict(result: PepprResult) -> dict:
-    """The JSON-ready summary of a run (NaN written as null)."""
-    return _jsonable(
+    """The JSON-ready summary of a run (:func:`~napari_global_xai.io_utils.json_ready`: NaN written as null)."""
+    return json_ready(
         {
             "method": "PEPPR (reconstruction, methods.md §1.7)",
             "metric": result.metric,
@@ -243,7 +228,7 @@ def write_peppr(result: PepprResult, out_dir: str | Path, plot: bool = True) -> 
     writer.writerows(curves_rows(result))
     paths = {"curves": out / "peppr_curves.csv", "summary": out / "peppr_summary.json"}
     atomic_write_text(paths["curves"], text.getvalue())
-    atomic_write_text(paths["summary"], json.dumps(summary_dict(result), indent=2) + "\n")
+    save_json(paths["summary"], summary_dict(result))
     if plot:
         paths["figure"] = plot_peppr(result, out / "peppr.png")
     return paths

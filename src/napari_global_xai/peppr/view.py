@@ -8,8 +8,8 @@ One drawing path serves the napari PEPPR panel (its themed canvas), the HTML/PDF
 * :class:`Filmstrip` holds thumbnails of one image erased and restored at each fraction, in the map's order and in a
   random order, computed with the curve engine's own ranking, masks and fills (:func:`compute_filmstrip`), or read
   from the ``erased_*.tif`` / ``restored_*.tif`` files a PEPPR run wrote (:func:`filmstrip_from_folder`).
-* :func:`draw_peppr_figure` draws both into a figure the caller owns and returns the artists the panel links to
-  (curve axes, the fraction marker, one axes per thumbnail).
+* :func:`~napari_global_xai.peppr.drawing.draw_peppr_figure` draws both into a figure the caller owns and returns
+  the artists the panel links to (curve axes, the fraction marker, one axes per thumbnail).
 
 Qt-free; matplotlib's object API only (no pyplot state).
 """
@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from ..control import RunControl
 
 __all__ = [
     "PepprView",
@@ -223,7 +225,7 @@ def compute_filmstrip(
     max_side: int = 96,
     image_index: int = 0,
     map_name: str = "",
-    cancel=None,
+    control: RunControl | None = None,
 ) -> Filmstrip:
     """Thumbnails of one image erased and restored at each fraction, in the map's order and one random order.
 
@@ -240,8 +242,8 @@ def compute_filmstrip(
         Seed of the random order (the first random-order seed of a PEPPR run is 0).
     max_side : int
         Longer side of a thumbnail in pixels.
-    cancel : callable() -> bool, optional
-        Checked between strips; a cancelled call returns the strips finished so far.
+    control : RunControl, optional
+        Its cancel is checked between strips; a cancelled call returns the strips finished so far.
 
     Returns
     -------
@@ -265,7 +267,7 @@ def compute_filmstrip(
     rows = []
     for order, ranking in orders:
         for mode in ("erase", "restore"):
-            if cancel is not None and cancel():
+            if control is not None and control.cancelled():
                 return Filmstrip(np.asarray(fractions, float), rows, image_index, map_name)
             filled = filled_images(model, img, ranking, fractions, fill, mode)[0]  # (F, H, W, c)
             thumbs = np.stack([thumbnail(display_rgb(f).astype(np.float32), max_side) for f in filled])
@@ -303,15 +305,3 @@ def filmstrip_from_folder(folder: str | Path, image_index: int = 0, max_side: in
 def nearest_index(values: Sequence[float], x: float) -> int:
     """Index of the value nearest ``x`` (first of ties)."""
     return int(np.argmin(np.abs(np.asarray(values, float) - float(x))))
-
-
-_DRAWING = ("draw_curves", "draw_filmstrip", "draw_peppr_figure", "draw_table", "set_highlight", "table_cells")
-
-
-def __getattr__(name: str):
-    """The drawing functions, which live in :mod:`.drawing`, under their older address here."""
-    if name in _DRAWING:
-        from . import drawing
-
-        return getattr(drawing, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

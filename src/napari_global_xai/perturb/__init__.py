@@ -15,8 +15,8 @@ API (stable; everything is re-exported here)
     ``blend(x, keep, out=, fill_term=, fill_image=)`` (the exact 0/1 blend), ``seeded_noise(shape, seeds)``.
 ``rankings``
     ``pixel_ranking(map, seed)``, ``random_ranking(shape, seed)``, ``fraction_counts(fractions, n_pixels)``,
-    ``check_fractions``, ``complete_fractions`` (adds 0 and 1), ``rank_positions(ranking, n_pixels)`` (inverse
-    permutation), ``removed_mask(ranking, shape, mode, fraction)``.
+    ``check_fractions``, ``rank_positions(ranking, n_pixels)`` (inverse permutation),
+    ``removed_mask(ranking, shape, mode, fraction)``.
 ``scorer``
     ``MaskedScorer(model, fill, *, masks=fn(key, device) -> (H, W) bool removed, fill_sigma, impute_noise, seed,
     batch_size, probability=False, control=RunControl)``:
@@ -39,7 +39,6 @@ from .blend import apply_fill, blend, seeded_noise
 from .fills import BASELINES, FILLS, default_sigma, gaussian_blur, impute_linear, make_fill
 from .rankings import (
     check_fractions,
-    complete_fractions,
     fraction_counts,
     pixel_ranking,
     random_ranking,
@@ -62,7 +61,6 @@ __all__ = [
     "random_ranking",
     "fraction_counts",
     "check_fractions",
-    "complete_fractions",
     "rank_positions",
     "removed_mask",
     "MaskedScorer",

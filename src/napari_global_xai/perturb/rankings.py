@@ -17,7 +17,6 @@ __all__ = [
     "random_ranking",
     "fraction_counts",
     "check_fractions",
-    "complete_fractions",
     "rank_positions",
     "removed_mask",
     "TIE_STREAM",
@@ -84,43 +83,6 @@ def fraction_counts(fractions: Sequence[float], n_pixels: int) -> np.ndarray:
     """Pixels per fraction, ``k = round(p * n_pixels)`` with halves rounded up (not to even)."""
     f = check_fractions(fractions)
     return np.floor(f * n_pixels + 0.5).astype(np.int64)
-
-
-def complete_fractions(fractions: Sequence[float]) -> tuple[tuple[float, ...], list[float]]:
-    """User-given fractions, checked, with the endpoints 0 and 1 added when missing.
-
-    Parameters
-    ----------
-    fractions : sequence of float
-        Strictly increasing values in ``[0, 1]`` (e.g. ``0 0.05 0.1 0.5 1`` for a quick check).
-
-    Returns
-    -------
-    (tuple of float, list of float)
-        The fractions to use and the endpoints that were added (empty when both were given).
-
-    Raises
-    ------
-    UsageError
-        Empty, not finite, outside ``[0, 1]``, or not strictly increasing (the message shows the values given).
-
-    Notes
-    -----
-    Endpoints are added rather than required: the curves are read against them (erase at 0 and restore at 1 score
-    the intact image; the restoration point and the areas assume both ends), so a grid without them would give
-    scores that cannot be compared with a default run. Unsorted input is refused rather than sorted, since it is
-    more likely a typo than a wish.
-    """
-    from ..errors import UsageError
-
-    values = [float(v) for v in fractions]
-    f = np.asarray(values, dtype=np.float64)
-    if f.size == 0 or not np.all(np.isfinite(f)) or f.min() < 0 or f.max() > 1:
-        raise UsageError(f"fractions must be numbers in [0, 1], got {values}")
-    if np.any(np.diff(f) <= 0):
-        raise UsageError(f"fractions must be strictly increasing (no repeats), got {values}")
-    added = [e for e in (0.0, 1.0) if e not in values]
-    return tuple(sorted(set(values) | set(added))), added
 
 
 def rank_positions(ranking: np.ndarray, n_pixels: int) -> np.ndarray:

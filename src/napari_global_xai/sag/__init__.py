@@ -24,8 +24,7 @@ figure or a file; :func:`run_sag_pipeline` runs a stack and writes the outputs.
 from ..config import FIGURE_FORMATS
 from .drawing import draw_sag, draw_sag_figure
 from .grid import grid_for, patch_edges, patch_masks, patch_saliency
-from .pipeline import IGOS_SAG_PARAMS, run_sag, run_sag_pipeline, sag_config, sag_for_image
-from .pipeline import _saliency_maps as _saliency_maps  # tests and benchmarks compute heuristic maps with it
+from .pipeline import IGOS_SAG_PARAMS, run_sag, run_sag_pipeline, sag_for_image
 from .result import SagNode, SagResult, SagRunResult
 from .scorer import SagScorer, score_together
 from .search import beam_search_program, beam_search_roots, build_graph, diverse_subset, graph_program, run_programs
@@ -48,7 +47,6 @@ __all__ = [
     "diverse_subset",
     "build_graph",
     "graph_program",
-    "sag_config",
     "sag_for_image",
     "run_sag",
     "run_sag_pipeline",

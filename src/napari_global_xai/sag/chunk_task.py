@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..chunks import ShippedTask
+from ..control import RunControl
 
 __all__ = ["SagChunkTask", "SagChunkResult"]
 
@@ -58,6 +59,12 @@ class SagChunkTask(ShippedTask):
         indices = self.groups[chunk]
         maps = None if self.saliency is None else self.saliency[chunk]
         results = _sag_group(
-            self.model, _gather(self.stack, indices), self.label_index, indices, maps, self.config, cancel
+            self.model,
+            _gather(self.stack, indices),
+            self.label_index,
+            indices,
+            maps,
+            self.config,
+            RunControl(cancel=cancel),
         )
         return SagChunkResult(chunk, results)

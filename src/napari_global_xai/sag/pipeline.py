@@ -1,17 +1,16 @@
 """SAG drivers: one image (:func:`sag_for_image`), images of a stack in lockstep groups (:func:`run_sag`), and the
 pipeline over a stack with its outputs (:func:`run_sag_pipeline`, called by the CLI and the SAG dock).
 
-Settings come from one :class:`~napari_global_xai.config.SagConfig` (validated on construction); the older keyword
-arguments of each function are still accepted and fold into it. The image frame is decided once, by the pipeline,
-from the model card (``harmonise_laterality``); the functions below it take images already in that frame.
+Settings come from one :class:`~napari_global_xai.config.SagConfig` (validated on construction) and progress and cancel
+from one :class:`~napari_global_xai.control.RunControl`. The image frame is decided once, by the pipeline, from the
+model card (``harmonise_laterality``); the functions below it take images already in that frame.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -23,32 +22,12 @@ from .grid import grid_for, patch_saliency
 from .result import SagResult, SagRunResult
 from .search import image_program, run_programs
 
-__all__ = ["IGOS_SAG_PARAMS", "sag_config", "sag_for_image", "run_sag", "run_sag_pipeline"]
+__all__ = ["IGOS_SAG_PARAMS", "sag_for_image", "run_sag", "run_sag_pipeline"]
 
 #: I-GOS parameters of the official SAG code (``Integrated_Mask``: ``max_iterations=2, integ_iter=20, l1=1,
 #: tv=20``, mask on the patch grid), methods.md §2.6. ``mask_size`` is set to the SAG grid and ``baseline`` to the
 #: SAG fill at run time.
 IGOS_SAG_PARAMS = {"iterations": 2, "ig_iter": 20, "l1": 1.0, "tv": 20.0}
-
-
-def sag_config(config: SagConfig | None = None, **settings) -> SagConfig:
-    """``config`` (default :class:`SagConfig`) with ``settings`` (SagConfig field names) replaced, validated.
-
-    Raises
-    ------
-    TypeError
-        A setting that is no SagConfig field (the message names the fields).
-    ValueError
-        A value outside a field's choices (from SagConfig's validation).
-    """
-    config = SagConfig() if config is None else config
-    if not settings:
-        return config
-    names = {f.name for f in dataclasses.fields(SagConfig)}
-    unknown = sorted(set(settings) - names)
-    if unknown:
-        raise TypeError(f"unknown SAG setting(s) {unknown}; SagConfig fields are {sorted(names)}")
-    return dataclasses.replace(config, **settings)
 
 
 def _saliency_maps(
@@ -110,7 +89,7 @@ def _sag_group(
     image_indices: Sequence[int],
     saliency: Sequence | None,
     config: SagConfig,
-    cancel: Callable[[], bool] | None = None,
+    control: RunControl | None = None,
 ) -> list[SagResult]:
     """SAGs of a group of same-size images (in the model's frame), their saliency maps and model calls batched."""
     from ..perturb import default_sigma
@@ -135,7 +114,7 @@ def _sag_group(
     if config.fill == "blur" and sigma is None:  # the one blur default, recorded in the result
         sigma = default_sigma(x.shape)
     scorers = SagScorer.group(
-        model, x, label_index, grid, config.fill, fill_sigma=sigma, batch_size=config.batch_size, control=cancel
+        model, x, label_index, grid, config.fill, fill_sigma=sigma, batch_size=config.batch_size, control=control
     )
     search = dict(
         beam_width=config.beam_width,
@@ -184,12 +163,11 @@ def sag_for_image(
     model,
     image_raw,
     label_index: int,
+    config: SagConfig | None = None,
     *,
     saliency=None,
-    config: SagConfig | None = None,
     image_index: int = 0,
-    cancel: Callable[[], bool] | None = None,
-    **settings,
+    control: RunControl | None = None,
 ) -> SagResult:
     """Structured attention graph of one image for one label.
 
@@ -201,17 +179,15 @@ def sag_for_image(
         before calling, or use :func:`run_sag_pipeline`, which decides the frame from the card).
     label_index : int
         Output explained.
-    saliency : numpy.ndarray, (H, W), optional
-        Heuristic map (higher = more important). When None it is computed with ``config.method``.
     config : SagConfig, optional
         Every setting (official values per field in :class:`~napari_global_xai.config.SagConfig`); default
         ``SagConfig()``.
+    saliency : numpy.ndarray, (H, W), optional
+        Heuristic map (higher = more important). When None it is computed with ``config.method``.
     image_index : int
         Stored in the result.
-    cancel : callable() -> bool, optional
-    **settings
-        SagConfig fields overriding ``config`` (the older keyword arguments: ``method``, ``fill``, ``grid``,
-        ``max_root_size``, ``beam_width``, ...).
+    control : RunControl, optional
+        Cancel, checked before every model pass.
 
     Returns
     -------
@@ -231,9 +207,9 @@ def sag_for_image(
     one-patch removals); all model calls are batched and each distinct patch set is scored once. Relative
     confidence = confidence / full-image confidence.
     """
-    config = sag_config(config, **settings)
+    config = SagConfig() if config is None else config
     maps = None if saliency is None else [saliency]
-    return _sag_group(model, [image_raw], label_index, [image_index], maps, config, cancel)[0]
+    return _sag_group(model, [image_raw], label_index, [image_index], maps, config, control)[0]
 
 
 def _gather(images, chunk: Sequence[int]) -> list[np.ndarray]:
@@ -248,15 +224,12 @@ def run_sag(
     images,
     label_index: int,
     indices: Sequence[int],
-    progress: Callable | None = None,
-    cancel: Callable | None = None,
-    *,
     config: SagConfig | None = None,
+    *,
     control: RunControl | None = None,
     laterality: Sequence[str] | None = None,
     saliency_maps=None,
     executor=None,
-    **settings,
 ) -> list[SagResult]:
     """SAGs of several images of a stack for one label, ``config.images_together`` at a time.
 
@@ -274,13 +247,11 @@ def run_sag(
     label_index : int
     indices : sequence of int
         Images to explain.
-    progress : callable(done, total), optional
-        Called after each group (or give ``control``).
-    cancel : callable() -> bool or threading.Event, optional
-        Checked between groups and between batches (or give ``control``).
     config : SagConfig, optional
+        Every setting (default ``SagConfig()``).
     control : RunControl, optional
-        Progress (stage ``"sag"``) and cancel in one object, instead of ``progress`` / ``cancel``.
+        Progress (stage ``"sag"``, in images, after each group) and cancel (checked between groups and between
+        batches).
     laterality : sequence of str, optional
         Per stack image, for stored-frame arrays: images with ``"R"`` are read mirrored (through
         :meth:`~napari_global_xai.data.AlignedStack.to_left_eye`). Kept for callers of the array form;
@@ -290,8 +261,6 @@ def run_sag(
     executor : ChunkExecutor, optional
         Where the groups run (default this process, one after another); a
         :class:`~napari_global_xai.scale.executor.DaskExecutor` runs them on a cluster, with the same graphs.
-    **settings
-        SagConfig fields overriding ``config`` (e.g. ``images_together``, ``fill``, ``max_root_size``).
 
     Returns
     -------
@@ -302,13 +271,8 @@ def run_sag(
     Cancelled
         On a cancel; its ``partial`` holds the results of the groups finished before (a list, maybe empty).
     """
-    config = sag_config(config, **settings)
-    if control is not None:
-        if progress is not None or cancel is not None:
-            raise TypeError("give either control= or progress=/cancel=, not both")
-        report, cancel = control.stage("sag"), control.cancel_fn
-    else:
-        report, cancel = progress, RunControl(cancel=cancel).cancel_fn
+    config = SagConfig() if config is None else config
+    control = control or RunControl()
     if laterality is not None:
         from ..data import AlignedStack
 
@@ -324,10 +288,9 @@ def run_sag(
     task = SagChunkTask(model, images, int(label_index), groups, config, maps)
     finished: dict[int, list[SagResult]] = {}
     try:
-        for result in (executor or InProcessExecutor()).map_chunks(task, range(len(groups)), cancel=cancel):
+        for result in (executor or InProcessExecutor()).map_chunks(task, range(len(groups)), cancel=control.cancel_fn):
             finished[result.chunk] = result.results
-            if report is not None:
-                report(sum(len(r) for r in finished.values()), len(indices))
+            control.report(sum(len(r) for r in finished.values()), len(indices), "sag")
         if len(finished) < len(groups):  # the executor stopped on a cancel
             raise Cancelled(f"cancelled after {sum(len(r) for r in finished.values())} of {len(indices)} images")
     except Cancelled as exc:
@@ -342,8 +305,7 @@ def _positives(frame_stack, model, label: str, label_index: int, control: RunCon
     if table is not None and label in table.names:
         return [int(i) for i in np.nonzero(table.column(label))[0]]
     if table is not None:
-        from ..data.labels import InputNotice
-        from ..run import missing_truth_message
+        from ..data.labels import InputNotice, missing_truth_message
 
         warnings.warn(
             f"{missing_truth_message([label])}: SAG explains the images predicted positive", InputNotice, stacklevel=3
@@ -366,10 +328,7 @@ def run_sag_pipeline(
     indices=None,
     out_dir: str | Path | None = None,
     control: RunControl | None = None,
-    progress=None,
-    cancel=None,
     executor=None,
-    **settings,
 ) -> SagRunResult:
     """Structured attention graphs for images of a stack and their stack-level summary.
 
@@ -389,13 +348,9 @@ def run_sag_pipeline(
         Writes ``sag_<image id>.json`` and the graph figure per image (``sag_<image id>.<format>`` for each of
         ``config.figure_formats``) and ``sag_summary.json``; checked for writing before any model pass.
     control : RunControl, optional
-        Progress (stage ``"sag"``, one step per image group) and cancel; or the older ``progress(done, total,
-        stage)`` / ``cancel()`` callables.
+        Progress (stage ``"sag"``, one step per image group) and cancel.
     executor : ChunkExecutor, optional
         Where the image groups run (see :func:`run_sag`).
-    **settings
-        SagConfig fields overriding ``config`` (the older keyword arguments ``method``, ``fill``,
-        ``max_root_size``, ``figure_formats``, ...).
 
     Returns
     -------
@@ -412,12 +367,12 @@ def run_sag_pipeline(
     OutputFolderError
         ``out_dir`` cannot be written.
     """
+    from ..control import status_of
     from ..data.conform import fit_stack_to_model
     from ..errors import UsageError
-    from ..run import _status
 
-    control = RunControl.of(control, progress, cancel)
-    config = sag_config(config, **settings)
+    control = control or RunControl()
+    config = SagConfig() if config is None else config
     if label not in model.labels:
         raise UsageError(f"unknown label {label!r}; the model's labels are {model.labels}")
     if out_dir is not None:
@@ -442,14 +397,14 @@ def run_sag_pipeline(
     except Cancelled as exc:
         run.results, run.cancelled = list(exc.partial or []), True
         if not run.results:
-            run.summary = {"cancelled": True, "status": _status(True), "n_requested": len(indices)}
+            run.summary = {"cancelled": True, "status": status_of(True), "n_requested": len(indices)}
             raise Cancelled(str(exc), partial=run) from exc
     from .summary import sag_stack_summary
 
     run.summary = {
         **sag_stack_summary(run.results),
         "cancelled": run.cancelled,
-        "status": _status(run.cancelled),
+        "status": status_of(run.cancelled),
         "n_requested": len(indices),
     }
     run.image_ids = [stack.image_ids[r.image_index] for r in run.results]

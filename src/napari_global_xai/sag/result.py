@@ -102,11 +102,6 @@ class SagRunResult:
     stack : AlignedStack
         The images the results refer to, in the frame the pipeline chose from the card (left-eye when it
         harmonises laterality) and fitted to the model: draw a result over ``stack.get(result.image_index)[0]``.
-
-    Notes
-    -----
-    Unpacks as the ``(results, summary)`` pair that ``run_sag_pipeline`` returned before it had a result type, so
-    ``results, summary = run_sag_pipeline(...)`` keeps working.
     """
 
     results: list
@@ -122,6 +117,3 @@ class SagRunResult:
     def n_roots(self) -> int:
         """Roots shown over all finished images."""
         return sum(len(r.roots) for r in self.results)
-
-    def __iter__(self):
-        return iter((self.results, self.summary))

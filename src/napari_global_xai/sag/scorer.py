@@ -45,7 +45,7 @@ class PatchScorer:
         Blur σ in pixels (default :func:`~napari_global_xai.perturb.default_sigma`).
     batch_size : int, optional
         Patch sets per forward (default :func:`~napari_global_xai.batching.images_per_pass`).
-    control : RunControl or callable() -> bool, optional
+    control : RunControl, optional
         Cancel, checked before every model pass (raises :class:`~napari_global_xai.control.Cancelled`).
 
     Attributes
@@ -64,10 +64,9 @@ class PatchScorer:
         *,
         fill_sigma: float | None = None,
         batch_size: int | None = None,
-        control=None,
+        control: RunControl | None = None,
     ):
-        if not isinstance(control, RunControl):
-            control = RunControl(cancel=control)
+        control = control or RunControl()
         self.grid = tuple(int(g) for g in grid)
         self.n_patches = self.grid[0] * self.grid[1]
         self.labels = np.broadcast_to(np.asarray(labels, dtype=np.intp), (len(x),)).copy()
@@ -124,7 +123,8 @@ class SagScorer:
     grid : (int, int)
     fill, fill_sigma, batch_size
         As in :class:`PatchScorer`.
-    cancel : callable() -> bool or RunControl, optional
+    control : RunControl, optional
+        Cancel, as in :class:`PatchScorer`.
 
     Attributes
     ----------
@@ -143,13 +143,13 @@ class SagScorer:
         fill: str = SagConfig.fill,
         batch_size: int | None = None,
         fill_sigma: float | None = None,
-        cancel=None,
+        control: RunControl | None = None,
         *,
         _group: PatchScorer | None = None,
         _row: int = 0,
     ):
         self.group_scorer = _group or PatchScorer(
-            model, x, [label], grid, fill, fill_sigma=fill_sigma, batch_size=batch_size, control=cancel
+            model, x, [label], grid, fill, fill_sigma=fill_sigma, batch_size=batch_size, control=control
         )
         self.row = int(_row)
         self.n_patches = self.group_scorer.n_patches
@@ -165,7 +165,7 @@ class SagScorer:
         *,
         fill_sigma: float | None = None,
         batch_size: int | None = None,
-        control=None,
+        control: RunControl | None = None,
     ) -> list[SagScorer]:
         """One scorer per image of ``x``, all on one shared :class:`PatchScorer`."""
         shared = PatchScorer(

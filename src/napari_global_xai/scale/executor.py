@@ -1,7 +1,7 @@
 """The Dask executor: chunk tasks of explain, PEPPR and SAG on a cluster, behind the runs' executor seam.
 
 :class:`DaskExecutor` implements ``map_chunks(task, pending, cancel, on_maps)`` of :mod:`napari_global_xai.chunks`.
-The run's task (an :class:`~napari_global_xai.chunks.ExplainChunkTask`, a PEPPR
+The run's task (an :class:`~napari_global_xai.explain.task.ExplainChunkTask`, a PEPPR
 :class:`~napari_global_xai.peppr.chunk_task.CurveChunkTask` or a SAG
 :class:`~napari_global_xai.sag.chunk_task.SagChunkTask`; any :class:`~napari_global_xai.chunks.ShippedTask`) is
 shipped without its model and stack (a :class:`RemoteChunkTask` holding a :class:`~.specs.ModelSpec` and a

@@ -37,7 +37,7 @@ def run_settings(task, stack, map_dtype: str) -> dict:
 
     Parameters
     ----------
-    task : ExplainChunkTask
+    task : napari_global_xai.explain.task.ExplainChunkTask
         Its config, targets, resolved subset, ground truth and model.
     stack : AlignedStack
         The stack as given (its sources and image ids).

@@ -38,6 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..io_utils import json_ready
 from .fingerprint import differences, run_settings, settings_hash
 from .ome import IMAGE_AXES, MAP_AXES, create_image_group
 from .options import STORE_NAME
@@ -211,15 +212,7 @@ class StoreWriter:
 
     def _set_status(self, status: str) -> None:
         self.attrs["status"] = status
-        self.group.attrs[ATTRS_KEY] = _jsonable(self.attrs)
-
-
-def _jsonable(value):
-    import json
-
-    from ..io_utils import _json_default
-
-    return json.loads(json.dumps(value, default=_json_default))
+        self.group.attrs[ATTRS_KEY] = json_ready(self.attrs)
 
 
 def _create(root: Path, shape, settings: dict, task, stack, map_dtype: str) -> None:
@@ -246,7 +239,7 @@ def _create(root: Path, shape, settings: dict, task, stack, map_dtype: str) -> N
         "subset": task.subset,
     }
     try:
-        group = zarr.open_group(str(tmp), mode="w-", zarr_format=3, attributes={ATTRS_KEY: _jsonable(attrs)})
+        group = zarr.open_group(str(tmp), mode="w-", zarr_format=3, attributes={ATTRS_KEY: json_ready(attrs)})
         array = create_image_group(
             group,
             "maps",

@@ -20,7 +20,6 @@ and the optimisation loop), :mod:`.stall` (stall detection), :mod:`.presets` (na
 defaults) and :mod:`.methods` (the registered classes).
 """
 
-from ...config import BLUR_SIGMA_FRACTION  # noqa: F401 - re-exported: the official I-GOS blur, one default
 from .masks import (
     bilateral_tv_norm,
     bilateral_weights,
@@ -34,15 +33,12 @@ from .masks import (
 from .methods import IGOS, IGOSPlusPlus
 from .optimise import armijo_line_search, optimise_masks
 from .path import QUADRATURES, PathProblem, path_quadrature, score_scale
-from .path import SCORE_FLOOR as SCORE_FLOOR  # module attributes before the split, outside __all__
 from .presets import (
     CPU_PATH_PIXELS,
     IGOS_PP_PRESETS,
     PRESETS,
     path_batch_size,
 )
-from .presets import TYPICAL_TRIALS as TYPICAL_TRIALS
-from .presets import TYPICAL_WARM_TRIALS as TYPICAL_WARM_TRIALS
 from .stall import RECOVERIES, stalled_masks
 from .variants import IGOS_PP_VARIANT, IGOS_VARIANT, PathTerm, Variant
 

@@ -18,7 +18,7 @@ from .variants import IGOS_PP_VARIANT, IGOS_VARIANT, Variant
 
 __all__ = ["IGOS", "IGOSPlusPlus"]
 
-# The blur default (BLUR_SIGMA_FRACTION, imported above; the package re-exports it) is config's: the official
+# The blur default (BLUR_SIGMA_FRACTION, imported above) is config's: the official
 # ``cv2.GaussianBlur((51, 51), sigmaX=50)`` on 224 px is nearly a 51-px box, std 51/√12 ≈ 14.7 px, i.e. 6.6 % of the
 # shorter side.
 

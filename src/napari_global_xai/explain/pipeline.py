@@ -1,9 +1,9 @@
-"""Pipelines: one function per job, called by both the CLI and the napari docks.
+"""The explain job: image-wise maps of a stack, aggregated into label-wise and overall global maps.
 
-Every pipeline follows the run contract of :mod:`napari_global_xai.control`: a ``control=RunControl`` (or the
-``progress(done, total, stage)`` / ``cancel`` keywords; never napari or tqdm), works chunk by chunk, and on cancel
-returns its result dataclass with what it finished, marked ``cancelled=True``. The frame a model reads is decided
-once, from its card (:func:`~napari_global_xai.data.conform.model_frame`).
+The door is :func:`run_explain`, shared by the CLI (``global-xai explain``) and the Explain dock. It follows the run
+contract of :mod:`napari_global_xai.control`: a ``control=RunControl``, chunk by chunk, and on cancel the result with
+what it finished, marked ``cancelled=True``. The frame a model reads is decided once, from its card
+(:func:`~napari_global_xai.data.conform.model_frame`).
 """
 
 from __future__ import annotations
@@ -14,28 +14,13 @@ from pathlib import Path
 
 import numpy as np
 
-from .aggregate import GlobalMapAccumulator, GlobalMaps
-from .batching import Cancelled
-from .control import CancelFn, ProgressFn, RunControl
-from .data.conform import model_frame
-from .explain.engine import ExplainConfig, ImageMapEngine
+from ..aggregate import GlobalMapAccumulator, GlobalMaps
+from ..control import RunControl, status_of
+from ..data.conform import fit_stack_to_model, model_frame
+from ..data.labels import missing_truth_message
+from .engine import ExplainConfig, ImageMapEngine
 
-# moved to peppr/pipeline.py and sag/pipeline.py; still importable from here (run_demo uses the PEPPR one)
-from .peppr.pipeline import peppr_truth, run_peppr_from_files, run_peppr_pipeline  # noqa: F401
-from .sag.pipeline import run_sag_pipeline  # noqa: F401
-
-__all__ = [
-    "ExplainResult",
-    "DemoResult",
-    "run_explain",
-    "run_demo",
-    "resolve_targets",
-    "ProgressFn",
-    "CancelFn",
-    "run_peppr_pipeline",
-    "run_peppr_from_files",
-    "peppr_truth",
-]
+__all__ = ["ExplainResult", "run_explain", "resolve_targets", "count_per_label"]
 
 
 @dataclass
@@ -107,13 +92,6 @@ def count_per_label(mask: np.ndarray | None, include: np.ndarray, labels: list[s
     return {name: int(hits[:, i].sum()) for i, name in enumerate(labels)}
 
 
-def _fit(stack, model):
-    """The stack resized / converted (lazily) to what the model's card asks, with a notice per change."""
-    from .data.conform import fit_stack_to_model
-
-    return fit_stack_to_model(stack, model.card)
-
-
 def resolve_targets(model_labels: list[str], targets) -> list[str]:
     """Validate target label names against the model's labels (``None`` = all)."""
     if targets is None:
@@ -121,7 +99,7 @@ def resolve_targets(model_labels: list[str], targets) -> list[str]:
     targets = [targets] if isinstance(targets, str) else list(targets)
     unknown = [t for t in targets if t not in model_labels]
     if unknown:
-        from .errors import UsageError
+        from ..errors import UsageError
 
         raise UsageError(f"unknown target label(s) {unknown}; the model's labels are {model_labels}")
     return targets
@@ -144,11 +122,6 @@ def _truth_for(stack, targets: list[str]) -> tuple[np.ndarray | None, np.ndarray
     return truth, known
 
 
-def missing_truth_message(names: list[str]) -> str:
-    """``"the labels table has no column for model label(s) 'MH', 'x'"``."""
-    return f"the labels table has no column for model label(s) {', '.join(map(repr, names))}"
-
-
 def _resolve_subset(subset: str, truth, known: np.ndarray, targets: list[str]) -> str:
     """The subset rule used (``auto`` resolved); refuses truth-based rules when a target has no ground truth.
 
@@ -162,7 +135,7 @@ def _resolve_subset(subset: str, truth, known: np.ndarray, targets: list[str]) -
         if truth is None:
             return "predicted"
         if missing:
-            from .data.labels import InputNotice
+            from ..data.labels import InputNotice
 
             warnings.warn(
                 f"{missing_truth_message(missing)}: their global maps use the images predicted positive "
@@ -185,10 +158,8 @@ def run_explain(
     stack,
     model,
     config: ExplainConfig | None = None,
-    out_dir: str | Path | None = None,
-    progress: ProgressFn | None = None,
-    cancel: CancelFn | None = None,
     *,
+    out_dir: str | Path | None = None,
     control: RunControl | None = None,
     out_format: str | None = None,
     map_dtype: str | None = None,
@@ -208,12 +179,8 @@ def run_explain(
         When given, image-wise maps stream into the output folder chunk by chunk (never all in memory) and the
         global maps, overlays and provenance are written there at the end (also after a cancel, then marked
         ``"status": "CANCELLED"`` in the provenance). The folder is checked for writing before any model pass.
-    progress : callable(done, total, stage), optional
-        Stage ``"explain"``, in images.
-    cancel : callable() -> bool or threading.Event, optional
     control : RunControl, optional
-        Progress (stage ``"explain"``, in images, per finished chunk) and cancel in one object, instead of
-        ``progress`` / ``cancel``.
+        Progress (stage ``"explain"``, in images, per finished chunk) and cancel.
     out_format : {"zarr", "tiff"}, optional
         Image-wise maps in the resumable Zarr store ``out_dir/image_maps.zarr`` (default,
         :mod:`napari_global_xai.store`) or in one float32 ``image_maps.tif`` (small stacks; a failed run removes
@@ -242,22 +209,23 @@ def run_explain(
     ValueError
         A subset rule that needs labels the stack does not have.
     """
-    from .chunks import ChunkOrderMerge, ExplainChunkTask, InProcessExecutor, assemble_chunks
-    from .outputs import open_map_writer
-    from .store.options import check_store_options
+    from ..chunks import InProcessExecutor
+    from ..outputs import open_map_writer
+    from ..store.options import check_store_options
+    from .task import ChunkOrderMerge, ExplainChunkTask, assemble_chunks
 
     config = config or ExplainConfig()
-    control = RunControl.of(control, progress, cancel)
+    control = control or RunControl()
     progress, cancel = control.report, control.cancel_fn
     out_format, map_dtype = check_store_options(out_format, map_dtype)
     if out_dir is not None:
-        from .io_utils import check_output_folder
+        from ..io_utils import check_output_folder
 
         check_output_folder(out_dir)
     targets = resolve_targets(model.labels, config.targets)
     target_idx = [model.labels.index(t) for t in targets]
     engine = ImageMapEngine(model, config, target_idx)  # validates the method and its parameters early
-    stack = _fit(stack, model)
+    stack = fit_stack_to_model(stack, model.card)
     model.check_input(stack.shape)
     frame_stack = model_frame(stack, model.card)
     truth, known = _truth_for(frame_stack, targets)
@@ -302,7 +270,7 @@ def run_explain(
     merge.finish()
     notes = list(dict.fromkeys([*(engine.notes or []), *(x for r in records.values() for x in r.notes)]))
 
-    from .provenance import provenance_record
+    from ..provenance import provenance_record
 
     prov = provenance_record(
         model=model,
@@ -312,7 +280,7 @@ def run_explain(
         targets=targets,
         frame=frame_stack.frame,
         cancelled=cancelled,
-        status=_status(cancelled),
+        status=status_of(cancelled),
         n_images=n,
         n_maps_computed=int(computed.sum()),
         n_maps_selected=int(pairs.sum()),
@@ -351,112 +319,7 @@ def run_explain(
         stalled=stalled,
     )
     if out_dir is not None:
-        from .outputs import write_explain_outputs
+        from ..outputs import write_explain_outputs
 
         write_explain_outputs(result, out_dir, anatomy=frame_stack.mean_image(), image_ids=stack.image_ids)
-    return result
-
-
-def _status(cancelled: bool) -> str:
-    """Provenance marker of a result: ``"CANCELLED"`` (partial, marked loudly) or ``"complete"``."""
-    return "CANCELLED" if cancelled else "complete"
-
-
-@dataclass
-class DemoResult:
-    """What :func:`run_demo` made (the CLI prints it; see ``cli._demo_text``).
-
-    Attributes
-    ----------
-    out_dir : pathlib.Path
-    n_images : int
-        Sample images explained.
-    model_name, device : str
-    method : str
-    explain : ExplainResult
-        The explain run (``out_dir/explain_<method>/``).
-    peppr : PepprResult or None
-        The PEPPR run (``out_dir/peppr_<method>/``); None when cancelled before it finished.
-    report : dict str -> pathlib.Path
-        ``"html"`` (and ``"pdf"``) of the one-file report; empty when cancelled.
-    seconds : float
-    cancelled : bool
-    """
-
-    out_dir: Path
-    n_images: int
-    model_name: str
-    device: str
-    method: str
-    explain: ExplainResult
-    peppr: object | None = None
-    report: dict = field(default_factory=dict)
-    seconds: float = 0.0
-    cancelled: bool = False
-
-
-def run_demo(
-    out_dir,
-    method: str = "ig",
-    device: str = "auto",
-    progress: ProgressFn | None = None,
-    cancel: CancelFn | None = None,
-    control: RunControl | None = None,
-) -> DemoResult:
-    """The whole chain on the shipped sample data: explain → global maps → PEPPR, with figures and the report.
-
-    Files go to ``out_dir/explain_<method>/`` and ``out_dir/peppr_<method>/``, and the one-file report of both to
-    ``out_dir/report.html`` (+ ``report.pdf``).
-
-    Parameters
-    ----------
-    out_dir : path
-    method : str
-        Registered saliency method (IG runs with 16 steps here, to keep the demo short).
-    device : str
-    progress, cancel, control
-        The run contract (:class:`~napari_global_xai.control.RunControl`); stages ``predict``, ``explain``,
-        ``peppr``.
-
-    Returns
-    -------
-    DemoResult
-        After a cancel: ``cancelled=True``, the explain run's partial result (written, marked CANCELLED), no PEPPR
-        and no report.
-    """
-    import time
-
-    from .models import load_model
-    from .samples import load_sample_stack
-
-    control = RunControl.of(control, progress, cancel)
-    t0 = time.perf_counter()
-    out = Path(out_dir)
-    stack = load_sample_stack()
-    model = load_model(None, device=device)
-    params = {"n_steps": 16} if method == "ig" else {}
-    explained = run_explain(
-        stack, model, ExplainConfig(method=method, params=params), out_dir=out / f"explain_{method}", control=control
-    )
-    result = DemoResult(
-        out, len(stack), model.card.name, str(model.device), method, explained, cancelled=explained.cancelled
-    )
-    if not result.cancelled:
-        try:
-            result.peppr = run_peppr_pipeline(
-                stack,
-                model,
-                explained.global_maps,
-                out_dir=out / f"peppr_{method}",
-                map_split="eval (same images: no held-out split in the sample)",
-                progress=control.report,
-                cancel=control.cancel_fn,
-            )
-        except Cancelled:
-            result.cancelled = True
-    if not result.cancelled:
-        from .report import write_report
-
-        result.report = dict(write_report(out, out / "report.html", title="demo"))
-    result.seconds = time.perf_counter() - t0
     return result
