@@ -161,6 +161,21 @@ def test_similarity_measures_against_references():
     mask = np.zeros(a.shape, bool)
     mask[3:9, 4:20] = True
     assert spearman(a, b, mask) == pytest.approx(spearmanr(a[mask], b[mask])[0])
+    # the masked SSIM: the mean of the SSIM map written out here (Gaussian σ 1.5, population moments) over the
+    # pixels of the mask at least half a window (5 px) from the border
+    from scipy import ndimage
+
+    def blur(img):
+        return ndimage.gaussian_filter(img, 1.5, truncate=3.5, mode="reflect")
+
+    mu_a, mu_b = blur(a), blur(b)
+    cov, var_a, var_b = blur(a * b) - mu_a * mu_b, blur(a * a) - mu_a**2, blur(b * b) - mu_b**2
+    c1, c2 = 0.01**2, 0.03**2
+    s_map = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2))
+    inner = np.zeros(a.shape, bool)
+    inner[5:-5, 5:-5] = True
+    assert ssim(a, b, mask=mask) == pytest.approx(s_map[inner & mask].mean(), abs=1e-10)
+    assert ssim(a, b, mask=mask) != pytest.approx(ssim(a, b), abs=1e-3)  # the mask changes the mean
 
 
 def test_cancel_returns_the_finished_steps():

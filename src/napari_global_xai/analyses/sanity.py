@@ -66,8 +66,12 @@ def minmax(a: np.ndarray, upper: float = 99.0) -> np.ndarray:
 
 
 def spearman(a: np.ndarray, b: np.ndarray, mask: np.ndarray | None = None) -> float:
-    """Spearman rank correlation of two maps over the pixels of ``mask`` (default all; average ranks for ties)."""
-    from scipy.stats import rankdata
+    """Spearman rank correlation of two maps over the pixels of ``mask`` (default all; average ranks for ties).
+
+    ``scipy.stats.spearmanr``, with the two degenerate cases decided here: NaN when ``a`` is constant (nothing to
+    compare against), 0 when only ``b`` is (a randomised map that lost all structure is uncorrelated).
+    """
+    from scipy.stats import spearmanr
 
     if mask is not None:
         a, b = np.asarray(a)[mask], np.asarray(b)[mask]
@@ -76,43 +80,29 @@ def spearman(a: np.ndarray, b: np.ndarray, mask: np.ndarray | None = None) -> fl
         return float("nan")
     if np.ptp(b) == 0:
         return 0.0
-    ra, rb = rankdata(a), rankdata(b)
-    ra -= ra.mean()
-    rb -= rb.mean()
-    return float((ra @ rb) / np.sqrt((ra @ ra) * (rb @ rb)))
+    return float(spearmanr(a, b).statistic)
 
 
 def ssim(
-    a: np.ndarray,
-    b: np.ndarray,
-    data_range: float = 1.0,
-    sigma: float = 1.5,
-    k1: float = 0.01,
-    k2: float = 0.03,
-    mask: np.ndarray | None = None,
+    a: np.ndarray, b: np.ndarray, data_range: float = 1.0, sigma: float = 1.5, mask: np.ndarray | None = None
 ) -> float:
-    """Mean structural similarity (Wang et al. 2004) of two 2-D images.
+    """Mean structural similarity (Wang et al. 2004) of two 2-D images, over ``mask`` when given.
 
-    Gaussian window σ = 1.5 truncated at 3.5 σ, population (co)variances, constants ``(k·data_range)²``; the mean
-    is taken over pixels at least half a window from the border (as scikit-image's ``structural_similarity`` with
-    ``gaussian_weights=True, use_sample_covariance=False``), and only over ``mask`` when given.
+    scikit-image's ``structural_similarity`` (Gaussian window σ = 1.5 truncated at 3.5 σ, population (co)variances,
+    constants ``(0.01·data_range)²`` and ``(0.03·data_range)²``); its mean is over pixels at least half a window
+    from the border, and this one over those of them inside ``mask`` (NaN for an image smaller than the window).
     """
-    from scipy import ndimage
+    from skimage.metrics import structural_similarity
 
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
     if a.shape != b.shape or a.ndim != 2:
         raise ValueError(f"ssim needs two 2-D images of one shape, got {a.shape} and {b.shape}")
-
-    def blur(img):
-        return ndimage.gaussian_filter(img, sigma, truncate=3.5, mode="reflect")
-
-    mu_a, mu_b = blur(a), blur(b)
-    var_a = blur(a * a) - mu_a**2
-    var_b = blur(b * b) - mu_b**2
-    cov = blur(a * b) - mu_a * mu_b
-    c1, c2 = (k1 * data_range) ** 2, (k2 * data_range) ** 2
-    s = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2))
-    pad = (2 * int(3.5 * sigma + 0.5) + 1 - 1) // 2
+    pad = int(3.5 * sigma + 0.5)  # half of scikit-image's window 2·⌊3.5σ + ½⌋ + 1
+    if min(a.shape) <= 2 * pad:  # no pixel lies half a window from every border
+        return float("nan")
+    _, s = structural_similarity(
+        a, b, data_range=data_range, gaussian_weights=True, sigma=sigma, use_sample_covariance=False, full=True
+    )
     inner = np.zeros(s.shape, bool)
     inner[pad : s.shape[0] - pad, pad : s.shape[1] - pad] = True
     if mask is not None:
