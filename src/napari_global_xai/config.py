@@ -28,6 +28,7 @@ __all__ = [
     "Fill",
     "FILLS",
     "CONSTANT_FILLS",
+    "check_fill",
     "Mode",
     "MODES",
     "MapsFor",
@@ -64,6 +65,16 @@ AUTOCASTS: tuple[str, ...] = tuple(a for a in get_args(Autocast) if a is not Non
 Fill = Literal["zero", "black", "blur", "impute"]
 FILLS: tuple[str, ...] = get_args(Fill)
 CONSTANT_FILLS: tuple[str, ...] = ("zero", "black")
+
+
+def check_fill(fill: str) -> str:
+    """``fill`` when it is one of :data:`FILLS`; ``ValueError`` naming the choices otherwise (the one check every
+    fill consumer, config or engine, goes through)."""
+    if fill not in FILLS:
+        raise ValueError(f"unknown fill {fill!r}; choose from {', '.join(FILLS)}")
+    return fill
+
+
 #: Gaussian σ of the ``blur`` fill as a fraction of the shorter image side: the official I-GOS baseline (a 51 × 51
 #: kernel with σ = 50 on 224-px images, i.e. an effective σ of about 14.7 px = 6.6 %). One default for every user.
 BLUR_SIGMA_FRACTION = 14.7 / 224

@@ -33,7 +33,7 @@ def _union(patches, hw=(H, W), grid=GRID):
 @pytest.mark.parametrize("fill", ["zero", "black", "blur"])
 def test_sag_scores_equal_peppr_insertion_and_deletion(fill):
     """Showing patches R = PEPPR restoring exactly U(R) first; hiding R = PEPPR erasing U(R) first."""
-    from napari_global_xai.peppr.engine import deletion_insertion
+    from napari_global_xai.peppr.curve_functions import deletion_insertion
     from napari_global_xai.sag.scorer import SagScorer
 
     model = spot_model()

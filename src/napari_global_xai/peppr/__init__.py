@@ -17,8 +17,9 @@ Rankings and fills live in :mod:`napari_global_xai.perturb`, ``auroc`` / ``activ
 :mod:`napari_global_xai.metrics`, the fraction grid and fill choices in :mod:`napari_global_xai.config`.
 """
 
+from .curve_functions import deletion_insertion, erase_restore_curves
 from .curves import Curves, PepprResult, PerImageCurves, curve_area, restoration_point
-from .engine import CurveEngine, deletion_insertion, erase_restore_curves
+from .engine import CurveEngine
 from .pipeline import peppr_truth, run_peppr, run_peppr_from_files, run_peppr_pipeline
 from .summary import collect_maps, summarise
 

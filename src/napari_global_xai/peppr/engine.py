@@ -8,10 +8,12 @@ and the model is scored on the whole stack after each step (reconstruction: meth
     ranking ──► removed-pixel mask per fraction (a key) ──► perturb.MaskedScorer: filled images made on the fly on
             the device, batched inference, each distinct (image, mask) once ──► logits ──► metric
 
-* dataset level (:func:`erase_restore_curves`, :func:`~napari_global_xai.peppr.pipeline.run_peppr`): one ranking
-  shared by every image, metric = per-label AUROC over the stack (or the mean predicted probability without truth);
-* image level (:func:`deletion_insertion`): every image has its own ranking and the metric is that image's
-  probability of its target label (RISE / I-GOS deletion and insertion, methods.md §2.5 and §3).
+* dataset level (:func:`~napari_global_xai.peppr.curve_functions.erase_restore_curves`,
+  :func:`~napari_global_xai.peppr.pipeline.run_peppr`): one ranking shared by every image, metric = per-label AUROC
+  over the stack (or the mean predicted probability without truth);
+* image level (:func:`~napari_global_xai.peppr.curve_functions.deletion_insertion`): every image has its own
+  ranking and the metric is that image's probability of its target label (RISE / I-GOS deletion and insertion,
+  methods.md §2.5 and §3).
 
 The engine never materialises all filled images: images are loaded in chunks and a model batch holds several
 ``(image, mask)`` pairs (across images *and* fractions). Forwards whose answer is already known are not run:
@@ -21,9 +23,9 @@ masks that coincide (restoring the top k pixels of a ranking removes the same pi
 the reverse ranking) are one key, forwarded once. ``n_forwards`` counts the image forwards run, ``n_skipped`` those
 saved; their sum is the naive count (one forward per curve, fraction and image).
 
-Over 500 lines on purpose: :class:`CurveEngine` is one algorithm (plan the keys of every curve, load images in
-chunks, score each distinct key once, fold the scores back into curves) whose steps share its state; split, each piece
-would only make sense next to the others.
+:class:`CurveEngine` is one algorithm (plan the keys of every curve, load images in chunks, score each distinct key
+once, fold the scores back into curves) whose steps share its state; the functions that turn its raw outputs into
+curves are :mod:`napari_global_xai.peppr.curve_functions`.
 """
 
 from __future__ import annotations
@@ -38,14 +40,12 @@ import numpy as np
 import torch
 
 from ..batching import images_per_pass
-from ..config import CONSTANT_FILLS, DEFAULT_FRACTIONS, FILLS, MODES
+from ..config import CONSTANT_FILLS, DEFAULT_FRACTIONS, MODES, check_fill
 from ..control import Cancelled, RunControl
-from ..metrics import activate, activation_of, auroc, ranking_scores
-from ..perturb.rankings import check_fractions, fraction_counts, pixel_ranking, rank_positions
+from ..perturb.rankings import check_fractions, fraction_counts, rank_positions
 from ..perturb.scorer import KEEP_ALL, REMOVE_ALL, MaskedScorer
-from .curves import Curves, PerImageCurves
 
-__all__ = ["CurveEngine", "erase_restore_curves", "deletion_insertion"]
+__all__ = ["CurveEngine"]
 
 _ORIG, _ALL, _NONE = 0, 1, -1  # key ids: nothing removed, everything removed, curve not requested
 
@@ -151,8 +151,7 @@ class CurveEngine:
         impute_noise: float = 0.01,
         seed: int = 0,
     ):
-        if fill not in FILLS:
-            raise ValueError(f"unknown fill {fill!r}; choose from {FILLS}")
+        check_fill(fill)
         self.model = model
         self.images = images
         self.n_images = _n_images(self.images)
@@ -427,171 +426,3 @@ class CurveEngine:
                         outputs[r][mode][f, col] = (
                             shared if (kid == _ALL and self.shared_fill) else scores[rows[(j, kid)]]
                         )
-
-
-def _stack_metric(logits: np.ndarray, idx, truth: np.ndarray | None, activation: str) -> np.ndarray:
-    """(F, n, L_all) raw outputs -> (F, L): per-label AUROC over the images, or the mean probability."""
-    if truth is None:
-        return activate(logits, activation)[..., idx].mean(axis=1)
-    return auroc(truth, ranking_scores(logits, activation)[..., idx])
-
-
-# ------------------------------------------------------------------------------------------------- front ends
-
-
-def _label_selection(model, label_indices, truth, n_images):
-    names = list(model.labels)
-    idx = list(range(len(names))) if label_indices is None else [int(i) for i in label_indices]
-    if truth is not None:
-        truth = np.asarray(truth)
-        if truth.ndim == 1:
-            truth = truth[:, None]
-        if truth.shape != (n_images, len(idx)):
-            raise ValueError(f"truth must be (n_images, n_labels) = {(n_images, len(idx))}, got {truth.shape}")
-    return idx, [names[i] for i in idx], truth
-
-
-def _curves_from(raw: dict[str, np.ndarray], idx, names, truth, engine, **meta) -> Curves:
-    act = activation_of(engine.model)
-    curves = {m: _stack_metric(raw[m], idx, truth, act) for m in MODES}
-    probs = {m: activate(raw[m], act)[..., idx] for m in MODES}
-    return Curves(
-        fractions=engine.fractions.copy(),
-        erase=curves["erase"],
-        restore=curves["restore"],
-        metric="auroc" if truth is not None else "mean_probability",
-        labels=list(names),
-        n_forwards=engine.n_forwards,
-        n_skipped=engine.n_skipped,
-        fill=engine.fill,
-        erase_scores=probs["erase"],
-        restore_scores=probs["restore"],
-        **meta,
-    )
-
-
-def erase_restore_curves(
-    model,
-    images,
-    ranking: np.ndarray,
-    fractions=DEFAULT_FRACTIONS,
-    fill: str = "zero",
-    truth: np.ndarray | None = None,
-    label_indices: Sequence[int] | None = None,
-    *,
-    control: RunControl | None = None,
-    batch_size: int | None = None,
-    chunk_size: int | None = None,
-    fill_sigma: float | None = None,
-) -> Curves:
-    """Dataset-level erase and restore curves of one pixel ranking shared by every image (PEPPR's core).
-
-    Parameters
-    ----------
-    model : LoadedModel
-    images : array-like, (n, H, W, C) uint8
-        Raw harmonised (left-eye frame) pixels, or an indexable lazy stack returning such arrays for index arrays.
-    ranking : numpy.ndarray, (H * W,)
-        Pixel order, most important first (:func:`pixel_ranking`, :func:`random_ranking`).
-    fractions : sequence of float
-        Strictly increasing in [0, 1].
-    fill : {"zero", "black", "blur", "impute"}
-    truth : numpy.ndarray, (n, L), optional
-        0/1 ground truth of the evaluated labels; metric = per-label AUROC. Without it the metric is the mean
-        predicted probability of each label.
-    label_indices : sequence of int, optional
-        Model outputs evaluated (columns of ``truth``); default all.
-    control : RunControl, optional
-        Progress (stage ``"peppr"``, in image forwards) and cancel.
-    batch_size, chunk_size : int, optional
-        See :class:`CurveEngine`.
-    fill_sigma : float, optional
-        Blur width for ``fill="blur"``.
-
-    Returns
-    -------
-    Curves
-
-    Notes
-    -----
-    methods.md §1.7: with ``k = round(p·H·W)``, erasing replaces the ``k`` top-ranked pixels of every image by the
-    fill, restoring keeps only them; both use the same ranking for every image (aligned modality). The fill is
-    applied in normalised input space (``zero`` = training mean, the default erase value of §1.7).
-    """
-    engine = CurveEngine(
-        model, images, fractions, fill, batch_size=batch_size, chunk_size=chunk_size, fill_sigma=fill_sigma
-    )
-    idx, names, truth = _label_selection(model, label_indices, truth, engine.n_images)
-    engine.add_request(engine.add_ranking(ranking))
-    return _curves_from(engine.run(control)[0], idx, names, truth, engine)
-
-
-def deletion_insertion(
-    model,
-    images,
-    maps: np.ndarray,
-    targets: Sequence,
-    fractions=DEFAULT_FRACTIONS,
-    fill: str = "zero",
-    *,
-    seed: int = 0,
-    control: RunControl | None = None,
-    batch_size: int | None = None,
-    chunk_size: int | None = None,
-    fill_sigma: float | None = None,
-) -> PerImageCurves:
-    """Per-image deletion / insertion curves (RISE / I-GOS style) on the same engine as PEPPR.
-
-    Parameters
-    ----------
-    model : LoadedModel
-    images : array-like, (n, H, W, C)
-        Raw harmonised pixels.
-    maps : numpy.ndarray, (n, H, W)
-        Each image's own saliency map.
-    targets : sequence of int or str, (n,)
-        Each image's target label (model output index or name).
-    fractions : sequence of float
-    fill : {"zero", "black", "blur", "impute"}
-    seed : int
-        Tie-breaking seed of :func:`pixel_ranking`.
-    control : RunControl, optional
-        Progress (stage ``"deletion"``, in image forwards) and cancel.
-
-    Returns
-    -------
-    PerImageCurves
-
-    Notes
-    -----
-    Differences to the published implementations (methods.md §2.5, §3): pixels are ranked at image resolution
-    (RISE; I-GOS ranks mask cells), the step grid is ``fractions`` instead of a fixed number of pixels per step, the
-    score is the card's activation (sigmoid for multi-label models, not softmax), and the same fill is used for
-    deletion and insertion (RISE inserts into a blurred image: pass ``fill="blur"`` for that). Areas use the
-    normalised trapezoid rule (:func:`curve_area`), as RISE's ``auc``.
-    """
-    maps = np.asarray(maps)
-    engine = CurveEngine(
-        model, images, fractions, fill, batch_size=batch_size, chunk_size=chunk_size, fill_sigma=fill_sigma
-    )
-    if maps.shape != (engine.n_images, *engine.shape):
-        raise ValueError(f"maps must be (n, H, W) = {(engine.n_images, *engine.shape)}, got {maps.shape}")
-    names = list(model.labels)
-    tgt = np.array([names.index(t) if isinstance(t, str) else int(t) for t in targets], np.int64)
-    if len(tgt) != engine.n_images:
-        raise ValueError(f"need one target per image ({engine.n_images}), got {len(tgt)}")
-    for i in range(engine.n_images):
-        engine.add_request(engine.add_ranking(pixel_ranking(maps[i], seed)), images=[i])
-    outputs = engine.run(control, stage="deletion")
-    act = activation_of(model)
-    curves = {m: np.array([activate(out[m][:, 0], act)[:, t] for out, t in zip(outputs, tgt)]) for m in MODES}
-    return PerImageCurves(
-        fractions=engine.fractions.copy(),
-        deletion=curves["erase"],
-        insertion=curves["restore"],
-        targets=tgt,
-        target_names=[names[t] for t in tgt],
-        fill=fill,
-        n_forwards=engine.n_forwards,
-        n_skipped=engine.n_skipped,
-    )

@@ -25,8 +25,9 @@ from ..config import PepprConfig
 from ..control import Cancelled, RunControl
 from ..data.conform import model_frame
 from ..perturb.rankings import pixel_ranking, random_ranking
+from .curve_functions import curves_from
 from .curves import PepprResult
-from .engine import CurveEngine, _curves_from
+from .engine import CurveEngine
 from .summary import collect_maps, headlines, map_summary, specificity_matrix, split_note, table_rows
 
 __all__ = ["run_peppr", "run_peppr_pipeline", "run_peppr_from_files", "peppr_truth"]
@@ -183,7 +184,7 @@ def _assemble(
     truth = None if truth is None else truth[rows]
     curves, reverse, random = {}, {}, []
     for rid, name, order, seed in jobs:
-        c = _curves_from(outputs[rid], label_idx, label_names, truth, engine, map_name=name, order=order, seed=seed)
+        c = curves_from(outputs[rid], label_idx, label_names, truth, engine, map_name=name, order=order, seed=seed)
         if order == "random":
             random.append(c)
         else:

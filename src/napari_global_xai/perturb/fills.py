@@ -22,7 +22,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from ..config import BLUR_SIGMA_FRACTION, FILLS
+from ..config import BLUR_SIGMA_FRACTION, FILLS, check_fill
 
 __all__ = ["FILLS", "BASELINES", "gaussian_blur", "default_sigma", "make_fill", "impute_linear"]
 
@@ -105,7 +105,7 @@ def make_fill(kind: str, x: torch.Tensor, mean=None, std=None, sigma: float | No
     sigma : float, optional
         Blur width in pixels for ``"blur"``; default :func:`default_sigma` (6.6 % of the shorter image side).
     """
-    if kind == "zero":
+    if check_fill(kind) == "zero":
         return torch.zeros_like(x)
     if kind == "black":
         if mean is None or std is None:
@@ -115,9 +115,7 @@ def make_fill(kind: str, x: torch.Tensor, mean=None, std=None, sigma: float | No
         return (-m / s).expand_as(x).clone()
     if kind == "blur":
         return gaussian_blur(x, sigma if sigma is not None else default_sigma(x.shape))
-    if kind == "impute":
-        raise ValueError("the 'impute' fill depends on the removed pixels; call impute_linear(x, removed)")
-    raise ValueError(f"unknown fill {kind!r}; choose from {FILLS}")
+    raise ValueError("the 'impute' fill depends on the removed pixels; call impute_linear(x, removed)")
 
 
 def impute_linear(

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from ..batching import images_per_pass, iterate_batches
-from ..config import CONSTANT_FILLS, FILLS
+from ..config import CONSTANT_FILLS, check_fill
 from ..control import RunControl
 from .blend import apply_fill, blend
 from .fills import make_fill
@@ -128,8 +128,7 @@ class MaskedScorer:
         probability: bool = False,
         control: RunControl | None = None,
     ):
-        if fill not in FILLS:
-            raise ValueError(f"unknown fill {fill!r}; choose from {FILLS}")
+        check_fill(fill)
         self.model = model
         self.fill = fill
         self.masks = masks
