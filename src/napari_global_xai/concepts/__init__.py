@@ -14,8 +14,8 @@ concept maps, :func:`run_concepts` and its outputs); the public names are re-exp
 
 Notes
 -----
-Only the paper's abstract and the official repository's README could be read (``/work/shared/docs/methods.md``
-§2.2), so every detail below is a documented choice:
+Only the paper's abstract and the official repository's README could be read (methods.md §2.2), so every detail
+below is a documented choice:
 
 * **Features**: the layer's output pooled per channel by spatial mean *and* spatial max, ``f = [mean A, max A]``
   (``2C`` values), centred over the stack and divided by **one layer-wide scale** (the RMS of the centred features),
