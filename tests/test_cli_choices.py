@@ -71,15 +71,15 @@ def test_parsed_choices_round_trip_into_validated_configs():
     parser = build_parser()
     for subset in config.SUBSETS:
         args = parser.parse_args(["explain", "s.tif", "--out", "o", "--subset", subset, "--compute", "all"])
-        from napari_global_xai.cli import _explain_config
+        from napari_global_xai.cli.explain import explain_config
 
-        assert _explain_config(args).subset == subset
+        assert explain_config(args).subset == subset
     with pytest.raises(SystemExit):
         parser.parse_args(["explain", "s.tif", "--out", "o", "--compute", "al"])  # a typo is refused
 
 
 def test_run_control_reports_to_the_bar_and_cancels_on_the_event():
-    from napari_global_xai.cli import _run_control
+    from napari_global_xai.cli._common import _run_control
     from napari_global_xai.control import RunControl
 
     with _run_control(quiet=False) as control:
@@ -92,13 +92,15 @@ def test_run_control_reports_to_the_bar_and_cancels_on_the_event():
 
 
 def test_analyses_defaults_are_their_pipelines_defaults():
-    from napari_global_xai.analyses import pipelines
+    from napari_global_xai.analyses.compare_pipeline import run_compare
+    from napari_global_xai.analyses.regions_pipeline import run_regions
+    from napari_global_xai.analyses.sanity_pipeline import run_sanity
 
     subs = _subparsers(build_parser())
     for command, function, names in (
-        ("sanity", pipelines.run_sanity, ["n_images", "seed"]),
-        ("compare", pipelines.run_compare, ["n_permutations", "alpha", "seed"]),
-        ("regions", pipelines.run_regions, ["n_boot", "seed"]),
+        ("sanity", run_sanity, ["n_images", "seed"]),
+        ("compare", run_compare, ["n_permutations", "alpha", "seed"]),
+        ("regions", run_regions, ["n_boot", "seed"]),
     ):
         defaults = config.signature_defaults(function)
         for name in names:

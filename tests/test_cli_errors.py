@@ -489,15 +489,15 @@ def test_cancelled_explain_exits_130_with_the_marked_partial_result(inputs, tmp_
 
 
 def _interrupt_at_first_progress_report(monkeypatch):
-    import napari_global_xai.cli as cli
+    from napari_global_xai.cli import _common
 
-    report = cli._TerminalProgress.__call__
+    report = _common._TerminalProgress.__call__
 
     def report_then_interrupt(self, done, total, stage):
         report(self, done, total, stage)
         os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C right after the first finished step
 
-    monkeypatch.setattr(cli._TerminalProgress, "__call__", report_then_interrupt)
+    monkeypatch.setattr(_common._TerminalProgress, "__call__", report_then_interrupt)
 
 
 @pytest.mark.parametrize("when", ["first gradient pass", "first finished group"])

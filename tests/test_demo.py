@@ -3,7 +3,7 @@
 import json
 import threading
 
-from napari_global_xai.cli import _demo_text
+from napari_global_xai.cli.demo import demo_text
 from napari_global_xai.control import RunControl
 from napari_global_xai.demo import DemoResult, run_demo
 
@@ -23,5 +23,5 @@ def test_a_cancelled_demo_returns_its_dataclass_writes_the_partial_run_and_skips
     summary = json.loads((tmp_path / "explain_gradcam" / "explain_summary.json").read_text())
     assert summary["provenance"]["status"] == "CANCELLED"
     assert not (tmp_path / "peppr_gradcam").exists() and not (tmp_path / "report.html").exists()
-    text = _demo_text(result)
+    text = demo_text(result)
     assert "0 gradcam maps (CANCELLED: no PEPPR, no report)" in text and str(tmp_path.resolve()) in text

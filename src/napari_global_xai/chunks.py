@@ -1,7 +1,7 @@
 """The seam where executors plug in: chunks of images, the shipped-task contract and the in-process executor.
 
-The seam is shared: PEPPR's curve chunks (:mod:`napari_global_xai.peppr.chunk_task`) and SAG's image groups
-(:mod:`napari_global_xai.sag.chunk_task`) follow the same :class:`ShippedTask` contract, so any executor runs all
+The seam is shared: PEPPR's curve chunks (:mod:`napari_global_xai.peppr.task`) and SAG's image groups
+(:mod:`napari_global_xai.sag.task`) follow the same :class:`ShippedTask` contract, so any executor runs all
 three.
 
 An explain run (:func:`~napari_global_xai.explain.pipeline.run_explain`) cuts the stack into chunks of

@@ -150,7 +150,7 @@ def signature_defaults(function) -> dict:
     Parameters
     ----------
     function : callable
-        e.g. :func:`napari_global_xai.analyses.pipelines.run_compare`.
+        e.g. :func:`napari_global_xai.analyses.compare_pipeline.run_compare`.
 
     Returns
     -------

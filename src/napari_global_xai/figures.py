@@ -1,4 +1,5 @@
-"""PNG figures (matplotlib, Agg canvas, no pyplot state): global maps over the mean anatomy."""
+"""PNG figures (matplotlib, Agg canvas, no pyplot state): global maps over the mean anatomy, and
+:func:`save_figure` (one drawing function to one PNG, written atomically; the analyses' pipelines use it)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["anatomy_rgb", "save_global_map_overlays"]
+__all__ = ["anatomy_rgb", "save_figure", "save_global_map_overlays"]
 
 
 def anatomy_rgb(anatomy: np.ndarray) -> np.ndarray:
@@ -21,6 +22,22 @@ def anatomy_rgb(anatomy: np.ndarray) -> np.ndarray:
     a = a[..., :3]
     lo, hi = np.nanpercentile(a, 1), np.nanpercentile(a, 99.5)
     return np.clip((a - lo) / max(hi - lo, 1e-12), 0, 1)
+
+
+def save_figure(path: str | Path, draw, *args, size=(8, 5)) -> Path:
+    """Call ``draw(fig, *args)`` on a new ``size``-inch figure (110 dpi); write it to ``path`` as a PNG, atomically."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from .io_utils import atomic_path
+
+    fig = Figure(figsize=size, dpi=110)
+    FigureCanvasAgg(fig)
+    draw(fig, *args)
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    return path
 
 
 def save_global_map_overlays(

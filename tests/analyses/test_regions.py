@@ -3,7 +3,6 @@
 import numpy as np
 import pytest
 
-from napari_global_xai.analyses.pipelines import run_regions
 from napari_global_xai.analyses.regions import (
     REGION_NAMES,
     Landmarks,
@@ -13,6 +12,7 @@ from napari_global_xai.analyses.regions import (
     region_table,
     write_region_mask,
 )
+from napari_global_xai.analyses.regions_pipeline import run_regions
 from napari_global_xai.data.synthetic import GEOMETRY
 
 # each label's planted region (data/synthetic.py) in terms of the regions built here

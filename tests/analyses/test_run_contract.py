@@ -10,7 +10,9 @@ import pytest
 import torch
 from torch import nn
 
-from napari_global_xai.analyses.pipelines import RegionsResult, run_compare, run_regions, run_sanity
+from napari_global_xai.analyses.compare_pipeline import run_compare
+from napari_global_xai.analyses.regions_pipeline import RegionsResult, run_regions
+from napari_global_xai.analyses.sanity_pipeline import run_sanity
 from napari_global_xai.config import ExplainConfig
 from napari_global_xai.control import RunControl
 from napari_global_xai.data import AlignedStack

@@ -40,7 +40,7 @@ def edge_method():
 def test_randomising_the_demo_model_destroys_ig_and_gradcam_but_not_an_edge_filter(
     edge_method, one_torch_thread, tmp_path
 ):
-    from napari_global_xai.analyses.pipelines import run_sanity
+    from napari_global_xai.analyses.sanity_pipeline import run_sanity
     from napari_global_xai.models import load_model
     from napari_global_xai.samples import load_sample_stack
 

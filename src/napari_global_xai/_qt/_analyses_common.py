@@ -27,7 +27,7 @@ def labels_of_layer(layer) -> list[str]:
 
 def maps_of_layer(layer, label: str | None) -> tuple[np.ndarray, np.ndarray]:
     """One label's computed image-wise maps ``(m, H, W)`` and their image indices (``None``: each image's mean)."""
-    from ..analyses.pipelines import label_maps
+    from ..analyses.explain_inputs import label_maps
 
     meta = layer.metadata[IMAGE_MAPS_KEY]
     data = np.moveaxis(np.asarray(layer.data), 0, 1)  # (n, L, H, W)

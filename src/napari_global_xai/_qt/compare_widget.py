@@ -1,8 +1,8 @@
 """Compare dock: where do two groups of images differ in their image-wise maps (permutation test).
 
 Takes the Explain dock's image-wise maps layer and a CSV column (any metadata column, or a label's 0/1 status),
-runs :func:`napari_global_xai.analyses.pipelines.run_compare` in a thread worker and shows the difference map with a
-diverging colormap, −log10 p, and the FDR-significant pixels as a labels layer (1: A > B, 2: B > A).
+runs :func:`napari_global_xai.analyses.compare_pipeline.run_compare` in a thread worker and shows the difference map
+with a diverging colormap, −log10 p, and the FDR-significant pixels as a labels layer (1: A > B, 2: B > A).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from magicgui.widgets import (
 )
 from qtpy.QtWidgets import QLabel, QVBoxLayout, QWidget
 
-from ..analyses.pipelines import run_compare
+from ..analyses.compare_pipeline import run_compare
 from ..config import signature_defaults
 from ._analyses_common import (
     REGIONS_KEY,
@@ -50,7 +50,7 @@ def compare_job(
     maps, values, column, groups, threshold, n_permutations, alpha, regions=None, region_names=None, control=None
 ):
     """Worker body: the test, then the layer data tuples."""
-    from ..analyses.pipelines import run_compare
+    from ..analyses.compare_pipeline import run_compare
 
     result = run_compare(
         maps,
@@ -160,7 +160,7 @@ class CompareWidget(QWidget):
 
     # --- run ----------------------------------------------------------------------------------------------------
     def inputs(self) -> dict:
-        from ..analyses.pipelines import read_csv_column
+        from ..analyses.explain_inputs import read_csv_column
 
         if self.image_layer.value is None or self.maps_layer.value is None:
             raise ValueError("open a stack and run the Explain dock first (its image-wise maps layer is the input)")

@@ -12,7 +12,7 @@ import numpy as np
 from magicgui.widgets import ComboBox, Container, SpinBox
 from qtpy.QtWidgets import QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget
 
-from ..analyses.pipelines import run_regions
+from ..analyses.regions_pipeline import run_regions
 from ..config import signature_defaults
 from ._analyses_common import (
     REGIONS_KEY,
@@ -31,7 +31,7 @@ def regions_job(
     maps_by_label, anatomy, regions=None, region_names=None, disc=None, fovea=None, n_boot=1000, control=None
 ):
     """Worker body: landmarks, regions, tables, and the layer data tuples."""
-    from ..analyses.pipelines import run_regions
+    from ..analyses.regions_pipeline import run_regions
 
     result = run_regions(
         maps_by_label,

@@ -1,6 +1,6 @@
 """Sanity dock: the model-parameter randomisation check of saliency methods on a few images of a stack.
 
-Runs :func:`napari_global_xai.analyses.pipelines.run_sanity` in a thread worker and draws
+Runs :func:`napari_global_xai.analyses.sanity_pipeline.run_sanity` in a thread worker and draws
 :func:`napari_global_xai.analyses.sanity.draw_sanity` into a themed canvas, with one verdict line per method.
 """
 
@@ -17,7 +17,7 @@ from magicgui.widgets import (
 from qtpy.QtWidgets import QLabel, QVBoxLayout, QWidget
 
 from .. import config as settings
-from ..analyses.pipelines import run_sanity
+from ..analyses.sanity_pipeline import run_sanity
 from ._analyses_common import show_input_error
 from ._model_inputs import ModelInputs, load_model_job
 from ._runner import RunPanel
@@ -62,7 +62,7 @@ def sanity_job(
     control=None,
 ):
     """Worker body: load the model (torch imports here) and run the check (in the model's frame)."""
-    from ..analyses.pipelines import run_sanity
+    from ..analyses.sanity_pipeline import run_sanity
 
     model = load_model_job(model_path, device, trust_pickle)
     return run_sanity(

@@ -1,6 +1,6 @@
-"""Inputs of the analysis pipelines (:mod:`.pipelines`, which re-exports these): the maps, predictions and summary of
-an explain output folder (:func:`read_explain_outputs`, :func:`label_maps`), per-image values and landmarks from a
-CSV, and the optional output folder check.
+"""Inputs of the analysis pipelines (:mod:`.sanity_pipeline`, :mod:`.compare_pipeline`, :mod:`.regions_pipeline`):
+the maps, predictions and summary of an explain output folder (:func:`read_explain_outputs`, :func:`label_maps`),
+per-image values and landmarks from a CSV, and the optional output folder check.
 """
 
 from __future__ import annotations

@@ -3,10 +3,12 @@
 Sub-commands: ``explain``, ``peppr``, ``sag``, ``demo`` (the whole chain on the shipped sample data), ``card`` (write
 a model card for a model file), ``report``, ``concepts``, ``sanity``, ``compare``, ``regions``, ``train-demo`` and
 ``make-sample-data``. Argument parsing, the terminal progress bar and text rendering live in this package;
-everything else is the core. Modules: ``parser`` (the argparse definitions; torch-free, so ``--help`` is fast),
-``_common`` (run control, one-line warnings, input loading, failures as exit codes), ``commands`` and ``analyses``
-(the sub-command handlers and the text they print; they import torch-backed modules only when they run); ``main`` is
-here.
+everything else is the core. One module per command (``explain``, ``peppr``, ``sag``, ``concepts``, ``demo``,
+``report``, ``models``: train-demo and card, ``samples``: make-sample-data, ``sanity``, ``compare``, ``regions``), each
+with its argparse fragment (``add_parser``) beside its handler (``run``) and the text it prints; their top levels
+import no torch, so ``--help`` is fast (the handlers import the torch-backed core when they run). Shared: ``_options``
+(the parser class and the option groups of several commands), ``_common`` (run control, one-line warnings, input
+loading, failures as exit codes); ``build_parser`` and ``main`` are here.
 
 Exit codes: 0 done; 1 an input file, the model or the output folder cannot be used (or an unexpected error); 2 a
 usage error (an option or parameter value); 130 cancelled (Ctrl-C; explain, peppr and sag write the partial result
@@ -19,17 +21,29 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-# re-exported (``X as X``): importable from ``napari_global_xai.cli`` as before the split
-from ._common import EXIT_CANCELLED as EXIT_CANCELLED
+from . import compare, concepts, demo, explain, models, peppr, regions, report, sag, samples, sanity
 from ._common import _failure, _first_missing, _remove_created_empty
-from ._common import _run_control as _run_control
-from ._common import _TerminalProgress as _TerminalProgress
-from .commands import _demo_text as _demo_text
-from .commands import _explain_config as _explain_config
-from .parser import DESCRIPTION as DESCRIPTION
-from .parser import build_parser
+from ._options import Parser, add_debug
 
 __all__ = ["main", "build_parser"]
+
+DESCRIPTION = (
+    "Global explanations (pixel-wise aggregated saliency maps) and PEPPR faithfulness checks for aligned image stacks."
+)
+
+#: The command modules, in the order of ``global-xai --help``; each adds its sub-command(s) with ``add_parser``.
+COMMANDS = (explain, peppr, sag, concepts, demo, report, models, samples, sanity, compare, regions)
+
+
+def build_parser() -> Parser:
+    """The ``global-xai`` parser; every choice list and run default comes from :mod:`napari_global_xai.config`."""
+    parser = Parser(prog="global-xai", description=DESCRIPTION)
+    parser.add_argument("--list-methods", action="store_true", help="list saliency methods and exit")
+    add_debug(parser, default=False)
+    sub = parser.add_subparsers(dest="command")
+    for module in COMMANDS:
+        module.add_parser(sub)
+    return parser
 
 
 def main(argv=None) -> int:

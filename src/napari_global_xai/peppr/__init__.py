@@ -2,10 +2,11 @@
 
 One module one job:
 
-``engine``    :class:`CurveEngine` on :class:`napari_global_xai.perturb.MaskedScorer`; :func:`erase_restore_curves`,
-              :func:`deletion_insertion`
-``curves``    result types (:class:`Curves`, :class:`PerImageCurves`, :class:`PepprResult`), :func:`curve_area`,
-              :func:`restoration_point`
+``engine``    :class:`CurveEngine` on :class:`napari_global_xai.perturb.MaskedScorer`; ``task``: its shipped chunk
+              task (:class:`~.task.CurveChunkTask`)
+``curve_functions``  :func:`erase_restore_curves`, :func:`deletion_insertion`
+``curves``    curve types (:class:`Curves`, :class:`PerImageCurves`), :func:`curve_area`, :func:`restoration_point`
+``result``    :class:`PepprResult`, what a run returns
 ``summary``   :func:`summarise`, the report table, label specificity, :func:`collect_maps`
 ``pipeline``  :func:`run_peppr` (a :class:`~napari_global_xai.config.PepprConfig` and a
               :class:`~napari_global_xai.control.RunControl`), :func:`run_peppr_pipeline`, :func:`run_peppr_from_files`,
@@ -18,9 +19,10 @@ Rankings and fills live in :mod:`napari_global_xai.perturb`, ``auroc`` / ``activ
 """
 
 from .curve_functions import deletion_insertion, erase_restore_curves
-from .curves import Curves, PepprResult, PerImageCurves, curve_area, restoration_point
+from .curves import Curves, PerImageCurves, curve_area, restoration_point
 from .engine import CurveEngine
 from .pipeline import peppr_truth, run_peppr, run_peppr_from_files, run_peppr_pipeline
+from .result import PepprResult
 from .summary import collect_maps, summarise
 
 __all__ = [

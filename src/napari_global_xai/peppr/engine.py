@@ -309,7 +309,7 @@ class CurveEngine:
             the sorted stack indices of the images whose chunks finished (their curves are complete).
         """
         from ..chunks import InProcessExecutor
-        from .chunk_task import CurveChunkTask
+        from .task import CurveChunkTask
 
         control = control or RunControl()
         progress = control.stage(stage)

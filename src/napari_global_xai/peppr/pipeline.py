@@ -26,8 +26,8 @@ from ..control import Cancelled, RunControl
 from ..data.conform import model_frame
 from ..perturb.rankings import pixel_ranking, random_ranking
 from .curve_functions import curves_from
-from .curves import PepprResult
 from .engine import CurveEngine
+from .result import PepprResult
 from .summary import collect_maps, headlines, map_summary, specificity_matrix, split_note, table_rows
 
 __all__ = ["run_peppr", "run_peppr_pipeline", "run_peppr_from_files", "peppr_truth"]

@@ -16,7 +16,8 @@ import numpy as np
 
 from ..config import MODES
 from ..io_utils import atomic_path, atomic_write_text, json_ready, save_json
-from .curves import Curves, PepprResult
+from .curves import Curves
+from .result import PepprResult
 
 __all__ = ["plot_peppr", "draw_panel", "summary_text", "write_peppr", "curves_rows", "summary_dict", "CSV_COLUMNS"]
 

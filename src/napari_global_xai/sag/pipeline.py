@@ -279,7 +279,7 @@ def run_sag(
         images = AlignedStack(images, [str(i) for i in range(len(images))], laterality=list(laterality)).to_left_eye()
     from ..batching import images_per_pass
     from ..chunks import InProcessExecutor
-    from .chunk_task import SagChunkTask
+    from .task import SagChunkTask
 
     indices = [int(i) for i in indices]
     size = max(1, int(config.images_together or images_per_pass(model.device)))

@@ -2,8 +2,8 @@
 
 :class:`DaskExecutor` implements ``map_chunks(task, pending, cancel, on_maps)`` of :mod:`napari_global_xai.chunks`.
 The run's task (an :class:`~napari_global_xai.explain.task.ExplainChunkTask`, a PEPPR
-:class:`~napari_global_xai.peppr.chunk_task.CurveChunkTask` or a SAG
-:class:`~napari_global_xai.sag.chunk_task.SagChunkTask`; any :class:`~napari_global_xai.chunks.ShippedTask`) is
+:class:`~napari_global_xai.peppr.task.CurveChunkTask` or a SAG
+:class:`~napari_global_xai.sag.task.SagChunkTask`; any :class:`~napari_global_xai.chunks.ShippedTask`) is
 shipped without its model and stack (a :class:`RemoteChunkTask` holding a :class:`~.specs.ModelSpec` and a
 :class:`~.specs.StackSpec` instead), each worker rebuilds it once (model loaded once per worker, engine or scorer
 built once), and every chunk is one Dask task returning the chunk's result. Results come back as chunks finish, at

@@ -1,0 +1,141 @@
+"""The sanity check's pipeline: :func:`run_sanity` (a stack and a model in, a
+:class:`~napari_global_xai.analyses.sanity.SanityResult` out), called by ``global-xai sanity`` and the *Sanity check*
+dock.
+
+Follows the run contract of :mod:`napari_global_xai.control`: takes a :class:`~napari_global_xai.control.RunControl`,
+returns a result dataclass with ``.cancelled`` (what finished before a cancel stays usable and is written), checks its
+output folder before any long work (:func:`~napari_global_xai.analyses.explain_inputs.check_out_dir`) and writes its
+files atomically. Text for a terminal is the CLI's job.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+
+from ..control import RunControl
+from ..figures import save_figure
+from .explain_inputs import check_out_dir
+
+__all__ = ["run_sanity"]
+
+
+def run_sanity(
+    stack,
+    model,
+    configs,
+    *,
+    indices=None,
+    n_images: int = 4,
+    label: str | None = None,
+    depth: int | None = None,
+    independent: bool = False,
+    seed: int = 0,
+    field_of_view_only: bool = True,
+    out_dir=None,
+    control: RunControl | None = None,
+):
+    """Model-parameter randomisation check of saliency methods on a sample of a stack.
+
+    Parameters
+    ----------
+    stack : AlignedStack
+    model : LoadedModel
+    configs : list of ExplainConfig
+        Methods to check (each with its parameters and post-processing).
+    indices : sequence of int, optional
+        Images; default ``n_images`` evenly spaced images.
+    label : str, optional
+        Label explained in every image; default each image's most probable label under the original model.
+    depth, independent, seed
+        See :func:`napari_global_xai.analyses.sanity.run_sanity_check`.
+    field_of_view_only : bool
+        Compare maps only inside the field of view of the sample's mean image
+        (:func:`napari_global_xai.analyses.regions.field_of_view`).
+    out_dir : path, optional
+        Writes ``sanity.csv``, ``sanity.json`` (verdicts) and ``sanity.png`` (also after a cancel).
+    control : RunControl, optional
+        Progress (stage ``"sanity"``) and cancel.
+
+    Returns
+    -------
+    SanityResult
+        With ``cancelled=True`` and the randomisation steps finished so far after a cancel.
+
+    Raises
+    ------
+    Cancelled
+        Cancelled before the original maps were complete (nothing to compare with).
+    """
+    from ..explain.engine import predict_probabilities
+    from .sanity import run_sanity_check
+
+    control = control or RunControl()
+    out = check_out_dir(out_dir)
+    if not configs:
+        raise ValueError("give at least one method to check")
+    model.check_input(stack.shape)
+    from ..data.conform import model_frame
+
+    frame_stack = model_frame(stack, model.card)
+    if indices is None:
+        indices = np.unique(np.linspace(0, len(stack) - 1, num=min(n_images, len(stack))).round().astype(int))
+    indices = np.asarray(indices, int)
+    if len(indices) == 0 or indices.min() < 0 or indices.max() >= len(stack):
+        raise ValueError(f"image indices must lie in 0..{len(stack) - 1}")
+    images = frame_stack.get(indices)
+    if label is not None:
+        if label not in model.labels:
+            raise ValueError(f"unknown label {label!r}; the model's labels are {model.labels}")
+        targets = np.full(len(indices), model.labels.index(label))
+    else:
+        targets = predict_probabilities(model, images).argmax(axis=1)
+    from .regions import field_of_view
+
+    try:
+        mask = field_of_view(images.mean(axis=0))[0] if field_of_view_only else None
+    except ValueError:  # blank images: compare every pixel
+        mask = None
+    result = run_sanity_check(
+        model,
+        images,
+        configs,
+        targets,
+        depth=depth,
+        independent=independent,
+        seed=seed,
+        mask=mask,
+        control=control,
+    )
+    result.image_indices = [int(i) for i in indices]
+    if out is not None:
+        _write_sanity(out, result, [stack.image_ids[i] for i in indices])
+    return result
+
+
+def _write_sanity(out: Path, result, image_ids) -> None:
+    import io
+
+    from ..io_utils import atomic_write_text, save_json
+    from .sanity import draw_sanity
+
+    rows = result.to_rows()
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(out / "sanity.csv", buf.getvalue())
+    save_json(
+        out / "sanity.json",
+        {
+            "verdicts": result.verdicts,
+            "images": image_ids,
+            "targets": result.targets,
+            "layers_top_down": result.layers,
+            "cancelled": result.cancelled,
+            "final_spearman": {m: result.final_spearman(m) for m in result.methods},
+        },
+    )
+    save_figure(out / "sanity.png", draw_sanity, result, size=(13, 4.5))

@@ -1,0 +1,96 @@
+"""``global-xai compare``: group difference map of image-wise maps with a permutation test
+(:mod:`..analyses.compare_pipeline`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ._common import _cancelled_exit, _run_control
+from ._options import command
+
+
+def add_parser(sub) -> None:
+    from .. import config
+    from ..analyses.compare_pipeline import run_compare
+
+    defaults = config.signature_defaults(run_compare)
+    p = command(sub, "compare", "group difference map of image-wise maps with a permutation test")
+    p.add_argument("explain_dir", help="output folder of 'global-xai explain' (image_maps.tif, predictions.csv)")
+    p.add_argument(
+        "--csv",
+        required=True,
+        help="CSV with an image id column and the grouping column (read as "
+        "plain text: any column, e.g. the labels CSV's site, device, sex or age)",
+    )
+    p.add_argument("--column", required=True, help="grouping column (categorical, numeric or a 0/1 label)")
+    p.add_argument(
+        "--groups",
+        nargs=2,
+        metavar=("A", "B"),
+        default=None,
+        help="values forming group A and group B (B may be 'rest')",
+    )
+    p.add_argument("--threshold", type=float, default=None, help="numeric split: A = value > T (default median)")
+    p.add_argument("--label", default=None, help="label whose maps are compared (default: each image's mean)")
+    p.add_argument(
+        "--n-permutations",
+        type=int,
+        default=defaults["n_permutations"],
+        help=f"random permutations of the group labels (default {defaults['n_permutations']})",
+    )
+    p.add_argument(
+        "--alpha",
+        type=float,
+        default=defaults["alpha"],
+        help=f"level of the FDR and FWE corrections (default {defaults['alpha']:g})",
+    )
+    p.add_argument(
+        "--seed", type=int, default=defaults["seed"], help=f"seed of the permutations (default {defaults['seed']})"
+    )
+    p.add_argument("--device", default="auto", help="where the permutation test runs: auto, cuda, mps or cpu")
+    p.add_argument("--regions", default=None, help="region label TIFF (e.g. regions.tif of 'global-xai regions')")
+    p.add_argument("--out", required=True, help="output folder (difference, p-value and significance maps)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from ..analyses.compare_pipeline import run_compare
+    from ..analyses.explain_inputs import label_maps, read_csv_column, read_explain_outputs
+    from ..analyses.regions import read_region_mask
+
+    outputs = read_explain_outputs(args.explain_dir)
+    maps, idx = label_maps(outputs.image_maps, outputs.computed, outputs.targets, args.label)
+    values = read_csv_column(args.csv, args.column, [outputs.image_ids[i] for i in idx])
+    regions, names = read_region_mask(args.regions, shape=maps.shape[1:]) if args.regions else (None, None)
+    with _run_control(args.quiet) as control:
+        result = run_compare(
+            maps,
+            values,
+            column=args.column,
+            groups=args.groups,
+            threshold=args.threshold,
+            n_permutations=args.n_permutations,
+            alpha=args.alpha,
+            seed=args.seed,
+            device=args.device,
+            regions=regions,
+            region_names=names,
+            out_dir=args.out,
+            control=control,
+        )
+    s = result.summary()
+    print(
+        f"{args.label or 'overall'} maps, {s['groups'][0]} (n={s['n_images'][0]}) vs {s['groups'][1]} "
+        f"(n={s['n_images'][1]}), {s['n_permutations']} permutations" + (" (CANCELLED)" if result.cancelled else "")
+    )
+    print(
+        f"  significant pixels: {s['n_significant_fdr']} at FDR {args.alpha:g} "
+        f"({s['n_significant_fdr_a_gt_b']} A>B, {s['n_significant_fdr_b_gt_a']} B>A), "
+        f"{s['n_significant_fwe']} family-wise"
+    )
+    for row in (result.by_region or [])[:5]:
+        if row["n_significant"]:
+            print(f"  {row['region']:<24} {row['share_of_significant']:6.1%} of significant pixels")
+    print(f"results in {Path(args.out).resolve()}")
+    return _cancelled_exit("compare", result)
