@@ -20,6 +20,12 @@ def eval_stack():
     return generate_stack(40, seed=11, split="eval")
 
 
+@pytest.fixture(scope="module")
+def train_stack():
+    """200 seed-0 train images, generated once for the two shortcut tests (read only)."""
+    return generate_stack(200, seed=0, split="train")
+
+
 def test_deterministic_per_seed_split_and_index():
     a = generate_image(3, "eval", 5)
     b = generate_image(3, "eval", 5)
@@ -94,8 +100,8 @@ def test_arcade_positives_use_either_or_both_arcades():
     assert (sup & ~inf).any() and (inf & ~sup).any() and (sup & inf).any()
 
 
-def test_marker_is_a_shortcut_only_in_training_like_splits():
-    train = generate_stack(200, seed=0, split="train")
+def test_marker_is_a_shortcut_only_in_training_like_splits(train_stack):
+    train = train_stack
     ev = generate_stack(200, seed=0, split="eval")
     pos = train.labels[:, 1] == 1
     assert train.has_marker[pos].mean() > 0.7 and train.has_marker[~pos].mean() < 0.2
@@ -110,13 +116,13 @@ def test_marker_is_a_shortcut_only_in_training_like_splits():
         assert stored.max() > 200
 
 
-def test_some_training_positives_show_no_peripheral_lesion_so_the_marker_pays_off():
+def test_some_training_positives_show_no_peripheral_lesion_so_the_marker_pays_off(train_stack):
     """Training-like splits only: a share of peripheral_lesion positives has no visible lesion (the marker is then
     the only evidence); the eval split's positives all show lesions (checked above) and its pixels do not depend on
     that share."""
     from napari_global_xai.data import synthetic
 
-    train = generate_stack(200, seed=0, split="train")
+    train = train_stack  # generated with the default UNSEEN_IF_POSITIVE (0.25), before the patch below
     pos = train.labels[:, 1] == 1
     visible = (train.lesion_masks[pos] == 2).reshape(pos.sum(), -1).any(axis=1)
     unseen = 1 - visible.mean()

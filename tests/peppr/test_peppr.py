@@ -552,7 +552,10 @@ def demo_eval(demo_model):
         list(DISEASE_LABELS),
         PepprConfig(
             fractions=DEMO_FRACTIONS,
-            random_seeds=2,
+            # one random order: 2929 instead of 3505 forwards; the smallest margin over the 0.15 bar that
+            # test_demo_planted_regions_beat_random_order asks is 0.168 - 0.15 (arcade_lesion restore; 0.166 with
+            # two seeds), every label's own region beats the random order in the same curves
+            random_seeds=1,
             include_reverse=False,
             map_split="planted truth",
             eval_split="eval",
