@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from data.test_readers import write_dicom
 from torch import nn
 
 from napari_global_xai.aggregate import GlobalMaps
@@ -145,30 +146,6 @@ def test_the_peppr_dock_builds_the_same_fraction_grid(inputs):
 # ------------------------------------------------------------------------------------------------ 2. extensions
 
 
-def _write_dicom(path, frames):
-    """An uncompressed (Explicit VR Little Endian) DICOM of ``frames`` (k, H, W, 3) uint8."""
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
-
-    count, rows, columns, channels = frames.shape
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
-    ds.Modality = "OP"
-    ds.Rows, ds.Columns, ds.SamplesPerPixel = rows, columns, channels
-    ds.PhotometricInterpretation, ds.PlanarConfiguration = "RGB", 0
-    if count > 1:
-        ds.NumberOfFrames = count
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
-    ds.PixelData = np.ascontiguousarray(frames).tobytes()
-    ds.save_as(path, enforce_file_format=True)
-    return path
-
-
 def test_the_manifest_offers_exactly_the_data_layers_stack_files_and_stores():
     import yaml
 
@@ -189,7 +166,7 @@ def test_a_dicom_file_is_read_by_the_napari_reader_and_the_stack_loader(tmp_path
     from napari_global_xai.data import read_stack
 
     frames = np.random.default_rng(3).integers(0, 256, (3, H, W, 3), dtype=np.uint8)
-    path = _write_dicom(tmp_path / "scan.DICOM", frames)
+    path = write_dicom(tmp_path / "scan.DICOM", frames)
     np.testing.assert_array_equal(read_stack(path).get(slice(None)), frames)
     reader = napari_get_reader(str(path))
     assert reader is not None
@@ -200,7 +177,7 @@ def test_a_dicom_file_is_read_by_the_napari_reader_and_the_stack_loader(tmp_path
     folder = tmp_path / "folder"
     folder.mkdir()
     for i, frame in enumerate(frames):
-        _write_dicom(folder / f"im{i}.dicom", frame[None])
+        write_dicom(folder / f"im{i}.dicom", frame[None])
     stack = read_stack(folder)
     assert stack.image_ids == ["im0", "im1", "im2"]
     np.testing.assert_array_equal(stack.get(slice(None)), frames)
