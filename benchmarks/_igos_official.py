@@ -211,8 +211,8 @@ def run_ours(counter, name: str, x, b, labels, seed: int, size: int, params: dic
     """Ours (one batch of all images) with the same model, baseline and class; softmax probabilities."""
     import warnings
 
-    from napari_global_xai.explain.base import get_method
     from napari_global_xai.models import LoadedModel, ModelCard
+    from napari_global_xai.saliency.base import get_method
 
     card = ModelCard(
         name="efficientnet-lite0",
@@ -405,7 +405,7 @@ def quadrature_check(net, x, b, labels, masks, counts=(4, 6, 8, 15), reference: 
     path score's mask gradient (and of the score) against a ``reference``-node Gauss–Legendre integral, for the
     official right Riemann sum and Gauss–Legendre with ``counts`` nodes (a 256-step right Riemann sum is printed as
     a check of the reference)."""
-    from napari_global_xai.explain.igos import IGOS_VARIANT, PathProblem
+    from napari_global_xai.saliency.igos import IGOS_VARIANT, PathProblem
 
     def score_fn(z, t):
         return net(z).softmax(1).gather(1, t.view(-1, 1)).squeeze(1)
@@ -455,8 +455,8 @@ def trace(args) -> None:
     difference of the masks entering the line search, the relative difference of the descent directions and the
     steps taken; then the official deletion/insertion of both final masks.
     """
-    from napari_global_xai.explain.igos import optimise as our_optimise
-    from napari_global_xai.explain.igos.path import PathProblem
+    from napari_global_xai.saliency.igos import optimise as our_optimise
+    from napari_global_xai.saliency.igos.path import PathProblem
 
     device = torch.device("cpu")
     methods, helper, digest = load_official(Path(args.official_code), device)

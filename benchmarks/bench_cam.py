@@ -28,8 +28,9 @@ DISEASES = ["haemorrhage", "peripheral_lesion", "disc_swelling", "arcade_lesion"
 
 
 def time_methods(model, stack, n_images):
-    from napari_global_xai.explain import ExplainConfig, ImageMapEngine
-    from napari_global_xai.explain.base import get_method
+    from napari_global_xai.config import ExplainConfig
+    from napari_global_xai.saliency import ImageMapEngine
+    from napari_global_xai.saliency.base import get_method
 
     images = stack.to_left_eye().get(np.arange(n_images))
     x = model.preprocess(images[:1])
@@ -64,7 +65,7 @@ def time_methods(model, stack, n_images):
 
 
 def planted_mass(model, stack, n_images):
-    from napari_global_xai.explain import ExplainConfig
+    from napari_global_xai.config import ExplainConfig
     from napari_global_xai.explain.pipeline import run_explain
     from napari_global_xai.samples import load_ground_truth
 

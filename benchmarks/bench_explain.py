@@ -59,8 +59,9 @@ def main(argv=None):
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    from napari_global_xai.explain import ExplainConfig, ImageMapEngine
+    from napari_global_xai.config import ExplainConfig
     from napari_global_xai.models import load_demo_model
+    from napari_global_xai.saliency import ImageMapEngine
 
     model = load_demo_model(device=args.device)
     raw = _images(args.images)

@@ -1,4 +1,4 @@
-"""Benchmark I-GOS and iGOS++ (explain/igos/): batched time per image versus its own floor and a one-by-one loop.
+"""Benchmark I-GOS and iGOS++ (saliency/igos/): batched time per image versus its own floor and a one-by-one loop.
 
 For each method the script runs the batched implementation on ``k`` images and reports
 
@@ -44,10 +44,10 @@ import torch
 import torch.nn.functional as F
 
 from napari_global_xai.data.synthetic import generate_stack
-from napari_global_xai.explain.base import get_method
 from napari_global_xai.models import DEMO_CARD_PATH, LoadedModel, ModelCard, load_model
 from napari_global_xai.models.architectures import DemoNet
 from napari_global_xai.models.device import resolve_device
+from napari_global_xai.saliency.base import get_method
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _igos_official import HELD_OUT_PHOTOS, PHOTOS, TUNING_PHOTOS, compare, trace  # noqa: E402

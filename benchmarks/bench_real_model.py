@@ -83,9 +83,9 @@ def main(argv=None):
 
     import captum.attr as ca
 
-    from napari_global_xai.config import PepprConfig
-    from napari_global_xai.explain import ExplainConfig, ImageMapEngine
+    from napari_global_xai.config import ExplainConfig, PepprConfig
     from napari_global_xai.peppr import run_peppr
+    from napari_global_xai.saliency import ImageMapEngine
 
     model = real_size_model(args.device)
     dev, module = model.device, model.module

@@ -140,7 +140,7 @@ class _AnonPeak:
 
 def _warm_worker(spec) -> None:
     """On a worker: import the explain engine and load the model (cached for the run's tasks)."""
-    import napari_global_xai.explain.engine  # noqa: F401
+    import napari_global_xai.saliency.engine  # noqa: F401
     from napari_global_xai.scale.specs import worker_model
 
     worker_model(spec)
@@ -155,9 +155,9 @@ def measure_one(
     import torch
 
     torch.set_num_threads(1)
+    from napari_global_xai.config import ExplainConfig
     from napari_global_xai.control import RunControl
     from napari_global_xai.data import read_stack
-    from napari_global_xai.explain import ExplainConfig
     from napari_global_xai.explain.pipeline import run_explain
     from napari_global_xai.models import load_model
     from napari_global_xai.scale import connect
@@ -235,8 +235,8 @@ def gpu_figures(n_images: int = 16, steps: int = 32, device: str = "cuda") -> No
     from _models import real_size_model
     from _timing import timed
 
-    from napari_global_xai.explain import ExplainConfig
-    from napari_global_xai.explain.engine import ImageMapEngine
+    from napari_global_xai.config import ExplainConfig
+    from napari_global_xai.saliency.engine import ImageMapEngine
 
     model = real_size_model(device)
     rng = np.random.default_rng(0)

@@ -440,8 +440,8 @@ def test_cancelled_explain_exits_130_with_the_marked_partial_result(inputs, tmp_
     """Ctrl-C during the first batch: that batch finishes, nothing more; the partial maps are the real maps."""
     import tifffile
 
+    from napari_global_xai.config import ExplainConfig
     from napari_global_xai.data import read_stack
-    from napari_global_xai.explain import ExplainConfig
     from napari_global_xai.explain.pipeline import run_explain
     from napari_global_xai.models import load_model
 

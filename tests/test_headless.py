@@ -78,7 +78,7 @@ def test_core_imports_and_a_cli_job_run_without_napari_or_qt(tmp_path):
     core = set(result["core"])
     # every module but the docks imported: the engine, the CLI and the napari reader/writer/sample contributions
     assert {
-        "napari_global_xai.explain.engine",
+        "napari_global_xai.saliency.engine",
         "napari_global_xai.cli.explain",
         "napari_global_xai.explain.pipeline",
         "napari_global_xai.demo",

@@ -13,8 +13,8 @@ import pytest
 import torch
 from torch import nn
 
+from napari_global_xai.config import ExplainConfig
 from napari_global_xai.data import AlignedStack
-from napari_global_xai.explain import ExplainConfig
 from napari_global_xai.explain.pipeline import run_explain
 from napari_global_xai.models import LoadedModel, ModelCard
 

@@ -42,8 +42,7 @@ CHROMIUM_FLAGS = [
 @pytest.fixture(scope="module")
 def results(tmp_path_factory, one_torch_thread):
     """A demo-shaped results folder: explain_saliency/ and peppr_saliency/ on 6 sample images, demo model."""
-    from napari_global_xai.config import PepprConfig
-    from napari_global_xai.explain import ExplainConfig
+    from napari_global_xai.config import ExplainConfig, PepprConfig
     from napari_global_xai.explain.pipeline import run_explain
     from napari_global_xai.models import load_model
     from napari_global_xai.peppr.pipeline import run_peppr_pipeline

@@ -257,8 +257,8 @@ def test_other_settings_are_refused_and_overwrite_replaces(inputs, tmp_path, cap
 
 
 def test_cancel_marks_the_store_and_the_resume_equals_an_uninterrupted_run(inputs, tmp_path):
+    from napari_global_xai.config import ExplainConfig
     from napari_global_xai.data import read_stack
-    from napari_global_xai.explain import ExplainConfig
     from napari_global_xai.explain.pipeline import run_explain
     from napari_global_xai.models import load_model
     from napari_global_xai.store import read_results_store
@@ -358,8 +358,8 @@ def test_store_is_valid_ome_zarr_with_label_names(inputs, tmp_path, capsys):
 def test_progress_moves_within_a_chunk_and_never_backwards(inputs):
     """In-process runs report image progress while a chunk computes (not only when it is written): one chunk of
     the whole stack still reports intermediate values, non-decreasing, ending at N."""
+    from napari_global_xai.config import ExplainConfig
     from napari_global_xai.data import read_stack
-    from napari_global_xai.explain import ExplainConfig
     from napari_global_xai.explain.pipeline import run_explain
     from napari_global_xai.models import load_model
 

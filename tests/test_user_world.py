@@ -204,8 +204,8 @@ def test_gradcam_on_torchscript_stays_defined_after_the_jit_warms_up(tmp_path):
     batch of a run failed with "differentiated Tensor ... not used in the graph")."""
     import torch
 
-    from napari_global_xai.explain import get_method
     from napari_global_xai.models.card import LoadedModel, ModelCard
+    from napari_global_xai.saliency import get_method
 
     _, net, files = save_all_formats(tmp_path)
     card = ModelCard(

@@ -1,17 +1,17 @@
 """The built-in saliency methods by name, importable without torch: the registry's one list.
 
 Each entry maps a method name to the class that implements it (``"module:Class"``). The napari docks list the
-names at start-up without importing torch; :mod:`napari_global_xai.explain.base` imports and registers a class the
-first time its method is asked for. Adding a method is one class (a :class:`~napari_global_xai.explain.base.
+names at start-up without importing torch; :mod:`napari_global_xai.saliency.base` imports and registers a class the
+first time its method is asked for. Adding a method is one class (a :class:`~napari_global_xai.saliency.base.
 SaliencyMethod` subclass with that ``name``) plus one line here; a test checks every line against its class.
 Order = the order the docks show them in.
 """
 
 __all__ = ["METHOD_CLASSES", "BUILTIN_METHODS"]
 
-_CAPTUM = "napari_global_xai.explain.captum_methods"
-_CAM = "napari_global_xai.explain.cam"
-_IGOS = "napari_global_xai.explain.igos.methods"
+_CAPTUM = "napari_global_xai.saliency.captum_methods"
+_CAM = "napari_global_xai.saliency.cam"
+_IGOS = "napari_global_xai.saliency.igos.methods"
 
 METHOD_CLASSES: dict[str, str] = {
     "ig": f"{_CAPTUM}:IntegratedGradients",

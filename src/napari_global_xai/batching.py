@@ -3,7 +3,7 @@
 On CPU, big batches do not pay (methods.md §4: batch 8–20 was 13–42 % slower per image than batch 1 on 2 cores for
 a ResNet-18; the demo net is fastest around 8 images per pass), so the CPU default is a small fixed number of images
 per pass. On CUDA the batch is sized from free memory and a per-image cost measured once (one probe pass, see
-:class:`~napari_global_xai.explain.engine.ImageMapEngine`), and halved on out-of-memory (remembered for later
+:class:`~napari_global_xai.saliency.engine.ImageMapEngine`), and halved on out-of-memory (remembered for later
 batches through ``on_backoff``).
 """
 

@@ -20,7 +20,7 @@ The executor seam
 ``task``
     An :class:`~napari_global_xai.explain.task.ExplainChunkTask`; ``task(c, cancel=None, on_maps=None)`` computes
     chunk ``c`` and returns its :class:`ChunkResult`. It predicts the chunk's probabilities, selects the chunk's
-    (image, label) pairs (:func:`~napari_global_xai.explain.engine.select_pairs` is row-wise, so each chunk decides
+    (image, label) pairs (:func:`~napari_global_xai.saliency.engine.select_pairs` is row-wise, so each chunk decides
     alone), computes their maps and folds them into a fresh
     :class:`~napari_global_xai.aggregate.GlobalMapAccumulator` of the chunk. The task pickles without its model
     engine (rebuilt on first use where it lands), so a worker can run it.

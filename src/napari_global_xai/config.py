@@ -50,7 +50,7 @@ __all__ = [
 #: ``auto`` = ``positive`` when labels are known, else ``predicted``.
 Subset = Literal["auto", "positive", "predicted", "true_positive", "all"]
 SUBSETS: tuple[str, ...] = get_args(Subset)
-#: The rules :func:`~napari_global_xai.explain.engine.select_pairs` applies (``auto`` resolved before).
+#: The rules :func:`~napari_global_xai.saliency.engine.select_pairs` applies (``auto`` resolved before).
 SUBSET_RULES: tuple[str, ...] = SUBSETS[1:]
 Compute = Literal["subset", "all"]
 COMPUTE: tuple[str, ...] = get_args(Compute)
@@ -239,7 +239,7 @@ class ExplainConfig:
     compute : {"subset", "all"}
         Compute maps only for the pairs in the subset (default, cheapest) or for every pair.
     reduction, normalisation : str
-        Channel reduction and per-image normalisation (:mod:`napari_global_xai.explain.postprocess`).
+        Channel reduction and per-image normalisation (:mod:`napari_global_xai.saliency.postprocess`).
     probability : bool
         Explain probabilities instead of logits.
     maps_per_call : int, optional

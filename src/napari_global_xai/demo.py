@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .config import ExplainConfig
 from .control import Cancelled, RunControl
-from .explain.engine import ExplainConfig
 from .explain.pipeline import ExplainResult, run_explain
 
 __all__ = ["DemoResult", "run_demo"]

@@ -22,7 +22,7 @@ pytestmark = pytest.mark.skipif(not DEMO_CARD_PATH.exists(), reason="demo model 
 
 @pytest.fixture(scope="module")
 def explained(one_torch_thread):
-    from napari_global_xai.explain import ExplainConfig
+    from napari_global_xai.config import ExplainConfig
     from napari_global_xai.explain.pipeline import run_explain
     from napari_global_xai.models import load_model
     from napari_global_xai.samples import load_sample_stack

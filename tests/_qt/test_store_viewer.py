@@ -7,8 +7,8 @@ from torch import nn
 
 from napari_global_xai._layers import IMAGE_MAPS_KEY
 from napari_global_xai._reader import napari_get_reader, read_aligned_stack, read_results_store_layers
+from napari_global_xai.config import ExplainConfig
 from napari_global_xai.data import AlignedStack
-from napari_global_xai.explain import ExplainConfig
 from napari_global_xai.explain.pipeline import run_explain
 from napari_global_xai.models import LoadedModel, ModelCard
 

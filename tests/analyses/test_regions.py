@@ -26,7 +26,7 @@ OWN_REGIONS = {
 
 @pytest.fixture(scope="module")
 def sample_explained(one_torch_thread):
-    from napari_global_xai.explain import ExplainConfig
+    from napari_global_xai.config import ExplainConfig
     from napari_global_xai.explain.pipeline import run_explain
     from napari_global_xai.models import load_model
     from napari_global_xai.samples import load_sample_stack

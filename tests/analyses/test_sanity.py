@@ -11,9 +11,9 @@ from napari_global_xai.analyses.sanity import (
     spearman,
     ssim,
 )
+from napari_global_xai.config import ExplainConfig
 from napari_global_xai.control import RunControl
-from napari_global_xai.explain import ExplainConfig
-from napari_global_xai.explain.base import METHODS, SaliencyMethod, register_method
+from napari_global_xai.saliency.base import METHODS, SaliencyMethod, register_method
 
 
 class EdgeFilter(SaliencyMethod):

@@ -258,7 +258,7 @@ def test_dicom_laterality_fills_what_the_csv_does_not_give(tmp_path):
 
 def test_missing_label_alone_uses_predicted_positives(archive):
     folder, csv_path, card_path, net = archive
-    from napari_global_xai.explain import ExplainConfig
+    from napari_global_xai.config import ExplainConfig
     from napari_global_xai.explain.pipeline import run_explain
     from napari_global_xai.models import load_model
 

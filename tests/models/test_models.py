@@ -158,7 +158,7 @@ def test_demo_card_describes_the_model():
 def test_demo_model_reaches_auroc_095_on_fresh_heldout_images():
     from sklearn.metrics import roc_auc_score
 
-    from napari_global_xai.explain import predict_probabilities
+    from napari_global_xai.saliency import predict_probabilities
 
     model = load_model(DEMO_CARD_PATH, device="cpu")
     s = generate_stack(160, seed=4242, split="eval")

@@ -30,7 +30,7 @@ def test_blur_default_is_the_config_fraction_of_the_shorter_side():
 
 
 def test_igos_uses_the_same_blur_fraction():
-    from napari_global_xai.explain.igos import methods
+    from napari_global_xai.saliency.igos import methods
 
     assert methods.BLUR_SIGMA_FRACTION == BLUR_SIGMA_FRACTION == pytest.approx(14.7 / 224)
 

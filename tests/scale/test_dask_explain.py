@@ -15,8 +15,8 @@ import tifffile
 import torch
 
 from napari_global_xai.cli import main
+from napari_global_xai.config import ExplainConfig
 from napari_global_xai.control import RunControl
-from napari_global_xai.explain import ExplainConfig
 from napari_global_xai.explain.pipeline import run_explain
 from napari_global_xai.store import read_results_store
 

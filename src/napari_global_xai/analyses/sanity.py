@@ -311,8 +311,8 @@ def run_sanity_check(
         On cancel: the steps finished so far, ``cancelled=True`` (raises
         :class:`~napari_global_xai.batching.Cancelled` before the original maps are done).
     """
-    from ..explain.engine import ImageMapEngine
     from ..models.card import LoadedModel
+    from ..saliency.engine import ImageMapEngine
 
     images = np.asarray(images)
     targets = np.asarray(targets, np.int64)

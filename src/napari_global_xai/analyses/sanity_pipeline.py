@@ -69,7 +69,7 @@ def run_sanity(
     Cancelled
         Cancelled before the original maps were complete (nothing to compare with).
     """
-    from ..explain.engine import predict_probabilities
+    from ..saliency.engine import predict_probabilities
     from .sanity import run_sanity_check
 
     control = control or RunControl()

@@ -54,7 +54,7 @@ def main(argv=None) -> int:
     except SystemExit as exc:  # --help (0) or a usage error already printed on one line (2)
         return exc.code if isinstance(exc.code, int) else 2
     if args.list_methods:
-        from ..explain import METHODS, method_names
+        from ..saliency import METHODS, method_names
 
         for name in method_names():
             print(f"{name:<18} {METHODS[name].description}")

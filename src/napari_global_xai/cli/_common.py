@@ -118,7 +118,7 @@ def _one_line_warnings(command: str):
     """Saliency warnings (a method partly undefined on this model) as one line each on stderr."""
     import warnings
 
-    from ..explain.base import SaliencyWarning
+    from ..saliency.base import SaliencyWarning
 
     previous = warnings.showwarning
 

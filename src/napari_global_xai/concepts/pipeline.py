@@ -86,7 +86,7 @@ class ConceptResult:
 
 
 def _layer_module(model, layer: str | None, example: torch.Tensor) -> torch.nn.Module:
-    from ..explain.captum_methods import find_cam_layer
+    from ..saliency.captum_methods import find_cam_layer
 
     name = layer or model.card.cam_layer or find_cam_layer(model.module, example)
     try:

@@ -15,10 +15,11 @@ from pathlib import Path
 import numpy as np
 
 from ..aggregate import GlobalMapAccumulator, GlobalMaps
+from ..config import ExplainConfig
 from ..control import RunControl, status_of
 from ..data.conform import fit_stack_to_model, model_frame
 from ..data.labels import missing_truth_message
-from .engine import ExplainConfig, ImageMapEngine
+from ..saliency.engine import ImageMapEngine
 
 __all__ = ["ExplainResult", "run_explain", "resolve_targets", "count_per_label"]
 

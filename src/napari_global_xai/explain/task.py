@@ -72,7 +72,7 @@ class ExplainChunkTask(ShippedTask):
     def engine(self):
         """The saliency engine (built on first use)."""
         if self._engine is None:
-            from .engine import ImageMapEngine
+            from ..saliency.engine import ImageMapEngine
 
             self._engine = ImageMapEngine(self.model, self.config, self.target_indices)
         return self._engine
@@ -94,7 +94,7 @@ class ExplainChunkTask(ShippedTask):
         """Compute chunk ``chunk``; a cancel part-way returns the finished maps with ``complete=False``."""
         from ..batching import Cancelled
         from ..control import RunControl
-        from .engine import predict_probabilities, select_pairs
+        from ..saliency.engine import predict_probabilities, select_pairs
 
         idx = self.indices(chunk)
         pixels = self.stack.get(idx)
@@ -187,7 +187,7 @@ def assemble_chunks(records, task, n, n_model_labels):
     Chunks never started (a cancel) get NaN-free zeros: no probabilities, no maps; their pairs are selected from
     the ground truth alone where a rule needs no prediction (``all``, ``positive`` with a column).
     """
-    from .engine import select_pairs
+    from ..saliency.engine import select_pairs
 
     n_targets = len(task.targets)
     probabilities = np.zeros((n, n_model_labels), np.float32)

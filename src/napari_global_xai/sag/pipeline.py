@@ -40,7 +40,7 @@ def _saliency_maps(
     """
     import torch
 
-    from ..explain import get_method
+    from ..saliency import get_method
 
     params = dict(method_params or {})
     if method in ("igos", "igos++"):
@@ -310,7 +310,7 @@ def _positives(frame_stack, model, label: str, label_index: int, control: RunCon
         warnings.warn(
             f"{missing_truth_message([label])}: SAG explains the images predicted positive", InputNotice, stacklevel=3
         )
-    from ..explain.engine import predict_probabilities
+    from ..saliency.engine import predict_probabilities
 
     probs = []
     for _idx, pixels in frame_stack.iter_chunks(16):

@@ -10,8 +10,8 @@ from napari_global_xai.batching import (
     images_per_pass,
     measure_bytes_per_image,
 )
-from napari_global_xai.explain import ExplainConfig
-from napari_global_xai.explain.engine import ImageMapEngine
+from napari_global_xai.config import ExplainConfig
+from napari_global_xai.saliency.engine import ImageMapEngine
 
 from .conftest import PASS_TERMS, H, W, make_tiny_stack
 from _tolerance import float32_atol, mass_normalised_terms

@@ -1,4 +1,4 @@
-"""I-GOS / iGOS++ (explain/igos/) on a tiny hand-set CNN whose decision depends on a known region.
+"""I-GOS / iGOS++ (saliency/igos/) on a tiny hand-set CNN whose decision depends on a known region.
 
 The model reads label 0 from bright pixels of channel 0 inside a top-left region and label 1 from channel 1 inside
 a bottom-right region; every test image has a bright 6×6 square inside the label-0 region and a distractor square
@@ -15,8 +15,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from napari_global_xai.explain.base import get_method
-from napari_global_xai.explain.igos import (
+from napari_global_xai.models.card import DEMO_CARD_PATH, LoadedModel, ModelCard
+from napari_global_xai.saliency.base import get_method
+from napari_global_xai.saliency.igos import (
     IGOS,
     IGOS_PP_VARIANT,
     IGOS_VARIANT,
@@ -33,7 +34,6 @@ from napari_global_xai.explain.igos import (
     tv_norm,
     upsample_masks,
 )
-from napari_global_xai.models.card import DEMO_CARD_PATH, LoadedModel, ModelCard
 
 from _tolerance import float32_atol, pairwise_sum_terms, pass_terms
 
@@ -829,8 +829,8 @@ def test_presets_and_explicit_parameters():
 def test_stalled_maps_are_counted_and_left_out_of_global_maps_unless_asked():
     """The engine reads the method's flags: stalled maps are reported per label and kept out of the global maps;
     with ``include_stalled`` their recovery maps enter them (the mean of the image-wise maps, independently)."""
+    from napari_global_xai.config import ExplainConfig
     from napari_global_xai.data import AlignedStack
-    from napari_global_xai.explain import ExplainConfig
     from napari_global_xai.explain.pipeline import run_explain
 
     model = loaded(gain=0.1, bias=-4.0)  # label 'a' stalls (see the test above)

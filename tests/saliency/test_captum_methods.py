@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from napari_global_xai.explain import get_method, method_names
 from napari_global_xai.perturb.fills import gaussian_blur
+from napari_global_xai.saliency import get_method, method_names
 
 from .conftest import PASS_TERMS
 from _tolerance import float32_atol, forward_terms

@@ -28,8 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from napari_global_xai.explain import get_method, method_names
 from napari_global_xai.models import DEMO_CARD_PATH, LoadedModel, ModelCard, load_model
+from napari_global_xai.saliency import get_method, method_names
 
 from _tolerance import float32_atol, pass_terms
 
@@ -317,8 +317,8 @@ def test_element_wise_cams_enrich_the_planted_regions(name, one_torch_thread):
     XGrad-CAM, EigenCAM and Score-CAM are coarser on this model and get no threshold."""
     if not DEMO_CARD_PATH.exists():
         pytest.skip("demo model not trained")
+    from napari_global_xai.config import ExplainConfig
     from napari_global_xai.data.synthetic import field_of_view_mask
-    from napari_global_xai.explain import ExplainConfig
     from napari_global_xai.explain.pipeline import run_explain
     from napari_global_xai.samples import load_ground_truth, load_sample_stack
 

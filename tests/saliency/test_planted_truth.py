@@ -7,8 +7,8 @@ IG (blur baseline, positive attributions) puts 0.72–0.81 of each label's mass 
 import numpy as np
 import pytest
 
+from napari_global_xai.config import ExplainConfig
 from napari_global_xai.data.synthetic import field_of_view_mask, marker_box
-from napari_global_xai.explain import ExplainConfig
 from napari_global_xai.explain.pipeline import run_explain
 from napari_global_xai.models import DEMO_CARD_PATH, load_model
 from napari_global_xai.samples import load_ground_truth, load_sample_stack
@@ -95,7 +95,7 @@ def test_ig_completeness_on_the_demo_model(sample):
     """
     import torch
 
-    from napari_global_xai.explain import get_method
+    from napari_global_xai.saliency import get_method
 
     stack, model, _ = sample
     x = model.preprocess(stack.to_left_eye().get([0, 3]))

@@ -5,8 +5,8 @@ import math
 import pytest
 
 from napari_global_xai.errors import UsageError
-from napari_global_xai.explain import METHODS, get_method, method_names
-from napari_global_xai.explain.base import Choice, Float, Int, MethodParameterError, SaliencyMethod, register_method
+from napari_global_xai.saliency import METHODS, get_method, method_names
+from napari_global_xai.saliency.base import Choice, Float, Int, MethodParameterError, SaliencyMethod, register_method
 
 
 def test_every_method_declares_a_rule_per_parameter_and_its_defaults_pass():

@@ -10,8 +10,8 @@ from types import SimpleNamespace
 import pytest
 
 from napari_global_xai._method_names import BUILTIN_METHODS, METHOD_CLASSES
-from napari_global_xai.explain import base
-from napari_global_xai.explain.base import METHODS, SaliencyMethod, builtin_method_class, get_method, method_names
+from napari_global_xai.saliency import base
+from napari_global_xai.saliency.base import METHODS, SaliencyMethod, builtin_method_class, get_method, method_names
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 

@@ -11,17 +11,11 @@ import pytest
 import torch
 from models.user_net import N_OUT, H, W, save_all_formats
 
+from napari_global_xai.config import ExplainConfig
 from napari_global_xai.data import AlignedStack
-from napari_global_xai.explain import (
-    ExplainConfig,
-    ImageMapEngine,
-    MethodUnavailable,
-    SaliencyWarning,
-    get_method,
-    method_names,
-)
 from napari_global_xai.explain.pipeline import run_explain
 from napari_global_xai.models import LoadedModel, ModelCard, load_model
+from napari_global_xai.saliency import ImageMapEngine, MethodUnavailable, SaliencyWarning, get_method, method_names
 
 from _tolerance import float32_atol, mass_normalised_terms
 
@@ -164,8 +158,8 @@ def test_method_on_format_equals_plain_module_or_says_why(method, fmt, formats, 
 def test_the_derived_occlusion_tolerance_catches_a_real_error(error, formats, monkeypatch):
     """The occlusion tolerance above is far above the formats' rounding and far below a real mistake: a wrong
     baseline, a wrong target or a shifted window each move the map by thousands of tolerances."""
-    from napari_global_xai.explain import captum_methods
     from napari_global_xai.perturb.fills import make_fill
+    from napari_global_xai.saliency import captum_methods
 
     model, images, plain = formats["models"]["state_dict"], formats["images"], formats["plain"]
     expected = _maps(plain, "occlusion", images)

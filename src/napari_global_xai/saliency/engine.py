@@ -15,7 +15,7 @@ from ..control import RunControl
 from .base import SaliencyMethod, get_method
 from .postprocess import to_image_maps
 
-__all__ = ["SUBSETS", "ExplainConfig", "predict_probabilities", "select_pairs", "ImageMapEngine"]
+__all__ = ["SUBSETS", "predict_probabilities", "select_pairs", "ImageMapEngine"]
 
 #: Which images contribute to a label's global map (methods.md §1.6; the paper's choice is unknown).
 SUBSETS = SUBSET_RULES

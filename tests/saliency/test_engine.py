@@ -5,11 +5,12 @@ import pytest
 import tifffile
 import torch
 
+from napari_global_xai.config import ExplainConfig
 from napari_global_xai.control import RunControl
-from napari_global_xai.explain import ExplainConfig, normalise_maps, reduce_channels, select_pairs
 from napari_global_xai.explain.pipeline import run_explain
 from napari_global_xai.models import ModelLoadError
 from napari_global_xai.outputs import read_global_maps
+from napari_global_xai.saliency import normalise_maps, reduce_channels, select_pairs
 
 from .conftest import PASS_TERMS, H, W, make_tiny_stack
 from _tolerance import float32_atol, mass_normalised_terms
@@ -149,7 +150,7 @@ def test_outputs_written_and_read_back(tiny_model, tiny_stack, tmp_path):
 
 def test_out_of_memory_halves_the_batch_and_loses_nothing(tiny_model, tiny_stack, monkeypatch):
     """A simulated CUDA OOM for big batches: the engine retries smaller, finished maps are kept, result unchanged."""
-    from napari_global_xai.explain import captum_methods
+    from napari_global_xai.saliency import captum_methods
 
     reference = run_explain(tiny_stack, tiny_model, ExplainConfig(method="saliency", maps_per_call=1))
     original = captum_methods.CaptumMethod.attribute
