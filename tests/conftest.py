@@ -1,7 +1,16 @@
 """Fixtures shared by the whole suite."""
 
+import os
+
 import pytest
 import torch
+
+# pytest-xdist runs one worker per core (pyproject addopts): each worker takes its share of the cores for torch's
+# intra-op threads, so the workers do not oversubscribe the machine (tests that compare thread counts set their own).
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if _WORKERS > 1:
+    _CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    torch.set_num_threads(max(1, _CORES // _WORKERS))
 
 
 @pytest.fixture(scope="module")

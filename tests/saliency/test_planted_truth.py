@@ -77,7 +77,7 @@ def test_peripheral_lesion_map_reveals_the_corner_marker(sample):
     cfg = ExplainConfig(
         method="ig", params={"n_steps": 16, "baseline": "blur"}, reduction="sum", subset="all", targets=DISEASES
     )
-    result = run_explain(stack.subset(np.arange(32)), model, cfg)
+    result = run_explain(stack.subset(np.arange(16)), model, cfg)
     corners = np.zeros(stack.shape[1:3], bool)
     corners[marker_box("L")] = True
     corners[marker_box("R")] = True
