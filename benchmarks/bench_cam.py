@@ -87,7 +87,8 @@ def planted_mass(model, stack, n_images):
 
 
 def xnn_cost(model, stack, n):
-    from napari_global_xai.concepts import ConceptConfig, extract_features, train_explanation_net
+    from napari_global_xai.analysis_config import ConceptConfig
+    from napari_global_xai.concepts import extract_features, train_explanation_net
 
     f, s, _, _ = extract_features(model, stack.to_left_eye())
     rng = np.random.default_rng(0)

@@ -94,7 +94,8 @@ def main():
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    from napari_global_xai.concepts import ConceptConfig, run_concepts
+    from napari_global_xai.analysis_config import ConceptConfig
+    from napari_global_xai.concepts import run_concepts
     from napari_global_xai.data.synthetic import field_of_view_mask
     from napari_global_xai.models import load_model
     from napari_global_xai.samples import load_ground_truth, load_sample_stack

@@ -40,7 +40,7 @@ def test_explain_then_peppr_on_the_sample(tmp_path, capsys):
                 "peppr",
                 str(SAMPLE_STACK),
                 "--global-maps",
-                str(out / "global_maps.tif"),
+                str(out),
                 "--out",
                 str(peppr_out),
                 "--random-seeds",

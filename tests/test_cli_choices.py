@@ -91,21 +91,55 @@ def test_run_control_reports_to_the_bar_and_cancels_on_the_event():
         assert control.cancelled() and control.cancel_fn()
 
 
-def test_analyses_defaults_are_their_pipelines_defaults():
-    from napari_global_xai.analyses.compare_pipeline import run_compare
-    from napari_global_xai.analyses.regions_pipeline import run_regions
-    from napari_global_xai.analyses.sanity_pipeline import run_sanity
+def test_analyses_and_concepts_defaults_are_their_configs_defaults():
+    from napari_global_xai.analysis_config import (
+        SANITY_METHODS,
+        CompareConfig,
+        ConceptConfig,
+        RegionsConfig,
+        SanityConfig,
+    )
 
     subs = _subparsers(build_parser())
-    for command, function, names in (
-        ("sanity", run_sanity, ["n_images", "seed"]),
-        ("compare", run_compare, ["n_permutations", "alpha", "seed"]),
-        ("regions", run_regions, ["n_boot", "seed"]),
+    for command, defaults, names in (
+        ("sanity", SanityConfig(), {n: n for n in ("images", "n_images", "label", "depth", "independent", "seed")}),
+        ("compare", CompareConfig(), {n: n for n in ("groups", "threshold", "n_permutations", "alpha", "seed")}),
+        ("regions", RegionsConfig(), {"n_boot": "n_boot", "seed": "seed"}),
+        ("concepts", ConceptConfig(), {"k": "k", "steps": "steps", "seed": "seed", "layer": "layer", "top": "top_n"}),
     ):
-        defaults = config.signature_defaults(function)
-        for name in names:
-            assert subs[command].get_default(name) == defaults[name], (command, name)
-    assert subs["sanity"].get_default("method") == list(config.SANITY_METHODS)
+        for option, name in names.items():
+            assert subs[command].get_default(option) == getattr(defaults, name), (command, option)
+    assert subs["sanity"].get_default("method") == list(SANITY_METHODS)
+    assert [c.method for c in SanityConfig().methods] == list(SANITY_METHODS)
+
+
+def test_parsed_analyses_options_make_their_configs():
+    from napari_global_xai.cli.sanity import _sanity_config
+
+    parser = build_parser()
+    args = parser.parse_args(
+        ["sanity", "s.tif", "--out", "o", "--method", "ig", "--param", "ig.n_steps=4", "--depth", "0", "--seed", "3"]
+    )
+    config = _sanity_config(args)
+    assert [(c.method, c.params) for c in config.methods] == [("ig", {"n_steps": 4})]
+    assert config.depth is None and config.seed == 3  # depth 0: every module alone, as the default
+    for argv in (
+        ["sanity", "s.tif", "--out", "o", "--n-images", "0"],
+        ["compare", "e", "--csv", "c.csv", "--column", "g", "--out", "o", "--n-permutations", "0"],
+        ["regions", "e", "--out", "o", "--n-boot", "-1"],
+        ["concepts", "s.tif", "--out", "o", "--k", "0"],
+    ):
+        with pytest.raises(SystemExit):
+            parser.parse_args(argv)
+
+
+def test_every_device_option_reads_the_config():
+    for command, sub in _subparsers(build_parser()).items():
+        action = _options(sub).get("--device")
+        if action is None:
+            continue
+        assert action.default == config.DEFAULT_DEVICE, command
+        assert all(name in action.help for name in config.DEVICES), command
 
 
 def test_every_command_and_option_has_help():
@@ -125,16 +159,12 @@ def test_every_command_and_option_has_help():
 
 
 def test_defaults_of_the_other_commands_are_their_functions_defaults():
-    """concepts, train-demo and make-sample-data name their defaults in the torch-free parser: they must equal the
-    ones of the code they run (ConceptConfig, train_demo_model, write_sample_data)."""
+    """train-demo and make-sample-data name their defaults in the torch-free parser: they must equal the ones of the
+    code they run (train_demo_model, write_sample_data)."""
     from napari_global_xai import samples
-    from napari_global_xai.concepts import ConceptConfig
     from napari_global_xai.models.train_demo import train_demo_model
 
     subs = _subparsers(build_parser())
-    concepts = ConceptConfig()
-    for option, field in (("k", "k"), ("steps", "steps"), ("seed", "seed"), ("layer", "layer"), ("top", "top_n")):
-        assert subs["concepts"].get_default(option) == getattr(concepts, field), option
     train = config.signature_defaults(train_demo_model)
     for name in ("n_train", "epochs", "seed", "max_lr", "unseen_share", "init"):
         assert subs["train-demo"].get_default(name) == train[name], name

@@ -231,8 +231,15 @@ def _bad_inputs(folder: Path, tmp_path: Path, case: str):
         return (
             ["peppr", stack, "--model", card, "--global-maps", stack, "--out", str(out)],
             1,
-            f"{stack}: not a global-maps file (no label names in its metadata); give the global_maps.tif "
-            "written by 'global-xai explain' (or the napari dock)",
+            f"{stack}: not a global-maps file (no label names in its metadata); give an explain results folder "
+            "(or its image_maps.zarr, or a global_maps.tif of 'global-xai explain --format tiff / --export-tiff')",
+        )
+    if case == "global maps folder not an explain run":
+        return (
+            ["peppr", stack, "--model", card, "--global-maps", str(folder), "--out", str(out)],
+            1,
+            f"{folder} is not an explain output folder: explain_summary.json is missing (run 'global-xai explain "
+            "... --out FOLDER' first)",
         )
     if case == "global maps not a TIFF":
         return (
@@ -317,6 +324,7 @@ INPUT_CASES = [
     "card not JSON",
     "global maps without metadata",
     "global maps not a TIFF",
+    "global maps folder not an explain run",
     "corrupt image",
     "NaN pixels",
     "fractions unsorted",
@@ -568,7 +576,7 @@ def test_cancelled_peppr_exits_130_and_writes_nothing(inputs, tmp_path, capsys, 
             "--model",
             str(folder / "card.json"),
             "--global-maps",
-            str(maps / "global_maps.tif"),
+            str(maps),
             "--out",
             str(out),
             "--random-seeds",
@@ -593,7 +601,7 @@ def test_peppr_fractions_are_used_with_endpoints_added(inputs, tmp_path, capsys)
             "--model",
             str(folder / "card.json"),
             "--global-maps",
-            str(maps / "global_maps.tif"),
+            str(maps / "image_maps.zarr"),  # the store alone holds the global maps too
             "--out",
             str(out),
             "--random-seeds",

@@ -4,12 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from napari_global_xai.concepts import (
-    ConceptConfig,
-    ExplanationNet,
-    run_concepts,
-    train_explanation_net,
-)
+from napari_global_xai.analysis_config import ConceptConfig
+from napari_global_xai.concepts import ConceptResult, ExplanationNet, run_concepts, train_explanation_net
 from napari_global_xai.concepts.network import _pull_away
 from napari_global_xai.control import RunControl
 from napari_global_xai.metrics import auroc
@@ -97,9 +93,11 @@ def test_training_is_seeded_and_cancellable():
 
 
 def test_bad_settings_and_output_folder_fail_early(tmp_path):
-    with pytest.raises(ValueError, match="k .*at least 1"):
+    with pytest.raises(ValueError, match="ConceptConfig.k must be a positive integer, not 0"):
         ConceptConfig(k=0)
-    with pytest.raises(ValueError, match="feature_scale must be one of layer, feature"):
+    with pytest.raises(
+        ValueError, match="ConceptConfig.feature_scale: unknown value 'channel'; choose from layer, feature"
+    ):
         ConceptConfig(feature_scale="channel")
     blocker = tmp_path / "file"
     blocker.write_text("x")
@@ -179,6 +177,13 @@ def test_run_on_a_foreign_model_writes_complete_outputs_and_keeps_partial_result
     top = res.top_images[k, :6]
     assert corr[k] > 0.9 and (bright[top].all() or not bright[top].any())
     assert np.corrcoef(res.concept_logits[:, 0], res.model_logits[:, 0])[0, 1] > 0.9
+    # the folder reads back through its result module (activations as written: 6 significant digits)
+    back = ConceptResult.open(tmp_path / "out")
+    np.testing.assert_allclose(back.concepts, res.concepts, rtol=1e-5)
+    np.testing.assert_array_equal(back.global_maps, res.global_maps)
+    np.testing.assert_array_equal(back.top_images, res.top_images)
+    np.testing.assert_allclose(back.predictor, res.predictor)
+    assert back.config == res.config and back.image_ids == res.image_ids and back.faithfulness() == res.faithfulness()
 
     # cancel during the concept maps: finished images keep their maps
     state = {"n": 0}

@@ -6,6 +6,7 @@ import threading
 
 import pytest
 
+from napari_global_xai.analysis_config import CompareConfig, ConceptConfig, RegionsConfig, SanityConfig
 from napari_global_xai.config import FILLS, SUBSETS, ExplainConfig, PepprConfig, SagConfig, validate_choices
 from napari_global_xai.control import Cancelled, RunControl
 
@@ -27,6 +28,17 @@ from napari_global_xai.control import Cancelled, RunControl
         (SagConfig, {"figure_formats": ("png", "gif")}, "unknown value 'gif'"),
         (SagConfig, {"root_threshold": 0}, "SagConfig.root_threshold"),
         (SagConfig, {"beam_width": 0}, "SagConfig.beam_width"),
+        (ConceptConfig, {"feature_scale": "channel"}, "ConceptConfig.feature_scale: unknown value 'channel'"),
+        (ConceptConfig, {"steps": 0}, "ConceptConfig.steps must be a positive integer"),
+        (ConceptConfig, {"pull_away": -0.1}, "ConceptConfig.pull_away must be a non-negative weight"),
+        (SanityConfig, {"methods": ()}, "SanityConfig.methods: give at least one method"),
+        (SanityConfig, {"images": (0, -2)}, "SanityConfig.images must be image indices"),
+        (SanityConfig, {"depth": -1}, "SanityConfig.depth must be a positive integer"),
+        (CompareConfig, {"groups": ("a", "b", "c")}, "CompareConfig.groups must be two values"),
+        (CompareConfig, {"alpha": 0}, "CompareConfig.alpha must be in (0, 1)"),
+        (CompareConfig, {"n_permutations": 0}, "CompareConfig.n_permutations must be a positive integer"),
+        (RegionsConfig, {"n_boot": -1}, "RegionsConfig.n_boot must be a non-negative integer"),
+        (RegionsConfig, {"seed": -1}, "RegionsConfig.seed must be a non-negative integer"),
     ],
 )
 def test_bad_values_fail_on_construction_naming_the_field(cls, kwargs, needle):
@@ -44,6 +56,14 @@ def test_every_listed_choice_is_accepted():
     assert PepprConfig(random_seeds=0).random_seeds == 0  # no random-order baseline, as on the CLI
 
 
+def test_analysis_configs_read_their_inputs_as_the_cli_and_docks_give_them():
+    config = SanityConfig(methods=["ig", ExplainConfig(method="gradcam")], images=[2, 0], depth=0)
+    assert [c.method for c in config.methods] == ["ig", "gradcam"] and config.images == (2, 0)
+    assert config.depth is None  # 0 name parts: every module alone, as the default
+    assert CompareConfig(groups=["yes", "rest"]).groups == ("yes", "rest")
+    assert RegionsConfig(n_boot=0).n_boot == 0  # no bootstrap intervals
+
+
 def test_mutated_config_is_caught_by_validate_choices():
     cfg = ExplainConfig()
     cfg.compute = "everything"
@@ -52,7 +72,10 @@ def test_mutated_config_is_caught_by_validate_choices():
 
 
 def test_configs_and_control_import_without_torch():
-    code = "import sys; import napari_global_xai.config, napari_global_xai.control; print('torch' in sys.modules)"
+    code = (
+        "import sys; import napari_global_xai.config, napari_global_xai.analysis_config, napari_global_xai.control; "
+        "print('torch' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 

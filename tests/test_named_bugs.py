@@ -48,8 +48,8 @@ def _strict_loads(text: str):
 @pytest.fixture
 def inputs(tmp_path, one_torch_thread):
     """``in/`` with stack.tif (+ stack.csv: ``scar`` is 0 for every image), card.json, net.pt and global_maps.tif."""
+    from napari_global_xai.explain.file_formats import write_global_maps_tiff
     from napari_global_xai.models.architectures import register_architecture
-    from napari_global_xai.outputs import write_global_maps
 
     register_architecture("named-bugs-net")(TinyNet)
     folder = tmp_path / "in"
@@ -73,7 +73,7 @@ def inputs(tmp_path, one_torch_thread):
     (folder / "card.json").write_text(json.dumps(card))
     maps = rng.random((2, H, W))
     gm = GlobalMaps(LABELS, maps, np.zeros_like(maps), np.array([5, 5]), maps.mean(0), list(LABELS))
-    write_global_maps(gm, folder / "global_maps.tif")
+    write_global_maps_tiff(gm, folder / "global_maps.tif")
     return folder
 
 
@@ -83,8 +83,8 @@ def inputs(tmp_path, one_torch_thread):
 def test_peppr_fraction_grid_and_areas_are_the_same_from_the_cli_and_the_api(inputs, tmp_path, capsys):
     from napari_global_xai.config import PepprConfig
     from napari_global_xai.data import read_stack
+    from napari_global_xai.explain.result import open_explain
     from napari_global_xai.models import load_model
-    from napari_global_xai.outputs import read_global_maps
     from napari_global_xai.peppr import run_peppr_pipeline
 
     folder = inputs
@@ -102,7 +102,7 @@ def test_peppr_fraction_grid_and_areas_are_the_same_from_the_cli_and_the_api(inp
 
     api_out = tmp_path / "api"
     stack, model = read_stack(folder / "stack.tif"), load_model(folder / "card.json", device="cpu")
-    gm = read_global_maps(folder / "global_maps.tif")
+    gm = open_explain(folder / "global_maps.tif").global_maps
     result = run_peppr_pipeline(
         stack, model, gm, PepprConfig(fractions=USER_FRACTIONS, random_seeds=1), out_dir=api_out
     )
@@ -125,11 +125,11 @@ def test_the_peppr_dock_builds_the_same_fraction_grid(inputs):
     from napari_global_xai.config import PepprConfig
     from napari_global_xai.data import read_stack
     from napari_global_xai.errors import UsageError
-    from napari_global_xai.outputs import read_global_maps
+    from napari_global_xai.explain.result import open_explain
 
     folder = inputs
     text = ", ".join(map(str, USER_FRACTIONS))
-    gm = read_global_maps(folder / "global_maps.tif")
+    gm = open_explain(folder / "global_maps.tif").global_maps
     result, _ = peppr_job(
         read_stack(folder / "stack.tif"),
         str(folder / "card.json"),
@@ -215,15 +215,16 @@ def test_save_json_writes_valid_json_with_nan_as_null(tmp_path):
 def test_global_maps_tiff_metadata_is_valid_json(tmp_path):
     import tifffile
 
-    from napari_global_xai.outputs import read_global_maps, write_global_maps
+    from napari_global_xai.explain.file_formats import write_global_maps_tiff
+    from napari_global_xai.explain.result import open_explain
 
     maps = np.ones((2, 4, 5))
     gm = GlobalMaps(LABELS, maps, maps, np.array([1, 0]), maps[0], ["drusen"], {"threshold": float("nan")})
-    write_global_maps(gm, tmp_path / "gm.tif", provenance={"auroc": np.float64("nan")})
+    write_global_maps_tiff(gm, tmp_path / "gm.tif", provenance={"auroc": np.float64("nan")})
     with tifffile.TiffFile(tmp_path / "gm.tif") as tif:
         meta = _strict_loads(tif.pages[0].description)
     assert meta["metadata"] == {"threshold": None} and meta["provenance"] == {"auroc": None}
-    assert read_global_maps(tmp_path / "gm.tif").labels == LABELS
+    assert open_explain(tmp_path / "gm.tif").global_maps.labels == LABELS
 
 
 def test_every_json_file_of_a_peppr_run_with_a_nan_auroc_is_valid_json(inputs, tmp_path, capsys):

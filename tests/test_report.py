@@ -15,7 +15,8 @@ import pytest
 
 from napari_global_xai.cli import main
 from napari_global_xai.models import DEMO_CARD_PATH
-from napari_global_xai.report import SECTION_RULES, Section, build_sections, register_section, write_report
+from napari_global_xai.report import JOB_REPORTS, build_sections, section_rules, write_report
+from napari_global_xai.report_parts import SECTION_RULES, Section, register_section
 
 from _timeouts import HANG_GUARD_S
 
@@ -109,9 +110,10 @@ def test_report_html_is_self_contained_and_complete(results, tmp_path):
         assert f"{row['A_erase']:.3f}" in text and f"{row['gap']:+.3f}" in text
     # the curves read back from the CSV give the engine's areas (independent trapezoid areas of the rebuilt curves)
     from napari_global_xai.peppr import curve_area
-    from napari_global_xai.peppr.view import view_from_folder
+    from napari_global_xai.peppr.result import PepprResult
+    from napari_global_xai.peppr.view import view_from_result
 
-    view = view_from_folder(results / "peppr_saliency")
+    view = view_from_result(PepprResult.open(results / "peppr_saliency"))
     for row in summary["table"]:
         for mode in ("erase", "restore"):
             area = curve_area(view.fractions, view.curve(row["map"], mode, row["label"]))
@@ -197,6 +199,20 @@ def test_cli_report_and_bad_input(results, tmp_path, capsys):
         err = capsys.readouterr().err
         assert err.startswith("global-xai report: error:") and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "x.html").exists()
+
+
+def test_each_job_lists_its_own_sections():
+    """Every job's report module holds its rules; the builder tries them, then the fallbacks, by order."""
+    import importlib
+
+    rules = section_rules()
+    assert [r.order for r in rules] == sorted(r.order for r in rules)
+    patterns = [r.pattern for r in rules]
+    for name in JOB_REPORTS:
+        job_rules = importlib.import_module(f"napari_global_xai.{name}").RULES
+        assert job_rules and all(r.pattern in patterns and r.order < 90 for r in job_rules), name
+    assert patterns[:3] == ["explain_summary.json", "peppr_summary.json", "sag_summary.json"]
+    assert patterns[-4:] == ["*.json", "*.csv", "*.png", "*.jpg"]
 
 
 def test_registry_renders_unknown_and_registered_results(tmp_path):

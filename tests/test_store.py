@@ -118,12 +118,12 @@ def _summary(out) -> dict:
 
 def _rebuilt_global(out):
     """Label-wise mean and std (float64) rebuilt from the store's completion records, merged in chunk order."""
+    from napari_global_xai.explain.result import open_explain
     from napari_global_xai.store.fingerprint import settings_hash
-    from napari_global_xai.store.reader import read_results_store
     from napari_global_xai.store.records import read_records
 
-    contents = read_results_store(out)
-    records = read_records(contents.root, LABELS, settings_hash(contents.attrs["settings"]), N_CHUNKS)
+    contents = open_explain(out)
+    records = read_records(contents.store, LABELS, settings_hash(contents.attrs["settings"]), N_CHUNKS)
     acc = GlobalMapAccumulator(LABELS, (H, W))
     for c in sorted(records):
         acc.merge(records[c].accumulator)
@@ -195,10 +195,10 @@ def test_kill_9_mid_run_then_the_same_command_finishes_only_the_missing_chunks(i
     (out / "held").unlink()
     records = sorted(p.name for p in (out / "image_maps.zarr" / "records").glob("chunk-*.npz"))
     assert records == ["chunk-000000.npz", "chunk-000001.npz"]
-    from napari_global_xai.store import read_results_store
+    from napari_global_xai.explain.result import open_explain
 
-    killed = read_results_store(out)  # readable after the kill, marked as not finished
-    assert killed.status == "running" and killed.global_maps is None
+    killed = open_explain(out)  # readable after the kill, marked as not finished
+    assert killed.status == "running" and killed.global_planes is None
     assert np.asarray(killed.image_maps[:4]).any() and not np.asarray(killed.image_maps[4:]).any()
 
     again = _cli(_argv(folder, out), env)
@@ -219,7 +219,7 @@ def test_kill_9_mid_run_then_the_same_command_finishes_only_the_missing_chunks(i
     assert np.array_equal(resumed.mean, uninterrupted.mean, equal_nan=True)  # float64, bit for bit
     assert np.array_equal(resumed.std, uninterrupted.std, equal_nan=True)
     assert np.array_equal(resumed.count, uninterrupted.count) and resumed.count.tolist() == [N, N]
-    assert np.array_equal(np.asarray(store.global_maps), np.asarray(ref_store.global_maps))
+    assert np.array_equal(np.asarray(store.global_planes), np.asarray(ref_store.global_planes))
     assert np.array_equal(np.asarray(store.image_maps), np.asarray(ref_store.image_maps))
     # the global maps equal an independent mean of the stored float32 maps (computed without the accumulator)
     maps32 = np.asarray(store.image_maps).astype(np.float64)
@@ -251,17 +251,17 @@ def test_other_settings_are_refused_and_overwrite_replaces(inputs, tmp_path, cap
     assert main(_argv(folder, out, "--map-dtype", "float32", "--overwrite")) == 0
     prov = _summary(out)["provenance"]
     assert (prov["n_chunks_reused"], prov["n_chunks_computed"], prov["map_dtype"]) == (0, N_CHUNKS, "float32")
-    from napari_global_xai.store import read_results_store
+    from napari_global_xai.explain.result import open_explain
 
-    assert read_results_store(out).attrs["settings"]["map_dtype"] == "float32"
+    assert open_explain(out).attrs["settings"]["map_dtype"] == "float32"
 
 
 def test_cancel_marks_the_store_and_the_resume_equals_an_uninterrupted_run(inputs, tmp_path):
     from napari_global_xai.config import ExplainConfig
     from napari_global_xai.data import read_stack
     from napari_global_xai.explain.pipeline import run_explain
+    from napari_global_xai.explain.result import open_explain
     from napari_global_xai.models import load_model
-    from napari_global_xai.store import read_results_store
 
     folder = inputs
     stack, model = read_stack(folder / "stack.tif"), load_model(folder / "card.json", device="cpu")
@@ -279,7 +279,7 @@ def test_cancel_marks_the_store_and_the_resume_equals_an_uninterrupted_run(input
         out_dir=tmp_path / "part",
         control=RunControl(progress=progress, cancel=lambda: max(seen) >= 3 * CHUNK),
     )  # cancel after 3 chunks were written (progress counts images; within a chunk it stays below the chunk's end)
-    assert part.cancelled and read_results_store(tmp_path / "part").status == "CANCELLED"
+    assert part.cancelled and open_explain(tmp_path / "part").status == "CANCELLED"
     assert part.provenance["n_chunks_computed"] == 3 and part.computed[6:].sum() == 0
     with pytest.warns(UserWarning, match=f"3 of {N_CHUNKS} chunks finished earlier are reused, 2 to compute"):
         resumed = run_explain(stack, model, config, out_dir=tmp_path / "part")
@@ -298,19 +298,19 @@ def test_cancel_marks_the_store_and_the_resume_equals_an_uninterrupted_run(input
         np.testing.assert_allclose(
             full.global_maps.mean[j],
             maps[truth[:, j], j].mean(0),
-            **_float16_store_tolerance(read_results_store(tmp_path / "full")),
+            **_float16_store_tolerance(open_explain(tmp_path / "full")),
         )
 
 
 def test_float16_and_float32_maps_agree_within_float16_precision(inputs, tmp_path, capsys):
-    from napari_global_xai.store import read_results_store
+    from napari_global_xai.explain.result import open_explain
 
     folder = inputs
     assert main(_argv(folder, tmp_path / "f16")) == 0
-    assert main(_argv(folder, tmp_path / "f32", "--map-dtype", "float32")) == 0
+    assert main(_argv(folder, tmp_path / "f32", "--map-dtype", "float32", "--export-tiff")) == 0
     assert main(_argv(folder, tmp_path / "tif", "--format", "tiff")) == 0
     capsys.readouterr()
-    f16, f32 = read_results_store(tmp_path / "f16"), read_results_store(tmp_path / "f32")
+    f16, f32 = open_explain(tmp_path / "f16"), open_explain(tmp_path / "f32")
     import tifffile
 
     tif = tifffile.imread(tmp_path / "tif" / "image_maps.tif")
@@ -323,7 +323,25 @@ def test_float16_and_float32_maps_agree_within_float16_precision(inputs, tmp_pat
     np.testing.assert_allclose(a16, a32, rtol=2.0**-11, atol=2.0**-25 / scale)
     assert np.abs(a16 - a32).max() > 0  # it really is float16
     # the global maps come from the float32 maps in both runs: identical
-    assert np.array_equal(np.asarray(f16.global_maps), np.asarray(f32.global_maps))
+    assert np.array_equal(np.asarray(f16.global_planes), np.asarray(f32.global_planes))
+    # written once: the store holds the global maps; TIFFs only when asked (--export-tiff) or with --format tiff
+    assert not any((tmp_path / "f16" / name).exists() for name in ("global_maps.tif", "global_std.tif"))
+    exported = open_explain(tmp_path / "f32" / "global_maps.tif")
+    assert exported.out_format == "global maps" and exported.targets == LABELS
+    np.testing.assert_array_equal(exported.global_planes, np.asarray(f32.global_planes))
+    # the one reader gives the same run from the TIFF folder as from the store
+    tif_run = open_explain(tmp_path / "tif")
+    assert (tif_run.out_format, f32.out_format) == ("tiff", "zarr")
+    assert tif_run.image_ids == f32.image_ids and tif_run.model_labels == f32.model_labels
+    assert (tif_run.frame, tif_run.method, tif_run.subset) == (f32.frame, f32.method, f32.subset)
+    np.testing.assert_array_equal(tif_run.image_maps, a32)
+    np.testing.assert_array_equal(tif_run.global_planes, np.asarray(f32.global_planes))
+    # the store's records keep the second moments in float32, so its std may differ in the last float32 bits
+    np.testing.assert_allclose(tif_run.std_planes, np.asarray(f32.std_planes), rtol=1e-6, atol=0)
+    for key in ("computed", "include"):
+        assert np.array_equal(getattr(tif_run, key), getattr(f32, key))
+    np.testing.assert_allclose(tif_run.probabilities, f32.probabilities, atol=1e-6)  # the CSV keeps 6 decimals
+    assert tif_run.global_maps.count.tolist() == f32.global_maps.count.tolist()
     size = {
         k: sum(p.stat().st_size for p in (tmp_path / k / "image_maps.zarr" / "maps").rglob("*") if p.is_file())
         for k in ("f16", "f32")

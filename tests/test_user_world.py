@@ -12,8 +12,7 @@ from models.user_net import H, W, save_all_formats
 from PIL import Image
 
 from napari_global_xai.cli import main
-from napari_global_xai.outputs import read_global_maps
-from napari_global_xai.store import read_results_store
+from napari_global_xai.explain.result import open_explain
 
 from _tolerance import float32_atol, mass_normalised_terms
 
@@ -103,9 +102,10 @@ def test_every_format_gives_the_plain_modules_global_maps(world, tmp_path, capsy
             capsys,
         )
         assert code == 0, err
-        gm = read_global_maps(out / "global_maps.tif")
+        run = open_explain(out)
+        gm = run.global_maps
         maps[fmt] = gm
-        image_scale[fmt] = float(np.abs(np.asarray(read_results_store(out).image_maps)).max())
+        image_scale[fmt] = float(np.abs(np.asarray(run.image_maps)).max())
         assert gm.labels[:7] == LABELS
         provenance = json.loads((out / "explain_summary.json").read_text())
         assert "DR" in json.dumps(provenance)  # the label without a column is named (predicted positives)
@@ -155,7 +155,7 @@ def test_peppr_and_sag_run_on_the_users_torchscript_model(world, tmp_path, capsy
             "--model",
             card,
             "--global-maps",
-            str(tmp_path / "maps" / "global_maps.tif"),
+            str(tmp_path / "maps"),
             "--fractions",
             "0",
             "0.25",

@@ -4,12 +4,22 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["left_frame_dask", "stack_layer_data", "store_layer_data", "STACK_METADATA_KEY", "IMAGE_MAPS_KEY"]
+__all__ = [
+    "left_frame_dask",
+    "stack_layer_data",
+    "explain_layer_data",
+    "map_layer_name",
+    "MAP_LAYER_KINDS",
+    "STACK_METADATA_KEY",
+    "IMAGE_MAPS_KEY",
+]
 
 #: Key under which an image layer's metadata carries the AlignedStack it shows.
 STACK_METADATA_KEY = "napari_global_xai"
 #: Key under which a layer of image-wise maps ``(L, n, H, W)`` carries its labels, method and computed flags.
 IMAGE_MAPS_KEY = "napari_global_xai_image_maps"
+#: Kinds of map layers named by :func:`map_layer_name`.
+MAP_LAYER_KINDS = ("global", "std", "image-wise")
 
 
 def left_frame_dask(stack):
@@ -59,73 +69,86 @@ def stack_layer_data(stack, name: str):
     return data, kwargs, "image"
 
 
-def store_layer_data(contents) -> list:
-    """Layers of an explain results store, all lazy (dask over Zarr): global maps, std, image-wise maps.
+def map_layer_name(kind: str, method: str, label: str | None = None, note: str = "") -> str:
+    """The one name of a map layer, wherever the maps come from (the Explain dock, a results folder opened in napari).
 
     Parameters
     ----------
-    contents : napari_global_xai.store.StoreContents
+    kind : {"global", "std", "image-wise"}
+        A global map (of ``label``: a target label or ``"overall"``), the std maps (one layer, a label axis) or the
+        image-wise maps (one ``(L, n, H, W)`` layer).
+    method : str
+    label : str, optional
+        Required for ``kind="global"``.
+    note : str
+        Shown in parentheses (e.g. ``"CANCELLED"``, ``"stored orientation"``).
+
+    Returns
+    -------
+    str
+        ``"overall · gradcam"``, ``"std · gradcam"``, ``"image-wise · gradcam (stored orientation)"``.
+    """
+    if kind not in MAP_LAYER_KINDS:
+        raise ValueError(f"unknown map layer kind {kind!r}; choose from {', '.join(MAP_LAYER_KINDS)}")
+    if kind == "global" and not label:
+        raise ValueError("a global map layer's name needs its label")
+    name = f"{label if kind == 'global' else kind} · {method}"
+    return f"{name} ({note})" if note else name
+
+
+def explain_layer_data(run) -> list:
+    """Layers of an explain results folder, lazy where the folder is (dask over the store, memmap of a TIFF).
+
+    Parameters
+    ----------
+    run : napari_global_xai.explain.result.ExplainFolder
+        What :func:`~napari_global_xai.explain.result.open_explain` read.
 
     Returns
     -------
     list of ``(data, kwargs, "image")``
         One layer per global map (labels, then overall: only overall visible), the std maps as one layer with a
         label axis, and the image-wise maps as one ``(L, n, H, W)`` layer (label × image sliders) carrying the same
-        metadata as the Explain dock's, so the Compare and Regions docks can take it.
+        metadata as the Explain dock's, so the Compare and Regions docks can take it; names by
+        :func:`map_layer_name`, with the run's status when it did not complete.
     """
-    method, status = contents.method, contents.status
-    suffix = "" if status == "complete" else f" ({status})"
+    method = run.method
+    note = "" if run.status == "complete" else run.status
     layers = []
-    if contents.global_maps is not None:
-        names = list(contents.targets) + ["overall"]
-        for i, name in enumerate(names):
-            layers.append(
-                (
-                    contents.global_maps[i],
-                    {
-                        "name": f"global · {method} · {name}{suffix}",
-                        "colormap": "inferno",
-                        "blending": "additive",
-                        "visible": name == "overall",
-                        "metadata": {"description": f"global map of {name!r} by {method}"},
-                    },
-                    "image",
-                )
-            )
-    if contents.std is not None:
-        layers.append(
-            (
-                contents.std,
-                {
-                    "name": f"global std · {method}{suffix}",
-                    "colormap": "magma",
-                    "visible": False,
-                    "metadata": {"labels": list(contents.targets)},
-                },
-                "image",
-            )
-        )
-    flags = contents.flags()
-    meta = {
-        "labels": list(contents.targets),
-        "method": method,
-        "subset": contents.attrs.get("subset", ""),
-        "computed": flags["computed"],
-        "frame": contents.frame,
-        "image_ids": list(contents.image_ids),
-    }
-    maps = contents.image_maps.transpose(1, 0, 2, 3)
-    layers.append(
-        (
-            maps,
-            {
-                "name": f"image-wise · {method}{suffix}",
+    if run.global_planes is not None:
+        for i, name in enumerate([*run.targets, "overall"]):
+            kwargs = {
+                "name": map_layer_name("global", method, name, note),
                 "colormap": "inferno",
                 "blending": "additive",
-                "visible": False,
-                "metadata": {IMAGE_MAPS_KEY: meta},
-            },
-            "image",
-        )
-    )
+                "visible": name == "overall",
+                "metadata": {"description": f"global map of {name!r} by {method}"},
+            }
+            layers.append((run.global_planes[i], kwargs, "image"))
+    if run.std_planes is not None:
+        kwargs = {
+            "name": map_layer_name("std", method, note=note),
+            "colormap": "magma",
+            "visible": False,
+            "metadata": {"labels": list(run.targets)},
+        }
+        layers.append((run.std_planes, kwargs, "image"))
+    if run.out_format == "global maps":
+        return layers
+    meta = {
+        "labels": list(run.targets),
+        "method": method,
+        "subset": run.subset,
+        "computed": run.computed,
+        "frame": run.frame,
+        "image_ids": list(run.image_ids),
+    }
+    kwargs = {
+        "name": map_layer_name("image-wise", method, note=note),
+        "colormap": "inferno",
+        "blending": "additive",
+        "visible": False,
+        "metadata": {IMAGE_MAPS_KEY: meta},
+    }
+    layers.append((run.image_maps.transpose(1, 0, 2, 3), kwargs, "image"))
     return layers

@@ -1,5 +1,6 @@
 """napari reader: multi-page TIFF, folders of PNG/JPEG/TIFF/DICOM images, DICOM files → one aligned stack layer;
-an explain results store (``image_maps.zarr``, or the explain output folder holding it) → lazy map layers.
+an explain results folder (or its store, ``image_maps.zarr``) → map layers, read by
+:func:`~napari_global_xai.explain.result.open_explain` (lazy: dask over the store).
 
 The layer shows the stack in the left-eye frame (right eyes mirrored, as the published UWF work does) lazily; its
 metadata carries the :class:`~napari_global_xai.data.AlignedStack` and the labels table found beside it.
@@ -9,24 +10,26 @@ from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["napari_get_reader", "read_aligned_stack", "read_results_store_layers"]
+__all__ = ["napari_get_reader", "read_aligned_stack", "read_explain_layers"]
 
 
 def napari_get_reader(path):
-    """Return :func:`read_aligned_stack` if ``path`` looks like an aligned stack, else None.
+    """Return :func:`read_explain_layers` for an explain results folder (or its store), :func:`read_aligned_stack` if
+    ``path`` looks like an aligned stack, else None.
 
-    The data layer's lists decide (:data:`~napari_global_xai.data.image_files.IMAGE_EXTENSIONS` in a folder,
-    :data:`~napari_global_xai.data.image_files.STACK_FILE_EXTENSIONS` for a single file), as for the CLI.
+    For a stack, the data layer's lists decide (:data:`~napari_global_xai.data.image_files.IMAGE_EXTENSIONS` in a
+    folder, :data:`~napari_global_xai.data.image_files.STACK_FILE_EXTENSIONS` for a single file), as for the CLI.
     """
     from .data.image_files import STACK_FILE_EXTENSIONS, _file_kind
+    from .explain.result import is_explain_folder
 
     if isinstance(path, list):
         if len(path) != 1:
             return None
         path = path[0]
     p = Path(path)
-    if p.is_dir() and _results_store(p) is not None:
-        return read_results_store_layers
+    if is_explain_folder(p):
+        return read_explain_layers
     if p.is_dir():
         has_images = any(_file_kind(f) for f in p.iterdir() if f.is_file() and not f.name.startswith("."))
         return read_aligned_stack if has_images else None
@@ -62,17 +65,11 @@ def read_aligned_stack(path):
     return [stack_layer_data(stack, Path(path).stem)]
 
 
-def _results_store(path: Path):
-    from .store.reader import find_store
-
-    return find_store(path)
-
-
-def read_results_store_layers(path):
-    """An explain results store → lazy (dask over Zarr) layers: global maps, std and the image-wise maps."""
-    from ._layers import store_layer_data
-    from .store import read_results_store
+def read_explain_layers(path):
+    """An explain results folder (or its store) → layers, lazy where the folder is (:func:`.explain_layer_data`)."""
+    from ._layers import explain_layer_data
+    from .explain.result import open_explain
 
     if isinstance(path, list):
         path = path[0]
-    return store_layer_data(read_results_store(path))
+    return explain_layer_data(open_explain(path))

@@ -4,6 +4,11 @@
 with a ``Literal`` accepts only its listed values, so a typo fails at once with the choices named, never deep in a
 run (or, worse, silently meaning something else). The CLI's ``choices=`` and defaults and the docks' combo boxes
 read the tuples below, so a new choice is one edit here.
+
+The settings of XNN concepts and the three analyses (``ConceptConfig``, ``SanityConfig``, ``CompareConfig``,
+``RegionsConfig``) follow the same rules in :mod:`napari_global_xai.analysis_config` (split off to keep each module
+short; it validates with :func:`validate_choices` and :func:`check_positive` from here).
+The device names a user may give (:data:`DEVICES`) are here too; :mod:`napari_global_xai.models.device` resolves them.
 """
 
 from __future__ import annotations
@@ -35,7 +40,9 @@ __all__ = [
     "MAPS_FOR",
     "FigureFormat",
     "FIGURE_FORMATS",
-    "SANITY_METHODS",
+    "Device",
+    "DEVICES",
+    "DEFAULT_DEVICE",
     "BLUR_SIGMA_FRACTION",
     "DEFAULT_FRACTIONS",
     "complete_fractions",
@@ -43,6 +50,7 @@ __all__ = [
     "PepprConfig",
     "SagConfig",
     "validate_choices",
+    "check_positive",
     "signature_defaults",
 ]
 
@@ -139,9 +147,11 @@ DEFAULT_MAP_DTYPE = "float16"
 FigureFormat = Literal["png", "svg", "pdf"]
 FIGURE_FORMATS: tuple[str, ...] = get_args(FigureFormat)
 
-#: Methods the sanity check runs when the user names none (CLI ``sanity --method``, Sanity dock): one gradient-path
-#: method and one CAM.
-SANITY_METHODS: tuple[str, ...] = ("ig", "gradcam")
+#: Where a model (or the compare test's matmuls) runs: ``auto`` picks CUDA, then MPS, then the CPU
+#: (:func:`napari_global_xai.models.device.resolve_device`; an index such as ``cuda:1`` is accepted there too).
+Device = Literal["auto", "cuda", "mps", "cpu"]
+DEVICES: tuple[str, ...] = get_args(Device)
+DEFAULT_DEVICE = "auto"
 
 
 def signature_defaults(function) -> dict:
@@ -150,7 +160,7 @@ def signature_defaults(function) -> dict:
     Parameters
     ----------
     function : callable
-        e.g. :func:`napari_global_xai.analyses.compare_pipeline.run_compare`.
+        e.g. :func:`napari_global_xai.models.train_demo.train_demo_model`.
 
     Returns
     -------
@@ -191,7 +201,7 @@ def validate_choices(obj) -> None:
     ValueError
         ``"<Class>.<field>: unknown value 'x'; choose from a, b, c"``.
     """
-    hints = typing.get_type_hints(type(obj), globalns=globals())
+    hints = typing.get_type_hints(type(obj))  # names resolved in the class's own module
     for f in dataclasses.fields(obj):
         annotation = hints.get(f.name)
         value = getattr(obj, f.name)
@@ -211,12 +221,15 @@ def validate_choices(obj) -> None:
                 )
 
 
-def _positive(obj, name: str, allow_none: bool = False) -> None:
+def check_positive(obj, name: str, allow_none: bool = False, minimum: int = 1) -> None:
+    """``ValueError`` (``"<Class>.<field> must be a positive integer, not 0"``) unless the field is an integer of at
+    least ``minimum`` (1: positive, 0: non-negative), or None when ``allow_none``."""
     value = getattr(obj, name)
     if value is None and allow_none:
         return
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{type(obj).__name__}.{name} must be a positive integer, not {value!r}")
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        kind = "positive" if minimum == 1 else "non-negative" if minimum == 0 else f"≥ {minimum}"
+        raise ValueError(f"{type(obj).__name__}.{name} must be a {kind} integer, not {value!r}")
 
 
 @dataclass
@@ -274,8 +287,8 @@ class ExplainConfig:
 
     def __post_init__(self):
         validate_choices(self)
-        _positive(self, "chunk_size")
-        _positive(self, "maps_per_call", allow_none=True)
+        check_positive(self, "chunk_size")
+        check_positive(self, "maps_per_call", allow_none=True)
         if not 0.0 <= float(self.threshold) <= 1.0:
             raise ValueError(f"ExplainConfig.threshold must be a probability in [0, 1], not {self.threshold!r}")
 
@@ -335,8 +348,8 @@ class PepprConfig:
         seeds = self.random_seeds
         if not isinstance(seeds, int) or isinstance(seeds, bool) or seeds < 0:
             raise ValueError(f"PepprConfig.random_seeds must be a non-negative integer (0 = none), not {seeds!r}")
-        _positive(self, "batch_size", allow_none=True)
-        _positive(self, "chunk_size", allow_none=True)
+        check_positive(self, "batch_size", allow_none=True)
+        check_positive(self, "chunk_size", allow_none=True)
 
 
 @dataclass
@@ -397,9 +410,9 @@ class SagConfig:
             self.max_root_size = None
         validate_choices(self)
         for name in ("beam_width", "n_successors", "max_roots", "max_children", "max_nodes", "n_show"):
-            _positive(self, name)
+            check_positive(self, name)
         for name in ("max_root_size", "images_together", "batch_size"):
-            _positive(self, name, allow_none=True)
+            check_positive(self, name, allow_none=True)
         for name in ("root_threshold", "node_threshold"):
             if not 0.0 < float(getattr(self, name)) <= 1.0:
                 raise ValueError(f"SagConfig.{name} must be in (0, 1], not {getattr(self, name)!r}")

@@ -5,9 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .config import ExplainConfig
+from .config import DEFAULT_DEVICE, ExplainConfig
 from .control import Cancelled, RunControl
-from .explain.pipeline import ExplainResult, run_explain
+from .explain.pipeline import run_explain
+from .explain.result import ExplainResult
 
 __all__ = ["DemoResult", "run_demo"]
 
@@ -48,7 +49,7 @@ class DemoResult:
 def run_demo(
     out_dir,
     method: str = "ig",
-    device: str = "auto",
+    device: str = DEFAULT_DEVICE,
     *,
     control: RunControl | None = None,
 ) -> DemoResult:

@@ -10,43 +10,44 @@ template shipped in ``templates/report.html.j2`` and writes
 * ``report.pdf`` beside it (``pdf=True``): the same figures and tables, one page each, through matplotlib's
   ``PdfPages``.
 
-A new analysis adds one :class:`SectionRule` (:func:`register_section`); files no rule claims are still shown:
-JSON and CSV as generic tables, PNG/JPEG as figures. The sections and their rules live in :mod:`.report_sections`
-(the names in ``__all__`` re-exported here); this module walks the folder and writes the HTML and PDF. Qt-free.
+Each job renders its own sections: its ``report`` module (listed in :data:`JOB_REPORTS`, imported when a report is
+built) holds ``RULES``, its :class:`SectionRule` list, made of the parts in :mod:`.report_parts`. Files no rule
+claims are still shown: JSON and CSV as generic tables, PNG/JPEG as figures; another tool's results get a rule with
+:func:`register_section`. This module gathers the rules, walks the folder and writes the HTML and PDF. Qt-free.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
 import fnmatch
+import importlib
 import platform
 import shlex
 import sys
 from pathlib import Path
 
-from .report_sections import (
-    MAX_IMAGE_SIDE,
-    SECTION_RULES,
-    Figure,
-    Section,
-    SectionRule,
-    Table,
-    _rel,
-    encode_image,
-    register_section,
+from .report_parts import SECTION_RULES, Section, SectionRule, encode_image, rel_path
+
+__all__ = ["write_report", "build_sections", "section_rules", "JOB_REPORTS"]
+
+#: The jobs' report modules, each with ``RULES``; imported when a report is built (they import their jobs).
+JOB_REPORTS = (
+    "explain.report",
+    "peppr.report",
+    "sag.report",
+    "analyses.sanity_report",
+    "analyses.compare_report",
+    "analyses.regions_report",
+    "concepts.report",
 )
 
-__all__ = [
-    "write_report",
-    "build_sections",
-    "register_section",
-    "SectionRule",
-    "Section",
-    "Table",
-    "Figure",
-    "SECTION_RULES",
-    "MAX_IMAGE_SIDE",
-]
+
+def section_rules() -> list[SectionRule]:
+    """Every rule in the order they are tried: the jobs' (:data:`JOB_REPORTS`), then
+    :data:`~napari_global_xai.report_parts.SECTION_RULES` (the generic fallbacks and those registered), by ``order``
+    (ties in that sequence)."""
+    rules = [rule for name in JOB_REPORTS for rule in importlib.import_module(f"{__package__}.{name}").RULES]
+    return sorted(rules + SECTION_RULES, key=lambda r: r.order)
 
 
 # ------------------------------------------------------------------------------------------------------- assembly
@@ -63,7 +64,7 @@ def _run_folders(root: Path) -> list[Path]:
 
 
 def build_sections(results_dir: str | Path, skip: set | None = None) -> list[Section]:
-    """Sections of every result file under ``results_dir`` (see :data:`SECTION_RULES`).
+    """Sections of every result file under ``results_dir`` (the rules of :func:`section_rules`).
 
     Raises
     ------
@@ -77,16 +78,17 @@ def build_sections(results_dir: str | Path, skip: set | None = None) -> list[Sec
         raise FileNotFoundError(f"{root}: not a results folder")
     claimed = {Path(p).resolve() for p in (skip or set())}
     sections: list[Section] = []
+    rules = section_rules()
     for folder in _run_folders(root):
         files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
-        for rule in sorted(SECTION_RULES, key=lambda r: r.order):
+        for rule in rules:
             for path in files:
                 if path.resolve() in claimed or not fnmatch.fnmatch(path.name, rule.pattern):
                     continue
                 try:
                     section, used = rule.renderer(path, folder, root)
                 except (OSError, ValueError, KeyError, TypeError) as exc:  # a damaged file: say so, keep going
-                    section, used = Section(path.name, _rel(path, root), text=[f"could not read: {exc}"]), {path}
+                    section, used = Section(path.name, rel_path(path, root), text=[f"could not read: {exc}"]), {path}
                 claimed |= {Path(p).resolve() for p in used} | {path.resolve()}
                 if section is not None:
                     sections.append(section)

@@ -6,10 +6,11 @@ import csv
 import numpy as np
 import pytest
 
+from napari_global_xai._qt._method_inputs import parse_method_params
 from napari_global_xai._qt._runner import add_layers
 from napari_global_xai._qt.compare_widget import CompareWidget
 from napari_global_xai._qt.regions_widget import RegionsWidget
-from napari_global_xai._qt.sanity_widget import SanityWidget, parse_method_params
+from napari_global_xai._qt.sanity_widget import SanityWidget
 from napari_global_xai.analyses.regions import REGION_NAMES
 from napari_global_xai.data.synthetic import GEOMETRY
 from napari_global_xai.models import DEMO_CARD_PATH

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
+from napari_global_xai._qt._method_inputs import METHODS
 from napari_global_xai._qt.concepts_widget import CONCEPT_MAP_KEY, ConceptsWidget
-from napari_global_xai._qt.explain_widget import METHODS
 from napari_global_xai.models import DEMO_CARD_PATH
 
 from _timeouts import HANG_GUARD_MS

@@ -7,7 +7,9 @@ import numpy as np
 import pytest
 from qtpy.QtCore import QTimer
 
-from napari_global_xai._qt.explain_widget import GLOBAL_MAP_KEY, IMAGE_MAPS_KEY, ExplainWidget
+from napari_global_xai._layers import IMAGE_MAPS_KEY
+from napari_global_xai._qt._layer_pickers import GLOBAL_MAP_KEY
+from napari_global_xai._qt.explain_widget import ExplainWidget
 
 from _timeouts import HANG_GUARD_MS, HANG_GUARD_S
 from _tolerance import float32_atol, mass_normalised_terms, pass_terms

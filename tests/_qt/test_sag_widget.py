@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from napari_global_xai._qt.explain_widget import stack_from_layer
+from napari_global_xai._qt._layer_pickers import stack_from_layer
 from napari_global_xai._qt.sag_widget import SagWidget
 from napari_global_xai.samples import load_ground_truth
 

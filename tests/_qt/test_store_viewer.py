@@ -5,8 +5,8 @@ import pytest
 import torch
 from torch import nn
 
-from napari_global_xai._layers import IMAGE_MAPS_KEY
-from napari_global_xai._reader import napari_get_reader, read_aligned_stack, read_results_store_layers
+from napari_global_xai._layers import IMAGE_MAPS_KEY, map_layer_name
+from napari_global_xai._reader import napari_get_reader, read_aligned_stack, read_explain_layers
 from napari_global_xai.config import ExplainConfig
 from napari_global_xai.data import AlignedStack
 from napari_global_xai.explain.pipeline import run_explain
@@ -51,8 +51,8 @@ def store(tmp_path):
 
 def test_reader_takes_the_store_and_the_output_folder(store):
     out, _ = store
-    assert napari_get_reader(str(out)) is read_results_store_layers  # not the image-folder reader (global_maps.png)
-    assert napari_get_reader(str(out / "image_maps.zarr")) is read_results_store_layers
+    assert napari_get_reader(str(out)) is read_explain_layers  # not the image-folder reader (global_maps.png)
+    assert napari_get_reader(str(out / "image_maps.zarr")) is read_explain_layers
     assert napari_get_reader(str(out / "image_maps.zarr" / "records")) is not read_aligned_stack
 
 
@@ -64,9 +64,10 @@ def test_store_opens_lazily_in_the_viewer_with_the_stored_values(store, make_nap
     viewer = make_napari_viewer()
     viewer.open(str(out / "image_maps.zarr"), plugin="napari-global-xai")
     names = [layer.name for layer in viewer.layers]
-    assert names == [f"global · saliency · {n}" for n in [*LABELS, "overall"]] + [
-        "global std · saliency",
-        "image-wise · saliency",
+    assert names == [f"{n} · saliency" for n in [*LABELS, "overall"]] + ["std · saliency", "image-wise · saliency"]
+    assert names == [map_layer_name("global", "saliency", n) for n in [*LABELS, "overall"]] + [
+        map_layer_name("std", "saliency"),
+        map_layer_name("image-wise", "saliency"),
     ]
     root = zarr.open_group(str(out / "image_maps.zarr"), mode="r")
     scale = root.attrs["napari_global_xai"]["map_scale"]
@@ -79,9 +80,42 @@ def test_store_opens_lazily_in_the_viewer_with_the_stored_values(store, make_nap
     meta = maps_layer.metadata[IMAGE_MAPS_KEY]
     assert meta["labels"] == LABELS and meta["computed"].all() and meta["computed"].shape == (N, len(LABELS))
     for i, name in enumerate([*LABELS, "overall"]):
-        layer = viewer.layers[f"global · saliency · {name}"]
+        layer = viewer.layers[f"{name} · saliency"]
         assert isinstance(layer.data, da.Array)
         np.testing.assert_array_equal(np.asarray(layer.data), root["global/0"][i])
         expected = result.global_maps.get(name).astype(np.float32)
         np.testing.assert_array_equal(np.asarray(layer.data), expected)
-    assert viewer.layers["global · saliency · overall"].visible and not maps_layer.visible
+    assert viewer.layers["overall · saliency"].visible and not maps_layer.visible
+
+
+def test_a_tiff_results_folder_opens_through_the_same_reader(tmp_path):
+    """--format tiff: the same layers (memmap and numpy, not dask), names and values as from the store."""
+    from napari_global_xai.explain.result import open_explain
+
+    torch.manual_seed(2)
+    card = ModelCard(
+        name="t",
+        labels=LABELS,
+        weights="unused.pt",
+        format="torchscript",
+        input_channels=[0, 1, 2],
+        input_size=[H, W],
+        harmonise_laterality=False,
+    )
+    model = LoadedModel(ThreeLayerNet(), card, torch.device("cpu"))
+    pixels = np.random.default_rng(4).integers(0, 256, (N, H, W, 3), dtype=np.uint8)
+    stack = AlignedStack(pixels, [f"s{i}" for i in range(N)], laterality=np.array(["L"] * N), labels=None)
+    config = ExplainConfig(method="saliency", subset="all", chunk_size=2)
+    result = run_explain(stack, model, config, out_dir=tmp_path / "tif", out_format="tiff")
+    assert napari_get_reader(str(tmp_path / "tif")) is read_explain_layers
+    layers = read_explain_layers(str(tmp_path / "tif"))
+    assert [kwargs["name"] for _, kwargs, _ in layers] == [f"{n} · saliency" for n in [*LABELS, "overall"]] + [
+        "std · saliency",
+        "image-wise · saliency",
+    ]
+    for i, name in enumerate([*LABELS, "overall"]):
+        np.testing.assert_array_equal(layers[i][0], result.global_maps.get(name).astype(np.float32))
+    maps, kwargs, _ = layers[-1]
+    np.testing.assert_array_equal(maps, np.asarray(result.image_maps).transpose(1, 0, 2, 3))
+    assert kwargs["metadata"][IMAGE_MAPS_KEY]["computed"].all()
+    assert open_explain(tmp_path / "tif").image_ids == stack.image_ids

@@ -13,6 +13,7 @@ from napari_global_xai.analyses.regions import (
     write_region_mask,
 )
 from napari_global_xai.analyses.regions_pipeline import run_regions
+from napari_global_xai.analysis_config import RegionsConfig
 from napari_global_xai.data.synthetic import GEOMETRY
 
 # each label's planted region (data/synthetic.py) in terms of the regions built here
@@ -40,7 +41,7 @@ def sample_explained(one_torch_thread):
 
 def test_sample_landmarks_and_each_labels_region_is_most_enriched(sample_explained, tmp_path):
     anatomy, maps = sample_explained
-    run = run_regions(maps, anatomy=anatomy, n_boot=200, out_dir=tmp_path)
+    run = run_regions(maps, RegionsConfig(n_boot=200), anatomy=anatomy, out_dir=tmp_path)
     regions, landmarks, tables = run.regions, run.landmarks, run.tables
     assert not run.cancelled and len(tables) == len(maps)
     assert np.hypot(*np.subtract(landmarks.disc, GEOMETRY.disc)) <= 10
@@ -129,7 +130,7 @@ def test_user_region_mask(tmp_path):
     assert names == {42: "region_42", 0: "unassigned"}
     maps = np.zeros((3, 20, 30))
     maps[:, 5:15, 10:20] = 1.0
-    run = run_regions({"lab": maps}, regions=data, region_names=names, n_boot=0)
+    run = run_regions({"lab": maps}, RegionsConfig(n_boot=0), regions=data, region_names=names)
     landmarks, tables = run.landmarks, run.tables
     assert landmarks is None and tables[0].row("region_42")["mass_share"] == pytest.approx(1.0)
     tifffile.imwrite(tmp_path / "float.tif", np.zeros((20, 30), np.float32))

@@ -13,6 +13,7 @@ from torch import nn
 from napari_global_xai.analyses.compare_pipeline import run_compare
 from napari_global_xai.analyses.regions_pipeline import RegionsResult, run_regions
 from napari_global_xai.analyses.sanity_pipeline import run_sanity
+from napari_global_xai.analysis_config import CompareConfig, RegionsConfig, SanityConfig
 from napari_global_xai.config import ExplainConfig
 from napari_global_xai.control import RunControl
 from napari_global_xai.data import AlignedStack
@@ -70,12 +71,12 @@ def _cancel_after_first_report():
 
 def test_sanity_returns_its_dataclass_and_a_cancel_keeps_the_finished_steps(tmp_path):
     model = _model(harmonise=True)
-    configs = [ExplainConfig(method="saliency")]
-    full = run_sanity(_stack(), model, configs, n_images=3, out_dir=tmp_path / "full")
+    config = SanityConfig(methods=[ExplainConfig(method="saliency")], n_images=3)
+    full = run_sanity(_stack(), model, config, out_dir=tmp_path / "full")
     assert dataclasses.is_dataclass(full) and not full.cancelled
     assert len(full.steps) == len(full.layers) + 1 == 3  # original, head, conv
     control, seen = _cancel_after_first_report()
-    part = run_sanity(_stack(), model, configs, n_images=3, out_dir=tmp_path / "part", control=control)
+    part = run_sanity(_stack(), model, config, out_dir=tmp_path / "part", control=control)
     assert part.cancelled and len(part.steps) < len(full.steps)
     assert seen[0][2] == "sanity" and seen[0][0] == 1
     # what finished equals the uncancelled run's first steps
@@ -84,17 +85,15 @@ def test_sanity_returns_its_dataclass_and_a_cancel_keeps_the_finished_steps(tmp_
 
 
 def test_sanity_frame_comes_from_the_card_not_from_the_stack_it_is_given():
-    configs = [ExplainConfig(method="saliency")]
+    config = SanityConfig(methods=["saliency"], images=[0, 1, 2])
     for harmonise in (True, False):
         model = _model(harmonise)
-        maps = [
-            run_sanity(_stack(frame), model, configs, indices=[0, 1, 2]).original_maps["saliency"]
-            for frame in ("stored", "left")
-        ]
+        maps = [run_sanity(_stack(frame), model, config).original_maps["saliency"] for frame in ("stored", "left")]
         np.testing.assert_array_equal(maps[0], maps[1])
     # and the two cards really differ on the right eyes (image 1, 2), not on the left one
     left, stored = (
-        run_sanity(_stack(), _model(h), configs, indices=[0, 1]).original_maps["saliency"] for h in (True, False)
+        run_sanity(_stack(), _model(h), SanityConfig(methods=["saliency"], images=[0, 1])).original_maps["saliency"]
+        for h in (True, False)
     )
     np.testing.assert_allclose(left[0], stored[0])
     assert not np.allclose(left[1], stored[1])
@@ -107,11 +106,12 @@ def test_compare_returns_its_dataclass_and_a_cancel_keeps_the_finished_permutati
     values = ["a"] * 7 + ["b"] * 7
     regions = np.zeros((H, W), np.int64)
     regions[2:6, 3:9] = 1
-    full = run_compare(maps, values, column="g", n_permutations=1000, regions=regions, region_names={1: "box"})
+    config = CompareConfig(n_permutations=1000)
+    full = run_compare(maps, values, config, column="g", regions=regions, region_names={1: "box"})
     assert dataclasses.is_dataclass(full) and not full.cancelled and full.n_permutations == 1000
     assert full.by_region[0]["region"] == "box" and full.by_region[0]["n_significant"] > 0
     control, seen = _cancel_after_first_report()
-    part = run_compare(maps, values, column="g", n_permutations=1000, out_dir=tmp_path, control=control)
+    part = run_compare(maps, values, config, column="g", out_dir=tmp_path, control=control)
     assert part.cancelled and part.n_permutations == seen[0][0] < 1000 and seen[0][2] == "permutations"
     np.testing.assert_allclose(part.difference, full.difference)  # the statistic does not depend on the test
     assert json.loads((tmp_path / "compare_summary.json").read_text())["cancelled"] is True
@@ -122,11 +122,12 @@ def test_regions_returns_its_dataclass_and_a_cancel_keeps_the_finished_labels(tm
     regions[:, :8] = 1
     regions[:, 8:] = 2
     maps = {name: np.random.default_rng(k).random((3, H, W)) for k, name in enumerate(("u", "v", "w"))}
-    full = run_regions(maps, regions=regions, region_names={1: "west", 2: "east"}, n_boot=0)
+    no_boot = RegionsConfig(n_boot=0)
+    full = run_regions(maps, no_boot, regions=regions, region_names={1: "west", 2: "east"})
     assert isinstance(full, RegionsResult) and not full.cancelled and [t.label for t in full.tables] == ["u", "v", "w"]
     control, seen = _cancel_after_first_report()
     part = run_regions(
-        maps, regions=regions, region_names={1: "west", 2: "east"}, n_boot=0, out_dir=tmp_path, control=control
+        maps, no_boot, regions=regions, region_names={1: "west", 2: "east"}, out_dir=tmp_path, control=control
     )
     assert part.cancelled and [t.label for t in part.tables] == ["u"] and seen == [(1, 3, "regions")]
     west = part.tables[0].row("west")
@@ -142,6 +143,7 @@ def test_a_cancel_callable_goes_in_the_control_and_the_old_keywords_are_gone():
     stop.set()
     maps = {"u": np.ones((2, H, W))}
     regions = np.ones((H, W), np.int64)
-    assert run_regions(maps, regions=regions, n_boot=0, control=RunControl(cancel=stop.is_set)).cancelled
+    no_boot = RegionsConfig(n_boot=0)
+    assert run_regions(maps, no_boot, regions=regions, control=RunControl(cancel=stop.is_set)).cancelled
     with pytest.raises(TypeError, match="cancel"):
-        run_regions(maps, regions=regions, n_boot=0, control=RunControl(), cancel=stop.is_set)
+        run_regions(maps, no_boot, regions=regions, control=RunControl(), cancel=stop.is_set)

@@ -11,6 +11,7 @@ from napari_global_xai.analyses.sanity import (
     spearman,
     ssim,
 )
+from napari_global_xai.analysis_config import SanityConfig
 from napari_global_xai.config import ExplainConfig
 from napari_global_xai.control import RunControl
 from napari_global_xai.saliency.base import METHODS, SaliencyMethod, register_method
@@ -56,9 +57,7 @@ def test_randomising_the_demo_model_destroys_ig_and_gradcam_but_not_an_edge_filt
     result = run_sanity(
         stack,
         model,
-        configs,
-        n_images=6,
-        depth=1,
+        SanityConfig(methods=configs, n_images=6, depth=1),
         out_dir=tmp_path,
         control=RunControl(progress=lambda d, t, s: seen.append((d, t))),
     )

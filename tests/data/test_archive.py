@@ -324,7 +324,7 @@ def _run_cli(argv, capsys):
 
 def test_cli_explain_on_the_archive(archive, tmp_path, capsys):
     folder, csv_path, card_path, _ = archive
-    from napari_global_xai.outputs import read_global_maps
+    from napari_global_xai.explain.result import open_explain
 
     common = [
         str(folder),
@@ -342,7 +342,7 @@ def test_cli_explain_on_the_archive(archive, tmp_path, capsys):
     assert code == 0, err
     assert any("resized to 24×32" in n for n in notes)
     assert any("no column for model label(s) 'DR'" in n for n in notes)
-    gm = read_global_maps(tmp_path / "e1" / "global_maps.tif")
+    gm = open_explain(tmp_path / "e1").global_maps
     counts = dict(zip(gm.labels, gm.count.tolist()))
     assert {k: counts[k] for k in TRUTH} == {k: sum(v) for k, v in TRUTH.items()}  # the CSV's positives
     assert counts["DR"] == 3  # predicted positives (the bias was set for three)
@@ -385,14 +385,8 @@ def test_cli_explain_on_the_archive(archive, tmp_path, capsys):
     )
     assert code == 0, err
     assert not any("no column" in n for n in notes)
-    counts = dict(
-        zip(
-            *[
-                read_global_maps(tmp_path / "e3" / "global_maps.tif").labels,
-                read_global_maps(tmp_path / "e3" / "global_maps.tif").count.tolist(),
-            ]
-        )
-    )
+    e3 = open_explain(tmp_path / "e3").global_maps
+    counts = dict(zip(e3.labels, e3.count.tolist()))
     assert counts == {**{k: sum(v) for k, v in TRUTH.items()}, "DR": sum(dr_truth)}
 
 

@@ -73,11 +73,11 @@ def folder(tmp_path, one_torch_thread):
 
 def test_peppr_cancelled_after_the_first_chunk_writes_the_finished_images_marked(folder, capsys):
     from napari_global_xai.aggregate import GlobalMaps
-    from napari_global_xai.outputs import write_global_maps
+    from napari_global_xai.explain.file_formats import write_global_maps_tiff
 
     path, maps = folder
     gm = GlobalMaps(["a", "b"], maps[:2], np.zeros_like(maps[:2]), np.array([3, 3]), maps[2], ["a", "b"])
-    write_global_maps(gm, path / "global_maps.tif")
+    write_global_maps_tiff(gm, path / "global_maps.tif")
     out = path / "peppr"
     code = main(
         [

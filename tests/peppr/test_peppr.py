@@ -468,9 +468,9 @@ def test_global_maps_input_and_no_baselines():
 
 def test_report_files_and_filled_images(tiny_result, tmp_path):
     from napari_global_xai.peppr.filled import filled_images, write_filled_tiff
-    from napari_global_xai.peppr.report import CSV_COLUMNS, write_peppr
+    from napari_global_xai.peppr.result import CSV_COLUMNS
 
-    paths = write_peppr(tiny_result, tmp_path)
+    paths = tiny_result.write(tmp_path)
     with open(paths["curves"]) as fh:
         rows = list(csv.DictReader(fh))
     assert tuple(rows[0]) == CSV_COLUMNS
@@ -486,7 +486,8 @@ def test_report_files_and_filled_images(tiny_result, tmp_path):
     assert summary["table"][0]["A_erase"] == pytest.approx(tiny_result.table[0]["A_erase"])
     assert summary["split"]["map_split"] == "val" and summary["n_forwards"] == tiny_result.n_forwards
     assert paths["figure"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    from napari_global_xai.peppr.report import plot_peppr, summary_text
+    from napari_global_xai.peppr.drawing import plot_peppr
+    from napari_global_xai.peppr.summary import summary_text
 
     text = summary_text(tiny_result)
     assert len(text.splitlines()) == 3 + len(tiny_result.table) and "same split" in text
@@ -516,6 +517,23 @@ def test_report_files_and_filled_images(tiny_result, tmp_path):
     import tifffile
 
     assert tifffile.imread(tif).shape == (3, 2, 2, H, W)
+
+
+def test_result_folder_reads_back(tiny_result, tmp_path):
+    """``PepprResult.open`` rebuilds the written result: writing it again gives the same curves and summary."""
+    from napari_global_xai.peppr.result import PepprResult, folder_files
+
+    first = tiny_result.write(tmp_path / "a", plot=False)
+    back = PepprResult.open(tmp_path / "a")
+    assert back.maps == tiny_result.maps and sorted(back.reverse) == sorted(tiny_result.reverse)
+    assert [c.seed for c in back.random] == [c.seed for c in tiny_result.random]
+    np.testing.assert_array_equal(back.curves["inside"].restore, tiny_result.curves["inside"].restore)
+    again = back.write(tmp_path / "b", plot=False)
+    assert again["curves"].read_text() == first["curves"].read_text()
+    assert json.loads(again["summary"].read_text()) == json.loads(first["summary"].read_text())
+    assert folder_files(tmp_path / "a") == set(first.values())
+    with pytest.raises(FileNotFoundError):
+        PepprResult.open(tmp_path)
 
 
 # --- the demo model on planted-truth images (slow) ---------------------------------------------------------------

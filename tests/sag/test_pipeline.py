@@ -11,6 +11,7 @@ import torch
 
 from napari_global_xai.config import SagConfig
 from napari_global_xai.control import Cancelled, RunControl
+from napari_global_xai.sag.result import SagRunResult
 
 from ._spot import H, W, confidence_atol
 from ._spot import spot_model as _model
@@ -63,6 +64,10 @@ def test_right_eye_through_the_pipeline_equals_sag_on_the_mirrored_image(tmp_pat
     assert not run.cancelled and run.n_requested == 1 and run.image_ids == ["eye0"]
     saved = json.loads((tmp_path / "sag_eye0.json").read_text())
     assert saved["roots"] == [sorted(r) for r in piped.roots]
+    opened = SagRunResult.open(tmp_path)  # the folder reads back through its result module
+    assert opened.label == "spot" and opened.image_ids == ["eye0"] and opened.summary["n_images"] == 1
+    assert opened.results[0].roots == piped.roots and opened.results[0].all_roots == piped.all_roots
+    assert [n.patches for n in opened.results[0].nodes] == [n.patches for n in piped.nodes]
 
     unharmonised = _model(harmonise=False)
     (kept,) = run_sag_pipeline(_stack(images, ["R"]), unharmonised, "spot", CONFIG, indices=[0]).results

@@ -8,8 +8,8 @@ import torch
 from napari_global_xai.config import ExplainConfig
 from napari_global_xai.control import RunControl
 from napari_global_xai.explain.pipeline import run_explain
+from napari_global_xai.explain.result import open_explain
 from napari_global_xai.models import ModelLoadError
-from napari_global_xai.outputs import read_global_maps
 from napari_global_xai.saliency import normalise_maps, reduce_channels, select_pairs
 
 from .conftest import PASS_TERMS, H, W, make_tiny_stack
@@ -138,10 +138,13 @@ def test_outputs_written_and_read_back(tiny_model, tiny_stack, tmp_path):
         "global_maps.png",
     ):
         assert (tmp_path / name).stat().st_size > 0, name
-    gm = read_global_maps(tmp_path / "global_maps.tif")
-    assert gm.labels == res.target_labels
+    run = open_explain(tmp_path)
+    gm = run.global_maps
+    assert run.out_format == "tiff" and gm.labels == res.target_labels and run.image_ids == tiny_stack.image_ids
     # the TIFFs hold the same numbers, the float64 means cast to float32 (the only rounding): exact, not just close
     np.testing.assert_array_equal(gm.mean, res.global_maps.mean.astype(np.float32))
+    np.testing.assert_array_equal(gm.std, res.global_maps.std.astype(np.float32))
+    np.testing.assert_array_equal(run.computed, res.computed)
     np.testing.assert_array_equal(tifffile.imread(tmp_path / "image_maps.tif"), np.asarray(res.image_maps))
     assert not list(tmp_path.glob(".*partial")) and not list(tmp_path.glob("*.tmp"))
     lines = (tmp_path / "predictions.csv").read_text().splitlines()

@@ -296,7 +296,7 @@ def test_cli_explain_gradcam_on_torchscript_refuses_deeplift_and_warns_once(form
     import tifffile
 
     from napari_global_xai.cli import main
-    from napari_global_xai.outputs import read_global_maps
+    from napari_global_xai.explain.result import open_explain
 
     stack = tmp_path / "stack.tif"
     tifffile.imwrite(stack, formats["images"], photometric="rgb")
@@ -321,7 +321,7 @@ def test_cli_explain_gradcam_on_torchscript_refuses_deeplift_and_warns_once(form
     assert "gradcam: 4 image-wise maps of 2 images" in capsys.readouterr().out
     expected = _maps(formats["plain"], "gradcam", formats["images"])
     expected = expected / expected.sum(axis=(2, 3), keepdims=True)  # mass normalisation
-    maps = read_global_maps(out / "global_maps.tif")
+    maps = open_explain(out).global_maps
     # TorchScript against the plain module, normalised by numpy here and by torch there: a gradient pass (PASS_TERMS)
     # and the mass normalisation over H·W pixels, relative to the largest image map value; the fixed-point mean adds
     # at most 2**-40, the float32 TIFF and numpy's float32 mean of the 2 maps one rounding each of the global values

@@ -11,14 +11,13 @@ a multi-page TIFF that the workers reopen by reference, not as pickled pixels).
 
 import numpy as np
 import pytest
-import tifffile
 import torch
 
 from napari_global_xai.cli import main
 from napari_global_xai.config import ExplainConfig
 from napari_global_xai.control import RunControl
 from napari_global_xai.explain.pipeline import run_explain
-from napari_global_xai.store import read_results_store
+from napari_global_xai.explain.result import open_explain
 
 from ._ringbar import CancelAfterFirstChunk, H, N, RingBarNet, W, WorkerKiller
 from ._ringbar import load_inputs as _load
@@ -138,12 +137,13 @@ def test_cli_cluster_local_end_to_end(inputs, tmp_path, capsys):
     finally:
         torch.set_num_threads(before)
     assert main([*args, "--out", str(tmp_path / "cluster"), "--cluster", "local:2"]) == 0
-    here = tifffile.imread(tmp_path / "here" / "global_maps.tif")
-    there = tifffile.imread(tmp_path / "cluster" / "global_maps.tif")
+    here = np.asarray(open_explain(tmp_path / "here").global_planes)
+    there = np.asarray(open_explain(tmp_path / "cluster").global_planes)
     # 2 threads against 1 may round the convolutions in another order: float32 rounding of one saliency pass through
     # RingBarNet and the mass normalisation over H·W, relative to the largest image map value; the fixed-point mean
-    # adds at most 2**-40 and each float32 TIFF half an ulp of the largest global value (tests/_tolerance.py)
-    image_scale = float(np.asarray(read_results_store(tmp_path / "here").image_maps).max())
+    # adds at most 2**-40 and each stored float32 global map half an ulp of the largest global value
+    # (tests/_tolerance.py)
+    image_scale = float(np.asarray(open_explain(tmp_path / "here").image_maps).max())
     atol = (
         float32_atol(image_scale, mass_normalised_terms(pass_terms(RingBarNet()), H * W))
         + 2.0**-40

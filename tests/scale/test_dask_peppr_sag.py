@@ -130,7 +130,7 @@ def test_cli_peppr_and_sag_on_a_local_cluster(inputs, tmp_path, one_torch_thread
     common = ["--model", str(inputs / "ringbar.json"), "--device", "cpu", "--quiet"]
     stack = str(inputs / "stack.tif")
     assert main(["explain", stack, *common, "--method", "saliency", "--out", str(tmp_path / "maps")]) == 0
-    maps = str(tmp_path / "maps" / "global_maps.tif")
+    maps = str(tmp_path / "maps")  # the explain results folder
     peppr = ["peppr", stack, *common, "--global-maps", maps, "--random-seeds", "2"]
     assert main([*peppr, "--out", str(tmp_path / "here")]) == 0
     assert main([*peppr, "--out", str(tmp_path / "there"), "--cluster", "local:2"]) == 0

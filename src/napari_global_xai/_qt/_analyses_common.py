@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .explain_widget import IMAGE_MAPS_KEY
+from .._layers import IMAGE_MAPS_KEY
 
 __all__ = ["REGIONS_KEY", "image_maps_layers", "labels_of_layer", "maps_of_layer", "show_input_error"]
 

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from qtpy.QtCore import QEvent
 from qtpy.QtWidgets import QApplication, QComboBox, QHBoxLayout, QLabel, QVBoxLayout, QWidget
 
+from ..config import DEFAULT_DEVICE
 from ..scale.cluster import DEFAULT_LOCAL_WORKERS, EMBEDDED, ClusterError, ClusterSpec, parse_cluster
 
 __all__ = ["ClusterPicker", "ClusterSession", "ClusterTarget", "CLUSTER_CHOICES"]
@@ -119,7 +120,7 @@ class ClusterTarget:
 
     session: ClusterSession
     spec: ClusterSpec
-    device: str = "auto"
+    device: str = DEFAULT_DEVICE
 
     def executor(self, stack=None, report=None):
         """In the job's thread: the :class:`~napari_global_xai.scale.executor.DaskExecutor` of the run.
@@ -228,7 +229,7 @@ class ClusterPicker(QWidget):
         """
         return parse_cluster(self.text or EMBEDDED)
 
-    def target(self, device: str = "auto") -> ClusterTarget | None:
+    def target(self, device: str = DEFAULT_DEVICE) -> ClusterTarget | None:
         """The job's :class:`ClusterTarget`, or None for the embedded default (the run is as without the field).
 
         Raises

@@ -18,8 +18,8 @@ from magicgui.widgets import (
 )
 from qtpy.QtWidgets import QLabel, QVBoxLayout, QWidget
 
-from ..analyses.compare_pipeline import run_compare
-from ..config import signature_defaults
+from ..analysis_config import CompareConfig
+from ..config import DEFAULT_DEVICE
 from ._analyses_common import (
     REGIONS_KEY,
     image_maps_layers,
@@ -27,8 +27,9 @@ from ._analyses_common import (
     maps_of_layer,
     show_input_error,
 )
+from ._layer_pickers import stack_from_layer, stack_layers
+from ._model_inputs import optional_path
 from ._runner import LayerFeeder, RunPanel
-from .explain_widget import optional_path, stack_from_layer, stack_layers
 
 __all__ = ["CompareWidget", "compare_job", "csv_columns"]
 
@@ -46,21 +47,16 @@ def csv_columns(path) -> list[str]:
         return []
 
 
-def compare_job(
-    maps, values, column, groups, threshold, n_permutations, alpha, regions=None, region_names=None, control=None
-):
-    """Worker body: the test, then the layer data tuples."""
+def compare_job(maps, values, config, column, regions=None, region_names=None, control=None):
+    """Worker body: the test (on the default device), then the layer data tuples."""
     from ..analyses.compare_pipeline import run_compare
 
     result = run_compare(
         maps,
         values,
+        config,
         column=column,
-        groups=groups,
-        threshold=threshold,
-        n_permutations=n_permutations,
-        alpha=alpha,
-        device="auto",
+        device=DEFAULT_DEVICE,
         regions=regions,
         region_names=region_names,
         control=control,
@@ -83,7 +79,7 @@ def compare_job(
         (result.neg_log10_p.astype(np.float32), {"name": "−log10 p", "colormap": "magma", "visible": False}, "image"),
         (
             result.significant,
-            {"name": f"significant (FDR {alpha:g}): 1 = {a} higher, 2 = {b} higher", "opacity": 0.6},
+            {"name": f"significant (FDR {config.alpha:g}): 1 = {a} higher, 2 = {b} higher", "opacity": 0.6},
             "labels",
         ),
     ]
@@ -103,11 +99,11 @@ class CompareWidget(QWidget):
         self.column = ComboBox(label="column", choices=self._columns)
         self.groups = LineEdit(label="groups A, B (empty = the two values)", value="")
         self.threshold = LineEdit(label="numeric threshold (empty = median)", value="")
-        defaults = signature_defaults(run_compare)
+        defaults = CompareConfig()
         self.n_permutations = SpinBox(
-            label="permutations", value=defaults["n_permutations"], min=100, max=100000, step=100
+            label="permutations", value=defaults.n_permutations, min=100, max=100000, step=100
         )
-        self.alpha = FloatSpinBox(label="alpha (FDR and FWE)", value=defaults["alpha"], min=0.001, max=0.5, step=0.01)
+        self.alpha = FloatSpinBox(label="alpha (FDR and FWE)", value=defaults.alpha, min=0.001, max=0.5, step=0.01)
         self.regions = ComboBox(label="regions (labels layer)", choices=self._labels_layers, nullable=True)
         self.form = Container(
             widgets=[
@@ -181,14 +177,14 @@ class CompareWidget(QWidget):
         names = None
         if regions is not None:
             names = regions.metadata.get(REGIONS_KEY)
+        config = CompareConfig(
+            groups=groups, threshold=threshold, n_permutations=self.n_permutations.value, alpha=self.alpha.value
+        )
         return {
             "maps": maps,
             "values": values,
+            "config": config,
             "column": self.column.value,
-            "groups": groups,
-            "threshold": threshold,
-            "n_permutations": self.n_permutations.value,
-            "alpha": self.alpha.value,
             "regions": None if regions is None else np.asarray(regions.data),
             "region_names": names,
         }

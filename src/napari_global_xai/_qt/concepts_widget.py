@@ -11,24 +11,26 @@ import numpy as np
 from magicgui.widgets import ComboBox, Container, SpinBox
 from qtpy.QtWidgets import QAbstractItemView, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget
 
+from ..analysis_config import ConceptConfig
+from ..config import DEFAULT_DEVICE
+from ._layer_pickers import stack_from_layer, stack_layers
 from ._model_inputs import ModelInputs, load_model_job
 from ._runner import LayerFeeder, RunPanel
-from .explain_widget import stack_from_layer, stack_layers
 
 __all__ = ["CONCEPT_MAP_KEY", "ConceptsWidget", "concepts_job"]
 
 CONCEPT_MAP_KEY = "napari_global_xai_concept_map"
 
 
-def concepts_job(stack, k, seed, source_name, model_path=None, device="auto", trust_pickle=False, control=None):
+def concepts_job(stack, config, source_name, model_path=None, device=DEFAULT_DEVICE, trust_pickle=False, control=None):
     """Worker body: load the model (torch imports here), run XNN concepts, prepare one layer per concept.
 
     The run reads the stack in its model's frame; the anatomy backdrop is in the viewer's (left-eye) frame.
     """
-    from ..concepts import ConceptConfig, run_concepts
+    from ..concepts import run_concepts
 
     model = load_model_job(model_path, device, trust_pickle)
-    result = run_concepts(stack, model, ConceptConfig(k=int(k), seed=int(seed)), control=control)
+    result = run_concepts(stack, model, config, control=control)
     anatomy = stack.to_left_eye().mean_image()
     rgb = anatomy.shape[-1] == 3
     layers = [
@@ -66,8 +68,9 @@ class ConceptsWidget(QWidget):
         self.image_layer = ComboBox(label="image stack", choices=self._stack_layers)
         self.model_inputs = ModelInputs()
         self.model_card, self.device, self.trust_pickle = self.model_inputs.widgets
-        self.k = SpinBox(label="concepts (K)", min=1, max=64, value=8)
-        self.seed = SpinBox(label="seed", min=0, max=2**31 - 1, value=0)
+        defaults = ConceptConfig()
+        self.k = SpinBox(label="concepts (K)", min=1, max=64, value=defaults.k)
+        self.seed = SpinBox(label="seed", min=0, max=2**31 - 1, value=defaults.seed)
         self.form = Container(widgets=[self.image_layer, *self.model_inputs.widgets, self.k, self.seed])
         self.run_panel = RunPanel("Learn concepts")
         self.run_panel.set_start(self.start)
@@ -102,6 +105,7 @@ class ConceptsWidget(QWidget):
             if layer is None:
                 raise ValueError("open an image stack first")
             stack = stack_from_layer(layer)
+            config = ConceptConfig(k=self.k.value, seed=self.seed.value)
         except Exception as exc:  # noqa: BLE001 - shown to the user as one line
             self.run_panel.status.setText(f"error: {exc}")
             show_error(str(exc))
@@ -111,8 +115,7 @@ class ConceptsWidget(QWidget):
             concepts_job,
             self._on_result,
             stack=stack,
-            k=self.k.value,
-            seed=self.seed.value,
+            config=config,
             source_name=layer.name,
             **self.model_inputs.load_options(),
         )

@@ -7,102 +7,19 @@ when a run starts.
 
 from __future__ import annotations
 
-import ast
-import json
-from dataclasses import replace
-from pathlib import Path
-
 import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, LineEdit, PushButton, Select, SpinBox
 from qtpy.QtWidgets import QVBoxLayout, QWidget
 
 from .. import config as settings
-from .._layers import IMAGE_MAPS_KEY, STACK_METADATA_KEY
-from .._method_names import BUILTIN_METHODS
-from ..samples import DEMO_CARD_PATH
+from .._layers import IMAGE_MAPS_KEY
 from ._cluster import ClusterPicker
-from ._model_inputs import ModelInputs, optional_path
+from ._layer_pickers import GLOBAL_MAP_KEY, stack_from_layer, stack_layers
+from ._method_inputs import KEY_PARAMS, METHODS, parse_params
+from ._model_inputs import ModelInputs, labels_of_card, optional_path
 from ._runner import LayerFeeder, RunPanel
 
-__all__ = ["ExplainWidget", "GLOBAL_MAP_KEY", "IMAGE_MAPS_KEY", "stack_from_layer"]
-
-GLOBAL_MAP_KEY = "napari_global_xai_global_map"
-DEMO_CARD = DEMO_CARD_PATH
-# Key parameters shown per method (everything else keeps the method's documented default).
-KEY_PARAMS = {
-    "ig": "n_steps=32, baseline='zero'",
-    "smoothgrad": "nt_samples=16, stdevs=0.15",
-    "gradient_shap": "n_samples=8",
-    "occlusion": "window=32, stride=16",
-    "deeplift": "baseline='zero'",
-    "igos": "preset='fast'",
-    "igos++": "preset='fast'",
-    "layercam": "layer=None",
-    "scorecam": "batch_size=None",
-}
-METHODS = list(BUILTIN_METHODS)  # torch-free mirror of the registry (kept equal to it by a test)
-
-
-def stack_from_layer(layer, labels_csv: str | None = None, **csv_options):
-    """The :class:`AlignedStack` behind an image layer (from the reader's metadata, else built from the data).
-
-    A labels CSV, when given, replaces the layer's labels (rows matched by image id or file name); ``csv_options``
-    (``label_names``, ``id_column``, ``laterality_column``, ``label_map``) go to
-    :func:`~napari_global_xai.data.read_labels_csv`.
-    """
-    from ..data import AlignedStack, read_labels_csv
-
-    meta = layer.metadata.get(STACK_METADATA_KEY, {})
-    stack = meta.get("stack")
-    if stack is None:
-        data = layer.data
-        if data.ndim == 3 and not layer.rgb:
-            data = data[..., None]
-        if data.ndim != 4:
-            raise ValueError(
-                f"layer {layer.name!r} is not an image stack (shape {layer.data.shape}); open a multi-image stack"
-            )
-        stack = AlignedStack(pixels=data, image_ids=[f"{layer.name}_{i:04d}" for i in range(len(data))], frame="left")
-    if labels_csv:
-        table = read_labels_csv(labels_csv, image_ids=stack.image_ids, **csv_options)
-        lat = table.laterality if table.laterality is not None else stack.laterality
-        stack = replace(stack, labels=table, laterality=lat)
-    return stack
-
-
-def stack_layers(viewer) -> list:
-    """Image layers that hold an image stack (not this plugin's maps)."""
-    from napari.layers import Image
-
-    return [
-        layer
-        for layer in viewer.layers
-        if isinstance(layer, Image)
-        and layer.data.ndim >= 3
-        and IMAGE_MAPS_KEY not in layer.metadata
-        and GLOBAL_MAP_KEY not in layer.metadata
-    ]
-
-
-def _labels_of_card(path: str | None) -> list[str]:
-    card = Path(path) if path else DEMO_CARD
-    try:
-        return list(json.loads(card.read_text())["labels"])
-    except (OSError, ValueError, KeyError):
-        return []
-
-
-def _parse_params(text: str) -> dict:
-    params = {}
-    for item in filter(None, (p.strip() for p in text.split(","))):
-        if "=" not in item:
-            raise ValueError(f"parameters must look like name=value, got {item!r}")
-        key, value = (s.strip() for s in item.split("=", 1))
-        try:
-            params[key] = ast.literal_eval(value)
-        except (ValueError, SyntaxError):
-            params[key] = value
-    return params
+__all__ = ["ExplainWidget", "explain_job", "global_map_name", "result_layer_data"]
 
 
 def explain_job(
@@ -151,7 +68,7 @@ class ExplainWidget(QWidget):
         defaults = settings.ExplainConfig()
         self.method = ComboBox(label="method", choices=METHODS, value=defaults.method)
         self.params = LineEdit(label="parameters", value=KEY_PARAMS.get(defaults.method, ""))
-        self.targets = Select(label="target labels", choices=_labels_of_card(None))
+        self.targets = Select(label="target labels", choices=labels_of_card(None))
         self.subset = ComboBox(label="subset", choices=settings.SUBSETS, value=defaults.subset)
         self.normalisation = ComboBox(
             label="normalisation", choices=settings.NORMALISATIONS, value=defaults.normalisation
@@ -202,13 +119,13 @@ class ExplainWidget(QWidget):
         return stack_layers(self.viewer)
 
     def _on_model_changed(self, value):
-        labels = _labels_of_card(optional_path(value))
+        labels = labels_of_card(optional_path(value))
         self.targets.choices = labels
         self.targets.value = labels
 
     # --- labels CSV columns ------------------------------------------------------------------------------------
     def _model_labels(self) -> list[str]:
-        return _labels_of_card(self._path(self.model_card))
+        return labels_of_card(self._path(self.model_card))
 
     def _on_labels_csv_changed(self, value):
         """A new CSV: forget the previous column choice; ask for one when the detection is unsure."""
@@ -255,7 +172,7 @@ class ExplainWidget(QWidget):
     def config(self):
         return settings.ExplainConfig(
             method=self.method.value,
-            params=_parse_params(self.params.value),
+            params=parse_params(self.params.value),
             targets=list(self.targets.value) or None,
             subset=self.subset.value,
             normalisation=self.normalisation.value,

@@ -20,9 +20,9 @@ from qtpy.QtWidgets import QFileDialog, QVBoxLayout, QWidget
 
 from ..config import DEFAULT_FRACTIONS, FILLS, PepprConfig, complete_fractions
 from ._cluster import ClusterPicker
+from ._layer_pickers import GLOBAL_MAP_KEY, stack_from_layer
 from ._model_inputs import ModelInputs, load_model_job
 from ._runner import RunPanel
-from .explain_widget import GLOBAL_MAP_KEY, stack_from_layer
 
 __all__ = ["PepprWidget", "peppr_job", "DEFAULT_FRACTIONS_TEXT"]
 
@@ -409,11 +409,9 @@ class PepprWidget(QWidget):
     # --- export ------------------------------------------------------------------------------------------------------
     def export(self, out_dir) -> dict:
         """Write the figure PNG and curves CSV/JSON of the current result to ``out_dir``."""
-        from ..peppr.report import write_peppr
-
         if self.result is None:
             raise ValueError("run PEPPR first")
-        return write_peppr(self.result, out_dir)
+        return self.result.write(out_dir)
 
     def _ask_save_figure(self, _=None):
         self._ask_and_export(figure_only=True)
@@ -425,8 +423,6 @@ class PepprWidget(QWidget):
         """Ask for a folder; write the panel's figure PNG, or the curves CSV and summary JSON."""
         from napari.utils.notifications import show_error, show_info
 
-        from ..peppr.report import write_peppr
-
         folder = QFileDialog.getExistingDirectory(self, "Folder for PEPPR " + ("figure" if figure_only else "curves"))
         if not folder:
             return
@@ -436,7 +432,7 @@ class PepprWidget(QWidget):
             if figure_only:
                 paths = {"figure": self.save_panel_figure(Path(folder) / "peppr_panel.png")}
             else:
-                paths = write_peppr(self.result, Path(folder), plot=False)
+                paths = self.result.write(Path(folder), plot=False)
             show_info("saved " + ", ".join(p.name for p in paths.values()))
         except Exception as exc:  # noqa: BLE001
             show_error(str(exc))

@@ -12,8 +12,7 @@ import numpy as np
 from magicgui.widgets import ComboBox, Container, SpinBox
 from qtpy.QtWidgets import QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget
 
-from ..analyses.regions_pipeline import run_regions
-from ..config import signature_defaults
+from ..analysis_config import RegionsConfig
 from ._analyses_common import (
     REGIONS_KEY,
     image_maps_layers,
@@ -21,26 +20,24 @@ from ._analyses_common import (
     maps_of_layer,
     show_input_error,
 )
+from ._layer_pickers import stack_from_layer, stack_layers
 from ._runner import LayerFeeder, RunPanel
-from .explain_widget import stack_from_layer, stack_layers
 
 __all__ = ["REGIONS_KEY", "RegionsWidget", "regions_job"]
 
 
-def regions_job(
-    maps_by_label, anatomy, regions=None, region_names=None, disc=None, fovea=None, n_boot=1000, control=None
-):
+def regions_job(maps_by_label, config, anatomy, regions=None, region_names=None, disc=None, fovea=None, control=None):
     """Worker body: landmarks, regions, tables, and the layer data tuples."""
     from ..analyses.regions_pipeline import run_regions
 
     result = run_regions(
         maps_by_label,
+        config,
         anatomy=anatomy,
         regions=regions,
         region_names=region_names,
         disc=disc,
         fovea=fovea,
-        n_boot=n_boot,
         control=control,
     )
     regions, names, landmarks, tables = result.regions, result.region_names, result.landmarks, result.tables
@@ -80,9 +77,7 @@ class RegionsWidget(QWidget):
         self.maps_layer = ComboBox(label="image-wise maps", choices=lambda _w=None: image_maps_layers(self.viewer))
         self.points = ComboBox(label="disc, fovea points (optional)", choices=self._points_layers, nullable=True)
         self.regions = ComboBox(label="own regions (labels layer)", choices=self._labels_layers, nullable=True)
-        self.n_boot = SpinBox(
-            label="bootstrap resamples", value=signature_defaults(run_regions)["n_boot"], min=0, max=20000, step=100
-        )
+        self.n_boot = SpinBox(label="bootstrap resamples", value=RegionsConfig().n_boot, min=0, max=20000, step=100)
         self.shown = ComboBox(label="chart of", choices=[])
         self.form = Container(
             widgets=[self.image_layer, self.maps_layer, self.points, self.regions, self.n_boot, self.shown]
@@ -144,12 +139,12 @@ class RegionsWidget(QWidget):
         anatomy = stack_from_layer(self.image_layer.value).to_left_eye().mean_image()
         return {
             "maps_by_label": maps,
+            "config": RegionsConfig(n_boot=self.n_boot.value),
             "anatomy": anatomy,
             "regions": regions,
             "region_names": names,
             "disc": disc,
             "fovea": fovea,
-            "n_boot": self.n_boot.value,
         }
 
     def start(self):

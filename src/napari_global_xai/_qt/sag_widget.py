@@ -12,11 +12,11 @@ import numpy as np
 from magicgui.widgets import ComboBox, Container
 from qtpy.QtWidgets import QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget
 
-from ..config import FILLS, SagConfig
+from ..config import DEFAULT_DEVICE, FILLS, SagConfig
 from ._cluster import ClusterPicker
-from ._model_inputs import ModelInputs, load_model_job
+from ._layer_pickers import stack_from_layer, stack_layers
+from ._model_inputs import ModelInputs, labels_of_card, load_model_job, optional_path
 from ._runner import LayerFeeder, RunPanel
-from .explain_widget import _labels_of_card, optional_path, stack_from_layer, stack_layers
 
 __all__ = ["SagWidget", "sag_job", "root_rectangles", "patch_rectangles", "mirrored_on_layer", "RANKING_METHODS"]
 
@@ -77,7 +77,7 @@ def sag_job(
     config: SagConfig,
     source_name,
     model_path=None,
-    device="auto",
+    device=DEFAULT_DEVICE,
     trust_pickle=False,
     cluster=None,
     control=None,
@@ -140,7 +140,7 @@ class SagWidget(QWidget):
         self.image_layer = ComboBox(label="image stack", choices=self._stack_layers)
         self.model_inputs = ModelInputs()
         self.model_card, self.device, self.trust_pickle = self.model_inputs.widgets
-        self.label = ComboBox(label="label", choices=_labels_of_card(None))
+        self.label = ComboBox(label="label", choices=labels_of_card(None))
         self.scope = ComboBox(label="images", choices=["current image", "all positives"], value="current image")
         defaults = SagConfig()
         self.method = ComboBox(label="patch ranking", choices=list(RANKING_METHODS), value=defaults.method)
@@ -178,7 +178,7 @@ class SagWidget(QWidget):
         return stack_layers(self.viewer)
 
     def _on_model_changed(self, value):
-        self.label.choices = _labels_of_card(optional_path(value))
+        self.label.choices = labels_of_card(optional_path(value))
 
     def current_index(self) -> int:
         """The image under the stack slider: the third axis from the right (layers align on their last axes, so a

@@ -17,57 +17,29 @@ from magicgui.widgets import (
 from qtpy.QtWidgets import QLabel, QVBoxLayout, QWidget
 
 from .. import config as settings
-from ..analyses.sanity_pipeline import run_sanity
+from ..analysis_config import SANITY_METHODS, SanityConfig
 from ._analyses_common import show_input_error
-from ._model_inputs import ModelInputs, load_model_job
+from ._layer_pickers import stack_from_layer, stack_layers
+from ._method_inputs import METHODS, parse_method_params
+from ._model_inputs import ModelInputs, labels_of_card, load_model_job, optional_path
 from ._runner import RunPanel
-from .explain_widget import (
-    METHODS,
-    _labels_of_card,
-    optional_path,
-    stack_from_layer,
-    stack_layers,
-)
 
-__all__ = ["SanityWidget", "parse_method_params", "sanity_job"]
+__all__ = ["SanityWidget", "sanity_job"]
 
+MOST_PROBABLE = "(most probable)"
 
-def parse_method_params(text: str, methods: list[str]) -> dict[str, dict]:
-    """``"ig.n_steps=8, ig.baseline='blur'"`` → ``{"ig": {"n_steps": 8, "baseline": "blur"}, ...}``."""
-    import ast
-
-    params = {m: {} for m in methods}
-    for item in filter(None, (p.strip() for p in text.split(","))):
-        key, sep, value = item.partition("=")
-        method, dot, name = key.strip().partition(".")
-        if not sep or not dot or method not in params:
-            raise ValueError(f"parameters must look like method.name=value for a chosen method, got {item!r}")
-        try:
-            params[method][name.strip()] = ast.literal_eval(value.strip())
-        except (ValueError, SyntaxError):
-            params[method][name.strip()] = value.strip()
-    return params
+#: The dock's first layer grouping: the top-level modules (fewer, faster steps than the CLI's every module alone).
+DOCK_DEPTH = 1
+#: The dock's first method parameters (a quick IG).
+DOCK_PARAMS = "ig.n_steps=8, ig.baseline='blur'"
 
 
-def sanity_job(
-    stack,
-    model_path,
-    configs,
-    n_images,
-    depth,
-    independent,
-    label=None,
-    device="auto",
-    trust_pickle=False,
-    control=None,
-):
+def sanity_job(stack, model_path, config, device=settings.DEFAULT_DEVICE, trust_pickle=False, control=None):
     """Worker body: load the model (torch imports here) and run the check (in the model's frame)."""
     from ..analyses.sanity_pipeline import run_sanity
 
     model = load_model_job(model_path, device, trust_pickle)
-    return run_sanity(
-        stack, model, configs, n_images=n_images, depth=depth, independent=independent, label=label, control=control
-    )
+    return run_sanity(stack, model, config, control=control)
 
 
 class SanityWidget(QWidget):
@@ -81,17 +53,16 @@ class SanityWidget(QWidget):
         self.image_layer = ComboBox(label="image stack", choices=self._stack_layers)
         self.model_inputs = ModelInputs()
         self.model_card, self.device, self.trust_pickle = self.model_inputs.widgets
-        self.methods = Select(label="methods", choices=METHODS, value=list(settings.SANITY_METHODS))
-        self.params = LineEdit(label="parameters", value="ig.n_steps=8, ig.baseline='blur'")
+        defaults = SanityConfig()
+        self.methods = Select(label="methods", choices=METHODS, value=list(SANITY_METHODS))
+        self.params = LineEdit(label="parameters", value=DOCK_PARAMS)
         self.reduction = ComboBox(
             label="channel reduction", choices=settings.REDUCTIONS, value=settings.ExplainConfig().reduction
         )
-        self.label = ComboBox(label="label", choices=["(most probable)"] + _labels_of_card(None))
-        self.n_images = SpinBox(
-            label="images", value=settings.signature_defaults(run_sanity)["n_images"], min=1, max=64
-        )
-        self.depth = SpinBox(label="layer depth (0 = every module)", value=1, min=0, max=8)
-        self.independent = CheckBox(text="also randomise each layer alone", value=False)
+        self.label = ComboBox(label="label", choices=[MOST_PROBABLE] + labels_of_card(None))
+        self.n_images = SpinBox(label="images", value=defaults.n_images, min=1, max=64)
+        self.depth = SpinBox(label="layer depth (0 = every module)", value=DOCK_DEPTH, min=0, max=8)
+        self.independent = CheckBox(text="also randomise each layer alone", value=defaults.independent)
         self.methods.native.setMaximumHeight(90)
         self.form = Container(
             widgets=[
@@ -107,7 +78,7 @@ class SanityWidget(QWidget):
             ]
         )
         self.model_card.changed.connect(
-            lambda v: setattr(self.label, "choices", ["(most probable)"] + _labels_of_card(optional_path(v)))
+            lambda v: setattr(self.label, "choices", [MOST_PROBABLE] + labels_of_card(optional_path(v)))
         )
         self.run_panel = RunPanel("Run sanity check")
         self.run_panel.set_start(self.start)
@@ -127,12 +98,21 @@ class SanityWidget(QWidget):
     def _stack_layers(self, _widget=None):
         return stack_layers(self.viewer)
 
-    def configs(self):
+    def config(self) -> SanityConfig:
+        """The run's settings from the form (``ValueError`` on a bad entry)."""
         methods = list(self.methods.value)
         if not methods:
             raise ValueError("choose at least one method")
         params = parse_method_params(self.params.value, methods)
-        return [settings.ExplainConfig(method=m, params=params[m], reduction=self.reduction.value) for m in methods]
+        return SanityConfig(
+            methods=[
+                settings.ExplainConfig(method=m, params=params[m], reduction=self.reduction.value) for m in methods
+            ],
+            n_images=self.n_images.value,
+            label=None if self.label.value == MOST_PROBABLE else self.label.value,
+            depth=self.depth.value,
+            independent=self.independent.value,
+        )
 
     def start(self):
         layer = self.image_layer.value
@@ -140,21 +120,12 @@ class SanityWidget(QWidget):
             if layer is None:
                 raise ValueError("open an image stack first")
             stack = stack_from_layer(layer)
-            configs = self.configs()
+            config = self.config()
         except Exception as exc:  # noqa: BLE001 - shown, the dock stays usable
             show_input_error(self.run_panel, exc)
             return None
-        label = None if self.label.value == "(most probable)" else self.label.value
         return self.run_panel.launch(
-            sanity_job,
-            self._on_result,
-            stack=stack,
-            **self.model_inputs.load_options(),
-            configs=configs,
-            n_images=self.n_images.value,
-            depth=self.depth.value or None,
-            independent=self.independent.value,
-            label=label,
+            sanity_job, self._on_result, stack=stack, config=config, **self.model_inputs.load_options()
         )
 
     def _on_result(self, result):

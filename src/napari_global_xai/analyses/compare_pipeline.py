@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..analysis_config import CompareConfig
 from ..control import RunControl
 from ..figures import save_figure
 from .explain_inputs import check_out_dir
@@ -26,14 +27,10 @@ __all__ = ["run_compare"]
 def run_compare(
     maps: np.ndarray,
     values,
+    config: CompareConfig | None = None,
     *,
     column: str = "",
-    groups=None,
-    threshold: float | None = None,
-    n_permutations: int = 1000,
-    alpha: float = 0.05,
-    seed: int = 0,
-    device="cpu",
+    device: str = "cpu",
     regions: np.ndarray | None = None,
     region_names: dict | None = None,
     anatomy=None,
@@ -48,10 +45,14 @@ def run_compare(
         Image-wise maps (:func:`label_maps`).
     values : sequence, (n,)
         Grouping value per map (a metadata column, or a label's 0/1 status).
-    column, groups, threshold
-        See :func:`napari_global_xai.analyses.compare.split_groups`.
-    n_permutations, alpha, seed, device
-        See :func:`napari_global_xai.analyses.compare.compare_groups`.
+    config : CompareConfig, optional
+        Groups or threshold of the split (:func:`napari_global_xai.analyses.compare.split_groups`), permutations,
+        alpha and seed (:func:`napari_global_xai.analyses.compare.compare_groups`); default ``CompareConfig()``.
+    column : str
+        Name of the grouping column, for the group names and messages.
+    device : str
+        Where the permutation test's matmuls run (:data:`napari_global_xai.config.DEVICES`; ``"auto"`` picks
+        CUDA/MPS when present).
     regions : numpy.ndarray, (H, W) int, optional
         Region label image for the summary.
     out_dir : path, optional
@@ -73,17 +74,18 @@ def run_compare(
     """
     from .compare import compare_groups, significance_by_region, split_groups
 
+    config = config or CompareConfig()
     control = control or RunControl()
-    split = split_groups(values, groups=groups, threshold=threshold, column=column)
+    split = split_groups(values, groups=config.groups, threshold=config.threshold, column=column)
     if regions is not None and np.shape(regions) != np.shape(maps)[1:]:
         raise ValueError(f"region image {np.shape(regions)} does not match the maps {np.shape(maps)[1:]}")
     out = check_out_dir(out_dir)
     result = compare_groups(
         maps,
         split,
-        n_permutations=n_permutations,
-        alpha=alpha,
-        seed=seed,
+        n_permutations=config.n_permutations,
+        alpha=config.alpha,
+        seed=config.seed,
         device=device,
         control=control,
     )

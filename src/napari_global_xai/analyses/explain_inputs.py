@@ -1,127 +1,17 @@
 """Inputs of the analysis pipelines (:mod:`.sanity_pipeline`, :mod:`.compare_pipeline`, :mod:`.regions_pipeline`):
-the maps, predictions and summary of an explain output folder (:func:`read_explain_outputs`, :func:`label_maps`),
-per-image values and landmarks from a CSV, and the optional output folder check.
+one label's maps of an explain run (:func:`label_maps`; the run's folder is read by
+:func:`napari_global_xai.explain.result.open_explain`), per-image values and landmarks from a CSV, and the optional
+output folder check.
 """
 
 from __future__ import annotations
 
 import csv
-import json
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-__all__ = [
-    "ExplainOutputs",
-    "check_out_dir",
-    "label_maps",
-    "read_csv_column",
-    "read_explain_outputs",
-    "read_landmarks_csv",
-]
-
-
-@dataclass
-class ExplainOutputs:
-    """What an explain output folder holds (see :mod:`napari_global_xai.outputs`).
-
-    Attributes
-    ----------
-    image_maps : numpy.ndarray or dask.array.Array, (n, L, H, W)
-        Memory-mapped ``image_maps.tif``, or the lazy maps of the Zarr store ``image_maps.zarr`` (left-eye frame
-        when ``frame == "left"``).
-    image_ids : list of str
-    targets : list of str
-    computed, include : numpy.ndarray, (n, L) bool
-    frame : str
-    method : str
-    folder : pathlib.Path
-    """
-
-    image_maps: np.ndarray
-    image_ids: list[str]
-    targets: list[str]
-    computed: np.ndarray
-    include: np.ndarray
-    frame: str
-    method: str
-    folder: Path
-
-
-def read_explain_outputs(folder) -> ExplainOutputs:
-    """Read the image-wise maps (``image_maps.zarr`` or ``image_maps.tif``), ``predictions.csv`` and
-    ``explain_summary.json`` of an explain run.
-
-    Raises
-    ------
-    ValueError
-        A missing file or contents that do not fit together (one line naming the file).
-    """
-    import tifffile
-
-    folder = Path(folder)
-    paths = {
-        k: folder / f
-        for k, f in (("maps", "image_maps.tif"), ("pred", "predictions.csv"), ("summary", "explain_summary.json"))
-    }
-    from ..store import STORE_NAME
-
-    if (folder / STORE_NAME).is_dir() and _summary_format(paths["summary"]) != "tiff":
-        paths["maps"] = folder / STORE_NAME  # the Zarr results store (read lazily)
-    for p in paths.values():
-        if not (p.is_dir() if p.suffix == ".zarr" else p.is_file()):
-            raise ValueError(
-                f"{folder} is not an explain output folder: {p.name} is missing "
-                "(run 'global-xai explain ... --out FOLDER' first)"
-            )
-    try:
-        summary = json.loads(paths["summary"].read_text())
-        targets = list(summary["targets"])
-        frame = str(summary.get("provenance", {}).get("frame", "left"))
-        method = str(summary.get("provenance", {}).get("config", {}).get("method", ""))
-    except (ValueError, KeyError, TypeError) as exc:
-        raise ValueError(f"{paths['summary']}: unreadable explain summary ({exc})") from None
-    with open(paths["pred"], newline="", encoding="utf-8") as handle:
-        rows = list(csv.DictReader(handle))
-    try:
-        ids = [r["image"] for r in rows]
-        computed = np.array([[r[f"computed_{t}"] == "1" for t in targets] for r in rows], bool)
-        include = np.array([[r[f"in_subset_{t}"] == "1" for t in targets] for r in rows], bool)
-    except KeyError as exc:
-        raise ValueError(f"{paths['pred']}: column {exc} is missing") from None
-    if paths["maps"].is_dir():
-        from ..store import read_results_store
-
-        maps = read_results_store(paths["maps"]).image_maps
-    else:
-        try:
-            maps = tifffile.memmap(paths["maps"], mode="r")
-        except ValueError:  # compressed or otherwise not memory-mappable
-            maps = tifffile.imread(paths["maps"])
-    if maps.ndim != 4 or maps.shape[:2] != (len(ids), len(targets)):
-        raise ValueError(
-            f"{paths['maps']}: shape {maps.shape} does not fit {len(ids)} images × {len(targets)} "
-            "labels of predictions.csv"
-        )
-    return ExplainOutputs(
-        maps,
-        ids,
-        targets,
-        computed.reshape(len(ids), len(targets)),
-        include.reshape(len(ids), len(targets)),
-        frame,
-        method,
-        folder,
-    )
-
-
-def _summary_format(path: Path) -> str:
-    """``format`` recorded in an explain summary's provenance ("" when unknown or unreadable)."""
-    try:
-        return str(json.loads(path.read_text()).get("provenance", {}).get("format", ""))
-    except (OSError, ValueError, AttributeError):
-        return ""
+__all__ = ["check_out_dir", "label_maps", "read_csv_column", "read_landmarks_csv"]
 
 
 def label_maps(

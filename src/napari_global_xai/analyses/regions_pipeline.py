@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..analysis_config import RegionsConfig
 from ..control import RunControl
 from ..figures import save_figure
 from .explain_inputs import check_out_dir
@@ -50,14 +51,13 @@ class RegionsResult:
 
 def run_regions(
     maps_by_label: dict[str, np.ndarray],
+    config: RegionsConfig | None = None,
     *,
     anatomy=None,
     regions=None,
     region_names=None,
     disc=None,
     fovea=None,
-    n_boot: int = 1000,
-    seed: int = 0,
     out_dir=None,
     control: RunControl | None = None,
 ) -> RegionsResult:
@@ -67,6 +67,8 @@ def run_regions(
     ----------
     maps_by_label : dict str -> numpy.ndarray (n, H, W)
         Image-wise maps per label (their mean is the label's global map).
+    config : RegionsConfig, optional
+        Bootstrap over images (resamples, seed); default ``RegionsConfig()``.
     anatomy : numpy.ndarray, (H, W[, C]), optional
         Mean anatomy in the left-eye frame; needed unless ``regions`` is given.
     regions : numpy.ndarray, (H, W) int, optional
@@ -74,8 +76,6 @@ def run_regions(
     region_names : dict int -> str, optional
     disc, fovea : (row, col), optional
         Given landmark positions (skip their detection).
-    n_boot, seed
-        Bootstrap over images.
     out_dir : path, optional
         Writes ``regions.tif`` (labels, names in the description), ``region_table.csv``,
         ``regions_<label>.png`` (bar chart) and ``regions_summary.json`` (also after a cancel).
@@ -95,6 +95,7 @@ def run_regions(
         region_table,
     )
 
+    config = config or RegionsConfig()
     control = control or RunControl()
     out = check_out_dir(out_dir)
     if not maps_by_label:
@@ -117,7 +118,9 @@ def run_regions(
         if control.cancelled():
             cancelled = True
             break
-        tables.append(region_table(maps, regions, names=region_names, n_boot=n_boot, seed=seed, label=label))
+        tables.append(
+            region_table(maps, regions, names=region_names, n_boot=config.n_boot, seed=config.seed, label=label)
+        )
         control.report(k + 1, len(maps_by_label), "regions")
     if out is not None:
         from .regions import write_region_mask, write_region_table

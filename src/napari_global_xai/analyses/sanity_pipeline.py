@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..analysis_config import SanityConfig
 from ..control import RunControl
 from ..figures import save_figure
 from .explain_inputs import check_out_dir
@@ -25,15 +26,8 @@ __all__ = ["run_sanity"]
 def run_sanity(
     stack,
     model,
-    configs,
+    config: SanityConfig | None = None,
     *,
-    indices=None,
-    n_images: int = 4,
-    label: str | None = None,
-    depth: int | None = None,
-    independent: bool = False,
-    seed: int = 0,
-    field_of_view_only: bool = True,
     out_dir=None,
     control: RunControl | None = None,
 ):
@@ -43,17 +37,9 @@ def run_sanity(
     ----------
     stack : AlignedStack
     model : LoadedModel
-    configs : list of ExplainConfig
-        Methods to check (each with its parameters and post-processing).
-    indices : sequence of int, optional
-        Images; default ``n_images`` evenly spaced images.
-    label : str, optional
-        Label explained in every image; default each image's most probable label under the original model.
-    depth, independent, seed
-        See :func:`napari_global_xai.analyses.sanity.run_sanity_check`.
-    field_of_view_only : bool
-        Compare maps only inside the field of view of the sample's mean image
-        (:func:`napari_global_xai.analyses.regions.field_of_view`).
+    config : SanityConfig, optional
+        The methods to check (each an ExplainConfig with its parameters and post-processing), the images, the label
+        explained, the layer grouping, the seed and the field-of-view mask; default ``SanityConfig()``.
     out_dir : path, optional
         Writes ``sanity.csv``, ``sanity.json`` (verdicts) and ``sanity.png`` (also after a cancel).
     control : RunControl, optional
@@ -72,20 +58,21 @@ def run_sanity(
     from ..saliency.engine import predict_probabilities
     from .sanity import run_sanity_check
 
+    config = config or SanityConfig()
     control = control or RunControl()
     out = check_out_dir(out_dir)
-    if not configs:
-        raise ValueError("give at least one method to check")
     model.check_input(stack.shape)
     from ..data.conform import model_frame
 
     frame_stack = model_frame(stack, model.card)
+    indices = config.images
     if indices is None:
-        indices = np.unique(np.linspace(0, len(stack) - 1, num=min(n_images, len(stack))).round().astype(int))
+        indices = np.unique(np.linspace(0, len(stack) - 1, num=min(config.n_images, len(stack))).round().astype(int))
     indices = np.asarray(indices, int)
     if len(indices) == 0 or indices.min() < 0 or indices.max() >= len(stack):
         raise ValueError(f"image indices must lie in 0..{len(stack) - 1}")
     images = frame_stack.get(indices)
+    label = config.label
     if label is not None:
         if label not in model.labels:
             raise ValueError(f"unknown label {label!r}; the model's labels are {model.labels}")
@@ -95,17 +82,17 @@ def run_sanity(
     from .regions import field_of_view
 
     try:
-        mask = field_of_view(images.mean(axis=0))[0] if field_of_view_only else None
+        mask = field_of_view(images.mean(axis=0))[0] if config.field_of_view_only else None
     except ValueError:  # blank images: compare every pixel
         mask = None
     result = run_sanity_check(
         model,
         images,
-        configs,
+        list(config.methods),
         targets,
-        depth=depth,
-        independent=independent,
-        seed=seed,
+        depth=config.depth,
+        independent=config.independent,
+        seed=config.seed,
         mask=mask,
         control=control,
     )

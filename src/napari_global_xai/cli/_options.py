@@ -73,7 +73,7 @@ def add_input_options(p: argparse.ArgumentParser) -> None:
         help="CSV column holding a model label under another name (repeatable)",
     )
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--device", default="auto", help="auto, cuda, mps or cpu (default auto)")
+    add_device_option(p, "where the model runs")
     p.add_argument(
         "--resize",
         nargs=2,
@@ -86,6 +86,18 @@ def add_input_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     add_debug(p)
+
+
+def add_device_option(p: argparse.ArgumentParser, what: str) -> None:
+    """``--device``: the names and the default of :mod:`napari_global_xai.config` (resolved by
+    :func:`napari_global_xai.models.device.resolve_device`, which also takes an index such as ``cuda:1``)."""
+    from .. import config
+
+    p.add_argument(
+        "--device",
+        default=config.DEFAULT_DEVICE,
+        help=f"{what}: {', '.join(config.DEVICES)} (default {config.DEFAULT_DEVICE}: CUDA, then MPS, then the CPU)",
+    )
 
 
 def add_debug(p, default=argparse.SUPPRESS):

@@ -6,16 +6,15 @@ from __future__ import annotations
 from pathlib import Path
 
 from ._common import _cancelled_exit, _run_control
-from ._options import command
+from ._options import add_device_option, command, count, positive
 
 
 def add_parser(sub) -> None:
-    from .. import config
-    from ..analyses.compare_pipeline import run_compare
+    from ..analysis_config import CompareConfig
 
-    defaults = config.signature_defaults(run_compare)
+    defaults = CompareConfig()
     p = command(sub, "compare", "group difference map of image-wise maps with a permutation test")
-    p.add_argument("explain_dir", help="output folder of 'global-xai explain' (image_maps.tif, predictions.csv)")
+    p.add_argument("explain_dir", help="output folder of 'global-xai explain' (or its image_maps.zarr)")
     p.add_argument(
         "--csv",
         required=True,
@@ -27,27 +26,29 @@ def add_parser(sub) -> None:
         "--groups",
         nargs=2,
         metavar=("A", "B"),
-        default=None,
-        help="values forming group A and group B (B may be 'rest')",
+        default=defaults.groups,
+        help="values forming group A and group B (B may be 'rest'; default the column's two values)",
     )
-    p.add_argument("--threshold", type=float, default=None, help="numeric split: A = value > T (default median)")
+    p.add_argument(
+        "--threshold", type=float, default=defaults.threshold, help="numeric split: A = value > T (default median)"
+    )
     p.add_argument("--label", default=None, help="label whose maps are compared (default: each image's mean)")
     p.add_argument(
         "--n-permutations",
-        type=int,
-        default=defaults["n_permutations"],
-        help=f"random permutations of the group labels (default {defaults['n_permutations']})",
+        type=positive,
+        default=defaults.n_permutations,
+        help=f"random permutations of the group labels (default {defaults.n_permutations})",
     )
     p.add_argument(
         "--alpha",
         type=float,
-        default=defaults["alpha"],
-        help=f"level of the FDR and FWE corrections (default {defaults['alpha']:g})",
+        default=defaults.alpha,
+        help=f"level of the FDR and FWE corrections (default {defaults.alpha:g})",
     )
     p.add_argument(
-        "--seed", type=int, default=defaults["seed"], help=f"seed of the permutations (default {defaults['seed']})"
+        "--seed", type=count, default=defaults.seed, help=f"seed of the permutations (default {defaults.seed})"
     )
-    p.add_argument("--device", default="auto", help="where the permutation test runs: auto, cuda, mps or cpu")
+    add_device_option(p, "where the permutation test runs")
     p.add_argument("--regions", default=None, help="region label TIFF (e.g. regions.tif of 'global-xai regions')")
     p.add_argument("--out", required=True, help="output folder (difference, p-value and significance maps)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -56,10 +57,19 @@ def add_parser(sub) -> None:
 
 def run(args) -> int:
     from ..analyses.compare_pipeline import run_compare
-    from ..analyses.explain_inputs import label_maps, read_csv_column, read_explain_outputs
+    from ..analyses.explain_inputs import label_maps, read_csv_column
     from ..analyses.regions import read_region_mask
+    from ..analysis_config import CompareConfig
+    from ..explain.result import open_explain
 
-    outputs = read_explain_outputs(args.explain_dir)
+    config = CompareConfig(
+        groups=args.groups,
+        threshold=args.threshold,
+        n_permutations=args.n_permutations,
+        alpha=args.alpha,
+        seed=args.seed,
+    )
+    outputs = open_explain(args.explain_dir)
     maps, idx = label_maps(outputs.image_maps, outputs.computed, outputs.targets, args.label)
     values = read_csv_column(args.csv, args.column, [outputs.image_ids[i] for i in idx])
     regions, names = read_region_mask(args.regions, shape=maps.shape[1:]) if args.regions else (None, None)
@@ -67,12 +77,8 @@ def run(args) -> int:
         result = run_compare(
             maps,
             values,
+            config,
             column=args.column,
-            groups=args.groups,
-            threshold=args.threshold,
-            n_permutations=args.n_permutations,
-            alpha=args.alpha,
-            seed=args.seed,
             device=args.device,
             regions=regions,
             region_names=names,

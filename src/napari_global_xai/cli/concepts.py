@@ -6,22 +6,35 @@ from __future__ import annotations
 from pathlib import Path
 
 from ._common import _cancelled_exit, _load_inputs, _run_control
-from ._options import add_input_options, command
+from ._options import add_input_options, command, count, positive
 
 
 def add_parser(sub) -> None:
+    from ..analysis_config import ConceptConfig
+
+    defaults = ConceptConfig()
     p = command(sub, "concepts", "XNN concepts: global concept maps, concept x label weights, top images")
     add_input_options(p)
-    p.add_argument("--k", type=int, default=8, help="number of concepts (default 8)")
-    p.add_argument("--steps", type=int, default=800, help="training iterations (default 800)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the concept network's training (default 0)")
-    p.add_argument("--layer", default=None, help="layer to embed (default: the card's cam_layer)")
-    p.add_argument("--top", type=int, default=8, help="top images listed per concept (default 8)")
+    p.add_argument("--k", type=positive, default=defaults.k, help=f"number of concepts (default {defaults.k})")
+    p.add_argument(
+        "--steps", type=positive, default=defaults.steps, help=f"training iterations (default {defaults.steps})"
+    )
+    p.add_argument(
+        "--seed",
+        type=count,
+        default=defaults.seed,
+        help=f"seed of the concept network's training (default {defaults.seed})",
+    )
+    p.add_argument("--layer", default=defaults.layer, help="layer to embed (default: the card's cam_layer)")
+    p.add_argument(
+        "--top", type=positive, default=defaults.top_n, help=f"top images listed per concept (default {defaults.top_n})"
+    )
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
-    from ..concepts import ConceptConfig, run_concepts
+    from ..analysis_config import ConceptConfig
+    from ..concepts import run_concepts
 
     config = ConceptConfig(k=args.k, steps=args.steps, seed=args.seed, layer=args.layer, top_n=args.top)
     stack, model = _load_inputs(args)

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from ._common import _cancelled_exit, _run_control
-from ._options import add_debug, command
+from ._options import add_debug, add_device_option, command
 
 
 def add_parser(sub) -> None:
@@ -14,7 +14,7 @@ def add_parser(sub) -> None:
     p.add_argument("--out", default="demo_output", help="output folder (default demo_output)")
     method = config.ExplainConfig().method
     p.add_argument("--method", default=method, help=f"saliency method (default {method}); see --list-methods")
-    p.add_argument("--device", default="auto", help="auto, cuda, mps or cpu (default auto)")
+    add_device_option(p, "where the model runs")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     add_debug(p)
     p.set_defaults(func=run)
@@ -29,15 +29,17 @@ def demo_text(result) -> str:
     )
     if result.peppr is None:
         return head + f" (CANCELLED: no PEPPR, no report), {result.seconds:.0f}s\nresults in {out.resolve()}"
-    from ..peppr.report import summary_text
+    from ..explain.result import FILES
+    from ..peppr.result import FIGURE_FILE
+    from ..peppr.summary import summary_text
 
     peppr = result.peppr
     return "\n".join(
         [
             head + f", PEPPR {peppr.n_forwards} forwards ({peppr.n_skipped} skipped), {result.seconds:.0f}s",
             summary_text(peppr),
-            f"figures: {out / f'explain_{result.method}' / 'global_maps.png'} and "
-            f"{out / f'peppr_{result.method}' / 'peppr.png'}",
+            f"figures: {out / f'explain_{result.method}' / FILES.overlay} and "
+            f"{out / f'peppr_{result.method}' / FIGURE_FILE}",
             f"report: {result.report.get('html', '')} (one self-contained file) and {result.report.get('pdf', '')}",
         ]
     )

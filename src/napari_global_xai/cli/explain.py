@@ -69,9 +69,9 @@ def _add_store_options(p):
         dest="out_format",
         default=DEFAULT_FORMAT,
         choices=FORMATS,
-        help=f"image-wise maps in a resumable, compressed Zarr store (zarr) or one float32 TIFF for small "
-        f"stacks (tiff) (default {DEFAULT_FORMAT}); the same command again on the same --out resumes "
-        "a zarr run",
+        help=f"image-wise and global maps in a resumable, compressed Zarr store, image_maps.zarr (zarr), or in "
+        f"float32 TIFFs for small stacks, image_maps.tif, global_maps.tif and global_std.tif (tiff) (default "
+        f"{DEFAULT_FORMAT}); the same command again on the same --out resumes a zarr run",
     )
     p.add_argument(
         "--map-dtype",
@@ -79,6 +79,12 @@ def _add_store_options(p):
         choices=MAP_DTYPES,
         help=f"precision of the stored image-wise maps (default {DEFAULT_MAP_DTYPE}; global maps are "
         "always computed from float32 maps)",
+    )
+    p.add_argument(
+        "--export-tiff",
+        action="store_true",
+        help="also write the global maps as global_maps.tif and global_std.tif (float32 TIFFs with the label names "
+        "in their metadata) beside the store; --format tiff writes them anyway",
     )
     p.add_argument(
         "--overwrite",
@@ -145,6 +151,11 @@ def run(args) -> int:
             [f"{n_stalled[name]} stalled maps {stalled_fate}"] if n_stalled[name] else []
         )
         print(f"  {name:<20} {count:>5} maps" + (f" ({'; '.join(notes)})" if notes else ""))
+    if args.export_tiff and result.provenance.get("format") == "zarr":
+        from ..explain.result import export_tiff
+
+        written = export_tiff(args.out)
+        print("global maps exported: " + ", ".join(p.name for p in written.values()))
     print(f"results in {Path(args.out).resolve()}")
     return _cancelled_exit(
         "explain",

@@ -14,7 +14,13 @@ def add_parser(sub) -> None:
     defaults = config.PepprConfig()
     p = command(sub, "peppr", "PEPPR faithfulness curves of global maps")
     add_input_options(p)
-    p.add_argument("--global-maps", required=True, help="global_maps.tif written by 'explain'")
+    p.add_argument(
+        "--global-maps",
+        required=True,
+        metavar="PATH",
+        help="the global maps: an output folder of 'global-xai explain' (or its image_maps.zarr), or a "
+        "global_maps.tif of 'explain --format tiff' / '--export-tiff'",
+    )
     p.add_argument(
         "--fill",
         default=defaults.fill,

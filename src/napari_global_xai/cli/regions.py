@@ -6,14 +6,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from ._common import _cancelled_exit, _run_control
-from ._options import command
+from ._options import command, count
 
 
 def add_parser(sub) -> None:
-    from .. import config
-    from ..analyses.regions_pipeline import run_regions
+    from ..analysis_config import RegionsConfig
 
-    defaults = config.signature_defaults(run_regions)
+    defaults = RegionsConfig()
     p = command(sub, "regions", "optic disc, fovea, anatomical regions and each global map's region table")
     p.add_argument("explain_dir", help="output folder of 'global-xai explain'")
     p.add_argument("--stack", default=None, help="the explained stack (for the mean anatomy)")
@@ -31,24 +30,25 @@ def add_parser(sub) -> None:
     )
     p.add_argument(
         "--n-boot",
-        type=int,
-        default=defaults["n_boot"],
-        help=f"bootstrap resamples of the images for the region table (default {defaults['n_boot']})",
+        type=count,
+        default=defaults.n_boot,
+        help=f"bootstrap resamples of the images for the region table (default {defaults.n_boot})",
     )
-    p.add_argument(
-        "--seed", type=int, default=defaults["seed"], help=f"seed of the bootstrap (default {defaults['seed']})"
-    )
+    p.add_argument("--seed", type=count, default=defaults.seed, help=f"seed of the bootstrap (default {defaults.seed})")
     p.add_argument("--out", required=True, help="output folder (regions.tif, region_table.csv, bar charts)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
-    from ..analyses.explain_inputs import label_maps, read_explain_outputs, read_landmarks_csv
+    from ..analyses.explain_inputs import label_maps, read_landmarks_csv
     from ..analyses.regions import read_region_mask
     from ..analyses.regions_pipeline import run_regions
+    from ..analysis_config import RegionsConfig
+    from ..explain.result import open_explain
 
-    outputs = read_explain_outputs(args.explain_dir)
+    config = RegionsConfig(n_boot=args.n_boot, seed=args.seed)
+    outputs = open_explain(args.explain_dir)
     maps = {}
     for label in outputs.targets:
         try:
@@ -87,13 +87,12 @@ def run(args) -> int:
     with _run_control(args.quiet) as control:
         result = run_regions(
             maps,
+            config,
             anatomy=anatomy,
             regions=regions,
             region_names=names,
             disc=disc,
             fovea=fovea,
-            n_boot=args.n_boot,
-            seed=args.seed,
             out_dir=args.out,
             control=control,
         )

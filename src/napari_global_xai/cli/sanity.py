@@ -6,46 +6,48 @@ from __future__ import annotations
 from pathlib import Path
 
 from ._common import _cancelled_exit, _load_inputs, _parse_params, _run_control
-from ._options import add_input_options, add_postprocess_options, command
+from ._options import add_input_options, add_postprocess_options, command, count, positive
 
 
 def add_parser(sub) -> None:
     from .. import config
-    from ..analyses.sanity_pipeline import run_sanity
+    from ..analysis_config import SANITY_METHODS, SanityConfig
 
-    defaults = config.signature_defaults(run_sanity)
+    defaults = SanityConfig()
     p = command(sub, "sanity", "model-parameter randomisation check of saliency methods")
     add_input_options(p)
     p.add_argument(
         "--method",
         nargs="+",
-        default=list(config.SANITY_METHODS),
-        help=f"methods to check (default {' '.join(config.SANITY_METHODS)})",
+        default=list(SANITY_METHODS),
+        help=f"methods to check (default {' '.join(SANITY_METHODS)})",
     )
     p.add_argument(
         "--param", action="append", metavar="METHOD.NAME=VALUE", help="method parameter, e.g. ig.n_steps=8 (repeatable)"
     )
     add_postprocess_options(p, config.ExplainConfig())
-    p.add_argument("--images", nargs="+", type=int, default=None, help="image indices (default evenly spaced)")
+    p.add_argument(
+        "--images", nargs="+", type=int, default=defaults.images, help="image indices (default evenly spaced)"
+    )
     p.add_argument(
         "--n-images",
-        type=int,
-        default=defaults["n_images"],
-        help=f"sample size when --images is not given (default {defaults['n_images']})",
+        type=positive,
+        default=defaults.n_images,
+        help=f"sample size when --images is not given (default {defaults.n_images})",
     )
-    p.add_argument("--label", default=None, help="label explained (default each image's most probable label)")
+    p.add_argument("--label", default=defaults.label, help="label explained (default each image's most probable label)")
     p.add_argument(
         "--depth",
-        type=int,
-        default=None,
-        help="group parameterised modules by the first DEPTH name parts (default: every module alone)",
+        type=count,
+        default=defaults.depth,
+        help="group parameterised modules by the first DEPTH name parts (default, or 0: every module alone)",
     )
     p.add_argument("--independent", action="store_true", help="also randomise each layer alone")
     p.add_argument(
         "--seed",
-        type=int,
-        default=defaults["seed"],
-        help=f"layer j (top down) is re-initialised with seed SEED + j (default {defaults['seed']})",
+        type=count,
+        default=defaults.seed,
+        help=f"layer j (top down) is re-initialised with seed SEED + j (default {defaults.seed})",
     )
     p.set_defaults(func=run)
 
@@ -67,25 +69,28 @@ def _method_configs(args):
     ]
 
 
+def _sanity_config(args):
+    """The :class:`~napari_global_xai.analysis_config.SanityConfig` of the command line."""
+    from ..analysis_config import SanityConfig
+
+    return SanityConfig(
+        methods=_method_configs(args),
+        images=args.images,
+        n_images=args.n_images,
+        label=args.label,
+        depth=args.depth,
+        independent=args.independent,
+        seed=args.seed,
+    )
+
+
 def run(args) -> int:
     from ..analyses.sanity_pipeline import run_sanity
 
-    configs = _method_configs(args)
+    config = _sanity_config(args)
     stack, model = _load_inputs(args)
     with _run_control(args.quiet) as control:
-        result = run_sanity(
-            stack,
-            model,
-            configs,
-            indices=args.images,
-            n_images=args.n_images,
-            label=args.label,
-            depth=args.depth,
-            independent=args.independent,
-            seed=args.seed,
-            out_dir=args.out,
-            control=control,
-        )
+        result = run_sanity(stack, model, config, out_dir=args.out, control=control)
     print(
         f"sanity check on {len(result.image_indices)} images, {len(result.layers)} layers randomised top down"
         + (" (CANCELLED)" if result.cancelled else "")

@@ -9,8 +9,10 @@ label's prediction and the images that activate it most.
 Pipeline (:func:`run_concepts`): features (one forward per image) → training (features only, cheap) → concept maps
 (one more forward per image; the gradients stop at the layer, so no backward through the model) → outputs.
 
-The package: :mod:`.network` (settings, the explanation network and its training) and :mod:`.pipeline` (features,
-concept maps, :func:`run_concepts` and its outputs); the public names are re-exported here.
+The package: :mod:`.network` (the explanation network and its training; its settings are
+:class:`~napari_global_xai.analysis_config.ConceptConfig`), :mod:`.pipeline` (features, concept maps,
+:func:`run_concepts`), :mod:`.result` (:class:`ConceptResult` and its folder: the file names, ``write``, ``open``) and
+:mod:`.report` (its report section); the public names are re-exported here.
 
 Notes
 -----
@@ -65,17 +67,15 @@ below is a documented choice:
 
 from __future__ import annotations
 
-from .network import FEATURE_SCALES, ConceptConfig, ExplanationNet, train_explanation_net
-from .pipeline import ConceptResult, concept_image_maps, extract_features, run_concepts, write_concept_outputs
+from .network import ExplanationNet, train_explanation_net
+from .pipeline import concept_image_maps, extract_features, run_concepts
+from .result import ConceptResult
 
 __all__ = [
-    "FEATURE_SCALES",
-    "ConceptConfig",
     "ConceptResult",
     "ExplanationNet",
     "concept_image_maps",
     "extract_features",
     "run_concepts",
     "train_explanation_net",
-    "write_concept_outputs",
 ]

@@ -1,74 +1,20 @@
-"""The XNN explanation network and its training: :class:`ConceptConfig` (the run's settings),
-:class:`ExplanationNet` (features → concepts → rebuilt logits and features) and :func:`train_explanation_net`.
+"""The XNN explanation network and its training: :class:`ExplanationNet` (features → concepts → rebuilt logits and
+features) and :func:`train_explanation_net`, with the settings of
+:class:`~napari_global_xai.analysis_config.ConceptConfig`.
 
 The loss terms and their defaults are documented choices; see the Notes of :mod:`napari_global_xai.concepts`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..analysis_config import ConceptConfig
 from ..control import RunControl
 
-__all__ = ["FEATURE_SCALES", "ConceptConfig", "ExplanationNet", "train_explanation_net"]
-
-#: How the pooled features are scaled before the encoder (see the Notes of :mod:`napari_global_xai.concepts`).
-FEATURE_SCALES = ("layer", "feature")
-
-
-@dataclass
-class ConceptConfig:
-    """Settings of an XNN concept run (recorded in the outputs).
-
-    Attributes
-    ----------
-    k : int
-        Number of concepts.
-    steps : int
-        Full-batch Adam iterations.
-    lr : float
-    sparsity, pull_away, reconstruction : float
-        Loss weights (faithfulness has weight 1).
-    predictor_sparsity : float
-        Weight of the L1 penalty on the prediction layer (each label rebuilt from few concepts).
-    encoder_decay : float
-        Weight of the ridge penalty on the concept directions (minimum-norm encoder).
-    feature_scale : {"layer", "feature"}
-        Divide the centred pooled features by one layer-wide scale (default) or standardise each feature.
-    seed : int
-    chunk_size : int
-        Images per forward pass (progress and cancel granularity).
-    top_n : int
-        Images listed per concept.
-    layer : str, optional
-        Layer whose features are embedded; default the card's ``cam_layer`` (else the last spatial layer).
-    """
-
-    k: int = 8
-    steps: int = 800
-    lr: float = 0.01
-    sparsity: float = 0.2
-    pull_away: float = 0.1
-    reconstruction: float = 0.5
-    predictor_sparsity: float = 0.05
-    encoder_decay: float = 0.03
-    feature_scale: str = "layer"
-    seed: int = 0
-    chunk_size: int = 8
-    top_n: int = 8
-    layer: str | None = None
-
-    def __post_init__(self):
-        if int(self.k) < 1:
-            raise ValueError(f"k (number of concepts) must be at least 1, got {self.k}")
-        if int(self.steps) < 1:
-            raise ValueError(f"steps must be at least 1, got {self.steps}")
-        if self.feature_scale not in FEATURE_SCALES:
-            raise ValueError(f"feature_scale must be one of {', '.join(FEATURE_SCALES)}, got {self.feature_scale!r}")
+__all__ = ["ExplanationNet", "train_explanation_net"]
 
 
 class ExplanationNet(torch.nn.Module):

@@ -1,5 +1,5 @@
 """The XNN concept pipeline (:func:`run_concepts`): features of one layer (one forward per image), training of the
-explanation network (:mod:`.network`), image-wise and global concept maps, and the outputs written to a folder.
+explanation network (:mod:`.network`), image-wise and global concept maps, written to a folder by :mod:`.result`.
 
 Choices (pooled features, concept maps, global maps, weights, faithfulness) are documented in the Notes of
 :mod:`napari_global_xai.concepts`.
@@ -8,78 +8,19 @@ Choices (pooled features, concept maps, global maps, weights, faithfulness) are 
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..analysis_config import ConceptConfig
 from ..batching import Cancelled
 from ..control import RunControl
-from .network import ConceptConfig, ExplanationNet, train_explanation_net
+from .network import ExplanationNet, train_explanation_net
+from .result import ConceptResult
 
-__all__ = ["ConceptResult", "concept_image_maps", "extract_features", "run_concepts", "write_concept_outputs"]
-
-
-@dataclass
-class ConceptResult:
-    """Everything a concept run produced (partial when ``cancelled``).
-
-    Attributes
-    ----------
-    concepts : (n, K) float32
-        Concept activations per image (rows of unfinished images are NaN after a cancel).
-    image_maps : (n, K, h, w) float32
-        Image-wise concept maps at the layer's resolution (see :func:`concept_image_maps` for image size).
-    global_maps : (K, H, W) float32
-        Global concept maps, each summing to 1 (zeros for a concept no image activates).
-    weights : (K, L) float32
-        Concept × label weights ``V_lk · mean z_k`` (mean logit contribution).
-    predictor : (L, K) float32
-        Raw prediction-layer weights ``V``.
-    top_images : (K, top_n) int
-        Images that activate each concept most (indices into the stack), strongest first.
-    model_logits, concept_logits : (n, L) float32
-    auroc_model, auroc_concepts : (L,) float64 or None
-        Per-label AUROC of the model and of the concept model (None without labels).
-    labels : list of str
-    image_ids : list of str
-    config : ConceptConfig
-    losses : dict of float
-        Final value of each loss term.
-    timings : dict of float
-        Seconds per stage.
-    cancelled : bool
-    net : ExplanationNet or None
-    """
-
-    concepts: np.ndarray
-    image_maps: np.ndarray
-    global_maps: np.ndarray
-    weights: np.ndarray
-    predictor: np.ndarray
-    top_images: np.ndarray
-    model_logits: np.ndarray
-    concept_logits: np.ndarray
-    auroc_model: np.ndarray | None
-    auroc_concepts: np.ndarray | None
-    labels: list[str]
-    image_ids: list[str]
-    config: ConceptConfig
-    losses: dict = field(default_factory=dict)
-    timings: dict = field(default_factory=dict)
-    cancelled: bool = False
-    net: ExplanationNet | None = None
-
-    def faithfulness(self) -> dict:
-        """``{label: {"model": auroc, "concepts": auroc}}`` (empty without labels)."""
-        if self.auroc_model is None:
-            return {}
-        return {
-            n: {"model": float(a), "concepts": float(b)}
-            for n, a, b in zip(self.labels, self.auroc_model, self.auroc_concepts)
-        }
+__all__ = ["concept_image_maps", "extract_features", "run_concepts"]
 
 
 # ------------------------------------------------------------------------------------------------- features
@@ -228,7 +169,7 @@ def run_concepts(
     model : LoadedModel
     config : ConceptConfig, optional
     out_dir : path, optional
-        Written with :func:`write_concept_outputs` (atomically, also after a cancel). Checked before the model runs.
+        Written with :meth:`ConceptResult.write` (atomically, also after a cancel). Checked before the model runs.
     control : RunControl, optional
         Progress (stages ``features``, ``train``, ``concept maps``) and cancel: a cancel stops at the next chunk /
         training check; what finished is kept (images not reached have NaN concepts and zero maps; training
@@ -347,7 +288,7 @@ def run_concepts(
         net,
     )
     if out_dir is not None:
-        write_concept_outputs(result, out_dir, anatomy=None if isinstance(images, np.ndarray) else images.mean_image())
+        result.write(out_dir, anatomy=None if isinstance(images, np.ndarray) else images.mean_image())
     return result
 
 
@@ -361,71 +302,3 @@ def _truth(stack, labels: list[str]) -> np.ndarray | None:
 def _ids(stack, n: int) -> list[str]:
     ids = getattr(stack, "image_ids", None)
     return list(ids) if ids is not None else [f"image_{i:05d}" for i in range(n)]
-
-
-# ------------------------------------------------------------------------------------------------- outputs
-
-
-def write_concept_outputs(result: ConceptResult, out_dir: str | Path, anatomy: np.ndarray | None = None) -> Path:
-    """Write a concept run, every file atomically.
-
-    Files: ``global_concept_maps.tif`` (K, H, W), ``concept_image_maps.tif`` (n, K, h, w; layer resolution),
-    ``concepts.csv`` (image × concept activations), ``concept_label_weights.csv``, ``top_images.csv``,
-    ``concepts.json`` (faithfulness, losses, settings, timings), ``explanation_net.pt`` (state dict),
-    ``mean_anatomy.tif`` when ``anatomy`` is given.
-    """
-    import io
-
-    import tifffile
-
-    from ..io_utils import atomic_path, atomic_write_bytes, atomic_write_text, save_json
-
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    names = [f"concept_{i}" for i in range(result.global_maps.shape[0])]
-    with atomic_path(out / "global_concept_maps.tif") as tmp:
-        tifffile.imwrite(tmp, result.global_maps, photometric="minisblack", metadata={"axes": "QYX", "concepts": names})
-    with atomic_path(out / "concept_image_maps.tif") as tmp:
-        tifffile.imwrite(tmp, result.image_maps, photometric="minisblack", metadata={"axes": "QCYX"})
-    if anatomy is not None:
-        with atomic_path(out / "mean_anatomy.tif") as tmp:
-            tifffile.imwrite(tmp, np.asarray(anatomy))
-
-    def csv(header, rows):
-        return "\n".join([",".join(header)] + [",".join(str(v) for v in r) for r in rows]) + "\n"
-
-    atomic_write_text(
-        out / "concepts.csv",
-        csv(["image"] + names, [[i] + [f"{v:.6g}" for v in row] for i, row in zip(result.image_ids, result.concepts)]),
-    )
-    atomic_write_text(
-        out / "concept_label_weights.csv",
-        csv(["concept"] + result.labels, [[c] + [f"{v:.6g}" for v in row] for c, row in zip(names, result.weights)]),
-    )
-    atomic_write_text(
-        out / "top_images.csv",
-        csv(
-            ["concept"] + [f"rank_{r + 1}" for r in range(result.top_images.shape[1])],
-            [[c] + [result.image_ids[j] for j in row] for c, row in zip(names, result.top_images)],
-        ),
-    )
-    save_json(
-        out / "concepts.json",
-        {
-            "method": "xnn",
-            "config": asdict(result.config),
-            "faithfulness_auroc": result.faithfulness(),
-            "losses": result.losses,
-            "timings_s": result.timings,
-            "cancelled": result.cancelled,
-            "status": "CANCELLED" if result.cancelled else "complete",
-            "labels": result.labels,
-            "n_images": len(result.image_ids),
-            "weights": "V[l, k] * mean_i z[i, k] (mean logit contribution)",
-        },
-    )
-    if result.net is not None:
-        buf = io.BytesIO()
-        torch.save(result.net.state_dict(), buf)
-        atomic_write_bytes(out / "explanation_net.pt", buf.getvalue())
-    return out

@@ -9,88 +9,19 @@ what it finished, marked ``cancelled=True``. The frame a model reads is decided 
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from ..aggregate import GlobalMapAccumulator, GlobalMaps
+from ..aggregate import GlobalMapAccumulator
 from ..config import ExplainConfig
 from ..control import RunControl, status_of
 from ..data.conform import fit_stack_to_model, model_frame
 from ..data.labels import missing_truth_message
 from ..saliency.engine import ImageMapEngine
+from .result import ExplainResult, count_per_label, open_map_writer
 
-__all__ = ["ExplainResult", "run_explain", "resolve_targets", "count_per_label"]
-
-
-@dataclass
-class ExplainResult:
-    """Image-wise and global maps of one explain run.
-
-    Attributes
-    ----------
-    image_maps : numpy.ndarray, (n, L, H, W) float32
-        Image-wise maps in the left-eye frame (0 where not computed); a memmap of ``image_maps.tif`` when the run
-        wrote to a folder.
-    computed : numpy.ndarray, (n, L) bool
-        Which maps were computed (all selected ones unless the run was cancelled).
-    zero : numpy.ndarray, (n, L) bool
-        Computed maps that are zero everywhere (no explanation): reported, never averaged into a global map.
-    stalled : numpy.ndarray, (n, L) bool
-        Computed maps the method flagged (an I-GOS/iGOS++ optimisation that stalled; its map is the documented
-        recovery): reported, and averaged into a global map only with ``ExplainConfig.include_stalled``.
-    include : numpy.ndarray, (n, L) bool
-        Subset membership: which maps enter each label's global map.
-    target_labels : list of str
-    probabilities : numpy.ndarray, (n, n_model_labels)
-    model_labels : list of str
-    global_maps : GlobalMaps
-    config : ExplainConfig
-    subset : str
-        The subset rule actually used (``auto`` resolved).
-    cancelled : bool
-    provenance : dict
-    out_dir : pathlib.Path or None
-    truth_missing : list of str
-        Target labels without a column in the labels table: their subset used predicted positives.
-    """
-
-    image_maps: np.ndarray
-    computed: np.ndarray
-    include: np.ndarray
-    target_labels: list[str]
-    probabilities: np.ndarray
-    model_labels: list[str]
-    global_maps: GlobalMaps
-    config: ExplainConfig
-    subset: str
-    cancelled: bool = False
-    provenance: dict = field(default_factory=dict)
-    out_dir: Path | None = None
-    zero: np.ndarray | None = None
-    truth_missing: list[str] = field(default_factory=list)
-    stalled: np.ndarray | None = None
-
-    @property
-    def n_computed(self) -> int:
-        return int(self.computed.sum())
-
-    @property
-    def n_zero(self) -> dict[str, int]:
-        """All-zero image-wise maps per target label (left out of the global maps)."""
-        return count_per_label(self.zero, self.include, self.target_labels)
-
-    @property
-    def n_stalled(self) -> dict[str, int]:
-        """Stalled (flagged) image-wise maps per target label of the subset."""
-        return count_per_label(self.stalled, self.include, self.target_labels)
-
-
-def count_per_label(mask: np.ndarray | None, include: np.ndarray, labels: list[str]) -> dict[str, int]:
-    """``{label: number of (image, label) pairs where mask & include}``; zeros when there is no mask."""
-    hits = (mask if mask is not None else np.zeros_like(include)) & include
-    return {name: int(hits[:, i].sum()) for i, name in enumerate(labels)}
+__all__ = ["run_explain", "resolve_targets"]
 
 
 def resolve_targets(model_labels: list[str], targets) -> list[str]:
@@ -177,15 +108,17 @@ def run_explain(
     model : LoadedModel
     config : ExplainConfig, optional
     out_dir : path, optional
-        When given, image-wise maps stream into the output folder chunk by chunk (never all in memory) and the
-        global maps, overlays and provenance are written there at the end (also after a cancel, then marked
-        ``"status": "CANCELLED"`` in the provenance). The folder is checked for writing before any model pass.
+        When given, the run writes its results folder (:mod:`.result`): image-wise maps stream in chunk by chunk
+        (never all in memory); the global maps, predictions, summary, overlay and provenance are written at the
+        end (also after a cancel, then marked ``"status": "CANCELLED"``). The folder is checked for writing before
+        any model pass.
     control : RunControl, optional
         Progress (stage ``"explain"``, in images, per finished chunk) and cancel.
     out_format : {"zarr", "tiff"}, optional
-        Image-wise maps in the resumable Zarr store ``out_dir/image_maps.zarr`` (default,
-        :mod:`napari_global_xai.store`) or in one float32 ``image_maps.tif`` (small stacks; a failed run removes
-        its hidden partial file and leaves the folder's earlier results untouched; no resume).
+        Image-wise and global maps in the resumable Zarr store ``out_dir/image_maps.zarr`` (default,
+        :mod:`napari_global_xai.store`) or in float32 TIFFs ``image_maps.tif``, ``global_maps.tif`` and
+        ``global_std.tif`` (small stacks; a failed run removes its hidden partial file and leaves the folder's
+        earlier results untouched; no resume).
     map_dtype : {"float16", "float32"}, optional
         Precision of the stored image-wise maps in the Zarr store (default float16); global maps are always
         computed from the float32 maps.
@@ -211,7 +144,6 @@ def run_explain(
         A subset rule that needs labels the stack does not have.
     """
     from ..chunks import InProcessExecutor
-    from ..outputs import open_map_writer
     from ..store.options import check_store_options
     from .task import ChunkOrderMerge, ExplainChunkTask, assemble_chunks
 
@@ -320,7 +252,5 @@ def run_explain(
         stalled=stalled,
     )
     if out_dir is not None:
-        from ..outputs import write_explain_outputs
-
-        write_explain_outputs(result, out_dir, anatomy=frame_stack.mean_image(), image_ids=stack.image_ids)
+        result.write(out_dir, anatomy=frame_stack.mean_image(), image_ids=stack.image_ids)
     return result

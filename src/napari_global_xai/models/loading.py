@@ -12,6 +12,7 @@ import pickle
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..config import DEFAULT_DEVICE
 from .card import DEMO_CARD_PATH, LoadedModel, ModelCard, ModelLoadError
 
 if TYPE_CHECKING:  # torch is imported where a model is loaded
@@ -194,7 +195,7 @@ def _load_module(card: ModelCard, trust_pickle: bool, log=None) -> nn.Module:
 
 
 def load_model(
-    model: str | os.PathLike | ModelCard | None = None, device="auto", trust_pickle: bool = False, log=None
+    model: str | os.PathLike | ModelCard | None = None, device=DEFAULT_DEVICE, trust_pickle: bool = False, log=None
 ) -> LoadedModel:
     """Load a model from its card (JSON path or :class:`ModelCard`); ``None`` loads the shipped demo model.
 
@@ -245,6 +246,6 @@ def load_model(
     return LoadedModel(module, card, dev)
 
 
-def load_demo_model(device="auto") -> LoadedModel:
+def load_demo_model(device=DEFAULT_DEVICE) -> LoadedModel:
     """The shipped demo model (:data:`DEMO_CARD_PATH`)."""
     return load_model(DEMO_CARD_PATH, device=device)

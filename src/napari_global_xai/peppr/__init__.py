@@ -6,13 +6,13 @@ One module one job:
               task (:class:`~.task.CurveChunkTask`)
 ``curve_functions``  :func:`erase_restore_curves`, :func:`deletion_insertion`
 ``curves``    curve types (:class:`Curves`, :class:`PerImageCurves`), :func:`curve_area`, :func:`restoration_point`
-``result``    :class:`PepprResult`, what a run returns
-``summary``   :func:`summarise`, the report table, label specificity, :func:`collect_maps`
+``result``    :class:`PepprResult`, what a run returns, and its folder (``write`` / ``open``, the file names)
+``summary``   :func:`summarise`, the report table, label specificity, :func:`collect_maps`, the printable summary
 ``pipeline``  :func:`run_peppr` (a :class:`~napari_global_xai.config.PepprConfig` and a
               :class:`~napari_global_xai.control.RunControl`), :func:`run_peppr_pipeline`, :func:`run_peppr_from_files`,
               :func:`peppr_truth` (the frame decided once)
-``report``    CSV / JSON / PNG outputs; ``filled``: erased / restored images; ``view``: the PEPPR figure data;
-              ``drawing``: the PEPPR figure
+``report``    the PEPPR section of a report; ``filled``: erased / restored images; ``view``: the PEPPR figure data;
+              ``drawing``: the PEPPR figure and the curves figure a run writes
 
 Rankings and fills live in :mod:`napari_global_xai.perturb`, ``auroc`` / ``activate`` in
 :mod:`napari_global_xai.metrics`, the fraction grid and fill choices in :mod:`napari_global_xai.config`.

@@ -1,16 +1,35 @@
-"""Drawing the PEPPR panel into matplotlib axes and figures: curves, summary table, filmstrip, highlight.
+"""Drawing PEPPR into matplotlib axes and figures: the panel (curves, summary table, filmstrip, highlight) and the
+curves figure a run writes (:func:`plot_peppr`, one :func:`draw_panel` per map and label).
 
-The data it draws (:class:`~napari_global_xai.peppr.view.PepprView`, :class:`~napari_global_xai.peppr.view.Filmstrip`)
-comes from :mod:`napari_global_xai.peppr.view`; the napari dock and the saved figures both draw through here.
+The panel's data (:class:`~napari_global_xai.peppr.view.PepprView`, :class:`~napari_global_xai.peppr.view.Filmstrip`)
+comes from :mod:`napari_global_xai.peppr.view`; the napari dock and the report both draw through here. Matplotlib's
+object API with the Agg canvas for files: no pyplot global state (safe inside napari and in worker threads).
 """
 
 from __future__ import annotations
 
+import io
+import math
+from pathlib import Path
+
 import numpy as np
 
+from ..config import MODES
+from .result import PepprResult
 from .view import TABLE_COLUMNS, FigureHandles, Filmstrip, PepprView, nearest_index
 
-__all__ = ["table_cells", "draw_curves", "draw_table", "draw_filmstrip", "set_highlight", "draw_peppr_figure"]
+__all__ = [
+    "table_cells",
+    "draw_curves",
+    "draw_table",
+    "draw_filmstrip",
+    "set_highlight",
+    "draw_peppr_figure",
+    "draw_panel",
+    "plot_peppr",
+]
+
+_COLOURS = {"erase": "#c0392b", "restore": "#2471a3"}
 
 _MAP_COLOURS = ("#d62728", "#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf")
 _MODE_STYLE = {"erase": {"linestyle": "-", "marker": "o"}, "restore": {"linestyle": "--", "marker": "s"}}
@@ -230,3 +249,108 @@ def draw_peppr_figure(
         highlight = None if fraction is None else nearest_index(strip.fractions, fraction)
         draw_filmstrip(bottom, strip, highlight, handles)
     return handles
+
+
+# ------------------------------------------------------------------------------------- the run's curves figure
+
+
+def _panels(result: PepprResult, label: str | None) -> list[tuple[str, str]]:
+    """(map, label) panels: each map's headline labels, or only those matching ``label`` (a label or a map)."""
+    panels = [(row["map"], row["label"]) for row in result.table]
+    if label is not None:
+        panels = [p for p in panels if label in p]
+        if not panels:
+            raise ValueError(f"no PEPPR panel for {label!r}; maps {result.maps}, labels {result.labels + ['macro']}")
+    return panels
+
+
+def draw_panel(ax, result: PepprResult, map_name: str, label: str) -> None:
+    """Draw one PEPPR panel (a map's curves on one label or ``"macro"``) into a matplotlib ``Axes``.
+
+    The map's erase (red) and restore (blue) curves (solid, markers), the random order's mean ± sample sd band
+    (thin line and shading) and the reverse order (dashed); the legend gives each curve's normalised area and the
+    title the PEPPR gap (A_restore − A_erase). Used by :func:`plot_peppr` and the napari PEPPR dock.
+    """
+    f = result.fractions
+    block = result.summary[map_name][label]
+    for mode in MODES:
+        colour = _COLOURS[mode]
+        if result.random:
+            mean, sd = result.random_band(mode, label)
+            ax.fill_between(f, mean - sd, mean + sd, color=colour, alpha=0.15, linewidth=0)
+            ax.plot(
+                f,
+                mean,
+                color=colour,
+                alpha=0.55,
+                linewidth=1,
+                label=f"random {mode} (A={block[f'random_A_{mode}']:.3f})",
+            )
+        if map_name in result.reverse:
+            ax.plot(
+                f,
+                result.reverse[map_name].curve(mode, label),
+                color=colour,
+                linestyle="--",
+                linewidth=1,
+                label=f"reverse {mode} (A={block[f'reverse_A_{mode}']:.3f})",
+            )
+        ax.plot(
+            f,
+            result.curves[map_name].curve(mode, label),
+            color=colour,
+            linewidth=2,
+            marker="o",
+            markersize=3,
+            label=f"map {mode} (A={block[f'A_{mode}']:.3f})",
+        )
+    ax.set_title(f"map {map_name} → {label}   gap={block['gap']:.3f}", fontsize=9)
+    ax.set_xlabel("fraction of pixels erased / restored")
+    ax.set_ylabel("AUROC" if result.metric == "auroc" else "mean probability")
+    ax.set_xlim(0, 1)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=6, loc="best")
+
+
+def plot_peppr(result: PepprResult, path: str | Path, label: str | None = None, dpi: int = 110) -> Path:
+    """Draw the PEPPR curves to a PNG.
+
+    Parameters
+    ----------
+    result : PepprResult
+    path : str or Path
+        PNG file (written atomically).
+    label : str, optional
+        Only the panels of this label or map; default one panel per (map, headline label).
+    dpi : int
+
+    Returns
+    -------
+    Path
+
+    Notes
+    -----
+    One :func:`draw_panel` per (map, label) panel, three panels per row.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from ..io_utils import atomic_path
+
+    panels = _panels(result, label)
+    ncols = min(3, len(panels))
+    nrows = math.ceil(len(panels) / ncols)
+    fig = Figure(figsize=(4.6 * ncols, 3.6 * nrows), dpi=dpi, layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    for ax, (map_name, lab) in zip(axes, panels):
+        draw_panel(ax, result, map_name, lab)
+    for ax in axes[len(panels) :]:
+        ax.set_visible(False)
+    fig.suptitle(f"PEPPR ({result.fill} fill, {result.n_images} images)", fontsize=10)
+    path = Path(path)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(buffer.getvalue())
+    return path

@@ -347,42 +347,42 @@ def run_peppr_pipeline(
         result = exc.partial
     if out_dir is not None:
         from .filled import write_filled_tiff
-        from .report import write_peppr
+        from .result import filled_file
 
-        write_peppr(result, out_dir)
+        result.write(out_dir)
         if not result.cancelled:
             maps = collect_maps(global_maps, frame_stack.shape[1:3])
             name = "overall" if "overall" in maps else next(iter(maps))
             ranking = pixel_ranking(maps[name])
             sample = frame_stack.get(np.arange(min(8, len(frame_stack))))
-            for mode, stem in (("erase", "erased"), ("restore", "restored")):
-                write_filled_tiff(
-                    Path(out_dir) / f"{stem}_{name}.tif", model, sample, ranking, cfg.filled_fractions, cfg.fill, mode
-                )
+            for mode in ("erase", "restore"):
+                path = Path(out_dir) / filled_file(mode, name)
+                write_filled_tiff(path, model, sample, ranking, cfg.filled_fractions, cfg.fill, mode)
     return result
 
 
 def run_peppr_from_files(
     stack,
     model,
-    global_maps_path,
+    global_maps_from,
     out_dir,
     config: PepprConfig | None = None,
     *,
     control: RunControl | None = None,
     executor=None,
 ) -> tuple[str, PepprResult]:
-    """CLI helper: read ``global_maps.tif``, run :func:`run_peppr_pipeline`; returns ``(printable summary, result)``.
+    """CLI helper: read the global maps, run :func:`run_peppr_pipeline`; returns ``(printable summary, result)``.
 
-    The output folder is checked before the maps file is read; ``control`` and ``executor`` (a cluster run) are
-    passed on.
+    ``global_maps_from`` is what :func:`~napari_global_xai.explain.result.open_explain` reads: an explain results
+    folder, its store, or a global maps TIFF. The output folder is checked before the maps are read; ``control``
+    and ``executor`` (a cluster run) are passed on.
     """
+    from ..explain.result import open_explain
     from ..io_utils import check_output_folder
-    from ..outputs import read_global_maps
-    from .report import summary_text
+    from .summary import summary_text
 
     check_output_folder(out_dir)
-    gm = read_global_maps(global_maps_path)
+    gm = open_explain(global_maps_from).global_maps
     result = run_peppr_pipeline(stack, model, gm, config, out_dir=out_dir, control=control, executor=executor)
     text = summary_text(result)
     return text, result

@@ -1,4 +1,5 @@
-"""PEPPR read-outs: summary scores per map and label, the report table, label specificity, the split note.
+"""PEPPR read-outs: summary scores per map and label, the report table, label specificity, the split note, and
+the printable summary of a run (:func:`summary_text`).
 
 Definitions are the proposals of methods.md §1.7 [I] (normalised trapezoid areas, gap, differences to the random
 order, restoration point). Torch-free.
@@ -11,8 +12,18 @@ from collections.abc import Sequence
 import numpy as np
 
 from .curves import Curves, curve_area, restoration_point
+from .result import PepprResult
 
-__all__ = ["summarise", "collect_maps", "headlines", "split_note", "map_summary", "table_rows", "specificity_matrix"]
+__all__ = [
+    "summarise",
+    "collect_maps",
+    "headlines",
+    "split_note",
+    "map_summary",
+    "table_rows",
+    "specificity_matrix",
+    "summary_text",
+]
 
 
 def _area_block(curves: Curves, label: str) -> dict[str, float]:
@@ -158,3 +169,30 @@ def specificity_matrix(summary, map_names, label_names) -> dict:
         "erase_gain": grab("random_A_erase") - erase,
         "restore_gain": restore - grab("random_A_restore"),
     }
+
+
+def _num(value, spec=".3f") -> str:
+    return "  n/a" if value is None or not np.isfinite(value) else format(value, spec)
+
+
+def summary_text(result: PepprResult) -> str:
+    """A printable summary: counts, the split note and one line per (map, headline label) of ``result.table``."""
+    lines = [
+        f"PEPPR on {result.n_images} images ({result.metric}, {result.fill} fill, {len(result.fractions)} "
+        f"fractions, {len(result.random)} random seeds): {result.n_forwards} forwards, {result.n_skipped} "
+        f"skipped, {result.seconds:.1f} s"
+        + (
+            f"; CANCELLED: partial result on {result.n_images} of {result.n_requested} images"
+            if result.cancelled
+            else ""
+        ),
+        f"split: {result.split_note.get('note', '')}",
+        f"{'map':>18s} {'label':>18s}  A_erase A_restore    gap  random gap (sd)  d_erase d_restore    p*",
+    ]
+    for row in result.table:
+        lines.append(
+            f"{row['map']:>18s} {row['label']:>18s}  {_num(row['A_erase'])}     {_num(row['A_restore'])}  "
+            f"{_num(row['gap'], '+.3f')}  {_num(row.get('random_gap'), '+.3f')} ({_num(row.get('random_gap_sd'))})  "
+            f"{_num(row.get('d_erase'), '+.3f')}    {_num(row.get('d_restore'), '+.3f')} {_num(row['p_star'])}"
+        )
+    return "\n".join(lines)

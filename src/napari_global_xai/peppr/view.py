@@ -3,11 +3,11 @@
 One drawing path serves the napari PEPPR panel (its themed canvas), the HTML/PDF report (Agg canvas) and tests:
 
 * :class:`PepprView` holds the curves and table rows a figure needs; built from a live
-  :class:`~napari_global_xai.peppr.PepprResult` (:func:`view_from_result`) or from the files ``write_peppr`` wrote
-  (:func:`view_from_folder`), so a report can be made later without the model.
+  :class:`~napari_global_xai.peppr.PepprResult` (:func:`view_from_result`), live or read back from its folder
+  (:meth:`~napari_global_xai.peppr.result.PepprResult.open`), so a report can be made later without the model.
 * :class:`Filmstrip` holds thumbnails of one image erased and restored at each fraction, in the map's order and in a
   random order, computed with the curve engine's own ranking, masks and fills (:func:`compute_filmstrip`), or read
-  from the ``erased_*.tif`` / ``restored_*.tif`` files a PEPPR run wrote (:func:`filmstrip_from_folder`).
+  from the erased / restored TIFFs a PEPPR run wrote (:func:`filmstrip_from_folder`).
 * :func:`~napari_global_xai.peppr.drawing.draw_peppr_figure` draws both into a figure the caller owns and returns
   the artists the panel links to (curve axes, the fraction marker, one axes per thumbnail).
 
@@ -16,7 +16,6 @@ Qt-free; matplotlib's object API only (no pyplot state).
 
 from __future__ import annotations
 
-import csv
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -31,7 +30,6 @@ __all__ = [
     "Filmstrip",
     "FigureHandles",
     "view_from_result",
-    "view_from_folder",
     "compute_filmstrip",
     "filmstrip_from_folder",
     "TABLE_COLUMNS",
@@ -148,45 +146,6 @@ def view_from_result(result) -> PepprView:
     )
 
 
-def view_from_folder(folder: str | Path) -> PepprView:
-    """Rebuild a :class:`PepprView` from ``peppr_summary.json`` and ``peppr_curves.csv`` in ``folder``.
-
-    Raises
-    ------
-    FileNotFoundError
-        The folder holds no ``peppr_summary.json``.
-    """
-    folder = Path(folder)
-    summary = json.loads((folder / "peppr_summary.json").read_text())
-    fractions = np.asarray(summary["fractions"], float)
-    curves, random = {}, {}
-    path = folder / "peppr_curves.csv"
-    if path.exists():
-        values: dict = {}
-        with path.open(newline="") as fh:
-            for row in csv.DictReader(fh):
-                key = (row["map"], row["order"], row["seed"], row["curve"], row["label"])
-                values.setdefault(key, {})[float(row["fraction"])] = float(row["value"])
-        seeds: dict = {}
-        for (map_name, order, _seed, mode, label), points in values.items():
-            curve = np.array([points.get(float(p), np.nan) for p in fractions])
-            if order == "true" and map_name != "random":
-                curves[(map_name, mode, label)] = curve
-            elif order == "random":
-                seeds.setdefault((mode, label), []).append(curve)
-        random = {k: np.array(v) for k, v in seeds.items()}
-    rows = [{k: (np.nan if v is None else v) for k, v in r.items()} for r in summary.get("table", [])]
-    return PepprView(
-        fractions,
-        summary.get("metric", "auroc"),
-        summary.get("fill", ""),
-        int(summary.get("n_images", 0)),
-        rows,
-        curves,
-        random,
-    )
-
-
 # ------------------------------------------------------------------------------------------------- thumbnails
 
 
@@ -276,18 +235,16 @@ def compute_filmstrip(
 
 
 def filmstrip_from_folder(folder: str | Path, image_index: int = 0, max_side: int = 160) -> Filmstrip | None:
-    """The map-order filmstrip of one image from the ``erased_<map>.tif`` / ``restored_<map>.tif`` of a PEPPR run.
+    """The map-order filmstrip of one image from the first pair of erased / restored TIFFs of a PEPPR folder
+    (:func:`~napari_global_xai.peppr.result.filled_pairs`).
 
     Returns None when the folder has no such pair.
     """
     import tifffile
 
-    folder = Path(folder)
-    for erased in sorted(folder.glob("erased_*.tif")):
-        name = erased.stem[len("erased_") :]
-        restored = folder / f"restored_{name}.tif"
-        if not restored.exists():
-            continue
+    from .result import filled_pairs
+
+    for name, erased, restored in filled_pairs(folder):
         rows, fractions = [], None
         for mode, path in (("erase", erased), ("restore", restored)):
             with tifffile.TiffFile(path) as tif:

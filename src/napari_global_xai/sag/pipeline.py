@@ -409,18 +409,5 @@ def run_sag_pipeline(
     }
     run.image_ids = [stack.image_ids[r.image_index] for r in run.results]
     if out_dir is not None:
-        _write(run, frame_stack, Path(out_dir))
+        run.write(out_dir)
     return run
-
-
-def _write(run: SagRunResult, frame_stack, out: Path) -> None:
-    """Each image's JSON and figures, then ``sag_summary.json`` (all written atomically)."""
-    from ..io_utils import save_json
-    from .drawing import draw_sag
-    from .summary import to_json
-
-    for result, image_id in zip(run.results, run.image_ids):
-        save_json(out / f"sag_{image_id}.json", to_json(result))
-        for fmt in run.config.figure_formats:
-            draw_sag(result, frame_stack.get(result.image_index)[0], out / f"sag_{image_id}.{fmt}")
-    save_json(out / "sag_summary.json", {"label": run.label, "images": run.image_ids, **run.summary})

@@ -1,10 +1,37 @@
-"""What SAG returns: one graph node, one image's graph, and a pipeline run over a stack."""
+"""What SAG returns: one graph node, one image's graph, and a pipeline run over a stack; and the folder a run is
+written to, the one place naming its files (:meth:`SagRunResult.write`, :meth:`SagRunResult.open`,
+:func:`image_file`, :func:`figure_files`, :func:`folder_files`).
+"""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
 
-__all__ = ["SagNode", "SagResult", "SagRunResult"]
+__all__ = ["SagNode", "SagResult", "SagRunResult", "SUMMARY_FILE", "image_file", "figure_files", "folder_files"]
+
+#: The stack summary of a run: ``label``, ``images`` (their ids) and :attr:`SagRunResult.summary`.
+SUMMARY_FILE = "sag_summary.json"
+_IMAGE_EXTENSIONS = ("json", "png", "svg", "pdf")
+
+
+def image_file(image_id: str, extension: str) -> str:
+    """Name of an image's graph record (``"json"``) or figure (``"png"``, ``"svg"``, ``"pdf"``)."""
+    return f"sag_{image_id}.{extension}"
+
+
+def figure_files(folder: str | Path, extension: str = "png") -> list[tuple[str, Path]]:
+    """``(image id, path)`` of the graph figures of one format in a SAG folder, by file name."""
+    prefix, suffix = image_file("", extension).split(".", 1)[0], "." + extension
+    return [(p.name[len(prefix) : -len(suffix)], p) for p in sorted(Path(folder).glob(image_file("*", extension)))]
+
+
+def folder_files(folder: str | Path) -> set[Path]:
+    """Every file of a SAG folder's contract in ``folder``: the summary, each image's record and figures."""
+    folder = Path(folder)
+    files = {p for ext in _IMAGE_EXTENSIONS for p in folder.glob(image_file("*", ext))}
+    return {p for p in files if p.is_file()}
 
 
 @dataclass
@@ -117,3 +144,53 @@ class SagRunResult:
     def n_roots(self) -> int:
         """Roots shown over all finished images."""
         return sum(len(r.roots) for r in self.results)
+
+    def write(self, folder: str | Path) -> dict[str, Path]:
+        """Each image's record and graph figures (``config.figure_formats``, drawn over :attr:`stack`), then
+        :data:`SUMMARY_FILE`; every file atomically, the folder created.
+
+        Returns
+        -------
+        dict
+            ``{"summary": path, "<image id>": record path, ...}``.
+        """
+        from ..io_utils import save_json
+        from .drawing import draw_sag
+        from .summary import to_json
+
+        out = Path(folder)
+        out.mkdir(parents=True, exist_ok=True)
+        paths = {}
+        for result, image_id in zip(self.results, self.image_ids):
+            paths[image_id] = out / image_file(image_id, "json")
+            save_json(paths[image_id], to_json(result))
+            for fmt in self.config.figure_formats:
+                draw_sag(result, self.stack.get(result.image_index)[0], out / image_file(image_id, fmt))
+        paths["summary"] = out / SUMMARY_FILE
+        save_json(paths["summary"], {"label": self.label, "images": self.image_ids, **self.summary})
+        return paths
+
+    @classmethod
+    def open(cls, folder: str | Path) -> SagRunResult:
+        """The run a SAG folder holds: its summary and each listed image's graph (no ``config``, no ``stack``).
+
+        Raises
+        ------
+        FileNotFoundError
+            The folder holds no :data:`SUMMARY_FILE`, or an image it lists has no record.
+        """
+        from .summary import from_json
+
+        folder = Path(folder)
+        data = json.loads((folder / SUMMARY_FILE).read_text())
+        ids = [str(i) for i in data.get("images", [])]
+        results = [from_json(json.loads((folder / image_file(i, "json")).read_text())) for i in ids]
+        summary = {k: v for k, v in data.items() if k not in ("label", "images")}
+        return cls(
+            results,
+            summary,
+            label=str(data.get("label", "")),
+            image_ids=ids,
+            n_requested=int(summary.get("n_requested", len(ids))),
+            cancelled=bool(summary.get("cancelled", False)),
+        )

@@ -1,4 +1,4 @@
-"""SAG read-outs: a stack-level count of roots and patches, and a JSON-ready record of one result."""
+"""SAG read-outs: a stack-level count of roots and patches, and the JSON-ready record of one result (and back)."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .result import SagResult
+from .result import SagNode, SagResult
 
-__all__ = ["sag_stack_summary", "to_json"]
+__all__ = ["sag_stack_summary", "to_json", "from_json"]
 
 
 def sag_stack_summary(results: Sequence[SagResult], which: str = "roots") -> dict:
@@ -82,3 +82,25 @@ def to_json(result: SagResult) -> dict:
         "saliency_seconds": result.saliency_seconds,
         "params": {k: (v if not isinstance(v, tuple) else list(v)) for k, v in result.params.items()},
     }
+
+
+def from_json(record: dict) -> SagResult:
+    """The :class:`SagResult` of a :func:`to_json` record (patch sets as frozensets, the grid a tuple)."""
+    return SagResult(
+        image_index=int(record["image_index"]),
+        label=int(record["label"]),
+        grid=tuple(record["grid"]),
+        full_confidence=float(record["full_confidence"]),
+        roots=[frozenset(s) for s in record["roots"]],
+        nodes=[
+            SagNode(frozenset(n["patches"]), float(n["confidence"]), float(n["relative"]), list(n["children"]))
+            for n in record["nodes"]
+        ],
+        n_forwards=int(record["n_forwards"]),
+        all_roots=[frozenset(s) for s in record.get("all_roots", [])],
+        root_confidences=[float(c) for c in record.get("root_confidences", [])],
+        n_batches=int(record.get("n_batches", 0)),
+        seconds=float(record.get("seconds", 0.0)),
+        saliency_seconds=float(record.get("saliency_seconds", 0.0)),
+        params=dict(record.get("params", {})),
+    )

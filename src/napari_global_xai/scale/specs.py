@@ -27,6 +27,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from ..config import DEFAULT_DEVICE
+
 __all__ = ["ModelSpec", "StackSpec", "worker_model", "worker_stack", "clear_worker_cache"]
 
 _CACHE: dict[tuple[str, str], object] = {}
@@ -50,7 +52,7 @@ class ModelSpec:
     """
 
     card: object
-    device: str = "auto"
+    device: str = DEFAULT_DEVICE
     trust_pickle: bool = False
     torch_threads: int | None = None
 

@@ -1,13 +1,27 @@
-"""Checks of how an explain run stores its image-wise maps (the choices live in :mod:`napari_global_xai.config`)."""
+"""Checks of how an explain run stores its image-wise maps (the choices live in :mod:`napari_global_xai.config`),
+and the names inside a store (the store's own name in its results folder is
+:data:`napari_global_xai.explain.result.FILES`)."""
 
 from __future__ import annotations
 
-__all__ = ["FORMATS", "DEFAULT_FORMAT", "MAP_DTYPES", "DEFAULT_MAP_DTYPE", "STORE_NAME", "check_store_options"]
+__all__ = [
+    "FORMATS",
+    "DEFAULT_FORMAT",
+    "MAP_DTYPES",
+    "DEFAULT_MAP_DTYPE",
+    "ATTRS_KEY",
+    "MAPS_GROUP",
+    "GLOBAL_GROUP",
+    "STD_GROUP",
+    "check_store_options",
+]
 
 from ..config import DEFAULT_FORMAT, DEFAULT_MAP_DTYPE, FORMATS, MAP_DTYPES
 
-#: Folder of the Zarr store inside an explain output folder.
-STORE_NAME = "image_maps.zarr"
+#: Key of the package's attributes in the store's root ``zarr.json``.
+ATTRS_KEY = "napari_global_xai"
+#: OME-Zarr image groups of a store: image-wise maps, global maps (labels then overall), std (see :mod:`.writer`).
+MAPS_GROUP, GLOBAL_GROUP, STD_GROUP = "maps", "global", "std"
 
 
 def check_store_options(out_format: str | None, map_dtype: str | None) -> tuple[str, str]:

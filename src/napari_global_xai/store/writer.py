@@ -1,6 +1,7 @@
 """Write an explain run into its Zarr results store, chunk by chunk, resumably.
 
-Layout of ``<out>/image_maps.zarr`` (a Zarr v3 group)::
+Layout of the store (a Zarr v3 group; ``image_maps.zarr`` in an explain results folder, named by
+:data:`napari_global_xai.explain.result.FILES`; the group names are in :mod:`.options`)::
 
     zarr.json                 attributes["napari_global_xai"]: settings (the fingerprint), status, targets,
                               image ids, model labels, frame, chunk size, number of chunks, map dtype and scale,
@@ -41,13 +42,12 @@ import numpy as np
 from ..io_utils import json_ready
 from .fingerprint import differences, run_settings, settings_hash
 from .ome import IMAGE_AXES, MAP_AXES, create_image_group
-from .options import STORE_NAME
+from .options import ATTRS_KEY, GLOBAL_GROUP, MAPS_GROUP, STD_GROUP
+from .reader import lazy_maps, stored_attrs
 from .records import RECORDS_DIR, compact_accumulator, read_records, remove_leftovers, write_record
 
-__all__ = ["StoreWriter", "ATTRS_KEY", "map_scale"]
+__all__ = ["StoreWriter", "map_scale"]
 
-#: Key of the package's attributes in the store's root ``zarr.json``.
-ATTRS_KEY = "napari_global_xai"
 #: Status of a store being written (or killed while written); at the end "complete" or "CANCELLED".
 RUNNING = "running"
 
@@ -58,18 +58,6 @@ def map_scale(normalisation: str, shape_hw) -> float:
     import math
 
     return float(2.0 ** round(math.log2(shape_hw[0] * shape_hw[1]))) if normalisation == "mass" else 1.0
-
-
-def stored_attrs(root: str | Path) -> dict | None:
-    """The package's attributes of a store, or None when ``root`` is not a readable store of this package."""
-    import zarr
-
-    try:
-        group = zarr.open_group(str(root), mode="r")
-        attrs = dict(group.attrs).get(ATTRS_KEY)
-    except Exception:  # noqa: BLE001 - zarr raises many types for folders that are not stores
-        return None
-    return attrs if isinstance(attrs, dict) and "settings" in attrs else None
 
 
 class StoreWriter:
@@ -84,15 +72,16 @@ class StoreWriter:
         self.task = task
         self.resumed = resumed
         self.group = zarr.open_group(str(root), mode="r+")
-        self.maps = self.group["maps/0"]
+        self.maps = self.group[f"{MAPS_GROUP}/0"]
         self.attrs = dict(self.group.attrs[ATTRS_KEY])
         self.scale = float(self.attrs["map_scale"])
         self.n_reused = 0
         self.n_computed = 0
 
     @classmethod
-    def open(cls, out_dir, shape, task, stack, *, map_dtype: str, overwrite: bool = False) -> StoreWriter:
-        """Create the store, or resume the one of the same settings, or refuse (or replace) one of other settings.
+    def open(cls, root, shape, task, stack, *, map_dtype: str, overwrite: bool = False) -> StoreWriter:
+        """Create the store at ``root``, or resume the one of the same settings, or refuse (or replace) one of other
+        settings.
 
         Raises
         ------
@@ -102,10 +91,9 @@ class StoreWriter:
         """
         from ..errors import OutputFolderError
 
-        out = Path(out_dir)
-        root = out / STORE_NAME
+        root = Path(root)
         settings = run_settings(task, stack, map_dtype)
-        for stale in out.glob(f".{STORE_NAME}.*.tmp"):  # a build killed before its rename
+        for stale in root.parent.glob(f".{root.name}.*.tmp"):  # a build killed before its rename
             shutil.rmtree(stale, ignore_errors=True)
         resumed = False
         if root.exists():
@@ -177,8 +165,8 @@ class StoreWriter:
         h, w = global_maps.mean.shape[1:]
         planes = np.concatenate([global_maps.mean, global_maps.overall[None]]).astype(np.float32)
         for name, data, names in (
-            ("global", planes, labels + ["overall"]),
-            ("std", global_maps.std.astype(np.float32), labels),
+            (GLOBAL_GROUP, planes, labels + ["overall"]),
+            (STD_GROUP, global_maps.std.astype(np.float32), labels),
         ):
             if name in self.group:
                 del self.group[name]
@@ -197,8 +185,6 @@ class StoreWriter:
             }
         )
         self._set_status(provenance.get("status", "complete"))
-        from .reader import lazy_maps
-
         return lazy_maps(self.maps, self.scale)
 
     def abort(self) -> None:
@@ -242,7 +228,7 @@ def _create(root: Path, shape, settings: dict, task, stack, map_dtype: str) -> N
         group = zarr.open_group(str(tmp), mode="w-", zarr_format=3, attributes={ATTRS_KEY: json_ready(attrs)})
         array = create_image_group(
             group,
-            "maps",
+            MAPS_GROUP,
             shape,
             map_dtype,
             (1, n_labels, h, w),

@@ -1,7 +1,11 @@
-"""What a report shows: its parts (:class:`Section` with :class:`Table` / :class:`Figure`), the renderers that turn
-one result file into a section, and the registry of ``(glob pattern → renderer)`` rules (:data:`SECTION_RULES`,
-extended by :func:`register_section`). :mod:`.report` walks a results folder with these rules and writes the HTML /
-PDF (and re-exports every name here). Qt-free.
+"""The parts of a report, for :mod:`.report` and the jobs' report modules: :class:`Section` with :class:`Table` /
+:class:`Figure`, the (glob pattern → renderer) :class:`SectionRule`, image embedding (:func:`encode_image`,
+:func:`figure_pixels`), value formatting, provenance facts and the generic JSON / CSV / image renderers.
+
+A leaf module: it imports no job package, so every job's ``report.py`` (``explain/report.py``, ``peppr/report.py``,
+...) builds its sections from these parts and lists them in its ``RULES``; :mod:`.report` gathers those rules when it
+renders. :data:`SECTION_RULES` holds the rules beyond the jobs' own: the generic fallbacks and those added with
+:func:`register_section`. Qt-free.
 """
 
 from __future__ import annotations
@@ -22,12 +26,22 @@ __all__ = [
     "Section",
     "Table",
     "Figure",
+    "Renderer",
     "SECTION_RULES",
     "MAX_IMAGE_SIDE",
+    "MAX_TABLE_ROWS",
     "encode_image",
     "figure_pixels",
+    "load_pixels",
+    "read_json",
+    "rel_path",
+    "fmt",
+    "records_table",
+    "provenance_facts",
     "generic_json_section",
     "generic_csv_section",
+    "image_section",
+    "titled",
 ]
 
 #: Longest side of an embedded image in pixels (figures are downscaled to it).
@@ -98,24 +112,27 @@ class SectionRule:
 # ------------------------------------------------------------------------------------------------- small helpers
 
 
-def _read_json(path: Path):
+def read_json(path: Path):
+    """The parsed JSON file."""
     return json.loads(Path(path).read_text())
 
 
-def _rel(path: Path, root: Path) -> str:
+def rel_path(path: Path, root: Path) -> str:
+    """``path`` relative to the results folder ``root`` (its name when it lies outside)."""
     try:
         return str(Path(path).relative_to(root))
     except ValueError:
         return Path(path).name
 
 
-def _fmt(value) -> str:
+def fmt(value) -> str:
+    """A value as report text: ``n/a`` for None and non-finite floats, 4 significant digits, long lists cut."""
     if value is None:
         return "n/a"
     if isinstance(value, float):
         return "n/a" if not np.isfinite(value) else f"{value:.4g}"
     if isinstance(value, (list, tuple)):
-        text = ", ".join(_fmt(v) for v in value[:12])
+        text = ", ".join(fmt(v) for v in value[:12])
         return text + (f", … ({len(value)} in all)" if len(value) > 12 else "")
     if isinstance(value, dict):
         return json.dumps(value, default=str)[:300]
@@ -129,21 +146,22 @@ def _flatten(data, prefix: str = "") -> list[tuple[str, str]]:
         for k, v in data.items():
             out += _flatten(v, f"{prefix}.{k}" if prefix else str(k))
         return out
-    return [(prefix, _fmt(data))]
+    return [(prefix, fmt(data))]
 
 
-def _records_table(caption: str, records: list, note: str = "") -> Table:
+def records_table(caption: str, records: list, note: str = "") -> Table:
     """A list of dicts (one row each) → Table with the union of their keys as header."""
     header: list = []
     for r in records:
         header += [k for k in r if k not in header]
-    rows = [[_fmt(r.get(k)) for k in header] for r in records[:MAX_TABLE_ROWS]]
+    rows = [[fmt(r.get(k)) for k in header] for r in records[:MAX_TABLE_ROWS]]
     if len(records) > MAX_TABLE_ROWS:
         note = (note + " " if note else "") + f"First {MAX_TABLE_ROWS} of {len(records)} rows."
     return Table(caption, header, rows, note)
 
 
-def _load_pixels(path: Path) -> np.ndarray:
+def load_pixels(path: Path) -> np.ndarray:
+    """An image file as an RGB (or RGBA) array."""
     from PIL import Image
 
     with Image.open(path) as im:
@@ -182,10 +200,10 @@ def figure_pixels(fig) -> np.ndarray:
     return np.asarray(canvas.buffer_rgba()).copy()
 
 
-# ------------------------------------------------------------------------------------------------------ renderers
+# ---------------------------------------------------------------------------------------------- provenance
 
 
-def _provenance_facts(prov: dict) -> list[tuple[str, str]]:
+def provenance_facts(prov: dict) -> list[tuple[str, str]]:
     """The provenance facts a reader needs: command, versions, model card and weights hash, device, inputs."""
     facts = []
     for key, label in (
@@ -215,143 +233,24 @@ def _provenance_facts(prov: dict) -> list[tuple[str, str]]:
         facts.append(("input", f"{item.get('path', '')}  sha256 (fast) {item.get('sha256_fast', '')}"))
     config = prov.get("config")
     if isinstance(config, dict):
-        facts.append(("settings", ", ".join(f"{k}={_fmt(v)}" for k, v in config.items() if v not in (None, {}))))
+        facts.append(("settings", ", ".join(f"{k}={fmt(v)}" for k, v in config.items() if v not in (None, {}))))
     return facts
 
 
-def _explain_section(path: Path, folder: Path, root: Path):
-    summary = _read_json(path)
-    prov = summary.get("provenance", {})
-    method = (prov.get("config") or {}).get("method", folder.name)
-    section = Section(f"Global maps · {method}", _rel(folder, root))
-    section.facts = [
-        ("subset", str(summary.get("subset"))),
-        ("maps computed", str(summary.get("maps_computed"))),
-        ("cancelled", str(summary.get("cancelled"))),
-    ] + _provenance_facts(prov)
-    counts = summary.get("maps_per_label", {})
-    section.tables.append(
-        Table(
-            "Image-wise maps per label-wise global map",
-            ["label", "maps"],
-            [[k, str(v)] for k, v in counts.items()],
-            "The overall map averages the label-wise maps of: " + ", ".join(summary.get("overall_labels", [])),
-        )
-    )
-    claimed = {path}
-    overlay = folder / "global_maps.png"
-    if overlay.exists():
-        section.figures.append(
-            Figure("Global maps over the mean anatomy (one colour scale for all maps)", _load_pixels(overlay))
-        )
-        claimed.add(overlay)
-    claimed |= {
-        p
-        for p in folder.glob("*")
-        if p.name in ("global_maps.tif", "global_std.tif", "image_maps.tif", "predictions.csv")
-    }
-    predictions = folder / "predictions.csv"
-    if predictions.exists():
-        with predictions.open(newline="") as fh:
-            n = sum(1 for _ in fh) - 1
-        section.text.append(f"Per-image predictions: {predictions.name} ({n} images).")
-    if (folder / "image_maps.zarr").is_dir():
-        section.text.append("Image-wise maps: image_maps.zarr (resumable Zarr store; open it in napari).")
-    return section, claimed
-
-
-def _peppr_section(path: Path, folder: Path, root: Path):
-    from matplotlib.figure import Figure as MplFigure
-
-    from .peppr.drawing import draw_peppr_figure, table_cells
-    from .peppr.view import filmstrip_from_folder, view_from_folder
-
-    summary = _read_json(path)
-    view = view_from_folder(folder)
-    strip = filmstrip_from_folder(folder)
-    section = Section("PEPPR faithfulness", _rel(folder, root))
-    split = summary.get("split") or {}
-    section.facts = [
-        ("metric", str(summary.get("metric"))),
-        ("fill", str(summary.get("fill"))),
-        ("images", str(summary.get("n_images"))),
-        ("fractions", _fmt(summary.get("fractions"))),
-        ("random seeds", _fmt(summary.get("random_seeds"))),
-        ("forwards", f"{summary.get('n_forwards')} ({summary.get('n_skipped')} skipped)"),
-        ("split", str(split.get("note", ""))),
-    ]
-    header, rows = table_cells(view)
-    section.tables.append(
-        Table("Summary (areas are normalised trapezoid areas; gap = A_restore − A_erase)", header, rows)
-    )
-    # the figure shows the headline map (overall map on the macro mean, else the first row); the table above has all
-    headline = [r for r in view.rows if r["map"] == "overall" and r["label"] == "macro"] or view.rows[:1]
-    view.rows = headline
-    fig = MplFigure(figsize=(10, 8.5 if strip is not None else 4.2), dpi=110)
-    draw_peppr_figure(
-        fig,
-        view,
-        strip,
-        fraction=None if strip is None else float(strip.fractions[0]),
-        title=f"PEPPR ({view.fill} fill, {view.n_images} images)",
-    )
-    section.figures.append(
-        Figure(
-            f"PEPPR curves of map {headline[0]['map']} on {headline[0]['label']} (random order: "
-            "grey, mean ± sd), and the first image erased / restored in the map's order at the "
-            "saved fractions",
-            figure_pixels(fig),
-        )
-    )
-    claimed = {path, folder / "peppr_curves.csv", folder / "peppr.png"}
-    claimed |= set(folder.glob("erased_*.tif")) | set(folder.glob("restored_*.tif"))
-    return section, claimed
-
-
-def _sag_section(path: Path, folder: Path, root: Path):
-    summary = _read_json(path)
-    section = Section(f"Structured attention graphs · {summary.get('label', '')}", _rel(folder, root))
-    section.facts = [
-        ("label", str(summary.get("label"))),
-        ("images", _fmt(summary.get("images"))),
-        ("grid", _fmt(summary.get("grid"))),
-        ("cancelled", str(summary.get("cancelled"))),
-    ]
-    sets = summary.get("root_sets", [])
-    section.tables.append(
-        _records_table(
-            "Most frequent root sets (patch indices, row-major on the grid)",
-            [
-                {
-                    "patches": " ".join(map(str, s.get("patches", []))),
-                    "images": s.get("count"),
-                    "frequency": s.get("frequency"),
-                }
-                for s in sets
-            ],
-        )
-    )
-    claimed = {path} | set(folder.glob("sag_*.json")) | set(folder.glob("sag_*.svg")) | set(folder.glob("sag_*.pdf"))
-    pngs = sorted(p for p in folder.glob("sag_*.png"))
-    for p in pngs[:6]:
-        section.figures.append(Figure(f"SAG of {p.stem[4:]}", _load_pixels(p)))
-    if len(pngs) > 6:
-        section.text.append(f"{len(pngs) - 6} more graph figures in {_rel(folder, root)}.")
-    claimed |= set(pngs)
-    return section, claimed
+# ------------------------------------------------------------------------------------------------------ renderers
 
 
 def generic_json_section(title: str | None = None) -> Renderer:
     """A renderer for any JSON result: lists of records as tables, the rest as flattened key/value facts."""
 
     def render(path: Path, folder: Path, root: Path):
-        data = _read_json(path)
-        section = Section(title or path.stem.replace("_", " "), _rel(path, root))
+        data = read_json(path)
+        section = Section(title or path.stem.replace("_", " "), rel_path(path, root))
         scalars = {}
         items = data.items() if isinstance(data, dict) else [("rows", data)]
         for key, value in items:
             if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
-                section.tables.append(_records_table(str(key), value))
+                section.tables.append(records_table(str(key), value))
             else:
                 scalars[key] = value
         section.facts = _flatten(scalars)[:60]
@@ -366,7 +265,7 @@ def generic_csv_section(title: str | None = None) -> Renderer:
     def render(path: Path, folder: Path, root: Path):
         with Path(path).open(newline="") as fh:
             rows = list(csv.reader(fh))
-        section = Section(title or path.stem.replace("_", " "), _rel(path, root))
+        section = Section(title or path.stem.replace("_", " "), rel_path(path, root))
         if rows:
             body = rows[1:]
             note = f"First {MAX_TABLE_ROWS} of {len(body)} rows." if len(body) > MAX_TABLE_ROWS else ""
@@ -376,33 +275,28 @@ def generic_csv_section(title: str | None = None) -> Renderer:
     return render
 
 
-def _image_section(path: Path, folder: Path, root: Path):
-    section = Section(path.stem.replace("_", " "), _rel(path, root))
-    section.figures.append(Figure(path.name, _load_pixels(path)))
+def image_section(path: Path, folder: Path, root: Path):
+    """A renderer for any PNG / JPEG result: the image as a figure."""
+    section = Section(path.stem.replace("_", " "), rel_path(path, root))
+    section.figures.append(Figure(path.name, load_pixels(path)))
     return section, {path}
 
 
-def _titled(pattern: str, title: str, order: int) -> list[SectionRule]:
+def titled(pattern: str, title: str, order: int) -> list[SectionRule]:
+    """Rules showing ``<pattern>.json`` and ``<pattern>.csv`` files generically under one ``title``."""
     return [
         SectionRule(f"{pattern}.json", generic_json_section(title), order),
         SectionRule(f"{pattern}.csv", generic_csv_section(title), order),
     ]
 
 
-#: The registry, tried in ``order``: the first rule whose pattern matches an unclaimed file renders it.
+#: The rules beyond the jobs' own (those are each job's ``report.RULES``, gathered by :mod:`.report`): the generic
+#: fallbacks, then any added with :func:`register_section`.
 SECTION_RULES: list[SectionRule] = [
-    SectionRule("explain_summary.json", _explain_section, 10),
-    SectionRule("peppr_summary.json", _peppr_section, 20),
-    SectionRule("sag_summary.json", _sag_section, 30),
-    *_titled("*sanity*", "Sanity check (model randomisation)", 40),
-    *_titled("*group*", "Group differences", 41),
-    *_titled("*compar*", "Group differences", 41),
-    *_titled("*region*", "Region table", 42),
-    *_titled("*concept*", "Concepts", 43),
     SectionRule("*.json", generic_json_section(), 90),
     SectionRule("*.csv", generic_csv_section(), 91),
-    SectionRule("*.png", _image_section, 92),
-    SectionRule("*.jpg", _image_section, 92),
+    SectionRule("*.png", image_section, 92),
+    SectionRule("*.jpg", image_section, 92),
 ]
 
 
@@ -416,6 +310,6 @@ def register_section(pattern: str, renderer: Renderer, order: int = 50) -> None:
     renderer : callable(path, folder, root) -> (Section or None, set of Path)
         Returns the section and the files it used (those are not rendered again by later rules).
     order : int
-        Rules run in increasing order; the generic fallbacks have 90+.
+        Rules run in increasing order; the jobs' sections have 10-43, the generic fallbacks 90+.
     """
     SECTION_RULES.append(SectionRule(pattern, renderer, order))
