@@ -63,7 +63,7 @@ def lesion_ceiling(truth, stride=16):
 
 def model_logit_map(model, stack, truth, label="peripheral_lesion"):
     """The model's own logit through the concept-map rule, averaged over the label's positives (demo head)."""
-    from napari_global_xai.concepts.pipeline import _chunks, _concept_cams, _forward_with_layer, _frame, _layer_module
+    from napari_global_xai.concepts.pipeline import _chunks, _concept_cams, _frame, forward_with_layer, layer_tap
 
     images = _frame(stack, model)
     j = model.labels.index(label)
@@ -72,12 +72,12 @@ def model_logit_map(model, stack, truth, label="peripheral_lesion"):
         def concepts(self, f):
             return model.module.head(f)[:, j : j + 1]
 
-    acts, module = [], None
+    acts, tap = [], None
     for _, px in _chunks(images, 16):
         x = model.preprocess(px)
-        module = module or _layer_module(model, None, x[:1])
+        tap = tap or layer_tap(model, None, x[:1])
         with torch.no_grad():
-            acts.append(_forward_with_layer(model, x, module)[0].float())
+            acts.append(forward_with_layer(tap, x)[0].float())
     acts = torch.cat(acts)
     cams, _ = _concept_cams(acts, Head(), acts.mean(dim=0))
     pos = stack.labels.column(label).astype(bool)

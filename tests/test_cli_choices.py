@@ -7,6 +7,7 @@ import threading
 import pytest
 
 from napari_global_xai import config
+from napari_global_xai.analysis_config import COHORT_REFERENCES, COMPARE_NORMALISATIONS
 from napari_global_xai.cli import build_parser
 
 #: option -> the config tuple its choices must equal
@@ -20,6 +21,8 @@ CHOICES = {
     "--figure-formats": config.FIGURE_FORMATS,
     "--format": config.FORMATS,
     "--map-dtype": config.MAP_DTYPES,
+    "--reference": COHORT_REFERENCES,
+    "--maps-as": COMPARE_NORMALISATIONS,
 }
 #: options whose choices are not run settings: the model card's (models.card, also torch-free)
 OTHER_CHOICES = {"--activation"}
@@ -103,7 +106,12 @@ def test_analyses_and_concepts_defaults_are_their_configs_defaults():
     subs = _subparsers(build_parser())
     for command, defaults, names in (
         ("sanity", SanityConfig(), {n: n for n in ("images", "n_images", "label", "depth", "independent", "seed")}),
-        ("compare", CompareConfig(), {n: n for n in ("groups", "threshold", "n_permutations", "alpha", "seed")}),
+        (
+            "compare",
+            CompareConfig(),
+            {n: n for n in ("groups", "threshold", "n_permutations", "alpha", "seed", "normalisation")}
+            | {"max_permutations": "max_permutations"},
+        ),
         ("regions", RegionsConfig(), {"n_boot": "n_boot", "seed": "seed"}),
         ("concepts", ConceptConfig(), {"k": "k", "steps": "steps", "seed": "seed", "layer": "layer", "top": "top_n"}),
     ):

@@ -12,12 +12,16 @@ __all__ = [
     "MAP_LAYER_KINDS",
     "STACK_METADATA_KEY",
     "IMAGE_MAPS_KEY",
+    "MAP_KIND_KEY",
 ]
 
 #: Key under which an image layer's metadata carries the AlignedStack it shows.
 STACK_METADATA_KEY = "napari_global_xai"
 #: Key under which a layer of image-wise maps ``(L, n, H, W)`` carries its labels, method and computed flags.
 IMAGE_MAPS_KEY = "napari_global_xai_image_maps"
+#: Key under which every map layer of :func:`explain_layer_data` carries its kind (one of :data:`MAP_LAYER_KINDS`):
+#: the docks' stack pickers leave these layers out.
+MAP_KIND_KEY = "napari_global_xai_map_kind"
 #: Kinds of map layers named by :func:`map_layer_name`.
 MAP_LAYER_KINDS = ("global", "std", "image-wise")
 
@@ -28,18 +32,12 @@ def left_frame_dask(stack):
 
     pixels = stack.pixels
     arr = pixels if isinstance(pixels, da.Array) else da.from_array(pixels, chunks=(1, *pixels.shape[1:]))
-    arr = arr.rechunk((1, *arr.shape[1:]))
-    right = np.asarray(stack.laterality) == "R"
-
-    def flip(block, block_info=None):
-        i = block_info[0]["chunk-location"][0]
-        return block[:, :, ::-1] if right[i] else block
-
-    return arr.map_blocks(flip, dtype=arr.dtype)
+    return _mirror(arr, np.asarray(stack.laterality) == "R", axis=2)
 
 
 def stack_layer_data(stack, name: str):
-    """``(data, kwargs, "image")`` for an aligned stack, shown in the left-eye frame with its labels in metadata."""
+    """``(data, kwargs, "image")`` for an aligned stack, shown in the left-eye frame with its labels in metadata; its
+    slider is named ``image`` (the axis the image-wise maps share)."""
     left = stack.to_left_eye()
     data = left_frame_dask(stack)
     labels = stack.labels
@@ -60,7 +58,7 @@ def stack_layer_data(stack, name: str):
         }
     }
     rgb = stack.shape[-1] in (3, 4)
-    kwargs = {"name": name, "metadata": meta, "rgb": rgb}
+    kwargs = {"name": name, "metadata": meta, "rgb": rgb, "axis_labels": ("image", "y", "x")}
     if not rgb and stack.shape[-1] == 1:
         data = data[..., 0]
     elif not rgb:
@@ -96,59 +94,186 @@ def map_layer_name(kind: str, method: str, label: str | None = None, note: str =
     return f"{name} ({note})" if note else name
 
 
-def explain_layer_data(run) -> list:
+def explain_layer_data(run, *, source_name: str = "", laterality=None, stored_orientation: bool = False) -> list:
     """Layers of an explain results folder, lazy where the folder is (dask over the store, memmap of a TIFF).
+
+    Every display range comes from the folder (the store's ``display`` attributes, written with the maps), or for a
+    TIFF folder from its small global maps and a sample of images: nothing here scans the image-wise maps, so the
+    reader and the Explain dock's hand-over stay fast at any number of images.
 
     Parameters
     ----------
     run : napari_global_xai.explain.result.ExplainFolder
         What :func:`~napari_global_xai.explain.result.open_explain` read.
+    source_name : str
+        The stack's name, shown in the mean anatomy's layer name.
+    laterality : sequence of str, optional
+        Each image's eye (``"L"`` / ``"R"``); default: the store's. Needed to show maps of a run in the stored
+        frame in the viewer's left-eye frame (right eyes mirrored, lazily).
+    stored_orientation : bool
+        Also a layer of the image-wise maps in each image's stored orientation.
 
     Returns
     -------
     list of ``(data, kwargs, "image")``
-        One layer per global map (labels, then overall: only overall visible), the std maps as one layer with a
-        label axis, and the image-wise maps as one ``(L, n, H, W)`` layer (label × image sliders) carrying the same
-        metadata as the Explain dock's, so the Compare and Regions docks can take it; names by
-        :func:`map_layer_name`, with the run's status when it did not complete.
+        Bottom to top: the mean anatomy (when the folder has one), the image-wise maps as one ``(L, n, H, W)``
+        layer (label × image sliders, hidden) carrying the metadata the Compare and Regions docks read, the std
+        maps (hidden; one label slider), then one layer per global map (labels with maps, then overall: only overall
+        visible, one shared colour range). Names by :func:`map_layer_name`, with the run's status when it did not
+        complete; every layer names its axes (``label``, ``image``, ``y``, ``x``) so napari's sliders are named.
     """
+    from .store.reader import display_window
+
     method = run.method
     note = "" if run.status == "complete" else run.status
+    display = dict(run.attrs.get("display") or {})
+    n = len(run.image_ids)
+    has_maps = run.out_format != "global maps"
     layers = []
-    if run.global_planes is not None:
-        for i, name in enumerate([*run.targets, "overall"]):
-            kwargs = {
-                "name": map_layer_name("global", method, name, note),
-                "colormap": "inferno",
-                "blending": "additive",
-                "visible": name == "overall",
-                "metadata": {"description": f"global map of {name!r} by {method}"},
-            }
-            layers.append((run.global_planes[i], kwargs, "image"))
+    anatomy = run.anatomy
+    if anatomy is not None:
+        rgb = anatomy.shape[-1] in (3, 4)
+        window = tuple(display.get("anatomy", (0.0, 255.0)))
+        kwargs = {
+            "name": f"mean anatomy ({source_name})" if source_name else "mean anatomy",
+            "rgb": rgb,
+            "axis_labels": ("y", "x"),
+            "metadata": {"description": f"mean anatomy of the stack, in the maps' frame ({run.frame})"},
+        }
+        if window == (0.0, 255.0):  # an 8-bit stack: shown (and thumbnailed) as 8-bit
+            anatomy = anatomy.clip(0, 255).round().astype(np.uint8)
+        else:
+            kwargs["contrast_limits"] = window
+        layers.append((anatomy if rgb else anatomy[..., 0], kwargs, "image"))
+    if has_maps:
+        layers.extend(_image_maps_layers(run, note, display, laterality, stored_orientation))
     if run.std_planes is not None:
+        std = run.std_planes
         kwargs = {
             "name": map_layer_name("std", method, note=note),
             "colormap": "magma",
             "visible": False,
-            "metadata": {"labels": list(run.targets)},
+            "contrast_limits": tuple(display.get("std") or display_window(std)),
+            "metadata": {
+                "labels": list(run.targets),
+                "description": f"per-pixel std of each label's {method} maps",
+                MAP_KIND_KEY: "std",
+            },
         }
-        layers.append((run.std_planes, kwargs, "image"))
-    if run.out_format == "global maps":
-        return layers
+        if has_maps:  # one label slider shared with the image-wise maps; the same plane at every image (a view)
+            import dask.array as da
+
+            shape = (std.shape[0], n, *std.shape[1:])
+            std = da.broadcast_to(_lazy(std)[:, None], shape, chunks=(1, *shape[1:]))  # one chunk: a numpy view
+            kwargs["axis_labels"] = ("label", "image", "y", "x")
+        else:
+            kwargs["axis_labels"] = ("label", "y", "x")
+        layers.append((std, kwargs, "image"))
+    if run.global_planes is not None:
+        names = [*run.targets, "overall"]
+        counts = [*_counts(run), None]
+        keep = [i for i, c in enumerate(counts) if c is None or c > 0]
+        limits = tuple(display.get("global") or display_window(np.asarray(run.global_planes)[keep]))
+        subset, normalisation = run.subset, _normalisation(run)
+        for i in keep:
+            name, count = names[i], counts[i]
+            details = (
+                f"global map of {name!r} by {method}: subset {subset!r}, {normalisation}-normalised, "
+                + (f"{count} image-wise maps" if count is not None else "mean of the label-wise maps")
+                + f"; colour scale {limits[0]:.3g}–{limits[1]:.3g} shared by all maps of this run"
+            )
+            kwargs = {
+                "name": map_layer_name("global", method, name, note),
+                "colormap": "inferno",
+                "blending": "additive",
+                "opacity": 0.8,
+                "contrast_limits": limits,
+                "visible": name == "overall",
+                "axis_labels": ("y", "x"),
+                "metadata": {"description": details, MAP_KIND_KEY: "global"},
+            }
+            layers.append((run.global_planes[i], kwargs, "image"))
+    return layers
+
+
+def _image_maps_layers(run, note: str, display: dict, laterality, stored_orientation: bool) -> list:
+    """The image-wise maps ``(L, n, H, W)`` in the viewer's left-eye frame (and, asked for, the stored frame)."""
+    from .store.reader import display_window, sample_images
+
+    method = run.method
+    maps = _lazy(run.image_maps)  # (n, L, H, W), the run's frame
+    if laterality is None:
+        laterality = run.attrs.get("laterality")
+    right = None if laterality is None else np.asarray(laterality) == "R"
     meta = {
         "labels": list(run.targets),
         "method": method,
         "subset": run.subset,
         "computed": run.computed,
-        "frame": run.frame,
         "image_ids": list(run.image_ids),
     }
-    kwargs = {
-        "name": map_layer_name("image-wise", method, note=note),
-        "colormap": "inferno",
-        "blending": "additive",
-        "visible": False,
-        "metadata": {IMAGE_MAPS_KEY: meta},
-    }
-    layers.append((run.image_maps.transpose(1, 0, 2, 3), kwargs, "image"))
+    limits = tuple(display.get("maps") or display_window(sample_images(maps)))
+    shown = {run.frame: maps}  # without the laterality, only the run's own frame is known
+    if right is not None:
+        other = "stored" if run.frame == "left" else "left"
+        shown[other] = _mirror(maps, right, axis=-1) if right.any() else maps
+    frames = ["left"] + (["stored"] if stored_orientation else [])
+    layers = []
+    for frame in frames:
+        if frame not in shown:  # no laterality known: the maps as the run made them
+            frame_maps, frame = maps, run.frame
+        else:
+            frame_maps = shown[frame]
+        kwargs = {
+            "name": map_layer_name("image-wise", method, note=", ".join(filter(None, [note, _FRAME_NOTES[frame]]))),
+            "colormap": "inferno",
+            "blending": "additive",
+            "contrast_limits": limits,
+            "visible": False,
+            "axis_labels": ("label", "image", "y", "x"),
+            "metadata": {
+                IMAGE_MAPS_KEY: {**meta, "frame": frame},
+                MAP_KIND_KEY: "image-wise",
+                "description": f"image-wise {method} maps (label × image), subset {run.subset!r}, {frame} frame",
+            },
+        }
+        layers.append((frame_maps.transpose(1, 0, 2, 3), kwargs, "image"))
     return layers
+
+
+#: Layer-name notes of the image-wise maps in each frame (the viewer's frame is left: no note).
+_FRAME_NOTES = {"left": "", "stored": "stored orientation"}
+
+
+def _lazy(data):
+    """``data`` as a dask array (one image per chunk along the first axis); dask arrays are returned as they are."""
+    import dask.array as da
+
+    return data if isinstance(data, da.Array) else da.from_array(data, chunks=(1, *data.shape[1:]))
+
+
+def _mirror(arr, right: np.ndarray, axis: int = -1):
+    """Lazily mirror along ``axis`` the images ``right`` of a dask array of images (``(n, ...)``, rechunked to one
+    image per chunk)."""
+    arr = arr.rechunk((1, *arr.shape[1:]))
+    flipped = [slice(None)] * arr.ndim
+    flipped[axis] = slice(None, None, -1)
+    flipped = tuple(flipped)
+
+    def flip(block, block_id=None):  # block_id, not block_info: a graph built in O(1), not once per image
+        return block[flipped] if right[block_id[0]] else block
+
+    return arr.map_blocks(flip, dtype=arr.dtype)
+
+
+def _counts(run) -> list:
+    """Image-wise maps per target label in each global map (None where the folder does not say)."""
+    counts = run.attrs.get("count")
+    if counts is None and run.out_format != "zarr":
+        counts = run.global_maps.count.tolist()
+    return [int(c) for c in counts] if counts is not None else [None] * len(run.targets)
+
+
+def _normalisation(run) -> str:
+    meta = run.attrs.get("global_maps_metadata") or {}
+    return str(meta.get("normalisation") or (run.provenance.get("config") or {}).get("normalisation", ""))

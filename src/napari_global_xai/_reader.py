@@ -1,6 +1,10 @@
 """napari reader: multi-page TIFF, folders of PNG/JPEG/TIFF/DICOM images, DICOM files → one aligned stack layer;
 an explain results folder (or its store, ``image_maps.zarr``) → map layers, read by
-:func:`~napari_global_xai.explain.result.open_explain` (lazy: dask over the store).
+:func:`~napari_global_xai.explain.result.open_explain` (lazy: dask over the store): the mean anatomy under the
+image-wise maps, std and global maps, with named sliders (``label``, ``image``) and display ranges read from the
+store, so a store of 10,000 images opens as fast as one of 20 (nothing is scanned). The store's root also opens
+with napari-ome-zarr (a bioformats2raw-layout collection, :mod:`napari_global_xai.store.ome`); napari's builtin
+zarr reader opens only a store's first group and refuses the root ("No arrays found in zarr group").
 
 The layer shows the stack in the left-eye frame (right eyes mirrored, as the published UWF work does) lazily; its
 metadata carries the :class:`~napari_global_xai.data.AlignedStack` and the labels table found beside it.

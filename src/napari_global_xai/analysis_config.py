@@ -22,15 +22,24 @@ __all__ = [
     "FeatureScale",
     "FEATURE_SCALES",
     "SANITY_METHODS",
+    "CompareNormalisation",
+    "COMPARE_NORMALISATIONS",
     "ConceptConfig",
     "SanityConfig",
     "CompareConfig",
     "RegionsConfig",
+    "CohortReference",
+    "COHORT_REFERENCES",
+    "CohortConfig",
 ]
 
 #: How the pooled features are scaled before the concept encoder (see the Notes of :mod:`napari_global_xai.concepts`).
 FeatureScale = Literal["layer", "feature"]
 FEATURE_SCALES: tuple[str, ...] = get_args(FeatureScale)
+
+#: What a group comparison compares (see :mod:`napari_global_xai.analyses.compare_normalise`).
+CompareNormalisation = Literal["raw", "shares"]
+COMPARE_NORMALISATIONS: tuple[str, ...] = get_args(CompareNormalisation)
 
 #: Methods the sanity check runs when the user names none: one gradient-path method and one CAM.
 SANITY_METHODS: tuple[str, ...] = ("ig", "gradcam")
@@ -59,6 +68,9 @@ class ConceptConfig:
         Weight of the ridge penalty on the concept directions (minimum-norm encoder).
     feature_scale : {"layer", "feature"}
         Divide the centred pooled features by one layer-wide scale (default) or standardise each feature.
+    prune_dead : bool
+        Drop the concepts dead after training (active on no image; the run then has fewer than ``k``, and says how
+        many went).
     seed : int
     chunk_size : int
         Images per forward pass (progress and cancel granularity).
@@ -82,6 +94,7 @@ class ConceptConfig:
     predictor_sparsity: float = 0.05
     encoder_decay: float = 0.03
     feature_scale: FeatureScale = "layer"
+    prune_dead: bool = True
     seed: int = 0
     chunk_size: int = 8
     top_n: int = 8
@@ -115,15 +128,19 @@ class SanityConfig:
     images : tuple of int, optional
         Indices of the images checked; default ``n_images`` evenly spaced images.
     n_images : int
-        Sample size when ``images`` is not given.
+        Sample size when ``images`` is not given (16: on the shipped sample the intervals of the randomised |ρ| are
+        then 0.05-0.08 wide and those of the unrelated-pair bar 0.07-0.18; docs/methods-guide.md).
     label : str, optional
         Label explained in every image; default each image's most probable label under the original model.
     depth : int, optional
-        Group parameterised modules by their first ``depth`` name parts; None (or 0): every module alone.
+        Group parameterised modules by their first ``depth`` name parts (default 1: the top-level blocks); None (or
+        0): every module alone.
     independent : bool
-        Also randomise each layer alone (besides the cascade).
+        Also randomise each layer alone (besides the cascade; default on: both are shown).
     seed : int
-        Layer ``j`` (top down) is re-initialised with seed ``seed + j``.
+        Layer ``j`` (top down) is re-initialised with seed ``seed + j``; the bootstrap's seed.
+    n_boot : int
+        Bootstrap resamples of the image-wise intervals (the global intervals use a fifth of them).
     field_of_view_only : bool
         Compare maps only inside the field of view of the sample's mean image.
 
@@ -136,11 +153,12 @@ class SanityConfig:
 
     methods: tuple[ExplainConfig, ...] = field(default_factory=_default_sanity_methods)
     images: tuple[int, ...] | None = None
-    n_images: int = 4
+    n_images: int = 16
     label: str | None = None
-    depth: int | None = None
-    independent: bool = False
+    depth: int | None = 1
+    independent: bool = True
     seed: int = 0
+    n_boot: int = 1000
     field_of_view_only: bool = True
 
     def __post_init__(self):
@@ -159,6 +177,7 @@ class SanityConfig:
             self.depth = None  # the first 0 name parts: every module alone
         check_positive(self, "n_images")
         check_positive(self, "depth", allow_none=True)
+        check_positive(self, "n_boot")
         _seed(self)
 
 
@@ -179,12 +198,20 @@ class CompareConfig:
         Level of the FDR and family-wise corrections.
     seed : int
         Seed of the permutations.
+    normalisation : {"raw", "shares"}
+        What is compared (:mod:`napari_global_xai.analyses.compare_normalise`): the attributions as the method made
+        them (``raw``, default: needs an explain run with ``normalisation="none"``; maps normalised per image are
+        refused) or each map's shares of its total (``shares``: a group that concentrates its evidence is lower
+        everywhere else by construction).
+    max_permutations : int
+        Pixels where the p-floor ``1/(1 + n_permutations)`` binds get 10× more permutations, stage after stage, up
+        to this many (:func:`napari_global_xai.analyses.compare.compare_groups`); ``≤ n_permutations``: none.
 
     Raises
     ------
     ValueError
         On construction: groups that are not two values, a threshold that is not a finite number, fewer than one
-        permutation or an alpha outside (0, 1).
+        permutation, an alpha outside (0, 1) or an unknown normalisation.
     """
 
     groups: tuple[str, str] | None = None
@@ -192,6 +219,8 @@ class CompareConfig:
     n_permutations: int = 1000
     alpha: float = 0.05
     seed: int = 0
+    normalisation: CompareNormalisation = "raw"
+    max_permutations: int = 100_000
 
     def __post_init__(self):
         if self.groups is not None:
@@ -200,7 +229,9 @@ class CompareConfig:
             self.groups = tuple(str(g) for g in self.groups)
         if self.threshold is not None and not math.isfinite(float(self.threshold)):
             raise ValueError(f"CompareConfig.threshold must be a finite number, not {self.threshold!r}")
+        validate_choices(self)
         check_positive(self, "n_permutations")
+        check_positive(self, "max_permutations")
         if not 0.0 < float(self.alpha) < 1.0:
             raise ValueError(f"CompareConfig.alpha must be in (0, 1), not {self.alpha!r}")
         _seed(self)
@@ -229,3 +260,45 @@ class RegionsConfig:
     def __post_init__(self):
         check_positive(self, "n_boot", minimum=0)
         _seed(self)
+
+
+#: What a cohort's global maps are judged against: the explain run's stored global maps (``global``: its subset,
+#: nothing read), every image of the study with a stored map (``study``), or those outside the cohort (``rest``).
+CohortReference = Literal["global", "study", "rest"]
+COHORT_REFERENCES: tuple[str, ...] = get_args(CohortReference)
+
+
+@dataclass
+class CohortConfig:
+    """Settings of a cohort's global maps (:func:`napari_global_xai.cohort.pipeline.run_cohort`).
+
+    Attributes
+    ----------
+    where : str, optional
+        Row filter over the study table's columns, e.g. ``"outcome == 'FP' and age >= 60"``
+        (:mod:`napari_global_xai.cohort.where`); default every image.
+    label : str, optional
+        The label whose maps are averaged, and whose truth / probability / outcome the short columns ``truth``,
+        ``prob``, ``pred`` and ``outcome`` hold; default every target label (and the overall map), no short columns.
+    threshold : float
+        Probability at or above which a label is predicted (the outcome TP / FP / FN / TN).
+    reference : {"global", "study", "rest"}
+        What the cohort's maps are compared with (:data:`COHORT_REFERENCES`).
+
+    Raises
+    ------
+    ValueError
+        On construction, for a threshold outside [0, 1] or an unknown reference.
+    """
+
+    where: str | None = None
+    label: str | None = None
+    threshold: float = 0.5
+    reference: CohortReference = "global"
+
+    def __post_init__(self):
+        validate_choices(self)
+        if not 0.0 <= float(self.threshold) <= 1.0:
+            raise ValueError(f"CohortConfig.threshold must be a probability in [0, 1], not {self.threshold!r}")
+        if self.where is not None and not str(self.where).strip():
+            self.where = None

@@ -314,7 +314,8 @@ class PepprConfig:
     eval_split, map_split : str, optional
         Circularity guard (labels ``split`` column).
     filled_fractions : tuple of float
-        Fractions at which erased / restored images are written.
+        Fractions at which erased / restored images are written; each is moved to the nearest point of
+        ``fractions`` (on construction), so every written image is a point on the curves.
     tolerance : float
         Restoration point: the fraction where the restore curve is back within ``tolerance`` of the full score.
     tie_seed : int
@@ -345,6 +346,8 @@ class PepprConfig:
         bad = [f for f in self.filled_fractions if not 0.0 <= f <= 1.0]
         if bad:
             raise ValueError(f"PepprConfig.filled_fractions: {bad[0]!r} is not a fraction in [0, 1]")
+        grid = self.fractions  # the filmstrip shows points of the curves only
+        self.filled_fractions = tuple(sorted({min(grid, key=lambda g: abs(g - f)) for f in self.filled_fractions}))
         seeds = self.random_seeds
         if not isinstance(seeds, int) or isinstance(seeds, bool) or seeds < 0:
             raise ValueError(f"PepprConfig.random_seeds must be a non-negative integer (0 = none), not {seeds!r}")

@@ -13,10 +13,21 @@ No napari, Qt, tqdm or torch here.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-__all__ = ["Cancelled", "RunControl", "ProgressFn", "CancelFn", "status_of"]
+__all__ = [
+    "Cancelled",
+    "RunControl",
+    "ProgressFn",
+    "CancelFn",
+    "status_of",
+    "STAGE_UNITS",
+    "unit_of",
+    "format_duration",
+    "ProgressClock",
+]
 
 ProgressFn = Callable[[int, int, str], None]
 CancelFn = Callable[[], bool]
@@ -83,3 +94,84 @@ class RunControl:
 def status_of(cancelled: bool) -> str:
     """Provenance marker of a result: ``"CANCELLED"`` (partial, marked loudly) or ``"complete"``."""
     return "CANCELLED" if cancelled else "complete"
+
+
+#: The unit each pipeline stage counts ``done`` / ``total`` in (every progress bar names it).
+STAGE_UNITS = {
+    "explain": "images",
+    "peppr": "image forwards",
+    "deletion": "image forwards",
+    "sag": "images",
+    "sanity": "randomisation steps",
+    "permutations": "permutations",
+    "regions": "labels",
+    "features": "images",
+    "concept maps": "images",
+    "train": "training steps",
+}
+
+
+def unit_of(stage: str) -> str:
+    """The unit of a stage's progress (:data:`STAGE_UNITS`; ``"steps"`` for any other stage)."""
+    return STAGE_UNITS.get(stage, "steps")
+
+
+def format_duration(seconds: float) -> str:
+    """``42 s``, ``3 min 05 s``, ``2 h 10 min``: a time left as people read it."""
+    s = max(0, int(round(seconds)))
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min {s % 60:02d} s"
+    return f"{s // 3600} h {s % 3600 // 60:02d} min"
+
+
+class ProgressClock:
+    """What a progress line says: stage, done / total with its unit, percent and the time left.
+
+    The time left is the stage's mean rate since its first report (a resumed run's earlier work is not counted as
+    speed) applied to what is left; it is unknown until the stage has advanced once.
+
+    Parameters
+    ----------
+    clock : callable() -> float, optional
+        Seconds (default :func:`time.monotonic`; tests pass their own).
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic):
+        self.clock = clock
+        self.stage: str | None = None
+        self._start: tuple[float, int] = (0.0, 0)
+        self._last: tuple[float, int] = (0.0, 0)
+        self.total = 0
+
+    def update(self, done: int, total: int, stage: str) -> None:
+        """Record one report (a new stage starts its own clock)."""
+        now = self.clock()
+        if stage != self.stage or done < self._last[1]:
+            self.stage, self._start = stage, (now, int(done))
+        self._last, self.total = (now, int(done)), int(total)
+
+    def remaining(self) -> float | None:
+        """Seconds left in the current stage, or None while the rate is unknown."""
+        (t0, d0), (t1, d1) = self._start, self._last
+        if d1 <= d0 or t1 <= t0:
+            return None
+        return (self.total - d1) * (t1 - t0) / (d1 - d0)
+
+    def text(self, done: int, total: int, stage: str) -> str:
+        """Record the report and say it: ``"peppr: 2,017 / 4,673 image forwards · 43 % · about 1 min 20 s left"``.
+
+        A stage of one step (``0 / 1``: preparing layers, joining a cluster) is said by its name alone.
+        """
+        self.update(done, total, stage)
+        if total <= 1:
+            return f"{stage}…" if done < max(total, 1) else f"{stage}: done"
+        left = self.remaining()
+        if done >= total:
+            when = "done"
+        elif left is None:
+            when = "estimating time left"
+        else:
+            when = f"about {format_duration(left)} left"
+        return f"{stage}: {done:,} / {total:,} {unit_of(stage)} · {100 * done // total} % · {when}"

@@ -9,7 +9,7 @@ This module imports nothing heavy.
 
 from __future__ import annotations
 
-__all__ = ["UsageError", "InputError", "OutputFolderError"]
+__all__ = ["UsageError", "InputError", "OutputFolderError", "ResultWarning"]
 
 
 class UsageError(ValueError):
@@ -28,3 +28,9 @@ class InputError(ValueError):
 
 class OutputFolderError(InputError):
     """The output folder cannot be created or written; raised before any long work starts."""
+
+
+class ResultWarning(UserWarning):
+    """A finished result that is partly meaningless: a label whose global map holds no map, images whose
+    probabilities are NaN or infinite. One line naming what and why; the CLI prints it as a warning and exits
+    non-zero when nothing of the result is meaningful."""

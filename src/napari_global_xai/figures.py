@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["anatomy_rgb", "save_figure", "save_global_map_overlays"]
+__all__ = ["anatomy_rgb", "map_scale", "save_figure", "save_global_map_overlays"]
 
 
 def anatomy_rgb(anatomy: np.ndarray) -> np.ndarray:
@@ -22,6 +22,23 @@ def anatomy_rgb(anatomy: np.ndarray) -> np.ndarray:
     a = a[..., :3]
     lo, hi = np.nanpercentile(a, 1), np.nanpercentile(a, 99.5)
     return np.clip((a - lo) / max(hi - lo, 1e-12), 0, 1)
+
+
+def map_scale(normalisation: str | None, vmax: float) -> tuple[float, str]:
+    """``(factor, label)`` of a global map's colour bar: ticks show ``value × factor`` and the label says what that
+    is, so a scale reads as a quantity (not ``0.000025 … 0.000175 map value``).
+
+    ``mass`` (each image-wise map sums to 1): the share of the map's mass per pixel, in a power of ten chosen from
+    ``vmax`` (e.g. "share of the map's mass per pixel, × 10⁻⁵"); ``max``: the share of each image's peak; anything
+    else: the method's raw attribution (after channel reduction).
+    """
+    if normalisation == "mass":
+        exponent = int(np.floor(np.log10(vmax))) if vmax > 0 else 0
+        sup = str(exponent).translate(str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹"))
+        return 10.0**-exponent, "share of the map's mass per pixel" + (f", × 10{sup}" if exponent else "")
+    if normalisation == "max":
+        return 1.0, "mean share of each image's peak value"
+    return 1.0, "attribution (raw, after channel reduction)"
 
 
 def save_figure(path: str | Path, draw, *args, size=(8, 5)) -> Path:
@@ -47,6 +64,7 @@ def save_global_map_overlays(
     title: str = "",
     shared_scale: bool = True,
     cmap: str = "inferno",
+    normalisation: str | None = None,
 ) -> Path:
     """One panel per map: the map (perceptual colormap, opacity rising with the value) over the grey anatomy.
 
@@ -56,6 +74,8 @@ def save_global_map_overlays(
     maps : dict name -> (H, W) array
     shared_scale : bool
         One colour scale for every panel (maps stay comparable), else per-panel scaling.
+    normalisation : str, optional
+        The image-wise maps' normalisation: the colour bar's unit and scale (:func:`map_scale`).
     """
     from matplotlib import colormaps
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -85,7 +105,9 @@ def save_global_map_overlays(
         ax.set_title(name, fontsize=10)
         ax.set_axis_off()
         if not shared_scale or i == len(names) - 1:
-            fig.colorbar(ScalarMappable(Normalize(0, vmax), colormap), ax=ax, shrink=0.8, label="map value")
+            factor, unit = map_scale(normalisation, vmax)
+            bar = fig.colorbar(ScalarMappable(Normalize(0, vmax * factor), colormap), ax=ax, shrink=0.8)
+            bar.set_label(unit, fontsize=8)
     if title:
         fig.suptitle(title, fontsize=11)
     path = Path(path)

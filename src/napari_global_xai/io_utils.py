@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import tempfile
@@ -10,6 +11,8 @@ from pathlib import Path
 
 __all__ = [
     "atomic_path",
+    "writing",
+    "write_error",
     "atomic_write_text",
     "atomic_write_bytes",
     "json_ready",
@@ -58,9 +61,48 @@ def check_output_folder(path: str | os.PathLike) -> Path:
     return path
 
 
+#: Errors of a failing write whatever call raised them (a write inside a library: tifffile, PIL, zarr, NumPy).
+_WRITE_ERRNOS = frozenset(
+    getattr(errno, name) for name in ("EFBIG", "ENOSPC", "EDQUOT", "EROFS", "EIO") if hasattr(errno, name)
+)
+_WRITE_HINTS = {
+    getattr(errno, "EFBIG", None): "over the file-size limit, ulimit -f, or the file system's largest file",
+    getattr(errno, "ENOSPC", None): "the disk is full",
+    getattr(errno, "EDQUOT", None): "the disk quota is used up",
+}
+
+
+def write_error(path: str | os.PathLike, exc: OSError):
+    """An :class:`~napari_global_xai.errors.OutputFolderError` saying, in one line, which file could not be written
+    and why (the OS's reason in words, not ``[Errno 27] ...``)."""
+    from .errors import OutputFolderError
+
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    hint = _WRITE_HINTS.get(exc.errno)
+    return OutputFolderError(f"cannot write {path}: {reason}" + (f" ({hint})" if hint else ""))
+
+
+@contextlib.contextmanager
+def writing(path: str | os.PathLike | None, any_os_error: bool = False):
+    """Turn a failing write inside the block into one line naming ``path`` (:func:`write_error`; None: left as is).
+
+    Only the errors of a failing write (disk full, file too large, quota, read-only, I/O) are turned, unless
+    ``any_os_error``: a read of an input inside the block keeps its own error.
+    """
+    try:
+        yield
+    except OSError as exc:
+        if path is not None and (any_os_error or exc.errno in _WRITE_ERRNOS):
+            raise write_error(path, exc) from exc
+        raise
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike):
     """Yield a temporary path beside ``path``; on success it is renamed onto ``path``, on error removed.
+
+    A failing write (:func:`writing`) raises :class:`~napari_global_xai.errors.OutputFolderError` naming ``path``;
+    nothing is left behind.
 
     Examples
     --------
@@ -68,15 +110,18 @@ def atomic_path(path: str | os.PathLike):
     ...     tifffile.imwrite(tmp, data)
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    with writing(path, any_os_error=True):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
     umask = os.umask(0)
     os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; results should get the usual permissions
     try:
-        yield Path(tmp)
-        os.replace(tmp, path)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; results should get the usual permissions
+        with writing(path):
+            yield Path(tmp)
+        with writing(path, any_os_error=True):
+            os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)

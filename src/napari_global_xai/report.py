@@ -39,6 +39,7 @@ JOB_REPORTS = (
     "analyses.compare_report",
     "analyses.regions_report",
     "concepts.report",
+    "cohort.report",
 )
 
 

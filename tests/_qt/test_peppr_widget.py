@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from napari_global_xai._qt.explain_widget import ExplainWidget
-from napari_global_xai._qt.peppr_widget import PepprWidget
+from napari_global_xai._qt.peppr_figure import MIN_THUMB_PX
+from napari_global_xai._qt.peppr_widget import THUMB_SIDE, PepprWidget
 from napari_global_xai.peppr.view import thumbnail
 from napari_global_xai.perturb.rankings import pixel_ranking, removed_mask
 
@@ -25,9 +26,13 @@ def _run(dock, qtbot, timeout=HANG_GUARD_MS):
 
 
 def _explain(explain, qtbot, method):
+    """Run the Explain dock and wait for its layers; a failed run fails here with its status line (no hang)."""
     explain.method.value = method
-    with qtbot.waitSignals([explain.run_panel.stopped, explain.feeder.done], timeout=HANG_GUARD_MS):
+    with qtbot.waitSignal(explain.run_panel.stopped, timeout=HANG_GUARD_MS):
         assert explain.start() is not None
+    status = explain.run_panel.status.text()
+    assert not status.startswith("error"), status
+    qtbot.waitUntil(lambda: not explain.feeder.busy, timeout=HANG_GUARD_MS)
 
 
 @pytest.fixture
@@ -92,16 +97,27 @@ def test_panel_links_curves_filmstrip_slider_and_layers(viewer_with_maps, qtbot,
             [fill, round(panel.model.card.mean[1] * 255), 0],
             original * [1, 1, 0],
         ).astype(np.float32),
-        96,
+        THUMB_SIDE,
     )
     assert np.abs(strip.rows[0][1][1].astype(float) - np.rint(expected)).max() <= 1  # map · erase at 0.05
     for r in range(4):
         thumbs = strip.rows[r][1]
-        assert thumbs.shape == (4, 64, 85, 3)
+        assert thumbs.shape == (4, 128, 170, 3)
         untouched = thumbs[0] if r % 2 == 0 else thumbs[-1]  # erase at 0 / restore at 1: the image itself
-        assert np.abs(untouched.astype(float) - np.rint(thumbnail(original * [1, 1, 0], 96))).max() <= 1
+        assert np.abs(untouched.astype(float) - np.rint(thumbnail(original * [1, 1, 0], THUMB_SIDE))).max() <= 1
         filled = thumbs[-1] if r % 2 == 0 else thumbs[0]  # everything filled: the training mean
         assert np.ptp(filled[..., 0]) <= 1 and abs(int(filled[0, 0, 0]) - fill) <= 1
+
+    # the figure in its own window, readable: filmstrip fractions on the curves, table ≥ 9 pt, thumbnails ≥ 96 px
+    assert panel.figure_window.isVisible() and panel.show_figure.enabled
+    assert set(strip.fractions) <= set(panel.result.fractions)
+    panel.plot.canvas.draw()
+    renderer = panel.plot.canvas.get_renderer()
+    cells = panel.handles.table_ax.tables[0].get_celld().values()
+    assert min(c.get_text().get_fontsize() for c in cells) >= 9
+    for ax in panel.handles.thumbs:
+        shown = ax.get_images()[0].get_window_extent(renderer)
+        assert max(shown.width, shown.height) >= MIN_THUMB_PX, shown
 
     # click a curve point: fraction, marker, filmstrip highlight and layers follow
     _click(panel, panel.handles.curves_ax, 0.28, 0.6)
@@ -166,11 +182,13 @@ def test_two_methods_in_one_plot_and_screenshots(viewer_with_maps, qtbot):
     qtbot.wait(500)
     ARTIFACTS.mkdir(exist_ok=True)
     window = viewer.screenshot(canvas_only=False, flash=False)
-    panel_shot = panel.grab().toImage()
+    panel_shot = panel.figure_window.grab().toImage()  # the figure's own window
     Image.fromarray(window).save(ARTIFACTS / "peppr_panel_window.png")
     panel_shot.save(str(ARTIFACTS / "peppr_panel.png"))
     if update_docs:  # refresh the README's screenshots on request only
         panel_shot.save(str(DOCS / "peppr_panel.png"))
+        (DOCS / "docks").mkdir(exist_ok=True)
+        panel_shot.save(str(DOCS / "docks" / "peppr_figure_window.png"))
         Image.fromarray(window).resize((window.shape[1] // 2, window.shape[0] // 2)).save(DOCS / "peppr_window.png")
     shot = np.asarray(Image.open(ARTIFACTS / "peppr_panel.png").convert("RGB")).astype(float)
     assert shot.shape[0] > 500 and shot.std() > 10

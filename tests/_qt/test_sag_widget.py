@@ -31,6 +31,8 @@ def test_sag_dock_current_image_and_summary(sample_dock, qtbot):
     assert heat.shape == (384, 512) and heat.max() == pytest.approx(1.0)
     assert dock.table.rowCount() >= 2 and dock.table.item(0, 1).text() == "1"
     assert dock.plot.figure.axes and dock.plot.figure.axes[0].images  # the graph is drawn
+    title = dock.plot.figure.get_suptitle()
+    assert "'arcade_lesion'" in title and "label 2" not in title  # the label by its name, not its index
     assert "done: 1 image(s)" in dock.run_panel.status.text()
     # the graph is drawn natively (no temporary PNG) and its nodes are clickable: a click outlines the node's
     # patches on image 20, exactly the grid cells of patch_masks
@@ -57,6 +59,50 @@ def test_sag_dock_current_image_and_summary(sample_dock, qtbot):
     assert viewer.dims.current_step[0] == 20
     assert dock.run_panel.status.text().startswith(f"node {child}: {len(patches)} patch(es)")
     assert np.isfinite(heat).all()
+
+
+def test_sag_dock_refuses_a_clearly_negative_image_in_one_line(sample_dock, qtbot):
+    """The current image is negative for the label: one line before any search, no layers, the dock usable."""
+    viewer, dock = sample_dock(SagWidget)
+    dock.label.value = "disc_swelling"
+    truth = stack_from_layer(viewer.layers["uwf_sample"]).labels
+    negative = int(np.nonzero(truth.column("disc_swelling") == 0)[0][0])
+    viewer.dims.set_current_step(0, negative)
+    with qtbot.waitSignal(dock.run_panel.stopped, timeout=HANG_GUARD_MS):
+        assert dock.start() is not None
+    status = dock.run_panel.status.text()
+    assert status.startswith("error: SAG: the chosen image is negative for 'disc_swelling'"), status
+    assert "\n" not in status and "p = 0.0" in status
+    assert dock.results == [] and not any(layer.name.startswith("SAG") for layer in viewer.layers)
+    assert dock.run_panel.button.text() == "Run SAG"
+
+
+def test_sag_pipeline_warns_in_one_line_on_negative_images(monkeypatch):
+    """The core runs on (the CLI prints a ``note:`` line) but names the negative images, their p and the label."""
+    import warnings
+
+    import napari_global_xai.sag.pipeline as pipeline
+    from napari_global_xai.data.labels import InputNotice
+    from napari_global_xai.models import load_model
+    from napari_global_xai.samples import load_sample_stack
+
+    stack, model = load_sample_stack(), load_model(None)
+
+    class Searched(Exception):
+        pass
+
+    def search(*_a, **_k):
+        raise Searched  # the warning comes before any search
+
+    monkeypatch.setattr(pipeline, "run_sag", search)
+    negative = int(np.nonzero(stack.labels.column("disc_swelling") == 0)[0][0])
+    with warnings.catch_warnings(record=True) as caught, pytest.raises(Searched):
+        warnings.simplefilter("always")
+        pipeline.run_sag_pipeline(stack, model, "disc_swelling", indices=[negative])
+    notes = [str(w.message) for w in caught if issubclass(w.category, InputNotice)]
+    assert len(notes) == 1 and "\n" not in notes[0]
+    assert notes[0].startswith("SAG: the chosen image is negative for 'disc_swelling' (p(full) < 0.5): ")
+    assert repr(stack.image_ids[negative]) in notes[0]
 
 
 @pytest.mark.slow

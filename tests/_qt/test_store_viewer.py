@@ -46,11 +46,11 @@ def store(tmp_path):
     result = run_explain(
         stack, model, ExplainConfig(method="saliency", subset="all", chunk_size=2), out_dir=tmp_path / "out"
     )
-    return tmp_path / "out", result
+    return tmp_path / "out", result, stack
 
 
 def test_reader_takes_the_store_and_the_output_folder(store):
-    out, _ = store
+    out, _, _ = store
     assert napari_get_reader(str(out)) is read_explain_layers  # not the image-folder reader (global_maps.png)
     assert napari_get_reader(str(out / "image_maps.zarr")) is read_explain_layers
     assert napari_get_reader(str(out / "image_maps.zarr" / "records")) is not read_aligned_stack
@@ -60,15 +60,21 @@ def test_store_opens_lazily_in_the_viewer_with_the_stored_values(store, make_nap
     import dask.array as da
     import zarr
 
-    out, result = store
+    out, result, stack = store
     viewer = make_napari_viewer()
     viewer.open(str(out / "image_maps.zarr"), plugin="napari-global-xai")
     names = [layer.name for layer in viewer.layers]
-    assert names == [f"{n} · saliency" for n in [*LABELS, "overall"]] + ["std · saliency", "image-wise · saliency"]
-    assert names == [map_layer_name("global", "saliency", n) for n in [*LABELS, "overall"]] + [
-        map_layer_name("std", "saliency"),
-        map_layer_name("image-wise", "saliency"),
+    assert names == ["mean anatomy", "image-wise · saliency", "std · saliency"] + [
+        f"{n} · saliency" for n in [*LABELS, "overall"]
     ]
+    assert names[1:] == [map_layer_name("image-wise", "saliency"), map_layer_name("std", "saliency")] + [
+        map_layer_name("global", "saliency", n) for n in [*LABELS, "overall"]
+    ]
+    assert tuple(viewer.dims.axis_labels) == ("label", "image", "y", "x")
+    assert viewer.layers.selection.active.name == "overall · saliency"  # the visible map, on top
+    anatomy = viewer.layers["mean anatomy"]
+    assert anatomy.rgb and anatomy.visible and isinstance(anatomy.data, da.Array)
+    np.testing.assert_array_equal(np.asarray(anatomy.data), stack.mean_image().round().astype(np.uint8))
     root = zarr.open_group(str(out / "image_maps.zarr"), mode="r")
     scale = root.attrs["napari_global_xai"]["map_scale"]
     maps_layer = viewer.layers["image-wise · saliency"]
@@ -109,13 +115,102 @@ def test_a_tiff_results_folder_opens_through_the_same_reader(tmp_path):
     result = run_explain(stack, model, config, out_dir=tmp_path / "tif", out_format="tiff")
     assert napari_get_reader(str(tmp_path / "tif")) is read_explain_layers
     layers = read_explain_layers(str(tmp_path / "tif"))
-    assert [kwargs["name"] for _, kwargs, _ in layers] == [f"{n} · saliency" for n in [*LABELS, "overall"]] + [
-        "std · saliency",
-        "image-wise · saliency",
+    # a TIFF folder does not record the eyes: its maps are shown as the run made them, in each image's stored
+    # orientation (the card does not harmonise laterality), and named so
+    stored = map_layer_name("image-wise", "saliency", note="stored orientation")
+    assert [kwargs["name"] for _, kwargs, _ in layers] == [stored, "std · saliency"] + [
+        f"{n} · saliency" for n in [*LABELS, "overall"]
     ]
     for i, name in enumerate([*LABELS, "overall"]):
-        np.testing.assert_array_equal(layers[i][0], result.global_maps.get(name).astype(np.float32))
-    maps, kwargs, _ = layers[-1]
+        np.testing.assert_array_equal(layers[2 + i][0], result.global_maps.get(name).astype(np.float32))
+    maps, kwargs, _ = layers[0]
     np.testing.assert_array_equal(maps, np.asarray(result.image_maps).transpose(1, 0, 2, 3))
     assert kwargs["metadata"][IMAGE_MAPS_KEY]["computed"].all()
     assert open_explain(tmp_path / "tif").image_ids == stack.image_ids
+
+
+STUDY_N, STUDY_SHAPE = 2000, (128, 192)
+
+
+@pytest.fixture(scope="module")
+def study_store(tmp_path_factory):
+    """A store of 2,000 images (2 labels, 128 x 192 maps: 393 MB as float32), written by the store's own writer."""
+    from _synthetic_store import write_synthetic_store
+
+    return write_synthetic_store(tmp_path_factory.mktemp("study"), STUDY_N, shape=STUDY_SHAPE, chunk_size=500)
+
+
+def _rss() -> int:
+    import psutil
+
+    return psutil.Process().memory_info().rss
+
+
+def test_a_study_store_opens_lazily_and_memory_stays_flat(study_store, store, make_napari_viewer, monkeypatch):
+    """Every layer over the 2,000-image store is a dask array, nothing reads the per-chunk records (the flags come
+    from the store's flags arrays), and opening it grows the process by a small fraction of its maps' size."""
+    import gc
+
+    import dask.array as da
+
+    import napari_global_xai.store.records as records
+
+    viewer = make_napari_viewer()
+    viewer.open(str(store[0] / "image_maps.zarr"), plugin="napari-global-xai")  # napari's first-layer costs
+    viewer.layers.clear()
+    gc.collect()
+
+    def no_records(*_args, **_kwargs):
+        raise AssertionError("a finished store's flags must not be read from its records")
+
+    monkeypatch.setattr(records, "read_records", no_records)
+    before = _rss()
+    viewer.open(str(study_store), plugin="napari-global-xai")
+    np.asarray(viewer.layers["image-wise · saliency"].data[1, STUDY_N - 1])  # a slice is read on demand
+    grown = _rss() - before
+    maps_bytes = STUDY_N * 2 * STUDY_SHAPE[0] * STUDY_SHAPE[1] * 4
+    assert grown < maps_bytes / 8, f"RSS grew {grown / 2**20:.0f} MiB opening {maps_bytes / 2**20:.0f} MiB of maps"
+    names = [layer.name for layer in viewer.layers]
+    assert names == ["mean anatomy", "image-wise · saliency", "std · saliency"] + [
+        f"{n} · saliency" for n in ["lesion", "disc", "overall"]
+    ]
+    for layer in viewer.layers:
+        assert isinstance(layer.data, da.Array), layer.name
+    maps = viewer.layers["image-wise · saliency"]
+    assert maps.data.shape == (2, STUDY_N, *STUDY_SHAPE) and maps.metadata[IMAGE_MAPS_KEY]["computed"].all()
+    assert tuple(viewer.dims.axis_labels) == ("label", "image", "y", "x")
+    assert viewer.dims.range[1].stop == pytest.approx(STUDY_N - 1)  # napari's own slider moves through images
+
+
+def test_the_store_root_opens_with_napari_ome_zarr_and_napari_builtin_refuses_it(study_store, make_napari_viewer):
+    """The root is a bioformats2raw-layout collection: napari-ome-zarr opens each image (one layer per channel,
+    named ``<image>: <channel>``), lazily; napari's builtin zarr reader opens the first group only, so on the root it
+    stops with its message listing the groups, never one nameless multi-channel layer."""
+    import dask.array as da
+
+    pytest.importorskip("napari_ome_zarr")
+    viewer = make_napari_viewer()
+    viewer.open(str(study_store), plugin="napari-ome-zarr")
+    names = [layer.name for layer in viewer.layers]
+    assert names == [
+        "anatomy: R",
+        "anatomy: G",
+        "anatomy: B",
+        "maps: lesion",
+        "maps: disc",
+        "std: lesion",
+        "std: disc",
+        "global: lesion",
+        "global: disc",
+        "global: overall",
+    ]
+    for layer in viewer.layers:
+        data = layer.data[0] if isinstance(layer.data, list) else layer.data  # napari-ome-zarr gives a pyramid
+        assert isinstance(data, da.Array), layer.name
+    assert viewer.layers["maps: lesion"].data.shape == (STUDY_N, *STUDY_SHAPE)
+    assert tuple(viewer.dims.axis_labels)[-3:] == ("image", "y", "x")
+    assert [layer.name for layer in viewer.layers if layer.visible] == names[:3] + ["global: overall"]
+    viewer.layers.clear()
+    with pytest.raises(Exception, match="No arrays found in zarr group"):
+        viewer.open(str(study_store), plugin="napari")
+    assert len(viewer.layers) == 0

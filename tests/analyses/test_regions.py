@@ -4,6 +4,8 @@ import numpy as np
 import pytest
 
 from napari_global_xai.analyses.regions import (
+    FOV,
+    IMAGE,
     REGION_NAMES,
     Landmarks,
     build_regions,
@@ -50,9 +52,12 @@ def test_sample_landmarks_and_each_labels_region_is_most_enriched(sample_explain
         assert table.best("region") in OWN_REGIONS[table.label], (table.label, table.best("region"))
         own = [table.names.index(n) for n in OWN_REGIONS[table.label]]
         assert table.enrichment[own].max() > 2.0
-        part = [i for i, k in enumerate(table.kinds) if k == "region"]
+        # the regions inside the field of view share its mass and area; outside_fov is over the whole image
+        part = [i for i, k in enumerate(table.kinds) if k == "region" and table.baseline[i] == FOV]
+        assert len(part) == len(REGION_NAMES) - 1 and table.row("outside_fov")["baseline"] == IMAGE
         assert table.mass_share[part].sum() == pytest.approx(1.0)
         assert table.area_share[part].sum() == pytest.approx(1.0)
+        assert table.row("outside_fov")["mass_share"] == pytest.approx(1 - table.mass_in_fov)
         lo, hi = table.enrichment_ci[own].T
         assert np.all(lo <= table.enrichment[own]) and np.all(table.enrichment[own] <= hi)
     assert {p.name for p in tmp_path.iterdir()} >= {

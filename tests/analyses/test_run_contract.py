@@ -11,7 +11,8 @@ import torch
 from torch import nn
 
 from napari_global_xai.analyses.compare_pipeline import run_compare
-from napari_global_xai.analyses.regions_pipeline import RegionsResult, run_regions
+from napari_global_xai.analyses.regions_pipeline import run_regions
+from napari_global_xai.analyses.regions_result import RegionsResult
 from napari_global_xai.analyses.sanity_pipeline import run_sanity
 from napari_global_xai.analysis_config import CompareConfig, RegionsConfig, SanityConfig
 from napari_global_xai.config import ExplainConfig

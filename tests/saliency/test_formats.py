@@ -114,7 +114,13 @@ def _expected_outcome(method, fmt):
     """What the method × format matrix promises (None = maps equal the plain nn.Module's)."""
     if method == "deeplift":
         return {"torchscript": "refused", "export": "modules"}.get(fmt, "warned")
+    if method in GRADCAM_EQUALS:  # OddNet's CAM layer is pooled into a linear head: the maps are Grad-CAM's, said
+        return "noted"
     return None
+
+
+#: CAM methods that are Grad-CAM on OddNet's CAM layer (global average pooling into a linear head), and say so
+GRADCAM_EQUALS = ("hirescam", "xgradcam")
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
@@ -130,7 +136,15 @@ def test_method_on_format_equals_plain_module_or_says_why(method, fmt, formats, 
         assert msg.startswith("deeplift needs the model's nn.ReLU modules, which a TorchScript model hides")
         assert "give the state_dict with its architecture, or a torch.export .pt2 file" in msg
         return
-    if outcome == "warned":
+    if outcome == "noted":
+        with pytest.warns(SaliencyWarning) as caught:
+            got = _maps(model, method, images)
+        lines = [str(w.message) for w in caught if issubclass(w.category, SaliencyWarning)]
+        assert len(lines) == 1 and lines[0].startswith(f"{method} equals gradcam on this model")
+        reference = formats["plain"]
+        with pytest.warns(SaliencyWarning):
+            expected = _maps(reference, method, images)
+    elif outcome == "warned":
         with pytest.warns(SaliencyWarning) as caught:
             got = _maps(model, method, images)
         lines = [str(w.message) for w in caught if issubclass(w.category, SaliencyWarning)]

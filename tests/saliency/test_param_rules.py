@@ -32,10 +32,10 @@ def test_rules_accept_and_refuse_by_type_and_range():
     assert Int(1, none=True).describe() == "None (automatic) or an integer ≥ 1"
 
 
-def test_ig_integration_choices_are_captums():
+def test_ig_integration_choices_are_captums_and_adaptive():
     from captum.attr._utils.approximation_methods import SUPPORTED_METHODS
 
-    assert set(METHODS["ig"].param_rules["integration"].choices) == set(SUPPORTED_METHODS)
+    assert set(METHODS["ig"].param_rules["integration"].choices) == set(SUPPORTED_METHODS) | {"adaptive"}
 
 
 @pytest.mark.parametrize(

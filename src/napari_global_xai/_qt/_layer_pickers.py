@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from .._layers import IMAGE_MAPS_KEY, STACK_METADATA_KEY
+from .._layers import IMAGE_MAPS_KEY, MAP_KIND_KEY, STACK_METADATA_KEY
 
 __all__ = ["GLOBAL_MAP_KEY", "stack_from_layer", "stack_layers"]
 
@@ -52,7 +52,8 @@ def stack_layers(viewer) -> list:
         layer
         for layer in viewer.layers
         if isinstance(layer, Image)
-        and layer.data.ndim >= 3
+        and layer.ndim >= 3  # the layer's dimensions: an RGB image (the mean anatomy) is 2-D, not a stack
         and IMAGE_MAPS_KEY not in layer.metadata
         and GLOBAL_MAP_KEY not in layer.metadata
+        and MAP_KIND_KEY not in layer.metadata
     ]

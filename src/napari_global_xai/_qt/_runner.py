@@ -56,6 +56,7 @@ class RunPanel(QWidget):
         self._bridge = _Bridge()
         self._bridge.progress.connect(self._on_progress)
         self._cancel_event = threading.Event()
+        self.clock = None  # the run's ProgressClock (unit, percent, time left)
         self.worker = None
         self._start: Callable | None = None
         self.button.clicked.connect(self._on_click)
@@ -91,7 +92,10 @@ class RunPanel(QWidget):
         """
         from napari.qt.threading import create_worker
 
+        from ..control import ProgressClock
+
         self._cancel_event.clear()
+        self.clock = ProgressClock()
         kwargs["control"] = self.control()
         worker = create_worker(function, _start_thread=False, _ignore_errors=True, **kwargs)
         worker.returned.connect(self._on_returned)
@@ -117,7 +121,11 @@ class RunPanel(QWidget):
     def _on_progress(self, done, total, stage):
         self.bar.setRange(0, max(total, 1))
         self.bar.setValue(min(done, max(total, 1)))
-        self.status.setText(f"{stage}: {done}/{total}")
+        if self.clock is None:
+            from ..control import ProgressClock
+
+            self.clock = ProgressClock()
+        self.status.setText(self.clock.text(done, total, stage))  # unit, percent and time left
 
     def _on_returned(self, _result):
         """A run that was not cancelled is done: a full bar (its last stage, e.g. preparing layers, reports 0/1)."""

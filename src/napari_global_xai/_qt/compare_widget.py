@@ -18,7 +18,7 @@ from magicgui.widgets import (
 )
 from qtpy.QtWidgets import QLabel, QVBoxLayout, QWidget
 
-from ..analysis_config import CompareConfig
+from ..analysis_config import COMPARE_NORMALISATIONS, CompareConfig
 from ..config import DEFAULT_DEVICE
 from ._analyses_common import (
     REGIONS_KEY,
@@ -28,10 +28,11 @@ from ._analyses_common import (
     show_input_error,
 )
 from ._layer_pickers import stack_from_layer, stack_layers
+from ._layout import advanced_group, scroll_body
 from ._model_inputs import optional_path
 from ._runner import LayerFeeder, RunPanel
 
-__all__ = ["CompareWidget", "compare_job", "csv_columns"]
+__all__ = ["CompareWidget", "compare_job", "csv_columns", "difference_colormap"]
 
 OVERALL = "(each image's mean)"
 
@@ -45,6 +46,31 @@ def csv_columns(path) -> list[str]:
             return [c.strip() for c in next(csv.reader(handle), [])]
     except (OSError, UnicodeDecodeError, csv.Error):
         return []
+
+
+#: Opacity of the difference overlay: with :func:`difference_colormap` the anatomy shows through where the groups
+#: agree and under weak differences.
+DIFFERENCE_OPACITY = 0.9
+#: Outline width (pixels) of the significant regions, drawn as contours so the anatomy inside stays visible.
+SIGNIFICANT_CONTOUR = 2
+
+
+def difference_colormap():
+    """A diverging colormap that is transparent at zero: blue (B higher) ← clear → red (A higher).
+
+    Alpha rises with the size of the difference (0 at the centre, 0.85 at the contrast limits), so the fundus under
+    the overlay stays readable wherever the groups differ little; ``bwr`` at opacity 0.8 washed it out everywhere.
+    """
+    from napari.utils.colormaps import Colormap
+
+    colors = [
+        [0.05, 0.35, 1.0, 0.85],
+        [0.25, 0.55, 1.0, 0.45],
+        [1.0, 1.0, 1.0, 0.0],
+        [1.0, 0.45, 0.2, 0.45],
+        [1.0, 0.15, 0.05, 0.85],
+    ]
+    return Colormap(colors, controls=[0.0, 0.3, 0.5, 0.7, 1.0], name="difference (clear at 0)")
 
 
 def compare_job(maps, values, config, column, regions=None, region_names=None, control=None):
@@ -69,9 +95,10 @@ def compare_job(maps, values, config, column, regions=None, region_names=None, c
             result.difference.astype(np.float32),
             {
                 "name": f"difference {a} − {b}",
-                "colormap": "bwr",
+                "colormap": difference_colormap(),
                 "contrast_limits": (-lim, lim),
-                "opacity": 0.8,
+                "opacity": DIFFERENCE_OPACITY,
+                "blending": "translucent",
                 "metadata": meta,
             },
             "image",
@@ -79,7 +106,11 @@ def compare_job(maps, values, config, column, regions=None, region_names=None, c
         (result.neg_log10_p.astype(np.float32), {"name": "−log10 p", "colormap": "magma", "visible": False}, "image"),
         (
             result.significant,
-            {"name": f"significant (FDR {config.alpha:g}): 1 = {a} higher, 2 = {b} higher", "opacity": 0.6},
+            {
+                "name": f"significant (FDR {config.alpha:g}): 1 = {a} higher, 2 = {b} higher",
+                "opacity": 0.9,
+                "metadata": {"napari_global_xai_contour": SIGNIFICANT_CONTOUR},
+            },
             "labels",
         ),
     ]
@@ -104,32 +135,32 @@ class CompareWidget(QWidget):
             label="permutations", value=defaults.n_permutations, min=100, max=100000, step=100
         )
         self.alpha = FloatSpinBox(label="alpha (FDR and FWE)", value=defaults.alpha, min=0.001, max=0.5, step=0.01)
+        self.normalisation = ComboBox(
+            label="compare",
+            choices=COMPARE_NORMALISATIONS,
+            value=defaults.normalisation,
+            tooltip="raw: attributions as the method made them (Explain with normalisation 'none'); shares: each "
+            "map divided by its total (a group that concentrates its evidence is lower elsewhere by construction)",
+        )
         self.regions = ComboBox(label="regions (labels layer)", choices=self._labels_layers, nullable=True)
         self.form = Container(
-            widgets=[
-                self.image_layer,
-                self.maps_layer,
-                self.label,
-                self.csv,
-                self.column,
-                self.groups,
-                self.threshold,
-                self.n_permutations,
-                self.alpha,
-                self.regions,
-            ]
+            widgets=[self.image_layer, self.maps_layer, self.label, self.csv, self.column, self.normalisation]
         )
+        self.advanced = Container(widgets=[self.groups, self.threshold, self.n_permutations, self.alpha, self.regions])
         self.csv.changed.connect(lambda _v: self.column.reset_choices())
         self.maps_layer.changed.connect(lambda _v: self.label.reset_choices())
         for event in (self.viewer.layers.events.inserted, self.viewer.layers.events.removed):
             event.connect(self.form.reset_choices)
+            event.connect(self.advanced.reset_choices)
         self.run_panel = RunPanel("Compare groups")
         self.run_panel.set_start(self.start)
         self.feeder = LayerFeeder(napari_viewer, self)
         self.summary = QLabel("")
         self.summary.setWordWrap(True)
-        layout = QVBoxLayout(self)
+        self.feeder.done.connect(self._outline_significant)
+        layout = QVBoxLayout(scroll_body(self))
         layout.addWidget(self.form.native)
+        layout.addWidget(advanced_group(self.advanced))
         layout.addWidget(self.run_panel)
         layout.addWidget(self.summary)
         layout.addStretch(1)
@@ -178,7 +209,11 @@ class CompareWidget(QWidget):
         if regions is not None:
             names = regions.metadata.get(REGIONS_KEY)
         config = CompareConfig(
-            groups=groups, threshold=threshold, n_permutations=self.n_permutations.value, alpha=self.alpha.value
+            groups=groups,
+            threshold=threshold,
+            n_permutations=self.n_permutations.value,
+            alpha=self.alpha.value,
+            normalisation=self.normalisation.value,
         )
         return {
             "maps": maps,
@@ -197,7 +232,16 @@ class CompareWidget(QWidget):
             return None
         return self.run_panel.launch(compare_job, self._on_result, **kwargs)
 
+    def _outline_significant(self):
+        """The significant regions as outlines (labels contours): the anatomy inside them stays visible."""
+        for layer in self.viewer.layers:
+            width = layer.metadata.get("napari_global_xai_contour")
+            if width and hasattr(layer, "contour"):
+                layer.contour = int(width)
+
     def _on_result(self, payload):
+        from ..analyses.compare_report import floor_text, total_text
+
         self.result, self.by_region, layers = payload
         self.feeder.feed(layers)
         s = self.result.summary()
@@ -208,6 +252,9 @@ class CompareWidget(QWidget):
                 f"family-wise ({s['n_permutations']} permutations)"
             )
         ]
+        lines.append(f"compared: {s['normalisation']}: {s['meaning']}")
+        lines.append(f"total evidence: {total_text(s)}")
+        lines.append(f"p-floor {floor_text(s)}")
         for row in (self.by_region or [])[:4]:
             if row["n_significant"]:
                 lines.append(f"{row['region']}: {row['share_of_significant']:.0%} of significant pixels")

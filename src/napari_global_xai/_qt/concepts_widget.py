@@ -14,6 +14,7 @@ from qtpy.QtWidgets import QAbstractItemView, QTableWidget, QTableWidgetItem, QV
 from ..analysis_config import ConceptConfig
 from ..config import DEFAULT_DEVICE
 from ._layer_pickers import stack_from_layer, stack_layers
+from ._layout import advanced_group, scroll_body
 from ._model_inputs import ModelInputs, load_model_job
 from ._runner import LayerFeeder, RunPanel
 
@@ -71,7 +72,8 @@ class ConceptsWidget(QWidget):
         defaults = ConceptConfig()
         self.k = SpinBox(label="concepts (K)", min=1, max=64, value=defaults.k)
         self.seed = SpinBox(label="seed", min=0, max=2**31 - 1, value=defaults.seed)
-        self.form = Container(widgets=[self.image_layer, *self.model_inputs.widgets, self.k, self.seed])
+        self.form = Container(widgets=[self.image_layer, self.model_card, self.k])
+        self.advanced = Container(widgets=[self.seed, self.device, self.trust_pickle])
         self.run_panel = RunPanel("Learn concepts")
         self.run_panel.set_start(self.start)
         self.feeder = LayerFeeder(napari_viewer, self)
@@ -80,8 +82,10 @@ class ConceptsWidget(QWidget):
         self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.table.cellClicked.connect(lambda row, _col: self.show_concept(row))
-        layout = QVBoxLayout(self)
+        self.table.setMinimumHeight(180)
+        layout = QVBoxLayout(scroll_body(self))
         layout.addWidget(self.form.native)
+        layout.addWidget(advanced_group(self.advanced))
         layout.addWidget(self.run_panel)
         layout.addWidget(self.table, 1)
         for event in (self.viewer.layers.events.inserted, self.viewer.layers.events.removed):

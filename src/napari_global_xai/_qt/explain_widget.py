@@ -1,25 +1,34 @@
 """Explain dock: saliency maps for an aligned stack and their global maps, overlaid on the mean anatomy.
 
 The dock collects parameters, runs :func:`~napari_global_xai.explain.pipeline.run_explain` in a thread worker
-(progress bar, Cancel button) and turns the result into layers. It computes nothing itself; torch loads only
-when a run starts.
+(progress bar, Cancel button) and shows the result as lazy layers over its results folder. It computes nothing
+itself; torch loads only when a run starts.
+
+Every run writes a results folder (the Zarr store, :mod:`napari_global_xai.explain.result`): the chosen output
+folder, or a run folder inside the dock's temporary session folder (:mod:`._session_folder`: removed, with its
+layers, when the dock is closed). The worker then reads the folder back with
+:func:`~napari_global_xai.explain.result.open_explain` and prepares the layers with
+:func:`~napari_global_xai._layers.explain_layer_data` (dask over Zarr, display ranges from the store), so the
+viewer never holds the image-wise maps and the main thread only adds the layers, one per event-loop turn.
 """
 
 from __future__ import annotations
 
-import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, LineEdit, PushButton, Select, SpinBox
-from qtpy.QtWidgets import QVBoxLayout, QWidget
+from qtpy.QtCore import QEvent
+from qtpy.QtWidgets import QApplication, QVBoxLayout, QWidget
 
 from .. import config as settings
-from .._layers import IMAGE_MAPS_KEY
+from .._layers import map_layer_name
 from ._cluster import ClusterPicker
 from ._layer_pickers import GLOBAL_MAP_KEY, stack_from_layer, stack_layers
 from ._method_inputs import KEY_PARAMS, METHODS, parse_params
 from ._model_inputs import ModelInputs, labels_of_card, optional_path
+from ._orientation import StackUnderMaps
 from ._runner import LayerFeeder, RunPanel
+from ._session_folder import RESULTS_FOLDER_KEY, SessionFolder
 
-__all__ = ["ExplainWidget", "explain_job", "global_map_name", "result_layer_data"]
+__all__ = ["ExplainWidget", "explain_job", "dock_layer_data", "leave_a_core"]
 
 
 def explain_job(
@@ -32,22 +41,81 @@ def explain_job(
     stored_orientation=False,
     cluster=None,
     control=None,
+    *,
+    out_dir,
+    overwrite=False,
 ):
-    """Worker body: load the model (torch imports here, off the main thread), run the pipeline, prepare layers.
+    """Worker body: load the model (torch imports here, off the main thread), run the pipeline into the results
+    folder ``out_dir``, read it back lazily and prepare the layers (display ranges included: nothing is left for the
+    main thread to compute).
 
     ``cluster`` (a :class:`~._cluster.ClusterTarget`, None for this process) is joined or started first, so a bad
-    cluster fails before the model loads.
+    cluster fails before the model loads. ``overwrite`` replaces a store of other settings in ``out_dir``.
     """
     from ..control import RunControl
     from ..explain.pipeline import run_explain
+    from ..explain.result import open_explain
     from ..models import load_model
 
     control = control or RunControl()
     executor = cluster.executor(stack=stack, report=control.report) if cluster is not None else None
+    leave_a_core()
     model = load_model(model_path or None, device=device, trust_pickle=trust_pickle)
-    result = run_explain(stack, model, config, control=control, executor=executor)
+    result = run_explain(stack, model, config, control=control, executor=executor, out_dir=out_dir, overwrite=overwrite)
     control.report(0, 1, "preparing layers")
-    return result, result_layer_data(result, stack, source_name, stored_orientation)
+    layers = dock_layer_data(open_explain(out_dir), result, stack, source_name, stored_orientation)
+    return result, layers
+
+
+def leave_a_core() -> int:
+    """Cap torch's threads at the cores this process may use less one, so the viewer's main thread keeps a core
+    while a worker computes (the viewer froze to 3-4 Hz with every core busy); returns the number of threads."""
+    import os
+
+    import torch
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 2)
+    threads = max(1, min(torch.get_num_threads(), cores - 1))
+    torch.set_num_threads(threads)
+    return threads
+
+
+def dock_layer_data(run, result, stack, source_name: str, stored_orientation: bool = False) -> list[tuple]:
+    """The layers of a dock run: :func:`~napari_global_xai._layers.explain_layer_data` over its folder (lazy, in the
+    viewer's left-eye frame), the global maps marked for the PEPPR dock (:data:`GLOBAL_MAP_KEY`: label, method,
+    subset, stack layer, the run's :class:`~napari_global_xai.aggregate.GlobalMaps`) and every layer marked with
+    its folder (:data:`RESULTS_FOLDER_KEY`).
+    """
+    from .._layers import explain_layer_data
+
+    layers = explain_layer_data(
+        run, source_name=source_name, laterality=stack.laterality, stored_orientation=stored_orientation
+    )
+    gm = result.global_maps
+    note = _status_note(run.status)
+    global_names = {map_layer_name("global", run.method, name, note): name for name in [*gm.labels, "overall"]}
+    for _data, kwargs, _kind in layers:
+        meta = kwargs.setdefault("metadata", {})
+        meta[RESULTS_FOLDER_KEY] = str(run.folder)
+        label = global_names.get(kwargs["name"])
+        if label is None:
+            continue
+        meta["description"] += f"; stack {source_name!r}"
+        meta[GLOBAL_MAP_KEY] = {
+            "label": label,
+            "method": run.method,
+            "subset": run.subset,
+            "stack_layer": source_name,
+            "normalisation": result.config.normalisation,
+            "count": None if label == "overall" else int(gm.count[gm.labels.index(label)]),
+            "global_maps": gm,
+        }
+    return layers
+
+
+def _status_note(status: str) -> str:
+    """What a layer name says of a run's status (:func:`~napari_global_xai._layers.map_layer_name`'s note)."""
+    return "" if status == "complete" else status
 
 
 class ExplainWidget(QWidget):
@@ -75,6 +143,15 @@ class ExplainWidget(QWidget):
         )
         self.batch = SpinBox(label="maps per call (0 = auto)", value=0, min=0, max=4096)
         self.stored_orientation = CheckBox(text="also show maps in each image's stored orientation", value=False)
+        self.out_dir = FileEdit(
+            label="output folder",
+            mode="d",
+            nullable=True,
+            value=None,
+            tooltip="where the run writes its results (Zarr store, global maps, predictions); empty: a temporary "
+            "folder removed when this dock is closed",
+        )
+        self.overwrite = CheckBox(text="replace results of other settings in the output folder", value=False)
         self.targets.native.setMaximumHeight(100)
         self.form = Container(
             widgets=[
@@ -91,6 +168,8 @@ class ExplainWidget(QWidget):
                 self.device,
                 self.batch,
                 self.stored_orientation,
+                self.out_dir,
+                self.overwrite,
             ]
         )
         self.targets.value = list(self.targets.choices)
@@ -98,8 +177,16 @@ class ExplainWidget(QWidget):
         self.run_panel = RunPanel("Explain")
         self.run_panel.set_start(self.start)
         self.feeder = LayerFeeder(napari_viewer, self)
-        self.feeder.done.connect(self._show_colorbar)
-        layout = QVBoxLayout(self)
+        self.feeder.done.connect(self._on_layers_added)
+        self._anatomy_names: list[str] = []
+        self.session_folder = SessionFolder()
+        self.stack_under_maps = StackUnderMaps(napari_viewer)
+        self.destroyed.connect(self.session_folder.cleanup)  # a plain object: its method outlives the widget
+        if QApplication.instance() is not None:
+            QApplication.instance().aboutToQuit.connect(self.session_folder.cleanup)
+        from ._layout import scroll_body  # the dock scrolls instead of asking for more than a laptop's screen
+
+        layout = QVBoxLayout(scroll_body(self))
         layout.addWidget(self.form.native)
         layout.addWidget(self.cluster)
         layout.addWidget(self.run_panel)
@@ -200,6 +287,7 @@ class ExplainWidget(QWidget):
             show_error(str(exc))
             return None
         self._ran_on = cluster.spec if cluster is not None else None
+        out_dir = self._path(self.out_dir) or self.session_folder.new_run()
         return self.run_panel.launch(
             explain_job,
             self._on_result,
@@ -211,6 +299,8 @@ class ExplainWidget(QWidget):
             source_name=layer.name,
             stored_orientation=self.stored_orientation.value,
             cluster=cluster,
+            out_dir=out_dir,
+            overwrite=self.overwrite.value,
         )
 
     # --- results ------------------------------------------------------------------------------------------------
@@ -218,14 +308,23 @@ class ExplainWidget(QWidget):
         """Show the value scale (napari's colour bar) of the last run's overall map: the one scale of all its maps."""
         if self.last_result is None:
             return
-        name = global_map_name("overall", self.last_result.config.method)
+        status = self.last_result.provenance.get("status", "complete")
+        name = map_layer_name("global", self.last_result.config.method, "overall", _status_note(status))
         for layer in self.viewer.layers:
             if GLOBAL_MAP_KEY in layer.metadata and hasattr(layer, "colorbar"):
                 layer.colorbar.visible = layer.name == name
 
+    def _on_layers_added(self):
+        """The last layer is in: the colour bar, and the mean anatomy hidden once the image slider moves (the stack
+        under the maps, :class:`~._orientation.StackUnderMaps`)."""
+        self._show_colorbar()
+        for name in self._anatomy_names:
+            self.stack_under_maps.watch(name)
+
     def _on_result(self, payload):
         result, layer_data = payload
         self.last_result = result
+        self._anatomy_names = [kw["name"] for _d, kw, _k in layer_data if kw["name"].startswith("mean anatomy")]
         self.feeder.feed(layer_data)
         selected = int(result.include.sum() if result.config.compute == "subset" else result.include.size)
         if result.cancelled:
@@ -234,116 +333,17 @@ class ExplainWidget(QWidget):
             msg = f"done: {result.n_computed} image-wise maps, subset '{result.subset}'"
         self.run_panel.status.setText(msg + (f" (on {self._ran_on})" if self._ran_on is not None else ""))
 
+    # --- the session folder -------------------------------------------------------------------------------------
+    def event(self, event) -> bool:
+        """The dock taken out of the viewer (napari's close button): its session folder goes, with its layers."""
+        if event.type() == QEvent.Type.ParentChange and self.parent() is None:
+            self.release_session_folder()
+        return super().event(event)
 
-def _shared_limits(maps: list[np.ndarray]) -> tuple[float, float]:
-    finite = [m[np.isfinite(m)].ravel() for m in maps]
-    values = np.concatenate([f for f in finite if f.size] or [np.zeros(1)])
-    hi = float(np.percentile(values, 99.5))
-    return 0.0, hi if hi > 0 else 1.0
-
-
-def global_map_name(label: str, method: str) -> str:
-    """Short layer name of a global map, ``"<label> · <method>"`` (details in ``layer.metadata``)."""
-    return f"{label} · {method}"
-
-
-def result_layer_data(result, stack, source_name: str, stored_orientation: bool = False) -> list[tuple]:
-    """Layer data tuples for an explain result (computed in the worker thread; the main thread only adds them).
-
-    The mean anatomy, one global map per label with images plus the overall map (perceptual colormap, additive
-    blending, one shared contrast range so maps are comparable; only the overall map visible), and the image-wise
-    maps as an ``(L, n, H, W)`` stack whose n axis lines up with the image stack's slider. Layer names are short
-    (``"overall · gradcam"``, ``"image-wise · gradcam"``); subset, normalisation, counts and the shared colour
-    scale are in ``layer.metadata["description"]`` (and the plugin's key).
-    """
-    method, subset = result.config.method, result.subset
-    normalisation = result.config.normalisation
-    # the viewer shows every stack in the left-eye frame (_layers.stack_layer_data); the run worked in its model's
-    # frame (provenance "frame"), so image-wise maps computed on stored images are mirrored here for display only
-    model_frame = result.provenance.get("frame", "left")
-    anatomy = stack.to_left_eye().mean_image()
-    rgb = anatomy.shape[-1] == 3
-    layers = [
-        (
-            anatomy.astype(np.uint8) if rgb else anatomy[..., 0],
-            {"name": f"mean anatomy ({source_name})", "rgb": rgb},
-            "image",
-        )
-    ]
-    gm = result.global_maps
-    names = [n for n, c in zip(gm.labels, gm.count) if c > 0]
-    maps = [gm.get(n) for n in names] + [gm.overall]
-    limits = _shared_limits(maps)
-    for name, data in zip(names + ["overall"], maps):
-        count = int(gm.count[gm.labels.index(name)]) if name != "overall" else None
-        details = (
-            f"global map of {name!r} by {method}: subset {subset!r}, {normalisation}-normalised, "
-            + (f"{count} image-wise maps" if count is not None else "mean of the label-wise maps")
-            + f", stack {source_name!r}; colour scale 0–{limits[1]:.3g} shared by all maps of this run"
-        )
-        meta = {
-            GLOBAL_MAP_KEY: {
-                "label": name,
-                "method": method,
-                "subset": subset,
-                "stack_layer": source_name,
-                "normalisation": normalisation,
-                "count": count,
-                "global_maps": gm,
-            },
-            "description": details,
-        }
-        layers.append(
-            (
-                np.nan_to_num(data).astype(np.float32),
-                {
-                    "name": global_map_name(name, method),
-                    "colormap": "inferno",
-                    "blending": "additive",
-                    "contrast_limits": limits,
-                    "opacity": 0.8,
-                    "metadata": meta,
-                    "visible": name == "overall",
-                },
-                "image",
-            )
-        )
-    maps_model = np.asarray(result.image_maps)
-    image_maps = np.moveaxis(maps_model if model_frame == "left" else stack.to_left_frame(maps_model), 1, 0)
-    done = image_maps[result.computed.T]
-    hi = float(np.percentile(done[:, ::4, ::4], 99.5)) if done.size else 1.0
-    meta = {"labels": result.target_labels, "method": method, "subset": subset, "computed": result.computed}
-    kwargs = {"colormap": "inferno", "blending": "additive", "contrast_limits": (0.0, max(hi, 1e-12)), "visible": False}
-    tag = f"image-wise · {method}"
-    description = (
-        f"image-wise {method} maps (label × image), subset {subset!r}, {normalisation}-normalised, "
-        f"stack {source_name!r}"
-    )
-    layers.append(
-        (
-            image_maps,
-            {
-                "name": tag,
-                "metadata": {IMAGE_MAPS_KEY: {**meta, "frame": "left"}, "description": description},
-                **kwargs,
-            },
-            "image",
-        )
-    )
-    if stored_orientation:
-        stored = np.moveaxis(maps_model if model_frame == "stored" else stack.to_stored_frame(maps_model), 1, 0)
-        layers.append(
-            (
-                stored,
-                {
-                    "name": f"{tag} (stored orientation)",
-                    "metadata": {
-                        IMAGE_MAPS_KEY: {**meta, "frame": "stored"},
-                        "description": description + ", each image's stored orientation",
-                    },
-                    **kwargs,
-                },
-                "image",
-            )
-        )
-    return layers
+    def release_session_folder(self) -> None:
+        """Remove the layers that read the session folder, then the folder (runs with an output folder stay)."""
+        for layer in list(self.viewer.layers):
+            folder = layer.metadata.get(RESULTS_FOLDER_KEY)
+            if folder is not None and self.session_folder.holds(folder):
+                self.viewer.layers.remove(layer)
+        self.session_folder.cleanup()

@@ -1,12 +1,14 @@
 """PEPPR panel: faithfulness curves of one or more global maps beside a filmstrip of the erased and restored images.
 
 The panel runs :func:`napari_global_xai.peppr.pipeline.run_peppr_pipeline` in a thread worker and draws
-:func:`napari_global_xai.peppr.drawing.draw_peppr_figure` into a themed matplotlib canvas (napari-matplotlib): the
-curves of every chosen map in one plot (legend outside the axes), a compact summary table beside them and, below, the
-current image erased and restored at every fraction in the map's order and one random order. The filmstrip is
-computed by the core (:func:`~napari_global_xai.peppr.view.compute_filmstrip`) in a worker thread and follows the
-stack slider. Curves, filmstrip, fraction slider and the ``erased`` / ``restored`` layers are linked both ways:
-clicking a curve point or a thumbnail selects that fraction; moving the slider moves the marker on the curves.
+:func:`napari_global_xai.peppr.drawing.draw_peppr_figure` into a themed matplotlib canvas (napari-matplotlib) in the
+figure's own window (:class:`~._qt.peppr_figure.PepprFigureWindow`, readable at any dock width): the curves of every
+chosen map in one plot (legend beside it), the summary table under them and, below, the current image erased and
+restored in the map's order and one random order at fractions of the curves' grid
+(:func:`~napari_global_xai.peppr.view.strip_fractions`). The filmstrip is computed by the core
+(:func:`~napari_global_xai.peppr.view.compute_filmstrip`) in a worker thread and follows the stack slider.
+Curves, filmstrip, fraction slider and the ``erased`` / ``restored`` layers are linked both ways: clicking a curve
+point or a thumbnail selects that fraction; moving the slider moves the marker on the curves.
 """
 
 from __future__ import annotations
@@ -14,20 +16,23 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from magicgui.widgets import ComboBox, Container, FloatSlider, LineEdit, PushButton, Select, SpinBox
+from magicgui.widgets import ComboBox, Container, LineEdit, PushButton, Select, SpinBox
 from qtpy.QtCore import Signal
 from qtpy.QtWidgets import QFileDialog, QVBoxLayout, QWidget
 
 from ..config import DEFAULT_FRACTIONS, FILLS, PepprConfig, complete_fractions
 from ._cluster import ClusterPicker
 from ._layer_pickers import GLOBAL_MAP_KEY, stack_from_layer
+from ._layout import advanced_group, scroll_body
 from ._model_inputs import ModelInputs, load_model_job
 from ._runner import RunPanel
 
-__all__ = ["PepprWidget", "peppr_job", "DEFAULT_FRACTIONS_TEXT"]
+__all__ = ["PepprWidget", "peppr_job", "DEFAULT_FRACTIONS_TEXT", "THUMB_SIDE"]
 
 DEFAULT_FRACTIONS_TEXT = ", ".join(f"{f:g}" for f in DEFAULT_FRACTIONS)
 _DEFAULTS = PepprConfig()
+#: Longer side of a filmstrip thumbnail's pixels (drawn larger in the figure window: sharp, not blocky).
+THUMB_SIDE = 192
 
 
 def _parse_fractions(text: str) -> tuple[float, ...]:
@@ -66,7 +71,9 @@ def filmstrip_job(model, image, global_map, fractions, fill, image_index, map_na
     """Worker body: the filmstrip of one image (torch work off the main thread)."""
     from ..peppr.view import compute_filmstrip
 
-    return compute_filmstrip(model, image, global_map, fractions, fill, image_index=image_index, map_name=map_name)
+    return compute_filmstrip(
+        model, image, global_map, fractions, fill, image_index=image_index, map_name=map_name, max_side=THUMB_SIDE
+    )
 
 
 def map_names(layers) -> list[str]:
@@ -87,7 +94,7 @@ class PepprWidget(QWidget):
 
     def __init__(self, napari_viewer):
         super().__init__()
-        from napari_matplotlib.base import BaseNapariMPLWidget
+        from .peppr_figure import PepprFigureWindow
 
         self.viewer = napari_viewer
         self.map_layers = Select(label="global maps", choices=self._map_layers)
@@ -100,34 +107,29 @@ class PepprWidget(QWidget):
         self.eval_split = LineEdit(label="evaluate split (empty = all)", value="")
         self.labels.native.setMaximumHeight(90)
         self.map_layers.native.setMaximumHeight(90)
-        self.form = Container(
-            widgets=[
-                self.map_layers,
-                self.labels,
-                *self.model_inputs.widgets,
-                self.fractions,
-                self.fill,
-                self.random_seeds,
-                self.eval_split,
-            ]
+        self.form = Container(widgets=[self.map_layers, self.labels, self.model_card])
+        self.advanced = Container(
+            widgets=[self.fractions, self.fill, self.random_seeds, self.eval_split, self.device, self.trust_pickle]
         )
         self.cluster = ClusterPicker(owner=self)
         self.run_panel = RunPanel("Run PEPPR")
         self.run_panel.set_start(self.start)
-        self.plot = BaseNapariMPLWidget(napari_viewer)
-        self.plot.setMinimumHeight(720)
-        self.fraction = FloatSlider(label="show fraction", min=0.0, max=1.0, step=0.01, value=0.1)
-        self.save_figure = PushButton(text="Save figure PNG…")
-        self.save_data = PushButton(text="Save curves CSV/JSON…")
-        self.save_report = PushButton(text="Report (HTML + PDF) of a results folder…")
-        self.tools = Container(widgets=[self.fraction, self.save_figure, self.save_data, self.save_report])
-        layout = QVBoxLayout(self)
+        # the figure, its fraction slider and save buttons live in their own window (readable, resizable)
+        self.figure_window = PepprFigureWindow(napari_viewer, parent=self)
+        self.plot, self.fraction = self.figure_window.plot, self.figure_window.fraction
+        w = self.figure_window
+        self.save_figure, self.save_data, self.save_report = w.save_figure, w.save_data, w.save_report
+        self.show_figure = PushButton(text="Show the PEPPR figure window", enabled=False)
+        self.show_figure.changed.connect(lambda _=None: self.figure_window.open())
+        layout = QVBoxLayout(scroll_body(self))
         layout.addWidget(self.form.native)
+        layout.addWidget(advanced_group(self.advanced))
         layout.addWidget(self.cluster)
         layout.addWidget(self.run_panel)
-        layout.addWidget(self.plot, 1)
-        layout.addWidget(self.tools.native)
+        layout.addWidget(self.show_figure.native)
+        layout.addStretch(1)
         self.result = None
+        self._config = _DEFAULTS  # the last run's settings (its filled fractions pick the filmstrip's columns)
         self.model = None
         self.view = None
         self.strip = None
@@ -203,7 +205,7 @@ class PepprWidget(QWidget):
             self.run_panel.status.setText(f"error: {exc}")
             show_error(str(exc))
             return None
-        self._source_stack = stack
+        self._source_stack, self._config = stack, config
         names = map_names(layers)
         self._maps = {n: np.asarray(layer.data, np.float64) for n, layer in zip(names, layers)}
         self._headline_labels = {
@@ -240,6 +242,8 @@ class PepprWidget(QWidget):
         self.view.rows = self.headline_rows()
         self.strip = None
         self.draw()
+        self.show_figure.enabled = True
+        self.figure_window.open()
         row = self.headline()
         self.run_panel.status.setText(
             f"done: {self.result.n_images} images, {self.result.n_forwards} forwards "
@@ -333,13 +337,16 @@ class PepprWidget(QWidget):
         if self._film_worker is not None:
             self._film_pending = True
             return self._film_worker
+        from ..peppr.view import strip_fractions
+
         index = min(self.current_index(), len(self._stack) - 1)
+        wanted = self._config.filled_fractions
         worker = create_worker(
             filmstrip_job,
             model=self.model,
             image=self._stack.get(index)[0],
             global_map=self._maps[self._film_map],
-            fractions=self.result.fractions,
+            fractions=strip_fractions(self.result.fractions, wanted),
             fill=self.result.fill,
             image_index=index,
             map_name=self._film_map,
@@ -448,8 +455,8 @@ class PepprWidget(QWidget):
         fig = Figure(figsize=(10, 8.5 if self.strip is not None else 4.2), dpi=110)
         FigureCanvasAgg(fig)
         draw_peppr_figure(fig, self.view, self.strip, self.fraction.value)
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, format="png")
+        with atomic_path(path) as tmp:  # "tight": every artist in the file, the table's last column included
+            fig.savefig(tmp, format="png", bbox_inches="tight", pad_inches=0.15)
         return Path(path)
 
     def _ask_report(self, _=None):

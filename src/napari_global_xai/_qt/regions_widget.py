@@ -21,6 +21,7 @@ from ._analyses_common import (
     show_input_error,
 )
 from ._layer_pickers import stack_from_layer, stack_layers
+from ._layout import advanced_group, scroll_body
 from ._runner import LayerFeeder, RunPanel
 
 __all__ = ["REGIONS_KEY", "RegionsWidget", "regions_job"]
@@ -79,9 +80,8 @@ class RegionsWidget(QWidget):
         self.regions = ComboBox(label="own regions (labels layer)", choices=self._labels_layers, nullable=True)
         self.n_boot = SpinBox(label="bootstrap resamples", value=RegionsConfig().n_boot, min=0, max=20000, step=100)
         self.shown = ComboBox(label="chart of", choices=[])
-        self.form = Container(
-            widgets=[self.image_layer, self.maps_layer, self.points, self.regions, self.n_boot, self.shown]
-        )
+        self.form = Container(widgets=[self.image_layer, self.maps_layer, self.shown])
+        self.advanced = Container(widgets=[self.points, self.regions, self.n_boot])
         for event in (self.viewer.layers.events.inserted, self.viewer.layers.events.removed):
             event.connect(self._reset_layer_choices)
         self.shown.changed.connect(lambda _v: self.draw())
@@ -93,8 +93,9 @@ class RegionsWidget(QWidget):
         self.table = QTableWidget(0, 4)
         self.table.setHorizontalHeaderLabels(["region", "mass share", "area share", "enrichment [CI]"])
         self.table.setMaximumHeight(200)
-        layout = QVBoxLayout(self)
+        layout = QVBoxLayout(scroll_body(self))
         layout.addWidget(self.form.native)
+        layout.addWidget(advanced_group(self.advanced))
         layout.addWidget(self.run_panel)
         layout.addWidget(self.plot, 1)
         layout.addWidget(self.table)

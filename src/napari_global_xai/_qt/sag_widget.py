@@ -15,10 +15,15 @@ from qtpy.QtWidgets import QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget
 from ..config import DEFAULT_DEVICE, FILLS, SagConfig
 from ._cluster import ClusterPicker
 from ._layer_pickers import stack_from_layer, stack_layers
+from ._layout import advanced_group, scroll_body
 from ._model_inputs import ModelInputs, labels_of_card, load_model_job, optional_path
 from ._runner import LayerFeeder, RunPanel
 
 __all__ = ["SagWidget", "sag_job", "root_rectangles", "patch_rectangles", "mirrored_on_layer", "RANKING_METHODS"]
+
+#: The dock refuses a run whose every chosen image the model calls clearly negative (p(full) below this): such a
+#: graph explains a confident "no" (the core warns in one line below 0.5 and runs on).
+REFUSE_BELOW = 0.1
 
 #: Patch-ranking saliency methods offered by the dock (the CLI's ``--method`` takes any registered name).
 RANKING_METHODS = ("igos", "gradcam", "ig", "saliency")
@@ -80,18 +85,37 @@ def sag_job(
     device=DEFAULT_DEVICE,
     trust_pickle=False,
     cluster=None,
+    refuse_negative=False,
     control=None,
 ):
     """Worker body: load the model (the demo model when ``model_path`` is None), run SAG, prepare the layers
-    (torch imports here, off the main thread). Returns the :class:`~napari_global_xai.sag.SagRunResult` and the
-    layer data. ``cluster`` (a :class:`~._cluster.ClusterTarget`, None for this process) is joined first."""
+    (torch imports here, off the main thread). Returns the :class:`~napari_global_xai.sag.SagRunResult`, the
+    layer data and the run's one-line notes (e.g. negative images). ``cluster`` (a :class:`~._cluster.ClusterTarget`,
+    None for this process) is joined first. ``refuse_negative``: when every chosen image is negative for the label,
+    stop with that one line before any search (the current image of the dock; p(full) < :data:`REFUSE_BELOW`)."""
+    import warnings
+
     from ..control import RunControl
+    from ..data.conform import fit_stack_to_model, model_frame
+    from ..data.labels import InputNotice
     from ..sag import patch_masks, run_sag_pipeline
+    from ..sag.pipeline import negative_images, negative_message
 
     control = control or RunControl()
-    executor = None if cluster is None else cluster.executor(stack=stack, report=control.report)
     model = load_model_job(model_path, device, trust_pickle)
-    run = run_sag_pipeline(stack, model, label, config, indices=indices, control=control, executor=executor)
+    if refuse_negative and indices and label in model.labels:
+        frame = model_frame(fit_stack_to_model(stack, model.card), model.card)
+        negatives = negative_images(frame, model, label, indices, below=REFUSE_BELOW)
+        if len(negatives) == len(indices):
+            raise ValueError(negative_message(frame, label, negatives, len(indices)))
+    executor = None if cluster is None else cluster.executor(stack=stack, report=control.report)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", InputNotice)
+        run = run_sag_pipeline(stack, model, label, config, indices=indices, control=control, executor=executor)
+    notes = [str(w.message) for w in caught if issubclass(w.category, InputNotice)]
+    for w in caught:  # other warnings as usual
+        if not issubclass(w.category, InputNotice):
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     summary = run.summary
     h, w = stack.shape[1:3]
     masks = patch_masks((h, w), tuple(summary["grid"]))
@@ -126,7 +150,7 @@ def sag_job(
                 "shapes",
             )
         )
-    return run, layers
+    return run, layers, notes
 
 
 class SagWidget(QWidget):
@@ -145,9 +169,8 @@ class SagWidget(QWidget):
         defaults = SagConfig()
         self.method = ComboBox(label="patch ranking", choices=list(RANKING_METHODS), value=defaults.method)
         self.fill = ComboBox(label="fill", choices=list(FILLS), value=defaults.fill)
-        self.form = Container(
-            widgets=[self.image_layer, *self.model_inputs.widgets, self.label, self.scope, self.method, self.fill]
-        )
+        self.form = Container(widgets=[self.image_layer, self.model_card, self.label, self.scope])
+        self.advanced = Container(widgets=[self.method, self.fill, self.device, self.trust_pickle])
         self.model_card.changed.connect(self._on_model_changed)
         self.cluster = ClusterPicker(owner=self)
         self.run_panel = RunPanel("Run SAG")
@@ -158,8 +181,9 @@ class SagWidget(QWidget):
         self.table = QTableWidget(0, 3)
         self.table.setHorizontalHeaderLabels(["root patches", "images", "frequency"])
         self.table.setMaximumHeight(160)
-        layout = QVBoxLayout(self)
+        layout = QVBoxLayout(scroll_body(self))
         layout.addWidget(self.form.native)
+        layout.addWidget(advanced_group(self.advanced))
         layout.addWidget(self.cluster)
         layout.addWidget(self.run_panel)
         layout.addWidget(self.plot, 1)
@@ -209,11 +233,14 @@ class SagWidget(QWidget):
             config=config,
             source_name=layer.name,
             cluster=cluster,
+            refuse_negative=indices is not None,
             **self.model_inputs.load_options(),
         )
 
     def _on_result(self, payload):
-        self.run, layers = payload
+        from napari.utils.notifications import show_warning
+
+        self.run, layers, notes = payload
         self.results, self.summary = self.run.results, self.run.summary
         self.feeder.feed(layers)
         self._fill_table()
@@ -225,7 +252,9 @@ class SagWidget(QWidget):
             if self.run.cancelled
             else f"done: {len(self.results)} image(s)"
         )
-        self.run_panel.status.setText(f"{done}, {n_roots} roots shown")
+        self.run_panel.status.setText(f"{done}, {n_roots} roots shown" + "".join(f"\nwarning: {n}" for n in notes))
+        for note in notes:
+            show_warning(note)
 
     def _follow_slider(self, _event=None):
         """Show the graph of the image under the stack slider when it has one."""
@@ -263,7 +292,10 @@ class SagWidget(QWidget):
                 fig.add_subplot(111).set_axis_off()
             else:
                 image = self.run.stack.get(result.image_index)[0]
-                self.node_axes = draw_sag_figure(fig, result, image, max_per_row=4)
+                image_id = self.run.stack.image_ids[result.image_index]
+                self.node_axes = draw_sag_figure(
+                    fig, result, image, max_per_row=4, label_name=self.run.label, image_name=image_id
+                )
         self.plot.canvas.draw_idle()
 
     def _on_canvas_click(self, event):

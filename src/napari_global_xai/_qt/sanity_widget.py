@@ -1,7 +1,8 @@
 """Sanity dock: the model-parameter randomisation check of saliency methods on a few images of a stack.
 
 Runs :func:`napari_global_xai.analyses.sanity_pipeline.run_sanity` in a thread worker and draws
-:func:`napari_global_xai.analyses.sanity.draw_sanity` into a themed canvas, with one verdict line per method.
+:func:`napari_global_xai.analyses.sanity_figure.draw_sanity` into a themed canvas, with the image-wise and global
+verdict lines of each method (intervals and references in each line).
 """
 
 from __future__ import annotations
@@ -20,18 +21,41 @@ from .. import config as settings
 from ..analysis_config import SANITY_METHODS, SanityConfig
 from ._analyses_common import show_input_error
 from ._layer_pickers import stack_from_layer, stack_layers
+from ._layout import advanced_group, scroll_body
 from ._method_inputs import METHODS, parse_method_params
 from ._model_inputs import ModelInputs, labels_of_card, load_model_job, optional_path
 from ._runner import RunPanel
 
-__all__ = ["SanityWidget", "sanity_job"]
+__all__ = ["SanityWidget", "params_following_methods", "sanity_job"]
 
 MOST_PROBABLE = "(most probable)"
 
 #: The dock's first layer grouping: the top-level modules (fewer, faster steps than the CLI's every module alone).
 DOCK_DEPTH = 1
-#: The dock's first method parameters (a quick IG).
-DOCK_PARAMS = "ig.n_steps=8, ig.baseline='blur'"
+#: The dock's first parameters of a method when it is chosen (a quick IG); other methods start at their defaults.
+DOCK_METHOD_PARAMS = {"ig": ("n_steps=8", "baseline='blur'")}
+#: The parameters field at the start (the default methods' entries).
+DOCK_PARAMS = ", ".join(f"{m}.{p}" for m in SANITY_METHODS for p in DOCK_METHOD_PARAMS.get(m, ()))
+
+
+def params_following_methods(text: str, methods: list[str], typed: dict[str, list[str]]) -> str:
+    """The parameters field after the chosen methods changed: the entries of the chosen methods only.
+
+    A deselected method's entries leave the field and are remembered in ``typed`` (``{method: [items]}``, updated
+    in place), so choosing the method again brings them back; a newly chosen method gets what was typed for it
+    before, else :data:`DOCK_METHOD_PARAMS`. Entries naming no known method stay (the run then names the mistake).
+    """
+    items = [p.strip() for p in text.split(",") if p.strip()]
+    by_method: dict[str, list[str]] = {}
+    unknown = []
+    for item in items:
+        method = item.partition("=")[0].partition(".")[0].strip()
+        (by_method.setdefault(method, []) if method in METHODS else unknown).append(item)
+    typed.update(by_method)
+    out = []
+    for method in methods:
+        out += typed.get(method) or [f"{method}.{p}" for p in DOCK_METHOD_PARAMS.get(method, ())]
+    return ", ".join(out + unknown)
 
 
 def sanity_job(stack, model_path, config, device=settings.DEFAULT_DEVICE, trust_pickle=False, control=None):
@@ -64,19 +88,12 @@ class SanityWidget(QWidget):
         self.depth = SpinBox(label="layer depth (0 = every module)", value=DOCK_DEPTH, min=0, max=8)
         self.independent = CheckBox(text="also randomise each layer alone", value=defaults.independent)
         self.methods.native.setMaximumHeight(90)
-        self.form = Container(
-            widgets=[
-                self.image_layer,
-                *self.model_inputs.widgets,
-                self.methods,
-                self.params,
-                self.reduction,
-                self.label,
-                self.n_images,
-                self.depth,
-                self.independent,
-            ]
+        self.form = Container(widgets=[self.image_layer, self.model_card, self.methods, self.label, self.n_images])
+        self.advanced = Container(
+            widgets=[self.params, self.reduction, self.depth, self.independent, self.device, self.trust_pickle]
         )
+        self._typed_params: dict[str, list[str]] = {}
+        self.methods.changed.connect(self._on_methods_changed)
         self.model_card.changed.connect(
             lambda v: setattr(self.label, "choices", [MOST_PROBABLE] + labels_of_card(optional_path(v)))
         )
@@ -86,8 +103,9 @@ class SanityWidget(QWidget):
         self.verdicts.setWordWrap(True)
         self.plot = BaseNapariMPLWidget(napari_viewer)
         self.plot.setMinimumHeight(240)
-        layout = QVBoxLayout(self)
+        layout = QVBoxLayout(scroll_body(self))
         layout.addWidget(self.form.native)
+        layout.addWidget(advanced_group(self.advanced))
         layout.addWidget(self.run_panel)
         layout.addWidget(self.verdicts)
         layout.addWidget(self.plot, 1)
@@ -97,6 +115,9 @@ class SanityWidget(QWidget):
 
     def _stack_layers(self, _widget=None):
         return stack_layers(self.viewer)
+
+    def _on_methods_changed(self, methods):
+        self.params.value = params_following_methods(self.params.value, list(methods), self._typed_params)
 
     def config(self) -> SanityConfig:
         """The run's settings from the form (``ValueError`` on a bad entry)."""
@@ -129,7 +150,7 @@ class SanityWidget(QWidget):
         )
 
     def _on_result(self, result):
-        from ..analyses.sanity import draw_sanity
+        from ..analyses.sanity_figure import draw_sanity
 
         self.result = result
         self.verdicts.setText("\n".join(result.verdicts.values()))

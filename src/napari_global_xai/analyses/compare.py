@@ -1,20 +1,31 @@
 """Group difference maps: where does the evidence of two groups of images differ, with a permutation test.
 
-The statistic at each pixel is the difference of the groups' mean image-wise maps. Its null distribution comes from
-permuting the group labels of the images (≥ 1,000 permutations); every permutation's difference map is one row of a
-matrix product ``W @ X`` (``W``: one row of ±1/n_group weights per permutation, ``X``: the centred maps as
-``(n_images, n_pixels)``), so the test runs as a few batched matmuls on any torch device. Two corrections for the
-number of pixels are reported: Benjamini-Hochberg FDR (:func:`benjamini_hochberg`) and the family-wise max-statistic
-(each permutation's largest |difference| over pixels).
+The statistic at each pixel is the difference of the groups' mean image-wise maps (maps prepared by
+:mod:`.compare_normalise`). Its null distribution comes from permuting the group labels of the images; every
+permutation's difference map is one row of a matrix product ``W @ X`` (``W``: one row of ±1/n_group weights per
+permutation, ``X``: the centred maps as ``(n_images, n_pixels)``), so the test runs as a few batched matmuls on any
+torch device. Two corrections for the number of pixels are reported: Benjamini-Hochberg FDR
+(:func:`benjamini_hochberg`) and the family-wise max-statistic (each permutation's largest |difference|).
 
 Notes
 -----
 * Two-sided test of |difference|; p = (1 + #{permutations with |d*| ≥ |d|}) / (1 + n_permutations), which never
-  reaches 0 and is valid for random (not exhaustive) permutations (Phipson & Smyth 2010). Permuted statistics that
-  equal the observed one within rounding (``64·eps·max|X|``) count as exceeding it (the conservative side).
+  reaches 0 and is valid for random (not exhaustive) permutations (Phipson & Smyth 2010). When the number of distinct
+  splits is at most ``n_permutations`` every split is enumerated and p = #{splits with |d*| ≥ |d|} / #splits is exact.
+* Ties, per pixel: a permuted statistic equal to the observed one within the rounding of that pixel's own values
+  (``TIE_EPS · eps · max_i |x_i − mean x|``) counts as exceeding it (the conservative side). One tolerance for all
+  pixels (scaled by the largest value anywhere) would swallow faint pixels whole and give them p = 1.
+* The p-floor: no p is below ``1/(1 + B)`` with ``B`` permutations, so BH can only declare clusters of at least
+  ``m · floor / alpha`` pixels (:func:`~.compare_result.fdr_min_pixels`; m = tested pixels): with 1,000 permutations
+  and 130,000 pixels, at least 2,600. Where the floor binds (fewer than :data:`REFINE_BELOW` permutations reached a
+  pixel's statistic), those pixels get 10× more permutations, stage after stage, up to ``max_permutations``
+  (adaptive permutation as in Besag & Clifford 1991: a pixel is refined only while its count is below the bar, so a
+  pixel's p is never below what its first stage allowed unless the later stages confirm it). A stage runs only while
+  it can change the FDR map: once the pixels below the bar are so many that BH declares all of them anyway
+  (``n_low · alpha / m ≥ (REFINE_BELOW + 1) / (1 + B)``), it stops. The family-wise max-statistic uses the first
+  stage, where every pixel was tested.
 * Pixels whose value is the same in every image (outside the field of view) cannot differ; they get p = 1 and are
-  left out of the family that the corrections count (the issue is silent; counting them would only make BH
-  stricter).
+  left out of the family that the corrections count.
 * Permuting labels assumes images are exchangeable between groups under the null (e.g. one image per patient);
   with several images per patient, permute patients instead (not implemented).
 * A cancelled run returns the test with the permutations finished so far (still a valid, coarser test).
@@ -22,52 +33,30 @@ Notes
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import itertools
+import math
 
 import numpy as np
 
 from ..batching import Cancelled
 from ..control import RunControl
+from .compare_result import CompareResult, GroupSplit
 
 __all__ = [
+    "REFINE_BELOW",
     "TIE_EPS",
-    "CompareResult",
-    "GroupSplit",
+    "all_splits",
     "benjamini_hochberg",
     "compare_groups",
-    "draw_compare",
     "group_permutations",
     "significance_by_region",
     "split_groups",
 ]
 
-#: Relative tie tolerance in units of the dtype's machine epsilon (see the module Notes).
+#: Relative tie tolerance in units of the dtype's machine epsilon, per pixel (see the module Notes).
 TIE_EPS = 64
-
-
-@dataclass
-class GroupSplit:
-    """Which images belong to group A (1), group B (0) or neither (-1).
-
-    Attributes
-    ----------
-    assign : numpy.ndarray, (n,) int8
-    names : tuple of str
-        Names of group A and group B.
-    description : str
-    """
-
-    assign: np.ndarray
-    names: tuple[str, str]
-    description: str = ""
-
-    @property
-    def n_a(self) -> int:
-        return int((self.assign == 1).sum())
-
-    @property
-    def n_b(self) -> int:
-        return int((self.assign == 0).sum())
+#: A pixel is refined (given 10× more permutations) while fewer permutations than this reached its statistic.
+REFINE_BELOW = 10
 
 
 def _is_missing(value) -> bool:
@@ -184,80 +173,67 @@ def benjamini_hochberg(p: np.ndarray, alpha: float = 0.05) -> tuple[np.ndarray, 
     return sig.reshape(p.shape), q.reshape(p.shape)
 
 
-@dataclass
-class CompareResult:
-    """Difference of two groups' mean image-wise maps and its permutation test.
-
-    Attributes
-    ----------
-    difference : numpy.ndarray, (H, W)
-        mean(group A) − mean(group B).
-    mean_a, mean_b : numpy.ndarray, (H, W)
-    p : numpy.ndarray, (H, W)
-        Uncorrected permutation p-values (1 where untested).
-    q : numpy.ndarray, (H, W)
-        BH-adjusted p-values (NaN where untested).
-    p_fwe : numpy.ndarray, (H, W)
-        Family-wise (max-statistic) adjusted p-values.
-    significant : numpy.ndarray, (H, W) uint8
-        FDR-significant pixels: 1 where A > B, 2 where B > A, 0 elsewhere (a labels layer).
-    significant_fwe : numpy.ndarray, (H, W) uint8
-        Same coding, family-wise max-statistic at ``alpha``.
-    split : GroupSplit
-    n_permutations : int
-        Permutations actually used.
-    alpha : float
-    tested : numpy.ndarray, (H, W) bool
-    cancelled : bool
-    by_region : list of dict, optional
-        Where significant pixels lie, per region (:func:`significance_by_region`; set by the pipeline when it has
-        a region image).
-    """
-
-    difference: np.ndarray
-    mean_a: np.ndarray
-    mean_b: np.ndarray
-    p: np.ndarray
-    q: np.ndarray
-    p_fwe: np.ndarray
-    significant: np.ndarray
-    significant_fwe: np.ndarray
-    split: GroupSplit
-    n_permutations: int
-    alpha: float
-    tested: np.ndarray
-    cancelled: bool = False
-    metadata: dict = field(default_factory=dict)
-    by_region: list | None = None
-
-    @property
-    def neg_log10_p(self) -> np.ndarray:
-        return -np.log10(self.p)
-
-    def summary(self) -> dict:
-        n_sig = int((self.significant > 0).sum())
-        return {
-            "groups": list(self.split.names),
-            "n_images": [self.split.n_a, self.split.n_b],
-            "split": self.split.description,
-            "n_permutations": self.n_permutations,
-            "alpha": self.alpha,
-            "n_pixels_tested": int(self.tested.sum()),
-            "n_significant_fdr": n_sig,
-            "n_significant_fdr_a_gt_b": int((self.significant == 1).sum()),
-            "n_significant_fdr_b_gt_a": int((self.significant == 2).sum()),
-            "n_significant_fwe": int((self.significant_fwe > 0).sum()),
-            "min_p": float(self.p[self.tested].min()) if self.tested.any() else 1.0,
-            "cancelled": self.cancelled,
-            **self.metadata,
-        }
-
-
 def _code(sig: np.ndarray, diff: np.ndarray) -> np.ndarray:
     out = np.zeros(diff.shape, np.uint8)
     out[sig & (diff > 0)] = 1
     out[sig & (diff < 0)] = 2
     return out
+
+
+def all_splits(labels: np.ndarray, limit: int) -> np.ndarray | None:
+    """Every distinct assignment of ``labels``' group sizes, ``(C(m, n_a), m)``, or None when there are more than
+    ``limit``."""
+    m, n_a = len(labels), int(np.sum(labels))
+    if math.comb(m, n_a) > limit:
+        return None
+    rows = np.zeros((math.comb(m, n_a), m), np.int64)
+    for k, idx in enumerate(itertools.combinations(range(m), n_a)):
+        rows[k, list(idx)] = 1
+    return rows
+
+
+class _Counter:
+    """Counts, per pixel, the permutations whose |difference| reaches the observed one (batched matmuls)."""
+
+    def __init__(self, x, labels, dev, tdtype, per_batch, max_elements, control):
+        import torch
+
+        self.torch, self.x, self.dev, self.tdtype, self.control = torch, x, dev, tdtype, control
+        self.n_a, self.n_b = int(labels.sum()), int((1 - labels).sum())
+        self.per_batch, self.max_elements = per_batch, max_elements
+        self.observed = (self.weights(labels[None]) @ x)[0].abs()
+        # per-pixel tie tolerance: the rounding of the pixel's own (centred) values
+        tie = TIE_EPS * torch.finfo(tdtype).eps * x.abs().amax(0) if x.shape[1] else 0.0
+        self.threshold = self.observed - tie
+
+    def weights(self, lab: np.ndarray):
+        lab_t = self.torch.as_tensor(lab, device=self.dev, dtype=self.tdtype)
+        return lab_t / self.n_a - (1 - lab_t) / self.n_b
+
+    def run(self, perms: np.ndarray, pixels=None, stage: str = "permutations"):
+        """``(exceed counts, per-permutation max or None, permutations done, cancelled)`` on ``pixels`` (all: None)."""
+        torch = self.torch
+        x = self.x if pixels is None else self.x[:, pixels]
+        thr = self.threshold if pixels is None else self.threshold[pixels]
+        n_pix, n_perm = x.shape[1], len(perms)
+        exceed = torch.zeros(n_pix, dtype=torch.int64, device=self.dev)
+        per_batch = max(1, min(int(self.per_batch), n_perm))
+        pix_chunk = max(1, int(self.max_elements) // per_batch)
+        maxes, done = [], 0
+        for start in range(0, n_perm, per_batch):
+            if self.control.cancelled():
+                return exceed, maxes, done, True
+            wb = self.weights(perms[start : start + per_batch])
+            batch_max = torch.zeros(len(wb), dtype=self.tdtype, device=self.dev)
+            for p0 in range(0, n_pix, pix_chunk):
+                d = (wb @ x[:, p0 : p0 + pix_chunk]).abs_()
+                exceed[p0 : p0 + pix_chunk] += (d >= thr[p0 : p0 + pix_chunk]).sum(0)
+                if pixels is None:
+                    batch_max = torch.maximum(batch_max, d.amax(1))
+            maxes.append(batch_max)
+            done += len(wb)
+            self.control.report(done, n_perm, stage)
+        return exceed, maxes, done, False
 
 
 def compare_groups(
@@ -271,6 +247,7 @@ def compare_groups(
     permutations_per_batch: int = 250,
     max_elements: int = 2**26,
     *,
+    max_permutations: int | None = None,
     control: RunControl | None = None,
 ) -> CompareResult:
     """Per-pixel permutation test of the difference of two groups' mean image-wise maps.
@@ -278,15 +255,16 @@ def compare_groups(
     Parameters
     ----------
     maps : numpy.ndarray, (n, H, W)
-        Image-wise maps (e.g. one label's maps of an explain run), one per image of ``split``.
+        Image-wise maps (as compared: :func:`.compare_normalise.prepare_maps`), one per image of ``split``.
     split : GroupSplit
         Images with ``assign == -1`` are left out.
     n_permutations : int
-        Random permutations (the issue asks for ≥ 1,000).
+        Random permutations every pixel gets; when the distinct splits are no more, all of them (exact test).
     alpha : float
         Level of both corrections.
     seed : int
-        Permutations are :func:`group_permutations` of the kept images' labels with this seed.
+        Permutations are :func:`group_permutations` of the kept images' labels with this seed (stage ``s`` of the
+        refinement: ``seed + s``).
     device : str or torch.device
         Where the matmuls run (``"auto"`` picks CUDA/MPS when present).
     dtype : {"float32", "float64"}
@@ -294,8 +272,12 @@ def compare_groups(
         Permutations per matmul (the unit of progress and cancel).
     max_elements : int
         Cap on the elements of one ``(permutations, pixels)`` block (memory knob).
+    max_permutations : int, optional
+        Refine the pixels where the p-floor binds (see the module Notes) up to this many permutations; None or
+        ``≤ n_permutations``: no refinement.
     control : RunControl, optional
-        Progress (stage ``"permutations"``, one step per batch) and cancel, checked before each batch.
+        Progress (stage ``"permutations"``, then ``"refining"``; one step per batch) and cancel, checked before each
+        batch.
 
     Returns
     -------
@@ -331,7 +313,6 @@ def compare_groups(
         flat = flat.copy()
     x = torch.as_tensor(flat, device=dev).to(tdtype)
     borrowed = borrowed and x.device.type == "cpu" and flat.dtype == np.dtype(dtype)
-    n_a, n_b = int(labels.sum()), int((1 - labels).sum())
     is_a = torch.as_tensor(labels == 1, device=dev)
     mean_a = x[is_a].mean(0)
     mean_b = x[~is_a].mean(0)
@@ -341,43 +322,35 @@ def compare_groups(
     elif borrowed:
         x = x.clone()
     x -= x.mean(0, keepdim=True)  # centring is exact (weights sum to 0) and cuts rounding
-    n_pix = x.shape[1]
-
-    def weights(lab: np.ndarray) -> torch.Tensor:
-        lab_t = torch.as_tensor(lab, device=dev, dtype=tdtype)
-        return lab_t / n_a - (1 - lab_t) / n_b
-
-    observed = (weights(labels[None]) @ x)[0].abs()
-    tie = TIE_EPS * torch.finfo(tdtype).eps * float(x.abs().max()) if n_pix else 0.0
-    threshold = observed - tie
-    exceed = torch.zeros(n_pix, dtype=torch.int64, device=dev)
-    max_null = []
-    perms = group_permutations(labels, n_permutations, seed)
-    per_batch = max(1, min(int(permutations_per_batch), n_permutations))
-    pix_chunk = max(1, int(max_elements) // per_batch)
-    done = 0
-    cancelled = False
     control = control or RunControl()
-    for start in range(0, n_permutations, per_batch):
-        if control.cancelled():
-            cancelled = True
-            break
-        wb = weights(perms[start : start + per_batch])
-        batch_max = torch.zeros(len(wb), dtype=tdtype, device=dev)
-        for p0 in range(0, n_pix, pix_chunk):
-            d = (wb @ x[:, p0 : p0 + pix_chunk]).abs_()
-            exceed[p0 : p0 + pix_chunk] += (d >= threshold[p0 : p0 + pix_chunk]).sum(0)
-            batch_max = torch.maximum(batch_max, d.amax(1))
-        max_null.append(batch_max)
-        done += len(wb)
-        control.report(done, n_permutations, "permutations")
+    counter = _Counter(x, labels, dev, tdtype, permutations_per_batch, max_elements, control)
+    splits = all_splits(labels, n_permutations)
+    exact = splits is not None
+    perms = splits if exact else group_permutations(labels, n_permutations, seed)
+    exceed, maxes, done, cancelled = counter.run(perms)
     if done == 0:
         raise Cancelled("cancelled before any permutation finished")
-    max_null_t = torch.cat(max_null) if max_null else torch.zeros(0, dtype=tdtype, device=dev)
-    sorted_null = torch.sort(max_null_t).values
-    fwe_count = len(sorted_null) - torch.searchsorted(sorted_null, threshold.contiguous(), right=False)
-    p_t = (1.0 + exceed.double()) / (1.0 + done)
-    pfwe_t = (1.0 + fwe_count.double()) / (1.0 + done)
+    seen = torch.full_like(exceed, done)
+    n_refined, deepest = 0, done
+    stage = 0
+    while not (exact or cancelled) and max_permutations and deepest < max_permutations:
+        active = torch.nonzero(exceed < REFINE_BELOW).ravel()
+        # BH already declares every such pixel when this many sit below the bar: more permutations change nothing
+        if len(active) == 0 or len(active) * alpha / len(exceed) >= (REFINE_BELOW + 1) / (deepest + 1):
+            break
+        stage += 1
+        more = min(9 * deepest, int(max_permutations) - deepest)
+        add, _, add_done, cancelled = counter.run(group_permutations(labels, more, seed + stage), active, "refining")
+        exceed[active] += add
+        seen[active] += add_done
+        n_refined = max(n_refined, len(active))
+        deepest += add_done
+    sorted_null = torch.sort(torch.cat(maxes)).values
+    fwe_count = len(sorted_null) - torch.searchsorted(sorted_null, counter.threshold.contiguous(), right=False)
+    if exact:
+        p_t, pfwe_t = exceed.double() / done, fwe_count.double() / done
+    else:
+        p_t, pfwe_t = (1.0 + exceed.double()) / (1.0 + seen.double()), (1.0 + fwe_count.double()) / (1.0 + done)
     tested_np = tested.cpu().numpy().reshape(h, w)
     p = np.ones(h * w)
     p[tested_np.ravel()] = p_t.cpu().numpy()
@@ -402,6 +375,9 @@ def compare_groups(
         tested_np,
         cancelled,
         {"seed": int(seed), "dtype": dtype, "device": str(dev)},
+        exact=exact,
+        max_permutations=deepest,
+        n_refined=n_refined,
     )
 
 
@@ -448,34 +424,3 @@ def significance_by_region(
             }
         )
     return sorted(rows, key=lambda r: -r["n_significant"])
-
-
-def draw_compare(fig, result: CompareResult, anatomy: np.ndarray | None = None):
-    """Difference map (diverging colormap, symmetric) and −log10 p with the FDR mask outlined, into ``fig``.
-
-    Returns
-    -------
-    list of matplotlib.axes.Axes
-    """
-    fig.clear()
-    axes = fig.subplots(1, 2)
-    lim = float(np.nanmax(np.abs(result.difference))) or 1.0
-    if anatomy is not None:
-        from ..figures import anatomy_rgb
-
-        axes[0].imshow(anatomy_rgb(anatomy).mean(-1), cmap="gray")
-    im = axes[0].imshow(
-        result.difference, cmap="RdBu_r", vmin=-lim, vmax=lim, alpha=0.85 if anatomy is not None else 1.0
-    )
-    fig.colorbar(im, ax=axes[0], fraction=0.04)
-    a, b = result.split.names
-    axes[0].set_title(f"mean({a}) − mean({b})", fontsize=9)
-    im = axes[1].imshow(result.neg_log10_p, cmap="magma")
-    fig.colorbar(im, ax=axes[1], fraction=0.04)
-    if (result.significant > 0).any():
-        axes[1].contour(result.significant > 0, levels=[0.5], colors="cyan", linewidths=0.8)
-    axes[1].set_title(f"−log10 p ({result.n_permutations} permutations); cyan: FDR {result.alpha:g}", fontsize=9)
-    for ax in axes:
-        ax.set_axis_off()
-    fig.tight_layout()
-    return list(axes)

@@ -1,5 +1,5 @@
 """The group comparison's pipeline: :func:`run_compare` (image-wise maps and a grouping value per map in, a
-:class:`~napari_global_xai.analyses.compare.CompareResult` out), called by ``global-xai compare`` and the
+:class:`~napari_global_xai.analyses.compare_result.CompareResult` out), called by ``global-xai compare`` and the
 *Compare groups* dock. The maps come from an explain output folder
 (:func:`~napari_global_xai.analyses.explain_inputs.label_maps`) or from arrays.
 
@@ -11,14 +11,11 @@ files atomically. Text for a terminal is the CLI's job.
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import numpy as np
 
 from ..analysis_config import CompareConfig
 from ..control import RunControl
-from ..figures import save_figure
+from .compare_result import CompareResult
 from .explain_inputs import check_out_dir
 
 __all__ = ["run_compare"]
@@ -34,9 +31,10 @@ def run_compare(
     regions: np.ndarray | None = None,
     region_names: dict | None = None,
     anatomy=None,
+    stored_normalisation: str | None = None,
     out_dir=None,
     control: RunControl | None = None,
-):
+) -> CompareResult:
     """Group difference map with its permutation test (and where significant pixels lie).
 
     Parameters
@@ -46,8 +44,9 @@ def run_compare(
     values : sequence, (n,)
         Grouping value per map (a metadata column, or a label's 0/1 status).
     config : CompareConfig, optional
-        Groups or threshold of the split (:func:`napari_global_xai.analyses.compare.split_groups`), permutations,
-        alpha and seed (:func:`napari_global_xai.analyses.compare.compare_groups`); default ``CompareConfig()``.
+        Groups or threshold of the split (:func:`napari_global_xai.analyses.compare.split_groups`), what is compared
+        (``normalisation``: :mod:`.compare_normalise`), permutations, alpha and seed
+        (:func:`napari_global_xai.analyses.compare.compare_groups`); default ``CompareConfig()``.
     column : str
         Name of the grouping column, for the group names and messages.
     device : str
@@ -55,59 +54,53 @@ def run_compare(
         CUDA/MPS when present).
     regions : numpy.ndarray, (H, W) int, optional
         Region label image for the summary.
+    stored_normalisation : {"mass", "max", "none"}, optional
+        The explain run's per-image normalisation, when known; otherwise read from the maps.
     out_dir : path, optional
-        Writes ``compare_difference.tif``, ``compare_neglog10p.tif``, ``compare_significant.tif`` (FDR, 1: A > B,
-        2: B > A), ``compare_significant_fwe.tif``, ``compare_summary.json`` and ``compare.png``.
+        Writes the compare folder (:class:`~napari_global_xai.analyses.compare_result.CompareResult.write`).
     control : RunControl, optional
-        Progress (stage ``"permutations"``) and cancel.
+        Progress (stages ``"permutations"``, ``"refining"``) and cancel.
 
     Returns
     -------
     CompareResult
-        With ``by_region`` (the per-region summary, when ``regions`` is given); after a cancel, ``cancelled=True``
-        and the permutations finished so far (a valid, coarser test).
+        With ``by_region`` (the per-region summary, when ``regions`` is given) and, in ``metadata``, the
+        normalisation, what a lower pixel means under it and the total-evidence test; after a cancel,
+        ``cancelled=True`` and the permutations finished so far (a valid, coarser test).
 
     Raises
     ------
+    InputError
+        ``normalisation="raw"`` on maps normalised per image (one line: how to get raw maps, or use shares).
     Cancelled
         Cancelled before the first batch of permutations finished.
     """
     from .compare import compare_groups, significance_by_region, split_groups
+    from .compare_normalise import MEANINGS, prepare_maps, total_evidence
 
     config = config or CompareConfig()
     control = control or RunControl()
     split = split_groups(values, groups=config.groups, threshold=config.threshold, column=column)
     if regions is not None and np.shape(regions) != np.shape(maps)[1:]:
         raise ValueError(f"region image {np.shape(regions)} does not match the maps {np.shape(maps)[1:]}")
+    compared = prepare_maps(maps, config.normalisation, stored_normalisation)
     out = check_out_dir(out_dir)
     result = compare_groups(
-        maps,
+        compared,
         split,
         n_permutations=config.n_permutations,
         alpha=config.alpha,
         seed=config.seed,
         device=device,
+        max_permutations=config.max_permutations,
         control=control,
+    )
+    result.metadata.update(
+        normalisation=config.normalisation,
+        meaning=MEANINGS[config.normalisation],
+        total_evidence=total_evidence(maps, split, config.normalisation, config.n_permutations, config.seed),
     )
     result.by_region = significance_by_region(result, regions, region_names) if regions is not None else None
     if out is not None:
-        _write_compare(out, result, result.by_region, anatomy)
+        result.write(out, anatomy)
     return result
-
-
-def _write_compare(out: Path, result, by_region, anatomy) -> None:
-    import tifffile
-
-    from ..io_utils import atomic_path, save_json
-    from .compare import draw_compare
-
-    for name, data in (
-        ("difference", result.difference.astype(np.float32)),
-        ("neglog10p", result.neg_log10_p.astype(np.float32)),
-        ("significant", result.significant),
-        ("significant_fwe", result.significant_fwe),
-    ):
-        with atomic_path(out / f"compare_{name}.tif") as tmp:
-            tifffile.imwrite(tmp, data, description=json.dumps({"groups": list(result.split.names), "frame": "left"}))
-    save_json(out / "compare_summary.json", {**result.summary(), "by_region": by_region})
-    save_figure(out / "compare.png", draw_compare, result, anatomy, size=(11, 4.5))

@@ -5,48 +5,21 @@ called by ``global-xai regions`` and the *Regions* dock. The maps come from an e
 Follows the run contract of :mod:`napari_global_xai.control`: takes a :class:`~napari_global_xai.control.RunControl`,
 returns a result dataclass with ``.cancelled`` (what finished before a cancel stays usable and is written), checks its
 output folder before any long work (:func:`~napari_global_xai.analyses.explain_inputs.check_out_dir`) and writes its
-files atomically. Text for a terminal is the CLI's job.
+folder through :meth:`~napari_global_xai.analyses.regions_result.RegionsResult.write` (the one place naming its
+files). Text for a terminal is the CLI's job.
 """
 
 from __future__ import annotations
-
-from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
 from ..analysis_config import RegionsConfig
 from ..control import RunControl
-from ..figures import save_figure
+from ..errors import InputError
 from .explain_inputs import check_out_dir
+from .regions_result import RegionsResult
 
-__all__ = ["RegionsResult", "run_regions"]
-
-
-@dataclass
-class RegionsResult:
-    """What :func:`run_regions` returns.
-
-    Attributes
-    ----------
-    regions : numpy.ndarray, (H, W) int
-        Region label image (detected, or the one given).
-    region_names : dict int -> str
-    landmarks : Landmarks or None
-        Disc and fovea (None when a region image was given).
-    tables : list of RegionTable
-        One per label finished.
-    cancelled : bool
-        True when a cancel stopped the run before every label had its table.
-    out_dir : pathlib.Path or None
-    """
-
-    regions: np.ndarray
-    region_names: dict | None
-    landmarks: object | None
-    tables: list = field(default_factory=list)
-    cancelled: bool = False
-    out_dir: Path | None = None
+__all__ = ["run_regions"]
 
 
 def run_regions(
@@ -77,23 +50,30 @@ def run_regions(
     disc, fovea : (row, col), optional
         Given landmark positions (skip their detection).
     out_dir : path, optional
-        Writes ``regions.tif`` (labels, names in the description), ``region_table.csv``,
-        ``regions_<label>.png`` (bar chart) and ``regions_summary.json`` (also after a cancel).
+        Written by :meth:`RegionsResult.write` (``regions.tif``, ``region_table.csv``, ``regions_<label>.png``,
+        ``regions_summary.json``; also after a cancel).
     control : RunControl, optional
         Progress (stage ``"regions"``, one step per label) and cancel.
 
     Returns
     -------
     RegionsResult
-        On cancel, the labels finished so far and ``cancelled=True`` (the region image is always complete).
+        On cancel, the labels finished so far and ``cancelled=True`` (the region image is always complete). Disc
+        and fovea both given are used even when not plausible; ``result.landmarks.problems`` says why.
+
+    Raises
+    ------
+    InputError
+        A detected disc or fovea that is not plausible (:func:`~.landmarks.landmark_problems`): one line naming the
+        first problem and how to give them by hand. Raised before any table is computed.
+
+    Notes
+    -----
+    The tables are taken inside the field of view (see :func:`~.regions.region_table`): the detected one of the
+    mean anatomy; with a region image, its ``outside_fov`` region's complement, else the mean anatomy's when given,
+    else none (then every share is over the whole image, and the result says so).
     """
-    from .regions import (
-        REGION_NAMES,
-        build_regions,
-        draw_region_table,
-        find_landmarks,
-        region_table,
-    )
+    from .regions import REGION_NAMES, build_regions, field_of_view, find_landmarks, region_table
 
     config = config or RegionsConfig()
     control = control or RunControl()
@@ -101,17 +81,33 @@ def run_regions(
     if not maps_by_label:
         raise ValueError("no image-wise maps given")
     shape = next(iter(maps_by_label.values())).shape[1:]
-    landmarks = None
+    landmarks = fov = None
+    fov_source = "none"
     if regions is None:
         if anatomy is None:
             raise ValueError("give a mean anatomy (to find disc and fovea) or a region mask")
         if tuple(np.shape(anatomy)[:2]) != tuple(shape):
             raise ValueError(f"anatomy {np.shape(anatomy)[:2]} does not match the maps {tuple(shape)}")
         landmarks = find_landmarks(anatomy, disc=disc, fovea=fovea)
+        if landmarks.problems and (disc is None or fovea is None):  # something was detected
+            from .landmarks import HOW_TO_GIVE_LANDMARKS
+
+            more = f" (and {len(landmarks.problems) - 1} more)" if len(landmarks.problems) > 1 else ""
+            raise InputError(
+                f"the optic disc and fovea found are not plausible: {landmarks.problems[0]}{more}; "
+                + HOW_TO_GIVE_LANDMARKS
+            )
         regions = build_regions(landmarks)
         region_names = {i + 1: n for i, n in enumerate(REGION_NAMES)}
-    elif tuple(np.shape(regions)) != tuple(shape):
-        raise ValueError(f"region mask {np.shape(regions)} does not match the maps {tuple(shape)}")
+        fov, fov_source = landmarks.fov, "mean anatomy"
+    else:
+        if tuple(np.shape(regions)) != tuple(shape):
+            raise ValueError(f"region mask {np.shape(regions)} does not match the maps {tuple(shape)}")
+        outside = [i for i, n in (region_names or {}).items() if n == "outside_fov"]
+        if outside:
+            fov, fov_source = ~np.isin(regions, outside), "region mask"
+        elif anatomy is not None:
+            fov, fov_source = field_of_view(anatomy)[0], "mean anatomy"
     tables = []
     cancelled = False
     for k, (label, maps) in enumerate(maps_by_label.items()):
@@ -119,26 +115,12 @@ def run_regions(
             cancelled = True
             break
         tables.append(
-            region_table(maps, regions, names=region_names, n_boot=config.n_boot, seed=config.seed, label=label)
+            region_table(
+                maps, regions, names=region_names, n_boot=config.n_boot, seed=config.seed, label=label, fov=fov
+            )
         )
         control.report(k + 1, len(maps_by_label), "regions")
+    result = RegionsResult(regions, region_names, landmarks, tables, cancelled, out, fov_source)
     if out is not None:
-        from .regions import write_region_mask, write_region_table
-
-        write_region_mask(out / "regions.tif", regions, region_names, landmarks)
-        write_region_table(out / "region_table.csv", tables)
-        for t in tables:
-            save_figure(out / f"regions_{t.label}.png", draw_region_table, t, size=(7, 6))
-        from ..io_utils import save_json
-
-        save_json(
-            out / "regions_summary.json",
-            {
-                "disc": list(landmarks.disc) if landmarks else None,
-                "fovea": list(landmarks.fovea) if landmarks else None,
-                "landmarks": landmarks.source if landmarks else "region mask given",
-                "highest_enrichment": {t.label: t.best() for t in tables},
-                "cancelled": cancelled,
-            },
-        )
-    return RegionsResult(regions, region_names, landmarks, tables, cancelled, out)
+        result.write(out)
+    return result

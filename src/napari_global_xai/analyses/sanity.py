@@ -1,20 +1,27 @@
 """Sanity check by model-parameter randomisation (Adebayo et al. 2018, "Sanity checks for saliency maps").
 
 A map that explains the model must change when the model's weights are destroyed. The check recomputes the
-image-wise maps of a few images while the layers are re-initialised one after another from the output down
-(*cascading*), and optionally one layer at a time (*independent*), and compares every recomputed map with the
-original: Spearman rank correlation, SSIM of the min-max normalised maps, and the same two for the *global* map (the
-mean of the sample's maps). A method whose fully randomised maps still correlate with the originals is flagged.
+image-wise maps of a sample of images while the layers are re-initialised one after another from the output down
+(*cascading*), and one layer at a time (*independent*), and compares every recomputed map with the original:
+Spearman rank correlation and SSIM, image by image and for the *global* map (the mean of the sample's maps). The
+verdicts, image-wise and global, are relative to references computed in the same run (maps of unrelated image
+pairs, a model-free edge map) with bootstrap intervals over the images: :mod:`.sanity_stats`.
 
 Notes
 -----
+* Works on every model format (``nn.Module``, TorchScript, ``torch.export`` graph): layers are found, ordered and
+  re-initialised through :mod:`napari_global_xai.models.taps` (:func:`~napari_global_xai.models.taps.submodule`,
+  :func:`~napari_global_xai.models.taps.call_order`), never through module hooks or methods a format lacks.
 * Layers are the modules that own parameters, grouped by the first ``depth`` components of their name (``None``:
-  every such module on its own), ordered by when they first run in a forward pass; randomisation goes from the last
-  to run (the output layer) down.
-* Re-initialisation: a module's own ``reset_parameters()`` (PyTorch's default initialisation; batch-norm also resets
-  its running statistics) under a seeded generator; a parameter of a module without one is redrawn from a seeded
-  normal with the parameter's own standard deviation (0.01 when it is constant). The model is deep-copied to the
-  CPU for this, so the original is never touched and the draw does not depend on the device.
+  every such module on its own), ordered by where they run in a forward pass; randomisation goes from the last to
+  run (the output layer) down.
+* Re-initialisation, one rule for every format (so a TorchScript copy of a model gives the nn.Module's numbers):
+  a weight of ≥ 2 dimensions is drawn from U(−1/√fan_in, 1/√fan_in) (PyTorch's default for convolutions and linear
+  layers, ``kaiming_uniform_(a=√5)``) and its bias likewise; a 1-D ``weight`` (a normalisation's scale) becomes 1
+  and its ``bias`` 0, and running statistics are reset (mean 0, variance 1); any other parameter is redrawn from a
+  normal with the parameter's own standard deviation (0.01 when it is constant). Each parameter has its own seeded
+  generator (seed and name), so the draw depends on neither the order of the parameters nor the device. The model
+  is deep-copied to the CPU for this, so the original is never touched.
 * The explained output of each image is fixed before randomising (the label asked for, else the original model's
   most probable label), so every step explains the same output.
 * SSIM compares maps scaled to [0, 1] between their minimum and 99th percentile (clipped above): saliency maps
@@ -22,38 +29,31 @@ Notes
   near 1 whatever the maps show (measured: 0.97 for fully randomised IG maps). Adebayo et al. normalise to
   [0, 1] without saying how.
 * Similarities are computed inside the field of view when the pipeline finds one (pixels outside it are zero in
-  every map of an input-multiplying method whatever the weights, and such shared ties inflate ρ: measured 0.19
-  over the whole image vs. lower inside the field of view for fully randomised IG maps); Adebayo et al. use the
-  whole image of natural photographs, which have no such border.
+  every map of an input-multiplying method whatever the weights, and such shared ties inflate ρ); Adebayo et al.
+  use the whole image of natural photographs, which have no such border.
 * Spearman ρ of a map that became constant is 0 (it ranks nothing); of an original constant map, NaN.
-* Verdict threshold: Adebayo et al. give none; a method *passes* when the mean rank correlation of the fully
-  randomised maps is below :data:`PASS_BELOW` (0.5), chosen half-way between "unchanged" (1) and "unrelated" (0).
 """
 
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field
+import zlib
 
 import numpy as np
 
 from ..batching import Cancelled
 from ..control import RunControl
+from . import sanity_stats as stats
+from .sanity_result import SanityResult
 
 __all__ = [
-    "PASS_BELOW",
-    "SanityResult",
-    "draw_sanity",
     "minmax",
     "parameterised_layers",
     "randomise_layers",
     "run_sanity_check",
     "spearman",
     "ssim",
-    "verdict",
 ]
-
-PASS_BELOW = 0.5
 
 
 def minmax(a: np.ndarray, upper: float = 99.0) -> np.ndarray:
@@ -111,35 +111,23 @@ def ssim(
 
 
 def parameterised_layers(module, example, depth: int | None = None) -> list[tuple[str, list[str]]]:
-    """Layers of a model in forward order: ``[(layer name, [module names])]``.
+    """Layers of a model in forward order: ``[(layer name, [module names])]``, any format.
 
     Parameters
     ----------
-    module : torch.nn.Module
+    module : torch.nn.Module, TorchScript module or ``torch.export`` graph module
     example : torch.Tensor
-        One input for a forward pass (order of execution).
+        One input (an ``nn.Module`` runs it once to see the order of execution; graphs are read, not run).
     depth : int, optional
         Group modules by the first ``depth`` name components (``1``: top-level children); None: each module that
         owns parameters is a layer.
     """
-    import torch
+    from ..models.taps import call_order
 
     owners = [name for name, m in module.named_modules() if any(True for _ in m.parameters(recurse=False))]
-    first: dict[str, int] = {}
-    hooks = []
-    for name in owners:
-
-        def hook(_m, _i, _o, name=name):
-            first.setdefault(name, len(first))
-
-        hooks.append(module.get_submodule(name).register_forward_hook(hook))
-    try:
-        with torch.no_grad():
-            module(example)
-    finally:
-        for h in hooks:
-            h.remove()
-    ordered = sorted(owners, key=lambda n: first.get(n, len(first) + owners.index(n)))
+    order = call_order(module, example)
+    after = max(order.values(), default=0) + 1  # the module itself, and layers that did not run, come last
+    ordered = sorted(owners, key=lambda n: order.get(n, after + owners.index(n)))
     layers: dict[str, list[str]] = {}
     for name in ordered:
         key = name if depth is None else ".".join(name.split(".")[:depth]) or name
@@ -147,120 +135,41 @@ def parameterised_layers(module, example, depth: int | None = None) -> list[tupl
     return list(layers.items())
 
 
-def randomise_layers(module, names, seed: int) -> None:
-    """Re-initialise the parameters of the named sub-modules in place (see the module Notes)."""
+def _generator(seed: int, name: str):
     import torch
 
-    gen = torch.Generator().manual_seed(int(seed))
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(int(seed))
+    return torch.Generator().manual_seed(zlib.crc32(f"{int(seed)}:{name}".encode()))
+
+
+def randomise_layers(module, names, seed: int) -> None:
+    """Re-initialise the parameters (and running statistics) of the named sub-modules in place (module Notes)."""
+    import torch
+
+    from ..models.taps import submodule
+
+    with torch.no_grad():
         for name in names:
-            sub = module.get_submodule(name)
-            if hasattr(sub, "reset_parameters"):
-                sub.reset_parameters()
-                continue
-            with torch.no_grad():
-                for p in sub.parameters(recurse=False):
+            sub = submodule(module, name)
+            params = dict(sub.named_parameters(recurse=False))
+            weight = params.get("weight")
+            fan_in = int(np.prod(weight.shape[1:])) if weight is not None and weight.ndim >= 2 else 0
+            for pname, p in params.items():
+                gen = _generator(seed, f"{name}.{pname}")
+                if (p.ndim >= 2 or (pname == "bias" and fan_in)) and fan_in:
+                    bound = 1.0 / np.sqrt(fan_in)
+                    p.copy_((torch.rand(p.shape, generator=gen, dtype=torch.float64) * 2 - 1) * bound)
+                elif pname == "weight" and p.ndim == 1:
+                    p.fill_(1.0)
+                elif pname == "bias" and weight is not None and weight.ndim == 1:
+                    p.zero_()
+                else:
                     std = float(p.std()) if p.numel() > 1 and float(p.std()) > 0 else 0.01
-                    p.copy_(torch.randn(p.shape, generator=gen, dtype=p.dtype) * std)
-
-
-@dataclass
-class SanityResult:
-    """Similarity of recomputed maps to the original ones, per method and randomisation step.
-
-    Attributes
-    ----------
-    methods : list of str
-        One name per configuration (method, or method plus a suffix when a method appears twice).
-    steps : list of str
-        Cascading steps: ``"original"`` then the layers randomised so far, top down (the name of the layer added).
-    spearman, ssim : dict str -> numpy.ndarray, (S, k)
-        Per method: image-wise similarity at each cascading step (row 0: the original, 1 by definition).
-    global_spearman, global_ssim : dict str -> numpy.ndarray, (S,)
-        Similarity of the sample's global map to the original one.
-    layers : list of str
-        Layers in randomisation order (top down).
-    independent_spearman, independent_ssim : dict str -> numpy.ndarray, (len(layers), k)
-        Only that layer randomised (empty when not run).
-    image_indices : list of int
-    targets : list of str
-        Explained label per image.
-    verdicts : dict str -> str
-    cancelled : bool
-    """
-
-    methods: list[str]
-    steps: list[str]
-    spearman: dict
-    ssim: dict
-    global_spearman: dict
-    global_ssim: dict
-    layers: list[str]
-    independent_spearman: dict = field(default_factory=dict)
-    independent_ssim: dict = field(default_factory=dict)
-    image_indices: list[int] = field(default_factory=list)
-    targets: list[str] = field(default_factory=list)
-    verdicts: dict = field(default_factory=dict)
-    cancelled: bool = False
-    original_maps: dict = field(default_factory=dict)
-
-    def final_spearman(self, method: str) -> float:
-        """Mean image-wise rank correlation at the last finished cascading step."""
-        return float(np.nanmean(self.spearman[method][-1]))
-
-    def to_rows(self) -> list[dict]:
-        """Flat rows (method, mode, step, layer, metric means) for a CSV."""
-        rows = []
-        for m in self.methods:
-            for s, step in enumerate(self.steps):
-                rows.append(
-                    {
-                        "method": m,
-                        "mode": "cascading",
-                        "step": s,
-                        "layer": step,
-                        "spearman_mean": float(np.nanmean(self.spearman[m][s])),
-                        "spearman_std": float(np.nanstd(self.spearman[m][s])),
-                        "ssim_mean": float(np.nanmean(self.ssim[m][s])),
-                        "global_spearman": float(self.global_spearman[m][s]),
-                        "global_ssim": float(self.global_ssim[m][s]),
-                    }
-                )
-            for j, layer in enumerate(self.layers[: len(self.independent_spearman.get(m, []))]):
-                rows.append(
-                    {
-                        "method": m,
-                        "mode": "independent",
-                        "step": j + 1,
-                        "layer": layer,
-                        "spearman_mean": float(np.nanmean(self.independent_spearman[m][j])),
-                        "spearman_std": float(np.nanstd(self.independent_spearman[m][j])),
-                        "ssim_mean": float(np.nanmean(self.independent_ssim[m][j])),
-                        "global_spearman": float("nan"),
-                        "global_ssim": float("nan"),
-                    }
-                )
-        return rows
-
-
-def verdict(result: SanityResult, method: str, threshold: float = PASS_BELOW) -> str:
-    """One line: does the method's map depend on the weights?"""
-    rho = result.final_spearman(method)
-    full = len(result.steps) - 1 == len(result.layers)
-    where = (
-        "all layers randomised"
-        if full
-        else f"{len(result.steps) - 1} of {len(result.layers)} layers randomised (cancelled)"
-    )
-    if not np.isfinite(rho):
-        return f"{method}: undecided: the original maps are constant"
-    if rho < threshold:
-        return f"{method}: passes: maps change when weights are randomised (rank correlation {rho:.2f} with {where})"
-    return (
-        f"{method}: FAILS: maps barely change when weights are randomised (rank correlation {rho:.2f} ≥ "
-        f"{threshold:g} with {where}); they do not explain this model"
-    )
+                    p.copy_(torch.randn(p.shape, generator=gen, dtype=torch.float64) * std)
+            for bname, b in sub.named_buffers(recurse=False):
+                if bname == "running_var":
+                    b.fill_(1.0)
+                elif bname in ("running_mean", "num_batches_tracked"):
+                    b.zero_()
 
 
 def _config_names(configs) -> list[str]:
@@ -281,13 +190,15 @@ def run_sanity_check(
     seed: int = 0,
     mask: np.ndarray | None = None,
     *,
+    n_boot: int = 1000,
     control: RunControl | None = None,
 ) -> SanityResult:
-    """Cascading (and independent) randomisation of a model; maps recomputed and compared at each step.
+    """Cascading (and independent) randomisation of a model; maps recomputed, compared and judged at each step.
 
     Parameters
     ----------
     model : LoadedModel
+        Any format (nn.Module, TorchScript, ``torch.export`` graph).
     images : numpy.ndarray, (k, H, W, C)
         Harmonised raw images (the sample).
     configs : list of ExplainConfig
@@ -299,17 +210,26 @@ def run_sanity_check(
     independent : bool
         Also randomise each layer alone.
     seed : int
-        Layer ``j`` (top down) is re-initialised with seed ``seed + j`` in both modes.
+        Layer ``j`` (top down) is re-initialised with seed ``seed + j`` in both modes; the bootstrap uses ``seed``.
     mask : numpy.ndarray, (H, W) bool, optional
         Pixels compared (e.g. the field of view); default all.
+    n_boot : int
+        Bootstrap resamples of the image-wise intervals (the global ones use a share,
+        :data:`~.sanity_stats.GLOBAL_RESAMPLE_SHARE`).
     control : RunControl, optional
         Progress (stage ``"sanity"``, one step per method and model variant) and cancel.
 
     Returns
     -------
     SanityResult
-        On cancel: the steps finished so far, ``cancelled=True`` (raises
+        On cancel: the steps finished so far, ``cancelled=True`` and undecided verdicts (raises
         :class:`~napari_global_xai.batching.Cancelled` before the original maps are done).
+
+    Raises
+    ------
+    ValueError
+        No image, a target per image missing, a model without parameters; a method's own refusal (unknown name, bad
+        parameter, a format it cannot read) comes first, before any model pass.
     """
     from ..models.card import LoadedModel
     from ..saliency.engine import ImageMapEngine
@@ -319,15 +239,16 @@ def run_sanity_check(
     if len(images) != len(targets) or len(images) == 0:
         raise ValueError(f"{len(images)} images and {len(targets)} targets: need one target per image, ≥ 1 image")
     names = _config_names(configs)
+    control = control or RunControl()
+    all_targets = list(range(len(model.labels)))
+    for config in configs:  # the methods' own checks (name, parameters, model format) before any work
+        ImageMapEngine(model, config, all_targets)
     base = copy.deepcopy(model.module).cpu()
     layers = parameterised_layers(base, model.preprocess(images[:1], device="cpu"), depth)[::-1]
     if not layers:
         raise ValueError("the model has no parameters to randomise")
-    n_layers = len(layers)
-    total = (1 + n_layers * (2 if independent else 1)) * len(configs)
+    total = (1 + len(layers) * (2 if independent else 1)) * len(configs)
     done = 0
-    control = control or RunControl()
-    all_targets = list(range(len(model.labels)))
     pairs = np.zeros((len(images), len(model.labels)), bool)
     pairs[np.arange(len(images)), targets] = True
 
@@ -337,109 +258,131 @@ def run_sanity_check(
         out = {}
         for name, config in zip(names, configs):
             control.check("sanity check cancelled")
-            engine = ImageMapEngine(variant, config, all_targets)
-            computed = engine.compute(images, pairs, control=control)
+            computed = ImageMapEngine(variant, config, all_targets).compute(images, pairs, control=control)
             out[name] = computed[np.arange(len(images)), targets].astype(np.float64)
             done += 1
             control.report(done, total, "sanity")
         return out
 
     original = maps_of(base)
-    orig_global = {m: original[m].mean(0) for m in names}
+    orig_ranks = {m: stats.rank_rows(original[m], mask) for m in names}
+    orig_global = {m: stats.rank_rows(original[m].mean(0)[None], mask)[0][0] for m in names}
+    edges = stats.edge_magnitude(images, model.card.input_channels)
+    edge_ranks, _ = stats.rank_rows(edges, mask)
+
+    def norm(a):
+        return minmax(a if mask is None else np.where(mask, a, np.nanmin(a[mask])))
 
     def compare(maps):
-        def norm(a):
-            return minmax(a if mask is None else np.where(mask, a, np.nanmin(a[mask])))
+        out = {}
+        for m in names:
+            ranks, const = stats.rank_rows(maps[m], mask)
+            rho = np.where(orig_ranks[m][1], np.nan, stats.row_rho(orig_ranks[m][0], ranks))
+            ss = np.array([ssim(norm(o), norm(r), mask=mask) for o, r in zip(original[m], maps[m])])
+            g_map = maps[m].mean(0)
+            g_rho = float(orig_global[m] @ stats.rank_rows(g_map[None], mask)[0][0])
+            g_ss = ssim(norm(original[m].mean(0)), norm(g_map), mask=mask)
+            out[m] = (rho, ss, g_rho, g_ss)
+        return out
 
-        rho = {m: np.array([spearman(o, r, mask) for o, r in zip(original[m], maps[m])]) for m in names}
-        ss = {m: np.array([ssim(norm(o), norm(r), mask=mask) for o, r in zip(original[m], maps[m])]) for m in names}
-        g_rho = {m: spearman(orig_global[m], maps[m].mean(0), mask) for m in names}
-        g_ss = {m: ssim(norm(orig_global[m]), norm(maps[m].mean(0)), mask=mask) for m in names}
-        return rho, ss, g_rho, g_ss
+    def interval(rho, tag):
+        return stats.bootstrap_mean(np.abs(rho), n_boot, seed, tag)
 
-    rho0, ss0, g0, gs0 = compare(original)
+    first = compare(original)
+    for m in names:  # each original map against itself: 1 by definition (not 1 ± rounding)
+        rho, ss, g_rho, g_ss = first[m]
+        first[m] = (np.where(np.isfinite(rho), 1.0, np.nan), ss, 1.0 if np.isfinite(g_rho) else np.nan, g_ss)
     result = SanityResult(
         names,
         ["original"],
-        {m: [rho0[m]] for m in names},
-        {m: [ss0[m]] for m in names},
-        {m: [g0[m]] for m in names},
-        {m: [gs0[m]] for m in names},
+        {m: [first[m][0]] for m in names},
+        {m: [first[m][1]] for m in names},
+        {m: [first[m][2]] for m in names},
+        {m: [first[m][3]] for m in names},
         [n for n, _ in layers],
+        step_intervals={m: [interval(first[m][0], f"{m}:step0")] for m in names},
+        unrelated={m: stats.unrelated_pairs(*orig_ranks[m]) for m in names},
+        model_free={
+            m: np.where(orig_ranks[m][1], np.nan, np.abs(stats.row_rho(orig_ranks[m][0], edge_ranks))) for m in names
+        },
         targets=[model.labels[t] for t in targets],
+        n_boot=int(n_boot),
+        seed=int(seed),
         original_maps=original,
     )
     if independent:
-        result.independent_spearman = {m: [] for m in names}
-        result.independent_ssim = {m: [] for m in names}
+        for d in (result.independent_spearman, result.independent_ssim, result.independent_global_spearman):
+            d.update({m: [] for m in names})
+        result.independent_intervals = {m: [] for m in names}
+    final = original
     try:
         cascade = copy.deepcopy(base)
         for j, (layer, members) in enumerate(layers):
             randomise_layers(cascade, members, seed + j)
-            rho, ss, g_rho, g_ss = compare(maps_of(cascade))
+            final = maps_of(cascade)
+            step = compare(final)
             for m in names:
-                result.spearman[m].append(rho[m])
-                result.ssim[m].append(ss[m])
-                result.global_spearman[m].append(g_rho[m])
-                result.global_ssim[m].append(g_ss[m])
+                for d, value in zip(
+                    (result.spearman, result.ssim, result.global_spearman, result.global_ssim), step[m]
+                ):
+                    d[m].append(value)
+                result.step_intervals[m].append(interval(step[m][0], f"{m}:step{j + 1}"))
             result.steps.append(layer)
         if independent:
             for j, (_layer, members) in enumerate(layers):
                 alone = copy.deepcopy(base)
                 randomise_layers(alone, members, seed + j)
-                rho, ss, _, _ = compare(maps_of(alone))
+                step = compare(maps_of(alone))
                 for m in names:
-                    result.independent_spearman[m].append(rho[m])
-                    result.independent_ssim[m].append(ss[m])
+                    result.independent_spearman[m].append(step[m][0])
+                    result.independent_ssim[m].append(step[m][1])
+                    result.independent_global_spearman[m].append(step[m][2])
+                    result.independent_intervals[m].append(interval(step[m][0], f"{m}:alone{j + 1}"))
     except Cancelled:
         result.cancelled = True
     for d in (result.spearman, result.ssim, result.independent_spearman, result.independent_ssim):
         for m in list(d):
-            d[m] = np.array(d[m]).reshape(len(d[m]), len(images))
-    for d in (result.global_spearman, result.global_ssim):
+            d[m] = np.array(d[m], np.float64).reshape(len(d[m]), len(images))
+    for d in (result.global_spearman, result.global_ssim, result.independent_global_spearman):
         for m in list(d):
             d[m] = np.array(d[m], np.float64)
-    result.verdicts = {m: verdict(result, m) for m in names}
+    _judge(result, original, final, edges, mask)
     return result
 
 
-def draw_sanity(fig, result: SanityResult):
-    """Similarity against the randomised layer, one line per method, into a figure the caller owns.
-
-    Three panels: image-wise Spearman ρ (mean ± sd over the sample), image-wise SSIM, and Spearman ρ of the global
-    map; cascading steps solid, independent randomisation dashed (image-wise panels only).
-
-    Returns
-    -------
-    list of matplotlib.axes.Axes
-    """
-    fig.clear()
-    axes = fig.subplots(1, 3, sharex=True)
-    x = np.arange(len(result.steps))
-    colours = [f"C{i}" for i in range(len(result.methods))]
-    for m, colour in zip(result.methods, colours):
-        for ax, data in ((axes[0], result.spearman[m]), (axes[1], result.ssim[m])):
-            mean, sd = np.nanmean(data, axis=1), np.nanstd(data, axis=1)
-            ax.plot(x, mean, "-o", color=colour, ms=3, label=m)
-            ax.fill_between(x, mean - sd, mean + sd, color=colour, alpha=0.15, lw=0)
-        axes[2].plot(x, result.global_spearman[m], "-o", color=colour, ms=3, label=m)
-        for ax, d in ((axes[0], result.independent_spearman), (axes[1], result.independent_ssim)):
-            if m in d and len(d[m]):
-                ax.plot(
-                    np.arange(1, len(d[m]) + 1),
-                    np.nanmean(d[m], axis=1),
-                    "--",
-                    color=colour,
-                    lw=1,
-                    label=f"{m} (independent)" if ax is axes[0] else None,
-                )
-    titles = ("image-wise rank correlation", "image-wise SSIM", "global-map rank correlation")
-    for ax, title in zip(axes, titles):
-        ax.set_title(title, fontsize=9)
-        ax.axhline(0, color="0.6", lw=0.6)
-        ax.set_ylim(-0.3, 1.05)
-        ax.set_xticks(x, result.steps, rotation=70, fontsize=7, ha="right")
-        ax.set_xlabel("randomised down to layer (cascading)", fontsize=8)
-    axes[0].legend(fontsize=7)
-    fig.tight_layout()
-    return list(axes)
+def _judge(result: SanityResult, original: dict, final: dict, edges: np.ndarray, mask) -> None:
+    """The image-wise and global verdicts of every method, on the last finished cascading step."""
+    randomised = len(result.steps) - 1
+    decided = randomised == len(result.layers)
+    where = (
+        f"{len(result.targets)} images, all {len(result.layers)} layers randomised"
+        if decided
+        else f"only {randomised} of {len(result.layers)} layers randomised (cancelled)"
+    )
+    for m in result.methods:
+        image = stats.judge_images(
+            m,
+            result.spearman[m][-1],
+            result.ssim[m][-1],
+            result.unrelated[m],
+            result.model_free[m],
+            n_boot=result.n_boot,
+            seed=result.seed,
+            where=where,
+            decided=decided,
+        )
+        glob = stats.judge_global(
+            m,
+            original[m],
+            final[m],
+            edges,
+            image.unrelated,
+            mask,
+            n_boot=result.n_boot,
+            seed=result.seed,
+            where=where,
+            decided=decided,
+            signed=float(result.global_spearman[m][-1]),
+            ssim_value=float(result.global_ssim[m][-1]),
+        )
+        result.judgements[m] = {"image": image, "global": glob}

@@ -1,6 +1,6 @@
 """The sanity check's pipeline: :func:`run_sanity` (a stack and a model in, a
-:class:`~napari_global_xai.analyses.sanity.SanityResult` out), called by ``global-xai sanity`` and the *Sanity check*
-dock.
+:class:`~napari_global_xai.analyses.sanity_result.SanityResult` out), called by ``global-xai sanity`` and the *Sanity
+check* dock.
 
 Follows the run contract of :mod:`napari_global_xai.control`: takes a :class:`~napari_global_xai.control.RunControl`,
 returns a result dataclass with ``.cancelled`` (what finished before a cancel stays usable and is written), checks its
@@ -10,14 +10,10 @@ files atomically. Text for a terminal is the CLI's job.
 
 from __future__ import annotations
 
-import csv
-from pathlib import Path
-
 import numpy as np
 
 from ..analysis_config import SanityConfig
 from ..control import RunControl
-from ..figures import save_figure
 from .explain_inputs import check_out_dir
 
 __all__ = ["run_sanity"]
@@ -37,11 +33,15 @@ def run_sanity(
     ----------
     stack : AlignedStack
     model : LoadedModel
+    model : LoadedModel
+        Any format (nn.Module, TorchScript, ``torch.export`` graph): layers are reached through the layer taps.
     config : SanityConfig, optional
         The methods to check (each an ExplainConfig with its parameters and post-processing), the images, the label
-        explained, the layer grouping, the seed and the field-of-view mask; default ``SanityConfig()``.
+        explained, the layer grouping, both randomisation modes, the seed, the bootstrap and the field-of-view mask;
+        default ``SanityConfig()``.
     out_dir : path, optional
-        Writes ``sanity.csv``, ``sanity.json`` (verdicts) and ``sanity.png`` (also after a cancel).
+        Writes the sanity folder (:data:`~napari_global_xai.analyses.sanity_result.FILES`: ``sanity.json``,
+        ``sanity.csv``, ``sanity.png``), also after a cancel.
     control : RunControl, optional
         Progress (stage ``"sanity"``) and cancel.
 
@@ -94,35 +94,11 @@ def run_sanity(
         independent=config.independent,
         seed=config.seed,
         mask=mask,
+        n_boot=config.n_boot,
         control=control,
     )
     result.image_indices = [int(i) for i in indices]
+    result.image_ids = [stack.image_ids[i] for i in indices]
     if out is not None:
-        _write_sanity(out, result, [stack.image_ids[i] for i in indices])
+        result.write(out)
     return result
-
-
-def _write_sanity(out: Path, result, image_ids) -> None:
-    import io
-
-    from ..io_utils import atomic_write_text, save_json
-    from .sanity import draw_sanity
-
-    rows = result.to_rows()
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
-    writer.writeheader()
-    writer.writerows(rows)
-    atomic_write_text(out / "sanity.csv", buf.getvalue())
-    save_json(
-        out / "sanity.json",
-        {
-            "verdicts": result.verdicts,
-            "images": image_ids,
-            "targets": result.targets,
-            "layers_top_down": result.layers,
-            "cancelled": result.cancelled,
-            "final_spearman": {m: result.final_spearman(m) for m in result.methods},
-        },
-    )
-    save_figure(out / "sanity.png", draw_sanity, result, size=(13, 4.5))

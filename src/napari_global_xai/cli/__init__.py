@@ -1,14 +1,14 @@
 """``global-xai``: the command-line face of the jobs' pipelines (``<job>.pipeline``).
 
 Sub-commands: ``explain``, ``peppr``, ``sag``, ``demo`` (the whole chain on the shipped sample data), ``card`` (write
-a model card for a model file), ``report``, ``concepts``, ``sanity``, ``compare``, ``regions``, ``train-demo`` and
-``make-sample-data``. Argument parsing, the terminal progress bar and text rendering live in this package;
-everything else is the core. One module per command (``explain``, ``peppr``, ``sag``, ``concepts``, ``demo``,
-``report``, ``models``: train-demo and card, ``samples``: make-sample-data, ``sanity``, ``compare``, ``regions``), each
-with its argparse fragment (``add_parser``) beside its handler (``run``) and the text it prints; their top levels
-import no torch, so ``--help`` is fast (the handlers import the torch-backed core when they run). Shared: ``_options``
-(the parser class and the option groups of several commands), ``_common`` (run control, one-line warnings, input
-loading, failures as exit codes); ``build_parser`` and ``main`` are here.
+a model card for a model file), ``report``, ``concepts``, ``sanity``, ``compare``, ``regions``, ``cohort``,
+``train-demo`` and ``make-sample-data``. Argument parsing, the terminal progress bar and text rendering live in this
+package; everything else is the core. One module per command (``explain``, ``peppr``, ``sag``, ``concepts``,
+``demo``, ``report``, ``models``: train-demo and card, ``samples``: make-sample-data, ``sanity``, ``compare``,
+``regions``, ``cohort``), each with its argparse fragment (``add_parser``) beside its handler (``run``) and the text
+it prints; their top levels import no torch, so ``--help`` is fast (the handlers import the torch-backed core when
+they run). Shared: ``_options`` (the parser class and the option groups of several commands), ``_common`` (run
+control, one-line warnings, input loading, failures as exit codes); ``build_parser`` and ``main`` are here.
 
 Exit codes: 0 done; 1 an input file, the model or the output folder cannot be used (or an unexpected error); 2 a
 usage error (an option or parameter value); 130 cancelled (Ctrl-C; explain, peppr and sag write the partial result
@@ -21,7 +21,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from . import compare, concepts, demo, explain, models, peppr, regions, report, sag, samples, sanity
+from . import cohort, compare, concepts, demo, explain, models, peppr, regions, report, sag, samples, sanity
 from ._common import _failure, _first_missing, _remove_created_empty
 from ._options import Parser, add_debug
 
@@ -32,7 +32,7 @@ DESCRIPTION = (
 )
 
 #: The command modules, in the order of ``global-xai --help``; each adds its sub-command(s) with ``add_parser``.
-COMMANDS = (explain, peppr, sag, concepts, demo, report, models, samples, sanity, compare, regions)
+COMMANDS = (explain, peppr, sag, concepts, demo, report, models, samples, sanity, compare, regions, cohort)
 
 
 def build_parser() -> Parser:

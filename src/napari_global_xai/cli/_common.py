@@ -14,6 +14,13 @@ from pathlib import Path
 EXIT_CANCELLED = 130
 
 
+def _bar_format(unit: str) -> str:
+    """tqdm's bar with the stage's unit and the time left said in words:
+    ``peppr:  43%|████      | 2017/4673 image forwards [01:02 elapsed, 01:20 left]``."""
+    unit = unit.replace("{", "{{").replace("}", "}}")
+    return "{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} " + unit + " [{elapsed} elapsed, {remaining} left]"
+
+
 class _TerminalProgress:
     """Adapts the core's ``progress(done, total, stage)`` callback to one tqdm bar per stage."""
 
@@ -25,11 +32,18 @@ class _TerminalProgress:
     def __call__(self, done: int, total: int, stage: str) -> None:
         from tqdm.auto import tqdm
 
+        from ..control import unit_of
+
         if stage != self.stage:
             self.close()
             self.stage = stage
             self.bar = tqdm(
-                total=total, desc=stage, unit="it", disable=self.disable, dynamic_ncols=True, mininterval=0.5
+                total=total,
+                desc=stage,
+                bar_format=_bar_format(unit_of(stage)),
+                disable=self.disable,
+                dynamic_ncols=True,
+                mininterval=0.5,
             )
         if self.bar.total != total:
             self.bar.total = total
@@ -115,21 +129,24 @@ def _note(text: str) -> None:
 
 @contextmanager
 def _one_line_warnings(command: str):
-    """Saliency warnings (a method partly undefined on this model) as one line each on stderr."""
+    """Saliency warnings (a method partly undefined on this model) and result warnings (a label without maps,
+    NaN probabilities) as one line each on stderr."""
     import warnings
 
+    from ..errors import ResultWarning
     from ..saliency.base import SaliencyWarning
 
     previous = warnings.showwarning
 
     def show(message, category, filename, lineno, file=None, line=None):
-        if issubclass(category, SaliencyWarning):
+        if issubclass(category, (SaliencyWarning, ResultWarning)):
             print(f"global-xai {command}: warning: {message}", file=sys.stderr)
         else:
             previous(message, category, filename, lineno, file, line)
 
     with warnings.catch_warnings():
         warnings.simplefilter("always", SaliencyWarning)
+        warnings.simplefilter("always", ResultWarning)
         warnings.showwarning = show
         try:
             yield
@@ -177,6 +194,7 @@ def _load_inputs(args):
     from ..models import load_model
 
     warnings.formatwarning = _format_notice
+    _refuse_output_in_input(getattr(args, "out", None), args.stack)
     model = load_model(args.model, device=args.device, trust_pickle=args.trust_pickle, log=_note)
     spec = model_input_spec(model.card)
     if args.resize:
@@ -191,6 +209,32 @@ def _load_inputs(args):
         **spec,
     )
     return stack, model
+
+
+def _refuse_output_in_input(out, *inputs) -> None:
+    """Refuse an output folder that is, or lies inside, an input folder (a stack given as a folder): the results would
+    land among the images, and the next run on that folder would read its own output files as images.
+
+    Raises
+    ------
+    OutputFolderError
+        Before the model loads; the message names both folders.
+    """
+    if not out:
+        return
+    target = Path(out).resolve()
+    for given in inputs:
+        if not given or not Path(given).is_dir():
+            continue
+        folder = Path(given).resolve()
+        if target == folder or folder in target.parents:
+            from ..errors import OutputFolderError
+
+            where = "is" if target == folder else "lies inside"
+            raise OutputFolderError(
+                f"output folder {out} {where} the input folder {given}: the results would mix with the images and "
+                "the next run on that folder would meet its own output files; give --out outside it"
+            )
 
 
 def _cancelled_exit(command: str, result, done: str = "", then: str = "") -> int:
@@ -242,10 +286,21 @@ def _first_missing(folder: Path | None) -> Path | None:
 
 
 def _remove_created_empty(folder: Path | None, first_created: Path | None) -> None:
-    """A failed run leaves no empty folders that it created itself (from ``folder`` up to ``first_created``)."""
+    """A failed run leaves no empty folders that it created itself: the empty folders under ``folder`` (which did not
+    exist before the run, so the run made everything in it), then ``folder`` up to ``first_created``."""
     if folder is None or first_created is None:
         return
+    import contextlib
+    import os
+
+    if folder.is_dir():
+        for root, _, _ in sorted(os.walk(folder), key=lambda entry: -len(Path(entry[0]).parts)):  # deepest first
+            if Path(root) != folder:
+                with contextlib.suppress(OSError):
+                    Path(root).rmdir()  # only succeeds when empty
     current = folder.absolute()
+    while not current.exists() and current != first_created:  # a file never written (e.g. a card): its folders
+        current = current.parent
     while True:
         try:
             current.rmdir()  # only succeeds when empty

@@ -10,7 +10,7 @@ from ._options import add_device_option, command, count, positive
 
 
 def add_parser(sub) -> None:
-    from ..analysis_config import CompareConfig
+    from ..analysis_config import COMPARE_NORMALISATIONS, CompareConfig
 
     defaults = CompareConfig()
     p = command(sub, "compare", "group difference map of image-wise maps with a permutation test")
@@ -48,6 +48,24 @@ def add_parser(sub) -> None:
     p.add_argument(
         "--seed", type=count, default=defaults.seed, help=f"seed of the permutations (default {defaults.seed})"
     )
+    p.add_argument(
+        "--maps-as",
+        dest="normalisation",
+        choices=COMPARE_NORMALISATIONS,
+        default=defaults.normalisation,
+        help="what is compared: raw = the attributions as the method made them (needs 'global-xai explain "
+        "--normalisation none --map-dtype float32'; maps normalised per image are refused, since a group that "
+        "concentrates its "
+        "evidence would look lower everywhere else), shares = each map divided by its total (a lower pixel is a "
+        f"smaller share, by construction wherever the other group concentrates) (default {defaults.normalisation})",
+    )
+    p.add_argument(
+        "--max-permutations",
+        type=positive,
+        default=defaults.max_permutations,
+        help="pixels where the p-floor 1/(1+N) binds get 10x more permutations, stage after stage, up to this "
+        f"many (default {defaults.max_permutations}; equal to --n-permutations: none)",
+    )
     add_device_option(p, "where the permutation test runs")
     p.add_argument("--regions", default=None, help="region label TIFF (e.g. regions.tif of 'global-xai regions')")
     p.add_argument("--out", required=True, help="output folder (difference, p-value and significance maps)")
@@ -57,6 +75,7 @@ def add_parser(sub) -> None:
 
 def run(args) -> int:
     from ..analyses.compare_pipeline import run_compare
+    from ..analyses.compare_report import floor_text, total_text
     from ..analyses.explain_inputs import label_maps, read_csv_column
     from ..analyses.regions import read_region_mask
     from ..analysis_config import CompareConfig
@@ -68,6 +87,8 @@ def run(args) -> int:
         n_permutations=args.n_permutations,
         alpha=args.alpha,
         seed=args.seed,
+        normalisation=args.normalisation,
+        max_permutations=args.max_permutations,
     )
     outputs = open_explain(args.explain_dir)
     maps, idx = label_maps(outputs.image_maps, outputs.computed, outputs.targets, args.label)
@@ -82,6 +103,7 @@ def run(args) -> int:
             device=args.device,
             regions=regions,
             region_names=names,
+            stored_normalisation=(outputs.provenance.get("config") or {}).get("normalisation"),
             out_dir=args.out,
             control=control,
         )
@@ -90,11 +112,15 @@ def run(args) -> int:
         f"{args.label or 'overall'} maps, {s['groups'][0]} (n={s['n_images'][0]}) vs {s['groups'][1]} "
         f"(n={s['n_images'][1]}), {s['n_permutations']} permutations" + (" (CANCELLED)" if result.cancelled else "")
     )
+    print(f"  compared: {s['normalisation']}: {s['meaning']}")
     print(
         f"  significant pixels: {s['n_significant_fdr']} at FDR {args.alpha:g} "
         f"({s['n_significant_fdr_a_gt_b']} A>B, {s['n_significant_fdr_b_gt_a']} B>A), "
-        f"{s['n_significant_fwe']} family-wise"
+        f"{s['n_significant_fwe']} family-wise ({s['n_significant_fwe_a_gt_b']} A>B, "
+        f"{s['n_significant_fwe_b_gt_a']} B>A)"
     )
+    print(f"  total evidence: {total_text(s)}")
+    print(f"  p-floor {floor_text(s)}")
     for row in (result.by_region or [])[:5]:
         if row["n_significant"]:
             print(f"  {row['region']:<24} {row['share_of_significant']:6.1%} of significant pixels")

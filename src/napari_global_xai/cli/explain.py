@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 
@@ -157,6 +158,9 @@ def run(args) -> int:
         written = export_tiff(args.out)
         print("global maps exported: " + ", ".join(p.name for p in written.values()))
     print(f"results in {Path(args.out).resolve()}")
+    if result.provenance.get("result_meaningless"):
+        print(f"global-xai explain: error: {result.provenance['result_meaningless']}", file=sys.stderr)
+        return 1
     return _cancelled_exit(
         "explain",
         result,

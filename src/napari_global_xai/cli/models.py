@@ -56,6 +56,8 @@ def add_parser(sub) -> None:
     p.add_argument(
         "--trust-pickle", action="store_true", help="allow loading a full pickled model (runs code from the file)"
     )
+    p.add_argument("--overwrite", action="store_true", help="replace an existing card at --out (otherwise refused)")
+    add_debug(p)
     p.set_defaults(func=run_card)
 
 
@@ -92,6 +94,7 @@ def run_card(args) -> int:
         activation=args.activation,
         trust_pickle=args.trust_pickle,
         log=_note,
+        overwrite=args.overwrite,
     )
     print(
         f"wrote {Path(args.out).resolve()}: {card.format} model, {len(card.input_channels)} input channel(s), "

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from ._common import _cancelled_exit, _run_control
@@ -21,8 +22,16 @@ def add_parser(sub) -> None:
         "--resize", nargs=2, type=int, metavar=("H", "W"), help="resize the stack's images to H×W (as in explain)"
     )
     p.add_argument("--region-mask", default=None, help="your own region label TIFF (skips detection)")
-    p.add_argument("--disc", nargs=2, type=float, metavar=("ROW", "COL"), help="optic disc, left-eye frame")
-    p.add_argument("--fovea", nargs=2, type=float, metavar=("ROW", "COL"), help="fovea, left-eye frame")
+    p.add_argument(
+        "--disc",
+        nargs=2,
+        type=float,
+        metavar=("ROW", "COL"),
+        help="optic disc, left-eye frame (skips its detection; give it when the one found is refused as implausible)",
+    )
+    p.add_argument(
+        "--fovea", nargs=2, type=float, metavar=("ROW", "COL"), help="fovea, left-eye frame (skips its detection)"
+    )
     p.add_argument(
         "--landmarks",
         default=None,
@@ -102,12 +111,17 @@ def run(args) -> int:
             f"optic disc at (row, col) {tuple(round(v) for v in landmarks.disc)}, fovea at "
             f"{tuple(round(v) for v in landmarks.fovea)} ({landmarks.source})"
         )
+        for problem in landmarks.problems:  # given by hand: used as given, but said
+            print(f"global-xai regions: warning: not plausible: {problem}", file=sys.stderr)
+    where = "of the field of view" if result.fov_source != "none" else "of the image (no field of view known)"
+    print(f"shares are of the map's mass and the area {where}; enrichment 1 = a uniform map there")
     for t in result.tables:
         best = t.row(t.best())
+        outside = f"; {1 - t.mass_in_fov:.0%} of the mass outside it" if t.mass_in_fov == t.mass_in_fov else ""
         print(
             f"  {t.label:<20} most enriched: {best['region']} ×{best['enrichment']:.1f} "
             f"[{best['enrichment_lo']:.1f}, {best['enrichment_hi']:.1f}], {best['mass_share']:.0%} of the mass "
-            f"on {best['area_share']:.0%} of the area"
+            f"on {best['area_share']:.0%} of the area{outside}"
         )
     print(f"results in {Path(args.out).resolve()}")
     return _cancelled_exit("regions", result)

@@ -11,8 +11,9 @@ Pipeline (:func:`run_concepts`): features (one forward per image) → training (
 
 The package: :mod:`.network` (the explanation network and its training; its settings are
 :class:`~napari_global_xai.analysis_config.ConceptConfig`), :mod:`.pipeline` (features, concept maps,
-:func:`run_concepts`), :mod:`.result` (:class:`ConceptResult` and its folder: the file names, ``write``, ``open``) and
-:mod:`.report` (its report section); the public names are re-exported here.
+:func:`run_concepts`), :mod:`.anatomy` (the concept maps against the mean anatomy), :mod:`.result`
+(:class:`ConceptResult` and its folder: the file names, ``write``, ``open``) and :mod:`.report` (its report
+section); the public names are re-exported here.
 
 Notes
 -----
@@ -63,6 +64,14 @@ below is a documented choice:
 * **Concept × label weight**: ``V_lk · mean_i z_ik``, the concept's mean contribution to the label's logit; the raw
   ``V`` is kept too.
 * **Faithfulness**: per-label AUROC of ``ŝ`` against the labels, next to the model's own AUROC.
+* **Dead concepts**: a concept active on no image after training (all-zero map) is dropped and counted
+  (``ConceptResult.units``; ``ConceptConfig(prune_dead=False)`` keeps it); why not re-initialised:
+  :func:`~.network.train_explanation_net`.
+* **Where a concept lies** (:mod:`.anatomy`): the share of each global map's mass inside the field of view of the
+  mean anatomy, and its region table (the regions of ``global-xai regions``, shares and enrichment inside the field
+  of view) when the disc and fovea found on the mean anatomy are plausible.
+* **Layer outputs** come through :class:`~napari_global_xai.models.taps.LayerTap`, so TorchScript and
+  ``torch.export`` models work like ``nn.Module`` ones.
 """
 
 from __future__ import annotations

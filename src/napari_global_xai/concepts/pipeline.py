@@ -17,23 +17,27 @@ import torch.nn.functional as F
 from ..analysis_config import ConceptConfig
 from ..batching import Cancelled
 from ..control import RunControl
+from .anatomy import concept_anatomy
 from .network import ExplanationNet, train_explanation_net
 from .result import ConceptResult
 
-__all__ = ["concept_image_maps", "extract_features", "run_concepts"]
+__all__ = ["concept_image_maps", "extract_features", "forward_with_layer", "layer_tap", "run_concepts"]
 
 
 # ------------------------------------------------------------------------------------------------- features
 
 
-def _layer_module(model, layer: str | None, example: torch.Tensor) -> torch.nn.Module:
+def layer_tap(model, layer: str | None, example: torch.Tensor):
+    """The :class:`~napari_global_xai.models.taps.LayerTap` of the concept layer (``layer``, else the card's
+    ``cam_layer``, else the last spatial layer), on any model format (nn.Module, TorchScript, ``torch.export``)."""
+    from ..models.taps import LayerTap
     from ..saliency.captum_methods import find_cam_layer
 
     name = layer or model.card.cam_layer or find_cam_layer(model.module, example)
     try:
-        return model.module.get_submodule(name)
-    except AttributeError:
-        raise ValueError(f"the model has no layer {name!r} (set layer= or the card's cam_layer)") from None
+        return LayerTap(model.module, [name])
+    except ValueError as exc:
+        raise ValueError(f"concept layer: {exc} (set --layer or the card's cam_layer)") from None
 
 
 def _pool(acts: torch.Tensor) -> torch.Tensor:
@@ -41,20 +45,12 @@ def _pool(acts: torch.Tensor) -> torch.Tensor:
     return torch.cat([acts.mean(dim=(2, 3)), acts.amax(dim=(2, 3))], dim=1)
 
 
-def _forward_with_layer(model, x: torch.Tensor, layer: torch.nn.Module):
-    store = {}
-
-    def hook(_m, _i, out):
-        if not isinstance(out, torch.Tensor) or out.ndim != 4:
-            raise ValueError("the concept layer does not output a (n, C, h, w) feature map")
-        store["a"] = out
-
-    handle = layer.register_forward_hook(hook)
-    try:
-        logits = model.module(x)
-    finally:
-        handle.remove()
-    return store["a"], logits
+def forward_with_layer(tap, x: torch.Tensor):
+    """``(layer activations (n, C, h, w), model output)`` of one forward pass through ``tap``."""
+    out, (acts,) = tap(x)
+    if not isinstance(acts, torch.Tensor) or acts.ndim != 4:
+        raise ValueError(f"the concept layer {tap.names[0]!r} does not output a (n, C, h, w) feature map")
+    return acts, out
 
 
 def _frame(stack, model):
@@ -108,13 +104,13 @@ def extract_features(
     features = logits = None
     act_sum = None
     done = np.zeros(n, bool)
-    module = None
+    tap = None
     for idx, pixels in _chunks(images, chunk_size):
         if control.cancelled():
             break
         x = model.preprocess(pixels)
-        module = module or _layer_module(model, layer, x[:1])
-        acts, out = _forward_with_layer(model, x, module)
+        tap = tap or layer_tap(model, layer, x[:1])
+        acts, out = forward_with_layer(tap, x)
         f = _pool(acts.float()).cpu().numpy()
         part = acts.float().sum(dim=0).cpu().double()
         act_sum = part if act_sum is None else act_sum + part
@@ -212,26 +208,26 @@ def run_concepts(
         )
 
     t0 = time.perf_counter()
-    net, losses, stopped = train_explanation_net(features[done], logits[done], config, control=control)
+    net, losses, stopped, units = train_explanation_net(features[done], logits[done], config, control=control)
     timings["train_s"] = time.perf_counter() - t0
     cancelled = cancelled or stopped
 
-    k = int(config.k)
+    k = net.encoder.out_features  # the concepts kept (dead ones pruned)
     z_all = np.full((n, k), np.nan, np.float32)
     image_maps = None
     global_sum = np.zeros((k, h, w), np.float64)
     weight_sum = np.zeros(k, np.float64)
     mapped = np.zeros(n, bool)
     t0 = time.perf_counter()
-    module = None
+    tap = None
     for idx, pixels in [] if cancelled else _chunks(images, config.chunk_size):
         if control.cancelled():
             cancelled = True
             break
         x = model.preprocess(pixels)
-        module = module or _layer_module(model, config.layer, x[:1])
+        tap = tap or layer_tap(model, config.layer, x[:1])
         with torch.no_grad():
-            acts, _ = _forward_with_layer(model, x, module)
+            acts, _ = forward_with_layer(tap, x)
         cams, z = _concept_cams(acts.cpu(), net, mean_acts)
         if image_maps is None:
             image_maps = np.zeros((n, k) + tuple(cams.shape[-2:]), np.float32)
@@ -268,28 +264,41 @@ def run_concepts(
 
         auroc_model = auroc(truth[done], logits[done])
         auroc_concepts = auroc(truth[done], concept_logits[done])
+    anatomy = images.mean(axis=0) if isinstance(images, np.ndarray) else images.mean_image()
+    placed = concept_anatomy(global_maps, anatomy, _left_eye(images))
     result = ConceptResult(
-        z_use.astype(np.float32),
-        image_maps,
-        global_maps,
-        weights.astype(np.float32),
-        predictor.T.astype(np.float32),
-        top,
-        logits,
-        concept_logits,
-        auroc_model,
-        auroc_concepts,
-        labels,
-        _ids(stack, n),
-        config,
-        losses,
-        timings,
-        cancelled,
-        net,
+        concepts=z_use.astype(np.float32),
+        image_maps=image_maps,
+        global_maps=global_maps,
+        weights=weights.astype(np.float32),
+        predictor=predictor.T.astype(np.float32),
+        top_images=top,
+        model_logits=logits,
+        concept_logits=concept_logits,
+        auroc_model=auroc_model,
+        auroc_concepts=auroc_concepts,
+        labels=labels,
+        image_ids=_ids(stack, n),
+        config=config,
+        losses=losses,
+        timings=timings,
+        cancelled=cancelled,
+        net=net,
+        units=units,
+        fov_mass=placed.fov_mass,
+        region_tables=placed.tables,
+        anatomy_note=placed.note,
     )
     if out_dir is not None:
-        result.write(out_dir, anatomy=None if isinstance(images, np.ndarray) else images.mean_image())
+        result.write(out_dir, anatomy=None if isinstance(images, np.ndarray) else anatomy)
     return result
+
+
+def _left_eye(images) -> bool:
+    """Whether the images are in the left-eye frame (the landmark detector's): harmonised, or no right eye."""
+    if isinstance(images, np.ndarray) or images.frame == "left" or images.laterality is None:
+        return True
+    return not np.any(np.asarray(images.laterality) == "R")
 
 
 def _truth(stack, labels: list[str]) -> np.ndarray | None:

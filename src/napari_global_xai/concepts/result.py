@@ -9,7 +9,8 @@ A concepts folder (``global-xai concepts --out FOLDER``, ``run_concepts(out_dir=
     concepts.csv                image × concept activations
     concept_label_weights.csv   concept × label weights
     top_images.csv              per concept, the ids of the images that activate it most
-    concepts.json               faithfulness, losses, settings, timings, status
+    concept_regions.csv         per concept, its global map's region table (shares inside the field of view)
+    concepts.json               faithfulness, concepts kept / pruned, field-of-view mass, losses, settings, status
     explanation_net.pt          the explanation network's state dict
     mean_anatomy.tif            the mean image, when the run had a stack
 """
@@ -29,7 +30,7 @@ from ..analysis_config import ConceptConfig
 if TYPE_CHECKING:
     from .network import ExplanationNet
 
-__all__ = ["ConceptFiles", "FILES", "ConceptResult"]
+__all__ = ["BASELINE", "ConceptFiles", "FILES", "ConceptResult"]
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,7 @@ class ConceptFiles:
     concepts: str = "concepts.csv"
     weights: str = "concept_label_weights.csv"
     top_images: str = "top_images.csv"
+    regions: str = "concept_regions.csv"
     summary: str = "concepts.json"
     net: str = "explanation_net.pt"
     anatomy: str = "mean_anatomy.tif"
@@ -48,6 +50,13 @@ class ConceptFiles:
 
 #: The names of a concepts folder's files.
 FILES = ConceptFiles()
+
+#: What a concept's region enrichment is relative to (written in the summary, shown in the report).
+BASELINE = (
+    "enrichment = share of the global concept map's mass inside the field of view that lies in the region / the "
+    "region's share of the field of view's area (1 = a map uniform over the imaged retina); outside_fov over the "
+    "whole image and map"
+)
 
 
 @dataclass
@@ -80,6 +89,16 @@ class ConceptResult:
         Seconds per stage.
     cancelled : bool
     net : ExplanationNet or None
+    units : dict
+        ``requested`` (k), ``dead`` (concepts no image activated after training), ``pruned`` and ``kept``
+        (:func:`~.network.train_explanation_net`).
+    fov_mass : (K,) float or None
+        Share of each global map's mass inside the field of view of the mean anatomy (None: none found).
+    region_tables : list of RegionTable
+        Per concept (label ``concept_<k>``), its global map's region table, shares and enrichment inside the field
+        of view (empty without plausible landmarks; :mod:`.anatomy`).
+    anatomy_note : str
+        Where the regions came from, or why there are none.
     """
 
     concepts: np.ndarray
@@ -99,6 +118,10 @@ class ConceptResult:
     timings: dict = field(default_factory=dict)
     cancelled: bool = False
     net: ExplanationNet | None = None
+    units: dict = field(default_factory=dict)
+    fov_mass: np.ndarray | None = None
+    region_tables: list = field(default_factory=list)
+    anatomy_note: str = ""
 
     def faithfulness(self) -> dict:
         """``{label: {"model": auroc, "concepts": auroc}}`` (empty without labels)."""
@@ -160,10 +183,20 @@ class ConceptResult:
                 [[c] + [self.image_ids[j] for j in row] for c, row in zip(names, self.top_images)],
             ),
         )
+        if self.region_tables:
+            from ..analyses.regions_result import region_table_csv
+
+            atomic_write_text(paths["regions"], region_table_csv(self.region_tables))
+        else:
+            del paths["regions"]
         save_json(
             paths["summary"],
             {
                 "method": "xnn",
+                "concepts": self.units,
+                "field_of_view_mass": None if self.fov_mass is None else [float(v) for v in self.fov_mass],
+                "regions": self.anatomy_note,
+                "baseline": BASELINE,
                 "config": asdict(self.config),
                 "faithfulness_auroc": self.faithfulness(),
                 "losses": self.losses,
@@ -218,6 +251,13 @@ class ConceptResult:
         auroc_model = np.array([faith[n]["model"] for n in labels], float) if faith else None
         auroc_concepts = np.array([faith[n]["concepts"] for n in labels], float) if faith else None
         nan_logits = np.full((n, len(labels)), np.nan, np.float32)
+        fov_mass = summary.get("field_of_view_mass")
+        region_tables = []
+        if (folder / FILES.regions).exists():
+            from ..analyses.regions_result import read_region_tables
+
+            inside = {f"concept_{k}": v for k, v in enumerate(fov_mass or [])}
+            region_tables = read_region_tables(folder / FILES.regions, inside)
         return cls(
             concepts=concepts,
             image_maps=tifffile.imread(folder / FILES.image_maps),
@@ -236,6 +276,10 @@ class ConceptResult:
             timings=dict(summary.get("timings_s", {})),
             cancelled=bool(summary.get("cancelled", False)),
             net=net,
+            units=dict(summary.get("concepts", {})),
+            fov_mass=None if fov_mass is None else np.array(fov_mass, float),
+            region_tables=region_tables,
+            anatomy_note=str(summary.get("regions", "")),
         )
 
 

@@ -164,11 +164,36 @@ def _tiff_header(path: Path, channels_last: bool) -> tuple[list[_Page], list[str
 
     with tifffile.TiffFile(path) as tif:
         pages = [_tiff_page(page, i, path) for i, page in enumerate(tif.pages)]
-        series_shape = tuple(tif.series[0].shape) if tif.series else ()
+        series = tif.series[0] if tif.series else None
+        series_shape, series_axes = (tuple(series.shape), series.axes) if series is not None else ((), "")
         stored_ids = _description(tif).get("image_ids")
+    _check_stack_dimensions(path, pages, series_shape, series_axes)
     if not channels_last:
         pages = _pages_as_channels(pages, series_shape) or pages
     return pages, stored_ids
+
+
+def _check_stack_dimensions(path: Path, pages: list[_Page], series_shape: tuple[int, ...], axes: str) -> None:
+    """Refuse a TIFF whose images are arranged in more dimensions than a stack: one axis of images, plus one of
+    channels for grayscale pages (``(n, C, H, W)``). A 6-D ``(2, 2, 3, H, W, 3)`` file would otherwise be read as 12
+    images with nothing said.
+
+    Raises
+    ------
+    StackError
+        The message names the file, its shape and axes, and the layout to save instead.
+    """
+    if not pages or not series_shape:
+        return
+    extra = len(series_shape) - len(pages[0].layout)  # axes above one page's own (YX, YXS or SYX)
+    channel_axis = extra == 2 and all(page.layout == "YX" for page in pages)  # (n, C, H, W): pages as channels
+    if extra <= 1 or channel_axis:
+        return
+    raise StackError(
+        f"{path}: a {len(series_shape)}-D image (shape {series_shape}, axes {axes!r}) has more dimensions than a "
+        "stack of images (n, H, W[, C]); save it as one image per page (n pages of H×W or H×W×C), e.g. reshape "
+        "it to (n, H, W, C) before writing"
+    )
 
 
 def _dicom_dtype(dataset: Any) -> np.dtype:

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from ..aggregate import GlobalMaps
-from ..io_utils import atomic_path, json_text
+from ..io_utils import atomic_path, json_text, writing
 
 __all__ = [
     "write_global_maps_tiff",
@@ -234,7 +234,7 @@ def write_overlay(result, anatomy: np.ndarray, path: str | Path) -> Path:
     if result.cancelled:
         selected = result.provenance.get("n_maps_selected", "?")
         title = f"CANCELLED, partial: {result.n_computed} of {selected} maps. {title}"
-    return save_global_map_overlays(anatomy, maps, path, title=title)
+    return save_global_map_overlays(anatomy, maps, path, title=title, normalisation=config.normalisation)
 
 
 class TiffMapWriter:
@@ -258,11 +258,16 @@ class TiffMapWriter:
         import tifffile
 
         self.path = Path(paths["image_maps"])
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self.tmp = self.path.with_name(f".{self.path.name}.partial")
-        self.array = tifffile.memmap(
-            self.tmp, shape=shape, dtype=np.float32, photometric="minisblack", metadata={"axes": "QCYX"}
-        )
+        try:
+            with writing(self.path, any_os_error=True):
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self.array = tifffile.memmap(
+                    self.tmp, shape=shape, dtype=np.float32, photometric="minisblack", metadata={"axes": "QCYX"}
+                )
+        except BaseException:
+            self.abort()  # no hidden partial file after a failed start either
+            raise
 
     def completed(self):
         """No resume: every chunk is computed."""
@@ -283,9 +288,10 @@ class TiffMapWriter:
         import tifffile
 
         try:
-            self.array.flush()
-            del self.array
-            os.replace(self.tmp, self.path)
+            with writing(self.path, any_os_error=True):
+                self.array.flush()
+                del self.array
+                os.replace(self.tmp, self.path)
         except BaseException:
             self.abort()
             raise

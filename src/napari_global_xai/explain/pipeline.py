@@ -18,10 +18,11 @@ from ..config import ExplainConfig
 from ..control import RunControl, status_of
 from ..data.conform import fit_stack_to_model, model_frame
 from ..data.labels import missing_truth_message
+from ..io_utils import writing
 from ..saliency.engine import ImageMapEngine
-from .result import ExplainResult, count_per_label, open_map_writer
+from .result import FILES, ExplainResult, count_per_label, open_map_writer
 
-__all__ = ["run_explain", "resolve_targets"]
+__all__ = ["run_explain", "resolve_targets", "result_checks"]
 
 
 def resolve_targets(model_labels: list[str], targets) -> list[str]:
@@ -86,6 +87,67 @@ def _resolve_subset(subset: str, truth, known: np.ndarray, targets: list[str]) -
     return subset
 
 
+def _refuse_nothing_to_explain(subset: str, compute: str, truth, known: np.ndarray, targets: list[str]) -> None:
+    """Refuse, before any model pass, a run whose subset holds no image for any target and computes only the subset.
+
+    Raises
+    ------
+    InputError
+        ``positive`` / ``true_positive`` with ground truth for every target and no positive image for any of them.
+    """
+    if subset not in ("positive", "true_positive") or compute != "subset" or truth is None or not known.all():
+        return
+    if len(truth) and truth.any():
+        return
+    from ..errors import InputError
+
+    raise InputError(
+        f"no image is positive for any target label ({', '.join(targets)}) in the labels table, so subset "
+        f"{subset!r} selects no image and every global map would be empty; check the labels CSV, or use --subset "
+        "all / predicted (subset='all' / 'predicted')"
+    )
+
+
+def result_checks(probabilities, computed, include, zero, global_maps, stack, subset: str) -> dict:
+    """What makes a finished run partly (or wholly) meaningless, each said once as a one-line
+    :class:`~napari_global_xai.errors.ResultWarning`; returned for the provenance.
+
+    Returns
+    -------
+    dict
+        ``result_warnings`` (the lines) and ``result_meaningless`` (a line when no label has a map and no
+        image-wise map was computed beyond them, or every image's probabilities are NaN or infinite; else None).
+    """
+    from ..errors import ResultWarning
+
+    lines, fatal = [], None
+    bad = ~np.isfinite(probabilities).all(axis=1)  # a finished run predicted every image
+    if bad.any():
+        ids = [stack.image_ids[i] for i in np.flatnonzero(bad)[:3]] + (["…"] if bad.sum() > 3 else [])
+        lines.append(
+            f"the model's probabilities are NaN or infinite for {int(bad.sum())} of {len(bad)} images "
+            f"({', '.join(ids)}): their predictions and maps are meaningless (they never count as predicted "
+            "positive); check the model and its card's mean, std and pixel_scale"
+        )
+        if bad.all():
+            fatal = lines[-1]
+    empty = []
+    for j, name in enumerate(global_maps.labels):
+        if global_maps.count[j]:
+            continue
+        selected, zeros = int(include[:, j].sum()), int((zero[:, j] & include[:, j]).sum())
+        why = f"all {zeros} maps all-zero" if selected and zeros == selected else f"no image in subset {subset!r}"
+        empty.append(f"{name} ({why})")
+    if empty:
+        its = "its global map is" if len(empty) == 1 else "their global maps are"
+        lines.append(f"no map for label{'s' * (len(empty) > 1)} {', '.join(empty)}: {its} empty (NaN)")
+        if len(empty) == len(global_maps.labels) and not (computed & ~include).any() and fatal is None:
+            fatal = f"no label has a map, so every global map is empty (NaN): {', '.join(empty)}"
+    for line in lines:
+        warnings.warn(line, ResultWarning, stacklevel=3)
+    return {"result_warnings": lines, "result_meaningless": fatal}
+
+
 def run_explain(
     stack,
     model,
@@ -139,9 +201,18 @@ def run_explain(
     UsageError
         Unknown targets, method parameters, output format or map dtype (checked before any long work).
     OutputFolderError
-        ``out_dir`` cannot be written, or holds a store of a run with other settings (checked first).
+        ``out_dir`` cannot be written, or holds a store of a run with other settings (checked after the options,
+        before the model runs); a write failing later names its file.
+    InputError
+        No image is positive for any target and only the subset's maps are computed (nothing to explain).
     ValueError
         A subset rule that needs labels the stack does not have.
+
+    Warns
+    -----
+    ResultWarning
+        A label whose global map holds no map, or images whose probabilities are NaN or infinite (one line each,
+        also in ``provenance["result_warnings"]``; ``provenance["result_meaningless"]`` says when nothing is left).
     """
     from ..chunks import InProcessExecutor
     from ..store.options import check_store_options
@@ -151,25 +222,28 @@ def run_explain(
     control = control or RunControl()
     progress, cancel = control.report, control.cancel_fn
     out_format, map_dtype = check_store_options(out_format, map_dtype)
-    if out_dir is not None:
-        from ..io_utils import check_output_folder
-
-        check_output_folder(out_dir)
     targets = resolve_targets(model.labels, config.targets)
     target_idx = [model.labels.index(t) for t in targets]
     engine = ImageMapEngine(model, config, target_idx)  # validates the method and its parameters early
+    if out_dir is not None:  # after the option checks, so a refused option leaves no folder behind
+        from ..io_utils import check_output_folder
+
+        check_output_folder(out_dir)
     stack = fit_stack_to_model(stack, model.card)
     model.check_input(stack.shape)
     frame_stack = model_frame(stack, model.card)
     truth, known = _truth_for(frame_stack, targets)
     subset = _resolve_subset(config.subset, truth, known, targets)
+    _refuse_nothing_to_explain(subset, config.compute, truth, known, targets)
     n, h, w = len(frame_stack), stack.shape[1], stack.shape[2]
     import torch
 
     engine.check(torch.zeros(1, model.n_channels, h, w, device=model.device))  # method requirements, before work
     task = ExplainChunkTask(frame_stack, model, config, targets, subset, truth, known)
     task._engine = engine
-    writer = open_map_writer(out_dir, out_format, map_dtype, overwrite, (n, len(targets), h, w), task, stack)
+    target = None if out_dir is None else Path(out_dir) / (FILES.store if out_format == "zarr" else FILES.image_maps)
+    with writing(target):  # a failing write names the file (the store, or the image-wise maps TIFF)
+        writer = open_map_writer(out_dir, out_format, map_dtype, overwrite, (n, len(targets), h, w), task, stack)
     records = dict(writer.completed())
     pending = [c for c in range(task.n_chunks) if c not in records]
     accumulator = GlobalMapAccumulator(targets, (h, w))
@@ -188,7 +262,8 @@ def run_explain(
     try:
         for result in (executor or InProcessExecutor()).map_chunks(task, pending, cancel=cancel, on_maps=on_maps):
             in_chunk[0] = 0
-            writer.write(result)
+            with writing(target):
+                writer.write(result)
             result.maps = None  # written: keep only the small per-chunk facts
             records[result.chunk] = result
             merge.add(result.chunk, result)  # merged (and dropped) as soon as every earlier chunk is in
@@ -202,6 +277,16 @@ def run_explain(
     probabilities, include, computed, zero, stalled, pairs = assemble_chunks(records, task, n, len(model.labels))
     merge.finish()
     notes = list(dict.fromkeys([*(engine.notes or []), *(x for r in records.values() for x in r.notes)]))
+    truth_missing = [t for t, k in zip(targets, known) if not k] if truth is not None else []
+    global_maps = accumulator.result(
+        metadata={
+            "method": config.method,
+            "subset": subset,
+            "normalisation": config.normalisation,
+            "subset_predicted_labels": truth_missing,
+        }
+    )
+    checks = {} if cancelled else result_checks(probabilities, computed, include, zero, global_maps, stack, subset)
 
     from ..provenance import provenance_record
 
@@ -223,17 +308,10 @@ def run_explain(
         method_warnings=notes,
         **writer.facts(),
     )
-    truth_missing = [t for t, k in zip(targets, known) if not k] if truth is not None else []
-    global_maps = accumulator.result(
-        metadata={
-            "method": config.method,
-            "subset": subset,
-            "normalisation": config.normalisation,
-            "subset_predicted_labels": truth_missing,
-        }
-    )
     prov["subset_predicted_labels"] = truth_missing
-    image_maps = writer.finish(global_maps, prov)
+    prov.update(checks)
+    with writing(target):
+        image_maps = writer.finish(global_maps, prov)
     result = ExplainResult(
         image_maps,
         computed,
@@ -252,5 +330,6 @@ def run_explain(
         stalled=stalled,
     )
     if out_dir is not None:
-        result.write(out_dir, anatomy=frame_stack.mean_image(), image_ids=stack.image_ids)
+        with writing(target):  # the files written atomically name themselves; the store's anatomy is in the store
+            result.write(out_dir, anatomy=frame_stack.mean_image(), image_ids=stack.image_ids)
     return result

@@ -29,6 +29,7 @@ import numpy as np
 
 from ..aggregate import GlobalMaps
 from ..config import ExplainConfig
+from ..store.reader import lazy_anatomy
 
 __all__ = [
     "FILES",
@@ -135,15 +136,11 @@ class ExplainResult:
         return count_per_label(self.stalled, self.include, self.target_labels)
 
     def write(self, folder, *, anatomy: np.ndarray | None = None, image_ids=None) -> dict[str, Path]:
-        """Predictions, summary and (with ``anatomy``) the overlay PNG into ``folder``; the maps are already there,
-        written by :func:`open_map_writer`'s writer.
-
-        Returns
-        -------
-        dict
-            Output name → path.
+        """Predictions, summary and (with ``anatomy``) the overlay PNG and the store's mean anatomy into ``folder``;
+        the maps are already there, written by :func:`open_map_writer`'s writer. Returns output name → path.
         """
         from ..io_utils import atomic_write_text, save_json
+        from ..store.writer import write_anatomy
         from .file_formats import predictions_csv, write_overlay
 
         out = Path(folder)
@@ -168,6 +165,8 @@ class ExplainResult:
         save_json(paths["summary"], summary)
         if anatomy is not None:
             paths["overlay"] = write_overlay(self, anatomy, out / FILES.overlay)
+            if self.provenance.get("format") == "zarr":  # the store's mean anatomy, under its maps in a viewer
+                write_anatomy(out / FILES.store, anatomy)
         return paths
 
 
@@ -248,6 +247,11 @@ class ExplainFolder:
 
         shape = (len(self.image_ids), len(self.targets))
         return read_image_maps_tiff(self.folder / FILES.image_maps, shape, f"labels of {FILES.predictions}")
+
+    @cached_property
+    def anatomy(self):
+        """``(H, W, C)`` float32 mean anatomy in the maps' frame (dask over the store), or None when not written."""
+        return lazy_anatomy(self.store) if self.out_format == "zarr" else None
 
     @cached_property
     def global_planes(self):
@@ -351,9 +355,7 @@ def is_explain_folder(path) -> bool:
     from ..store.reader import stored_attrs
 
     path = Path(path)
-    if not path.is_dir():
-        return False
-    return (
+    return path.is_dir() and (
         stored_attrs(path) is not None
         or stored_attrs(path / FILES.store) is not None
         or ((path / FILES.summary).is_file() and (path / FILES.image_maps).is_file())

@@ -119,6 +119,7 @@ class ModelCard:
             raise ModelLoadError(
                 f"model card has {n} input channels but {len(self.mean)} mean and {len(self.std)} std values"
             )
+        _check_normalisation(self.mean, self.std, self.pixel_scale)
 
     @classmethod
     def from_json(cls, path: str | os.PathLike) -> ModelCard:
@@ -158,6 +159,26 @@ class ModelCard:
         if not p.is_absolute() and self.path:
             p = Path(self.path).parent / p
         return p
+
+
+def _check_normalisation(mean, std, pixel_scale) -> None:
+    """Refuse a normalisation that makes every input non-finite (a zero or non-finite std, a NaN mean, ...)."""
+    import math
+    import numbers
+
+    def finite(v) -> bool:
+        return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
+
+    if not finite(pixel_scale) or pixel_scale <= 0:
+        raise ModelLoadError(f"model card pixel_scale must be a finite number > 0, got {pixel_scale!r}")
+    if not all(finite(v) for v in mean):
+        raise ModelLoadError(f"model card mean must be finite numbers, got {list(mean)}")
+    bad = [v for v in std if not finite(v) or v <= 0]
+    if bad:
+        raise ModelLoadError(
+            f"model card std must be finite numbers > 0 (inputs are divided by it), got {list(std)}; a zero std "
+            "would make every input and probability NaN or infinite: set the per-channel std used in training"
+        )
 
 
 class LoadedModel:
@@ -224,7 +245,8 @@ class LoadedModel:
     def check_input(self, shape) -> None:
         """Fail fast, with a clear message, if images of ``shape`` ``(n, H, W[, C])`` do not fit the model.
 
-        Runs one tiny forward pass, so shape mismatches inside the network surface before a long run starts.
+        Runs one tiny forward pass on a blank input, so shape mismatches inside the network and NaN or infinite
+        outputs surface before a long run starts.
         """
         import torch
 
@@ -247,6 +269,11 @@ class LoadedModel:
         if out.ndim != 2 or out.shape[1] != len(self.card.labels):
             raise ModelLoadError(
                 f"model {name!r} returns shape {tuple(out.shape)}, but its card lists {len(self.card.labels)} labels"
+            )
+        if not torch.isfinite(out).all():
+            raise ModelLoadError(
+                f"model {name!r} returns NaN or infinite outputs for a blank (all-zero) input, so every probability "
+                "and map would be meaningless; check the model file and its card"
             )
 
     def to(self, device) -> LoadedModel:

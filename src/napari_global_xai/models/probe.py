@@ -161,6 +161,7 @@ def make_card(
     activation: str = "sigmoid",
     trust_pickle: bool = False,
     log=None,
+    overwrite: bool = False,
 ):
     """Probe a model file and write a card for it.
 
@@ -182,6 +183,9 @@ def make_card(
     trust_pickle : bool
     log : callable(str), optional
         Told which user code is imported.
+    overwrite : bool
+        Replace an existing file at ``out`` (otherwise refused before the model is loaded: it may be a card filled
+        in by hand).
 
     Returns
     -------
@@ -192,11 +196,21 @@ def make_card(
     ------
     ModelLoadError
         The file cannot be loaded, or no dummy input fits it.
+    OutputFolderError
+        ``out`` exists and ``overwrite`` is false, or is a folder.
     """
+    from ..errors import OutputFolderError
     from .card import ModelCard, ModelLoadError
     from .loading import _load_module
 
     out = Path(out)
+    if out.is_dir():
+        raise OutputFolderError(f"card {out} is a folder; give the card's file name (e.g. {out / 'model.card.json'})")
+    if out.exists() and not overwrite:
+        raise OutputFolderError(
+            f"card {out} exists and is never replaced unless asked (it may be filled in by hand); give another "
+            "--out, or --overwrite to replace it"
+        )
     model_file = Path(model_file)
     try:
         rel = os.path.relpath(model_file.resolve(), out.resolve().parent)

@@ -24,11 +24,13 @@ from torch import nn
 __all__ = [
     "KIND_NAMES",
     "LayerTap",
+    "call_order",
     "layer_names",
     "make_nonlinearities_modules",
     "module_kind",
     "relu_census",
     "spatial_layers",
+    "submodule",
 ]
 
 #: Human names of module kinds (used in refusals and warnings).
@@ -242,6 +244,47 @@ def spatial_layers(module, example: torch.Tensor) -> list[tuple[str, tuple]]:
     ]
     # containers end with (or after) their last child: order by the position of each layer's last node
     return sorted(spatial, key=lambda ns: (order_key.get(ns[0], -1), -ns[0].count(".")))
+
+
+def submodule(module, name: str):
+    """The submodule called ``name`` (dotted, as in ``named_modules()``; ``""``: the module itself), whatever the
+    format (TorchScript modules have no ``get_submodule``; a ``torch.export`` graph keeps its parameters in plain
+    submodules of the original names)."""
+    sub = module
+    for part in name.split(".") if name else []:
+        sub = getattr(sub, part)
+    return sub
+
+
+def call_order(module, example: torch.Tensor) -> dict[str, int]:
+    """Rank of each named layer in the computation, any format: later = closer to the output.
+
+    ``nn.Module``: the order in which the submodules finish in one forward pass of ``example`` (no gradients; a
+    container after its children). TorchScript and ``torch.export`` graphs (whose submodules are never called, so
+    hooks cannot see them): the position of the layer's last operation in the (inlined) graph; ``example`` is not
+    run. A layer that does not run is absent, and so is ``""`` (the module itself).
+    """
+    kind = module_kind(module)
+    if kind == "torchscript":
+        return _ts_call_order(module)
+    if kind == "export":
+        return _fx_call_order(module)
+    order: dict[str, int] = {}
+    hooks = []
+    for name, sub in module.named_modules():
+        if name:
+
+            def hook(_m, _i, _o, name=name) -> None:  # returns None: the output is left as it is
+                order.setdefault(name, len(order))
+
+            hooks.append(sub.register_forward_hook(hook))
+    try:
+        with torch.no_grad():
+            module(example)
+    finally:
+        for h in hooks:
+            h.remove()
+    return order
 
 
 def _ts_call_order(module) -> dict[str, int]:

@@ -33,6 +33,14 @@ _COLOURS = {"erase": "#c0392b", "restore": "#2471a3"}
 
 _MAP_COLOURS = ("#d62728", "#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf")
 _MODE_STYLE = {"erase": {"linestyle": "-", "marker": "o"}, "restore": {"linestyle": "--", "marker": "s"}}
+#: The random order's mean curves: thin, no markers, a dotted and a dash-dotted line in two greys, so they read
+#: apart from the map curves (solid / dashed, coloured, markers) and from each other.
+RANDOM_STYLE = {
+    "erase": {"color": "0.35", "linestyle": ":", "linewidth": 1.6},
+    "restore": {"color": "0.6", "linestyle": "-.", "linewidth": 1.6},
+}
+#: Font size (points) of the summary table and the legend.
+TABLE_FONT_PT = 9
 
 
 def _fmt(value, spec: str) -> str:
@@ -55,7 +63,8 @@ def table_cells(view: PepprView) -> tuple[list[str], list[list[str]]]:
 def draw_curves(ax, view: PepprView, fraction: float | None = None, legend: bool = True):
     """Draw every table row's erase (solid) and restore (dashed) curve, one colour per map, into ``ax``.
 
-    The random order's mean ± sd is drawn once per label as a grey band; the legend sits outside the axes (to the
+    The random order's mean ± sd is drawn once per label as a grey band, its mean as a thin dotted (erase) or
+    dash-dotted (restore) grey line without markers (:data:`RANDOM_STYLE`); the legend sits outside the axes (to the
     right). Returns the fraction marker (a vertical line) or None.
     """
     f = view.fractions
@@ -68,14 +77,13 @@ def draw_curves(ax, view: PepprView, fraction: float | None = None, legend: bool
                 band = view.random_band(mode, label)
                 if band is not None:
                     mean, sd = band
-                    ax.fill_between(f, mean - sd, mean + sd, color="0.6", alpha=0.2, linewidth=0)
+                    style = RANDOM_STYLE[mode]
+                    ax.fill_between(f, mean - sd, mean + sd, color=style["color"], alpha=0.15, linewidth=0)
                     ax.plot(
                         f,
                         mean,
-                        color="0.45",
-                        linewidth=1,
-                        linestyle=_MODE_STYLE[mode]["linestyle"],
-                        label=f"random {mode}" + (f" ({label})" if len(view.rows) > 1 else ""),
+                        **style,
+                        label=f"random order: {mode}, mean ± sd" + (f" ({label})" if len(view.rows) > 1 else ""),
                     )
                 banded.add((mode, label))
             key = (name, mode, label)
@@ -99,7 +107,7 @@ def draw_curves(ax, view: PepprView, fraction: float | None = None, legend: bool
     if fraction is not None:
         marker = ax.axvline(float(fraction), color="#f1c40f", linewidth=1.5, zorder=0)
     if legend:
-        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0, frameon=False)
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0, frameon=False)
     return marker
 
 
@@ -111,9 +119,9 @@ def draw_table(ax, view: PepprView):
         return None
     table = ax.table(cellText=rows, colLabels=header, loc="upper center", cellLoc="center")
     table.auto_set_font_size(False)
-    table.set_fontsize(7)
+    table.set_fontsize(TABLE_FONT_PT)
     table.auto_set_column_width(list(range(len(header))))
-    table.scale(1.0, 1.25)
+    table.scale(1.0, 1.6)
     for cell in table.get_celld().values():  # transparent cells: readable on light and dark (napari) themes
         cell.set_facecolor("none")
         cell.set_edgecolor("0.55")
@@ -139,9 +147,9 @@ def draw_filmstrip(fig, strip: Filmstrip, highlight: int | None = None, handles:
             for spine in ax.spines.values():
                 spine.set_visible(False)
             if r == n_rows - 1:  # fractions under the last row (the strip's title sits above the first)
-                ax.set_xlabel(f"{strip.fractions[c]:g}", fontsize=7, labelpad=2)
+                ax.set_xlabel(f"{strip.fractions[c]:g}", fontsize=8, labelpad=2)
             if c == 0:
-                ax.set_ylabel(title, fontsize=7, rotation=0, ha="right", va="center")
+                ax.set_ylabel(title, fontsize=8, rotation=0, ha="right", va="center")
             handles.thumbs[ax] = (r, c)
     handles.frames = []
     for c in range(n_cols):
@@ -209,23 +217,24 @@ def draw_peppr_figure(
     handles = FigureHandles()
     wide = layout == "wide" or (layout == "auto" and fig.get_size_inches()[0] >= 7.5)
     if strip is not None and strip.rows:
-        top, bottom = fig.subfigures(2, 1, height_ratios=[1.15 if wide else 1.9, 1.0], hspace=0.02)
+        top, bottom = fig.subfigures(2, 1, height_ratios=[1.0 if wide else 1.9, 1.05], hspace=0.02)
     else:
         top, bottom = fig, None
-    if wide:
+    if wide:  # curves and legend side by side, the table under both (its full width: no column cut off)
+        table_share = 0.22 + 0.11 * len(view.rows)  # header + rows at 9 pt, clear of the filmstrip's title
         grid = top.add_gridspec(
             2,
             2,
-            width_ratios=[1.45, 1.0],
-            height_ratios=[1.0, 1.1],
-            left=0.09,
+            width_ratios=[1.6, 1.0],
+            height_ratios=[1.0, table_share],
+            left=0.08,
             right=0.99,
-            bottom=0.17,
+            bottom=0.02,
             top=0.9,
-            wspace=0.08,
-            hspace=0.05,
+            wspace=0.06,
+            hspace=0.42,
         )
-        curves_spec, table_spec, legend_spec = grid[:, 0], grid[0, 1], grid[1, 1]
+        curves_spec, table_spec, legend_spec = grid[0, 0], grid[1, :], grid[0, 1]
     else:
         grid = top.add_gridspec(
             3, 1, height_ratios=[2.0, 0.34, 0.3], left=0.15, right=0.97, bottom=0.0, top=0.93, hspace=0.36
@@ -240,7 +249,7 @@ def draw_peppr_figure(
     lines, labels = handles.curves_ax.get_legend_handles_labels()
     if lines:  # legend outside the curves' axes
         legend = legend_ax.legend(
-            lines, labels, fontsize=7, loc="upper left", frameon=False, ncol=1 if wide and len(lines) < 9 else 2
+            lines, labels, fontsize=8, loc="upper left", frameon=False, ncol=1 if wide and len(lines) < 9 else 2
         )
         for text in legend.get_texts():  # the theme's text colour (napari's dark theme in the dock)
             text.set_color(handles.curves_ax.xaxis.label.get_color())

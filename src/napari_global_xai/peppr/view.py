@@ -36,7 +36,12 @@ __all__ = [
     "thumbnail",
     "display_rgb",
     "nearest_index",
+    "strip_fractions",
+    "MAX_STRIP_COLUMNS",
 ]
+
+#: Most filmstrip columns: more would shrink the thumbnails below readable at a laptop's width.
+MAX_STRIP_COLUMNS = 8
 
 #: Columns of the compact summary table (header, row key, format).
 TABLE_COLUMNS = (
@@ -262,3 +267,26 @@ def filmstrip_from_folder(folder: str | Path, image_index: int = 0, max_side: in
 def nearest_index(values: Sequence[float], x: float) -> int:
     """Index of the value nearest ``x`` (first of ties)."""
     return int(np.argmin(np.abs(np.asarray(values, float) - float(x))))
+
+
+def strip_fractions(
+    grid: Sequence[float], wanted: Sequence[float] = (), max_columns: int = MAX_STRIP_COLUMNS
+) -> np.ndarray:
+    """The filmstrip's fractions: points of the curves' ``grid`` only, so every thumbnail is a point on the curves.
+
+    The whole grid when it has at most ``max_columns`` points; else its endpoints and the grid points nearest to
+    each of ``wanted`` (e.g. :attr:`~napari_global_xai.config.PepprConfig.filled_fractions`), then evenly spread
+    grid points up to ``max_columns``.
+    """
+    grid = np.asarray(grid, float)
+    if len(grid) <= max_columns:
+        return grid.copy()
+    chosen = {0, len(grid) - 1} | {nearest_index(grid, w) for w in wanted}
+    for i in np.linspace(0, len(grid) - 1, max_columns).round().astype(int):
+        if len(chosen) >= max_columns:
+            break
+        chosen.add(int(i))
+    index = sorted(chosen)
+    if len(index) > max_columns:  # many wanted fractions: keep the last endpoint
+        index = index[: max_columns - 1] + index[-1:]
+    return grid[index]

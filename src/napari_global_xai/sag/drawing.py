@@ -32,7 +32,15 @@ def node_levels(result: SagResult, max_levels: int) -> list[list[int]]:
 
 
 def draw_sag_figure(
-    fig, result: SagResult, image_rgb, *, max_levels: int = 3, max_per_row: int = 6, dim: float = 0.25
+    fig,
+    result: SagResult,
+    image_rgb,
+    *,
+    max_levels: int = 3,
+    max_per_row: int = 6,
+    dim: float = 0.25,
+    label_name: str | None = None,
+    image_name: str | None = None,
 ) -> dict:
     """Draw the SAG into a matplotlib figure the caller owns (a file's Agg canvas, or a dock's Qt canvas).
 
@@ -41,6 +49,8 @@ def draw_sag_figure(
     fig : matplotlib.figure.Figure
     result, image_rgb, max_levels, max_per_row, dim
         As in :func:`draw_sag`.
+    label_name, image_name : str, optional
+        The label's and the image's names for the title (a :class:`SagResult` holds only their indices).
 
     Returns
     -------
@@ -87,9 +97,10 @@ def draw_sag_figure(
                 )
             kind = "root" if li == 0 else f"−{li}"
             ax.set_title(f"{kind}: {100 * node.relative:.0f} %", fontsize=8)
+    label = repr(label_name) if label_name else f"label #{result.label}"
+    image = repr(image_name) if image_name else f"image {result.image_index}"
     fig.suptitle(
-        f"SAG image {result.image_index}, label {result.label}, p(full) = {result.full_confidence:.3f}; "
-        "% = confidence relative to the full image",
+        f"SAG of {label} on {image}: p(full) = {result.full_confidence:.3f}; % = confidence relative to the full image",
         fontsize=9,
         wrap=True,
     )
@@ -97,7 +108,16 @@ def draw_sag_figure(
 
 
 def draw_sag(
-    result: SagResult, image_rgb, path, *, max_levels: int = 3, max_per_row: int = 6, dim: float = 0.25, dpi: int = 110
+    result: SagResult,
+    image_rgb,
+    path,
+    *,
+    max_levels: int = 3,
+    max_per_row: int = 6,
+    dim: float = 0.25,
+    dpi: int = 110,
+    label_name: str | None = None,
+    image_name: str | None = None,
 ) -> None:
     """Draw the SAG: the root row, then rows of children (one patch fewer per row), as PNG, SVG or PDF.
 
@@ -118,6 +138,8 @@ def draw_sag(
         Rows drawn (roots + ``max_levels − 1`` child levels).
     max_per_row : int
         Nodes drawn per row.
+    label_name, image_name : str, optional
+        Named in the title (else the label's index and the image's stack index).
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -132,6 +154,15 @@ def draw_sag(
     ncol = max(2, max(len(lv) for lv in levels))
     fig = Figure(figsize=(3.6 * ncol, (3.6 * h / w + 0.5) * len(levels) + 0.3), dpi=dpi, layout="constrained")
     FigureCanvasAgg(fig)
-    draw_sag_figure(fig, result, image_rgb, max_levels=max_levels, max_per_row=max_per_row, dim=dim)
+    draw_sag_figure(
+        fig,
+        result,
+        image_rgb,
+        max_levels=max_levels,
+        max_per_row=max_per_row,
+        dim=dim,
+        label_name=label_name,
+        image_name=image_name,
+    )
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format=fmt)

@@ -22,7 +22,7 @@ from .grid import grid_for, patch_saliency
 from .result import SagResult, SagRunResult
 from .search import image_program, run_programs
 
-__all__ = ["IGOS_SAG_PARAMS", "sag_for_image", "run_sag", "run_sag_pipeline"]
+__all__ = ["IGOS_SAG_PARAMS", "NEGATIVE_BELOW", "negative_images", "sag_for_image", "run_sag", "run_sag_pipeline"]
 
 #: I-GOS parameters of the official SAG code (``Integrated_Mask``: ``max_iterations=2, integ_iter=20, l1=1,
 #: tv=20``, mask on the patch grid), methods.md §2.6. ``mask_size`` is set to the SAG grid and ``baseline`` to the
@@ -299,6 +299,37 @@ def run_sag(
     return [r for c in range(len(groups)) for r in finished[c]]
 
 
+#: A full-image probability below this makes an image negative for the label: its graph explains a "no".
+NEGATIVE_BELOW = 0.5
+
+
+def negative_images(frame_stack, model, label: str, indices, below: float = NEGATIVE_BELOW) -> dict[int, float]:
+    """``{index: p(full)}`` of the ``indices`` the model calls negative for ``label`` (p < ``below``, by default
+    :data:`NEGATIVE_BELOW`).
+
+    ``frame_stack`` is read as given (the run's frame: :func:`~napari_global_xai.data.conform.model_frame`);
+    one batched forward pass of those images.
+    """
+    from ..saliency.engine import predict_probabilities
+
+    indices = [int(i) for i in indices]
+    if not indices:
+        return {}
+    probs = predict_probabilities(model, np.asarray(frame_stack.get(indices)))[:, model.labels.index(label)]
+    return {i: float(p) for i, p in zip(indices, probs) if p < below}
+
+
+def negative_message(frame_stack, label: str, negatives: dict[int, float], n_chosen: int) -> str:
+    """One line naming the negative images, their p(full) and what that means for their graphs."""
+    named = ", ".join(f"{frame_stack.image_ids[i]!r} (p = {p:.3f})" for i, p in list(negatives.items())[:5])
+    more = f" and {len(negatives) - 5} more" if len(negatives) > 5 else ""
+    which = "the chosen image is" if n_chosen == 1 else f"{len(negatives)} of {n_chosen} chosen images are"
+    return (
+        f"SAG: {which} negative for {label!r} (p(full) < {NEGATIVE_BELOW:g}): {named}{more}; a graph of a negative "
+        "image explains why the model says no, so its roots mean little; choose images the model calls positive"
+    )
+
+
 def _positives(frame_stack, model, label: str, label_index: int, control: RunControl) -> list[int]:
     """Images positive for ``label`` in the labels table, else predicted positive (with a notice naming why)."""
     table = None if frame_stack.labels is None else frame_stack.labels.matched_to([label])
@@ -389,6 +420,11 @@ def run_sag_pipeline(
     outside = [i for i in indices if not 0 <= i < len(frame_stack)]
     if outside:
         raise UsageError(f"image index(es) {outside} outside the stack's 0..{len(frame_stack) - 1}")
+    negatives = negative_images(frame_stack, model, label, indices)  # one forward pass, before any search
+    if negatives:
+        from ..data.labels import InputNotice
+
+        warnings.warn(negative_message(frame_stack, label, negatives, len(indices)), InputNotice, stacklevel=2)
     run = SagRunResult([], {}, label=label, n_requested=len(indices), config=config, stack=frame_stack)
     try:
         run.results = run_sag(

@@ -165,7 +165,8 @@ class SagRunResult:
             paths[image_id] = out / image_file(image_id, "json")
             save_json(paths[image_id], to_json(result))
             for fmt in self.config.figure_formats:
-                draw_sag(result, self.stack.get(result.image_index)[0], out / image_file(image_id, fmt))
+                image = self.stack.get(result.image_index)[0]
+                draw_sag(result, image, out / image_file(image_id, fmt), label_name=self.label, image_name=image_id)
         paths["summary"] = out / SUMMARY_FILE
         save_json(paths["summary"], {"label": self.label, "images": self.image_ids, **self.summary})
         return paths

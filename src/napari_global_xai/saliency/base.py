@@ -218,6 +218,14 @@ class SaliencyMethod:
     #: optimisation that stalled, see :mod:`.igos`); ``None`` for methods that never flag. The engine reports
     #: flagged maps and leaves them out of global maps unless asked.
     last_flags = None
+    #: True when :meth:`attribute_labels` takes several labels of one image from one forward pass per path image
+    #: (``saliency/ig.py``): the engine then groups an image's (image, label) pairs into one call.
+    shares_path: ClassVar[bool] = False
+    #: After a call: per map, ``|Σ attribution − (f(x) − f(b))| / |f(x) − f(b)|`` (IG), shaped like the call's maps
+    #: (``(k,)`` after :meth:`attribute`, ``(k, m)`` after :meth:`attribute_labels`); ``None`` for other methods.
+    last_completeness = None
+    #: After a call: the model passes it made, in images (``{"forward", "forward_backward", "backward"}``), or None.
+    last_passes = None
 
     def __init__(self, model, probability: bool = False, **params):
         unknown = sorted(set(params) - set(self.defaults))
@@ -322,6 +330,22 @@ class SaliencyMethod:
             ``(k, c, H, W)`` per-channel attributions, or ``(k, 1, H, W)`` when :attr:`spatial_output`.
         """
         raise NotImplementedError
+
+    def attribute_labels(self, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Raw attributions of several labels per image: ``targets`` is ``(k, m)`` (``-1`` = no map), the result
+        ``(k, m, c, H, W)`` (zero where ``-1``). This default calls :meth:`attribute` once per label column; methods
+        with :attr:`shares_path` forward each (path) image once for all labels.
+        """
+        cols, flags, comp = [], [], []
+        for j in range(targets.shape[1]):
+            col = targets[:, j]
+            out = self.attribute(x, col.clamp_min(0))
+            cols.append(out * (col >= 0).view(-1, *[1] * (out.ndim - 1)).to(out.dtype))
+            flags.append(self.last_flags)
+            comp.append(self.last_completeness)
+        self.last_flags = None if any(f is None for f in flags) else torch.stack([torch.as_tensor(f) for f in flags], 1)
+        self.last_completeness = None if any(c is None for c in comp) else torch.stack(comp, 1)
+        return torch.stack(cols, 1)
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.params.items())

@@ -18,7 +18,10 @@ eigencam      projection of the centred activations on their first principal com
 scorecam      ``Σ_c w_c A_c``, ``w = softmax_c s(x ⊙ M_c)``, ``M_c`` = ``A_c`` upsampled and min–max scaled
 ============  ===========================================================================================
 
-All maps are ReLU-ed before upsampling (pytorch-grad-cam does the same; tests compare with it).
+All maps are ReLU-ed before upsampling (pytorch-grad-cam does the same; tests compare with it). Two deliberate
+differences from pytorch-grad-cam: EigenCAM fixes the principal component's sign (the reference leaves it to LAPACK,
+so its maps can be the negative of ours), and Score-CAM upsamples its masks with ``align_corners=False`` (the
+reference's ``nn.UpsamplingBilinear2d`` uses ``True``; ``mask_align_corners=True`` matches it).
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from ..batching import images_per_pass, iterate_batches
-from .base import Int, SaliencyMethod, register_method
+from .base import Flag, Int, SaliencyMethod, register_method
 from .captum_methods import CamLayer, GradCam
 
 __all__ = [
@@ -109,6 +112,32 @@ class CamMethod(CamLayer, SaliencyMethod):
         return upsample_maps(self.cam(x, targets), x.shape[-2:], self.params["upsample"])
 
 
+def _gradcam_equivalence(method: CamMethod, example: torch.Tensor, needs_nonnegative: bool) -> list[str]:
+    """A one-line note when ``method`` gives Grad-CAM's map exactly on this model's layer, else nothing.
+
+    That happens when the gradient of every output w.r.t. the layer is the same at every position of each channel,
+    as in a ResNet's last block followed by global average pooling and a linear head: HiResCAM's ``Σ_c G_c A_c`` is
+    then Grad-CAM's ``Σ_c mean(G_c) A_c``, and XGrad-CAM's weight ``Σ G A / Σ A`` is ``mean(G_c)`` too (for
+    non-negative activations, ``needs_nonnegative``). Checked once, on a random input (one forward and backward of
+    one copy per output), to float32 rounding.
+    """
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(tuple(example.shape[1:]), generator=generator).to(example.device, example.dtype)
+    n_out = len(method.model.card.labels)
+    acts, grads, _ = method.capture(x.expand(n_out, *x.shape).clone(), torch.arange(n_out, device=example.device))
+    grads, acts = grads.float(), acts.float()
+    scale = float(grads.abs().amax())
+    spread = float((grads - grads.mean(dim=(2, 3), keepdim=True)).abs().amax())
+    if scale == 0 or spread > 1e-5 * scale or (needs_nonnegative and float(acts.amin()) < 0):
+        return []
+    layer = method.params["layer"] or method.model.card.cam_layer
+    return [
+        f"{method.name} equals gradcam on this model: the gradient at layer {layer!r} is the same at every position "
+        "(global average pooling into a linear head), so the maps are Grad-CAM's exactly; an earlier layer "
+        "(layer=NAME) gives a different map"
+    ]
+
+
 def _channel_weighted(acts: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     """``Σ_c w_c A_c`` for per-image channel weights ``(k, C)``."""
     return torch.einsum("kc,kchw->khw", weights, acts)
@@ -131,6 +160,9 @@ class XGradCam(CamMethod):
     name = "xgradcam"
     description = "XGrad-CAM: channel weights = activation-weighted mean gradient (axiom-based Grad-CAM)."
 
+    def check_cam_layer(self, example):
+        return super().check_cam_layer(example) + _gradcam_equivalence(self, example, needs_nonnegative=True)
+
     def weigh(self, acts, grads, x, targets):
         weights = (grads * acts).sum(dim=(2, 3)) / (acts.sum(dim=(2, 3)) + _EPS_X)
         return _channel_weighted(acts, weights)
@@ -140,6 +172,9 @@ class XGradCam(CamMethod):
 class HiResCam(CamMethod):
     name = "hirescam"
     description = "HiResCAM: element-wise gradient × activation summed over channels (no spatial averaging)."
+
+    def check_cam_layer(self, example):
+        return super().check_cam_layer(example) + _gradcam_equivalence(self, example, needs_nonnegative=False)
 
     def weigh(self, acts, grads, x, targets):
         return (grads * acts).sum(dim=1)
@@ -186,7 +221,9 @@ class ScoreCam(CamMethod):
 
     Notes
     -----
-    Each channel's activation map is upsampled to the image (the ``upsample`` mode), min–max scaled to [0, 1] and
+    Each channel's activation map is upsampled to the image (the ``upsample`` mode; bilinear with
+    ``align_corners=False`` like every map here, or ``mask_align_corners=True`` for pytorch-grad-cam's
+    ``nn.UpsamplingBilinear2d``, which then gives its maps to float tolerance), min–max scaled to [0, 1] and
     multiplied into the normalised image (so the masked-out value is 0 in normalised space, the train-set mean, as
     the zero fill of PEPPR); the channel weights are the softmax over channels of the explained score of the masked
     images. The paper subtracts the baseline image's score first; a softmax is unchanged by that shift, so it is
@@ -202,8 +239,8 @@ class ScoreCam(CamMethod):
 
     name = "scorecam"
     description = "Score-CAM: channel weights = softmax of the scores of activation-masked images (forwards only)."
-    defaults = {"layer": None, "upsample": "bilinear", "batch_size": None}
-    param_rules = {**CamMethod.param_rules, "batch_size": Int(1, none=True)}
+    defaults = {"layer": None, "upsample": "bilinear", "batch_size": None, "mask_align_corners": False}
+    param_rules = {**CamMethod.param_rules, "batch_size": Int(1, none=True), "mask_align_corners": Flag()}
     needs_grad = False
     _channels: int | None = None
 
@@ -230,13 +267,12 @@ class ScoreCam(CamMethod):
         scores = torch.empty(n_u, c, len(self.model.card.labels), device=x.device)
         pairs = n_u * c
         x_u = x[uniq]
+        corners = {"align_corners": bool(self.params["mask_align_corners"])} if mode == "bilinear" else {}
 
         def run(sl):
             idx = torch.arange(sl.start, sl.stop, device=x.device)
             u, ch = idx // c, idx % c
-            mask = F.interpolate(
-                acts_u[u, ch][:, None], size=size, mode=mode, **({"align_corners": False} if mode == "bilinear" else {})
-            )
+            mask = F.interpolate(acts_u[u, ch][:, None], size=size, mode=mode, **corners)
             lo = mask.amin(dim=(2, 3), keepdim=True)
             hi = mask.amax(dim=(2, 3), keepdim=True)
             mask = (mask - lo) / (hi - lo + _EPS_MINMAX)

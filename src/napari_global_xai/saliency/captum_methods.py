@@ -2,6 +2,8 @@
 
 Each class only says which Captum attribution to build and which keyword arguments to pass; results equal a
 direct Captum call on the same inputs. Baselines for IG-like methods come from :mod:`napari_global_xai.perturb.fills`.
+Several labels of one image (``attribute_labels``) share each forward pass in ``ig``, ``saliency`` and
+``input_x_gradient`` (:mod:`.ig`), equal to one Captum call per label to float32 rounding.
 """
 
 from __future__ import annotations
@@ -29,8 +31,9 @@ __all__ = [
 ]
 
 
-#: Captum's IG path rules (``captum.attr._utils.approximation_methods.SUPPORTED_METHODS``).
-INTEGRATIONS = ("riemann_right", "riemann_left", "riemann_middle", "riemann_trapezoid", "gausslegendre")
+#: IG path rules: Captum's (``captum.attr._utils.approximation_methods.SUPPORTED_METHODS``) and this project's
+#: ``adaptive`` (nodes placed where the integrand changes, :mod:`.ig`).
+INTEGRATIONS = ("riemann_right", "riemann_left", "riemann_middle", "riemann_trapezoid", "gausslegendre", "adaptive")
 #: Rules shared by every method with a baseline.
 _BASELINE_RULES = {"baseline": Choice(*BASELINES), "blur_sigma": Float(0, open_low=True, none=True)}
 
@@ -46,6 +49,23 @@ def seeded_global_rngs(seed: int):
             yield
         finally:
             np.random.set_state(state)
+
+
+class _SharedGradient:
+    """Mixin for one-pass gradient methods: several labels of an image from one forward (:mod:`.ig`)."""
+
+    shares_path = True
+
+    def attribute_labels(self, x, targets):
+        from .ig import PassCount, label_gradients
+
+        if targets.shape[1] == 1:
+            out = self.attribute(x, targets[:, 0].clamp_min(0))[:, None]
+            return out * (targets >= 0).view(*targets.shape, 1, 1, 1).to(out.dtype)
+        count = PassCount()
+        grads = label_gradients(self.forward_module, x, targets, count)
+        self.last_passes = count.as_dict()
+        return grads * x.detach()[:, None] if self.times_input else grads
 
 
 class CaptumMethod(SaliencyMethod):
@@ -73,8 +93,9 @@ class CaptumMethod(SaliencyMethod):
 
 
 @register_method
-class SaliencyGradient(CaptumMethod):
+class SaliencyGradient(_SharedGradient, CaptumMethod):
     name, captum_name = "saliency", "Saliency"
+    times_input = False
     description = "Plain input gradient (Simonyan et al.); one backward pass."
     defaults = {}
 
@@ -83,8 +104,9 @@ class SaliencyGradient(CaptumMethod):
 
 
 @register_method
-class InputXGradient(CaptumMethod):
+class InputXGradient(_SharedGradient, CaptumMethod):
     name, captum_name = "input_x_gradient", "InputXGradient"
+    times_input = True
     description = "Input times gradient; one backward pass."
     defaults = {}
 
@@ -187,8 +209,17 @@ class DeepLift(CaptumMethod):
 
 @register_method
 class IntegratedGradients(CaptumMethod):
+    """Integrated Gradients. With one label per image and a Captum rule: Captum's ``IntegratedGradients`` itself.
+    With several labels of one image (:meth:`attribute_labels`) every path image is forwarded once and each label's
+    gradient taken from it; ``integration="adaptive"`` places ``n_steps`` nodes where the integrand changes
+    (:mod:`.ig`). Every call reports the completeness error of each map (:attr:`last_completeness`; two extra
+    forward-only passes per image for the Captum rules, none for ``adaptive``, whose end points are nodes) and its
+    passes (:attr:`last_passes`).
+    """
+
     name, captum_name = "ig", "IntegratedGradients"
-    description = "Integrated Gradients (Gauss-Legendre path), baseline zero/black/blur."
+    description = "Integrated Gradients (Gauss-Legendre path, or adaptive nodes), baseline zero/black/blur."
+    shares_path = True
     defaults = {
         "n_steps": 32,
         "baseline": "zero",
@@ -211,14 +242,66 @@ class IntegratedGradients(CaptumMethod):
             self.params["internal_batch_size"] = images_per_pass
         return max(1, int(self.params["internal_batch_size"]) // self.passes_per_map())
 
-    def captum_kwargs(self, x):
+    def captum_kwargs(self, x, base=None):
         ibs = self.params["internal_batch_size"]
         return {
-            "baselines": self.baseline(x),
+            "baselines": self.baseline(x) if base is None else base,
             "n_steps": int(self.params["n_steps"]),
             "method": self.params["integration"],
             "internal_batch_size": max(int(ibs), len(x)) if ibs else None,
         }
+
+    def _path_batch(self, k: int) -> int:
+        ibs = self.params["internal_batch_size"]
+        return max(int(ibs), k) if ibs else k * int(self.params["n_steps"])
+
+    def _ends(self, x, base, targets):
+        """``f(x)`` and ``f(b)`` of each target ``(k, m)``: two forward-only passes per image."""
+        with torch.no_grad():
+            scores = self.forward_module(torch.cat([x.detach(), base]))
+        f_x, f_b = scores[: len(x)], scores[len(x) :]
+        return f_x.gather(1, targets.clamp_min(0)), f_b.gather(1, targets.clamp_min(0))
+
+    def attribute(self, x, targets):
+        if self.params["integration"] == "adaptive":
+            out = self.attribute_labels(x, targets.view(-1, 1))
+            self.last_completeness = self.last_completeness[:, 0]
+            return out[:, 0]
+        from .ig import PassCount, completeness_error
+
+        base = self.baseline(x)
+        attr = self.build().attribute(x, target=targets, **self.captum_kwargs(x, base)).detach()
+        f_x, f_b = self._ends(x, base, targets.view(-1, 1))
+        self.last_completeness = completeness_error(attr.flatten(1).sum(1), f_x[:, 0], f_b[:, 0]).cpu()
+        n = len(x) * int(self.params["n_steps"])
+        self.last_passes = PassCount(2 * len(x), n, n).as_dict()
+        return attr
+
+    def attribute_labels(self, x, targets):
+        from .ig import PassCount, adaptive_path_integral, completeness_error, path_integral, rule_nodes
+
+        rule, n_steps = self.params["integration"], int(self.params["n_steps"])
+        if targets.shape[1] == 1 and rule != "adaptive":
+            out = self.attribute(x, targets[:, 0].clamp_min(0))[:, None]
+            self.last_completeness = self.last_completeness[:, None]
+            return out * (targets >= 0).view(*targets.shape, 1, 1, 1).to(out.dtype)
+        base = self.baseline(x).detach()
+        count = PassCount()
+        if rule == "adaptive":
+            attr, f_x, f_b, self.last_nodes = adaptive_path_integral(
+                self.forward_module, x.detach(), base, targets, n_steps, self._path_batch(len(x)), count
+            )
+        else:
+            nodes, weights = rule_nodes(rule, n_steps)
+            attr = path_integral(
+                self.forward_module, x.detach(), base, targets, nodes, weights, self._path_batch(len(x)), count
+            )
+            f_x, f_b = self._ends(x, base, targets)
+            count.forward += 2 * len(x)
+        comp = completeness_error(attr.flatten(2).sum(2).cpu(), f_x.cpu(), f_b.cpu())
+        self.last_completeness = torch.where(targets.cpu() >= 0, comp, torch.full_like(comp, float("nan")))
+        self.last_passes = count.as_dict()
+        return attr
 
 
 @register_method

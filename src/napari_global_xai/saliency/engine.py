@@ -200,6 +200,7 @@ class ImageMapEngine:
         done: np.ndarray | None = None,
         zero: np.ndarray | None = None,
         stalled: np.ndarray | None = None,
+        completeness: np.ndarray | None = None,
     ) -> np.ndarray:
         """Maps of one chunk.
 
@@ -222,8 +223,17 @@ class ImageMapEngine:
             explanation and must not be averaged into a global map as one.
         stalled : (k, L) bool array, optional
             Set True for each finished map the method flagged (:attr:`SaliencyMethod.last_flags`).
+        completeness : (k, L) float array, optional
+            Set, for each finished map of a method that reports it (IG), to its completeness error
+            ``|Σ attribution − (f(x) − f(b))| / |f(x) − f(b)|`` (:attr:`SaliencyMethod.last_completeness`).
         on_batch : callable(n_maps_done), optional
             Called after each method call with the number of maps it produced.
+
+        Notes
+        -----
+        Methods with :attr:`~SaliencyMethod.shares_path` get an image's pairs in one call
+        (:meth:`~SaliencyMethod.attribute_labels`, ``maps_per_call`` images per call), so the labels of one image
+        share each forward pass; other methods get ``maps_per_call`` (image, label) pairs per call.
 
         Returns
         -------
@@ -239,40 +249,96 @@ class ImageMapEngine:
         x_all = to_device(self.model.preprocess(images, device=torch.device("cpu")), self.model.device)
         self.check(x_all[:1])
         self._plan(x_all[:1])
+        if self.method.shares_path:
+            return self._compute_grouped(x_all, pairs, control, on_batch, out, done, zero, stalled, completeness)
         targets_all = torch.as_tensor(self.target_indices[tgt_idx], device=self.model.device)
 
         def run(sl):
             x = x_all[torch.as_tensor(img_idx[sl], device=x_all.device)]
-            if self.method.needs_grad:
-                x.requires_grad_(True)
-            grad_ctx = torch.enable_grad() if self.method.needs_grad else torch.inference_mode()
-            with grad_ctx, self._autocast():
-                attr = self.method.attribute(x, targets_all[sl])
-            flags = self.method.last_flags
-            flags = (
-                np.zeros(len(x), bool)
-                if flags is None
-                else np.asarray(flags.cpu() if hasattr(flags, "cpu") else flags, bool)
-            )
-            return to_image_maps(attr, self.config.reduction, self.config.normalisation).cpu().numpy(), flags
+            attr = self._call(lambda: self.method.attribute(x, targets_all[sl]), x)
+            maps = to_image_maps(attr, self.config.reduction, self.config.normalisation).cpu().numpy()
+            return maps, self._row_values(self.method.last_flags, len(x), bool), self._completeness(len(x))
 
         def remember(size):
             self.maps_per_call = size
 
-        for sl, (maps, flags) in iterate_batches(
+        for sl, (maps, flags, comp) in iterate_batches(
             len(img_idx),
             self.maps_per_call,
             run,
             cancel=None if control is None else control.cancel_fn,
             on_backoff=remember,
         ):
-            out[img_idx[sl], tgt_idx[sl]] = maps
-            if stalled is not None:
-                stalled[img_idx[sl], tgt_idx[sl]] = flags
-            if done is not None:
-                done[img_idx[sl], tgt_idx[sl]] = True
-            if zero is not None:
-                zero[img_idx[sl], tgt_idx[sl]] = ~maps.reshape(len(maps), -1).any(axis=1)
+            rows, cols = img_idx[sl], tgt_idx[sl]
+            self._store(rows, cols, maps, flags, comp, out, done, zero, stalled, completeness)
             if on_batch is not None:
                 on_batch(sl.stop - sl.start)
+        return out
+
+    def _call(self, fn, x):
+        """Run a method call under the method's grad mode and the autocast setting."""
+        if self.method.needs_grad:
+            x.requires_grad_(True)
+        grad_ctx = torch.enable_grad() if self.method.needs_grad else torch.inference_mode()
+        with grad_ctx, self._autocast():
+            return fn()
+
+    @staticmethod
+    def _row_values(values, shape, dtype):
+        """A method's per-map report (flags, completeness) as a numpy array of ``shape``; zeros / NaN when absent."""
+        if values is None:
+            return np.zeros(shape, bool) if dtype is bool else np.full(shape, np.nan, np.float64)
+        return np.asarray(values.cpu() if hasattr(values, "cpu") else values, dtype).reshape(shape)
+
+    def _completeness(self, shape):
+        return self._row_values(self.method.last_completeness, shape, np.float64)
+
+    @staticmethod
+    def _store(rows, cols, maps, flags, comp, out, done, zero, stalled, completeness):
+        out[rows, cols] = maps
+        if stalled is not None:
+            stalled[rows, cols] = flags
+        if done is not None:
+            done[rows, cols] = True
+        if zero is not None:
+            zero[rows, cols] = ~maps.reshape(len(maps), -1).any(axis=1)
+        if completeness is not None:
+            completeness[rows, cols] = comp
+
+    def _compute_grouped(self, x_all, pairs, control, on_batch, out, done, zero, stalled, completeness):
+        """:meth:`compute` for methods that share an image's forward passes between its labels."""
+        images = np.flatnonzero(pairs.any(axis=1))
+        m = int(pairs.sum(axis=1).max())
+        table = np.full((len(pairs), m), -1, np.int64)  # target slot -> column of pairs (-1: none)
+        for i in images:
+            cols = np.flatnonzero(pairs[i])
+            table[i, : len(cols)] = cols
+        target_of = np.r_[self.target_indices, -1]
+
+        def run(sl):
+            rows = images[sl]
+            x = x_all[torch.as_tensor(rows, device=x_all.device)]
+            slots = table[rows]
+            targets = torch.as_tensor(target_of[slots], device=x.device)  # -1 stays -1
+            attr = self._call(lambda: self.method.attribute_labels(x, targets), x)
+            valid = slots >= 0
+            attr = attr[torch.as_tensor(valid, device=attr.device)]
+            maps = to_image_maps(attr, self.config.reduction, self.config.normalisation).cpu().numpy()
+            flags = self._row_values(self.method.last_flags, valid.shape, bool)[valid]
+            return maps, flags, self._completeness(valid.shape)[valid], rows, slots
+
+        def remember(size):
+            self.maps_per_call = size
+
+        for _sl, (maps, flags, comp, rows, slots) in iterate_batches(
+            len(images),
+            min(self.maps_per_call, len(images)),
+            run,
+            cancel=None if control is None else control.cancel_fn,
+            on_backoff=remember,
+        ):
+            r, s = np.nonzero(slots >= 0)
+            self._store(rows[r], slots[r, s], maps, flags, comp, out, done, zero, stalled, completeness)
+            if on_batch is not None:
+                on_batch(len(maps))
         return out

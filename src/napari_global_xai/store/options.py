@@ -13,6 +13,8 @@ __all__ = [
     "MAPS_GROUP",
     "GLOBAL_GROUP",
     "STD_GROUP",
+    "ANATOMY_GROUP",
+    "FLAGS_GROUP",
     "check_store_options",
 ]
 
@@ -20,8 +22,11 @@ from ..config import DEFAULT_FORMAT, DEFAULT_MAP_DTYPE, FORMATS, MAP_DTYPES
 
 #: Key of the package's attributes in the store's root ``zarr.json``.
 ATTRS_KEY = "napari_global_xai"
-#: OME-Zarr image groups of a store: image-wise maps, global maps (labels then overall), std (see :mod:`.writer`).
-MAPS_GROUP, GLOBAL_GROUP, STD_GROUP = "maps", "global", "std"
+#: OME-Zarr image groups of a store: image-wise maps, global maps (labels then overall), std, the mean anatomy (see
+#: :mod:`.writer`).
+MAPS_GROUP, GLOBAL_GROUP, STD_GROUP, ANATOMY_GROUP = "maps", "global", "std", "anatomy"
+#: Group of a store's per-image flags (computed, include, probabilities), written with each chunk's maps.
+FLAGS_GROUP = "flags"
 
 
 def check_store_options(out_format: str | None, map_dtype: str | None) -> tuple[str, str]:

@@ -12,7 +12,18 @@ Layout of the store (a Zarr v3 group; ``image_maps.zarr`` in an explain results 
                               normalisation, else 1)
     global/                   OME-Zarr image (c, y, x) float32: the label-wise global maps, then the overall map
     std/                      OME-Zarr image (c, y, x) float32: per-pixel standard deviation of each label's maps
+    anatomy/                  OME-Zarr image (c, y, x) float32: the mean anatomy in the maps' frame (written with
+                              the results folder, :func:`write_anatomy`)
+    OME/METADATA.ome.xml      the collection's image list (bioformats2raw layout, :mod:`.ome`): the root opens in
+                              OME-Zarr viewers (napari-ome-zarr) as anatomy, image-wise maps, std and global maps
+    flags/                    per image (rows in image order, written with each chunk's maps): ``computed`` and
+                              ``include`` (n, L) bool, ``probabilities`` (n, M) float32, so a reader of a finished
+                              store never opens the records (:func:`.reader.record_flags`)
     records/chunk-000012.npz  completion record of each finished chunk (:mod:`.records`)
+
+Each image's ``omero`` window is its display range, computed when it is written (global maps: the 99.5th
+percentile of all of them, one shared scale; image-wise maps: of a sample of images), so a viewer never scans the
+maps to find one; the attributes' ``display`` holds the same ranges in map units (``{group: [low, high]}``).
 
 The store is created in a hidden folder beside it and renamed into place, so it exists whole or not at all. Zarr
 writes every chunk file atomically (a temporary ``*.partial`` renamed into place) and a chunk's completion record
@@ -41,12 +52,15 @@ import numpy as np
 
 from ..io_utils import json_ready
 from .fingerprint import differences, run_settings, settings_hash
-from .ome import IMAGE_AXES, MAP_AXES, create_image_group
-from .options import ATTRS_KEY, GLOBAL_GROUP, MAPS_GROUP, STD_GROUP
-from .reader import lazy_maps, stored_attrs
+from .ome import IMAGE_AXES, MAP_AXES, create_image_group, write_collection_index
+from .options import ANATOMY_GROUP, ATTRS_KEY, FLAGS_GROUP, GLOBAL_GROUP, MAPS_GROUP, STD_GROUP
+from .reader import display_window, lazy_maps, sample_images, stored_attrs
 from .records import RECORDS_DIR, compact_accumulator, read_records, remove_leftovers, write_record
 
-__all__ = ["StoreWriter", "map_scale"]
+__all__ = ["StoreWriter", "map_scale", "write_anatomy"]
+
+#: Order of a store's images in OME-Zarr viewers (first at the bottom).
+COLLECTION = (ANATOMY_GROUP, MAPS_GROUP, STD_GROUP, GLOBAL_GROUP)
 
 #: Status of a store being written (or killed while written); at the end "complete" or "CANCELLED".
 RUNNING = "running"
@@ -155,6 +169,9 @@ class StoreWriter:
         start, stop = int(result.indices[0]), int(result.indices[-1]) + 1
         scaled = np.asarray(result.maps, np.float32) * np.float32(self.scale)
         self.maps[start:stop] = scaled.astype(self.maps.dtype)
+        for name, values in (("computed", result.done), ("include", result.include)):
+            self.group[f"{FLAGS_GROUP}/{name}"][start:stop] = np.asarray(values, bool)
+        self.group[f"{FLAGS_GROUP}/probabilities"][start:stop] = np.asarray(result.probabilities, np.float32)
         result.accumulator = compact_accumulator(result.accumulator)  # merge what a resume would read
         write_record(self.root, result, self.hash)
         self.n_computed += 1
@@ -170,12 +187,18 @@ class StoreWriter:
         ):
             if name in self.group:
                 del self.group[name]
-            finite = data[np.isfinite(data)]
-            top = float(finite.max()) if finite.size and finite.max() > 0 else 1.0
+            shown = [n == "overall" for n in names] if name == GLOBAL_GROUP else [False] * len(names)
+            has_maps = np.append(global_maps.count > 0, True)[: len(data)]  # the planes of labels with maps
+            window = display_window(data[has_maps] if has_maps.any() else data)
             array = create_image_group(
-                self.group, name, data.shape, "float32", (1, h, w), MAP_AXES, names, window=(0.0, top)
+                self.group, name, data.shape, "float32", (1, h, w), MAP_AXES, names, window, shown
             )
             array[...] = data
+            self.attrs.setdefault("display", {})[name] = window
+        window = display_window(sample_images(self.maps))
+        _set_window(self.group[MAPS_GROUP], window)
+        self.attrs["display"][MAPS_GROUP] = [v / self.scale for v in window]
+        write_collection_index(self.group, self.root, COLLECTION)
         self.attrs.update(
             {
                 "count": global_maps.count.tolist(),
@@ -223,6 +246,7 @@ def _create(root: Path, shape, settings: dict, task, stack, map_dtype: str) -> N
         "map_scale": scale,
         "method": task.config.method,
         "subset": task.subset,
+        "laterality": None if stack.laterality is None else [str(v) for v in stack.laterality],
     }
     try:
         group = zarr.open_group(str(tmp), mode="w-", zarr_format=3, attributes={ATTRS_KEY: json_ready(attrs)})
@@ -235,10 +259,47 @@ def _create(root: Path, shape, settings: dict, task, stack, map_dtype: str) -> N
             IMAGE_AXES,
             list(task.targets),
             window=(0.0, 4.0 if scale > 1 else 1.0),
+            active=[False] * n_labels,
         )
         array.attrs["map_scale"] = scale
+        flags = group.create_group(FLAGS_GROUP)
+        rows = min(n, 4096)
+        for name, dtype, width in (("computed", bool, n_labels), ("include", bool, n_labels)) + (
+            ("probabilities", "float32", len(task.model.labels)),
+        ):
+            flags.create_array(name, shape=(n, width), dtype=dtype, chunks=(rows, width), fill_value=0)
+        write_collection_index(group, tmp, COLLECTION)
         (tmp / RECORDS_DIR).mkdir()
         os.replace(tmp, root)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def _set_window(image_group, window) -> None:
+    """Set the display range of every channel of an OME-Zarr image group (its ``omero`` block)."""
+    ome = dict(image_group.attrs["ome"])
+    lo, hi = (float(v) for v in window)
+    for channel in ome["omero"]["channels"]:
+        channel["window"] = {"min": lo, "max": hi, "start": lo, "end": hi}
+    image_group.attrs["ome"] = ome
+
+
+def write_anatomy(root, anatomy: np.ndarray) -> None:
+    """Write the mean anatomy ``(H, W, C)`` as the store's OME-Zarr image ``anatomy`` (``(C, H, W)`` float32; a
+    display range of 0–255 for 8-bit images) and add it to the collection's image list."""
+    import zarr
+
+    group = zarr.open_group(str(root), mode="r+")
+    data = np.moveaxis(np.asarray(anatomy, np.float32), -1, 0)
+    names = ["R", "G", "B"] if data.shape[0] == 3 else [f"c{i}" for i in range(data.shape[0])]
+    top = float(np.nanmax(data)) if data.size else 1.0
+    window = (0.0, 255.0) if top <= 255 else (float(np.nanmin(data)), top)
+    if ANATOMY_GROUP in group:
+        del group[ANATOMY_GROUP]
+    array = create_image_group(group, ANATOMY_GROUP, data.shape, "float32", data.shape, MAP_AXES, names, window)
+    array[...] = data
+    write_collection_index(group, root, COLLECTION)
+    attrs = dict(group.attrs[ATTRS_KEY])
+    attrs["display"] = {**attrs.get("display", {}), ANATOMY_GROUP: window}
+    group.attrs[ATTRS_KEY] = json_ready(attrs)
