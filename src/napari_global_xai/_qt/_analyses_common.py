@@ -40,3 +40,14 @@ def show_input_error(panel, exc) -> None:
 
     panel.status.setText(f"error: {exc}")
     show_error(str(exc))
+
+
+def launch_from_inputs(dock, job):
+    """Read the dock's ``inputs()`` and launch ``job`` with them on its run panel (``dock._on_result`` receives the
+    result); an input error is shown in one line and the dock stays usable. Returns the worker, or None."""
+    try:
+        kwargs = dock.inputs()
+    except Exception as exc:  # noqa: BLE001 - shown, the dock stays usable
+        show_input_error(dock.run_panel, exc)
+        return None
+    return dock.run_panel.launch(job, dock._on_result, **kwargs)

@@ -24,8 +24,8 @@ from ._analyses_common import (
     REGIONS_KEY,
     image_maps_layers,
     labels_of_layer,
+    launch_from_inputs,
     maps_of_layer,
-    show_input_error,
 )
 from ._layer_pickers import stack_from_layer, stack_layers
 from ._layout import advanced_group, scroll_body
@@ -225,12 +225,7 @@ class CompareWidget(QWidget):
         }
 
     def start(self):
-        try:
-            kwargs = self.inputs()
-        except Exception as exc:  # noqa: BLE001 - shown, the dock stays usable
-            show_input_error(self.run_panel, exc)
-            return None
-        return self.run_panel.launch(compare_job, self._on_result, **kwargs)
+        return launch_from_inputs(self, compare_job)
 
     def _outline_significant(self):
         """The significant regions as outlines (labels contours): the anatomy inside them stays visible."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..report_parts import Figure, Section, SectionRule, Table, figure_pixels, rel_path, titled
-from .sanity_result import FILES, SanityResult
+from .sanity_result import FILES, VERDICT_COLUMNS, SanityResult
 
 __all__ = ["RULES", "sanity_section"]
 
@@ -31,23 +31,7 @@ def sanity_section(path: Path, folder: Path, root: Path):
         ("layers (top down)", ", ".join(result.layers)),
         ("bootstrap", f"{result.n_boot} resamples of the images (seed {result.seed}), 95 % intervals"),
     ]
-    header = ["method", "level", "randomised |ρ|", "unrelated pairs", "model-free", "signed ρ", "SSIM", "verdict"]
-    rows = []
-    for m in result.methods:
-        for level, v in result.judgements.get(m, {}).items():
-            word = "undecided" if v.passes is None else "passes" if v.passes else "FAILS"
-            rows.append(
-                [
-                    m,
-                    level,
-                    str(v.randomised),
-                    str(v.unrelated),
-                    str(v.model_free),
-                    f"{v.signed:.2f}",
-                    f"{v.ssim:.2f}",
-                    word,
-                ]
-            )
+    header, rows = list(VERDICT_COLUMNS), result.verdict_rows()
     section.tables.append(
         Table(
             "Verdicts after every layer was randomised (cascading)",

@@ -21,7 +21,19 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["FILES", "SanityFiles", "Interval", "Verdict", "SanityResult", "CSV_COLUMNS"]
+__all__ = ["FILES", "SanityFiles", "Interval", "Verdict", "SanityResult", "CSV_COLUMNS", "VERDICT_COLUMNS"]
+
+#: Columns of :meth:`SanityResult.verdict_rows` (the CLI table and the report's verdict table).
+VERDICT_COLUMNS = (
+    "method",
+    "level",
+    "randomised |ρ| [95 %]",
+    "unrelated pairs",
+    "model-free",
+    "signed ρ",
+    "SSIM",
+    "verdict",
+)
 
 
 @dataclass(frozen=True)
@@ -193,6 +205,19 @@ class SanityResult:
     def verdicts(self) -> dict[str, str]:
         """Per method: the image-wise verdict line, then the global one."""
         return {m: "\n".join(v.line for v in self.judgements.get(m, {}).values()) for m in self.methods}
+
+    def verdict_rows(self) -> list[list[str]]:
+        """One row of text per method and level (image-wise, global), in the order of :data:`VERDICT_COLUMNS`: the
+        randomised |ρ| and its two references with their intervals, signed ρ, SSIM and the verdict word."""
+        rows = []
+        for m in self.methods:
+            for level, v in self.judgements.get(m, {}).items():
+                word = "undecided" if v.passes is None else "passes" if v.passes else "FAILS"
+                rows.append(
+                    [m, level, str(v.randomised), str(v.unrelated), str(v.model_free)]
+                    + [f"{v.signed:.2f}", f"{v.ssim:.2f}", word]
+                )
+        return rows
 
     def final_spearman(self, method: str) -> float:
         """Mean image-wise signed ρ at the last finished cascading step."""

@@ -102,23 +102,10 @@ def _sanity_config(args):
 
 def _table(result) -> list[str]:
     """The verdicts as a table: per method and level, |ρ| after full randomisation and the two references."""
-    head = ("method", "level", "randomised |ρ| [95 %]", "unrelated pairs", "model-free", "signed ρ", "SSIM", "verdict")
-    rows = [head]
-    for m in result.methods:
-        for level, v in result.judgements.get(m, {}).items():
-            word = "undecided" if v.passes is None else "passes" if v.passes else "FAILS"
-            rows.append(
-                (
-                    m,
-                    level,
-                    str(v.randomised),
-                    str(v.unrelated),
-                    str(v.model_free),
-                    f"{v.signed:.2f}",
-                    f"{v.ssim:.2f}",
-                    word,
-                )
-            )
+    from ..analyses.sanity_result import VERDICT_COLUMNS
+
+    head = VERDICT_COLUMNS
+    rows = [head] + result.verdict_rows()
     widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
     return ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
 
