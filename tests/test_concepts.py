@@ -144,22 +144,9 @@ class _Toy(torch.nn.Module):
 
 
 def test_run_on_a_foreign_model_writes_complete_outputs_and_keeps_partial_results(tmp_path):
-    from napari_global_xai.models import LoadedModel, ModelCard
+    from napari_global_xai.models import LoadedModel
 
-    card = ModelCard(
-        name="toy",
-        labels=["bright_tl", "dark"],
-        weights="unused.pt",
-        format="torchscript",
-        activation="sigmoid",
-        input_channels=[0, 1, 2],
-        input_size=[16, 16],
-        mean=[0.5] * 3,
-        std=[0.5] * 3,
-        cam_layer="body",
-        harmonise_laterality=False,
-    )
-    model = LoadedModel(_Toy(), card, torch.device("cpu"))
+    model = LoadedModel(_Toy(), _toy_card(), torch.device("cpu"))
     rng = np.random.default_rng(2)
     images = rng.integers(0, 60, size=(12, 16, 16, 3), dtype=np.uint8)
     images[::2, :8, :8] = 250  # bright top-left quadrant on even images
