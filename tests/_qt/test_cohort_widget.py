@@ -8,6 +8,8 @@ import numpy as np
 
 from napari_global_xai._qt.cohort_widget import CohortWidget, load_study
 
+from _timeouts import HANG_GUARD_MS
+
 # the explain run and the independent mean of the core's tests (tests/ is no package)
 _spec = importlib.util.spec_from_file_location("cohort_core_tests", Path(__file__).parents[1] / "test_cohort.py")
 _core = importlib.util.module_from_spec(_spec)
@@ -31,8 +33,8 @@ def test_cohort_dock(tmp_path, make_napari_viewer, qtbot, one_torch_thread):
     assert viewer.dims.current_step[0] == 6  # the 4th shown row is image 6
     dock.reference.setCurrentText("global")
     dock._start()
-    qtbot.waitUntil(lambda: not dock.panel.running, timeout=60_000)
-    qtbot.waitUntil(lambda: not dock.feeder.busy, timeout=10_000)
+    qtbot.waitUntil(lambda: not dock.panel.running, timeout=HANG_GUARD_MS)
+    qtbot.waitUntil(lambda: not dock.feeder.busy, timeout=HANG_GUARD_MS)
     label = dock.label.currentText()
     cohort = [layer for layer in viewer.layers if "cohort: " in layer.name]
     assert len(cohort) == 1 and label in cohort[0].name
