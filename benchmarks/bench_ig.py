@@ -12,7 +12,12 @@ same repeat, so the ratios see the same machine state):
 and reports per candidate the medians over the images of: rank ρ (Spearman, over pixels of the channel-summed
 absolute maps) and relative L2 distance (raw attributions) to the reference, the completeness error
 ``|Σ attribution − (f(x) − f(b))| / |f(x) − f(b)|``, forward-only and forward+backward passes per map, seconds per
-map and the paired time ratio to Captum IG-32.
+map and the paired time ratio to Captum IG-32; and the means over the images of the deletion and insertion areas
+(``peppr.deletion_insertion``: each image's pixels erased / restored in the order of its channel-summed absolute
+map, as an explain run's default ``abs_sum`` map ranks them, at PEPPR's default fractions, filled with ``--fill``
+(default zero in normalised space, IG's baseline here), scored by the card's activation of the top-1 output;
+normalised trapezoid areas, deletion lower and insertion higher is better). The reference map's own areas are
+printed as the last row. The deletion/insertion passes run after the timed repeats and are not timed.
 
 ``--labels M`` adds the several-labels benchmark on the first image: its top-``M`` outputs, as ``M`` Captum IG-32
 calls, as this project's shared path (``attribute_labels``: one forward per path image, one backward per label)
@@ -60,11 +65,17 @@ def parse_args(argv=None):
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--autocast", choices=("bf16", "fp16"), default=None, help="CUDA mixed precision")
+    p.add_argument(
+        "--fill",
+        choices=("zero", "black", "blur"),
+        default="zero",
+        help="what deletion/insertion put in place of the removed pixels (default zero: IG's baseline here)",
+    )
     return p.parse_args(argv)
 
 
 def load(args):
-    """``(LoadedModel, normalised images (n, c, H, W))``."""
+    """``(LoadedModel, normalised images (n, c, H, W), raw pixels (n, H, W, C) uint8)``."""
     from napari_global_xai.models import DEMO_CARD_PATH, LoadedModel, load_model
     from napari_global_xai.models.device import resolve_device
 
@@ -74,7 +85,8 @@ def load(args):
 
         net = load_network(device)
         x, _ = load_photos(PHOTOS[: args.images], 224, device)
-        return LoadedModel(net, imagenet_card(), device), x
+        model = LoadedModel(net, imagenet_card(), device)
+        return model, x, raw_pixels(model, x)
     from napari_global_xai.data.synthetic import generate_stack
 
     if args.model == "demo":
@@ -86,7 +98,28 @@ def load(args):
     for p in model.module.parameters():
         p.requires_grad_(False)
     pixels = generate_stack(args.images, seed=7, split="eval").aligned("left").get(slice(None))
-    return model, model.preprocess(pixels).to(device)
+    return model, model.preprocess(pixels).to(device), pixels
+
+
+def raw_pixels(model, x: torch.Tensor):
+    """The uint8 pixels ``(n, H, W, C)`` whose :meth:`LoadedModel.preprocess` is ``x`` (its inverse, rounded)."""
+    import numpy as np
+
+    card = model.card
+    mean = torch.tensor(card.mean, dtype=torch.float64).view(1, -1, 1, 1)
+    std = torch.tensor(card.std, dtype=torch.float64).view(1, -1, 1, 1)
+    raw = (x.detach().double().cpu() * std + mean) * card.pixel_scale
+    return np.clip(np.rint(raw.permute(0, 2, 3, 1).numpy()), 0, 255).astype(np.uint8)
+
+
+def deletion_insertion_areas(args, model, pixels, maps, targets) -> dict[str, list[float]]:
+    """Per-image deletion and insertion areas of ``maps`` ``(n, H, W)`` (see the module notes)."""
+    import numpy as np
+
+    from napari_global_xai.peppr import deletion_insertion
+
+    curves = deletion_insertion(model, pixels, np.stack(maps), targets, fill=args.fill)
+    return {key: [float(v) for v in values] for key, values in curves.areas().items()}
 
 
 def spearman(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -102,7 +135,7 @@ def main(argv=None):
 
     from napari_global_xai.saliency import get_method
 
-    model, x = load(args)
+    model, x, pixels = load(args)
     device = x.device
     module = model.module
     with torch.no_grad():
@@ -150,11 +183,15 @@ def main(argv=None):
     )
     names = [f"captum-GL{n}" for n in args.steps] + [f"adaptive-{n}" for n in args.adaptive]
     rows = {k: {"rho": [], "rel": [], "comp": [], "sec": [], "ratio": [], "fwd": [], "fb": []} for k in names}
+    maps = {k: [] for k in [*names, "reference"]}  # each image's channel-summed absolute map, for deletion/insertion
+    ref_comp = []
     for i in range(len(x)):
         xi, ti = x[i : i + 1], top[i : i + 1]
         ref = captum(xi, ti, args.reference)
+        maps["reference"].append(ref[0].abs().sum(0).float().cpu().numpy())
         with torch.no_grad():
             change = float(module(xi)[0, ti] - module(torch.zeros_like(xi))[0, ti])
+        ref_comp.append(abs(float(ref.sum()) - change) / abs(change))
         for _ in range(args.repeats):
             base = None
             results = {}
@@ -183,20 +220,32 @@ def main(argv=None):
                     rows[name]["rho"].append(spearman(attr[0], ref[0]))
                     rows[name]["rel"].append(float((attr - ref).norm() / ref.norm()))
                     rows[name]["comp"].append(abs(float(attr.sum()) - change) / abs(change))
+                    maps[name].append(attr[0].abs().sum(0).cpu().numpy())
         print(f"  image {i} done (top-1 output {int(ti)}, f(x) - f(0) = {change:.3f})", flush=True)
-    print("\n| rule | F+B passes | forward-only | rank ρ | relative L2 | completeness | s/map | time vs Captum IG-32 |")
-    print("|---|---|---|---|---|---|---|---|")
-    med = statistics.median
+    targets = top.cpu().numpy()
+    areas = {name: deletion_insertion_areas(args, model, pixels, maps[name], targets) for name in maps}
+    print(
+        "\n| rule | F+B passes | forward-only | rank ρ | relative L2 | completeness | s/map | time vs Captum IG-32 "
+        "| deletion ↓ | insertion ↑ |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    med, mean = statistics.median, statistics.fmean
     for name in names:
-        r = rows[name]
+        r, a = rows[name], areas[name]
         print(
             f"| {name} | {med(r['fb']):.0f} | {med(r['fwd']):.0f} | {med(r['rho']):.4f} | {med(r['rel']):.3f} | "
-            f"{med(r['comp']):.3f} | {med(r['sec']):.3f} | {med(r['ratio']):.2f} |"
+            f"{med(r['comp']):.3f} | {med(r['sec']):.3f} | {med(r['ratio']):.2f} | {mean(a['deletion']):.4f} | "
+            f"{mean(a['insertion']):.4f} |"
         )
-    per_image = {name: [f"{a:.3f}/{b:.4f}" for a, b in zip(rows[name]["rel"], rows[name]["rho"])] for name in names}
-    print("\nper image (relative L2 / rank ρ):")
-    for name, vals in per_image.items():
-        print(f"  {name:14s} " + " ".join(vals))
+    a = areas["reference"]
+    print(
+        f"| reference GL-{args.reference} | {args.reference} | 0 | 1 | 0 | {statistics.median(ref_comp):.3f} | — | — | "
+        f"{mean(a['deletion']):.4f} | {mean(a['insertion']):.4f} |"
+    )
+    print(f"\nper image (relative L2 / rank ρ, deletion / insertion with fill {args.fill}):")
+    for name in names:
+        vals = zip(rows[name]["rel"], rows[name]["rho"], areas[name]["deletion"], areas[name]["insertion"])
+        print(f"  {name:14s} " + "  ".join(f"{l2:.3f}/{rho:.4f} {d:.3f}/{ins:.3f}" for l2, rho, d, ins in vals))
     if args.labels:
         several_labels(args, model, module, x[:1], logits[0], captum, ours, timed, autocast)
 

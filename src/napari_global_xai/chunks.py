@@ -93,6 +93,11 @@ class ChunkResult:
         The chunk's usable maps (done, in the subset, not all-zero, not stalled unless included) alone.
     complete : bool
         False when the chunk was cancelled part-way (its finished maps are kept; a resumed run recomputes it).
+    notes : list of str
+        The method's one-line warnings.
+    completeness : numpy.ndarray, (k, L) float64, or None
+        Each computed map's completeness error ``|Σ attribution − (f(x) − f(b))| / |f(x) − f(b)|`` where the method
+        reports it (IG); NaN elsewhere (not computed, another method, or ``f(x) = f(b)``). None: not recorded.
     """
 
     chunk: int
@@ -107,6 +112,7 @@ class ChunkResult:
     accumulator: GlobalMapAccumulator
     complete: bool = True
     notes: list[str] = field(default_factory=list)
+    completeness: np.ndarray | None = None
 
 
 ChunkFn = Callable[..., ChunkResult]

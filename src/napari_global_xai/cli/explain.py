@@ -139,8 +139,11 @@ def run(args) -> int:
             overwrite=args.overwrite,
             executor=executor,
         )
+    from ..explain.completeness import completeness_note, completeness_summary
+
     gm = result.global_maps
     n_zero, n_stalled = result.n_zero, result.n_stalled
+    completeness = completeness_summary(result.completeness, result.computed, result.target_labels)
     stalled_fate = "kept in" if result.config.include_stalled else "left out"
     print(
         f"{result.config.method}: {result.n_computed} image-wise maps of {len(stack)} images in "
@@ -151,6 +154,8 @@ def run(args) -> int:
         notes = ([f"{n_zero[name]} all-zero maps left out"] if n_zero[name] else []) + (
             [f"{n_stalled[name]} stalled maps {stalled_fate}"] if n_stalled[name] else []
         )
+        note = completeness_note(completeness["per_label"][name]) if completeness else ""
+        notes += [note] if note else []
         print(f"  {name:<20} {count:>5} maps" + (f" ({'; '.join(notes)})" if notes else ""))
     if args.export_tiff and result.provenance.get("format") == "zarr":
         from ..explain.result import export_tiff

@@ -121,30 +121,36 @@ def read_std_tiff(path: str | Path, n_labels: int) -> np.ndarray:
 
 
 def predictions_csv(
-    image_ids, model_labels, targets, probabilities: np.ndarray, include: np.ndarray, computed: np.ndarray
+    image_ids,
+    model_labels,
+    targets,
+    probabilities: np.ndarray,
+    include: np.ndarray,
+    computed: np.ndarray,
+    completeness: np.ndarray | None = None,
 ) -> str:
-    """One row per image: its id, the model's scores ``p_<label>``, ``in_subset_<target>`` and ``computed_<target>``."""
+    """One row per image: its id, the model's scores ``p_<label>``, ``in_subset_<target>``, ``computed_<target>``
+    and, with ``completeness`` (``(n, T)``, NaN where none), ``completeness_<target>`` (empty where none)."""
     buf = io.StringIO()
     writer = csv.writer(buf)
-    writer.writerow(
-        ["image"]
-        + [f"p_{n}" for n in model_labels]
-        + [f"in_subset_{n}" for n in targets]
-        + [f"computed_{n}" for n in targets]
-    )
+    groups = ["in_subset_", "computed_"] + ([] if completeness is None else ["completeness_"])
+    writer.writerow(["image"] + [f"p_{n}" for n in model_labels] + [f"{g}{n}" for g in groups for n in targets])
     for i, image_id in enumerate(image_ids):
+        errors = [] if completeness is None else [f"{v:.9g}" if np.isfinite(v) else "" for v in completeness[i]]
         writer.writerow(
             [image_id]
             + [f"{p:.6f}" for p in probabilities[i]]
             + [int(v) for v in include[i]]
             + [int(v) for v in computed[i]]
+            + errors
         )
     return buf.getvalue()
 
 
 def read_predictions_csv(path: str | Path, targets) -> dict[str, object]:
     """``image_ids`` and ``model_labels`` (the ``p_`` columns) as lists, ``probabilities`` ``(n, M)`` float32,
-    ``include`` and ``computed`` ``(n, T)`` bool of a file written from :func:`predictions_csv`.
+    ``include`` and ``computed`` ``(n, T)`` bool and ``completeness`` ``(n, T)`` float64 (NaN where empty; None
+    without those columns) of a file written from :func:`predictions_csv`.
 
     Raises
     ------
@@ -167,6 +173,11 @@ def read_predictions_csv(path: str | Path, targets) -> dict[str, object]:
         probabilities = np.array([[float(r[f"p_{m}"]) for m in model_labels] for r in rows], np.float32)
         include = np.array([[r[f"in_subset_{t}"] == "1" for t in targets] for r in rows], bool)
         computed = np.array([[r[f"computed_{t}"] == "1" for t in targets] for r in rows], bool)
+        completeness = (
+            np.array([[float(r[f"completeness_{t}"] or "nan") for t in targets] for r in rows], np.float64)
+            if any(c.startswith("completeness_") for c in header)
+            else None
+        )
     except KeyError as exc:
         raise InputError(f"{path}: column {exc} is missing") from None
     except (TypeError, ValueError) as exc:
@@ -177,6 +188,7 @@ def read_predictions_csv(path: str | Path, targets) -> dict[str, object]:
         "probabilities": probabilities.reshape(n, len(model_labels)),
         "include": include.reshape(n, n_targets),
         "computed": computed.reshape(n, n_targets),
+        "completeness": None if completeness is None else completeness.reshape(n, n_targets),
     }
 
 

@@ -20,6 +20,7 @@ from ..data.conform import fit_stack_to_model, model_frame
 from ..data.labels import missing_truth_message
 from ..io_utils import writing
 from ..saliency.engine import ImageMapEngine
+from .completeness import reported
 from .result import FILES, ExplainResult, count_per_label, open_map_writer
 
 __all__ = ["run_explain", "resolve_targets", "result_checks"]
@@ -274,7 +275,8 @@ def run_explain(
         writer.abort()
         raise
     cancelled = cancelled or any(c not in records or not records[c].complete for c in range(task.n_chunks))
-    probabilities, include, computed, zero, stalled, pairs = assemble_chunks(records, task, n, len(model.labels))
+    assembled = assemble_chunks(records, task, n, len(model.labels))
+    probabilities, include, computed, zero, stalled, pairs, completeness = assembled
     merge.finish()
     notes = list(dict.fromkeys([*(engine.notes or []), *(x for r in records.values() for x in r.notes)]))
     truth_missing = [t for t, k in zip(targets, known) if not k] if truth is not None else []
@@ -328,6 +330,7 @@ def run_explain(
         zero=zero,
         truth_missing=truth_missing,
         stalled=stalled,
+        completeness=reported(completeness, computed),
     )
     if out_dir is not None:
         with writing(target):  # the files written atomically name themselves; the store's anatomy is in the store

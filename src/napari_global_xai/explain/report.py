@@ -10,7 +10,7 @@ from pathlib import Path
 from ..report_parts import Figure, Section, SectionRule, Table, load_pixels, provenance_facts, read_json, rel_path
 from .result import FILES
 
-__all__ = ["RULES", "explain_section"]
+__all__ = ["RULES", "explain_section", "completeness_table"]
 
 
 def explain_section(path: Path, folder: Path, root: Path):
@@ -33,6 +33,9 @@ def explain_section(path: Path, folder: Path, root: Path):
             "The overall map averages the label-wise maps of: " + ", ".join(summary.get("overall_labels", [])),
         )
     )
+    completeness = summary.get("completeness")
+    if completeness:
+        section.tables.append(completeness_table(completeness))
     claimed = {path}
     overlay = folder / FILES.overlay
     if overlay.exists():
@@ -51,6 +54,26 @@ def explain_section(path: Path, folder: Path, root: Path):
     if (folder / FILES.store).is_dir():
         section.text.append(f"Image-wise maps: {FILES.store} (resumable Zarr store; open it in napari).")
     return section, claimed
+
+
+def completeness_table(completeness: dict) -> Table:
+    """The summary's completeness errors per label (:func:`~.completeness.completeness_summary`) as a table."""
+
+    def number(value) -> str:
+        return "–" if value is None else f"{value:.3g}"
+
+    threshold = completeness.get("threshold")
+    rows = [
+        [name, str(s["maps"]), number(s["median"]), number(s["p95"]), number(s["max"]), str(s["above_threshold"])]
+        for name, s in completeness.get("per_label", {}).items()
+    ]
+    return Table(
+        "Completeness error of the image-wise maps: |Σ attribution − (f(x) − f(b))| / |f(x) − f(b)|",
+        ["label", "maps", "median", "95th percentile", "max", f"above {threshold:g}"],
+        rows,
+        "Per computed map, on the raw attribution; the score change from the baseline that the map does not account "
+        f"for. Sundararajan et al. (2017) take more integration steps where it exceeds {threshold:g}.",
+    )
 
 
 #: The explain section, first in a report.

@@ -9,8 +9,8 @@ A results folder (``global-xai explain --out FOLDER``, ``run_explain(out_dir=FOL
     global_maps.tif        --format tiff (or --export-tiff, :func:`export_tiff`): label-wise maps then the overall
                            map, names, counts and provenance in its metadata
     global_std.tif         --format tiff (or --export-tiff): per-pixel standard deviation of each label's maps
-    predictions.csv        per image: the model's scores, subset membership and which maps were computed
-    explain_summary.json   status, targets, subset, counts per label and provenance
+    predictions.csv        per image: the model's scores, subset membership, computed maps, completeness errors (IG)
+    explain_summary.json   status, targets, subset, counts and completeness (IG, else null) per label, provenance
     global_maps.png        the global maps over the mean anatomy
 
 The global maps are written once: into the store, or (``--format tiff``) as the TIFFs. :meth:`ExplainResult.write`
@@ -103,6 +103,8 @@ class ExplainResult:
     out_dir : pathlib.Path or None
     truth_missing : list of str
         Target labels without a column in the labels table: their subset used predicted positives.
+    completeness : numpy.ndarray, (n, L) float64, or None
+        Each computed map's completeness error (NaN where none; :mod:`.completeness`); None: the method has none.
     """
 
     image_maps: np.ndarray
@@ -120,6 +122,7 @@ class ExplainResult:
     zero: np.ndarray | None = None
     truth_missing: list[str] = field(default_factory=list)
     stalled: np.ndarray | None = None
+    completeness: np.ndarray | None = None
 
     @property
     def n_computed(self) -> int:
@@ -141,6 +144,7 @@ class ExplainResult:
         """
         from ..io_utils import atomic_write_text, save_json
         from ..store.writer import write_anatomy
+        from .completeness import completeness_summary
         from .file_formats import predictions_csv, write_overlay
 
         out = Path(folder)
@@ -148,10 +152,8 @@ class ExplainResult:
         gm = self.global_maps
         ids = image_ids if image_ids is not None else [str(i) for i in range(len(self.probabilities))]
         paths = {"predictions": out / FILES.predictions, "summary": out / FILES.summary}
-        csv_text = predictions_csv(
-            ids, self.model_labels, self.target_labels, self.probabilities, self.include, self.computed
-        )
-        atomic_write_text(paths["predictions"], csv_text)
+        flags = (self.probabilities, self.include, self.computed, self.completeness)
+        atomic_write_text(paths["predictions"], predictions_csv(ids, self.model_labels, self.target_labels, *flags))
         summary = {
             "status": self.provenance.get("status", "complete"),
             "targets": self.target_labels,
@@ -160,6 +162,7 @@ class ExplainResult:
             "maps_per_label": dict(zip(gm.labels, gm.count.tolist())),
             "maps_computed": self.n_computed,
             "overall_labels": gm.overall_labels,
+            "completeness": completeness_summary(self.completeness, self.computed, self.target_labels),
             "provenance": self.provenance,
         }
         save_json(paths["summary"], summary)
@@ -328,6 +331,13 @@ class ExplainFolder:
         """``(n, M)`` float32: the model's scores of each image."""
         return self._read_flags()["probabilities"]
 
+    @property
+    def completeness(self) -> np.ndarray | None:
+        """``(n, L)`` float64: each computed map's completeness error (NaN where none), or None: the method has none."""
+        from .completeness import reported
+
+        return reported(self._read_flags()["completeness"], self.computed)
+
     def _read_flags(self) -> dict:
         if self._flags is None:
             if self.out_format == "global maps":
@@ -403,7 +413,6 @@ def _method_of(provenance: dict) -> str:
 
 
 def _open_store(path: Path, folder: Path, root: Path, attrs: dict) -> ExplainFolder:
-    provenance = dict(attrs.get("provenance") or {})
     return ExplainFolder(
         path,
         folder,
@@ -415,7 +424,7 @@ def _open_store(path: Path, folder: Path, root: Path, attrs: dict) -> ExplainFol
         str(attrs.get("frame", "left")),
         str(attrs.get("method", "")),
         str(attrs.get("subset", "")),
-        provenance,
+        dict(attrs.get("provenance") or {}),
         store=root,
         attrs=attrs,
     )
@@ -465,20 +474,9 @@ def _open_global_maps_tiff(path: Path) -> ExplainFolder:
 
 
 def export_tiff(path, out_dir=None) -> dict[str, Path]:
-    """Write the global maps (and std) of an explain results folder as ``global_maps.tif`` / ``global_std.tif``.
-
-    Parameters
-    ----------
-    path : path
-        What :func:`open_explain` reads.
-    out_dir : path, optional
-        Default: the results folder (where ``--format tiff`` runs have these files already: nothing is rewritten).
-
-    Returns
-    -------
-    dict
-        ``global_maps`` (and ``std``) → path.
-    """
+    """Write the global maps (and std) of ``path`` (what :func:`open_explain` reads) as ``global_maps.tif`` /
+    ``global_std.tif`` into ``out_dir`` (default: the results folder, where ``--format tiff`` runs have these files
+    already: nothing is rewritten). Returns ``{"global_maps": path}`` (and ``"std"``)."""
     from .file_formats import write_global_maps_tiff, write_std_tiff
 
     run = open_explain(path)

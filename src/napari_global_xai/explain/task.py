@@ -110,6 +110,7 @@ class ExplainChunkTask(ShippedTask):
         done = np.zeros((k, n_targets), bool)
         zero = np.zeros((k, n_targets), bool)
         stalled = np.zeros((k, n_targets), bool)
+        completeness = np.full((k, n_targets), np.nan)
         complete = True
         engine = self.engine
         on_batch = None
@@ -129,6 +130,7 @@ class ExplainChunkTask(ShippedTask):
                 done=done,
                 zero=zero,
                 stalled=stalled,
+                completeness=completeness,
             )
         except Cancelled:
             complete = False
@@ -149,6 +151,7 @@ class ExplainChunkTask(ShippedTask):
             accumulator,
             complete,
             list(engine.notes or []),
+            completeness,
         )
 
 
@@ -182,7 +185,8 @@ class ChunkOrderMerge:
 
 
 def assemble_chunks(records, task, n, n_model_labels):
-    """Whole-stack ``(n, ...)`` arrays from the per-chunk results: probabilities, include, computed, zero, ...
+    """Whole-stack ``(n, ...)`` arrays from the per-chunk results: probabilities, include, computed, zero, stalled,
+    pairs and completeness (``(n, L)`` float64, NaN where a map has none: see :attr:`ChunkResult.completeness`).
 
     Chunks never started (a cancel) get NaN-free zeros: no probabilities, no maps; their pairs are selected from
     the ground truth alone where a rule needs no prediction (``all``, ``positive`` with a column).
@@ -191,6 +195,7 @@ def assemble_chunks(records, task, n, n_model_labels):
 
     n_targets = len(task.targets)
     probabilities = np.zeros((n, n_model_labels), np.float32)
+    completeness = np.full((n, n_targets), np.nan)
     arrays = {k: np.zeros((n, n_targets), bool) for k in ("include", "done", "zero", "stalled", "pairs")}
     for c in range(task.n_chunks):
         idx = task.indices(c)
@@ -208,6 +213,16 @@ def assemble_chunks(records, task, n, n_model_labels):
             )
             continue
         probabilities[idx] = record.probabilities
+        if record.completeness is not None:
+            completeness[idx] = record.completeness
         for key in arrays:
             arrays[key][idx] = getattr(record, key)
-    return (probabilities, arrays["include"], arrays["done"], arrays["zero"], arrays["stalled"], arrays["pairs"])
+    return (
+        probabilities,
+        arrays["include"],
+        arrays["done"],
+        arrays["zero"],
+        arrays["stalled"],
+        arrays["pairs"],
+        completeness,
+    )

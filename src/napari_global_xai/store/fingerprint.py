@@ -46,8 +46,8 @@ def run_settings(task, stack, map_dtype: str) -> dict:
     Returns
     -------
     dict
-        Readable values for the run options; sha256 digests (32 hex digits) for the model weights and card, the
-        input files, the image ids and the ground truth.
+        The store's layout version (:data:`~.options.STORE_LAYOUT`), readable values for the run options; sha256
+        digests (32 hex digits) for the model weights and card, the input files, the image ids and the ground truth.
 
     Notes
     -----
@@ -56,6 +56,7 @@ def run_settings(task, stack, map_dtype: str) -> dict:
     files are fingerprinted by size plus first and last MiB (:func:`~napari_global_xai.provenance.file_fingerprint`).
     """
     from ..provenance import file_fingerprint
+    from .options import STORE_LAYOUT
 
     config, card = task.config, task.model.card
     card_fields = {k: v for k, v in dataclasses.asdict(card).items() if k not in _CARD_FACTS}
@@ -63,6 +64,7 @@ def run_settings(task, stack, map_dtype: str) -> dict:
     sources = list(dict.fromkeys(str(s) for s in getattr(stack, "sources", ())))
     truth = np.zeros(0, np.uint8) if task.truth is None else np.asarray(task.truth, np.uint8)
     return {
+        "store_layout": STORE_LAYOUT,
         "method": config.method,
         "params": json.loads(json.dumps(config.params, sort_keys=True, default=str)),
         "targets": list(task.targets),

@@ -15,6 +15,7 @@ __all__ = [
     "STD_GROUP",
     "ANATOMY_GROUP",
     "FLAGS_GROUP",
+    "STORE_LAYOUT",
     "check_store_options",
 ]
 
@@ -25,8 +26,12 @@ ATTRS_KEY = "napari_global_xai"
 #: OME-Zarr image groups of a store: image-wise maps, global maps (labels then overall), std, the mean anatomy (see
 #: :mod:`.writer`).
 MAPS_GROUP, GLOBAL_GROUP, STD_GROUP, ANATOMY_GROUP = "maps", "global", "std", "anatomy"
-#: Group of a store's per-image flags (computed, include, probabilities), written with each chunk's maps.
+#: Group of a store's per-image flags (computed, include, probabilities, completeness), written with each chunk's
+#: maps.
 FLAGS_GROUP = "flags"
+#: Version of what a store holds; part of the settings fingerprint, so a store of another layout is refused (with
+#: ``--overwrite`` to replace it), never resumed into. 2: per-map completeness errors in the records and flags.
+STORE_LAYOUT = 2
 
 
 def check_store_options(out_format: str | None, map_dtype: str | None) -> tuple[str, str]:

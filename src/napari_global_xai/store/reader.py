@@ -13,7 +13,7 @@ import numpy as np
 from .options import ANATOMY_GROUP, ATTRS_KEY, FLAGS_GROUP, MAPS_GROUP
 
 #: The per-image flags of a store (its ``flags`` group).
-FLAG_NAMES = ("computed", "include", "probabilities")
+FLAG_NAMES = ("computed", "include", "probabilities", "completeness")
 
 __all__ = [
     "stored_attrs",
@@ -114,9 +114,10 @@ def sample_images(maps, count: int = 16) -> np.ndarray:
 
 
 def record_flags(root: str | Path, attrs: dict) -> dict[str, np.ndarray]:
-    """``computed`` and ``include`` ``(n, L)`` bool and ``probabilities`` ``(n, M)``: from the store's ``flags``
-    arrays when its run finished (complete or cancelled: three small reads whatever the number of chunks), else from
-    the completion records (False / 0 for the chunks without a record; a run being written, or killed)."""
+    """``computed`` and ``include`` ``(n, L)`` bool, ``probabilities`` ``(n, M)`` and ``completeness`` ``(n, L)``
+    float64 (NaN where a map has none): from the store's ``flags`` arrays when its run finished (complete or
+    cancelled: four small reads whatever the number of chunks), else from the completion records (False / 0 / NaN for
+    the chunks without a record; a run being written, or killed)."""
     import zarr
 
     group = zarr.open_group(str(root), mode="r")
@@ -132,10 +133,12 @@ def record_flags(root: str | Path, attrs: dict) -> dict[str, np.ndarray]:
         "computed": np.zeros((n, n_labels), bool),
         "include": np.zeros((n, n_labels), bool),
         "probabilities": np.zeros((n, len(attrs["model_labels"])), np.float32),
+        "completeness": np.full((n, n_labels), np.nan),
     }
     n_chunks = len(chunk_bounds(n, int(attrs["chunk_size"])))
     for record in read_records(root, targets, settings_hash(attrs["settings"]), n_chunks, complete_only=False).values():
         out["computed"][record.indices] = record.done
         out["include"][record.indices] = record.include
         out["probabilities"][record.indices] = record.probabilities
+        out["completeness"][record.indices] = record.completeness
     return out

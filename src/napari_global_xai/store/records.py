@@ -1,7 +1,8 @@
 """Completion records: one small file per finished chunk, written atomically after the chunk's maps.
 
 A record ``records/chunk-000012.npz`` holds what the run needs from chunk 12 without its maps: image indices,
-probabilities, the done / zero / stalled / include / pairs flags, whether the chunk finished (``complete``; False
+probabilities, the done / zero / stalled / include / pairs flags, each map's completeness error (float64, NaN
+where none: the value the run reports, bit for bit), whether the chunk finished (``complete``; False
 after a cancel part-way) and the chunk's accumulator state (the exact int64 fixed-point sums and counts, the second
 moments in float32; see :meth:`~napari_global_xai.aggregate.GlobalMapAccumulator.state`), so a resumed run
 rebuilds the global maps bit-identically without recomputing. A record exists only once its chunk's maps are on
@@ -43,6 +44,8 @@ def write_record(root: str | Path, result: ChunkResult, settings_hash: str) -> P
 
     arrays = {key: np.asarray(getattr(result, key), bool) for key in _FLAGS}
     arrays.update(_compact(result.accumulator.state()))
+    shape = np.shape(result.done)
+    completeness = np.full(shape, np.nan) if result.completeness is None else result.completeness
     path = record_path(root, result.chunk)
     with atomic_path(path) as tmp, open(tmp, "wb") as handle:
         np.savez_compressed(
@@ -50,6 +53,7 @@ def write_record(root: str | Path, result: ChunkResult, settings_hash: str) -> P
             chunk=np.int64(result.chunk),
             indices=np.asarray(result.indices, np.int64),
             probabilities=np.asarray(result.probabilities, np.float32),
+            completeness=np.asarray(completeness, np.float64),
             complete=np.bool_(result.complete),
             settings=np.str_(settings_hash),
             notes=np.str_(json.dumps(list(result.notes))),
@@ -116,6 +120,7 @@ def _read(path: Path, labels, settings_hash: str) -> ChunkResult | None:
             GlobalMapAccumulator.from_state(labels, state),
             bool(data["complete"]),
             list(json.loads(str(data["notes"]))),
+            data["completeness"].astype(np.float64),
         )
 
 

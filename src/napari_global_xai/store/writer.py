@@ -17,7 +17,8 @@ Layout of the store (a Zarr v3 group; ``image_maps.zarr`` in an explain results 
     OME/METADATA.ome.xml      the collection's image list (bioformats2raw layout, :mod:`.ome`): the root opens in
                               OME-Zarr viewers (napari-ome-zarr) as anatomy, image-wise maps, std and global maps
     flags/                    per image (rows in image order, written with each chunk's maps): ``computed`` and
-                              ``include`` (n, L) bool, ``probabilities`` (n, M) float32, so a reader of a finished
+                              ``include`` (n, L) bool, ``probabilities`` (n, M) float32, ``completeness`` (n, L)
+                              float64 (each map's completeness error, NaN where none), so a reader of a finished
                               store never opens the records (:func:`.reader.record_flags`)
     records/chunk-000012.npz  completion record of each finished chunk (:mod:`.records`)
 
@@ -53,7 +54,7 @@ import numpy as np
 from ..io_utils import json_ready
 from .fingerprint import differences, run_settings, settings_hash
 from .ome import IMAGE_AXES, MAP_AXES, create_image_group, write_collection_index
-from .options import ANATOMY_GROUP, ATTRS_KEY, FLAGS_GROUP, GLOBAL_GROUP, MAPS_GROUP, STD_GROUP
+from .options import ANATOMY_GROUP, ATTRS_KEY, FLAGS_GROUP, GLOBAL_GROUP, MAPS_GROUP, STD_GROUP, STORE_LAYOUT
 from .reader import display_window, lazy_maps, sample_images, stored_attrs
 from .records import RECORDS_DIR, compact_accumulator, read_records, remove_leftovers, write_record
 
@@ -172,6 +173,8 @@ class StoreWriter:
         for name, values in (("computed", result.done), ("include", result.include)):
             self.group[f"{FLAGS_GROUP}/{name}"][start:stop] = np.asarray(values, bool)
         self.group[f"{FLAGS_GROUP}/probabilities"][start:stop] = np.asarray(result.probabilities, np.float32)
+        if result.completeness is not None:
+            self.group[f"{FLAGS_GROUP}/completeness"][start:stop] = np.asarray(result.completeness, np.float64)
         result.accumulator = compact_accumulator(result.accumulator)  # merge what a resume would read
         write_record(self.root, result, self.hash)
         self.n_computed += 1
@@ -233,7 +236,7 @@ def _create(root: Path, shape, settings: dict, task, stack, map_dtype: str) -> N
     scale = map_scale(task.config.normalisation, (h, w))
     attrs = {
         "kind": "explain results",
-        "layout_version": 1,
+        "layout_version": STORE_LAYOUT,
         "settings": settings,
         "status": RUNNING,
         "targets": list(task.targets),
@@ -264,10 +267,13 @@ def _create(root: Path, shape, settings: dict, task, stack, map_dtype: str) -> N
         array.attrs["map_scale"] = scale
         flags = group.create_group(FLAGS_GROUP)
         rows = min(n, 4096)
-        for name, dtype, width in (("computed", bool, n_labels), ("include", bool, n_labels)) + (
-            ("probabilities", "float32", len(task.model.labels)),
+        for name, dtype, width, fill in (
+            ("computed", bool, n_labels, 0),
+            ("include", bool, n_labels, 0),
+            ("probabilities", "float32", len(task.model.labels), 0),
+            ("completeness", "float64", n_labels, np.nan),
         ):
-            flags.create_array(name, shape=(n, width), dtype=dtype, chunks=(rows, width), fill_value=0)
+            flags.create_array(name, shape=(n, width), dtype=dtype, chunks=(rows, width), fill_value=fill)
         write_collection_index(group, tmp, COLLECTION)
         (tmp / RECORDS_DIR).mkdir()
         os.replace(tmp, root)
