@@ -3,18 +3,17 @@
 Each class only says which Captum attribution to build and which keyword arguments to pass; results equal a
 direct Captum call on the same inputs. Baselines for IG-like methods come from :mod:`napari_global_xai.perturb.fills`.
 Several labels of one image (``attribute_labels``) share each forward pass in ``ig``, ``saliency`` and
-``input_x_gradient`` (:mod:`.ig`), equal to one Captum call per label to float32 rounding.
+``input_x_gradient`` (:mod:`.ig`) and each noisy sample's in ``smoothgrad`` and ``gradient_shap`` (:mod:`.noise`, the
+same seeded draws), equal to one Captum call per label to float32 rounding.
 """
 
 from __future__ import annotations
 
-import contextlib
-
-import numpy as np
 import torch
 
 from ..perturb.fills import BASELINES, make_fill
 from .base import Choice, Float, Int, MethodUnavailable, SaliencyMethod, ScoreModule, register_method
+from .noise import SharedNoise, seeded_global_rngs
 
 __all__ = [
     "CaptumMethod",
@@ -36,19 +35,6 @@ __all__ = [
 INTEGRATIONS = ("riemann_right", "riemann_left", "riemann_middle", "riemann_trapezoid", "gausslegendre", "adaptive")
 #: Rules shared by every method with a baseline.
 _BASELINE_RULES = {"baseline": Choice(*BASELINES), "blur_sigma": Float(0, open_low=True, none=True)}
-
-
-@contextlib.contextmanager
-def seeded_global_rngs(seed: int):
-    """Seed torch's and numpy's global generators (Captum samples with both), restoring them afterwards."""
-    state = np.random.get_state()
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        np.random.seed(seed)
-        try:
-            yield
-        finally:
-            np.random.set_state(state)
 
 
 class _SharedGradient:
@@ -305,7 +291,7 @@ class IntegratedGradients(CaptumMethod):
 
 
 @register_method
-class GradientShap(CaptumMethod):
+class GradientShap(SharedNoise, CaptumMethod):
     name, captum_name = "gradient_shap", "GradientShap"
     description = "Expected gradients between the baseline and the image, with input noise."
     defaults = {"n_samples": 8, "stdevs": 0.1, "baseline": "zero", "blur_sigma": None, "seed": 0}
@@ -314,8 +300,15 @@ class GradientShap(CaptumMethod):
     def passes_per_map(self):
         return int(self.params["n_samples"])
 
+    def noisy_labels(self, x, targets, count):
+        from .noise import gradient_shap_labels
+
+        n, sd = int(self.params["n_samples"]), float(self.params["stdevs"])
+        return gradient_shap_labels(self.forward_module, x, self.baseline(x[:1]), targets, n, sd, count)
+
     def attribute(self, x, targets):
         base = self.baseline(x[:1])
+        self._passes(len(x), len(x))
         with seeded_global_rngs(int(self.params["seed"])):
             return (
                 self.build()
@@ -331,7 +324,7 @@ class GradientShap(CaptumMethod):
 
 
 @register_method
-class SmoothGrad(CaptumMethod):
+class SmoothGrad(SharedNoise, CaptumMethod):
     name = "smoothgrad"
     description = "SmoothGrad: input gradients averaged over noisy copies (Captum NoiseTunnel)."
     defaults = {"nt_samples": 16, "stdevs": 0.15, "nt_samples_batch_size": None, "seed": 0}
@@ -356,8 +349,15 @@ class SmoothGrad(CaptumMethod):
 
         return ca.NoiseTunnel(ca.Saliency(self.forward_module))
 
+    def noisy_labels(self, x, targets, count):
+        from .noise import smoothgrad_labels
+
+        n, sd, bs = int(self.params["nt_samples"]), float(self.params["stdevs"]), self.params["nt_samples_batch_size"]
+        return smoothgrad_labels(self.forward_module, x, targets, n, sd, bs, count)
+
     def attribute(self, x, targets):
         bs = self.params["nt_samples_batch_size"]
+        self._passes(len(x), len(x))
         with seeded_global_rngs(int(self.params["seed"])):
             return (
                 self.build()

@@ -6,7 +6,8 @@ the 2-core development CPU (EfficientNet-Lite0 at 224², the demo net at 384 × 
 the retained graph took 0.60–0.63 × the time of 8 separate forward+backward passes, ``torch.autograd.grad(...,
 is_grads_batched=True)`` (a vmapped backward) 0.91–0.99 ×, so the retained graph is used. A label's backward
 is about 0.6 of a forward+backward pass, so the saving is the shared forward: 8 labels of an EfficientNet-Lite0
-image took 3.8 × one Captum IG-32 call instead of 8.8 × (``benchmarks/RESULTS.md``).
+image took 3.8 × one Captum IG-32 call instead of 8.8 × (``benchmarks/RESULTS.md``). SmoothGrad and gradient SHAP share
+each noisy sample's forward the same way (:mod:`.noise`, :func:`backward_labels`).
 
 **Nodes where the integral is** (``integration="adaptive"``): the path's end points (the baseline and the image) are
 nodes, so ``f(baseline)`` and ``f(image)`` come from the gradient passes themselves, and the integral is the
@@ -33,6 +34,7 @@ import torch
 
 __all__ = [
     "PassCount",
+    "backward_labels",
     "label_gradients",
     "path_integral",
     "adaptive_path_integral",
@@ -61,7 +63,7 @@ class PassCount:
         return {"forward": self.forward, "forward_backward": self.forward_backward, "backward": self.backward}
 
 
-def _backward_all(out, z, columns, row_weight, count: PassCount, consume) -> None:
+def backward_labels(out, z, columns, row_weight, count: PassCount, consume) -> None:
     """``∂(Σ_r w_r · out[r, target_r]) / ∂z`` for each label column, one backward each on one retained graph; each
     gradient is handed to ``consume(j, gradient)`` at once, so only one label's gradient is alive at a time."""
     rows = torch.arange(len(out), device=out.device)
@@ -100,7 +102,7 @@ def label_gradients(forward, x: torch.Tensor, targets: torch.Tensor, count: Pass
         count.forward_backward += len(z)
         grads = torch.zeros((len(z), targets.shape[1], *z.shape[1:]), dtype=z.dtype, device=z.device)
         columns = [targets[:, j] for j in range(targets.shape[1])]
-        _backward_all(out, z, columns, torch.ones(len(z)), count, lambda j, g: grads[:, j].copy_(g))
+        backward_labels(out, z, columns, torch.ones(len(z)), count, lambda j, g: grads[:, j].copy_(g))
     return grads
 
 
@@ -149,7 +151,7 @@ def _run_jobs(forward, x, baseline, job_image, job_t, job_w, columns, path_batch
                 else:
                     sums[j].index_add_(0, img, g)
 
-            _backward_all(out, z, cols, weight, count, consume)
+            backward_labels(out, z, cols, weight, count, consume)
         del z, out
     return sums, per_job, scores
 
