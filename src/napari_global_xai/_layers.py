@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .figures import map_scale
+
 __all__ = [
     "left_frame_dask",
     "stack_layer_data",
@@ -13,6 +15,7 @@ __all__ = [
     "STACK_METADATA_KEY",
     "IMAGE_MAPS_KEY",
     "MAP_KIND_KEY",
+    "MAP_SCALE_KEY",
 ]
 
 #: Key under which an image layer's metadata carries the AlignedStack it shows.
@@ -22,6 +25,10 @@ IMAGE_MAPS_KEY = "napari_global_xai_image_maps"
 #: Key under which every map layer of :func:`explain_layer_data` carries its kind (one of :data:`MAP_LAYER_KINDS`):
 #: the docks' stack pickers leave these layers out.
 MAP_KIND_KEY = "napari_global_xai_map_kind"
+#: Key under which every map layer of :func:`explain_layer_data` carries its value scale, ``{"factor": f, "unit":
+#: text}``: the layer shows the stored values × ``f`` (napari's colour bar, contrast limits and status value), and
+#: ``text`` says what those numbers are (:func:`napari_global_xai.figures.map_scale`, as on the saved figures).
+MAP_SCALE_KEY = "napari_global_xai_map_scale"
 #: Kinds of map layers named by :func:`map_layer_name`.
 MAP_LAYER_KINDS = ("global", "std", "image-wise")
 
@@ -101,6 +108,16 @@ def explain_layer_data(run, *, source_name: str = "", laterality=None, stored_or
     TIFF folder from its small global maps and a sample of images: nothing here scans the image-wise maps, so the
     reader and the Explain dock's hand-over stay fast at any number of images.
 
+    The map layers (global, std, image-wise) show the run's values in one scale, as the saved figures do
+    (:func:`napari_global_xai.figures.map_scale`): each layer's data is the stored maps × ``factor`` (a lazy dask
+    multiply, nothing read), its contrast limits are scaled with it, so napari's colour bar and the status bar's value
+    read e.g. 0–1.75 rather than 0–0.000175, and ``metadata[MAP_SCALE_KEY]`` (also the description) names the unit
+    ("share of the map's mass per pixel, × 10⁻⁴": a shown 1.75 is a share of 1.75 × 10⁻⁴). The factor is a power
+    of ten chosen from the global maps' display range (mass-normalised maps; 1 otherwise, the data then as stored).
+    The global maps are scaled in float64, so distinct stored values stay distinct and keep their order (a ranking
+    read from the layer is the stored map's); the image-wise layer's metadata keeps the stored maps themselves
+    (``"maps"``, lazy) for the analyses that read them.
+
     Parameters
     ----------
     run : napari_global_xai.explain.result.ExplainFolder
@@ -122,13 +139,23 @@ def explain_layer_data(run, *, source_name: str = "", laterality=None, stored_or
         visible, one shared colour range). Names by :func:`map_layer_name`, with the run's status when it did not
         complete; every layer names its axes (``label``, ``image``, ``y``, ``x``) so napari's sliders are named.
     """
-    from .store.reader import display_window
+    from .store.reader import display_window, sample_images
 
     method = run.method
     note = "" if run.status == "complete" else run.status
     display = dict(run.attrs.get("display") or {})
     n = len(run.image_ids)
     has_maps = run.out_format != "global maps"
+    global_limits = maps_limits = None
+    if run.global_planes is not None:
+        names, counts = [*run.targets, "overall"], [*_counts(run), None]
+        keep = [i for i, c in enumerate(counts) if c is None or c > 0]
+        global_limits = tuple(display.get("global") or display_window(np.asarray(run.global_planes)[keep]))
+    if has_maps:
+        maps_limits = tuple(display.get("maps") or display_window(sample_images(run.image_maps)))
+    normalisation = _normalisation(run)
+    factor, unit = map_scale(normalisation, (global_limits or maps_limits or (0.0, 1.0))[1])
+    scale = {"factor": factor, "unit": unit}
     layers = []
     anatomy = run.anatomy
     if anatomy is not None:
@@ -146,18 +173,21 @@ def explain_layer_data(run, *, source_name: str = "", laterality=None, stored_or
             kwargs["contrast_limits"] = window
         layers.append((anatomy if rgb else anatomy[..., 0], kwargs, "image"))
     if has_maps:
-        layers.extend(_image_maps_layers(run, note, display, laterality, stored_orientation))
+        layers.extend(
+            _image_maps_layers(run, note, _scaled_limits(maps_limits, factor), scale, laterality, stored_orientation)
+        )
     if run.std_planes is not None:
-        std = run.std_planes
+        std = _scaled(run.std_planes, factor)
         kwargs = {
             "name": map_layer_name("std", method, note=note),
             "colormap": "magma",
             "visible": False,
-            "contrast_limits": tuple(display.get("std") or display_window(std)),
+            "contrast_limits": _scaled_limits(display.get("std") or display_window(run.std_planes), factor),
             "metadata": {
                 "labels": list(run.targets),
-                "description": f"per-pixel std of each label's {method} maps",
+                "description": f"per-pixel std of each label's {method} maps" + _unit_note(scale),
                 MAP_KIND_KEY: "std",
+                MAP_SCALE_KEY: dict(scale),
             },
         }
         if has_maps:  # one label slider shared with the image-wise maps; the same plane at every image (a view)
@@ -170,16 +200,13 @@ def explain_layer_data(run, *, source_name: str = "", laterality=None, stored_or
             kwargs["axis_labels"] = ("label", "y", "x")
         layers.append((std, kwargs, "image"))
     if run.global_planes is not None:
-        names = [*run.targets, "overall"]
-        counts = [*_counts(run), None]
-        keep = [i for i, c in enumerate(counts) if c is None or c > 0]
-        limits = tuple(display.get("global") or display_window(np.asarray(run.global_planes)[keep]))
-        subset, normalisation = run.subset, _normalisation(run)
+        limits = _scaled_limits(global_limits, factor)
         for i in keep:
             name, count = names[i], counts[i]
             details = (
-                f"global map of {name!r} by {method}: subset {subset!r}, {normalisation}-normalised, "
+                f"global map of {name!r} by {method}: subset {run.subset!r}, {normalisation}-normalised, "
                 + (f"{count} image-wise maps" if count is not None else "mean of the label-wise maps")
+                + _unit_note(scale)
                 + f"; colour scale {limits[0]:.3g}–{limits[1]:.3g} shared by all maps of this run"
             )
             kwargs = {
@@ -190,16 +217,15 @@ def explain_layer_data(run, *, source_name: str = "", laterality=None, stored_or
                 "contrast_limits": limits,
                 "visible": name == "overall",
                 "axis_labels": ("y", "x"),
-                "metadata": {"description": details, MAP_KIND_KEY: "global"},
+                "metadata": {"description": details, MAP_KIND_KEY: "global", MAP_SCALE_KEY: dict(scale)},
             }
-            layers.append((run.global_planes[i], kwargs, "image"))
+            layers.append((_scaled(run.global_planes[i], factor, np.float64), kwargs, "image"))
     return layers
 
 
-def _image_maps_layers(run, note: str, display: dict, laterality, stored_orientation: bool) -> list:
-    """The image-wise maps ``(L, n, H, W)`` in the viewer's left-eye frame (and, asked for, the stored frame)."""
-    from .store.reader import display_window, sample_images
-
+def _image_maps_layers(run, note: str, limits: tuple, scale: dict, laterality, stored_orientation: bool) -> list:
+    """The image-wise maps ``(L, n, H, W)`` in the viewer's left-eye frame (and, asked for, the stored frame), shown
+    × ``scale["factor"]`` within ``limits`` (already scaled); the metadata keeps the stored maps (``"maps"``)."""
     method = run.method
     maps = _lazy(run.image_maps)  # (n, L, H, W), the run's frame
     if laterality is None:
@@ -212,7 +238,6 @@ def _image_maps_layers(run, note: str, display: dict, laterality, stored_orienta
         "computed": run.computed,
         "image_ids": list(run.image_ids),
     }
-    limits = tuple(display.get("maps") or display_window(sample_images(maps)))
     shown = {run.frame: maps}  # without the laterality, only the run's own frame is known
     if right is not None:
         other = "stored" if run.frame == "left" else "left"
@@ -232,12 +257,14 @@ def _image_maps_layers(run, note: str, display: dict, laterality, stored_orienta
             "visible": False,
             "axis_labels": ("label", "image", "y", "x"),
             "metadata": {
-                IMAGE_MAPS_KEY: {**meta, "frame": frame},
+                IMAGE_MAPS_KEY: {**meta, "frame": frame, "maps": frame_maps},
                 MAP_KIND_KEY: "image-wise",
-                "description": f"image-wise {method} maps (label × image), subset {run.subset!r}, {frame} frame",
+                MAP_SCALE_KEY: dict(scale),
+                "description": f"image-wise {method} maps (label × image), subset {run.subset!r}, {frame} frame"
+                + _unit_note(scale),
             },
         }
-        layers.append((frame_maps.transpose(1, 0, 2, 3), kwargs, "image"))
+        layers.append((_scaled(frame_maps, scale["factor"]).transpose(1, 0, 2, 3), kwargs, "image"))
     return layers
 
 
@@ -245,11 +272,32 @@ def _image_maps_layers(run, note: str, display: dict, laterality, stored_orienta
 _FRAME_NOTES = {"left": "", "stored": "stored orientation"}
 
 
+def _scaled(data, factor: float, dtype=np.float32):
+    """``data × factor`` as ``dtype``, lazily (a dask multiply: nothing is read); ``data`` as it is when the factor is
+    1. Float64 keeps float32 values exact and distinct (their order too); float32 is enough for display."""
+    if factor == 1:
+        return data
+    return _lazy(data).astype(dtype) * dtype(factor)
+
+
+def _scaled_limits(limits, factor: float) -> tuple[float, float]:
+    return tuple(float(v) * factor for v in limits)
+
+
+def _unit_note(scale: dict) -> str:
+    """The description's words on the shown values: their unit and, when scaled, the factor."""
+    factor = scale["factor"]
+    return f"; values in {scale['unit']}" + (f" (stored values × {factor:g})" if factor != 1 else "")
+
+
 def _lazy(data):
-    """``data`` as a dask array (one image per chunk along the first axis); dask arrays are returned as they are."""
+    """``data`` as a dask array (one image per chunk along the first axis; a 2-D plane in one chunk); dask arrays are
+    returned as they are."""
     import dask.array as da
 
-    return data if isinstance(data, da.Array) else da.from_array(data, chunks=(1, *data.shape[1:]))
+    if isinstance(data, da.Array):
+        return data
+    return da.from_array(data, chunks=data.shape if data.ndim == 2 else (1, *data.shape[1:]))
 
 
 def _mirror(arr, right: np.ndarray, axis: int = -1):

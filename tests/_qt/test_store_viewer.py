@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from napari_global_xai._layers import IMAGE_MAPS_KEY, map_layer_name
+from napari_global_xai._layers import IMAGE_MAPS_KEY, MAP_SCALE_KEY, map_layer_name
 from napari_global_xai._reader import napari_get_reader, read_aligned_stack, read_explain_layers
 from napari_global_xai.config import ExplainConfig
 from napari_global_xai.data import AlignedStack
@@ -82,20 +82,23 @@ def test_store_opens_lazily_in_the_viewer_with_the_stored_values(store, make_nap
     assert maps_layer.data.shape == (len(LABELS), N, H, W)
     assert maps_layer.data.chunksize == (len(LABELS), 1, H, W)  # one image per chunk: napari reads what it shows
     stored = root["maps/0"][...].astype(np.float32) / np.float32(scale)
-    np.testing.assert_array_equal(np.asarray(maps_layer.data), stored.transpose(1, 0, 2, 3))
+    # shown in the run's display scale (tests/_qt/test_map_scale_layers.py); the metadata keeps the stored maps
+    factor = maps_layer.metadata[MAP_SCALE_KEY]["factor"]
+    np.testing.assert_array_equal(np.asarray(maps_layer.data), stored.transpose(1, 0, 2, 3) * np.float32(factor))
     meta = maps_layer.metadata[IMAGE_MAPS_KEY]
+    np.testing.assert_array_equal(np.asarray(meta["maps"]), stored)
     assert meta["labels"] == LABELS and meta["computed"].all() and meta["computed"].shape == (N, len(LABELS))
     for i, name in enumerate([*LABELS, "overall"]):
         layer = viewer.layers[f"{name} · saliency"]
-        assert isinstance(layer.data, da.Array)
-        np.testing.assert_array_equal(np.asarray(layer.data), root["global/0"][i])
+        assert isinstance(layer.data, da.Array) and layer.metadata[MAP_SCALE_KEY]["factor"] == factor
+        np.testing.assert_array_equal(np.asarray(layer.data), root["global/0"][i] * np.float64(factor))
         expected = result.global_maps.get(name).astype(np.float32)
-        np.testing.assert_array_equal(np.asarray(layer.data), expected)
+        np.testing.assert_array_equal(np.asarray(layer.data), expected * np.float64(factor))
     assert viewer.layers["overall · saliency"].visible and not maps_layer.visible
 
 
 def test_a_tiff_results_folder_opens_through_the_same_reader(tmp_path):
-    """--format tiff: the same layers (memmap and numpy, not dask), names and values as from the store."""
+    """--format tiff: the same layers, names and values as from the store (lazy over the TIFFs)."""
     from napari_global_xai.explain.result import open_explain
 
     torch.manual_seed(2)
@@ -121,10 +124,12 @@ def test_a_tiff_results_folder_opens_through_the_same_reader(tmp_path):
     assert [kwargs["name"] for _, kwargs, _ in layers] == [stored, "std · saliency"] + [
         f"{n} · saliency" for n in [*LABELS, "overall"]
     ]
+    factor = layers[0][1]["metadata"][MAP_SCALE_KEY]["factor"]  # the run's display scale, as from the store
     for i, name in enumerate([*LABELS, "overall"]):
-        np.testing.assert_array_equal(layers[2 + i][0], result.global_maps.get(name).astype(np.float32))
+        expected = result.global_maps.get(name).astype(np.float32) * np.float64(factor)
+        np.testing.assert_array_equal(layers[2 + i][0], expected)
     maps, kwargs, _ = layers[0]
-    np.testing.assert_array_equal(maps, np.asarray(result.image_maps).transpose(1, 0, 2, 3))
+    np.testing.assert_array_equal(maps, np.asarray(result.image_maps).transpose(1, 0, 2, 3) * np.float32(factor))
     assert kwargs["metadata"][IMAGE_MAPS_KEY]["computed"].all()
     assert open_explain(tmp_path / "tif").image_ids == stack.image_ids
 

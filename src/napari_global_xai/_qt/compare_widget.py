@@ -18,7 +18,7 @@ from magicgui.widgets import (
 )
 from qtpy.QtWidgets import QLabel, QVBoxLayout, QWidget
 
-from ..analysis_config import COMPARE_NORMALISATIONS, CompareConfig
+from ..analysis_config import COMPARE_NORMALISATIONS, COMPARE_SMOOTH_FRACTION, CompareConfig
 from ..config import DEFAULT_DEVICE
 from ._analyses_common import (
     REGIONS_KEY,
@@ -73,10 +73,12 @@ def difference_colormap():
     return Colormap(colors, controls=[0.0, 0.3, 0.5, 0.7, 1.0], name="difference (clear at 0)")
 
 
-def compare_job(maps, values, config, column, regions=None, region_names=None, control=None):
-    """Worker body: the test (on the default device), then the layer data tuples."""
+def compare_job(maps, label, values, config, column, regions=None, region_names=None, control=None):
+    """Worker body: read ``label``'s maps (``maps``: the layer's lazy :class:`~._analyses_common.LayerMaps`), the test
+    (on the default device), then the layer data tuples."""
     from ..analyses.compare_pipeline import run_compare
 
+    maps = maps.read(label)[0]
     result = run_compare(
         maps,
         values,
@@ -142,11 +144,19 @@ class CompareWidget(QWidget):
             tooltip="raw: attributions as the method made them (Explain with normalisation 'none'); shares: each "
             "map divided by its total (a group that concentrates its evidence is lower elsewhere by construction)",
         )
+        self.smooth = LineEdit(
+            label=f"smoothing σ px (empty = 1/{round(1 / COMPARE_SMOOTH_FRACTION)} of the shorter side, 0 = none)",
+            value="" if defaults.smooth_sigma is None else f"{defaults.smooth_sigma:g}",
+            tooltip="every map, of both groups, is smoothed with this Gaussian before the test: tames pixel-level, "
+            "heavy-tailed maps such as Integrated Gradients', at the price of resolution",
+        )
         self.regions = ComboBox(label="regions (labels layer)", choices=self._labels_layers, nullable=True)
         self.form = Container(
             widgets=[self.image_layer, self.maps_layer, self.label, self.csv, self.column, self.normalisation]
         )
-        self.advanced = Container(widgets=[self.groups, self.threshold, self.n_permutations, self.alpha, self.regions])
+        self.advanced = Container(
+            widgets=[self.groups, self.threshold, self.n_permutations, self.alpha, self.smooth, self.regions]
+        )
         self.csv.changed.connect(lambda _v: self.column.reset_choices())
         self.maps_layer.changed.connect(lambda _v: self.label.reset_choices())
         for event in (self.viewer.layers.events.inserted, self.viewer.layers.events.removed):
@@ -196,7 +206,8 @@ class CompareWidget(QWidget):
             raise ValueError("choose a CSV and its grouping column")
         stack = stack_from_layer(self.image_layer.value)
         label = None if self.label.value in (None, OVERALL) else self.label.value
-        maps, idx = maps_of_layer(self.maps_layer.value, label)
+        maps = maps_of_layer(self.maps_layer.value)  # lazy: the job reads the label's maps in its worker
+        idx = maps.indices(label)
         if idx.max() >= len(stack):
             raise ValueError("the image-wise maps do not belong to this image stack")
         values = read_csv_column(path, self.column.value, [stack.image_ids[i] for i in idx])
@@ -204,6 +215,7 @@ class CompareWidget(QWidget):
         if groups is not None and len(groups) != 2:
             raise ValueError("groups: give two values separated by a comma (B may be 'rest')")
         threshold = float(self.threshold.value) if self.threshold.value.strip() else None
+        smooth = float(self.smooth.value) if self.smooth.value.strip() else None
         regions = self.regions.value
         names = None
         if regions is not None:
@@ -214,9 +226,11 @@ class CompareWidget(QWidget):
             n_permutations=self.n_permutations.value,
             alpha=self.alpha.value,
             normalisation=self.normalisation.value,
+            smooth_sigma=smooth,
         )
         return {
             "maps": maps,
+            "label": label,
             "values": values,
             "config": config,
             "column": self.column.value,
@@ -235,6 +249,7 @@ class CompareWidget(QWidget):
                 layer.contour = int(width)
 
     def _on_result(self, payload):
+        from ..analyses.compare_normalise import smoothing_text
         from ..analyses.compare_report import floor_text, total_text
 
         self.result, self.by_region, layers = payload
@@ -247,7 +262,7 @@ class CompareWidget(QWidget):
                 f"family-wise ({s['n_permutations']} permutations)"
             )
         ]
-        lines.append(f"compared: {s['normalisation']}: {s['meaning']}")
+        lines.append(f"compared: {s['normalisation']}: {s['meaning']}; {smoothing_text(s['smooth_sigma'])}")
         lines.append(f"total evidence: {total_text(s)}")
         lines.append(f"p-floor {floor_text(s)}")
         for row in (self.by_region or [])[:4]:

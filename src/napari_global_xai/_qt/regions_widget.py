@@ -16,7 +16,6 @@ from ..analysis_config import RegionsConfig
 from ._analyses_common import (
     REGIONS_KEY,
     image_maps_layers,
-    labels_of_layer,
     launch_from_inputs,
     maps_of_layer,
 )
@@ -28,7 +27,8 @@ __all__ = ["REGIONS_KEY", "RegionsWidget", "regions_job"]
 
 
 def regions_job(maps_by_label, config, anatomy, regions=None, region_names=None, disc=None, fovea=None, control=None):
-    """Worker body: landmarks, regions, tables, and the layer data tuples."""
+    """Worker body: landmarks, regions, tables, and the layer data tuples. ``maps_by_label`` may read each label's maps
+    when looked up (:meth:`~._analyses_common.LayerMaps.by_label`): here, in the worker."""
     from ..analyses.regions_pipeline import run_regions
 
     result = run_regions(
@@ -121,12 +121,8 @@ class RegionsWidget(QWidget):
     def inputs(self) -> dict:
         if self.image_layer.value is None or self.maps_layer.value is None:
             raise ValueError("open a stack and run the Explain dock first (its image-wise maps layer is the input)")
-        maps = {}
-        for label in labels_of_layer(self.maps_layer.value):
-            try:
-                maps[label] = maps_of_layer(self.maps_layer.value, label)[0]
-            except ValueError:  # no map for this label
-                continue
+        # lazy: the job reads each label's maps in its worker, one label at a time (labels without a map are left out)
+        maps = maps_of_layer(self.maps_layer.value).by_label()
         disc = fovea = None
         if self.points.value is not None:
             pts = np.asarray(self.points.value.data)[:, -2:]
