@@ -42,3 +42,30 @@ def sample_dock(make_napari_viewer):
         return viewer, dock
 
     return make
+
+
+@pytest.fixture
+def show_for_screenshot(qtbot):
+    """``show_for_screenshot(viewer, size=(1500, 1000), dock_width=460)``: show a viewer that ran hidden, at ``size``
+    with its right-hand docks ``dock_width`` px wide.
+
+    Dock tests run their jobs in a hidden window: a shown one repaints (through software OpenGL under Xvfb) on every
+    progress report and new layer, which cost them most of their time on a loaded machine. A window shown only at
+    the end lays its docks out squeezed, so they are given their width here.
+    """
+    from qtpy.QtCore import Qt
+
+    def show(viewer, size=(1500, 1000), dock_width=460):
+        window = viewer.window
+        window.show()
+        window.resize(*size)
+        qt_window = window._qt_window
+        right = [
+            dock
+            for dock in window._wrapped_dock_widgets.values()
+            if qt_window.dockWidgetArea(dock) == Qt.DockWidgetArea.RightDockWidgetArea
+        ]
+        qt_window.resizeDocks(right, [dock_width] * len(right), Qt.Orientation.Horizontal)
+        qtbot.wait(100)
+
+    return show

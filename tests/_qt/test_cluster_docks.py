@@ -246,14 +246,14 @@ def test_the_dock_closes_its_cluster_with_the_dock_or_the_viewer(dock, qtbot, ho
     assert client.status == "closed" and cluster.status.name == "closed"
 
 
-def test_screenshot_of_the_explain_dock_run_on_a_cluster(sample_dock, qtbot):
+def test_screenshot_of_the_explain_dock_run_on_a_cluster(sample_dock, qtbot, show_for_screenshot):
     """The plugin's own sample (a compressed TIFF) explained on a LocalCluster from the dock; the window is saved to
     tests/_artifacts/explain_dock_cluster.png with the "Run on" field in the dock."""
     from pathlib import Path
 
     from PIL import Image
 
-    viewer, widget = sample_dock(ExplainWidget, show=True)
+    viewer, widget = sample_dock(ExplainWidget)  # shown for the screenshot only
     qtbot.waitUntil(lambda: not widget._devices_worker.is_running, timeout=HANG_GUARD_MS)
     try:
         widget.method.value = "gradcam"
@@ -265,7 +265,7 @@ def test_screenshot_of_the_explain_dock_run_on_a_cluster(sample_dock, qtbot):
         assert bar.maximum() > 0 and bar.value() == bar.maximum()  # a finished run shows a full bar
         client = widget.cluster.session._client
         assert sum(_opened_on_workers(client, "stack").values()) == 1  # the worker reopened the sample file
-        viewer.window.resize(1500, 1000)
+        show_for_screenshot(viewer)
         viewer.reset_view()
         qtbot.wait(300)
         canvas = viewer.screenshot(canvas_only=True, flash=False)

@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from _timeouts import HANG_GUARD_MS
+
 ARTIFACTS = Path(__file__).resolve().parents[1] / "_artifacts" / "docks"
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "docks"
 SCREEN = (1280, 800)
@@ -191,7 +193,8 @@ def test_run_panel_and_terminal_bar_show_unit_and_time_left(qtbot, capsys):
     panel = RunPanel("Run")
     qtbot.addWidget(panel)
     panel._on_progress(0, 64, "explain")
-    panel._on_progress(16, 64, "explain")
+    panel._on_progress(16, 64, "explain")  # within the repaint interval: shown with the next repaint
+    qtbot.waitUntil(lambda: "16 / 64" in panel.status.text(), timeout=HANG_GUARD_MS)
     text = panel.status.text()
     assert "16 / 64 images" in text and "25 %" in text and ("left" in text or "estimating" in text)
     bar = _TerminalProgress()
@@ -200,6 +203,27 @@ def test_run_panel_and_terminal_bar_show_unit_and_time_left(qtbot, capsys):
     bar.close()
     err = capsys.readouterr().err
     assert "image forwards" in err and " left]" in err
+
+
+def test_a_burst_of_progress_reports_is_one_repaint_and_the_last_report_is_shown(qtbot, monkeypatch):
+    """Hundreds of reports within the repaint interval: the first is shown at once, the rest together (the last
+    one), so a fast worker does not keep the main thread repainting; the outcome is never covered by a late one."""
+    from napari_global_xai._qt import _runner
+
+    panel = _runner.RunPanel("Run")
+    qtbot.addWidget(panel)
+    shown = []
+    panel.bar.valueChanged.connect(shown.append)
+    monkeypatch.setattr(_runner.time, "monotonic", lambda: 1000.0)  # every report inside one interval
+    for done in range(1, 301):
+        panel.progress_callback(done, 300, "explain")
+    qtbot.waitUntil(lambda: panel.bar.value() == 300, timeout=HANG_GUARD_MS)
+    assert shown == [1, 300] and "300 / 300 images" in panel.status.text()
+    panel._on_progress(10, 300, "explain")  # pending when the run ends: dropped, the outcome stays
+    panel._on_returned(None)
+    panel.status.setText("done")
+    qtbot.wait(2 * int(_runner.PROGRESS_INTERVAL_S * 1000))
+    assert panel.status.text() == "done" and panel.bar.value() == panel.bar.maximum()
 
 
 def test_sanity_parameters_follow_the_methods(make_napari_viewer):

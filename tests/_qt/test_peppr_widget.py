@@ -37,7 +37,9 @@ def _explain(explain, qtbot, method):
 
 @pytest.fixture
 def viewer_with_maps(sample_dock, qtbot, dock_title):
-    viewer, explain = sample_dock(ExplainWidget, show=True)
+    # the window is shown only for the screenshot: a shown window repaints (through software OpenGL under Xvfb) on
+    # every progress report and layer, which cost these tests most of their time on a loaded machine
+    viewer, explain = sample_dock(ExplainWidget)
     _explain(explain, qtbot, "gradcam")
     panel = PepprWidget(viewer)
     viewer.window.add_dock_widget(panel, name=dock_title(PepprWidget), area="right", tabify=True)
@@ -152,7 +154,7 @@ def test_panel_links_curves_filmstrip_slider_and_layers(viewer_with_maps, qtbot,
     assert panel.save_panel_figure(tmp_path / "panel.png").stat().st_size > 10_000
 
 
-def test_two_methods_in_one_plot_and_screenshots(viewer_with_maps, qtbot):
+def test_two_methods_in_one_plot_and_screenshots(viewer_with_maps, qtbot, show_for_screenshot):
     """Grad-CAM vs saliency overall maps compared in one plot; screenshots of the panel (tests/_artifacts; also
     docs/ for the README with GLOBAL_XAI_UPDATE_DOCS=1)."""
     from PIL import Image
@@ -178,6 +180,7 @@ def test_two_methods_in_one_plot_and_screenshots(viewer_with_maps, qtbot):
     panel.fraction.value = 0.05
     for layer in viewer.layers:
         layer.visible = layer.name in ("mean anatomy (uwf_sample)", "overall · gradcam")
+    show_for_screenshot(viewer, size=(1700, 1100))
     viewer.reset_view()
     qtbot.wait(500)
     ARTIFACTS.mkdir(exist_ok=True)

@@ -183,13 +183,13 @@ def test_sag_dock_uses_the_chosen_model_card(sample_dock, qtbot, tmp_path):
     assert result.full_confidence == pytest.approx(expected, abs=float32_atol(logit_scale / 4, forward_terms(net)))
 
 
-def test_screenshot_of_roots_and_graph(sample_dock, qtbot):
+def test_screenshot_of_roots_and_graph(sample_dock, qtbot, show_for_screenshot):
     """In a real window: the roots are drawn as yellow rectangles over image 20's slice and the graph is in the dock."""
     from pathlib import Path
 
     from PIL import Image
 
-    viewer, dock = sample_dock(SagWidget, show=True)
+    viewer, dock = sample_dock(SagWidget)  # shown for the screenshot only: a shown window repaints on every report
     dock.label.value = "arcade_lesion"
     dock.method.value = "gradcam"
     viewer.dims.set_current_step(0, 20)
@@ -197,6 +197,7 @@ def test_screenshot_of_roots_and_graph(sample_dock, qtbot):
         assert dock.start() is not None
     viewer.layers["SAG patch frequency · arcade_lesion"].visible = False
     roots = viewer.layers["SAG roots · arcade_lesion"]
+    show_for_screenshot(viewer)
     viewer.reset_view()
     qtbot.wait(300)
     canvas = viewer.screenshot(canvas_only=True, flash=False)

@@ -9,12 +9,19 @@ Qt signal (the worker thread never touches widgets) and the Cancel button sets t
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 
 from qtpy.QtCore import QObject, QTimer, Signal
 from qtpy.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QPushButton, QVBoxLayout, QWidget
 
 __all__ = ["RunPanel", "LayerFeeder", "add_layers"]
+
+
+#: Shortest interval between two progress repaints, s: a worker may report hundreds of batches a second, and each
+#: report repaints the window (composited through OpenGL when the viewer's canvas is in it: tens to hundreds of ms
+#: on a software renderer); later reports within the interval are shown together, the last one always
+PROGRESS_INTERVAL_S = 0.25
 
 
 class _Bridge(QObject):
@@ -55,6 +62,11 @@ class RunPanel(QWidget):
         layout.addWidget(self.status)
         self._bridge = _Bridge()
         self._bridge.progress.connect(self._on_progress)
+        self._pending = None  # the latest progress report not shown yet
+        self._shown_at = -float("inf")  # time.monotonic() of the last progress shown
+        self._progress_timer = QTimer(self)
+        self._progress_timer.setSingleShot(True)
+        self._progress_timer.timeout.connect(self._show_pending)
         self._cancel_event = threading.Event()
         self.clock = None  # the run's ProgressClock (unit, percent, time left)
         self.worker = None
@@ -98,6 +110,7 @@ class RunPanel(QWidget):
         self.clock = ProgressClock()
         kwargs["control"] = self.control()
         worker = create_worker(function, _start_thread=False, _ignore_errors=True, **kwargs)
+        worker.errored.connect(self._drop_pending)  # first: a late progress report must not cover the outcome
         worker.returned.connect(self._on_returned)
         worker.returned.connect(on_result)
         worker.returned.connect(self.succeeded.emit)
@@ -119,6 +132,23 @@ class RunPanel(QWidget):
             self._start()
 
     def _on_progress(self, done, total, stage):
+        """Show a report now, or with the next ones after at most :data:`PROGRESS_INTERVAL_S` (one repaint)."""
+        self._pending = (done, total, stage)
+        wait = self._shown_at + PROGRESS_INTERVAL_S - time.monotonic()
+        if wait <= 0:
+            self._show_pending()
+        elif not self._progress_timer.isActive():
+            self._progress_timer.start(int(wait * 1000) + 1)
+
+    def _drop_pending(self, *_):
+        self._progress_timer.stop()
+        self._pending = None
+
+    def _show_pending(self):
+        if self._pending is None:
+            return
+        (done, total, stage), self._pending = self._pending, None
+        self._shown_at = time.monotonic()
         self.bar.setRange(0, max(total, 1))
         self.bar.setValue(min(done, max(total, 1)))
         if self.clock is None:
@@ -129,11 +159,13 @@ class RunPanel(QWidget):
 
     def _on_returned(self, _result):
         """A run that was not cancelled is done: a full bar (its last stage, e.g. preparing layers, reports 0/1)."""
+        self._drop_pending()
         if not self._cancel_event.is_set():
             self.bar.setRange(0, 1)
             self.bar.setValue(1)
 
     def _on_finished(self):
+        self._drop_pending()
         self.worker = None
         self.button.setText(self.run_text)
         if self.bar.maximum() == 0:
