@@ -38,6 +38,12 @@ def test_cohort_dock(tmp_path, make_napari_viewer, qtbot, one_torch_thread):
     label = dock.label.currentText()
     cohort = [layer for layer in viewer.layers if "cohort: " in layer.name]
     assert len(cohort) == 1 and label in cohort[0].name
-    np.testing.assert_allclose(cohort[0].data, _independent(out, csv, label, range(0, N, 2))[0], rtol=1e-5, atol=1e-9)
+    # shown on the Explain layers' scale: the stored mean x the factor map_scale gives, its unit in metadata
+    from napari_global_xai._layers import MAP_SCALE_KEY
+
+    scale = cohort[0].metadata[MAP_SCALE_KEY]
+    expected = _independent(out, csv, label, range(0, N, 2))[0]
+    assert scale["unit"].startswith("share of the map's mass per pixel") and scale["factor"] >= 1
+    np.testing.assert_allclose(cohort[0].data, expected * scale["factor"], rtol=1e-5, atol=1e-9 * scale["factor"])
     dock.resize(420, 700)
     assert dock.minimumSizeHint().height() <= 800 and dock.sizeHint().height() <= 800

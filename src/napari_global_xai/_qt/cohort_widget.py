@@ -91,22 +91,27 @@ def image_axis(viewer) -> int:
 
 
 def cohort_layers(result) -> list[tuple]:
-    """Layer data tuples: the cohort's map, the reference's and their difference, for each plane."""
-    from .._layers import map_layer_name
+    """Layer data tuples: the cohort's map, the reference's and their difference, for each plane, on the Explain
+    layers' scale (stored values × :func:`~napari_global_xai.figures.map_scale`'s factor, its unit in metadata)."""
+    from .._layers import MAP_SCALE_KEY, map_layer_name
+    from ..figures import map_scale
 
     out = []
     where = result.config.where or "every image"
     for p, name in enumerate(result.planes):
         cohort, reference, diff = (
-            np.asarray(a[p], np.float32) for a in (result.cohort, result.reference, result.difference)
+            np.asarray(a[p], np.float64) for a in (result.cohort, result.reference, result.difference)
         )
         finite = np.concatenate([cohort[np.isfinite(cohort)], reference[np.isfinite(reference)]])
-        top = float(np.percentile(finite, 99.9)) if finite.size else 1.0
-        dtop = float(np.nanpercentile(np.abs(diff), 99.9)) if np.isfinite(diff).any() else 1.0
-        common = {"blending": "additive", "metadata": {"cohort": where}}
+        factor, unit = map_scale(result.normalisation, float(np.percentile(finite, 99.9)) if finite.size else 1.0)
+        cohort, reference, diff = (np.nan_to_num(a * factor).astype(np.float32) for a in (cohort, reference, diff))
+        top = float(np.percentile(finite * factor, 99.9)) if finite.size else 1.0
+        dtop = float(np.percentile(np.abs(diff), 99.9))
+        meta = {"cohort": where, MAP_SCALE_KEY: {"factor": factor, "unit": unit}}
+        common = {"blending": "additive", "metadata": meta}
         out += [
             (
-                np.nan_to_num(cohort),
+                cohort,
                 {
                     "name": map_layer_name("global", result.method, name, f"cohort: {where}"),
                     "colormap": "inferno",
@@ -116,7 +121,7 @@ def cohort_layers(result) -> list[tuple]:
                 "image",
             ),
             (
-                np.nan_to_num(reference),
+                reference,
                 {
                     "name": map_layer_name("global", result.method, name, f"reference: {result.config.reference}"),
                     "colormap": "inferno",
@@ -127,7 +132,7 @@ def cohort_layers(result) -> list[tuple]:
                 "image",
             ),
             (
-                np.nan_to_num(diff),
+                diff,
                 {
                     "name": map_layer_name("global", result.method, name, "cohort − reference"),
                     "colormap": "bwr",
@@ -135,7 +140,7 @@ def cohort_layers(result) -> list[tuple]:
                     "opacity": 0.7,
                     "blending": "translucent",
                     "visible": False,
-                    "metadata": {"cohort": where},
+                    "metadata": meta,
                 },
                 "image",
             ),
