@@ -9,11 +9,13 @@ The PEPPR dock (:mod:`._qt.peppr_widget`) owns it, fills it and opens it when a 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from magicgui.widgets import Container, FloatSlider, PushButton
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import QScrollArea, QVBoxLayout, QWidget
 
-__all__ = ["PepprFigureWindow", "MIN_FIGURE_PX", "MIN_THUMB_PX"]
+__all__ = ["PepprFigureWindow", "MIN_FIGURE_PX", "MIN_THUMB_PX", "swap_filmstrip", "save_figure_png"]
 
 #: Smallest canvas (width, height) in pixels: below it the window scrolls instead of shrinking the figure.
 MIN_FIGURE_PX = (1040, 860)
@@ -34,14 +36,16 @@ class PepprFigureWindow(QWidget):
 
     def __init__(self, napari_viewer, parent=None):
         super().__init__(parent, Qt.WindowType.Window)
+        from matplotlib.layout_engine import PlaceHolderLayoutEngine
         from napari_matplotlib.base import BaseNapariMPLWidget
 
         self.setWindowTitle("PEPPR figure")
         self.plot = BaseNapariMPLWidget(napari_viewer)
         self.plot.setMinimumSize(*MIN_FIGURE_PX)
         # the figure's own grid places curves, legend, table and filmstrip (as in the saved PNG); napari-matplotlib's
-        # constrained layout would squeeze the curves to make room for the table's text
-        self.plot.figure.set_layout_engine("none")
+        # constrained layout would squeeze the curves to make room for the table's text. Not "none": after constrained
+        # layout that keeps refusing subplots_adjust (a warning per draw, and the filmstrip's margins not applied)
+        self.plot.figure.set_layout_engine(PlaceHolderLayoutEngine(adjust_compatible=True, colorbar_gridspec=True))
         scroll = QScrollArea()
         scroll.setWidgetResizable(True)
         scroll.setWidget(self.plot)
@@ -75,3 +79,46 @@ class PepprFigureWindow(QWidget):
         self.show()
         self.setWindowState(self.windowState() & ~Qt.WindowState.WindowMinimized)
         self.raise_()
+
+
+def swap_filmstrip(handles, drawn, strip) -> bool:
+    """Put ``strip`` (another image's filmstrip) into the figure where ``drawn`` is drawn: the thumbnails' pixels and
+    the image number in the strip's title, nothing rebuilt. False (nothing changed) unless both strips have the same
+    rows, fractions, map and thumbnail size; the caller then draws the figure anew.
+
+    Rebuilding the figure for each image (its ~15 axes cleared and made again) held the viewer's main thread for
+    0.4-0.6 s per move of the image slider; swapping leaves only the canvas's repaint.
+    """
+    import numpy as np
+
+    if handles is None or drawn is None or not handles.thumbs:
+        return False
+    same = (
+        [title for title, _ in drawn.rows] == [title for title, _ in strip.rows]
+        and np.array_equal(drawn.fractions, strip.fractions)
+        and drawn.map_name == strip.map_name
+        and all(np.shape(old) == np.shape(new) for (_, old), (_, new) in zip(drawn.rows, strip.rows))
+    )
+    title = getattr(next(iter(handles.thumbs)).figure, "_suptitle", None)  # the filmstrip's (sub)figure title
+    if not same or title is None:
+        return False
+    for ax, (r, c) in handles.thumbs.items():
+        ax.get_images()[-1].set_data(strip.rows[r][1][c])
+    title.set_text(title.get_text().replace(f"image {drawn.image_index}", f"image {strip.image_index}", 1))
+    return True
+
+
+def save_figure_png(path, view, strip, fraction) -> Path:
+    """The PEPPR figure (curves, table, filmstrip when given) as a PNG on a white background, written atomically."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from ..io_utils import atomic_path
+    from ..peppr.drawing import draw_peppr_figure
+
+    fig = Figure(figsize=(10, 8.5 if strip is not None else 4.2), dpi=110)
+    FigureCanvasAgg(fig)
+    draw_peppr_figure(fig, view, strip, fraction)
+    with atomic_path(path) as tmp:  # "tight": every artist in the file, the table's last column included
+        fig.savefig(tmp, format="png", bbox_inches="tight", pad_inches=0.15)
+    return Path(path)

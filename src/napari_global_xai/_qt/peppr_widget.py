@@ -13,6 +13,7 @@ point or a thumbnail selects that fraction; moving the slider moves the marker o
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -244,13 +245,13 @@ class PepprWidget(QWidget):
         self.draw()
         self.show_figure.enabled = True
         self.figure_window.open()
+        self._place_filled_layers()
         row = self.headline()
         self.run_panel.status.setText(
             f"done: {self.result.n_images} images, {self.result.n_forwards} forwards "
             f"({self.result.n_skipped} skipped); {row['label']}: A_erase {row['A_erase']:.3f}, "
             f"A_restore {row['A_restore']:.3f}, gap {row['gap']:.3f} (random gap {row['random_gap']:.3f})"
         )
-        self.show_fraction(self.fraction.value)
         self.request_filmstrip()
 
     # --- plot -------------------------------------------------------------------------------------------------------
@@ -359,8 +360,14 @@ class PepprWidget(QWidget):
         return worker
 
     def _on_filmstrip(self, strip):
+        from .peppr_figure import swap_filmstrip
+
+        swapped = swap_filmstrip(self.handles, self.strip, strip)  # another image: its pixels into the drawn figure
         self.strip = strip
-        self.draw()
+        if swapped:
+            self.plot.canvas.draw_idle()
+        else:
+            self.draw()
         self.filmstrip_ready.emit()
 
     def _on_film_finished(self):
@@ -388,8 +395,12 @@ class PepprWidget(QWidget):
                 img = img[:, :, ::-1]
             return display_rgb(img)
 
-        return da.map_blocks(
-            block, dtype=np.uint8, chunks=((1,) * n, (h,), (w,), (3,)), meta=np.zeros((0, 0, 0, 0), np.uint8)
+        return da.map_blocks(  # a name of its own: dask would hash the closure (model and stack) by pickling it
+            block,
+            name=f"peppr-{mode}-{uuid.uuid4().hex}",
+            dtype=np.uint8,
+            chunks=((1,) * n, (h,), (w,), (3,)),
+            meta=np.zeros((0, 0, 0, 0), np.uint8),
         )
 
     def show_fraction(self, fraction: float):
@@ -399,19 +410,35 @@ class PepprWidget(QWidget):
 
         if self.result is None:
             return
-        for mode, stem in (("erase", "erased"), ("restore", "restored")):
-            name = f"{stem} · {self._film_map}"
-            data = self.filled_stack(mode, float(fraction))
-            if name in self.viewer.layers:
-                self.viewer.layers[name].data = data
-                self.viewer.layers[name].metadata["fraction"] = float(fraction)
-            else:
-                self.viewer.add_image(data, name=name, rgb=True, metadata={"fraction": float(fraction)}, visible=False)
+        for mode in ("erase", "restore"):
+            self._place_filled_layer(mode, float(fraction))
         if self.handles is not None:
             if self.handles.marker is not None:
                 self.handles.marker.set_xdata([fraction, fraction])
             set_highlight(self.handles, nearest_index(self.view.fractions, fraction))
             self.plot.canvas.draw_idle()
+
+    def _place_filled_layer(self, mode: str, fraction: float) -> None:
+        name = f"{'erased' if mode == 'erase' else 'restored'} · {self._film_map}"
+        data = self.filled_stack(mode, fraction)
+        if name in self.viewer.layers:
+            self.viewer.layers[name].data = data
+            self.viewer.layers[name].metadata["fraction"] = fraction
+        else:
+            self.viewer.add_image(data, name=name, rgb=True, metadata={"fraction": fraction}, visible=False)
+
+    def _place_filled_layers(self, modes=(None, "erase", "restore")) -> None:
+        """A new result's ``erased`` / ``restored`` layers at the slider's fraction, each in an event-loop pass of its
+        own (about 0.1-0.2 s each) after the figure's deferred draw (``None``: a pass to let that draw go first)."""
+        from qtpy.QtCore import QTimer
+
+        def place():
+            if self.result is not None and modes[0] is not None:
+                self._place_filled_layer(modes[0], float(self.fraction.value))
+            if self.result is not None and modes[1:]:
+                self._place_filled_layers(modes[1:])
+
+        QTimer.singleShot(0, place)
 
     # --- export ------------------------------------------------------------------------------------------------------
     def export(self, out_dir) -> dict:
@@ -446,18 +473,9 @@ class PepprWidget(QWidget):
 
     def save_panel_figure(self, path) -> Path:
         """The panel's figure (curves, table, filmstrip) as a PNG on a white background, written atomically."""
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
+        from .peppr_figure import save_figure_png
 
-        from ..io_utils import atomic_path
-        from ..peppr.drawing import draw_peppr_figure
-
-        fig = Figure(figsize=(10, 8.5 if self.strip is not None else 4.2), dpi=110)
-        FigureCanvasAgg(fig)
-        draw_peppr_figure(fig, self.view, self.strip, self.fraction.value)
-        with atomic_path(path) as tmp:  # "tight": every artist in the file, the table's last column included
-            fig.savefig(tmp, format="png", bbox_inches="tight", pad_inches=0.15)
-        return Path(path)
+        return save_figure_png(path, self.view, self.strip, self.fraction.value)
 
     def _ask_report(self, _=None):
         """Ask for a results folder and an HTML file; write the report (and its PDF) in a worker."""
