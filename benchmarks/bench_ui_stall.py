@@ -27,8 +27,9 @@ Qt's glib dispatcher runs a timer that has just fired at idle priority for the n
 the next piece of work the timer fires every other pass, and a gap spans two pieces (measured: a chain of 100 ms
 pieces gives 200 ms gaps and 100 ms passes).
 A CPU hog (``yes > /dev/null``, one process) runs beside the viewer unless ``--no-hog``; torch in the dock's worker
-leaves the main thread a core (``explain_widget.leave_a_core``). The N-image store is synthetic (96 x 128 maps,
-2 labels, written by the store's own writer, ``tests/_synthetic_store.py``) unless ``--store`` names one.
+leaves the main thread a core (``_model_inputs.leave_a_core``, called by every dock that loads a model). The N-image
+store is synthetic (96 x 128 maps, 2 labels, written by the store's own writer, ``tests/_synthetic_store.py``) unless
+``--store`` names one.
 
     xvfb-run -a -s "-screen 0 1280x800x24" .venv/bin/python benchmarks/bench_ui_stall.py \\
         [--method saliency] [--idle-seconds 5] [--store-images 10000] [--store PATH] [--no-hog] \\

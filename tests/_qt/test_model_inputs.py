@@ -64,3 +64,23 @@ def test_a_pickled_model_needs_trust_in_the_dock_too(sample_dock, qtbot, tmp_pat
     with qtbot.waitSignal(dock.run_panel.failed, timeout=HANG_GUARD_MS) as blocker:
         dock.start()
     assert "trust" in str(blocker.args[0]).lower()
+
+
+def test_every_dock_loads_its_model_leaving_the_viewer_a_core():
+    """The docks' model loader caps torch's threads at the usable cores less one (the Explain, PEPPR, SAG, concepts
+    and sanity jobs all load through it), and never raises a lower cap."""
+    import os
+
+    from napari_global_xai._qt import _model_inputs
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(cores)
+        model = _model_inputs.load_model_job(None, "cpu")
+        assert model.labels and torch.get_num_threads() == max(1, cores - 1)
+        torch.set_num_threads(1)
+        _model_inputs.load_model_job(None, "cpu")
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)

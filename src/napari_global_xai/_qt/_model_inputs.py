@@ -17,7 +17,7 @@ from magicgui.widgets import CheckBox, ComboBox, FileEdit
 from ..config import DEFAULT_DEVICE
 from ..samples import DEMO_CARD_PATH
 
-__all__ = ["ModelInputs", "available_devices_job", "labels_of_card", "load_model_job", "optional_path"]
+__all__ = ["ModelInputs", "available_devices_job", "labels_of_card", "leave_a_core", "load_model_job", "optional_path"]
 
 
 def optional_path(value) -> str | None:
@@ -80,7 +80,22 @@ class ModelInputs:
 
 
 def load_model_job(model_path, device=DEFAULT_DEVICE, trust_pickle=False):
-    """In a worker: the model of the card (the demo model when ``model_path`` is None)."""
+    """In a worker: the model of the card (the demo model when ``model_path`` is None), with torch's threads capped
+    so the viewer keeps a core (:func:`leave_a_core`): every dock that runs a model loads it here."""
     from ..models import load_model
 
+    leave_a_core()
     return load_model(model_path or None, device=device, trust_pickle=trust_pickle)
+
+
+def leave_a_core() -> int:
+    """Cap torch's threads at the cores this process may use less one, so the viewer's main thread keeps a core
+    while a worker computes (the viewer froze to 3-4 Hz with every core busy); returns the number of threads."""
+    import os
+
+    import torch
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 2)
+    threads = max(1, min(torch.get_num_threads(), cores - 1))
+    torch.set_num_threads(threads)
+    return threads

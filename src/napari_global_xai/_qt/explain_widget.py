@@ -23,12 +23,12 @@ from .._layers import map_layer_name
 from ._cluster import ClusterPicker
 from ._layer_pickers import GLOBAL_MAP_KEY, stack_from_layer, stack_layers
 from ._method_inputs import KEY_PARAMS, METHODS, parse_params
-from ._model_inputs import ModelInputs, labels_of_card, optional_path
+from ._model_inputs import ModelInputs, labels_of_card, load_model_job, optional_path
 from ._orientation import StackUnderMaps
 from ._runner import LayerFeeder, RunPanel
 from ._session_folder import RESULTS_FOLDER_KEY, SessionFolder
 
-__all__ = ["ExplainWidget", "explain_job", "dock_layer_data", "leave_a_core"]
+__all__ = ["ExplainWidget", "explain_job", "dock_layer_data"]
 
 
 def explain_job(
@@ -55,29 +55,14 @@ def explain_job(
     from ..control import RunControl
     from ..explain.pipeline import run_explain
     from ..explain.result import open_explain
-    from ..models import load_model
 
     control = control or RunControl()
     executor = cluster.executor(stack=stack, report=control.report) if cluster is not None else None
-    leave_a_core()
-    model = load_model(model_path or None, device=device, trust_pickle=trust_pickle)
+    model = load_model_job(model_path, device, trust_pickle)
     result = run_explain(stack, model, config, control=control, executor=executor, out_dir=out_dir, overwrite=overwrite)
     control.report(0, 1, "preparing layers")
     layers = dock_layer_data(open_explain(out_dir), result, stack, source_name, stored_orientation)
     return result, layers
-
-
-def leave_a_core() -> int:
-    """Cap torch's threads at the cores this process may use less one, so the viewer's main thread keeps a core
-    while a worker computes (the viewer froze to 3-4 Hz with every core busy); returns the number of threads."""
-    import os
-
-    import torch
-
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 2)
-    threads = max(1, min(torch.get_num_threads(), cores - 1))
-    torch.set_num_threads(threads)
-    return threads
 
 
 def dock_layer_data(run, result, stack, source_name: str, stored_orientation: bool = False) -> list[tuple]:
