@@ -268,8 +268,12 @@ def test_the_dock_reads_the_frame_from_the_card_like_the_cli(tmp_path):
     terms = mass_normalised_terms(pass_terms(net) + 4 * 96, maps.shape[-2] * maps.shape[-1])
     atol = float32_atol(np.abs(maps).max(), terms)
     np.testing.assert_allclose(np.asarray(dock_result.image_maps), maps, rtol=2**-10, atol=atol)
-    shown = next(data for data, kwargs, _ in layers if kwargs["name"] == "image-wise · gradcam")
-    # the layer holds the stored maps, the right eye's mirrored: copies and flips, exact
+    from napari_global_xai._layers import MAP_SCALE_KEY
+
+    shown, kwargs = next((data, kw) for data, kw, _ in layers if kw["name"] == "image-wise · gradcam")
+    factor = kwargs["metadata"][MAP_SCALE_KEY]["factor"]
+    # the layer holds the stored maps x the display factor (one float32 rounding), the right eye's mirrored (copies
+    # and flips, exact)
     dock_maps = np.asarray(dock_result.image_maps)
-    np.testing.assert_array_equal(np.asarray(shown[:, 0]), dock_maps[0])  # left eye: as computed
-    np.testing.assert_array_equal(np.asarray(shown[:, 1]), dock_maps[1][..., ::-1])  # right: mirrored
+    np.testing.assert_allclose(np.asarray(shown[:, 0]), dock_maps[0] * factor, rtol=2**-23, atol=0)  # left: as computed
+    np.testing.assert_allclose(np.asarray(shown[:, 1]), dock_maps[1][..., ::-1] * factor, rtol=2**-23, atol=0)
