@@ -219,7 +219,8 @@ class SaliencyMethod:
     #: flagged maps and leaves them out of global maps unless asked.
     last_flags = None
     #: True when :meth:`attribute_labels` takes several labels of one image from one forward pass per path image
-    #: (``saliency/ig.py``; per noisy sample in ``saliency/noise.py``): the engine then groups an image's (image, label) pairs into one call.
+    #: (``saliency/ig.py``; per noisy sample in ``saliency/noise.py``): the engine then groups an image's (image,
+    #: label) pairs into one call.
     shares_path: ClassVar[bool] = False
     #: After a call: per map, ``|Σ attribution − (f(x) − f(b))| / |f(x) − f(b)|`` (IG), shaped like the call's maps
     #: (``(k,)`` after :meth:`attribute`, ``(k, m)`` after :meth:`attribute_labels`); ``None`` for other methods.
