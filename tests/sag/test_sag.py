@@ -220,7 +220,7 @@ def test_images_searched_together_match_each_image_alone(setup):
     from napari_global_xai.sag.pipeline import _saliency_maps
 
     model, label, _rm, cases = setup
-    images = np.stack([c["image"] for c in cases])
+    images = np.stack([c["image"] for c in cases[:3]])  # three images: a lockstep of unequal searches, at 3/5 the cost
     x = model.preprocess(images)
     maps = _saliency_maps(model, x, label, "gradcam", None, grid_for(x.shape[-2:]), "blur")
     config = SagConfig(fill="blur", max_root_size=4)
@@ -242,7 +242,8 @@ def test_images_searched_together_match_each_image_alone(setup):
             rtol=0,
             atol=_confidence_atol(model, images),
         )
-    calls_together = max(t.n_batches for t in together)  # every call serves all images still searching
+    # every call serves all images still searching (measured: 26 calls together against 3 x 22 alone)
+    calls_together = max(t.n_batches for t in together)
     assert calls_together < sum(a.n_batches for a in alone) / 2
 
 
