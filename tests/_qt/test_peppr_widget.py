@@ -249,3 +249,30 @@ def test_filled_layers_are_computed_in_the_run_frame_and_shown_in_the_viewer_fra
         assert np.abs(erased[i][:, gone].astype(int) - fill).max() <= 1
         on_screen = shown.get([i])[0]  # the image as the viewer shows it (a right eye mirrored)
         np.testing.assert_array_equal(erased[i][:, kept], on_screen[:, kept])
+
+
+def test_a_closed_dock_stops_following_the_viewer(make_napari_viewer, dock_title):
+    """Closing the PEPPR dock (napari's close button takes it out of the window): moving the image slider no longer
+    asks it for filmstrips, new map layers no longer reach its choices, and its figure window closes."""
+    from types import SimpleNamespace
+
+    from napari_global_xai._qt._layer_pickers import GLOBAL_MAP_KEY
+
+    viewer = make_napari_viewer()
+    viewer.add_image(np.zeros((4, 8, 8), np.float32), name="stack")
+    panel = PepprWidget(viewer)
+    viewer.window.add_dock_widget(panel, name=dock_title(PepprWidget))
+    requests = []
+    panel.request_filmstrip = lambda: requests.append(viewer.dims.current_step[0])
+    panel.result = SimpleNamespace()  # as after a run: the slider asks for the new image's filmstrip
+
+    def add_map(name):
+        viewer.add_image(np.zeros((8, 8), np.float32), name=name, metadata={GLOBAL_MAP_KEY: {}})
+        return [layer.name for layer in panel.map_layers.choices]
+
+    viewer.dims.set_current_step(0, 2)  # from the middle image (1)
+    assert requests == [2] and add_map("a map") == ["a map"]
+    panel.figure_window.open()
+    viewer.window.remove_dock_widget(panel)
+    viewer.dims.set_current_step(0, 3)
+    assert requests == [2] and add_map("another map") == ["a map"] and not panel.figure_window.isVisible()

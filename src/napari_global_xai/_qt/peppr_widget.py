@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 from magicgui.widgets import ComboBox, Container, LineEdit, PushButton, Select, SpinBox
-from qtpy.QtCore import Signal
+from qtpy.QtCore import QEvent, Signal
 from qtpy.QtWidgets import QFileDialog, QVBoxLayout, QWidget
 
 from ..config import DEFAULT_FRACTIONS, FILLS, PepprConfig, complete_fractions
@@ -66,15 +66,6 @@ def peppr_job(
     model = load_model_job(model_path, device, trust_pickle)
     result = run_peppr_pipeline(stack, model, global_maps, config, labels=labels, control=control, executor=executor)
     return result, model
-
-
-def filmstrip_job(model, image, global_map, fractions, fill, image_index, map_name):
-    """Worker body: the filmstrip of one image (torch work off the main thread)."""
-    from ..peppr.view import compute_filmstrip
-
-    return compute_filmstrip(
-        model, image, global_map, fractions, fill, image_index=image_index, map_name=map_name, max_side=THUMB_SIDE
-    )
 
 
 def map_names(layers) -> list[str]:
@@ -129,18 +120,13 @@ class PepprWidget(QWidget):
         layout.addWidget(self.run_panel)
         layout.addWidget(self.show_figure.native)
         layout.addStretch(1)
-        self.result = None
         self._config = _DEFAULTS  # the last run's settings (its filled fractions pick the filmstrip's columns)
-        self.model = None
-        self.view = None
-        self.strip = None
-        self.handles = None
+        self.result = self.model = self.view = self.strip = self.handles = None
         self._stack = self._source_stack = None
         self._maps: dict[str, np.ndarray] = {}
         self._film_map: str | None = None
         self._rankings: dict[str, np.ndarray] = {}
-        self._film_worker = None
-        self._film_pending = False
+        self._film_worker, self._film_pending = None, False
         self.map_layers.changed.connect(self._on_maps_changed)
         self.fraction.changed.connect(self.show_fraction)
         self.save_figure.changed.connect(self._ask_save_figure)
@@ -151,6 +137,16 @@ class PepprWidget(QWidget):
         for event in (self.viewer.layers.events.inserted, self.viewer.layers.events.removed):
             event.connect(self.map_layers.reset_choices)
         self._on_maps_changed(self.map_layers.value)
+
+    def event(self, event) -> bool:
+        """The dock taken out of the viewer (napari's close button): it stops following the viewer's slider and
+        layers (a closed dock kept computing filmstrips), and its figure window closes."""
+        if event.type() == QEvent.Type.ParentChange and self.parent() is None:
+            self.viewer.dims.events.current_step.disconnect(self._on_slider)
+            for emitter in (self.viewer.layers.events.inserted, self.viewer.layers.events.removed):
+                emitter.disconnect(self.map_layers.reset_choices)
+            self.figure_window.close()
+        return super().event(event)
 
     # --- choices ------------------------------------------------------------------------------------------------
     def _map_layers(self, _widget=None):
@@ -338,19 +334,19 @@ class PepprWidget(QWidget):
         if self._film_worker is not None:
             self._film_pending = True
             return self._film_worker
-        from ..peppr.view import strip_fractions
+        from ..peppr.view import compute_filmstrip, strip_fractions
 
         index = min(self.current_index(), len(self._stack) - 1)
-        wanted = self._config.filled_fractions
-        worker = create_worker(
-            filmstrip_job,
-            model=self.model,
-            image=self._stack.get(index)[0],
-            global_map=self._maps[self._film_map],
-            fractions=strip_fractions(self.result.fractions, wanted),
-            fill=self.result.fill,
+        worker = create_worker(  # torch work off the main thread
+            compute_filmstrip,
+            self.model,
+            self._stack.get(index)[0],
+            self._maps[self._film_map],
+            strip_fractions(self.result.fractions, self._config.filled_fractions),
+            self.result.fill,
             image_index=index,
             map_name=self._film_map,
+            max_side=THUMB_SIDE,
             _start_thread=False,
         )
         worker.returned.connect(self._on_filmstrip)
