@@ -237,8 +237,9 @@ class PepprWidget(QWidget):
         self._film_map = next(iter(self._maps))
         self.view = view_from_result(self.result)
         self.view.rows = self.headline_rows()
-        self.strip = None
-        self.draw()
+        # drawn once, with the first filmstrip (_on_filmstrip; _on_film_finished when none comes): each build of the
+        # figure holds the main thread 0.1-0.7 s
+        self.strip = self.handles = None
         self.show_figure.enabled = True
         self.figure_window.open()
         self._place_filled_layers()
@@ -368,6 +369,8 @@ class PepprWidget(QWidget):
 
     def _on_film_finished(self):
         self._film_worker = None
+        if self.handles is None and self.result is not None:  # no filmstrip came (an error): the curves alone
+            self.draw()
         if self._film_pending:
             self._film_pending = False
             if self.strip is None or self.strip.image_index != self.current_index():
