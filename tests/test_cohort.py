@@ -10,7 +10,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from torch import nn
 
 from napari_global_xai.analysis_config import CohortConfig
 from napari_global_xai.cohort.pipeline import run_cohort
@@ -21,18 +20,10 @@ from napari_global_xai.control import Cancelled, RunControl
 from napari_global_xai.errors import InputError, UsageError
 from napari_global_xai.explain.result import open_explain
 
+from _tiny_nets import TwoLabelNet
+
 H, W, N = 20, 30, 14
 LABELS = ["near", "far"]
-
-
-class TinyNet(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.body = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 6, 3, padding=1), nn.ReLU())
-        self.head = nn.Linear(6, 2)
-
-    def forward(self, x):
-        return self.head(self.body(x).mean(dim=(2, 3)))
 
 
 def _explain(folder, compute="all", map_dtype=None):
@@ -57,7 +48,7 @@ def _explain(folder, compute="all", map_dtype=None):
     card = ModelCard(
         name="t", labels=LABELS, weights="unused.pt", format="torchscript", input_channels=[0, 1, 2], input_size=[H, W]
     )
-    model = LoadedModel(TinyNet(), card, torch.device("cpu"))
+    model = LoadedModel(TwoLabelNet(), card, torch.device("cpu"))
     stack = read_stack(folder / "stack.tif")
     config = ExplainConfig(method="saliency", compute=compute, chunk_size=4)
     run_explain(stack, model, config, out_dir=folder / "out", map_dtype=map_dtype)

@@ -8,7 +8,6 @@ import threading
 import numpy as np
 import pytest
 import torch
-from torch import nn
 
 from napari_global_xai._layers import IMAGE_MAPS_KEY, MAP_KIND_KEY, MAP_SCALE_KEY, stack_layer_data
 from napari_global_xai._qt._runner import add_layers
@@ -19,20 +18,11 @@ from napari_global_xai.figures import map_scale
 from napari_global_xai.models import LoadedModel, ModelCard
 
 from _timeouts import HANG_GUARD_MS
+from _tiny_nets import TwoLabelNet
 from _tolerance import float32_atol, pairwise_sum_terms
 
 H, W, N = 20, 30, 8
 LABELS = ["near", "far"]
-
-
-class TinyNet(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.body = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 6, 3, padding=1), nn.ReLU())
-        self.head = nn.Linear(6, 2)
-
-    def forward(self, x):
-        return self.head(self.body(x).mean(dim=(2, 3)))
 
 
 def _explain(folder, normalisation="mass"):
@@ -48,7 +38,7 @@ def _explain(folder, normalisation="mass"):
         input_size=[H, W],
         harmonise_laterality=False,
     )
-    model = LoadedModel(TinyNet(), card, torch.device("cpu"))
+    model = LoadedModel(TwoLabelNet(), card, torch.device("cpu"))
     pixels = np.random.default_rng(4).integers(0, 256, (N, H, W, 3), dtype=np.uint8)
     laterality = np.array(["L", "R"] * (N // 2))
     stack = AlignedStack(pixels, [f"s{i}" for i in range(N)], laterality=laterality, labels=None)

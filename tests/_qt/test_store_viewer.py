@@ -3,7 +3,6 @@
 import numpy as np
 import pytest
 import torch
-from torch import nn
 
 from napari_global_xai._layers import IMAGE_MAPS_KEY, MAP_SCALE_KEY, map_layer_name
 from napari_global_xai._reader import napari_get_reader, read_aligned_stack, read_explain_layers
@@ -12,18 +11,10 @@ from napari_global_xai.data import AlignedStack
 from napari_global_xai.explain.pipeline import run_explain
 from napari_global_xai.models import LoadedModel, ModelCard
 
+from _tiny_nets import TwoLabelNet
+
 H, W, N = 20, 30, 5
 LABELS = ["near", "far"]
-
-
-class ThreeLayerNet(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.body = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 6, 3, padding=1), nn.ReLU())
-        self.head = nn.Linear(6, 2)
-
-    def forward(self, x):
-        return self.head(self.body(x).mean(dim=(2, 3)))
 
 
 @pytest.fixture
@@ -38,7 +29,7 @@ def store(tmp_path):
         input_size=[H, W],
         harmonise_laterality=False,
     )
-    model = LoadedModel(ThreeLayerNet(), card, torch.device("cpu"))
+    model = LoadedModel(TwoLabelNet(), card, torch.device("cpu"))
     pixels = np.random.default_rng(4).integers(0, 256, (N, H, W, 3), dtype=np.uint8)
     stack = AlignedStack(
         pixels, [f"s{i}" for i in range(N)], laterality=np.array(["L"] * N), labels=None, sources=["<memory>"] * N
@@ -111,7 +102,7 @@ def test_a_tiff_results_folder_opens_through_the_same_reader(tmp_path):
         input_size=[H, W],
         harmonise_laterality=False,
     )
-    model = LoadedModel(ThreeLayerNet(), card, torch.device("cpu"))
+    model = LoadedModel(TwoLabelNet(), card, torch.device("cpu"))
     pixels = np.random.default_rng(4).integers(0, 256, (N, H, W, 3), dtype=np.uint8)
     stack = AlignedStack(pixels, [f"s{i}" for i in range(N)], laterality=np.array(["L"] * N), labels=None)
     config = ExplainConfig(method="saliency", subset="all", chunk_size=2)
