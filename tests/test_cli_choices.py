@@ -110,7 +110,7 @@ def test_analyses_and_concepts_defaults_are_their_configs_defaults():
             "compare",
             CompareConfig(),
             {n: n for n in ("groups", "threshold", "n_permutations", "alpha", "seed", "normalisation")}
-            | {"max_permutations": "max_permutations"},
+            | {"max_permutations": "max_permutations", "smooth_sigma": "smooth_sigma"},
         ),
         ("regions", RegionsConfig(), {"n_boot": "n_boot", "seed": "seed"}),
         ("concepts", ConceptConfig(), {"k": "k", "steps": "steps", "seed": "seed", "layer": "layer", "top": "top_n"}),

@@ -24,6 +24,7 @@ __all__ = [
     "SANITY_METHODS",
     "CompareNormalisation",
     "COMPARE_NORMALISATIONS",
+    "COMPARE_SMOOTH_FRACTION",
     "ConceptConfig",
     "SanityConfig",
     "CompareConfig",
@@ -40,6 +41,9 @@ FEATURE_SCALES: tuple[str, ...] = get_args(FeatureScale)
 #: What a group comparison compares (see :mod:`napari_global_xai.analyses.compare_normalise`).
 CompareNormalisation = Literal["raw", "shares"]
 COMPARE_NORMALISATIONS: tuple[str, ...] = get_args(CompareNormalisation)
+#: Default σ of the Gaussian a group comparison smooths every map with, as a fraction of the maps' shorter side
+#: (8 px on 384 × 512 maps; see :func:`napari_global_xai.analyses.compare_normalise.smooth_maps`).
+COMPARE_SMOOTH_FRACTION = 1 / 48
 
 #: Methods the sanity check runs when the user names none: one gradient-path method and one CAM.
 SANITY_METHODS: tuple[str, ...] = ("ig", "gradcam")
@@ -206,12 +210,16 @@ class CompareConfig:
     max_permutations : int
         Pixels where the p-floor ``1/(1 + n_permutations)`` binds get 10× more permutations, stage after stage, up
         to this many (:func:`napari_global_xai.analyses.compare.compare_groups`); ``≤ n_permutations``: none.
+    smooth_sigma : float, optional
+        σ in pixels of the Gaussian every map is smoothed with before the test, the same for both groups
+        (:func:`napari_global_xai.analyses.compare_normalise.smooth_maps`): None (default) =
+        :data:`COMPARE_SMOOTH_FRACTION` of the maps' shorter side, 0 = the maps as they are.
 
     Raises
     ------
     ValueError
         On construction: groups that are not two values, a threshold that is not a finite number, fewer than one
-        permutation, an alpha outside (0, 1) or an unknown normalisation.
+        permutation, an alpha outside (0, 1), an unknown normalisation or a negative or non-finite smoothing σ.
     """
 
     groups: tuple[str, str] | None = None
@@ -221,6 +229,7 @@ class CompareConfig:
     seed: int = 0
     normalisation: CompareNormalisation = "raw"
     max_permutations: int = 100_000
+    smooth_sigma: float | None = None
 
     def __post_init__(self):
         if self.groups is not None:
@@ -234,6 +243,12 @@ class CompareConfig:
         check_positive(self, "max_permutations")
         if not 0.0 < float(self.alpha) < 1.0:
             raise ValueError(f"CompareConfig.alpha must be in (0, 1), not {self.alpha!r}")
+        if self.smooth_sigma is not None:
+            if isinstance(self.smooth_sigma, bool) or not isinstance(self.smooth_sigma, (int, float)):
+                raise ValueError(f"CompareConfig.smooth_sigma must be a number of pixels, not {self.smooth_sigma!r}")
+            if not (math.isfinite(self.smooth_sigma) and self.smooth_sigma >= 0):
+                raise ValueError(f"CompareConfig.smooth_sigma must be finite and ≥ 0, not {self.smooth_sigma!r}")
+            self.smooth_sigma = float(self.smooth_sigma)
         _seed(self)
 
 

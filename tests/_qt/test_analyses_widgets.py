@@ -103,6 +103,7 @@ def test_compare_dock_difference_and_mask(sample_dock, explained, qtbot, tmp_pat
     dock.n_permutations.value = 500
     assert dock.normalisation.value == "raw"  # the default; these maps sum to 1 per image, so raw would be refused
     dock.normalisation.value = "shares"
+    dock.smooth.value = "0"  # per-pixel maps: the difference below is the plain difference of the groups' means
     _run(dock, qtbot)
     diff = viewer.layers["difference haem_status=yes − haem_status=no"]
     lo, hi = diff.contrast_limits

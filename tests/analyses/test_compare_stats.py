@@ -99,13 +99,16 @@ def _planted(rng, n=40, h=30, w=40):
 
 
 def test_raw_comparison_shows_no_other_group_higher_pixels_outside_the_planted_region():
-    """The artefact of a shared normalisation: shares manufacture "B higher" outside R; raw maps do not."""
+    """The artefact of a shared normalisation: shares manufacture "B higher" outside R; raw maps do not (pixel by
+    pixel: no smoothing, whose spread of R's edge is tested in test_compare_smoothing.py)."""
     rng = np.random.default_rng(2)
     maps, labels, region = _planted(rng)
     values = labels.astype(str)
-    config = CompareConfig(n_permutations=500, max_permutations=500)
+    config = CompareConfig(n_permutations=500, max_permutations=500, smooth_sigma=0)
     raw = run_compare(maps, values, config, column="g")
-    shares = run_compare(maps, values, CompareConfig(n_permutations=500, normalisation="shares"), column="g")
+    shares = run_compare(
+        maps, values, CompareConfig(n_permutations=500, normalisation="shares", smooth_sigma=0), column="g"
+    )
     assert raw.metadata["normalisation"] == "raw" and raw.metadata["meaning"] == MEANINGS["raw"]
     assert (shares.significant[~region] == 2).sum() > 1000  # the artefact, shown by shares (FDR)
     assert (raw.significant_fwe[region] == 1).sum() >= 0.9 * region.sum()
@@ -113,7 +116,9 @@ def test_raw_comparison_shows_no_other_group_higher_pixels_outside_the_planted_r
     # "other group higher" outside R: no more than random splits give (20 splits of the same sizes)
     null = []
     for k in range(20):
-        r = run_compare(maps, rng.permutation(values), CompareConfig(n_permutations=200, seed=k), column="g")
+        r = run_compare(
+            maps, rng.permutation(values), CompareConfig(n_permutations=200, seed=k, smooth_sigma=0), column="g"
+        )
         null.append(int((r.significant[~region] > 0).sum()))
     assert (raw.significant[~region] == 2).sum() <= max(null)
     assert raw.metadata["total_evidence"]["ratio"] > 1 and raw.metadata["total_evidence"]["p"] < 0.01

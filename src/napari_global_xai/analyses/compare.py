@@ -1,6 +1,6 @@
 """Group difference maps: where does the evidence of two groups of images differ, with a permutation test.
 
-The statistic at each pixel is the difference of the groups' mean image-wise maps (maps prepared by
+The statistic at each pixel is the difference of the groups' mean image-wise maps (maps prepared, and smoothed, by
 :mod:`.compare_normalise`). Its null distribution comes from permuting the group labels of the images; every
 permutation's difference map is one row of a matrix product ``W @ X`` (``W``: one row of ±1/n_group weights per
 permutation, ``X``: the centred maps as ``(n_images, n_pixels)``), so the test runs as a few batched matmuls on any

@@ -45,7 +45,8 @@ def run_compare(
         Grouping value per map (a metadata column, or a label's 0/1 status).
     config : CompareConfig, optional
         Groups or threshold of the split (:func:`napari_global_xai.analyses.compare.split_groups`), what is compared
-        (``normalisation``: :mod:`.compare_normalise`), permutations, alpha and seed
+        (``normalisation``: :mod:`.compare_normalise`), the Gaussian smoothing of every map before the test
+        (``smooth_sigma``: :func:`.compare_normalise.smooth_maps`), permutations, alpha and seed
         (:func:`napari_global_xai.analyses.compare.compare_groups`); default ``CompareConfig()``.
     column : str
         Name of the grouping column, for the group names and messages.
@@ -59,13 +60,14 @@ def run_compare(
     out_dir : path, optional
         Writes the compare folder (:class:`~napari_global_xai.analyses.compare_result.CompareResult.write`).
     control : RunControl, optional
-        Progress (stages ``"permutations"``, ``"refining"``) and cancel.
+        Progress (stages ``"permutations"``, ``"refining"``) and cancel (also while smoothing).
 
     Returns
     -------
     CompareResult
         With ``by_region`` (the per-region summary, when ``regions`` is given) and, in ``metadata``, the
-        normalisation, what a lower pixel means under it and the total-evidence test; after a cancel,
+        normalisation, what a lower pixel means under it, the smoothing σ (``smooth_sigma``, pixels) and the
+        total-evidence test; the difference map and group means are of the smoothed maps; after a cancel,
         ``cancelled=True`` and the permutations finished so far (a valid, coarser test).
 
     Raises
@@ -73,10 +75,10 @@ def run_compare(
     InputError
         ``normalisation="raw"`` on maps normalised per image (one line: how to get raw maps, or use shares).
     Cancelled
-        Cancelled before the first batch of permutations finished.
+        Cancelled while smoothing or before the first batch of permutations finished.
     """
     from .compare import compare_groups, significance_by_region, split_groups
-    from .compare_normalise import MEANINGS, prepare_maps, total_evidence
+    from .compare_normalise import MEANINGS, prepare_maps, smooth_maps, smoothing_sigma, total_evidence
 
     config = config or CompareConfig()
     control = control or RunControl()
@@ -85,6 +87,8 @@ def run_compare(
         raise ValueError(f"region image {np.shape(regions)} does not match the maps {np.shape(maps)[1:]}")
     compared = prepare_maps(maps, config.normalisation, stored_normalisation)
     out = check_out_dir(out_dir)
+    sigma = smoothing_sigma(np.shape(maps), config.smooth_sigma)
+    compared = smooth_maps(compared, sigma, control)
     result = compare_groups(
         compared,
         split,
@@ -98,6 +102,7 @@ def run_compare(
     result.metadata.update(
         normalisation=config.normalisation,
         meaning=MEANINGS[config.normalisation],
+        smooth_sigma=sigma,
         total_evidence=total_evidence(maps, split, config.normalisation, config.n_permutations, config.seed),
     )
     result.by_region = significance_by_region(result, regions, region_names) if regions is not None else None

@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..report_parts import Figure, Section, SectionRule, Table, figure_pixels, fmt, rel_path, titled
+from .compare_normalise import smoothing_text
 from .compare_result import FILES, CompareResult, draw_compare
 
 __all__ = ["RULES", "compare_section", "floor_text", "total_text"]
@@ -56,7 +57,7 @@ def compare_section(path: Path, folder: Path, root: Path):
     section = Section(_TITLE, rel_path(folder, root))
     section.facts = [
         ("groups", f"A = {a} (n={s['n_images'][0]}) vs B = {b} (n={s['n_images'][1]}); {s['split']}"),
-        ("compared", f"{s.get('normalisation', 'n/a')}"),
+        ("compared", f"{s.get('normalisation', 'n/a')}, {smoothing_text(s.get('smooth_sigma') or 0.0)}"),
         ("a lower pixel", str(s.get("meaning", "n/a"))),
         ("p-floor", floor_text(s)),
         (

@@ -3,13 +3,14 @@ and reads them back. Torch-free.
 
 A compare folder (``global-xai compare --out FOLDER``, ``run_compare(out_dir=FOLDER)``) holds (names: :data:`FILES`)::
 
-    compare_difference.tif       mean(A) − mean(B) of the compared maps (float32, left-eye frame)
+    compare_difference.tif       mean(A) − mean(B) of the compared (normalised, smoothed) maps (float32, left-eye
+                                 frame)
     compare_neglog10p.tif        −log10 of the uncorrected permutation p-values
     compare_significant.tif      FDR-significant pixels (uint8: 1 = A higher, 2 = B higher)
     compare_significant_fwe.tif  the same at the family-wise (max-statistic) level
     compare_stats.tif            float32 planes mean_a, mean_b, p, q, p_fwe, tested (names in the description)
-    compare_summary.json         settings, normalisation and what a lower pixel means, p-floor, counts, total
-                                 evidence, per-region counts, group assignment
+    compare_summary.json         settings, normalisation and what a lower pixel means, smoothing σ, p-floor,
+                                 counts, total evidence, per-region counts, group assignment
     compare.png                  the difference and −log10 p with the FDR pixels outlined
 
 :meth:`CompareResult.write` writes the folder, :meth:`CompareResult.open` reads it back (the report draws from it).
@@ -272,7 +273,9 @@ def draw_compare(fig, result: CompareResult, anatomy: np.ndarray | None = None):
     fig.colorbar(im, ax=axes[0], fraction=0.04)
     a, b = result.split.names
     norm = result.metadata.get("normalisation")
-    axes[0].set_title(f"mean({a}) − mean({b})" + (f" [{norm}]" if norm else ""), fontsize=9)
+    sigma = result.metadata.get("smooth_sigma")
+    how = ", ".join(([norm] if norm else []) + ([f"σ {sigma:.3g} px"] if sigma else []))
+    axes[0].set_title(f"mean({a}) − mean({b})" + (f" [{how}]" if how else ""), fontsize=9)
     im = axes[1].imshow(result.neg_log10_p, cmap="magma")
     fig.colorbar(im, ax=axes[1], fraction=0.04)
     if (result.significant > 0).any():

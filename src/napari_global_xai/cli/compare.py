@@ -10,7 +10,7 @@ from ._options import add_device_option, command, count, positive
 
 
 def add_parser(sub) -> None:
-    from ..analysis_config import COMPARE_NORMALISATIONS, CompareConfig
+    from ..analysis_config import COMPARE_NORMALISATIONS, COMPARE_SMOOTH_FRACTION, CompareConfig
 
     defaults = CompareConfig()
     p = command(sub, "compare", "group difference map of image-wise maps with a permutation test")
@@ -66,6 +66,17 @@ def add_parser(sub) -> None:
         help="pixels where the p-floor 1/(1+N) binds get 10x more permutations, stage after stage, up to this "
         f"many (default {defaults.max_permutations}; equal to --n-permutations: none)",
     )
+    p.add_argument(
+        "--smooth",
+        dest="smooth_sigma",
+        type=float,
+        metavar="SIGMA",
+        default=defaults.smooth_sigma,
+        help="σ in pixels of the Gaussian every map (both groups alike) is smoothed with before the test: tames "
+        "pixel-level, heavy-tailed maps such as Integrated Gradients', at the price of resolution (differences "
+        f"narrower than about 2σ are spread); 0 = none (default 1/{round(1 / COMPARE_SMOOTH_FRACTION)} of the maps' "
+        "shorter side)",
+    )
     add_device_option(p, "where the permutation test runs")
     p.add_argument("--regions", default=None, help="region label TIFF (e.g. regions.tif of 'global-xai regions')")
     p.add_argument("--out", required=True, help="output folder (difference, p-value and significance maps)")
@@ -74,6 +85,7 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
+    from ..analyses.compare_normalise import smoothing_text
     from ..analyses.compare_pipeline import run_compare
     from ..analyses.compare_report import floor_text, total_text
     from ..analyses.explain_inputs import label_maps, read_csv_column
@@ -89,6 +101,7 @@ def run(args) -> int:
         seed=args.seed,
         normalisation=args.normalisation,
         max_permutations=args.max_permutations,
+        smooth_sigma=args.smooth_sigma,
     )
     outputs = open_explain(args.explain_dir)
     maps, idx = label_maps(outputs.image_maps, outputs.computed, outputs.targets, args.label)
@@ -112,7 +125,7 @@ def run(args) -> int:
         f"{args.label or 'overall'} maps, {s['groups'][0]} (n={s['n_images'][0]}) vs {s['groups'][1]} "
         f"(n={s['n_images'][1]}), {s['n_permutations']} permutations" + (" (CANCELLED)" if result.cancelled else "")
     )
-    print(f"  compared: {s['normalisation']}: {s['meaning']}")
+    print(f"  compared: {s['normalisation']}: {s['meaning']}; {smoothing_text(s['smooth_sigma'])}")
     print(
         f"  significant pixels: {s['n_significant_fdr']} at FDR {args.alpha:g} "
         f"({s['n_significant_fdr_a_gt_b']} A>B, {s['n_significant_fdr_b_gt_a']} B>A), "
