@@ -132,7 +132,7 @@ def test_the_sample_opens_with_its_stack_selected(make_napari_viewer, qtbot):
 def test_cancel_keeps_partial_results(dock, qtbot):
     viewer, widget = dock
     widget.method.value = "ig"
-    widget.params.value = "n_steps=64"
+    widget.params.value = "n_steps=16"
     widget.batch.value = 1
     assert widget.start() is not None
     qtbot.waitUntil(
