@@ -29,7 +29,8 @@ def _mass_in_region(result, regions):
 
 def test_ig_global_maps_put_most_mass_in_the_planted_regions(sample):
     stack, model, truth = sample
-    cfg = ExplainConfig(method="ig", params={"n_steps": 16, "baseline": "blur"}, reduction="pos_sum")
+    # 8 steps: the same shares as 16 to 0.01 (measured), at half the cost
+    cfg = ExplainConfig(method="ig", params={"n_steps": 8, "baseline": "blur"}, reduction="pos_sum")
     result = run_explain(stack.subset(np.arange(40)), model, cfg)
     regions = dict(truth["regions"])
     marker = np.zeros_like(regions["peripheral_lesion"])
@@ -46,7 +47,8 @@ def test_ig_global_maps_put_most_mass_in_the_planted_regions(sample):
         {k: round(v, 2) for k, v in own.items()},
         f"peripheral_lesion incl. marker boxes {mass['peripheral_lesion']:.2f} (marker {on_marker:.3f})",
     )
-    # measured with the shipped model: 0.79 / 0.69 (+0.06 on the marker = 0.75) / 0.86 / 0.79
+    # measured with the shipped model: 0.78 / 0.68 (+0.06 on the marker = 0.74) / 0.87 / 0.77 (16 steps: 0.78 /
+    # 0.69 + 0.06 / 0.87 / 0.78)
     assert all(v >= 0.7 for v in mass.values()), mass
     assert on_marker > 0.03  # the 0.4 %-of-image marker boxes hold a visible share of the map
 
@@ -75,8 +77,8 @@ def test_peripheral_lesion_map_reveals_the_corner_marker(sample):
     """Signed IG over all images: the marker boxes carry net positive evidence for peripheral_lesion only."""
     stack, model, _ = sample
     cfg = ExplainConfig(
-        method="ig", params={"n_steps": 16, "baseline": "blur"}, reduction="sum", subset="all", targets=DISEASES
-    )
+        method="ig", params={"n_steps": 8, "baseline": "blur"}, reduction="sum", subset="all", targets=DISEASES
+    )  # 8 steps: peripheral_lesion's net marker mass 15x the largest other label's (16 steps: 16x; the bar is 2x)
     result = run_explain(stack.subset(np.arange(16)), model, cfg)
     corners = np.zeros(stack.shape[1:3], bool)
     corners[marker_box("L")] = True
