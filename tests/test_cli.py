@@ -38,15 +38,15 @@ def _first_images_of_the_sample(folder, n):
 
 
 @pytest.mark.slow
-def test_explain_then_peppr_on_half_the_sample(tmp_path, capsys):
-    """Explain then PEPPR from the command line on the sample's first 32 images (half the cost of all 64; every
-    label's diagonal gap clears the bar by 0.26-0.60 here, measured, against 0.25-0.55 on all 64)."""
-    stack, labels = _first_images_of_the_sample(tmp_path, 32)
+def test_explain_then_peppr_on_part_of_the_sample(tmp_path, capsys):
+    """Explain then PEPPR from the command line on the sample's first 24 images (a third of the cost of all 64; every
+    label's diagonal gap clears the bar by 0.19-0.68 here, measured, against 0.25-0.55 on all 64)."""
+    stack, labels = _first_images_of_the_sample(tmp_path, 24)
     out = tmp_path / "gc"
     assert main(["explain", str(stack), "--method", "gradcam", "--out", str(out), "--quiet"]) == 0
     text = capsys.readouterr().out
     positives = labels.values.astype(bool)  # subset "positive": one map per (image, label) the image is positive for
-    assert f"gradcam: {int(positives.sum())} image-wise maps of 32 images" in text
+    assert f"gradcam: {int(positives.sum())} image-wise maps of 24 images" in text
     summary = json.loads((out / "explain_summary.json").read_text())
     haemorrhage = int(positives[:, list(labels.names).index("haemorrhage")].sum())
     assert summary["maps_per_label"]["haemorrhage"] == haemorrhage > 5 and summary["subset"] == "positive"
