@@ -14,3 +14,22 @@ class TwoLabelNet(nn.Module):
 
     def forward(self, x):
         return self.head(self.body(x).mean(dim=(2, 3)))
+
+
+def two_label_model(height: int, width: int, harmonise_laterality: bool = True):
+    """A :class:`TwoLabelNet` (fresh weights from torch's current seed) as a user's TorchScript-format model with
+    labels ``near`` and ``far`` at ``height`` × ``width``, on the CPU."""
+    import torch
+
+    from napari_global_xai.models import LoadedModel, ModelCard
+
+    card = ModelCard(
+        name="t",
+        labels=["near", "far"],
+        weights="unused.pt",
+        format="torchscript",
+        input_channels=[0, 1, 2],
+        input_size=[height, width],
+        harmonise_laterality=harmonise_laterality,
+    )
+    return LoadedModel(TwoLabelNet(), card, torch.device("cpu"))

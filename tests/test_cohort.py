@@ -20,7 +20,7 @@ from napari_global_xai.control import Cancelled, RunControl
 from napari_global_xai.errors import InputError, UsageError
 from napari_global_xai.explain.result import open_explain
 
-from _tiny_nets import TwoLabelNet
+from _tiny_nets import two_label_model
 
 H, W, N = 20, 30, 14
 LABELS = ["near", "far"]
@@ -30,7 +30,6 @@ def _explain(folder, compute="all", map_dtype=None):
     from napari_global_xai.data import LabelsTable, read_stack, write_labels_csv
     from napari_global_xai.data.readers import write_stack_tiff
     from napari_global_xai.explain.pipeline import run_explain
-    from napari_global_xai.models import LoadedModel, ModelCard
 
     rng = np.random.default_rng(7)
     folder.mkdir(parents=True, exist_ok=True)
@@ -45,10 +44,7 @@ def _explain(folder, compute="all", map_dtype=None):
     )
     write_labels_csv(table, folder / "stack.csv")
     torch.manual_seed(2)
-    card = ModelCard(
-        name="t", labels=LABELS, weights="unused.pt", format="torchscript", input_channels=[0, 1, 2], input_size=[H, W]
-    )
-    model = LoadedModel(TwoLabelNet(), card, torch.device("cpu"))
+    model = two_label_model(H, W)
     stack = read_stack(folder / "stack.tif")
     config = ExplainConfig(method="saliency", compute=compute, chunk_size=4)
     run_explain(stack, model, config, out_dir=folder / "out", map_dtype=map_dtype)

@@ -15,10 +15,9 @@ from napari_global_xai.config import ExplainConfig
 from napari_global_xai.data import AlignedStack
 from napari_global_xai.explain.pipeline import run_explain
 from napari_global_xai.figures import map_scale
-from napari_global_xai.models import LoadedModel, ModelCard
 
 from _timeouts import HANG_GUARD_MS
-from _tiny_nets import TwoLabelNet
+from _tiny_nets import two_label_model
 from _tolerance import float32_atol, pairwise_sum_terms
 
 H, W, N = 20, 30, 8
@@ -29,16 +28,7 @@ def _explain(folder, normalisation="mass"):
     """A saliency run on ``N`` random images, left and right eyes alternating, kept in each image's stored
     orientation (so the viewer's left-eye layers mirror the right eyes lazily)."""
     torch.manual_seed(2)
-    card = ModelCard(
-        name="t",
-        labels=LABELS,
-        weights="unused.pt",
-        format="torchscript",
-        input_channels=[0, 1, 2],
-        input_size=[H, W],
-        harmonise_laterality=False,
-    )
-    model = LoadedModel(TwoLabelNet(), card, torch.device("cpu"))
+    model = two_label_model(H, W, harmonise_laterality=False)
     pixels = np.random.default_rng(4).integers(0, 256, (N, H, W, 3), dtype=np.uint8)
     laterality = np.array(["L", "R"] * (N // 2))
     stack = AlignedStack(pixels, [f"s{i}" for i in range(N)], laterality=laterality, labels=None)

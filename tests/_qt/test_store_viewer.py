@@ -9,9 +9,8 @@ from napari_global_xai._reader import napari_get_reader, read_aligned_stack, rea
 from napari_global_xai.config import ExplainConfig
 from napari_global_xai.data import AlignedStack
 from napari_global_xai.explain.pipeline import run_explain
-from napari_global_xai.models import LoadedModel, ModelCard
 
-from _tiny_nets import TwoLabelNet
+from _tiny_nets import two_label_model
 
 H, W, N = 20, 30, 5
 LABELS = ["near", "far"]
@@ -20,16 +19,7 @@ LABELS = ["near", "far"]
 @pytest.fixture
 def store(tmp_path):
     torch.manual_seed(2)
-    card = ModelCard(
-        name="t",
-        labels=LABELS,
-        weights="unused.pt",
-        format="torchscript",
-        input_channels=[0, 1, 2],
-        input_size=[H, W],
-        harmonise_laterality=False,
-    )
-    model = LoadedModel(TwoLabelNet(), card, torch.device("cpu"))
+    model = two_label_model(H, W, harmonise_laterality=False)
     pixels = np.random.default_rng(4).integers(0, 256, (N, H, W, 3), dtype=np.uint8)
     stack = AlignedStack(
         pixels, [f"s{i}" for i in range(N)], laterality=np.array(["L"] * N), labels=None, sources=["<memory>"] * N
@@ -93,16 +83,7 @@ def test_a_tiff_results_folder_opens_through_the_same_reader(tmp_path):
     from napari_global_xai.explain.result import open_explain
 
     torch.manual_seed(2)
-    card = ModelCard(
-        name="t",
-        labels=LABELS,
-        weights="unused.pt",
-        format="torchscript",
-        input_channels=[0, 1, 2],
-        input_size=[H, W],
-        harmonise_laterality=False,
-    )
-    model = LoadedModel(TwoLabelNet(), card, torch.device("cpu"))
+    model = two_label_model(H, W, harmonise_laterality=False)
     pixels = np.random.default_rng(4).integers(0, 256, (N, H, W, 3), dtype=np.uint8)
     stack = AlignedStack(pixels, [f"s{i}" for i in range(N)], laterality=np.array(["L"] * N), labels=None)
     config = ExplainConfig(method="saliency", subset="all", chunk_size=2)
