@@ -204,9 +204,9 @@ class GlobalMapAccumulator:
         }
 
     @classmethod
-    def from_state(cls, labels, state: dict, overall_labels=None) -> GlobalMapAccumulator:
+    def from_state(cls, labels, state: dict, overall_labels=None, *, moments: bool = True) -> GlobalMapAccumulator:
         """An accumulator with the state saved by :meth:`state` (arrays are copied, dtypes checked)."""
-        acc = cls(labels, np.shape(state["sum"])[1:], overall_labels)
+        acc = cls(labels, np.shape(state["sum"])[1:], overall_labels, moments=moments)
         for key, dtype in (("sum", np.int64), ("count", np.int64), ("mean64", np.float64), ("m2", np.float64)):
             value = np.asarray(state[key])
             if value.dtype != dtype or value.shape != getattr(acc, f"_{key}").shape:

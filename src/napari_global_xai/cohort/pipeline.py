@@ -5,10 +5,10 @@
 1. open the explain results folder lazily (:func:`napari_global_xai.explain.result.open_explain`) and build its
    study table (:func:`.table.study_table`: metadata, truth, probability, prediction and outcome per label);
 2. select the cohort's rows (:func:`.where.select_rows` of ``config.where``, and ``rows`` when given);
-3. reduce the selected images' stored maps in blocks (:func:`cohort_reduce`): read a block from the lazy store
+3. reduce the selected images' stored maps in blocks (:func:`.reduce.cohort_reduce`): read a block from the store
    while the previous one is summed, leave out maps that were not computed or are zero everywhere (as the explain
-   job does), and fold them into a :class:`~napari_global_xai.aggregate.GlobalMapAccumulator` (the explain job's
-   exact fixed-point mean; ``moments=False``: no std), so memory stays at a few blocks whatever the cohort's size;
+   job does), and sum them exactly into a :class:`~napari_global_xai.aggregate.GlobalMapAccumulator` (the explain
+   job's fixed-point mean; ``moments=False``: no std), so memory stays at a few blocks whatever the cohort's size;
 4. take the reference (``config.reference``: the run's stored global maps, every image with a map, or the rest)
    and the difference cohort − reference; write the folder (:mod:`.result`) when ``out_dir`` is given.
 
@@ -18,90 +18,17 @@ of a cohort is no cohort's map. Qt-free and torch-free.
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
 from ..aggregate import GlobalMapAccumulator
 from ..analysis_config import CohortConfig
-from ..control import Cancelled, RunControl
+from ..control import RunControl
+from .reduce import cohort_reduce
 from .result import CohortResult
 
-__all__ = ["run_cohort", "cohort_reduce", "BLOCK"]
-
-#: Images read from the store at a time (one block is read while the previous one is summed).
-BLOCK = 32
-
-
-def _read(image_maps, indices: np.ndarray, label_index: list[int]) -> np.ndarray:
-    """``(k, Ls, H, W)`` float32 maps of ``indices`` (sorted) for the labels ``label_index``."""
-    contiguous = len(indices) and indices[-1] - indices[0] + 1 == len(indices)
-    rows = slice(int(indices[0]), int(indices[-1]) + 1) if contiguous else indices
-    block = image_maps[rows]
-    if len(label_index) != block.shape[1]:
-        block = block[:, label_index]
-    if hasattr(block, "compute"):
-        block = block.compute()
-    return np.asarray(block, np.float32)
-
-
-def cohort_reduce(
-    image_maps,
-    label_index: list[int],
-    labels: list[str],
-    groups: list[np.ndarray],
-    control: RunControl | None = None,
-    overall_labels=None,
-    block: int = BLOCK,
-) -> list[GlobalMapAccumulator]:
-    """One pass over the stored maps, folding each image's maps into the groups that use them.
-
-    Parameters
-    ----------
-    image_maps : array-like, (n, L, H, W)
-        The run's image-wise maps (lazy dask over the store, or a memmap); read ``block`` images at a time.
-    label_index : list of int
-        Positions of ``labels`` on the maps' second axis.
-    labels : list of str
-    groups : list of numpy.ndarray of bool, each (n, len(labels))
-        Which (image, label) maps each accumulator takes (e.g. the cohort's and the rest's); an image no group uses
-        is never read.
-    control : RunControl, optional
-        Progress in images (stage ``cohort``) and cancel between blocks.
-    overall_labels : list of str, optional
-        Of the accumulators (default: every label not starting with ``any``).
-
-    Returns
-    -------
-    list of GlobalMapAccumulator
-        One per group (``moments=False``). Maps that are zero everywhere are left out, as in the explain job.
-    """
-    control = control or RunControl()
-    shape = tuple(image_maps.shape[2:])
-    accs = [GlobalMapAccumulator(labels, shape, overall_labels, moments=False) for _ in groups]
-    wanted = np.nonzero(np.any([g.any(axis=1) for g in groups], axis=0))[0]
-    blocks = [wanted[s : s + block] for s in range(0, len(wanted), block)]
-    done = 0
-    control.report(0, len(wanted), "cohort")
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="cohort-read") as pool:
-        pending = pool.submit(_read, image_maps, blocks[0], label_index) if blocks else None
-        for b, indices in enumerate(blocks):
-            maps = pending.result()
-            pending = pool.submit(_read, image_maps, blocks[b + 1], label_index) if b + 1 < len(blocks) else None
-            flat = maps.reshape(*maps.shape[:2], -1)
-            nonzero = (flat.max(axis=2) != 0) | (flat.min(axis=2) != 0)
-            for acc, use in zip(accs, groups):
-                include = use[indices] & nonzero
-                if include.any():
-                    acc.update(maps, include)
-            done += len(indices)
-            control.report(done, len(wanted), "cohort")
-            if control.cancelled():
-                if pending is not None:
-                    pending.cancel()
-                raise Cancelled("cohort cancelled: nothing written (a mean over part of a cohort is no cohort's map)")
-    return accs
+__all__ = ["run_cohort"]
 
 
 def _planes(mean: np.ndarray, overall: np.ndarray | None) -> np.ndarray:
