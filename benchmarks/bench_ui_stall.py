@@ -128,11 +128,15 @@ def timed_slot(owner, name: str, seconds: dict) -> None:
     setattr(owner, name, wrapper)
 
 
+#: Where the synthetic stores are written: removed when the benchmark ends.
+SCRATCH = tempfile.TemporaryDirectory(prefix="bench-ui-")
+
+
 def make_store(n: int, quiet: bool = False) -> Path:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
     from _synthetic_store import write_synthetic_store
 
-    folder = Path(tempfile.mkdtemp(prefix="bench-ui-store-"))
+    folder = Path(tempfile.mkdtemp(prefix=f"store-{n}-", dir=SCRATCH.name))
     t = time.perf_counter()
     root = write_synthetic_store(folder, n, shape=(96, 128), chunk_size=500)
     if not quiet:

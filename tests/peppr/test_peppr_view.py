@@ -77,12 +77,22 @@ def test_figure_draws_every_map_a_table_and_a_linked_filmstrip():
     header, rows = table_cells(view)
     assert header == ["map", "label", "A_erase", "A_restore", "gap", "random gap", "p*"]
     assert rows[1] == ["m1", "macro", "0.700", "1.700", "+0.100", "n/a", "0.50"]
-    # one thumbnail axes per (strip, fraction); the column nearest the fraction is framed, and only it
-    assert sorted(handles.thumbs.values()) == [(r, c) for r in range(4) for c in range(4)]
+    # one image of 4 strips x 4 fractions: each thumbnail's pixels at its tile, a tile per data point, the column
+    # nearest the fraction framed, and only it
+    mosaic = handles.strip_image.get_array()
+    h, w, step_y, step_x = handles.tile
+    for r, (_title, thumbs) in enumerate(strip.rows):
+        for c in range(4):
+            np.testing.assert_array_equal(mosaic[r * step_y : r * step_y + h, c * step_x : c * step_x + w, :3], thumbs[c])
+            assert handles.tile_at(c * step_x + w / 2, r * step_y + h / 2) == (r, c)
+    assert mosaic[:, w:step_x, 3].max() == 0 and mosaic[h:step_y, :, 3].max() == 0  # transparent gutters
     assert nearest_index(view.fractions, 0.45) == 2
-    assert [[p.get_visible() for p in col] for col in handles.frames] == [[c == 2] * 4 for c in range(4)]
+    assert [frame.get_visible() for frame in handles.frames] == [False, False, True, False]
     set_highlight(handles, 0)
-    assert [col[0].get_visible() for col in handles.frames] == [True, False, False, False]
+    assert [frame.get_visible() for frame in handles.frames] == [True, False, False, False]
+    labels = [t.get_text() for t in handles.strip_ax.get_xticklabels()]
+    assert labels == [f"{f:g}" for f in strip.fractions]
+    assert [t.get_text() for t in handles.strip_ax.get_yticklabels()] == [title for title, _ in strip.rows]
     fig.canvas.draw()
 
 

@@ -15,7 +15,12 @@ from collections.abc import Callable
 from qtpy.QtCore import QObject, QTimer, Signal
 from qtpy.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QPushButton, QVBoxLayout, QWidget
 
-__all__ = ["RunPanel", "LayerFeeder", "add_layers"]
+__all__ = ["RunPanel", "LayerFeeder", "add_layers", "BREATH_MS"]
+
+#: Pause (ms) between two pieces of main-thread work a result hands over (a layer, a filled-images layer): the event
+#: loop goes idle in between, so the canvas's repaint, the user's input and timers get their turn. With 0 the next
+#: piece was posted before a timer's turn came, so a 50 ms timer's gap spanned two pieces (and their repaints).
+BREATH_MS = 30
 
 
 #: Shortest interval between two progress repaints, s: a worker may report hundreds of batches a second, and each
@@ -180,7 +185,8 @@ class RunPanel(QWidget):
 
 
 class LayerFeeder(QObject):
-    """Add prepared layer data tuples one per event-loop turn, so the viewer never freezes while results arrive.
+    """Add prepared layer data tuples one per event-loop turn, :data:`BREATH_MS` apart, so the viewer never freezes
+    while results arrive.
 
     Adding a 384×512 image layer costs about 60 ms of main-thread time (vispy node and texture); adding eight in one
     slot would block the viewer for half a second. ``done`` is emitted after the last layer.
@@ -195,7 +201,7 @@ class LayerFeeder(QObject):
 
     def feed(self, layer_data: list) -> None:
         self._queue.extend(layer_data)
-        QTimer.singleShot(0, self._next)
+        QTimer.singleShot(BREATH_MS, self._next)
 
     @property
     def busy(self) -> bool:
@@ -206,7 +212,7 @@ class LayerFeeder(QObject):
             return
         add_layers(self.viewer, [self._queue.pop(0)])
         if self._queue:
-            QTimer.singleShot(0, self._next)
+            QTimer.singleShot(BREATH_MS, self._next)
         else:
             self.done.emit()
 

@@ -19,7 +19,7 @@ __all__ = ["PepprFigureWindow", "MIN_FIGURE_PX", "MIN_THUMB_PX", "swap_filmstrip
 
 #: Smallest canvas (width, height) in pixels: below it the window scrolls instead of shrinking the figure.
 MIN_FIGURE_PX = (1040, 860)
-#: Smallest side a filmstrip thumbnail is drawn at, in screen pixels (the dock asserts it in a test).
+#: Smallest longer side a filmstrip thumbnail is drawn at, in screen pixels (the dock asserts it in a test).
 MIN_THUMB_PX = 96
 
 
@@ -82,16 +82,18 @@ class PepprFigureWindow(QWidget):
 
 
 def swap_filmstrip(handles, drawn, strip) -> bool:
-    """Put ``strip`` (another image's filmstrip) into the figure where ``drawn`` is drawn: the thumbnails' pixels and
-    the image number in the strip's title, nothing rebuilt. False (nothing changed) unless both strips have the same
-    rows, fractions, map and thumbnail size; the caller then draws the figure anew.
+    """Put ``strip`` (another image's filmstrip) into the figure where ``drawn`` is drawn: the filmstrip image's
+    pixels and the image number in the strip's title, nothing rebuilt. False (nothing changed) unless both strips
+    have the same rows, fractions, map and thumbnail size; the caller then draws the figure anew.
 
-    Rebuilding the figure for each image (its ~15 axes cleared and made again) held the viewer's main thread for
-    0.4-0.6 s per move of the image slider; swapping leaves only the canvas's repaint.
+    Rebuilding the figure for each image held the viewer's main thread for 0.4-0.6 s per move of the image slider;
+    swapping leaves only the canvas's repaint.
     """
     import numpy as np
 
-    if handles is None or drawn is None or not handles.thumbs:
+    from ..peppr.drawing import filmstrip_mosaic
+
+    if handles is None or drawn is None or handles.strip_image is None:
         return False
     same = (
         [title for title, _ in drawn.rows] == [title for title, _ in strip.rows]
@@ -99,11 +101,10 @@ def swap_filmstrip(handles, drawn, strip) -> bool:
         and drawn.map_name == strip.map_name
         and all(np.shape(old) == np.shape(new) for (_, old), (_, new) in zip(drawn.rows, strip.rows))
     )
-    title = getattr(next(iter(handles.thumbs)).figure, "_suptitle", None)  # the filmstrip's (sub)figure title
+    title = getattr(handles.strip_ax.figure, "_suptitle", None)  # the filmstrip's (sub)figure title
     if not same or title is None:
         return False
-    for ax, (r, c) in handles.thumbs.items():
-        ax.get_images()[-1].set_data(strip.rows[r][1][c])
+    handles.strip_image.set_data(filmstrip_mosaic(strip)[0])
     title.set_text(title.get_text().replace(f"image {drawn.image_index}", f"image {strip.image_index}", 1))
     return True
 

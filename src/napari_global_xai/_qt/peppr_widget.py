@@ -26,7 +26,7 @@ from ._cluster import ClusterPicker
 from ._layer_pickers import GLOBAL_MAP_KEY, stack_from_layer
 from ._layout import advanced_group, scroll_body
 from ._model_inputs import ModelInputs, load_model_job
-from ._runner import RunPanel
+from ._runner import BREATH_MS, RunPanel
 
 __all__ = ["PepprWidget", "peppr_job", "DEFAULT_FRACTIONS_TEXT", "THUMB_SIDE"]
 
@@ -302,8 +302,8 @@ class PepprWidget(QWidget):
         """Filmstrip column framed now (None without a filmstrip)."""
         if self.handles is None:
             return None
-        for c, frames in enumerate(self.handles.frames):
-            if frames and frames[0].get_visible():
+        for c, frame in enumerate(self.handles.frames):
+            if frame.get_visible():
                 return c
         return None
 
@@ -316,8 +316,8 @@ class PepprWidget(QWidget):
             return
         if event.inaxes is self.handles.curves_ax and event.xdata is not None:
             index = nearest_index(self.view.fractions, event.xdata)
-        elif event.inaxes in self.handles.thumbs:
-            index = self.handles.thumbs[event.inaxes][1]
+        elif event.inaxes is self.handles.strip_ax and event.xdata is not None:
+            index = self.handles.tile_at(event.xdata, event.ydata)[1]
         else:
             return
         self.fraction.value = float(self.view.fractions[index])
@@ -437,7 +437,7 @@ class PepprWidget(QWidget):
             if self.result is not None and modes[1:]:
                 self._place_filled_layers(modes[1:])
 
-        QTimer.singleShot(0, place)
+        QTimer.singleShot(BREATH_MS, place)
 
     # --- export ------------------------------------------------------------------------------------------------------
     def export(self, out_dir) -> dict:

@@ -9,7 +9,8 @@ One drawing path serves the napari PEPPR panel (its themed canvas), the HTML/PDF
   random order, computed with the curve engine's own ranking, masks and fills (:func:`compute_filmstrip`), or read
   from the erased / restored TIFFs a PEPPR run wrote (:func:`filmstrip_from_folder`).
 * :func:`~napari_global_xai.peppr.drawing.draw_peppr_figure` draws both into a figure the caller owns and returns
-  the artists the panel links to (curve axes, the fraction marker, one axes per thumbnail).
+  the artists the panel links to (curve axes, the fraction marker, the filmstrip image and its tiles, the column
+  frames).
 
 Qt-free; matplotlib's object API only (no pyplot state).
 """
@@ -116,13 +117,36 @@ class Filmstrip:
 
 @dataclass
 class FigureHandles:
-    """Artists of a drawn PEPPR figure that an interactive canvas links to."""
+    """Artists of a drawn PEPPR figure that an interactive canvas links to.
+
+    The filmstrip is one image (``strip_image`` in ``strip_ax``): its thumbnails tiled a row per strip and a column
+    per fraction, with gutters; ``tile`` is ``(h, w, step_y, step_x)`` in its pixels (a thumbnail's size and the
+    distance between thumbnails), ``frames`` one highlight rectangle per fraction column.
+    """
 
     curves_ax: object = None
     table_ax: object = None
     marker: object = None
-    thumbs: dict = field(default_factory=dict)  # axes -> (row index, fraction index)
-    frames: list = field(default_factory=list)  # highlight rectangles, one per fraction column
+    strip_ax: object = None
+    strip_image: object = None
+    tile: tuple = ()
+    frames: list = field(default_factory=list)
+
+    def tile_at(self, x: float, y: float) -> tuple[int, int]:
+        """``(strip row, fraction column)`` of the filmstrip thumbnail at data point ``(x, y)`` of ``strip_ax`` (a
+        gutter counts with the thumbnail before it)."""
+        _h, _w, step_y, step_x = self.tile
+        n_rows = round((self.strip_image.get_array().shape[0] + step_y - _h) / step_y)
+        row = min(max(int((y + 0.5) // step_y), 0), n_rows - 1)
+        column = min(max(int((x + 0.5) // step_x), 0), len(self.frames) - 1)
+        return row, column
+
+    def thumb_size_px(self, renderer) -> tuple[float, float]:
+        """``(width, height)`` of one filmstrip thumbnail as drawn by ``renderer``, in pixels."""
+        shown = self.strip_image.get_window_extent(renderer)
+        rows, columns = self.strip_image.get_array().shape[:2]
+        h, w = self.tile[:2]
+        return shown.width * w / columns, shown.height * h / rows
 
 
 # ----------------------------------------------------------------------------------------------- building views
