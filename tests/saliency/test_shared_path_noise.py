@@ -136,3 +136,33 @@ def test_all_labels_take_the_forward_passes_of_one_label(name, params, five):
     assert every == one and sum(every) == 2 * _samples(params)
     assert every_passes["forward_backward"] == one_passes["forward_backward"] == sum(every)
     assert every_passes["backward"] == int((TARGETS >= 0).sum()) * _samples(params)
+
+
+class LinearNet(nn.Module):
+    """``out_j = Σ w_j ⊙ x``: its gradient is ``w_j`` everywhere, so gradient SHAP without noise is exactly
+    ``(x − baseline) ⊙ w_j`` whatever the path coefficients drawn."""
+
+    def __init__(self, weights):
+        super().__init__()
+        self.weights = nn.Parameter(weights, requires_grad=False)
+
+    def forward(self, x):
+        return torch.einsum("kchw,ochw->ko", x, self.weights)
+
+
+def test_gradient_shap_blur_baseline_is_each_images_own_blur():
+    """Every image of a call is explained against its own blurred copy (not the first image's), on the one-label
+    Captum path and on the shared path alike."""
+    from napari_global_xai.perturb.fills import make_fill
+
+    torch.manual_seed(3)
+    weights = torch.randn(2, 3, H, W)
+    card = ModelCard(name="linear", labels=["a", "b"], weights="unused.pt", input_size=[H, W])
+    model = LoadedModel(LinearNet(weights).eval(), card, torch.device("cpu"))
+    x = torch.randn(3, 3, H, W) * torch.tensor([0.5, 1.0, 2.0]).view(3, 1, 1, 1)  # three unlike images
+    method = get_method("gradient_shap", model, n_samples=3, stdevs=0.0, baseline="blur", blur_sigma=2.0)
+    expected = (x - make_fill("blur", x, sigma=2.0))[:, None] * weights[None]  # (k, labels, c, H, W)
+    one = method.attribute(x.clone().requires_grad_(True), torch.tensor([1, 0, 1]))
+    torch.testing.assert_close(one, expected[[0, 1, 2], [1, 0, 1]], rtol=1e-5, atol=1e-6)
+    both = method.attribute_labels(x.clone().requires_grad_(True), torch.tensor([[0, 1]] * 3))
+    torch.testing.assert_close(both, expected, rtol=1e-5, atol=1e-6)

@@ -300,27 +300,44 @@ class GradientShap(SharedNoise, CaptumMethod):
     def passes_per_map(self):
         return int(self.params["n_samples"])
 
+    def _baselines(self, x):
+        """Each image's baseline distribution: one row shared by the whole call when the baseline does not depend on
+        the image (zero, black), else ``(k, c, H, W)``, each image its own (blur); the call then goes image by image,
+        since Captum draws every image's baselines from one shared distribution."""
+        base = self.baseline(x)
+        return base[:1] if bool((base == base[:1]).all()) else base
+
     def noisy_labels(self, x, targets, count):
         from .noise import gradient_shap_labels
 
         n, sd = int(self.params["n_samples"]), float(self.params["stdevs"])
-        return gradient_shap_labels(self.forward_module, x, self.baseline(x[:1]), targets, n, sd, count)
+        base = self._baselines(x)
+        if len(base) == 1:
+            return gradient_shap_labels(self.forward_module, x, base, targets, n, sd, count)
+        return torch.cat(
+            [
+                gradient_shap_labels(
+                    self.forward_module, x[i : i + 1], base[i : i + 1], targets[i : i + 1], n, sd, count
+                )
+                for i in range(len(x))
+            ]
+        )
 
     def attribute(self, x, targets):
-        base = self.baseline(x[:1])
+        base = self._baselines(x)
         self._passes(len(x), len(x))
+        n, sd = int(self.params["n_samples"]), float(self.params["stdevs"])
         with seeded_global_rngs(int(self.params["seed"])):
-            return (
-                self.build()
-                .attribute(
-                    x,
-                    baselines=base,
-                    target=targets,
-                    n_samples=int(self.params["n_samples"]),
-                    stdevs=float(self.params["stdevs"]),
+            method = self.build()
+            if len(base) == 1:
+                return method.attribute(x, baselines=base, target=targets, n_samples=n, stdevs=sd).detach()
+            rows = [
+                method.attribute(
+                    x[i : i + 1], baselines=base[i : i + 1], target=targets[i : i + 1], n_samples=n, stdevs=sd
                 )
-                .detach()
-            )
+                for i in range(len(x))
+            ]
+            return torch.cat(rows).detach()
 
 
 @register_method
