@@ -83,7 +83,9 @@ def test_figure_draws_every_map_a_table_and_a_linked_filmstrip():
     h, w, step_y, step_x = handles.tile
     for r, (_title, thumbs) in enumerate(strip.rows):
         for c in range(4):
-            np.testing.assert_array_equal(mosaic[r * step_y : r * step_y + h, c * step_x : c * step_x + w, :3], thumbs[c])
+            np.testing.assert_array_equal(
+                mosaic[r * step_y : r * step_y + h, c * step_x : c * step_x + w, :3], thumbs[c]
+            )
             assert handles.tile_at(c * step_x + w / 2, r * step_y + h / 2) == (r, c)
     assert mosaic[:, w:step_x, 3].max() == 0 and mosaic[h:step_y, :, 3].max() == 0  # transparent gutters
     assert nearest_index(view.fractions, 0.45) == 2
