@@ -391,3 +391,33 @@ def test_progress_moves_within_a_chunk_and_never_backwards(inputs):
     assert all(t == N and s == "explain" for _, t, s in seen)
     assert done == sorted(done) and done[-1] == N
     assert any(0 < d < N for d in done)  # moved before the only chunk finished
+
+
+def test_a_store_of_another_layout_is_refused_in_one_line_and_left_as_it_was(inputs, tmp_path, capsys):
+    """A store written by another version (its layout version differs) is refused by the one reader, the CLI and
+    the napari reader in one line naming the layout and the way out, and nothing in it is changed."""
+    import zarr
+
+    from napari_global_xai._reader import napari_get_reader
+    from napari_global_xai.errors import InputError
+    from napari_global_xai.explain.result import open_explain
+    from napari_global_xai.store.options import ATTRS_KEY, STORE_LAYOUT
+
+    assert main(_argv(inputs, tmp_path / "out")) == 0
+    root = tmp_path / "out" / "image_maps.zarr"
+    group = zarr.open_group(str(root), mode="r+")
+    attrs = dict(group.attrs[ATTRS_KEY])
+    attrs["layout_version"] = STORE_LAYOUT - 1
+    group.attrs[ATTRS_KEY] = attrs
+    before = {p: p.read_bytes() for p in root.rglob("*") if p.is_file()}
+    capsys.readouterr()
+    with pytest.raises(InputError, match=f"layout {STORE_LAYOUT - 1}, this version reads layout {STORE_LAYOUT}"):
+        open_explain(tmp_path / "out")
+    assert main(["cohort", str(tmp_path / "out"), "--out", str(tmp_path / "cohort")]) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--overwrite" in err[0] and "Traceback" not in err[0]
+    reader = napari_get_reader(str(root))  # napari shows the reader's error as its one-line notification
+    with pytest.raises(InputError, match="--overwrite"):
+        reader(str(root))
+    assert {p: p.read_bytes() for p in root.rglob("*") if p.is_file()} == before
+    assert not (tmp_path / "cohort").exists()

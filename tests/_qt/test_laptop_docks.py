@@ -223,6 +223,27 @@ def test_a_burst_of_progress_reports_is_one_repaint_and_the_last_report_is_shown
     assert panel.status.text() == "done" and panel.bar.value() == panel.bar.maximum()
 
 
+def test_pieces_handed_over_later_never_reach_a_closed_dock(make_napari_viewer, qtbot):
+    """The feeder's layers and ``after`` calls are the dock's children: a dock deleted while they wait runs none
+    of them (a pending call used to touch the closed PEPPR dock's deleted slider)."""
+    from qtpy.QtWidgets import QWidget
+
+    from napari_global_xai._qt._runner import BREATH_MS, LayerFeeder, after
+
+    viewer = make_napari_viewer()
+    calls = []
+    kept, closed = QWidget(), QWidget()
+    LayerFeeder(viewer, kept).feed([(np.zeros((4, 4)), {"name": "kept"}, "image")])
+    LayerFeeder(viewer, closed).feed([(np.zeros((4, 4)), {"name": "gone"}, "image")])
+    after(kept, BREATH_MS, lambda: calls.append("kept"))
+    after(closed, BREATH_MS, lambda: calls.append("gone"))
+    closed.deleteLater()
+    qtbot.waitUntil(lambda: "kept" in calls and "kept" in viewer.layers, timeout=HANG_GUARD_MS)
+    qtbot.wait(4 * BREATH_MS)
+    assert calls == ["kept"] and [layer.name for layer in viewer.layers] == ["kept"]
+    kept.deleteLater()
+
+
 def test_sanity_parameters_follow_the_methods(make_napari_viewer):
     from napari_global_xai._qt.sanity_widget import SanityWidget
 

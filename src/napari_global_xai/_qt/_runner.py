@@ -15,7 +15,7 @@ from collections.abc import Callable
 from qtpy.QtCore import QObject, QTimer, Signal
 from qtpy.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QPushButton, QVBoxLayout, QWidget
 
-__all__ = ["RunPanel", "LayerFeeder", "add_layers", "BREATH_MS"]
+__all__ = ["RunPanel", "LayerFeeder", "add_layers", "after", "BREATH_MS"]
 
 #: Pause (ms) between two pieces of main-thread work a result hands over (a layer, a filled-images layer): the event
 #: loop goes idle in between, so the canvas's repaint, the user's input and timers get their turn. With 0 the next
@@ -198,10 +198,15 @@ class LayerFeeder(QObject):
         super().__init__(parent)
         self.viewer = viewer
         self._queue: list = []
+        self._timer = QTimer(self)  # a child: it goes with the dock, so no layer arrives after the dock was closed
+        self._timer.setSingleShot(True)
+        self._timer.setInterval(BREATH_MS)
+        self._timer.timeout.connect(self._next)
 
     def feed(self, layer_data: list) -> None:
         self._queue.extend(layer_data)
-        QTimer.singleShot(BREATH_MS, self._next)
+        if not self._timer.isActive():
+            self._timer.start()
 
     @property
     def busy(self) -> bool:
@@ -212,9 +217,19 @@ class LayerFeeder(QObject):
             return
         add_layers(self.viewer, [self._queue.pop(0)])
         if self._queue:
-            QTimer.singleShot(BREATH_MS, self._next)
+            self._timer.start()
         else:
             self.done.emit()
+
+
+def after(owner: QObject, ms: int, fn) -> None:
+    """Call ``fn`` in ``ms`` milliseconds unless ``owner`` (a dock) is deleted first: the timer is ``owner``'s child,
+    so work handed over in pieces never runs on a closed dock's deleted widgets."""
+    timer = QTimer(owner)
+    timer.setSingleShot(True)
+    timer.timeout.connect(fn)
+    timer.timeout.connect(timer.deleteLater)
+    timer.start(ms)
 
 
 def add_layers(viewer, layer_data: list[tuple]) -> list:

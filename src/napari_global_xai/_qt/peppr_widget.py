@@ -26,7 +26,7 @@ from ._cluster import ClusterPicker
 from ._layer_pickers import GLOBAL_MAP_KEY, stack_from_layer
 from ._layout import advanced_group, scroll_body
 from ._model_inputs import ModelInputs, load_model_job
-from ._runner import BREATH_MS, RunPanel
+from ._runner import BREATH_MS, RunPanel, after
 
 __all__ = ["PepprWidget", "peppr_job", "DEFAULT_FRACTIONS_TEXT", "THUMB_SIDE"]
 
@@ -429,7 +429,6 @@ class PepprWidget(QWidget):
     def _place_filled_layers(self, modes=(None, "erase", "restore")) -> None:
         """A new result's ``erased`` / ``restored`` layers at the slider's fraction, each in an event-loop pass of its
         own (about 0.1-0.2 s each) after the figure's deferred draw (``None``: a pass to let that draw go first)."""
-        from qtpy.QtCore import QTimer
 
         def place():
             if self.result is not None and modes[0] is not None:
@@ -437,7 +436,7 @@ class PepprWidget(QWidget):
             if self.result is not None and modes[1:]:
                 self._place_filled_layers(modes[1:])
 
-        QTimer.singleShot(BREATH_MS, place)
+        after(self, BREATH_MS, place)
 
     # --- export ------------------------------------------------------------------------------------------------------
     def export(self, out_dir) -> dict:
