@@ -228,6 +228,29 @@ def test_kill_9_mid_run_then_the_same_command_finishes_only_the_missing_chunks(i
     assert _hidden(out) == []
 
 
+def test_damaged_records_are_recomputed_and_the_rerun_equals_the_first_run(inputs, tmp_path, capsys):
+    """A record whose compressed sums are damaged and one cut short are ignored: the same command recomputes only
+    those two chunks, and the global maps equal the first run's to the bit."""
+    from napari_global_xai.store.records import record_path
+
+    out = tmp_path / "out"
+    assert main(_argv(inputs, out)) == 0
+    first, contents = _rebuilt_global(out)
+    damaged = dict(np.load(record_path(contents.store, 0)))
+    damaged["acc_sum"] = damaged["acc_sum"] ^ np.uint8(0x5A)  # a valid file, its Blosc stream broken
+    with open(record_path(contents.store, 0), "wb") as handle:
+        np.savez(handle, **damaged)
+    cut = record_path(contents.store, 1)
+    cut.write_bytes(cut.read_bytes()[: cut.stat().st_size // 2])
+    capsys.readouterr()
+    assert main(_argv(inputs, out)) == 0
+    prov = _summary(out)["provenance"]
+    assert (prov["n_chunks_reused"], prov["n_chunks_computed"]) == (N_CHUNKS - 2, 2)
+    again, _ = _rebuilt_global(out)
+    np.testing.assert_array_equal(again.mean, first.mean)
+    np.testing.assert_array_equal(again.std, first.std)
+
+
 def test_other_settings_are_refused_and_overwrite_replaces(inputs, tmp_path, capsys):
     folder = inputs
     out = tmp_path / "out"

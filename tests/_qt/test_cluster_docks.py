@@ -170,6 +170,7 @@ def test_an_unreachable_scheduler_is_one_line_before_the_model_loads(dock, qtbot
     viewer, widget = dock
     loads = []
     monkeypatch.setattr(models, "load_model", lambda *a, **k: loads.append(a))
+    monkeypatch.setattr("napari_global_xai.scale.cluster.CONNECT_TIMEOUT_S", 2.0)  # refused at once: no need for 10
     layers_before = [layer.name for layer in viewer.layers]
     widget.cluster.text = "tcp://127.0.0.1:9"  # the discard port: nothing listens there
     with qtbot.waitSignal(widget.run_panel.stopped, timeout=HANG_GUARD_MS):

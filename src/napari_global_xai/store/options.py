@@ -30,8 +30,9 @@ MAPS_GROUP, GLOBAL_GROUP, STD_GROUP, ANATOMY_GROUP = "maps", "global", "std", "a
 #: maps.
 FLAGS_GROUP = "flags"
 #: Version of what a store holds; part of the settings fingerprint, so a store of another layout is refused (with
-#: ``--overwrite`` to replace it), never resumed into. 2: per-map completeness errors in the records and flags.
-STORE_LAYOUT = 2
+#: ``--overwrite`` to replace it), never resumed into. 2: per-map completeness errors in the records and flags;
+#: 3: the records' accumulator arrays Blosc-compressed (:mod:`.records`).
+STORE_LAYOUT = 3
 
 
 def check_store_options(out_format: str | None, map_dtype: str | None) -> tuple[str, str]:

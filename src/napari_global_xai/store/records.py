@@ -12,6 +12,11 @@ Notes
 -----
 The second moments are kept in float32 (they only feed the standard deviation, written as float32) to halve the
 record; the run merges the same rounded moments whether it resumed or not, so the std is identical too.
+
+The two image-sized arrays (sums and moments, 12 MB per chunk for 5 labels at 384 × 512) are stored Blosc-compressed
+(zstd level 3, bit shuffle) inside an uncompressed ``.npz``: the zip's own deflate took 0.84 s per record on one
+core (a 10,000-image run at 16 images per chunk: 9 minutes of the writer's time) for 7.8 MB; Blosc takes 14 ms for
+6.6 MB (measured on the sample's records).
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import contextlib
 import json
 import os
 import re
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +38,33 @@ __all__ = ["RECORDS_DIR", "write_record", "read_records", "record_path", "compac
 RECORDS_DIR = "records"
 _NAME = re.compile(r"^chunk-(\d{6,})\.npz$")
 _FLAGS = ("done", "zero", "stalled", "include", "pairs")
+#: The accumulator arrays stored Blosc-compressed (module notes), with their dtypes.
+_PACKED = {"acc_sum": np.int64, "acc_m2": np.float32}
+
+
+def _codec():
+    from numcodecs import Blosc
+
+    return Blosc(cname="zstd", clevel=3, shuffle=Blosc.BITSHUFFLE)
+
+
+def _pack(arrays: dict) -> dict:
+    """``arrays`` with the :data:`_PACKED` ones as compressed bytes (``uint8``) and their shapes (``<key>_shape``)."""
+    out = dict(arrays)
+    for key, dtype in _PACKED.items():
+        value = np.ascontiguousarray(arrays[key], dtype)
+        out[key] = np.frombuffer(_codec().encode(value), np.uint8)
+        out[f"{key}_shape"] = np.asarray(value.shape, np.int64)
+    return out
+
+
+def _unpack(data) -> dict:
+    """The accumulator arrays of a record (``acc_*``), the packed ones decompressed."""
+    out = {k: data[k] for k in data.files if k.startswith("acc_") and not k.endswith("_shape")}
+    for key, dtype in _PACKED.items():
+        raw = _codec().decode(np.ascontiguousarray(out[key]).tobytes())
+        out[key] = np.frombuffer(raw, dtype).reshape(tuple(data[f"{key}_shape"]))
+    return out
 
 
 def record_path(root: str | Path, chunk: int) -> Path:
@@ -43,12 +76,12 @@ def write_record(root: str | Path, result: ChunkResult, settings_hash: str) -> P
     from ..io_utils import atomic_path
 
     arrays = {key: np.asarray(getattr(result, key), bool) for key in _FLAGS}
-    arrays.update(_compact(result.accumulator.state()))
+    arrays.update(_pack(_compact(result.accumulator.state())))
     shape = np.shape(result.done)
     completeness = np.full(shape, np.nan) if result.completeness is None else result.completeness
     path = record_path(root, result.chunk)
     with atomic_path(path) as tmp, open(tmp, "wb") as handle:
-        np.savez_compressed(
+        np.savez(
             handle,
             chunk=np.int64(result.chunk),
             indices=np.asarray(result.indices, np.int64),
@@ -105,7 +138,7 @@ def _read(path: Path, labels, settings_hash: str) -> ChunkResult | None:
     with np.load(path, allow_pickle=False) as data:
         if str(data["settings"]) != settings_hash:
             return None
-        state = _expand({k: data[k] for k in data.files if k.startswith("acc_")})
+        state = _expand(_unpack(data))
         flags = {key: data[key].astype(bool) for key in _FLAGS}
         return ChunkResult(
             int(data["chunk"]),
@@ -155,7 +188,7 @@ def read_records(
             continue
         try:
             record = _read(path, labels, settings_hash)
-        except (OSError, ValueError, KeyError, EOFError):
+        except (OSError, ValueError, KeyError, EOFError, RuntimeError, zipfile.BadZipFile):  # damaged bytes
             continue
         if record is None or record.chunk != int(match.group(1)) or (complete_only and not record.complete):
             continue
