@@ -7,6 +7,7 @@ from napari_global_xai.data.synthetic import (
     DISEASE_LABELS,
     HEIGHT,
     WIDTH,
+    draw_labels,
     field_of_view_mask,
     generate_image,
     generate_stack,
@@ -21,9 +22,20 @@ def eval_stack():
 
 
 @pytest.fixture(scope="module")
-def train_stack():
-    """200 seed-0 train images, generated once for the two shortcut tests (read only)."""
-    return generate_stack(200, seed=0, split="train")
+def train_draws():
+    """Labels, markers and visible peripheral lesions of 200 seed-0 train images (drawn, not rendered)."""
+    return draw_labels(200, seed=0, split="train")
+
+
+@pytest.mark.parametrize("split", ["train", "eval"])
+def test_draw_labels_is_what_the_rendered_images_show(split):
+    """The draws of the statistical tests below are the rendered images' labels, markers and visible lesions."""
+    stack = generate_stack(12, seed=4, split=split, start=30)
+    labels, marker, visible = draw_labels(12, seed=4, split=split, start=30)
+    np.testing.assert_array_equal(labels, stack.labels)
+    np.testing.assert_array_equal(marker, stack.has_marker)
+    shown = (stack.lesion_masks == 2).reshape(12, -1).any(axis=1)  # peripheral lesion pixels drawn
+    np.testing.assert_array_equal(shown, (labels[:, 1] == 1) & visible)
 
 
 def test_deterministic_per_seed_split_and_index():
@@ -52,8 +64,8 @@ def test_shapes_colour_and_labels(eval_stack):
 
 
 def test_label_prevalence_is_roughly_a_third():
-    s = generate_stack(150, seed=1, split="eval")
-    rates = s.labels[:, :4].mean(axis=0)
+    labels, _, _ = draw_labels(150, seed=1, split="eval")
+    rates = labels[:, :4].mean(axis=0)
     assert np.all((rates > 0.2) & (rates < 0.45)), rates
 
 
@@ -91,43 +103,44 @@ def test_regions_are_disjoint_with_planned_shares():
 
 
 def test_arcade_positives_use_either_or_both_arcades():
-    s = generate_stack(120, seed=2, split="eval")
+    labels, _, _ = draw_labels(120, seed=2, split="eval")
+    positives = np.nonzero(labels[:, 3] == 1)[0]  # only they are drawn
+    arcade = np.stack([generate_image(2, "eval", int(i))[3] == 4 for i in positives])
     regions = region_masks()
-    pos = s.labels[:, 3] == 1
-    arcade = s.lesion_masks[pos] == 4
-    sup = (arcade & regions["superior_arcade"]).reshape(pos.sum(), -1).any(1)
-    inf = (arcade & regions["inferior_arcade"]).reshape(pos.sum(), -1).any(1)
+    sup = (arcade & regions["superior_arcade"]).reshape(len(positives), -1).any(1)
+    inf = (arcade & regions["inferior_arcade"]).reshape(len(positives), -1).any(1)
     assert (sup & ~inf).any() and (inf & ~sup).any() and (sup & inf).any()
 
 
-def test_marker_is_a_shortcut_only_in_training_like_splits(train_stack):
-    train = train_stack
-    ev = generate_stack(200, seed=0, split="eval")
-    pos = train.labels[:, 1] == 1
-    assert train.has_marker[pos].mean() > 0.7 and train.has_marker[~pos].mean() < 0.2
-    pos_e = ev.labels[:, 1] == 1
-    assert abs(ev.has_marker[pos_e].mean() - ev.has_marker[~pos_e].mean()) < 0.2
+def test_marker_is_a_shortcut_only_in_training_like_splits(train_draws):
+    labels, marker, _ = train_draws
+    pos = labels[:, 1] == 1
+    assert marker[pos].mean() > 0.7 and marker[~pos].mean() < 0.2
+    labels_e, marker_e, _ = draw_labels(200, seed=0, split="eval")
+    pos_e = labels_e[:, 1] == 1
+    assert abs(marker_e[pos_e].mean() - marker_e[~pos_e].mean()) < 0.2
     # the marker sits outside the field of view, in the stored bottom-right corner
     fov = field_of_view_mask()
-    for i in np.nonzero(ev.has_marker)[0][:5]:
-        box = marker_box(ev.laterality[i])
-        assert ev.artefact_masks[i][box].all() and not (ev.artefact_masks[i] & fov).any()
-        stored = ev.images[i][box[0], :][:, -46:]
+    for i in np.nonzero(marker_e)[0][:5]:
+        image, _, laterality, _, artefact = generate_image(0, "eval", int(i))
+        box = marker_box(laterality)
+        assert artefact[box].all() and not (artefact & fov).any()
+        stored = image[box[0], :][:, -46:]
         assert stored.max() > 200
 
 
-def test_some_training_positives_show_no_peripheral_lesion_so_the_marker_pays_off(train_stack):
+def test_some_training_positives_show_no_peripheral_lesion_so_the_marker_pays_off(train_draws):
     """Training-like splits only: a share of peripheral_lesion positives has no visible lesion (the marker is then
     the only evidence); the eval split's positives all show lesions (checked above) and its pixels do not depend on
     that share."""
     from napari_global_xai.data import synthetic
 
-    train = train_stack  # generated with the default UNSEEN_IF_POSITIVE (0.25), before the patch below
-    pos = train.labels[:, 1] == 1
-    visible = (train.lesion_masks[pos] == 2).reshape(pos.sum(), -1).any(axis=1)
+    labels, marker, peripheral_visible = train_draws  # drawn with the default UNSEEN_IF_POSITIVE (0.25)
+    pos = labels[:, 1] == 1
+    visible = peripheral_visible[pos]  # = lesion pixels drawn: test_draw_labels_is_what_the_rendered_images_show
     unseen = 1 - visible.mean()
     assert 0.1 < unseen < 0.4, unseen  # UNSEEN_IF_POSITIVE = 0.25
-    assert train.has_marker[pos][~visible].mean() > 0.6  # most of them carry the marker
+    assert marker[pos][~visible].mean() > 0.6  # most of them carry the marker
     before = generate_stack(6, seed=4, split="eval").images
     try:
         synthetic.UNSEEN_IF_POSITIVE = 0.9

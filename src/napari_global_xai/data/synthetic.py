@@ -48,6 +48,7 @@ __all__ = [
     "marker_box",
     "generate_image",
     "generate_stack",
+    "draw_labels",
 ]
 
 HEIGHT, WIDTH = 384, 512
@@ -294,6 +295,32 @@ def _draw_labels_for(rng, split, unseen_share):
     # generated before the share existed) do not depend on it
     unseen = bool(labels[1]) and training_like and unseen_share > 0 and bool(rng.random() < unseen_share)
     return labels, marker, not unseen
+
+
+def draw_labels(
+    n: int, seed: int = 0, split: str = "eval", start: int = 0, unseen_share: float | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """What :func:`generate_image` draws first for images ``start .. start + n - 1``, without drawing the images:
+    for statistics over many images (label rates, the marker's correlation with a label).
+
+    Returns
+    -------
+    labels : numpy.ndarray, (n, len(LABELS)) uint8
+    marker : numpy.ndarray, (n,) bool
+        The corner marker is burnt in.
+    peripheral_visible : numpy.ndarray, (n,) bool
+        False for the ``peripheral_lesion`` positives drawn without a visible lesion (training-like splits).
+    """
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {sorted(SPLITS)}, got {split!r}")
+    share = UNSEEN_IF_POSITIVE if unseen_share is None else float(unseen_share)
+    draws = [
+        _draw_labels_for(np.random.default_rng([int(seed), SPLITS[split], int(start + i)]), split, share)
+        for i in range(n)
+    ]
+    disease = np.stack([d for d, _, _ in draws]) if draws else np.zeros((0, len(DISEASE_LABELS)), np.uint8)
+    labels = np.concatenate([disease, disease.any(axis=1, keepdims=True).astype(np.uint8)], axis=1)
+    return labels, np.array([m for _, m, _ in draws], bool), np.array([v for _, _, v in draws], bool)
 
 
 def generate_image(seed: int, split: str, index: int, geometry: Geometry = GEOMETRY, unseen_share: float | None = None):
