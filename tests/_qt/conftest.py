@@ -3,6 +3,19 @@
 import pytest
 
 
+@pytest.fixture(autouse=True)
+def no_worker_outlives_its_test():
+    """Set up before the test's viewer, so torn down after it: wait for the thread workers still running (a closing
+    viewer moves its sliders, and a dock may start one then). napari's own event loop does this when it quits
+    (``aboutToQuit``); tests never quit it, and a worker alive at interpreter exit aborts the process."""
+    yield
+    from napari.qt.threading import WorkerBase
+
+    from _timeouts import HANG_GUARD_MS
+
+    WorkerBase.await_workers(HANG_GUARD_MS)
+
+
 def menu_title(dock_class) -> str:
     """The dock title napari gives a widget opened from the Plugins menu: ``"<display name> (<plugin>)"``."""
     from napari.plugins import menu_item_template
