@@ -389,10 +389,14 @@ class _TiffZarrSource:
 
     def _open(self):
         if self._view is None:
+            import weakref
+
             import tifffile
             import zarr
 
-            self._view = zarr.open_array(tifffile.imread(self.path, aszarr=True), mode="r")
+            store = tifffile.imread(self.path, aszarr=True)
+            weakref.finalize(self, store.close)  # the file closes with this source, not at a garbage collection
+            self._view = zarr.open_array(store, mode="r")
         return self._view
 
     def __getitem__(self, key) -> np.ndarray:
