@@ -12,6 +12,7 @@ __all__ = ["METHOD_CLASSES", "BUILTIN_METHODS"]
 _CAPTUM = "napari_global_xai.saliency.captum_methods"
 _CAM = "napari_global_xai.saliency.cam"
 _IGOS = "napari_global_xai.saliency.igos.methods"
+_NOISE = "napari_global_xai.saliency.noise"
 
 METHOD_CLASSES: dict[str, str] = {
     "ig": f"{_CAPTUM}:IntegratedGradients",
@@ -26,8 +27,8 @@ METHOD_CLASSES: dict[str, str] = {
     "input_x_gradient": f"{_CAPTUM}:InputXGradient",
     "guided_backprop": f"{_CAPTUM}:GuidedBackprop",
     "deeplift": f"{_CAPTUM}:DeepLift",
-    "gradient_shap": f"{_CAPTUM}:GradientShap",
-    "smoothgrad": f"{_CAPTUM}:SmoothGrad",
+    "gradient_shap": f"{_NOISE}:GradientShap",
+    "smoothgrad": f"{_NOISE}:SmoothGrad",
     "occlusion": f"{_CAPTUM}:Occlusion",
     "igos": f"{_IGOS}:IGOS",
     "igos++": f"{_IGOS}:IGOSPlusPlus",

@@ -309,16 +309,13 @@ def draw_labels(
     marker : numpy.ndarray, (n,) bool
         The corner marker is burnt in.
     peripheral_visible : numpy.ndarray, (n,) bool
-        False for the ``peripheral_lesion`` positives drawn without a visible lesion (training-like splits).
-    """
+        False for the ``peripheral_lesion`` positives drawn without a visible lesion (training-like splits)."""
     if split not in SPLITS:
         raise ValueError(f"split must be one of {sorted(SPLITS)}, got {split!r}")
     share = UNSEEN_IF_POSITIVE if unseen_share is None else float(unseen_share)
-    draws = [
-        _draw_labels_for(np.random.default_rng([int(seed), SPLITS[split], int(start + i)]), split, share)
-        for i in range(n)
-    ]
-    disease = np.stack([d for d, _, _ in draws]) if draws else np.zeros((0, len(DISEASE_LABELS)), np.uint8)
+    rngs = (np.random.default_rng([int(seed), SPLITS[split], int(start + i)]) for i in range(n))
+    draws = [_draw_labels_for(rng, split, share) for rng in rngs]
+    disease = np.array([d for d, _, _ in draws], np.uint8).reshape(n, len(DISEASE_LABELS))
     labels = np.concatenate([disease, disease.any(axis=1, keepdims=True).astype(np.uint8)], axis=1)
     return labels, np.array([m for _, m, _ in draws], bool), np.array([v for _, _, v in draws], bool)
 

@@ -413,15 +413,9 @@ def _method_of(provenance: dict) -> str:
 
 
 def _open_store(path: Path, folder: Path, root: Path, attrs: dict) -> ExplainFolder:
-    from ..errors import InputError
-    from ..store.options import STORE_LAYOUT
+    from ..store.reader import check_layout
 
-    layout = attrs.get("layout_version")
-    if layout != STORE_LAYOUT:
-        raise InputError(
-            f"{root} is a results store of layout {layout}, this version reads layout {STORE_LAYOUT} "
-            "(written by another version of napari-global-xai); run 'global-xai explain ... --overwrite' to rewrite it"
-        )
+    check_layout(root, attrs)
     return ExplainFolder(
         path,
         folder,

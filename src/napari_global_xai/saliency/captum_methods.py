@@ -13,17 +13,15 @@ import torch
 
 from ..perturb.fills import BASELINES, make_fill
 from .base import Choice, Float, Int, MethodUnavailable, SaliencyMethod, ScoreModule, register_method
-from .noise import SharedNoise, seeded_global_rngs
 
 __all__ = [
     "CaptumMethod",
+    "BASELINE_RULES",
     "SaliencyGradient",
     "IntegratedGradients",
     "InputXGradient",
     "GuidedBackprop",
     "DeepLift",
-    "GradientShap",
-    "SmoothGrad",
     "Occlusion",
     "GradCam",
     "find_cam_layer",
@@ -34,7 +32,7 @@ __all__ = [
 #: ``adaptive`` (nodes placed where the integrand changes, :mod:`.ig`).
 INTEGRATIONS = ("riemann_right", "riemann_left", "riemann_middle", "riemann_trapezoid", "gausslegendre", "adaptive")
 #: Rules shared by every method with a baseline.
-_BASELINE_RULES = {"baseline": Choice(*BASELINES), "blur_sigma": Float(0, open_low=True, none=True)}
+BASELINE_RULES = {"baseline": Choice(*BASELINES), "blur_sigma": Float(0, open_low=True, none=True)}
 
 
 class _SharedGradient:
@@ -186,7 +184,7 @@ class DeepLift(CaptumMethod):
     name, captum_name = "deeplift", "DeepLift"
     description = "DeepLIFT (rescale rule) against the baseline (needs nn.ReLU modules: not on TorchScript)."
     defaults = {"baseline": "zero", "blur_sigma": None}
-    param_rules = _BASELINE_RULES
+    param_rules = BASELINE_RULES
     needs_relu_modules = True
 
     def captum_kwargs(self, x):
@@ -214,7 +212,7 @@ class IntegratedGradients(CaptumMethod):
         "integration": "gausslegendre",
     }
     param_rules = {
-        **_BASELINE_RULES,
+        **BASELINE_RULES,
         "n_steps": Int(1),
         "internal_batch_size": Int(1, none=True),
         "integration": Choice(*INTEGRATIONS),
@@ -291,112 +289,11 @@ class IntegratedGradients(CaptumMethod):
 
 
 @register_method
-class GradientShap(SharedNoise, CaptumMethod):
-    name, captum_name = "gradient_shap", "GradientShap"
-    description = "Expected gradients between the baseline and the image, with input noise."
-    defaults = {"n_samples": 8, "stdevs": 0.1, "baseline": "zero", "blur_sigma": None, "seed": 0}
-    param_rules = {**_BASELINE_RULES, "n_samples": Int(1), "stdevs": Float(0), "seed": Int(0, 2**32 - 1)}
-
-    def passes_per_map(self):
-        return int(self.params["n_samples"])
-
-    def _baselines(self, x):
-        """Each image's baseline distribution: one row shared by the whole call when the baseline does not depend on
-        the image (zero, black), else ``(k, c, H, W)``, each image its own (blur); the call then goes image by image,
-        since Captum draws every image's baselines from one shared distribution."""
-        base = self.baseline(x)
-        return base[:1] if bool((base == base[:1]).all()) else base
-
-    def noisy_labels(self, x, targets, count):
-        from .noise import gradient_shap_labels
-
-        n, sd = int(self.params["n_samples"]), float(self.params["stdevs"])
-        base = self._baselines(x)
-        if len(base) == 1:
-            return gradient_shap_labels(self.forward_module, x, base, targets, n, sd, count)
-        return torch.cat(
-            [
-                gradient_shap_labels(
-                    self.forward_module, x[i : i + 1], base[i : i + 1], targets[i : i + 1], n, sd, count
-                )
-                for i in range(len(x))
-            ]
-        )
-
-    def attribute(self, x, targets):
-        base = self._baselines(x)
-        self._passes(len(x), len(x))
-        n, sd = int(self.params["n_samples"]), float(self.params["stdevs"])
-        with seeded_global_rngs(int(self.params["seed"])):
-            method = self.build()
-            if len(base) == 1:
-                return method.attribute(x, baselines=base, target=targets, n_samples=n, stdevs=sd).detach()
-            rows = [
-                method.attribute(
-                    x[i : i + 1], baselines=base[i : i + 1], target=targets[i : i + 1], n_samples=n, stdevs=sd
-                )
-                for i in range(len(x))
-            ]
-            return torch.cat(rows).detach()
-
-
-@register_method
-class SmoothGrad(SharedNoise, CaptumMethod):
-    name = "smoothgrad"
-    description = "SmoothGrad: input gradients averaged over noisy copies (Captum NoiseTunnel)."
-    defaults = {"nt_samples": 16, "stdevs": 0.15, "nt_samples_batch_size": None, "seed": 0}
-    param_rules = {
-        "nt_samples": Int(1),
-        "stdevs": Float(0),
-        "nt_samples_batch_size": Int(1, none=True),
-        "seed": Int(0, 2**32 - 1),
-    }
-
-    def passes_per_map(self):
-        return int(self.params["nt_samples"])
-
-    def plan_batches(self, images_per_pass):
-        maps = max(1, images_per_pass // self.passes_per_map())
-        if not self.params["nt_samples_batch_size"]:
-            self.params["nt_samples_batch_size"] = max(1, images_per_pass // maps)
-        return maps
-
-    def build(self):
-        import captum.attr as ca
-
-        return ca.NoiseTunnel(ca.Saliency(self.forward_module))
-
-    def noisy_labels(self, x, targets, count):
-        from .noise import smoothgrad_labels
-
-        n, sd, bs = int(self.params["nt_samples"]), float(self.params["stdevs"]), self.params["nt_samples_batch_size"]
-        return smoothgrad_labels(self.forward_module, x, targets, n, sd, bs, count)
-
-    def attribute(self, x, targets):
-        bs = self.params["nt_samples_batch_size"]
-        self._passes(len(x), len(x))
-        with seeded_global_rngs(int(self.params["seed"])):
-            return (
-                self.build()
-                .attribute(
-                    x,
-                    nt_type="smoothgrad",
-                    nt_samples=int(self.params["nt_samples"]),
-                    stdevs=float(self.params["stdevs"]),
-                    target=targets,
-                    abs=False,
-                    nt_samples_batch_size=bs,
-                )
-                .detach()
-            )
-
-
-@register_method
 class Occlusion(CaptumMethod):
     name, captum_name = "occlusion", "Occlusion"
     description = "Occlusion: score drop when a window is replaced by the baseline (forward passes only)."
     defaults = {"window": 32, "stride": 16, "baseline": "zero", "blur_sigma": None, "perturbations_per_eval": 1}
-    param_rules = {**_BASELINE_RULES, "window": Int(1), "stride": Int(1), "perturbations_per_eval": Int(1)}
+    param_rules = {**BASELINE_RULES, "window": Int(1), "stride": Int(1), "perturbations_per_eval": Int(1)}
     spatial_output = False
     needs_grad = False
 

@@ -1,4 +1,5 @@
-"""SmoothGrad and gradient SHAP of several labels of an image, each noisy sample forwarded once.
+"""SmoothGrad and gradient SHAP (the methods :class:`SmoothGrad` and :class:`GradientShap`) of several labels of an
+image, each noisy sample forwarded once.
 
 **One path, all labels**, as :mod:`.ig`: the noisy samples of a call are forwarded once, and each wanted label's
 gradient is taken from that one graph (one backward per label on the retained graph, :func:`.ig.backward_labels`).
@@ -26,9 +27,18 @@ import contextlib
 import numpy as np
 import torch
 
+from .base import Float, Int, register_method
+from .captum_methods import BASELINE_RULES, CaptumMethod
 from .ig import PassCount, backward_labels
 
-__all__ = ["SharedNoise", "seeded_global_rngs", "smoothgrad_labels", "gradient_shap_labels"]
+__all__ = [
+    "SharedNoise",
+    "seeded_global_rngs",
+    "smoothgrad_labels",
+    "gradient_shap_labels",
+    "GradientShap",
+    "SmoothGrad",
+]
 
 
 @contextlib.contextmanager
@@ -157,3 +167,103 @@ def gradient_shap_labels(forward, x, baselines, targets, n_samples: int, stdev: 
     scaled = alpha * noisy + (1.0 - alpha) * base
     sums = _label_sums(forward, scaled, targets, n_samples, count, factor=noisy - base)
     return _mask(sums, n_samples, targets)
+
+
+# ------------------------------------------------------------------------------------------------- the methods
+
+
+@register_method
+class GradientShap(SharedNoise, CaptumMethod):
+    name, captum_name = "gradient_shap", "GradientShap"
+    description = "Expected gradients between the baseline and the image, with input noise."
+    defaults = {"n_samples": 8, "stdevs": 0.1, "baseline": "zero", "blur_sigma": None, "seed": 0}
+    param_rules = {**BASELINE_RULES, "n_samples": Int(1), "stdevs": Float(0), "seed": Int(0, 2**32 - 1)}
+
+    def passes_per_map(self):
+        return int(self.params["n_samples"])
+
+    def _baselines(self, x):
+        """Each image's baseline distribution: one row shared by the whole call when the baseline does not depend on
+        the image (zero, black), else ``(k, c, H, W)``, each image its own (blur); the call then goes image by image,
+        since Captum draws every image's baselines from one shared distribution."""
+        base = self.baseline(x)
+        return base[:1] if bool((base == base[:1]).all()) else base
+
+    def noisy_labels(self, x, targets, count):
+        n, sd = int(self.params["n_samples"]), float(self.params["stdevs"])
+        base = self._baselines(x)
+        if len(base) == 1:
+            return gradient_shap_labels(self.forward_module, x, base, targets, n, sd, count)
+        return torch.cat(
+            [
+                gradient_shap_labels(
+                    self.forward_module, x[i : i + 1], base[i : i + 1], targets[i : i + 1], n, sd, count
+                )
+                for i in range(len(x))
+            ]
+        )
+
+    def attribute(self, x, targets):
+        base = self._baselines(x)
+        self._passes(len(x), len(x))
+        n, sd = int(self.params["n_samples"]), float(self.params["stdevs"])
+        with seeded_global_rngs(int(self.params["seed"])):
+            method = self.build()
+            if len(base) == 1:
+                return method.attribute(x, baselines=base, target=targets, n_samples=n, stdevs=sd).detach()
+            rows = [
+                method.attribute(
+                    x[i : i + 1], baselines=base[i : i + 1], target=targets[i : i + 1], n_samples=n, stdevs=sd
+                )
+                for i in range(len(x))
+            ]
+            return torch.cat(rows).detach()
+
+
+@register_method
+class SmoothGrad(SharedNoise, CaptumMethod):
+    name = "smoothgrad"
+    description = "SmoothGrad: input gradients averaged over noisy copies (Captum NoiseTunnel)."
+    defaults = {"nt_samples": 16, "stdevs": 0.15, "nt_samples_batch_size": None, "seed": 0}
+    param_rules = {
+        "nt_samples": Int(1),
+        "stdevs": Float(0),
+        "nt_samples_batch_size": Int(1, none=True),
+        "seed": Int(0, 2**32 - 1),
+    }
+
+    def passes_per_map(self):
+        return int(self.params["nt_samples"])
+
+    def plan_batches(self, images_per_pass):
+        maps = max(1, images_per_pass // self.passes_per_map())
+        if not self.params["nt_samples_batch_size"]:
+            self.params["nt_samples_batch_size"] = max(1, images_per_pass // maps)
+        return maps
+
+    def build(self):
+        import captum.attr as ca
+
+        return ca.NoiseTunnel(ca.Saliency(self.forward_module))
+
+    def noisy_labels(self, x, targets, count):
+        n, sd, bs = int(self.params["nt_samples"]), float(self.params["stdevs"]), self.params["nt_samples_batch_size"]
+        return smoothgrad_labels(self.forward_module, x, targets, n, sd, bs, count)
+
+    def attribute(self, x, targets):
+        bs = self.params["nt_samples_batch_size"]
+        self._passes(len(x), len(x))
+        with seeded_global_rngs(int(self.params["seed"])):
+            return (
+                self.build()
+                .attribute(
+                    x,
+                    nt_type="smoothgrad",
+                    nt_samples=int(self.params["nt_samples"]),
+                    stdevs=float(self.params["stdevs"]),
+                    target=targets,
+                    abs=False,
+                    nt_samples_batch_size=bs,
+                )
+                .detach()
+            )

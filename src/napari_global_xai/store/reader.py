@@ -17,6 +17,7 @@ FLAG_NAMES = ("computed", "include", "probabilities", "completeness")
 
 __all__ = [
     "stored_attrs",
+    "check_layout",
     "lazy_maps",
     "lazy_image_maps",
     "MapBlocks",
@@ -41,6 +42,20 @@ def stored_attrs(root: str | Path) -> dict | None:
     except Exception:  # noqa: BLE001 - zarr raises many types for folders that are not stores
         return None
     return dict(attrs) if isinstance(attrs, dict) and "settings" in attrs else None
+
+
+def check_layout(root: str | Path, attrs: dict) -> None:
+    """Raise ``InputError`` (one line, with the way out) when the store at ``root`` is of another layout version
+    than this version reads (:data:`~.options.STORE_LAYOUT`)."""
+    from ..errors import InputError
+    from .options import STORE_LAYOUT
+
+    layout = attrs.get("layout_version")
+    if layout != STORE_LAYOUT:
+        raise InputError(
+            f"{root} is a results store of layout {layout}, this version reads layout {STORE_LAYOUT} "
+            "(written by another version of napari-global-xai); run 'global-xai explain ... --overwrite' to rewrite it"
+        )
 
 
 def lazy_maps(array, scale: float):
