@@ -21,6 +21,7 @@ and prints the ratio reduction / floor (1.0 = the reduction costs no more than r
 from __future__ import annotations
 
 import argparse
+import shutil
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -61,7 +62,12 @@ def write_synthetic_store(folder: Path, n: int, n_labels: int, chunk: int = 64, 
 
     root = folder / FILES.store
     if root.exists():
-        return folder
+        from napari_global_xai.store.options import STORE_LAYOUT
+        from napari_global_xai.store.reader import stored_attrs
+
+        if (stored_attrs(root) or {}).get("layout_version") == STORE_LAYOUT:
+            return folder
+        shutil.rmtree(folder)  # written by another version of the store: written again
     folder.mkdir(parents=True, exist_ok=True)
     labels = [f"label{j}" for j in range(n_labels)]
     (folder / "weights.pt").write_bytes(b"synthetic")
