@@ -104,6 +104,7 @@ def test_half_codes_read_zero_maps_and_the_largest_magnitude_from_the_bits():
     maps[0, 1, 2, 2] = 3.0
     maps[1, 1] = -0.0
     maps[2, 0, 0, 0] = np.float16(-(2.0**-24))
-    nonzero, top = half_codes(maps)
+    nonzero, tops = half_codes(maps)
     np.testing.assert_array_equal(nonzero, [[True, True], [False, False], [True, False]])
-    assert np.uint16(top).view(np.float16) == np.float16(7.5)
+    magnitudes = tops.astype(np.uint16).view(np.float16)  # each map's largest magnitude
+    np.testing.assert_array_equal(magnitudes, np.float16([[7.5, 3.0], [0, 0], [2.0**-24, 0]]))

@@ -47,8 +47,9 @@ def _nonfinite() -> ValueError:
     return ValueError("image-wise maps contain NaN or Inf; refusing to aggregate them")
 
 
-def half_codes(maps: np.ndarray) -> tuple[np.ndarray, int]:
-    """Per map whether it is non-zero ``(k, L)`` bool, and the largest magnitude's bit pattern of ``maps`` (float16).
+def half_codes(maps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per map of ``maps`` (float16, ``(k, L, ...)``): whether it is non-zero, and its largest magnitude's bit pattern
+    (both ``(k, L)``).
 
     Positive values order like their bit patterns read as int16 (negatives read below 0), and negative values'
     patterns read as uint16 order like their magnitudes above 0x8000; ±0 is 0 and 0x8000.
@@ -56,9 +57,7 @@ def half_codes(maps: np.ndarray) -> tuple[np.ndarray, int]:
     flat = maps.reshape(*maps.shape[:2], -1)
     positive = flat.view(np.int16).max(axis=2).astype(np.int32)
     negative = flat.view(np.uint16).max(axis=2).astype(np.int32)
-    nonzero = (positive > 0) | (negative > _SIGN)
-    top = max(int(positive.max(initial=0)), int(negative.max(initial=0)) - _SIGN)
-    return nonzero, top
+    return (positive > 0) | (negative > _SIGN), np.maximum(positive, negative - _SIGN)
 
 
 class HalfSums:
@@ -166,7 +165,6 @@ def cohort_reduce(
     shape = tuple(blocks_of.shape[2:])
     accs = [GlobalMapAccumulator(labels, shape, overall_labels, moments=False) for _ in groups]
     halves = [HalfSums(len(labels), shape) for _ in groups]
-    used_halves = False
     wanted = np.nonzero(np.any([g.any(axis=1) for g in groups], axis=0))[0]
     blocks = [wanted[s : s + block] for s in range(0, len(wanted), block)]
     done = 0
@@ -177,13 +175,12 @@ def cohort_reduce(
             maps = pending.result()
             pending = pool.submit(blocks_of.read, blocks[b + 1], label_index) if b + 1 < len(blocks) else None
             if maps.dtype == np.float16:
-                used_halves = True
-                nonzero, top = half_codes(maps)
+                nonzero, tops = half_codes(maps)
                 for sums, use in zip(halves, groups):
                     include = use[indices] & nonzero
                     for lab in np.nonzero(include.any(axis=0))[0]:
                         rows = include[:, lab]
-                        sums.add(int(lab), maps[:, lab] if rows.all() else maps[rows, lab], top)
+                        sums.add(int(lab), maps[:, lab] if rows.all() else maps[rows, lab], int(tops[rows, lab].max()))
             else:
                 if blocks_of.scale != 1:
                     maps = maps.astype(np.float32, copy=False)
@@ -200,9 +197,6 @@ def cohort_reduce(
                 if pending is not None:
                     pending.cancel()
                 raise Cancelled("cohort cancelled: nothing written (a mean over part of a cohort is no cohort's map)")
-    if used_halves:
-        accs = [
-            acc.merge(sums.accumulator(labels, accs[0].overall_labels, blocks_of.scale))
-            for acc, sums in zip(accs, halves)
-        ]
-    return accs
+    return [  # a store's maps are all float16 or all float32: one of the two is empty
+        acc.merge(sums.accumulator(labels, acc.overall_labels, blocks_of.scale)) for acc, sums in zip(accs, halves)
+    ]

@@ -135,9 +135,9 @@ class FigureHandles:
     def tile_at(self, x: float, y: float) -> tuple[int, int]:
         """``(strip row, fraction column)`` of the filmstrip thumbnail at data point ``(x, y)`` of ``strip_ax`` (a
         gutter counts with the thumbnail before it)."""
-        _h, _w, step_y, step_x = self.tile
-        n_rows = round((self.strip_image.get_array().shape[0] + step_y - _h) / step_y)
-        row = min(max(int((y + 0.5) // step_y), 0), n_rows - 1)
+        h, _w, step_y, step_x = self.tile
+        last_row = (self.strip_image.get_array().shape[0] - h) // step_y
+        row = min(max(int((y + 0.5) // step_y), 0), last_row)
         column = min(max(int((x + 0.5) // step_x), 0), len(self.frames) - 1)
         return row, column
 

@@ -182,42 +182,29 @@ class GradientShap(SharedNoise, CaptumMethod):
     def passes_per_map(self):
         return int(self.params["n_samples"])
 
-    def _baselines(self, x):
-        """Each image's baseline distribution: one row shared by the whole call when the baseline does not depend on
-        the image (zero, black), else ``(k, c, H, W)``, each image its own (blur); the call then goes image by image,
-        since Captum draws every image's baselines from one shared distribution."""
+    def _by_baseline(self, x, targets, call):
+        """``call(images, baselines, targets)`` once for the whole call when the baseline does not depend on the image
+        (zero, black), else image by image with each image's own (blur): Captum draws every image of a call's
+        baselines from one shared distribution."""
         base = self.baseline(x)
-        return base[:1] if bool((base == base[:1]).all()) else base
+        if bool((base == base[:1]).all()):
+            return call(x, base[:1], targets)
+        return torch.cat([call(x[i : i + 1], base[i : i + 1], targets[i : i + 1]) for i in range(len(x))])
 
     def noisy_labels(self, x, targets, count):
         n, sd = int(self.params["n_samples"]), float(self.params["stdevs"])
-        base = self._baselines(x)
-        if len(base) == 1:
-            return gradient_shap_labels(self.forward_module, x, base, targets, n, sd, count)
-        return torch.cat(
-            [
-                gradient_shap_labels(
-                    self.forward_module, x[i : i + 1], base[i : i + 1], targets[i : i + 1], n, sd, count
-                )
-                for i in range(len(x))
-            ]
+        return self._by_baseline(
+            x, targets, lambda xs, base, ts: gradient_shap_labels(self.forward_module, xs, base, ts, n, sd, count)
         )
 
     def attribute(self, x, targets):
-        base = self._baselines(x)
         self._passes(len(x), len(x))
         n, sd = int(self.params["n_samples"]), float(self.params["stdevs"])
         with seeded_global_rngs(int(self.params["seed"])):
             method = self.build()
-            if len(base) == 1:
-                return method.attribute(x, baselines=base, target=targets, n_samples=n, stdevs=sd).detach()
-            rows = [
-                method.attribute(
-                    x[i : i + 1], baselines=base[i : i + 1], target=targets[i : i + 1], n_samples=n, stdevs=sd
-                )
-                for i in range(len(x))
-            ]
-            return torch.cat(rows).detach()
+            return self._by_baseline(
+                x, targets, lambda xs, base, ts: method.attribute(xs, baselines=base, target=ts, n_samples=n, stdevs=sd)
+            ).detach()
 
 
 @register_method
